@@ -1,0 +1,45 @@
+"""The FastAPI application: Alpaca-style REST plus ops endpoints. Build with :func:`create_app`.
+
+Reads go to the shard databases; writes go through the service layer (and, from the orders
+slice on, Temporal). The app owns its ShardRouter and Redis client for its lifetime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from redis.asyncio import Redis
+
+from api.errors import install_error_handlers
+from api.routers import account, health
+from api.state import AppState
+from sherwood.settings import Settings
+from sherwood.temporal import connect
+from sherwood.wiring import build_router
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = (settings or Settings()).resolved()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+        router = build_router(settings, redis)
+        temporal = await connect(settings, lazy=True) if settings.temporal_address else None
+        app.state.sherwood = AppState(settings=settings, router=router, redis=redis,
+                                      temporal=temporal)
+        try:
+            yield
+        finally:
+            await router.dispose()
+            if redis is not None:
+                await redis.aclose()
+
+    app = FastAPI(title="Sherwood", version="0.1.0", lifespan=lifespan,
+                  description="Retail brokerage API (Alpaca v2 shape).")
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(account.router)
+    return app

@@ -1,0 +1,60 @@
+"""Health of every dependency and every shard, each probed with a short timeout, concurrently."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy import text
+
+from api.schemas import DependencyHealth, HealthOut, ShardHealth
+from api.state import AppState
+
+PROBE_TIMEOUT_S = 2.0
+
+
+async def _probe(fn: Callable[[], Awaitable[object]]) -> DependencyHealth:
+    start = time.perf_counter()
+    try:
+        await asyncio.wait_for(fn(), PROBE_TIMEOUT_S)
+    except Exception as exc:  # a probe reports failures, it never raises
+        return DependencyHealth(status="down", error=f"{type(exc).__name__}: {exc}"[:300])
+    return DependencyHealth(status="ok", latency_ms=round((time.perf_counter() - start) * 1000, 2))
+
+
+async def check(state: AppState) -> HealthOut:
+    router = state.router
+
+    async def sql(engine_getter: Callable[[], object]) -> None:
+        engine = engine_getter()
+        async with engine.connect() as conn:  # type: ignore[attr-defined]
+            await conn.execute(text("SELECT 1"))
+
+    async def redis_ping() -> None:
+        if state.redis is None:
+            raise RuntimeError("not configured")
+        await state.redis.ping()
+
+    async def temporal() -> None:
+        if state.temporal is None:
+            raise RuntimeError("not configured")
+        if not await state.temporal.service_client.check_health():
+            raise RuntimeError("unhealthy")
+
+    probes: dict[str, Awaitable[DependencyHealth]] = {
+        "directory_db": _probe(lambda: sql(lambda: router.directory)),
+        "redis": _probe(redis_ping),
+        "temporal": _probe(temporal),
+    }
+    shard_probes = [
+        _probe(lambda n=n: sql(lambda: router.engine(n))) for n in range(router.shard_count)
+    ]
+    results = await asyncio.gather(*probes.values(), *shard_probes)
+    deps = dict(zip(probes.keys(), results[: len(probes)], strict=True))
+    shards = [
+        ShardHealth(shard=n, status=r.status, latency_ms=r.latency_ms, error=r.error)
+        for n, r in enumerate(results[len(probes):])
+    ]
+    ok = all(d.status == "ok" for d in deps.values()) and all(s.status == "ok" for s in shards)
+    return HealthOut(status="ok" if ok else "degraded", dependencies=deps, shards=shards)

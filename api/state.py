@@ -1,0 +1,19 @@
+"""Process-wide resources of the API, built once in the app's lifespan from Settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from temporalio.client import Client
+
+from db.router import ShardRouter
+from sherwood.settings import Settings
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    router: ShardRouter
+    redis: Redis | None
+    temporal: Client | None = None

@@ -1,0 +1,1 @@
+"""Pure business rules: no I/O, no clocks, no randomness. Workflows and activities both call these."""

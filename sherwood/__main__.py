@@ -1,0 +1,3 @@
+from sherwood.cli import app
+
+app()

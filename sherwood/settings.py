@@ -1,0 +1,100 @@
+"""The one typed settings object (environment variables ``SHERWOOD_*``).
+
+Only entry points (CLI commands, process mains, test fixtures) build a :class:`Settings`; everything
+else receives the values it needs. Every duration is a setting so tests can run them short.
+
+When a URL is not configured, a running ``sherwood dev`` stack is found through the
+``stack.json`` it writes into the data directory (see :meth:`Settings.resolved`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+STACK_FILE = "stack.json"
+
+
+def default_data_dir() -> Path:
+    return Path.home() / ".sherwood"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SHERWOOD_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    shards: int = Field(default=4, ge=1, le=64)
+
+    # Postgres: either one server URL (databases named <db_prefix>_directory, <db_prefix>_shard_<n>)
+    # or explicit URLs per database. Unset everywhere -> embedded server (sherwood dev).
+    postgres_url: str | None = None
+    directory_url: str | None = None
+    shard_urls: list[str] | None = None
+    db_prefix: str = "sherwood"
+    db_pool_size: int = 10
+    db_max_overflow: int = 40
+
+    redis_url: str | None = None
+    redis_prefix: str = "sherwood"
+    shard_cache_ttl_s: int = 3600
+
+    temporal_address: str | None = None
+    temporal_namespace: str = "default"
+
+    # Local stack (sherwood dev). Every server binds 127.0.0.1 unless configured otherwise.
+    bind_host: str = "127.0.0.1"
+    api_port: int = 8000
+    temporal_port: int = 7233
+    temporal_ui_port: int = 8233
+    embedded_pg_port: int = 5433
+    embedded_redis_port: int = 6380
+    dev_health_timeout_s: float = 90.0
+
+    # Ledger tuning: number of cached-balance stripes for house accounts (hot rows).
+    house_balance_stripes: int = Field(default=16, ge=1, le=256)
+    ledger_max_retries: int = 8
+
+    def shard_url(self, shard: int) -> str:
+        if self.shard_urls:
+            return self.shard_urls[shard]
+        if not self.postgres_url:
+            raise RuntimeError("no Postgres configured: set SHERWOOD_POSTGRES_URL or run `sherwood dev`")
+        return _with_db(self.postgres_url, f"{self.db_prefix}_shard_{shard}")
+
+    def directory_db_url(self) -> str:
+        if self.directory_url:
+            return self.directory_url
+        if not self.postgres_url:
+            raise RuntimeError("no Postgres configured: set SHERWOOD_POSTGRES_URL or run `sherwood dev`")
+        return _with_db(self.postgres_url, f"{self.db_prefix}_directory")
+
+    @property
+    def shard_count(self) -> int:
+        return len(self.shard_urls) if self.shard_urls else self.shards
+
+    def stack_file(self) -> Path:
+        return self.data_dir / STACK_FILE
+
+    def resolved(self) -> Settings:
+        """Fill unset URLs from a running ``sherwood dev`` stack's ``stack.json``, if any."""
+        path = self.stack_file()
+        if not path.exists():
+            return self
+        stack = json.loads(path.read_text())
+        updates: dict[str, object] = {}
+        for key in ("postgres_url", "redis_url", "temporal_address", "shards"):
+            if key in stack and key not in self.model_fields_set:
+                updates[key] = stack[key]
+        return self.model_copy(update=updates)
+
+
+def _with_db(server_url: str, db: str) -> str:
+    """Replace the database part of a Postgres URL, keeping query parameters."""
+    base, _, query = server_url.partition("?")
+    scheme, _, rest = base.partition("://")
+    hostpart = rest.split("/", 1)[0]
+    url = f"{scheme}://{hostpart}/{db}"
+    return f"{url}?{query}" if query else url

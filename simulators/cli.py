@@ -1,0 +1,69 @@
+"""``sherwood sim ...``: command-line entry points of the simulators.
+
+``sim_app`` is a typer sub-app; the main CLI mounts it as ``sherwood sim``. Each command only
+parses options and runs the simulator's async entry point; no simulation logic lives here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from decimal import Decimal
+from pathlib import Path
+
+import typer
+
+from simulators.market_maker import MarketMakerConfig, parse_slices, parse_symbols, run_market_maker
+
+sim_app = typer.Typer(help="Simulated venues and feeds for local development and tests.",
+                      no_args_is_help=True)
+
+
+@sim_app.command("market-maker")
+def market_maker(
+    port: int = typer.Option(9878, help="TCP port to accept the broker's FIX session on."),
+    sender_comp_id: str = typer.Option("MM1", help="Our CompID (the venue name)."),
+    target_comp_id: str = typer.Option("SHERWOOD", help="The broker's CompID."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind."),
+    heartbeat: float = typer.Option(30.0, help="HeartBtInt in seconds."),
+    redis_url: str | None = typer.Option(None, help="Read quotes/halts from this Redis."),
+    price_improvement_bps: Decimal = typer.Option(Decimal(0), parser=Decimal,
+                                                  help="Price improvement in basis points."),
+    fill_slices: str = typer.Option("", help="Partial-fill slice sizes, e.g. 400,300,300."),
+    fill_delay: float = typer.Option(0.0, help="Seconds between partial-fill slices."),
+    max_liquidity: int | None = typer.Option(None, help="Shares available to IOC/FOK orders."),
+    tick_interval: float = typer.Option(1.0, help="Seconds between random-walk steps."),
+    seed: int = typer.Option(0, help="Random-walk seed."),
+    latency: float = typer.Option(0.0, help="Seconds added before each report."),
+    never_ack: bool = typer.Option(False, "--never-ack", help="Answer no order message at all."),
+    duplicate_reports: bool = typer.Option(False, "--duplicate-reports",
+                                           help="Send every ExecutionReport twice."),
+    possresend_old: bool = typer.Option(False, "--possresend-old",
+                                        help="After each fill re-send an old report, 97=Y."),
+    drop_connection: bool = typer.Option(False, "--drop-connection",
+                                         help="Drop the TCP connection after the first ack."),
+    skip_seq: bool = typer.Option(False, "--skip-seq",
+                                  help="Skip outbound MsgSeqNums now and then."),
+    halted: str = typer.Option("", help="Halted symbols, e.g. GME,AMC."),
+    data_dir: Path | None = typer.Option(None, help="Keep the FIX session store here."),
+    log_level: str = typer.Option("INFO", help="Logging level."),
+) -> None:
+    """Run a simulated wholesale market maker (FIX 4.4 acceptor) until interrupted."""
+    logging.basicConfig(level=log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        slices = parse_slices(fill_slices)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--fill-slices") from exc
+    config = MarketMakerConfig(
+        sender_comp_id=sender_comp_id, target_comp_id=target_comp_id, host=host, port=port,
+        heartbeat_interval=heartbeat, data_dir=data_dir, redis_url=redis_url, seed=seed,
+        tick_interval=tick_interval, price_improvement_bps=price_improvement_bps,
+        fill_slices=slices, fill_delay=fill_delay, max_liquidity=max_liquidity,
+        halted=parse_symbols(halted), latency=latency, never_ack=never_ack,
+        duplicate_reports=duplicate_reports, possresend_old=possresend_old,
+        drop_connection_after_ack=drop_connection, skip_seq=skip_seq,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_market_maker(config))

@@ -1,0 +1,692 @@
+"""A simulated wholesale market maker (Citadel/Virtu role): a FIX 4.4 acceptor around the engine.
+
+:class:`MarketMaker` accepts one FIX session from the broker (``target_comp_id``, e.g.
+SHERWOOD), turns NewOrderSingle(D) / OrderCancelRequest(F) / OrderStatusRequest(H) into calls on
+:class:`simulators.matching.MatchingEngine`, and sends the resulting ExecutionReport(8) and
+OrderCancelReject(9) messages back. A periodic tick advances the quote source and lets resting
+orders, stops and delayed partial-fill slices execute. Several instances (venues MM1, MM2 ...)
+can run side by side in one process, each on its own port.
+
+Quotes come from a :class:`QuoteSource`: :class:`RandomWalkQuoteSource` (seeded from
+``domain.assets``) or :class:`RedisQuoteSource` (the marketdata latest-quote hash, falling back to
+a random walk). Tests pin prices with :meth:`MarketMaker.set_quote`.
+
+Fault injection (each off by default; see :class:`MarketMakerConfig`) makes the venue misbehave
+the ways a real one does so the execution gateway can be tested against them: latency, silence,
+duplicate reports, PossResend re-sends, a dropped connection right after an ack, and outbound
+sequence gaps.
+
+Deliberately NOT done: order state is kept in memory only (a restart forgets orders, never FIX
+sequence numbers, which live in the session store); no order book between customers, no
+cancel/replace (G), no market-data messages, no session-level work (all of that is ``fix/``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time as _time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, time
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+import simplefix
+
+from domain.assets import ASSETS
+from fix.framing import encode
+from fix.session import FixAcceptor, FixSession, SessionConfig
+from fix.store import MemorySessionStore, SessionStore, SqliteSessionStore
+from simulators.matching import (
+    ZERO,
+    CancelReject,
+    ExecReport,
+    ExecType,
+    MatchingEngine,
+    NewOrderRequest,
+    Quote,
+    Report,
+    fmt_decimal,
+    tick_size,
+)
+
+log = logging.getLogger(__name__)
+
+NEW_YORK = ZoneInfo("America/New_York")
+DEFAULT_QUOTES_KEY = "sherwood:quotes:latest"
+DEFAULT_HALTS_KEY = "sherwood:halts"
+
+
+# =============================================================================== quote sources
+
+
+class QuoteSource(Protocol):
+    """Where the simulator gets prices. Implementations never raise for a missing quote."""
+
+    async def get_quote(self, symbol: str) -> Quote | None:
+        """The current quote of ``symbol``, or None when the symbol is unknown."""
+        ...
+
+    async def halted_symbols(self) -> set[str]:
+        """Symbols the quote source says are halted (empty when it has no such notion)."""
+        ...
+
+    def advance(self) -> None:
+        """Move simulated prices one step (a no-op for a live feed)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class RandomWalkQuoteSource:
+    """Deterministic random-walk quotes for the ``domain.assets`` universe (or given prices).
+
+    Each :meth:`advance` moves every symbol's mid by a whole number of ticks (at most
+    ``volatility_bps`` of the price), Decimal arithmetic only. The quote is mid ± one tick.
+    It does not model volume, sizes or halts.
+    """
+
+    def __init__(
+        self,
+        seed: int | None = 0,
+        *,
+        ref_prices: dict[str, Decimal] | None = None,
+        volatility_bps: int = 5,
+    ) -> None:
+        self._rng = random.Random(seed)
+        prices = ref_prices if ref_prices is not None else {
+            a.symbol: a.ref_price for a in ASSETS if a.tradable}
+        self._mid: dict[str, Decimal] = {s: self._on_tick(Decimal(p)) for s, p in prices.items()}
+        self._vol = Decimal(volatility_bps) / Decimal(10_000)
+
+    @staticmethod
+    def _on_tick(px: Decimal) -> Decimal:
+        tick = tick_size(px)
+        return max((px / tick).to_integral_value() * tick, tick * 2)
+
+    def symbols(self) -> set[str]:
+        return set(self._mid)
+
+    def set_mid(self, symbol: str, mid: Decimal) -> None:
+        self._mid[symbol] = self._on_tick(Decimal(mid))
+
+    def quote_now(self, symbol: str) -> Quote | None:
+        mid = self._mid.get(symbol)
+        if mid is None:
+            return None
+        tick = tick_size(mid)
+        return Quote(symbol, mid - tick, mid + tick, 1, 1)
+
+    async def get_quote(self, symbol: str) -> Quote | None:
+        return self.quote_now(symbol)
+
+    async def halted_symbols(self) -> set[str]:
+        return set()
+
+    def advance(self) -> None:
+        for symbol, mid in self._mid.items():
+            tick = tick_size(mid)
+            max_ticks = max(1, int(mid * self._vol / tick))
+            self._mid[symbol] = self._on_tick(mid + tick * self._rng.randint(-max_ticks, max_ticks))
+
+    async def close(self) -> None:
+        return None
+
+
+class RedisQuoteSource:
+    """Latest quotes from the marketdata Redis hash ``key`` (field = symbol, value = JSON).
+
+    The value looks like ``{"S":"AAPL","bp":"187.10","bs":3,"ap":"187.12","as":2,"t":"..."}``.
+    A missing/invalid field or an unreachable Redis falls back to ``fallback`` (a random walk by
+    default); after a Redis error it is not retried for ``retry_after`` seconds, so a dead Redis
+    costs one short timeout, not one per order. Halts are the members of the set ``halts_key``.
+    It never writes to Redis.
+    """
+
+    def __init__(
+        self,
+        redis_url: str,
+        key: str = DEFAULT_QUOTES_KEY,
+        *,
+        halts_key: str = DEFAULT_HALTS_KEY,
+        fallback: QuoteSource | None = None,
+        timeout: float = 0.5,
+        retry_after: float = 5.0,
+    ) -> None:
+        import redis.asyncio as aioredis
+
+        self.key = key
+        self.halts_key = halts_key
+        self.fallback: QuoteSource = fallback if fallback is not None else RandomWalkQuoteSource(0)
+        self._redis = aioredis.from_url(
+            redis_url, socket_connect_timeout=timeout, socket_timeout=timeout,
+            decode_responses=True,
+        )
+        self._retry_after = retry_after
+        self._down_until = 0.0
+
+    def _available(self) -> bool:
+        return _time.monotonic() >= self._down_until
+
+    def _failed(self, exc: Exception) -> None:
+        if self._available():
+            log.warning("redis quote source unavailable (%s); using the fallback for %.0fs",
+                        exc, self._retry_after)
+        self._down_until = _time.monotonic() + self._retry_after
+
+    async def get_quote(self, symbol: str) -> Quote | None:
+        if self._available():
+            try:
+                raw = await self._redis.hget(self.key, symbol)
+            except Exception as exc:  # any redis/network error means "use the fallback"
+                self._failed(exc)
+            else:
+                quote = self._parse(symbol, raw)
+                if quote is not None:
+                    return quote
+        return await self.fallback.get_quote(symbol)
+
+    @staticmethod
+    def _parse(symbol: str, raw: bytes | str | None) -> Quote | None:
+        if not raw:
+            return None
+        try:
+            data = json.loads(raw)
+            bid, ask = Decimal(str(data["bp"])), Decimal(str(data["ap"]))
+            if not (ZERO < bid <= ask):
+                raise ValueError(f"crossed or empty quote {bid}/{ask}")
+            return Quote(symbol, bid, ask, int(data.get("bs") or 0), int(data.get("as") or 0))
+        except (ValueError, KeyError, TypeError, InvalidOperation) as exc:
+            log.warning("ignoring bad quote for %s in redis: %r (%s)", symbol, raw, exc)
+            return None
+
+    async def halted_symbols(self) -> set[str]:
+        if not self._available():
+            return set()
+        try:
+            members = await self._redis.smembers(self.halts_key)
+        except Exception as exc:
+            self._failed(exc)
+            return set()
+        return {str(m).upper() for m in members}
+
+    def advance(self) -> None:
+        self.fallback.advance()
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+        await self.fallback.close()
+
+
+# =============================================================================== configuration
+
+
+@dataclass(frozen=True)
+class MarketMakerConfig:
+    """Everything a simulated venue can be told. Durations in seconds, prices/qty as Decimal.
+
+    ``skip_seq_every``: with ``skip_seq``, one outbound sequence number is skipped before every
+    N-th application message. ``day_close``: New York wall-clock time at which DAY orders expire
+    (None = only when :meth:`MarketMaker.expire_day_orders` is called).
+    """
+
+    sender_comp_id: str = "MM1"
+    target_comp_id: str = "SHERWOOD"
+    host: str = "127.0.0.1"
+    port: int = 9878
+    heartbeat_interval: float = 30.0
+    data_dir: Path | None = None
+    redis_url: str | None = None
+    quotes_key: str = DEFAULT_QUOTES_KEY
+    halts_key: str = DEFAULT_HALTS_KEY
+    seed: int | None = 0
+    tick_interval: float = 1.0
+    price_improvement_bps: Decimal = Decimal(0)
+    fill_slices: tuple[int, ...] = ()
+    fill_delay: float = 0.0
+    max_liquidity: int | None = None
+    halted: frozenset[str] = frozenset()
+    day_close: time | None = None
+    latency: float = 0.0
+    never_ack: bool = False
+    duplicate_reports: bool = False
+    possresend_old: bool = False
+    drop_connection_after_ack: bool = False
+    skip_seq: bool = False
+    skip_seq_every: int = 3
+    session_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+# =============================================================================== the venue
+
+
+def _text(msg: simplefix.FixMessage, tag: int) -> str | None:
+    value = msg.get(tag)
+    if value is None:
+        return None
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+class MarketMaker:
+    """One simulated venue: a FIX acceptor, a :class:`MatchingEngine` and a tick task.
+
+    Use ``await mm.start()`` / ``await mm.stop()`` (or ``async with``); ``mm.port`` is the bound
+    port (configure port 0 in tests). Order state is in memory; the FIX session store is a
+    :class:`SqliteSessionStore` under ``data_dir`` when configured, else in memory (or ``store``).
+    """
+
+    def __init__(
+        self,
+        config: MarketMakerConfig | None = None,
+        *,
+        quote_source: QuoteSource | None = None,
+        store: SessionStore | None = None,
+        clock: Callable[[], float] = _time.monotonic,
+        **overrides: Any,
+    ) -> None:
+        cfg = config if config is not None else MarketMakerConfig()
+        if overrides:
+            cfg = replace(cfg, **overrides)
+        self.config = cfg
+        self.venue = cfg.sender_comp_id
+        self.engine = MatchingEngine(
+            cfg.sender_comp_id,
+            price_improvement_bps=cfg.price_improvement_bps,
+            fill_slices=list(cfg.fill_slices) or None,
+            fill_delay=cfg.fill_delay,
+            max_liquidity=cfg.max_liquidity,
+            halted=cfg.halted,
+        )
+        if quote_source is None:
+            walk = RandomWalkQuoteSource(cfg.seed)
+            quote_source = (
+                RedisQuoteSource(cfg.redis_url, cfg.quotes_key, halts_key=cfg.halts_key,
+                                 fallback=walk)
+                if cfg.redis_url else walk
+            )
+        self.quotes: QuoteSource = quote_source
+        self.store: SessionStore = store if store is not None else self._make_store(cfg)
+        self._clock = clock
+        self._pinned: dict[str, Quote] = {}
+        self._acceptor: FixAcceptor | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._outbox: asyncio.Queue[tuple[Report, bool]] = asyncio.Queue()
+        self._wake = asyncio.Event()
+        self._sent_reports: list[ExecReport] = []
+        self._app_sent = 0
+        self._dropped_once = False
+        self._last_close_day: str | None = None
+        self.seqs_skipped: list[int] = []
+
+    @staticmethod
+    def _make_store(cfg: MarketMakerConfig) -> SessionStore:
+        if cfg.data_dir is None:
+            return MemorySessionStore()
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        return SqliteSessionStore(
+            cfg.data_dir / f"fix-{cfg.sender_comp_id}-{cfg.target_comp_id}.sqlite")
+
+    # --------------------------------------------------------------------- lifecycle
+    @property
+    def port(self) -> int:
+        if self._acceptor is None:
+            raise RuntimeError("market maker not started")
+        return self._acceptor.port
+
+    @property
+    def session(self) -> FixSession:
+        if self._acceptor is None:
+            raise RuntimeError("market maker not started")
+        return self._acceptor.session(self.config.target_comp_id)
+
+    def session_config(self) -> SessionConfig:
+        cfg = self.config
+        return SessionConfig(
+            sender_comp_id=cfg.sender_comp_id, target_comp_id=cfg.target_comp_id,
+            heartbeat_interval=cfg.heartbeat_interval, **cfg.session_overrides,
+        )
+
+    async def start(self) -> None:
+        """Bind the acceptor and start the tick and sender tasks."""
+        cfg = self.config
+        self._acceptor = FixAcceptor(
+            cfg.host, cfg.port, {cfg.target_comp_id: (self.session_config(), self.store)},
+            self._on_message,
+        )
+        await self._acceptor.start()
+        self._tasks = [
+            asyncio.create_task(self._tick_loop(), name=f"{self.venue}-tick"),
+            asyncio.create_task(self._sender_loop(), name=f"{self.venue}-sender"),
+        ]
+        log.info("market maker %s listening on %s:%s for %s", self.venue, cfg.host, self.port,
+                 cfg.target_comp_id)
+
+    async def stop(self) -> None:
+        """Stop the tasks and the acceptor; close the quote source. Safe to call twice."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self._acceptor is not None:
+            await self._acceptor.stop()
+        await self.quotes.close()
+        close = getattr(self.store, "close", None)
+        if callable(close):
+            close()
+
+    async def __aenter__(self) -> MarketMaker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # --------------------------------------------------------------------- runtime controls
+    def set_quote(self, symbol: str, bid: Decimal | str, ask: Decimal | str) -> None:
+        """Pin ``symbol``'s quote (overrides the quote source) and let orders match at once."""
+        quote = Quote(symbol, Decimal(bid), Decimal(ask))
+        self.engine.put_quote(quote)
+        self._pinned[symbol] = quote
+        self._wake.set()
+
+    def clear_quote(self, symbol: str) -> None:
+        """Return ``symbol`` to the quote source."""
+        self._pinned.pop(symbol, None)
+
+    def halt(self, symbol: str) -> None:
+        self.engine.halted.add(symbol.upper())
+
+    def resume(self, symbol: str) -> None:
+        self.engine.halted.discard(symbol.upper())
+        self._wake.set()
+
+    def expire_day_orders(self) -> None:
+        """Expire working DAY orders now (the market closed); reports are queued for sending."""
+        self._queue(self.engine.expire_day_orders())
+
+    async def drain(self) -> None:
+        """Wait until every queued report has been handed to the session (for tests)."""
+        await self._outbox.join()
+
+    # --------------------------------------------------------------------- inbound
+    async def _on_message(self, session: FixSession, msg: simplefix.FixMessage) -> None:
+        msg_type = _text(msg, 35)
+        if msg_type in ("D", "F", "H") and self.config.never_ack:
+            log.info("%s never_ack: ignoring %s %s", self.venue, msg_type, _text(msg, 11))
+            return
+        if msg_type == "D":
+            await self._on_new_order(msg)
+        elif msg_type == "F":
+            self._queue(self.engine.cancel(_text(msg, 41), _text(msg, 11),
+                                           symbol=_text(msg, 55), side=_text(msg, 54)))
+        elif msg_type == "H":
+            self._queue([self.engine.status(_text(msg, 11), symbol=_text(msg, 55),
+                                            side=_text(msg, 54))])
+        else:
+            await self._business_reject(session, msg, msg_type)
+
+    async def _on_new_order(self, msg: simplefix.FixMessage) -> None:
+        req = NewOrderRequest(
+            cl_ord_id=_text(msg, 11), symbol=_text(msg, 55), side=_text(msg, 54),
+            order_qty=_text(msg, 38), ord_type=_text(msg, 40), price=_text(msg, 44),
+            stop_px=_text(msg, 99), time_in_force=_text(msg, 59),
+        )
+        halted = False
+        if req.symbol:
+            await self._refresh_quote(req.symbol)
+            halted = req.symbol.upper() in await self.quotes.halted_symbols()
+        self._queue(self.engine.submit(req, self._clock(), halted=halted))
+
+    async def _refresh_quote(self, symbol: str) -> None:
+        quote = self._pinned.get(symbol) or await self.quotes.get_quote(symbol)
+        if quote is not None:
+            self.engine.put_quote(quote)
+
+    async def _business_reject(
+        self, session: FixSession, msg: simplefix.FixMessage, msg_type: str | None
+    ) -> None:
+        reply = simplefix.FixMessage()
+        reply.append_pair(35, "j")
+        seq = _text(msg, 34)
+        if seq:
+            reply.append_pair(45, seq)
+        reply.append_pair(372, msg_type or "")
+        reply.append_pair(380, 3)  # unsupported message type
+        reply.append_pair(58, f"unsupported message type {msg_type}")
+        await session.send(reply)
+
+    # --------------------------------------------------------------------- outbound
+    def _queue(self, reports: Iterable[Report], *, poss_resend: bool = False) -> None:
+        for report in reports:
+            self._outbox.put_nowait((report, poss_resend))
+
+    async def _sender_loop(self) -> None:
+        """Send queued reports in order, applying the latency and report-level faults."""
+        cfg = self.config
+        while True:
+            report, poss_resend = await self._outbox.get()
+            try:
+                if cfg.latency > 0:
+                    await asyncio.sleep(cfg.latency)
+                await self._send_report(report, poss_resend=poss_resend)
+                if isinstance(report, ExecReport):
+                    if cfg.duplicate_reports:
+                        log.info("%s duplicate_reports: re-sending %s", self.venue,
+                                 report.exec_id)
+                        await self._send_report(report)
+                    if cfg.possresend_old and report.exec_type == ExecType.TRADE:
+                        old = self._sent_reports[-2] if len(self._sent_reports) > 1 else report
+                        log.info("%s possresend_old: re-sending %s with PossResend=Y",
+                                 self.venue, old.exec_id)
+                        await self._send_report(old, poss_resend=True)
+                    if (cfg.drop_connection_after_ack and not self._dropped_once
+                            and report.exec_type == ExecType.NEW):
+                        self._dropped_once = True
+                        await self._drop_connection()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s: failed to send %r", self.venue, report)
+            finally:
+                self._outbox.task_done()
+
+    async def _send_report(self, report: Report, *, poss_resend: bool = False) -> None:
+        session = self.session
+        if self.config.skip_seq:
+            self._app_sent += 1
+            if self._app_sent % max(1, self.config.skip_seq_every) == 0:
+                self._skip_outbound_seq()
+        msg = build_message(report, poss_resend=poss_resend)
+        await session.send(msg)
+        if isinstance(report, ExecReport) and not poss_resend:
+            self._sent_reports.append(report)
+
+    def _skip_outbound_seq(self) -> None:
+        """Burn one outbound MsgSeqNum: store a Heartbeat that is never sent under it.
+
+        The peer sees a gap, sends a ResendRequest, and the session answers it with a gap fill
+        (Heartbeats are admin messages and are never re-sent).
+        """
+        cfg = self.config
+        seq = self.store.next_sender_seq()
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H:%M:%S.%f")[:-3]
+        raw = encode([
+            (b"35", b"0"), (b"49", cfg.sender_comp_id.encode()),
+            (b"56", cfg.target_comp_id.encode()), (b"34", str(seq).encode()),
+            (b"52", stamp.encode()),
+        ])
+        self.store.store_sent(seq, raw)
+        self.seqs_skipped.append(seq)
+        log.info("%s skip_seq: skipped outbound MsgSeqNum %d", self.venue, seq)
+
+    async def _drop_connection(self) -> None:
+        """Abort the TCP connection without a Logout (the FIX session itself lives on)."""
+        log.info("%s drop_connection_after_ack: dropping the TCP connection", self.venue)
+        session = self.session
+        disconnect = getattr(session, "disconnect", None)
+        if callable(disconnect):
+            await disconnect()
+            return
+        # fix.session has no public "drop" (a real venue never wants one): reach the connection.
+        conn = getattr(session, "_conn", None)
+        if conn is None:
+            return
+        conn.close()
+        conn.writer.transport.abort()
+
+    # --------------------------------------------------------------------- ticks
+    async def _tick_loop(self) -> None:
+        """Advance quotes every ``tick_interval``; run delayed slices and matching when due."""
+        next_tick = self._clock() + self.config.tick_interval
+        while True:
+            now = self._clock()
+            due = self.engine.next_fill_due()
+            wait = min(next_tick, due if due is not None else next_tick) - now
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), wait)
+            self._wake.clear()
+            now = self._clock()
+            try:
+                if now >= next_tick:
+                    next_tick = now + self.config.tick_interval
+                    self.quotes.advance()
+                    for symbol in self.engine.working_symbols():
+                        await self._refresh_quote(symbol)
+                    await self._check_close()
+                halted = await self.quotes.halted_symbols() if self.config.redis_url else set()
+                symbols = [s for s in self.engine.working_symbols() if s.upper() not in halted]
+                self._queue(self.engine.match(now, symbols))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s: tick failed", self.venue)
+
+    async def _check_close(self) -> None:
+        close = self.config.day_close
+        if close is None:
+            return
+        local = datetime.now(NEW_YORK)
+        today = local.date().isoformat()
+        if local.time() >= close and self._last_close_day != today:
+            self._last_close_day = today
+            log.info("%s: market close %s reached, expiring DAY orders", self.venue, close)
+            self.expire_day_orders()
+
+
+# =============================================================================== FIX encoding
+
+
+def build_message(report: Report, *, poss_resend: bool = False) -> simplefix.FixMessage:
+    """The FIX body of ``report`` (MsgType and application fields; the session adds the header).
+
+    With ``poss_resend`` the header carries PossResend(97)=Y.
+    """
+    msg = simplefix.FixMessage()
+    if isinstance(report, CancelReject):
+        msg.append_pair(35, "9")
+        if poss_resend:
+            msg.append_pair(97, "Y", header=True)
+        msg.append_pair(37, report.order_id)
+        msg.append_pair(11, report.cl_ord_id)
+        msg.append_pair(41, report.orig_cl_ord_id)
+        msg.append_pair(39, report.ord_status)
+        msg.append_pair(434, "1")
+        msg.append_pair(102, report.cxl_rej_reason)
+        msg.append_pair(58, report.text)
+        msg.append_utc_timestamp(60, precision=3)
+        return msg
+    msg.append_pair(35, "8")
+    if poss_resend:
+        msg.append_pair(97, "Y", header=True)
+    msg.append_pair(37, report.order_id)
+    msg.append_pair(11, report.cl_ord_id)
+    if report.orig_cl_ord_id:
+        msg.append_pair(41, report.orig_cl_ord_id)
+    msg.append_pair(17, report.exec_id)
+    msg.append_pair(150, report.exec_type)
+    msg.append_pair(39, report.ord_status)
+    msg.append_pair(55, report.symbol)
+    msg.append_pair(54, report.side)
+    msg.append_pair(38, fmt_decimal(report.order_qty))
+    if report.ord_type:
+        msg.append_pair(40, report.ord_type)
+    if report.price is not None:
+        msg.append_pair(44, fmt_decimal(report.price))
+    if report.stop_px is not None:
+        msg.append_pair(99, fmt_decimal(report.stop_px))
+    if report.time_in_force:
+        msg.append_pair(59, report.time_in_force)
+    if report.exec_type == ExecType.TRADE:
+        msg.append_pair(32, fmt_decimal(report.last_qty))
+        msg.append_pair(31, fmt_decimal(report.last_px))
+    msg.append_pair(151, fmt_decimal(report.leaves_qty))
+    msg.append_pair(14, fmt_decimal(report.cum_qty))
+    msg.append_pair(6, fmt_decimal(report.avg_px))
+    if report.ord_rej_reason is not None and report.exec_type == ExecType.REJECTED:
+        msg.append_pair(103, report.ord_rej_reason)
+    if report.text:
+        msg.append_pair(58, report.text)
+    msg.append_utc_timestamp(60, precision=3)
+    return msg
+
+
+# =============================================================================== entry point
+
+
+async def run_market_maker(
+    config: MarketMakerConfig,
+    *,
+    quote_source: QuoteSource | None = None,
+    ready: Callable[[MarketMaker], Awaitable[None] | None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run one venue until ``stop`` is set (or the task is cancelled).
+
+    ``ready`` is called with the started :class:`MarketMaker` (e.g. to learn the bound port).
+    """
+    mm = MarketMaker(config, quote_source=quote_source)
+    await mm.start()
+    try:
+        if ready is not None:
+            result = ready(mm)
+            if asyncio.iscoroutine(result):
+                await result
+        await (stop.wait() if stop is not None else asyncio.Event().wait())
+    finally:
+        await mm.stop()
+
+
+def parse_slices(text: str | None) -> tuple[int, ...]:
+    """``"400,300,300"`` → (400, 300, 300); ``"250"`` is a max slice size; empty → ()."""
+    if not text:
+        return ()
+    slices = tuple(int(part) for part in text.split(",") if part.strip())
+    if any(s <= 0 for s in slices):
+        raise ValueError(f"fill slices must be positive: {text}")
+    return slices
+
+
+def parse_symbols(text: str | None) -> frozenset[str]:
+    return frozenset(s.strip().upper() for s in (text or "").split(",") if s.strip())
+
+
+__all__: Sequence[str] = [
+    "MarketMaker",
+    "MarketMakerConfig",
+    "QuoteSource",
+    "RandomWalkQuoteSource",
+    "RedisQuoteSource",
+    "build_message",
+    "parse_slices",
+    "parse_symbols",
+    "run_market_maker",
+]

@@ -1,0 +1,644 @@
+"""The simulated market maker's order-matching engine: pure order state, no I/O, no clock.
+
+:class:`MatchingEngine` keeps one venue's orders and decides, from the quotes it is given, when
+and at what price they fill. It returns what happened as plain report objects
+(:class:`ExecReport`, :class:`CancelReject`) that the FIX glue in
+:mod:`simulators.market_maker` turns into ExecutionReport(8) / OrderCancelReject(9) messages.
+
+It deliberately does NOT read quotes (the caller pushes them with :meth:`MatchingEngine.set_quote`),
+does not read the time (every call that may fill takes ``now``, a monotonic number of seconds),
+does not sleep, does not speak FIX and keeps nothing on disk: order state lives in memory for the
+life of the process.
+
+Fill model (a wholesaler internalising retail flow, not an exchange book):
+
+* a market order fills at the quote (buy at the ask, sell at the bid) improved by
+  ``price_improvement_bps`` and rounded to $0.0001 towards the quote (improvement is never more
+  than configured, and the price is never worse than the quote);
+* a limit order fills when marketable (buy: ask <= limit, sell: bid >= limit) at the improved
+  quote, which is never worse than the limit; otherwise it rests and fills when a later quote
+  crosses it;
+* stop (3) and stop-limit (4) orders trigger when the ask rises to the stop (buy) or the bid falls
+  to it (sell), then behave as market / limit orders;
+* each execution is at most one *slice*: ``fill_slices`` is a cyclic pattern of slice sizes
+  (``[400, 300, 300]`` fills 1,000 shares as 400 + 300 + 300; ``[100]`` is a max slice size) and
+  ``fill_delay`` seconds separate consecutive slices of one order (0 = all slices at once);
+* IOC and FOK orders are decided at once, ignoring ``fill_delay``: at most ``max_liquidity``
+  shares are available to each of them at the quote (None = unlimited). IOC fills what is
+  available and cancels the rest (ExecType 4); FOK fills completely or is canceled untouched.
+  ``max_liquidity`` does not limit DAY/GTC orders;
+* DAY orders expire (ExecType C) when :meth:`MatchingEngine.expire_day_orders` is called; GTC
+  orders rest until filled or canceled;
+* a halted symbol rejects new orders and its resting orders do not fill while it is halted.
+
+ClOrdID is the idempotency key: a NewOrderSingle whose ClOrdID the venue has already seen (live,
+done or rejected order) never creates a second order; it is answered with an order-status report
+(ExecType I) of the existing order carrying Text "duplicate ClOrdID".
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
+
+log = logging.getLogger(__name__)
+
+ZERO = Decimal(0)
+PRICE_QUANTUM = Decimal("0.0001")
+AVG_PX_QUANTUM = Decimal("1e-8")
+PENNY = Decimal("0.01")
+ONE = Decimal(1)
+BPS = Decimal(10_000)
+
+
+class Side:
+    BUY = "1"
+    SELL = "2"
+    ALL = frozenset({BUY, SELL})
+
+
+class OrdType:
+    MARKET = "1"
+    LIMIT = "2"
+    STOP = "3"
+    STOP_LIMIT = "4"
+    ALL = frozenset({MARKET, LIMIT, STOP, STOP_LIMIT})
+
+
+class TimeInForce:
+    DAY = "0"
+    GTC = "1"
+    IOC = "3"
+    FOK = "4"
+    ALL = frozenset({DAY, GTC, IOC, FOK})
+
+
+class ExecType:
+    """FIX 4.4 ExecType(150) values the simulator sends."""
+
+    NEW = "0"
+    CANCELED = "4"
+    REJECTED = "8"
+    EXPIRED = "C"
+    TRADE = "F"
+    ORDER_STATUS = "I"
+
+
+class OrdStatus:
+    NEW = "0"
+    PARTIALLY_FILLED = "1"
+    FILLED = "2"
+    CANCELED = "4"
+    REJECTED = "8"
+    EXPIRED = "C"
+    WORKING = frozenset({NEW, PARTIALLY_FILLED})
+
+
+class OrdRejReason:
+    """OrdRejReason(103) values used."""
+
+    BROKER_OPTION = 0
+    UNKNOWN_SYMBOL = 1
+    EXCHANGE_CLOSED = 2
+    UNSUPPORTED = 11
+    INCORRECT_QUANTITY = 13
+
+
+class CxlRejReason:
+    """CxlRejReason(102) values used."""
+
+    TOO_LATE = 0
+    UNKNOWN_ORDER = 1
+    DUPLICATE_CLORDID = 6
+
+
+TAG_NAMES = {
+    11: "ClOrdID",
+    38: "OrderQty",
+    40: "OrdType",
+    41: "OrigClOrdID",
+    44: "Price",
+    54: "Side",
+    55: "Symbol",
+    99: "StopPx",
+}
+
+
+def tick_size(price: Decimal) -> Decimal:
+    """The minimum price increment: $0.01 at or above $1, $0.0001 below (Reg NMS rule 612)."""
+    return PENNY if price >= ONE else PRICE_QUANTUM
+
+
+def on_tick(price: Decimal) -> bool:
+    """True when ``price`` is a multiple of its tick size."""
+    return price % tick_size(price) == ZERO
+
+
+def improve(quote_px: Decimal, side: str, bps: Decimal) -> Decimal:
+    """The quote price improved by ``bps`` for ``side``, rounded to $0.0001 towards the quote.
+
+    Buys pay less than the ask, sells receive more than the bid; rounding towards the quote means
+    the improvement never exceeds ``bps`` and the price is never worse than the quote.
+    """
+    if bps <= ZERO:
+        return quote_px
+    if side == Side.BUY:
+        return (quote_px * (ONE - bps / BPS)).quantize(PRICE_QUANTUM, rounding=ROUND_CEILING)
+    return (quote_px * (ONE + bps / BPS)).quantize(PRICE_QUANTUM, rounding=ROUND_FLOOR)
+
+
+def fmt_decimal(value: Decimal) -> str:
+    """A Decimal as a FIX/JSON string: plain notation, no exponent, no trailing zeros."""
+    if value == value.to_integral_value():
+        return str(value.quantize(ONE))
+    text = format(value, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+@dataclass(frozen=True)
+class Quote:
+    """A top-of-book quote. Prices are Decimals; sizes are informational only."""
+
+    symbol: str
+    bid: Decimal
+    ask: Decimal
+    bid_size: int = 0
+    ask_size: int = 0
+
+
+@dataclass(frozen=True)
+class NewOrderRequest:
+    """A NewOrderSingle as received: raw field text (None = tag absent). Validated by the engine."""
+
+    cl_ord_id: str | None
+    symbol: str | None
+    side: str | None
+    order_qty: str | None
+    ord_type: str | None
+    price: str | None = None
+    stop_px: str | None = None
+    time_in_force: str | None = None
+
+
+@dataclass(frozen=True)
+class ExecReport:
+    """One ExecutionReport(8). ``exec_id`` is unique per venue; a fill keeps it forever."""
+
+    order_id: str
+    exec_id: str
+    exec_type: str
+    ord_status: str
+    cl_ord_id: str
+    symbol: str
+    side: str
+    order_qty: Decimal
+    leaves_qty: Decimal
+    cum_qty: Decimal
+    avg_px: Decimal
+    last_qty: Decimal = ZERO
+    last_px: Decimal = ZERO
+    orig_cl_ord_id: str | None = None
+    ord_type: str | None = None
+    price: Decimal | None = None
+    stop_px: Decimal | None = None
+    time_in_force: str | None = None
+    ord_rej_reason: int | None = None
+    text: str | None = None
+
+
+@dataclass(frozen=True)
+class CancelReject:
+    """One OrderCancelReject(9) (always CxlRejResponseTo=1, a reply to an OrderCancelRequest)."""
+
+    order_id: str
+    cl_ord_id: str
+    orig_cl_ord_id: str
+    ord_status: str
+    cxl_rej_reason: int
+    text: str
+
+
+Report = ExecReport | CancelReject
+
+
+@dataclass
+class Order:
+    """A live or finished order at the venue. Mutated only by :class:`MatchingEngine`."""
+
+    order_id: str
+    cl_ord_id: str
+    symbol: str
+    side: str
+    order_qty: Decimal
+    ord_type: str
+    price: Decimal | None
+    stop_px: Decimal | None
+    time_in_force: str
+    seq: int
+    ord_status: str = OrdStatus.NEW
+    cum_qty: Decimal = ZERO
+    notional: Decimal = ZERO
+    fills: list[tuple[Decimal, Decimal]] = field(default_factory=list)
+    triggered: bool = True
+    next_fill_at: float = 0.0
+
+    @property
+    def working(self) -> bool:
+        return self.ord_status in OrdStatus.WORKING
+
+    @property
+    def leaves_qty(self) -> Decimal:
+        return self.order_qty - self.cum_qty if self.working else ZERO
+
+    @property
+    def avg_px(self) -> Decimal:
+        if self.cum_qty == ZERO:
+            return ZERO
+        with localcontext() as ctx:
+            ctx.prec = 60
+            return (self.notional / self.cum_qty).quantize(AVG_PX_QUANTUM, ROUND_HALF_EVEN)
+
+
+class _Rejected(Exception):
+    def __init__(self, reason: int, text: str) -> None:
+        super().__init__(text)
+        self.reason = reason
+        self.text = text
+
+
+def _parse_decimal(raw: str) -> Decimal:
+    try:
+        value = Decimal(raw.strip())
+    except (InvalidOperation, ValueError) as exc:
+        raise ValueError(raw) from exc
+    if not value.is_finite():
+        raise ValueError(raw)
+    return value
+
+
+class MatchingEngine:
+    """One venue's orders and fill logic (see the module docstring for the fill model).
+
+    Every public method returns the reports to send, in order. Nothing here blocks or does I/O.
+    """
+
+    def __init__(
+        self,
+        venue: str,
+        *,
+        price_improvement_bps: Decimal | int | str = 0,
+        fill_slices: Sequence[Decimal | int] | None = None,
+        fill_delay: float = 0.0,
+        max_liquidity: Decimal | int | None = None,
+        halted: Iterable[str] = (),
+        id_prefix: str | None = None,
+    ) -> None:
+        self.venue = venue
+        self.price_improvement_bps = Decimal(price_improvement_bps)
+        slices = [Decimal(s) for s in (fill_slices or [])]
+        if any(s <= ZERO or s != s.to_integral_value() for s in slices):
+            raise ValueError(f"fill slices must be positive integers: {fill_slices}")
+        self.fill_slices: list[Decimal] = slices
+        self.fill_delay = float(fill_delay)
+        self.max_liquidity = None if max_liquidity is None else Decimal(max_liquidity)
+        self.halted: set[str] = {s.upper() for s in halted}
+        # ExecIDs/OrderIDs must never repeat across restarts of the simulator (the gateway books
+        # one fill per ExecID, ever), so every run gets its own random prefix.
+        self.id_prefix = id_prefix if id_prefix is not None else f"{venue}-{secrets.token_hex(4)}"
+        self._exec_ids = itertools.count(1)
+        self._order_ids = itertools.count(1)
+        self._orders: dict[str, Order] = {}
+        self._by_cl_ord_id: dict[str, Order] = {}
+        self._quotes: dict[str, Quote] = {}
+
+    # ----------------------------------------------------------------------------- queries
+    def quote(self, symbol: str) -> Quote | None:
+        return self._quotes.get(symbol)
+
+    def order(self, cl_ord_id: str) -> Order | None:
+        """The order known by ``cl_ord_id`` (its own or that of the cancel that ended it)."""
+        return self._by_cl_ord_id.get(cl_ord_id)
+
+    def orders(self) -> list[Order]:
+        return list(self._orders.values())
+
+    def working_orders(self) -> list[Order]:
+        return [o for o in self._orders.values() if o.working]
+
+    def working_symbols(self) -> set[str]:
+        return {o.symbol for o in self._orders.values() if o.working}
+
+    def next_fill_due(self) -> float | None:
+        """Earliest ``now`` at which a delayed next slice of some working order may fill."""
+        due = [
+            o.next_fill_at for o in self._orders.values() if o.working and o.fills and o.triggered
+        ]
+        return min(due) if due else None
+
+    # ----------------------------------------------------------------------------- inputs
+    def set_quote(self, symbol: str, bid: Decimal | str, ask: Decimal | str) -> None:
+        """Record the current quote for ``symbol`` (does not match; call :meth:`match`)."""
+        bid_d, ask_d = Decimal(bid), Decimal(ask)
+        if bid_d <= ZERO or ask_d <= ZERO or bid_d > ask_d:
+            raise ValueError(f"bad quote for {symbol}: {bid}/{ask}")
+        self._quotes[symbol] = Quote(symbol, bid_d, ask_d)
+
+    def put_quote(self, quote: Quote) -> None:
+        self.set_quote(quote.symbol, quote.bid, quote.ask)
+
+    def submit(self, req: NewOrderRequest, now: float, *, halted: bool = False) -> list[Report]:
+        """Accept (ExecType 0, then any immediate fills) or reject (ExecType 8) a new order.
+
+        ``halted`` adds an external halt (e.g. from Redis) to the engine's own ``halted`` set.
+        A ClOrdID seen before yields only a status report of the existing order.
+        """
+        if req.cl_ord_id and req.cl_ord_id in self._by_cl_ord_id:
+            existing = self._by_cl_ord_id[req.cl_ord_id]
+            log.info("%s: duplicate ClOrdID %s", self.venue, req.cl_ord_id)
+            return [self._report(existing, ExecType.ORDER_STATUS, text="duplicate ClOrdID")]
+        try:
+            order = self._validate(req, halted=halted)
+        except _Rejected as rej:
+            return [self._reject(req, rej.reason, rej.text)]
+        self._orders[order.order_id] = order
+        self._by_cl_ord_id[order.cl_ord_id] = order
+        reports: list[Report] = [self._report(order, ExecType.NEW)]
+        if order.time_in_force in (TimeInForce.IOC, TimeInForce.FOK):
+            reports += self._execute_immediate(order)
+        else:
+            reports += self._work(order, now)
+        return reports
+
+    def cancel(
+        self,
+        orig_cl_ord_id: str | None,
+        cl_ord_id: str | None,
+        *,
+        symbol: str | None = None,
+        side: str | None = None,
+    ) -> list[Report]:
+        """Cancel the rest of a working order (ExecType 4) or answer an OrderCancelReject."""
+        cxl_id = cl_ord_id or "NONE"
+        if not orig_cl_ord_id:
+            return [CancelReject("NONE", cxl_id, "NONE", OrdStatus.REJECTED,
+                                 CxlRejReason.UNKNOWN_ORDER,
+                                 "missing required field OrigClOrdID(41)")]
+        order = self._by_cl_ord_id.get(orig_cl_ord_id)
+        if order is None:
+            return [CancelReject("NONE", cxl_id, orig_cl_ord_id, OrdStatus.REJECTED,
+                                 CxlRejReason.UNKNOWN_ORDER, "unknown order")]
+        if not order.working:
+            return [CancelReject(order.order_id, cxl_id, orig_cl_ord_id, order.ord_status,
+                                 CxlRejReason.TOO_LATE,
+                                 f"too late to cancel: order is {_STATUS_NAMES[order.ord_status]}")]
+        if cl_ord_id is None or not cl_ord_id:
+            return [CancelReject(order.order_id, cxl_id, orig_cl_ord_id, order.ord_status,
+                                 CxlRejReason.UNKNOWN_ORDER, "missing required field ClOrdID(11)")]
+        if cl_ord_id in self._by_cl_ord_id:
+            return [CancelReject(order.order_id, cxl_id, orig_cl_ord_id, order.ord_status,
+                                 CxlRejReason.DUPLICATE_CLORDID, "duplicate ClOrdID")]
+        order.ord_status = OrdStatus.CANCELED
+        self._by_cl_ord_id[cl_ord_id] = order
+        return [self._report(order, ExecType.CANCELED, cl_ord_id=cl_ord_id,
+                             orig_cl_ord_id=orig_cl_ord_id)]
+
+    def status(
+        self, cl_ord_id: str | None, *, symbol: str | None = None, side: str | None = None
+    ) -> ExecReport:
+        """An order-status report (ExecType I); unknown orders get OrdStatus 8, Text unknown order."""
+        order = self._by_cl_ord_id.get(cl_ord_id) if cl_ord_id else None
+        if order is None:
+            return ExecReport(
+                order_id="NONE", exec_id=self._next_exec_id(), exec_type=ExecType.ORDER_STATUS,
+                ord_status=OrdStatus.REJECTED, cl_ord_id=cl_ord_id or "NONE",
+                symbol=symbol or "NONE", side=side or Side.BUY, order_qty=ZERO, leaves_qty=ZERO,
+                cum_qty=ZERO, avg_px=ZERO, ord_rej_reason=5, text="unknown order",
+            )
+        return self._report(order, ExecType.ORDER_STATUS, cl_ord_id=cl_ord_id)
+
+    def match(self, now: float, symbols: Iterable[str] | None = None) -> list[Report]:
+        """Fill what the current quotes allow for resting orders (in arrival order)."""
+        wanted = None if symbols is None else set(symbols)
+        reports: list[Report] = []
+        for order in sorted(self.working_orders(), key=lambda o: o.seq):
+            if wanted is None or order.symbol in wanted:
+                reports += self._work(order, now)
+        return reports
+
+    def expire_day_orders(self) -> list[Report]:
+        """Expire every working DAY order (ExecType C, OrdStatus C): the market has closed."""
+        reports: list[Report] = []
+        for order in sorted(self.working_orders(), key=lambda o: o.seq):
+            if order.time_in_force == TimeInForce.DAY:
+                order.ord_status = OrdStatus.EXPIRED
+                reports.append(self._report(order, ExecType.EXPIRED, text="day order expired"))
+        return reports
+
+    # ----------------------------------------------------------------------------- internals
+    def _next_exec_id(self) -> str:
+        return f"{self.id_prefix}-E{next(self._exec_ids)}"
+
+    def _validate(self, req: NewOrderRequest, *, halted: bool) -> Order:
+        def required(value: str | None, tag: int) -> str:
+            if value is None or value.strip() == "":
+                raise _Rejected(OrdRejReason.BROKER_OPTION,
+                                f"missing required field {TAG_NAMES[tag]}({tag})")
+            return value.strip()
+
+        cl_ord_id = required(req.cl_ord_id, 11)
+        symbol = required(req.symbol, 55)
+        side = required(req.side, 54)
+        raw_qty = required(req.order_qty, 38)
+        ord_type = required(req.ord_type, 40)
+        if side not in Side.ALL:
+            raise _Rejected(OrdRejReason.UNSUPPORTED, f"unsupported Side(54)={side}")
+        if ord_type not in OrdType.ALL:
+            raise _Rejected(OrdRejReason.UNSUPPORTED, f"unsupported OrdType(40)={ord_type}")
+        tif = (req.time_in_force or TimeInForce.DAY).strip() or TimeInForce.DAY
+        if tif not in TimeInForce.ALL:
+            raise _Rejected(OrdRejReason.UNSUPPORTED, f"unsupported TimeInForce(59)={tif}")
+        try:
+            qty = _parse_decimal(raw_qty)
+        except ValueError:
+            raise _Rejected(OrdRejReason.INCORRECT_QUANTITY,
+                            f"invalid quantity OrderQty(38)={raw_qty}") from None
+        if qty <= ZERO or qty != qty.to_integral_value():
+            raise _Rejected(OrdRejReason.INCORRECT_QUANTITY,
+                            f"invalid quantity OrderQty(38)={raw_qty}: must be a positive integer")
+        price = self._parse_price(req.price, 44) if ord_type in (
+            OrdType.LIMIT, OrdType.STOP_LIMIT) else None
+        stop_px = self._parse_price(req.stop_px, 99) if ord_type in (
+            OrdType.STOP, OrdType.STOP_LIMIT) else None
+        if stop_px is not None and tif in (TimeInForce.IOC, TimeInForce.FOK):
+            raise _Rejected(OrdRejReason.UNSUPPORTED, "stop orders cannot be IOC or FOK")
+        if symbol not in self._quotes:
+            raise _Rejected(OrdRejReason.UNKNOWN_SYMBOL, f"unknown symbol {symbol}")
+        if halted or symbol.upper() in self.halted:
+            raise _Rejected(OrdRejReason.EXCHANGE_CLOSED, f"halted: {symbol}")
+        return Order(
+            order_id=f"{self.id_prefix}-O{next(self._order_ids)}",
+            cl_ord_id=cl_ord_id, symbol=symbol, side=side, order_qty=qty.quantize(ONE),
+            ord_type=ord_type, price=price, stop_px=stop_px, time_in_force=tif,
+            seq=len(self._orders), triggered=stop_px is None,
+        )
+
+    @staticmethod
+    def _parse_price(raw: str | None, tag: int) -> Decimal:
+        if raw is None or raw.strip() == "":
+            raise _Rejected(OrdRejReason.BROKER_OPTION,
+                            f"missing required field {TAG_NAMES[tag]}({tag})")
+        try:
+            value = _parse_decimal(raw)
+        except ValueError:
+            raise _Rejected(OrdRejReason.BROKER_OPTION,
+                            f"invalid price {TAG_NAMES[tag]}({tag})={raw}") from None
+        if value <= ZERO:
+            raise _Rejected(OrdRejReason.BROKER_OPTION,
+                            f"invalid price {TAG_NAMES[tag]}({tag})={raw}: must be positive")
+        if not on_tick(value):
+            raise _Rejected(OrdRejReason.BROKER_OPTION,
+                            f"invalid price {TAG_NAMES[tag]}({tag})={raw}: not on a "
+                            f"{fmt_decimal(tick_size(value))} tick")
+        return value
+
+    def _is_halted(self, symbol: str) -> bool:
+        return symbol.upper() in self.halted
+
+    def _trigger(self, order: Order, quote: Quote) -> None:
+        if order.triggered or order.stop_px is None:
+            return
+        if (order.side == Side.BUY and quote.ask >= order.stop_px) or (
+            order.side == Side.SELL and quote.bid <= order.stop_px
+        ):
+            order.triggered = True
+            log.info("%s: stop %s triggered at %s/%s", self.venue, order.cl_ord_id,
+                     quote.bid, quote.ask)
+
+    def _fill_price(self, order: Order, quote: Quote) -> Decimal | None:
+        """The price ``order`` can execute at now, or None when it is not executable."""
+        if not order.triggered:
+            return None
+        if order.side == Side.BUY:
+            if order.price is not None and quote.ask > order.price:
+                return None
+            return improve(quote.ask, Side.BUY, self.price_improvement_bps)
+        if order.price is not None and quote.bid < order.price:
+            return None
+        return improve(quote.bid, Side.SELL, self.price_improvement_bps)
+
+    def _slice_qty(self, order: Order) -> Decimal:
+        leaves = order.order_qty - order.cum_qty
+        if not self.fill_slices:
+            return leaves
+        return min(leaves, self.fill_slices[len(order.fills) % len(self.fill_slices)])
+
+    def _fill(self, order: Order, qty: Decimal, px: Decimal, now: float) -> ExecReport:
+        order.cum_qty += qty
+        order.notional += qty * px
+        order.fills.append((qty, px))
+        order.ord_status = (
+            OrdStatus.FILLED if order.cum_qty == order.order_qty else OrdStatus.PARTIALLY_FILLED
+        )
+        order.next_fill_at = now + self.fill_delay
+        return self._report(order, ExecType.TRADE, last_qty=qty, last_px=px)
+
+    def _work(self, order: Order, now: float) -> list[Report]:
+        """Fill slices of a DAY/GTC order while executable and no slice delay is pending."""
+        reports: list[Report] = []
+        while order.working and not self._is_halted(order.symbol):
+            quote = self._quotes.get(order.symbol)
+            if quote is None:
+                break
+            self._trigger(order, quote)
+            px = self._fill_price(order, quote)
+            if px is None or (order.fills and now < order.next_fill_at):
+                break
+            reports.append(self._fill(order, self._slice_qty(order), px, now))
+        return reports
+
+    def _execute_immediate(self, order: Order) -> list[Report]:
+        """IOC / FOK: fill what ``max_liquidity`` allows now, in slices; cancel any rest."""
+        quote = self._quotes[order.symbol]
+        px = self._fill_price(order, quote)
+        available = ZERO if px is None else (
+            order.order_qty if self.max_liquidity is None else min(order.order_qty,
+                                                                    self.max_liquidity))
+        reports: list[Report] = []
+        if order.time_in_force == TimeInForce.FOK and available < order.order_qty:
+            available = ZERO
+        assert px is not None or available == ZERO
+        while px is not None and order.cum_qty < available:
+            qty = min(self._slice_qty(order), available - order.cum_qty)
+            reports.append(self._fill(order, qty, px, 0.0))
+        if order.working:
+            order.ord_status = OrdStatus.CANCELED
+            kind = "IOC" if order.time_in_force == TimeInForce.IOC else "FOK"
+            reports.append(self._report(
+                order, ExecType.CANCELED,
+                text=f"{kind}: unfilled quantity canceled" if order.cum_qty else
+                f"{kind}: no liquidity at the limit, canceled"))
+        return reports
+
+    def _report(
+        self,
+        order: Order,
+        exec_type: str,
+        *,
+        cl_ord_id: str | None = None,
+        orig_cl_ord_id: str | None = None,
+        last_qty: Decimal = ZERO,
+        last_px: Decimal = ZERO,
+        text: str | None = None,
+    ) -> ExecReport:
+        return ExecReport(
+            order_id=order.order_id, exec_id=self._next_exec_id(), exec_type=exec_type,
+            ord_status=order.ord_status, cl_ord_id=cl_ord_id or order.cl_ord_id,
+            symbol=order.symbol, side=order.side, order_qty=order.order_qty,
+            leaves_qty=order.leaves_qty, cum_qty=order.cum_qty, avg_px=order.avg_px,
+            last_qty=last_qty, last_px=last_px, orig_cl_ord_id=orig_cl_ord_id,
+            ord_type=order.ord_type, price=order.price, stop_px=order.stop_px,
+            time_in_force=order.time_in_force, text=text,
+        )
+
+    def _reject(self, req: NewOrderRequest, reason: int, text: str) -> ExecReport:
+        log.info("%s: reject %s: %s", self.venue, req.cl_ord_id, text)
+        qty = ZERO
+        try:
+            if req.order_qty is not None:
+                qty = _parse_decimal(req.order_qty)
+        except ValueError:
+            qty = ZERO
+        report = ExecReport(
+            order_id="NONE", exec_id=self._next_exec_id(), exec_type=ExecType.REJECTED,
+            ord_status=OrdStatus.REJECTED, cl_ord_id=(req.cl_ord_id or "NONE").strip() or "NONE",
+            symbol=(req.symbol or "NONE").strip() or "NONE",
+            side=req.side if req.side in Side.ALL else Side.BUY,
+            order_qty=qty, leaves_qty=ZERO, cum_qty=ZERO, avg_px=ZERO,
+            ord_rej_reason=reason, text=text,
+        )
+        # Remember rejected ClOrdIDs too: a retry of a rejected order gets its status, never a
+        # fresh order (ClOrdID is the idempotency key).
+        if req.cl_ord_id and req.cl_ord_id.strip():
+            ghost = Order(
+                order_id="NONE", cl_ord_id=req.cl_ord_id.strip(), symbol=report.symbol,
+                side=report.side, order_qty=qty if qty.is_finite() else ZERO,
+                ord_type=req.ord_type or OrdType.MARKET, price=None, stop_px=None,
+                time_in_force=req.time_in_force or TimeInForce.DAY, seq=-1,
+                ord_status=OrdStatus.REJECTED,
+            )
+            self._by_cl_ord_id[ghost.cl_ord_id] = ghost
+        return report
+
+
+_STATUS_NAMES = {
+    OrdStatus.NEW: "new",
+    OrdStatus.PARTIALLY_FILLED: "partially filled",
+    OrdStatus.FILLED: "filled",
+    OrdStatus.CANCELED: "canceled",
+    OrdStatus.REJECTED: "rejected",
+    OrdStatus.EXPIRED: "expired",
+}
