@@ -84,7 +84,7 @@ _POST = text(
 )
 
 
-async def post(conn: AsyncConnection, txn: LedgerTxn, *, house_stripes: int = 16) -> PostResult:
+async def post(conn: AsyncConnection, txn: LedgerTxn, *, house_stripes: int = 32) -> PostResult:
     """Post ``txn`` inside the caller's open transaction.
 
     Returns the outcome (a balance-limit rejection is an outcome, recorded so a replay returns it
@@ -155,7 +155,7 @@ class Ledger:
     (order id + step, order id + ExecID, transfer id + step) so a retry is a replay.
     """
 
-    def __init__(self, engine: AsyncEngine, *, house_stripes: int = 16, retries: int = 8) -> None:
+    def __init__(self, engine: AsyncEngine, *, house_stripes: int = 32, retries: int = 8) -> None:
         self.engine = engine
         self.house_stripes = house_stripes
         self.retries = retries

@@ -38,7 +38,7 @@ class ShardRouter:
         cache_ttl_s: int = 3600,
         pool_size: int = 10,
         max_overflow: int = 40,
-        house_stripes: int = 16,
+        house_stripes: int = 32,
     ) -> None:
         self.directory_url = directory_url
         self.shard_urls = list(shard_urls)

@@ -65,7 +65,8 @@ def dev(
         table.add_row("Temporal", str(info["temporal_address"]))
         table.add_row("Temporal UI", str(info["temporal_ui_url"] or "(configured server)"))
         table.add_row("Directory DB", str(info["directory_url"]))
-        for n, url in enumerate(info["shard_urls"]):  # type: ignore[arg-type]
+        shard_list: list[str] = list(info["shard_urls"])  # type: ignore[call-overload]
+        for n, url in enumerate(shard_list):
             table.add_row(f"Shard {n} DB", url)
         table.add_row("Redis", str(info["redis_url"]))
         table.add_row("Data dir", str(info["data_dir"]))

@@ -167,7 +167,7 @@ class EmbeddedRedis:
             [exe, "--bind", self.host, "--port", str(self.port), "--dir", str(self.data_dir),
              "--appendonly", "yes", "--save", "", "--protected-mode", "yes",
              "--logfile", str(self.data_dir / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
         wait_port(self.host, self.port, 20, self.proc)
         return self.url

