@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+from datetime import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -18,6 +20,11 @@ from simulators.market_maker import MarketMakerConfig, parse_slices, parse_symbo
 
 sim_app = typer.Typer(help="Simulated venues and feeds for local development and tests.",
                       no_args_is_help=True)
+
+
+@sim_app.callback()
+def _sim() -> None:
+    """Simulated venues and feeds (keeps ``market-maker`` a sub-command even when alone)."""
 
 
 @sim_app.command("market-maker")
@@ -46,6 +53,8 @@ def market_maker(
     skip_seq: bool = typer.Option(False, "--skip-seq",
                                   help="Skip outbound MsgSeqNums now and then."),
     halted: str = typer.Option("", help="Halted symbols, e.g. GME,AMC."),
+    day_close: str | None = typer.Option(
+        None, help="Expire DAY orders daily at this New York time, e.g. 16:00."),
     data_dir: Path | None = typer.Option(None, help="Keep the FIX session store here."),
     log_level: str = typer.Option("INFO", help="Logging level."),
 ) -> None:
@@ -56,14 +65,28 @@ def market_maker(
         slices = parse_slices(fill_slices)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--fill-slices") from exc
+    try:
+        close = time.fromisoformat(day_close) if day_close else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--day-close") from exc
     config = MarketMakerConfig(
         sender_comp_id=sender_comp_id, target_comp_id=target_comp_id, host=host, port=port,
         heartbeat_interval=heartbeat, data_dir=data_dir, redis_url=redis_url, seed=seed,
         tick_interval=tick_interval, price_improvement_bps=price_improvement_bps,
         fill_slices=slices, fill_delay=fill_delay, max_liquidity=max_liquidity,
-        halted=parse_symbols(halted), latency=latency, never_ack=never_ack,
+        halted=parse_symbols(halted), day_close=close, latency=latency, never_ack=never_ack,
         duplicate_reports=duplicate_reports, possresend_old=possresend_old,
         drop_connection_after_ack=drop_connection, skip_seq=skip_seq,
     )
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_market_maker(config))
+        asyncio.run(_serve(config))
+
+
+async def _serve(config: MarketMakerConfig) -> None:
+    """Run the venue until SIGINT/SIGTERM, then log out cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await run_market_maker(config, stop=stop)

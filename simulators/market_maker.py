@@ -29,7 +29,7 @@ import json
 import logging
 import random
 import time as _time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time
 from decimal import Decimal, InvalidOperation
@@ -311,6 +311,7 @@ class MarketMaker:
                 if cfg.redis_url else walk
             )
         self.quotes: QuoteSource = quote_source
+        self._owns_store = store is None
         self.store: SessionStore = store if store is not None else self._make_store(cfg)
         self._clock = clock
         self._pinned: dict[str, Quote] = {}
@@ -368,7 +369,8 @@ class MarketMaker:
                  cfg.target_comp_id)
 
     async def stop(self) -> None:
-        """Stop the tasks and the acceptor; close the quote source. Safe to call twice."""
+        """Stop the tasks and the acceptor (Logout to the peer); close the quote source and the
+        session store it opened. Reports still queued are dropped (they are not yet sequenced)."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -379,8 +381,9 @@ class MarketMaker:
             await self._acceptor.stop()
         await self.quotes.close()
         close = getattr(self.store, "close", None)
-        if callable(close):
+        if self._owns_store and callable(close):
             close()
+            self._owns_store = False
 
     async def __aenter__(self) -> MarketMaker:
         await self.start()
@@ -679,7 +682,7 @@ def parse_symbols(text: str | None) -> frozenset[str]:
     return frozenset(s.strip().upper() for s in (text or "").split(",") if s.strip())
 
 
-__all__: Sequence[str] = [
+__all__ = [
     "MarketMaker",
     "MarketMakerConfig",
     "QuoteSource",

