@@ -12,6 +12,7 @@ does those), and any field-level validation of message bodies.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 import simplefix
@@ -24,7 +25,11 @@ _BEGIN_MARK = b"8=FIX"
 # "8=FIXT.1.1" is the longest sane BeginString field; more than this without SOH is garbage.
 _MAX_BEGIN_FIELD = 16
 _MAX_LENGTH_DIGITS = 7
+_BEGIN_STRING_RE = re.compile(rb"FIXT?\.\d+\.\d+")
 DEFAULT_MAX_BODY_LENGTH = 1 << 20
+# Length tags of raw-data fields: their data values may contain SOH, so only simplefix's parser
+# (which knows these pairs) may split such frames.
+_RAW_LEN_TAGS = frozenset(str(t).encode() for t in simplefix.parser.RAW_LEN_TAGS)
 
 
 def checksum(data: bytes | bytearray | memoryview) -> int:
@@ -45,7 +50,44 @@ def encode(pairs: Iterable[tuple[bytes, bytes]], begin_string: bytes = BEGIN_STR
 
 
 def parse_frame(frame: bytes, parser: simplefix.FixParser | None = None) -> simplefix.FixMessage:
-    """Parse one verified frame with simplefix; raise GarbledMessageError if it will not parse."""
+    """Parse one verified frame into a simplefix message; GarbledMessageError if it will not.
+
+    Fast path: a frame without raw-data fields, non-numeric tags, empty values or an early
+    CheckSum is split on SOH directly (simplefix's byte-by-byte parser is the hot spot of the
+    whole session layer). Everything else goes through simplefix's own parser, so the result is
+    the same message simplefix would build.
+    """
+    msg = _fast_parse(frame)
+    if msg is not None:
+        return msg
+    return _simplefix_parse(frame, parser)
+
+
+def _fast_parse(frame: bytes) -> simplefix.FixMessage | None:
+    parts = frame.split(SOH)
+    if parts[-1]:
+        return None
+    pairs = []
+    for part in parts[:-1]:
+        tag, sep, value = part.partition(b"=")
+        if not sep or not value or not tag.isdigit() or tag[0] == 48 or tag in _RAW_LEN_TAGS:
+            return None  # leave the odd cases (and their exact errors) to simplefix
+        pairs.append((tag, value))
+    if len(pairs) < 4 or pairs[0][0] != b"8" or pairs[2][0] != b"35" or pairs[-1][0] != b"10":
+        return None
+    if any(t == b"10" for t, _ in pairs[:-1]):
+        return None
+    msg = simplefix.FixMessage()
+    msg.pairs = pairs
+    # like simplefix.FixMessage.append_pair: the last occurrence wins
+    msg.begin_string = next(v for t, v in reversed(pairs) if t == b"8")
+    msg.message_type = next(v for t, v in reversed(pairs) if t == b"35")
+    return msg
+
+
+def _simplefix_parse(
+    frame: bytes, parser: simplefix.FixParser | None = None
+) -> simplefix.FixMessage:
     p = parser if parser is not None else simplefix.FixParser()
     p.reset()
     try:
@@ -130,8 +172,17 @@ class FrameBuffer:
             return None
         reason, drop_whole = result
         if drop_whole is not None:
-            junk = bytes(buf[:drop_whole])
-            del buf[:drop_whole]
+            # Framing looked sound but the content is bad. Unless a valid frame hides inside
+            # (junk glued in front of a good message), drop the whole frame.
+            cut = drop_whole
+            pos = buf.find(_BEGIN_MARK, 1, drop_whole)
+            while pos != -1:
+                if isinstance(self._frame_at(pos), int):
+                    cut = pos
+                    break
+                pos = buf.find(_BEGIN_MARK, pos + 1, drop_whole)
+            junk = bytes(buf[:cut])
+            del buf[:cut]
         else:
             # resync: skip this "8=FIX" and everything up to the next one
             nxt = buf.find(_BEGIN_MARK, 1)
@@ -153,6 +204,8 @@ class FrameBuffer:
         soh1 = buf.find(SOH, pos, pos + _MAX_BEGIN_FIELD)
         if soh1 == -1:
             return None if n - pos < _MAX_BEGIN_FIELD else ("BeginString too long", None)
+        if _BEGIN_STRING_RE.fullmatch(buf, pos + 2, soh1) is None:
+            return ("malformed BeginString", None)
         if n < soh1 + 3:
             return None
         if buf[soh1 + 1 : soh1 + 3] != b"9=":

@@ -13,12 +13,17 @@ Public API (kept stable for the execution gateway and the market maker simulator
         async logout(text="") -> None
         async wait_logged_on(timeout=None) -> None
         connected: bool               # addition: a TCP connection is attached
+        async serve_connection(reader, writer, framer=None, first_message=None) -> bool
+                                      # addition: run the session over one accepted/dialled
+                                      # stream (used by FixInitiator/FixAcceptor)
     FixInitiator(config, store, host, port, on_message)
         session; async start(); async stop()
         start() spawns the connect/reconnect loop and returns at once; use
         session.wait_logged_on() to wait for the first logon.
     FixAcceptor(host, port, sessions, on_message, on_logon=None)
         port; async start(); async stop(); session(peer_comp_id) -> FixSession
+        session() raises fix.errors.UnknownSessionError (a KeyError) for unknown CompIDs.
+    utc_timestamp() / parse_utc_timestamp()   # additions: FIX UTCTimestamp helpers
 
 Delivery contract: each inbound application message is handed to ``on_message`` in sequence
 order; the next expected inbound sequence number is persisted only AFTER the handler returned.
@@ -292,7 +297,12 @@ class FixSession:
         try:
             while not conn.closing:
                 hb = self._hb
-                await asyncio.sleep(min(max(hb / 10.0, 0.01), 1.0))
+                tick = hb / 10.0 if hb > 0 else 1.0
+                if not self.logged_on.is_set():
+                    tick = min(tick, self.config.logon_timeout / 10.0)
+                elif self._logout_sent_at is not None:
+                    tick = min(tick, self.config.logout_timeout / 10.0)
+                await asyncio.sleep(min(max(tick, 0.01), 1.0))
                 if conn.closing:
                     return
                 now = time.monotonic()
