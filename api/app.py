@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from api.errors import install_error_handlers
-from api.routers import account, health
+from api.routers import account, health, orders
 from api.state import AppState
 from sherwood.settings import Settings
 from sherwood.temporal import connect
@@ -42,4 +42,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(account.router)
+    app.include_router(orders.router)
     return app

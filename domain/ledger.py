@@ -223,18 +223,32 @@ def fill_value(qty: Decimal, price: Decimal) -> Decimal:
     return check_scale(qty * price, USD, field="fill value")
 
 
-def buy_fill(txn_id: str, account_id: uuid.UUID, symbol: str, qty: object, price: object) -> LedgerTxn:
-    """One (partial) buy fill: held cash pays clearing; clearing delivers unsettled shares."""
+def buy_fill(
+    txn_id: str, account_id: uuid.UUID, symbol: str, qty: object, price: object, *, topup: object = 0
+) -> LedgerTxn:
+    """One (partial) buy fill: held cash pays clearing; clearing delivers unsettled shares.
+
+    ``topup`` is extra cash moved from ``cash`` to ``cash_held`` first, when the venue filled
+    above what was held (a market order beyond its collar). A venue fill is never refused, so
+    such a fill may take ``cash`` below zero: the customer then owes the difference.
+    """
     q = positive_amount(qty, symbol, field="qty")
     p = positive_amount(price, USD, field="price")
     v = fill_value(q, p)
-    entries = [
+    extra = parse_decimal(topup, field="topup")
+    entries = []
+    if extra > 0:
+        extra = check_scale(extra, USD)
+        entries += [Entry.of(customer(account_id, "cash"), -extra),
+                    Entry.of(customer(account_id, "cash_held"), extra)]
+    entries += [
         Entry.of(customer(account_id, "cash_held"), -v),
         Entry.of(house("clearing_cash"), v),
         Entry.of(house(f"clearing_shares:{symbol}"), -q),
         Entry.of(customer(account_id, f"shares_unsettled:{symbol}"), q),
     ]
     return LedgerTxn.build(txn_id, "buy_fill", entries, account_id=account_id,
+                           allow_negative=extra > 0,
                            memo={"symbol": symbol, "qty": str(q), "price": str(p)})
 
 

@@ -21,6 +21,17 @@ accounts_app = typer.Typer(help="Customer accounts.", no_args_is_help=True)
 serve_app = typer.Typer(help="Run one Sherwood process in the foreground.", no_args_is_help=True)
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(serve_app, name="serve")
+ops_app = typer.Typer(help="Operations: stuck orders.", no_args_is_help=True)
+app.add_typer(ops_app, name="ops")
+
+
+def _mount_simulators() -> None:
+    from simulators.cli import sim_app
+
+    app.add_typer(sim_app, name="sim", help="Simulated venues speaking the real protocols.")
+
+
+_mount_simulators()
 
 console = Console()
 err = Console(stderr=True)
@@ -86,12 +97,20 @@ def dev(
 
 @app.command()
 def migrate(data_dir: DataDir = None) -> None:
-    """Create and migrate the directory database and every shard database."""
+    """Create and migrate every database; register the order search attributes in Temporal."""
     from db.migrate import migrate_all
     from sherwood.wiring import shard_urls
 
     s = load_settings(data_dir)
     migrate_all(s.directory_db_url(), shard_urls(s), progress=lambda m: console.print(m))
+    if s.temporal_address:
+        from sherwood.temporal import connect, ensure_search_attributes
+
+        async def _sa() -> None:
+            await ensure_search_attributes(await connect(s), s.temporal_namespace)
+
+        asyncio.run(_sa())
+        console.print("search attributes registered")
     console.print("[green]migrated[/]")
 
 
@@ -187,3 +206,87 @@ def serve_api(data_dir: DataDir = None) -> None:
     uvicorn.run(create_app(s), host=s.bind_host, port=s.api_port, log_level="info")
 
 
+
+
+@serve_app.command("shard-worker")
+def serve_shard_worker(
+    shard: Annotated[list[int] | None, typer.Option("--shard", help="Shard(s); default all.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Temporal workers for shard task queues (order workflows + their shard's activities)."""
+    from workers.shard import run
+
+    s = load_settings(data_dir)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(run(s, shard if shard else list(range(s.shard_count))))
+
+
+@serve_app.command("gateway")
+def serve_gateway(data_dir: DataDir = None) -> None:
+    """The execution gateway: FIX sessions to every configured venue + its Temporal activities."""
+    from workers.gateway import run_gateway
+
+    s = load_settings(data_dir)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(run_gateway(s))
+
+
+@ops_app.command("stuck")
+def ops_stuck(data_dir: DataDir = None,
+              as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Orders waiting for an operator (Temporal: OrderState="STUCK")."""
+    from sherwood.temporal import connect
+
+    s = load_settings(data_dir)
+
+    async def _go() -> list[dict[str, object]]:
+        client = await connect(s)
+        out: list[dict[str, object]] = []
+        async for wf in client.list_workflows('OrderState="STUCK" AND ExecutionStatus="Running"'):
+            sa = wf.search_attributes
+            out.append({"order_id": wf.id, "symbol": (sa.get("Symbol") or [None])[0],
+                        "account_id": (sa.get("AccountId") or [None])[0],
+                        "shard": (sa.get("ShardId") or [None])[0],
+                        "since": wf.start_time.isoformat() if wf.start_time else None})
+        return out
+
+    rows = asyncio.run(_go())
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table("order id", "symbol", "account", "shard", "started")
+    for r in rows:
+        table.add_row(*(str(r[k]) for k in ("order_id", "symbol", "account_id", "shard", "since")))
+    console.print(table if rows else "no stuck orders")
+
+
+@ops_app.command("resolve")
+def ops_resolve(
+    order_id: str,
+    filled_qty: Annotated[str, typer.Option(help="Total quantity the venue filled.")] = "0",
+    avg_price: Annotated[str | None, typer.Option(help="Average price of the fills not yet booked.")] = None,
+    canceled: Annotated[bool, typer.Option("--canceled", help="The venue canceled the rest.")] = False,
+    note: Annotated[str, typer.Option(help="Why: what the venue said.")] = "",
+    operator: Annotated[str, typer.Option(help="Who resolves it.")] = "operator",
+    data_dir: DataDir = None,
+) -> None:
+    """Resolve a STUCK order with what the venue reports (fills and/or canceled)."""
+    from domain.orders import OrderSnapshot, ResolveInput
+    from sherwood.temporal import connect
+
+    s = load_settings(data_dir)
+    res = ResolveInput(order_id=order_id, outcome="canceled" if canceled else "filled",
+                       filled_qty=filled_qty, avg_price=avg_price, operator=operator, note=note)
+
+    async def _go() -> OrderSnapshot:
+        client = await connect(s)
+        result: OrderSnapshot = await client.get_workflow_handle(order_id).execute_update(
+            "resolve", res, result_type=OrderSnapshot)
+        return result
+
+    try:
+        snap = asyncio.run(_go())
+    except Exception as exc:
+        err.print(f"[red]error:[/] {getattr(exc, 'cause', None) or exc}")
+        raise typer.Exit(1) from None
+    console.print(f"order {snap.order_id}: {snap.state}, filled {snap.filled_qty}")

@@ -117,6 +117,7 @@ CREATE TABLE orders (
     venue_order_id   text,
     filled_qty       numeric(38, 10) NOT NULL DEFAULT 0,
     filled_avg_price numeric(38, 10),
+    filled_value     numeric(38, 10) NOT NULL DEFAULT 0,
     hold_currency    text,
     hold_amount      numeric(38, 10) NOT NULL DEFAULT 0,
     reject_code      text,
@@ -128,6 +129,8 @@ CREATE TABLE orders (
     canceled_at      timestamptz,
     expired_at       timestamptz,
     failed_at        timestamptz,
+    expires_at       timestamptz,
+    actor            text NOT NULL DEFAULT 'customer',
     version          integer NOT NULL DEFAULT 0,
     UNIQUE (account_id, client_order_id)
 );

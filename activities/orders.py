@@ -1,0 +1,94 @@
+"""Order activities of one shard: each call is one database transaction on that shard
+(see :mod:`db.orders`). Registered as bound methods on the shard's worker and run as local
+activities by the order workflow (short, idempotent, same process: safe to run locally).
+
+Business refusals become non-retryable ``ApplicationError`` s whose ``type`` is the stable code;
+everything else (a database hiccup) is retried by Temporal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from db.errors import DbError, LedgerRejected
+from db.orders import OrderStore, Quotes
+from domain.errors import DomainError
+from domain.execution import ExecutionReportSignal
+from domain.orders import (
+    AcceptOrderInput,
+    OrderSnapshot,
+    OrderState,
+    ResolveInput,
+    TransitionInput,
+    parse_order_request,
+)
+from marketdata.quotes import LatestQuotes
+
+
+@dataclass
+class ApplyReportsInput:
+    order_id: str
+    reports: list[ExecutionReportSignal]
+
+
+def business_error(exc: DomainError | DbError) -> ApplicationError:
+    return ApplicationError(exc.message, type=exc.code, non_retryable=True)
+
+
+class OrderActivities:
+    def __init__(self, store: OrderStore, quotes: LatestQuotes) -> None:
+        self.store = store
+        self.quotes = quotes
+
+    @activity.defn(name="accept_order")
+    async def accept_order(self, inp: AcceptOrderInput) -> OrderSnapshot:
+        try:
+            req = parse_order_request(inp.request)
+            ask = None
+            if req.side == "buy" and req.type in ("market", "stop"):
+                quote = await self.quotes.get(req.symbol)
+                ask = quote.ask if quote else None
+            return await self.store.accept(inp, Quotes(ask=ask))
+        except (DomainError, LedgerRejected) as exc:
+            raise business_error(exc) from exc
+
+    @activity.defn(name="transition_order")
+    async def transition_order(self, inp: TransitionInput) -> OrderSnapshot:
+        return await self.store.transition(inp.order_id, OrderState(inp.to_state), reason=inp.reason,
+                                           actor=inp.actor, venue=inp.venue)
+
+    @activity.defn(name="finish_order")
+    async def finish_order(self, inp: TransitionInput) -> OrderSnapshot:
+        return await self.store.finish(inp.order_id, OrderState(inp.to_state), reason=inp.reason,
+                                       actor=inp.actor)
+
+    @activity.defn(name="apply_reports")
+    async def apply_reports(self, inp: ApplyReportsInput) -> OrderSnapshot:
+        snap: OrderSnapshot | None = None
+        for report in inp.reports:
+            try:
+                snap = await self.store.apply_report(report)
+            except DomainError as exc:  # e.g. an overfill: never silently dropped
+                activity.logger.error("venue report refused for %s: %s", inp.order_id, exc)
+                raise business_error(exc) from exc
+        if snap is None:
+            got = await self.store.get(inp.order_id)
+            assert got is not None
+            snap = got
+        return snap
+
+    @activity.defn(name="resolve_order")
+    async def resolve_order(self, inp: ResolveInput) -> OrderSnapshot:
+        try:
+            return await self.store.resolve(inp)
+        except DomainError as exc:
+            raise business_error(exc) from exc
+
+    def all(self) -> list[Callable[..., Any]]:
+        return [self.accept_order, self.transition_order, self.finish_order, self.apply_reports,
+                self.resolve_order]

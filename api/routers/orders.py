@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Query, Response
+from fastapi.responses import JSONResponse
+
+from api.deps import RouterDep, StateDep, TraderDep
+from api.errors import ApiError
+from api.services.orders import OrderService
+
+router = APIRouter(prefix="/v2", tags=["orders"])
+
+
+def get_service(state: StateDep, router_: RouterDep) -> OrderService:
+    return OrderService(router_, state.temporal, state.settings)
+
+
+ServiceDep = Annotated[OrderService, Depends(get_service)]
+
+
+def _account(key: Any) -> Any:
+    assert key.account_id is not None
+    return key.account_id
+
+
+@router.post("/orders")
+async def place_order(key: TraderDep, service: ServiceDep,
+                      body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+    """Place an order (Alpaca shape). Numbers may be JSON numbers or strings; they are parsed
+    exactly from their text. 403 when buying power or shares are insufficient, 422 when the
+    request is invalid or its client_order_id was used for a different order."""
+    return await service.place(_account(key), body)
+
+
+@router.get("/orders")
+async def list_orders(
+    key: TraderDep, service: ServiceDep,
+    status: Annotated[str, Query(pattern="^(open|closed|all)$")] = "open",
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    after: datetime | None = None, until: datetime | None = None,
+    direction: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
+    symbols: str | None = None, side: Annotated[str | None, Query(pattern="^(buy|sell)$")] = None,
+) -> list[dict[str, Any]]:
+    syms = [s.strip().upper() for s in symbols.split(",") if s.strip()] if symbols else None
+    return await service.list_orders(_account(key), status=status, limit=limit, after=after, until=until,
+                              direction=direction, symbols=syms, side=side)
+
+
+@router.get("/orders:by_client_order_id")
+async def get_by_client_order_id(key: TraderDep, service: ServiceDep,
+                                 client_order_id: str) -> dict[str, Any]:
+    return await service.get_by_client_id(_account(key), client_order_id)
+
+
+@router.get("/orders/{order_id}")
+async def get_order(key: TraderDep, service: ServiceDep, order_id: str) -> dict[str, Any]:
+    return await service.get(_account(key), order_id)
+
+
+@router.delete("/orders/{order_id}", status_code=204)
+async def cancel_order(key: TraderDep, service: ServiceDep, order_id: str) -> Response:
+    """Request a cancel: 204 once the venue was asked (PENDING_CANCEL) or the order ended."""
+    await service.cancel(_account(key), order_id)
+    return Response(status_code=204)
+
+
+@router.delete("/orders")
+async def cancel_all(key: TraderDep, service: ServiceDep) -> JSONResponse:
+    return JSONResponse(await service.cancel_all(_account(key)), status_code=207)
+
+
+@router.patch("/orders/{order_id}")
+async def replace_order(key: TraderDep, order_id: str) -> None:
+    raise ApiError(422, "replace_not_supported",
+                   "replacing an order is not supported yet: cancel it and place a new one",
+                   code=42210000)

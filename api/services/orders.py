@@ -1,0 +1,221 @@
+"""Placing, reading and canceling orders. Every write goes to the order's workflow (Temporal);
+reads come from the account's shard.
+
+Idempotency: the order id is derived from (account, client_order_id), and the workflow id is the
+order id, so a retried POST reaches the same workflow (update-with-start, USE_EXISTING) and gets
+the same order; the same client_order_id with a different body is refused (422).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import RowMapping
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.errors import ApiError
+from db.orders import alpaca_order
+from db.router import ShardRouter
+from domain.errors import DomainError
+from domain.execution import shard_task_queue
+from domain.orders import (
+    OPEN_STATUSES,
+    TERMINAL,
+    OrderSnapshot,
+    OrderTimeouts,
+    PlaceOrderInput,
+    parse_order_request,
+)
+from sherwood.settings import Settings
+from workflows.order import ACCOUNT_ID, ORDER_STATE, SHARD_ID, SYMBOL, OrderWorkflow
+
+ORDER_NS = uuid.UUID("0b5e6d3a-7c1f-4e8e-9a4b-2d6f8c1e0a57")
+FORBIDDEN_CODES = {"insufficient_buying_power", "insufficient_qty", "trading_blocked"}
+
+
+def order_id_for(account_id: uuid.UUID, client_order_id: str) -> uuid.UUID:
+    return uuid.uuid5(ORDER_NS, f"{account_id}:{client_order_id}")
+
+
+def timeouts(settings: Settings) -> OrderTimeouts:
+    return OrderTimeouts(ack_s=settings.venue_ack_timeout_s, cancel_s=settings.venue_cancel_timeout_s,
+                         status_s=settings.venue_status_timeout_s,
+                         expire_grace_s=settings.day_expiry_grace_s)
+
+
+class OrderService:
+    def __init__(self, router: ShardRouter, temporal: Client | None, settings: Settings) -> None:
+        self.router = router
+        self.temporal = temporal
+        self.settings = settings
+
+    def _client(self) -> Client:
+        if self.temporal is None:
+            raise ApiError(503, "temporal_unavailable", "order processing is not configured")
+        return self.temporal
+
+    async def place(self, account_id: uuid.UUID, body: Mapping[str, object]) -> dict[str, Any]:
+        try:
+            req = parse_order_request(body)
+        except DomainError as exc:
+            raise ApiError(422, exc.code, exc.message, code=42210000) from exc
+        client_order_id = req.client_order_id or str(uuid.uuid4())
+        order_id = str(order_id_for(account_id, client_order_id))
+        wire: dict[str, object] = {**req.to_wire(), "client_order_id": client_order_id}
+        shard = await self.router.shard_for(account_id)
+        inp = PlaceOrderInput(
+            order_id=order_id, account_id=str(account_id), shard=shard, request=wire,
+            request_hash=req.hash(), collar=str(self.settings.market_order_collar),
+            timeouts=timeouts(self.settings))
+        start = WithStartWorkflowOperation(
+            OrderWorkflow.run, inp, id=order_id, task_queue=shard_task_queue(shard),
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=TypedSearchAttributes([
+                SearchAttributePair(ORDER_STATE, "PENDING"), SearchAttributePair(SYMBOL, req.symbol),
+                SearchAttributePair(ACCOUNT_ID, str(account_id)), SearchAttributePair(SHARD_ID, shard)]),
+        )
+        try:
+            snap: OrderSnapshot = await self._client().execute_update_with_start_workflow(
+                "accepted", req.hash(), start_workflow_operation=start, result_type=OrderSnapshot)
+        except WorkflowUpdateFailedError as exc:
+            raise _update_error(exc) from exc
+        except (WorkflowAlreadyStartedError, RPCError) as exc:
+            if isinstance(exc, RPCError) and exc.status != RPCStatusCode.ALREADY_EXISTS:
+                raise
+            # the workflow of this client_order_id already finished: the database answers
+            return await self._existing(account_id, shard, order_id, req.hash())
+        row = await self._row(shard, snap.order_id)
+        if snap.reject_code and S_REJECTED(snap):
+            status = 403 if snap.reject_code in FORBIDDEN_CODES else 422
+            raise ApiError(status, snap.reject_code, snap.reject_reason or "order rejected",
+                           code=40310000 if status == 403 else 42210000)
+        return alpaca_order(row)
+
+    async def _existing(self, account_id: uuid.UUID, shard: int, order_id: str,
+                        request_hash: str) -> dict[str, Any]:
+        async with self.router.engine(shard).connect() as conn:
+            row = (await conn.execute(text("SELECT * FROM orders WHERE id = :id AND account_id = :a"),
+                                      {"id": uuid.UUID(order_id), "a": account_id})).mappings().one_or_none()
+        if row is None:
+            raise ApiError(409, "order_in_flight", "the order is still being created; retry")
+        if row["request_hash"] != request_hash:
+            raise ApiError(422, "idempotency_conflict",
+                           "this client_order_id was used for a different order", code=42210000)
+        return alpaca_order(row)
+
+    async def _row(self, shard: int, order_id: str) -> RowMapping:
+        async with self.router.engine(shard).connect() as conn:
+            return (await conn.execute(text("SELECT * FROM orders WHERE id = :id"),
+                                       {"id": uuid.UUID(order_id)})).mappings().one()
+
+    async def get(self, account_id: uuid.UUID, order_id: str) -> dict[str, Any]:
+        try:
+            oid = uuid.UUID(order_id)
+        except ValueError:
+            raise ApiError(404, "not_found", "order not found", code=40410000) from None
+        shard = await self.router.shard_for(account_id)
+        async with self.router.engine(shard).connect() as conn:
+            row = (await conn.execute(text("SELECT * FROM orders WHERE id = :id AND account_id = :a"),
+                                      {"id": oid, "a": account_id})).mappings().one_or_none()
+        if row is None:
+            raise ApiError(404, "not_found", "order not found", code=40410000)
+        return alpaca_order(row)
+
+    async def get_by_client_id(self, account_id: uuid.UUID, client_order_id: str) -> dict[str, Any]:
+        shard = await self.router.shard_for(account_id)
+        async with self.router.engine(shard).connect() as conn:
+            row = (await conn.execute(
+                text("SELECT * FROM orders WHERE account_id = :a AND client_order_id = :c"),
+                {"a": account_id, "c": client_order_id})).mappings().one_or_none()
+        if row is None:
+            raise ApiError(404, "not_found", "order not found", code=40410000)
+        return alpaca_order(row)
+
+    async def list_orders(
+        self, account_id: uuid.UUID, *, status: str = "open", limit: int = 50,
+        after: datetime | None = None, until: datetime | None = None, direction: str = "desc",
+        symbols: list[str] | None = None, side: str | None = None,
+    ) -> list[dict[str, Any]]:
+        shard = await self.router.shard_for(account_id)
+        where = ["account_id = :a"]
+        params: dict[str, Any] = {"a": account_id, "n": limit}
+        terminal = [s.value for s in TERMINAL]
+        if status == "open":
+            where.append("state <> ALL(:terminal)")
+            params["terminal"] = terminal
+        elif status == "closed":
+            where.append("state = ANY(:terminal)")
+            params["terminal"] = terminal
+        if after is not None:
+            where.append("created_at > :after")
+            params["after"] = after
+        if until is not None:
+            where.append("created_at < :until")
+            params["until"] = until
+        if symbols:
+            where.append("symbol = ANY(:symbols)")
+            params["symbols"] = symbols
+        if side:
+            where.append("side = :side")
+            params["side"] = side
+        order = "DESC" if direction == "desc" else "ASC"
+        sql = f"SELECT * FROM orders WHERE {' AND '.join(where)} ORDER BY created_at {order} LIMIT :n"
+        async with self.router.engine(shard).connect() as conn:
+            rows = (await conn.execute(text(sql), params)).mappings().all()
+        return [alpaca_order(r) for r in rows]
+
+    async def cancel(self, account_id: uuid.UUID, order_id: str) -> dict[str, Any]:
+        order = await self.get(account_id, order_id)  # 404 for another account's order
+        if order["status"] not in OPEN_STATUSES:
+            raise ApiError(422, "not_cancelable", f"order is {order['status']} and cannot be canceled",
+                           code=42210000)
+        handle = self._client().get_workflow_handle(order["id"])
+        try:
+            await handle.execute_update("cancel", result_type=OrderSnapshot)
+        except WorkflowUpdateFailedError as exc:
+            raise _update_error(exc) from exc
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise ApiError(422, "not_cancelable", "order is no longer open", code=42210000) from exc
+            raise
+        return await self.get(account_id, order_id)
+
+    async def cancel_all(self, account_id: uuid.UUID) -> list[dict[str, Any]]:
+        results = []
+        for order in await self.list_orders(account_id, status="open", limit=500):
+            try:
+                body = await self.cancel(account_id, order["id"])
+                results.append({"id": order["id"], "status": 200, "body": body})
+            except ApiError as exc:
+                results.append({"id": order["id"], "status": exc.status,
+                                "body": {"code": exc.code, "message": exc.message, "reason": exc.reason}})
+        return results
+
+
+def S_REJECTED(snap: OrderSnapshot) -> bool:
+    return snap.state in ("REJECTED", "FAILED")
+
+
+def _update_error(exc: WorkflowUpdateFailedError) -> ApiError:
+    cause = exc.cause
+    if isinstance(cause, ApplicationError):
+        status = 422
+        return ApiError(status, cause.type or "order_error", cause.message, code=42210000)
+    return ApiError(500, "internal_error", "order update failed")

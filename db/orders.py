@@ -1,0 +1,543 @@
+"""Order transitions on the account's shard. Each public function is ONE database transaction
+that commits together: the order row, its audit event(s), the ledger transaction of the step and
+an outbox row (trade update) -- or nothing.
+
+Every function is idempotent: ledger transaction ids derive from the order id and the step or
+ExecID, executions are keyed by (venue, ExecID), and a transition that already happened is a
+no-op returning the current snapshot. That is what makes activity retries and worker crashes
+safe.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from db.engines import run_in_transaction
+from db.errors import IdempotencyConflict
+from db.ledger import post
+from domain import calendar
+from domain import ledger as rules
+from domain.execution import ExecutionReportSignal, is_expiry_request
+from domain.ledger import LedgerTxn
+from domain.money import plain
+from domain.orders import (
+    AT_VENUE,
+    TERMINAL,
+    AcceptOrderInput,
+    OrderError,
+    OrderRequest,
+    OrderSnapshot,
+    OrderState,
+    ResolveInput,
+    alpaca_status,
+    apply_fill,
+    buy_hold,
+    can_transition,
+    parse_order_request,
+)
+
+S = OrderState
+
+
+@dataclass(frozen=True)
+class Quotes:
+    """The advisory ask used to size market-order holds (None: no quote)."""
+
+    ask: Decimal | None = None
+
+
+def _s(d: Any) -> str | None:
+    return None if d is None else format(plain(Decimal(d)), "f")
+
+
+def snapshot(row: RowMapping, *, duplicate: bool = False) -> OrderSnapshot:
+    return OrderSnapshot(
+        order_id=str(row["id"]), account_id=str(row["account_id"]),
+        client_order_id=row["client_order_id"], state=row["state"], symbol=row["symbol"],
+        side=row["side"], qty=_s(row["qty"]) or "0", filled_qty=_s(row["filled_qty"]) or "0",
+        filled_avg_price=_s(row["filled_avg_price"]), hold_remaining=_s(row["hold_amount"]) or "0",
+        venue=row["venue"], reject_code=row["reject_code"], reject_reason=row["reject_reason"],
+        expires_at=row["expires_at"].isoformat() if row["expires_at"] else None, duplicate=duplicate,
+    )
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.isoformat().replace("+00:00", "Z") if t else None
+
+
+def alpaca_order(row: RowMapping) -> dict[str, Any]:
+    """The Alpaca v2 order object for one order row (numbers as strings)."""
+    from domain.assets import get_asset
+
+    asset = get_asset(row["symbol"])
+    return {
+        "id": str(row["id"]), "client_order_id": row["client_order_id"],
+        "created_at": _iso(row["created_at"]), "updated_at": _iso(row["updated_at"]),
+        "submitted_at": _iso(row["submitted_at"] or row["created_at"]),
+        "filled_at": _iso(row["filled_at"]), "expired_at": _iso(row["expired_at"]),
+        "canceled_at": _iso(row["canceled_at"]), "failed_at": _iso(row["failed_at"]),
+        "replaced_at": None, "replaced_by": None, "replaces": None,
+        "asset_id": str(asset.id) if asset else None, "symbol": row["symbol"],
+        "asset_class": "us_equity", "notional": None, "qty": _s(row["qty"]),
+        "filled_qty": _s(row["filled_qty"]) or "0",
+        "filled_avg_price": _s(row["filled_avg_price"]), "order_class": "simple",
+        "order_type": row["order_type"], "type": row["order_type"], "side": row["side"],
+        "time_in_force": row["time_in_force"], "limit_price": _s(row["limit_price"]),
+        "stop_price": _s(row["stop_price"]), "status": alpaca_status(row["state"]),
+        "extended_hours": row["extended_hours"], "legs": None,
+        # Sherwood extras
+        "state": row["state"], "venue": row["venue"], "reject_reason": row["reject_reason"],
+        "reject_code": row["reject_code"],
+    }
+
+
+async def _lock(conn: AsyncConnection, order_id: str) -> RowMapping | None:
+    return (await conn.execute(text("SELECT * FROM orders WHERE id = :id FOR UPDATE"),
+                               {"id": uuid.UUID(order_id)})).mappings().one_or_none()
+
+
+async def _reload(conn: AsyncConnection, order_id: str) -> RowMapping:
+    return (await conn.execute(text("SELECT * FROM orders WHERE id = :id"),
+                               {"id": uuid.UUID(order_id)})).mappings().one()
+
+
+async def _event(
+    conn: AsyncConnection, row: RowMapping, *, event: str, actor: str, reason: str | None,
+    to_state: str | None, ledger_txn: str | None = None, data: dict[str, Any] | None = None,
+    from_state: str | None = None,
+) -> None:
+    await conn.execute(
+        text("""
+        INSERT INTO order_events (order_id, account_id, seq, event, actor, reason, from_state,
+                                  to_state, ledger_txn_id, data)
+        VALUES (:o, :a, (SELECT coalesce(max(seq), 0) + 1 FROM order_events WHERE order_id = :o),
+                :e, :actor, :r, :f, :t, :l, CAST(:d AS jsonb))
+        """),
+        {"o": row["id"], "a": row["account_id"], "e": event, "actor": actor, "r": reason,
+         "f": from_state if from_state is not None else row["state"], "t": to_state,
+         "l": ledger_txn, "d": json.dumps(data or {})},
+    )
+
+
+async def _outbox(conn: AsyncConnection, row: RowMapping, event: str, **extra: Any) -> None:
+    payload = {"event": event, "account_id": str(row["account_id"]), "order": alpaca_order(row),
+               "timestamp": _iso(datetime.now(UTC)), **extra}
+    await conn.execute(
+        text("INSERT INTO outbox (topic, key, payload) VALUES ('trade_updates', :k, CAST(:p AS jsonb))"),
+        {"k": str(row["account_id"]), "p": json.dumps(payload, default=str)},
+    )
+
+
+async def _post(conn: AsyncConnection, txn: LedgerTxn) -> bool:
+    result = await post(conn, txn)
+    return result.ok
+
+
+_TIMESTAMP_FOR = {S.FILLED: "filled_at", S.CANCELED: "canceled_at", S.EXPIRED: "expired_at",
+                  S.FAILED: "failed_at", S.REJECTED: "failed_at"}
+
+
+async def _set(conn: AsyncConnection, order_id: uuid.UUID, **values: Any) -> None:
+    sets = ", ".join(f"{k} = :{k}" for k in values)
+    await conn.execute(
+        text(f"UPDATE orders SET {sets}, updated_at = clock_timestamp(), version = version + 1 "
+             "WHERE id = :id"),
+        {**values, "id": order_id},
+    )
+
+
+async def _release(conn: AsyncConnection, row: RowMapping, step: str) -> str | None:
+    """Release whatever is still held for the order (cash for buys, shares for sells)."""
+    remaining = Decimal(row["hold_amount"])
+    if remaining <= 0:
+        return None
+    txn_id = f"order:{row['id']}:release:{step}"
+    if row["side"] == "buy":
+        txn = rules.release_cash(txn_id, row["account_id"], remaining)
+    else:
+        txn = rules.release_shares(txn_id, row["account_id"], row["symbol"], remaining)
+    await _post(conn, txn)
+    await _set(conn, row["id"], hold_amount=Decimal(0))
+    return txn_id
+
+
+async def _finish(
+    conn: AsyncConnection, row: RowMapping, to: OrderState, *, actor: str, reason: str | None,
+    event: str, code: str | None = None, data: dict[str, Any] | None = None,
+) -> RowMapping:
+    """Move to a terminal state, releasing any remaining hold, in the caller's transaction."""
+    released = await _release(conn, row, to.value.lower())
+    values: dict[str, Any] = {"state": to.value}
+    if to in _TIMESTAMP_FOR:
+        values[_TIMESTAMP_FOR[to]] = datetime.now(UTC)
+    if code is not None:
+        values["reject_code"] = code
+        values["reject_reason"] = reason
+    await _set(conn, row["id"], **values)
+    await _event(conn, row, event=event, actor=actor, reason=reason, to_state=to.value,
+                 ledger_txn=released, data=data)
+    new = await _reload(conn, str(row["id"]))
+    await _outbox(conn, new, event)
+    return new
+
+
+class OrderStore:
+    """The order transitions of one shard (see module docstring)."""
+
+    def __init__(self, engine: AsyncEngine, *, house_stripes: int = 32) -> None:
+        self.engine = engine
+        self.house_stripes = house_stripes
+
+    async def _tx(self, fn: Any) -> Any:
+        return await run_in_transaction(self.engine, fn)
+
+    async def get(self, order_id: str) -> OrderSnapshot | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(text("SELECT * FROM orders WHERE id = :id"),
+                                      {"id": uuid.UUID(order_id)})).mappings().one_or_none()
+        return snapshot(row) if row else None
+
+    # --- PENDING -> VALIDATED -> FUNDS_HELD (or REJECTED) ------------------------------
+
+    async def accept(self, inp: AcceptOrderInput, quotes: Quotes) -> OrderSnapshot:
+        """Create the order and hold its funds, or reject it; a replay returns the same order."""
+        req = parse_order_request(inp.request)
+        if req.hash() != inp.request_hash:
+            raise OrderError("request hash does not match the request", code="hash_mismatch")
+
+        async def _do(conn: AsyncConnection) -> OrderSnapshot:
+            oid = uuid.UUID(inp.order_id)
+            account = uuid.UUID(inp.account_id)
+            existing = (await conn.execute(
+                text("SELECT * FROM orders WHERE id = :id OR (account_id = :a AND client_order_id = :c)"),
+                {"id": oid, "a": account, "c": req.client_order_id or inp.order_id},
+            )).mappings().first()
+            if existing is not None:
+                if existing["request_hash"] != inp.request_hash:
+                    raise IdempotencyConflict(
+                        f"client_order_id {existing['client_order_id']!r} was used for a different order")
+                return snapshot(existing, duplicate=str(existing["id"]) != inp.order_id)
+            now = datetime.now(UTC)
+            expires = calendar.day_order_expiry(now) if req.time_in_force == "day" else None
+            await conn.execute(
+                text("""
+                INSERT INTO orders (id, account_id, client_order_id, request_hash, symbol, side,
+                    order_type, time_in_force, qty, limit_price, stop_price, extended_hours, state,
+                    cl_ord_id, hold_currency, submitted_at, expires_at, actor)
+                VALUES (:id, :a, :c, :h, :sym, :side, :type, :tif, :qty, :lp, :sp, :ext, 'PENDING',
+                    :id_text, :cur, :now, :exp, :actor)
+                """),
+                {"id": oid, "a": account, "c": req.client_order_id or inp.order_id,
+                 "h": inp.request_hash, "sym": req.symbol, "side": req.side, "type": req.type,
+                 "tif": req.time_in_force, "qty": req.qty, "lp": req.limit_price,
+                 "sp": req.stop_price, "ext": req.extended_hours, "id_text": inp.order_id,
+                 "cur": "USD" if req.side == "buy" else req.symbol, "now": now, "exp": expires,
+                 "actor": inp.actor},
+            )
+            row = await _reload(conn, inp.order_id)
+            await _event(conn, row, event="created", actor=inp.actor, reason="order received",
+                         to_state="PENDING", from_state="", data={"request": req.to_wire()})
+            rejection = await self._validate(conn, account, req)
+            if rejection is not None:
+                code, reason = rejection
+                return snapshot(await _finish(conn, row, S.REJECTED, actor="risk", reason=reason,
+                                              event="rejected", code=code))
+            await _set(conn, oid, state="VALIDATED")
+            await _event(conn, row, event="validated", actor="risk", reason="pre-trade checks passed",
+                         to_state="VALIDATED")
+            row = await _reload(conn, inp.order_id)
+            try:
+                amount = (buy_hold(req, quotes.ask, Decimal(inp.collar)) if req.side == "buy"
+                          else req.qty)
+            except OrderError as exc:
+                return snapshot(await _finish(conn, row, S.REJECTED, actor="risk", reason=exc.message,
+                                              event="rejected", code=exc.code))
+            txn_id = f"order:{inp.order_id}:hold"
+            txn = (rules.hold_cash(txn_id, account, amount) if req.side == "buy"
+                   else rules.hold_shares(txn_id, account, req.symbol, amount))
+            result = await post(conn, txn, house_stripes=self.house_stripes)
+            if not result.ok:
+                what = "buying power" if req.side == "buy" else f"{req.symbol} shares available"
+                code = "insufficient_buying_power" if req.side == "buy" else "insufficient_qty"
+                return snapshot(await _finish(
+                    conn, row, S.REJECTED, actor="risk", event="rejected", code=code,
+                    reason=f"insufficient {what}: need {amount}", data={"detail": result.error_detail}))
+            await _set(conn, oid, state="FUNDS_HELD", hold_amount=amount)
+            await _event(conn, row, event="funds_held", actor="ledger", to_state="FUNDS_HELD",
+                         reason=f"held {amount} {'USD' if req.side == 'buy' else req.symbol}",
+                         ledger_txn=txn_id, from_state="VALIDATED")
+            row = await _reload(conn, inp.order_id)
+            await _outbox(conn, row, "accepted")
+            return snapshot(row)
+
+        return await self._tx(_do)  # type: ignore[no-any-return]
+
+    async def _validate(
+        self, conn: AsyncConnection, account: uuid.UUID, req: OrderRequest
+    ) -> tuple[str, str] | None:
+        acct = (await conn.execute(
+            text("SELECT status, trading_blocked, blocked_reason FROM accounts WHERE id = :a"),
+            {"a": account})).one_or_none()
+        if acct is None:
+            return "unknown_account", "unknown account"
+        if acct.status != "ACTIVE" or acct.trading_blocked:
+            return "trading_blocked", f"trading is blocked on this account: {acct.blocked_reason or ''}"
+        asset = (await conn.execute(
+            text("SELECT tradable, status, restriction, restriction_reason FROM assets WHERE symbol = :s"),
+            {"s": req.symbol})).one_or_none()
+        if asset is None:
+            return "unknown_symbol", f"unknown symbol {req.symbol}"
+        if not asset.tradable or asset.status != "active":
+            return "not_tradable", f"{req.symbol} is not tradable"
+        return None
+
+    # --- routing and the venue's answers ------------------------------------------------
+
+    async def transition(self, order_id: str, to: OrderState, *, reason: str, actor: str = "system",
+                         venue: str | None = None) -> OrderSnapshot:
+        """A non-terminal state change with no money movement (ROUTED, PENDING_CANCEL, STUCK)."""
+
+        async def _do(conn: AsyncConnection) -> OrderSnapshot:
+            row = await _lock(conn, order_id)
+            assert row is not None, order_id
+            current = S(row["state"])
+            if current == to or current in TERMINAL or not can_transition(current, to):
+                return snapshot(row)  # already there, or overtaken by the venue's answer
+            values: dict[str, Any] = {"state": to.value}
+            if venue is not None:
+                values["venue"] = venue
+            await _set(conn, row["id"], **values)
+            await _event(conn, row, event=to.value.lower(), actor=actor, reason=reason,
+                         to_state=to.value, data={"venue": venue} if venue else None)
+            new = await _reload(conn, order_id)
+            await _outbox(conn, new, {"ROUTED": "pending_new", "PENDING_CANCEL": "pending_cancel",
+                                      "STUCK": "pending_cancel"}.get(to.value, to.value.lower()))
+            return snapshot(new)
+
+        return await self._tx(_do)  # type: ignore[no-any-return]
+
+    async def finish(self, order_id: str, to: OrderState, *, reason: str, actor: str = "system",
+                     code: str | None = None) -> OrderSnapshot:
+        """Terminal state decided by us (canceled before routing, failed, ...): release holds."""
+
+        async def _do(conn: AsyncConnection) -> OrderSnapshot:
+            row = await _lock(conn, order_id)
+            assert row is not None, order_id
+            if S(row["state"]) in TERMINAL:
+                return snapshot(row)
+            return snapshot(await _finish(conn, row, to, actor=actor, reason=reason,
+                                          event=to.value.lower(), code=code))
+
+        return await self._tx(_do)  # type: ignore[no-any-return]
+
+    async def apply_report(self, r: ExecutionReportSignal) -> OrderSnapshot:
+        """Book one venue event exactly once (keyed by venue + ExecID)."""
+
+        async def _do(conn: AsyncConnection) -> OrderSnapshot:
+            row = await _lock(conn, r.order_id)
+            assert row is not None, r.order_id
+            fresh = (await conn.execute(
+                text("""
+                INSERT INTO executions (venue, exec_id, order_id, account_id, symbol, side, exec_type,
+                    qty, price, cum_qty, leaves_qty, avg_px, transact_time, raw)
+                VALUES (:v, :e, :o, :a, :sym, :side, :et, :q, :p, :cq, :lq, :ap, :tt, CAST(:raw AS jsonb))
+                ON CONFLICT (venue, exec_id) DO NOTHING RETURNING exec_id
+                """),
+                {"v": r.venue, "e": r.exec_id, "o": row["id"], "a": row["account_id"],
+                 "sym": row["symbol"], "side": row["side"],
+                 "et": r.exec_type if r.msg_type == "8" else "cancel_reject",
+                 "q": Decimal(r.last_qty or "0") if r.exec_type == "F" else Decimal(0),
+                 "p": Decimal(r.last_px) if r.last_px and r.exec_type == "F" else None,
+                 "cq": Decimal(r.cum_qty or "0"), "lq": Decimal(r.leaves_qty or "0"),
+                 "ap": Decimal(r.avg_px or "0"), "tt": _parse_time(r.transact_time),
+                 "raw": json.dumps(r.__dict__)},
+            )).first()
+            if fresh is None:
+                return snapshot(row)  # this ExecID was booked before: a duplicate or a replay
+            return snapshot(await self._apply(conn, row, r))
+
+        return await self._tx(_do)  # type: ignore[no-any-return]
+
+    async def _apply(self, conn: AsyncConnection, row: RowMapping, r: ExecutionReportSignal) -> RowMapping:
+        state = S(row["state"])
+        actor = f"venue:{r.venue}"
+        info = {"exec_id": r.exec_id, "exec_type": r.exec_type, "ord_status": r.ord_status,
+                "text": r.text, "cum_qty": r.cum_qty, "leaves_qty": r.leaves_qty}
+        if r.msg_type == "9":  # OrderCancelReject: the order lives on at the venue
+            back = S.PARTIALLY_FILLED if Decimal(row["filled_qty"]) > 0 else S.ACKED
+            if state in (S.PENDING_CANCEL, S.STUCK) and can_transition(state, back):
+                await _set(conn, row["id"], state=back.value)
+                await _event(conn, row, event="cancel_rejected", actor=actor, reason=r.text,
+                             to_state=back.value, data=info)
+                new = await _reload(conn, str(row["id"]))
+                await _outbox(conn, new, "order_cancel_rejected")
+                return new
+            await _event(conn, row, event="cancel_rejected", actor=actor, reason=r.text,
+                         to_state=state.value, data=info)
+            return row
+        if state in TERMINAL and r.exec_type != "F":
+            await _event(conn, row, event="late_report", actor=actor, reason=r.text,
+                         to_state=state.value, data=info)
+            return row
+        match r.exec_type:
+            case "0":  # new
+                if state == S.ROUTED:
+                    await _set(conn, row["id"], state="ACKED", venue_order_id=r.venue_order_id)
+                    await _event(conn, row, event="new", actor=actor, reason="venue accepted",
+                                 to_state="ACKED", data=info)
+                    new = await _reload(conn, str(row["id"]))
+                    await _outbox(conn, new, "new")
+                    return new
+                await _set(conn, row["id"], venue_order_id=r.venue_order_id)
+                return row
+            case "F":
+                return await self._fill(conn, row, r, actor, info)
+            case "4":
+                if is_expiry_request(r.cl_ord_id):  # our own cancel at the DAY close
+                    return await _finish(conn, row, S.EXPIRED, actor=actor, event="expired",
+                                         reason="DAY order expired at the close", data=info)
+                return await _finish(conn, row, S.CANCELED, actor=actor, event="canceled",
+                                     reason=r.text or "canceled at the venue", data=info)
+            case "C":
+                return await _finish(conn, row, S.EXPIRED, actor=actor, event="expired",
+                                     reason=r.text or "expired at the venue", data=info)
+            case "8":
+                return await _finish(conn, row, S.REJECTED, actor=actor, event="rejected",
+                                     code="venue_rejected",
+                                     reason=f"rejected by {r.venue}: {r.text or r.ord_rej_reason}",
+                                     data=info)
+            case "I":  # status: terminal answers with nothing unbooked end the order
+                done = {"4": S.CANCELED, "C": S.EXPIRED, "8": S.REJECTED}.get(r.ord_status)
+                if done is not None and Decimal(r.cum_qty or 0) == Decimal(row["filled_qty"]):
+                    return await _finish(conn, row, done, actor=actor, event=done.value.lower(),
+                                         reason=f"venue status: {r.text or done.value.lower()}",
+                                         data=info,
+                                         code="venue_rejected" if done == S.REJECTED else None)
+                if state == S.ROUTED and r.ord_status in ("0", "1"):
+                    await _set(conn, row["id"], state="ACKED")
+                    await _event(conn, row, event="new", actor=actor, reason="venue status: working",
+                                 to_state="ACKED", data=info)
+                    return await _reload(conn, str(row["id"]))
+        await _event(conn, row, event=f"report_{r.exec_type or 'x'}", actor=actor, reason=r.text,
+                     to_state=state.value, data=info)
+        return row
+
+    async def _fill(self, conn: AsyncConnection, row: RowMapping, r: ExecutionReportSignal,
+                    actor: str, info: dict[str, Any]) -> RowMapping:
+        last_qty, last_px = Decimal(r.last_qty), Decimal(r.last_px or "0")
+        math = apply_fill(row["side"], qty=Decimal(row["qty"]), filled_qty=Decimal(row["filled_qty"]),
+                          filled_value=Decimal(row["filled_value"]),
+                          hold_remaining=Decimal(row["hold_amount"]), last_qty=last_qty, last_px=last_px)
+        txn_id = f"order:{row['id']}:fill:{r.venue}:{r.exec_id}"
+        if row["side"] == "buy":
+            txn = rules.buy_fill(txn_id, row["account_id"], row["symbol"], last_qty, last_px,
+                                 topup=math.topup)
+        else:
+            txn = rules.sell_fill(txn_id, row["account_id"], row["symbol"], last_qty, last_px)
+        await _post(conn, txn)
+        now = datetime.now(UTC)
+        trade = calendar.trade_date(now)
+        await conn.execute(
+            text("UPDATE executions SET ledger_txn_id = :l, trade_date = :td, settle_date = :sd "
+                 "WHERE venue = :v AND exec_id = :e"),
+            {"l": txn_id, "td": trade, "sd": calendar.settle_date(trade), "v": r.venue, "e": r.exec_id})
+        full = math.filled_qty == Decimal(row["qty"])
+        state = S(row["state"])
+        if state in TERMINAL:  # a late fill after we ended the order: the money still moves
+            to = state
+        elif full:
+            to = S.FILLED
+        else:
+            to = state if state in (S.PENDING_CANCEL, S.STUCK) else S.PARTIALLY_FILLED
+        values: dict[str, Any] = {"filled_qty": math.filled_qty, "filled_avg_price": math.avg_price,
+                                  "filled_value": math.filled_value, "hold_amount": math.hold_remaining,
+                                  "state": to.value}
+        if full:
+            values["filled_at"] = now
+        await _set(conn, row["id"], **values)
+        await _event(conn, row, event="fill" if full else "partial_fill", actor=actor,
+                     reason=f"{last_qty} @ {last_px}", to_state=to.value, ledger_txn=txn_id,
+                     data={**info, "qty": str(last_qty), "price": str(last_px)})
+        new = await _reload(conn, str(row["id"]))
+        position = await self._position_qty(conn, row["account_id"], row["symbol"])
+        await _outbox(conn, new, "fill" if full else "partial_fill", price=str(last_px),
+                      qty=str(last_qty), position_qty=str(position), execution_id=r.exec_id)
+        if full:
+            released = await _release(conn, new, "filled")
+            if released:
+                await _event(conn, new, event="released", actor="ledger",
+                             reason="unused hold released", to_state=to.value, ledger_txn=released)
+                new = await _reload(conn, str(row["id"]))
+        return new
+
+    async def _position_qty(self, conn: AsyncConnection, account: uuid.UUID, symbol: str) -> Decimal:
+        q = (await conn.execute(
+            text("SELECT coalesce(sum(b.balance), 0) FROM ledger_accounts la "
+                 "JOIN balances b ON b.ledger_account_id = la.id WHERE la.owner_id = :a "
+                 "AND la.name IN (:s1, :s2, :s3)"),
+            {"a": account, "s1": f"shares:{symbol}", "s2": f"shares_held:{symbol}",
+             "s3": f"shares_unsettled:{symbol}"})).scalar_one()
+        return plain(Decimal(q))
+
+    # --- operations ---------------------------------------------------------------------
+
+    async def resolve(self, inp: ResolveInput) -> OrderSnapshot:
+        """Book what an operator says the venue did for a STUCK order, then end it."""
+
+        async def _do(conn: AsyncConnection) -> OrderSnapshot:
+            row = await _lock(conn, inp.order_id)
+            assert row is not None
+            if S(row["state"]) in TERMINAL:
+                return snapshot(row)
+            if S(row["state"]) not in AT_VENUE:
+                raise OrderError(f"order is {row['state']}, not at a venue", code="not_resolvable")
+            total = Decimal(inp.filled_qty)
+            missing = total - Decimal(row["filled_qty"])
+            if missing < 0 or total > Decimal(row["qty"]):
+                raise OrderError(f"filled_qty {total} is below what is booked or above the order qty",
+                                 code="invalid_resolution")
+            if missing > 0:
+                if not inp.avg_price:
+                    raise OrderError("avg_price is required when booking fills", code="invalid_resolution")
+                exec_id = f"manual-{inp.order_id}-{total}"
+                await conn.execute(
+                    text("INSERT INTO executions (venue, exec_id, order_id, account_id, symbol, side, "
+                         "exec_type, qty, price) VALUES ('operator', :e, :o, :a, :s, :side, 'F', :q, :p) "
+                         "ON CONFLICT DO NOTHING"),
+                    {"e": exec_id, "o": row["id"], "a": row["account_id"], "s": row["symbol"],
+                     "side": row["side"], "q": missing, "p": Decimal(inp.avg_price)})
+                r = ExecutionReportSignal(
+                    venue="operator", exec_id=exec_id, msg_type="8", cl_ord_id=inp.order_id,
+                    order_id=inp.order_id, exec_type="F", ord_status="2" if total == Decimal(row["qty"])
+                    else "1", last_qty=str(missing), last_px=inp.avg_price, text=inp.note)
+                row = await self._fill(conn, row, r, f"operator:{inp.operator}",
+                                       {"resolution": inp.outcome, "note": inp.note})
+            if S(row["state"]) not in TERMINAL:
+                to = S.CANCELED if inp.outcome == "canceled" or Decimal(row["filled_qty"]) < Decimal(
+                    row["qty"]) else S.FILLED
+                row = await _finish(conn, row, to, actor=f"operator:{inp.operator}",
+                                    event=to.value.lower(), reason=f"resolved by operator: {inp.note}")
+            return snapshot(row)
+
+        return await self._tx(_do)  # type: ignore[no-any-return]
+
+
+def _parse_time(t: str | None) -> datetime | None:
+    if not t:
+        return None
+    for fmt in ("%Y%m%d-%H:%M:%S.%f", "%Y%m%d-%H:%M:%S"):
+        try:
+            return datetime.strptime(t, fmt).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+    return None
+

@@ -1,0 +1,118 @@
+"""Payloads exchanged between order workflows and the execution gateway (Temporal activity
+inputs/outputs and the execution-report signal). Plain dataclasses; decimals travel as strings.
+
+Identity rules (DESIGN: idempotent at every layer):
+- the order workflow id is the order id (a UUID string);
+- the FIX ClOrdID of an order is its order id; a cancel or status request gets
+  ``<order id>:C<n>`` / ``<order id>:S<n>``, so any ClOrdID maps back to its order with
+  :func:`order_id_of` and an activity retry never creates a second order at the venue;
+- an ExecID is the identity of a venue event: ``(venue, exec_id)`` is booked once, ever.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+GATEWAY_TASK_QUEUE = "execution-gateway"
+EXECUTION_REPORT_SIGNAL = "execution_report"
+
+
+def shard_task_queue(shard: int) -> str:
+    return f"shard-{shard}"
+
+
+def order_id_of(cl_ord_id: str) -> str:
+    """The order id a ClOrdID belongs to (cancel/status ids carry a ``:`` suffix)."""
+    return cl_ord_id.split(":", 1)[0]
+
+
+def cancel_cl_ord_id(order_id: str, attempt: int) -> str:
+    return f"{order_id}:C{attempt}"
+
+
+def status_cl_ord_id(order_id: str, attempt: int) -> str:
+    return f"{order_id}:S{attempt}"
+
+
+def expiry_cl_ord_id(order_id: str, attempt: int) -> str:
+    """The cancel we send when a DAY order outlives the close: its confirmation means EXPIRED."""
+    return f"{order_id}:X{attempt}"
+
+
+def is_expiry_request(cl_ord_id: str) -> bool:
+    return ":X" in cl_ord_id
+
+
+@dataclass
+class VenueOrder:
+    """Input of the gateway's ``send_new_order`` activity."""
+
+    order_id: str
+    account_id: str
+    shard: int
+    symbol: str
+    side: str  # buy | sell
+    qty: str
+    order_type: str  # market | limit | stop | stop_limit
+    time_in_force: str  # day | gtc | ioc | fok
+    limit_price: str | None = None
+    stop_price: str | None = None
+    venue: str | None = None  # None: the gateway chooses
+
+    @property
+    def cl_ord_id(self) -> str:
+        return self.order_id
+
+
+@dataclass
+class VenueAck:
+    """Result of ``send_new_order``: where the order went. ``resent`` is True when this call
+    found the order already handed to the session (an activity retry) and sent nothing new."""
+
+    venue: str
+    cl_ord_id: str
+    resent: bool = False
+
+
+@dataclass
+class VenueCancel:
+    """Input of ``send_cancel`` (OrderCancelRequest) and ``send_status`` (OrderStatusRequest)."""
+
+    order_id: str
+    venue: str
+    symbol: str
+    side: str
+    qty: str
+    attempt: int = 1
+    expiry: bool = False  # a DAY order's own cancel at the close (ClOrdID from expiry_cl_ord_id)
+
+    @property
+    def cl_ord_id(self) -> str:
+        return (expiry_cl_ord_id if self.expiry else cancel_cl_ord_id)(self.order_id, self.attempt)
+
+
+@dataclass
+class ExecutionReportSignal:
+    """One venue event delivered to an order workflow: an ExecutionReport (msg_type ``8``) or an
+    OrderCancelReject (msg_type ``9``, exec_id synthesized by the gateway)."""
+
+    venue: str
+    exec_id: str
+    msg_type: str
+    cl_ord_id: str
+    order_id: str
+    exec_type: str  # FIX 150 (ExecutionReport) or "" (OrderCancelReject)
+    ord_status: str  # FIX 39
+    orig_cl_ord_id: str | None = None
+    venue_order_id: str | None = None
+    last_qty: str = "0"
+    last_px: str | None = None
+    cum_qty: str = "0"
+    leaves_qty: str = "0"
+    avg_px: str = "0"
+    text: str | None = None
+    ord_rej_reason: str | None = None
+    cxl_rej_reason: str | None = None
+    transact_time: str | None = None
+    poss_dup: bool = False
+    poss_resend: bool = False

@@ -1,0 +1,347 @@
+"""Orders: the state machine, request validation, hold sizing and fill arithmetic. Pure.
+
+The workflow and the activities both call these; nothing here touches a database, a clock or
+the network. Quantities and prices are Decimal; whole shares only (``notional`` orders are
+refused clearly until fractional trading exists).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, Decimal
+from enum import StrEnum
+
+from domain.errors import DomainError, InvalidAmount
+from domain.ledger import valid_symbol
+from domain.money import USD, check_scale, parse_decimal
+
+
+class OrderState(StrEnum):
+    PENDING = "PENDING"
+    VALIDATED = "VALIDATED"
+    FUNDS_HELD = "FUNDS_HELD"
+    ROUTED = "ROUTED"
+    ACKED = "ACKED"
+    PARTIALLY_FILLED = "PARTIALLY_FILLED"
+    FILLED = "FILLED"
+    REJECTED = "REJECTED"
+    CANCELED = "CANCELED"
+    EXPIRED = "EXPIRED"
+    FAILED = "FAILED"
+    PENDING_CANCEL = "PENDING_CANCEL"
+    STUCK = "STUCK"
+
+
+S = OrderState
+TERMINAL = frozenset({S.FILLED, S.REJECTED, S.CANCELED, S.EXPIRED, S.FAILED})
+# Where a venue may still act on the order (fills can arrive).
+AT_VENUE = frozenset({S.ROUTED, S.ACKED, S.PARTIALLY_FILLED, S.PENDING_CANCEL, S.STUCK})
+
+_VENUE_OUTCOMES = {S.ACKED, S.PARTIALLY_FILLED, S.FILLED, S.CANCELED, S.EXPIRED, S.REJECTED}
+TRANSITIONS: dict[OrderState, frozenset[OrderState]] = {
+    S.PENDING: frozenset({S.VALIDATED, S.REJECTED, S.FAILED, S.CANCELED}),
+    S.VALIDATED: frozenset({S.FUNDS_HELD, S.REJECTED, S.FAILED, S.CANCELED}),
+    S.FUNDS_HELD: frozenset({S.ROUTED, S.CANCELED, S.FAILED, S.EXPIRED}),
+    S.ROUTED: frozenset(_VENUE_OUTCOMES | {S.PENDING_CANCEL}),
+    S.ACKED: frozenset(_VENUE_OUTCOMES - {S.ACKED} | {S.PENDING_CANCEL}),
+    S.PARTIALLY_FILLED: frozenset(_VENUE_OUTCOMES - {S.ACKED} | {S.PENDING_CANCEL}),
+    S.PENDING_CANCEL: frozenset(_VENUE_OUTCOMES | {S.STUCK}),
+    S.STUCK: frozenset(_VENUE_OUTCOMES | {S.PENDING_CANCEL}),
+    S.FILLED: frozenset(),
+    S.REJECTED: frozenset(),
+    S.CANCELED: frozenset(),
+    S.EXPIRED: frozenset(),
+    S.FAILED: frozenset(),
+}
+
+ALPACA_STATUS: dict[OrderState, str] = {
+    S.PENDING: "accepted",
+    S.VALIDATED: "accepted",
+    S.FUNDS_HELD: "accepted",
+    S.ROUTED: "pending_new",
+    S.ACKED: "new",
+    S.PARTIALLY_FILLED: "partially_filled",
+    S.FILLED: "filled",
+    S.PENDING_CANCEL: "pending_cancel",
+    S.STUCK: "pending_cancel",
+    S.CANCELED: "canceled",
+    S.EXPIRED: "expired",
+    S.REJECTED: "rejected",
+    S.FAILED: "rejected",
+}
+OPEN_STATUSES = frozenset(ALPACA_STATUS[s] for s in S if s not in TERMINAL)
+
+
+class OrderError(DomainError):
+    """An order request or transition refused by the rules."""
+
+    code = "invalid_order"
+
+
+class InvalidTransition(OrderError):
+    code = "invalid_transition"
+
+
+def can_transition(current: OrderState, new: OrderState) -> bool:
+    return current == new or new in TRANSITIONS[current]
+
+
+def transition(current: OrderState, new: OrderState) -> OrderState:
+    if not can_transition(current, new):
+        raise InvalidTransition(f"order cannot go from {current} to {new}")
+    return new
+
+
+# --- requests ----------------------------------------------------------------------------
+
+SIDES = ("buy", "sell")
+TYPES = ("market", "limit", "stop", "stop_limit")
+TIFS = ("day", "gtc", "ioc", "fok")
+MAX_CLIENT_ORDER_ID = 48
+
+
+@dataclass(frozen=True)
+class OrderRequest:
+    symbol: str
+    side: str
+    type: str
+    time_in_force: str
+    qty: Decimal
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    client_order_id: str | None = None
+    extended_hours: bool = False
+
+    def hash(self) -> str:
+        """Identity of what was asked (not of who or when): same body -> same hash."""
+        body = {
+            "symbol": self.symbol, "side": self.side, "type": self.type,
+            "time_in_force": self.time_in_force, "qty": _canon(self.qty),
+            "limit_price": _canon(self.limit_price), "stop_price": _canon(self.stop_price),
+            "extended_hours": self.extended_hours,
+        }
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+    def to_wire(self) -> dict[str, str | bool | None]:
+        return {
+            "symbol": self.symbol, "side": self.side, "type": self.type,
+            "time_in_force": self.time_in_force, "qty": str(self.qty),
+            "limit_price": None if self.limit_price is None else str(self.limit_price),
+            "stop_price": None if self.stop_price is None else str(self.stop_price),
+            "client_order_id": self.client_order_id, "extended_hours": self.extended_hours,
+        }
+
+    @classmethod
+    def from_wire(cls, d: Mapping[str, object]) -> OrderRequest:
+        return parse_order_request(d)
+
+
+def _canon(d: Decimal | None) -> str | None:
+    return None if d is None else format(d.normalize(), "f")
+
+
+def _price(value: object, field: str) -> Decimal:
+    p = parse_decimal(value, field=field)
+    if p <= 0:
+        raise InvalidAmount(f"{field} must be greater than zero")
+    # penny increments: >= $1 in cents, below $1 up to 4 decimals
+    places = 2 if p >= 1 else 4
+    if p != p.quantize(Decimal(1).scaleb(-places)):
+        raise OrderError(f"{field} {p} is not a valid increment (max {places} decimals at this price)",
+                         code="invalid_price_increment")
+    return p
+
+
+def parse_order_request(d: Mapping[str, object]) -> OrderRequest:
+    """Validate an Alpaca-shaped order request. Raises :class:`OrderError` / ``InvalidAmount``."""
+    symbol = str(d.get("symbol") or "").strip().upper()
+    if not symbol or not valid_symbol(symbol):
+        raise OrderError("symbol is required and must be a ticker like AAPL", code="invalid_symbol")
+    side = str(d.get("side") or "")
+    if side not in SIDES:
+        raise OrderError(f"side must be one of {', '.join(SIDES)}", code="invalid_side")
+    otype = str(d.get("type") or d.get("order_type") or "")
+    if otype not in TYPES:
+        raise OrderError(f"type must be one of {', '.join(TYPES)}", code="invalid_type")
+    tif = str(d.get("time_in_force") or "")
+    if tif not in TIFS:
+        raise OrderError(f"time_in_force must be one of {', '.join(TIFS)}", code="invalid_time_in_force")
+    if d.get("notional") is not None:
+        raise OrderError("notional (dollar-amount) orders are not supported yet; send a whole-share qty",
+                         code="notional_not_supported")
+    if d.get("qty") is None:
+        raise OrderError("qty is required", code="invalid_qty")
+    qty = parse_decimal(d.get("qty"), field="qty")
+    if qty <= 0 or qty != qty.to_integral_value():
+        raise OrderError("qty must be a whole number of shares greater than zero", code="invalid_qty")
+    qty = qty.quantize(Decimal(1))
+    limit = stop = None
+    if otype in ("limit", "stop_limit"):
+        if d.get("limit_price") is None:
+            raise OrderError(f"limit_price is required for {otype} orders", code="missing_limit_price")
+        limit = _price(d.get("limit_price"), "limit_price")
+    elif d.get("limit_price") is not None:
+        raise OrderError(f"limit_price is not allowed for {otype} orders", code="unexpected_limit_price")
+    if otype in ("stop", "stop_limit"):
+        if d.get("stop_price") is None:
+            raise OrderError(f"stop_price is required for {otype} orders", code="missing_stop_price")
+        stop = _price(d.get("stop_price"), "stop_price")
+    elif d.get("stop_price") is not None:
+        raise OrderError(f"stop_price is not allowed for {otype} orders", code="unexpected_stop_price")
+    coid = d.get("client_order_id")
+    if coid is not None:
+        coid = str(coid)
+        if not coid or len(coid) > MAX_CLIENT_ORDER_ID:
+            raise OrderError(f"client_order_id must be 1..{MAX_CLIENT_ORDER_ID} characters",
+                             code="invalid_client_order_id")
+    ext = d.get("extended_hours", False)
+    if not isinstance(ext, bool):
+        raise OrderError("extended_hours must be true or false", code="invalid_extended_hours")
+    if ext and not (otype == "limit" and tif == "day"):
+        raise OrderError("extended_hours orders must be limit orders with time_in_force day",
+                         code="invalid_extended_hours")
+    return OrderRequest(symbol, side, otype, tif, qty, limit, stop, coid, ext)
+
+
+# --- holds and fills ---------------------------------------------------------------------
+
+def _cents_up(d: Decimal) -> Decimal:
+    return d.quantize(Decimal("0.01"), rounding=ROUND_CEILING)
+
+
+def buy_hold(req: OrderRequest, ask: Decimal | None, collar: Decimal) -> Decimal:
+    """Cash to hold for a buy: qty x limit for limit types, qty x ask x (1 + collar) otherwise
+    (rounded up to the cent). Raises when a market-type buy has no price to estimate from."""
+    if req.type == "limit" or req.type == "stop_limit":
+        assert req.limit_price is not None
+        return check_scale(req.qty * req.limit_price, USD)
+    ref = ask
+    if req.type == "stop" and req.stop_price is not None:
+        ref = max(ask or Decimal(0), req.stop_price)
+    if ref is None or ref <= 0:
+        raise OrderError(f"no current quote for {req.symbol}: market orders need one; "
+                         "send a limit order instead", code="no_quote")
+    return _cents_up(req.qty * ref * (1 + collar))
+
+
+@dataclass(frozen=True)
+class FillMath:
+    value: Decimal  # cash value of this fill
+    filled_value: Decimal  # cash value of every fill so far, this one included
+    topup: Decimal  # extra cash to hold because the fill cost more than what is still held
+    filled_qty: Decimal
+    avg_price: Decimal
+    hold_remaining: Decimal  # cash (buy) or shares (sell) still held after this fill
+
+
+def apply_fill(
+    side: str, *, qty: Decimal, filled_qty: Decimal, filled_value: Decimal,
+    hold_remaining: Decimal, last_qty: Decimal, last_px: Decimal,
+) -> FillMath:
+    """Arithmetic of one (partial) fill. Refuses an overfill: a venue can never fill more than
+    the order's quantity."""
+    if last_qty <= 0 or last_px <= 0:
+        raise OrderError("a fill needs a positive quantity and price", code="invalid_fill")
+    new_filled = filled_qty + last_qty
+    if new_filled > qty:
+        raise OrderError(f"overfill: {new_filled} > order qty {qty}", code="overfill")
+    value = check_scale(last_qty * last_px, USD, field="fill value")
+    total = filled_value + value
+    avg = (total / new_filled).quantize(Decimal("0.000001"))
+    if side == "buy":
+        topup = max(Decimal(0), value - hold_remaining)
+        remaining = hold_remaining + topup - value
+    else:
+        topup = Decimal(0)
+        remaining = hold_remaining - last_qty
+    return FillMath(value, total, topup, new_filled, avg, remaining)
+
+
+def alpaca_status(state: str) -> str:
+    return ALPACA_STATUS[OrderState(state)]
+
+
+# --- workflow / activity payloads (decimals as strings) -----------------------------------
+
+@dataclass
+class OrderSnapshot:
+    """What the workflow knows about its order after each committed step."""
+
+    order_id: str
+    account_id: str
+    client_order_id: str
+    state: str
+    symbol: str
+    side: str
+    qty: str
+    filled_qty: str = "0"
+    filled_avg_price: str | None = None
+    hold_remaining: str = "0"
+    venue: str | None = None
+    reject_code: str | None = None
+    reject_reason: str | None = None
+    expires_at: str | None = None  # ISO time a DAY order expires
+    duplicate: bool = False  # the client_order_id already named this order
+
+    @property
+    def terminal(self) -> bool:
+        return OrderState(self.state) in TERMINAL
+
+
+@dataclass
+class OrderTimeouts:
+    """Every duration of the order lifecycle is a setting, so tests run them short and real."""
+
+    ack_s: float = 30.0  # ROUTED with no venue answer -> cancel request
+    cancel_s: float = 10.0  # PENDING_CANCEL with no answer -> status request
+    status_s: float = 10.0  # status request unanswered -> STUCK
+    expire_grace_s: float = 5.0  # DAY order past the close with no venue expiry -> cancel
+
+
+@dataclass
+class PlaceOrderInput:
+    order_id: str
+    account_id: str
+    shard: int
+    request: dict[str, object]
+    request_hash: str
+    actor: str = "customer"
+    collar: str = "0.05"
+    timeouts: OrderTimeouts | None = None
+    # continue-as-new carries what the new run must not forget
+    snapshot: OrderSnapshot | None = None
+    seen_exec_ids: list[str] | None = None
+
+
+@dataclass
+class AcceptOrderInput:
+    order_id: str
+    account_id: str
+    request: dict[str, object]
+    request_hash: str
+    actor: str
+    collar: str
+
+
+@dataclass
+class TransitionInput:
+    order_id: str
+    to_state: str
+    reason: str
+    actor: str = "system"
+    venue: str | None = None
+
+
+@dataclass
+class ResolveInput:
+    """An operator's resolution of a STUCK order, with what the venue says happened."""
+
+    order_id: str
+    outcome: str  # filled | canceled
+    filled_qty: str = "0"  # total filled at the venue (>= what is already booked)
+    avg_price: str | None = None  # average price of the part not yet booked
+    operator: str = "operator"
+    note: str = ""

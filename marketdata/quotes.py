@@ -1,0 +1,80 @@
+"""The latest quote per symbol, as the read path leaves it in Redis: hash
+``<prefix>:quotes:latest``, field = symbol, value = JSON in Alpaca's quote shape
+(``{"S","bp","bs","ap","as","t"}``, prices as strings or numbers).
+
+Advisory only: the write path may use it to size market-order holds and to value positions, and
+must keep working without it (every read returns None on any Redis failure).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from decimal import Decimal
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from domain.errors import DomainError
+from domain.money import parse_decimal
+
+log = logging.getLogger(__name__)
+
+
+def quotes_key(prefix: str) -> str:
+    return f"{prefix}:quotes:latest"
+
+
+@dataclass(frozen=True)
+class Quote:
+    symbol: str
+    bid: Decimal
+    ask: Decimal
+    t: str | None = None
+
+
+def parse_quote(symbol: str, raw: bytes | str) -> Quote | None:
+    try:
+        d = json.loads(raw)
+        return Quote(symbol, parse_decimal(str(d["bp"])), parse_decimal(str(d["ap"])), d.get("t"))
+    except (ValueError, KeyError, TypeError, DomainError):
+        log.warning("unreadable quote for %s: %r", symbol, raw)
+        return None
+
+
+class LatestQuotes:
+    def __init__(self, redis: Redis | None, prefix: str = "sherwood") -> None:
+        self.redis = redis
+        self.key = quotes_key(prefix)
+
+    async def get(self, symbol: str) -> Quote | None:
+        if self.redis is None:
+            return None
+        try:
+            raw = await self.redis.hget(self.key, symbol)
+        except (RedisError, OSError) as exc:
+            log.warning("latest quotes unavailable: %s", exc)
+            return None
+        return parse_quote(symbol, raw) if raw is not None else None
+
+    async def get_many(self, symbols: list[str]) -> dict[str, Quote]:
+        if self.redis is None or not symbols:
+            return {}
+        try:
+            raws = await self.redis.hmget(self.key, symbols)
+        except (RedisError, OSError) as exc:
+            log.warning("latest quotes unavailable: %s", exc)
+            return {}
+        out = {}
+        for sym, raw in zip(symbols, raws, strict=True):
+            q = parse_quote(sym, raw) if raw is not None else None
+            if q is not None:
+                out[sym] = q
+        return out
+
+    async def put(self, symbol: str, bid: Decimal, ask: Decimal, t: str | None = None) -> None:
+        """Write a quote (used by feeds, simulators and tests)."""
+        assert self.redis is not None
+        await self.redis.hset(self.key, symbol, json.dumps(
+            {"S": symbol, "bp": str(bid), "ap": str(ask), "bs": 1, "as": 1, "t": t}))

@@ -1,0 +1,62 @@
+"""Publishes a shard's outbox rows (trade updates) to Redis pub/sub, at least once.
+
+Rows are locked with SKIP LOCKED, published, then marked in the same transaction, so a Redis
+failure leaves them for the next round and several publishers can run side by side. Channel:
+``<prefix>:trade_updates:<account_id>``. Consumers must tolerate a repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+log = logging.getLogger(__name__)
+
+
+def trade_updates_channel(prefix: str, account_id: str) -> str:
+    return f"{prefix}:trade_updates:{account_id}"
+
+
+class OutboxPublisher:
+    def __init__(self, engine: AsyncEngine, redis: Redis, *, prefix: str = "sherwood",
+                 interval_s: float = 0.05, batch: int = 200) -> None:
+        self.engine = engine
+        self.redis = redis
+        self.prefix = prefix
+        self.interval_s = interval_s
+        self.batch = batch
+
+    async def publish_once(self) -> int:
+        async with self.engine.begin() as conn:
+            rows = (await conn.execute(
+                text("SELECT id, key, payload FROM outbox WHERE published_at IS NULL "
+                     "ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED"), {"n": self.batch})).all()
+            if not rows:
+                return 0
+            pipe = self.redis.pipeline(transaction=False)
+            for r in rows:
+                pipe.publish(trade_updates_channel(self.prefix, r.key), json.dumps(r.payload))
+            await pipe.execute()
+            await conn.execute(text("UPDATE outbox SET published_at = clock_timestamp() "
+                                    "WHERE id = ANY(:ids)"), {"ids": [r.id for r in rows]})
+        return len(rows)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                n = await self.publish_once()
+            except (RedisError, OSError, DBAPIError) as exc:
+                log.warning("outbox publish failed, will retry: %s", exc)
+                n = 0
+            if n == 0:
+                try:
+                    await asyncio.wait_for(stop.wait(), self.interval_s)
+                except TimeoutError:
+                    pass

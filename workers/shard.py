@@ -1,0 +1,80 @@
+"""The shard worker: Temporal workers on ``shard-<n>`` task queues (order workflows and their
+local activities, each bound to that shard's database only) plus that shard's outbox publisher.
+
+One process may serve several shards (``sherwood dev`` runs one for all); production runs one
+process per shard. It never touches another shard's database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.orders import OrderActivities
+from db.engines import make_engine
+from db.orders import OrderStore
+from domain.execution import shard_task_queue
+from marketdata.quotes import LatestQuotes
+from sherwood.settings import Settings
+from sherwood.temporal import connect
+from workers.outbox import OutboxPublisher
+from workflows.order import OrderWorkflow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ShardWorkers:
+    settings: Settings
+    shards: list[int]
+    client: Client | None = None
+    _workers: list[Worker] = field(default_factory=list)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _redis: Redis | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        self.client = self.client or await connect(s)
+        self._redis = Redis.from_url(s.redis_url) if s.redis_url else None
+        quotes = LatestQuotes(self._redis, s.redis_prefix)
+        for n in self.shards:
+            engine = make_engine(s.shard_url(n), pool_size=s.db_pool_size, max_overflow=s.db_max_overflow)
+            acts = OrderActivities(OrderStore(engine, house_stripes=s.house_balance_stripes), quotes)
+            worker = Worker(
+                self.client, task_queue=shard_task_queue(n), workflows=[OrderWorkflow],
+                activities=acts.all(), max_concurrent_workflow_tasks=200,
+                max_concurrent_local_activities=200,
+            )
+            self._workers.append(worker)
+            self._tasks.append(asyncio.create_task(worker.run(), name=f"worker-shard-{n}"))
+            if self._redis is not None:
+                pub = OutboxPublisher(engine, self._redis, prefix=s.redis_prefix)
+                self._tasks.append(asyncio.create_task(pub.run(self._stop), name=f"outbox-{n}"))
+        log.info("shard workers running for shards %s", self.shards)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await asyncio.gather(*(w.shutdown() for w in self._workers), return_exceptions=True)
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._redis is not None:
+            await self._redis.aclose()
+
+
+async def run(settings: Settings, shards: list[int]) -> None:
+    workers = ShardWorkers(settings, shards)
+    await workers.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await workers.stop()

@@ -1,0 +1,305 @@
+"""The order workflow: one per order, id = the order id, on the account's shard task queue.
+
+It follows the state machine of ``domain.orders``. Every transition is a local activity that
+commits one transaction on the shard (order row + audit event + ledger + outbox); venue
+interaction goes through the execution gateway's activities; venue answers arrive as
+``execution_report`` signals, deduplicated here by (venue, ExecID) and again by the database.
+
+Silent venue: no answer within ``ack_s`` -> OrderCancelRequest (PENDING_CANCEL); no answer within
+``cancel_s`` -> OrderStatusRequest; none within ``status_s`` -> STUCK (search attribute
+``OrderState="STUCK"``), funds still held, until an operator's ``resolve`` update or a late venue
+answer. It never assumes a fill and never releases funds the venue may still use.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.orders import ApplyReportsInput, OrderActivities
+    from domain.execution import (
+        EXECUTION_REPORT_SIGNAL,
+        GATEWAY_TASK_QUEUE,
+        ExecutionReportSignal,
+        VenueAck,
+        VenueCancel,
+        VenueOrder,
+    )
+    from domain.orders import (
+        AT_VENUE,
+        AcceptOrderInput,
+        OrderSnapshot,
+        OrderState,
+        OrderTimeouts,
+        PlaceOrderInput,
+        ResolveInput,
+        TransitionInput,
+    )
+
+ORDER_STATE = SearchAttributeKey.for_keyword("OrderState")
+SYMBOL = SearchAttributeKey.for_keyword("Symbol")
+ACCOUNT_ID = SearchAttributeKey.for_keyword("AccountId")
+SHARD_ID = SearchAttributeKey.for_int("ShardId")
+
+S = OrderState
+LOCAL_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=100),
+                          maximum_interval=timedelta(seconds=5))
+# The gateway keeps retrying while no venue is connected; the order waits (it is accepted).
+GATEWAY_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200),
+                            maximum_interval=timedelta(seconds=5))
+MAX_CANCEL_ROUNDS = 3
+
+
+@workflow.defn(name="Order")
+class OrderWorkflow:
+    @workflow.init
+    def __init__(self, inp: PlaceOrderInput) -> None:
+        self._inp = inp
+        self._t = inp.timeouts or OrderTimeouts()
+        self._snap: OrderSnapshot | None = inp.snapshot
+        self._reports: list[ExecutionReportSignal] = []
+        self._seen: set[str] = set(inp.seen_exec_ids or [])
+        self._cancel_requested = False
+        self._resolution: ResolveInput | None = None
+        self._phase = "working"
+        self._deadline: datetime | None = None
+        self._cancel_rounds = 0
+        self._expiring = False
+
+    # --- handlers -------------------------------------------------------------------------
+
+    @workflow.signal(name=EXECUTION_REPORT_SIGNAL)
+    def execution_report(self, report: ExecutionReportSignal) -> None:
+        key = f"{report.venue}:{report.exec_id}"
+        if key in self._seen:
+            return  # a duplicate (PossDup / PossResend / redelivery): booked once, ever
+        self._seen.add(key)
+        self._reports.append(report)
+
+    @workflow.update(name="accepted")
+    async def accepted(self, request_hash: str) -> OrderSnapshot:
+        """Wait until the order is accepted or rejected (used with update-with-start)."""
+        await workflow.wait_condition(lambda: self._snap is not None)
+        assert self._snap is not None
+        return self._snap
+
+    @accepted.validator
+    def _validate_accepted(self, request_hash: str) -> None:
+        if request_hash != self._inp.request_hash:
+            raise ApplicationError("this client_order_id was used for a different order",
+                                   type="idempotency_conflict", non_retryable=True)
+
+    @workflow.update(name="cancel")
+    async def cancel(self) -> OrderSnapshot:
+        self._cancel_requested = True
+        await workflow.wait_condition(
+            lambda: self._snap is not None and not self._cancel_requested)
+        assert self._snap is not None
+        return self._snap
+
+    @cancel.validator
+    def _validate_cancel(self) -> None:
+        if self._snap is not None and self._snap.terminal:
+            raise ApplicationError(f"order is {self._snap.state.lower()} and cannot be canceled",
+                                   type="not_cancelable", non_retryable=True)
+
+    @workflow.update(name="resolve")
+    async def resolve(self, resolution: ResolveInput) -> OrderSnapshot:
+        self._resolution = resolution
+        await workflow.wait_condition(lambda: self._resolution is None)
+        assert self._snap is not None
+        return self._snap
+
+    @resolve.validator
+    def _validate_resolve(self, resolution: ResolveInput) -> None:
+        if self._snap is None or self._snap.state != S.STUCK:
+            state = self._snap.state if self._snap else "PENDING"
+            raise ApplicationError(f"only STUCK orders are resolved by an operator (order is {state})",
+                                   type="not_stuck", non_retryable=True)
+        if resolution.outcome not in ("filled", "canceled"):
+            raise ApplicationError("outcome must be filled or canceled", type="invalid_resolution",
+                                   non_retryable=True)
+
+    @workflow.query(name="order")
+    def order(self) -> OrderSnapshot | None:
+        return self._snap
+
+    # --- main -----------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, inp: PlaceOrderInput) -> OrderSnapshot:
+        if self._snap is None:
+            snap = await self._local(OrderActivities.accept_order, AcceptOrderInput(
+                order_id=inp.order_id, account_id=inp.account_id, request=inp.request,
+                request_hash=inp.request_hash, actor=inp.actor, collar=inp.collar))
+            if snap.terminal or snap.duplicate:
+                return snap
+            await self._route()
+        elif self._snap.state == S.FUNDS_HELD:  # continued before routing finished
+            await self._route()
+        while self._snap is not None and not self._snap.terminal:
+            if workflow.info().is_continue_as_new_suggested() and workflow.all_handlers_finished() \
+                    and not self._reports:
+                workflow.continue_as_new(PlaceOrderInput(
+                    order_id=inp.order_id, account_id=inp.account_id, shard=inp.shard,
+                    request=inp.request, request_hash=inp.request_hash, actor=inp.actor,
+                    collar=inp.collar, timeouts=self._t, snapshot=self._snap,
+                    seen_exec_ids=sorted(self._seen)))
+            try:
+                await workflow.wait_condition(self._has_work, timeout=self._timeout())
+            except TimeoutError:
+                await self._on_timeout()
+                continue
+            await self._work()
+        assert self._snap is not None
+        return self._snap
+
+    def _has_work(self) -> bool:
+        return bool(self._reports) or self._cancel_requested or self._resolution is not None
+
+    async def _route(self) -> None:
+        snap = self._snap
+        assert snap is not None
+        if self._cancel_requested:
+            await self._finish(S.CANCELED, "canceled before it was sent to a venue", actor="customer")
+            self._cancel_requested = False
+            return
+        req = self._inp.request
+        try:
+            ack: VenueAck = await self._gateway(
+                "send_new_order",
+                VenueOrder(order_id=snap.order_id, account_id=snap.account_id, shard=self._inp.shard,
+                           symbol=snap.symbol, side=snap.side, qty=snap.qty,
+                           order_type=str(req["type"]), time_in_force=str(req["time_in_force"]),
+                           limit_price=_opt(req.get("limit_price")),
+                           stop_price=_opt(req.get("stop_price"))),
+                VenueAck)
+        except ActivityError as exc:  # non-retryable: the gateway guarantees nothing was sent
+            await self._finish(S.FAILED, f"could not route: {exc.cause or exc}", actor="gateway")
+            return
+        await self._local(OrderActivities.transition_order, TransitionInput(
+            order_id=snap.order_id, to_state=S.ROUTED, reason=f"sent to {ack.venue}",
+            actor="gateway", venue=ack.venue))
+        if self._snap is not None and self._snap.state == S.ROUTED:
+            self._phase = "await_ack"
+            self._deadline = workflow.now() + timedelta(seconds=self._t.ack_s)
+
+    async def _work(self) -> None:
+        if self._reports:
+            batch, self._reports = self._reports, []
+            await self._local(OrderActivities.apply_reports,
+                              ApplyReportsInput(order_id=self._inp.order_id, reports=batch))
+            self._on_venue_answer()
+        if self._resolution is not None:
+            try:
+                await self._local(OrderActivities.resolve_order, self._resolution)
+            except ActivityError as exc:
+                workflow.logger.error("resolution refused: %s", exc.cause or exc)
+            self._resolution = None  # releases the waiting update
+        if self._cancel_requested:
+            await self._request_cancel("canceled by the customer")
+            self._cancel_requested = False
+
+    def _on_venue_answer(self) -> None:
+        snap = self._snap
+        if snap is None or snap.terminal:
+            return
+        if snap.state == S.PENDING_CANCEL:  # still waiting for the cancel's answer: venue alive
+            self._deadline = workflow.now() + timedelta(seconds=self._t.cancel_s)
+            self._phase = "cancel_sent"
+        else:
+            self._phase, self._deadline = "working", None
+
+    def _timeout(self) -> timedelta | None:
+        deadlines = [d for d in (self._deadline, self._expiry()) if d is not None]
+        if not deadlines:
+            return None
+        return max(timedelta(0), min(deadlines) - workflow.now())
+
+    def _expiry(self) -> datetime | None:
+        snap = self._snap
+        if (snap is None or not snap.expires_at or self._expiring
+                or OrderState(snap.state) not in AT_VENUE):
+            return None
+        return datetime.fromisoformat(snap.expires_at) + timedelta(seconds=self._t.expire_grace_s)
+
+    async def _on_timeout(self) -> None:
+        now = workflow.now()
+        expiry = self._expiry()
+        if expiry is not None and now >= expiry:
+            self._expiring = True
+            await self._request_cancel("DAY order expired at the close", expiry=True)
+            return
+        if self._deadline is None or now < self._deadline:
+            return
+        if self._phase == "await_ack":
+            await self._request_cancel(f"no answer from the venue within {self._t.ack_s:g}s")
+        elif self._phase == "cancel_sent":
+            self._phase = "status_sent"
+            self._deadline = now + timedelta(seconds=self._t.status_s)
+            await self._gateway("send_status", self._venue_cancel(), str)
+        elif self._phase == "status_sent":
+            self._phase, self._deadline = "stuck", None
+            await self._local(OrderActivities.transition_order, TransitionInput(
+                order_id=self._inp.order_id, to_state=S.STUCK, actor="system",
+                reason="no answer from the venue to cancel or status requests: needs an operator"))
+
+    async def _request_cancel(self, reason: str, *, expiry: bool = False) -> None:
+        snap = self._snap
+        assert snap is not None
+        if snap.terminal:
+            return
+        if snap.state == S.FUNDS_HELD or snap.venue is None:
+            await self._finish(S.CANCELED, reason, actor="customer")
+            return
+        self._cancel_rounds += 1
+        if self._cancel_rounds > MAX_CANCEL_ROUNDS:
+            self._phase, self._deadline = "stuck", None
+            await self._local(OrderActivities.transition_order, TransitionInput(
+                order_id=snap.order_id, to_state=S.STUCK, actor="system",
+                reason=f"venue never confirmed {MAX_CANCEL_ROUNDS} cancel requests"))
+            return
+        await self._gateway("send_cancel", self._venue_cancel(expiry=expiry), str)
+        await self._local(OrderActivities.transition_order, TransitionInput(
+            order_id=snap.order_id, to_state=S.PENDING_CANCEL, reason=reason, actor="system"))
+        self._phase = "cancel_sent"
+        self._deadline = workflow.now() + timedelta(seconds=self._t.cancel_s)
+
+    def _venue_cancel(self, *, expiry: bool = False) -> VenueCancel:
+        snap = self._snap
+        assert snap is not None and snap.venue is not None
+        return VenueCancel(order_id=snap.order_id, venue=snap.venue, symbol=snap.symbol,
+                           side=snap.side, qty=snap.qty, attempt=self._cancel_rounds or 1,
+                           expiry=expiry)
+
+    async def _finish(self, to: OrderState, reason: str, *, actor: str) -> None:
+        await self._local(OrderActivities.finish_order, TransitionInput(
+            order_id=self._inp.order_id, to_state=to, reason=reason, actor=actor))
+
+    async def _gateway(self, name: str, arg: object, result_type: type) -> Any:
+        return await workflow.execute_activity(
+            name, arg, result_type=result_type, task_queue=GATEWAY_TASK_QUEUE,
+            start_to_close_timeout=timedelta(seconds=10), retry_policy=GATEWAY_RETRY)
+
+    async def _local(self, fn: Any, arg: object) -> OrderSnapshot:
+        snap: OrderSnapshot = await workflow.execute_local_activity_method(
+            fn, arg, start_to_close_timeout=timedelta(seconds=15), retry_policy=LOCAL_RETRY)
+        self._set(snap)
+        return snap
+
+    def _set(self, snap: OrderSnapshot) -> None:
+        changed = self._snap is None or self._snap.state != snap.state
+        self._snap = snap
+        if changed:
+            workflow.upsert_search_attributes([ORDER_STATE.value_set(snap.state)])
+
+
+def _opt(v: object) -> str | None:
+    return None if v is None else str(v)
+
+
