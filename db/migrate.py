@@ -83,3 +83,8 @@ def migrate_all(
     for n, url in enumerate(shard_urls):
         progress(f"migrating shard {n}")
         upgrade("shard", url)
+
+
+def migrate_gateway(url: str) -> None:
+    """Create (if needed) and migrate the execution gateway's database (its own history)."""
+    upgrade("gateway", url)

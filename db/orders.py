@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -227,7 +227,10 @@ class OrderStore:
                         f"client_order_id {existing['client_order_id']!r} was used for a different order")
                 return snapshot(existing, duplicate=str(existing["id"]) != inp.order_id)
             now = datetime.now(UTC)
-            expires = calendar.day_order_expiry(now) if req.time_in_force == "day" else None
+            expires = None
+            if req.time_in_force == "day":
+                expires = (now + timedelta(seconds=inp.day_ttl_s) if inp.day_ttl_s
+                           else calendar.day_order_expiry(now))
             await conn.execute(
                 text("""
                 INSERT INTO orders (id, account_id, client_order_id, request_hash, symbol, side,

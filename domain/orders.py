@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 from enum import StrEnum
+from typing import Any
 
 from domain.errors import DomainError, InvalidAmount
 from domain.ledger import valid_symbol
@@ -306,11 +307,12 @@ class PlaceOrderInput:
     order_id: str
     account_id: str
     shard: int
-    request: dict[str, object]
+    request: dict[str, Any]
     request_hash: str
     actor: str = "customer"
     collar: str = "0.05"
     timeouts: OrderTimeouts | None = None
+    day_ttl_s: float | None = None
     # continue-as-new carries what the new run must not forget
     snapshot: OrderSnapshot | None = None
     seen_exec_ids: list[str] | None = None
@@ -320,10 +322,11 @@ class PlaceOrderInput:
 class AcceptOrderInput:
     order_id: str
     account_id: str
-    request: dict[str, object]
+    request: dict[str, Any]
     request_hash: str
     actor: str
     collar: str
+    day_ttl_s: float | None = None  # tests: a DAY order expires this long after it is placed
 
 
 @dataclass

@@ -10,9 +10,10 @@ When a URL is not configured, a running ``sherwood dev`` stack is found through 
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 STACK_FILE = "stack.json"
@@ -53,9 +54,31 @@ class Settings(BaseSettings):
     embedded_redis_port: int = 6380
     dev_health_timeout_s: float = 90.0
 
+    # Orders: every duration is a setting so tests run them short and real.
+    venue_ack_timeout_s: float = 30.0
+    venue_cancel_timeout_s: float = 10.0
+    venue_status_timeout_s: float = 10.0
+    day_expiry_grace_s: float = 5.0
+    day_order_ttl_s: float | None = None  # unset: DAY orders expire at the NYSE close
+    market_order_collar: Decimal = Decimal("0.05")
+
     # Ledger tuning: number of cached-balance stripes for house accounts (hot rows).
     house_balance_stripes: int = Field(default=32, ge=1, le=256)
     ledger_max_retries: int = 8
+
+    # execution gateway
+    # Its own database (<db_prefix>_gateway on postgres_url unless set), the venues it connects
+    # to (JSON list in SHERWOOD_VENUES, see VenueConfig), venue choice when an order names none
+    # ("round_robin" over logged-on venues, or "first": the first logged-on venue in list order),
+    # the FIX session stores (default <data_dir>/gateway) and its Temporal task queue.
+    gateway_db_url: str | None = None
+    venues: list[VenueConfig] = Field(default_factory=lambda: [VenueConfig(name="MM1", port=9878)])
+    gateway_routing: str = "round_robin"
+    gateway_data_dir: Path | None = None
+    gateway_task_queue: str = "execution-gateway"
+    gateway_delivery_interval_s: float = 0.2
+    gateway_delivery_max_backoff_s: float = 5.0
+    gateway_signal_timeout_s: float = 5.0
 
     def shard_url(self, shard: int) -> str:
         if self.shard_urls:
@@ -90,6 +113,17 @@ class Settings(BaseSettings):
                 updates[key] = stack[key]
         return self.model_copy(update=updates)
 
+    # execution gateway
+    def gateway_db_url_resolved(self) -> str:
+        if self.gateway_db_url:
+            return self.gateway_db_url
+        if not self.postgres_url:
+            raise RuntimeError("no Postgres configured: set SHERWOOD_POSTGRES_URL or run `sherwood dev`")
+        return _with_db(self.postgres_url, f"{self.db_prefix}_gateway")
+
+    def gateway_data_dir_resolved(self) -> Path:
+        return self.gateway_data_dir if self.gateway_data_dir is not None else self.data_dir / "gateway"
+
 
 def _with_db(server_url: str, db: str) -> str:
     """Replace the database part of a Postgres URL, keeping query parameters."""
@@ -98,3 +132,28 @@ def _with_db(server_url: str, db: str) -> str:
     hostpart = rest.split("/", 1)[0]
     url = f"{scheme}://{hostpart}/{db}"
     return f"{url}?{query}" if query else url
+
+
+# execution gateway
+class VenueConfig(BaseModel):
+    """One FIX venue the execution gateway connects to (an element of ``SHERWOOD_VENUES``).
+
+    ``SHERWOOD_VENUES='[{"name": "MM1", "port": 9878}, {"name": "MM2", "port": 9879}]'``;
+    ``target_comp_id`` defaults to ``name``.
+    """
+
+    name: str
+    host: str = "127.0.0.1"
+    port: int
+    sender_comp_id: str = "SHERWOOD"
+    target_comp_id: str = ""
+    heartbeat_interval: float = 30.0
+    reconnect_min_delay: float = 0.2
+    reconnect_max_delay: float = 5.0
+
+    @property
+    def target(self) -> str:
+        return self.target_comp_id or self.name
+
+
+Settings.model_rebuild()

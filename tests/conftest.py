@@ -104,3 +104,13 @@ def stack_settings(migrated: Settings, temporal_server: TemporalDevServer) -> Se
 @pytest.fixture
 def unique() -> str:
     return uuid.uuid4().hex[:12]
+
+
+@pytest.fixture(scope="session")
+async def stack(stack_settings: Settings, router: ShardRouter, redis: Redis,
+                tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[object]:
+    """The whole trading stack (venues, gateway, shard workers, API), once per session."""
+    from tests.stack import trading_stack
+
+    async with trading_stack(stack_settings, router, redis, tmp_path_factory.mktemp("stack")) as s:
+        yield s

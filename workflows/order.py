@@ -136,7 +136,8 @@ class OrderWorkflow:
         if self._snap is None:
             snap = await self._local(OrderActivities.accept_order, AcceptOrderInput(
                 order_id=inp.order_id, account_id=inp.account_id, request=inp.request,
-                request_hash=inp.request_hash, actor=inp.actor, collar=inp.collar))
+                request_hash=inp.request_hash, actor=inp.actor, collar=inp.collar,
+                day_ttl_s=inp.day_ttl_s))
             if snap.terminal or snap.duplicate:
                 return snap
             await self._route()
@@ -148,7 +149,7 @@ class OrderWorkflow:
                 workflow.continue_as_new(PlaceOrderInput(
                     order_id=inp.order_id, account_id=inp.account_id, shard=inp.shard,
                     request=inp.request, request_hash=inp.request_hash, actor=inp.actor,
-                    collar=inp.collar, timeouts=self._t, snapshot=self._snap,
+                    collar=inp.collar, timeouts=self._t, day_ttl_s=inp.day_ttl_s, snapshot=self._snap,
                     seen_exec_ids=sorted(self._seen)))
             try:
                 await workflow.wait_condition(self._has_work, timeout=self._timeout())

@@ -82,7 +82,7 @@ class OrderService:
         inp = PlaceOrderInput(
             order_id=order_id, account_id=str(account_id), shard=shard, request=wire,
             request_hash=req.hash(), collar=str(self.settings.market_order_collar),
-            timeouts=timeouts(self.settings))
+            timeouts=timeouts(self.settings), day_ttl_s=self.settings.day_order_ttl_s)
         start = WithStartWorkflowOperation(
             OrderWorkflow.run, inp, id=order_id, task_queue=shard_task_queue(shard),
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,

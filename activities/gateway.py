@@ -1,0 +1,291 @@
+"""Execution gateway activities (task queue ``execution-gateway``) and the FIX application codec.
+
+:class:`GatewayActivities` holds the gateway store, one :class:`fix.session.FixSession` per venue
+and the routing policy; register its bound methods with a Temporal worker::
+
+    acts = GatewayActivities(store, {"MM1": session1, "MM2": session2}, routing="round_robin")
+    Worker(client, task_queue=GATEWAY_TASK_QUEUE,
+           activities=[acts.send_new_order, acts.send_cancel, acts.send_status])
+
+Idempotency (DESIGN: order id -> FIX ClOrdID): every outbound ClOrdID is reserved in
+``gateway_orders`` before it is handed to the FIX session. A retry that finds it ``sent`` sends
+nothing (``VenueAck.resent=True``); one that finds it ``sending`` (the previous attempt died
+between reserving and sending) sends the same message again with PossResend(97)=Y on the SAME
+venue: the venue deduplicates by ClOrdID. Once ``FixSession.send`` returned, the message is in the
+session store and reaches the venue even across reconnects (ResendRequest), so ``sent`` is final.
+
+Errors: ``VenueUnavailable`` (no/that venue not logged on) is retryable; ``UnknownVenue`` and
+``InvalidOrder`` are not.
+
+Inbound: :func:`parse_inbound` turns an ExecutionReport(8) or OrderCancelReject(9) into the
+:class:`domain.execution.ExecutionReportSignal` the order workflow receives (decimals exactly as
+on the wire). Recording and signalling is :mod:`workers.gateway`'s job.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Mapping
+from typing import Protocol
+
+import simplefix
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from db.gateway import SENT, GatewayStore
+from domain.execution import (
+    ExecutionReportSignal,
+    VenueAck,
+    VenueCancel,
+    VenueOrder,
+    order_id_of,
+    status_cl_ord_id,
+)
+from fix.session import FixSession
+
+log = logging.getLogger(__name__)
+
+ROUTING_POLICIES = ("round_robin", "first")
+
+SIDES = {"buy": "1", "sell": "2"}
+ORD_TYPES = {"market": "1", "limit": "2", "stop": "3", "stop_limit": "4"}
+TIME_IN_FORCE = {"day": "0", "gtc": "1", "ioc": "3", "fok": "4"}
+
+# error type names (ApplicationError.type) the order workflow can match on
+VENUE_UNAVAILABLE = "VenueUnavailable"
+UNKNOWN_VENUE = "UnknownVenue"
+INVALID_ORDER = "InvalidOrder"
+
+
+# ============================================================================ FIX codec
+
+
+def _invalid(message: str) -> ApplicationError:
+    return ApplicationError(message, type=INVALID_ORDER, non_retryable=True)
+
+
+def _code(table: Mapping[str, str], value: str, what: str) -> str:
+    code = table.get(value.lower()) if value else None
+    if code is None:
+        raise _invalid(f"unsupported {what} {value!r}")
+    return code
+
+
+def new_order_single(order: VenueOrder, *, poss_resend: bool = False) -> simplefix.FixMessage:
+    """NewOrderSingle(D): 11, 55, 54, 60, 38, 40, 44 (limit types), 99 (stop types), 59."""
+    side = _code(SIDES, order.side, "side")
+    ord_type = _code(ORD_TYPES, order.order_type, "order type")
+    tif = _code(TIME_IN_FORCE, order.time_in_force, "time in force")
+    if not order.symbol or not order.qty:
+        raise _invalid("symbol and qty are required")
+    if ord_type in ("2", "4") and not order.limit_price:
+        raise _invalid(f"{order.order_type} order without limit_price")
+    if ord_type in ("3", "4") and not order.stop_price:
+        raise _invalid(f"{order.order_type} order without stop_price")
+    msg = simplefix.FixMessage()
+    msg.append_pair(35, "D")
+    if poss_resend:
+        msg.append_pair(97, "Y", header=True)
+    msg.append_pair(11, order.cl_ord_id)
+    msg.append_pair(55, order.symbol)
+    msg.append_pair(54, side)
+    msg.append_utc_timestamp(60, precision=3)
+    msg.append_pair(38, order.qty)
+    msg.append_pair(40, ord_type)
+    if ord_type in ("2", "4"):
+        msg.append_pair(44, order.limit_price)
+    if ord_type in ("3", "4"):
+        msg.append_pair(99, order.stop_price)
+    msg.append_pair(59, tif)
+    return msg
+
+
+def order_cancel_request(req: VenueCancel, *, poss_resend: bool = False) -> simplefix.FixMessage:
+    """OrderCancelRequest(F): 41 (the order's ClOrdID), 11 (``<order>:C<n>``), 54, 60, 55, 38."""
+    msg = simplefix.FixMessage()
+    msg.append_pair(35, "F")
+    if poss_resend:
+        msg.append_pair(97, "Y", header=True)
+    msg.append_pair(41, req.order_id)
+    msg.append_pair(11, req.cl_ord_id)
+    msg.append_pair(54, _code(SIDES, req.side, "side"))
+    msg.append_utc_timestamp(60, precision=3)
+    msg.append_pair(55, req.symbol)
+    msg.append_pair(38, req.qty)
+    return msg
+
+
+def order_status_request(req: VenueCancel, *, poss_resend: bool = False) -> simplefix.FixMessage:
+    """OrderStatusRequest(H): 11 = the ORIGINAL order ClOrdID (so the venue finds the order),
+    54, 55, and OrdStatusReqID(790) = ``<order>:S<n>`` (the request's own identity)."""
+    msg = simplefix.FixMessage()
+    msg.append_pair(35, "H")
+    if poss_resend:
+        msg.append_pair(97, "Y", header=True)
+    msg.append_pair(11, req.order_id)
+    msg.append_pair(54, _code(SIDES, req.side, "side"))
+    msg.append_pair(55, req.symbol)
+    msg.append_pair(790, status_cl_ord_id(req.order_id, req.attempt))
+    return msg
+
+
+def _text(msg: simplefix.FixMessage, tag: int) -> str | None:
+    value = msg.get(tag)
+    if value is None:
+        return None
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def cancel_reject_exec_id(cl_ord_id: str, orig_cl_ord_id: str) -> str:
+    """Synthesized ExecID of an OrderCancelReject: the same for every retransmission of it
+    (PossDup under the old MsgSeqNum or PossResend under a new one)."""
+    return f"CXLREJ-{cl_ord_id}-{orig_cl_ord_id}"
+
+
+def parse_inbound(venue: str, msg: simplefix.FixMessage) -> ExecutionReportSignal | None:
+    """ExecutionReport(8) / OrderCancelReject(9) -> signal payload; None for other MsgTypes.
+
+    Raises ``ValueError`` for a report that cannot be identified (no ExecID on an
+    ExecutionReport).
+    """
+    msg_type = _text(msg, 35)
+    poss_dup = _text(msg, 43) == "Y"
+    poss_resend = _text(msg, 97) == "Y"
+    cl_ord_id = _text(msg, 11) or ""
+    orig = _text(msg, 41)
+    venue_order_id = _text(msg, 37)
+    if msg_type == "8":
+        exec_id = _text(msg, 17)
+        if not exec_id:
+            raise ValueError("ExecutionReport without ExecID(17)")
+        return ExecutionReportSignal(
+            venue=venue, exec_id=exec_id, msg_type="8", cl_ord_id=cl_ord_id,
+            order_id=order_id_of(cl_ord_id), exec_type=_text(msg, 150) or "",
+            ord_status=_text(msg, 39) or "", orig_cl_ord_id=orig, venue_order_id=venue_order_id,
+            last_qty=_text(msg, 32) or "0", last_px=_text(msg, 31),
+            cum_qty=_text(msg, 14) or "0", leaves_qty=_text(msg, 151) or "0",
+            avg_px=_text(msg, 6) or "0", text=_text(msg, 58), ord_rej_reason=_text(msg, 103),
+            transact_time=_text(msg, 60), poss_dup=poss_dup, poss_resend=poss_resend,
+        )
+    if msg_type == "9":
+        # The reject is about the order named in OrigClOrdID; ClOrdID is the cancel request's.
+        owner = orig if orig and orig != "NONE" else cl_ord_id
+        return ExecutionReportSignal(
+            venue=venue, exec_id=cancel_reject_exec_id(cl_ord_id, orig or ""), msg_type="9",
+            cl_ord_id=cl_ord_id, order_id=order_id_of(owner), exec_type="",
+            ord_status=_text(msg, 39) or "", orig_cl_ord_id=orig, venue_order_id=venue_order_id,
+            text=_text(msg, 58), cxl_rej_reason=_text(msg, 102), transact_time=_text(msg, 60),
+            poss_dup=poss_dup, poss_resend=poss_resend,
+        )
+    return None
+
+
+# ============================================================================ activities
+
+
+class GatewayActivities:
+    """The gateway's activities over its venue sessions (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: GatewayStore,
+        sessions: Mapping[str, FixSession],
+        routing: str = "round_robin",
+    ) -> None:
+        if routing not in ROUTING_POLICIES:
+            raise ValueError(f"unknown routing policy {routing!r} (one of {ROUTING_POLICIES})")
+        if not sessions:
+            raise ValueError("the gateway needs at least one venue")
+        self.store = store
+        self.sessions = dict(sessions)
+        self.routing = routing
+        self._venues = list(self.sessions)
+        self._rr = itertools.count()
+
+    # ------------------------------------------------------------------ venue choice
+
+    def logged_on_venues(self) -> list[str]:
+        return [v for v in self._venues if self.sessions[v].logged_on.is_set()]
+
+    def choose_venue(self, requested: str | None) -> str:
+        if requested is not None:
+            self._session(requested)
+            return requested
+        up = self.logged_on_venues()
+        if not up:
+            raise ApplicationError("no venue is logged on", type=VENUE_UNAVAILABLE)
+        if self.routing == "first":
+            return up[0]
+        return up[next(self._rr) % len(up)]
+
+    def _session(self, venue: str) -> FixSession:
+        session = self.sessions.get(venue)
+        if session is None:
+            raise ApplicationError(f"unknown venue {venue!r}", type=UNKNOWN_VENUE, non_retryable=True)
+        return session
+
+    def _logged_on(self, venue: str) -> FixSession:
+        session = self._session(venue)
+        if not session.logged_on.is_set():
+            raise ApplicationError(f"venue {venue} is not logged on", type=VENUE_UNAVAILABLE)
+        return session
+
+    # ------------------------------------------------------------------ activities
+
+    @activity.defn(name="send_new_order")
+    async def send_new_order(self, order: VenueOrder) -> VenueAck:
+        """Hand the order to a venue once, ever (ClOrdID = order id)."""
+        new_order_single(order)  # validate before reserving anything
+        existing = await self.store.get_send(order.cl_ord_id)
+        if existing is not None and existing.status == SENT:
+            log.info("order %s already sent to %s (retry): not sending again", order.order_id,
+                     existing.venue)
+            return VenueAck(venue=existing.venue, cl_ord_id=order.cl_ord_id, resent=True)
+        venue = existing.venue if existing is not None else self.choose_venue(order.venue)
+        session = self._logged_on(venue)
+        res = await self.store.reserve_send(order.cl_ord_id, order.order_id, venue, "D")
+        if res.status == SENT:
+            log.info("order %s already sent to %s (retry): not sending again", order.order_id,
+                     res.venue)
+            return VenueAck(venue=res.venue, cl_ord_id=order.cl_ord_id, resent=True)
+        if res.venue != venue:  # lost a race with a concurrent attempt that chose another venue
+            session = self._logged_on(res.venue)
+        poss_resend = not res.created
+        seq = await session.send(new_order_single(order, poss_resend=poss_resend))
+        await self.store.mark_sent(order.cl_ord_id, seq)
+        log.info("order %s -> %s NewOrderSingle seq %d%s", order.order_id, res.venue, seq,
+                 " PossResend" if poss_resend else "")
+        return VenueAck(venue=res.venue, cl_ord_id=order.cl_ord_id)
+
+    @activity.defn(name="send_cancel")
+    async def send_cancel(self, req: VenueCancel) -> str:
+        """OrderCancelRequest for the order; returns the cancel's ClOrdID (``<order>:C<n>``, or
+        ``<order>:X<n>`` for a DAY order's own cancel at the close)."""
+        cl_ord_id = req.cl_ord_id
+        await self._send_once(cl_ord_id, req, "F", order_cancel_request)
+        return cl_ord_id
+
+    @activity.defn(name="send_status")
+    async def send_status(self, req: VenueCancel) -> str:
+        """OrderStatusRequest for the order; returns the request id ``<order>:S<n>`` (sent as
+        OrdStatusReqID; the venue answers an ExecutionReport ExecType=I under the order's own
+        ClOrdID)."""
+        req_id = status_cl_ord_id(req.order_id, req.attempt)
+        await self._send_once(req_id, req, "H", order_status_request)
+        return req_id
+
+    async def _send_once(self, key: str, req: VenueCancel, msg_type: str, build: _Builder) -> None:
+        build(req)  # validate
+        session = self._logged_on(req.venue)
+        res = await self.store.reserve_send(key, req.order_id, req.venue, msg_type)
+        if res.status == SENT:
+            log.info("%s %s already sent (retry): not sending again", msg_type, key)
+            return
+        seq = await session.send(build(req, poss_resend=not res.created))
+        await self.store.mark_sent(key, seq)
+        log.info("order %s -> %s %s %s seq %d", req.order_id, req.venue, msg_type, key, seq)
+
+
+class _Builder(Protocol):
+    def __call__(self, req: VenueCancel, *, poss_resend: bool = False) -> simplefix.FixMessage: ...

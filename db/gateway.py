@@ -1,0 +1,203 @@
+"""The execution gateway's own store (database ``<prefix>_gateway``, history ``db/migrations/gateway``).
+
+Two tables:
+
+``gateway_orders``
+    One row per ClOrdID the gateway ever handed to a FIX session (NewOrderSingle, cancel and
+    status requests). The row is reserved (status ``sending``) BEFORE the message is sent and
+    marked ``sent`` after the session persisted it. An activity retry that finds ``sent`` sends
+    nothing; one that finds ``sending`` (a crash in between) sends again with PossResend=Y, and
+    the venue deduplicates by ClOrdID.
+
+``gateway_reports``
+    Every inbound venue event, keyed by ``(venue, exec_id)``: an ExecutionReport or an
+    OrderCancelReject (synthesized exec id). Inserted once (``ON CONFLICT DO NOTHING``) before the
+    FIX session advances its inbound sequence number; ``delivered_at`` is set once the order
+    workflow has been signalled. Undelivered rows carry a retry schedule (``next_attempt_at``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from db.engines import make_engine, run_in_transaction
+from domain.execution import ExecutionReportSignal
+
+SENDING = "sending"
+SENT = "sent"
+
+
+@dataclass(frozen=True)
+class SendReservation:
+    """The state of a ClOrdID after :meth:`GatewayStore.reserve_send`."""
+
+    cl_ord_id: str
+    order_id: str
+    venue: str
+    msg_type: str
+    status: str  # sending | sent
+    created: bool  # True: this call reserved it (nothing was sent before)
+    attempts: int = 1
+
+
+@dataclass(frozen=True)
+class PendingReport:
+    """An undelivered report row."""
+
+    id: int
+    venue: str
+    exec_id: str
+    order_id: str
+    attempts: int
+    signal: ExecutionReportSignal
+
+
+def signal_from_payload(payload: dict[str, Any] | str) -> ExecutionReportSignal:
+    data = json.loads(payload) if isinstance(payload, str) else payload
+    return ExecutionReportSignal(**data)
+
+
+class GatewayStore:
+    """Async access to the gateway tables. Every method is one retried transaction."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def from_url(cls, url: str, *, pool_size: int = 5, max_overflow: int = 10) -> GatewayStore:
+        return cls(make_engine(url, pool_size=pool_size, max_overflow=max_overflow))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+    # ------------------------------------------------------------------ outbound sends
+
+    async def reserve_send(
+        self, cl_ord_id: str, order_id: str, venue: str, msg_type: str = "D"
+    ) -> SendReservation:
+        """Reserve ``cl_ord_id`` for ``venue``, or return the existing reservation.
+
+        When the ClOrdID is already known, its recorded venue wins over ``venue`` (the message
+        may already be at that venue) and its attempt counter is incremented.
+        """
+
+        async def fn(conn: AsyncConnection) -> SendReservation:
+            row = (await conn.execute(
+                text("""INSERT INTO gateway_orders (cl_ord_id, order_id, venue, msg_type)
+                        VALUES (:c, :o, :v, :t) ON CONFLICT (cl_ord_id) DO NOTHING
+                        RETURNING venue, status, attempts"""),
+                {"c": cl_ord_id, "o": order_id, "v": venue, "t": msg_type},
+            )).first()
+            if row is not None:
+                return SendReservation(cl_ord_id, order_id, row[0], msg_type, row[1], True, row[2])
+            row = (await conn.execute(
+                text("""UPDATE gateway_orders SET attempts = attempts + 1 WHERE cl_ord_id = :c
+                        RETURNING order_id, venue, msg_type, status, attempts"""),
+                {"c": cl_ord_id},
+            )).one()
+            return SendReservation(cl_ord_id, row[0], row[1], row[2], row[3], False, row[4])
+
+        return await run_in_transaction(self.engine, fn)
+
+    async def mark_sent(self, cl_ord_id: str, msg_seq_num: int | None = None) -> None:
+        async def fn(conn: AsyncConnection) -> None:
+            await conn.execute(
+                text("""UPDATE gateway_orders
+                        SET status = 'sent', sent_at = COALESCE(sent_at, now()),
+                            msg_seq_num = COALESCE(:n, msg_seq_num)
+                        WHERE cl_ord_id = :c"""),
+                {"c": cl_ord_id, "n": msg_seq_num},
+            )
+
+        await run_in_transaction(self.engine, fn)
+
+    async def get_send(self, cl_ord_id: str) -> SendReservation | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(
+                text("""SELECT order_id, venue, msg_type, status, attempts FROM gateway_orders
+                        WHERE cl_ord_id = :c"""),
+                {"c": cl_ord_id},
+            )).first()
+        if row is None:
+            return None
+        return SendReservation(cl_ord_id, row[0], row[1], row[2], row[3], False, row[4])
+
+    # ------------------------------------------------------------------ inbound reports
+
+    async def record_report(self, signal: ExecutionReportSignal, *, deliverable: bool = True) -> bool:
+        """Insert the report once; True when it is new. ``deliverable=False`` books it as
+        already delivered (a report no order workflow can receive: kept for the audit only)."""
+        payload = json.dumps(asdict(signal))
+
+        async def fn(conn: AsyncConnection) -> bool:
+            row = (await conn.execute(
+                text("""INSERT INTO gateway_reports
+                            (venue, exec_id, order_id, cl_ord_id, msg_type, payload, delivered_at,
+                             last_error)
+                        VALUES (:v, :e, :o, :c, :t, CAST(:p AS jsonb),
+                                CASE WHEN :d THEN NULL ELSE now() END,
+                                CASE WHEN :d THEN NULL ELSE 'not deliverable' END)
+                        ON CONFLICT (venue, exec_id) DO NOTHING
+                        RETURNING id"""),
+                {"v": signal.venue, "e": signal.exec_id, "o": signal.order_id,
+                 "c": signal.cl_ord_id, "t": signal.msg_type, "p": payload, "d": deliverable},
+            )).first()
+            return row is not None
+
+        return await run_in_transaction(self.engine, fn)
+
+    async def list_undelivered(self, limit: int = 500) -> list[PendingReport]:
+        """Undelivered reports that are due, oldest first."""
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(
+                text("""SELECT id, venue, exec_id, order_id, attempts, payload FROM gateway_reports
+                        WHERE delivered_at IS NULL AND next_attempt_at <= now()
+                        ORDER BY id LIMIT :n"""),
+                {"n": limit},
+            )).all()
+        return [PendingReport(r[0], r[1], r[2], r[3], r[4], signal_from_payload(r[5])) for r in rows]
+
+    async def mark_delivered(self, keys: list[tuple[str, str]]) -> None:
+        """Set ``delivered_at`` on the ``(venue, exec_id)`` rows (idempotent)."""
+        if not keys:
+            return
+
+        async def fn(conn: AsyncConnection) -> None:
+            await conn.execute(
+                text("""UPDATE gateway_reports r SET delivered_at = now(), last_error = NULL
+                        FROM unnest(CAST(:v AS text[]), CAST(:e AS text[])) AS k(venue, exec_id)
+                        WHERE r.venue = k.venue AND r.exec_id = k.exec_id
+                          AND r.delivered_at IS NULL"""),
+                {"v": [k[0] for k in keys], "e": [k[1] for k in keys]},
+            )
+
+        await run_in_transaction(self.engine, fn)
+
+    async def defer_order(self, order_id: str, delay_s: float, error: str) -> None:
+        """Postpone every undelivered report of ``order_id`` (keeps their relative order)."""
+
+        async def fn(conn: AsyncConnection) -> None:
+            await conn.execute(
+                text("""UPDATE gateway_reports
+                        SET attempts = attempts + 1, last_error = :err,
+                            next_attempt_at = now() + make_interval(secs => :d)
+                        WHERE order_id = :o AND delivered_at IS NULL"""),
+                {"o": order_id, "d": delay_s, "err": error[:1000]},
+            )
+
+        await run_in_transaction(self.engine, fn)
+
+    async def reports_for_order(self, order_id: str) -> list[tuple[ExecutionReportSignal, bool]]:
+        """Every report booked for ``order_id`` in arrival order, with its delivered flag."""
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(
+                text("""SELECT payload, delivered_at IS NOT NULL FROM gateway_reports
+                        WHERE order_id = :o ORDER BY id"""),
+                {"o": order_id},
+            )).all()
+        return [(signal_from_payload(r[0]), bool(r[1])) for r in rows]

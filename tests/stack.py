@@ -1,0 +1,139 @@
+"""The real trading stack for end-to-end tests: two simulated market makers (FIX acceptors),
+the execution gateway (FIX initiators + Temporal activities), the shard workers (order
+workflows), and the API app -- all on the session's Postgres, Redis and Temporal.
+
+Venue behaviour is switched per test through :meth:`TradingStack.venues_behave` (the market
+makers read their config on every order), always restored afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from redis.asyncio import Redis
+from temporalio.client import Client
+
+from api.app import create_app
+from db.accounts import OpenedAccount, open_account
+from db.migrate import drop_database, migrate_gateway
+from db.router import ShardRouter
+from marketdata.quotes import LatestQuotes
+from sherwood.settings import Settings, VenueConfig
+from simulators.market_maker import MarketMaker
+from workers.gateway import ExecutionGateway
+from workers.shard import ShardWorkers
+
+FAST_TIMEOUTS = {"venue_ack_timeout_s": 2.0, "venue_cancel_timeout_s": 1.0,
+                 "venue_status_timeout_s": 1.0}
+
+
+@dataclasses.dataclass
+class TradingStack:
+    settings: Settings
+    router: ShardRouter
+    redis: Redis
+    temporal: Client
+    venues: dict[str, MarketMaker]
+    gateway: ExecutionGateway
+    workers: ShardWorkers
+    app: FastAPI
+    quotes: LatestQuotes
+
+    @contextlib.contextmanager
+    def venues_behave(self, *, engine: dict[str, Any] | None = None, **changes: Any) -> Iterator[None]:
+        """Every venue behaves differently inside the block: fault switches (``changes``, the
+        market maker's config) and matching parameters (``engine``: fill_slices, fill_delay ...)."""
+        old = {name: mm.config for name, mm in self.venues.items()}
+        old_engine = {name: {k: getattr(mm.engine, k) for k in (engine or {})}
+                      for name, mm in self.venues.items()}
+        for mm in self.venues.values():
+            mm.config = dataclasses.replace(mm.config, **changes)
+            for k, v in (engine or {}).items():
+                setattr(mm.engine, k, v)
+        try:
+            yield
+        finally:
+            for name, mm in self.venues.items():
+                mm.config = old[name]
+                for k, v in old_engine[name].items():
+                    setattr(mm.engine, k, v)
+
+    async def restart_gateway(self, downtime: float = 0.0) -> None:
+        """Stop the execution gateway, wait, start a new one on the same stores."""
+        import asyncio
+
+        await self.gateway.stop()
+        await asyncio.sleep(downtime)
+        self.gateway = ExecutionGateway.from_settings(self.settings, self.temporal)
+        await self.gateway.start()
+        await self.gateway.wait_logged_on(timeout=20)
+
+    async def set_quote(self, symbol: str, bid: str, ask: str) -> None:
+        await self.quotes.put(symbol, Decimal(bid), Decimal(ask))
+        for mm in self.venues.values():
+            mm.set_quote(symbol, Decimal(bid), Decimal(ask))
+
+    async def account(self, cash: str = "100000", account_type: str = "cash") -> OpenedAccount:
+        acct = await open_account(self.router, account_type=account_type)
+        ledger = self.router.ledger(acct.shard)
+        if Decimal(cash) > 0:
+            await ledger.deposit(f"t:{acct.account_id}:dep", acct.account_id, cash)
+            await ledger.settle_deposit(f"t:{acct.account_id}:set", acct.account_id, cash)
+        return acct
+
+    @contextlib.asynccontextmanager
+    async def http(self) -> AsyncIterator[httpx.AsyncClient]:
+        transport = httpx.ASGITransport(app=self.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://sherwood.test",
+                                     timeout=30) as c:
+            yield c
+
+
+def headers(acct: OpenedAccount) -> dict[str, str]:
+    return {"APCA-API-KEY-ID": acct.credentials.key_id,
+            "APCA-API-SECRET-KEY": acct.credentials.secret_key}
+
+
+@contextlib.asynccontextmanager
+async def trading_stack(base: Settings, router: ShardRouter, redis: Redis,
+                        data_dir: Path) -> AsyncIterator[TradingStack]:
+    venues = {name: MarketMaker(sender_comp_id=name, target_comp_id="SHERWOOD", port=0,
+                                heartbeat_interval=5, redis_url=base.redis_url,
+                                quotes_key=f"{base.redis_prefix}:quotes:latest",
+                                halts_key=f"{base.redis_prefix}:halts", tick_interval=0.2)
+              for name in ("MM1", "MM2")}
+    for mm in venues.values():
+        await mm.start()
+    settings = base.model_copy(update={
+        **FAST_TIMEOUTS,
+        "venues": [VenueConfig(name=n, port=mm.port, heartbeat_interval=5) for n, mm in venues.items()],
+        "gateway_data_dir": data_dir / f"gateway-{uuid.uuid4().hex[:6]}",
+    })
+    gw_url = settings.gateway_db_url_resolved()
+    migrate_gateway(gw_url)
+    assert settings.temporal_address
+    client = await Client.connect(settings.temporal_address)
+    gateway = ExecutionGateway.from_settings(settings, client)
+    await gateway.start()
+    await gateway.wait_logged_on(timeout=20)
+    workers = ShardWorkers(settings, list(range(settings.shard_count)), client=client)
+    await workers.start()
+    app = create_app(settings)
+    try:
+        async with app.router.lifespan_context(app):
+            yield TradingStack(settings, router, redis, client, venues, gateway, workers, app,
+                               LatestQuotes(redis, settings.redis_prefix))
+    finally:
+        await workers.stop()
+        await gateway.stop()
+        for mm in venues.values():
+            await mm.stop()
+        drop_database(gw_url)

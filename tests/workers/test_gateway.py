@@ -1,0 +1,551 @@
+"""The execution gateway over real loopback FIX (MarketMaker venues), real Temporal, real Postgres.
+
+The order workflow is not used here: ``ReportRecorder`` (defined below) stands in for it. It runs
+with workflow id = order id, optionally executes ``send_new_order`` on the gateway's task queue,
+and records every ``execution_report`` signal it receives without deduplicating anything, so the
+tests see exactly what the gateway delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sqlite3
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import simplefix
+from temporalio import workflow
+from temporalio.client import Client, WorkflowHandle
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+
+from activities.gateway import GatewayActivities, cancel_reject_exec_id, parse_inbound
+from db.gateway import GatewayStore
+from db.migrate import drop_database, migrate_gateway
+from domain.execution import (
+    EXECUTION_REPORT_SIGNAL,
+    ExecutionReportSignal,
+    VenueAck,
+    VenueCancel,
+    VenueOrder,
+)
+from fix.session import FixSession, SessionConfig
+from fix.store import MemorySessionStore
+from sherwood.settings import Settings, VenueConfig
+from simulators.market_maker import MarketMaker, MarketMakerConfig, RandomWalkQuoteSource
+from workers.gateway import ExecutionGateway
+
+REPO = Path(__file__).resolve().parents[2]
+D = Decimal
+
+
+# ============================================================================ the test workflow
+
+
+@dataclass
+class RecorderInput:
+    order: VenueOrder | None = None
+    gateway_queue: str = ""
+
+
+@dataclass
+class RecorderState:
+    ack: VenueAck | None = None
+    reports: list[ExecutionReportSignal] = field(default_factory=list)
+
+
+@workflow.defn(name="GatewayTestReportRecorder")
+class ReportRecorder:
+    def __init__(self) -> None:
+        self._state = RecorderState()
+        self._done = False
+
+    @workflow.run
+    async def run(self, inp: RecorderInput) -> RecorderState:
+        if inp.order is not None:
+            self._state.ack = await workflow.execute_activity(
+                "send_new_order", inp.order, task_queue=inp.gateway_queue,
+                start_to_close_timeout=timedelta(seconds=10), result_type=VenueAck)
+        await workflow.wait_condition(lambda: self._done)
+        return self._state
+
+    @workflow.signal(name=EXECUTION_REPORT_SIGNAL)
+    def execution_report(self, report: ExecutionReportSignal) -> None:
+        self._state.reports.append(report)
+
+    @workflow.signal
+    def finish(self) -> None:
+        self._done = True
+
+    @workflow.query
+    def state(self) -> RecorderState:
+        return self._state
+
+
+# ============================================================================ fixtures
+
+
+@pytest.fixture(scope="module")
+def gateway_settings(stack_settings: Settings) -> Iterator[Settings]:
+    url = stack_settings.gateway_db_url_resolved()
+    migrate_gateway(url)
+    migrate_gateway(url)  # idempotent
+    yield stack_settings
+    drop_database(url)
+
+
+@pytest.fixture(scope="module")
+async def client(gateway_settings: Settings) -> Client:
+    assert gateway_settings.temporal_address
+    return await Client.connect(gateway_settings.temporal_address,
+                                namespace=gateway_settings.temporal_namespace)
+
+
+@pytest.fixture(scope="module")
+async def store(gateway_settings: Settings) -> AsyncIterator[GatewayStore]:
+    s = GatewayStore.from_url(gateway_settings.gateway_db_url_resolved())
+    yield s
+    await s.dispose()
+
+
+@pytest.fixture(scope="module")
+async def recorder_queue(client: Client) -> AsyncIterator[str]:
+    queue = f"gw-test-recorder-{uuid.uuid4().hex[:8]}"
+    worker = Worker(client, task_queue=queue, workflows=[ReportRecorder],
+                    workflow_runner=UnsandboxedWorkflowRunner())
+    async with worker:
+        yield queue
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Venue:
+    """A MarketMaker that also counts the NewOrderSingles it receives per ClOrdID."""
+
+    def __init__(self, name: str = "MM1", clock: Callable[[], float] = time.monotonic,
+                 **overrides: Any) -> None:
+        overrides.setdefault("port", 0)
+        overrides.setdefault("heartbeat_interval", 1.0)
+        overrides.setdefault("tick_interval", 0.05)
+        self.mm = MarketMaker(MarketMakerConfig(sender_comp_id=name, **overrides),
+                              quote_source=RandomWalkQuoteSource(1), clock=clock)
+        self.new_orders: list[simplefix.FixMessage] = []
+        inner = self.mm._on_message
+
+        async def counting(session: FixSession, msg: simplefix.FixMessage) -> None:
+            if msg.get(35) == b"D":
+                self.new_orders.append(msg)
+            await inner(session, msg)
+
+        self.mm._on_message = counting  # type: ignore[method-assign]
+
+    def d_count(self, cl_ord_id: str) -> int:
+        return sum(1 for m in self.new_orders if m.get(11) == cl_ord_id.encode())
+
+    def engine_orders(self, cl_ord_id: str) -> int:
+        return sum(1 for o in self.mm.engine.orders() if o.cl_ord_id == cl_ord_id)
+
+    def venue_config(self, **kw: Any) -> VenueConfig:
+        return VenueConfig(name=self.mm.venue, port=self.mm.port, heartbeat_interval=1.0,
+                           reconnect_min_delay=0.05, reconnect_max_delay=0.3, **kw)
+
+
+@contextlib.asynccontextmanager
+async def running(*venues: Venue, client: Client, store: GatewayStore, tmp: Path,
+                  routing: str = "round_robin") -> AsyncIterator[ExecutionGateway]:
+    for v in venues:
+        await v.mm.start()
+        v.mm.set_quote("AAPL", "187.10", "187.12")
+    gw = ExecutionGateway(
+        venues=[v.venue_config() for v in venues], store=store, client=client, data_dir=tmp,
+        task_queue=f"gw-test-{uuid.uuid4().hex[:8]}", routing=routing,
+        delivery_interval=0.05, delivery_max_backoff=0.5,
+    )
+    await gw.start()
+    try:
+        await gw.wait_logged_on(10)
+        yield gw
+    finally:
+        await gw.stop()
+        for v in venues:
+            await v.mm.stop()
+
+
+def new_order(qty: str = "1000", **kw: Any) -> VenueOrder:
+    base: dict[str, Any] = dict(
+        order_id=str(uuid.uuid4()), account_id=str(uuid.uuid4()), shard=0, symbol="AAPL",
+        side="buy", qty=qty, order_type="market", time_in_force="day")
+    base.update(kw)
+    return VenueOrder(**base)
+
+
+async def start_recorder(client: Client, queue: str, order_id: str, order: VenueOrder | None = None,
+                         gateway_queue: str = "") -> WorkflowHandle[Any, Any]:
+    return await client.start_workflow(
+        ReportRecorder.run, RecorderInput(order, gateway_queue), id=order_id, task_queue=queue,
+        execution_timeout=timedelta(minutes=5))
+
+
+async def wait_state(handle: WorkflowHandle[Any, Any], pred: Callable[[RecorderState], bool],
+                     within: float = 10.0) -> RecorderState:
+    deadline = time.monotonic() + within
+    while True:
+        st: RecorderState = await handle.query(ReportRecorder.state)
+        if pred(st):
+            return st
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within}s; state: {st}")
+        await asyncio.sleep(0.05)
+
+
+def filled(st: RecorderState) -> bool:
+    return any(r.ord_status == "2" for r in st.reports)
+
+
+def trades(st: RecorderState) -> list[ExecutionReportSignal]:
+    return [r for r in st.reports if r.exec_type == "F"]
+
+
+async def eventually(cond: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not await cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met")
+        await asyncio.sleep(0.05)
+
+
+def assert_once_each(st: RecorderState) -> None:
+    keys = [(r.venue, r.exec_id) for r in st.reports]
+    assert len(keys) == len(set(keys)), f"an ExecID was signalled twice: {keys}"
+
+
+# ============================================================================ tests
+
+
+async def test_uc3_fills_arrive_as_signals(client: Client, store: GatewayStore, recorder_queue: str,
+                                           tmp_path: Path) -> None:
+    clock = FakeClock()  # the venue's time: the next slice falls due only when we say so
+    venue = Venue(clock=clock, fill_slices=(400, 300, 300), fill_delay=0.5)
+    async with running(venue, client=client, store=store, tmp=tmp_path) as gw:
+        order = new_order("1000")
+        h = await start_recorder(client, recorder_queue, order.order_id, order, gw.task_queue)
+        await wait_state(h, lambda st: len(trades(st)) == 1)
+        venue.mm.set_quote("AAPL", "187.20", "187.22")  # later slices fill at the new ask
+        clock.now = 1.0
+        await wait_state(h, lambda st: len(trades(st)) == 2)
+        clock.now = 2.0
+        st = await wait_state(h, filled)
+        await asyncio.sleep(0.2)
+        st = await h.query(ReportRecorder.state)
+    assert st.ack == VenueAck(venue="MM1", cl_ord_id=order.order_id, resent=False)
+    assert_once_each(st)
+    assert [(r.exec_type, r.ord_status) for r in st.reports] == [
+        ("0", "0"), ("F", "1"), ("F", "1"), ("F", "2")]
+    assert [(r.last_qty, r.last_px, r.cum_qty, r.leaves_qty) for r in trades(st)] == [
+        ("400", "187.12", "400", "600"), ("300", "187.22", "700", "300"),
+        ("300", "187.22", "1000", "0")]
+    avg = [r.avg_px for r in trades(st)]
+    assert avg[0] == "187.12" and avg[2] == "187.18"  # (400*187.12 + 600*187.22) / 1000
+    assert abs(D(avg[1]) - (D(400) * D("187.12") + D(300) * D("187.22")) / D(700)) < D("1e-8")
+    assert all(r.order_id == order.order_id and r.venue == "MM1" for r in st.reports)
+    assert venue.d_count(order.order_id) == 1
+    booked = await store.reports_for_order(order.order_id)
+    assert [s.exec_id for s, _ in booked] == [r.exec_id for r in st.reports]
+    assert all(delivered for _, delivered in booked)
+    await h.signal(ReportRecorder.finish)
+
+
+async def test_activity_retry_sends_one_order(client: Client, store: GatewayStore, tmp_path: Path) -> None:
+    venue = Venue()
+    async with running(venue, client=client, store=store, tmp=tmp_path) as gw:
+        acts = gw.activities
+        order = new_order("100")
+        first = await acts.send_new_order(order)
+        second = await acts.send_new_order(order)
+        assert first == VenueAck("MM1", order.order_id, resent=False)
+        assert second == VenueAck("MM1", order.order_id, resent=True)
+
+        # a crash between reserving and sending: the retry sends again, flagged PossResend
+        crashed = new_order("100")
+        await store.reserve_send(crashed.order_id, crashed.order_id, "MM1", "D")
+        again = await acts.send_new_order(crashed)
+        assert again == VenueAck("MM1", crashed.order_id, resent=False)
+        assert await acts.send_new_order(crashed) == VenueAck("MM1", crashed.order_id, resent=True)
+
+        await eventually(lambda: _true(venue.d_count(crashed.order_id) == 1))
+        await asyncio.sleep(0.2)
+    assert venue.d_count(order.order_id) == 1 and venue.engine_orders(order.order_id) == 1
+    assert venue.d_count(crashed.order_id) == 1 and venue.engine_orders(crashed.order_id) == 1
+    resent = next(m for m in venue.new_orders if m.get(11) == crashed.order_id.encode())
+    assert resent.get(97) == b"Y"
+    sent = await store.get_send(crashed.order_id)
+    assert sent is not None and sent.status == "sent" and sent.attempts == 2
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_routing_and_errors(client: Client, store: GatewayStore, tmp_path: Path) -> None:
+    v1, v2 = Venue("MM1"), Venue("MM2")
+    async with running(v1, v2, client=client, store=store, tmp=tmp_path) as gw:
+        acts = gw.activities
+        acks = [await acts.send_new_order(new_order("10")) for _ in range(4)]
+        assert sorted(a.venue for a in acks) == ["MM1", "MM1", "MM2", "MM2"]
+        pinned = await acts.send_new_order(new_order("10", venue="MM2"))
+        assert pinned.venue == "MM2"
+        with pytest.raises(ApplicationError) as err:
+            await acts.send_new_order(new_order("10", venue="NOPE"))
+        assert err.value.type == "UnknownVenue" and err.value.non_retryable
+        with pytest.raises(ApplicationError) as err:
+            await acts.send_new_order(new_order("10", order_type="limit"))
+        assert err.value.type == "InvalidOrder" and err.value.non_retryable
+
+    # nothing logged on: retryable, and nothing reserved
+    down = FixSession(SessionConfig("SHERWOOD", "MM9"), MemorySessionStore(),
+                      lambda s, m: asyncio.sleep(0), initiator=True)
+    acts = GatewayActivities(store, {"MM9": down})
+    order = new_order("10")
+    with pytest.raises(ApplicationError) as err:
+        await acts.send_new_order(order)
+    assert err.value.type == "VenueUnavailable" and not err.value.non_retryable
+    assert await store.get_send(order.order_id) is None
+
+
+async def test_duplicate_and_possresend_reports_signalled_once(
+    client: Client, store: GatewayStore, recorder_queue: str, tmp_path: Path
+) -> None:
+    venue = Venue(fill_slices=(400, 300, 300), duplicate_reports=True, possresend_old=True)
+    async with running(venue, client=client, store=store, tmp=tmp_path) as gw:
+        seen: list[tuple[str, bool, bool]] = []
+        inner = gw.delivery.on_message
+
+        async def spy(name: str, msg: simplefix.FixMessage) -> None:
+            seen.append(((msg.get(17) or b"").decode(), msg.get(43) == b"Y", msg.get(97) == b"Y"))
+            await inner(name, msg)
+
+        gw.delivery.on_message = spy  # type: ignore[method-assign,assignment]
+        order = new_order("1000")
+        h = await start_recorder(client, recorder_queue, order.order_id, order, gw.task_queue)
+        await wait_state(h, filled)
+        await venue.mm.drain()
+        await asyncio.sleep(0.3)
+        st = await h.query(ReportRecorder.state)
+    assert_once_each(st)
+    venue_exec_ids = {r.exec_id for r in venue.mm._sent_reports if r.cl_ord_id == order.order_id}
+    assert {r.exec_id for r in st.reports} == venue_exec_ids
+    assert len(trades(st)) == 3 and trades(st)[-1].cum_qty == "1000"
+    assert len(seen) > len(venue_exec_ids)  # the venue really did send duplicates
+    assert any(resend for _, _, resend in seen)
+    await h.signal(ReportRecorder.finish)
+
+
+async def test_report_before_workflow_exists(
+    client: Client, store: GatewayStore, recorder_queue: str, tmp_path: Path
+) -> None:
+    venue = Venue()
+    async with running(venue, client=client, store=store, tmp=tmp_path) as gw:
+        order = new_order("100")
+        await gw.activities.send_new_order(order)
+
+        async def booked_and_failing() -> bool:
+            rows = await store.reports_for_order(order.order_id)
+            return len(rows) == 2 and not any(d for _, d in rows)
+
+        await eventually(booked_and_failing)
+        await asyncio.sleep(0.3)  # a few failed delivery attempts (workflow not found)
+        assert not any(d for _, d in await store.reports_for_order(order.order_id))
+        h = await start_recorder(client, recorder_queue, order.order_id)
+        st = await wait_state(h, filled)
+        await asyncio.sleep(0.3)
+        st = await h.query(ReportRecorder.state)
+    assert_once_each(st)
+    assert [(r.exec_type, r.ord_status) for r in st.reports] == [("0", "0"), ("F", "2")]
+    assert all(d for _, d in await store.reports_for_order(order.order_id))
+    await h.signal(ReportRecorder.finish)
+
+
+async def test_cancel_and_status_round_trip(
+    client: Client, store: GatewayStore, recorder_queue: str, tmp_path: Path
+) -> None:
+    venue = Venue()
+    async with running(venue, client=client, store=store, tmp=tmp_path) as gw:
+        acts = gw.activities
+        order = new_order("10", order_type="limit", limit_price="150.00", time_in_force="gtc")
+        h = await start_recorder(client, recorder_queue, order.order_id, order, gw.task_queue)
+        await wait_state(h, lambda st: [r.exec_type for r in st.reports] == ["0"])
+        req = VenueCancel(order_id=order.order_id, venue="MM1", symbol="AAPL", side="buy", qty="10")
+
+        assert await acts.send_status(req) == f"{order.order_id}:S1"
+        st = await wait_state(h, lambda st: any(r.exec_type == "I" for r in st.reports))
+        status = next(r for r in st.reports if r.exec_type == "I")
+        assert (status.cl_ord_id, status.ord_status, status.leaves_qty) == (order.order_id, "0", "10")
+
+        assert await acts.send_cancel(req) == f"{order.order_id}:C1"
+        assert await acts.send_cancel(req) == f"{order.order_id}:C1"  # a retry sends nothing
+        st = await wait_state(h, lambda st: any(r.exec_type == "4" for r in st.reports))
+        canceled = next(r for r in st.reports if r.exec_type == "4")
+        assert (canceled.cl_ord_id, canceled.orig_cl_ord_id, canceled.ord_status) == (
+            f"{order.order_id}:C1", order.order_id, "4")
+
+        too_late = replace(req, attempt=2)
+        assert await acts.send_cancel(too_late) == f"{order.order_id}:C2"
+        st = await wait_state(h, lambda st: any(r.msg_type == "9" for r in st.reports))
+        rej = next(r for r in st.reports if r.msg_type == "9")
+        assert rej.exec_id == cancel_reject_exec_id(f"{order.order_id}:C2", order.order_id)
+        assert (rej.order_id, rej.cxl_rej_reason, rej.exec_type) == (order.order_id, "0", "")
+        await asyncio.sleep(0.3)
+        st = await h.query(ReportRecorder.state)
+    assert_once_each(st)
+    assert [r.msg_type + r.exec_type for r in st.reports] == ["80", "8I", "84", "9"]
+    assert len(venue.new_orders) == 1
+    await h.signal(ReportRecorder.finish)
+
+
+def test_parse_cancel_reject_is_stable_across_retransmissions() -> None:
+    def reject(seq: int, *, poss_dup: bool = False, poss_resend: bool = False) -> simplefix.FixMessage:
+        msg = simplefix.FixMessage()
+        msg.append_pair(35, "9")
+        msg.append_pair(34, seq)
+        if poss_dup:
+            msg.append_pair(43, "Y")
+        if poss_resend:
+            msg.append_pair(97, "Y")
+        for tag, value in ((37, "V1"), (11, "o1:C1"), (41, "o1"), (39, "2"), (434, "1"), (102, "0")):
+            msg.append_pair(tag, value)
+        return msg
+
+    a = parse_inbound("MM1", reject(7))
+    b = parse_inbound("MM1", reject(7, poss_dup=True))
+    c = parse_inbound("MM1", reject(12, poss_resend=True))
+    assert a is not None and b is not None and c is not None
+    assert a.exec_id == b.exec_id == c.exec_id == "CXLREJ-o1:C1-o1"
+    assert a.order_id == "o1" and b.poss_dup and c.poss_resend and not a.poss_dup
+
+
+async def test_signal_is_deduplicated_by_temporal(
+    client: Client, store: GatewayStore, recorder_queue: str, tmp_path: Path
+) -> None:
+    """A kill between signalling and marking delivered re-signals; the server drops it."""
+    from workers.gateway import ReportDelivery
+
+    order_id = str(uuid.uuid4())
+    h = await start_recorder(client, recorder_queue, order_id)
+    delivery = ReportDelivery(store, client)
+    report = ExecutionReportSignal(venue="MM1", exec_id=f"X-{order_id}", msg_type="8",
+                                   cl_ord_id=order_id, order_id=order_id, exec_type="0", ord_status="0")
+    await delivery.signal(report)
+    await delivery.signal(report)
+    await delivery.signal(replace(report, exec_id=f"Y-{order_id}"))
+    st = await wait_state(h, lambda st: len(st.reports) >= 2)
+    await asyncio.sleep(0.3)
+    st = await h.query(ReportRecorder.state)
+    assert [r.exec_id for r in st.reports] == [f"X-{order_id}", f"Y-{order_id}"]
+    await h.signal(ReportRecorder.finish)
+
+
+# ============================================================================ restart (SIGKILL)
+
+
+def _sqlite_seqs(path: Path) -> tuple[int, int]:
+    db = sqlite3.connect(path)
+    try:
+        row = db.execute("SELECT next_sender_seq, next_target_seq FROM fix_session").fetchone()
+        return int(row[0]), int(row[1])
+    finally:
+        db.close()
+
+
+async def test_sigkill_and_restart_delivers_every_fill_once(
+    gateway_settings: Settings, client: Client, store: GatewayStore, recorder_queue: str,
+    tmp_path: Path
+) -> None:
+    venue = Venue(fill_slices=(100,), fill_delay=0.25)
+    await venue.mm.start()
+    venue.mm.set_quote("AAPL", "187.10", "187.12")
+    data_dir = tmp_path / "gw"
+    queue = f"gw-test-proc-{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        "SHERWOOD_DATA_DIR": str(tmp_path / "data"),
+        "SHERWOOD_GATEWAY_DATA_DIR": str(data_dir),
+        "SHERWOOD_GATEWAY_DB_URL": gateway_settings.gateway_db_url_resolved(),
+        "SHERWOOD_TEMPORAL_ADDRESS": str(gateway_settings.temporal_address),
+        "SHERWOOD_GATEWAY_TASK_QUEUE": queue,
+        "SHERWOOD_GATEWAY_DELIVERY_INTERVAL_S": "0.05",
+        "SHERWOOD_GATEWAY_DELIVERY_MAX_BACKOFF_S": "0.5",
+        "SHERWOOD_VENUES": json.dumps([venue.venue_config().model_dump()]),
+    }
+    logs = [tmp_path / "gateway-1.log", tmp_path / "gateway-2.log"]
+
+    async def spawn(log: Path) -> asyncio.subprocess.Process:
+        with log.open("wb") as out:
+            return await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "workers.gateway", cwd=REPO, env=env,
+                stdout=out, stderr=asyncio.subprocess.STDOUT)
+
+    async def logged_on() -> bool:
+        return venue.mm.session.logged_on.is_set()
+
+    procs: list[asyncio.subprocess.Process] = []
+    try:
+        procs.append(await spawn(logs[0]))
+        await eventually(logged_on, 20)
+        order = new_order("1000")
+        h = await start_recorder(client, recorder_queue, order.order_id, order, queue)
+        await wait_state(h, lambda st: len(trades(st)) >= 3, within=15)
+        venue_in_before = venue.mm.store.next_target_seq()
+
+        procs[0].kill()  # SIGKILL: no logout, nothing flushed
+        assert await procs[0].wait() == -signal.SIGKILL
+        got_before = len(trades(await h.query(ReportRecorder.state)))
+        fix_file = next(data_dir.glob("fix-*.sqlite"))
+        out_seq_killed, _ = _sqlite_seqs(fix_file)
+        await asyncio.sleep(0.8)  # the venue keeps filling while we are down
+        assert venue.mm.engine.order(order.order_id).cum_qty > D(got_before * 100)  # type: ignore[union-attr]
+
+        procs.append(await spawn(logs[1]))
+        st = await wait_state(h, lambda st: filled(st), within=20)
+        await asyncio.sleep(0.3)
+        st = await h.query(ReportRecorder.state)
+
+        procs[1].send_signal(signal.SIGTERM)  # graceful stop
+        assert await asyncio.wait_for(procs[1].wait(), 15) == 0
+    finally:
+        for p in procs:
+            if p.returncode is None:
+                p.kill()
+                await p.wait()
+        await venue.mm.stop()
+    assert_once_each(st)
+    fills = trades(st)
+    assert [f.cum_qty for f in fills] == [str(100 * n) for n in range(1, 11)]
+    assert sum(D(f.last_qty) for f in fills) == D(1000) and fills[-1].leaves_qty == "0"
+    venue_exec_ids = {r.exec_id for r in venue.mm._sent_reports if r.cl_ord_id == order.order_id}
+    assert {r.exec_id for r in st.reports} == venue_exec_ids
+    assert venue.d_count(order.order_id) == 1 and venue.engine_orders(order.order_id) == 1
+    # sequence numbers continued across the restart: no reset on either side
+    assert venue.mm.store.next_target_seq() > venue_in_before
+    out_seq_after, _ = _sqlite_seqs(fix_file)
+    assert out_seq_after > out_seq_killed > 2
+    booked = await store.reports_for_order(order.order_id)
+    assert len(booked) == len(venue_exec_ids) and all(d for _, d in booked)
+    await h.signal(ReportRecorder.finish)

@@ -1,0 +1,374 @@
+"""The execution gateway process: FIX sessions to the venues, the gateway activities, and the
+delivery of venue reports to order workflows.
+
+    ExecutionGateway(venues=..., store=..., client=..., data_dir=..., task_queue=...)
+        start() / stop(); sessions: dict[venue, FixSession]; activities; delivery
+    ExecutionGateway.from_settings(settings, client) -> ExecutionGateway
+    ReportDelivery(store, client, ...)         inbound handler + delivery loop
+    async run_gateway(settings, stop=None)       the process (migrates its DB, SIGTERM = stop)
+    main()                                       ``python -m workers.gateway``
+
+Inbound path, and why a crash anywhere is safe:
+
+1. the FIX session hands an ExecutionReport(8) / OrderCancelReject(9) to
+   :meth:`ReportDelivery.handler_for`'s handler, which parses it and INSERTs it into
+   ``gateway_reports`` keyed by ``(venue, exec_id)`` (a duplicate — PossDup or PossResend — is a
+   no-op). The handler returns only after that commit, and the session persists the inbound
+   MsgSeqNum only after the handler returned: a kill before the commit means the venue resends
+   the message after the next logon; a kill after it finds the row in the table.
+2. the delivery loop (woken by every new row, and every ``interval`` seconds anyway) signals the
+   order workflow (id = order id) for each undelivered row in arrival order, then sets
+   ``delivered_at``. Failures — Temporal down, "workflow not found" because the workflow has not
+   started yet — postpone that order's rows with exponential backoff (capped); a row is never
+   dropped. Each signal carries the request id ``uuid5(venue, exec_id)``, which Temporal uses to
+   deduplicate signals of a running workflow, so a kill between the signal and ``delivered_at``
+   does not deliver the report twice either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal as _signal
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+
+import simplefix
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import SignalWorkflowExecutionRequest
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+from temporalio.worker import Worker
+
+from activities.gateway import GatewayActivities, parse_inbound
+from db.gateway import GatewayStore, PendingReport
+from domain.execution import EXECUTION_REPORT_SIGNAL, GATEWAY_TASK_QUEUE, ExecutionReportSignal
+from fix.session import FixInitiator, FixSession, MessageHandler, SessionConfig
+from fix.store import SqliteSessionStore
+from sherwood.settings import Settings, VenueConfig
+
+log = logging.getLogger(__name__)
+
+_REQUEST_ID_NS = uuid.UUID("5f0b6a55-2c1e-4f53-9d0e-6a8f3f0e6b11")
+
+
+def signal_request_id(venue: str, exec_id: str) -> str:
+    """Stable Temporal signal request id of one venue event (server-side signal dedup)."""
+    return str(uuid.uuid5(_REQUEST_ID_NS, f"{venue}\x00{exec_id}"))
+
+
+class ReportDelivery:
+    """Records inbound venue reports and delivers them to order workflows as signals."""
+
+    def __init__(
+        self,
+        store: GatewayStore,
+        client: Client,
+        *,
+        interval: float = 0.2,
+        max_backoff: float = 5.0,
+        signal_timeout: float = 5.0,
+        batch: int = 500,
+        concurrency: int = 32,
+    ) -> None:
+        self.store = store
+        self.client = client
+        self.interval = interval
+        self.max_backoff = max_backoff
+        self.signal_timeout = signal_timeout
+        self.batch = batch
+        self._sem = asyncio.Semaphore(concurrency)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.signalled = 0  # signals sent by this process (for metrics/tests)
+
+    # ------------------------------------------------------------------ inbound
+
+    def handler_for(self, venue: str) -> MessageHandler:
+        async def on_message(session: FixSession, msg: simplefix.FixMessage) -> None:
+            await self.on_message(venue, msg)
+
+        return on_message
+
+    async def on_message(self, venue: str, msg: simplefix.FixMessage) -> None:
+        """Book one inbound application message (returns after the commit)."""
+        try:
+            report = parse_inbound(venue, msg)
+        except ValueError as exc:
+            # Cannot be identified, hence cannot be booked once: consume it and shout.
+            log.error("%s: unusable report (%s): %r", venue, exc, msg)
+            return
+        if report is None:
+            mt = msg.get(35)
+            log.warning("%s: ignoring application message MsgType %r: %r", venue, mt, msg)
+            return
+        deliverable = bool(report.order_id) and report.order_id != "NONE"
+        if not deliverable:
+            log.error("%s: report %s names no order (ClOrdID %r): booked, not deliverable",
+                      venue, report.exec_id, report.cl_ord_id)
+        new = await self.store.record_report(report, deliverable=deliverable)
+        if new:
+            log.debug("%s: booked %s for order %s (150=%s 39=%s cum=%s)", venue, report.exec_id,
+                      report.order_id, report.exec_type, report.ord_status, report.cum_qty)
+            self._wake.set()
+        else:
+            log.info("%s: duplicate report %s (PossDup=%s PossResend=%s) ignored", venue,
+                     report.exec_id, report.poss_dup, report.poss_resend)
+
+    # ------------------------------------------------------------------ delivery
+
+    async def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._stopping = False
+            self._wake.set()  # deliver the backlog of a previous run at once
+            self._task = asyncio.create_task(self._run(), name="gateway-delivery")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        task, self._task = self._task, None
+        if task is not None:
+            try:
+                await asyncio.wait_for(task, self.signal_timeout + 1)
+            except TimeoutError:
+                log.warning("delivery loop did not stop in time; cancelled")
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            self._wake.clear()
+            if self._stopping:
+                break
+            try:
+                while await self.deliver_once() >= self.batch and not self._stopping:
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("delivery pass failed; retrying in %.1fs", self.interval)
+                await asyncio.sleep(self.interval)
+
+    async def deliver_once(self) -> int:
+        """One pass over the due undelivered reports; returns how many rows were examined."""
+        pending = await self.store.list_undelivered(self.batch)
+        if not pending:
+            return 0
+        by_order: dict[str, list[PendingReport]] = {}
+        for p in pending:
+            by_order.setdefault(p.order_id, []).append(p)
+        delivered: list[tuple[str, str]] = []
+        await asyncio.gather(*(self._deliver_order(o, rows, delivered) for o, rows in by_order.items()))
+        await self.store.mark_delivered(delivered)
+        return len(pending)
+
+    async def _deliver_order(
+        self, order_id: str, rows: Sequence[PendingReport], delivered: list[tuple[str, str]]
+    ) -> None:
+        async with self._sem:
+            for p in rows:  # in arrival order; stop at the first failure to keep that order
+                try:
+                    await self.signal(p.signal)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    await self._failed(order_id, p, exc)
+                    return
+                delivered.append((p.venue, p.exec_id))
+                self.signalled += 1
+
+    async def _failed(self, order_id: str, p: PendingReport, exc: Exception) -> None:
+        attempts = p.attempts + 1
+        delay = min(self.max_backoff, self.interval * 2 ** min(p.attempts, 20))
+        if isinstance(exc, RPCError) and exc.status == RPCStatusCode.NOT_FOUND:
+            what = f"workflow {order_id} not found ({exc.message})"
+            level = logging.INFO if attempts < 5 else logging.WARNING
+            if "completed" in exc.message:
+                level = logging.ERROR
+        else:
+            what = f"signal failed: {exc!r}"
+            level = logging.WARNING
+        if attempts in (1, 5) or attempts % 50 == 0:
+            log.log(level, "report %s/%s not delivered (attempt %d): %s; retrying in %.1fs",
+                    p.venue, p.exec_id, attempts, what, delay)
+        await self.store.defer_order(order_id, delay, what)
+
+    async def signal(self, report: ExecutionReportSignal) -> None:
+        """Signal ``execution_report`` to the workflow ``report.order_id`` (deduplicated by the
+        server through the request id)."""
+        client = self.client
+        req = SignalWorkflowExecutionRequest(
+            namespace=client.namespace,
+            workflow_execution=WorkflowExecution(workflow_id=report.order_id),
+            signal_name=EXECUTION_REPORT_SIGNAL,
+            identity=client.identity,
+            request_id=signal_request_id(report.venue, report.exec_id),
+        )
+        req.input.payloads.extend(await client.data_converter.encode([report]))
+        await client.workflow_service.signal_workflow_execution(
+            req, retry=True, timeout=timedelta(seconds=self.signal_timeout))
+
+
+class ExecutionGateway:
+    """FIX initiators to every venue + the activity worker + the report delivery loop."""
+
+    def __init__(
+        self,
+        *,
+        venues: Sequence[VenueConfig],
+        store: GatewayStore,
+        client: Client,
+        data_dir: Path,
+        task_queue: str = GATEWAY_TASK_QUEUE,
+        routing: str = "round_robin",
+        delivery_interval: float = 0.2,
+        delivery_max_backoff: float = 5.0,
+        signal_timeout: float = 5.0,
+        owns_store: bool = False,
+    ) -> None:
+        if not venues:
+            raise ValueError("no venues configured (SHERWOOD_VENUES)")
+        names = [v.name for v in venues]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate venue names in {names}")
+        self.venues = list(venues)
+        self.store = store
+        self.client = client
+        self.data_dir = Path(data_dir)
+        self.task_queue = task_queue
+        self._owns_store = owns_store
+        self.delivery = ReportDelivery(store, client, interval=delivery_interval,
+                                       max_backoff=delivery_max_backoff,
+                                       signal_timeout=signal_timeout)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._stores: dict[str, SqliteSessionStore] = {}
+        self.initiators: dict[str, FixInitiator] = {}
+        for v in self.venues:
+            cfg = SessionConfig(
+                sender_comp_id=v.sender_comp_id, target_comp_id=v.target,
+                heartbeat_interval=v.heartbeat_interval,
+                reconnect_min_delay=v.reconnect_min_delay,
+                reconnect_max_delay=v.reconnect_max_delay,
+            )
+            fstore = SqliteSessionStore(self.data_dir / f"fix-{v.sender_comp_id}-{v.target}.sqlite")
+            self._stores[v.name] = fstore
+            self.initiators[v.name] = FixInitiator(cfg, fstore, v.host, v.port,
+                                                   self.delivery.handler_for(v.name))
+        self.activities = GatewayActivities(store, self.sessions, routing=routing)
+        self._worker: Worker | None = None
+        self._worker_task: asyncio.Task[None] | None = None
+        self._started = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings, client: Client) -> ExecutionGateway:
+        return cls(
+            venues=settings.venues,
+            store=GatewayStore.from_url(settings.gateway_db_url_resolved()),
+            client=client,
+            data_dir=settings.gateway_data_dir_resolved(),
+            task_queue=settings.gateway_task_queue,
+            routing=settings.gateway_routing,
+            delivery_interval=settings.gateway_delivery_interval_s,
+            delivery_max_backoff=settings.gateway_delivery_max_backoff_s,
+            signal_timeout=settings.gateway_signal_timeout_s,
+            owns_store=True,
+        )
+
+    @property
+    def sessions(self) -> dict[str, FixSession]:
+        return {name: ini.session for name, ini in self.initiators.items()}
+
+    async def wait_logged_on(self, timeout: float | None = None,  # noqa: ASYNC109
+                             venues: Sequence[str] | None = None) -> None:
+        names = list(venues) if venues is not None else list(self.initiators)
+        await asyncio.wait_for(
+            asyncio.gather(*(self.initiators[n].session.logged_on.wait() for n in names)), timeout)
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        await self.delivery.start()
+        for name, ini in self.initiators.items():
+            v = next(x for x in self.venues if x.name == name)
+            log.info("venue %s: connecting to %s:%d as %s -> %s (next seq out %d, in %d)", name,
+                     v.host, v.port, v.sender_comp_id, v.target,
+                     self._stores[name].next_sender_seq(), self._stores[name].next_target_seq())
+            await ini.start()
+        acts = self.activities
+        self._worker = Worker(
+            self.client, task_queue=self.task_queue,
+            activities=[acts.send_new_order, acts.send_cancel, acts.send_status],
+            graceful_shutdown_timeout=timedelta(seconds=5),
+        )
+        self._worker_task = asyncio.create_task(self._worker.run(), name="gateway-worker")
+        log.info("execution gateway started: task queue %s, venues %s", self.task_queue,
+                 ", ".join(self.initiators))
+
+    async def stop(self) -> None:
+        """Stop taking activities, log out of every venue, stop the delivery loop, close the
+        session stores (and the gateway store when it was built here). Safe to call twice."""
+        self._started = False
+        if self._worker is not None:  # no new activities; in-flight ones finish first
+            with contextlib.suppress(Exception):
+                await self._worker.shutdown()
+        if self._worker_task is not None:
+            with contextlib.suppress(BaseException):
+                await self._worker_task
+        self._worker = self._worker_task = None
+        for ini in self.initiators.values():
+            try:
+                await ini.stop()
+            except Exception:
+                log.exception("stopping initiator %r failed", ini.session)
+        await self.delivery.stop()
+        for fstore in self._stores.values():
+            fstore.close()
+        if self._owns_store:
+            self._owns_store = False
+            await self.store.dispose()
+        log.info("execution gateway stopped")
+
+
+async def run_gateway(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """Run the gateway until SIGTERM/SIGINT (or ``stop`` is set)."""
+    from db.migrate import migrate_gateway
+    from sherwood.temporal import connect
+
+    url = settings.gateway_db_url_resolved()
+    await asyncio.to_thread(migrate_gateway, url)
+    client = await connect(settings)
+    gateway = ExecutionGateway.from_settings(settings, client)
+    stop = stop if stop is not None else asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[_signal.Signals] = []
+    for sig in (_signal.SIGTERM, _signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    try:
+        await gateway.start()
+        await stop.wait()
+        log.info("execution gateway: stopping")
+    finally:
+        await gateway.stop()
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    asyncio.run(run_gateway(Settings().resolved()))
+
+
+if __name__ == "__main__":
+    main()
