@@ -300,3 +300,87 @@ async def test_sell_holds_shares_and_books_proceeds_unsettled(stack: TradingStac
     bal = await balances(stack, acct)
     assert bal["shares:F"] == 6 and bal.get("shares_held:F", 0) == 0
     assert bal["cash_unsettled"] == 4 * Decimal(done["filled_avg_price"])
+
+
+async def run_cli(*cmd: str, env: dict[str, str] | None = None) -> str:
+    """Run a command without blocking the event loop (the workers under test share it)."""
+    proc = await asyncio.create_subprocess_exec(*cmd, env=env, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, (err + out).decode()
+    return out.decode()
+
+
+async def temporal_cli(stack: TradingStack, *args: str) -> str:
+    from sherwood.embedded import temporal_binary
+
+    return await run_cli(temporal_binary(), *args, "--address", stack.settings.temporal_address or "")
+
+
+async def sherwood_cli(stack: TradingStack, *args: str) -> str:
+    import json
+    import os
+    import sys
+
+    s = stack.settings
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHERWOOD_")}
+    env.update({"SHERWOOD_POSTGRES_URL": s.postgres_url or "", "SHERWOOD_DB_PREFIX": s.db_prefix,
+                "SHERWOOD_TEMPORAL_ADDRESS": s.temporal_address or "",
+                "SHERWOOD_REDIS_URL": s.redis_url or "", "SHERWOOD_REDIS_PREFIX": s.redis_prefix,
+                "SHERWOOD_DATA_DIR": str(s.data_dir), "SHERWOOD_VENUES": json.dumps(
+                    [v.model_dump() for v in s.venues])})
+    return await run_cli(sys.executable, "-m", "sherwood", *args, env=env)
+
+
+async def test_silent_venue_goes_stuck_and_an_operator_resolves_it(stack: TradingStack) -> None:
+    import json
+
+    await stack.set_quote("AAPL", "187.40", "187.50")
+    acct = await stack.account("5000")
+    with stack.venues_behave(never_ack=True):
+        order = await place(stack, acct, symbol="AAPL", qty="10", side="buy", type="limit",
+                            limit_price="190", time_in_force="day")
+        stuck = await wait_order(stack, acct, order["id"], {"pending_cancel"}, timeout=10)
+        deadline = time.monotonic() + 15
+        while stuck["state"] != "STUCK":
+            assert time.monotonic() < deadline, stuck
+            await asyncio.sleep(0.1)
+            stuck = await wait_order(stack, acct, order["id"], {"pending_cancel"})
+    bal = await balances(stack, acct)
+    assert bal["cash_held"] == 1900  # never released while the venue may still act
+    # operations see it where the design says: the Temporal CLI's search-attribute query ...
+    for _ in range(50):  # visibility is eventually consistent
+        listed = await temporal_cli(stack, "workflow", "list", "--query", 'OrderState="STUCK"')
+        if order["id"] in listed:
+            break
+        await asyncio.sleep(0.1)
+    assert order["id"] in listed
+    # ... and `sherwood ops stuck`; `sherwood ops resolve` books what the venue reports
+    stuck_rows = json.loads(await sherwood_cli(stack, "ops", "stuck", "--json"))
+    assert order["id"] in {r["order_id"] for r in stuck_rows}
+    await sherwood_cli(stack, "ops", "resolve", order["id"], "--filled-qty", "6", "--avg-price", "187.45",
+                 "--canceled", "--note", "venue: 6 filled, rest canceled")
+    done = await wait_order(stack, acct, order["id"], {"canceled"})
+    assert done["filled_qty"] == "6"
+    bal = await balances(stack, acct)
+    assert bal["shares_unsettled:AAPL"] == 6
+    assert bal["cash"] == Decimal("5000") - 6 * Decimal("187.45")
+    assert bal.get("cash_held", 0) == 0
+    trail = await events(stack, acct.shard, order["id"])
+    assert ("stuck", "PENDING_CANCEL", "STUCK") in trail
+
+
+async def test_day_order_expires_at_its_close(stack: TradingStack) -> None:
+    await stack.set_quote("AAPL", "187.40", "187.50")
+    acct = await stack.account("5000")
+    svc_settings = stack.app.state.sherwood.settings
+    stack.app.state.sherwood.settings = svc_settings.model_copy(
+        update={"day_order_ttl_s": 1.0, "day_expiry_grace_s": 0.2})
+    try:
+        order = await place(stack, acct, symbol="AAPL", qty="3", side="buy", type="limit",
+                            limit_price="100", time_in_force="day")
+    finally:
+        stack.app.state.sherwood.settings = svc_settings
+    done = await wait_order(stack, acct, order["id"], {"expired"}, timeout=10)
+    assert done["filled_qty"] == "0"
+    assert (await balances(stack, acct)) == {"cash": Decimal("5000")}
