@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from api.errors import install_error_handlers
-from api.routers import account, health, orders
+from api.routers import account, activities, assets, clock, health, orders, positions, stream
 from api.state import AppState
 from sherwood.settings import Settings
 from sherwood.temporal import connect
@@ -43,4 +43,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(account.router)
     app.include_router(orders.router)
+    app.include_router(assets.router)
+    app.include_router(clock.router)
+    app.include_router(positions.router)
+    app.include_router(activities.router)
+    app.include_router(stream.router)
     return app

@@ -10,6 +10,7 @@ from api.errors import ApiError
 from api.state import AppState
 from db.accounts import ApiKey, authenticate
 from db.router import ShardRouter
+from marketdata.quotes import LatestQuotes
 
 
 def get_state(request: Request) -> AppState:
@@ -23,6 +24,14 @@ def get_router(state: Annotated[AppState, Depends(get_state)]) -> ShardRouter:
 
 StateDep = Annotated[AppState, Depends(get_state)]
 RouterDep = Annotated[ShardRouter, Depends(get_router)]
+
+
+def get_quotes(state: StateDep) -> LatestQuotes:
+    """Latest quotes (advisory: None per symbol when Redis or the feed is down)."""
+    return LatestQuotes(state.redis, state.settings.redis_prefix)
+
+
+QuotesDep = Annotated[LatestQuotes, Depends(get_quotes)]
 
 
 async def get_api_key(

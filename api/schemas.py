@@ -3,7 +3,7 @@ numbers travel as strings."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class AccountOut(BaseModel):
@@ -57,3 +57,92 @@ class HealthOut(BaseModel):
     status: str
     dependencies: dict[str, DependencyHealth]
     shards: list[ShardHealth]
+
+
+# --- assets, clock, positions, activities (read endpoints) ------------------------------------
+
+class AssetOut(BaseModel):
+    """Alpaca's asset object. The JSON key of the asset class is literally ``class``."""
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    id: str
+    asset_class: str = Field(alias="class")
+    exchange: str
+    symbol: str
+    name: str
+    status: str
+    tradable: bool
+    marginable: bool
+    shortable: bool
+    easy_to_borrow: bool
+    fractionable: bool
+    attributes: list[str] = Field(default_factory=list)
+    # Sherwood extras
+    restriction: str | None = None
+    restriction_reason: str | None = None
+
+
+class ClockOut(BaseModel):
+    timestamp: str
+    is_open: bool
+    next_open: str
+    next_close: str
+
+
+class PositionOut(BaseModel):
+    asset_id: str
+    symbol: str
+    exchange: str
+    asset_class: str = "us_equity"
+    asset_marginable: bool = False
+    avg_entry_price: str
+    qty: str
+    qty_available: str
+    side: str = "long"
+    market_value: str | None = None
+    cost_basis: str
+    unrealized_pl: str | None = None
+    unrealized_plpc: str | None = None
+    unrealized_intraday_pl: str | None = None
+    unrealized_intraday_plpc: str | None = None
+    current_price: str | None = None
+    lastday_price: str | None = None
+    change_today: str | None = None
+    # Sherwood extras: where the shares are, and what current_price is (bid | last_fill | none)
+    qty_held: str = "0"
+    qty_unsettled: str = "0"
+    price_source: str = "none"
+
+
+class FillActivityOut(BaseModel):
+    """A trade activity (activity_type FILL): one execution."""
+
+    id: str
+    activity_type: str = "FILL"
+    transaction_time: str
+    type: str  # fill | partial_fill
+    price: str
+    qty: str
+    side: str
+    symbol: str
+    leaves_qty: str
+    order_id: str
+    cum_qty: str
+    order_status: str
+
+
+class CashActivityOut(BaseModel):
+    """A non-trade activity (deposits CSD, withdrawals CSW, fees, journals)."""
+
+    id: str
+    activity_type: str
+    date: str
+    net_amount: str
+    description: str
+    status: str = "executed"
+    symbol: str | None = None
+    qty: str | None = None
+    per_share_amount: str | None = None
+    # Sherwood extra
+    transaction_time: str

@@ -8,12 +8,14 @@ from sqlalchemy import text
 
 from api.errors import ApiError
 from api.schemas import AccountOut
+from api.services.positions import long_market_values
 from db.router import ShardRouter
 from domain.account import account_figures
 from domain.money import money_str
+from marketdata.quotes import LatestQuotes
 
 
-async def get_account(router: ShardRouter, account_id: uuid.UUID) -> AccountOut:
+async def get_account(router: ShardRouter, account_id: uuid.UUID, quotes: LatestQuotes) -> AccountOut:
     shard = await router.shard_for(account_id)
     async with router.engine(shard).connect() as conn:
         row = (await conn.execute(
@@ -24,7 +26,7 @@ async def get_account(router: ShardRouter, account_id: uuid.UUID) -> AccountOut:
     if row is None:
         raise ApiError(404, "not_found", "account not found", code=40410000)
     balances = await router.ledger(shard).balances(account_id)
-    fig = account_figures(balances)
+    fig = account_figures(balances, await long_market_values(router, account_id, quotes))
     bp = money_str(fig.buying_power)
     return AccountOut(
         id=str(row.id),

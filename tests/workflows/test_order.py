@@ -384,3 +384,72 @@ async def test_day_order_expires_at_its_close(stack: TradingStack) -> None:
     done = await wait_order(stack, acct, order["id"], {"expired"}, timeout=10)
     assert done["filled_qty"] == "0"
     assert (await balances(stack, acct)) == {"cash": Decimal("5000")}
+
+
+async def test_shard_worker_sigkilled_mid_flight_200_orders(stack: TradingStack) -> None:
+    """200 concurrent orders; the shard worker process is SIGKILLed mid-flight and restarted:
+    every order ends, the ledger balances, every position equals the venue's fills."""
+    import json
+    import os
+    import signal
+    import sys
+
+    from workers.shard import ShardWorkers
+
+    await stack.set_quote("F", "12.30", "12.31")
+    accounts = [await stack.account("100000") for _ in range(20)]
+    s = stack.settings
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHERWOOD_")}
+    env.update({"SHERWOOD_POSTGRES_URL": s.postgres_url or "", "SHERWOOD_DB_PREFIX": s.db_prefix,
+                "SHERWOOD_TEMPORAL_ADDRESS": s.temporal_address or "",
+                "SHERWOOD_REDIS_URL": s.redis_url or "", "SHERWOOD_REDIS_PREFIX": s.redis_prefix,
+                "SHERWOOD_SHARDS": str(s.shard_count), "SHERWOOD_VENUES": json.dumps(
+                    [v.model_dump() for v in s.venues])})
+
+    async def spawn() -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "sherwood", "serve", "shard-worker", env=env,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+
+    await stack.workers.stop()
+    proc = await spawn()
+    try:
+        with stack.venues_behave(engine={"fill_slices": [Decimal(2)], "fill_delay": 0.3}):
+            async def one(i: int) -> str:
+                acct = accounts[i % len(accounts)]
+                async with stack.http() as http:
+                    r = await http.post("/v2/orders", headers=headers(acct), json={
+                        "symbol": "F", "qty": str(1 + i % 5), "side": "buy", "type": "market",
+                        "time_in_force": "day", "client_order_id": f"kill-{i}-{acct.account_id}"})
+                assert r.status_code == 200, r.text
+                return str(r.json()["id"])
+
+            posts = [asyncio.create_task(one(i)) for i in range(200)]
+            await asyncio.sleep(2.5)
+            proc.send_signal(signal.SIGKILL)
+            await proc.wait()
+            await asyncio.sleep(1.0)
+            proc = await spawn()
+            ids = await asyncio.wait_for(asyncio.gather(*posts), 120)
+            assert len(set(ids)) == 200
+            owner = {oid: accounts[i % len(accounts)] for i, oid in enumerate(ids)}
+            for oid in ids:
+                await wait_order(stack, owner[oid], oid, {"filled"}, timeout=90)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await proc.wait()
+        stack.workers = ShardWorkers(s, list(range(s.shard_count)), client=stack.temporal)
+        await stack.workers.start()
+    venue_fills: dict[str, Decimal] = {}
+    for mm in stack.venues.values():
+        for oid in ids:
+            o = mm.engine.order(oid)
+            if o is not None:
+                key = str(owner[oid].account_id)
+                venue_fills[key] = venue_fills.get(key, Decimal(0)) + o.cum_qty
+    for acct in accounts:
+        bal = await balances(stack, acct)
+        assert bal["shares_unsettled:F"] == venue_fills[str(acct.account_id)]
+        assert bal.get("cash_held", 0) == 0
+    for shard in range(s.shard_count):
+        assert (await stack.router.ledger(shard).reconcile()).ok

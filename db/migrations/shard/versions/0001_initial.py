@@ -177,6 +177,7 @@ CREATE TABLE executions (
     PRIMARY KEY (venue, exec_id)
 );
 CREATE INDEX executions_order ON executions (order_id);
+CREATE INDEX executions_account ON executions (account_id, received_at);
 CREATE INDEX executions_settle ON executions (settle_date) WHERE qty > 0;
 
 CREATE TABLE outbox (

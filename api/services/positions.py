@@ -1,0 +1,184 @@
+"""Positions of one account, read from its shard, valued at the latest quote.
+
+- ``qty`` is exact, from the ledger: ``shares + shares_held + shares_unsettled``;
+  ``qty_available`` is ``shares`` (not held by an open sell, settled).
+- ``avg_entry_price`` / ``cost_basis``: average-cost method over the account's fills
+  (:mod:`domain.positions`), in booking order.
+- ``current_price``: the latest **bid** from :class:`~marketdata.quotes.LatestQuotes` (a long
+  position is worth what selling it fetches now: the conservative mark, never the ask or the mid);
+  with no usable quote, the last fill price of the symbol in this account (``price_source`` says
+  which). Market value, unrealized P/L and P/L% follow from it.
+
+Balances and fills are read in one REPEATABLE READ snapshot, so a fill booked meanwhile can
+never show in one and not the other. Quotes are advisory: Redis down only means last-fill marks.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sqlalchemy import text
+
+from api.errors import ApiError
+from api.schemas import PositionOut
+from db.router import ShardRouter
+from domain.assets import ASSETS, Asset, get_asset
+from domain.money import plain
+from domain.positions import (
+    CostBasis,
+    Fill,
+    PositionFigures,
+    average_cost,
+    position_figures,
+    valuation_price,
+)
+from marketdata.quotes import LatestQuotes
+
+ZERO = Decimal(0)
+_SHARE_ACCOUNTS = ("shares", "shares_held", "shares_unsettled")
+
+
+@dataclass(frozen=True)
+class Holding:
+    """The raw facts of one position: ledger quantities and the fills' cost basis."""
+
+    symbol: str
+    shares: Decimal
+    held: Decimal
+    unsettled: Decimal
+    basis: CostBasis
+    exchange: str | None
+    asset_id: str | None
+
+    @property
+    def qty(self) -> Decimal:
+        return self.shares + self.held + self.unsettled
+
+
+async def holdings(
+    router: ShardRouter, account_id: uuid.UUID, symbol: str | None = None
+) -> dict[str, Holding]:
+    """Every nonzero share position of the account (or just ``symbol``), by symbol."""
+    shard = await router.shard_for(account_id)
+    engine = router.engine(shard)
+    sym_filter = "" if symbol is None else " AND split_part(la.name, ':', 2) = :sym"
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="REPEATABLE READ")
+        async with conn.begin():
+            balances = (await conn.execute(
+                text(
+                    "SELECT split_part(la.name, ':', 1) AS kind, split_part(la.name, ':', 2) AS symbol, "
+                    "coalesce(sum(b.balance), 0) AS balance FROM ledger_accounts la "
+                    "JOIN balances b ON b.ledger_account_id = la.id "
+                    "WHERE la.owner_id = :a AND split_part(la.name, ':', 1) = ANY(:kinds)"
+                    f"{sym_filter} GROUP BY la.name"
+                ),
+                {"a": account_id, "kinds": list(_SHARE_ACCOUNTS), "sym": symbol},
+            )).all()
+            fills = (await conn.execute(
+                text(
+                    # via orders: (account_id, created_at) is indexed there, executions by order_id
+                    "SELECT e.symbol, e.side, e.qty, e.price FROM orders o "
+                    "JOIN executions e ON e.order_id = o.id "
+                    "LEFT JOIN ledger_transactions lt ON lt.id = e.ledger_txn_id "
+                    "WHERE o.account_id = :a AND e.qty > 0 AND e.price IS NOT NULL"
+                    + ("" if symbol is None else " AND e.symbol = :sym")
+                    + " ORDER BY coalesce(lt.created_at, e.received_at), e.received_at, e.venue, e.exec_id"
+                ),
+                {"a": account_id, "sym": symbol},
+            )).all()
+            assets = (await conn.execute(
+                text("SELECT symbol, id, exchange FROM assets WHERE symbol = ANY(:s)"),
+                {"s": sorted({r.symbol for r in balances})},
+            )).all()
+    qty: dict[str, dict[str, Decimal]] = {}
+    for r in balances:
+        qty.setdefault(r.symbol, {})[r.kind] = plain(Decimal(r.balance))
+    by_symbol: dict[str, list[Fill]] = {}
+    for f in fills:
+        by_symbol.setdefault(f.symbol, []).append(Fill(f.side, Decimal(f.qty), Decimal(f.price)))
+    meta: dict[str, tuple[str | None, str | None]] = {a.symbol: (str(a.id), a.exchange) for a in assets}
+    out: dict[str, Holding] = {}
+    for sym, parts in sorted(qty.items()):
+        asset_id, exchange = meta.get(sym, (None, None))
+        h = Holding(sym, parts.get("shares", ZERO), parts.get("shares_held", ZERO),
+                    parts.get("shares_unsettled", ZERO), average_cost(by_symbol.get(sym, [])),
+                    exchange, asset_id)
+        if h.qty != 0:
+            out[sym] = h
+    return out
+
+
+def _asset_fields(h: Holding) -> tuple[str, str]:
+    """(asset_id, exchange): the shard's asset row, else the seeded universe."""
+    known: Asset | None = get_asset(h.symbol)
+    asset_id = h.asset_id or (str(known.id) if known else str(uuid.uuid5(uuid.NAMESPACE_URL, h.symbol)))
+    exchange = h.exchange or (known.exchange if known else "OTC")
+    return asset_id, exchange
+
+
+def _s(d: Decimal | None) -> str | None:
+    return None if d is None else format(plain(d), "f")
+
+
+def position_out(h: Holding, fig: PositionFigures, source: str) -> PositionOut:
+    asset_id, exchange = _asset_fields(h)
+    return PositionOut(
+        asset_id=asset_id, symbol=h.symbol, exchange=exchange,
+        avg_entry_price=_s(fig.avg_entry_price) or "0", qty=_s(fig.qty) or "0",
+        qty_available=_s(h.shares) or "0", cost_basis=_s(fig.cost_basis) or "0",
+        market_value=_s(fig.market_value), unrealized_pl=_s(fig.unrealized_pl),
+        unrealized_plpc=_s(fig.unrealized_plpc), current_price=_s(fig.current_price),
+        qty_held=_s(h.held) or "0", qty_unsettled=_s(h.unsettled) or "0", price_source=source,
+    )
+
+
+async def _valued(
+    router: ShardRouter, account_id: uuid.UUID, quotes: LatestQuotes, symbol: str | None = None
+) -> list[tuple[Holding, PositionFigures, str]]:
+    hs = await holdings(router, account_id, symbol)
+    latest = await quotes.get_many(list(hs))
+    out = []
+    for sym, h in hs.items():
+        q = latest.get(sym)
+        bid = q.bid if q is not None else None
+        price = valuation_price(bid, h.basis.last_price)
+        source = "none" if price is None else ("bid" if price == bid else "last_fill")
+        out.append((h, position_figures(h.qty, h.basis, price), source))
+    return out
+
+
+async def list_positions(
+    router: ShardRouter, account_id: uuid.UUID, quotes: LatestQuotes
+) -> list[PositionOut]:
+    """Every open position of the account, by symbol."""
+    return [position_out(h, fig, src) for h, fig, src in await _valued(router, account_id, quotes)]
+
+
+async def get_position(
+    router: ShardRouter, account_id: uuid.UUID, symbol: str, quotes: LatestQuotes
+) -> PositionOut:
+    """One open position (by symbol or asset id); 404 if the account holds none."""
+    sym = symbol.strip().upper()
+    try:
+        asset_id = uuid.UUID(symbol.strip())
+    except ValueError:
+        pass
+    else:
+        sym = next((a.symbol for a in ASSETS if a.id == asset_id), sym)
+    found = await _valued(router, account_id, quotes, sym)
+    if not found:
+        raise ApiError(404, "position_not_found", f"position does not exist: {sym}", code=40410000)
+    return position_out(*found[0])
+
+
+async def long_market_values(
+    router: ShardRouter, account_id: uuid.UUID, quotes: LatestQuotes
+) -> dict[str, Decimal]:
+    """Market value per symbol of the account's long positions (same marks as GET /v2/positions),
+    for :func:`domain.account.account_figures` (``equity = cash + long_market_value``). A position
+    with no price at all (no quote, never filled) is left out (valued at 0)."""
+    return {h.symbol: fig.market_value for h, fig, _ in await _valued(router, account_id, quotes)
+            if fig.market_value is not None}

@@ -1,0 +1,125 @@
+"""Positions: average-cost basis from fills and valuation at a price. Pure (no I/O, no clock).
+
+Average-cost method: a buy adds its shares and their cost (qty x price); a sell removes shares at
+the current average cost, so the average is unchanged by sells and realized P/L is
+``qty x (price - average)``. The arithmetic is exact (:class:`fractions.Fraction`: an average like
+100/3 never loses a digit across many fills); results are rounded only when turned into wire
+values: prices to :data:`PRICE_PLACES`, money to :data:`MONEY_PLACES`, ratios to :data:`RATIO_PLACES`
+(banker's rounding).
+
+The ledger's share balances are the truth for *how many* shares an account has; the fills only
+say what they cost. When the two differ (shares that arrived without a trade), the average cost of
+the fills is applied to the ledger quantity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
+
+from domain.money import USD_SCALE, plain
+
+PRICE_PLACES = 6  # the order's filled_avg_price scale
+MONEY_PLACES = USD_SCALE
+RATIO_PLACES = 6
+
+ZERO = Decimal(0)
+
+
+@dataclass(frozen=True)
+class Fill:
+    side: str  # buy | sell
+    qty: Decimal
+    price: Decimal
+
+
+@dataclass(frozen=True)
+class CostBasis:
+    """What a sequence of fills leaves: shares, their exact cost, the P/L already realized."""
+
+    qty: Decimal
+    cost: Fraction
+    realized_pl: Fraction
+    last_price: Decimal | None
+
+    @property
+    def average(self) -> Fraction:
+        return self.cost / Fraction(self.qty) if self.qty else Fraction(0)
+
+
+def average_cost(fills: Iterable[Fill]) -> CostBasis:
+    """Fold fills (in booking order) into a cost basis by the average-cost method.
+
+    A sell larger than the position (never expected: the ledger refuses selling shares not held)
+    closes the position; the excess carries no cost.
+    """
+    qty = ZERO
+    cost = Fraction(0)
+    realized = Fraction(0)
+    last: Decimal | None = None
+    for f in fills:
+        if f.qty <= 0 or f.price <= 0:
+            raise ValueError(f"a fill needs a positive qty and price: {f}")
+        last = f.price
+        if f.side == "buy":
+            qty += f.qty
+            cost += Fraction(f.qty) * Fraction(f.price)
+        elif f.side == "sell":
+            sold = min(f.qty, qty)
+            if sold:
+                avg = cost / Fraction(qty)
+                realized += Fraction(sold) * (Fraction(f.price) - avg)
+                cost -= avg * Fraction(sold)
+                qty -= sold
+            if qty == 0:
+                cost = Fraction(0)
+        else:
+            raise ValueError(f"side must be buy or sell, got {f.side!r}")
+    return CostBasis(qty, cost, realized, last)
+
+
+def to_decimal(x: Fraction, places: int) -> Decimal:
+    """Round an exact fraction to ``places`` decimals, half-even, in integer arithmetic."""
+    d = x.denominator
+    q, r = divmod(x.numerator * 10**places, d)  # floor division: 0 <= r < d
+    if 2 * r > d or (2 * r == d and q % 2 == 1):
+        q += 1
+    return plain(Decimal(f"{q}E-{places}"))
+
+
+@dataclass(frozen=True)
+class PositionFigures:
+    qty: Decimal
+    avg_entry_price: Decimal
+    cost_basis: Decimal
+    current_price: Decimal | None
+    market_value: Decimal | None
+    unrealized_pl: Decimal | None
+    unrealized_plpc: Decimal | None
+
+
+def position_figures(qty: Decimal, basis: CostBasis, price: Decimal | None) -> PositionFigures:
+    """Figures of a long position of ``qty`` shares (the ledger's count) valued at ``price``.
+
+    ``cost_basis`` = qty x exact average cost, rounded to money places; ``market_value`` =
+    qty x price (exact); ``unrealized_pl`` = market value - cost basis; ``unrealized_plpc`` = that
+    over the cost basis (0 when the cost basis is 0). Without a price the valuation is None.
+    """
+    avg = basis.average
+    cost = to_decimal(avg * Fraction(qty), MONEY_PLACES)
+    if price is None:
+        return PositionFigures(qty, to_decimal(avg, PRICE_PLACES), cost, None, None, None, None)
+    mv = plain(qty * price)
+    pl = plain(mv - cost)
+    plpc = to_decimal(Fraction(pl) / Fraction(cost), RATIO_PLACES) if cost else ZERO
+    return PositionFigures(qty, to_decimal(avg, PRICE_PLACES), cost, price, mv, pl, plpc)
+
+
+def valuation_price(bid: Decimal | None, last_fill: Decimal | None) -> Decimal | None:
+    """The price a long position is marked at: the latest bid (what selling it would fetch now);
+    with no usable quote, the last fill price; else None."""
+    if bid is not None and bid > 0:
+        return bid
+    return last_fill
