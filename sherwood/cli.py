@@ -80,10 +80,11 @@ def dev(
         for n, url in enumerate(shard_list):
             table.add_row(f"Shard {n} DB", url)
         table.add_row("Redis", str(info["redis_url"]))
+        table.add_row("Venues (FIX)", ", ".join(info.get("venues", [])))  # type: ignore[arg-type]
         table.add_row("Data dir", str(info["data_dir"]))
         console.print(table)
-        console.print("Try: [bold]sherwood accounts create --deposit 10000 --json[/]   "
-                      "Stop: Ctrl-C")
+        console.print("Try: [bold]sherwood accounts create --deposit 10000 --json[/], then POST "
+                      f"{info['api_url']}/v2/orders with its key.   Stop: Ctrl-C")
         stack.wait()
     except KeyboardInterrupt:
         console.print("\n[yellow]stopping ...[/]")

@@ -122,7 +122,22 @@ class DevStack:
             "data_dir": str(s.data_dir),
             "pid": os.getpid(),
         }
+        import asyncio
+
+        from simulators.reference_quotes import seed_reference_quotes
+
+        assert s.redis_url
+        asyncio.run(seed_reference_quotes(s.redis_url, s.redis_prefix))
+        for name, port in zip(("MM1", "MM2"), s.dev_venue_ports, strict=False):
+            self._spawn(name.lower(), [
+                "sim", "market-maker", "--host", host, "--port", str(port), "--sender-comp-id", name,
+                "--target-comp-id", "SHERWOOD", "--redis-url", s.redis_url,
+                "--data-dir", str(s.data_dir / "venues" / name)])
+        self._spawn("shard-worker", ["serve", "shard-worker"])
+        self._spawn("gateway", ["serve", "gateway"])
         self._spawn("api", ["serve", "api"])
+        self.info["venues"] = [f"{n}@{host}:{p}" for n, p in zip(("MM1", "MM2"), s.dev_venue_ports,
+                                                                   strict=False)]
         self._wait_healthy(api_url)
         s.stack_file().write_text(json.dumps(self.info, indent=2))
 
@@ -153,6 +168,10 @@ class DevStack:
                 env[f"SHERWOOD_{key}"] = value
         if s.shard_urls:
             env["SHERWOOD_SHARD_URLS"] = json.dumps(s.shard_urls)
+        if "SHERWOOD_VENUES" not in os.environ:
+            env["SHERWOOD_VENUES"] = json.dumps([
+                {"name": n, "host": s.bind_host, "port": p}
+                for n, p in zip(("MM1", "MM2"), s.dev_venue_ports, strict=False)])
         return env
 
     def _spawn(self, name: str, args: list[str]) -> None:
@@ -170,7 +189,7 @@ class DevStack:
                 if proc.poll() is not None:
                     raise EmbeddedError(f"{name} exited with {proc.returncode}; see {self.logs}")
             try:
-                r = httpx.get(f"{api_url}/healthz", timeout=3)
+                r = httpx.get(f"{api_url}/healthz", params={"workers": "true"}, timeout=5)
                 if r.status_code == 200:
                     return
                 last = r.text

@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     embedded_pg_port: int = 5433
     embedded_redis_port: int = 6380
     dev_health_timeout_s: float = 90.0
+    dev_venue_ports: list[int] = Field(default_factory=lambda: [9878, 9879])  # MM1, MM2
 
     # Orders: every duration is a setting so tests run them short and real.
     venue_ack_timeout_s: float = 30.0

@@ -24,7 +24,37 @@ async def _probe(fn: Callable[[], Awaitable[object]]) -> DependencyHealth:
     return DependencyHealth(status="ok", latency_ms=round((time.perf_counter() - start) * 1000, 2))
 
 
-async def check(state: AppState) -> HealthOut:
+async def _pollers(state: AppState, queue: str, kind: int) -> DependencyHealth:
+    """Whether some worker polls ``queue`` (Temporal keeps pollers seen in the last minute)."""
+    from temporalio.api.enums.v1 import TaskQueueType
+    from temporalio.api.taskqueue.v1 import TaskQueue
+    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+    async def probe() -> None:
+        assert state.temporal is not None
+        resp = await state.temporal.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
+            namespace=state.settings.temporal_namespace, task_queue=TaskQueue(name=queue),
+            task_queue_type=TaskQueueType.ValueType(kind)))
+        if not resp.pollers:
+            raise RuntimeError(f"no worker polls {queue}")
+
+    return await _probe(probe)
+
+
+async def workers(state: AppState) -> dict[str, DependencyHealth]:
+    """Shard workers and the execution gateway, as seen by Temporal."""
+    from temporalio.api.enums.v1 import TaskQueueType
+
+    from domain.execution import GATEWAY_TASK_QUEUE, shard_task_queue
+
+    queues = {f"shard_worker_{n}": (shard_task_queue(n), TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW)
+              for n in range(state.router.shard_count)}
+    queues["execution_gateway"] = (GATEWAY_TASK_QUEUE, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY)
+    results = await asyncio.gather(*(_pollers(state, q, k) for q, k in queues.values()))
+    return dict(zip(queues, results, strict=True))
+
+
+async def check(state: AppState, *, include_workers: bool = False) -> HealthOut:
     router = state.router
 
     async def sql(engine_getter: Callable[[], AsyncEngine]) -> None:
@@ -57,5 +87,7 @@ async def check(state: AppState) -> HealthOut:
         ShardHealth(shard=n, status=r.status, latency_ms=r.latency_ms, error=r.error)
         for n, r in enumerate(results[len(probes):])
     ]
+    if include_workers and deps["temporal"].status == "ok":
+        deps.update(await workers(state))
     ok = all(d.status == "ok" for d in deps.values()) and all(s.status == "ok" for s in shards)
     return HealthOut(status="ok" if ok else "degraded", dependencies=deps, shards=shards)

@@ -37,8 +37,8 @@ def wait_healthy(proc: subprocess.Popen[bytes], url: str, log: Path, timeout: fl
         if proc.poll() is not None:
             pytest.fail(f"sherwood dev exited {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
-            r = httpx.get(f"{url}/healthz", timeout=3)
-            if r.status_code == 200:
+            r = httpx.get(f"{url}/healthz", params={"workers": "true"}, timeout=5)
+            if r.status_code == 200 and (log.parent / "stack" / "stack.json").exists():
                 return r.json()
         except httpx.HTTPError:
             pass
@@ -59,8 +59,10 @@ async def test_dev_stack_starts_stops_and_keeps_data(tmp_path: Path) -> None:
     ports = {"API_PORT": free_port(), "TEMPORAL_PORT": free_port(),
              "TEMPORAL_UI_PORT": free_port(), "EMBEDDED_PG_PORT": free_port(),
              "EMBEDDED_REDIS_PORT": free_port()}
+    venue_ports = [free_port(), free_port()]
     data = tmp_path / "stack"
     env = clean_env(data, ports)
+    env["SHERWOOD_DEV_VENUE_PORTS"] = json.dumps(venue_ports)
     log = tmp_path / "dev.log"
     api = f"http://127.0.0.1:{ports['API_PORT']}"
 
@@ -80,12 +82,22 @@ async def test_dev_stack_starts_stops_and_keeps_data(tmp_path: Path) -> None:
         assert set(acct) >= {"account_id", "shard", "key_id", "secret_key"}
         headers = {"APCA-API-KEY-ID": acct["key_id"], "APCA-API-SECRET-KEY": acct["secret_key"]}
         assert httpx.get(f"{api}/v2/account", headers=headers).json()["cash"] == "10000.00"
+        # right after start a new user can trade: a market buy through the whole stack fills
+        r = httpx.post(f"{api}/v2/orders", headers=headers, timeout=30, json={
+            "symbol": "AAPL", "qty": "2", "side": "buy", "type": "market", "time_in_force": "day"})
+        assert r.status_code == 200, r.text
+        order_id = r.json()["id"]
+        deadline = time.monotonic() + 30
+        while (o := httpx.get(f"{api}/v2/orders/{order_id}", headers=headers).json())["status"] != "filled":
+            assert time.monotonic() < deadline, o
+            time.sleep(0.2)
+        cash_after = httpx.get(f"{api}/v2/account", headers=headers).json()["cash"]
         temporal = await Client.connect(stack["temporal_address"])
         await temporal.start_workflow("PersistCheck", id="persist-check", task_queue="nowhere")
     finally:
         stop(proc)
     assert proc.returncode == 0, log.read_text()[-2000:]
-    for port in ports.values():
+    for port in [*ports.values(), *venue_ports]:
         assert not port_open("127.0.0.1", port), f"port {port} still open after stop"
     assert not (data / "stack.json").exists()
 
@@ -93,7 +105,9 @@ async def test_dev_stack_starts_stops_and_keeps_data(tmp_path: Path) -> None:
     try:
         wait_healthy(proc, api, log)
         r = httpx.get(f"{api}/v2/account", headers=headers)
-        assert r.status_code == 200 and r.json()["cash"] == "10000.00"
+        assert r.status_code == 200 and r.json()["cash"] == cash_after
+        positions = httpx.get(f"{api}/v2/positions", headers=headers).json()
+        assert [(p["symbol"], p["qty"]) for p in positions] == [("AAPL", "2")]
         temporal = await Client.connect(f"127.0.0.1:{ports['TEMPORAL_PORT']}")
         desc = await temporal.get_workflow_handle("persist-check").describe()
         assert desc.status == WorkflowExecutionStatus.RUNNING
