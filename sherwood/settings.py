@@ -35,8 +35,8 @@ class Settings(BaseSettings):
     directory_url: str | None = None
     shard_urls: list[str] | None = None
     db_prefix: str = "sherwood"
-    db_pool_size: int = 10
-    db_max_overflow: int = 40
+    db_pool_size: int = 5  # per shard, per process
+    db_max_overflow: int = 10
 
     redis_url: str | None = None
     redis_prefix: str = "sherwood"

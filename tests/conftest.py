@@ -57,6 +57,9 @@ def settings(pg_server_url: str, redis_url: str, tmp_path_factory: pytest.TempPa
         redis_url=redis_url,
         db_prefix=prefix,
         redis_prefix=prefix,
+        # several pools share one test server (machine Postgres allows 100 connections)
+        db_pool_size=2,
+        db_max_overflow=4,
     )
 
 

@@ -127,13 +127,16 @@ async def trading_stack(base: Settings, router: ShardRouter, redis: Redis,
     workers = ShardWorkers(settings, list(range(settings.shard_count)), client=client)
     await workers.start()
     app = create_app(settings)
+    stack: TradingStack | None = None
     try:
         async with app.router.lifespan_context(app):
-            yield TradingStack(settings, router, redis, client, venues, gateway, workers, app,
-                               LatestQuotes(redis, settings.redis_prefix))
+            stack = TradingStack(settings, router, redis, client, venues, gateway, workers, app,
+                                 LatestQuotes(redis, settings.redis_prefix))
+            yield stack
     finally:
-        await workers.stop()
-        await gateway.stop()
+        # tests may have replaced the gateway or the workers: stop the current ones
+        await (stack.workers if stack else workers).stop()
+        await (stack.gateway if stack else gateway).stop()
         for mm in venues.values():
             await mm.stop()
         drop_database(gw_url)

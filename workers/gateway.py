@@ -270,7 +270,8 @@ class ExecutionGateway:
     def from_settings(cls, settings: Settings, client: Client) -> ExecutionGateway:
         return cls(
             venues=settings.venues,
-            store=GatewayStore.from_url(settings.gateway_db_url_resolved()),
+            store=GatewayStore.from_url(settings.gateway_db_url_resolved(), pool_size=settings.db_pool_size,
+                                        max_overflow=settings.db_max_overflow),
             client=client,
             data_dir=settings.gateway_data_dir_resolved(),
             task_queue=settings.gateway_task_queue,

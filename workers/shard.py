@@ -13,6 +13,7 @@ import signal
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -38,6 +39,7 @@ class ShardWorkers:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _redis: Redis | None = None
+    _engines: list[AsyncEngine] = field(default_factory=list)
 
     async def start(self) -> None:
         s = self.settings
@@ -46,6 +48,7 @@ class ShardWorkers:
         quotes = LatestQuotes(self._redis, s.redis_prefix)
         for n in self.shards:
             engine = make_engine(s.shard_url(n), pool_size=s.db_pool_size, max_overflow=s.db_max_overflow)
+            self._engines.append(engine)
             acts = OrderActivities(OrderStore(engine, house_stripes=s.house_balance_stripes), quotes)
             worker = Worker(
                 self.client, task_queue=shard_task_queue(n), workflows=[OrderWorkflow],
@@ -67,6 +70,8 @@ class ShardWorkers:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._redis is not None:
             await self._redis.aclose()
+        for engine in self._engines:
+            await engine.dispose()
 
 
 async def run(settings: Settings, shards: list[int]) -> None:

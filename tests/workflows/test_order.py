@@ -403,7 +403,8 @@ async def test_shard_worker_sigkilled_mid_flight_200_orders(stack: TradingStack)
     env.update({"SHERWOOD_POSTGRES_URL": s.postgres_url or "", "SHERWOOD_DB_PREFIX": s.db_prefix,
                 "SHERWOOD_TEMPORAL_ADDRESS": s.temporal_address or "",
                 "SHERWOOD_REDIS_URL": s.redis_url or "", "SHERWOOD_REDIS_PREFIX": s.redis_prefix,
-                "SHERWOOD_SHARDS": str(s.shard_count), "SHERWOOD_VENUES": json.dumps(
+                "SHERWOOD_SHARDS": str(s.shard_count), "SHERWOOD_DB_POOL_SIZE": str(s.db_pool_size),
+                "SHERWOOD_DB_MAX_OVERFLOW": str(s.db_max_overflow), "SHERWOOD_VENUES": json.dumps(
                     [v.model_dump() for v in s.venues])})
 
     async def spawn() -> asyncio.subprocess.Process:
@@ -413,6 +414,7 @@ async def test_shard_worker_sigkilled_mid_flight_200_orders(stack: TradingStack)
 
     await stack.workers.stop()
     proc = await spawn()
+    cleanup: list[asyncio.Task[str]] = []
     try:
         with stack.venues_behave(engine={"fill_slices": [Decimal(2)], "fill_delay": 0.3}):
             async def one(i: int) -> str:
@@ -425,6 +427,7 @@ async def test_shard_worker_sigkilled_mid_flight_200_orders(stack: TradingStack)
                 return str(r.json()["id"])
 
             posts = [asyncio.create_task(one(i)) for i in range(200)]
+            cleanup.extend(posts)
             await asyncio.sleep(2.5)
             proc.send_signal(signal.SIGKILL)
             await proc.wait()
@@ -436,6 +439,8 @@ async def test_shard_worker_sigkilled_mid_flight_200_orders(stack: TradingStack)
             for oid in ids:
                 await wait_order(stack, owner[oid], oid, {"filled"}, timeout=90)
     finally:
+        for task in cleanup:
+            task.cancel()
         proc.send_signal(signal.SIGTERM)
         await proc.wait()
         stack.workers = ShardWorkers(s, list(range(s.shard_count)), client=stack.temporal)

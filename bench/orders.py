@@ -1,0 +1,173 @@
+"""Order throughput and latency through the whole stack, against a bare-workflow baseline.
+
+Ours: market orders POSTed over HTTP to the API of a real stack (``DevStack``: Temporal dev
+server with the poll-rate limits raised, Postgres shards, shard worker, execution gateway, two
+simulated venues filling at once); latency = POST sent -> order workflow completed FILLED.
+Baseline, same Temporal server, same run: a bare workflow of five no-op activities and one
+signal, started, signalled and awaited by a client in the same process as its worker.
+
+Prints one JSON line per (kind, concurrency) and the ratios. Run:
+``python -m bench.orders [--seconds 10] [--concurrency 1,10,50]``. Uses SHERWOOD_POSTGRES_URL /
+SHERWOOD_REDIS_URL when set (else embedded servers) and a scratch data dir and database prefix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+from temporalio import activity, workflow
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from db.migrate import drop_database
+from sherwood.embedded import free_port
+from sherwood.settings import Settings
+
+
+@activity.defn
+async def noop(_: str) -> str:
+    return "ok"
+
+
+@workflow.defn(name="BenchBare")
+class BareWorkflow:
+    def __init__(self) -> None:
+        self.signalled = False
+
+    @workflow.signal
+    def go(self) -> None:
+        self.signalled = True
+
+    @workflow.run
+    async def run(self, _: str) -> str:
+        for _i in range(5):
+            await workflow.execute_activity(noop, "x", start_to_close_timeout=timedelta(seconds=10))
+        await workflow.wait_condition(lambda: self.signalled)
+        return "done"
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(p * len(values)))]
+
+
+async def drive(concurrency: int, seconds: float, one) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    latencies: list[float] = []
+    stop = time.monotonic() + seconds
+    errors = 0
+
+    async def loop(i: int) -> None:
+        nonlocal errors
+        n = 0
+        while time.monotonic() < stop:
+            t0 = time.perf_counter()
+            try:
+                await one(i, n)
+                latencies.append(time.perf_counter() - t0)
+            except Exception:
+                errors += 1
+            n += 1
+
+    start = time.monotonic()
+    await asyncio.gather(*(loop(i) for i in range(concurrency)))
+    elapsed = time.monotonic() - start
+    return {"per_s": len(latencies) / elapsed, "n": len(latencies), "errors": errors,
+            "p50_ms": pct(latencies, 0.5) * 1000, "p99_ms": pct(latencies, 0.99) * 1000,
+            "mean_ms": (statistics.fmean(latencies) * 1000) if latencies else float("nan")}
+
+
+async def bench_baseline(client: Client, concurrency: int, seconds: float) -> dict[str, float]:
+    queue = f"bench-bare-{uuid.uuid4().hex[:6]}"
+    async with Worker(client, task_queue=queue, workflows=[BareWorkflow], activities=[noop],
+                      max_concurrent_workflow_tasks=200):
+        async def one(i: int, n: int) -> None:
+            handle = await client.start_workflow(BareWorkflow.run, "x", id=f"bare-{uuid.uuid4()}",
+                                                 task_queue=queue)
+            await handle.signal(BareWorkflow.go)
+            await handle.result()
+
+        return await drive(concurrency, seconds, one)
+
+
+async def bench_orders(api: str, client: Client, accounts: list[dict[str, str]], concurrency: int,
+                       seconds: float) -> dict[str, float]:
+    async with httpx.AsyncClient(base_url=api, timeout=30,
+                                 limits=httpx.Limits(max_connections=concurrency + 5)) as http:
+        async def one(i: int, n: int) -> None:
+            acct = accounts[i % len(accounts)]
+            r = await http.post("/v2/orders", json={
+                "symbol": "F", "qty": "1", "side": "buy", "type": "market", "time_in_force": "day"},
+                headers={"APCA-API-KEY-ID": acct["key_id"], "APCA-API-SECRET-KEY": acct["secret_key"]})
+            r.raise_for_status()
+            snap = await client.get_workflow_handle(r.json()["id"]).result()
+            if snap["state"] != "FILLED":
+                raise RuntimeError(f"order ended {snap['state']}")
+
+        return await drive(concurrency, seconds, one)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--concurrency", default="1,10,50")
+    args = parser.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
+
+    from sherwood.dev import DevStack
+
+    base = Settings()
+    data = Path(tempfile.mkdtemp(prefix="sherwood-bench-"))
+    prefix = f"swbench{uuid.uuid4().hex[:6]}"
+    settings = base.model_copy(update={
+        "data_dir": data, "db_prefix": prefix, "redis_prefix": prefix, "api_port": free_port(),
+        "temporal_port": free_port(), "temporal_ui_port": free_port(),
+        "embedded_pg_port": free_port(), "embedded_redis_port": free_port(),
+        "dev_venue_ports": [free_port(), free_port()], "temporal_address": None})
+    stack = DevStack(settings, progress=lambda m: None)
+    info = stack.start()
+    try:
+        api = str(info["api_url"])
+        client = await Client.connect(str(info["temporal_address"]))
+        accounts = []
+        for _ in range(max(levels)):
+            proc = await asyncio.create_subprocess_exec(
+                "sherwood", "accounts", "create", "--deposit", "1000000", "--json", "--data-dir",
+                str(data), env=stack.child_env(), stdout=asyncio.subprocess.PIPE)
+            out, _ = await proc.communicate()
+            accounts.append(json.loads(out))
+        # warm up both paths once
+        await bench_orders(api, client, accounts, 1, 1.0)
+        await bench_baseline(client, 1, 1.0)
+        for c in levels:
+            base_r = await bench_baseline(client, c, args.seconds)
+            ours = await bench_orders(api, client, accounts, c, args.seconds)
+            for kind, r in (("baseline_bare_workflow", base_r), ("sherwood_market_order", ours)):
+                print(json.dumps({"bench": "orders", "kind": kind, "concurrency": c,
+                                  **{k: round(v, 2) for k, v in r.items()}}), flush=True)
+            print(json.dumps({
+                "bench": "orders", "kind": "ratio", "concurrency": c,
+                "throughput_ours_over_baseline": round(ours["per_s"] / base_r["per_s"], 3),
+                "p50_ours_over_baseline": round(ours["p50_ms"] / base_r["p50_ms"], 3),
+                "p99_ours_over_baseline": round(ours["p99_ms"] / base_r["p99_ms"], 3)}), flush=True)
+    finally:
+        stack.stop()
+        if settings.postgres_url:
+            s = stack.settings
+            for url in [s.directory_db_url(), s.gateway_db_url_resolved(),
+                        *[s.shard_url(n) for n in range(s.shard_count)]]:
+                drop_database(url)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
