@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     day_expiry_grace_s: float = 5.0
     day_order_ttl_s: float | None = None  # unset: DAY orders expire at the NYSE close
     market_order_collar: Decimal = Decimal("0.05")
+    order_accept_timeout_s: float = 20.0  # POST waits this long for a restarting worker
 
     # Ledger tuning: number of cached-balance stripes for house accounts (hot rows).
     house_balance_stripes: int = Field(default=32, ge=1, le=256)
@@ -80,6 +81,33 @@ class Settings(BaseSettings):
     gateway_delivery_interval_s: float = 0.2
     gateway_delivery_max_backoff_s: float = 5.0
     gateway_signal_timeout_s: float = 5.0
+
+    # market data
+    # Ingest listens for the exchange feed's line protocol on feed_port (TCP, 127.0.0.1), writes
+    # Redis (channel per symbol, latest quote/trade hashes, halts set) and 1-minute bars into its
+    # own database (<db_prefix>_marketdata on postgres_url unless marketdata_db_url is set, never a
+    # shard database). The fan-out WebSocket server listens on fanout_port (/v2/iex, /v2/sip).
+    marketdata_db_url: str | None = None
+    marketdata_feed_port: int = 8002
+    marketdata_universe_size: int = Field(default=10_000, ge=0, le=10_000)  # symbols ingest knows
+    marketdata_max_price: float = 1_000_000.0
+    marketdata_max_jump: float = 0.5  # a price more than 50% off the last accepted one is absurd
+    marketdata_max_tick_age_s: float = 5.0  # older ticks are stale
+    marketdata_max_future_s: float = 2.0  # ticks further in the future are dropped
+    marketdata_bar_flush_s: float = 1.0
+    marketdata_bar_grace_s: float = 2.0  # a minute bar is final (T:"b" published) this long after its end
+    quote_max_age_s: float = 30.0  # LatestQuotes: an ingested quote older than this is no quote
+    fanout_port: int = 8001
+    fanout_max_connections: int = 20_000  # per process -> 406
+    fanout_max_connections_per_key: int = 0  # 0 = unlimited (Alpaca allows 1) -> 406
+    fanout_max_symbols: int = 2_000  # per connection, all channels together -> 405
+    fanout_max_buffer_bytes: int = 1 << 20  # per connection: over it -> 407 and disconnect
+    fanout_slow_timeout_s: float = 10.0  # a send blocked this long -> 407 and disconnect
+    fanout_flush_interval_s: float = 0.01  # per-connection batching window
+    fanout_auth_timeout_s: float = 10.0
+    fanout_ping_interval_s: float = 20.0
+    fanout_redis_backoff_max_s: float = 2.0
+    exchange_feed_rate: float = 1_000.0  # updates/s of `sherwood sim exchange-feed` under dev
 
     def shard_url(self, shard: int) -> str:
         if self.shard_urls:
@@ -121,6 +149,14 @@ class Settings(BaseSettings):
         if not self.postgres_url:
             raise RuntimeError("no Postgres configured: set SHERWOOD_POSTGRES_URL or run `sherwood dev`")
         return _with_db(self.postgres_url, f"{self.db_prefix}_gateway")
+
+    # market data
+    def marketdata_db_url_resolved(self) -> str:
+        if self.marketdata_db_url:
+            return self.marketdata_db_url
+        if not self.postgres_url:
+            raise RuntimeError("no Postgres configured: set SHERWOOD_POSTGRES_URL or run `sherwood dev`")
+        return _with_db(self.postgres_url, f"{self.db_prefix}_marketdata")
 
     def gateway_data_dir_resolved(self) -> Path:
         return self.gateway_data_dir if self.gateway_data_dir is not None else self.data_dir / "gateway"

@@ -8,6 +8,7 @@ the same order; the same client_order_id with a different body is refused (422).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
@@ -19,6 +20,7 @@ from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import (
     SearchAttributePair,
@@ -83,24 +85,37 @@ class OrderService:
             order_id=order_id, account_id=str(account_id), shard=shard, request=wire,
             request_hash=req.hash(), collar=str(self.settings.market_order_collar),
             timeouts=timeouts(self.settings), day_ttl_s=self.settings.day_order_ttl_s)
-        start = WithStartWorkflowOperation(
-            OrderWorkflow.run, inp, id=order_id, task_queue=shard_task_queue(shard),
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            search_attributes=TypedSearchAttributes([
-                SearchAttributePair(ORDER_STATE, "PENDING"), SearchAttributePair(SYMBOL, req.symbol),
-                SearchAttributePair(ACCOUNT_ID, str(account_id)), SearchAttributePair(SHARD_ID, shard)]),
-        )
-        try:
-            snap: OrderSnapshot = await self._client().execute_update_with_start_workflow(
-                "accepted", req.hash(), start_workflow_operation=start, result_type=OrderSnapshot)
-        except WorkflowUpdateFailedError as exc:
-            raise _update_error(exc) from exc
-        except (WorkflowAlreadyStartedError, RPCError) as exc:
-            if isinstance(exc, RPCError) and exc.status != RPCStatusCode.ALREADY_EXISTS:
-                raise
-            # the workflow of this client_order_id already finished: the database answers
-            return await self._existing(account_id, shard, order_id, req.hash())
+        attrs = TypedSearchAttributes([
+            SearchAttributePair(ORDER_STATE, "PENDING"), SearchAttributePair(SYMBOL, req.symbol),
+            SearchAttributePair(ACCOUNT_ID, str(account_id)), SearchAttributePair(SHARD_ID, shard)])
+        deadline = asyncio.get_running_loop().time() + self.settings.order_accept_timeout_s
+        delay = 0.1
+        while True:
+            try:
+                # one operation object per attempt (it carries the attempt's outcome)
+                start = WithStartWorkflowOperation(
+                    OrderWorkflow.run, inp, id=order_id, task_queue=shard_task_queue(shard),
+                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE, search_attributes=attrs)
+                snap: OrderSnapshot = await self._client().execute_update_with_start_workflow(
+                    "accepted", req.hash(), start_workflow_operation=start, result_type=OrderSnapshot)
+                break
+            except WorkflowUpdateFailedError as exc:
+                raise _update_error(exc) from exc
+            except WorkflowAlreadyStartedError:
+                # the workflow of this client_order_id already finished: the database answers
+                return await self._existing(account_id, shard, order_id, req.hash())
+            except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
+                if isinstance(exc, RPCError) and exc.status == RPCStatusCode.ALREADY_EXISTS:
+                    return await self._existing(account_id, shard, order_id, req.hash())
+                # the order's worker is restarting (workflow task failed/timed out): same id,
+                # same order, so retrying is safe; past the deadline the client retries
+                if asyncio.get_running_loop().time() + delay > deadline:
+                    raise ApiError(504, "order_pending", "the order is accepted for processing but "
+                                   "not confirmed yet; retry with the same client_order_id",
+                                   headers={"Retry-After": "1"}) from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
         row = await self._row(shard, snap.order_id)
         if snap.reject_code and S_REJECTED(snap):
             status = 403 if snap.reject_code in FORBIDDEN_CODES else 422
