@@ -15,6 +15,6 @@ COPY marketdata marketdata
 COPY simulators simulators
 COPY bench bench
 RUN pip install --no-cache-dir .
-RUN useradd --system sherwood
+RUN useradd --system --create-home sherwood && mkdir -p /var/lib/sherwood && chown sherwood /var/lib/sherwood
 USER sherwood
 CMD ["sherwood", "serve", "api"]

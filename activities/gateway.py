@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
 import simplefix
@@ -192,6 +192,7 @@ class GatewayActivities:
         store: GatewayStore,
         sessions: Mapping[str, FixSession],
         routing: str = "round_robin",
+        halted: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         if routing not in ROUTING_POLICIES:
             raise ValueError(f"unknown routing policy {routing!r} (one of {ROUTING_POLICIES})")
@@ -202,6 +203,7 @@ class GatewayActivities:
         self.routing = routing
         self._venues = list(self.sessions)
         self._rr = itertools.count()
+        self._halted = halted
 
     # ------------------------------------------------------------------ venue choice
 
@@ -242,6 +244,10 @@ class GatewayActivities:
             log.info("order %s already sent to %s (retry): not sending again", order.order_id,
                      existing.venue)
             return VenueAck(venue=existing.venue, cl_ord_id=order.cl_ord_id, resent=True)
+        if existing is None and self._halted is not None and await self._halted(order.symbol):
+            # the last gate before a venue: a halt acknowledged before this point stops the order
+            raise ApplicationError(f"trading in {order.symbol} is halted", type="symbol_halted",
+                                   non_retryable=True)
         venue = existing.venue if existing is not None else self.choose_venue(order.venue)
         session = self._logged_on(venue)
         res = await self.store.reserve_send(order.cl_ord_id, order.order_id, venue, "D")

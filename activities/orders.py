@@ -15,8 +15,9 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from db.controls import ControlsCache
 from db.errors import DbError, LedgerRejected
-from db.orders import OrderStore, Quotes
+from db.orders import OrderStore, Quotes, RiskContext
 from domain.errors import DomainError
 from domain.execution import ExecutionReportSignal
 from domain.orders import (
@@ -27,6 +28,7 @@ from domain.orders import (
     TransitionInput,
     parse_order_request,
 )
+from domain.risk import RiskLimits
 from marketdata.quotes import LatestQuotes
 
 
@@ -41,19 +43,26 @@ def business_error(exc: DomainError | DbError) -> ApplicationError:
 
 
 class OrderActivities:
-    def __init__(self, store: OrderStore, quotes: LatestQuotes) -> None:
+    def __init__(self, store: OrderStore, quotes: LatestQuotes, *, limits: RiskLimits | None = None,
+                 controls: ControlsCache | None = None) -> None:
         self.store = store
         self.quotes = quotes
+        self.limits = limits or RiskLimits()
+        self.controls = controls
 
     @activity.defn(name="accept_order")
     async def accept_order(self, inp: AcceptOrderInput) -> OrderSnapshot:
         try:
             req = parse_order_request(inp.request)
-            ask = None
-            if req.side == "buy" and req.type in ("market", "stop"):
-                quote = await self.quotes.get(req.symbol)
-                ask = quote.ask if quote else None
-            return await self.store.accept(inp, Quotes(ask=ask))
+            symbols = [req.symbol, *await self.store.held_symbols(inp.account_id)]
+            quotes = await self.quotes.get_many(sorted(set(symbols)))
+            own = quotes.get(req.symbol)
+            ctx = RiskContext(limits=self.limits,
+                              control=self.controls.get(req.symbol) if self.controls else None,
+                              shard_halt=await self.store.shard_halt())
+            return await self.store.accept(
+                inp, Quotes(ask=own.ask if own else None, bid=own.bid if own else None,
+                            prices={s: q.bid for s, q in quotes.items()}), ctx)
         except (DomainError, LedgerRejected) as exc:
             raise business_error(exc) from exc
 
@@ -65,7 +74,7 @@ class OrderActivities:
     @activity.defn(name="finish_order")
     async def finish_order(self, inp: TransitionInput) -> OrderSnapshot:
         return await self.store.finish(inp.order_id, OrderState(inp.to_state), reason=inp.reason,
-                                       actor=inp.actor)
+                                       actor=inp.actor, code=inp.code)
 
     @activity.defn(name="apply_reports")
     async def apply_reports(self, inp: ApplyReportsInput) -> OrderSnapshot:

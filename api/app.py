@@ -13,7 +13,21 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from api.errors import install_error_handlers
-from api.routers import account, activities, assets, clock, health, orders, positions, stream
+from api.ratelimit import RateLimiter
+from api.routers import (
+    account,
+    activities,
+    assets,
+    backoffice_ops,
+    clock,
+    health,
+    ops,
+    orders,
+    positions,
+    stream,
+    transfers,
+)
+from api.routers import marketdata as marketdata_routes
 from api.state import AppState
 from sherwood.settings import Settings
 from sherwood.temporal import connect
@@ -29,7 +43,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         router = build_router(settings, redis)
         temporal = await connect(settings, lazy=True) if settings.temporal_address else None
         app.state.sherwood = AppState(settings=settings, router=router, redis=redis,
-                                      temporal=temporal)
+                                      temporal=temporal,
+                                      limiter=RateLimiter(redis, settings.redis_prefix))
         try:
             yield
         finally:
@@ -43,9 +58,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(account.router)
     app.include_router(orders.router)
+    app.include_router(ops.router)
     app.include_router(assets.router)
     app.include_router(clock.router)
     app.include_router(positions.router)
     app.include_router(activities.router)
     app.include_router(stream.router)
+    app.include_router(marketdata_routes.router)
+    app.include_router(transfers.router)
+    app.include_router(backoffice_ops.router)
     return app

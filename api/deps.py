@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
 from api.errors import ApiError
 from api.state import AppState
-from db.accounts import ApiKey, authenticate
+from db.accounts import ApiKey, authenticate, hash_secret
 from db.router import ShardRouter
 from marketdata.quotes import LatestQuotes
 
@@ -34,7 +35,28 @@ def get_quotes(state: StateDep) -> LatestQuotes:
 QuotesDep = Annotated[LatestQuotes, Depends(get_quotes)]
 
 
+_AUTH_TTL_S = 5.0  # a revoked key stops working within this long
+_auth_cache: dict[tuple[str, str], tuple[float, ApiKey]] = {}
+
+
+async def _authenticate_cached(router: ShardRouter, key_id: str, secret: str) -> ApiKey | None:
+    """Successful authentications are remembered briefly: the directory database is not asked
+    on every request (failures are never cached)."""
+    now = time.monotonic()
+    cache_key = (key_id, hash_secret(secret))
+    hit = _auth_cache.get(cache_key)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    key = await authenticate(router, key_id, secret)
+    if key is not None:
+        if len(_auth_cache) > 10000:
+            _auth_cache.clear()
+        _auth_cache[cache_key] = (now + _AUTH_TTL_S, key)
+    return key
+
+
 async def get_api_key(
+    request: Request,
     router: RouterDep,
     key_id: Annotated[str | None, Header(alias="APCA-API-KEY-ID")] = None,
     secret: Annotated[str | None, Header(alias="APCA-API-SECRET-KEY")] = None,
@@ -45,9 +67,13 @@ async def get_api_key(
     if not key_id or not secret:
         raise ApiError(401, "unauthorized", "missing APCA-API-KEY-ID / APCA-API-SECRET-KEY headers",
                        code=40110000)
-    key = await authenticate(router, key_id, secret)
+    key = await _authenticate_cached(router, key_id, secret)
     if key is None:
         raise ApiError(401, "unauthorized", "invalid API key or secret", code=40110000)
+    state: AppState = request.app.state.sherwood
+    per_min = state.settings.request_rate_per_min
+    await state.limiter.hit(f"key:{key.key_id}", per_second=per_min / 60, capacity=per_min,
+                            what="requests for this API key")
     return key
 
 
@@ -61,3 +87,12 @@ async def get_trader(key: ApiKeyDep) -> ApiKey:
 
 
 TraderDep = Annotated[ApiKey, Depends(get_trader)]
+
+
+async def get_ops(key: ApiKeyDep) -> ApiKey:
+    if key.role != "ops":
+        raise ApiError(403, "forbidden", "operations endpoints need an ops key", code=40310000)
+    return key
+
+
+OpsDep = Annotated[ApiKey, Depends(get_ops)]

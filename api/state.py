@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 from temporalio.client import Client
 
+from api.ratelimit import RateLimiter
 from db.router import ShardRouter
 from sherwood.settings import Settings
 
@@ -17,3 +18,4 @@ class AppState:
     router: ShardRouter
     redis: Redis | None
     temporal: Client | None = None
+    limiter: RateLimiter = field(default_factory=lambda: RateLimiter(None, ""))

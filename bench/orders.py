@@ -29,7 +29,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from db.migrate import drop_database
-from sherwood.embedded import free_port
+from sherwood.embedded import TemporalDevServer, free_port
 from sherwood.settings import Settings
 
 
@@ -149,6 +149,18 @@ async def main() -> None:
         # warm up both paths once
         await bench_orders(api, client, accounts, 1, 1.0)
         await bench_baseline(client, 1, 1.0)
+        # where the 40 ms go: the same bare workflow on a dev server with its default limits
+        default = TemporalDevServer(port=free_port(), ui_port=None, db_file=None, raise_rate_limits=False)
+        default.start()
+        try:
+            dclient = await Client.connect(default.address)
+            await bench_baseline(dclient, 1, 1.0)
+            for c in (1, 10):
+                r = await bench_baseline(dclient, c, args.seconds / 2)
+                print(json.dumps({"bench": "orders", "kind": "baseline_bare_workflow_default_limits",
+                                  "concurrency": c, **{k: round(v, 2) for k, v in r.items()}}), flush=True)
+        finally:
+            default.stop()
         for c in levels:
             base_r = await bench_baseline(client, c, args.seconds)
             ours = await bench_orders(api, client, accounts, c, args.seconds)

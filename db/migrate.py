@@ -88,3 +88,8 @@ def migrate_all(
 def migrate_gateway(url: str) -> None:
     """Create (if needed) and migrate the execution gateway's database (its own history)."""
     upgrade("gateway", url)
+
+
+def migrate_marketdata(url: str) -> None:
+    """Create (if needed) and migrate the market-data database (bars; its own history)."""
+    upgrade("marketdata", url)

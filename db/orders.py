@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -23,9 +23,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from db.engines import run_in_transaction
 from db.errors import IdempotencyConflict
+from db.gfv import record_gfv_if_any
 from db.ledger import post
+from db.risk import AccountRisk, load_account_risk
+from db.shard_status import shard_trading_halted
 from domain import calendar
 from domain import ledger as rules
+from domain.account import share_positions
 from domain.execution import ExecutionReportSignal, is_expiry_request
 from domain.ledger import LedgerTxn
 from domain.money import plain
@@ -44,15 +48,38 @@ from domain.orders import (
     can_transition,
     parse_order_request,
 )
+from domain.risk import (
+    PDT_EQUITY,
+    RiskLimits,
+    RiskRejection,
+    SymbolControl,
+    buying_power,
+    check_market_hours,
+    check_order_limits,
+    check_pdt,
+    check_symbol,
+    concentration_warning,
+    hold_sources,
+)
 
 S = OrderState
 
 
 @dataclass(frozen=True)
 class Quotes:
-    """The advisory ask used to size market-order holds (None: no quote)."""
+    """Advisory prices: the order symbol's quote (market-order holds, price bands) and a price
+    per held symbol (equity for the pattern-day-trader rule). None / missing: no quote."""
 
     ask: Decimal | None = None
+    bid: Decimal | None = None
+    prices: dict[str, Decimal] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RiskContext:
+    limits: RiskLimits = field(default_factory=RiskLimits)
+    control: SymbolControl | None = None
+    shard_halt: str | None = None  # why this shard takes no new orders, if it does not
 
 
 def _s(d: Any) -> str | None:
@@ -200,6 +227,19 @@ class OrderStore:
     async def _tx(self, fn: Any) -> Any:
         return await run_in_transaction(self.engine, fn)
 
+    async def held_symbols(self, account_id: str) -> list[str]:
+        """Symbols the account holds or has held (their quotes value its equity)."""
+        async with self.engine.connect() as conn:
+            names = (await conn.execute(text(
+                "SELECT name FROM ledger_accounts WHERE owner_id = :a AND name LIKE '%:%'"),
+                {"a": uuid.UUID(account_id)})).scalars().all()
+        return sorted({n.partition(":")[2] for n in names})
+
+    async def shard_halt(self) -> str | None:
+        """Why this shard accepts no new orders (a failed reconciliation), or None."""
+        async with self.engine.connect() as conn:
+            return await shard_trading_halted(conn)
+
     async def get(self, order_id: str) -> OrderSnapshot | None:
         async with self.engine.connect() as conn:
             row = (await conn.execute(text("SELECT * FROM orders WHERE id = :id"),
@@ -208,8 +248,10 @@ class OrderStore:
 
     # --- PENDING -> VALIDATED -> FUNDS_HELD (or REJECTED) ------------------------------
 
-    async def accept(self, inp: AcceptOrderInput, quotes: Quotes) -> OrderSnapshot:
+    async def accept(self, inp: AcceptOrderInput, quotes: Quotes,
+                     ctx: RiskContext | None = None) -> OrderSnapshot:
         """Create the order and hold its funds, or reject it; a replay returns the same order."""
+        ctx = ctx or RiskContext()
         req = parse_order_request(inp.request)
         if req.hash() != inp.request_hash:
             raise OrderError("request hash does not match the request", code="hash_mismatch")
@@ -217,6 +259,11 @@ class OrderStore:
         async def _do(conn: AsyncConnection) -> OrderSnapshot:
             oid = uuid.UUID(inp.order_id)
             account = uuid.UUID(inp.account_id)
+            now = datetime.now(UTC)
+            # Every hold of an account is taken under its row lock, taken first (before the order
+            # row's foreign key touches it): no two orders spend the same dollar, whatever the
+            # number of API processes and workers.
+            risk = await load_account_risk(conn, account, today=calendar.trade_date(now), lock=True)
             existing = (await conn.execute(
                 text("SELECT * FROM orders WHERE id = :id OR (account_id = :a AND client_order_id = :c)"),
                 {"id": oid, "a": account, "c": req.client_order_id or inp.order_id},
@@ -226,7 +273,6 @@ class OrderStore:
                     raise IdempotencyConflict(
                         f"client_order_id {existing['client_order_id']!r} was used for a different order")
                 return snapshot(existing, duplicate=str(existing["id"]) != inp.order_id)
-            now = datetime.now(UTC)
             expires = None
             if req.time_in_force == "day":
                 expires = (now + timedelta(seconds=inp.day_ttl_s) if inp.day_ttl_s
@@ -249,24 +295,33 @@ class OrderStore:
             row = await _reload(conn, inp.order_id)
             await _event(conn, row, event="created", actor=inp.actor, reason="order received",
                          to_state="PENDING", from_state="", data={"request": req.to_wire()})
-            rejection = await self._validate(conn, account, req)
-            if rejection is not None:
-                code, reason = rejection
-                return snapshot(await _finish(conn, row, S.REJECTED, actor="risk", reason=reason,
-                                              event="rejected", code=code))
-            await _set(conn, oid, state="VALIDATED")
-            await _event(conn, row, event="validated", actor="risk", reason="pre-trade checks passed",
-                         to_state="VALIDATED")
-            row = await _reload(conn, inp.order_id)
+            warnings: list[str] = []
             try:
-                amount = (buy_hold(req, quotes.ask, Decimal(inp.collar)) if req.side == "buy"
-                          else req.qty)
-            except OrderError as exc:
+                amount = await self._pre_trade(conn, req, risk, quotes, ctx, inp, now, warnings)
+            except (RiskRejection, OrderError) as exc:
                 return snapshot(await _finish(conn, row, S.REJECTED, actor="risk", reason=exc.message,
                                               event="rejected", code=exc.code))
+            await _set(conn, oid, state="VALIDATED")
+            await _event(conn, row, event="validated", actor="risk", reason="pre-trade checks passed",
+                         to_state="VALIDATED", data={"warnings": warnings} if warnings else None)
+            row = await _reload(conn, inp.order_id)
+            assert risk is not None
             txn_id = f"order:{inp.order_id}:hold"
-            txn = (rules.hold_cash(txn_id, account, amount) if req.side == "buy"
-                   else rules.hold_shares(txn_id, account, req.symbol, amount))
+            if req.side == "buy":
+                bp = buying_power(risk.account_type, risk.balances, risk.provisional, ctx.limits,
+                                  settled_only=risk.settled_cash_only)
+                if amount > bp.total:
+                    return snapshot(await _finish(
+                        conn, row, S.REJECTED, actor="risk", event="rejected",
+                        code="insufficient_buying_power",
+                        reason=f"insufficient buying power: need {amount}, have {bp.total}"))
+                from_unsettled = hold_sources(amount, bp)[1]
+                txn = rules.hold_cash(txn_id, account, amount, from_unsettled=from_unsettled)
+            else:
+                settled = max(Decimal(0), risk.balances.get(f"shares:{req.symbol}", Decimal(0)))
+                from_unsettled = min(max(Decimal(0), amount - settled),
+                                     risk.balances.get(f"shares_unsettled:{req.symbol}", Decimal(0)))
+                txn = rules.hold_shares(txn_id, account, req.symbol, amount, from_unsettled=from_unsettled)
             result = await post(conn, txn, house_stripes=self.house_stripes)
             if not result.ok:
                 what = "buying power" if req.side == "buy" else f"{req.symbol} shares available"
@@ -280,28 +335,55 @@ class OrderStore:
                          ledger_txn=txn_id, from_state="VALIDATED")
             row = await _reload(conn, inp.order_id)
             await _outbox(conn, row, "accepted")
-            return snapshot(row)
+            snap = snapshot(row)
+            snap.warnings = warnings
+            return snap
 
         return await self._tx(_do)  # type: ignore[no-any-return]
 
-    async def _validate(
-        self, conn: AsyncConnection, account: uuid.UUID, req: OrderRequest
-    ) -> tuple[str, str] | None:
-        acct = (await conn.execute(
-            text("SELECT status, trading_blocked, blocked_reason FROM accounts WHERE id = :a"),
-            {"a": account})).one_or_none()
-        if acct is None:
-            return "unknown_account", "unknown account"
-        if acct.status != "ACTIVE" or acct.trading_blocked:
-            return "trading_blocked", f"trading is blocked on this account: {acct.blocked_reason or ''}"
+    async def _pre_trade(
+        self, conn: AsyncConnection, req: OrderRequest, risk: AccountRisk | None, quotes: Quotes,
+        ctx: RiskContext, inp: AcceptOrderInput, now: datetime, warnings: list[str],
+    ) -> Decimal:
+        """Every pre-trade rule, in the accept transaction; returns what to hold (cash for a buy,
+        shares for a sell) or raises a RiskRejection/OrderError with a stable code."""
+        if risk is None:
+            raise RiskRejection("unknown account", code="unknown_account")
+        if ctx.shard_halt:
+            raise RiskRejection(f"trading is suspended on this account's shard: {ctx.shard_halt}",
+                                code="shard_halted")
+        if risk.status != "ACTIVE" or risk.trading_blocked:
+            raise RiskRejection(f"trading is blocked on this account: {risk.blocked_reason or ''}",
+                                code="trading_blocked")
         asset = (await conn.execute(
-            text("SELECT tradable, status, restriction, restriction_reason FROM assets WHERE symbol = :s"),
-            {"s": req.symbol})).one_or_none()
+            text("SELECT tradable, status FROM assets WHERE symbol = :s"), {"s": req.symbol})).one_or_none()
         if asset is None:
-            return "unknown_symbol", f"unknown symbol {req.symbol}"
+            raise RiskRejection(f"unknown symbol {req.symbol}", code="unknown_symbol")
         if not asset.tradable or asset.status != "active":
-            return "not_tradable", f"{req.symbol} is not tradable"
-        return None
+            raise RiskRejection(f"{req.symbol} is not tradable", code="not_tradable")
+        check_symbol(req, ctx.control)
+        if ctx.limits.enforce_market_hours:
+            check_market_hours(req, now)
+        amount = buy_hold(req, quotes.ask, Decimal(inp.collar)) if req.side == "buy" else req.qty
+        ref = req.limit_price or quotes.ask or quotes.bid or Decimal(0)
+        check_order_limits(req, amount if req.side == "buy" else req.qty * ref, quotes.bid, quotes.ask,
+                           ctx.limits)
+        prices = {**quotes.prices}
+        if quotes.bid:
+            prices.setdefault(req.symbol, quotes.bid)
+        equity = risk.equity(prices)
+        count = risk.day_trade_count
+        if risk.pattern_day_trader and equity < PDT_EQUITY and req.side == "buy":
+            raise RiskRejection("flagged pattern day trader with equity below $25,000: "
+                                "only closing orders are accepted", code="pattern_day_trader")
+        check_pdt(req, equity=equity, day_trade_count=count, bought_today=risk.bought_today(req.symbol))
+        if req.side == "buy":
+            position = share_positions(risk.balances).get(req.symbol, Decimal(0)) + req.qty
+            warn = concentration_warning(req.symbol, position * (prices.get(req.symbol) or ref),
+                                         equity, ctx.limits)
+            if warn:
+                warnings.append(warn)
+        return amount
 
     # --- routing and the venue's answers ------------------------------------------------
 
@@ -453,6 +535,8 @@ class OrderStore:
             text("UPDATE executions SET ledger_txn_id = :l, trade_date = :td, settle_date = :sd "
                  "WHERE venue = :v AND exec_id = :e"),
             {"l": txn_id, "td": trade, "sd": calendar.settle_date(trade), "v": r.venue, "e": r.exec_id})
+        if row["side"] == "sell":  # a good-faith violation is decided by the sell's booking
+            await record_gfv_if_any(conn, row["account_id"], row["symbol"], last_qty, trade)
         full = math.filled_qty == Decimal(row["qty"])
         state = S(row["state"])
         if state in TERMINAL:  # a late fill after we ended the order: the money still moves

@@ -58,7 +58,8 @@ class ShardRouter:
     @property
     def directory(self) -> AsyncEngine:
         if self._directory is None:
-            self._directory = make_engine(self.directory_url, pool_size=5, max_overflow=20)
+            self._directory = make_engine(self.directory_url, pool_size=self._pool[0],
+                                          max_overflow=self._pool[1])
         return self._directory
 
     def engine(self, shard: int) -> AsyncEngine:

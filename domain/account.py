@@ -1,8 +1,6 @@
 """Account figures (Alpaca's account object) derived from ledger balances. Pure.
 
-Buying power is ``cash`` (what no hold has taken) plus unsettled sale proceeds; a hold has already
-moved money out of ``cash``, so nothing is subtracted twice. Account-type allowances (instant
-deposits) and day-trading figures are added by the risk slice.
+Buying power is a risk rule and lives in :func:`domain.risk.buying_power`.
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ class AccountFigures:
     cash_available: Decimal
     cash_held: Decimal
     cash_unsettled: Decimal
-    buying_power: Decimal
     long_market_value: Decimal
     equity: Decimal
 
@@ -38,7 +35,6 @@ def account_figures(
         cash_available=available,
         cash_held=held,
         cash_unsettled=unsettled,
-        buying_power=max(ZERO, available + unsettled),
         long_market_value=lmv,
         equity=total + lmv,
     )

@@ -194,10 +194,23 @@ def deposit_bounced(txn_id: str, account_id: uuid.UUID, amount: object) -> Ledge
                 amt, account_id=account_id, allow_negative=True)
 
 
-def hold_cash(txn_id: str, account_id: uuid.UUID, amount: object) -> LedgerTxn:
+def hold_cash(
+    txn_id: str, account_id: uuid.UUID, amount: object, *, from_unsettled: object = 0
+) -> LedgerTxn:
+    """Hold cash for a buy. ``from_unsettled`` of it comes out of unsettled sale proceeds (which
+    count toward buying power), the rest out of ``cash``."""
     amt = positive_amount(amount, USD)
-    return _two(txn_id, "hold_cash", customer(account_id, "cash"),
-                customer(account_id, "cash_held"), amt, account_id=account_id)
+    unsettled = check_scale(parse_decimal(from_unsettled, field="from_unsettled"), USD)
+    if unsettled < 0 or unsettled > amt:
+        raise InvalidAmount("from_unsettled must be between 0 and the amount held")
+    if unsettled == 0:
+        return _two(txn_id, "hold_cash", customer(account_id, "cash"),
+                    customer(account_id, "cash_held"), amt, account_id=account_id)
+    entries = [Entry.of(customer(account_id, "cash_unsettled"), -unsettled),
+               Entry.of(customer(account_id, "cash_held"), amt)]
+    if amt > unsettled:
+        entries.append(Entry.of(customer(account_id, "cash"), -(amt - unsettled)))
+    return LedgerTxn.build(txn_id, "hold_cash", entries, account_id=account_id)
 
 
 def release_cash(txn_id: str, account_id: uuid.UUID, amount: object) -> LedgerTxn:
@@ -206,10 +219,23 @@ def release_cash(txn_id: str, account_id: uuid.UUID, amount: object) -> LedgerTx
                 customer(account_id, "cash"), amt, account_id=account_id)
 
 
-def hold_shares(txn_id: str, account_id: uuid.UUID, symbol: str, qty: object) -> LedgerTxn:
+def hold_shares(
+    txn_id: str, account_id: uuid.UUID, symbol: str, qty: object, *, from_unsettled: object = 0
+) -> LedgerTxn:
+    """Hold shares for a sell. ``from_unsettled`` of them are shares bought but not yet settled
+    (they may be sold: the sale settles on the same cycle), the rest come out of ``shares``."""
     q = positive_amount(qty, symbol, field="qty")
-    return _two(txn_id, "hold_shares", customer(account_id, f"shares:{symbol}"),
-                customer(account_id, f"shares_held:{symbol}"), q, account_id=account_id)
+    unsettled = check_scale(parse_decimal(from_unsettled, field="from_unsettled"), symbol)
+    if unsettled < 0 or unsettled > q:
+        raise InvalidAmount("from_unsettled must be between 0 and the quantity held")
+    if unsettled == 0:
+        return _two(txn_id, "hold_shares", customer(account_id, f"shares:{symbol}"),
+                    customer(account_id, f"shares_held:{symbol}"), q, account_id=account_id)
+    entries = [Entry.of(customer(account_id, f"shares_unsettled:{symbol}"), -unsettled),
+               Entry.of(customer(account_id, f"shares_held:{symbol}"), q)]
+    if q > unsettled:
+        entries.append(Entry.of(customer(account_id, f"shares:{symbol}"), -(q - unsettled)))
+    return LedgerTxn.build(txn_id, "hold_shares", entries, account_id=account_id)
 
 
 def release_shares(txn_id: str, account_id: uuid.UUID, symbol: str, qty: object) -> LedgerTxn:
@@ -302,3 +328,26 @@ def close_clearing(txn_id: str, *, cash: object = 0, shares: Mapping[str, object
             entries += [Entry.of(house(f"clearing_shares:{sym}"), -q),
                         Entry.of(house(f"custody:{sym}"), q)]
     return LedgerTxn.build(txn_id, "clearing_close", entries)
+
+
+# --- back office: withdrawals (appended) ------------------------------------------------------
+
+def withdrawal_hold(txn_id: str, account_id: uuid.UUID, amount: object) -> LedgerTxn:
+    """An ACH withdrawal is requested: cash -> cash_held until the bank confirms or fails it."""
+    amt = positive_amount(amount, USD)
+    return _two(txn_id, "withdrawal_hold", customer(account_id, "cash"),
+                customer(account_id, "cash_held"), amt, account_id=account_id)
+
+
+def withdrawal_complete(txn_id: str, account_id: uuid.UUID, amount: object) -> LedgerTxn:
+    """The bank sent the money out: cash_held -> bank."""
+    amt = positive_amount(amount, USD)
+    return _two(txn_id, "withdrawal_complete", customer(account_id, "cash_held"), house("bank"),
+                amt, account_id=account_id)
+
+
+def withdrawal_release(txn_id: str, account_id: uuid.UUID, amount: object) -> LedgerTxn:
+    """The withdrawal failed: the hold goes back, cash_held -> cash."""
+    amt = positive_amount(amount, USD)
+    return _two(txn_id, "withdrawal_release", customer(account_id, "cash_held"),
+                customer(account_id, "cash"), amt, account_id=account_id)

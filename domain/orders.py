@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, Decimal
 from enum import StrEnum
 from typing import Any
@@ -286,6 +286,7 @@ class OrderSnapshot:
     reject_reason: str | None = None
     expires_at: str | None = None  # ISO time a DAY order expires
     duplicate: bool = False  # the client_order_id already named this order
+    warnings: list[str] = field(default_factory=list)  # soft risk warnings (concentration)
 
     @property
     def terminal(self) -> bool:
@@ -336,6 +337,7 @@ class TransitionInput:
     reason: str
     actor: str = "system"
     venue: str | None = None
+    code: str | None = None  # stable reason code of a rejection
 
 
 @dataclass

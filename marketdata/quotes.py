@@ -2,6 +2,14 @@
 ``<prefix>:quotes:latest``, field = symbol, value = JSON in Alpaca's quote shape
 (``{"S","bp","bs","ap","as","t"}``, prices as strings or numbers).
 
+Quotes written by marketdata ingest also carry ``it`` (ingest time, ns since the epoch) and
+``mx`` (the ``quote_max_age_s`` setting ingest runs with): a quote older than that counts as no
+quote (the feed or ingest is down), so the write path rejects market orders with ``no_quote``
+while limit orders keep working. ``LatestQuotes(..., max_age_s=...)`` overrides ``mx``. Quotes
+without ``it`` (reference quotes, tests) never expire. Only :meth:`LatestQuotes.get` (hold
+sizing) applies the age limit; :meth:`LatestQuotes.get_many` (position valuation) shows the last
+known price however old.
+
 Advisory only: the write path may use it to size market-order holds and to value positions, and
 must keep working without it (every read returns None on any Redis failure).
 """
@@ -10,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -34,9 +43,13 @@ class Quote:
     t: str | None = None
 
 
-def parse_quote(symbol: str, raw: bytes | str) -> Quote | None:
+def parse_quote(symbol: str, raw: bytes | str, max_age_s: float | None = None) -> Quote | None:
     try:
         d = json.loads(raw)
+        it, limit = d.get("it"), max_age_s if max_age_s is not None else d.get("mx")
+        if it is not None and limit is not None and time.time_ns() - int(it) > float(limit) * 1e9:
+            log.debug("stale quote for %s ignored", symbol)
+            return None
         return Quote(symbol, parse_decimal(str(d["bp"])), parse_decimal(str(d["ap"])), d.get("t"))
     except (ValueError, KeyError, TypeError, DomainError):
         log.warning("unreadable quote for %s: %r", symbol, raw)
@@ -44,9 +57,11 @@ def parse_quote(symbol: str, raw: bytes | str) -> Quote | None:
 
 
 class LatestQuotes:
-    def __init__(self, redis: Redis | None, prefix: str = "sherwood") -> None:
+    def __init__(self, redis: Redis | None, prefix: str = "sherwood", *,
+                 max_age_s: float | None = None) -> None:
         self.redis = redis
         self.key = quotes_key(prefix)
+        self.max_age_s = max_age_s
 
     async def get(self, symbol: str) -> Quote | None:
         if self.redis is None:
@@ -56,7 +71,7 @@ class LatestQuotes:
         except (RedisError, OSError) as exc:
             log.warning("latest quotes unavailable: %s", exc)
             return None
-        return parse_quote(symbol, raw) if raw is not None else None
+        return parse_quote(symbol, raw, self.max_age_s) if raw is not None else None
 
     async def get_many(self, symbols: list[str]) -> dict[str, Quote]:
         if self.redis is None or not symbols:
@@ -68,7 +83,8 @@ class LatestQuotes:
             return {}
         out = {}
         for sym, raw in zip(symbols, raws, strict=True):
-            q = parse_quote(sym, raw) if raw is not None else None
+            # valuation, not a hold: a stale price is still the best price to show
+            q = parse_quote(sym, raw, float("inf")) if raw is not None else None
             if q is not None:
                 out[sym] = q
         return out

@@ -4,6 +4,7 @@ running dev stack's ``stack.json``) and nothing else does."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -21,7 +22,7 @@ accounts_app = typer.Typer(help="Customer accounts.", no_args_is_help=True)
 serve_app = typer.Typer(help="Run one Sherwood process in the foreground.", no_args_is_help=True)
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(serve_app, name="serve")
-ops_app = typer.Typer(help="Operations: stuck orders.", no_args_is_help=True)
+ops_app = typer.Typer(help="Operations: stuck orders, halts, restrictions.", no_args_is_help=True)
 app.add_typer(ops_app, name="ops")
 
 
@@ -104,6 +105,10 @@ def migrate(data_dir: DataDir = None) -> None:
 
     s = load_settings(data_dir)
     migrate_all(s.directory_db_url(), shard_urls(s), progress=lambda m: console.print(m))
+    from db.migrate import migrate_marketdata
+
+    console.print("migrating market-data database")
+    migrate_marketdata(s.marketdata_db_url_resolved())
     if s.temporal_address:
         from sherwood.temporal import connect, ensure_search_attributes
 
@@ -291,3 +296,263 @@ def ops_resolve(
         err.print(f"[red]error:[/] {getattr(exc, 'cause', None) or exc}")
         raise typer.Exit(1) from None
     console.print(f"order {snap.order_id}: {snap.state}, filled {snap.filled_qty}")
+
+
+def _controls(data_dir: Path | None, symbol: str, **kwargs: object) -> None:
+    from db.controls import ControlsStore
+    from sherwood.wiring import build_router
+
+    s = load_settings(data_dir)
+
+    async def _go() -> None:
+        from redis.asyncio import Redis
+
+        redis = Redis.from_url(s.redis_url) if s.redis_url else None
+        router = build_router(s)
+        try:
+            store = ControlsStore(router.directory, redis, s.redis_prefix)
+            c = await store.set(symbol, actor="cli", **kwargs)  # type: ignore[arg-type]
+            console.print(f"{symbol.upper()}: halted={c.halted} restriction={c.restriction} {c.reason}")
+        finally:
+            await router.dispose()
+            if redis is not None:
+                await redis.aclose()
+
+    asyncio.run(_go())
+
+
+@ops_app.command("halt")
+def ops_halt(symbol: str, reason: Annotated[str, typer.Option()] = "halted by operations",
+             data_dir: DataDir = None) -> None:
+    """Halt trading in a symbol: no new order for it is accepted or routed once this returns."""
+    _controls(data_dir, symbol, halted=True, reason=reason)
+
+
+@ops_app.command("resume")
+def ops_resume(symbol: str, data_dir: DataDir = None) -> None:
+    """Lift a trading halt."""
+    _controls(data_dir, symbol, halted=False, reason="resumed")
+
+
+@ops_app.command("restrict")
+def ops_restrict(
+    symbol: str,
+    mode: Annotated[str, typer.Option(help="close_only, blocked or none")] = "close_only",
+    reason: Annotated[str, typer.Option()] = "",
+    data_dir: DataDir = None,
+) -> None:
+    """Restrict a symbol: close_only (sells only), blocked, or none to lift it."""
+    if mode not in ("close_only", "blocked", "none"):
+        err.print("[red]error:[/] --mode must be close_only, blocked or none")
+        raise typer.Exit(2)
+    _controls(data_dir, symbol, restriction=None if mode == "none" else mode, reason=reason)
+
+
+@ops_app.command("create-key")
+def ops_create_key(data_dir: DataDir = None,
+                   as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Issue an operations API key (for /ops endpoints)."""
+    from db.accounts import create_api_key
+    from sherwood.wiring import build_router
+
+    s = load_settings(data_dir)
+
+    async def _go() -> dict[str, str]:
+        router = build_router(s)
+        try:
+            creds = await create_api_key(router, None, role="ops")
+            return {"key_id": creds.key_id, "secret_key": creds.secret_key}
+        finally:
+            await router.dispose()
+
+    out = asyncio.run(_go())
+    print(json.dumps(out) if as_json else f"key_id: {out['key_id']}\nsecret_key: {out['secret_key']}")
+
+
+# --- back office -------------------------------------------------------------------------------
+
+settlement_app = typer.Typer(help="T+1 settlement: run days, read netting reports.", no_args_is_help=True)
+schedules_app = typer.Typer(help="Temporal Schedules (settlement).", no_args_is_help=True)
+app.add_typer(settlement_app, name="settlement")
+app.add_typer(schedules_app, name="schedules")
+
+
+@serve_app.command("backoffice")
+def serve_backoffice(data_dir: DataDir = None) -> None:
+    """Back-office workers: settlement/reconciliation (queue backoffice) and funding + shard-local
+    settlement activities (queues backoffice-shard-<n>)."""
+    from workers.backoffice import run as run_backoffice
+
+    s = load_settings(data_dir)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(run_backoffice(s))
+
+
+@schedules_app.command("apply")
+def schedules_apply(data_dir: DataDir = None) -> None:
+    """Create or update the settlement schedule (idempotent)."""
+    from sherwood.temporal import connect
+    from workers.backoffice import apply_schedules
+
+    s = load_settings(data_dir)
+
+    async def _go() -> str:
+        return await apply_schedules(await connect(s), s)
+
+    outcome = asyncio.run(_go())
+    console.print(f"schedule {s.settlement_schedule_id}: {outcome} (weekdays "
+                  f"{s.settlement_hour_ny:02d}:{s.settlement_minute_ny:02d} America/New_York)")
+
+
+@settlement_app.command("run")
+def settlement_run(
+    business_date: Annotated[str, typer.Argument(help="First business date (YYYY-MM-DD).")],
+    through: Annotated[str | None, typer.Option("--through", help="Last date (inclusive).")] = None,
+    data_dir: DataDir = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Settle DATE (or every session DATE..THROUGH, in order). Re-running a day is a no-op."""
+    import dataclasses
+    import uuid as _uuid
+    from datetime import date as _date
+
+    from temporalio.common import WorkflowIDReusePolicy
+
+    from sherwood.temporal import connect
+    from workflows.settlement import BACKOFFICE_TASK_QUEUE, SettlementInput, SettlementWorkflow
+
+    _date.fromisoformat(business_date)
+    if through:
+        _date.fromisoformat(through)
+    s = load_settings(data_dir)
+
+    async def _go() -> dict[str, object]:
+        client = await connect(s)
+        result = await client.execute_workflow(
+            SettlementWorkflow.run,
+            SettlementInput(shards=s.shard_count, date=business_date, through=through),
+            id=f"settlement-manual-{business_date}-{through or business_date}-{_uuid.uuid4().hex[:6]}",
+            task_queue=BACKOFFICE_TASK_QUEUE, id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE)
+        return dataclasses.asdict(result)
+
+    out = asyncio.run(_go())
+    if as_json:
+        print(json.dumps(out, default=str))
+        return
+    for day in out["days"]:  # type: ignore[attr-defined]
+        console.print(f"{day['business_date']}: {day['executions']} executions, {day['accounts']} "
+                      f"accounts{' (already settled)' if day['replayed'] else ''}, "
+                      f"{day['report']['breaks']} break(s)")
+    for r in out["reconciliation"]:  # type: ignore[attr-defined]
+        status = "[green]ok[/]" if r["ok"] else "[red]MISMATCH: HALTED[/]"
+        console.print(f"shard {r['shard']}: ledger {status}")
+
+
+@settlement_app.command("report")
+def settlement_report(
+    business_date: Annotated[str, typer.Argument(help="Business date (YYYY-MM-DD).")],
+    data_dir: DataDir = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The netting report of a business date across every shard, and the clearinghouse breaks."""
+    from datetime import date as _date
+
+    from db.engines import make_engine
+    from db.settlement import load_report
+
+    s = load_settings(data_dir)
+
+    async def _go() -> dict[str, object] | None:
+        engine = make_engine(s.directory_db_url(), pool_size=1, max_overflow=0)
+        try:
+            return await load_report(engine, _date.fromisoformat(business_date))
+        finally:
+            await engine.dispose()
+
+    report = asyncio.run(_go())
+    if report is None:
+        err.print(f"no settlement report for {business_date}")
+        raise typer.Exit(1)
+    if as_json:
+        print(json.dumps(report))
+        return
+    table = Table("symbol", "bought", "sold", "net shares", "buy value", "sell value", "net cash", "fills",
+                  title=f"Settlement {business_date} ({report['executions']} executions)")
+    for n in report["netting"]:  # type: ignore[attr-defined]
+        table.add_row(n["symbol"], n["bought"], n["sold"], n["net_shares"], n["buy_value"], n["sell_value"],
+                      n["net_cash"], str(n["fills"]))
+    console.print(table)
+    breaks = report["breaks"]
+    console.print(f"{len(breaks)} break(s) against the clearinghouse")  # type: ignore[arg-type]
+    for b in breaks:  # type: ignore[attr-defined]
+        console.print(f"  {b['kind']}: {b['venue']}/{b['exec_id']} ours={b['ours']} theirs={b['theirs']}")
+
+
+@ops_app.command("clear-halt")
+def ops_clear_halt(
+    shard: Annotated[int, typer.Option("--shard", help="The halted shard.")],
+    note: Annotated[str, typer.Option(help="Why it is safe to trade again.")] = "",
+    operator: Annotated[str, typer.Option(help="Who clears it.")] = "operator",
+    data_dir: DataDir = None,
+) -> None:
+    """Clear the trading halt a failed ledger reconciliation put on a shard."""
+    from db.engines import make_engine
+    from db.shard_status import clear_halts
+
+    s = load_settings(data_dir)
+
+    async def _go() -> int:
+        engine = make_engine(s.shard_url(shard), pool_size=1, max_overflow=0)
+        try:
+            return await clear_halts(engine, operator=operator, note=note)
+        finally:
+            await engine.dispose()
+
+    console.print(f"shard {shard}: {asyncio.run(_go())} halt(s) cleared")
+
+
+@ops_app.command("halts")
+def ops_halts(data_dir: DataDir = None) -> None:
+    """Open trading halts on every shard."""
+    from db.engines import make_engine
+    from db.shard_status import halts
+
+    s = load_settings(data_dir)
+
+    async def _go() -> list[tuple[int, dict[str, object]]]:
+        out = []
+        for n in range(s.shard_count):
+            engine = make_engine(s.shard_url(n), pool_size=1, max_overflow=0)
+            try:
+                out += [(n, h) for h in await halts(engine)]
+            finally:
+                await engine.dispose()
+        return out
+
+    rows = asyncio.run(_go())
+    for n, h in rows:
+        console.print(f"shard {n}: halt #{h['id']} since {h['created_at']}: {h['reason']}")
+    if not rows:
+        console.print("no open halts")
+
+
+@serve_app.command("ingest")
+def serve_ingest(data_dir: DataDir = None) -> None:
+    """Market-data ingest: feed lines on SHERWOOD_MARKETDATA_FEED_PORT -> Redis + bars DB."""
+    from marketdata.ingest import run_ingest
+
+    s = load_settings(data_dir)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_ingest(s))
+
+
+@serve_app.command("fanout")
+def serve_fanout(data_dir: DataDir = None) -> None:
+    """Market-data WebSocket fan-out on ws://SHERWOOD_BIND_HOST:SHERWOOD_FANOUT_PORT/v2/iex."""
+    from marketdata.fanout import run_fanout
+
+    s = load_settings(data_dir)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_fanout(s))

@@ -133,13 +133,31 @@ class DevStack:
                 "sim", "market-maker", "--host", host, "--port", str(port), "--sender-comp-id", name,
                 "--target-comp-id", "SHERWOOD", "--redis-url", s.redis_url,
                 "--data-dir", str(s.data_dir / "venues" / name)])
+        self._spawn("ingest", ["serve", "ingest"])
+        self._spawn("fanout", ["serve", "fanout"])
+        self._spawn("exchange-feed", ["sim", "exchange-feed", "--host", host, "--port",
+                                      str(s.marketdata_feed_port), "--rate", str(s.exchange_feed_rate)])
+        self.info["marketdata_ws_url"] = f"ws://{host}:{s.fanout_port}/v2/iex"
         self._spawn("shard-worker", ["serve", "shard-worker"])
         self._spawn("gateway", ["serve", "gateway"])
+        self._spawn("backoffice", ["serve", "backoffice"])
         self._spawn("api", ["serve", "api"])
         self.info["venues"] = [f"{n}@{host}:{p}" for n, p in zip(("MM1", "MM2"), s.dev_venue_ports,
                                                                    strict=False)]
         self._wait_healthy(api_url)
+        self._apply_schedules(s)
         s.stack_file().write_text(json.dumps(self.info, indent=2))
+
+    def _apply_schedules(self, s: Settings) -> None:
+        import asyncio
+
+        from sherwood.temporal import connect
+        from workers.backoffice import apply_schedules
+
+        async def _go() -> str:
+            return await apply_schedules(await connect(s), s)
+
+        self.progress(f"settlement schedule: {asyncio.run(_go())}")
 
     def _register_search_attributes(self, s: Settings) -> None:
         import asyncio

@@ -192,8 +192,9 @@ class TemporalDevServer:
 
     def __init__(
         self, *, port: int, ui_port: int | None, db_file: Path | None, host: str = "127.0.0.1",
-        log_file: Path | None = None,
+        log_file: Path | None = None, raise_rate_limits: bool = True,
     ) -> None:
+        self.raise_rate_limits = raise_rate_limits
         self.port = port
         self.ui_port = ui_port
         self.db_file = db_file
@@ -218,7 +219,7 @@ class TemporalDevServer:
                     "--ui-disable-news-fetch"]
         for key, kind in ORDER_SEARCH_ATTRIBUTES.items():
             cmd += ["--search-attribute", f"{key}={kind}"]
-        for key, value in TEMPORAL_DYNAMIC_CONFIG.items():
+        for key, value in TEMPORAL_DYNAMIC_CONFIG.items() if self.raise_rate_limits else ():
             cmd += ["--dynamic-config-value", f"{key}={value}"]
         return cmd
 

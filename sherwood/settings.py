@@ -16,6 +16,8 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from domain.risk import RiskLimits
+
 STACK_FILE = "stack.json"
 
 
@@ -64,6 +66,16 @@ class Settings(BaseSettings):
     market_order_collar: Decimal = Decimal("0.05")
     order_accept_timeout_s: float = 20.0  # POST waits this long for a restarting worker
 
+    # Risk: pre-trade limits, market hours, rate limits.
+    max_order_notional: Decimal = Decimal(250000)
+    max_order_qty: Decimal = Decimal(100000)
+    limit_price_band: Decimal = Decimal("0.10")
+    instant_deposit_allowance: Decimal = Decimal(1000)
+    concentration_warning_share: Decimal = Decimal("0.25")
+    enforce_market_hours: bool = True
+    order_rate_per_s: float = 10.0  # per account, shared by every API process (Redis)
+    request_rate_per_min: float = 600.0  # per API key
+
     # Ledger tuning: number of cached-balance stripes for house accounts (hot rows).
     house_balance_stripes: int = Field(default=32, ge=1, le=256)
     ledger_max_retries: int = 8
@@ -108,6 +120,29 @@ class Settings(BaseSettings):
     fanout_ping_interval_s: float = 20.0
     fanout_redis_backoff_max_s: float = 2.0
     exchange_feed_rate: float = 1_000.0  # updates/s of `sherwood sim exchange-feed` under dev
+
+    def risk_limits(self) -> RiskLimits:
+        return RiskLimits(max_order_notional=self.max_order_notional, max_order_qty=self.max_order_qty,
+                          price_band=self.limit_price_band,
+                          instant_allowance=self.instant_deposit_allowance,
+                          concentration=self.concentration_warning_share,
+                          enforce_market_hours=self.enforce_market_hours)
+
+    # back office
+    # ACH: a transfer settles after ach_settle_days NYSE business days; ach_business_day_s
+    # simulates one business day as that many seconds (tests), unset = the real calendar.
+    ach_settle_days: int = Field(default=2, ge=0, le=10)
+    ach_business_day_s: float | None = None
+    ach_poll_interval_s: float = 60.0
+    # Settlement schedule: every weekday at this New York time (the workflow no-ops on
+    # non-sessions and catches up missed sessions, at most settlement_catch_up_days).
+    settlement_schedule_id: str = "settlement-daily"
+    settlement_hour_ny: int = Field(default=17, ge=0, le=23)
+    settlement_minute_ny: int = Field(default=30, ge=0, le=59)
+    settlement_catch_up_days: int = Field(default=10, ge=1, le=60)
+    backoffice_db_pool_size: int = 2
+    # Where the clearinghouse simulator reads the venues' fills ("gateway": gateway_reports).
+    clearinghouse_source: str = "gateway"
 
     def shard_url(self, shard: int) -> str:
         if self.shard_urls:

@@ -90,3 +90,38 @@ async def _serve(config: MarketMakerConfig) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     await run_market_maker(config, stop=stop)
+
+
+@sim_app.command("exchange-feed")
+def exchange_feed(
+    port: int = typer.Option(8002, help="Ingest's feed port (TCP, line protocol)."),
+    host: str = typer.Option("127.0.0.1", help="Ingest's address."),
+    symbols: int = typer.Option(1000, help="Universe size (seeded assets + synthetic), <= 10000."),
+    rate: float = typer.Option(1000.0, help="Updates per second (<= 100000)."),
+    hot: int = typer.Option(5, help="Number of hot symbols."),
+    hot_share: float = typer.Option(0.3, help="Share of updates that go to the hot symbols."),
+    trade_ratio: float = typer.Option(0.1, help="Share of updates that are trades."),
+    halt_every: float = typer.Option(0.0, help="Halt a random symbol every N seconds (0: never)."),
+    halt_for: float = typer.Option(5.0, help="Seconds a halt lasts."),
+    seed: int = typer.Option(0, help="Random seed."),
+    replay: Path | None = typer.Option(None, help="Replay this CSV instead of the random walk."),
+    log_level: str = typer.Option("INFO", help="Logging level."),
+) -> None:
+    """Run the exchange feed simulator: synthetic quotes/trades/halts to marketdata ingest."""
+    from simulators.exchange_feed import FeedConfig, run_exchange_feed
+
+    logging.basicConfig(level=log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = FeedConfig(symbols=symbols, rate=rate, hot=hot, hot_share=hot_share,
+                        trade_ratio=trade_ratio, halt_every_s=halt_every, halt_for_s=halt_for, seed=seed)
+
+    async def _go() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await run_exchange_feed(config, host, port, stop, replay=replay)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_go())

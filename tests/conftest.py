@@ -60,6 +60,9 @@ def settings(pg_server_url: str, redis_url: str, tmp_path_factory: pytest.TempPa
         # several pools share one test server (machine Postgres allows 100 connections)
         db_pool_size=2,
         db_max_overflow=4,
+        # tests run at any hour; market-hours rules have their own tests
+        enforce_market_hours=False,
+        order_rate_per_s=1000.0,
     )
 
 

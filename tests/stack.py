@@ -66,6 +66,24 @@ class TradingStack:
                 for k, v in old_engine[name].items():
                     setattr(mm.engine, k, v)
 
+    def env(self, **extra: str) -> dict[str, str]:
+        """The environment a separate Sherwood process needs to join this stack."""
+        import json
+        import os
+
+        s = self.settings
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SHERWOOD_")}
+        env.update({
+            "SHERWOOD_POSTGRES_URL": s.postgres_url or "", "SHERWOOD_DB_PREFIX": s.db_prefix,
+            "SHERWOOD_TEMPORAL_ADDRESS": s.temporal_address or "", "SHERWOOD_REDIS_URL": s.redis_url or "",
+            "SHERWOOD_REDIS_PREFIX": s.redis_prefix, "SHERWOOD_DATA_DIR": str(s.data_dir),
+            "SHERWOOD_SHARDS": str(s.shard_count), "SHERWOOD_DB_POOL_SIZE": str(s.db_pool_size),
+            "SHERWOOD_DB_MAX_OVERFLOW": str(s.db_max_overflow),
+            "SHERWOOD_ENFORCE_MARKET_HOURS": str(s.enforce_market_hours).lower(),
+            "SHERWOOD_ORDER_RATE_PER_S": str(s.order_rate_per_s),
+            "SHERWOOD_VENUES": json.dumps([v.model_dump() for v in s.venues]), **extra})
+        return env
+
     async def restart_gateway(self, downtime: float = 0.0) -> None:
         """Stop the execution gateway, wait, start a new one on the same stores."""
         import asyncio

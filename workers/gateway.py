@@ -37,6 +37,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import simplefix
+from redis.asyncio import Redis
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import SignalWorkflowExecutionRequest
 from temporalio.client import Client
@@ -44,6 +45,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from activities.gateway import GatewayActivities, parse_inbound
+from db.controls import ControlsCache, is_halted_now
 from db.gateway import GatewayStore, PendingReport
 from domain.execution import EXECUTION_REPORT_SIGNAL, GATEWAY_TASK_QUEUE, ExecutionReportSignal
 from fix.session import FixInitiator, FixSession, MessageHandler, SessionConfig
@@ -232,6 +234,8 @@ class ExecutionGateway:
         delivery_max_backoff: float = 5.0,
         signal_timeout: float = 5.0,
         owns_store: bool = False,
+        redis_url: str | None = None,
+        redis_prefix: str = "sherwood",
     ) -> None:
         if not venues:
             raise ValueError("no venues configured (SHERWOOD_VENUES)")
@@ -261,7 +265,15 @@ class ExecutionGateway:
             self._stores[v.name] = fstore
             self.initiators[v.name] = FixInitiator(cfg, fstore, v.host, v.port,
                                                    self.delivery.handler_for(v.name))
-        self.activities = GatewayActivities(store, self.sessions, routing=routing)
+        # halts: checked against Redis right before routing, the cache if Redis is down
+        self._redis = Redis.from_url(redis_url) if redis_url else None
+        self.controls = ControlsCache(self._redis, redis_prefix)
+
+        async def halted(symbol: str) -> bool:
+            return await is_halted_now(self._redis, redis_prefix, symbol, self.controls)
+
+        self.activities = GatewayActivities(store, self.sessions, routing=routing,
+                                            halted=halted if self._redis is not None else None)
         self._worker: Worker | None = None
         self._worker_task: asyncio.Task[None] | None = None
         self._started = False
@@ -280,6 +292,8 @@ class ExecutionGateway:
             delivery_max_backoff=settings.gateway_delivery_max_backoff_s,
             signal_timeout=settings.gateway_signal_timeout_s,
             owns_store=True,
+            redis_url=settings.redis_url,
+            redis_prefix=settings.redis_prefix,
         )
 
     @property
@@ -297,6 +311,7 @@ class ExecutionGateway:
             return
         self._started = True
         await self.delivery.start()
+        await self.controls.start()
         for name, ini in self.initiators.items():
             v = next(x for x in self.venues if x.name == name)
             log.info("venue %s: connecting to %s:%d as %s -> %s (next seq out %d, in %d)", name,
@@ -330,6 +345,9 @@ class ExecutionGateway:
             except Exception:
                 log.exception("stopping initiator %r failed", ini.session)
         await self.delivery.stop()
+        await self.controls.stop()
+        if self._redis is not None:
+            await self._redis.aclose()
         for fstore in self._stores.values():
             fstore.close()
         if self._owns_store:

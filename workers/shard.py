@@ -18,6 +18,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.orders import OrderActivities
+from db.controls import ControlsCache
 from db.engines import make_engine
 from db.orders import OrderStore
 from domain.execution import shard_task_queue
@@ -40,16 +41,20 @@ class ShardWorkers:
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _redis: Redis | None = None
     _engines: list[AsyncEngine] = field(default_factory=list)
+    _controls: ControlsCache | None = None
 
     async def start(self) -> None:
         s = self.settings
         self.client = self.client or await connect(s)
         self._redis = Redis.from_url(s.redis_url) if s.redis_url else None
         quotes = LatestQuotes(self._redis, s.redis_prefix)
+        self._controls = ControlsCache(self._redis, s.redis_prefix)
+        await self._controls.start()
         for n in self.shards:
             engine = make_engine(s.shard_url(n), pool_size=s.db_pool_size, max_overflow=s.db_max_overflow)
             self._engines.append(engine)
-            acts = OrderActivities(OrderStore(engine, house_stripes=s.house_balance_stripes), quotes)
+            acts = OrderActivities(OrderStore(engine, house_stripes=s.house_balance_stripes), quotes,
+                                   limits=s.risk_limits(), controls=self._controls)
             worker = Worker(
                 self.client, task_queue=shard_task_queue(n), workflows=[OrderWorkflow],
                 activities=acts.all(), max_concurrent_workflow_tasks=200,
@@ -68,6 +73,8 @@ class ShardWorkers:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._controls is not None:
+            await self._controls.stop()
         if self._redis is not None:
             await self._redis.aclose()
         for engine in self._engines:

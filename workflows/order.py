@@ -181,7 +181,11 @@ class OrderWorkflow:
                            stop_price=_opt(req.get("stop_price"))),
                 VenueAck)
         except ActivityError as exc:  # non-retryable: the gateway guarantees nothing was sent
-            await self._finish(S.FAILED, f"could not route: {exc.cause or exc}", actor="gateway")
+            cause = exc.cause
+            if isinstance(cause, ApplicationError) and cause.type == "symbol_halted":
+                await self._finish(S.REJECTED, cause.message, actor="gateway", code="symbol_halted")
+            else:
+                await self._finish(S.FAILED, f"could not route: {cause or exc}", actor="gateway")
             return
         await self._local(OrderActivities.transition_order, TransitionInput(
             order_id=snap.order_id, to_state=S.ROUTED, reason=f"sent to {ack.venue}",
@@ -278,9 +282,9 @@ class OrderWorkflow:
                            side=snap.side, qty=snap.qty, attempt=self._cancel_rounds or 1,
                            expiry=expiry)
 
-    async def _finish(self, to: OrderState, reason: str, *, actor: str) -> None:
+    async def _finish(self, to: OrderState, reason: str, *, actor: str, code: str | None = None) -> None:
         await self._local(OrderActivities.finish_order, TransitionInput(
-            order_id=self._inp.order_id, to_state=to, reason=reason, actor=actor))
+            order_id=self._inp.order_id, to_state=to, reason=reason, actor=actor, code=code))
 
     async def _gateway(self, name: str, arg: object, result_type: type) -> Any:
         return await workflow.execute_activity(

@@ -26,11 +26,13 @@ def _account(key: Any) -> Any:
 
 
 @router.post("/orders")
-async def place_order(key: TraderDep, service: ServiceDep,
+async def place_order(key: TraderDep, service: ServiceDep, state: StateDep,
                       body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
     """Place an order (Alpaca shape). Numbers may be JSON numbers or strings; they are parsed
     exactly from their text. 403 when buying power or shares are insufficient, 422 when the
     request is invalid or its client_order_id was used for a different order."""
+    await state.limiter.hit(f"orders:{key.account_id}", per_second=state.settings.order_rate_per_s,
+                            capacity=state.settings.order_rate_per_s, what="orders for this account")
     return await service.place(_account(key), body)
 
 

@@ -3,35 +3,44 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 from sqlalchemy import text
 
 from api.errors import ApiError
 from api.schemas import AccountOut
 from api.services.positions import long_market_values
+from db.risk import load_account_risk
 from db.router import ShardRouter
 from domain.account import account_figures
+from domain.calendar import trade_date
 from domain.money import money_str
+from domain.risk import RiskLimits, buying_power, is_pattern_day_trader
 from marketdata.quotes import LatestQuotes
 
 
-async def get_account(router: ShardRouter, account_id: uuid.UUID, quotes: LatestQuotes) -> AccountOut:
+async def get_account(router: ShardRouter, account_id: uuid.UUID, quotes: LatestQuotes,
+                      limits: RiskLimits) -> AccountOut:
+    """The account as the risk engine sees it: buying power by account type, day trades in the
+    last 5 business days, flags -- from one consistent read of the shard."""
     shard = await router.shard_for(account_id)
     async with router.engine(shard).connect() as conn:
+        await conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
         row = (await conn.execute(
-            text("SELECT id, account_number, account_type, status, trading_blocked, "
-                 "pattern_day_trader, created_at FROM accounts WHERE id = :id"),
+            text("SELECT id, account_number, created_at FROM accounts WHERE id = :id"),
             {"id": account_id},
         )).one_or_none()
-    if row is None:
+        risk = await load_account_risk(conn, account_id, today=trade_date(datetime.now(UTC)))
+    if row is None or risk is None:
         raise ApiError(404, "not_found", "account not found", code=40410000)
-    balances = await router.ledger(shard).balances(account_id)
-    fig = account_figures(balances, await long_market_values(router, account_id, quotes))
-    bp = money_str(fig.buying_power)
+    fig = account_figures(risk.balances, await long_market_values(router, account_id, quotes))
+    bp = money_str(buying_power(risk.account_type, risk.balances, risk.provisional, limits,
+                                settled_only=risk.settled_cash_only).total)
+    day_trades = risk.day_trade_count
     return AccountOut(
         id=str(row.id),
         account_number=row.account_number,
-        status=row.status,
+        status=risk.status,
         cash=money_str(fig.cash),
         buying_power=bp,
         regt_buying_power=bp,
@@ -41,10 +50,11 @@ async def get_account(router: ShardRouter, account_id: uuid.UUID, quotes: Latest
         equity=money_str(fig.equity),
         last_equity=money_str(fig.equity),
         long_market_value=money_str(fig.long_market_value),
-        pattern_day_trader=row.pattern_day_trader,
-        trading_blocked=row.trading_blocked,
+        pattern_day_trader=risk.pattern_day_trader or is_pattern_day_trader(day_trades),
+        trading_blocked=risk.trading_blocked,
+        daytrade_count=day_trades,
         created_at=row.created_at.isoformat(),
-        account_type=row.account_type,
+        account_type=risk.account_type,
         shard=shard,
         cash_held=money_str(fig.cash_held),
         cash_unsettled=money_str(fig.cash_unsettled),

@@ -48,7 +48,10 @@ from sherwood.settings import Settings
 from workflows.order import ACCOUNT_ID, ORDER_STATE, SHARD_ID, SYMBOL, OrderWorkflow
 
 ORDER_NS = uuid.UUID("0b5e6d3a-7c1f-4e8e-9a4b-2d6f8c1e0a57")
-FORBIDDEN_CODES = {"insufficient_buying_power", "insufficient_qty", "trading_blocked"}
+# Alpaca answers 403 for what the account may not do now; 422 for what is wrong with the order.
+FORBIDDEN_CODES = {"insufficient_buying_power", "insufficient_qty", "trading_blocked", "symbol_halted",
+                   "symbol_blocked", "symbol_close_only", "pattern_day_trader", "market_closed",
+                   "shard_halted"}
 
 
 def order_id_for(account_id: uuid.UUID, client_order_id: str) -> uuid.UUID:
@@ -121,7 +124,10 @@ class OrderService:
             status = 403 if snap.reject_code in FORBIDDEN_CODES else 422
             raise ApiError(status, snap.reject_code, snap.reject_reason or "order rejected",
                            code=40310000 if status == 403 else 42210000)
-        return alpaca_order(row)
+        order = alpaca_order(row)
+        if snap.warnings:
+            order["warnings"] = snap.warnings
+        return order
 
     async def _existing(self, account_id: uuid.UUID, shard: int, order_id: str,
                         request_hash: str) -> dict[str, Any]:

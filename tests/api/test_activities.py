@@ -20,9 +20,9 @@ async def history(router: ShardRouter):
     acct = await open_account(router)
     ledger = router.ledger(acct.shard)
     await ledger.deposit(f"dep1:{acct.account_id}", acct.account_id, "5000")
+    await ledger.settle_deposit(f"dep1s:{acct.account_id}", acct.account_id, "5000")  # house only
     buy = await trade(router, acct, "AAPL", "buy", 10, "190.00", [(4, "187.50"), (6, "187.4575")])
     await ledger.deposit(f"dep2:{acct.account_id}", acct.account_id, "1000.25")
-    await ledger.settle_deposit(f"dep1s:{acct.account_id}", acct.account_id, "5000")  # house only
     await ledger.bounce_deposit(f"dep2b:{acct.account_id}", acct.account_id, "1000.25")
     await settle_shares(router, acct, "AAPL", 10)
     sell = await trade(router, acct, "AAPL", "sell", 5, "188.00", [(4, "188.10")])

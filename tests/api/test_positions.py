@@ -31,7 +31,9 @@ def auth(acct: OpenedAccount) -> dict[str, str]:
 
 async def funded(router: ShardRouter, cash: str = "100000") -> OpenedAccount:
     acct = await open_account(router)
-    await router.ledger(acct.shard).deposit(f"dep:{acct.account_id}", acct.account_id, cash)
+    ledger = router.ledger(acct.shard)
+    await ledger.deposit(f"dep:{acct.account_id}", acct.account_id, cash)
+    await ledger.settle_deposit(f"dep:{acct.account_id}:settled", acct.account_id, cash)
     return acct
 
 

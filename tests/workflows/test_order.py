@@ -318,18 +318,9 @@ async def temporal_cli(stack: TradingStack, *args: str) -> str:
 
 
 async def sherwood_cli(stack: TradingStack, *args: str) -> str:
-    import json
-    import os
     import sys
 
-    s = stack.settings
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHERWOOD_")}
-    env.update({"SHERWOOD_POSTGRES_URL": s.postgres_url or "", "SHERWOOD_DB_PREFIX": s.db_prefix,
-                "SHERWOOD_TEMPORAL_ADDRESS": s.temporal_address or "",
-                "SHERWOOD_REDIS_URL": s.redis_url or "", "SHERWOOD_REDIS_PREFIX": s.redis_prefix,
-                "SHERWOOD_DATA_DIR": str(s.data_dir), "SHERWOOD_VENUES": json.dumps(
-                    [v.model_dump() for v in s.venues])})
-    return await run_cli(sys.executable, "-m", "sherwood", *args, env=env)
+    return await run_cli(sys.executable, "-m", "sherwood", *args, env=stack.env())
 
 
 async def test_silent_venue_goes_stuck_and_an_operator_resolves_it(stack: TradingStack) -> None:
@@ -389,8 +380,6 @@ async def test_day_order_expires_at_its_close(stack: TradingStack) -> None:
 async def test_shard_worker_sigkilled_mid_flight_200_orders(stack: TradingStack) -> None:
     """200 concurrent orders; the shard worker process is SIGKILLed mid-flight and restarted:
     every order ends, the ledger balances, every position equals the venue's fills."""
-    import json
-    import os
     import signal
     import sys
 
@@ -399,13 +388,7 @@ async def test_shard_worker_sigkilled_mid_flight_200_orders(stack: TradingStack)
     await stack.set_quote("F", "12.30", "12.31")
     accounts = [await stack.account("100000") for _ in range(20)]
     s = stack.settings
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHERWOOD_")}
-    env.update({"SHERWOOD_POSTGRES_URL": s.postgres_url or "", "SHERWOOD_DB_PREFIX": s.db_prefix,
-                "SHERWOOD_TEMPORAL_ADDRESS": s.temporal_address or "",
-                "SHERWOOD_REDIS_URL": s.redis_url or "", "SHERWOOD_REDIS_PREFIX": s.redis_prefix,
-                "SHERWOOD_SHARDS": str(s.shard_count), "SHERWOOD_DB_POOL_SIZE": str(s.db_pool_size),
-                "SHERWOOD_DB_MAX_OVERFLOW": str(s.db_max_overflow), "SHERWOOD_VENUES": json.dumps(
-                    [v.model_dump() for v in s.venues])})
+    env = stack.env()
 
     async def spawn() -> asyncio.subprocess.Process:
         return await asyncio.create_subprocess_exec(
@@ -420,9 +403,13 @@ async def test_shard_worker_sigkilled_mid_flight_200_orders(stack: TradingStack)
             async def one(i: int) -> str:
                 acct = accounts[i % len(accounts)]
                 async with stack.http() as http:
-                    r = await http.post("/v2/orders", headers=headers(acct), json={
-                        "symbol": "F", "qty": str(1 + i % 5), "side": "buy", "type": "market",
-                        "time_in_force": "day", "client_order_id": f"kill-{i}-{acct.account_id}"})
+                    for _attempt in range(10):  # as Alpaca clients do: retry 504 with the same id
+                        r = await http.post("/v2/orders", headers=headers(acct), json={
+                            "symbol": "F", "qty": str(1 + i % 5), "side": "buy", "type": "market",
+                            "time_in_force": "day", "client_order_id": f"kill-{i}-{acct.account_id}"})
+                        if r.status_code != 504:
+                            break
+                        await asyncio.sleep(float(r.headers.get("Retry-After", "1")))
                 assert r.status_code == 200, r.text
                 return str(r.json()["id"])
 

@@ -1,0 +1,78 @@
+"""Funding activities of one shard (transfer rows + ledger, :mod:`db.funding`) and the simulated
+ACH bank. Run as local activities by the deposit and withdrawal workflows on
+``backoffice-shard-<n>``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from db.errors import DbError
+from db.funding import FundingStore, TransferInput, TransferSnapshot
+from simulators.bank import AchBank
+
+
+@dataclass
+class BankInput:
+    transfer_id: str
+    account_id: str
+    direction: str
+    amount: str
+
+
+@dataclass
+class FinishInput:
+    transfer_id: str
+    reason: str = ""
+
+
+class FundingActivities:
+    def __init__(self, store: FundingStore, bank: AchBank) -> None:
+        self.store = store
+        self.bank = bank
+
+    @activity.defn(name="start_deposit")
+    async def start_deposit(self, inp: TransferInput) -> TransferSnapshot:
+        try:
+            return await self.store.start_deposit(inp)
+        except DbError as exc:
+            raise ApplicationError(exc.message, type=exc.code, non_retryable=True) from exc
+
+    @activity.defn(name="start_withdrawal")
+    async def start_withdrawal(self, inp: TransferInput) -> TransferSnapshot:
+        try:
+            return await self.store.start_withdrawal(inp)
+        except DbError as exc:
+            raise ApplicationError(exc.message, type=exc.code, non_retryable=True) from exc
+
+    @activity.defn(name="settle_deposit")
+    async def settle_deposit(self, inp: FinishInput) -> TransferSnapshot:
+        return await self.store.settle_deposit(inp.transfer_id)
+
+    @activity.defn(name="bounce_deposit")
+    async def bounce_deposit(self, inp: FinishInput) -> TransferSnapshot:
+        return await self.store.bounce_deposit(inp.transfer_id, inp.reason)
+
+    @activity.defn(name="complete_withdrawal")
+    async def complete_withdrawal(self, inp: FinishInput) -> TransferSnapshot:
+        return await self.store.complete_withdrawal(inp.transfer_id)
+
+    @activity.defn(name="fail_withdrawal")
+    async def fail_withdrawal(self, inp: FinishInput) -> TransferSnapshot:
+        return await self.store.fail_withdrawal(inp.transfer_id, inp.reason)
+
+    @activity.defn(name="bank_submit")
+    async def bank_submit(self, inp: BankInput) -> str:
+        return await self.bank.submit(inp.transfer_id, inp.account_id, inp.direction, inp.amount)
+
+    @activity.defn(name="bank_outcome")
+    async def bank_outcome(self, inp: BankInput) -> str:
+        return await self.bank.outcome(inp.transfer_id, inp.account_id, inp.amount)
+
+    def all(self) -> list[Callable[..., Any]]:
+        return [self.start_deposit, self.start_withdrawal, self.settle_deposit, self.bounce_deposit,
+                self.complete_withdrawal, self.fail_withdrawal, self.bank_submit, self.bank_outcome]

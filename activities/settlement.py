@@ -1,0 +1,145 @@
+"""Settlement and reconciliation activities.
+
+:class:`ShardSettlementActivities` are bound to ONE shard's database and run on that shard's
+back-office queue ``backoffice-shard-<n>``; :class:`SettlementActivities` run on ``backoffice``
+(planning, the cross-shard netting report in the directory and the clearinghouse comparison).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio import activity
+
+from db.settlement import (
+    ShardSettlement,
+    last_settled,
+    load_report,
+    settle_shard,
+    settled_fills,
+    store_report,
+)
+from db.shard_status import reconcile_and_record
+from domain import calendar
+from domain.settlement import Netting, catch_up_dates, compare, merge, sessions_between
+from simulators.clearinghouse import Clearinghouse
+
+
+@dataclass
+class SettleDayInput:
+    business_date: str
+
+
+@dataclass
+class ReconcileInput:
+    business_date: str | None = None
+
+
+@dataclass
+class ReconcileResult:
+    shard: int
+    ok: bool
+    accounts_checked: int
+    halt_id: int | None = None
+    mismatches: int = 0
+    unbalanced: int = 0
+
+
+@dataclass
+class PlanInput:
+    now: str  # ISO time the run started (workflow time)
+    date: str | None = None
+    through: str | None = None
+    last_settled: list[str | None] = field(default_factory=list)
+    max_catch_up_days: int = 10
+
+
+@dataclass
+class ReportInput:
+    business_date: str
+    shards: list[ShardSettlement]
+
+
+@dataclass
+class ReportSummary:
+    business_date: str
+    executions: int
+    symbols: int
+    breaks: int
+    street_fills: int | None
+
+
+class ShardSettlementActivities:
+    def __init__(self, engine: AsyncEngine, shard: int, *, house_stripes: int = 32) -> None:
+        self.engine = engine
+        self.shard = shard
+        self.house_stripes = house_stripes
+
+    @activity.defn(name="settle_shard_day")
+    async def settle_shard_day(self, inp: SettleDayInput) -> ShardSettlement:
+        return await settle_shard(self.engine, self.shard, date.fromisoformat(inp.business_date),
+                                  house_stripes=self.house_stripes)
+
+    @activity.defn(name="last_settled_date")
+    async def last_settled_date(self) -> str | None:
+        d = await last_settled(self.engine)
+        return d.isoformat() if d else None
+
+    @activity.defn(name="reconcile_shard_ledger")
+    async def reconcile_shard_ledger(self, inp: ReconcileInput) -> ReconcileResult:
+        out = await reconcile_and_record(
+            self.engine, self.shard, date.fromisoformat(inp.business_date) if inp.business_date else None)
+        return ReconcileResult(self.shard, out.ok, out.accounts_checked, out.halt_id,
+                               len(out.mismatches), len(out.unbalanced))
+
+    def all(self) -> list[Callable[..., Any]]:
+        return [self.settle_shard_day, self.last_settled_date, self.reconcile_shard_ledger]
+
+
+class SettlementActivities:
+    def __init__(self, directory: AsyncEngine, shard_engines: list[AsyncEngine],
+                 clearinghouse: Clearinghouse) -> None:
+        self.directory = directory
+        self.shards = shard_engines
+        self.clearinghouse = clearinghouse
+
+    @activity.defn(name="plan_settlement")
+    async def plan_settlement(self, inp: PlanInput) -> list[str]:
+        """The business dates a run settles, in order (explicit range, or catch-up from the last
+        date every shard settled up to today)."""
+        if inp.date is not None:
+            start = date.fromisoformat(inp.date)
+            end = date.fromisoformat(inp.through) if inp.through else start
+            return [d.isoformat() for d in sessions_between(start, end)]
+        dones = [date.fromisoformat(x) if x else None for x in inp.last_settled]
+        last = None if (not dones or any(d is None for d in dones)) else min(d for d in dones if d)
+        today = calendar.trade_date(datetime.fromisoformat(inp.now))
+        return [d.isoformat() for d in catch_up_dates(last, today, inp.max_catch_up_days)]
+
+    @activity.defn(name="record_settlement_report")
+    async def record_settlement_report(self, inp: ReportInput) -> ReportSummary:
+        d = date.fromisoformat(inp.business_date)
+        netting = merge([Netting.from_wire(n) for n in s.netting] for s in inp.shards)
+        ours = [f for part in await asyncio.gather(*(settled_fills(e, d) for e in self.shards))
+                for f in part]
+        street = await self.clearinghouse.report(d)
+        breaks = compare(ours, street).breaks if street is not None else []
+        for b in breaks:
+            activity.logger.error("settlement break %s: %s %s/%s ours=%s theirs=%s", d, b.kind, b.venue,
+                                  b.exec_id, b.ours, b.theirs)
+        await store_report(self.directory, d, netting, shards=len(inp.shards), executions=len(ours),
+                           breaks=breaks, street_fills=len(street) if street is not None else None)
+        return ReportSummary(inp.business_date, len(ours), len(netting), len(breaks),
+                             len(street) if street is not None else None)
+
+    @activity.defn(name="load_settlement_report")
+    async def load_settlement_report(self, business_date: str) -> dict[str, Any] | None:
+        return await load_report(self.directory, date.fromisoformat(business_date))
+
+    def all(self) -> list[Callable[..., Any]]:
+        return [self.plan_settlement, self.record_settlement_report, self.load_settlement_report]

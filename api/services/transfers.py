@@ -1,0 +1,119 @@
+"""ACH transfers: create (a Deposit or Withdrawal workflow per transfer, update-with-start so the
+response carries the first step's outcome), list and read (from the account's shard).
+
+Idempotency: an ``Idempotency-Key`` header (or ``client_transfer_id`` in the body) derives the
+transfer id, so a retried POST reaches the same workflow; the same key with a different body is
+refused (422).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime, time
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.errors import ApiError
+from db.funding import INCOMING, OUTGOING, FundingStore, TransferSnapshot, request_hash
+from db.router import ShardRouter
+from domain import calendar
+from domain.errors import DomainError
+from domain.money import USD, check_scale, parse_decimal
+from sherwood.settings import Settings
+from workflows.deposit import DepositWorkflow, TransferWorkflowInput
+from workflows.settlement import backoffice_shard_queue
+from workflows.withdrawal import WithdrawalWorkflow
+
+TRANSFER_NS = uuid.UUID("5d0f1c2e-3b7a-4f51-9e0c-8a2b6d4e1f37")
+
+
+def workflow_id(transfer_id: str) -> str:
+    return f"transfer-{transfer_id}"
+
+
+class TransferService:
+    def __init__(self, router: ShardRouter, temporal: Client | None, settings: Settings) -> None:
+        self.router = router
+        self.temporal = temporal
+        self.settings = settings
+
+    async def create(self, account_id: uuid.UUID, body: Mapping[str, Any],
+                     idempotency_key: str | None = None) -> dict[str, Any]:
+        direction = str(body.get("direction", "")).upper()
+        if direction not in (INCOMING, OUTGOING):
+            raise ApiError(422, "invalid_direction", "direction must be INCOMING or OUTGOING", code=42210000)
+        ttype = str(body.get("transfer_type", "ach")).lower()
+        if ttype != "ach":
+            raise ApiError(422, "invalid_transfer_type", "only ach transfers are supported", code=42210000)
+        try:
+            amount = check_scale(parse_decimal(body.get("amount"), field="amount"), USD, field="amount")
+        except DomainError as exc:
+            raise ApiError(422, exc.code, exc.message, code=42210000) from exc
+        if amount <= 0 or amount.as_tuple().exponent < -2:  # type: ignore[operator]
+            raise ApiError(422, "invalid_amount", "amount must be positive with at most 2 decimals",
+                           code=42210000)
+        if self.temporal is None:
+            raise ApiError(503, "temporal_unavailable", "funding is not configured")
+        key = idempotency_key or body.get("client_transfer_id")
+        tid = str(uuid.uuid5(TRANSFER_NS, f"{account_id}:{key}") if key else uuid.uuid4())
+        shard = await self.router.shard_for(account_id)
+        s = self.settings
+        today = calendar.trade_date(datetime.now(UTC))
+        expected = calendar.next_session(today, s.ach_settle_days) if s.ach_settle_days else today
+        settle_at = datetime.combine(expected, time(9, 0), ZoneInfo(calendar.NY)).astimezone(UTC)
+        inp = TransferWorkflowInput(
+            transfer_id=tid, account_id=str(account_id), shard=shard, direction=direction,
+            amount=format(amount, "f"), settle_days=s.ach_settle_days,
+            expected_settle_date=expected.isoformat(), settle_at=settle_at.isoformat(),
+            business_day_s=s.ach_business_day_s, poll_s=s.ach_poll_interval_s)
+        wf = DepositWorkflow.run if direction == INCOMING else WithdrawalWorkflow.run
+        start = WithStartWorkflowOperation(
+            wf, inp, id=workflow_id(tid), task_queue=backoffice_shard_queue(shard),
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
+        store = FundingStore(self.router.engine(shard))
+        try:
+            snap: TransferSnapshot = await self.temporal.execute_update_with_start_workflow(
+                "accepted", start_workflow_operation=start, result_type=TransferSnapshot)
+        except WorkflowUpdateFailedError as exc:
+            cause = exc.cause
+            if isinstance(cause, ApplicationError) and cause.type == "idempotency_conflict":
+                raise ApiError(422, "idempotency_conflict", cause.message, code=42210000) from exc
+            raise
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.ALREADY_EXISTS:
+                raise
+            existing = await store.get(tid)  # the workflow already finished: the database answers
+            if existing is None:
+                raise ApiError(409, "transfer_in_flight", "the transfer is being created; retry") from exc
+            snap = existing
+        if snap.account_id != str(account_id) or snap.direction != direction or \
+                request_hash(snap.direction, amount) != request_hash(direction, parse_decimal(snap.amount)):
+            raise ApiError(422, "idempotency_conflict", "this key was used for a different transfer",
+                           code=42210000)
+        got = await store.get_for(account_id, uuid.UUID(tid))
+        assert got is not None
+        if snap.status == "REJECTED":
+            raise ApiError(403, "insufficient_withdrawable_cash", snap.reason or "rejected", code=40310000)
+        return got
+
+    async def list(self, account_id: uuid.UUID, limit: int = 100) -> list[dict[str, Any]]:
+        shard = await self.router.shard_for(account_id)
+        return await FundingStore(self.router.engine(shard)).list_for(account_id, limit=limit)
+
+    async def get(self, account_id: uuid.UUID, transfer_id: str) -> dict[str, Any]:
+        try:
+            tid = uuid.UUID(transfer_id)
+        except ValueError:
+            raise ApiError(404, "not_found", "transfer not found", code=40410000) from None
+        shard = await self.router.shard_for(account_id)
+        got = await FundingStore(self.router.engine(shard)).get_for(account_id, tid)
+        if got is None:
+            raise ApiError(404, "not_found", "transfer not found", code=40410000)
+        return got

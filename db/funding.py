@@ -1,0 +1,287 @@
+"""ACH transfers on the account's shard. Each public method is ONE transaction: the transfer row,
+its audit event (``transfer_events``), the ledger transaction of the step -- or nothing.
+
+Ledger transaction ids derive from the transfer id and the step (``transfer:<id>:provisional``,
+``:settle``, ``:return``, ``:hold``, ``:complete``, ``:release``), and every step is a no-op when
+the transfer already passed it, so activity retries are safe.
+
+Statuses (Alpaca names): QUEUED -> PENDING (deposit credited provisionally / withdrawal held) ->
+COMPLETE, or RETURNED (deposit bounced), REJECTED (withdrawal refused: not enough withdrawable
+cash), FAILED (the bank failed the withdrawal; hold released).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from db.engines import run_in_transaction
+from db.errors import IdempotencyConflict
+from db.ledger import post
+from domain import ledger as rules
+from domain.ledger import LedgerTxn
+from domain.money import plain
+
+INCOMING, OUTGOING = "INCOMING", "OUTGOING"
+TERMINAL = frozenset({"COMPLETE", "RETURNED", "REJECTED", "FAILED", "CANCELED"})
+
+
+@dataclass
+class TransferInput:
+    transfer_id: str
+    account_id: str
+    direction: str
+    amount: str
+    expected_settle_date: str | None = None
+
+
+@dataclass
+class TransferSnapshot:
+    transfer_id: str
+    account_id: str
+    direction: str
+    amount: str
+    status: str
+    reason: str | None = None
+    expected_settle_date: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+def request_hash(direction: str, amount: Decimal) -> str:
+    return hashlib.sha256(f"{direction}:{plain(amount)}".encode()).hexdigest()[:32]
+
+
+def _snap(row: RowMapping) -> TransferSnapshot:
+    return TransferSnapshot(
+        str(row["id"]), str(row["account_id"]), row["direction"],
+        format(plain(Decimal(row["amount"])), "f"), row["status"], row["reason"],
+        row["expected_settle_date"].isoformat() if row["expected_settle_date"] else None)
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.isoformat().replace("+00:00", "Z") if t else None
+
+
+def alpaca_transfer(row: RowMapping) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]), "relationship_id": None, "account_id": str(row["account_id"]),
+        "type": row["transfer_type"], "status": row["status"], "reason": row["reason"],
+        "amount": format(plain(Decimal(row["amount"])), "f"), "direction": row["direction"],
+        "created_at": _iso(row["created_at"]), "updated_at": _iso(row["updated_at"]),
+        "expires_at": None,
+        "expected_settlement_date": (row["expected_settle_date"].isoformat()
+                                     if row["expected_settle_date"] else None),
+        "settled_at": _iso(row["settled_at"]),
+    }
+
+
+async def _lock(conn: AsyncConnection, transfer_id: str) -> RowMapping:
+    return (await conn.execute(text("SELECT * FROM transfers WHERE id = :id FOR UPDATE"),
+                               {"id": uuid.UUID(transfer_id)})).mappings().one()
+
+
+async def _move(conn: AsyncConnection, row: RowMapping, to: str, *, reason: str | None = None,
+                txn: LedgerTxn | None = None, **values: Any) -> RowMapping:
+    txn_id = None
+    if txn is not None:
+        result = await post(conn, txn)
+        if not result.ok:
+            raise RuntimeError(f"{txn.id}: {result.error_detail}")
+        txn_id = txn.id
+    sets = "".join(f", {k} = :{k}" for k in values)
+    await conn.execute(
+        text(f"UPDATE transfers SET status = :s, reason = coalesce(:r, reason), "
+             f"updated_at = clock_timestamp(){sets} WHERE id = :id"),
+        {"s": to, "r": reason, "id": row["id"], **values})
+    await conn.execute(
+        text("INSERT INTO transfer_events (transfer_id, account_id, from_status, to_status, reason, "
+             "ledger_txn_id) VALUES (:t, :a, :f, :to, :r, :l)"),
+        {"t": row["id"], "a": row["account_id"], "f": row["status"], "to": to, "r": reason, "l": txn_id})
+    return (await conn.execute(text("SELECT * FROM transfers WHERE id = :id"),
+                               {"id": row["id"]})).mappings().one()
+
+
+async def _cash(conn: AsyncConnection, account: uuid.UUID) -> Decimal:
+    v = (await conn.execute(text(
+        "SELECT coalesce(sum(b.balance), 0) FROM ledger_accounts la JOIN balances b "
+        "ON b.ledger_account_id = la.id WHERE la.owner_id = :a AND la.name = 'cash'"),
+        {"a": account})).scalar_one()
+    return Decimal(v)
+
+
+async def provisional_outstanding(conn: AsyncConnection, account: uuid.UUID) -> Decimal:
+    """Deposits credited provisionally whose ACH has not settled yet."""
+    v = (await conn.execute(text(
+        "SELECT coalesce(sum(amount), 0) FROM transfers WHERE account_id = :a AND direction = 'INCOMING' "
+        "AND status = 'PENDING'"), {"a": account})).scalar_one()
+    return Decimal(v)
+
+
+class FundingStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def _create(self, conn: AsyncConnection, inp: TransferInput) -> tuple[RowMapping, bool]:
+        tid, acct = uuid.UUID(inp.transfer_id), uuid.UUID(inp.account_id)
+        amount = Decimal(inp.amount)
+        h = request_hash(inp.direction, amount)
+        row = (await conn.execute(text("SELECT * FROM transfers WHERE id = :id FOR UPDATE"),
+                                  {"id": tid})).mappings().one_or_none()
+        if row is not None:
+            if row["request_hash"] != h or row["account_id"] != acct:
+                raise IdempotencyConflict(f"transfer {tid} exists with a different request")
+            return row, False
+        await conn.execute(
+            text("INSERT INTO transfers (id, account_id, direction, amount, request_hash, status, "
+                 "expected_settle_date) VALUES (:id, :a, :d, :amt, :h, 'QUEUED', :esd)"),
+            {"id": tid, "a": acct, "d": inp.direction, "amt": amount, "h": h,
+             "esd": date.fromisoformat(inp.expected_settle_date) if inp.expected_settle_date else None})
+        await conn.execute(
+            text("INSERT INTO transfer_events (transfer_id, account_id, from_status, to_status, reason) "
+                 "VALUES (:t, :a, NULL, 'QUEUED', 'transfer requested')"), {"t": tid, "a": acct})
+        row = await _lock(conn, inp.transfer_id)
+        return row, True
+
+    async def get(self, transfer_id: str) -> TransferSnapshot | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(text("SELECT * FROM transfers WHERE id = :id"),
+                                      {"id": uuid.UUID(transfer_id)})).mappings().one_or_none()
+        return _snap(row) if row else None
+
+    # --- deposits -----------------------------------------------------------------------------
+
+    async def start_deposit(self, inp: TransferInput) -> TransferSnapshot:
+        """Create the transfer and credit it provisionally (ach_provisional -> cash)."""
+
+        async def _do(conn: AsyncConnection) -> TransferSnapshot:
+            row, _ = await self._create(conn, inp)
+            if row["status"] != "QUEUED":
+                return _snap(row)
+            txn = rules.deposit_provisional(f"transfer:{row['id']}:provisional", row["account_id"],
+                                            row["amount"])
+            row = await _move(conn, row, "PENDING", reason="provisional credit", txn=txn,
+                              provisional_at=datetime.now(UTC))
+            return _snap(row)
+
+        return await run_in_transaction(self.engine, _do)
+
+    async def settle_deposit(self, transfer_id: str) -> TransferSnapshot:
+        async def _do(conn: AsyncConnection) -> TransferSnapshot:
+            row = await _lock(conn, transfer_id)
+            if row["status"] != "PENDING":
+                return _snap(row)
+            txn = rules.deposit_settled(f"transfer:{row['id']}:settle", row["account_id"], row["amount"])
+            return _snap(await _move(conn, row, "COMPLETE", reason="ACH settled", txn=txn,
+                                     settled_at=datetime.now(UTC)))
+
+        return await run_in_transaction(self.engine, _do)
+
+    async def bounce_deposit(self, transfer_id: str, reason: str) -> TransferSnapshot:
+        """Reverse the provisional credit even if cash goes negative; then restrict the account
+        and report the shortfall."""
+
+        async def _do(conn: AsyncConnection) -> TransferSnapshot:
+            row = await _lock(conn, transfer_id)
+            if row["status"] != "PENDING":
+                return _snap(row)
+            acct = row["account_id"]
+            txn = rules.deposit_bounced(f"transfer:{row['id']}:return", acct, row["amount"])
+            new = await _move(conn, row, "RETURNED", reason=reason, txn=txn)
+            cash = await _cash(conn, acct)
+            if cash < 0:
+                await conn.execute(
+                    text("UPDATE accounts SET trading_blocked = true, blocked_reason = :r WHERE id = :a"),
+                    {"a": acct, "r": f"ACH return on transfer {row['id']}: cash is {plain(cash)} "
+                                     "(funds already used); deposit the shortfall to restore trading"})
+                await conn.execute(
+                    text("INSERT INTO ach_shortfalls (transfer_id, account_id, amount, shortfall) "
+                         "VALUES (:t, :a, :amt, :s) ON CONFLICT (transfer_id) DO NOTHING"),
+                    {"t": row["id"], "a": acct, "amt": row["amount"], "s": -cash})
+            return _snap(new)
+
+        return await run_in_transaction(self.engine, _do)
+
+    # --- withdrawals --------------------------------------------------------------------------
+
+    async def start_withdrawal(self, inp: TransferInput) -> TransferSnapshot:
+        """Create the transfer and hold it from withdrawable cash (settled, not provisional)."""
+
+        async def _do(conn: AsyncConnection) -> TransferSnapshot:
+            row, _ = await self._create(conn, inp)
+            if row["status"] != "QUEUED":
+                return _snap(row)
+            acct = row["account_id"]
+            # serialize with other withdrawals/deposits of the account
+            await conn.execute(text("SELECT 1 FROM accounts WHERE id = :a FOR UPDATE"), {"a": acct})
+            withdrawable = await _cash(conn, acct) - await provisional_outstanding(conn, acct)
+            amount = Decimal(row["amount"])
+            if amount > withdrawable:
+                return _snap(await _move(
+                    conn, row, "REJECTED",
+                    reason=f"insufficient withdrawable cash: {plain(max(withdrawable, Decimal(0)))} "
+                           f"available, {plain(amount)} requested"))
+            txn = rules.withdrawal_hold(f"transfer:{row['id']}:hold", acct, amount)
+            result = await post(conn, txn)
+            if not result.ok:
+                return _snap(await _move(conn, row, "REJECTED",
+                                         reason=f"insufficient withdrawable cash: {result.error_detail}"))
+            return _snap(await _move(conn, row, "PENDING", reason="held for withdrawal"))
+
+        return await run_in_transaction(self.engine, _do)
+
+    async def complete_withdrawal(self, transfer_id: str) -> TransferSnapshot:
+        async def _do(conn: AsyncConnection) -> TransferSnapshot:
+            row = await _lock(conn, transfer_id)
+            if row["status"] != "PENDING":
+                return _snap(row)
+            txn = rules.withdrawal_complete(f"transfer:{row['id']}:complete", row["account_id"],
+                                            row["amount"])
+            return _snap(await _move(conn, row, "COMPLETE", reason="ACH sent", txn=txn,
+                                     settled_at=datetime.now(UTC)))
+
+        return await run_in_transaction(self.engine, _do)
+
+    async def fail_withdrawal(self, transfer_id: str, reason: str) -> TransferSnapshot:
+        async def _do(conn: AsyncConnection) -> TransferSnapshot:
+            row = await _lock(conn, transfer_id)
+            if row["status"] != "PENDING":
+                return _snap(row)
+            txn = rules.withdrawal_release(f"transfer:{row['id']}:release", row["account_id"],
+                                           row["amount"])
+            return _snap(await _move(conn, row, "FAILED", reason=reason, txn=txn))
+
+        return await run_in_transaction(self.engine, _do)
+
+    # --- reads --------------------------------------------------------------------------------
+
+    async def list_for(self, account_id: uuid.UUID, *, limit: int = 100) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(text(
+                "SELECT * FROM transfers WHERE account_id = :a ORDER BY created_at DESC LIMIT :n"),
+                {"a": account_id, "n": limit})).mappings().all()
+        return [alpaca_transfer(r) for r in rows]
+
+    async def get_for(self, account_id: uuid.UUID, transfer_id: uuid.UUID) -> dict[str, Any] | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(text(
+                "SELECT * FROM transfers WHERE id = :id AND account_id = :a"),
+                {"id": transfer_id, "a": account_id})).mappings().one_or_none()
+        return alpaca_transfer(row) if row else None
+
+    async def shortfalls(self) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(text(
+                "SELECT * FROM ach_shortfalls ORDER BY id"))).mappings().all()
+        return [json.loads(json.dumps(dict(r), default=str)) for r in rows]

@@ -1,0 +1,108 @@
+"""Good-faith violation tracking for cash accounts (rules in :mod:`domain.gfv`).
+
+Detected at sell-fill booking time: the order path calls :func:`record_gfv_if_any` inside the
+transaction that books a sell fill. For each recent buy of the same symbol, the buy is "funded with
+unsettled funds" when, at the moment its cash was held, the account's cash minus the ACH deposits
+still provisional at that moment did not cover the fill value; those funds settle on the latest
+expected settle date of the deposits involved. Selling such a position before that date is a
+violation (one row per sale date and buy order, so a replay records nothing new). Three in 12
+months restrict the account to settled cash for 90 days (``account_restrictions``), readable with
+:func:`settled_cash_only_until`.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import date, timedelta
+from decimal import Decimal
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from domain.gfv import BuyLot, restriction_until, violating_lots
+
+log = logging.getLogger(__name__)
+LOOKBACK = timedelta(days=15)
+
+_BUYS = """
+SELECT o.id, min(e.trade_date) AS trade_date, sum(e.qty) AS qty, sum(e.qty * e.price) AS value,
+       (SELECT t.created_at FROM ledger_transactions t
+         WHERE t.id = 'order:' || o.id || :hold_suffix) AS held_at
+  FROM orders o JOIN executions e ON e.order_id = o.id AND e.qty > 0 AND e.exec_type = 'F'
+ WHERE o.account_id = :a AND o.symbol = :s AND o.side = 'buy'
+   AND e.trade_date BETWEEN :since AND :td
+ GROUP BY o.id
+"""
+
+
+async def _lots(conn: AsyncConnection, account: uuid.UUID, symbol: str, td: date) -> list[BuyLot]:
+    rows = (await conn.execute(text(_BUYS), {"a": account, "s": symbol, "since": td - LOOKBACK,
+                                             "td": td, "hold_suffix": ":hold"})).all()
+    lots: list[BuyLot] = []
+    for r in rows:
+        if r.held_at is None or r.trade_date is None:
+            continue
+        cash_before = Decimal((await conn.execute(text(
+            "SELECT coalesce(sum(e.amount), 0) FROM ledger_entries e JOIN ledger_accounts la "
+            "ON la.id = e.ledger_account_id WHERE la.owner_id = :a AND la.name = 'cash' "
+            "AND e.created_at < :t"), {"a": account, "t": r.held_at})).scalar_one())
+        pending = (await conn.execute(text(
+            "SELECT coalesce(sum(amount), 0) AS amount, max(expected_settle_date) AS settles "
+            "FROM transfers WHERE account_id = :a AND direction = 'INCOMING' "
+            "AND provisional_at < :t AND (settled_at IS NULL OR settled_at > :t)"),
+            {"a": account, "t": r.held_at})).one()
+        settled_cash = max(Decimal(0), cash_before - Decimal(pending.amount))
+        unsettled = max(Decimal(0), Decimal(r.value) - settled_cash) if pending.amount else Decimal(0)
+        lots.append(BuyLot(str(r.id), r.trade_date, Decimal(r.qty), unsettled, pending.settles))
+    return lots
+
+
+async def record_gfv_if_any(
+    conn: AsyncConnection, account_id: uuid.UUID, symbol: str, qty: Decimal, trade_date: date
+) -> None:
+    """Record a good-faith violation if this sale (cash account) sells a position bought with
+    funds not settled by ``trade_date``; restrict the account at the third in 12 months.
+    Runs in the caller's transaction; idempotent."""
+    kind = (await conn.execute(text("SELECT account_type FROM accounts WHERE id = :a"),
+                               {"a": account_id})).scalar_one_or_none()
+    if kind != "cash":
+        return
+    bad = violating_lots(trade_date, await _lots(conn, account_id, symbol, trade_date))
+    if not bad:
+        return
+    for lot in bad:
+        assert lot.funds_settle_date is not None
+        await conn.execute(text(
+            "INSERT INTO gfv_violations (account_id, symbol, sale_trade_date, buy_order_id, qty, "
+            "funds_settle_date) VALUES (:a, :s, :td, :o, :q, :fd) ON CONFLICT DO NOTHING"),
+            {"a": account_id, "s": symbol, "td": trade_date, "o": uuid.UUID(lot.order_id), "q": qty,
+             "fd": lot.funds_settle_date})
+    log.warning("good-faith violation: account %s sold %s %s on %s before its funds settled",
+                account_id, qty, symbol, trade_date)
+    dates = (await conn.execute(text(
+        "SELECT DISTINCT sale_trade_date FROM gfv_violations WHERE account_id = :a "
+        "AND sale_trade_date > :since"), {"a": account_id, "since": trade_date - timedelta(days=366)})
+    ).scalars().all()
+    until = restriction_until(dates, trade_date)
+    if until is not None:
+        await conn.execute(text(
+            "INSERT INTO account_restrictions (account_id, kind, reason, starts_on, until) "
+            "VALUES (:a, 'settled_cash_only', :r, :s, :u) ON CONFLICT DO NOTHING"),
+            {"a": account_id, "r": f"{len(dates)} good-faith violations in 12 months", "s": trade_date,
+             "u": until})
+
+
+async def violations(conn: AsyncConnection, account_id: uuid.UUID) -> list[date]:
+    return list((await conn.execute(text(
+        "SELECT sale_trade_date FROM gfv_violations WHERE account_id = :a ORDER BY sale_trade_date"),
+        {"a": account_id})).scalars().all())
+
+
+async def settled_cash_only_until(conn: AsyncConnection, account_id: uuid.UUID, today: date) -> date | None:
+    """The end of the account's settled-cash-only restriction in force on ``today``, or None."""
+    value: date | None = (await conn.execute(text(
+        "SELECT max(until) FROM account_restrictions WHERE account_id = :a "
+        "AND kind = 'settled_cash_only' AND starts_on <= :d AND until >= :d"),
+        {"a": account_id, "d": today})).scalar_one()
+    return value

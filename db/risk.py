@@ -1,0 +1,76 @@
+"""What the risk rules need to know about one account, read from its shard in the caller's
+transaction (optionally locking the account row: every hold of an account is taken under that
+lock, so two orders can never spend the same dollar)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from db.gfv import settled_cash_only_until
+from domain.account import share_positions
+from domain.risk import Fill, day_trades, pdt_window_start
+
+ZERO = Decimal(0)
+
+
+@dataclass
+class AccountRisk:
+    account_type: str
+    status: str
+    trading_blocked: bool
+    blocked_reason: str | None
+    pattern_day_trader: bool
+    balances: dict[str, Decimal]
+    provisional: Decimal
+    fills: list[Fill] = field(default_factory=list)
+    today: date | None = None
+    settled_cash_only: bool = False  # good-faith-violation restriction in force
+
+    @property
+    def day_trade_count(self) -> int:
+        assert self.today is not None
+        return day_trades(self.fills, pdt_window_start(self.today))
+
+    def bought_today(self, symbol: str) -> bool:
+        return any(f.symbol == symbol and f.side == "buy" and f.trade_date == self.today
+                   for f in self.fills)
+
+    def equity(self, prices: Mapping[str, Decimal]) -> Decimal:
+        cash = sum((self.balances.get(n, ZERO) for n in ("cash", "cash_held", "cash_unsettled")), ZERO)
+        held = share_positions(self.balances)
+        return cash + sum((q * prices.get(s, ZERO) for s, q in held.items()), ZERO)
+
+
+async def load_account_risk(conn: AsyncConnection, account_id: uuid.UUID, *, today: date,
+                            lock: bool = False) -> AccountRisk | None:
+    row = (await conn.execute(text(
+        "SELECT account_type, status, trading_blocked, blocked_reason, pattern_day_trader "
+        f"FROM accounts WHERE id = :a{' FOR NO KEY UPDATE' if lock else ''}"),
+        {"a": account_id})).one_or_none()
+    if row is None:
+        return None
+    balances = {r.name: Decimal(r.balance) for r in (await conn.execute(text(
+        "SELECT la.name, sum(b.balance) AS balance FROM ledger_accounts la "
+        "JOIN balances b ON b.ledger_account_id = la.id WHERE la.owner_id = :a GROUP BY la.name"),
+        {"a": account_id})).all()}
+    provisional = Decimal((await conn.execute(text(
+        "SELECT -coalesce(sum(e.amount), 0) FROM ledger_transactions t "
+        "JOIN ledger_entries e ON e.txn_id = t.id "
+        "JOIN ledger_accounts la ON la.id = e.ledger_account_id "
+        "WHERE t.account_id = :a AND t.kind IN ('deposit', 'deposit_settle', 'deposit_bounce') "
+        "AND la.owner_id IS NULL AND la.name = 'ach_provisional'"), {"a": account_id})).scalar_one())
+    since = pdt_window_start(today)
+    fills = [Fill(r.symbol, r.side, r.trade_date, i) for i, r in enumerate((await conn.execute(text(
+        "SELECT symbol, side, trade_date FROM executions WHERE account_id = :a AND qty > 0 "
+        "AND trade_date >= :since ORDER BY received_at, exec_id"), {"a": account_id, "since": since})).all())]
+    gfv_until = await settled_cash_only_until(conn, account_id, today)
+    return AccountRisk(row.account_type, row.status, row.trading_blocked, row.blocked_reason,
+                       row.pattern_day_trader, balances, provisional, fills, today,
+                       settled_cash_only=gfv_until is not None)

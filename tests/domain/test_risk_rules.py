@@ -1,0 +1,173 @@
+"""Table-driven tests of every pre-trade rule at its edges (pure)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import pytest
+
+from domain.orders import parse_order_request
+from domain.risk import (
+    Fill,
+    RiskLimits,
+    RiskRejection,
+    SymbolControl,
+    buying_power,
+    check_market_hours,
+    check_order_limits,
+    check_pdt,
+    check_symbol,
+    concentration_warning,
+    day_trades,
+    hold_sources,
+    is_pattern_day_trader,
+    pdt_window_start,
+    session_phase,
+)
+
+L = RiskLimits()
+D = Decimal
+
+
+def req(**kw):
+    base = {"symbol": "AAPL", "qty": 10, "side": "buy", "type": "limit", "limit_price": "100",
+            "time_in_force": "day"}
+    base.update(kw)
+    return parse_order_request({k: v for k, v in base.items() if v is not None})
+
+
+@pytest.mark.parametrize("kind,bal,prov,expected", [
+    ("cash", {"cash": D(1000)}, D(0), D(1000)),
+    ("cash", {"cash": D(1000), "cash_unsettled": D(250)}, D(0), D(1250)),  # unsettled proceeds count
+    ("cash", {"cash": D(1000)}, D(400), D(600)),  # provisional ACH does not
+    ("instant", {"cash": D(1000)}, D(400), D(1000)),  # ... unless instant, up to the allowance
+    ("instant", {"cash": D(3000)}, D(2500), D(1500)),  # 500 settled + 1000 allowance
+    ("instant", {"cash": D(3000)}, D(1000), D(3000)),  # allowance exactly used
+    ("cash", {"cash": D(-80)}, D(0), D(0)),  # negative after a bounce: nothing to spend
+    ("cash", {"cash": D(500), "cash_held": D(999)}, D(0), D(500)),  # holds already left cash
+])
+def test_buying_power_by_account_type(kind, bal, prov, expected) -> None:
+    assert buying_power(kind, bal, prov, L).total == expected
+
+
+def test_hold_takes_cash_first_then_unsettled() -> None:
+    bp = buying_power("cash", {"cash": D(100), "cash_unsettled": D(50)}, D(0), L)
+    assert hold_sources(D(120), bp) == (D(100), D(20))
+    assert hold_sources(D(80), bp) == (D(80), D(0))
+
+
+NY_OPEN = datetime(2026, 11, 25, 14, 30, tzinfo=UTC)  # 9:30 ET
+
+
+@pytest.mark.parametrize("at,phase", [
+    (datetime(2026, 11, 25, 14, 29, tzinfo=UTC), "extended"),  # 9:29 ET
+    (NY_OPEN, "regular"),
+    (datetime(2026, 11, 25, 20, 59, tzinfo=UTC), "regular"),  # 15:59 ET: the minute before the close
+    (datetime(2026, 11, 25, 21, 0, tzinfo=UTC), "extended"),  # 16:00 ET: the close
+    (datetime(2026, 11, 26, 15, 0, tzinfo=UTC), "closed"),  # Thanksgiving
+    (datetime(2026, 11, 27, 17, 59, tzinfo=UTC), "regular"),  # 12:59 ET, half day
+    (datetime(2026, 11, 27, 18, 0, tzinfo=UTC), "extended"),  # 13:00 ET: half-day close
+    (datetime(2026, 11, 28, 15, 0, tzinfo=UTC), "closed"),  # Saturday
+    (datetime(2026, 11, 25, 11, 59, tzinfo=UTC), "closed"),  # 6:59 ET
+    (datetime(2026, 11, 25, 12, 0, tzinfo=UTC), "extended"),  # 7:00 ET
+    (datetime(2026, 11, 26, 0, 59, tzinfo=UTC), "extended"),  # 19:59 ET
+    (datetime(2026, 11, 26, 1, 0, tzinfo=UTC), "closed"),  # 20:00 ET
+])
+def test_session_phases_from_the_calendar(at, phase) -> None:
+    assert session_phase(at) == phase
+
+
+@pytest.mark.parametrize("at,body,code", [
+    (NY_OPEN, {"type": "market", "limit_price": None}, None),
+    (datetime(2026, 11, 25, 21, 0, tzinfo=UTC), {"type": "market", "limit_price": None}, "market_closed"),
+    (datetime(2026, 11, 25, 21, 0, tzinfo=UTC), {"extended_hours": True}, None),
+    (datetime(2026, 11, 25, 21, 0, tzinfo=UTC), {}, None),  # rests for the open
+    (datetime(2026, 11, 26, 15, 0, tzinfo=UTC), {"extended_hours": True}, "market_closed"),
+    (datetime(2026, 11, 27, 17, 59, tzinfo=UTC), {"type": "market", "limit_price": None}, None),
+    (datetime(2026, 11, 27, 18, 1, tzinfo=UTC), {"type": "market", "limit_price": None}, "market_closed"),
+])
+def test_market_hours(at, body, code) -> None:
+    r = req(**body)
+    if code is None:
+        check_market_hours(r, at)
+    else:
+        with pytest.raises(RiskRejection) as info:
+            check_market_hours(r, at)
+        assert info.value.code == code
+
+
+@pytest.mark.parametrize("body,notional,bid,ask,code", [
+    ({"qty": 100000}, D(1), None, None, None),
+    ({"qty": 100001}, D(1), None, None, "max_qty_exceeded"),
+    ({}, D(250000), None, None, None),
+    ({}, D("250000.01"), None, None, "max_notional_exceeded"),
+    ({"limit_price": "110.00"}, D(1), D(99), D(100), None),  # exactly the band
+    ({"limit_price": "110.01"}, D(1), D(99), D(100), "price_band"),  # a fat finger
+    ({"side": "sell", "limit_price": "90.00"}, D(1), D(100), D(101), None),
+    ({"side": "sell", "limit_price": "89.99"}, D(1), D(100), D(101), "price_band"),
+])
+def test_order_limits(body, notional, bid, ask, code) -> None:
+    r = req(**body)
+    if code is None:
+        check_order_limits(r, notional, bid, ask, L)
+    else:
+        with pytest.raises(RiskRejection) as info:
+            check_order_limits(r, notional, bid, ask, L)
+        assert info.value.code == code
+
+
+@pytest.mark.parametrize("control,side,code", [
+    (SymbolControl(halted=True, reason="LULD"), "buy", "symbol_halted"),
+    (SymbolControl(halted=True), "sell", "symbol_halted"),
+    (SymbolControl(restriction="close_only", reason="volatility"), "buy", "symbol_close_only"),
+    (SymbolControl(restriction="close_only"), "sell", None),  # the GME rule: selling allowed
+    (SymbolControl(restriction="blocked"), "sell", "symbol_blocked"),
+    (None, "buy", None),
+])
+def test_symbol_controls(control, side, code) -> None:
+    r = req(side=side)
+    if code is None:
+        check_symbol(r, control)
+    else:
+        with pytest.raises(RiskRejection) as info:
+            check_symbol(r, control)
+        assert info.value.code == code
+        if control.reason:
+            assert control.reason in info.value.message
+
+
+def test_day_trade_counting_and_window() -> None:
+    wed = date(2026, 11, 25)
+    fills = [Fill("AAPL", "buy", wed, 1), Fill("AAPL", "sell", wed, 2),  # day trade
+             Fill("F", "sell", wed, 3), Fill("F", "buy", wed, 4),  # sell then buy: not one
+             Fill("GME", "buy", date(2026, 11, 24), 5), Fill("GME", "sell", wed, 6),  # overnight
+             Fill("AMC", "buy", date(2026, 11, 18), 7), Fill("AMC", "sell", date(2026, 11, 18), 8)]
+    assert pdt_window_start(wed) == date(2026, 11, 19)  # 5 business days: 19, 20, 23, 24, 25
+    assert day_trades(fills, pdt_window_start(wed)) == 1
+    assert day_trades(fills, date(2026, 11, 18)) == 2
+    assert pdt_window_start(date(2026, 11, 30)) == date(2026, 11, 23)  # skips Thanksgiving
+
+
+@pytest.mark.parametrize("equity,count,side,bought_today,code", [
+    (D("24999.99"), 3, "sell", True, "pattern_day_trader"),  # would be the 4th
+    (D("24999.99"), 2, "sell", True, None),  # the 3rd is allowed
+    (D("25000"), 3, "sell", True, None),  # exactly $25k: not restricted
+    (D("24999.99"), 3, "sell", False, None),  # not a day trade
+    (D("24999.99"), 3, "buy", True, None),  # opening is not closing
+])
+def test_pattern_day_trader_edges(equity, count, side, bought_today, code) -> None:
+    r = req(side=side)
+    if code is None:
+        check_pdt(r, equity=equity, day_trade_count=count, bought_today=bought_today)
+    else:
+        with pytest.raises(RiskRejection) as info:
+            check_pdt(r, equity=equity, day_trade_count=count, bought_today=bought_today)
+        assert info.value.code == code
+    assert not is_pattern_day_trader(3) and is_pattern_day_trader(4)
+
+
+def test_concentration_is_a_soft_warning() -> None:
+    assert concentration_warning("GME", D(2500), D(10000), L) is None  # exactly 25%
+    warn = concentration_warning("GME", D("2500.01"), D(10000), L)
+    assert warn and "GME" in warn

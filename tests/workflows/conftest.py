@@ -1,0 +1,66 @@
+"""Back-office fixtures: the back-office workers (settlement, reconciliation, funding) on the
+session's Temporal/Postgres/Redis, with a clearinghouse whose street fills come from the shards'
+executions (what the venues reported) and whose breaks tests inject."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import date
+from decimal import Decimal
+
+import pytest
+from redis.asyncio import Redis
+from sqlalchemy import text
+from temporalio.client import Client
+
+from db.router import ShardRouter
+from domain.settlement import StreetFill
+from sherwood.settings import Settings
+from simulators.bank import AchBank
+from simulators.clearinghouse import Clearinghouse
+from workers.backoffice import BackofficeWorkers
+
+FAST_ACH = {"ach_business_day_s": 0.3, "ach_poll_interval_s": 0.2, "backoffice_db_pool_size": 1}
+
+
+class Backoffice:
+    def __init__(self, settings: Settings, client: Client, clearinghouse: Clearinghouse, bank: AchBank,
+                 workers: BackofficeWorkers) -> None:
+        self.settings = settings
+        self.client = client
+        self.clearinghouse = clearinghouse
+        self.bank = bank
+        self.workers = workers
+
+
+def street_source(router: ShardRouter):  # type: ignore[no-untyped-def]
+    """The venues' fills as the clearinghouse would know them (every booked venue fill)."""
+
+    async def _fills(settle: date) -> list[StreetFill]:
+        out: list[StreetFill] = []
+        for n in range(router.shard_count):
+            async with router.engine(n).connect() as conn:
+                rows = (await conn.execute(text(
+                    "SELECT venue, exec_id, qty, price FROM executions WHERE exec_type = 'F' AND qty > 0 "
+                    "AND settle_date = :d"), {"d": settle})).all()
+            out += [StreetFill(r.venue, r.exec_id, Decimal(r.qty), Decimal(r.price)) for r in rows]
+        return out
+
+    return _fills
+
+
+@pytest.fixture(scope="session")
+async def backoffice(
+    stack_settings: Settings, router: ShardRouter, redis: Redis,
+) -> AsyncIterator[Backoffice]:
+    settings = stack_settings.model_copy(update=FAST_ACH)
+    assert settings.temporal_address
+    client = await Client.connect(settings.temporal_address)
+    ch = Clearinghouse(street_source(router))
+    bank = AchBank(redis, settings.redis_prefix)
+    workers = BackofficeWorkers(settings, client=client, clearinghouse=ch, bank=bank)
+    await workers.start()
+    try:
+        yield Backoffice(settings, client, ch, bank, workers)
+    finally:
+        await workers.stop()

@@ -1,0 +1,173 @@
+"""The back-office worker: settlement, reconciliation and funding.
+
+Task queues (kept apart from ``shard-<n>``, whose workers register only the order workflow):
+
+- ``backoffice``: the Settlement and LedgerReconciliation workflows and the cross-shard
+  activities (plan, netting report in the directory, clearinghouse comparison);
+- ``backoffice-shard-<n>``: the Deposit and Withdrawal workflows of that shard's accounts (their
+  local activities bound to that shard's database and the simulated bank) and the shard-local
+  settlement/reconciliation activities.
+
+One process may serve every shard (``sherwood serve backoffice``); it keeps its pools small.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleCalendarSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleRange,
+    ScheduleSpec,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
+)
+from temporalio.worker import Worker
+
+from activities.funding import FundingActivities
+from activities.settlement import SettlementActivities, ShardSettlementActivities
+from db.engines import make_engine
+from db.funding import FundingStore
+from sherwood.settings import Settings
+from sherwood.temporal import connect
+from simulators.bank import AchBank
+from simulators.clearinghouse import Clearinghouse, GatewayFills
+from workflows.deposit import DepositWorkflow
+from workflows.settlement import (
+    BACKOFFICE_TASK_QUEUE,
+    LedgerReconciliationWorkflow,
+    SettlementInput,
+    SettlementWorkflow,
+    backoffice_shard_queue,
+)
+from workflows.withdrawal import WithdrawalWorkflow
+
+log = logging.getLogger(__name__)
+
+
+def backoffice_workflows() -> list[type]:
+    return [SettlementWorkflow, LedgerReconciliationWorkflow]
+
+
+def backoffice_shard_workflows() -> list[type]:
+    return [DepositWorkflow, WithdrawalWorkflow]
+
+
+def backoffice_activities(directory: AsyncEngine, engine_by_shard: list[AsyncEngine],
+                          clearinghouse: Clearinghouse) -> list[Callable[..., Any]]:
+    return SettlementActivities(directory, engine_by_shard, clearinghouse).all()
+
+
+def backoffice_shard_activities(settings: Settings, engine: AsyncEngine, shard: int,
+                                bank: AchBank) -> list[Callable[..., Any]]:
+    return [*ShardSettlementActivities(engine, shard, house_stripes=settings.house_balance_stripes).all(),
+            *FundingActivities(FundingStore(engine), bank).all()]
+
+
+@dataclass
+class BackofficeWorkers:
+    settings: Settings
+    shards: list[int] | None = None  # None: every shard
+    client: Client | None = None
+    clearinghouse: Clearinghouse | None = None
+    bank: AchBank | None = None
+    _workers: list[Worker] = field(default_factory=list)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _engines: list[AsyncEngine] = field(default_factory=list)
+    _redis: Redis | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        self.client = self.client or await connect(s)
+        pool = {"pool_size": s.backoffice_db_pool_size, "max_overflow": s.backoffice_db_pool_size}
+        shards = self.shards if self.shards is not None else list(range(s.shard_count))
+        engines = [make_engine(s.shard_url(n), **pool) for n in range(s.shard_count)]
+        directory = make_engine(s.directory_db_url(), **pool)
+        self._engines = [*engines, directory]
+        if self.clearinghouse is None:
+            gw = make_engine(s.gateway_db_url_resolved(), pool_size=1, max_overflow=2)
+            self._engines.append(gw)
+            self.clearinghouse = Clearinghouse(GatewayFills(gw))
+        if self.bank is None:
+            self._redis = Redis.from_url(s.redis_url) if s.redis_url else None
+            self.bank = AchBank(self._redis, s.redis_prefix)
+        self._add(Worker(self.client, task_queue=BACKOFFICE_TASK_QUEUE, workflows=backoffice_workflows(),
+                         activities=backoffice_activities(directory, engines, self.clearinghouse)))
+        for n in shards:
+            self._add(Worker(self.client, task_queue=backoffice_shard_queue(n),
+                             workflows=backoffice_shard_workflows(),
+                             activities=backoffice_shard_activities(s, engines[n], n, self.bank),
+                             max_concurrent_activities=4, max_concurrent_local_activities=50))
+        log.info("back-office workers running (shards %s)", shards)
+
+    def _add(self, worker: Worker) -> None:
+        self._workers.append(worker)
+        self._tasks.append(asyncio.create_task(worker.run(), name=f"worker-{worker.task_queue}"))
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(w.shutdown() for w in self._workers), return_exceptions=True)
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._redis is not None:
+            await self._redis.aclose()
+        for e in self._engines:
+            await e.dispose()
+
+
+def settlement_schedule(settings: Settings) -> Schedule:
+    """Every weekday at settlement_hour_ny:settlement_minute_ny New York time; the workflow
+    no-ops on non-sessions (exchange-calendars decides) and catches up missed sessions."""
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            SettlementWorkflow.run,
+            SettlementInput(shards=settings.shard_count, max_catch_up_days=settings.settlement_catch_up_days),
+            id=f"{settings.settlement_schedule_id}-run", task_queue=BACKOFFICE_TASK_QUEUE),
+        spec=ScheduleSpec(
+            calendars=[ScheduleCalendarSpec(
+                day_of_week=[ScheduleRange(1, 5)], hour=[ScheduleRange(settings.settlement_hour_ny)],
+                minute=[ScheduleRange(settings.settlement_minute_ny)], second=[ScheduleRange(0)])],
+            time_zone_name="America/New_York"),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.BUFFER_ALL,
+                              catchup_window=timedelta(days=7)),
+    )
+
+
+async def apply_schedules(client: Client, settings: Settings) -> str:
+    """Create the settlement schedule, or update it to the current definition. Idempotent."""
+    sid = settings.settlement_schedule_id
+    schedule = settlement_schedule(settings)
+    try:
+        await client.create_schedule(sid, schedule)
+        return "created"
+    except ScheduleAlreadyRunningError:
+        def _update(_: ScheduleUpdateInput) -> ScheduleUpdate:
+            return ScheduleUpdate(schedule=schedule)
+
+        await client.get_schedule_handle(sid).update(_update)
+        return "updated"
+
+
+async def run(settings: Settings) -> None:
+    workers = BackofficeWorkers(settings)
+    await workers.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await workers.stop()

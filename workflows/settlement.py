@@ -1,0 +1,119 @@
+"""The settlement workflow: one run settles one or more NYSE business dates, in order.
+
+Started by the Temporal Schedule (``date`` None: today in New York, catching up every session
+missed since the last settled one) or by ``sherwood settlement run DATE [--through DATE]``. For
+each date it fans out to every shard (activities on ``backoffice-shard-<n>``: one database
+transaction per shard, idempotent by date), then writes the cross-shard netting report and the
+clearinghouse comparison (``backoffice``). Finally each shard's ledger is reconciled (end of day);
+a difference halts that shard's new orders. A non-session date settles nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.settlement import (
+        PlanInput,
+        ReconcileInput,
+        ReconcileResult,
+        ReportInput,
+        ReportSummary,
+        SettleDayInput,
+    )
+    from db.settlement import ShardSettlement
+
+BACKOFFICE_TASK_QUEUE = "backoffice"
+RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+
+
+def backoffice_shard_queue(shard: int) -> str:
+    return f"backoffice-shard-{shard}"
+
+
+@dataclass
+class SettlementInput:
+    shards: int
+    date: str | None = None  # None: today (New York), with catch-up
+    through: str | None = None
+    reconcile: bool = True
+    max_catch_up_days: int = 10
+
+
+@dataclass
+class DayResult:
+    business_date: str
+    executions: int
+    accounts: int
+    replayed: bool
+    report: ReportSummary
+
+
+@dataclass
+class SettlementResult:
+    days: list[DayResult] = field(default_factory=list)
+    reconciliation: list[ReconcileResult] = field(default_factory=list)
+
+    @property
+    def halted_shards(self) -> list[int]:
+        return [r.shard for r in self.reconciliation if not r.ok]
+
+
+@workflow.defn(name="Settlement")
+class SettlementWorkflow:
+    @workflow.run
+    async def run(self, inp: SettlementInput) -> SettlementResult:
+        now = workflow.now().isoformat()  # the plan activity turns it into a New York date
+        last: list[str | None] = []
+        if inp.date is None:
+            last = list(await asyncio.gather(*(
+                workflow.execute_activity(
+                    "last_settled_date", task_queue=backoffice_shard_queue(n), result_type=str,
+                    start_to_close_timeout=timedelta(seconds=60), retry_policy=RETRY)
+                for n in range(inp.shards))))
+        dates: list[str] = await workflow.execute_activity(
+            "plan_settlement", PlanInput(now=now, date=inp.date, through=inp.through,
+                                         last_settled=last, max_catch_up_days=inp.max_catch_up_days),
+            task_queue=BACKOFFICE_TASK_QUEUE, result_type=list[str],
+            start_to_close_timeout=timedelta(seconds=60), retry_policy=RETRY)
+        result = SettlementResult()
+        for d in dates:  # strictly in order: a day starts when the previous one is done everywhere
+            parts: list[ShardSettlement] = list(await asyncio.gather(*(
+                workflow.execute_activity(
+                    "settle_shard_day", SettleDayInput(d), task_queue=backoffice_shard_queue(n),
+                    result_type=ShardSettlement, start_to_close_timeout=timedelta(minutes=15),
+                    retry_policy=RETRY)
+                for n in range(inp.shards))))
+            report: ReportSummary = await workflow.execute_activity(
+                "record_settlement_report", ReportInput(d, parts), task_queue=BACKOFFICE_TASK_QUEUE,
+                result_type=ReportSummary, start_to_close_timeout=timedelta(minutes=15), retry_policy=RETRY)
+            result.days.append(DayResult(d, sum(p.executions for p in parts), sum(p.accounts for p in parts),
+                                         all(p.replayed for p in parts), report))
+        if inp.reconcile:
+            on = dates[-1] if dates else inp.date
+            result.reconciliation = list(await asyncio.gather(*(
+                workflow.execute_activity(
+                    "reconcile_shard_ledger", ReconcileInput(on), task_queue=backoffice_shard_queue(n),
+                    result_type=ReconcileResult, start_to_close_timeout=timedelta(minutes=15),
+                    retry_policy=RETRY)
+                for n in range(inp.shards))))
+        return result
+
+
+@workflow.defn(name="LedgerReconciliation")
+class LedgerReconciliationWorkflow:
+    """End-of-day ledger reconciliation of every shard on its own (also part of Settlement)."""
+
+    @workflow.run
+    async def run(self, shards: int) -> list[ReconcileResult]:
+        return list(await asyncio.gather(*(
+            workflow.execute_activity(
+                "reconcile_shard_ledger", ReconcileInput(None), task_queue=backoffice_shard_queue(n),
+                result_type=ReconcileResult, start_to_close_timeout=timedelta(minutes=15),
+                retry_policy=RETRY)
+            for n in range(shards))))
