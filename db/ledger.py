@@ -12,7 +12,9 @@ retried transaction. It deliberately holds no cached state about balances.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,7 +25,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from db.engines import run_in_transaction, sqlstate
+from db.engines import RETRYABLE_SQLSTATES, sqlstate
 from db.errors import (
     AppendOnlyViolation,
     DbError,
@@ -163,17 +165,24 @@ class Ledger:
     async def post(self, txn: LedgerTxn) -> PostResult:
         """Post in its own transaction; raise :class:`InsufficientFunds` on a limit violation."""
 
-        async def _do(conn: AsyncConnection) -> PostResult:
-            return await post(conn, txn, house_stripes=self.house_stripes)
-
-        try:
-            result = await run_in_transaction(self.engine, _do, retries=self.retries)
-        except DBAPIError as exc:  # raised at commit by the deferred check
-            mapped = translate(exc)
-            if mapped is not None:
-                raise mapped from exc
-            raise
-        return result.raise_for_status()
+        # ledger_post is atomic on its own, so a standalone posting is one autocommit statement:
+        # one round trip instead of BEGIN / SELECT / COMMIT (the deferred sum check then runs at
+        # the end of that statement's implicit transaction).
+        attempt = 0
+        while True:
+            try:
+                async with self.engine.connect() as raw:
+                    conn = await raw.execution_options(isolation_level="AUTOCOMMIT")
+                    result = await post(conn, txn, house_stripes=self.house_stripes)
+                return result.raise_for_status()
+            except DBAPIError as exc:
+                mapped = translate(exc)
+                if mapped is not None:
+                    raise mapped from exc
+                if sqlstate(exc) not in RETRYABLE_SQLSTATES or attempt >= self.retries:
+                    raise
+                attempt += 1
+                await asyncio.sleep(min(0.2, 0.002 * 2**attempt) * random.random())
 
     # --- named operations (templates from domain.ledger) ----------------------------------
 
