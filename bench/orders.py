@@ -17,42 +17,20 @@ import argparse
 import asyncio
 import json
 import statistics
+import sys
 import tempfile
 import time
 import uuid
-from datetime import timedelta
 from pathlib import Path
 
 import httpx
-from temporalio import activity, workflow
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from bench.bare_workflow import BareWorkflow, noop
 from db.migrate import drop_database
 from sherwood.embedded import TemporalDevServer, free_port
 from sherwood.settings import Settings
-
-
-@activity.defn
-async def noop(_: str) -> str:
-    return "ok"
-
-
-@workflow.defn(name="BenchBare")
-class BareWorkflow:
-    def __init__(self) -> None:
-        self.signalled = False
-
-    @workflow.signal
-    def go(self) -> None:
-        self.signalled = True
-
-    @workflow.run
-    async def run(self, _: str) -> str:
-        for _i in range(5):
-            await workflow.execute_activity(noop, "x", start_to_close_timeout=timedelta(seconds=10))
-        await workflow.wait_condition(lambda: self.signalled)
-        return "done"
 
 
 def pct(values: list[float], p: float) -> float:
@@ -133,16 +111,18 @@ async def main() -> None:
         "data_dir": data, "db_prefix": prefix, "redis_prefix": prefix, "api_port": free_port(),
         "temporal_port": free_port(), "temporal_ui_port": free_port(),
         "embedded_pg_port": free_port(), "embedded_redis_port": free_port(),
-        "dev_venue_ports": [free_port(), free_port()], "temporal_address": None})
-    stack = DevStack(settings, progress=lambda m: None)
-    info = stack.start()
+        "dev_venue_ports": [free_port(), free_port()], "temporal_address": None,
+        "fanout_port": free_port(), "marketdata_feed_port": free_port()})
+    stack = DevStack(settings, progress=lambda m: None, marketdata=False, backoffice=False)
+    info = await asyncio.to_thread(stack.start)  # it runs its own event loops
     try:
         api = str(info["api_url"])
         client = await Client.connect(str(info["temporal_address"]))
         accounts = []
         for _ in range(max(levels)):
             proc = await asyncio.create_subprocess_exec(
-                "sherwood", "accounts", "create", "--deposit", "1000000", "--json", "--data-dir",
+                sys.executable, "-m", "sherwood", "accounts", "create", "--deposit", "1000000", "--json",
+                "--data-dir",
                 str(data), env=stack.child_env(), stdout=asyncio.subprocess.PIPE)
             out, _ = await proc.communicate()
             accounts.append(json.loads(out))
@@ -173,7 +153,7 @@ async def main() -> None:
                 "p50_ours_over_baseline": round(ours["p50_ms"] / base_r["p50_ms"], 3),
                 "p99_ours_over_baseline": round(ours["p99_ms"] / base_r["p99_ms"], 3)}), flush=True)
     finally:
-        stack.stop()
+        await asyncio.to_thread(stack.stop)
         if settings.postgres_url:
             s = stack.settings
             for url in [s.directory_db_url(), s.gateway_db_url_resolved(),

@@ -42,6 +42,9 @@ class DevStack:
     _children: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
     _lock: IO[str] | None = None
     info: dict[str, object] = field(default_factory=dict)
+    # the read path and the back office can be left out (benchmarks of the trading path)
+    marketdata: bool = True
+    backoffice: bool = True
 
     @property
     def logs(self) -> Path:
@@ -133,19 +136,22 @@ class DevStack:
                 "sim", "market-maker", "--host", host, "--port", str(port), "--sender-comp-id", name,
                 "--target-comp-id", "SHERWOOD", "--redis-url", s.redis_url,
                 "--data-dir", str(s.data_dir / "venues" / name)])
-        self._spawn("ingest", ["serve", "ingest"])
-        self._spawn("fanout", ["serve", "fanout"])
-        self._spawn("exchange-feed", ["sim", "exchange-feed", "--host", host, "--port",
-                                      str(s.marketdata_feed_port), "--rate", str(s.exchange_feed_rate)])
-        self.info["marketdata_ws_url"] = f"ws://{host}:{s.fanout_port}/v2/iex"
+        if self.marketdata:
+            self._spawn("ingest", ["serve", "ingest"])
+            self._spawn("fanout", ["serve", "fanout"])
+            self._spawn("exchange-feed", ["sim", "exchange-feed", "--host", host, "--port",
+                                          str(s.marketdata_feed_port), "--rate", str(s.exchange_feed_rate)])
+            self.info["marketdata_ws_url"] = f"ws://{host}:{s.fanout_port}/v2/iex"
         self._spawn("shard-worker", ["serve", "shard-worker"])
         self._spawn("gateway", ["serve", "gateway"])
-        self._spawn("backoffice", ["serve", "backoffice"])
+        if self.backoffice:
+            self._spawn("backoffice", ["serve", "backoffice"])
         self._spawn("api", ["serve", "api"])
         self.info["venues"] = [f"{n}@{host}:{p}" for n, p in zip(("MM1", "MM2"), s.dev_venue_ports,
                                                                    strict=False)]
         self._wait_healthy(api_url)
-        self._apply_schedules(s)
+        if self.backoffice:
+            self._apply_schedules(s)
         s.stack_file().write_text(json.dumps(self.info, indent=2))
 
     def _apply_schedules(self, s: Settings) -> None:
@@ -178,6 +184,10 @@ class DevStack:
             "SHERWOOD_SHARDS": str(s.shard_count),
             "SHERWOOD_BIND_HOST": s.bind_host,
             "SHERWOOD_API_PORT": str(s.api_port),
+            "SHERWOOD_DB_PREFIX": s.db_prefix,
+            "SHERWOOD_REDIS_PREFIX": s.redis_prefix,
+            "SHERWOOD_FANOUT_PORT": str(s.fanout_port),
+            "SHERWOOD_MARKETDATA_FEED_PORT": str(s.marketdata_feed_port),
         })
         for key, value in (("POSTGRES_URL", s.postgres_url), ("REDIS_URL", s.redis_url),
                            ("TEMPORAL_ADDRESS", s.temporal_address),
