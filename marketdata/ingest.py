@@ -48,6 +48,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from db.controls import events_channel, halts_key
 from marketdata.bars import MINUTE_NS, BarAcc, minute_start
 from marketdata.resp import RespConnection, RespError, encode, encode_publish
 
@@ -80,10 +81,6 @@ def accepted_key(prefix: str) -> str:
 
 def trades_key(prefix: str) -> str:
     return f"{prefix}:trades:latest"
-
-
-def halts_key(prefix: str) -> str:
-    return f"{prefix}:halts"
 
 
 def seq_key(prefix: str) -> str:
@@ -470,7 +467,7 @@ class Ingest:
             cmds.append(encode("SREM", halts_key(self.prefix), *halts_del))
         # tell every trading process at once (db.controls.ControlsCache), not at its next resync
         for sym, halted in [(s, True) for s in halts_add] + [(s, False) for s in halts_del]:
-            cmds.append(encode_publish(f"{self.prefix}:controls:events".encode(), json.dumps(
+            cmds.append(encode_publish(events_channel(self.prefix).encode(), json.dumps(
                 {"symbol": sym, "halted": halted, "reason": "market-data halt" if halted else ""}).encode()))
         touched = set(latest_q) | set(latest_t) | set(halts_add) | set(halts_del)
         if touched:

@@ -60,10 +60,16 @@ async def wait_for_bank(inp: TransferWorkflowInput) -> str:
         await workflow.sleep(timedelta(seconds=inp.poll_s))
 
 
-@workflow.defn(name="Deposit")
-class DepositWorkflow:
-    @workflow.init
-    def __init__(self, inp: TransferWorkflowInput) -> None:
+class TransferFlow:
+    """The shape both ACH workflows share: commit the first step, hand the transfer to the bank,
+    wait for its answer, then the success or failure step. Subclasses name the activities."""
+
+    START = ""
+    SUCCEED = ""
+    FAIL = ""
+    FAIL_REASON = ""
+
+    def __init__(self) -> None:
         self._snap: TransferSnapshot | None = None
 
     @workflow.update(name="accepted")
@@ -76,9 +82,8 @@ class DepositWorkflow:
     def transfer(self) -> TransferSnapshot | None:
         return self._snap
 
-    @workflow.run
-    async def run(self, inp: TransferWorkflowInput) -> TransferSnapshot:
-        snap = await _local("start_deposit", TransferInput(
+    async def _run(self, inp: TransferWorkflowInput) -> TransferSnapshot:
+        snap = await _local(self.START, TransferInput(
             inp.transfer_id, inp.account_id, inp.direction, inp.amount, inp.expected_settle_date),
             TransferSnapshot)
         assert isinstance(snap, TransferSnapshot)
@@ -89,10 +94,23 @@ class DepositWorkflow:
                      str)
         outcome = await wait_for_bank(inp)
         if outcome == "return":
-            done = await _local("bounce_deposit", FinishInput(inp.transfer_id, "ACH returned (R01)"),
-                                TransferSnapshot)
+            done = await _local(self.FAIL, FinishInput(inp.transfer_id, self.FAIL_REASON), TransferSnapshot)
         else:
-            done = await _local("settle_deposit", FinishInput(inp.transfer_id), TransferSnapshot)
+            done = await _local(self.SUCCEED, FinishInput(inp.transfer_id), TransferSnapshot)
         assert isinstance(done, TransferSnapshot)
         self._snap = done
         return done
+
+
+@workflow.defn(name="Deposit")
+class DepositWorkflow(TransferFlow):
+    START, SUCCEED, FAIL, FAIL_REASON = ("start_deposit", "settle_deposit", "bounce_deposit",
+                                         "ACH returned (R01)")
+
+    @workflow.init
+    def __init__(self, inp: TransferWorkflowInput) -> None:
+        super().__init__()
+
+    @workflow.run
+    async def run(self, inp: TransferWorkflowInput) -> TransferSnapshot:
+        return await self._run(inp)
