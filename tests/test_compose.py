@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,7 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_compose_file_validates() -> None:
     exe = shutil.which("docker-compose")
     if exe is None:
-        pytest.fail("docker-compose is not installed (.ci/run installs the Debian package)")
+        if os.environ.get("CI"):
+            pytest.fail("docker-compose is not installed (.ci/run installs the Debian package)")
+        pytest.skip("docker-compose is not installed here (CI installs it and runs this test)")
     out = subprocess.run([exe, "-f", str(ROOT / "docker-compose.yml"), "config"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
