@@ -174,21 +174,26 @@ async def test_append_only_entries_transactions_and_order_events(router: ShardRo
     assert (await ledger.balances(acct.account_id))["cash"] == 10
 
 
+async def raw_post(ledger: Ledger, account: uuid.UUID, txn: str, entries_sql: str) -> None:
+    """Write a transaction header and entries straight into the tables, bypassing Python."""
+    async with ledger.engine.begin() as conn:
+        la = (await conn.execute(text(
+            "SELECT id FROM ledger_accounts WHERE owner_id = :o AND name = 'cash'"),
+            {"o": account})).scalar_one()
+        await conn.execute(text(
+            "INSERT INTO ledger_transactions (id, kind, payload_hash, status) "
+            "VALUES (:t, 'raw', 'x', 'posted')"), {"t": txn})
+        await conn.execute(text(
+            f"INSERT INTO ledger_entries (txn_id, ledger_account_id, currency, amount) VALUES {entries_sql}"),
+            {"t": txn, "la": la})
+
+
 async def test_raw_unbalanced_insert_fails_at_commit(router: ShardRouter) -> None:
     acct, ledger = await funded(router, "10")
     txn = f"raw:{uuid.uuid4()}"
     with pytest.raises(DBAPIError) as info:
-        async with ledger.engine.begin() as conn:
-            la = (await conn.execute(text(
-                "SELECT id FROM ledger_accounts WHERE owner_id = :o AND name = 'cash'"),
-                {"o": acct.account_id})).scalar_one()
-            await conn.execute(text(
-                "INSERT INTO ledger_transactions (id, kind, payload_hash, status) "
-                "VALUES (:t, 'raw', 'x', 'posted')"), {"t": txn})
-            await conn.execute(text(
-                "INSERT INTO ledger_entries (txn_id, ledger_account_id, currency, amount) "
-                "VALUES (:t, :la, 'USD', 5)"), {"t": txn, "la": la})
-            # the statement itself succeeds: only the commit checks the sum
+        # the INSERT itself succeeds: only the commit checks the sum
+        await raw_post(ledger, acct.account_id, txn, "(:t, :la, 'USD', 5)")
     assert sqlstate(info.value) == "SW400"
     assert await ledger.load(txn) is None
 
@@ -196,18 +201,11 @@ async def test_raw_unbalanced_insert_fails_at_commit(router: ShardRouter) -> Non
 async def test_raw_balanced_but_cross_currency_insert_fails(router: ShardRouter) -> None:
     acct, ledger = await funded(router, "10")
     txn = f"raw:{uuid.uuid4()}"
-    with pytest.raises(DBAPIError):
-        async with ledger.engine.begin() as conn:
-            la = (await conn.execute(text(
-                "SELECT id FROM ledger_accounts WHERE owner_id = :o AND name = 'cash'"),
-                {"o": acct.account_id})).scalar_one()
-            await conn.execute(text(
-                "INSERT INTO ledger_transactions (id, kind, payload_hash, status) "
-                "VALUES (:t, 'raw', 'x', 'posted')"), {"t": txn})
-            # an entry in AAPL on a USD account is refused by the foreign key
-            await conn.execute(text(
-                "INSERT INTO ledger_entries (txn_id, ledger_account_id, currency, amount) "
-                "VALUES (:t, :la, 'AAPL', 5), (:t, :la, 'AAPL', -5)"), {"t": txn, "la": la})
+    with pytest.raises(DBAPIError) as info:
+        # an entry in AAPL on a USD account is refused by the (account, currency) foreign key
+        await raw_post(ledger, acct.account_id, txn, "(:t, :la, 'AAPL', 5), (:t, :la, 'AAPL', -5)")
+    assert sqlstate(info.value) == "23503"
+    assert await ledger.load(txn) is None
 
 
 @pytest.mark.parametrize(
