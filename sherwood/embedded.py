@@ -186,6 +186,9 @@ def temporal_binary() -> str:
     return found
 
 
+SQLITE_PRAGMAS = ("journal_mode=wal", "synchronous=normal")
+
+
 class TemporalDevServer:
     """``temporal server start-dev`` with a SQLite file (state survives restarts), the order
     search attributes registered and the dev server's poll-rate limits raised."""
@@ -211,7 +214,13 @@ class TemporalDevServer:
                "--log-level", "warn", "--metrics-port", str(free_port(self.host)),
                "--http-port", str(free_port(self.host))]
         if self.db_file is not None:
+            # SQLite's default rollback journal fsyncs every commit twice: measured here it
+            # halves the dev server's throughput (bare workflow, c=10: 13 wf/s vs 30 wf/s in
+            # WAL mode). WAL + synchronous=normal survives a crash of the server process; only
+            # an OS crash may lose the last commits, acceptable for a development server.
             cmd += ["--db-filename", str(self.db_file)]
+            for pragma in SQLITE_PRAGMAS:
+                cmd += ["--sqlite-pragma", pragma]
         if self.ui_port is None:
             cmd += ["--headless"]
         else:
