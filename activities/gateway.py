@@ -24,16 +24,18 @@ on the wire). Recording and signalling is :mod:`workers.gateway`'s job.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Protocol
 
 import simplefix
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from db.gateway import SENT, GatewayStore
+from db.gateway import SENT, GatewayStore, SendReservation
 from domain.execution import (
     ExecutionReportSignal,
     VenueAck,
@@ -181,6 +183,54 @@ def parse_inbound(venue: str, msg: simplefix.FixMessage) -> ExecutionReportSigna
     return None
 
 
+# ============================================================================ early reports
+
+
+class ReportWatch:
+    """The reports of one order booked while its ``send_new_order`` waits (see
+    :class:`ReportSource`). Filled by the gateway's inbound handler, in arrival order."""
+
+    def __init__(self, order_id: str) -> None:
+        self.order_id = order_id
+        self.reports: list[ExecutionReportSignal] = []
+        self._changed = asyncio.Event()
+
+    def add(self, report: ExecutionReportSignal) -> None:
+        self.reports.append(report)
+        self._changed.set()
+
+    async def wait(self, first_s: float, linger_s: float) -> None:
+        """Until the venue says the order is done, or ``linger_s`` passed since the last
+        answer, or ``first_s`` passed in all."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + first_s
+        while not any(r.final for r in self.reports):
+            left = deadline - loop.time()
+            timeout = min(left, linger_s) if self.reports else left
+            if timeout <= 0:
+                return
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout)
+            except TimeoutError:
+                return
+
+
+class ReportSource(Protocol):
+    """Where ``send_new_order`` gets the venue's first answers (the gateway's delivery).
+
+    ``watch`` registers the order before the message is sent (so no answer is missed); while it
+    is registered the report is not signalled. ``handed_over`` is called with the reports the
+    activity returns (mark them delivered); leaving the context unregisters the order, and
+    whatever was not handed over is signalled as usual."""
+
+    def watch(self, order_id: str) -> contextlib.AbstractAsyncContextManager[ReportWatch]: ...
+
+    async def handed_over(self, reports: list[ExecutionReportSignal]) -> None: ...
+
+    async def recorded(self, order_id: str) -> list[ExecutionReportSignal]: ...
+
+
 # ============================================================================ activities
 
 
@@ -193,6 +243,9 @@ class GatewayActivities:
         sessions: Mapping[str, FixSession],
         routing: str = "round_robin",
         halted: Callable[[str], Awaitable[bool]] | None = None,
+        reports: ReportSource | None = None,
+        first_report_wait_s: float = 0.25,
+        report_linger_s: float = 0.05,
     ) -> None:
         if routing not in ROUTING_POLICIES:
             raise ValueError(f"unknown routing policy {routing!r} (one of {ROUTING_POLICIES})")
@@ -204,6 +257,10 @@ class GatewayActivities:
         self._venues = list(self.sessions)
         self._rr = itertools.count()
         self._halted = halted
+        # None: every venue answer goes out as a signal (nothing in the send_new_order result)
+        self.early_reports = reports
+        self.first_report_wait_s = first_report_wait_s
+        self.report_linger_s = report_linger_s
 
     # ------------------------------------------------------------------ venue choice
 
@@ -237,13 +294,38 @@ class GatewayActivities:
 
     @activity.defn(name="send_new_order")
     async def send_new_order(self, order: VenueOrder) -> VenueAck:
-        """Hand the order to a venue once, ever (ClOrdID = order id)."""
+        """Hand the order to a venue once, ever (ClOrdID = order id), and return with the
+        venue's first answers when they come within a short wait (see :class:`VenueAck`)."""
         new_order_single(order)  # validate before reserving anything
         existing = await self.store.get_send(order.cl_ord_id)
         if existing is not None and existing.status == SENT:
-            log.info("order %s already sent to %s (retry): not sending again", order.order_id,
-                     existing.venue)
-            return VenueAck(venue=existing.venue, cl_ord_id=order.cl_ord_id, resent=True)
+            return await self._already_sent(order, existing.venue)
+        async with self._watching(order.order_id) as watch:
+            ack = await self._send_new_order(order, existing)
+            if watch is None or ack.resent:
+                return ack
+            await watch.wait(self.first_report_wait_s, self.report_linger_s)
+            ack.reports = list(watch.reports)
+            assert self.early_reports is not None
+            await self.early_reports.handed_over(ack.reports)
+            return ack
+
+    @contextlib.asynccontextmanager
+    async def _watching(self, order_id: str) -> AsyncIterator[ReportWatch | None]:
+        if self.early_reports is None:
+            yield None
+            return
+        async with self.early_reports.watch(order_id) as watch:
+            yield watch
+
+    async def _already_sent(self, order: VenueOrder, venue: str) -> VenueAck:
+        log.info("order %s already sent to %s (retry): not sending again", order.order_id, venue)
+        # A retry: the previous attempt may have handed reports over in a result that never
+        # reached the workflow, so return everything recorded for the order.
+        reports = await self.early_reports.recorded(order.order_id) if self.early_reports else []
+        return VenueAck(venue=venue, cl_ord_id=order.cl_ord_id, resent=True, reports=reports)
+
+    async def _send_new_order(self, order: VenueOrder, existing: SendReservation | None) -> VenueAck:
         if existing is None and self._halted is not None and await self._halted(order.symbol):
             # the last gate before a venue: a halt acknowledged before this point stops the order
             raise ApplicationError(f"trading in {order.symbol} is halted", type="symbol_halted",
@@ -252,9 +334,7 @@ class GatewayActivities:
         session = self._logged_on(venue)
         res = await self.store.reserve_send(order.cl_ord_id, order.order_id, venue, "D")
         if res.status == SENT:
-            log.info("order %s already sent to %s (retry): not sending again", order.order_id,
-                     res.venue)
-            return VenueAck(venue=res.venue, cl_ord_id=order.cl_ord_id, resent=True)
+            return await self._already_sent(order, res.venue)
         if res.venue != venue:  # lost a race with a concurrent attempt that chose another venue
             session = self._logged_on(res.venue)
         poss_resend = not res.created

@@ -11,9 +11,10 @@ Identity rules (DESIGN: idempotent at every layer):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 GATEWAY_TASK_QUEUE = "execution-gateway"
+FINAL_ORD_STATUSES = frozenset({"2", "4", "8", "C"})  # FIX 39: filled, canceled, rejected, expired
 EXECUTION_REPORT_SIGNAL = "execution_report"
 
 
@@ -67,11 +68,18 @@ class VenueOrder:
 @dataclass
 class VenueAck:
     """Result of ``send_new_order``: where the order went. ``resent`` is True when this call
-    found the order already handed to the session (an activity retry) and sent nothing new."""
+    found the order already handed to the session (an activity retry) and sent nothing new.
+
+    ``reports``: the venue's first answers (New, and the fills of an order that executes at once)
+    when they arrived within the gateway's short wait, in arrival order. The gateway does not
+    signal those: the workflow books them with the routing, in one workflow task and one shard
+    transaction. Later reports come as ``execution_report`` signals. A retry returns every report
+    recorded for the order; the workflow's ExecID set makes the overlap harmless."""
 
     venue: str
     cl_ord_id: str
     resent: bool = False
+    reports: list[ExecutionReportSignal] = field(default_factory=list)
 
 
 @dataclass
@@ -116,3 +124,8 @@ class ExecutionReportSignal:
     transact_time: str | None = None
     poss_dup: bool = False
     poss_resend: bool = False
+
+    @property
+    def final(self) -> bool:
+        """The venue says the order is done (filled, canceled, rejected or expired)."""
+        return self.msg_type == "8" and self.ord_status in FINAL_ORD_STATUSES

@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     gateway_delivery_interval_s: float = 0.2
     gateway_delivery_max_backoff_s: float = 5.0
     gateway_signal_timeout_s: float = 5.0
+    # After a NewOrderSingle, how long send_new_order waits for the venue's first answer, and
+    # for the next one once answers come (a market order's New then Fill): answers within the
+    # wait travel in the activity result instead of as separate signals (see VenueAck).
+    gateway_first_report_wait_s: float = 0.25
+    gateway_report_linger_s: float = 0.05
 
     # market data
     # Ingest listens for the exchange feed's line protocol on feed_port (TCP, 127.0.0.1), writes

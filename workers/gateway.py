@@ -23,6 +23,11 @@ Inbound path, and why a crash anywhere is safe:
    dropped. Each signal carries the request id ``uuid5(venue, exec_id)``, which Temporal uses to
    deduplicate signals of a running workflow, so a kill between the signal and ``delivered_at``
    does not deliver the report twice either.
+3. the exception: while ``send_new_order`` waits for an order's first answers
+   (:class:`activities.gateway.ReportWatch`), the loop leaves that order's rows alone; the
+   activity returns the ones that came in its result and marks them delivered, and the loop
+   signals whatever came later. A crash in between leaves them undelivered (signalled after
+   all), and an activity retry returns every recorded report, so none is lost.
 """
 
 from __future__ import annotations
@@ -31,8 +36,9 @@ import asyncio
 import contextlib
 import logging
 import signal as _signal
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -44,7 +50,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
-from activities.gateway import GatewayActivities, parse_inbound
+from activities.gateway import GatewayActivities, ReportWatch, parse_inbound
 from db.controls import ControlsCache, is_halted_now
 from db.gateway import GatewayStore, PendingReport
 from domain.execution import EXECUTION_REPORT_SIGNAL, GATEWAY_TASK_QUEUE, ExecutionReportSignal
@@ -86,6 +92,10 @@ class ReportDelivery:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._watches: dict[str, ReportWatch] = {}
+        # (venue, exec_id) -> when handed over: a pass that listed the row before it was marked
+        # delivered must not signal it (the activity result carries it).
+        self._handed: dict[tuple[str, str], float] = {}
         self.signalled = 0  # signals sent by this process (for metrics/tests)
 
     # ------------------------------------------------------------------ inbound
@@ -113,6 +123,8 @@ class ReportDelivery:
             log.error("%s: report %s names no order (ClOrdID %r): booked, not deliverable",
                       venue, report.exec_id, report.cl_ord_id)
         new = await self.store.record_report(report, deliverable=deliverable)
+        if new and (watch := self._watches.get(report.order_id)) is not None:
+            watch.add(report)
         if new:
             log.debug("%s: booked %s for order %s (150=%s 39=%s cum=%s)", venue, report.exec_id,
                       report.order_id, report.exec_type, report.ord_status, report.cum_qty)
@@ -120,6 +132,29 @@ class ReportDelivery:
         else:
             log.info("%s: duplicate report %s (PossDup=%s PossResend=%s) ignored", venue,
                      report.exec_id, report.poss_dup, report.poss_resend)
+
+    # ------------------------------------------------------------------ early reports
+
+    @contextlib.asynccontextmanager
+    async def watch(self, order_id: str) -> AsyncIterator[ReportWatch]:
+        """Collect ``order_id``'s new reports instead of signalling them (see module doc, 3)."""
+        watch = ReportWatch(order_id)
+        self._watches[order_id] = watch
+        try:
+            yield watch
+        finally:
+            if self._watches.get(order_id) is watch:
+                del self._watches[order_id]
+            self._wake.set()  # whatever was not handed over goes out as signals
+
+    async def handed_over(self, reports: list[ExecutionReportSignal]) -> None:
+        keys = [(r.venue, r.exec_id) for r in reports]
+        now = time.monotonic()
+        self._handed.update((k, now) for k in keys)  # before the commit: see deliver_once
+        await self.store.mark_delivered(keys)
+
+    async def recorded(self, order_id: str) -> list[ExecutionReportSignal]:
+        return [signal for signal, _ in await self.store.reports_for_order(order_id)]
 
     # ------------------------------------------------------------------ delivery
 
@@ -159,17 +194,21 @@ class ReportDelivery:
                 await asyncio.sleep(self.interval)
 
     async def deliver_once(self) -> int:
-        """One pass over the due undelivered reports; returns how many rows were examined."""
+        """One pass over the due undelivered reports; returns how many rows it tried to deliver."""
         pending = await self.store.list_undelivered(self.batch)
+        old = time.monotonic() - 60  # far longer than one pass
+        self._handed = {k: t for k, t in self._handed.items() if t > old}
         if not pending:
             return 0
         by_order: dict[str, list[PendingReport]] = {}
         for p in pending:
-            by_order.setdefault(p.order_id, []).append(p)
+            # send_new_order returns it, or has returned it (module doc, 3)
+            if p.order_id not in self._watches and (p.venue, p.exec_id) not in self._handed:
+                by_order.setdefault(p.order_id, []).append(p)
         delivered: list[tuple[str, str]] = []
         await asyncio.gather(*(self._deliver_order(o, rows, delivered) for o, rows in by_order.items()))
         await self.store.mark_delivered(delivered)
-        return len(pending)
+        return sum(len(rows) for rows in by_order.values())
 
     async def _deliver_order(
         self, order_id: str, rows: Sequence[PendingReport], delivered: list[tuple[str, str]]
@@ -233,6 +272,8 @@ class ExecutionGateway:
         delivery_interval: float = 0.2,
         delivery_max_backoff: float = 5.0,
         signal_timeout: float = 5.0,
+        first_report_wait_s: float = 0.25,
+        report_linger_s: float = 0.05,
         owns_store: bool = False,
         redis_url: str | None = None,
         redis_prefix: str = "sherwood",
@@ -273,7 +314,10 @@ class ExecutionGateway:
             return await is_halted_now(self._redis, redis_prefix, symbol, self.controls)
 
         self.activities = GatewayActivities(store, self.sessions, routing=routing,
-                                            halted=halted if self._redis is not None else None)
+                                            halted=halted if self._redis is not None else None,
+                                            reports=self.delivery,
+                                            first_report_wait_s=first_report_wait_s,
+                                            report_linger_s=report_linger_s)
         self._worker: Worker | None = None
         self._worker_task: asyncio.Task[None] | None = None
         self._started = False
@@ -291,6 +335,8 @@ class ExecutionGateway:
             delivery_interval=settings.gateway_delivery_interval_s,
             delivery_max_backoff=settings.gateway_delivery_max_backoff_s,
             signal_timeout=settings.gateway_signal_timeout_s,
+            first_report_wait_s=settings.gateway_first_report_wait_s,
+            report_linger_s=settings.gateway_report_linger_s,
             owns_store=True,
             redis_url=settings.redis_url,
             redis_prefix=settings.redis_prefix,

@@ -75,11 +75,15 @@ class OrderWorkflow:
 
     @workflow.signal(name=EXECUTION_REPORT_SIGNAL)
     def execution_report(self, report: ExecutionReportSignal) -> None:
+        if self._first_time(report):
+            self._reports.append(report)
+
+    def _first_time(self, report: ExecutionReportSignal) -> bool:
         key = f"{report.venue}:{report.exec_id}"
         if key in self._seen:
-            return  # a duplicate (PossDup / PossResend / redelivery): booked once, ever
+            return False  # a duplicate (PossDup / PossResend / redelivery): booked once, ever
         self._seen.add(key)
-        self._reports.append(report)
+        return True
 
     @workflow.update(name="accepted")
     async def accepted(self, request_hash: str) -> OrderSnapshot:
@@ -187,12 +191,19 @@ class OrderWorkflow:
             else:
                 await self._finish(S.FAILED, f"could not route: {cause or exc}", actor="gateway")
             return
-        await self._local(OrderActivities.transition_order, TransitionInput(
-            order_id=snap.order_id, to_state=S.ROUTED, reason=f"sent to {ack.venue}",
-            actor="gateway", venue=ack.venue))
+        # The move to ROUTED and the venue's first answers (which the gateway returns with the
+        # ack when they come at once, e.g. a market order's New + Fill) are booked in one shard
+        # transaction, in this workflow task: no separate signals, no extra workflow task.
+        # Answers the ack carries come before any signalled while it was on its way.
+        early = [r for r in ack.reports if self._first_time(r)]
+        batch, self._reports = early + self._reports, []
+        await self._local(OrderActivities.apply_reports, ApplyReportsInput(
+            order_id=snap.order_id, reports=batch, routed_venue=ack.venue))
         if self._snap is not None and self._snap.state == S.ROUTED:
             self._phase = "await_ack"
             self._deadline = workflow.now() + timedelta(seconds=self._t.ack_s)
+        else:
+            self._on_venue_answer()
 
     async def _work(self) -> None:
         if self._reports:
