@@ -36,6 +36,7 @@ from marketdata.quotes import LatestQuotes
 class ApplyReportsInput:
     order_id: str
     reports: list[ExecutionReportSignal]
+    routed_venue: str | None = None  # also record the move to ROUTED (the gateway sent it there)
 
 
 def business_error(exc: DomainError | DbError) -> ApplicationError:
@@ -54,12 +55,12 @@ class OrderActivities:
     async def accept_order(self, inp: AcceptOrderInput) -> OrderSnapshot:
         try:
             req = parse_order_request(inp.request)
-            symbols = [req.symbol, *await self.store.held_symbols(inp.account_id)]
-            quotes = await self.quotes.get_many(sorted(set(symbols)))
+            held, shard_halt = await self.store.account_context(inp.account_id)
+            quotes = await self.quotes.get_many(sorted({req.symbol, *held}))
             own = quotes.get(req.symbol)
             ctx = RiskContext(limits=self.limits,
                               control=self.controls.get(req.symbol) if self.controls else None,
-                              shard_halt=await self.store.shard_halt())
+                              shard_halt=shard_halt)
             return await self.store.accept(
                 inp, Quotes(ask=own.ask if own else None, bid=own.bid if own else None,
                             prices={s: q.bid for s, q in quotes.items()}), ctx)
@@ -78,18 +79,12 @@ class OrderActivities:
 
     @activity.defn(name="apply_reports")
     async def apply_reports(self, inp: ApplyReportsInput) -> OrderSnapshot:
-        snap: OrderSnapshot | None = None
-        for report in inp.reports:
-            try:
-                snap = await self.store.apply_report(report)
-            except DomainError as exc:  # e.g. an overfill: never silently dropped
-                activity.logger.error("venue report refused for %s: %s", inp.order_id, exc)
-                raise business_error(exc) from exc
-        if snap is None:
-            got = await self.store.get(inp.order_id)
-            assert got is not None
-            snap = got
-        return snap
+        try:
+            return await self.store.apply_reports(inp.order_id, inp.reports,
+                                                  routed_venue=inp.routed_venue)
+        except DomainError as exc:  # e.g. an overfill: never silently dropped
+            activity.logger.error("venue report refused for %s: %s", inp.order_id, exc)
+            raise business_error(exc) from exc
 
     @activity.defn(name="resolve_order")
     async def resolve_order(self, inp: ResolveInput) -> OrderSnapshot:

@@ -99,10 +99,14 @@ async def violations(conn: AsyncConnection, account_id: uuid.UUID) -> list[date]
         {"a": account_id})).scalars().all())
 
 
+# :a = account id, :d = the day; also a sub-select of db.risk.load_account_risk
+SETTLED_CASH_ONLY_UNTIL = (
+    "SELECT max(until) FROM account_restrictions WHERE account_id = :a "
+    "AND kind = 'settled_cash_only' AND starts_on <= :d AND until >= :d")
+
+
 async def settled_cash_only_until(conn: AsyncConnection, account_id: uuid.UUID, today: date) -> date | None:
     """The end of the account's settled-cash-only restriction in force on ``today``, or None."""
-    value: date | None = (await conn.execute(text(
-        "SELECT max(until) FROM account_restrictions WHERE account_id = :a "
-        "AND kind = 'settled_cash_only' AND starts_on <= :d AND until >= :d"),
-        {"a": account_id, "d": today})).scalar_one()
+    value: date | None = (await conn.execute(text(SETTLED_CASH_ONLY_UNTIL),
+                                             {"a": account_id, "d": today})).scalar_one()
     return value

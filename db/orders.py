@@ -132,9 +132,9 @@ async def _lock(conn: AsyncConnection, order_id: str) -> RowMapping | None:
                                {"id": uuid.UUID(order_id)})).mappings().one_or_none()
 
 
-async def _reload(conn: AsyncConnection, order_id: str) -> RowMapping:
-    return (await conn.execute(text("SELECT * FROM orders WHERE id = :id"),
-                               {"id": uuid.UUID(order_id)})).mappings().one()
+def _as(row: RowMapping, **values: Any) -> RowMapping:
+    """The row with some columns as they are about to be (not yet written)."""
+    return {**row, **values}  # type: ignore[return-value]
 
 
 async def _event(
@@ -173,17 +173,19 @@ _TIMESTAMP_FOR = {S.FILLED: "filled_at", S.CANCELED: "canceled_at", S.EXPIRED: "
                   S.FAILED: "failed_at", S.REJECTED: "failed_at"}
 
 
-async def _set(conn: AsyncConnection, order_id: uuid.UUID, **values: Any) -> None:
+async def _set(conn: AsyncConnection, order_id: uuid.UUID, **values: Any) -> RowMapping:
+    """Update the order row; returns the row as it is now (one round trip)."""
     sets = ", ".join(f"{k} = :{k}" for k in values)
-    await conn.execute(
+    return (await conn.execute(
         text(f"UPDATE orders SET {sets}, updated_at = clock_timestamp(), version = version + 1 "
-             "WHERE id = :id"),
+             "WHERE id = :id RETURNING *"),
         {**values, "id": order_id},
-    )
+    )).mappings().one()
 
 
 async def _release(conn: AsyncConnection, row: RowMapping, step: str) -> str | None:
-    """Release whatever is still held for the order (cash for buys, shares for sells)."""
+    """Post the release of whatever is still held for the order (cash for buys, shares for
+    sells); the caller sets ``hold_amount`` to 0 in its own update of the row."""
     remaining = Decimal(row["hold_amount"])
     if remaining <= 0:
         return None
@@ -193,7 +195,6 @@ async def _release(conn: AsyncConnection, row: RowMapping, step: str) -> str | N
     else:
         txn = rules.release_shares(txn_id, row["account_id"], row["symbol"], remaining)
     await _post(conn, txn)
-    await _set(conn, row["id"], hold_amount=Decimal(0))
     return txn_id
 
 
@@ -203,17 +204,34 @@ async def _finish(
 ) -> RowMapping:
     """Move to a terminal state, releasing any remaining hold, in the caller's transaction."""
     released = await _release(conn, row, to.value.lower())
-    values: dict[str, Any] = {"state": to.value}
+    values: dict[str, Any] = {"state": to.value, "hold_amount": Decimal(0)}
     if to in _TIMESTAMP_FOR:
         values[_TIMESTAMP_FOR[to]] = datetime.now(UTC)
     if code is not None:
         values["reject_code"] = code
         values["reject_reason"] = reason
-    await _set(conn, row["id"], **values)
+    new = await _set(conn, row["id"], **values)
     await _event(conn, row, event=event, actor=actor, reason=reason, to_state=to.value,
                  ledger_txn=released, data=data)
-    new = await _reload(conn, str(row["id"]))
     await _outbox(conn, new, event)
+    return new
+
+
+async def _transition(conn: AsyncConnection, row: RowMapping, to: OrderState, *, reason: str,
+                      actor: str, venue: str | None = None) -> RowMapping:
+    """A non-terminal state change with no money movement, in the caller's transaction; a
+    no-op when the order is there already or was overtaken (e.g. by the venue's answer)."""
+    current = S(row["state"])
+    if current == to or current in TERMINAL or not can_transition(current, to):
+        return row
+    values: dict[str, Any] = {"state": to.value}
+    if venue is not None:
+        values["venue"] = venue
+    new = await _set(conn, row["id"], **values)
+    await _event(conn, row, event=to.value.lower(), actor=actor, reason=reason,
+                 to_state=to.value, data={"venue": venue} if venue else None)
+    await _outbox(conn, new, {"ROUTED": "pending_new", "PENDING_CANCEL": "pending_cancel",
+                              "STUCK": "pending_cancel"}.get(to.value, to.value.lower()))
     return new
 
 
@@ -227,18 +245,16 @@ class OrderStore:
     async def _tx(self, fn: Any) -> Any:
         return await run_in_transaction(self.engine, fn)
 
-    async def held_symbols(self, account_id: str) -> list[str]:
-        """Symbols the account holds or has held (their quotes value its equity)."""
+    async def account_context(self, account_id: str) -> tuple[list[str], str | None]:
+        """For the accept path, in one connection checkout: the symbols the account holds or has
+        held (their quotes value its equity) and why this shard takes no new orders (a failed
+        reconciliation), or None."""
         async with self.engine.connect() as conn:
             names = (await conn.execute(text(
                 "SELECT name FROM ledger_accounts WHERE owner_id = :a AND name LIKE '%:%'"),
                 {"a": uuid.UUID(account_id)})).scalars().all()
-        return sorted({n.partition(":")[2] for n in names})
-
-    async def shard_halt(self) -> str | None:
-        """Why this shard accepts no new orders (a failed reconciliation), or None."""
-        async with self.engine.connect() as conn:
-            return await shard_trading_halted(conn)
+            halt = await shard_trading_halted(conn)
+        return sorted({n.partition(":")[2] for n in names}), halt
 
     async def get(self, order_id: str) -> OrderSnapshot | None:
         async with self.engine.connect() as conn:
@@ -277,13 +293,14 @@ class OrderStore:
             if req.time_in_force == "day":
                 expires = (now + timedelta(seconds=inp.day_ttl_s) if inp.day_ttl_s
                            else calendar.day_order_expiry(now))
-            await conn.execute(
+            row = (await conn.execute(
                 text("""
                 INSERT INTO orders (id, account_id, client_order_id, request_hash, symbol, side,
                     order_type, time_in_force, qty, limit_price, stop_price, extended_hours, state,
                     cl_ord_id, hold_currency, submitted_at, expires_at, actor)
                 VALUES (:id, :a, :c, :h, :sym, :side, :type, :tif, :qty, :lp, :sp, :ext, 'PENDING',
                     :id_text, :cur, :now, :exp, :actor)
+                RETURNING *
                 """),
                 {"id": oid, "a": account, "c": req.client_order_id or inp.order_id,
                  "h": inp.request_hash, "sym": req.symbol, "side": req.side, "type": req.type,
@@ -291,8 +308,7 @@ class OrderStore:
                  "sp": req.stop_price, "ext": req.extended_hours, "id_text": inp.order_id,
                  "cur": "USD" if req.side == "buy" else req.symbol, "now": now, "exp": expires,
                  "actor": inp.actor},
-            )
-            row = await _reload(conn, inp.order_id)
+            )).mappings().one()
             await _event(conn, row, event="created", actor=inp.actor, reason="order received",
                          to_state="PENDING", from_state="", data={"request": req.to_wire()})
             warnings: list[str] = []
@@ -301,10 +317,11 @@ class OrderStore:
             except (RiskRejection, OrderError) as exc:
                 return snapshot(await _finish(conn, row, S.REJECTED, actor="risk", reason=exc.message,
                                               event="rejected", code=exc.code))
-            await _set(conn, oid, state="VALIDATED")
+            # VALIDATED lasts only inside this transaction: it is an audit event, and the row is
+            # written once, when the hold is taken or refused.
             await _event(conn, row, event="validated", actor="risk", reason="pre-trade checks passed",
                          to_state="VALIDATED", data={"warnings": warnings} if warnings else None)
-            row = await _reload(conn, inp.order_id)
+            row = _as(row, state="VALIDATED")
             assert risk is not None
             txn_id = f"order:{inp.order_id}:hold"
             if req.side == "buy":
@@ -329,11 +346,10 @@ class OrderStore:
                 return snapshot(await _finish(
                     conn, row, S.REJECTED, actor="risk", event="rejected", code=code,
                     reason=f"insufficient {what}: need {amount}", data={"detail": result.error_detail}))
-            await _set(conn, oid, state="FUNDS_HELD", hold_amount=amount)
+            row = await _set(conn, oid, state="FUNDS_HELD", hold_amount=amount)
             await _event(conn, row, event="funds_held", actor="ledger", to_state="FUNDS_HELD",
                          reason=f"held {amount} {'USD' if req.side == 'buy' else req.symbol}",
                          ledger_txn=txn_id, from_state="VALIDATED")
-            row = await _reload(conn, inp.order_id)
             await _outbox(conn, row, "accepted")
             snap = snapshot(row)
             snap.warnings = warnings
@@ -394,19 +410,7 @@ class OrderStore:
         async def _do(conn: AsyncConnection) -> OrderSnapshot:
             row = await _lock(conn, order_id)
             assert row is not None, order_id
-            current = S(row["state"])
-            if current == to or current in TERMINAL or not can_transition(current, to):
-                return snapshot(row)  # already there, or overtaken by the venue's answer
-            values: dict[str, Any] = {"state": to.value}
-            if venue is not None:
-                values["venue"] = venue
-            await _set(conn, row["id"], **values)
-            await _event(conn, row, event=to.value.lower(), actor=actor, reason=reason,
-                         to_state=to.value, data={"venue": venue} if venue else None)
-            new = await _reload(conn, order_id)
-            await _outbox(conn, new, {"ROUTED": "pending_new", "PENDING_CANCEL": "pending_cancel",
-                                      "STUCK": "pending_cancel"}.get(to.value, to.value.lower()))
-            return snapshot(new)
+            return snapshot(await _transition(conn, row, to, reason=reason, actor=actor, venue=venue))
 
         return await self._tx(_do)  # type: ignore[no-any-return]
 
@@ -426,31 +430,46 @@ class OrderStore:
 
     async def apply_report(self, r: ExecutionReportSignal) -> OrderSnapshot:
         """Book one venue event exactly once (keyed by venue + ExecID)."""
+        return await self.apply_reports(r.order_id, [r])
+
+    async def apply_reports(self, order_id: str, reports: list[ExecutionReportSignal], *,
+                            routed_venue: str | None = None) -> OrderSnapshot:
+        """In one transaction: the move to ROUTED (``routed_venue``: the gateway handed the
+        order to that venue) when it has not happened yet, then each venue event in order,
+        each booked exactly once (keyed by venue + ExecID)."""
 
         async def _do(conn: AsyncConnection) -> OrderSnapshot:
-            row = await _lock(conn, r.order_id)
-            assert row is not None, r.order_id
-            fresh = (await conn.execute(
-                text("""
-                INSERT INTO executions (venue, exec_id, order_id, account_id, symbol, side, exec_type,
-                    qty, price, cum_qty, leaves_qty, avg_px, transact_time, raw)
-                VALUES (:v, :e, :o, :a, :sym, :side, :et, :q, :p, :cq, :lq, :ap, :tt, CAST(:raw AS jsonb))
-                ON CONFLICT (venue, exec_id) DO NOTHING RETURNING exec_id
-                """),
-                {"v": r.venue, "e": r.exec_id, "o": row["id"], "a": row["account_id"],
-                 "sym": row["symbol"], "side": row["side"],
-                 "et": r.exec_type if r.msg_type == "8" else "cancel_reject",
-                 "q": Decimal(r.last_qty or "0") if r.exec_type == "F" else Decimal(0),
-                 "p": Decimal(r.last_px) if r.last_px and r.exec_type == "F" else None,
-                 "cq": Decimal(r.cum_qty or "0"), "lq": Decimal(r.leaves_qty or "0"),
-                 "ap": Decimal(r.avg_px or "0"), "tt": _parse_time(r.transact_time),
-                 "raw": json.dumps(r.__dict__)},
-            )).first()
-            if fresh is None:
-                return snapshot(row)  # this ExecID was booked before: a duplicate or a replay
-            return snapshot(await self._apply(conn, row, r))
+            row = await _lock(conn, order_id)
+            assert row is not None, order_id
+            if routed_venue is not None:
+                row = await _transition(conn, row, S.ROUTED, reason=f"sent to {routed_venue}",
+                                        actor="gateway", venue=routed_venue)
+            for r in reports:
+                row = await self._book(conn, row, r)
+            return snapshot(row)
 
         return await self._tx(_do)  # type: ignore[no-any-return]
+
+    async def _book(self, conn: AsyncConnection, row: RowMapping, r: ExecutionReportSignal) -> RowMapping:
+        fresh = (await conn.execute(
+            text("""
+            INSERT INTO executions (venue, exec_id, order_id, account_id, symbol, side, exec_type,
+                qty, price, cum_qty, leaves_qty, avg_px, transact_time, raw)
+            VALUES (:v, :e, :o, :a, :sym, :side, :et, :q, :p, :cq, :lq, :ap, :tt, CAST(:raw AS jsonb))
+            ON CONFLICT (venue, exec_id) DO NOTHING RETURNING exec_id
+            """),
+            {"v": r.venue, "e": r.exec_id, "o": row["id"], "a": row["account_id"],
+             "sym": row["symbol"], "side": row["side"],
+             "et": r.exec_type if r.msg_type == "8" else "cancel_reject",
+             "q": Decimal(r.last_qty or "0") if r.exec_type == "F" else Decimal(0),
+             "p": Decimal(r.last_px) if r.last_px and r.exec_type == "F" else None,
+             "cq": Decimal(r.cum_qty or "0"), "lq": Decimal(r.leaves_qty or "0"),
+             "ap": Decimal(r.avg_px or "0"), "tt": _parse_time(r.transact_time),
+             "raw": json.dumps(r.__dict__)},
+        )).first()
+        if fresh is None:
+            return row  # this ExecID was booked before: a duplicate or a replay
+        return await self._apply(conn, row, r)
 
     async def _apply(self, conn: AsyncConnection, row: RowMapping, r: ExecutionReportSignal) -> RowMapping:
         state = S(row["state"])
@@ -460,10 +479,9 @@ class OrderStore:
         if r.msg_type == "9":  # OrderCancelReject: the order lives on at the venue
             back = S.PARTIALLY_FILLED if Decimal(row["filled_qty"]) > 0 else S.ACKED
             if state in (S.PENDING_CANCEL, S.STUCK) and can_transition(state, back):
-                await _set(conn, row["id"], state=back.value)
+                new = await _set(conn, row["id"], state=back.value)
                 await _event(conn, row, event="cancel_rejected", actor=actor, reason=r.text,
                              to_state=back.value, data=info)
-                new = await _reload(conn, str(row["id"]))
                 await _outbox(conn, new, "order_cancel_rejected")
                 return new
             await _event(conn, row, event="cancel_rejected", actor=actor, reason=r.text,
@@ -476,14 +494,12 @@ class OrderStore:
         match r.exec_type:
             case "0":  # new
                 if state == S.ROUTED:
-                    await _set(conn, row["id"], state="ACKED", venue_order_id=r.venue_order_id)
+                    new = await _set(conn, row["id"], state="ACKED", venue_order_id=r.venue_order_id)
                     await _event(conn, row, event="new", actor=actor, reason="venue accepted",
                                  to_state="ACKED", data=info)
-                    new = await _reload(conn, str(row["id"]))
                     await _outbox(conn, new, "new")
                     return new
-                await _set(conn, row["id"], venue_order_id=r.venue_order_id)
-                return row
+                return await _set(conn, row["id"], venue_order_id=r.venue_order_id)
             case "F":
                 return await self._fill(conn, row, r, actor, info)
             case "4":
@@ -508,10 +524,10 @@ class OrderStore:
                                          data=info,
                                          code="venue_rejected" if done == S.REJECTED else None)
                 if state == S.ROUTED and r.ord_status in ("0", "1"):
-                    await _set(conn, row["id"], state="ACKED")
+                    new = await _set(conn, row["id"], state="ACKED")
                     await _event(conn, row, event="new", actor=actor, reason="venue status: working",
                                  to_state="ACKED", data=info)
-                    return await _reload(conn, str(row["id"]))
+                    return new
         await _event(conn, row, event=f"report_{r.exec_type or 'x'}", actor=actor, reason=r.text,
                      to_state=state.value, data=info)
         return row
@@ -548,22 +564,21 @@ class OrderStore:
         values: dict[str, Any] = {"filled_qty": math.filled_qty, "filled_avg_price": math.avg_price,
                                   "filled_value": math.filled_value, "hold_amount": math.hold_remaining,
                                   "state": to.value}
+        released = None
         if full:
             values["filled_at"] = now
-        await _set(conn, row["id"], **values)
+            released = await _release(conn, _as(row, hold_amount=math.hold_remaining), "filled")
+            values["hold_amount"] = Decimal(0)
+        new = await _set(conn, row["id"], **values)
         await _event(conn, row, event="fill" if full else "partial_fill", actor=actor,
                      reason=f"{last_qty} @ {last_px}", to_state=to.value, ledger_txn=txn_id,
                      data={**info, "qty": str(last_qty), "price": str(last_px)})
-        new = await _reload(conn, str(row["id"]))
         position = await self._position_qty(conn, row["account_id"], row["symbol"])
         await _outbox(conn, new, "fill" if full else "partial_fill", price=str(last_px),
                       qty=str(last_qty), position_qty=str(position), execution_id=r.exec_id)
-        if full:
-            released = await _release(conn, new, "filled")
-            if released:
-                await _event(conn, new, event="released", actor="ledger",
-                             reason="unused hold released", to_state=to.value, ledger_txn=released)
-                new = await _reload(conn, str(row["id"]))
+        if released:
+            await _event(conn, new, event="released", actor="ledger",
+                         reason="unused hold released", to_state=to.value, ledger_txn=released)
         return new
 
     async def _position_qty(self, conn: AsyncConnection, account: uuid.UUID, symbol: str) -> Decimal:

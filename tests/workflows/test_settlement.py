@@ -3,12 +3,10 @@ real Temporal dev server and Postgres shards (back-office workers from ``backoff
 
 from __future__ import annotations
 
-import inspect
 import uuid
 from datetime import date
 from decimal import Decimal
 
-import pytest
 from sqlalchemy import text
 from temporalio.common import WorkflowIDReusePolicy
 
@@ -240,19 +238,12 @@ async def test_netting_equals_fills_and_injected_break_reported(
 
 
 async def test_corrupt_balance_halts_only_that_shard_until_cleared(
-    backoffice: Backoffice, router: ShardRouter, stack: object, monkeypatch: pytest.MonkeyPatch,
+    backoffice: Backoffice, router: ShardRouter, stack: object,
 ) -> None:
     from db import shard_status
     from tests.stack import TradingStack, headers
 
     assert isinstance(stack, TradingStack)
-    if "shard_trading_halted" not in inspect.getsource(OrderStore.shard_halt):
-        # until the lead wires it into db/orders.py: exactly the body OrderStore.shard_halt gets
-        async def shard_halt(self: OrderStore) -> str | None:
-            async with self.engine.connect() as conn:
-                return await shard_status.shard_trading_halted(conn)
-
-        monkeypatch.setattr(OrderStore, "shard_halt", shard_halt)
     await stack.set_quote("AAPL", "187.40", "187.50")
     victim = await stack.account("10000")
     other = await funded(router, "10000", shard_not=victim.shard)
