@@ -133,6 +133,31 @@ async def test_cancel_resting_limit_releases_hold_to_the_cent(stack: TradingStac
         assert r.status_code == 422 and r.json()["reason"] == "not_cancelable"
 
 
+async def test_histories_replay_deterministically_in_the_sandbox(stack: TradingStack) -> None:
+    """The shard worker runs order workflows unsandboxed (for speed); the sandboxed replayer
+    proves the workflow code is deterministic and sandbox-clean on real histories: a market
+    order filled at once, and a resting limit order canceled by the customer."""
+    from temporalio.worker import Replayer
+
+    from workflows.order import OrderWorkflow
+
+    await stack.set_quote("AAPL", "187.40", "187.50")
+    acct = await stack.account("5000")
+    market = await place(stack, acct, symbol="AAPL", qty="2", side="buy", type="market",
+                         time_in_force="day")
+    limit = await place(stack, acct, symbol="AAPL", qty="3", side="buy", type="limit",
+                        limit_price="150.00", time_in_force="gtc")
+    await wait_order(stack, acct, limit["id"], {"new"})
+    async with stack.http() as http:
+        assert (await http.delete(f"/v2/orders/{limit['id']}", headers=headers(acct))).status_code == 204
+    for order in (market, limit):
+        handle = stack.temporal.get_workflow_handle(order["id"])
+        await handle.result()
+        history = await handle.fetch_history()
+        result = await Replayer(workflows=[OrderWorkflow]).replay_workflow(history)
+        assert result.replay_failure is None, result.replay_failure
+
+
 async def test_cancel_racing_partial_fills_books_fills_and_releases_only_the_rest(
     stack: TradingStack,
 ) -> None:
