@@ -6,7 +6,9 @@ simulated venues filling at once); latency = POST sent -> order workflow complet
 Baseline, same Temporal server, same run: a bare workflow of five no-op activities and one
 signal, started, signalled and awaited by a client in the same process as its worker.
 
-Prints one JSON line per (kind, concurrency) and the ratios. Run:
+Prints one JSON line per (kind, concurrency), with the CPU each process kind spent per completed
+order / workflow (``cpu_ms_per_item``; the box has 2 cores, so the total bounds throughput), and
+the ratios. Run:
 ``python -m bench.orders [--seconds 10] [--concurrency 1,10,50]``. Uses SHERWOOD_POSTGRES_URL /
 SHERWOOD_REDIS_URL when set (else embedded servers) and a scratch data dir and database prefix.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -38,6 +41,51 @@ def pct(values: list[float], p: float) -> float:
         return float("nan")
     values = sorted(values)
     return values[min(len(values) - 1, int(p * len(values)))]
+
+
+def _kind(cmd: str) -> str | None:
+    if "temporal server" in cmd:
+        return "temporal"
+    if "postgres" in cmd:
+        return "postgres"
+    if "sherwood serve" in cmd:
+        return cmd.split("serve", 1)[1].split()[0]
+    if "sim market-maker" in cmd:
+        return "venues"
+    if "redis-server" in cmd:
+        return "redis"
+    if "bench.orders" in cmd:
+        return "bench_client"
+    return None
+
+
+def cpu_seconds() -> dict[int, tuple[str, float]]:
+    """CPU seconds (user + system) of every process of the stack, by pid (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, tuple[str, float]] = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        kind = _kind(cmd)
+        if kind is not None:
+            out[int(pid)] = (kind, (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def cpu_ms_per(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]],
+               n: int) -> dict[str, float]:
+    """Where the CPU went during a run, in ms per completed item, by process kind."""
+    by: dict[str, float] = {}
+    for pid, (kind, t) in after.items():
+        by[kind] = by.get(kind, 0.0) + t - before.get(pid, (kind, 0.0))[1]
+    per = {k: round(1000 * v / max(n, 1), 1) for k, v in sorted(by.items(), key=lambda kv: -kv[1])}
+    per["total"] = round(sum(per.values()), 1)
+    return per
 
 
 async def drive(concurrency: int, seconds: float, one) -> dict[str, float]:  # type: ignore[no-untyped-def]
@@ -142,11 +190,16 @@ async def main() -> None:
         finally:
             default.stop()
         for c in levels:
+            t0 = cpu_seconds()
             base_r = await bench_baseline(client, c, args.seconds)
+            t1 = cpu_seconds()
             ours = await bench_orders(api, client, accounts, c, args.seconds)
-            for kind, r in (("baseline_bare_workflow", base_r), ("sherwood_market_order", ours)):
+            t2 = cpu_seconds()
+            for kind, r, cpu in (("baseline_bare_workflow", base_r, cpu_ms_per(t0, t1, int(base_r["n"]))),
+                                 ("sherwood_market_order", ours, cpu_ms_per(t1, t2, int(ours["n"])))):
                 print(json.dumps({"bench": "orders", "kind": kind, "concurrency": c,
-                                  **{k: round(v, 2) for k, v in r.items()}}), flush=True)
+                                  **{k: round(v, 2) for k, v in r.items()},
+                                  "cpu_ms_per_item": cpu}), flush=True)
             print(json.dumps({
                 "bench": "orders", "kind": "ratio", "concurrency": c,
                 "throughput_ours_over_baseline": round(ours["per_s"] / base_r["per_s"], 3),
