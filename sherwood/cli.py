@@ -550,9 +550,9 @@ def serve_ingest(data_dir: DataDir = None) -> None:
 @serve_app.command("fanout")
 def serve_fanout(data_dir: DataDir = None) -> None:
     """Market-data WebSocket fan-out on ws://SHERWOOD_BIND_HOST:SHERWOOD_FANOUT_PORT/v2/iex."""
-    from marketdata.fanout import run_fanout
+    from marketdata.fanout import run_fanout, run_loop
 
     s = load_settings(data_dir)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_fanout(s))
+        run_loop(run_fanout(s))

@@ -119,8 +119,8 @@ class Settings(BaseSettings):
     fanout_max_connections_per_key: int = 0  # 0 = unlimited (Alpaca allows 1) -> 406
     fanout_max_symbols: int = 2_000  # per connection, all channels together -> 405
     fanout_max_buffer_bytes: int = 1 << 20  # per connection: over it -> 407 and disconnect
-    fanout_slow_timeout_s: float = 10.0  # a send blocked this long -> 407 and disconnect
-    fanout_flush_interval_s: float = 0.01  # per-connection batching window
+    fanout_slow_timeout_s: float = 10.0  # frames unacknowledged (no pong) this long -> 407 and disconnect
+    fanout_flush_interval_s: float = 0.01  # batching window: one frame per connection per round
     fanout_auth_timeout_s: float = 10.0
     fanout_ping_interval_s: float = 20.0
     fanout_redis_backoff_max_s: float = 2.0

@@ -280,3 +280,46 @@ async def test_two_fanout_processes_side_by_side(
     _ = msgpack  # msgpack framing is covered in test_msgpack_client
     for c in (ca, cb):
         await c.ws.close()
+
+
+async def test_slow_reader_gets_the_newest_quotes_never_a_backlog(
+        make_fanout: FanoutFactory, account: OpenedAccount, redis: Redis, prefix: str) -> None:
+    """Quotes pour in far faster than the client reads: what it reads is always recent (the
+    fan-out sends a connection nothing more while WINDOW frames are unacknowledged, so nothing
+    piles up in socket buffers) and holds each symbol at most once (conflated)."""
+    srv = await make_fanout()
+    syms = ["AAPL", "MSFT", "NVDA", "TSLA", "AMZN"]
+    c = await authed_client(srv, account, max_queue=1, close_timeout=0.5)
+    await c.request({"action": "subscribe", "quotes": syms})
+    stop = asyncio.Event()
+    pad = "x" * 2000
+
+    async def publish() -> None:
+        sq = 0
+        while not stop.is_set():
+            pipe = redis.pipeline(transaction=False)
+            for _ in range(20):
+                sq += 1
+                s = syms[sq % len(syms)]
+                pipe.publish(channel(prefix, s), json.dumps(
+                    {"T": "q", "S": s, "bp": 1, "ap": 2, "sq": sq, "it": time.time_ns(), "pad": pad},
+                    separators=(",", ":")))
+            await pipe.execute()
+            await asyncio.sleep(0.005)
+
+    task = asyncio.create_task(publish())
+    lags: list[tuple[float, float]] = []
+    try:
+        t0 = time.monotonic()
+        while (now := time.monotonic()) - t0 < 4:
+            frame = await c.recv(5)
+            assert len({m["S"] for m in frame}) == len(frame), "a symbol twice in one frame"
+            lags += [(now - t0, (time.time_ns() - m["it"]) / 1e9) for m in frame]
+            await asyncio.sleep(0.2)  # a slow reader: five frames a second
+    finally:
+        stop.set()
+        await task
+    late = [lag for t, lag in lags if t > 2]
+    assert late and max(late) < 1.5, max(late)  # bounded, not growing with the time spent
+    assert srv.stats["slow_disconnects"] == 0 and srv.stats["max_buffered"] < 256 * 1024, srv.stats
+    await c.ws.close()
