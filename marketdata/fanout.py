@@ -23,7 +23,9 @@ Inside: a local map symbol -> connections. The process SUBSCRIBEs ``<prefix>:md:
 it has at least one local subscriber for that symbol (PSUBSCRIBE ``<prefix>:md:*`` while anyone
 wants ``"*"``) and UNSUBSCRIBEs when the last leaves, so several fan-out processes can run side by
 side behind a load balancer, each reading only what its clients want. If Redis goes away it
-reconnects with backoff and resubscribes; clients see the gap through ``sq``.
+reconnects with backoff and resubscribes; clients see the gap through ``sq``. The subscriber link
+is PINGed every ``fanout_redis_ping_s``: silent for three of them (a hung Redis, a host gone or a
+partition that never sends a reset) counts as gone too.
 
 Delivery (the hot path: no task, no await and no JSON per connection or per message):
 
@@ -199,6 +201,7 @@ class FanoutServer:
         auth_timeout_s: float = 10.0,
         ping_interval_s: float | None = 20.0,
         redis_backoff_max_s: float = 2.0,
+        redis_ping_s: float = 2.0,
     ) -> None:
         self.redis_url = redis_url
         self.prefix = prefix
@@ -214,6 +217,8 @@ class FanoutServer:
         self.auth_timeout = auth_timeout_s
         self.ping_interval = ping_interval_s
         self.backoff_max = redis_backoff_max_s
+        self.redis_ping = redis_ping_s
+        self._rx_at = 0.0  # when the Redis connection last delivered anything
         self.conns: set[Conn] = set()
         self.local: dict[str, set[Conn]] = {}  # symbol ("*" too) -> connections wanting it (any kind)
         self.qsubs: dict[bytes, set[Conn]] = {}  # quote channel -> connections pulling it
@@ -230,7 +235,7 @@ class FanoutServer:
         self._tasks: list[asyncio.Task[None]] = []
         self._server: Server | None = None
         self.stats: dict[str, int] = {"connections": 0, "delivered": 0, "frames": 0,
-                                      "slow_disconnects": 0, "redis_reconnects": 0,
+                                      "slow_disconnects": 0, "redis_reconnects": 0, "redis_silent": 0,
                                       "received": 0, "max_buffered": 0}
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -298,11 +303,14 @@ class FanoutServer:
             if "*" in self.local:
                 conn.write(encode("PSUBSCRIBE", self.pattern))
             self._redis_ready.set()
+            self._rx_at = time.monotonic()
+            heartbeat = asyncio.create_task(self._heartbeat(conn), name="fanout-redis-ping")
             try:
                 await self._read(conn)
             except (OSError, RespError, ConnectionError) as exc:
                 log.warning("fan-out: lost Redis (%s); reconnecting", exc)
             finally:
+                heartbeat.cancel()
                 self._redis_ready.clear()
                 self._redis = None
                 conn.close()
@@ -312,6 +320,20 @@ class FanoutServer:
                             f.set_result(None)
                 self._acks.clear()
 
+    async def _heartbeat(self, conn: RespConnection) -> None:
+        """PING the subscriber connection; silent for 3 pings: a hung Redis or a dead link that
+        sent no reset (a host gone, a partition): drop the connection, the loop reconnects."""
+        while True:
+            await asyncio.sleep(self.redis_ping)
+            if time.monotonic() - self._rx_at > 3 * self.redis_ping:
+                log.warning("fan-out: Redis silent for %.1fs; reconnecting", time.monotonic() - self._rx_at)
+                self.stats["redis_silent"] += 1
+                transport = conn.writer.transport
+                transport.abort()
+                return
+            with contextlib.suppress(OSError, RuntimeError):
+                conn.write(b"*1\r\n$4\r\nPING\r\n")
+
     async def _read(self, conn: RespConnection) -> None:
         reader = conn.reader
         rest = b""
@@ -319,6 +341,7 @@ class FanoutServer:
             chunk = await reader.read(1 << 20)
             if not chunk:
                 raise RespError("connection closed by Redis")
+            self._rx_at = time.monotonic()
             data = rest + chunk if rest else chunk
             pos = self._consume(data)
             rest = data[pos:]
@@ -831,7 +854,8 @@ def fanout_from_settings(settings: Any, authenticate: Authenticator) -> FanoutSe
         max_symbols=settings.fanout_max_symbols, max_buffer_bytes=settings.fanout_max_buffer_bytes,
         slow_timeout_s=settings.fanout_slow_timeout_s, flush_interval_s=settings.fanout_flush_interval_s,
         auth_timeout_s=settings.fanout_auth_timeout_s, ping_interval_s=settings.fanout_ping_interval_s,
-        redis_backoff_max_s=settings.fanout_redis_backoff_max_s)
+        redis_backoff_max_s=settings.fanout_redis_backoff_max_s,
+        redis_ping_s=settings.fanout_redis_ping_s)
 
 
 def directory_authenticator(router: Any) -> Authenticator:

@@ -124,6 +124,7 @@ class Settings(BaseSettings):
     fanout_auth_timeout_s: float = 10.0
     fanout_ping_interval_s: float = 20.0
     fanout_redis_backoff_max_s: float = 2.0
+    fanout_redis_ping_s: float = 2.0  # the fan-out's Redis link is dead after 3 unanswered pings
     exchange_feed_rate: float = 1_000.0  # updates/s of `sherwood sim exchange-feed` under dev
 
     def risk_limits(self) -> RiskLimits:

@@ -46,3 +46,78 @@ async def test_fanout_and_ingest_survive_a_redis_restart(
     finally:
         await ing.close()
         await asyncio.to_thread(rd.stop)
+
+
+class Blackhole:
+    """A TCP proxy to Redis whose existing connections can go silent (no data, no reset) the way
+    a dead host or a partition leaves them; connections opened afterwards work."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.pipes: list[asyncio.Task[None]] = []
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+        self.generation = 0
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._conn, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _conn(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        ur, uw = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self.writers += [w, uw]
+        gen = self.generation
+        for src, dst in ((r, uw), (ur, w)):
+            self.pipes.append(asyncio.create_task(self._pipe(src, dst, gen)))
+
+    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, gen: int) -> None:
+        while data := await src.read(65536):
+            if gen == self.generation:  # an older generation's bytes vanish
+                dst.write(data)
+
+    def cut(self) -> None:
+        self.generation += 1
+
+    async def close(self) -> None:
+        for t in self.pipes:
+            t.cancel()
+        for w in self.writers:
+            w.close()
+        if self.server is not None:
+            self.server.close()
+
+
+async def test_fanout_leaves_a_silently_dead_redis_link(
+        make_fanout: FanoutFactory, account: OpenedAccount, prefix: str, tmp_path: Path) -> None:
+    """No reset ever comes (host gone, partition): the fan-out's pings go unanswered, it drops the
+    link and reconnects instead of waiting forever."""
+    rd = EmbeddedRedis(tmp_path / "redis", port=free_port())
+    url = await asyncio.to_thread(rd.start)
+    hole = Blackhole(rd.port)
+    ing = Ingest(url, prefix, known=known_symbols())
+    try:
+        port = await hole.start()
+        await ing.start()
+        srv = await make_fanout(redis_url=f"redis://127.0.0.1:{port}/0", redis_ping_s=0.2)
+        c = await authed_client(srv, account)
+        await c.request({"action": "subscribe", "trades": ["AAPL"]})
+        await ing.process([tr("AAPL", "187.10", i=1)])
+        first = await c.until(lambda m: m.get("T") == "t")
+        hole.cut()
+        await ing.process([tr("AAPL", "187.11", i=2)])  # lost in the dead link
+        got = None
+        for i in range(40):
+            await ing.process([tr("AAPL", f"187.{12 + i:02d}", i=3 + i)])
+            try:
+                got = await c.until(lambda m: m.get("T") == "t", timeout=0.1)
+                break
+            except TimeoutError:
+                continue
+        assert got is not None, srv.stats
+        assert srv.stats["redis_silent"] >= 1 and srv.stats["redis_reconnects"] >= 1
+        assert got["sq"] > first["sq"] + 1
+        await c.ws.close()
+    finally:
+        await ing.close()
+        await hole.close()
+        await asyncio.to_thread(rd.stop)
