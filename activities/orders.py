@@ -56,8 +56,7 @@ class OrderActivities:
         try:
             req = parse_order_request(inp.request)
             held, shard_halt = await self.store.account_context(inp.account_id)
-            quotes = await self.quotes.get_many(sorted({req.symbol, *held}))
-            own = quotes.get(req.symbol)
+            own, quotes = await self.quotes.for_order(req.symbol, held)  # own: None when stale
             ctx = RiskContext(limits=self.limits,
                               control=self.controls.get(req.symbol) if self.controls else None,
                               shard_halt=shard_halt)

@@ -4,11 +4,12 @@
 
 Quotes written by marketdata ingest also carry ``it`` (ingest time, ns since the epoch) and
 ``mx`` (the ``quote_max_age_s`` setting ingest runs with): a quote older than that counts as no
-quote (the feed or ingest is down), so the write path rejects market orders with ``no_quote``
-while limit orders keep working. ``LatestQuotes(..., max_age_s=...)`` overrides ``mx``. Quotes
-without ``it`` (reference quotes, tests) never expire. Only :meth:`LatestQuotes.get` (hold
-sizing) applies the age limit; :meth:`LatestQuotes.get_many` (position valuation) shows the last
-known price however old.
+quote (the feed or ingest is down), so the write path rejects market buys with ``no_quote``
+(their cash hold cannot be sized) while limit orders keep working. ``LatestQuotes(...,
+max_age_s=...)`` overrides ``mx``. Quotes without ``it`` (reference quotes, tests) never expire.
+The age limit applies to hold sizing (:meth:`LatestQuotes.get`, the order symbol's quote of
+:meth:`LatestQuotes.for_order`); valuation (:meth:`LatestQuotes.get_many`) shows the last known
+price however old.
 
 Advisory only: the write path may use it to size market-order holds and to value positions, and
 must keep working without it (every read returns None on any Redis failure).
@@ -74,6 +75,23 @@ class LatestQuotes:
         return parse_quote(symbol, raw, self.max_age_s) if raw is not None else None
 
     async def get_many(self, symbols: list[str]) -> dict[str, Quote]:
+        """The last known quote of each symbol, however old (valuation, not a hold: a stale
+        price is still the best price to show)."""
+        raws = await self._read(symbols)
+        return {sym: q for sym, raw in raws.items()
+                if (q := parse_quote(sym, raw, float("inf"))) is not None}
+
+    async def for_order(self, symbol: str, held: list[str]) -> tuple[Quote | None, dict[str, Quote]]:
+        """One read for the accept path: ``symbol``'s quote for sizing a hold (None when absent
+        or stale, as :meth:`get`) and the last known quote of it and of every ``held`` symbol
+        (as :meth:`get_many`)."""
+        raws = await self._read(sorted({symbol, *held}))
+        own = raws.get(symbol)
+        fresh = parse_quote(symbol, own, self.max_age_s) if own is not None else None
+        return fresh, {sym: q for sym, raw in raws.items()
+                       if (q := parse_quote(sym, raw, float("inf"))) is not None}
+
+    async def _read(self, symbols: list[str]) -> dict[str, bytes | str]:
         if self.redis is None or not symbols:
             return {}
         try:
@@ -81,13 +99,7 @@ class LatestQuotes:
         except (RedisError, OSError) as exc:
             log.warning("latest quotes unavailable: %s", exc)
             return {}
-        out = {}
-        for sym, raw in zip(symbols, raws, strict=True):
-            # valuation, not a hold: a stale price is still the best price to show
-            q = parse_quote(sym, raw, float("inf")) if raw is not None else None
-            if q is not None:
-                out[sym] = q
-        return out
+        return {sym: raw for sym, raw in zip(symbols, raws, strict=True) if raw is not None}
 
     async def put(self, symbol: str, bid: Decimal, ask: Decimal, t: str | None = None) -> None:
         """Write a quote (used by feeds, simulators and tests)."""

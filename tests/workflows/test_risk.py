@@ -208,3 +208,28 @@ async def test_pattern_day_trader_4th_day_trade_refused(stack: TradingStack) -> 
             account = (await http.get("/v2/account", headers=headers(acct))).json()
         assert account["daytrade_count"] == min(n + 1, 3)
     assert (await balances(stack, acct))["shares_unsettled:BB"] == Decimal(10)
+
+
+async def test_stale_ingested_quote_refuses_market_buys_and_limit_orders_trade(stack: TradingStack) -> None:
+    """The feed stopped, Redis still up: the last ingested quote ages past quote_max_age_s, so a
+    market buy (its hold cannot be sized) is refused with no_quote and changes nothing, while a
+    limit buy is accepted."""
+    import json
+
+    from marketdata.quotes import quotes_key
+
+    await stack.set_quote("MSFT", "415.10", "415.20")  # the venues' book
+    aged = time.time_ns() - int((stack.settings.quote_max_age_s + 5) * 1e9)
+    await stack.redis.hset(quotes_key(stack.settings.redis_prefix), "MSFT", json.dumps(
+        {"S": "MSFT", "bp": "415.10", "ap": "415.20", "bs": 1, "as": 1, "it": aged,
+         "mx": stack.settings.quote_max_age_s}))
+    acct = await stack.account("10000")
+    before = await balances(stack, acct)
+    async with stack.http() as http:
+        r = await http.post("/v2/orders", headers=headers(acct), json={
+            "symbol": "MSFT", "qty": "1", "side": "buy", "type": "market", "time_in_force": "day"})
+    assert r.status_code == 422 and r.json()["reason"] == "no_quote", r.text
+    assert await balances(stack, acct) == before
+    order = await place(stack, acct, symbol="MSFT", qty="1", side="buy", type="limit",
+                        limit_price="415.20", time_in_force="day")
+    assert (await wait_order(stack, acct, order["id"], {"filled"}))["filled_qty"] == "1"
