@@ -9,8 +9,20 @@ from db.accounts import OpenedAccount
 from domain.universe import known_symbols
 from marketdata.ingest import Ingest
 from sherwood.embedded import EmbeddedRedis, free_port
-from tests.marketdata.conftest import FanoutFactory, authed_client
+from tests.marketdata.conftest import Client, FanoutFactory, authed_client
 from tests.marketdata.helpers import tr
+
+
+async def trade_arrives(ing: Ingest, c: Client, *, tries: int, wait: float) -> dict | None:
+    """Feed fresh AAPL trades until the client receives one (Redis coming back, links
+    re-established); the trade it got, or None."""
+    for i in range(tries):
+        await ing.process([tr("AAPL", f"187.{12 + i % 80:02d}", i=3 + i)])
+        try:
+            return await c.until(lambda m: m.get("T") == "t", timeout=wait)
+        except TimeoutError:
+            continue
+    return None
 
 
 async def test_fanout_and_ingest_survive_a_redis_restart(
@@ -31,14 +43,7 @@ async def test_fanout_and_ingest_survive_a_redis_restart(
         assert ing.dropped["redis_unavailable"] >= 1
         await asyncio.to_thread(rd.start)
         # ingest reconnects with backoff; the fan-out resubscribes: data flows again
-        got = None
-        for i in range(100):
-            await ing.process([tr("AAPL", f"187.{12 + i % 80:02d}", i=3 + i)])
-            try:
-                got = await c.until(lambda m: m.get("T") == "t", timeout=0.2)
-                break
-            except TimeoutError:
-                continue
+        got = await trade_arrives(ing, c, tries=100, wait=0.2)
         assert got is not None, srv.stats
         assert srv.stats["redis_reconnects"] >= 1
         assert got["sq"] > first["sq"] + 1  # the gap is visible to the client
@@ -105,14 +110,7 @@ async def test_fanout_leaves_a_silently_dead_redis_link(
         first = await c.until(lambda m: m.get("T") == "t")
         hole.cut()
         await ing.process([tr("AAPL", "187.11", i=2)])  # lost in the dead link
-        got = None
-        for i in range(40):
-            await ing.process([tr("AAPL", f"187.{12 + i:02d}", i=3 + i)])
-            try:
-                got = await c.until(lambda m: m.get("T") == "t", timeout=0.1)
-                break
-            except TimeoutError:
-                continue
+        got = await trade_arrives(ing, c, tries=40, wait=0.1)
         assert got is not None, srv.stats
         assert srv.stats["redis_silent"] >= 1 and srv.stats["redis_reconnects"] >= 1
         assert got["sq"] > first["sq"] + 1
