@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -238,12 +239,17 @@ async def _transition(conn: AsyncConnection, row: RowMapping, to: OrderState, *,
 class OrderStore:
     """The order transitions of one shard (see module docstring)."""
 
-    def __init__(self, engine: AsyncEngine, *, house_stripes: int = 32) -> None:
+    def __init__(self, engine: AsyncEngine, *, house_stripes: int = 32,
+                 on_commit: Callable[[], None] | None = None) -> None:
         self.engine = engine
         self.house_stripes = house_stripes
+        self.on_commit = on_commit  # e.g. wake the outbox publisher: there may be new rows
 
     async def _tx(self, fn: Any) -> Any:
-        return await run_in_transaction(self.engine, fn)
+        result = await run_in_transaction(self.engine, fn)
+        if self.on_commit is not None:
+            self.on_commit()
+        return result
 
     async def account_context(self, account_id: str) -> tuple[list[str], str | None]:
         """For the accept path, in one connection checkout: the symbols the account holds or has

@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     gateway_delivery_interval_s: float = 0.2
     gateway_delivery_max_backoff_s: float = 5.0
     gateway_signal_timeout_s: float = 5.0
+    # The shard outbox publisher is woken by each order commit; it also looks this often anyway
+    # (rows from another process, a failed round).
+    outbox_idle_s: float = 1.0
     # After a NewOrderSingle, how long send_new_order waits for the venue's first answer, and
     # for the next one once answers come (a market order's New then Fill): answers within the
     # wait travel in the activity result instead of as separate signals (see VenueAck).

@@ -63,6 +63,9 @@ def settings(pg_server_url: str, redis_url: str, tmp_path_factory: pytest.TempPa
         # tests run at any hour; market-hours rules have their own tests
         enforce_market_hours=False,
         order_rate_per_s=1000.0,
+        # trade updates must go out because the order store wakes the publisher, which
+        # tests/workers/test_outbox.py checks: the idle poll must not do it for it
+        outbox_idle_s=30.0,
     )
 
 

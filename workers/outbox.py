@@ -3,6 +3,10 @@
 Rows are locked with SKIP LOCKED, published, then marked in the same transaction, so a Redis
 failure leaves them for the next round and several publishers can run side by side. Channel:
 ``<prefix>:trade_updates:<account_id>``. Consumers must tolerate a repeat.
+
+When to look: :meth:`OutboxPublisher.wake` (the shard worker's order store calls it after each
+commit, so an update goes out at once), and every ``idle_s`` anyway (rows written by another
+process, or a failed round). It does not poll the table in a tight loop: idle shards cost nothing.
 """
 
 from __future__ import annotations
@@ -26,12 +30,17 @@ def trade_updates_channel(prefix: str, account_id: str) -> str:
 
 class OutboxPublisher:
     def __init__(self, engine: AsyncEngine, redis: Redis, *, prefix: str = "sherwood",
-                 interval_s: float = 0.05, batch: int = 200) -> None:
+                 idle_s: float = 1.0, batch: int = 200) -> None:
         self.engine = engine
         self.redis = redis
         self.prefix = prefix
-        self.interval_s = interval_s
+        self.idle_s = idle_s
         self.batch = batch
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """New rows were committed: publish now (callable from any coroutine of this loop)."""
+        self._wake.set()
 
     async def publish_once(self) -> int:
         async with self.engine.begin() as conn:
@@ -50,13 +59,18 @@ class OutboxPublisher:
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            self._wake.clear()  # before the round: a commit during it wakes the next one
             try:
                 n = await self.publish_once()
             except (RedisError, OSError, DBAPIError) as exc:
                 log.warning("outbox publish failed, will retry: %s", exc)
                 n = 0
-            if n == 0:
-                try:
-                    await asyncio.wait_for(stop.wait(), self.interval_s)
-                except TimeoutError:
-                    pass
+            if n >= self.batch:
+                continue  # a backlog: keep going
+            waits = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+            try:
+                await asyncio.wait(waits, timeout=self.idle_s,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()

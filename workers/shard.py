@@ -53,8 +53,8 @@ class ShardWorkers:
         for n in self.shards:
             engine = make_engine(s.shard_url(n), pool_size=s.db_pool_size, max_overflow=s.db_max_overflow)
             self._engines.append(engine)
-            acts = OrderActivities(OrderStore(engine, house_stripes=s.house_balance_stripes), quotes,
-                                   limits=s.risk_limits(), controls=self._controls)
+            store = OrderStore(engine, house_stripes=s.house_balance_stripes)
+            acts = OrderActivities(store, quotes, limits=s.risk_limits(), controls=self._controls)
             worker = Worker(
                 self.client, task_queue=shard_task_queue(n), workflows=[OrderWorkflow],
                 activities=acts.all(), max_concurrent_workflow_tasks=200,
@@ -69,7 +69,9 @@ class ShardWorkers:
             self._workers.append(worker)
             self._tasks.append(asyncio.create_task(worker.run(), name=f"worker-shard-{n}"))
             if self._redis is not None:
-                pub = OutboxPublisher(engine, self._redis, prefix=s.redis_prefix)
+                pub = OutboxPublisher(engine, self._redis, prefix=s.redis_prefix,
+                                      idle_s=s.outbox_idle_s)
+                store.on_commit = pub.wake
                 self._tasks.append(asyncio.create_task(pub.run(self._stop), name=f"outbox-{n}"))
         log.info("shard workers running for shards %s", self.shards)
 
