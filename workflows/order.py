@@ -53,6 +53,9 @@ LOCAL_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=100),
 GATEWAY_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200),
                             maximum_interval=timedelta(seconds=5))
 MAX_CANCEL_ROUNDS = 3
+# workflow.patched ids: a change of the steps an order takes, so that orders already running
+# when it is deployed replay the steps they were written with
+ROUTED_WITH_FIRST_ANSWERS = "routed-with-first-answers"
 
 
 @workflow.defn(name="Order")
@@ -190,6 +193,18 @@ class OrderWorkflow:
                 await self._finish(S.REJECTED, cause.message, actor="gateway", code="symbol_halted")
             else:
                 await self._finish(S.FAILED, f"could not route: {cause or exc}", actor="gateway")
+            return
+        if not workflow.patched(ROUTED_WITH_FIRST_ANSWERS):
+            # orders routed by the previous version replay its steps: ROUTED on its own; any
+            # answers in the ack are booked by the main loop like signalled ones
+            for r in ack.reports:
+                self.execution_report(r)
+            await self._local(OrderActivities.transition_order, TransitionInput(
+                order_id=snap.order_id, to_state=S.ROUTED, reason=f"sent to {ack.venue}",
+                actor="gateway", venue=ack.venue))
+            if self._snap is not None and self._snap.state == S.ROUTED:
+                self._phase = "await_ack"
+                self._deadline = workflow.now() + timedelta(seconds=self._t.ack_s)
             return
         # The move to ROUTED and the venue's first answers (which the gateway returns with the
         # ack when they come at once, e.g. a market order's New + Fill) are booked in one shard

@@ -4,9 +4,11 @@ Postgres shards, the execution gateway, simulated venues over FIX."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import text
 
@@ -154,8 +156,51 @@ async def test_histories_replay_deterministically_in_the_sandbox(stack: TradingS
         handle = stack.temporal.get_workflow_handle(order["id"])
         await handle.result()
         history = await handle.fetch_history()
+        markers = [e.marker_recorded_event_attributes.marker_name for e in history.events
+                   if e.HasField("marker_recorded_event_attributes")]
+        assert "core_patch" in markers, markers  # the current steps (see the next test)
         result = await Replayer(workflows=[OrderWorkflow]).replay_workflow(history)
         assert result.replay_failure is None, result.replay_failure
+
+
+def local_activity(event: Any) -> str:
+    """The activity type of a local-activity marker (the marker's name for other markers)."""
+    attrs = event.marker_recorded_event_attributes
+    data = attrs.details.get("data")
+    if attrs.marker_name != "core_local_activity" or data is None:
+        return str(attrs.marker_name)
+    return str(json.loads(data.payloads[0].data)["activity_type"])
+
+
+async def test_orders_of_the_previous_version_finish_and_replay(stack: TradingStack) -> None:
+    """An order whose history was written before ROUTED and the venue's first answers were
+    booked together (workflow.patched returns False for it) still finishes correctly (the
+    answers the gateway returns in the ack are booked like signalled ones) and replays."""
+    import temporalio.workflow
+    from temporalio.worker import Replayer
+
+    from workflows.order import OrderWorkflow
+
+    await stack.set_quote("AAPL", "187.40", "187.50")
+    acct = await stack.account("5000")
+    real = temporalio.workflow.patched
+    temporalio.workflow.patched = lambda *_a, **_k: False  # type: ignore[assignment]
+    try:  # the shard workers run in this process, unsandboxed: they take the old steps
+        order = await place(stack, acct, symbol="AAPL", qty="2", side="buy", type="market",
+                            time_in_force="day")
+        done = await wait_order(stack, acct, order["id"], {"filled"})
+        handle = stack.temporal.get_workflow_handle(order["id"])
+        await handle.result()
+    finally:
+        temporalio.workflow.patched = real
+    bal = await balances(stack, acct)
+    assert bal["cash"] == Decimal("5000") - 2 * Decimal(done["filled_avg_price"])
+    assert "cash_held" not in bal and bal["shares_unsettled:AAPL"] == 2
+    history = await handle.fetch_history()
+    steps = [local_activity(e) for e in history.events if e.HasField("marker_recorded_event_attributes")]
+    assert steps[:3] == ["accept_order", "transition_order", "apply_reports"], steps  # the old way
+    result = await Replayer(workflows=[OrderWorkflow]).replay_workflow(history)
+    assert result.replay_failure is None, result.replay_failure
 
 
 async def test_cancel_racing_partial_fills_books_fills_and_releases_only_the_rest(
