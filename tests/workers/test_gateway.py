@@ -182,6 +182,7 @@ async def running(*venues: Venue, client: Client, store: GatewayStore, tmp: Path
         venues=[v.venue_config() for v in venues], store=store, client=client, data_dir=tmp,
         task_queue=f"gw-test-{uuid.uuid4().hex[:8]}", routing=routing,
         delivery_interval=0.05, delivery_max_backoff=0.5,
+        first_report_wait_s=5.0,  # the venue's New rides in the ack even on a loaded machine
     )
     await gw.start()
     try:
@@ -264,7 +265,8 @@ async def test_uc3_fills_arrive_as_signals(client: Client, store: GatewayStore, 
         await asyncio.sleep(0.2)
         st = await h.query(ReportRecorder.state)
     assert ack_of(st.ack) == ("MM1", order.order_id, False)
-    assert st.ack is not None and [r.exec_type for r in st.ack.reports] == ["0", "F"]  # at once
+    # the venue's first answers ride in the ack (New, and the first slice when it is quick)
+    assert st.ack is not None and [r.exec_type for r in st.ack.reports][:1] == ["0"]
     assert_once_each(st)
     assert [(r.exec_type, r.ord_status) for r in st.reports] == [
         ("0", "0"), ("F", "1"), ("F", "1"), ("F", "2")]
