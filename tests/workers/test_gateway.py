@@ -103,10 +103,12 @@ class ReportRecorder:
 
 @pytest.fixture(scope="module")
 def gateway_settings(stack_settings: Settings) -> Iterator[Settings]:
-    url = stack_settings.gateway_db_url_resolved()
+    # Its own gateway database: the session's trading stack has a gateway (and a delivery loop)
+    # on the default one, which must neither see these reports nor lose its database.
+    url = f"{stack_settings.gateway_db_url_resolved()}_gwtest"
     migrate_gateway(url)
     migrate_gateway(url)  # idempotent
-    yield stack_settings
+    yield stack_settings.model_copy(update={"gateway_db_url": url})
     drop_database(url)
 
 
