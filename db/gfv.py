@@ -6,8 +6,8 @@ unsettled funds" when, at the moment its cash was held, the account's cash minus
 still provisional at that moment did not cover the fill value; those funds settle on the latest
 expected settle date of the deposits involved. Selling such a position before that date is a
 violation (one row per sale date and buy order, so a replay records nothing new). Three in 12
-months restrict the account to settled cash for 90 days (``account_restrictions``), readable with
-:func:`settled_cash_only_until`.
+months restrict the account to settled cash for 90 days (``account_restrictions``), in force
+while ``SETTLED_CASH_ONLY_UNTIL`` finds a row (read by :func:`db.risk.load_account_risk`).
 """
 
 from __future__ import annotations
@@ -99,14 +99,7 @@ async def violations(conn: AsyncConnection, account_id: uuid.UUID) -> list[date]
         {"a": account_id})).scalars().all())
 
 
-# :a = account id, :d = the day; also a sub-select of db.risk.load_account_risk
+# the end of the settled-cash-only restriction in force on :d for account :a, or NULL
 SETTLED_CASH_ONLY_UNTIL = (
     "SELECT max(until) FROM account_restrictions WHERE account_id = :a "
     "AND kind = 'settled_cash_only' AND starts_on <= :d AND until >= :d")
-
-
-async def settled_cash_only_until(conn: AsyncConnection, account_id: uuid.UUID, today: date) -> date | None:
-    """The end of the account's settled-cash-only restriction in force on ``today``, or None."""
-    value: date | None = (await conn.execute(text(SETTLED_CASH_ONLY_UNTIL),
-                                             {"a": account_id, "d": today})).scalar_one()
-    return value
