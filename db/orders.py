@@ -31,7 +31,7 @@ from db.shard_status import shard_trading_halted
 from domain import calendar
 from domain import ledger as rules
 from domain.account import share_positions
-from domain.execution import ExecutionReportSignal, is_expiry_request
+from domain.execution import ExecutionReportSignal, is_expiry_request, parse_transact_time
 from domain.ledger import LedgerTxn
 from domain.money import plain
 from domain.orders import (
@@ -470,7 +470,7 @@ class OrderStore:
              "q": Decimal(r.last_qty or "0") if r.exec_type == "F" else Decimal(0),
              "p": Decimal(r.last_px) if r.last_px and r.exec_type == "F" else None,
              "cq": Decimal(r.cum_qty or "0"), "lq": Decimal(r.leaves_qty or "0"),
-             "ap": Decimal(r.avg_px or "0"), "tt": _parse_time(r.transact_time),
+             "ap": Decimal(r.avg_px or "0"), "tt": parse_transact_time(r.transact_time),
              "raw": json.dumps(r.__dict__)},
         )).first()
         if fresh is None:
@@ -637,15 +637,3 @@ class OrderStore:
             return snapshot(row)
 
         return await self._tx(_do)  # type: ignore[no-any-return]
-
-
-def _parse_time(t: str | None) -> datetime | None:
-    if not t:
-        return None
-    for fmt in ("%Y%m%d-%H:%M:%S.%f", "%Y%m%d-%H:%M:%S"):
-        try:
-            return datetime.strptime(t, fmt).replace(tzinfo=UTC)
-        except ValueError:
-            continue
-    return None
-

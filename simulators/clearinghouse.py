@@ -19,13 +19,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from decimal import Decimal
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain import calendar
+from domain.execution import parse_transact_time
 from domain.settlement import StreetFill
 
 FillSource = Callable[[date], Awaitable[list[StreetFill]]]
@@ -55,22 +56,11 @@ class GatewayFills:
         out = []
         for r in rows:
             p = r.payload
-            when = _fix_time(p.get("transact_time")) or r.received_at
+            when = parse_transact_time(p.get("transact_time")) or r.received_at
             if calendar.settle_date(calendar.trade_date(when)) != settle:
                 continue
             out.append(StreetFill(r.venue, r.exec_id, Decimal(p["last_qty"]), Decimal(p["last_px"])))
         return out
-
-
-def _fix_time(t: str | None) -> datetime | None:
-    if not t:
-        return None
-    for fmt in ("%Y%m%d-%H:%M:%S.%f", "%Y%m%d-%H:%M:%S"):
-        try:
-            return datetime.strptime(t, fmt).replace(tzinfo=UTC)
-        except ValueError:
-            continue
-    return None
 
 
 class Clearinghouse:
