@@ -1,16 +1,5 @@
-"""Alembic environment: the URL comes from the Config the caller built (see db.migrate)."""
+"""Alembic environment of this history: the shared one (db.migrations.env_common)."""
 
-from __future__ import annotations
+from db.migrations.env_common import run_migrations
 
-from alembic import context
-from sqlalchemy import create_engine, pool
-
-config = context.config
-url = config.get_main_option("sqlalchemy.url")
-assert url, "db.migrate sets sqlalchemy.url"
-engine = create_engine(url, poolclass=pool.NullPool)
-with engine.connect() as connection:
-    context.configure(connection=connection, transaction_per_migration=True)
-    with context.begin_transaction():
-        context.run_migrations()
-engine.dispose()
+run_migrations()
