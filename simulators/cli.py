@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from datetime import time
 from decimal import Decimal
 from pathlib import Path
 
 import typer
 
+from sherwood.lifecycle import stopped_by_signals
 from simulators.market_maker import MarketMakerConfig, parse_slices, parse_symbols, run_market_maker
 
 sim_app = typer.Typer(help="Simulated venues and feeds for local development and tests.",
@@ -84,12 +84,8 @@ def market_maker(
 
 async def _serve(config: MarketMakerConfig) -> None:
     """Run the venue until SIGINT/SIGTERM, then log out cleanly."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    await run_market_maker(config, stop=stop)
+    with stopped_by_signals() as stop:
+        await run_market_maker(config, stop=stop)
 
 
 @sim_app.command("exchange-feed")
@@ -116,12 +112,8 @@ def exchange_feed(
                         trade_ratio=trade_ratio, halt_every_s=halt_every, halt_for_s=halt_for, seed=seed)
 
     async def _go() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
-        await run_exchange_feed(config, host, port, stop, replay=replay)
+        with stopped_by_signals() as stop:
+            await run_exchange_feed(config, host, port, stop, replay=replay)
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_go())

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -42,6 +41,7 @@ from activities.funding import FundingActivities
 from activities.settlement import SettlementActivities, ShardSettlementActivities
 from db.engines import make_engine
 from db.funding import FundingStore
+from sherwood.lifecycle import stopped_by_signals
 from sherwood.settings import Settings
 from sherwood.temporal import connect
 from simulators.bank import AchBank
@@ -165,9 +165,6 @@ async def apply_schedules(client: Client, settings: Settings) -> str:
 async def run(settings: Settings) -> None:
     workers = BackofficeWorkers(settings)
     await workers.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    with stopped_by_signals() as stop:
+        await stop.wait()
     await workers.stop()

@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal as _signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -56,6 +55,7 @@ from db.gateway import GatewayStore, PendingReport
 from domain.execution import EXECUTION_REPORT_SIGNAL, GATEWAY_TASK_QUEUE, ExecutionReportSignal
 from fix.session import FixInitiator, FixSession, MessageHandler, SessionConfig
 from fix.store import SqliteSessionStore
+from sherwood.lifecycle import stopped_by_signals
 from sherwood.settings import Settings, VenueConfig
 
 log = logging.getLogger(__name__)
@@ -411,21 +411,13 @@ async def run_gateway(settings: Settings, *, stop: asyncio.Event | None = None) 
     await asyncio.to_thread(migrate_gateway, url)
     client = await connect(settings)
     gateway = ExecutionGateway.from_settings(settings, client)
-    stop = stop if stop is not None else asyncio.Event()
-    loop = asyncio.get_running_loop()
-    installed: list[_signal.Signals] = []
-    for sig in (_signal.SIGTERM, _signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-            installed.append(sig)
-    try:
-        await gateway.start()
-        await stop.wait()
-        log.info("execution gateway: stopping")
-    finally:
-        await gateway.stop()
-        for sig in installed:
-            loop.remove_signal_handler(sig)
+    with stopped_by_signals(stop) as stop:
+        try:
+            await gateway.start()
+            await stop.wait()
+            log.info("execution gateway: stopping")
+        finally:
+            await gateway.stop()
 
 
 def main() -> None:

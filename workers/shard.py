@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
@@ -23,6 +22,7 @@ from db.engines import make_engine
 from db.orders import OrderStore
 from domain.execution import shard_task_queue
 from marketdata.quotes import LatestQuotes
+from sherwood.lifecycle import stopped_by_signals
 from sherwood.settings import Settings
 from sherwood.temporal import connect
 from workers.outbox import OutboxPublisher
@@ -92,9 +92,6 @@ class ShardWorkers:
 async def run(settings: Settings, shards: list[int]) -> None:
     workers = ShardWorkers(settings, shards)
     await workers.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    with stopped_by_signals() as stop:
+        await stop.wait()
     await workers.stop()
