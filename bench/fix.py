@@ -21,7 +21,7 @@ import logging
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import simplefix
@@ -75,6 +75,16 @@ def _percentile(samples: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
+async def sequential(round_trip: Callable[[], Awaitable[float]], seconds: float) -> list[float]:
+    """50 warm-up round trips, then one at a time for ``seconds``: their durations."""
+    for _ in range(50):
+        await round_trip()
+    rtts: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        rtts.append(await round_trip())
+    return rtts
+
 async def _bench_fix(make_store: Callable[[str], SessionStore], seconds: float) -> dict[str, float]:
     counter = 0
 
@@ -116,13 +126,7 @@ async def _bench_fix(make_store: Callable[[str], SessionStore], seconds: float) 
         await session.send(msg)
         return (await fut) - t0
 
-    # warm-up, then sequential round trips
-    for _ in range(50):
-        await one_order()
-    rtts: list[float] = []
-    deadline = time.perf_counter() + seconds / 2
-    while time.perf_counter() < deadline:
-        rtts.append(await one_order())
+    rtts = await sequential(one_order, seconds / 2)
 
     # pipelined throughput: keep WINDOW orders in flight
     done = 0
@@ -186,12 +190,7 @@ async def _bench_baseline(seconds: float) -> dict[str, float]:
         await reader.readexactly(len(reply))
         return time.perf_counter() - t0
 
-    for _ in range(50):
-        await rtt()
-    rtts: list[float] = []
-    deadline = time.perf_counter() + seconds / 2
-    while time.perf_counter() < deadline:
-        rtts.append(await rtt())
+    rtts = await sequential(rtt, seconds / 2)
 
     # pipelined with the same window
     done = 0

@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -96,25 +97,30 @@ async def bench_ingest(redis_url: str, seconds: float) -> float:
 
 
 # -- feeding ingest at a rate ----------------------------------------------------------------
-async def feed_at(ing: Ingest, rate: float, seconds: float, tmpl: list[bytes]) -> int:
-    sent = 0
-    t0 = time.monotonic()
-    i = 0
+async def paced(rate: float, seconds: float) -> AsyncIterator[int]:
+    """For ``seconds``: every ~10 ms, how many messages are due at ``rate`` per second (the
+    backlog capped at 50 ms worth, so a slow consumer is not flooded afterwards)."""
+    t0 = last = time.monotonic()
     owed = 0.0
-    last = t0
     while (now := time.monotonic()) - t0 < seconds:
         owed = min(owed + (now - last) * rate, rate * 0.05)
         last = now
-        k = int(owed)
-        if k:
+        if k := int(owed):
             owed -= k
-            batch = tmpl[i:i + k]
-            if len(batch) < k:
-                batch = batch + tmpl[:k - len(batch)]
-            i = (i + k) % len(tmpl)
-            await ing.process(stamp(batch, time.time_ns()))
-            sent += k
+            yield k
         await asyncio.sleep(0.01)
+
+
+async def feed_at(ing: Ingest, rate: float, seconds: float, tmpl: list[bytes]) -> int:
+    sent = 0
+    i = 0
+    async for k in paced(rate, seconds):
+        batch = tmpl[i:i + k]
+        if len(batch) < k:
+            batch = batch + tmpl[:k - len(batch)]
+        i = (i + k) % len(tmpl)
+        await ing.process(stamp(batch, time.time_ns()))
+        sent += k
     await ing.sync()
     return sent
 
@@ -153,22 +159,14 @@ async def bench_baseline(redis_url: str, rate: float, seconds: float) -> dict[st
             '"t":"2024-01-01T00:00:00.000000000Z","c":["R"],"z":"C","sq":1,"it":%d}')
     sent = 0
     t0 = time.monotonic()
-    owed = 0.0
-    last = t0
-    while (now := time.monotonic()) - t0 < seconds:
-        owed = min(owed + (now - last) * rate, rate * 0.05)
-        last = now
-        k = int(owed)
-        if k:
-            owed -= k
-            pipe = pub.pipeline(transaction=False)
-            t = time.time_ns()
-            for _ in range(k):
-                j = rng.randrange(N_SYMBOLS)
-                pipe.publish(chans[j], body % (chans[j].rsplit(":", 1)[1], t))
-            await pipe.execute()
-            sent += k
-        await asyncio.sleep(0.01)
+    async for k in paced(rate, seconds):
+        pipe = pub.pipeline(transaction=False)
+        t = time.time_ns()
+        for _ in range(k):
+            j = rng.randrange(N_SYMBOLS)
+            pipe.publish(chans[j], body % (chans[j].rsplit(":", 1)[1], t))
+        await pipe.execute()
+        sent += k
     elapsed = time.monotonic() - t0
     await asyncio.sleep(1.0)
     stop.set()
