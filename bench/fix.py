@@ -75,6 +75,11 @@ def _percentile(samples: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
+def _figures(rtts: list[float], done: int, elapsed: float) -> dict[str, float]:
+    return {"p50_us": statistics.median(rtts) * 1e6, "p99_us": _percentile(rtts, 0.99) * 1e6,
+            "n_rtt": len(rtts), "orders_per_s": done / elapsed, "n_orders": done}
+
+
 async def sequential(round_trip: Callable[[], Awaitable[float]], seconds: float) -> list[float]:
     """50 warm-up round trips, then one at a time for ``seconds``: their durations."""
     for _ in range(50):
@@ -153,13 +158,7 @@ async def _bench_fix(make_store: Callable[[str], SessionStore], seconds: float) 
 
     await ini.stop()
     await acc.stop()
-    return {
-        "p50_us": statistics.median(rtts) * 1e6,
-        "p99_us": _percentile(rtts, 0.99) * 1e6,
-        "n_rtt": len(rtts),
-        "orders_per_s": done / elapsed,
-        "n_orders": done,
-    }
+    return _figures(rtts, done, elapsed)
 
 
 async def _bench_baseline(seconds: float) -> dict[str, float]:
@@ -209,13 +208,7 @@ async def _bench_baseline(seconds: float) -> dict[str, float]:
     elapsed = time.perf_counter() - t_start
     writer.close()
     srv.close()
-    return {
-        "p50_us": statistics.median(rtts) * 1e6,
-        "p99_us": _percentile(rtts, 0.99) * 1e6,
-        "n_rtt": len(rtts),
-        "orders_per_s": done / elapsed,
-        "n_orders": done,
-    }
+    return _figures(rtts, done, elapsed)
 
 
 def _emit(**fields: object) -> None:
