@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
 import simplefix
@@ -300,23 +300,15 @@ class GatewayActivities:
         existing = await self.store.get_send(order.cl_ord_id)
         if existing is not None and existing.status == SENT:
             return await self._already_sent(order, existing.venue)
-        async with self._watching(order.order_id) as watch:
-            ack = await self._send_new_order(order, existing)
-            if watch is None or ack.resent:
-                return ack
-            await watch.wait(self.first_report_wait_s, self.report_linger_s)
-            ack.reports = list(watch.reports)
-            assert self.early_reports is not None
-            await self.early_reports.handed_over(ack.reports)
-            return ack
-
-    @contextlib.asynccontextmanager
-    async def _watching(self, order_id: str) -> AsyncIterator[ReportWatch | None]:
         if self.early_reports is None:
-            yield None
-            return
-        async with self.early_reports.watch(order_id) as watch:
-            yield watch
+            return await self._send_new_order(order, existing)
+        async with self.early_reports.watch(order.order_id) as watch:
+            ack = await self._send_new_order(order, existing)
+            if not ack.resent:
+                await watch.wait(self.first_report_wait_s, self.report_linger_s)
+                ack.reports = list(watch.reports)
+                await self.early_reports.handed_over(ack.reports)
+            return ack
 
     async def _already_sent(self, order: VenueOrder, venue: str) -> VenueAck:
         log.info("order %s already sent to %s (retry): not sending again", order.order_id, venue)

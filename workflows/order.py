@@ -194,7 +194,16 @@ class OrderWorkflow:
             else:
                 await self._finish(S.FAILED, f"could not route: {cause or exc}", actor="gateway")
             return
-        if not workflow.patched(ROUTED_WITH_FIRST_ANSWERS):
+        if workflow.patched(ROUTED_WITH_FIRST_ANSWERS):
+            # The move to ROUTED and the venue's first answers (which the gateway returns with
+            # the ack when they come at once, e.g. a market order's New + Fill) are booked in one
+            # shard transaction, in this workflow task: no separate signals, no extra workflow
+            # task. Answers the ack carries come before any signalled while it was on its way.
+            early = [r for r in ack.reports if self._first_time(r)]
+            batch, self._reports = early + self._reports, []
+            await self._local(OrderActivities.apply_reports, ApplyReportsInput(
+                order_id=snap.order_id, reports=batch, routed_venue=ack.venue))
+        else:
             # orders routed by the previous version replay its steps: ROUTED on its own; any
             # answers in the ack are booked by the main loop like signalled ones
             for r in ack.reports:
@@ -202,18 +211,6 @@ class OrderWorkflow:
             await self._local(OrderActivities.transition_order, TransitionInput(
                 order_id=snap.order_id, to_state=S.ROUTED, reason=f"sent to {ack.venue}",
                 actor="gateway", venue=ack.venue))
-            if self._snap is not None and self._snap.state == S.ROUTED:
-                self._phase = "await_ack"
-                self._deadline = workflow.now() + timedelta(seconds=self._t.ack_s)
-            return
-        # The move to ROUTED and the venue's first answers (which the gateway returns with the
-        # ack when they come at once, e.g. a market order's New + Fill) are booked in one shard
-        # transaction, in this workflow task: no separate signals, no extra workflow task.
-        # Answers the ack carries come before any signalled while it was on its way.
-        early = [r for r in ack.reports if self._first_time(r)]
-        batch, self._reports = early + self._reports, []
-        await self._local(OrderActivities.apply_reports, ApplyReportsInput(
-            order_id=snap.order_id, reports=batch, routed_venue=ack.venue))
         if self._snap is not None and self._snap.state == S.ROUTED:
             self._phase = "await_ack"
             self._deadline = workflow.now() + timedelta(seconds=self._t.ack_s)
