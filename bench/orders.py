@@ -5,6 +5,8 @@ server with the poll-rate limits raised, Postgres shards, shard worker, executio
 simulated venues filling at once); latency = POST sent -> order workflow completed FILLED.
 Baseline, same Temporal server, same run: a bare workflow of five no-op activities and one
 signal, started, signalled and awaited by a client in the same process as its worker.
+Floor, same server, same run: the order workflow's exact Temporal shape with no-op bodies
+(``bench.shape_workflow``); ours minus the floor is what the business work costs.
 
 Prints one JSON line per (kind, concurrency), with the CPU each process kind spent per completed
 order / workflow (``cpu_ms_per_item``; the box has 2 cores, so the total bounds throughput), and
@@ -27,10 +29,12 @@ import uuid
 from pathlib import Path
 
 import httpx
-from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from bench.bare_workflow import BareWorkflow, noop
+from bench.shape_workflow import ShapeWorkflow, shape_local, shape_remote
 from db.migrate import drop_database
 from sherwood.embedded import TemporalDevServer, free_port
 from sherwood.settings import Settings
@@ -126,6 +130,26 @@ async def bench_baseline(client: Client, concurrency: int, seconds: float) -> di
         return await drive(concurrency, seconds, one)
 
 
+async def bench_shape(client: Client, concurrency: int, seconds: float) -> dict[str, float]:
+    """The floor: our Temporal shape with no-op bodies (``bench.shape_workflow``), the order
+    workflow's worker settings, its client in this process like the baseline's."""
+    queue = f"bench-shape-{uuid.uuid4().hex[:6]}"
+    remote = f"{queue}-remote"
+    async with Worker(client, task_queue=queue, workflows=[ShapeWorkflow], activities=[shape_local],
+                      max_concurrent_workflow_tasks=200, max_concurrent_local_activities=200,
+                      workflow_runner=UnsandboxedWorkflowRunner()), \
+            Worker(client, task_queue=remote, activities=[shape_remote]):
+        async def one(i: int, n: int) -> None:
+            start = WithStartWorkflowOperation(
+                ShapeWorkflow.run, remote, id=f"shape-{uuid.uuid4()}", task_queue=queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL)
+            await client.execute_update_with_start_workflow(ShapeWorkflow.accepted, "x",
+                                                            start_workflow_operation=start)
+            await (await start.workflow_handle()).result()
+
+        return await drive(concurrency, seconds, one)
+
+
 async def bench_orders(api: str, client: Client, accounts: list[dict[str, str]], concurrency: int,
                        seconds: float) -> dict[str, float]:
     async with httpx.AsyncClient(base_url=api, timeout=30,
@@ -177,6 +201,7 @@ async def main() -> None:
         # warm up both paths once
         await bench_orders(api, client, accounts, 1, 1.0)
         await bench_baseline(client, 1, 1.0)
+        await bench_shape(client, 1, 1.0)
         # where the 40 ms go: the same bare workflow on a dev server with its default limits
         default = TemporalDevServer(port=free_port(), ui_port=None, db_file=None, raise_rate_limits=False)
         default.start()
@@ -193,16 +218,20 @@ async def main() -> None:
             t0 = cpu_seconds()
             base_r = await bench_baseline(client, c, args.seconds)
             t1 = cpu_seconds()
+            shape = await bench_shape(client, c, args.seconds)
+            t1s = cpu_seconds()
             ours = await bench_orders(api, client, accounts, c, args.seconds)
             t2 = cpu_seconds()
             for kind, r, cpu in (("baseline_bare_workflow", base_r, cpu_ms_per(t0, t1, int(base_r["n"]))),
-                                 ("sherwood_market_order", ours, cpu_ms_per(t1, t2, int(ours["n"])))):
+                                 ("floor_order_shape_noop", shape, cpu_ms_per(t1, t1s, int(shape["n"]))),
+                                 ("sherwood_market_order", ours, cpu_ms_per(t1s, t2, int(ours["n"])))):
                 print(json.dumps({"bench": "orders", "kind": kind, "concurrency": c,
                                   **{k: round(v, 2) for k, v in r.items()},
                                   "cpu_ms_per_item": cpu}), flush=True)
             print(json.dumps({
                 "bench": "orders", "kind": "ratio", "concurrency": c,
                 "throughput_ours_over_baseline": round(ours["per_s"] / base_r["per_s"], 3),
+                "throughput_floor_over_baseline": round(shape["per_s"] / base_r["per_s"], 3),
                 "p50_ours_over_baseline": round(ours["p50_ms"] / base_r["p50_ms"], 3),
                 "p99_ours_over_baseline": round(ours["p99_ms"] / base_r["p99_ms"], 3)}), flush=True)
     finally:

@@ -1,0 +1,49 @@
+"""The floor of bench.orders: a workflow with exactly the Temporal shape of a filled market order
+(update-with-start answered after a local activity, one activity on another task queue, then one
+more local activity, the same search-attribute upserts), with no-op bodies. What it costs is what
+the order's Temporal steps alone cost; ours minus it is the price of the business work (HTTP,
+risk, ledger, FIX). Its own module so the workflow sandbox imports nothing but temporalio."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import activity, workflow
+from temporalio.common import SearchAttributeKey
+
+ORDER_STATE = SearchAttributeKey.for_keyword("OrderState")
+
+
+@activity.defn(name="shape_local")
+async def shape_local(step: str) -> str:
+    return step
+
+
+@activity.defn(name="shape_remote")
+async def shape_remote(step: str) -> str:
+    return step
+
+
+@workflow.defn(name="BenchShape")
+class ShapeWorkflow:
+    def __init__(self) -> None:
+        self.state: str | None = None
+
+    @workflow.update
+    async def accepted(self, _: str) -> str:
+        await workflow.wait_condition(lambda: self.state is not None)
+        assert self.state is not None
+        return self.state
+
+    @workflow.run
+    async def run(self, remote_queue: str) -> str:
+        self.state = await self._local("FUNDS_HELD")
+        await workflow.execute_activity(shape_remote, "send", task_queue=remote_queue,
+                                        start_to_close_timeout=timedelta(seconds=10))
+        return await self._local("FILLED")
+
+    async def _local(self, state: str) -> str:
+        out = await workflow.execute_local_activity(shape_local, state,
+                                                    start_to_close_timeout=timedelta(seconds=10))
+        workflow.upsert_search_attributes([ORDER_STATE.value_set(out)])
+        return out
