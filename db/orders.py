@@ -11,6 +11,7 @@ safe.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,6 +65,7 @@ from domain.risk import (
 )
 
 S = OrderState
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -234,6 +236,38 @@ async def _transition(conn: AsyncConnection, row: RowMapping, to: OrderState, *,
     await _outbox(conn, new, {"ROUTED": "pending_new", "PENDING_CANCEL": "pending_cancel",
                               "STUCK": "pending_cancel"}.get(to.value, to.value.lower()))
     return new
+
+
+def _refusal(row: RowMapping, r: ExecutionReportSignal) -> OrderError | None:
+    """Why a venue fill cannot be booked against the order as it stands (an overfill, no
+    quantity or price), or None. Pure: it is decided before anything is written."""
+    if r.msg_type != "8" or r.exec_type != "F":
+        return None
+    try:
+        apply_fill(row["side"], qty=Decimal(row["qty"]), filled_qty=Decimal(row["filled_qty"]),
+                   filled_value=Decimal(row["filled_value"]), hold_remaining=Decimal(row["hold_amount"]),
+                   last_qty=Decimal(r.last_qty or "0"), last_px=Decimal(r.last_px or "0"))
+    except OrderError as exc:
+        return exc
+    except ArithmeticError:  # not a number at all
+        return OrderError(f"unreadable fill {r.last_qty!r} @ {r.last_px!r}", code="invalid_fill")
+    return None
+
+
+async def _refuse(conn: AsyncConnection, row: RowMapping, r: ExecutionReportSignal,
+                  why: OrderError) -> RowMapping:
+    """A venue fill the rules refuse: its execution row is kept with quantity 0 (so the ExecID
+    stays deduplicated and nothing counts it), the refusal is audited, and a working order goes
+    STUCK with its funds still held. What the venue really did is for an operator to establish
+    and book (``resolve``); it is never guessed, and the order's other reports still book."""
+    log.error("order %s: venue report %s:%s refused: %s", row["id"], r.venue, r.exec_id, why)
+    state = S(row["state"])
+    await _event(conn, row, event="report_refused", actor=f"venue:{r.venue}", reason=str(why),
+                 to_state=state.value,
+                 data={"exec_id": r.exec_id, "code": why.code, "last_qty": r.last_qty,
+                       "last_px": r.last_px, "cum_qty": r.cum_qty})
+    return await _transition(conn, row, S.STUCK, actor="system",
+                             reason=f"venue report {r.exec_id} refused ({why.code}): needs an operator")
 
 
 class OrderStore:
@@ -457,6 +491,7 @@ class OrderStore:
         return await self._tx(_do)  # type: ignore[no-any-return]
 
     async def _book(self, conn: AsyncConnection, row: RowMapping, r: ExecutionReportSignal) -> RowMapping:
+        refused = _refusal(row, r)
         fresh = (await conn.execute(
             text("""
             INSERT INTO executions (venue, exec_id, order_id, account_id, symbol, side, exec_type,
@@ -466,15 +501,17 @@ class OrderStore:
             """),
             {"v": r.venue, "e": r.exec_id, "o": row["id"], "a": row["account_id"],
              "sym": row["symbol"], "side": row["side"],
-             "et": r.exec_type if r.msg_type == "8" else "cancel_reject",
-             "q": Decimal(r.last_qty or "0") if r.exec_type == "F" else Decimal(0),
-             "p": Decimal(r.last_px) if r.last_px and r.exec_type == "F" else None,
+             "et": "refused" if refused else r.exec_type if r.msg_type == "8" else "cancel_reject",
+             "q": Decimal(r.last_qty or "0") if r.exec_type == "F" and not refused else Decimal(0),
+             "p": Decimal(r.last_px) if r.last_px and r.exec_type == "F" and not refused else None,
              "cq": Decimal(r.cum_qty or "0"), "lq": Decimal(r.leaves_qty or "0"),
              "ap": Decimal(r.avg_px or "0"), "tt": parse_transact_time(r.transact_time),
              "raw": json.dumps(r.__dict__)},
         )).first()
         if fresh is None:
             return row  # this ExecID was booked before: a duplicate or a replay
+        if refused is not None:
+            return await _refuse(conn, row, r, refused)
         return await self._apply(conn, row, r)
 
     async def _apply(self, conn: AsyncConnection, row: RowMapping, r: ExecutionReportSignal) -> RowMapping:

@@ -46,9 +46,11 @@ TRANSITIONS: dict[OrderState, frozenset[OrderState]] = {
     S.PENDING: frozenset({S.VALIDATED, S.REJECTED, S.FAILED, S.CANCELED}),
     S.VALIDATED: frozenset({S.FUNDS_HELD, S.REJECTED, S.FAILED, S.CANCELED}),
     S.FUNDS_HELD: frozenset({S.ROUTED, S.CANCELED, S.FAILED, S.EXPIRED}),
-    S.ROUTED: frozenset(_VENUE_OUTCOMES | {S.PENDING_CANCEL}),
-    S.ACKED: frozenset(_VENUE_OUTCOMES - {S.ACKED} | {S.PENDING_CANCEL}),
-    S.PARTIALLY_FILLED: frozenset(_VENUE_OUTCOMES - {S.ACKED} | {S.PENDING_CANCEL}),
+    # STUCK straight from the venue states: a venue report the rules refuse to book (an
+    # overfill) needs a human as much as a venue that went silent
+    S.ROUTED: frozenset(_VENUE_OUTCOMES | {S.PENDING_CANCEL, S.STUCK}),
+    S.ACKED: frozenset(_VENUE_OUTCOMES - {S.ACKED} | {S.PENDING_CANCEL, S.STUCK}),
+    S.PARTIALLY_FILLED: frozenset(_VENUE_OUTCOMES - {S.ACKED} | {S.PENDING_CANCEL, S.STUCK}),
     S.PENDING_CANCEL: frozenset(_VENUE_OUTCOMES | {S.STUCK}),
     S.STUCK: frozenset(_VENUE_OUTCOMES | {S.PENDING_CANCEL}),
     S.FILLED: frozenset(),

@@ -48,6 +48,8 @@ def market_maker(
                                            help="Send every ExecutionReport twice."),
     possresend_old: bool = typer.Option(False, "--possresend-old",
                                         help="After each fill re-send an old report, 97=Y."),
+    overfill: bool = typer.Option(False, "--overfill",
+                                  help="After each fill send a made-up trade for the order qty."),
     drop_connection: bool = typer.Option(False, "--drop-connection",
                                          help="Drop the TCP connection after the first ack."),
     skip_seq: bool = typer.Option(False, "--skip-seq",
@@ -75,7 +77,7 @@ def market_maker(
         tick_interval=tick_interval, price_improvement_bps=price_improvement_bps,
         fill_slices=slices, fill_delay=fill_delay, max_liquidity=max_liquidity,
         halted=parse_symbols(halted), day_close=close, latency=latency, never_ack=never_ack,
-        duplicate_reports=duplicate_reports, possresend_old=possresend_old,
+        duplicate_reports=duplicate_reports, possresend_old=possresend_old, overfill=overfill,
         drop_connection_after_ack=drop_connection, skip_seq=skip_seq,
     )
     with contextlib.suppress(KeyboardInterrupt):

@@ -50,6 +50,7 @@ from simulators.matching import (
     ExecType,
     MatchingEngine,
     NewOrderRequest,
+    OrdStatus,
     Quote,
     Report,
     fmt_decimal,
@@ -257,6 +258,7 @@ class MarketMakerConfig:
     never_ack: bool = False
     duplicate_reports: bool = False
     possresend_old: bool = False
+    overfill: bool = False
     drop_connection_after_ack: bool = False
     skip_seq: bool = False
     skip_seq_every: int = 3
@@ -473,9 +475,9 @@ class MarketMaker:
 
     async def _sender_loop(self) -> None:
         """Send queued reports in order, applying the latency and report-level faults."""
-        cfg = self.config
         while True:
             report, poss_resend = await self._outbox.get()
+            cfg = self.config  # read per report: fault switches may be flipped while running
             try:
                 if cfg.latency > 0:
                     await asyncio.sleep(cfg.latency)
@@ -490,6 +492,14 @@ class MarketMaker:
                         log.info("%s possresend_old: re-sending %s with PossResend=Y",
                                  self.venue, old.exec_id)
                         await self._send_report(old, poss_resend=True)
+                    if cfg.overfill and report.exec_type == ExecType.TRADE:
+                        # a venue bug: a made-up trade for the whole order quantity again
+                        extra = replace(report, exec_id=f"{report.exec_id}-over",
+                                        last_qty=report.order_qty, leaves_qty=Decimal(0),
+                                        cum_qty=report.cum_qty + report.order_qty,
+                                        ord_status=OrdStatus.FILLED)
+                        log.info("%s overfill: sending %s", self.venue, extra.exec_id)
+                        await self._send_report(extra)
                     if (cfg.drop_connection_after_ack and not self._dropped_once
                             and report.exec_type == ExecType.NEW):
                         self._dropped_once = True

@@ -431,6 +431,49 @@ async def test_silent_venue_goes_stuck_and_an_operator_resolves_it(stack: Tradin
     assert ("stuck", "PENDING_CANCEL", "STUCK") in trail
 
 
+async def test_overfill_from_the_venue_books_nothing_goes_stuck_and_an_operator_resolves_it(
+    stack: TradingStack,
+) -> None:
+    """A venue that reports more shares than the order's quantity: the bad report is refused and
+    audited, what was rightly filled stays booked, the order waits for a human (STUCK, funds
+    still held) instead of its workflow failing, and the operator's resolution ends it exactly."""
+    await stack.set_quote("F", "12.30", "12.31")
+    acct = await stack.account("1000")
+    # one slice of 4 now, the rest never (within the test); after each trade the venue invents
+    # another for the whole quantity (4 + 10 > 10)
+    with stack.venues_behave(overfill=True, engine={"fill_slices": [Decimal(4)], "fill_delay": 3600}):
+        order = await place(stack, acct, symbol="F", qty="10", side="buy", type="limit",
+                            limit_price="12.50", time_in_force="day")
+        stuck = await wait_order(stack, acct, order["id"], {"pending_cancel"})
+    assert (stuck["state"], stuck["filled_qty"]) == ("STUCK", "4"), stuck
+    price = Decimal(stuck["filled_avg_price"])
+    bal = await balances(stack, acct)
+    assert bal["shares_unsettled:F"] == 4  # the invented 10 are not booked
+    assert bal["cash_held"] == 10 * Decimal("12.50") - 4 * price  # the rest still held
+    assert bal["cash"] + bal["cash_held"] == Decimal("1000") - 4 * price
+    trail = await events(stack, acct.shard, order["id"])
+    assert ("report_refused", "PARTIALLY_FILLED", "PARTIALLY_FILLED") in trail, trail
+    assert ("stuck", "PARTIALLY_FILLED", "STUCK") in trail, trail
+    async with stack.router.engine(acct.shard).connect() as conn:
+        refused = (await conn.execute(text(
+            "SELECT exec_type, qty FROM executions WHERE order_id = :o AND exec_id LIKE '%-over'"),
+            {"o": uuid.UUID(order["id"])})).all()
+    assert [(r.exec_type, r.qty) for r in refused] == [("refused", 0)]
+    handle = stack.temporal.get_workflow_handle(order["id"])
+    assert (await handle.describe()).status.name == "RUNNING"  # waiting for a human, not failed
+    stuck_rows = json.loads(await sherwood_cli(stack, "ops", "stuck", "--json"))
+    assert order["id"] in {r["order_id"] for r in stuck_rows}
+    await sherwood_cli(stack, "ops", "resolve", order["id"], "--filled-qty", "4", "--canceled",
+                       "--note", "venue: 4 filled, the extra trade was a venue error, rest canceled")
+    done = await wait_order(stack, acct, order["id"], {"canceled"})
+    assert done["filled_qty"] == "4"
+    bal = await balances(stack, acct)
+    assert bal["shares_unsettled:F"] == 4
+    assert bal["cash"] == Decimal("1000") - 4 * price
+    assert bal.get("cash_held", 0) == 0
+    assert (await stack.router.ledger(acct.shard).reconcile()).ok
+
+
 async def test_day_order_expires_at_its_close(stack: TradingStack) -> None:
     await stack.set_quote("AAPL", "187.40", "187.50")
     acct = await stack.account("5000")
