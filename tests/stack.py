@@ -27,6 +27,7 @@ from db.migrate import drop_database, migrate_gateway
 from db.router import ShardRouter
 from marketdata.quotes import LatestQuotes
 from sherwood.settings import Settings, VenueConfig
+from sherwood.temporal import connect
 from simulators.market_maker import MarketMaker
 from workers.gateway import ExecutionGateway
 from workers.shard import ShardWorkers
@@ -138,7 +139,7 @@ async def trading_stack(base: Settings, router: ShardRouter, redis: Redis,
     gw_url = settings.gateway_db_url_resolved()
     migrate_gateway(gw_url)
     assert settings.temporal_address
-    client = await Client.connect(settings.temporal_address)
+    client = await connect(settings)
     gateway = ExecutionGateway.from_settings(settings, client)
     await gateway.start()
     await gateway.wait_logged_on(timeout=20)

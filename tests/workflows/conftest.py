@@ -16,6 +16,7 @@ from temporalio.client import Client
 from db.router import ShardRouter
 from domain.settlement import StreetFill
 from sherwood.settings import Settings
+from sherwood.temporal import connect
 from simulators.bank import AchBank
 from simulators.clearinghouse import Clearinghouse
 from workers.backoffice import BackofficeWorkers
@@ -55,7 +56,7 @@ async def backoffice(
 ) -> AsyncIterator[Backoffice]:
     settings = stack_settings.model_copy(update=FAST_ACH)
     assert settings.temporal_address
-    client = await Client.connect(settings.temporal_address)
+    client = await connect(settings)
     ch = Clearinghouse(street_source(router))
     bank = AchBank(redis, settings.redis_prefix)
     workers = BackofficeWorkers(settings, client=client, clearinghouse=ch, bank=bank)
