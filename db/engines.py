@@ -8,6 +8,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import psycopg
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -37,7 +38,13 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 40) -> Asy
     )
 
 
+# Database errors as they reach us: SQLAlchemy's wrapper, or psycopg's own from ``db.sql``.
+DB_ERRORS: tuple[type[Exception], ...] = (DBAPIError, psycopg.Error)
+
+
 def sqlstate(exc: BaseException) -> str | None:
+    if isinstance(exc, psycopg.Error):
+        return exc.sqlstate
     orig = getattr(exc, "orig", None)
     return getattr(orig, "sqlstate", None) if orig is not None else None
 
@@ -58,7 +65,7 @@ async def run_in_transaction(
         try:
             async with engine.begin() as conn:
                 return await fn(conn)
-        except DBAPIError as exc:
+        except DB_ERRORS as exc:
             if sqlstate(exc) not in RETRYABLE_SQLSTATES or attempt >= retries:
                 raise
             attempt += 1

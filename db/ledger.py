@@ -22,10 +22,10 @@ from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from db.engines import RETRYABLE_SQLSTATES, sqlstate
+from db import sql
+from db.engines import DB_ERRORS, RETRYABLE_SQLSTATES, sqlstate
 from db.errors import (
     AppendOnlyViolation,
     DbError,
@@ -49,7 +49,7 @@ _SQLSTATE_ERRORS: dict[str, type[DbError]] = {
 }
 
 
-def translate(exc: DBAPIError) -> DbError | None:
+def translate(exc: Exception) -> DbError | None:
     """Map the ledger's own SQLSTATEs to typed errors (None for anything else)."""
     state = sqlstate(exc)
     cls = _SQLSTATE_ERRORS.get(state or "")
@@ -79,7 +79,7 @@ class PostResult:
         return self
 
 
-_POST = text(
+_POST = (
     "SELECT status, error_code, error_detail, replayed FROM "
     "ledger_post(:id, :kind, :account, :hash, CAST(:entries AS jsonb), :allow_negative, "
     "CAST(:memo AS jsonb), :stripes)"
@@ -99,27 +99,16 @@ async def post(conn: AsyncConnection, txn: LedgerTxn, *, house_stripes: int = 32
         for e in txn.entries
     ]
     try:
-        row = (
-            await conn.execute(
-                _POST,
-                {
-                    "id": txn.id,
-                    "kind": txn.kind,
-                    "account": txn.account_id,
-                    "hash": txn.payload_hash(),
-                    "entries": json.dumps(entries),
-                    "allow_negative": txn.allow_negative,
-                    "memo": json.dumps(dict(txn.memo)),
-                    "stripes": house_stripes,
-                },
-            )
-        ).one()
-    except DBAPIError as exc:
+        row = await sql.one(conn, _POST, {
+            "id": txn.id, "kind": txn.kind, "account": txn.account_id, "hash": txn.payload_hash(),
+            "entries": json.dumps(entries), "allow_negative": txn.allow_negative,
+            "memo": json.dumps(dict(txn.memo)), "stripes": house_stripes})
+    except DB_ERRORS as exc:
         mapped = translate(exc)
         if mapped is not None:
             raise mapped from exc
         raise
-    return PostResult(txn.id, row.status, row.replayed, row.error_code, row.error_detail)
+    return PostResult(txn.id, row["status"], row["replayed"], row["error_code"], row["error_detail"])
 
 
 @dataclass(frozen=True)
@@ -175,7 +164,7 @@ class Ledger:
                     conn = await raw.execution_options(isolation_level="AUTOCOMMIT")
                     result = await post(conn, txn, house_stripes=self.house_stripes)
                 return result.raise_for_status()
-            except DBAPIError as exc:
+            except DB_ERRORS as exc:
                 mapped = translate(exc)
                 if mapped is not None:
                     raise mapped from exc

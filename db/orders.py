@@ -13,22 +13,22 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from db import sql
 from db.engines import run_in_transaction
 from db.errors import IdempotencyConflict
 from db.gfv import record_gfv_if_any
 from db.ledger import post
 from db.risk import AccountRisk, load_account_risk
 from db.shard_status import shard_trading_halted
+from db.sql import Row
 from domain import calendar
 from domain import ledger as rules
 from domain.account import share_positions
@@ -89,7 +89,7 @@ def _s(d: Any) -> str | None:
     return None if d is None else format(plain(Decimal(d)), "f")
 
 
-def snapshot(row: RowMapping, *, duplicate: bool = False) -> OrderSnapshot:
+def snapshot(row: Mapping[Any, Any], *, duplicate: bool = False) -> OrderSnapshot:
     return OrderSnapshot(
         order_id=str(row["id"]), account_id=str(row["account_id"]),
         client_order_id=row["client_order_id"], state=row["state"], symbol=row["symbol"],
@@ -104,7 +104,7 @@ def _iso(t: datetime | None) -> str | None:
     return t.isoformat().replace("+00:00", "Z") if t else None
 
 
-def alpaca_order(row: RowMapping) -> dict[str, Any]:
+def alpaca_order(row: Mapping[Any, Any]) -> dict[str, Any]:
     """The Alpaca v2 order object for one order row (numbers as strings)."""
     from domain.assets import get_asset
 
@@ -130,39 +130,39 @@ def alpaca_order(row: RowMapping) -> dict[str, Any]:
     }
 
 
-async def _lock(conn: AsyncConnection, order_id: str) -> RowMapping | None:
-    return (await conn.execute(text("SELECT * FROM orders WHERE id = :id FOR UPDATE"),
-                               {"id": uuid.UUID(order_id)})).mappings().one_or_none()
+async def _lock(conn: AsyncConnection, order_id: str) -> Row | None:
+    return await sql.first(conn, "SELECT * FROM orders WHERE id = :id FOR UPDATE",
+                           {"id": uuid.UUID(order_id)})
 
 
-def _as(row: RowMapping, **values: Any) -> RowMapping:
+def _as(row: Row, **values: Any) -> Row:
     """The row with some columns as they are about to be (not yet written)."""
-    return {**row, **values}  # type: ignore[return-value]
+    return {**row, **values}
 
 
 async def _event(
-    conn: AsyncConnection, row: RowMapping, *, event: str, actor: str, reason: str | None,
+    conn: AsyncConnection, row: Row, *, event: str, actor: str, reason: str | None,
     to_state: str | None, ledger_txn: str | None = None, data: dict[str, Any] | None = None,
     from_state: str | None = None,
 ) -> None:
-    await conn.execute(
-        text("""
+    await sql.execute(
+        conn, """
         INSERT INTO order_events (order_id, account_id, seq, event, actor, reason, from_state,
                                   to_state, ledger_txn_id, data)
         VALUES (:o, :a, (SELECT coalesce(max(seq), 0) + 1 FROM order_events WHERE order_id = :o),
                 :e, :actor, :r, :f, :t, :l, CAST(:d AS jsonb))
-        """),
+        """,
         {"o": row["id"], "a": row["account_id"], "e": event, "actor": actor, "r": reason,
          "f": from_state if from_state is not None else row["state"], "t": to_state,
          "l": ledger_txn, "d": json.dumps(data or {})},
     )
 
 
-async def _outbox(conn: AsyncConnection, row: RowMapping, event: str, **extra: Any) -> None:
+async def _outbox(conn: AsyncConnection, row: Row, event: str, **extra: Any) -> None:
     payload = {"event": event, "account_id": str(row["account_id"]), "order": alpaca_order(row),
                "timestamp": _iso(datetime.now(UTC)), **extra}
-    await conn.execute(
-        text("INSERT INTO outbox (topic, key, payload) VALUES ('trade_updates', :k, CAST(:p AS jsonb))"),
+    await sql.execute(
+        conn, "INSERT INTO outbox (topic, key, payload) VALUES ('trade_updates', :k, CAST(:p AS jsonb))",
         {"k": str(row["account_id"]), "p": json.dumps(payload, default=str)},
     )
 
@@ -176,17 +176,15 @@ _TIMESTAMP_FOR = {S.FILLED: "filled_at", S.CANCELED: "canceled_at", S.EXPIRED: "
                   S.FAILED: "failed_at", S.REJECTED: "failed_at"}
 
 
-async def _set(conn: AsyncConnection, order_id: uuid.UUID, **values: Any) -> RowMapping:
+async def _set(conn: AsyncConnection, order_id: uuid.UUID, **values: Any) -> Row:
     """Update the order row; returns the row as it is now (one round trip)."""
     sets = ", ".join(f"{k} = :{k}" for k in values)
-    return (await conn.execute(
-        text(f"UPDATE orders SET {sets}, updated_at = clock_timestamp(), version = version + 1 "
-             "WHERE id = :id RETURNING *"),
-        {**values, "id": order_id},
-    )).mappings().one()
+    return await sql.one(
+        conn, f"UPDATE orders SET {sets}, updated_at = clock_timestamp(), version = version + 1 "
+        "WHERE id = :id RETURNING *", {**values, "id": order_id})
 
 
-async def _release(conn: AsyncConnection, row: RowMapping, step: str) -> str | None:
+async def _release(conn: AsyncConnection, row: Row, step: str) -> str | None:
     """Post the release of whatever is still held for the order (cash for buys, shares for
     sells); the caller sets ``hold_amount`` to 0 in its own update of the row."""
     remaining = Decimal(row["hold_amount"])
@@ -202,9 +200,9 @@ async def _release(conn: AsyncConnection, row: RowMapping, step: str) -> str | N
 
 
 async def _finish(
-    conn: AsyncConnection, row: RowMapping, to: OrderState, *, actor: str, reason: str | None,
+    conn: AsyncConnection, row: Row, to: OrderState, *, actor: str, reason: str | None,
     event: str, code: str | None = None, data: dict[str, Any] | None = None,
-) -> RowMapping:
+) -> Row:
     """Move to a terminal state, releasing any remaining hold, in the caller's transaction."""
     released = await _release(conn, row, to.value.lower())
     values: dict[str, Any] = {"state": to.value, "hold_amount": Decimal(0)}
@@ -220,8 +218,8 @@ async def _finish(
     return new
 
 
-async def _transition(conn: AsyncConnection, row: RowMapping, to: OrderState, *, reason: str,
-                      actor: str, venue: str | None = None) -> RowMapping:
+async def _transition(conn: AsyncConnection, row: Row, to: OrderState, *, reason: str,
+                      actor: str, venue: str | None = None) -> Row:
     """A non-terminal state change with no money movement, in the caller's transaction; a
     no-op when the order is there already or was overtaken (e.g. by the venue's answer)."""
     current = S(row["state"])
@@ -238,7 +236,7 @@ async def _transition(conn: AsyncConnection, row: RowMapping, to: OrderState, *,
     return new
 
 
-def _refusal(row: RowMapping, r: ExecutionReportSignal) -> OrderError | None:
+def _refusal(row: Row, r: ExecutionReportSignal) -> OrderError | None:
     """Why a venue fill cannot be booked against the order as it stands (an overfill, no
     quantity or price), or None. Pure: it is decided before anything is written."""
     if r.msg_type != "8" or r.exec_type != "F":
@@ -254,8 +252,8 @@ def _refusal(row: RowMapping, r: ExecutionReportSignal) -> OrderError | None:
     return None
 
 
-async def _refuse(conn: AsyncConnection, row: RowMapping, r: ExecutionReportSignal,
-                  why: OrderError) -> RowMapping:
+async def _refuse(conn: AsyncConnection, row: Row, r: ExecutionReportSignal,
+                  why: OrderError) -> Row:
     """A venue fill the rules refuse: its execution row is kept with quantity 0 (so the ExecID
     stays deduplicated and nothing counts it), the refusal is audited, and a working order goes
     STUCK with its funds still held. What the venue really did is for an operator to establish
@@ -290,16 +288,16 @@ class OrderStore:
         held (their quotes value its equity) and why this shard takes no new orders (a failed
         reconciliation), or None."""
         async with self.engine.connect() as conn:
-            names = (await conn.execute(text(
-                "SELECT name FROM ledger_accounts WHERE owner_id = :a AND name LIKE '%:%'"),
-                {"a": uuid.UUID(account_id)})).scalars().all()
+            names = await sql.rows(
+                conn, "SELECT name FROM ledger_accounts WHERE owner_id = :a AND name LIKE '%:%'",
+                {"a": uuid.UUID(account_id)})
             halt = await shard_trading_halted(conn)
-        return sorted({n.partition(":")[2] for n in names}), halt
+        return sorted({r["name"].partition(":")[2] for r in names}), halt
 
     async def get(self, order_id: str) -> OrderSnapshot | None:
         async with self.engine.connect() as conn:
-            row = (await conn.execute(text("SELECT * FROM orders WHERE id = :id"),
-                                      {"id": uuid.UUID(order_id)})).mappings().one_or_none()
+            row = await sql.first(conn, "SELECT * FROM orders WHERE id = :id",
+                                  {"id": uuid.UUID(order_id)})
         return snapshot(row) if row else None
 
     # --- PENDING -> VALIDATED -> FUNDS_HELD (or REJECTED) ------------------------------
@@ -320,10 +318,9 @@ class OrderStore:
             # row's foreign key touches it): no two orders spend the same dollar, whatever the
             # number of API processes and workers.
             risk = await load_account_risk(conn, account, today=calendar.trade_date(now), lock=True)
-            existing = (await conn.execute(
-                text("SELECT * FROM orders WHERE id = :id OR (account_id = :a AND client_order_id = :c)"),
-                {"id": oid, "a": account, "c": req.client_order_id or inp.order_id},
-            )).mappings().first()
+            existing = await sql.first(
+                conn, "SELECT * FROM orders WHERE id = :id OR (account_id = :a AND client_order_id = :c)",
+                {"id": oid, "a": account, "c": req.client_order_id or inp.order_id})
             if existing is not None:
                 if existing["request_hash"] != inp.request_hash:
                     raise IdempotencyConflict(
@@ -333,22 +330,21 @@ class OrderStore:
             if req.time_in_force == "day":
                 expires = (now + timedelta(seconds=inp.day_ttl_s) if inp.day_ttl_s
                            else calendar.day_order_expiry(now))
-            row = (await conn.execute(
-                text("""
+            row = await sql.one(
+                conn, """
                 INSERT INTO orders (id, account_id, client_order_id, request_hash, symbol, side,
                     order_type, time_in_force, qty, limit_price, stop_price, extended_hours, state,
                     cl_ord_id, hold_currency, submitted_at, expires_at, actor)
                 VALUES (:id, :a, :c, :h, :sym, :side, :type, :tif, :qty, :lp, :sp, :ext, 'PENDING',
                     :id_text, :cur, :now, :exp, :actor)
                 RETURNING *
-                """),
+                """,
                 {"id": oid, "a": account, "c": req.client_order_id or inp.order_id,
                  "h": inp.request_hash, "sym": req.symbol, "side": req.side, "type": req.type,
                  "tif": req.time_in_force, "qty": req.qty, "lp": req.limit_price,
                  "sp": req.stop_price, "ext": req.extended_hours, "id_text": inp.order_id,
                  "cur": "USD" if req.side == "buy" else req.symbol, "now": now, "exp": expires,
-                 "actor": inp.actor},
-            )).mappings().one()
+                 "actor": inp.actor})
             await _event(conn, row, event="created", actor=inp.actor, reason="order received",
                          to_state="PENDING", from_state="", data={"request": req.to_wire()})
             warnings: list[str] = []
@@ -411,11 +407,11 @@ class OrderStore:
         if risk.status != "ACTIVE" or risk.trading_blocked:
             raise RiskRejection(f"trading is blocked on this account: {risk.blocked_reason or ''}",
                                 code="trading_blocked")
-        asset = (await conn.execute(
-            text("SELECT tradable, status FROM assets WHERE symbol = :s"), {"s": req.symbol})).one_or_none()
+        asset = await sql.first(conn, "SELECT tradable, status FROM assets WHERE symbol = :s",
+                                {"s": req.symbol})
         if asset is None:
             raise RiskRejection(f"unknown symbol {req.symbol}", code="unknown_symbol")
-        if not asset.tradable or asset.status != "active":
+        if not asset["tradable"] or asset["status"] != "active":
             raise RiskRejection(f"{req.symbol} is not tradable", code="not_tradable")
         check_symbol(req, ctx.control)
         if ctx.limits.enforce_market_hours:
@@ -490,15 +486,15 @@ class OrderStore:
 
         return await self._tx(_do)  # type: ignore[no-any-return]
 
-    async def _book(self, conn: AsyncConnection, row: RowMapping, r: ExecutionReportSignal) -> RowMapping:
+    async def _book(self, conn: AsyncConnection, row: Row, r: ExecutionReportSignal) -> Row:
         refused = _refusal(row, r)
-        fresh = (await conn.execute(
-            text("""
+        fresh = await sql.first(
+            conn, """
             INSERT INTO executions (venue, exec_id, order_id, account_id, symbol, side, exec_type,
                 qty, price, cum_qty, leaves_qty, avg_px, transact_time, raw)
             VALUES (:v, :e, :o, :a, :sym, :side, :et, :q, :p, :cq, :lq, :ap, :tt, CAST(:raw AS jsonb))
             ON CONFLICT (venue, exec_id) DO NOTHING RETURNING exec_id
-            """),
+            """,
             {"v": r.venue, "e": r.exec_id, "o": row["id"], "a": row["account_id"],
              "sym": row["symbol"], "side": row["side"],
              "et": "refused" if refused else r.exec_type if r.msg_type == "8" else "cancel_reject",
@@ -506,15 +502,14 @@ class OrderStore:
              "p": Decimal(r.last_px) if r.last_px and r.exec_type == "F" and not refused else None,
              "cq": Decimal(r.cum_qty or "0"), "lq": Decimal(r.leaves_qty or "0"),
              "ap": Decimal(r.avg_px or "0"), "tt": parse_transact_time(r.transact_time),
-             "raw": json.dumps(r.__dict__)},
-        )).first()
+             "raw": json.dumps(r.__dict__)})
         if fresh is None:
             return row  # this ExecID was booked before: a duplicate or a replay
         if refused is not None:
             return await _refuse(conn, row, r, refused)
         return await self._apply(conn, row, r)
 
-    async def _apply(self, conn: AsyncConnection, row: RowMapping, r: ExecutionReportSignal) -> RowMapping:
+    async def _apply(self, conn: AsyncConnection, row: Row, r: ExecutionReportSignal) -> Row:
         state = S(row["state"])
         actor = f"venue:{r.venue}"
         info = {"exec_id": r.exec_id, "exec_type": r.exec_type, "ord_status": r.ord_status,
@@ -575,8 +570,8 @@ class OrderStore:
                      to_state=state.value, data=info)
         return row
 
-    async def _fill(self, conn: AsyncConnection, row: RowMapping, r: ExecutionReportSignal,
-                    actor: str, info: dict[str, Any]) -> RowMapping:
+    async def _fill(self, conn: AsyncConnection, row: Row, r: ExecutionReportSignal,
+                    actor: str, info: dict[str, Any]) -> Row:
         last_qty, last_px = Decimal(r.last_qty), Decimal(r.last_px or "0")
         math = apply_fill(row["side"], qty=Decimal(row["qty"]), filled_qty=Decimal(row["filled_qty"]),
                           filled_value=Decimal(row["filled_value"]),
@@ -590,9 +585,9 @@ class OrderStore:
         await _post(conn, txn)
         now = datetime.now(UTC)
         trade = calendar.trade_date(now)
-        await conn.execute(
-            text("UPDATE executions SET ledger_txn_id = :l, trade_date = :td, settle_date = :sd "
-                 "WHERE venue = :v AND exec_id = :e"),
+        await sql.execute(
+            conn, "UPDATE executions SET ledger_txn_id = :l, trade_date = :td, settle_date = :sd "
+            "WHERE venue = :v AND exec_id = :e",
             {"l": txn_id, "td": trade, "sd": calendar.settle_date(trade), "v": r.venue, "e": r.exec_id})
         if row["side"] == "sell":  # a good-faith violation is decided by the sell's booking
             await record_gfv_if_any(conn, row["account_id"], row["symbol"], last_qty, trade)
@@ -625,12 +620,12 @@ class OrderStore:
         return new
 
     async def _position_qty(self, conn: AsyncConnection, account: uuid.UUID, symbol: str) -> Decimal:
-        q = (await conn.execute(
-            text("SELECT coalesce(sum(b.balance), 0) FROM ledger_accounts la "
-                 "JOIN balances b ON b.ledger_account_id = la.id WHERE la.owner_id = :a "
-                 "AND la.name IN (:s1, :s2, :s3)"),
+        q = await sql.scalar(
+            conn, "SELECT coalesce(sum(b.balance), 0) FROM ledger_accounts la "
+            "JOIN balances b ON b.ledger_account_id = la.id WHERE la.owner_id = :a "
+            "AND la.name IN (:s1, :s2, :s3)",
             {"a": account, "s1": f"shares:{symbol}", "s2": f"shares_held:{symbol}",
-             "s3": f"shares_unsettled:{symbol}"})).scalar_one()
+             "s3": f"shares_unsettled:{symbol}"})
         return plain(Decimal(q))
 
     # --- operations ---------------------------------------------------------------------
@@ -654,10 +649,10 @@ class OrderStore:
                 if not inp.avg_price:
                     raise OrderError("avg_price is required when booking fills", code="invalid_resolution")
                 exec_id = f"manual-{inp.order_id}-{total}"
-                await conn.execute(
-                    text("INSERT INTO executions (venue, exec_id, order_id, account_id, symbol, side, "
-                         "exec_type, qty, price) VALUES ('operator', :e, :o, :a, :s, :side, 'F', :q, :p) "
-                         "ON CONFLICT DO NOTHING"),
+                await sql.execute(
+                    conn, "INSERT INTO executions (venue, exec_id, order_id, account_id, symbol, side, "
+                    "exec_type, qty, price) VALUES ('operator', :e, :o, :a, :s, :side, 'F', :q, :p) "
+                    "ON CONFLICT DO NOTHING",
                     {"e": exec_id, "o": row["id"], "a": row["account_id"], "s": row["symbol"],
                      "side": row["side"], "q": missing, "p": Decimal(inp.avg_price)})
                 r = ExecutionReportSignal(

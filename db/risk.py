@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from db import sql
 from db.gfv import SETTLED_CASH_ONLY_UNTIL
 from domain.account import share_positions
 from domain.risk import Fill, day_trades, pdt_window_start
@@ -73,15 +73,14 @@ SELECT
 
 async def load_account_risk(conn: AsyncConnection, account_id: uuid.UUID, *, today: date,
                             lock: bool = False) -> AccountRisk | None:
-    row = (await conn.execute(text(_ACCOUNT + (" FOR NO KEY UPDATE" if lock else "")),
-                              {"a": account_id})).one_or_none()
+    row = await sql.first(conn, _ACCOUNT + (" FOR NO KEY UPDATE" if lock else ""), {"a": account_id})
     if row is None:
         return None
-    state = (await conn.execute(text(_STATE), {"a": account_id, "d": today,
-                                               "since": pdt_window_start(today)})).one()
-    balances = {name: Decimal(balance) for name, balance in state.balances}
+    state = await sql.one(conn, _STATE, {"a": account_id, "d": today, "since": pdt_window_start(today)})
+    balances = {name: Decimal(balance) for name, balance in state["balances"]}
     fills = [Fill(symbol, side, date.fromisoformat(day), i)
-             for i, (symbol, side, day) in enumerate(state.fills)]
-    return AccountRisk(row.account_type, row.status, row.trading_blocked, row.blocked_reason,
-                       row.pattern_day_trader, balances, Decimal(state.provisional), fills, today,
-                       settled_cash_only=state.gfv_until is not None)
+             for i, (symbol, side, day) in enumerate(state["fills"])]
+    return AccountRisk(row["account_type"], row["status"], row["trading_blocked"],
+                       row["blocked_reason"], row["pattern_day_trader"], balances,
+                       Decimal(state["provisional"]), fills, today,
+                       settled_cash_only=state["gfv_until"] is not None)
