@@ -28,13 +28,17 @@ def sqlalchemy_url(url: str, *, driver: str = "psycopg") -> str:
     return url
 
 
-def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 40) -> AsyncEngine:
+def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 40,
+                autocommit: bool = False) -> AsyncEngine:
+    """``autocommit``: every statement commits on its own (for stores whose every operation is
+    one statement); ``engine.begin()`` then sends no BEGIN / COMMIT."""
     return create_async_engine(
         sqlalchemy_url(url),
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_pre_ping=True,
         connect_args={"connect_timeout": 5},
+        **({"isolation_level": "AUTOCOMMIT"} if autocommit else {}),
     )
 
 

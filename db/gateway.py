@@ -19,15 +19,17 @@ Two tables:
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from db import sql
 from db.engines import make_engine, run_in_transaction
 from domain.execution import ExecutionReportSignal
 
+T = TypeVar("T")
 SENDING = "sending"
 SENT = "sent"
 
@@ -63,17 +65,33 @@ def signal_from_payload(payload: dict[str, Any] | str) -> ExecutionReportSignal:
 
 
 class GatewayStore:
-    """Async access to the gateway tables. Every method is one retried transaction."""
+    """Async access to the gateway tables.
+
+    Every method is ONE statement, run in autocommit: atomic on its own, one round trip instead
+    of BEGIN / statement / COMMIT (a market order makes about six of these calls). A statement
+    that fails on a serialization failure or deadlock is retried."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
     @classmethod
     def from_url(cls, url: str, *, pool_size: int = 5, max_overflow: int = 10) -> GatewayStore:
-        return cls(make_engine(url, pool_size=pool_size, max_overflow=max_overflow))
+        return cls(make_engine(url, pool_size=pool_size, max_overflow=max_overflow, autocommit=True))
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+    async def _run(self, run: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        return await run_in_transaction(self.engine, run)
+
+    async def _first(self, statement: str, params: dict[str, Any]) -> sql.Row | None:
+        return await self._run(lambda conn: sql.first(conn, statement, params))
+
+    async def _rows(self, statement: str, params: dict[str, Any]) -> list[sql.Row]:
+        return await self._run(lambda conn: sql.rows(conn, statement, params))
+
+    async def _execute(self, statement: str, params: dict[str, Any]) -> None:
+        await self._run(lambda conn: sql.execute(conn, statement, params))
 
     # ------------------------------------------------------------------ outbound sends
 
@@ -85,119 +103,91 @@ class GatewayStore:
         When the ClOrdID is already known, its recorded venue wins over ``venue`` (the message
         may already be at that venue) and its attempt counter is incremented.
         """
-
-        async def fn(conn: AsyncConnection) -> SendReservation:
-            row = (await conn.execute(
-                text("""INSERT INTO gateway_orders (cl_ord_id, order_id, venue, msg_type)
-                        VALUES (:c, :o, :v, :t) ON CONFLICT (cl_ord_id) DO NOTHING
-                        RETURNING venue, status, attempts"""),
-                {"c": cl_ord_id, "o": order_id, "v": venue, "t": msg_type},
-            )).first()
-            if row is not None:
-                return SendReservation(cl_ord_id, order_id, row[0], msg_type, row[1], True, row[2])
-            row = (await conn.execute(
-                text("""UPDATE gateway_orders SET attempts = attempts + 1 WHERE cl_ord_id = :c
-                        RETURNING order_id, venue, msg_type, status, attempts"""),
-                {"c": cl_ord_id},
-            )).one()
-            return SendReservation(cl_ord_id, row[0], row[1], row[2], row[3], False, row[4])
-
-        return await run_in_transaction(self.engine, fn)
+        row = await self._first(
+            """INSERT INTO gateway_orders (cl_ord_id, order_id, venue, msg_type)
+               VALUES (:c, :o, :v, :t) ON CONFLICT (cl_ord_id) DO NOTHING
+               RETURNING venue, status, attempts""",
+            {"c": cl_ord_id, "o": order_id, "v": venue, "t": msg_type})
+        if row is not None:
+            return SendReservation(cl_ord_id, order_id, row["venue"], msg_type, row["status"], True,
+                                   row["attempts"])
+        # known already (rows are never deleted, so it is still there)
+        row = await self._first(
+            """UPDATE gateway_orders SET attempts = attempts + 1 WHERE cl_ord_id = :c
+               RETURNING order_id, venue, msg_type, status, attempts""", {"c": cl_ord_id})
+        assert row is not None, cl_ord_id
+        return _reservation(cl_ord_id, row)
 
     async def mark_sent(self, cl_ord_id: str, msg_seq_num: int | None = None) -> None:
-        async def fn(conn: AsyncConnection) -> None:
-            await conn.execute(
-                text("""UPDATE gateway_orders
-                        SET status = 'sent', sent_at = COALESCE(sent_at, now()),
-                            msg_seq_num = COALESCE(:n, msg_seq_num)
-                        WHERE cl_ord_id = :c"""),
-                {"c": cl_ord_id, "n": msg_seq_num},
-            )
-
-        await run_in_transaction(self.engine, fn)
+        await self._execute(
+            """UPDATE gateway_orders
+               SET status = 'sent', sent_at = COALESCE(sent_at, now()),
+                   msg_seq_num = COALESCE(CAST(:n AS integer), msg_seq_num)
+               WHERE cl_ord_id = :c""",
+            {"c": cl_ord_id, "n": msg_seq_num})
 
     async def get_send(self, cl_ord_id: str) -> SendReservation | None:
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(
-                text("""SELECT order_id, venue, msg_type, status, attempts FROM gateway_orders
-                        WHERE cl_ord_id = :c"""),
-                {"c": cl_ord_id},
-            )).first()
-        if row is None:
-            return None
-        return SendReservation(cl_ord_id, row[0], row[1], row[2], row[3], False, row[4])
+        row = await self._first(
+            """SELECT order_id, venue, msg_type, status, attempts FROM gateway_orders
+               WHERE cl_ord_id = :c""", {"c": cl_ord_id})
+        return None if row is None else _reservation(cl_ord_id, row)
 
     # ------------------------------------------------------------------ inbound reports
 
     async def record_report(self, signal: ExecutionReportSignal, *, deliverable: bool = True) -> bool:
         """Insert the report once; True when it is new. ``deliverable=False`` books it as
         already delivered (a report no order workflow can receive: kept for the audit only)."""
-        payload = json.dumps(asdict(signal))
-
-        async def fn(conn: AsyncConnection) -> bool:
-            row = (await conn.execute(
-                text("""INSERT INTO gateway_reports
-                            (venue, exec_id, order_id, cl_ord_id, msg_type, payload, delivered_at,
-                             last_error)
-                        VALUES (:v, :e, :o, :c, :t, CAST(:p AS jsonb),
-                                CASE WHEN :d THEN NULL ELSE now() END,
-                                CASE WHEN :d THEN NULL ELSE 'not deliverable' END)
-                        ON CONFLICT (venue, exec_id) DO NOTHING
-                        RETURNING id"""),
-                {"v": signal.venue, "e": signal.exec_id, "o": signal.order_id,
-                 "c": signal.cl_ord_id, "t": signal.msg_type, "p": payload, "d": deliverable},
-            )).first()
-            return row is not None
-
-        return await run_in_transaction(self.engine, fn)
+        row = await self._first(
+            """INSERT INTO gateway_reports
+                   (venue, exec_id, order_id, cl_ord_id, msg_type, payload, delivered_at,
+                    last_error)
+               VALUES (:v, :e, :o, :c, :t, CAST(:p AS jsonb),
+                       CASE WHEN :d THEN NULL ELSE now() END,
+                       CASE WHEN :d THEN NULL ELSE 'not deliverable' END)
+               ON CONFLICT (venue, exec_id) DO NOTHING
+               RETURNING id""",
+            {"v": signal.venue, "e": signal.exec_id, "o": signal.order_id,
+             "c": signal.cl_ord_id, "t": signal.msg_type, "p": json.dumps(asdict(signal)),
+             "d": deliverable})
+        return row is not None
 
     async def list_undelivered(self, limit: int = 500) -> list[PendingReport]:
         """Undelivered reports that are due, oldest first."""
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(
-                text("""SELECT id, venue, exec_id, order_id, attempts, payload FROM gateway_reports
-                        WHERE delivered_at IS NULL AND next_attempt_at <= now()
-                        ORDER BY id LIMIT :n"""),
-                {"n": limit},
-            )).all()
-        return [PendingReport(r[0], r[1], r[2], r[3], r[4], signal_from_payload(r[5])) for r in rows]
+        rows = await self._rows(
+            """SELECT id, venue, exec_id, order_id, attempts, payload FROM gateway_reports
+               WHERE delivered_at IS NULL AND next_attempt_at <= now()
+               ORDER BY id LIMIT :n""", {"n": limit})
+        return [PendingReport(r["id"], r["venue"], r["exec_id"], r["order_id"], r["attempts"],
+                              signal_from_payload(r["payload"])) for r in rows]
 
     async def mark_delivered(self, keys: list[tuple[str, str]]) -> None:
         """Set ``delivered_at`` on the ``(venue, exec_id)`` rows (idempotent)."""
         if not keys:
             return
-
-        async def fn(conn: AsyncConnection) -> None:
-            await conn.execute(
-                text("""UPDATE gateway_reports r SET delivered_at = now(), last_error = NULL
-                        FROM unnest(CAST(:v AS text[]), CAST(:e AS text[])) AS k(venue, exec_id)
-                        WHERE r.venue = k.venue AND r.exec_id = k.exec_id
-                          AND r.delivered_at IS NULL"""),
-                {"v": [k[0] for k in keys], "e": [k[1] for k in keys]},
-            )
-
-        await run_in_transaction(self.engine, fn)
+        await self._execute(
+            """UPDATE gateway_reports r SET delivered_at = now(), last_error = NULL
+               FROM unnest(CAST(:v AS text[]), CAST(:e AS text[])) AS k(venue, exec_id)
+               WHERE r.venue = k.venue AND r.exec_id = k.exec_id
+                 AND r.delivered_at IS NULL""",
+            {"v": [k[0] for k in keys], "e": [k[1] for k in keys]})
 
     async def defer_order(self, order_id: str, delay_s: float, error: str) -> None:
         """Postpone every undelivered report of ``order_id`` (keeps their relative order)."""
-
-        async def fn(conn: AsyncConnection) -> None:
-            await conn.execute(
-                text("""UPDATE gateway_reports
-                        SET attempts = attempts + 1, last_error = :err,
-                            next_attempt_at = now() + make_interval(secs => :d)
-                        WHERE order_id = :o AND delivered_at IS NULL"""),
-                {"o": order_id, "d": delay_s, "err": error[:1000]},
-            )
-
-        await run_in_transaction(self.engine, fn)
+        await self._execute(
+            """UPDATE gateway_reports
+               SET attempts = attempts + 1, last_error = :err,
+                   next_attempt_at = now() + make_interval(secs => :d)
+               WHERE order_id = :o AND delivered_at IS NULL""",
+            {"o": order_id, "d": delay_s, "err": error[:1000]})
 
     async def reports_for_order(self, order_id: str) -> list[tuple[ExecutionReportSignal, bool]]:
         """Every report booked for ``order_id`` in arrival order, with its delivered flag."""
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(
-                text("""SELECT payload, delivered_at IS NOT NULL FROM gateway_reports
-                        WHERE order_id = :o ORDER BY id"""),
-                {"o": order_id},
-            )).all()
-        return [(signal_from_payload(r[0]), bool(r[1])) for r in rows]
+        rows = await self._rows(
+            """SELECT payload, delivered_at IS NOT NULL AS delivered FROM gateway_reports
+               WHERE order_id = :o ORDER BY id""", {"o": order_id})
+        return [(signal_from_payload(r["payload"]), bool(r["delivered"])) for r in rows]
+
+
+def _reservation(cl_ord_id: str, row: sql.Row) -> SendReservation:
+    return SendReservation(cl_ord_id, row["order_id"], row["venue"], row["msg_type"], row["status"],
+                           False, row["attempts"])
