@@ -14,12 +14,12 @@ from db.router import ShardRouter
 from marketdata.quotes import LatestQuotes
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.sherwood
     return state
 
 
-def get_router(state: Annotated[AppState, Depends(get_state)]) -> ShardRouter:
+async def get_router(state: Annotated[AppState, Depends(get_state)]) -> ShardRouter:
     return state.router
 
 
@@ -27,7 +27,7 @@ StateDep = Annotated[AppState, Depends(get_state)]
 RouterDep = Annotated[ShardRouter, Depends(get_router)]
 
 
-def get_quotes(state: StateDep) -> LatestQuotes:
+async def get_quotes(state: StateDep) -> LatestQuotes:
     """Latest quotes (advisory: None per symbol when Redis or the feed is down)."""
     return LatestQuotes(state.redis, state.settings.redis_prefix)
 

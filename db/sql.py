@@ -43,8 +43,21 @@ def driver(conn: AsyncConnection) -> psycopg.AsyncConnection[Any]:
 async def _cursor(conn: AsyncConnection, sql: str,
                   params: Mapping[str, Any] | None) -> psycopg.AsyncCursor[Row]:
     cur = driver(conn).cursor(row_factory=dict_row)
-    await cur.execute(to_psycopg(sql), params or {})
+    try:
+        await cur.execute(to_psycopg(sql), params or {})
+    except psycopg.OperationalError as exc:
+        if cur.connection.broken:
+            await _server_gone(conn, exc)
+        raise
     return cur
+
+
+async def _server_gone(conn: AsyncConnection, exc: Exception) -> None:
+    """What SQLAlchemy does on a disconnect it sees itself (it does not see ours): the connection
+    is dropped, and every pooled connection as old as it is replaced before its next use (a
+    server restart killed them all; they are not pinged when recently used)."""
+    await conn.invalidate(exc)
+    await conn.engine.dispose(close=False)
 
 
 async def rows(conn: AsyncConnection, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:

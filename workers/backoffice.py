@@ -93,10 +93,11 @@ class BackofficeWorkers:
     async def start(self) -> None:
         s = self.settings
         self.client = self.client or await connect(s)
-        pool = {"pool_size": s.backoffice_db_pool_size, "max_overflow": s.backoffice_db_pool_size}
+        size = s.backoffice_db_pool_size
         shards = self.shards if self.shards is not None else list(range(s.shard_count))
-        engines = [make_engine(s.shard_url(n), **pool) for n in range(s.shard_count)]
-        directory = make_engine(s.directory_db_url(), **pool)
+        engines = [make_engine(s.shard_url(n), pool_size=size, max_overflow=size)
+                   for n in range(s.shard_count)]
+        directory = make_engine(s.directory_db_url(), pool_size=size, max_overflow=size)
         self._engines = [*engines, directory]
         if self.clearinghouse is None:
             gw = make_engine(s.gateway_db_url_resolved(), pool_size=1, max_overflow=2)

@@ -13,7 +13,7 @@ from api.services.orders import OrderService
 router = APIRouter(prefix="/v2", tags=["orders"])
 
 
-def get_service(state: StateDep, router_: RouterDep) -> OrderService:
+async def get_service(state: StateDep, router_: RouterDep) -> OrderService:
     return OrderService(router_, state.temporal, state.settings)
 
 

@@ -12,7 +12,7 @@ from api.services.transfers import TransferService
 router = APIRouter(prefix="/v2", tags=["transfers"])
 
 
-def get_service(state: StateDep, router_: RouterDep) -> TransferService:
+async def get_service(state: StateDep, router_: RouterDep) -> TransferService:
     return TransferService(router_, state.temporal, state.settings)
 
 

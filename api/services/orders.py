@@ -15,7 +15,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.engine import RowMapping
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
@@ -32,6 +31,7 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import ApiError
+from db import sql
 from db.orders import alpaca_order
 from db.router import ShardRouter
 from domain.errors import DomainError
@@ -141,10 +141,9 @@ class OrderService:
                            "this client_order_id was used for a different order", code=42210000)
         return alpaca_order(row)
 
-    async def _row(self, shard: int, order_id: str) -> RowMapping:
+    async def _row(self, shard: int, order_id: str) -> sql.Row:
         async with self.router.engine(shard).connect() as conn:
-            return (await conn.execute(text("SELECT * FROM orders WHERE id = :id"),
-                                       {"id": uuid.UUID(order_id)})).mappings().one()
+            return await sql.one(conn, "SELECT * FROM orders WHERE id = :id", {"id": uuid.UUID(order_id)})
 
     async def get(self, account_id: uuid.UUID, order_id: str) -> dict[str, Any]:
         try:
