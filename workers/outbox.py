@@ -12,16 +12,18 @@ process, or a failed round). It does not poll the table in a tight loop: idle sh
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from db import sql
+from db.engines import DB_ERRORS
+
 log = logging.getLogger(__name__)
+# what a round may run into and the next round retries
+_RETRIED: tuple[type[Exception], ...] = (RedisError, OSError, *DB_ERRORS)
 
 
 def trade_updates_channel(prefix: str, account_id: str) -> str:
@@ -44,17 +46,18 @@ class OutboxPublisher:
 
     async def publish_once(self) -> int:
         async with self.engine.begin() as conn:
-            rows = (await conn.execute(
-                text("SELECT id, key, payload FROM outbox WHERE published_at IS NULL "
-                     "ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED"), {"n": self.batch})).all()
+            # the payload as jsonb's own text: published as stored, never parsed and re-encoded
+            rows = await sql.rows(
+                conn, "SELECT id, key, payload::text AS payload FROM outbox WHERE published_at IS NULL "
+                "ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED", {"n": self.batch})
             if not rows:
                 return 0
             pipe = self.redis.pipeline(transaction=False)
             for r in rows:
-                pipe.publish(trade_updates_channel(self.prefix, r.key), json.dumps(r.payload))
+                pipe.publish(trade_updates_channel(self.prefix, r["key"]), r["payload"])
             await pipe.execute()
-            await conn.execute(text("UPDATE outbox SET published_at = clock_timestamp() "
-                                    "WHERE id = ANY(:ids)"), {"ids": [r.id for r in rows]})
+            await sql.execute(conn, "UPDATE outbox SET published_at = clock_timestamp() "
+                              "WHERE id = ANY(:ids)", {"ids": [r["id"] for r in rows]})
         return len(rows)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -62,7 +65,7 @@ class OutboxPublisher:
             self._wake.clear()  # before the round: a commit during it wakes the next one
             try:
                 n = await self.publish_once()
-            except (RedisError, OSError, DBAPIError) as exc:
+            except _RETRIED as exc:
                 log.warning("outbox publish failed, will retry: %s", exc)
                 n = 0
             if n >= self.batch:
