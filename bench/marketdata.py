@@ -9,7 +9,7 @@
   10 random symbols of the 1,000: delivered msgs/s and lag (receive time - ingest time ``it``).
   The fan-out authenticates with a static key here (the directory DB lookup is per connection
   and cached; it is not what is measured) and runs on the event loop ``sherwood serve fanout``
-  uses (:func:`marketdata.fanout.run_loop`); the clients are plain websockets on asyncio. Quotes
+  uses (:func:`sherwood.lifecycle.run_loop`); the clients are plain websockets on asyncio. Quotes
   are conflated per connection, so fewer than ``ideal_deliveries_per_s`` arrive by design; every
   one that arrives is timed.
 
@@ -38,9 +38,10 @@ from pathlib import Path
 from typing import Any
 
 from domain.universe import known_symbols, universe
-from marketdata.fanout import FanoutServer, run_loop
+from marketdata.fanout import FanoutServer
 from marketdata.ingest import Ingest, channel
 from sherwood.embedded import EmbeddedRedis, free_port
+from sherwood.lifecycle import run_loop
 from simulators.exchange_feed import ExchangeFeed, FeedConfig
 
 N_SYMBOLS = 1000

@@ -51,7 +51,8 @@ Delivery (the hot path: no task, no await and no JSON per connection or per mess
   nobody else waits for it. Pings every ``fanout_ping_interval_s`` (websockets keepalive) drop
   dead peers.
 
-Processes run on uvloop when it is installed (:func:`run_loop`): every frame is a socket write.
+Processes run on uvloop when it is installed (:func:`sherwood.lifecycle.run_loop`): every frame
+is a socket write.
 """
 
 from __future__ import annotations
@@ -62,9 +63,9 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import msgpack
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -87,7 +88,6 @@ MSGS = {400: "invalid syntax", 401: "not authenticated", 402: "auth failed",
         410: "invalid subscribe action for this feed", 500: "internal error"}
 
 Authenticator = Callable[[str, str], Awaitable[str | None]]
-T = TypeVar("T")
 
 
 def _error(code: int) -> dict[str, Any]:
@@ -867,16 +867,6 @@ def directory_authenticator(router: Any) -> Authenticator:
         return k.key_id if k is not None else None
 
     return _auth
-
-
-def run_loop(main: Coroutine[Any, Any, T]) -> T:
-    """Run a fan-out process's event loop: uvloop when installed (``uvicorn[standard]`` brings
-    it; its transports write and read with far less Python per call), else asyncio's."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main)
-    return uvloop.run(main)
 
 
 async def run_fanout(settings: Any, stop: asyncio.Event | None = None) -> None:

@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from sherwood.lifecycle import run_loop
 from sherwood.settings import Settings
 
 app = typer.Typer(help="Sherwood brokerage backend.", no_args_is_help=True)
@@ -224,7 +225,7 @@ def serve_shard_worker(
 
     s = load_settings(data_dir)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(run(s, shard if shard else list(range(s.shard_count))))
+    run_loop(run(s, shard if shard else list(range(s.shard_count))))
 
 
 @serve_app.command("gateway")
@@ -234,7 +235,7 @@ def serve_gateway(data_dir: DataDir = None) -> None:
 
     s = load_settings(data_dir)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(run_gateway(s))
+    run_loop(run_gateway(s))
 
 
 @ops_app.command("stuck")
@@ -385,7 +386,7 @@ def serve_backoffice(data_dir: DataDir = None) -> None:
 
     s = load_settings(data_dir)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(run_backoffice(s))
+    run_loop(run_backoffice(s))
 
 
 @schedules_app.command("apply")
@@ -544,13 +545,13 @@ def serve_ingest(data_dir: DataDir = None) -> None:
     s = load_settings(data_dir)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_ingest(s))
+        run_loop(run_ingest(s))
 
 
 @serve_app.command("fanout")
 def serve_fanout(data_dir: DataDir = None) -> None:
     """Market-data WebSocket fan-out on ws://SHERWOOD_BIND_HOST:SHERWOOD_FANOUT_PORT/v2/iex."""
-    from marketdata.fanout import run_fanout, run_loop
+    from marketdata.fanout import run_fanout
 
     s = load_settings(data_dir)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
