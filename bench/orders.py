@@ -155,7 +155,9 @@ async def bench_orders(api: str, client: Client, accounts: list[dict[str, str]],
     async with httpx.AsyncClient(base_url=api, timeout=30,
                                  limits=httpx.Limits(max_connections=concurrency + 5)) as http:
         async def one(i: int, n: int) -> None:
-            acct = accounts[i % len(accounts)]
+            # each loop cycles through every account: one customer's own rate limit
+            # (SHERWOOD_ORDER_RATE_PER_S) is not what this measures
+            acct = accounts[(i + n * concurrency) % len(accounts)]
             r = await http.post("/v2/orders", json={
                 "symbol": "F", "qty": "1", "side": "buy", "type": "market", "time_in_force": "day"},
                 headers={"APCA-API-KEY-ID": acct["key_id"], "APCA-API-SECRET-KEY": acct["secret_key"]})

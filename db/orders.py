@@ -10,6 +10,7 @@ safe.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import uuid
@@ -140,31 +141,75 @@ def _as(row: Row, **values: Any) -> Row:
     return {**row, **values}
 
 
-async def _event(
-    conn: AsyncConnection, row: Row, *, event: str, actor: str, reason: str | None,
-    to_state: str | None, ledger_txn: str | None = None, data: dict[str, Any] | None = None,
-    from_state: str | None = None,
-) -> None:
-    await sql.execute(
-        conn, """
-        INSERT INTO order_events (order_id, account_id, seq, event, actor, reason, from_state,
-                                  to_state, ledger_txn_id, data)
-        VALUES (:o, :a, (SELECT coalesce(max(seq), 0) + 1 FROM order_events WHERE order_id = :o),
-                :e, :actor, :r, :f, :t, :l, CAST(:d AS jsonb))
-        """,
-        {"o": row["id"], "a": row["account_id"], "e": event, "actor": actor, "r": reason,
-         "f": from_state if from_state is not None else row["state"], "t": to_state,
-         "l": ledger_txn, "d": json.dumps(data or {})},
-    )
+class _Trail:
+    """The audit events and trade updates (outbox rows) of one transaction, written by ONE
+    statement just before it commits (:meth:`OrderStore._tx`): a transition costs one round trip
+    for them instead of two, and they are still in the same transaction, in the order written.
+    Each event's ``seq`` continues its order's sequence. Rolled back with everything else."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.updates: list[dict[str, Any]] = []
+        self._per_order: dict[str, int] = {}
+
+    def event(self, row: Row, *, event: str, actor: str, reason: str | None, to_state: str | None,
+              ledger_txn: str | None = None, data: dict[str, Any] | None = None,
+              from_state: str | None = None) -> None:
+        order = str(row["id"])
+        self._per_order[order] = n = self._per_order.get(order, 0) + 1
+        self.events.append({
+            "order_id": order, "account_id": str(row["account_id"]), "n": n, "event": event,
+            "actor": actor, "reason": reason,
+            "from_state": from_state if from_state is not None else row["state"],
+            "to_state": to_state, "ledger_txn_id": ledger_txn, "data": data or {}})
+
+    def update(self, row: Row, event: str, **extra: Any) -> None:
+        self.updates.append({
+            "n": len(self.updates) + 1, "key": str(row["account_id"]),
+            "payload": {"event": event, "account_id": str(row["account_id"]),
+                        "order": alpaca_order(row), "timestamp": _iso(datetime.now(UTC)), **extra}})
+
+    async def flush(self, conn: AsyncConnection) -> None:
+        if not self.events and not self.updates:
+            return
+        await sql.execute(conn, _WRITE_TRAIL, {"events": json.dumps(self.events, default=str),
+                                               "updates": json.dumps(self.updates, default=str)})
 
 
-async def _outbox(conn: AsyncConnection, row: Row, event: str, **extra: Any) -> None:
-    payload = {"event": event, "account_id": str(row["account_id"]), "order": alpaca_order(row),
-               "timestamp": _iso(datetime.now(UTC)), **extra}
-    await sql.execute(
-        conn, "INSERT INTO outbox (topic, key, payload) VALUES ('trade_updates', :k, CAST(:p AS jsonb))",
-        {"k": str(row["account_id"]), "p": json.dumps(payload, default=str)},
-    )
+_WRITE_TRAIL = """
+WITH events AS (
+  INSERT INTO order_events (order_id, account_id, seq, event, actor, reason, from_state, to_state,
+                            ledger_txn_id, data)
+  SELECT e.order_id, e.account_id,
+         coalesce((SELECT max(x.seq) FROM order_events x WHERE x.order_id = e.order_id), 0) + e.n,
+         e.event, e.actor, e.reason, e.from_state, e.to_state, e.ledger_txn_id, e.data
+    FROM jsonb_to_recordset(CAST(:events AS jsonb))
+         AS e(order_id uuid, account_id uuid, n int, event text, actor text, reason text,
+              from_state text, to_state text, ledger_txn_id text, data jsonb)
+   ORDER BY e.order_id, e.n
+)
+INSERT INTO outbox (topic, key, payload)
+SELECT 'trade_updates', u.key, u.payload
+  FROM jsonb_to_recordset(CAST(:updates AS jsonb)) AS u(n int, key text, payload jsonb)
+ ORDER BY u.n
+"""
+
+# The trail of the transaction running in this task (set by OrderStore._tx; there is none
+# outside one, and writing an event there fails loudly).
+_TRAIL: contextvars.ContextVar[_Trail] = contextvars.ContextVar("order_trail")
+
+
+def _event(row: Row, *, event: str, actor: str, reason: str | None, to_state: str | None,
+           ledger_txn: str | None = None, data: dict[str, Any] | None = None,
+           from_state: str | None = None) -> None:
+    """An audit event of the running transaction (who, what, why, before -> after)."""
+    _TRAIL.get().event(row, event=event, actor=actor, reason=reason, to_state=to_state,
+                       ledger_txn=ledger_txn, data=data, from_state=from_state)
+
+
+def _outbox(row: Row, event: str, **extra: Any) -> None:
+    """A trade update (Alpaca trade_updates shape) of the running transaction."""
+    _TRAIL.get().update(row, event, **extra)
 
 
 async def _post(conn: AsyncConnection, txn: LedgerTxn) -> bool:
@@ -212,9 +257,9 @@ async def _finish(
         values["reject_code"] = code
         values["reject_reason"] = reason
     new = await _set(conn, row["id"], **values)
-    await _event(conn, row, event=event, actor=actor, reason=reason, to_state=to.value,
+    _event(row, event=event, actor=actor, reason=reason, to_state=to.value,
                  ledger_txn=released, data=data)
-    await _outbox(conn, new, event)
+    _outbox(new, event)
     return new
 
 
@@ -229,9 +274,9 @@ async def _transition(conn: AsyncConnection, row: Row, to: OrderState, *, reason
     if venue is not None:
         values["venue"] = venue
     new = await _set(conn, row["id"], **values)
-    await _event(conn, row, event=to.value.lower(), actor=actor, reason=reason,
+    _event(row, event=to.value.lower(), actor=actor, reason=reason,
                  to_state=to.value, data={"venue": venue} if venue else None)
-    await _outbox(conn, new, {"ROUTED": "pending_new", "PENDING_CANCEL": "pending_cancel",
+    _outbox(new, {"ROUTED": "pending_new", "PENDING_CANCEL": "pending_cancel",
                               "STUCK": "pending_cancel"}.get(to.value, to.value.lower()))
     return new
 
@@ -260,7 +305,7 @@ async def _refuse(conn: AsyncConnection, row: Row, r: ExecutionReportSignal,
     and book (``resolve``); it is never guessed, and the order's other reports still book."""
     log.error("order %s: venue report %s:%s refused: %s", row["id"], r.venue, r.exec_id, why)
     state = S(row["state"])
-    await _event(conn, row, event="report_refused", actor=f"venue:{r.venue}", reason=str(why),
+    _event(row, event="report_refused", actor=f"venue:{r.venue}", reason=str(why),
                  to_state=state.value,
                  data={"exec_id": r.exec_id, "code": why.code, "last_qty": r.last_qty,
                        "last_px": r.last_px, "cum_qty": r.cum_qty})
@@ -278,7 +323,17 @@ class OrderStore:
         self.on_commit = on_commit  # e.g. wake the outbox publisher: there may be new rows
 
     async def _tx(self, fn: Any) -> Any:
-        result = await run_in_transaction(self.engine, fn)
+        async def with_trail(conn: AsyncConnection) -> Any:
+            trail = _Trail()
+            token = _TRAIL.set(trail)
+            try:
+                result = await fn(conn)
+                await trail.flush(conn)
+                return result
+            finally:
+                _TRAIL.reset(token)
+
+        result = await run_in_transaction(self.engine, with_trail)
         if self.on_commit is not None:
             self.on_commit()
         return result
@@ -345,7 +400,7 @@ class OrderStore:
                  "sp": req.stop_price, "ext": req.extended_hours, "id_text": inp.order_id,
                  "cur": "USD" if req.side == "buy" else req.symbol, "now": now, "exp": expires,
                  "actor": inp.actor})
-            await _event(conn, row, event="created", actor=inp.actor, reason="order received",
+            _event(row, event="created", actor=inp.actor, reason="order received",
                          to_state="PENDING", from_state="", data={"request": req.to_wire()})
             warnings: list[str] = []
             try:
@@ -355,7 +410,7 @@ class OrderStore:
                                               event="rejected", code=exc.code))
             # VALIDATED lasts only inside this transaction: it is an audit event, and the row is
             # written once, when the hold is taken or refused.
-            await _event(conn, row, event="validated", actor="risk", reason="pre-trade checks passed",
+            _event(row, event="validated", actor="risk", reason="pre-trade checks passed",
                          to_state="VALIDATED", data={"warnings": warnings} if warnings else None)
             row = _as(row, state="VALIDATED")
             assert risk is not None
@@ -383,10 +438,10 @@ class OrderStore:
                     conn, row, S.REJECTED, actor="risk", event="rejected", code=code,
                     reason=f"insufficient {what}: need {amount}", data={"detail": result.error_detail}))
             row = await _set(conn, oid, state="FUNDS_HELD", hold_amount=amount)
-            await _event(conn, row, event="funds_held", actor="ledger", to_state="FUNDS_HELD",
+            _event(row, event="funds_held", actor="ledger", to_state="FUNDS_HELD",
                          reason=f"held {amount} {'USD' if req.side == 'buy' else req.symbol}",
                          ledger_txn=txn_id, from_state="VALIDATED")
-            await _outbox(conn, row, "accepted")
+            _outbox(row, "accepted")
             snap = snapshot(row)
             snap.warnings = warnings
             return snap
@@ -518,24 +573,24 @@ class OrderStore:
             back = S.PARTIALLY_FILLED if Decimal(row["filled_qty"]) > 0 else S.ACKED
             if state in (S.PENDING_CANCEL, S.STUCK) and can_transition(state, back):
                 new = await _set(conn, row["id"], state=back.value)
-                await _event(conn, row, event="cancel_rejected", actor=actor, reason=r.text,
+                _event(row, event="cancel_rejected", actor=actor, reason=r.text,
                              to_state=back.value, data=info)
-                await _outbox(conn, new, "order_cancel_rejected")
+                _outbox(new, "order_cancel_rejected")
                 return new
-            await _event(conn, row, event="cancel_rejected", actor=actor, reason=r.text,
+            _event(row, event="cancel_rejected", actor=actor, reason=r.text,
                          to_state=state.value, data=info)
             return row
         if state in TERMINAL and r.exec_type != "F":
-            await _event(conn, row, event="late_report", actor=actor, reason=r.text,
+            _event(row, event="late_report", actor=actor, reason=r.text,
                          to_state=state.value, data=info)
             return row
         match r.exec_type:
             case "0":  # new
                 if state == S.ROUTED:
                     new = await _set(conn, row["id"], state="ACKED", venue_order_id=r.venue_order_id)
-                    await _event(conn, row, event="new", actor=actor, reason="venue accepted",
+                    _event(row, event="new", actor=actor, reason="venue accepted",
                                  to_state="ACKED", data=info)
-                    await _outbox(conn, new, "new")
+                    _outbox(new, "new")
                     return new
                 return await _set(conn, row["id"], venue_order_id=r.venue_order_id)
             case "F":
@@ -563,10 +618,10 @@ class OrderStore:
                                          code="venue_rejected" if done == S.REJECTED else None)
                 if state == S.ROUTED and r.ord_status in ("0", "1"):
                     new = await _set(conn, row["id"], state="ACKED")
-                    await _event(conn, row, event="new", actor=actor, reason="venue status: working",
+                    _event(row, event="new", actor=actor, reason="venue status: working",
                                  to_state="ACKED", data=info)
                     return new
-        await _event(conn, row, event=f"report_{r.exec_type or 'x'}", actor=actor, reason=r.text,
+        _event(row, event=f"report_{r.exec_type or 'x'}", actor=actor, reason=r.text,
                      to_state=state.value, data=info)
         return row
 
@@ -608,14 +663,14 @@ class OrderStore:
             released = await _release(conn, _as(row, hold_amount=math.hold_remaining), "filled")
             values["hold_amount"] = Decimal(0)
         new = await _set(conn, row["id"], **values)
-        await _event(conn, row, event="fill" if full else "partial_fill", actor=actor,
+        _event(row, event="fill" if full else "partial_fill", actor=actor,
                      reason=f"{last_qty} @ {last_px}", to_state=to.value, ledger_txn=txn_id,
                      data={**info, "qty": str(last_qty), "price": str(last_px)})
         position = await self._position_qty(conn, row["account_id"], row["symbol"])
-        await _outbox(conn, new, "fill" if full else "partial_fill", price=str(last_px),
+        _outbox(new, "fill" if full else "partial_fill", price=str(last_px),
                       qty=str(last_qty), position_qty=str(position), execution_id=r.exec_id)
         if released:
-            await _event(conn, new, event="released", actor="ledger",
+            _event(new, event="released", actor="ledger",
                          reason="unused hold released", to_state=to.value, ledger_txn=released)
         return new
 
