@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import text
 
+from db.engines import reading
 from db.router import ShardRouter
 
 _KEY_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
@@ -73,7 +74,7 @@ async def create_api_key(
 
 async def authenticate(router: ShardRouter, key_id: str, secret: str) -> ApiKey | None:
     """The key if ``secret`` matches and the key is not revoked, else None."""
-    async with router.directory.connect() as conn:
+    async with reading(router.directory) as conn:
         row = (await conn.execute(
             text("SELECT key_id, account_id, secret_hash, role FROM api_keys "
                  "WHERE key_id = :k AND revoked_at IS NULL"),

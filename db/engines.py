@@ -7,6 +7,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager as AsyncContextManager
 from typing import Any, TypeVar
 
 import psycopg
@@ -84,6 +85,17 @@ def _ping_when_idle(engine: AsyncEngine, idle_s: float) -> None:
 
 # Database errors as they reach us: SQLAlchemy's wrapper, or psycopg's own from ``db.sql``.
 DB_ERRORS: tuple[type[Exception], ...] = (DBAPIError, psycopg.Error)
+
+
+def reading(engine: AsyncEngine) -> AsyncContextManager[AsyncConnection]:
+    """A connection for reads that ends with COMMIT, not ROLLBACK.
+
+    psycopg forgets every prepared statement of a session on ROLLBACK (``DEALLOCATE ALL``), and a
+    pooled connection used with ``engine.connect()`` ends with one: the hot read paths kept
+    wiping the statements the order path had prepared on the same pooled connections. Reads
+    only: anything written on it would be committed.
+    """
+    return engine.begin()
 
 
 def sqlstate(exc: BaseException) -> str | None:

@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from db import sql
-from db.engines import run_in_transaction
+from db.engines import reading, run_in_transaction
 from db.errors import IdempotencyConflict
 from db.gfv import record_gfv_if_any
 from db.ledger import post
@@ -342,7 +342,7 @@ class OrderStore:
         """For the accept path, in one connection checkout: the symbols the account holds or has
         held (their quotes value its equity) and why this shard takes no new orders (a failed
         reconciliation), or None."""
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             names = await sql.rows(
                 conn, "SELECT name FROM ledger_accounts WHERE owner_id = :a AND name LIKE '%:%'",
                 {"a": uuid.UUID(account_id)})
@@ -350,7 +350,7 @@ class OrderStore:
         return sorted({r["name"].partition(":")[2] for r in names}), halt
 
     async def get(self, order_id: str) -> OrderSnapshot | None:
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             row = await sql.first(conn, "SELECT * FROM orders WHERE id = :id",
                                   {"id": uuid.UUID(order_id)})
         return snapshot(row) if row else None

@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db.engines import make_engine
+from db.engines import make_engine, reading
 from db.errors import UnknownAccount
 from db.ledger import Ledger
 
@@ -88,7 +88,7 @@ class ShardRouter:
                     return int(cached)
             except RedisError as exc:  # the cache is an optimisation, never a dependency
                 log.warning("shard cache unavailable: %s", exc)
-        async with self.directory.connect() as conn:
+        async with reading(self.directory) as conn:
             shard = (await conn.execute(
                 text("SELECT shard FROM accounts WHERE id = :id"), {"id": account_id}
             )).scalar_one_or_none()

@@ -10,6 +10,7 @@ from sqlalchemy import text
 from api.errors import ApiError
 from api.schemas import AccountOut
 from api.services.positions import long_market_values
+from db.engines import reading
 from db.risk import load_account_risk
 from db.router import ShardRouter
 from domain.account import account_figures
@@ -24,7 +25,7 @@ async def get_account(router: ShardRouter, account_id: uuid.UUID, quotes: Latest
     """The account as the risk engine sees it: buying power by account type, day trades in the
     last 5 business days, flags -- from one consistent read of the shard."""
     shard = await router.shard_for(account_id)
-    async with router.engine(shard).connect() as conn:
+    async with reading(router.engine(shard)) as conn:
         await conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
         row = (await conn.execute(
             text("SELECT id, account_number, created_at FROM accounts WHERE id = :id"),

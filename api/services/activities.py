@@ -204,6 +204,7 @@ async def list_activities(
     """One page of the account's activities, newest first unless ``direction=asc``."""
     shard = await router.shard_for(account_id)
     rows: list[tuple[datetime, str, FillActivityOut | CashActivityOut]] = []
+    # its own begin() below ends it with COMMIT (see db.engines.reading)
     async with router.engine(shard).connect() as conn:
         conn = await conn.execution_options(isolation_level="REPEATABLE READ")
         async with conn.begin():

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.errors import ApiError
 from api.schemas import AssetOut
+from db.engines import reading
 from db.router import ShardRouter
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ async def _any_shard(router: ShardRouter, fn: Callable[[AsyncConnection], Awaita
     last: Exception | None = None
     for shard in range(router.shard_count):
         try:
-            async with router.engine(shard).connect() as conn:
+            async with reading(router.engine(shard)) as conn:
                 return await fn(conn)
         except (DBAPIError, OSError) as exc:
             log.warning("assets: shard %s unavailable, trying the next: %s", shard, exc)

@@ -32,6 +32,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import ApiError
 from db import sql
+from db.engines import reading
 from db.orders import alpaca_order
 from db.router import ShardRouter
 from domain.errors import DomainError
@@ -131,7 +132,7 @@ class OrderService:
 
     async def _existing(self, account_id: uuid.UUID, shard: int, order_id: str,
                         request_hash: str) -> dict[str, Any]:
-        async with self.router.engine(shard).connect() as conn:
+        async with reading(self.router.engine(shard)) as conn:
             row = (await conn.execute(text("SELECT * FROM orders WHERE id = :id AND account_id = :a"),
                                       {"id": uuid.UUID(order_id), "a": account_id})).mappings().one_or_none()
         if row is None:
@@ -142,7 +143,7 @@ class OrderService:
         return alpaca_order(row)
 
     async def _row(self, shard: int, order_id: str) -> sql.Row:
-        async with self.router.engine(shard).connect() as conn:
+        async with reading(self.router.engine(shard)) as conn:
             return await sql.one(conn, "SELECT * FROM orders WHERE id = :id", {"id": uuid.UUID(order_id)})
 
     async def get(self, account_id: uuid.UUID, order_id: str) -> dict[str, Any]:
@@ -151,7 +152,7 @@ class OrderService:
         except ValueError:
             raise ApiError(404, "not_found", "order not found", code=40410000) from None
         shard = await self.router.shard_for(account_id)
-        async with self.router.engine(shard).connect() as conn:
+        async with reading(self.router.engine(shard)) as conn:
             row = (await conn.execute(text("SELECT * FROM orders WHERE id = :id AND account_id = :a"),
                                       {"id": oid, "a": account_id})).mappings().one_or_none()
         if row is None:
@@ -160,7 +161,7 @@ class OrderService:
 
     async def get_by_client_id(self, account_id: uuid.UUID, client_order_id: str) -> dict[str, Any]:
         shard = await self.router.shard_for(account_id)
-        async with self.router.engine(shard).connect() as conn:
+        async with reading(self.router.engine(shard)) as conn:
             row = (await conn.execute(
                 text("SELECT * FROM orders WHERE account_id = :a AND client_order_id = :c"),
                 {"a": account_id, "c": client_order_id})).mappings().one_or_none()
@@ -197,7 +198,7 @@ class OrderService:
             params["side"] = side
         order = "DESC" if direction == "desc" else "ASC"
         sql = f"SELECT * FROM orders WHERE {' AND '.join(where)} ORDER BY created_at {order} LIMIT :n"
-        async with self.router.engine(shard).connect() as conn:
+        async with reading(self.router.engine(shard)) as conn:
             rows = (await conn.execute(text(sql), params)).mappings().all()
         return [alpaca_order(r) for r in rows]
 

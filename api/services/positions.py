@@ -64,6 +64,7 @@ async def holdings(
     shard = await router.shard_for(account_id)
     engine = router.engine(shard)
     sym_filter = "" if symbol is None else " AND split_part(la.name, ':', 2) = :sym"
+    # its own begin() below ends it with COMMIT (see db.engines.reading)
     async with engine.connect() as conn:
         conn = await conn.execution_options(isolation_level="REPEATABLE READ")
         async with conn.begin():

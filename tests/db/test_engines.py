@@ -96,3 +96,28 @@ async def test_an_idle_connection_is_pinged_and_replaced_transparently(
     finally:
         await engine.dispose()
         await admin.dispose()
+
+
+async def test_reads_through_reading_keep_the_sessions_prepared_statements(pg_server_url: str) -> None:
+    """psycopg drops every prepared statement on ROLLBACK; a plain ``connect()`` read ends with
+    one, ``reading()`` ends with COMMIT."""
+    from db.engines import reading
+
+    engine = engines.make_engine(f"{pg_server_url.rstrip('/')}/postgres", pool_size=1, max_overflow=0)
+
+    async def prepared() -> int:
+        async with reading(engine) as conn:
+            return int(await sql.scalar(conn, "SELECT count(*) AS n FROM pg_prepared_statements"))
+
+    try:
+        for _ in range(6):  # psycopg prepares a statement on its 5th execution
+            await _pid(engine)
+        assert await prepared() > 0
+        async with reading(engine) as conn:
+            await sql.scalar(conn, "SELECT 1 AS one")
+        assert await prepared() > 0
+        async with engine.connect() as conn:  # ends with ROLLBACK
+            await sql.scalar(conn, "SELECT 1 AS one")
+        assert await prepared() == 0
+    finally:
+        await engine.dispose()
