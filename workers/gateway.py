@@ -123,12 +123,13 @@ class ReportDelivery:
             log.error("%s: report %s names no order (ClOrdID %r): booked, not deliverable",
                       venue, report.exec_id, report.cl_ord_id)
         new = await self.store.record_report(report, deliverable=deliverable)
-        if new and (watch := self._watches.get(report.order_id)) is not None:
-            watch.add(report)
         if new:
             log.debug("%s: booked %s for order %s (150=%s 39=%s cum=%s)", venue, report.exec_id,
                       report.order_id, report.exec_type, report.ord_status, report.cum_qty)
-            self._wake.set()
+            if (watch := self._watches.get(report.order_id)) is not None:
+                watch.add(report)  # its send_new_order takes it; the watch's end wakes us if not
+            else:
+                self._wake.set()
         else:
             log.info("%s: duplicate report %s (PossDup=%s PossResend=%s) ignored", venue,
                      report.exec_id, report.poss_dup, report.poss_resend)
@@ -145,7 +146,8 @@ class ReportDelivery:
         finally:
             if self._watches.get(order_id) is watch:
                 del self._watches[order_id]
-            self._wake.set()  # whatever was not handed over goes out as signals
+            if any((r.venue, r.exec_id) not in self._handed for r in watch.reports):
+                self._wake.set()  # whatever was not handed over goes out as signals
 
     async def handed_over(self, reports: list[ExecutionReportSignal]) -> None:
         keys = [(r.venue, r.exec_id) for r in reports]
