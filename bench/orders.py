@@ -6,7 +6,9 @@ simulated venues filling at once); latency = POST sent -> order workflow complet
 Baseline, same Temporal server, same run: a bare workflow of five no-op activities and one
 signal, started, signalled and awaited by a client in the same process as its worker.
 Floor, same server, same run: the order workflow's exact Temporal shape with no-op bodies
-(``bench.shape_workflow``); ours minus the floor is what the business work costs.
+(``bench.shape_workflow``); ours minus the floor is what the business work costs. At each
+concurrency the three run in the order A B C C B A, half the time each, so that the server's
+slowing down as its history grows weighs on all three alike.
 
 Prints one JSON line per (kind, concurrency), with the CPU each process kind spent per completed
 order / workflow (``cpu_ms_per_item``; the box has 2 cores, so the total bounds throughput), and
@@ -26,6 +28,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -81,43 +84,64 @@ def cpu_seconds() -> dict[int, tuple[str, float]]:
     return out
 
 
-def cpu_ms_per(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]],
-               n: int) -> dict[str, float]:
-    """Where the CPU went during a run, in ms per completed item, by process kind."""
+def cpu_spent(before: dict[int, tuple[str, float]],
+              after: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds each process kind spent between two :func:`cpu_seconds` readings."""
     by: dict[str, float] = {}
     for pid, (kind, t) in after.items():
         by[kind] = by.get(kind, 0.0) + t - before.get(pid, (kind, 0.0))[1]
-    per = {k: round(1000 * v / max(n, 1), 1) for k, v in sorted(by.items(), key=lambda kv: -kv[1])}
+    return by
+
+
+def per_item_ms(spent: dict[str, float], n: int) -> dict[str, float]:
+    """Where the CPU went, in ms per completed item, by process kind."""
+    per = {k: round(1000 * v / max(n, 1), 1) for k, v in sorted(spent.items(), key=lambda kv: -kv[1])}
     per["total"] = round(sum(per.values()), 1)
     return per
 
 
-async def drive(concurrency: int, seconds: float, one) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    latencies: list[float] = []
+@dataclass
+class Run:
+    """What one or more timed runs of one kind gave."""
+
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    elapsed: float = 0.0
+
+    def add(self, other: Run) -> None:
+        self.latencies += other.latencies
+        self.errors += other.errors
+        self.elapsed += other.elapsed
+
+    def figures(self) -> dict[str, float]:
+        lat = self.latencies
+        return {"per_s": len(lat) / self.elapsed if self.elapsed else 0.0, "n": len(lat),
+                "errors": self.errors, "p50_ms": pct(lat, 0.5) * 1000, "p99_ms": pct(lat, 0.99) * 1000,
+                "mean_ms": (statistics.fmean(lat) * 1000) if lat else float("nan")}
+
+
+async def drive_run(concurrency: int, seconds: float, one) -> Run:  # type: ignore[no-untyped-def]
+    run = Run()
     stop = time.monotonic() + seconds
-    errors = 0
 
     async def loop(i: int) -> None:
-        nonlocal errors
         n = 0
         while time.monotonic() < stop:
             t0 = time.perf_counter()
             try:
                 await one(i, n)
-                latencies.append(time.perf_counter() - t0)
+                run.latencies.append(time.perf_counter() - t0)
             except Exception:
-                errors += 1
+                run.errors += 1
             n += 1
 
     start = time.monotonic()
     await asyncio.gather(*(loop(i) for i in range(concurrency)))
-    elapsed = time.monotonic() - start
-    return {"per_s": len(latencies) / elapsed, "n": len(latencies), "errors": errors,
-            "p50_ms": pct(latencies, 0.5) * 1000, "p99_ms": pct(latencies, 0.99) * 1000,
-            "mean_ms": (statistics.fmean(latencies) * 1000) if latencies else float("nan")}
+    run.elapsed = time.monotonic() - start
+    return run
 
 
-async def bench_baseline(client: Client, concurrency: int, seconds: float) -> dict[str, float]:
+async def bench_baseline(client: Client, concurrency: int, seconds: float) -> Run:
     queue = f"bench-bare-{uuid.uuid4().hex[:6]}"
     async with Worker(client, task_queue=queue, workflows=[BareWorkflow], activities=[noop],
                       max_concurrent_workflow_tasks=200):
@@ -127,10 +151,10 @@ async def bench_baseline(client: Client, concurrency: int, seconds: float) -> di
             await handle.signal(BareWorkflow.go)
             await handle.result()
 
-        return await drive(concurrency, seconds, one)
+        return await drive_run(concurrency, seconds, one)
 
 
-async def bench_shape(client: Client, concurrency: int, seconds: float) -> dict[str, float]:
+async def bench_shape(client: Client, concurrency: int, seconds: float) -> Run:
     """The floor: our Temporal shape with no-op bodies (``bench.shape_workflow``), the order
     workflow's worker settings, its client in this process like the baseline's."""
     queue = f"bench-shape-{uuid.uuid4().hex[:6]}"
@@ -147,11 +171,11 @@ async def bench_shape(client: Client, concurrency: int, seconds: float) -> dict[
                                                             start_workflow_operation=start)
             await (await start.workflow_handle()).result()
 
-        return await drive(concurrency, seconds, one)
+        return await drive_run(concurrency, seconds, one)
 
 
 async def bench_orders(api: str, client: Client, accounts: list[dict[str, str]], concurrency: int,
-                       seconds: float) -> dict[str, float]:
+                       seconds: float) -> Run:
     async with httpx.AsyncClient(base_url=api, timeout=30,
                                  limits=httpx.Limits(max_connections=concurrency + 5)) as http:
         async def one(i: int, n: int) -> None:
@@ -166,7 +190,7 @@ async def bench_orders(api: str, client: Client, accounts: list[dict[str, str]],
             if snap["state"] != "FILLED":
                 raise RuntimeError(f"order ended {snap['state']}")
 
-        return await drive(concurrency, seconds, one)
+        return await drive_run(concurrency, seconds, one)
 
 
 async def main() -> None:
@@ -211,25 +235,33 @@ async def main() -> None:
             dclient = await Client.connect(default.address)
             await bench_baseline(dclient, 1, 1.0)
             for c in (1, 10):
-                r = await bench_baseline(dclient, c, args.seconds / 2)
+                r = (await bench_baseline(dclient, c, args.seconds / 2)).figures()
                 print(json.dumps({"bench": "orders", "kind": "baseline_bare_workflow_default_limits",
                                   "concurrency": c, **{k: round(v, 2) for k, v in r.items()}}), flush=True)
         finally:
             default.stop()
         for c in levels:
-            t0 = cpu_seconds()
-            base_r = await bench_baseline(client, c, args.seconds)
-            t1 = cpu_seconds()
-            shape = await bench_shape(client, c, args.seconds)
-            t1s = cpu_seconds()
-            ours = await bench_orders(api, client, accounts, c, args.seconds)
-            t2 = cpu_seconds()
-            for kind, r, cpu in (("baseline_bare_workflow", base_r, cpu_ms_per(t0, t1, int(base_r["n"]))),
-                                 ("floor_order_shape_noop", shape, cpu_ms_per(t1, t1s, int(shape["n"]))),
-                                 ("sherwood_market_order", ours, cpu_ms_per(t1s, t2, int(ours["n"])))):
+            kinds = {
+                "baseline_bare_workflow": lambda t, c=c: bench_baseline(client, c, t),
+                "floor_order_shape_noop": lambda t, c=c: bench_shape(client, c, t),
+                "sherwood_market_order": lambda t, c=c: bench_orders(api, client, accounts, c, t),
+            }
+            runs = {kind: Run() for kind in kinds}
+            spent: dict[str, dict[str, float]] = {kind: {} for kind in kinds}
+            # A B C C B A, half the time each: the server gets slower as its history grows
+            # (measured: ~25% more CPU per workflow within a few thousand), and this order
+            # spreads that over every kind alike instead of charging it to the last one
+            for kind in [*kinds, *reversed(kinds)]:
+                before = cpu_seconds()
+                runs[kind].add(await kinds[kind](args.seconds / 2))
+                for k, v in cpu_spent(before, cpu_seconds()).items():
+                    spent[kind][k] = spent[kind].get(k, 0.0) + v
+            figs = {kind: run.figures() for kind, run in runs.items()}
+            for kind, r in figs.items():
                 print(json.dumps({"bench": "orders", "kind": kind, "concurrency": c,
                                   **{k: round(v, 2) for k, v in r.items()},
-                                  "cpu_ms_per_item": cpu}), flush=True)
+                                  "cpu_ms_per_item": per_item_ms(spent[kind], int(r["n"]))}), flush=True)
+            base_r, shape, ours = (figs[k] for k in kinds)
             print(json.dumps({
                 "bench": "orders", "kind": "ratio", "concurrency": c,
                 "throughput_ours_over_baseline": round(ours["per_s"] / base_r["per_s"], 3),
