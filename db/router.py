@@ -22,6 +22,9 @@ from db.ledger import Ledger
 log = logging.getLogger(__name__)
 
 
+_KNOWN_MAX = 100_000  # accounts whose shard one process keeps in memory
+
+
 class ShardRouter:
     """Maps accounts to shards and hands out each shard's engine and ledger.
 
@@ -50,6 +53,9 @@ class ShardRouter:
         self._directory: AsyncEngine | None = None
         self._engines: dict[int, AsyncEngine] = {}
         self._ledgers: dict[int, Ledger] = {}
+        # An account never changes shard (nothing moves accounts), so a shard once found stays
+        # right: kept in the process too, sparing the Redis round trip on every request.
+        self._known: dict[uuid.UUID, int] = {}
 
     @property
     def shard_count(self) -> int:
@@ -80,7 +86,17 @@ class ShardRouter:
         return f"{self.redis_prefix}:account_shard:{account_id}"
 
     async def shard_for(self, account_id: uuid.UUID) -> int:
-        """The shard of an account: Redis cache, else the directory (then cached)."""
+        """The shard of an account: this process's cache, Redis, else the directory (then
+        cached). Unknown accounts are never cached."""
+        if (known := self._known.get(account_id)) is not None:
+            return known
+        shard = await self._lookup(account_id)
+        if len(self._known) >= _KNOWN_MAX:
+            self._known.clear()
+        self._known[account_id] = shard
+        return shard
+
+    async def _lookup(self, account_id: uuid.UUID) -> int:
         if self.redis is not None:
             try:
                 cached = await self.redis.get(self._cache_key(account_id))

@@ -1,7 +1,8 @@
 """Publishes a shard's outbox rows (trade updates) to Redis pub/sub, at least once.
 
-Rows are locked with SKIP LOCKED, published, then marked in the same transaction, so a Redis
-failure leaves them for the next round and several publishers can run side by side. Channel:
+Rows are claimed (locked with SKIP LOCKED and marked) by one statement, then published, in one
+transaction: a Redis failure rolls the mark back and leaves them for the next round, and several
+publishers can run side by side. Published in id order. Channel:
 ``<prefix>:trade_updates:<account_id>``. Consumers must tolerate a repeat.
 
 When to look: :meth:`OutboxPublisher.wake` (the shard worker's order store calls it after each
@@ -26,6 +27,14 @@ log = logging.getLogger(__name__)
 _RETRIED: tuple[type[Exception], ...] = (RedisError, OSError, *DB_ERRORS)
 
 
+_CLAIM = """
+UPDATE outbox SET published_at = clock_timestamp()
+ WHERE id IN (SELECT id FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT :n
+              FOR UPDATE SKIP LOCKED)
+RETURNING id, key, payload::text AS payload
+"""
+
+
 def trade_updates_channel(prefix: str, account_id: str) -> str:
     return f"{prefix}:trade_updates:{account_id}"
 
@@ -46,18 +55,15 @@ class OutboxPublisher:
 
     async def publish_once(self) -> int:
         async with self.engine.begin() as conn:
-            # the payload as jsonb's own text: published as stored, never parsed and re-encoded
-            rows = await sql.rows(
-                conn, "SELECT id, key, payload::text AS payload FROM outbox WHERE published_at IS NULL "
-                "ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED", {"n": self.batch})
+            # Claimed and marked in one statement; a failed publish rolls the mark back. The
+            # payload as jsonb's own text: published as stored, never parsed and re-encoded.
+            rows = await sql.rows(conn, _CLAIM, {"n": self.batch})
             if not rows:
                 return 0
             pipe = self.redis.pipeline(transaction=False)
-            for r in rows:
+            for r in sorted(rows, key=lambda r: r["id"]):
                 pipe.publish(trade_updates_channel(self.prefix, r["key"]), r["payload"])
             await pipe.execute()
-            await sql.execute(conn, "UPDATE outbox SET published_at = clock_timestamp() "
-                              "WHERE id = ANY(:ids)", {"ids": [r["id"] for r in rows]})
         return len(rows)
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -32,6 +32,19 @@ async def test_lookup_is_cached_in_redis(router: ShardRouter, redis: Redis) -> N
         await router.shard_for(uuid.uuid4())
 
 
+async def test_a_found_shard_is_kept_in_the_process(router: ShardRouter, redis: Redis) -> None:
+    acct = await open_account(router)
+    key = f"{router.redis_prefix}:account_shard:{acct.account_id}"
+    assert await router.shard_for(acct.account_id) == acct.shard
+    await redis.delete(key)
+    assert await router.shard_for(acct.account_id) == acct.shard
+    assert await redis.get(key) is None  # answered from memory: neither Redis nor the directory
+    unknown = uuid.uuid4()
+    for _ in range(2):  # an unknown account is asked about every time, never remembered
+        with pytest.raises(UnknownAccount):
+            await router.shard_for(unknown)
+
+
 async def test_api_keys_authenticate_only_with_the_right_secret(router: ShardRouter) -> None:
     acct = await open_account(router)
     creds = acct.credentials

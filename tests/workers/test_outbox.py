@@ -6,6 +6,10 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+from redis.asyncio import Redis
+
+from db.router import ShardRouter
 from tests.stack import TradingStack, headers
 from workers.outbox import trade_updates_channel
 
@@ -32,3 +36,60 @@ async def test_trade_updates_are_published_when_the_transaction_commits(stack: T
     assert [e for _, e in got] == ["accepted", "pending_new", "new", "fill"]
     # the publisher's idle poll is 30 s here: these came with their commits
     assert stack.settings.outbox_idle_s >= 30 and got[-1][0] < 2, got
+
+
+async def test_a_failed_publish_leaves_the_rows_for_the_next_round_in_order(
+    router: ShardRouter, redis: Redis,
+) -> None:
+    """Claim and mark are one statement; a Redis that refuses rolls the mark back."""
+    import uuid
+
+    from redis.asyncio import Redis as AsyncRedis
+
+    from db import sql
+    from db.engines import run_in_transaction
+    from sherwood.embedded import free_port
+    from workers.outbox import OutboxPublisher
+
+    engine = router.engine(0)
+    key = f"outbox-test-{uuid.uuid4()}"
+    # the shard's real prefix: rows of other tests this claims still go where they belong
+    prefix = router.redis_prefix
+
+    async def pending() -> list[int]:
+        rows = await run_in_transaction(engine, lambda c: sql.rows(
+            c, "SELECT id FROM outbox WHERE key = :k AND published_at IS NULL ORDER BY id",
+            {"k": key}))
+        return [r["id"] for r in rows]
+
+    async def add(conn):  # type: ignore[no-untyped-def]
+        for n in range(3):
+            await sql.execute(conn, "INSERT INTO outbox (topic, key, payload) "
+                              "VALUES ('trade_updates', :k, CAST(:p AS jsonb))",
+                              {"k": key, "p": json.dumps({"n": n})})
+
+    await run_in_transaction(engine, add)
+    ids = await pending()
+    assert len(ids) == 3
+    down = AsyncRedis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5)
+    try:
+        failing = OutboxPublisher(engine, down, prefix=prefix, batch=10_000)
+        with pytest.raises(Exception):  # noqa: B017 -- whatever the client raises
+            await failing.publish_once()
+    finally:
+        await down.aclose()
+    assert await pending() == ids  # nothing marked
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(trade_updates_channel(prefix, key))
+    try:
+        await pubsub.get_message(timeout=2)
+        await OutboxPublisher(engine, redis, prefix=prefix, batch=10_000).publish_once()
+        got = []
+        while len(got) < 3:
+            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
+            assert msg is not None, got
+            got.append(json.loads(msg["data"])["n"])
+    finally:
+        await pubsub.aclose()
+    assert got == [0, 1, 2]
+    assert await pending() == []
