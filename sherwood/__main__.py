@@ -1,3 +1,3 @@
-from sherwood.cli import app
+from sherwood.cli import main
 
-app()
+main()

@@ -7,7 +7,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -19,6 +21,31 @@ from sherwood.lifecycle import run_loop
 from sherwood.settings import Settings
 
 app = typer.Typer(help="Sherwood brokerage backend.", no_args_is_help=True)
+
+
+def main() -> None:
+    """The ``sherwood`` command: runs :data:`app`, then leaves without the interpreter's
+    finalization.
+
+    The Temporal SDK's Rust threads can outlive a command's event loop and abort the
+    interpreter while it finalizes ("PyGILState_Release ... finalizing", SIGABRT; an open SDK
+    issue, temporalio/sdk-python#300), turning a command that has done its work and printed its
+    answer into a crash. Logs and output are flushed first; the exit status is the command's.
+    """
+    code = 0
+    try:
+        app()
+    except SystemExit as exc:
+        if isinstance(exc.code, int) or exc.code is None:
+            code = exc.code or 0
+        else:
+            print(exc.code, file=sys.stderr)
+            code = 1
+    finally:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
 accounts_app = typer.Typer(help="Customer accounts.", no_args_is_help=True)
 serve_app = typer.Typer(help="Run one Sherwood process in the foreground.", no_args_is_help=True)
 app.add_typer(accounts_app, name="accounts")
