@@ -120,7 +120,7 @@ class Run:
                 "mean_ms": (statistics.fmean(lat) * 1000) if lat else float("nan")}
 
 
-async def drive_run(concurrency: int, seconds: float, one) -> Run:  # type: ignore[no-untyped-def]
+async def drive(concurrency: int, seconds: float, one) -> Run:  # type: ignore[no-untyped-def]
     run = Run()
     stop = time.monotonic() + seconds
 
@@ -151,7 +151,7 @@ async def bench_baseline(client: Client, concurrency: int, seconds: float) -> Ru
             await handle.signal(BareWorkflow.go)
             await handle.result()
 
-        return await drive_run(concurrency, seconds, one)
+        return await drive(concurrency, seconds, one)
 
 
 async def bench_shape(client: Client, concurrency: int, seconds: float) -> Run:
@@ -171,7 +171,7 @@ async def bench_shape(client: Client, concurrency: int, seconds: float) -> Run:
                                                             start_workflow_operation=start)
             await (await start.workflow_handle()).result()
 
-        return await drive_run(concurrency, seconds, one)
+        return await drive(concurrency, seconds, one)
 
 
 async def bench_orders(api: str, client: Client, accounts: list[dict[str, str]], concurrency: int,
@@ -190,7 +190,7 @@ async def bench_orders(api: str, client: Client, accounts: list[dict[str, str]],
             if snap["state"] != "FILLED":
                 raise RuntimeError(f"order ended {snap['state']}")
 
-        return await drive_run(concurrency, seconds, one)
+        return await drive(concurrency, seconds, one)
 
 
 async def main() -> None:

@@ -61,13 +61,11 @@ def _ping_when_idle(engine: AsyncEngine, idle_s: float) -> None:
     """
     sync = engine.sync_engine
 
-    @event.listens_for(sync, "connect")
-    def _connected(dbapi_conn: Any, record: Any) -> None:
+    def _idle_from_now(dbapi_conn: Any, record: Any) -> None:
         record.info["idle_since"] = time.monotonic()
 
-    @event.listens_for(sync, "checkin")
-    def _checked_in(dbapi_conn: Any, record: Any) -> None:
-        record.info["idle_since"] = time.monotonic()
+    event.listen(sync, "connect", _idle_from_now)
+    event.listen(sync, "checkin", _idle_from_now)
 
     @event.listens_for(sync, "checkout")
     def _checked_out(dbapi_conn: Any, record: Any, proxy: Any) -> None:

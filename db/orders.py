@@ -40,6 +40,7 @@ from domain.orders import (
     AT_VENUE,
     TERMINAL,
     AcceptOrderInput,
+    FillMath,
     OrderError,
     OrderRequest,
     OrderSnapshot,
@@ -258,7 +259,7 @@ async def _finish(
         values["reject_reason"] = reason
     new = await _set(conn, row["id"], **values)
     _event(row, event=event, actor=actor, reason=reason, to_state=to.value,
-                 ledger_txn=released, data=data)
+           ledger_txn=released, data=data)
     _outbox(new, event)
     return new
 
@@ -275,10 +276,17 @@ async def _transition(conn: AsyncConnection, row: Row, to: OrderState, *, reason
         values["venue"] = venue
     new = await _set(conn, row["id"], **values)
     _event(row, event=to.value.lower(), actor=actor, reason=reason,
-                 to_state=to.value, data={"venue": venue} if venue else None)
+           to_state=to.value, data={"venue": venue} if venue else None)
     _outbox(new, {"ROUTED": "pending_new", "PENDING_CANCEL": "pending_cancel",
-                              "STUCK": "pending_cancel"}.get(to.value, to.value.lower()))
+                  "STUCK": "pending_cancel"}.get(to.value, to.value.lower()))
     return new
+
+
+def _fill_math(row: Row, last_qty: Decimal, last_px: Decimal) -> FillMath:
+    """The arithmetic of booking ``last_qty`` @ ``last_px`` against the order as it stands."""
+    return apply_fill(row["side"], qty=Decimal(row["qty"]), filled_qty=Decimal(row["filled_qty"]),
+                      filled_value=Decimal(row["filled_value"]),
+                      hold_remaining=Decimal(row["hold_amount"]), last_qty=last_qty, last_px=last_px)
 
 
 def _refusal(row: Row, r: ExecutionReportSignal) -> OrderError | None:
@@ -287,9 +295,7 @@ def _refusal(row: Row, r: ExecutionReportSignal) -> OrderError | None:
     if r.msg_type != "8" or r.exec_type != "F":
         return None
     try:
-        apply_fill(row["side"], qty=Decimal(row["qty"]), filled_qty=Decimal(row["filled_qty"]),
-                   filled_value=Decimal(row["filled_value"]), hold_remaining=Decimal(row["hold_amount"]),
-                   last_qty=Decimal(r.last_qty or "0"), last_px=Decimal(r.last_px or "0"))
+        _fill_math(row, Decimal(r.last_qty or "0"), Decimal(r.last_px or "0"))
     except OrderError as exc:
         return exc
     except ArithmeticError:  # not a number at all
@@ -306,9 +312,9 @@ async def _refuse(conn: AsyncConnection, row: Row, r: ExecutionReportSignal,
     log.error("order %s: venue report %s:%s refused: %s", row["id"], r.venue, r.exec_id, why)
     state = S(row["state"])
     _event(row, event="report_refused", actor=f"venue:{r.venue}", reason=str(why),
-                 to_state=state.value,
-                 data={"exec_id": r.exec_id, "code": why.code, "last_qty": r.last_qty,
-                       "last_px": r.last_px, "cum_qty": r.cum_qty})
+           to_state=state.value,
+           data={"exec_id": r.exec_id, "code": why.code, "last_qty": r.last_qty,
+                 "last_px": r.last_px, "cum_qty": r.cum_qty})
     return await _transition(conn, row, S.STUCK, actor="system",
                              reason=f"venue report {r.exec_id} refused ({why.code}): needs an operator")
 
@@ -401,7 +407,7 @@ class OrderStore:
                  "cur": "USD" if req.side == "buy" else req.symbol, "now": now, "exp": expires,
                  "actor": inp.actor})
             _event(row, event="created", actor=inp.actor, reason="order received",
-                         to_state="PENDING", from_state="", data={"request": req.to_wire()})
+                   to_state="PENDING", from_state="", data={"request": req.to_wire()})
             warnings: list[str] = []
             try:
                 amount = await self._pre_trade(conn, req, risk, quotes, ctx, inp, now, warnings)
@@ -411,7 +417,7 @@ class OrderStore:
             # VALIDATED lasts only inside this transaction: it is an audit event, and the row is
             # written once, when the hold is taken or refused.
             _event(row, event="validated", actor="risk", reason="pre-trade checks passed",
-                         to_state="VALIDATED", data={"warnings": warnings} if warnings else None)
+                   to_state="VALIDATED", data={"warnings": warnings} if warnings else None)
             row = _as(row, state="VALIDATED")
             assert risk is not None
             txn_id = f"order:{inp.order_id}:hold"
@@ -439,8 +445,8 @@ class OrderStore:
                     reason=f"insufficient {what}: need {amount}", data={"detail": result.error_detail}))
             row = await _set(conn, oid, state="FUNDS_HELD", hold_amount=amount)
             _event(row, event="funds_held", actor="ledger", to_state="FUNDS_HELD",
-                         reason=f"held {amount} {'USD' if req.side == 'buy' else req.symbol}",
-                         ledger_txn=txn_id, from_state="VALIDATED")
+                   reason=f"held {amount} {'USD' if req.side == 'buy' else req.symbol}",
+                   ledger_txn=txn_id, from_state="VALIDATED")
             _outbox(row, "accepted")
             snap = snapshot(row)
             snap.warnings = warnings
@@ -574,22 +580,22 @@ class OrderStore:
             if state in (S.PENDING_CANCEL, S.STUCK) and can_transition(state, back):
                 new = await _set(conn, row["id"], state=back.value)
                 _event(row, event="cancel_rejected", actor=actor, reason=r.text,
-                             to_state=back.value, data=info)
+                       to_state=back.value, data=info)
                 _outbox(new, "order_cancel_rejected")
                 return new
             _event(row, event="cancel_rejected", actor=actor, reason=r.text,
-                         to_state=state.value, data=info)
+                   to_state=state.value, data=info)
             return row
         if state in TERMINAL and r.exec_type != "F":
             _event(row, event="late_report", actor=actor, reason=r.text,
-                         to_state=state.value, data=info)
+                   to_state=state.value, data=info)
             return row
         match r.exec_type:
             case "0":  # new
                 if state == S.ROUTED:
                     new = await _set(conn, row["id"], state="ACKED", venue_order_id=r.venue_order_id)
                     _event(row, event="new", actor=actor, reason="venue accepted",
-                                 to_state="ACKED", data=info)
+                           to_state="ACKED", data=info)
                     _outbox(new, "new")
                     return new
                 return await _set(conn, row["id"], venue_order_id=r.venue_order_id)
@@ -619,18 +625,16 @@ class OrderStore:
                 if state == S.ROUTED and r.ord_status in ("0", "1"):
                     new = await _set(conn, row["id"], state="ACKED")
                     _event(row, event="new", actor=actor, reason="venue status: working",
-                                 to_state="ACKED", data=info)
+                           to_state="ACKED", data=info)
                     return new
         _event(row, event=f"report_{r.exec_type or 'x'}", actor=actor, reason=r.text,
-                     to_state=state.value, data=info)
+               to_state=state.value, data=info)
         return row
 
     async def _fill(self, conn: AsyncConnection, row: Row, r: ExecutionReportSignal,
                     actor: str, info: dict[str, Any]) -> Row:
         last_qty, last_px = Decimal(r.last_qty), Decimal(r.last_px or "0")
-        math = apply_fill(row["side"], qty=Decimal(row["qty"]), filled_qty=Decimal(row["filled_qty"]),
-                          filled_value=Decimal(row["filled_value"]),
-                          hold_remaining=Decimal(row["hold_amount"]), last_qty=last_qty, last_px=last_px)
+        math = _fill_math(row, last_qty, last_px)
         txn_id = f"order:{row['id']}:fill:{r.venue}:{r.exec_id}"
         if row["side"] == "buy":
             txn = rules.buy_fill(txn_id, row["account_id"], row["symbol"], last_qty, last_px,
@@ -664,14 +668,14 @@ class OrderStore:
             values["hold_amount"] = Decimal(0)
         new = await _set(conn, row["id"], **values)
         _event(row, event="fill" if full else "partial_fill", actor=actor,
-                     reason=f"{last_qty} @ {last_px}", to_state=to.value, ledger_txn=txn_id,
-                     data={**info, "qty": str(last_qty), "price": str(last_px)})
+               reason=f"{last_qty} @ {last_px}", to_state=to.value, ledger_txn=txn_id,
+               data={**info, "qty": str(last_qty), "price": str(last_px)})
         position = await self._position_qty(conn, row["account_id"], row["symbol"])
         _outbox(new, "fill" if full else "partial_fill", price=str(last_px),
-                      qty=str(last_qty), position_qty=str(position), execution_id=r.exec_id)
+                qty=str(last_qty), position_qty=str(position), execution_id=r.exec_id)
         if released:
             _event(new, event="released", actor="ledger",
-                         reason="unused hold released", to_state=to.value, ledger_txn=released)
+                   reason="unused hold released", to_state=to.value, ledger_txn=released)
         return new
 
     async def _position_qty(self, conn: AsyncConnection, account: uuid.UUID, symbol: str) -> Decimal:

@@ -46,6 +46,8 @@ def main() -> None:
         sys.stdout.flush()
         sys.stderr.flush()
     os._exit(code)
+
+
 accounts_app = typer.Typer(help="Customer accounts.", no_args_is_help=True)
 serve_app = typer.Typer(help="Run one Sherwood process in the foreground.", no_args_is_help=True)
 app.add_typer(accounts_app, name="accounts")

@@ -55,7 +55,7 @@ from db.gateway import GatewayStore, PendingReport
 from domain.execution import EXECUTION_REPORT_SIGNAL, GATEWAY_TASK_QUEUE, ExecutionReportSignal
 from fix.session import FixInitiator, FixSession, MessageHandler, SessionConfig
 from fix.store import SqliteSessionStore
-from sherwood.lifecycle import stopped_by_signals
+from sherwood.lifecycle import run_loop, stopped_by_signals
 from sherwood.settings import Settings, VenueConfig
 
 log = logging.getLogger(__name__)
@@ -426,7 +426,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    asyncio.run(run_gateway(Settings().resolved()))
+    run_loop(run_gateway(Settings().resolved()))
 
 
 if __name__ == "__main__":

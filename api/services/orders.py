@@ -197,9 +197,9 @@ class OrderService:
             where.append("side = :side")
             params["side"] = side
         order = "DESC" if direction == "desc" else "ASC"
-        sql = f"SELECT * FROM orders WHERE {' AND '.join(where)} ORDER BY created_at {order} LIMIT :n"
+        query = f"SELECT * FROM orders WHERE {' AND '.join(where)} ORDER BY created_at {order} LIMIT :n"
         async with reading(self.router.engine(shard)) as conn:
-            rows = (await conn.execute(text(sql), params)).mappings().all()
+            rows = (await conn.execute(text(query), params)).mappings().all()
         return [alpaca_order(r) for r in rows]
 
     async def cancel(self, account_id: uuid.UUID, order_id: str) -> dict[str, Any]:
