@@ -147,9 +147,32 @@ async def wait_filled(stack: TradingStack, acct: OpenedAccount, order_id: str, t
             await asyncio.sleep(0.05)
 
 
+@contextlib.asynccontextmanager
+async def tasks_dumped_if_stuck(after_s: float) -> AsyncIterator[None]:
+    """Fail after ``after_s`` with every asyncio task's stack printed: this test has hung a few
+    times in the full suite (never reproduced alone), and pytest-timeout shows only threads."""
+    import sys
+
+    def dump() -> None:  # while every task still sits where it is stuck
+        for task in asyncio.all_tasks():
+            print(f"=== task {task.get_name()}", file=sys.stderr)
+            task.print_stack(file=sys.stderr)
+
+    dog = asyncio.get_running_loop().call_later(after_s, dump)
+    try:
+        async with asyncio.timeout(after_s + 0.5):
+            yield
+    finally:
+        dog.cancel()
+
+
 async def test_redis_killed_mid_run_trading_goes_on_and_the_fanout_resumes(
         outage_stack: tuple[TradingStack, Outage], account: OpenedAccount) -> None:
-    stack, outage = outage_stack
+    async with tasks_dumped_if_stuck(120):  # it takes ~10 s
+        await _redis_killed_mid_run(*outage_stack, account)
+
+
+async def _redis_killed_mid_run(stack: TradingStack, outage: Outage, account: OpenedAccount) -> None:
     s = stack.settings
     assert s.redis_url
     for mm in stack.venues.values():  # the venues' own prices (their Redis quotes vanish too)
