@@ -97,10 +97,16 @@ CREATE TABLE IF NOT EXISTS fix_sent (
 
 
 class SqliteSessionStore:
-    """Store in one SQLite file (stdlib ``sqlite3``), WAL journal, ``synchronous=FULL``.
+    """Store in one SQLite file (stdlib ``sqlite3``), WAL journal.
 
     Every mutating call is its own committed transaction, so a process kill at any point leaves
-    either the old or the new state. Sequence numbers are cached in memory after opening (this
+    either the old or the new state. Sent messages are committed with ``synchronous=FULL`` (an
+    fsync each: a sequence number once on the wire is never handed out again, even after an OS
+    crash). The inbound number is committed with ``synchronous=NORMAL`` on a second connection:
+    it survives a process kill, and what an OS crash could lose is only that some messages
+    already processed are expected again, which the peer resends as PossDup and the application
+    drops by ExecID; it never skips a message. That saves an fsync per inbound message, which
+    would otherwise block the event loop (~0.3 ms each here). Sequence numbers are cached in memory after opening (this
     object must be the only writer of the file). One file holds exactly one session.
     Not thread-safe beyond a coarse lock; meant to be used from one event loop.
     """
@@ -114,6 +120,8 @@ class SqliteSessionStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            self._relaxed = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._relaxed.execute("PRAGMA synchronous=NORMAL")
             row = self._db.execute(
                 "SELECT next_sender_seq, next_target_seq FROM fix_session WHERE id = 1"
             ).fetchone()
@@ -129,7 +137,7 @@ class SqliteSessionStore:
 
     def set_next_target_seq(self, n: int) -> None:
         with self._lock:
-            self._db.execute("UPDATE fix_session SET next_target_seq = ? WHERE id = 1", (n,))
+            self._relaxed.execute("UPDATE fix_session SET next_target_seq = ? WHERE id = 1", (n,))
             self._next_target = n
 
     def store_sent(self, seq: int, raw: bytes) -> None:
@@ -174,4 +182,5 @@ class SqliteSessionStore:
     def close(self) -> None:
         """Close the database file (addition to the protocol; safe to call twice)."""
         with self._lock:
+            self._relaxed.close()
             self._db.close()

@@ -58,7 +58,7 @@ class ShardWorkers:
             worker = Worker(
                 self.client, task_queue=shard_task_queue(n), workflows=[OrderWorkflow],
                 activities=acts.all(), max_concurrent_workflow_tasks=200,
-                max_concurrent_local_activities=200,
+                max_concurrent_local_activities=200, no_remote_activities=True,
                 # The sandbox re-imports workflows/order.py for every new workflow run and proxies
                 # every call in it: measured here it was the largest single CPU cost of the shard
                 # worker per order. The order workflow is deterministic by construction (only
