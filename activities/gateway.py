@@ -35,7 +35,7 @@ import simplefix
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from db.gateway import SENT, GatewayStore, SendReservation
+from db.gateway import SENT, GatewayStore
 from domain.execution import (
     ExecutionReportSignal,
     VenueAck,
@@ -297,13 +297,10 @@ class GatewayActivities:
         """Hand the order to a venue once, ever (ClOrdID = order id), and return with the
         venue's first answers when they come within a short wait (see :class:`VenueAck`)."""
         new_order_single(order)  # validate before reserving anything
-        existing = await self.store.get_send(order.cl_ord_id)
-        if existing is not None and existing.status == SENT:
-            return await self._already_sent(order, existing.venue)
         if self.early_reports is None:
-            return await self._send_new_order(order, existing)
+            return await self._send_new_order(order)
         async with self.early_reports.watch(order.order_id) as watch:
-            ack = await self._send_new_order(order, existing)
+            ack = await self._send_new_order(order)
             if not ack.resent:
                 await watch.wait(self.first_report_wait_s, self.report_linger_s)
                 ack.reports = list(watch.reports)
@@ -317,13 +314,24 @@ class GatewayActivities:
         reports = await self.early_reports.recorded(order.order_id) if self.early_reports else []
         return VenueAck(venue=venue, cl_ord_id=order.cl_ord_id, resent=True, reports=reports)
 
-    async def _send_new_order(self, order: VenueOrder, existing: SendReservation | None) -> VenueAck:
-        if existing is None and self._halted is not None and await self._halted(order.symbol):
+    async def _send_new_order(self, order: VenueOrder) -> VenueAck:
+        # The reservation is the first statement (it says whether this is a retry): one round
+        # trip per order. Only under a halt is the ClOrdID looked up first, because a halt stops
+        # an order not yet handed over, never one a previous attempt may have sent.
+        if self._halted is not None and await self._halted(order.symbol) \
+                and await self.store.get_send(order.cl_ord_id) is None:
             # the last gate before a venue: a halt acknowledged before this point stops the order
             raise ApplicationError(f"trading in {order.symbol} is halted", type="symbol_halted",
                                    non_retryable=True)
-        venue = existing.venue if existing is not None else self.choose_venue(order.venue)
-        session = self._logged_on(venue)
+        try:
+            venue = self.choose_venue(order.venue)
+            session = self._logged_on(venue)
+        except ApplicationError:
+            # no venue to send to; a retry of an order already sent needs none
+            existing = await self.store.get_send(order.cl_ord_id)
+            if existing is not None and existing.status == SENT:
+                return await self._already_sent(order, existing.venue)
+            raise
         res = await self.store.reserve_send(order.cl_ord_id, order.order_id, venue, "D")
         if res.status == SENT:
             return await self._already_sent(order, res.venue)
