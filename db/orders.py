@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -143,15 +143,45 @@ def _as(row: Row, **values: Any) -> Row:
 
 
 class _Trail:
-    """The audit events and trade updates (outbox rows) of one transaction, written by ONE
-    statement just before it commits (:meth:`OrderStore._tx`): a transition costs one round trip
-    for them instead of two, and they are still in the same transaction, in the order written.
-    Each event's ``seq`` continues its order's sequence. Rolled back with everything else."""
+    """The order rows, audit events and trade updates (outbox rows) of one transaction, written
+    by ONE statement just before it commits (:meth:`OrderStore._tx`): however many steps an
+    order takes in the transaction (a market order's ROUTED, ACKED and FILLED in one), its row
+    is inserted or updated once, and events and updates cost no round trip of their own. They
+    are still in the same transaction, in the order written. Each event's ``seq`` continues its
+    order's sequence. Rolled back with everything else.
+
+    Deliberately, the order row is not in the database until the end of the transaction: the
+    code between reads it from the row it holds (nothing in a transaction reads back an order
+    row it changed), and the values it holds are the ones written (numbers at the column's
+    scale, see :func:`_column`)."""
 
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
         self.updates: list[dict[str, Any]] = []
         self._per_order: dict[str, int] = {}
+        self._inserts: dict[str, Row] = {}
+        self._sets: dict[str, dict[str, Any]] = {}
+        self._steps: dict[str, int] = {}
+
+    def insert(self, row: Row) -> Row:
+        """A new order row, written at the end of the transaction."""
+        row = {k: _column(v) for k, v in row.items()}
+        self._inserts[str(row["id"])] = row
+        return row
+
+    def set(self, row: Row, values: dict[str, Any]) -> Row:
+        """The order row with ``values`` changed (and ``updated_at``, ``version``), written at
+        the end of the transaction."""
+        values = {k: _column(v) for k, v in values.items()}
+        values["updated_at"] = datetime.now(UTC)
+        new = {**row, **values, "version": row["version"] + 1}
+        order = str(row["id"])
+        if order in self._inserts:
+            self._inserts[order] = {**self._inserts[order], **values, "version": new["version"]}
+        else:
+            self._sets[order] = {**self._sets.get(order, {}), **values}
+            self._steps[order] = self._steps.get(order, 0) + 1
+        return new
 
     def event(self, row: Row, *, event: str, actor: str, reason: str | None, to_state: str | None,
               ledger_txn: str | None = None, data: dict[str, Any] | None = None,
@@ -171,14 +201,36 @@ class _Trail:
                         "order": alpaca_order(row), "timestamp": _iso(datetime.now(UTC)), **extra}})
 
     async def flush(self, conn: AsyncConnection) -> None:
-        if not self.events and not self.updates:
+        if not (self.events or self.updates or self._inserts or self._sets):
             return
-        await sql.execute(conn, _WRITE_TRAIL, {"events": json.dumps(self.events, default=str),
-                                               "updates": json.dumps(self.updates, default=str)})
+        rows: list[str] = []
+        params: dict[str, Any] = {"events": json.dumps(self.events, default=str),
+                                  "updates": json.dumps(self.updates, default=str)}
+        for i, row in enumerate(self._inserts.values()):
+            names, marks = ", ".join(row), ", ".join(f":i{i}_{k}" for k in row)
+            rows.append(f"i{i} AS (INSERT INTO orders ({names}) VALUES ({marks}))")
+            params.update({f"i{i}_{k}": v for k, v in row.items()})
+        for j, (order, changed) in enumerate(self._sets.items()):
+            sets = ", ".join(f"{k} = :u{j}_{k}" for k in changed)
+            rows.append(f"u{j} AS (UPDATE orders SET {sets}, version = version + :u{j}__steps "
+                        f"WHERE id = :u{j}__id)")
+            params.update({f"u{j}_{k}": v for k, v in changed.items()})
+            params.update({f"u{j}__steps": self._steps[order], f"u{j}__id": uuid.UUID(order)})
+        # the rows first: the events' foreign key is checked at the end of the statement
+        await sql.execute(conn, "WITH " + "".join(f"{r},\n" for r in rows) + _WRITE_TRAIL, params)
 
 
-_WRITE_TRAIL = """
-WITH events AS (
+def _column(v: Any) -> Any:
+    """A value as an order row column holds it: every number there is numeric(38, 10), which
+    rounds half away from zero (the row in memory must equal the row written)."""
+    if isinstance(v, Decimal):
+        return v.quantize(_SCALE, rounding=ROUND_HALF_UP)
+    return v
+
+
+_SCALE = Decimal("1E-10")
+
+_WRITE_TRAIL = """events AS (
   INSERT INTO order_events (order_id, account_id, seq, event, actor, reason, from_state, to_state,
                             ledger_txn_id, data)
   SELECT e.order_id, e.account_id,
@@ -222,12 +274,10 @@ _TIMESTAMP_FOR = {S.FILLED: "filled_at", S.CANCELED: "canceled_at", S.EXPIRED: "
                   S.FAILED: "failed_at", S.REJECTED: "failed_at"}
 
 
-async def _set(conn: AsyncConnection, order_id: uuid.UUID, **values: Any) -> Row:
-    """Update the order row; returns the row as it is now (one round trip)."""
-    sets = ", ".join(f"{k} = :{k}" for k in values)
-    return await sql.one(
-        conn, f"UPDATE orders SET {sets}, updated_at = clock_timestamp(), version = version + 1 "
-        "WHERE id = :id RETURNING *", {**values, "id": order_id})
+def _set(row: Row, **values: Any) -> Row:
+    """The order row with ``values`` changed, as it is written when the transaction commits
+    (see :class:`_Trail`)."""
+    return _TRAIL.get().set(row, values)
 
 
 async def _release(conn: AsyncConnection, row: Row, step: str) -> str | None:
@@ -257,7 +307,7 @@ async def _finish(
     if code is not None:
         values["reject_code"] = code
         values["reject_reason"] = reason
-    new = await _set(conn, row["id"], **values)
+    new = _set(row, **values)
     _event(row, event=event, actor=actor, reason=reason, to_state=to.value,
            ledger_txn=released, data=data)
     _outbox(new, event)
@@ -274,7 +324,7 @@ async def _transition(conn: AsyncConnection, row: Row, to: OrderState, *, reason
     values: dict[str, Any] = {"state": to.value}
     if venue is not None:
         values["venue"] = venue
-    new = await _set(conn, row["id"], **values)
+    new = _set(row, **values)
     _event(row, event=to.value.lower(), actor=actor, reason=reason,
            to_state=to.value, data={"venue": venue} if venue else None)
     _outbox(new, {"ROUTED": "pending_new", "PENDING_CANCEL": "pending_cancel",
@@ -391,21 +441,20 @@ class OrderStore:
             if req.time_in_force == "day":
                 expires = (now + timedelta(seconds=inp.day_ttl_s) if inp.day_ttl_s
                            else calendar.day_order_expiry(now))
-            row = await sql.one(
-                conn, """
-                INSERT INTO orders (id, account_id, client_order_id, request_hash, symbol, side,
-                    order_type, time_in_force, qty, limit_price, stop_price, extended_hours, state,
-                    cl_ord_id, hold_currency, submitted_at, expires_at, actor)
-                VALUES (:id, :a, :c, :h, :sym, :side, :type, :tif, :qty, :lp, :sp, :ext, 'PENDING',
-                    :id_text, :cur, :now, :exp, :actor)
-                RETURNING *
-                """,
-                {"id": oid, "a": account, "c": req.client_order_id or inp.order_id,
-                 "h": inp.request_hash, "sym": req.symbol, "side": req.side, "type": req.type,
-                 "tif": req.time_in_force, "qty": req.qty, "lp": req.limit_price,
-                 "sp": req.stop_price, "ext": req.extended_hours, "id_text": inp.order_id,
-                 "cur": "USD" if req.side == "buy" else req.symbol, "now": now, "exp": expires,
-                 "actor": inp.actor})
+            # every column of the orders table: the row is written when the transaction commits
+            row = _TRAIL.get().insert({
+                "id": oid, "account_id": account, "client_order_id": req.client_order_id or inp.order_id,
+                "request_hash": inp.request_hash, "symbol": req.symbol, "side": req.side,
+                "order_type": req.type, "time_in_force": req.time_in_force, "qty": req.qty,
+                "notional": None, "limit_price": req.limit_price, "stop_price": req.stop_price,
+                "extended_hours": req.extended_hours, "state": "PENDING", "cl_ord_id": inp.order_id,
+                "venue": None, "venue_order_id": None, "filled_qty": Decimal(0),
+                "filled_avg_price": None, "filled_value": Decimal(0),
+                "hold_currency": "USD" if req.side == "buy" else req.symbol,
+                "hold_amount": Decimal(0), "reject_code": None, "reject_reason": None,
+                "created_at": now, "updated_at": now, "submitted_at": now, "filled_at": None,
+                "canceled_at": None, "expired_at": None, "failed_at": None, "expires_at": expires,
+                "actor": inp.actor, "version": 0})
             _event(row, event="created", actor=inp.actor, reason="order received",
                    to_state="PENDING", from_state="", data={"request": req.to_wire()})
             warnings: list[str] = []
@@ -443,7 +492,7 @@ class OrderStore:
                 return snapshot(await _finish(
                     conn, row, S.REJECTED, actor="risk", event="rejected", code=code,
                     reason=f"insufficient {what}: need {amount}", data={"detail": result.error_detail}))
-            row = await _set(conn, oid, state="FUNDS_HELD", hold_amount=amount)
+            row = _set(row, state="FUNDS_HELD", hold_amount=amount)
             _event(row, event="funds_held", actor="ledger", to_state="FUNDS_HELD",
                    reason=f"held {amount} {'USD' if req.side == 'buy' else req.symbol}",
                    ledger_txn=txn_id, from_state="VALIDATED")
@@ -578,7 +627,7 @@ class OrderStore:
         if r.msg_type == "9":  # OrderCancelReject: the order lives on at the venue
             back = S.PARTIALLY_FILLED if Decimal(row["filled_qty"]) > 0 else S.ACKED
             if state in (S.PENDING_CANCEL, S.STUCK) and can_transition(state, back):
-                new = await _set(conn, row["id"], state=back.value)
+                new = _set(row, state=back.value)
                 _event(row, event="cancel_rejected", actor=actor, reason=r.text,
                        to_state=back.value, data=info)
                 _outbox(new, "order_cancel_rejected")
@@ -593,12 +642,12 @@ class OrderStore:
         match r.exec_type:
             case "0":  # new
                 if state == S.ROUTED:
-                    new = await _set(conn, row["id"], state="ACKED", venue_order_id=r.venue_order_id)
+                    new = _set(row, state="ACKED", venue_order_id=r.venue_order_id)
                     _event(row, event="new", actor=actor, reason="venue accepted",
                            to_state="ACKED", data=info)
                     _outbox(new, "new")
                     return new
-                return await _set(conn, row["id"], venue_order_id=r.venue_order_id)
+                return _set(row, venue_order_id=r.venue_order_id)
             case "F":
                 return await self._fill(conn, row, r, actor, info)
             case "4":
@@ -623,7 +672,7 @@ class OrderStore:
                                          data=info,
                                          code="venue_rejected" if done == S.REJECTED else None)
                 if state == S.ROUTED and r.ord_status in ("0", "1"):
-                    new = await _set(conn, row["id"], state="ACKED")
+                    new = _set(row, state="ACKED")
                     _event(row, event="new", actor=actor, reason="venue status: working",
                            to_state="ACKED", data=info)
                     return new
@@ -666,7 +715,7 @@ class OrderStore:
             values["filled_at"] = now
             released = await _release(conn, _as(row, hold_amount=math.hold_remaining), "filled")
             values["hold_amount"] = Decimal(0)
-        new = await _set(conn, row["id"], **values)
+        new = _set(row, **values)
         _event(row, event="fill" if full else "partial_fill", actor=actor,
                reason=f"{last_qty} @ {last_px}", to_state=to.value, ledger_txn=txn_id,
                data={**info, "qty": str(last_qty), "price": str(last_px)})

@@ -106,8 +106,9 @@ class SqliteSessionStore:
     it survives a process kill, and what an OS crash could lose is only that some messages
     already processed are expected again, which the peer resends as PossDup and the application
     drops by ExecID; it never skips a message. That saves an fsync per inbound message, which
-    would otherwise block the event loop (~0.3 ms each here). Sequence numbers are cached in memory after opening (this
-    object must be the only writer of the file). One file holds exactly one session.
+    would otherwise block the event loop (~0.3 ms each here). Sequence numbers are cached in
+    memory after opening (this object must be the only writer of the file). One file holds
+    exactly one session.
     Not thread-safe beyond a coarse lock; meant to be used from one event loop.
     """
 

@@ -63,6 +63,8 @@ async def test_dev_stack_starts_stops_and_keeps_data(tmp_path: Path) -> None:
     data = tmp_path / "stack"
     env = clean_env(data, ports)
     env["SHERWOOD_DEV_VENUE_PORTS"] = json.dumps(venue_ports)
+    # the market buy below must fill at any hour CI runs (market hours are tested in test_risk)
+    env["SHERWOOD_ENFORCE_MARKET_HOURS"] = "false"
     log = tmp_path / "dev.log"
     api = f"http://127.0.0.1:{ports['API_PORT']}"
 
