@@ -43,7 +43,9 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 40,
         sqlalchemy_url(url),
         pool_size=pool_size,
         max_overflow=max_overflow,
-        connect_args={"connect_timeout": 5},
+        # UTC sessions: times read back format as the ones the code writes (``...Z``), whatever
+        # the server's default time zone
+        connect_args={"connect_timeout": 5, "options": "-c timezone=UTC"},
         **({"isolation_level": "AUTOCOMMIT"} if autocommit else {}),
     )
     _ping_when_idle(engine, PING_IDLE_S)

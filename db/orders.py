@@ -99,7 +99,26 @@ def snapshot(row: Mapping[Any, Any], *, duplicate: bool = False) -> OrderSnapsho
         filled_avg_price=_s(row["filled_avg_price"]), hold_remaining=_s(row["hold_amount"]) or "0",
         venue=row["venue"], reject_code=row["reject_code"], reject_reason=row["reject_reason"],
         expires_at=row["expires_at"].isoformat() if row["expires_at"] else None, duplicate=duplicate,
+        created_at=row["created_at"].isoformat(), updated_at=row["updated_at"].isoformat(),
     )
+
+
+def alpaca_order_at_accept(snap: OrderSnapshot, req: OrderRequest) -> dict[str, Any] | None:
+    """The Alpaca order object of an order the accept transaction just wrote, from what it
+    returned and the request, equal to :func:`alpaca_order` of that row; None when the snapshot
+    cannot say (a duplicate, which may have moved on since, or an older workflow's result)."""
+    if snap.duplicate or snap.created_at is None or snap.updated_at is None:
+        return None
+    created = datetime.fromisoformat(snap.created_at)
+    return alpaca_order({
+        "id": snap.order_id, "client_order_id": snap.client_order_id, "created_at": created,
+        "updated_at": datetime.fromisoformat(snap.updated_at), "submitted_at": created,
+        "filled_at": None, "expired_at": None, "canceled_at": None, "failed_at": None,
+        "symbol": snap.symbol, "qty": snap.qty, "filled_qty": snap.filled_qty,
+        "filled_avg_price": snap.filled_avg_price, "order_type": req.type, "side": snap.side,
+        "time_in_force": req.time_in_force, "limit_price": req.limit_price,
+        "stop_price": req.stop_price, "state": snap.state, "extended_hours": req.extended_hours,
+        "venue": snap.venue, "reject_reason": snap.reject_reason, "reject_code": snap.reject_code})
 
 
 def _iso(t: datetime | None) -> str | None:

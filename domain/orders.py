@@ -289,6 +289,10 @@ class OrderSnapshot:
     expires_at: str | None = None  # ISO time a DAY order expires
     duplicate: bool = False  # the client_order_id already named this order
     warnings: list[str] = field(default_factory=list)  # soft risk warnings (concentration)
+    # the row's times as written (ISO): with the request they make the whole order object, so
+    # the API answers a new order without reading it back; absent in older workflows' results
+    created_at: str | None = None
+    updated_at: str | None = None
 
     @property
     def terminal(self) -> bool:

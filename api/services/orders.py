@@ -33,7 +33,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.errors import ApiError
 from db import sql
 from db.engines import reading
-from db.orders import alpaca_order
+from db.orders import alpaca_order, alpaca_order_at_accept
 from db.router import ShardRouter
 from domain.errors import DomainError
 from domain.execution import shard_task_queue
@@ -120,12 +120,12 @@ class OrderService:
                                    headers={"Retry-After": "1"}) from exc
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-        row = await self._row(shard, snap.order_id)
         if snap.reject_code and S_REJECTED(snap):
             status = 403 if snap.reject_code in FORBIDDEN_CODES else 422
             raise ApiError(status, snap.reject_code, snap.reject_reason or "order rejected",
                            code=40310000 if status == 403 else 42210000)
-        order = alpaca_order(row)
+        # the order as accepted (no read: the accept returned it); a duplicate is read, as it is now
+        order = alpaca_order_at_accept(snap, req) or alpaca_order(await self._row(shard, snap.order_id))
         if snap.warnings:
             order["warnings"] = snap.warnings
         return order

@@ -5,13 +5,14 @@ many steps the order took in it."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
 from db import sql
 from db.accounts import OpenedAccount, open_account
 from db.engines import reading
-from db.orders import OrderStore, Quotes, alpaca_order, snapshot
+from db.orders import OrderStore, Quotes, alpaca_order, alpaca_order_at_accept, snapshot
 from db.router import ShardRouter
 from domain.execution import ExecutionReportSignal
 from domain.orders import AcceptOrderInput, OrderSnapshot, parse_order_request
@@ -55,6 +56,10 @@ async def test_many_steps_in_one_transaction_write_the_row_they_return(router: S
     row, update = await written(store, snap.order_id)
     same(snap, row)
     assert update == alpaca_order(row) and row["state"] == "FUNDS_HELD" and row["version"] == 1
+    # the API answers the POST from the snapshot and the request, without reading the row
+    req = parse_order_request({"symbol": "F", "side": "buy", "type": "limit", "time_in_force": "gtc",
+                               "qty": "3", "limit_price": "10.05"})
+    assert alpaca_order_at_accept(snap, req) == alpaca_order(row)
 
     oid = snap.order_id
     # ROUTED, ACKED, a partial fill and the fill that completes it, in one transaction; the
@@ -82,6 +87,9 @@ async def test_many_steps_in_one_transaction_write_the_row_they_return(router: S
         ("FUNDS_HELD", "ROUTED"), ("ROUTED", "ACKED"), ("ACKED", "PARTIALLY_FILLED"),
         ("PARTIALLY_FILLED", "FILLED"), ("FILLED", "FILLED")]
     assert [e["seq"] for e in events] == list(range(1, 9))
+
+    # a duplicate may have moved on since: the API reads it
+    assert alpaca_order_at_accept(replace(snap, duplicate=True), req) is None
 
     # a replay of the same reports changes nothing
     again = await store.apply_reports(oid, reports, routed_venue="MM1")

@@ -110,13 +110,19 @@ async def outage_stack(migrated: Settings, tmp_path: Path) -> AsyncIterator[tupl
         "gateway_db_url": f"{migrated.gateway_db_url_resolved()}_rd{uuid.uuid4().hex[:6]}"})
     router: ShardRouter = build_router(settings, redis)
     try:
-        async with trading_stack(settings, router, redis, tmp_path / "stack") as stack:
+        async with contextlib.AsyncExitStack() as running:
+            stack = await running.enter_async_context(
+                trading_stack(settings, router, redis, tmp_path / "stack"))
             yield stack, outage
+            # a hang here would otherwise only show as pytest-timeout's thread dump
+            async with tasks_dumped_if_stuck(60):
+                await running.aclose()
     finally:
-        await router.dispose()
-        await redis.aclose()
-        await asyncio.to_thread(temporal.stop)
-        await asyncio.to_thread(outage.stop)
+        async with tasks_dumped_if_stuck(60):
+            await router.dispose()
+            await redis.aclose()
+            await asyncio.to_thread(temporal.stop)
+            await asyncio.to_thread(outage.stop)
 
 
 async def feed(ing: Ingest, stop: asyncio.Event) -> None:
@@ -150,7 +156,8 @@ async def wait_filled(stack: TradingStack, acct: OpenedAccount, order_id: str, t
 @contextlib.asynccontextmanager
 async def tasks_dumped_if_stuck(after_s: float) -> AsyncIterator[None]:
     """Fail after ``after_s`` with every asyncio task's stack printed: this test has hung a few
-    times in the full suite (never reproduced alone), and pytest-timeout shows only threads."""
+    times (in the full suite and alone, about 1 run in 20, once twice in a row), and
+    pytest-timeout shows only threads."""
     import sys
 
     def dump() -> None:  # while every task still sits where it is stuck
