@@ -219,9 +219,10 @@ class _Trail:
             "payload": {"event": event, "account_id": str(row["account_id"]),
                         "order": alpaca_order(row), "timestamp": _iso(datetime.now(UTC)), **extra}})
 
-    async def flush(self, conn: AsyncConnection) -> None:
+    async def flush(self, conn: AsyncConnection) -> list[Row]:
+        """Write it all; returns the outbox rows written (id, key, payload as stored)."""
         if not (self.events or self.updates or self._inserts or self._sets):
-            return
+            return []
         rows: list[str] = []
         params: dict[str, Any] = {"events": json.dumps(self.events, default=str),
                                   "updates": json.dumps(self.updates, default=str)}
@@ -236,7 +237,7 @@ class _Trail:
             params.update({f"u{j}_{k}": v for k, v in changed.items()})
             params.update({f"u{j}__steps": self._steps[order], f"u{j}__id": uuid.UUID(order)})
         # the rows first: the events' foreign key is checked at the end of the statement
-        await sql.execute(conn, "WITH " + "".join(f"{r},\n" for r in rows) + _WRITE_TRAIL, params)
+        return await sql.rows(conn, "WITH " + "".join(f"{r},\n" for r in rows) + _WRITE_TRAIL, params)
 
 
 def _column(v: Any) -> Any:
@@ -264,6 +265,7 @@ INSERT INTO outbox (topic, key, payload)
 SELECT 'trade_updates', u.key, u.payload
   FROM jsonb_to_recordset(CAST(:updates AS jsonb)) AS u(n int, key text, payload jsonb)
  ORDER BY u.n
+RETURNING id, key, payload::text AS payload
 """
 
 # The trail of the transaction running in this task (set by OrderStore._tx; there is none
@@ -392,25 +394,29 @@ class OrderStore:
     """The order transitions of one shard (see module docstring)."""
 
     def __init__(self, engine: AsyncEngine, *, house_stripes: int = 32,
-                 on_commit: Callable[[], None] | None = None) -> None:
+                 on_commit: Callable[[list[Row]], None] | None = None) -> None:
         self.engine = engine
         self.house_stripes = house_stripes
-        self.on_commit = on_commit  # e.g. wake the outbox publisher: there may be new rows
+        # called after each commit with the outbox rows it wrote (e.g. the outbox publisher's
+        # ``committed``: trade updates go out at once)
+        self.on_commit = on_commit
 
     async def _tx(self, fn: Any) -> Any:
+        written: list[Row] = []
+
         async def with_trail(conn: AsyncConnection) -> Any:
             trail = _Trail()
             token = _TRAIL.set(trail)
             try:
                 result = await fn(conn)
-                await trail.flush(conn)
+                written[:] = await trail.flush(conn)  # a retried attempt replaces them
                 return result
             finally:
                 _TRAIL.reset(token)
 
         result = await run_in_transaction(self.engine, with_trail)
         if self.on_commit is not None:
-            self.on_commit()
+            self.on_commit(written)
         return result
 
     async def account_context(self, account_id: str) -> tuple[list[str], str | None]:

@@ -1,19 +1,27 @@
 """Publishes a shard's outbox rows (trade updates) to Redis pub/sub, at least once.
 
-Rows are claimed (locked with SKIP LOCKED and marked) by one statement, then published, in one
-transaction: a Redis failure rolls the mark back and leaves them for the next round, and several
-publishers can run side by side. Published in id order. Channel:
-``<prefix>:trade_updates:<account_id>``. Consumers must tolerate a repeat.
+Two paths, one table:
 
-When to look: :meth:`OutboxPublisher.wake` (the shard worker's order store calls it after each
-commit, so an update goes out at once), and every ``idle_s`` anyway (rows written by another
-process, or a failed round). It does not poll the table in a tight loop: idle shards cost nothing.
+* **As they commit** (:meth:`OutboxPublisher.committed`): the shard worker's order store hands
+  over the rows its transaction just wrote (id, key, payload as stored); they are published at
+  once, in commit order, then marked published by one autocommit statement. No claim
+  transaction per commit: that was three round trips per order step.
+* **The sweep**, every ``idle_s``: rows still unmarked after ``grace_s`` (a crash between publish
+  and mark, a Redis failure, rows written by another process) are claimed (locked with SKIP
+  LOCKED and marked) by one statement and published in the same transaction, in id order: a
+  Redis failure rolls the mark back and leaves them for the next round, and several publishers
+  can run side by side. The grace keeps the sweep off rows the first path is about to mark.
+
+Channel: ``<prefix>:trade_updates:<account_id>``. Consumers must tolerate a repeat (a crash
+after publishing, before marking). It does not poll the table in a tight loop: idle shards cost
+one statement per ``idle_s``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -21,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db import sql
 from db.engines import DB_ERRORS
+from db.sql import Row
 
 log = logging.getLogger(__name__)
 # what a round may run into and the next round retries
@@ -29,10 +38,12 @@ _RETRIED: tuple[type[Exception], ...] = (RedisError, OSError, *DB_ERRORS)
 
 _CLAIM = """
 UPDATE outbox SET published_at = clock_timestamp()
- WHERE id IN (SELECT id FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT :n
-              FOR UPDATE SKIP LOCKED)
+ WHERE id IN (SELECT id FROM outbox
+               WHERE published_at IS NULL AND created_at <= clock_timestamp() - make_interval(secs => :age)
+               ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED)
 RETURNING id, key, payload::text AS payload
 """
+_MARK = "UPDATE outbox SET published_at = clock_timestamp() WHERE id = ANY(:ids) AND published_at IS NULL"
 
 
 def trade_updates_channel(prefix: str, account_id: str) -> str:
@@ -40,45 +51,76 @@ def trade_updates_channel(prefix: str, account_id: str) -> str:
 
 
 class OutboxPublisher:
+    """``mark_engine``: an autocommit engine on the same database for the marks of committed
+    rows (one statement each round); without one they take a transaction of their own."""
+
     def __init__(self, engine: AsyncEngine, redis: Redis, *, prefix: str = "sherwood",
-                 idle_s: float = 1.0, batch: int = 200) -> None:
+                 idle_s: float = 1.0, batch: int = 200, grace_s: float = 5.0,
+                 mark_engine: AsyncEngine | None = None) -> None:
         self.engine = engine
+        self.mark_engine = mark_engine or engine
         self.redis = redis
         self.prefix = prefix
         self.idle_s = idle_s
         self.batch = batch
+        self.grace_s = grace_s
         self._wake = asyncio.Event()
+        self._fresh: list[Row] = []
 
-    def wake(self) -> None:
-        """New rows were committed: publish now (callable from any coroutine of this loop)."""
-        self._wake.set()
+    def committed(self, rows: list[Row]) -> None:
+        """Rows a transaction of this process just committed: publish them now (callable from
+        any coroutine of this loop)."""
+        if rows:
+            self._fresh.extend(rows)
+            self._wake.set()
 
-    async def publish_once(self) -> int:
+    def _pipeline_of(self, rows: list[Row]) -> Any:
+        pipe = self.redis.pipeline(transaction=False)
+        for r in rows:
+            pipe.publish(trade_updates_channel(self.prefix, r["key"]), r["payload"])
+        return pipe
+
+    async def publish_committed(self) -> int:
+        """Publish and mark the rows handed over by :meth:`committed`. On a failure they stay
+        unmarked in the table, for the sweep."""
+        rows, self._fresh = self._fresh, []
+        if not rows:
+            return 0
+        await self._pipeline_of(rows).execute()
+        async with self.mark_engine.begin() as conn:
+            await sql.execute(conn, _MARK, {"ids": [r["id"] for r in rows]})
+        return len(rows)
+
+    async def publish_once(self, min_age_s: float = 0.0) -> int:
+        """Claim, publish and mark up to ``batch`` unmarked rows at least ``min_age_s`` old."""
         async with self.engine.begin() as conn:
             # Claimed and marked in one statement; a failed publish rolls the mark back. The
             # payload as jsonb's own text: published as stored, never parsed and re-encoded.
-            rows = await sql.rows(conn, _CLAIM, {"n": self.batch})
+            rows = await sql.rows(conn, _CLAIM, {"n": self.batch, "age": min_age_s})
             if not rows:
                 return 0
-            pipe = self.redis.pipeline(transaction=False)
-            for r in sorted(rows, key=lambda r: r["id"]):
-                pipe.publish(trade_updates_channel(self.prefix, r["key"]), r["payload"])
-            await pipe.execute()
+            await self._pipeline_of(sorted(rows, key=lambda r: r["id"])).execute()
         return len(rows)
 
     async def run(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        sweep_at = loop.time()  # at once: what a previous process left
         while not stop.is_set():
             self._wake.clear()  # before the round: a commit during it wakes the next one
+            backlog = False
             try:
-                n = await self.publish_once()
+                await self.publish_committed()
+                if loop.time() >= sweep_at:
+                    backlog = await self.publish_once(self.grace_s) >= self.batch
+                    sweep_at = loop.time() + (0 if backlog else self.idle_s)
             except _RETRIED as exc:
                 log.warning("outbox publish failed, will retry: %s", exc)
-                n = 0
-            if n >= self.batch:
-                continue  # a backlog: keep going
+                sweep_at = loop.time() + self.idle_s
+            if backlog:
+                continue
             waits = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
             try:
-                await asyncio.wait(waits, timeout=self.idle_s,
+                await asyncio.wait(waits, timeout=max(0.0, sweep_at - loop.time()),
                                    return_when=asyncio.FIRST_COMPLETED)
             finally:
                 for w in waits:

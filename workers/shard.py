@@ -69,9 +69,11 @@ class ShardWorkers:
             self._workers.append(worker)
             self._tasks.append(asyncio.create_task(worker.run(), name=f"worker-shard-{n}"))
             if self._redis is not None:
+                marks = make_engine(s.shard_url(n), pool_size=1, max_overflow=2, autocommit=True)
+                self._engines.append(marks)
                 pub = OutboxPublisher(engine, self._redis, prefix=s.redis_prefix,
-                                      idle_s=s.outbox_idle_s)
-                store.on_commit = pub.wake
+                                      idle_s=s.outbox_idle_s, mark_engine=marks)
+                store.on_commit = pub.committed
                 self._tasks.append(asyncio.create_task(pub.run(self._stop), name=f"outbox-{n}"))
         log.info("shard workers running for shards %s", self.shards)
 

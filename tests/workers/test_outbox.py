@@ -93,3 +93,71 @@ async def test_a_failed_publish_leaves_the_rows_for_the_next_round_in_order(
         await pubsub.aclose()
     assert got == [0, 1, 2]
     assert await pending() == []
+
+
+async def test_rows_handed_over_at_commit_are_marked_or_left_for_the_sweep(
+    router: ShardRouter, redis: Redis,
+) -> None:
+    """The at-commit path publishes and marks; if Redis refuses, the rows stay unmarked and the
+    sweep (which leaves rows younger than its grace alone) publishes them."""
+    import uuid
+
+    from redis.asyncio import Redis as AsyncRedis
+
+    from db import sql
+    from db.engines import make_engine, run_in_transaction
+    from sherwood.embedded import free_port
+    from workers.outbox import OutboxPublisher
+
+    engine = router.engine(0)
+    marks = make_engine(router.shard_urls[0], pool_size=1, autocommit=True)
+    prefix = router.redis_prefix
+
+    async def write(key: str) -> list[sql.Row]:
+        return await run_in_transaction(engine, lambda c: sql.rows(
+            c, "INSERT INTO outbox (topic, key, payload) SELECT 'trade_updates', :k, "
+            "jsonb_build_object('n', n) FROM generate_series(0, 2) n "
+            "RETURNING id, key, payload::text AS payload", {"k": key}))
+
+    async def unmarked(key: str) -> int:
+        return int(await run_in_transaction(engine, lambda c: sql.scalar(
+            c, "SELECT count(*) FROM outbox WHERE key = :k AND published_at IS NULL", {"k": key})))
+
+    async def received(key: str, act) -> list[int]:  # type: ignore[no-untyped-def]
+        pubsub = redis.pubsub()
+        await pubsub.subscribe(trade_updates_channel(prefix, key))
+        try:
+            await pubsub.get_message(timeout=2)
+            await act()
+            got = []
+            while len(got) < 3:
+                msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
+                assert msg is not None, got
+                got.append(json.loads(msg["data"])["n"])
+            return got
+        finally:
+            await pubsub.aclose()
+
+    try:
+        ok = OutboxPublisher(engine, redis, prefix=prefix, mark_engine=marks, batch=10_000)
+        key = f"outbox-commit-{uuid.uuid4()}"
+        ok.committed(await write(key))
+        assert await received(key, ok.publish_committed) == [0, 1, 2]
+        assert await unmarked(key) == 0
+
+        key = f"outbox-commit-{uuid.uuid4()}"
+        down = AsyncRedis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5)
+        try:
+            failing = OutboxPublisher(engine, down, prefix=prefix, mark_engine=marks)
+            failing.committed(await write(key))
+            with pytest.raises(Exception):  # noqa: B017 -- whatever the client raises
+                await failing.publish_committed()
+        finally:
+            await down.aclose()
+        assert await unmarked(key) == 3
+        await ok.publish_once(min_age_s=60)  # too young for the sweep: left alone
+        assert await unmarked(key) == 3
+        assert await received(key, ok.publish_once) == [0, 1, 2]
+        assert await unmarked(key) == 0
+    finally:
+        await marks.dispose()
