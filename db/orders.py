@@ -28,7 +28,7 @@ from db.errors import IdempotencyConflict
 from db.gfv import record_gfv_if_any
 from db.ledger import post
 from db.risk import AccountRisk, load_account_risk
-from db.shard_status import shard_trading_halted
+from db.shard_status import HALT_REASON
 from db.sql import Row
 from domain import calendar
 from domain import ledger as rules
@@ -250,6 +250,12 @@ def _column(v: Any) -> Any:
 
 _SCALE = Decimal("1E-10")
 
+_ACCOUNT_CONTEXT = f"""
+SELECT ARRAY(SELECT DISTINCT substr(name, strpos(name, ':') + 1) FROM ledger_accounts
+              WHERE owner_id = :a AND name LIKE '%:%') AS held,
+       ({HALT_REASON}) AS halt
+"""
+
 _WRITE_TRAIL = """events AS (
   INSERT INTO order_events (order_id, account_id, seq, event, actor, reason, from_state, to_state,
                             ledger_txn_id, data)
@@ -394,8 +400,12 @@ class OrderStore:
     """The order transitions of one shard (see module docstring)."""
 
     def __init__(self, engine: AsyncEngine, *, house_stripes: int = 32,
-                 on_commit: Callable[[list[Row]], None] | None = None) -> None:
+                 on_commit: Callable[[list[Row]], None] | None = None,
+                 reads: AsyncEngine | None = None) -> None:
         self.engine = engine
+        # single-statement reads outside any transaction: an autocommit engine spares them
+        # BEGIN and COMMIT (the order engine itself otherwise)
+        self.reads = reads or engine
         self.house_stripes = house_stripes
         # called after each commit with the outbox rows it wrote (e.g. the outbox publisher's
         # ``committed``: trade updates go out at once)
@@ -420,15 +430,13 @@ class OrderStore:
         return result
 
     async def account_context(self, account_id: str) -> tuple[list[str], str | None]:
-        """For the accept path, in one connection checkout: the symbols the account holds or has
-        held (their quotes value its equity) and why this shard takes no new orders (a failed
-        reconciliation), or None."""
-        async with reading(self.engine) as conn:
-            names = await sql.rows(
-                conn, "SELECT name FROM ledger_accounts WHERE owner_id = :a AND name LIKE '%:%'",
-                {"a": uuid.UUID(account_id)})
-            halt = await shard_trading_halted(conn)
-        return sorted({r["name"].partition(":")[2] for r in names}), halt
+        """For the accept path, in one statement: the symbols the account holds or has held
+        (their quotes value its equity) and why this shard takes no new orders (a failed
+        reconciliation), or None. Read before the accept transaction, so that the quotes are
+        read from Redis without the account's lock held."""
+        async with reading(self.reads) as conn:
+            row = await sql.one(conn, _ACCOUNT_CONTEXT, {"a": uuid.UUID(account_id)})
+        return sorted(row["held"]), row["halt"]
 
     async def get(self, order_id: str) -> OrderSnapshot | None:
         async with reading(self.engine) as conn:

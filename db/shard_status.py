@@ -3,7 +3,7 @@
 A reconciliation that finds any difference (a cached balance that does not equal the sum of its
 entries, or a transaction that does not sum to zero) records itself in ``reconciliation_runs``,
 opens a halt in ``shard_halts``, logs a CRITICAL line and counts ``RECONCILIATION_FAILURES``. While
-a halt is open, :func:`shard_trading_halted` returns its reason and the order path refuses new
+a halt is open, :data:`HALT_REASON` reads its reason and the order path refuses new
 orders on this shard; an operator clears it (``sherwood ops clear-halt --shard N`` or
 ``POST /ops/shards/{n}/clear-halt``). Other shards are not affected.
 """
@@ -30,11 +30,10 @@ METRICS: Counter[str] = Counter()
 RECONCILIATION_FAILURES = "sherwood_ledger_reconciliation_failures_total"
 
 
-async def shard_trading_halted(conn: AsyncConnection) -> str | None:
-    """The reason new orders are halted on this shard, or None. Cheap (partial index)."""
-    row = (await conn.execute(text(
-        "SELECT id, reason FROM shard_halts WHERE cleared_at IS NULL ORDER BY id LIMIT 1"))).first()
-    return None if row is None else f"{row.reason} (halt #{row.id})"
+# why new orders are halted on this shard (one text, or NULL); cheap (partial index)
+HALT_REASON = """SELECT reason || ' (halt #' || id || ')' FROM shard_halts
+                  WHERE cleared_at IS NULL ORDER BY id LIMIT 1"""
+
 
 
 @dataclass

@@ -52,8 +52,11 @@ class ShardWorkers:
         await self._controls.start()
         for n in self.shards:
             engine = make_engine(s.shard_url(n), pool_size=s.db_pool_size, max_overflow=s.db_max_overflow)
-            self._engines.append(engine)
-            store = OrderStore(engine, house_stripes=s.house_balance_stripes)
+            # single statements (the accept path's account read, the outbox marks): no BEGIN/COMMIT
+            autocommit = make_engine(s.shard_url(n), pool_size=2, max_overflow=2,
+                                     autocommit=True)
+            self._engines += [engine, autocommit]
+            store = OrderStore(engine, house_stripes=s.house_balance_stripes, reads=autocommit)
             acts = OrderActivities(store, quotes, limits=s.risk_limits(), controls=self._controls)
             worker = Worker(
                 self.client, task_queue=shard_task_queue(n), workflows=[OrderWorkflow],
@@ -69,10 +72,8 @@ class ShardWorkers:
             self._workers.append(worker)
             self._tasks.append(asyncio.create_task(worker.run(), name=f"worker-shard-{n}"))
             if self._redis is not None:
-                marks = make_engine(s.shard_url(n), pool_size=1, max_overflow=2, autocommit=True)
-                self._engines.append(marks)
                 pub = OutboxPublisher(engine, self._redis, prefix=s.redis_prefix,
-                                      idle_s=s.outbox_idle_s, mark_engine=marks)
+                                      idle_s=s.outbox_idle_s, mark_engine=autocommit)
                 store.on_commit = pub.committed
                 self._tasks.append(asyncio.create_task(pub.run(self._stop), name=f"outbox-{n}"))
         log.info("shard workers running for shards %s", self.shards)
