@@ -16,7 +16,7 @@ import logging
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -169,9 +169,10 @@ class _Trail:
     are still in the same transaction, in the order written. Each event's ``seq`` continues its
     order's sequence. Rolled back with everything else.
 
-    Deliberately, the order row is not in the database until the end of the transaction: the
-    code between reads it from the row it holds (nothing in a transaction reads back an order
-    row it changed), and the values it holds are the ones written (numbers at the column's
+    Deliberately, the order row (and an execution's booking: ledger transaction, trade and
+    settlement dates) is not in the database until the end of the transaction: the code
+    between reads it from the row it holds (nothing in a transaction reads back an order row or
+    a booking it wrote), and the values it holds are the ones written (numbers at the column's
     scale, see :func:`_column`)."""
 
     def __init__(self) -> None:
@@ -181,6 +182,13 @@ class _Trail:
         self._inserts: dict[str, Row] = {}
         self._sets: dict[str, dict[str, Any]] = {}
         self._steps: dict[str, int] = {}
+        self._booked: list[dict[str, str]] = []
+
+    def booked(self, venue: str, exec_id: str, ledger_txn: str, trade: date) -> None:
+        """An execution row (inserted earlier in the transaction) gets the ledger transaction
+        that booked it and its trade and settlement dates, at the end of the transaction."""
+        self._booked.append({"v": venue, "e": exec_id, "l": ledger_txn, "td": trade.isoformat(),
+                             "sd": calendar.settle_date(trade).isoformat()})
 
     def insert(self, row: Row) -> Row:
         """A new order row, written at the end of the transaction."""
@@ -221,7 +229,7 @@ class _Trail:
 
     async def flush(self, conn: AsyncConnection) -> list[Row]:
         """Write it all; returns the outbox rows written (id, key, payload as stored)."""
-        if not (self.events or self.updates or self._inserts or self._sets):
+        if not (self.events or self.updates or self._inserts or self._sets or self._booked):
             return []
         rows: list[str] = []
         params: dict[str, Any] = {"events": json.dumps(self.events, default=str),
@@ -236,6 +244,12 @@ class _Trail:
                         f"WHERE id = :u{j}__id)")
             params.update({f"u{j}_{k}": v for k, v in changed.items()})
             params.update({f"u{j}__steps": self._steps[order], f"u{j}__id": uuid.UUID(order)})
+        if self._booked:
+            rows.append("b AS (UPDATE executions x SET ledger_txn_id = b.l, trade_date = b.td, "
+                        "settle_date = b.sd FROM jsonb_to_recordset(CAST(:booked AS jsonb)) "
+                        "AS b(v text, e text, l text, td date, sd date) "
+                        "WHERE x.venue = b.v AND x.exec_id = b.e)")
+            params["booked"] = json.dumps(self._booked)
         # the rows first: the events' foreign key is checked at the end of the statement
         return await sql.rows(conn, "WITH " + "".join(f"{r},\n" for r in rows) + _WRITE_TRAIL, params)
 
@@ -726,10 +740,7 @@ class OrderStore:
         await _post(conn, txn)
         now = datetime.now(UTC)
         trade = calendar.trade_date(now)
-        await sql.execute(
-            conn, "UPDATE executions SET ledger_txn_id = :l, trade_date = :td, settle_date = :sd "
-            "WHERE venue = :v AND exec_id = :e",
-            {"l": txn_id, "td": trade, "sd": calendar.settle_date(trade), "v": r.venue, "e": r.exec_id})
+        _TRAIL.get().booked(r.venue, r.exec_id, txn_id, trade)
         if row["side"] == "sell":  # a good-faith violation is decided by the sell's booking
             await record_gfv_if_any(conn, row["account_id"], row["symbol"], last_qty, trade)
         full = math.filled_qty == Decimal(row["qty"])

@@ -87,6 +87,14 @@ async def test_many_steps_in_one_transaction_write_the_row_they_return(router: S
         ("FUNDS_HELD", "ROUTED"), ("ROUTED", "ACKED"), ("ACKED", "PARTIALLY_FILLED"),
         ("PARTIALLY_FILLED", "FILLED"), ("FILLED", "FILLED")]
     assert [e["seq"] for e in events] == list(range(1, 9))
+    async with reading(store.engine) as conn:
+        execs = await sql.rows(conn, "SELECT exec_id, qty, ledger_txn_id, trade_date, settle_date "
+                               "FROM executions WHERE order_id = :id ORDER BY exec_id",
+                               {"id": uuid.UUID(oid)})
+    assert [(e["exec_id"], e["qty"], e["ledger_txn_id"]) for e in execs] == [
+        (f"{oid}:E1", 0, None), (f"{oid}:E2", 1, f"order:{oid}:fill:MM1:{oid}:E2"),
+        (f"{oid}:E3", 2, f"order:{oid}:fill:MM1:{oid}:E3")]
+    assert all(e["trade_date"] and e["settle_date"] > e["trade_date"] for e in execs[1:])
 
     # a duplicate may have moved on since: the API reads it
     assert alpaca_order_at_accept(replace(snap, duplicate=True), req) is None
