@@ -12,6 +12,7 @@ from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.converter import (
+    AdvancedJSONEncoder,
     CompositePayloadConverter,
     DataConverter,
     DefaultPayloadConverter,
@@ -41,7 +42,7 @@ class CachedHintsDataclasses(JSONTypeConverter):
     decodes, which with postponed annotations evaluates every field's annotation string each
     time: about 5% of the shard worker's CPU under load. Same rules as the SDK's: unknown keys
     are ignored, a missing required field fails in the constructor, ``init=False`` fields are
-    set afterwards. Encoding is untouched, so processes with and without it interoperate.
+    set afterwards.
     """
 
     def to_typed_value(self, hint: type, value: Any) -> Any:
@@ -59,10 +60,26 @@ class CachedHintsDataclasses(JSONTypeConverter):
         return obj
 
 
+class ShallowDataclassEncoder(AdvancedJSONEncoder):
+    """Encodes a dataclass field by field, without :func:`dataclasses.asdict`.
+
+    ``asdict`` deep-copies every value and rebuilds nested containers before the encoder walks
+    them again; here the encoder's own walk does it (nested dataclasses come back to
+    :meth:`default`). The JSON is the same, byte for byte (keys are sorted), so payloads and
+    replays are unchanged; it costs less per payload on every hop of an order.
+    """
+
+    def default(self, o: Any) -> Any:
+        if dataclasses.is_dataclass(o) and not isinstance(o, type):
+            return {f.name: getattr(o, f.name) for f in _dataclass_shape(type(o))[1]}
+        return super().default(o)
+
+
 class _PayloadConverter(CompositePayloadConverter):
     def __init__(self) -> None:
         super().__init__(*(
-            JSONPlainPayloadConverter(custom_type_converters=[CachedHintsDataclasses()])
+            JSONPlainPayloadConverter(encoder=ShallowDataclassEncoder,
+                                      custom_type_converters=[CachedHintsDataclasses()])
             if isinstance(c, JSONPlainPayloadConverter) else c
             for c in DefaultPayloadConverter.default_encoding_payload_converters))
 
