@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sherwood.lifecycle import run_loop
+from sherwood.lifecycle import freeze_startup_objects, run_loop
 from sherwood.settings import Settings
 
 app = typer.Typer(help="Sherwood brokerage backend.", no_args_is_help=True)
@@ -239,7 +239,9 @@ def serve_api(data_dir: DataDir = None) -> None:
 
     s = load_settings(data_dir)
     logging.basicConfig(level=logging.INFO)
-    uvicorn.run(create_app(s), host=s.bind_host, port=s.api_port, log_level="info")
+    app = create_app(s)
+    freeze_startup_objects()
+    uvicorn.run(app, host=s.bind_host, port=s.api_port, log_level="info")
 
 
 
