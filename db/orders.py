@@ -181,7 +181,6 @@ class _Trail:
         self._per_order: dict[str, int] = {}
         self._inserts: dict[str, Row] = {}
         self._sets: dict[str, dict[str, Any]] = {}
-        self._steps: dict[str, int] = {}
         self._booked: list[dict[str, str]] = []
 
     def booked(self, venue: str, exec_id: str, ledger_txn: str, trade: date) -> None:
@@ -199,16 +198,14 @@ class _Trail:
     def set(self, row: Row, values: dict[str, Any]) -> Row:
         """The order row with ``values`` changed (and ``updated_at``, ``version``), written at
         the end of the transaction."""
+        # the row is locked (or new) for the whole transaction: its version in memory is the
+        # one to write
         values = {k: _column(v) for k, v in values.items()}
-        values["updated_at"] = datetime.now(UTC)
-        new = {**row, **values, "version": row["version"] + 1}
+        values.update(updated_at=datetime.now(UTC), version=row["version"] + 1)
         order = str(row["id"])
-        if order in self._inserts:
-            self._inserts[order] = {**self._inserts[order], **values, "version": new["version"]}
-        else:
-            self._sets[order] = {**self._sets.get(order, {}), **values}
-            self._steps[order] = self._steps.get(order, 0) + 1
-        return new
+        pending = self._inserts[order] if order in self._inserts else self._sets.setdefault(order, {})
+        pending.update(values)
+        return {**row, **values}
 
     def event(self, row: Row, *, event: str, actor: str, reason: str | None, to_state: str | None,
               ledger_txn: str | None = None, data: dict[str, Any] | None = None,
@@ -240,10 +237,9 @@ class _Trail:
             params.update({f"i{i}_{k}": v for k, v in row.items()})
         for j, (order, changed) in enumerate(self._sets.items()):
             sets = ", ".join(f"{k} = :u{j}_{k}" for k in changed)
-            rows.append(f"u{j} AS (UPDATE orders SET {sets}, version = version + :u{j}__steps "
-                        f"WHERE id = :u{j}__id)")
+            rows.append(f"u{j} AS (UPDATE orders SET {sets} WHERE id = :u{j}__id)")
             params.update({f"u{j}_{k}": v for k, v in changed.items()})
-            params.update({f"u{j}__steps": self._steps[order], f"u{j}__id": uuid.UUID(order)})
+            params[f"u{j}__id"] = uuid.UUID(order)
         if self._booked:
             rows.append("b AS (UPDATE executions x SET ledger_txn_id = b.l, trade_date = b.td, "
                         "settle_date = b.sd FROM jsonb_to_recordset(CAST(:booked AS jsonb)) "

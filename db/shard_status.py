@@ -35,7 +35,6 @@ HALT_REASON = """SELECT reason || ' (halt #' || id || ')' FROM shard_halts
                   WHERE cleared_at IS NULL ORDER BY id LIMIT 1"""
 
 
-
 @dataclass
 class ReconcileOutcome:
     shard: int
