@@ -15,11 +15,12 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.gateway_link import GatewayLink
 from db.controls import ControlsCache
 from db.errors import DbError, LedgerRejected
 from db.orders import OrderStore, Quotes, RiskContext
 from domain.errors import DomainError
-from domain.execution import ExecutionReportSignal
+from domain.execution import ExecutionReportSignal, VenueAck, VenueOrder
 from domain.orders import (
     AcceptOrderInput,
     OrderSnapshot,
@@ -45,11 +46,12 @@ def business_error(exc: DomainError | DbError) -> ApplicationError:
 
 class OrderActivities:
     def __init__(self, store: OrderStore, quotes: LatestQuotes, *, limits: RiskLimits | None = None,
-                 controls: ControlsCache | None = None) -> None:
+                 controls: ControlsCache | None = None, gateway: GatewayLink | None = None) -> None:
         self.store = store
         self.quotes = quotes
         self.limits = limits or RiskLimits()
         self.controls = controls
+        self.gateway = gateway
 
     @activity.defn(name="accept_order")
     async def accept_order(self, inp: AcceptOrderInput) -> OrderSnapshot:
@@ -92,6 +94,16 @@ class OrderActivities:
         except DomainError as exc:
             raise business_error(exc) from exc
 
+    @activity.defn(name="send_new_order_direct")
+    async def send_new_order_direct(self, order: VenueOrder) -> VenueAck | None:
+        """The gateway's ``send_new_order`` over the direct link (``activities.gateway_link``),
+        run as a local activity in the order's first workflow task. ``None``: no link, or it
+        could not carry the call; the workflow then uses the gateway's activity (safe: sending
+        is idempotent per ClOrdID). The gateway's non-retryable refusals are raised as they are."""
+        if self.gateway is None:
+            return None
+        return await self.gateway.send_new_order(order)
+
     def all(self) -> list[Callable[..., Any]]:
         return [self.accept_order, self.transition_order, self.finish_order, self.apply_reports,
-                self.resolve_order]
+                self.resolve_order, self.send_new_order_direct]

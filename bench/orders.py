@@ -216,7 +216,8 @@ async def main() -> None:
         "temporal_port": free_port(), "temporal_ui_port": free_port(),
         "embedded_pg_port": free_port(), "embedded_redis_port": free_port(),
         "dev_venue_ports": [free_port(), free_port()], "temporal_address": None,
-        "fanout_port": free_port(), "marketdata_feed_port": free_port()})
+        "fanout_port": free_port(), "marketdata_feed_port": free_port(),
+        "gateway_link_port": free_port()})
     stack = DevStack(settings, progress=lambda m: None, marketdata=False, backoffice=False)
     info = await asyncio.to_thread(stack.start)  # it runs its own event loops
     try:

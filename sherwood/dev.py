@@ -189,6 +189,8 @@ class DevStack:
             "SHERWOOD_FANOUT_PORT": str(s.fanout_port),
             "SHERWOOD_MARKETDATA_FEED_PORT": str(s.marketdata_feed_port),
         })
+        if s.gateway_link_port is not None:
+            env["SHERWOOD_GATEWAY_LINK_PORT"] = str(s.gateway_link_port)
         for key, value in (("POSTGRES_URL", s.postgres_url), ("REDIS_URL", s.redis_url),
                            ("TEMPORAL_ADDRESS", s.temporal_address),
                            ("DIRECTORY_URL", s.directory_url)):

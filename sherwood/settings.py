@@ -101,6 +101,13 @@ class Settings(BaseSettings):
     # wait travel in the activity result instead of as separate signals (see VenueAck).
     gateway_first_report_wait_s: float = 0.25
     gateway_report_linger_s: float = 0.05
+    # The order's fast path (activities/gateway_link.py): the gateway serves send_new_order on
+    # bind_host:gateway_link_port (None: off); shard workers dial gateway_link_address (unset:
+    # bind_host:gateway_link_port) and fall back to the gateway's activity when the call fails
+    # or takes longer than gateway_link_timeout_s.
+    gateway_link_port: int | None = 8003
+    gateway_link_address: str | None = None
+    gateway_link_timeout_s: float = 1.0
 
     # market data
     # Ingest listens for the exchange feed's line protocol on feed_port (TCP, 127.0.0.1), writes
@@ -201,6 +208,17 @@ class Settings(BaseSettings):
         if not self.postgres_url:
             raise RuntimeError("no Postgres configured: set SHERWOOD_POSTGRES_URL or run `sherwood dev`")
         return _with_db(self.postgres_url, f"{self.db_prefix}_marketdata")
+
+    def gateway_link_address_resolved(self) -> str | None:
+        if self.gateway_link_address:
+            return self.gateway_link_address
+        if self.gateway_link_port is None:
+            return None
+        return f"{self.bind_host}:{self.gateway_link_port}"
+
+    def gateway_link_stack(self) -> str:
+        """What the gateway and its shard workers must agree on to use the direct link."""
+        return f"{self.temporal_namespace}/{self.gateway_task_queue}/{self.db_prefix}"
 
     def gateway_data_dir_resolved(self) -> Path:
         return self.gateway_data_dir if self.gateway_data_dir is not None else self.data_dir / "gateway"

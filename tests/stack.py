@@ -26,6 +26,7 @@ from db.accounts import OpenedAccount, open_account
 from db.migrate import drop_database, migrate_gateway
 from db.router import ShardRouter
 from marketdata.quotes import LatestQuotes
+from sherwood.embedded import free_port
 from sherwood.settings import Settings, VenueConfig
 from sherwood.temporal import connect
 from simulators.market_maker import MarketMaker
@@ -82,7 +83,8 @@ class TradingStack:
             "SHERWOOD_DB_MAX_OVERFLOW": str(s.db_max_overflow),
             "SHERWOOD_ENFORCE_MARKET_HOURS": str(s.enforce_market_hours).lower(),
             "SHERWOOD_ORDER_RATE_PER_S": str(s.order_rate_per_s),
-            "SHERWOOD_VENUES": json.dumps([v.model_dump() for v in s.venues]), **extra})
+            "SHERWOOD_VENUES": json.dumps([v.model_dump() for v in s.venues]),
+            "SHERWOOD_GATEWAY_LINK_PORT": str(s.gateway_link_port), **extra})
         return env
 
     async def restart_gateway(self, downtime: float = 0.0) -> None:
@@ -135,6 +137,7 @@ async def trading_stack(base: Settings, router: ShardRouter, redis: Redis,
         **FAST_TIMEOUTS,
         "venues": [VenueConfig(name=n, port=mm.port, heartbeat_interval=5) for n, mm in venues.items()],
         "gateway_data_dir": data_dir / f"gateway-{uuid.uuid4().hex[:6]}",
+        "gateway_link_port": free_port(),
     })
     gw_url = settings.gateway_db_url_resolved()
     migrate_gateway(gw_url)

@@ -2,7 +2,8 @@
 delivery of venue reports to order workflows.
 
     ExecutionGateway(venues=..., store=..., client=..., data_dir=..., task_queue=...)
-        start() / stop(); sessions: dict[venue, FixSession]; activities; delivery
+        start() / stop(); sessions: dict[venue, FixSession]; activities; delivery; link (the
+        order's direct path to send_new_order, activities/gateway_link.py)
     ExecutionGateway.from_settings(settings, client) -> ExecutionGateway
     ReportDelivery(store, client, ...)         inbound handler + delivery loop
     async run_gateway(settings, stop=None)       the process (migrates its DB, SIGTERM = stop)
@@ -27,7 +28,9 @@ Inbound path, and why a crash anywhere is safe:
    (:class:`activities.gateway.ReportWatch`), the loop leaves that order's rows alone; the
    activity returns the ones that came in its result and marks them delivered, and the loop
    signals whatever came later. A crash in between leaves them undelivered (signalled after
-   all), and an activity retry returns every recorded report, so none is lost.
+   all), and an activity retry returns every recorded report, so none is lost. The same holds
+   for ``send_new_order`` called over the direct link: if the shard worker dies before its
+   workflow task completes, the replayed workflow sends again and gets every recorded report.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from activities.gateway import GatewayActivities, ReportWatch, parse_inbound
+from activities.gateway_link import GatewayLinkServer
 from db.controls import ControlsCache, is_halted_now
 from db.gateway import GatewayStore, PendingReport
 from domain.execution import EXECUTION_REPORT_SIGNAL, GATEWAY_TASK_QUEUE, ExecutionReportSignal
@@ -279,6 +283,9 @@ class ExecutionGateway:
         owns_store: bool = False,
         redis_url: str | None = None,
         redis_prefix: str = "sherwood",
+        link_host: str = "127.0.0.1",
+        link_port: int | None = None,
+        link_stack: str = "",
     ) -> None:
         if not venues:
             raise ValueError("no venues configured (SHERWOOD_VENUES)")
@@ -320,6 +327,9 @@ class ExecutionGateway:
                                             reports=self.delivery,
                                             first_report_wait_s=first_report_wait_s,
                                             report_linger_s=report_linger_s)
+        # the order's fast path to send_new_order (activities/gateway_link.py)
+        self.link = (GatewayLinkServer(self.activities.send_new_order, link_host, link_port,
+                                       link_stack) if link_port is not None else None)
         self._worker: Worker | None = None
         self._worker_task: asyncio.Task[None] | None = None
         self._started = False
@@ -342,6 +352,9 @@ class ExecutionGateway:
             owns_store=True,
             redis_url=settings.redis_url,
             redis_prefix=settings.redis_prefix,
+            link_host=settings.bind_host,
+            link_port=settings.gateway_link_port,
+            link_stack=settings.gateway_link_stack(),
         )
 
     @property
@@ -373,6 +386,8 @@ class ExecutionGateway:
             graceful_shutdown_timeout=timedelta(seconds=5),
         )
         self._worker_task = asyncio.create_task(self._worker.run(), name="gateway-worker")
+        if self.link is not None:
+            await self.link.start()
         log.info("execution gateway started: task queue %s, venues %s", self.task_queue,
                  ", ".join(self.initiators))
 
@@ -380,6 +395,8 @@ class ExecutionGateway:
         """Stop taking activities, log out of every venue, stop the delivery loop, close the
         session stores (and the gateway store when it was built here). Safe to call twice."""
         self._started = False
+        if self.link is not None:  # no new direct sends; in-flight ones finish first
+            await self.link.stop()
         if self._worker is not None:  # no new activities; in-flight ones finish first
             with contextlib.suppress(Exception):
                 await self._worker.shutdown()

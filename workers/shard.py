@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
+from activities.gateway_link import GatewayLink
 from activities.orders import OrderActivities
 from db.controls import ControlsCache
 from db.engines import make_engine
@@ -42,6 +43,7 @@ class ShardWorkers:
     _redis: Redis | None = None
     _engines: list[AsyncEngine] = field(default_factory=list)
     _controls: ControlsCache | None = None
+    _gateway: GatewayLink | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -50,6 +52,9 @@ class ShardWorkers:
         quotes = LatestQuotes(self._redis, s.redis_prefix)
         self._controls = ControlsCache(self._redis, s.redis_prefix)
         await self._controls.start()
+        if (address := s.gateway_link_address_resolved()) is not None:
+            self._gateway = GatewayLink(address, s.gateway_link_stack(),
+                                        timeout_s=s.gateway_link_timeout_s)
         for n in self.shards:
             engine = make_engine(s.shard_url(n), pool_size=s.db_pool_size, max_overflow=s.db_max_overflow)
             # single statements (the accept path's account read, the outbox marks): no BEGIN/COMMIT
@@ -57,7 +62,8 @@ class ShardWorkers:
                                      autocommit=True)
             self._engines += [engine, autocommit]
             store = OrderStore(engine, house_stripes=s.house_balance_stripes, reads=autocommit)
-            acts = OrderActivities(store, quotes, limits=s.risk_limits(), controls=self._controls)
+            acts = OrderActivities(store, quotes, limits=s.risk_limits(), controls=self._controls,
+                                   gateway=self._gateway)
             worker = Worker(
                 self.client, task_queue=shard_task_queue(n), workflows=[OrderWorkflow],
                 activities=acts.all(), max_concurrent_workflow_tasks=200,
@@ -86,6 +92,8 @@ class ShardWorkers:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._controls is not None:
             await self._controls.stop()
+        if self._gateway is not None:
+            await self._gateway.close()
         if self._redis is not None:
             await self._redis.aclose()
         for engine in self._engines:

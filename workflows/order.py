@@ -1,9 +1,13 @@
 """The order workflow: one per order, id = the order id, on the account's shard task queue.
 
 It follows the state machine of ``domain.orders``. Every transition is a local activity that
-commits one transaction on the shard (order row + audit event + ledger + outbox); venue
-interaction goes through the execution gateway's activities; venue answers arrive as
-``execution_report`` signals, deduplicated here by (venue, ExecID) and again by the database.
+commits one transaction on the shard (order row + audit event + ledger + outbox). A new order
+goes to the execution gateway over its direct link (``activities.gateway_link``), as a local
+activity, so that an order the venue fills at once is accepted, sent, filled and booked in one
+workflow task; when the link cannot carry it, through the gateway's ``send_new_order``
+activity. Cancels and status requests always go through the gateway's activities. Venue
+answers that do not come back with the send arrive as ``execution_report`` signals,
+deduplicated here by (venue, ExecID) and again by the database.
 
 Silent venue: no answer within ``ack_s`` -> OrderCancelRequest (PENDING_CANCEL); no answer within
 ``cancel_s`` -> OrderStatusRequest; none within ``status_s`` -> STUCK (search attribute
@@ -56,6 +60,7 @@ MAX_CANCEL_ROUNDS = 3
 # workflow.patched ids: a change of the steps an order takes, so that orders already running
 # when it is deployed replay the steps they were written with
 ROUTED_WITH_FIRST_ANSWERS = "routed-with-first-answers"
+DIRECT_SEND = "send-over-the-gateway-link"
 
 
 @workflow.defn(name="Order")
@@ -178,17 +183,31 @@ class OrderWorkflow:
             self._cancel_requested = False
             return
         req = self._inp.request
-        try:
-            ack: VenueAck = await self._gateway(
-                "send_new_order",
-                VenueOrder(order_id=snap.order_id, account_id=snap.account_id, shard=self._inp.shard,
+        order = VenueOrder(order_id=snap.order_id, account_id=snap.account_id, shard=self._inp.shard,
                            symbol=snap.symbol, side=snap.side, qty=snap.qty,
                            order_type=str(req["type"]), time_in_force=str(req["time_in_force"]),
                            limit_price=_opt(req.get("limit_price")),
-                           stop_price=_opt(req.get("stop_price"))),
-                VenueAck)
-        except ActivityError as exc:  # non-retryable: the gateway guarantees nothing was sent
-            cause = exc.cause
+                           stop_price=_opt(req.get("stop_price")))
+        try:
+            ack: VenueAck | None = None
+            if workflow.patched(DIRECT_SEND):
+                # In this workflow task, over the gateway's direct link: no activity round trips
+                # through the server. None (no link, down, slow) or a failure of our own: the
+                # gateway's activity sends it, safe because a ClOrdID goes to a venue once, ever.
+                try:
+                    ack = await workflow.execute_local_activity_method(
+                        OrderActivities.send_new_order_direct, order,
+                        start_to_close_timeout=timedelta(seconds=10),
+                        retry_policy=RetryPolicy(maximum_attempts=1))
+                except (ActivityError, ApplicationError) as exc:
+                    if _refused(exc):
+                        raise
+                    workflow.logger.warning("direct send failed (%s): the activity sends it",
+                                            _cause(exc))
+            if ack is None:
+                ack = await self._gateway("send_new_order", order, VenueAck)
+        except (ActivityError, ApplicationError) as exc:  # the gateway guarantees nothing was sent
+            cause = _cause(exc)
             if isinstance(cause, ApplicationError) and cause.type == "symbol_halted":
                 await self._finish(S.REJECTED, cause.message, actor="gateway", code="symbol_halted")
             else:
@@ -329,5 +348,17 @@ class OrderWorkflow:
 
 def _opt(v: object) -> str | None:
     return None if v is None else str(v)
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """What an activity failed with: a local activity's failure may reach the workflow as the
+    activity's own ``ApplicationError`` rather than wrapped in an ``ActivityError``."""
+    return (exc.cause or exc) if isinstance(exc, ActivityError) else exc
+
+
+def _refused(exc: BaseException) -> bool:
+    """The gateway's own refusal (non-retryable): nothing was sent, and a retry would not help."""
+    cause = _cause(exc)
+    return isinstance(cause, ApplicationError) and cause.non_retryable
 
 

@@ -58,7 +58,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 async def test_dev_stack_starts_stops_and_keeps_data(tmp_path: Path) -> None:
     ports = {"API_PORT": free_port(), "TEMPORAL_PORT": free_port(),
              "TEMPORAL_UI_PORT": free_port(), "EMBEDDED_PG_PORT": free_port(),
-             "EMBEDDED_REDIS_PORT": free_port()}
+             "EMBEDDED_REDIS_PORT": free_port(), "GATEWAY_LINK_PORT": free_port()}
     venue_ports = [free_port(), free_port()]
     data = tmp_path / "stack"
     env = clean_env(data, ports)

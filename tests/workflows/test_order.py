@@ -203,6 +203,177 @@ async def test_orders_of_the_previous_version_finish_and_replay(stack: TradingSt
     assert result.replay_failure is None, result.replay_failure
 
 
+def event_types(history: Any) -> list[str]:
+    from temporalio.api.enums.v1 import EventType
+
+    return [EventType.Name(e.event_type).removeprefix("EVENT_TYPE_") for e in history.events]
+
+
+async def test_market_order_goes_over_the_gateway_link_in_one_workflow_task(
+    stack: TradingStack,
+) -> None:
+    """Accepted, sent over the gateway's direct link, filled and booked in the workflow's first
+    (and only) workflow task: no activity, no signal, no second task."""
+    await stack.set_quote("AAPL", "187.40", "187.50")
+    acct = await stack.account("5000")
+    order = await place(stack, acct, symbol="AAPL", qty="2", side="buy", type="market",
+                        time_in_force="day")
+    handle = stack.temporal.get_workflow_handle(order["id"])
+    assert (await handle.result())["state"] == "FILLED"
+    history = await handle.fetch_history()
+    types = event_types(history)
+    assert types.count("WORKFLOW_TASK_COMPLETED") == 1, types
+    assert not [t for t in types if t.startswith("ACTIVITY_TASK") or t.endswith("SIGNALED")], types
+    steps = [local_activity(e) for e in history.events if e.HasField("marker_recorded_event_attributes")]
+    assert [s for s in steps if s != "core_patch"] == [
+        "accept_order", "send_new_order_direct", "apply_reports"], steps
+    bal = await balances(stack, acct)
+    filled = await wait_order(stack, acct, order["id"], {"filled"})
+    assert bal["cash"] == Decimal("5000") - 2 * Decimal(filled["filled_avg_price"])
+    assert bal["shares_unsettled:AAPL"] == 2 and "cash_held" not in bal
+
+
+async def test_link_down_the_gateway_activity_sends_the_order(stack: TradingStack) -> None:
+    await stack.set_quote("AAPL", "187.40", "187.50")
+    acct = await stack.account("5000")
+    link = stack.gateway.link
+    assert link is not None
+    await link.stop()
+    try:
+        order = await place(stack, acct, symbol="AAPL", qty="2", side="buy", type="market",
+                            time_in_force="day")
+        handle = stack.temporal.get_workflow_handle(order["id"])
+        assert (await handle.result())["state"] == "FILLED"
+    finally:
+        await link.start()
+    types = event_types(await handle.fetch_history())
+    assert types.count("ACTIVITY_TASK_COMPLETED") == 1, types  # send_new_order, the activity
+    bal = await balances(stack, acct)
+    assert bal["shares_unsettled:AAPL"] == 2 and "cash_held" not in bal
+
+
+async def test_link_answer_lost_after_the_send_books_the_fills_once(stack: TradingStack) -> None:
+    """The gateway sends the order over the link but its answer comes too late: the workflow
+    falls back to the activity, which finds the order sent (nothing is sent twice) and returns
+    every report recorded for it; each fill is booked once."""
+    await stack.set_quote("F", "12.30", "12.31")
+    acct = await stack.account("20000")
+    link = stack.gateway.link
+    assert link is not None
+    real = link.send
+
+    async def late(o: Any) -> Any:
+        ack = await real(o)
+        await asyncio.sleep(stack.settings.gateway_link_timeout_s + 0.5)
+        return ack
+
+    link.send = late
+    try:
+        with stack.venues_behave(engine={"fill_slices": [Decimal(3), Decimal(3)]}):
+            order = await place(stack, acct, symbol="F", qty="10", side="buy", type="market",
+                                time_in_force="day")
+            handle = stack.temporal.get_workflow_handle(order["id"])
+            assert (await handle.result())["state"] == "FILLED"
+    finally:
+        link.send = real
+    types = event_types(await handle.fetch_history())
+    assert types.count("ACTIVITY_TASK_COMPLETED") == 1, types
+    done = await wait_order(stack, acct, order["id"], {"filled"})
+    bal = await balances(stack, acct)
+    assert bal["shares_unsettled:F"] == 10
+    assert bal["cash"] == Decimal("20000") - 10 * Decimal(done["filled_avg_price"])
+    async with stack.router.engine(acct.shard).connect() as conn:
+        n = (await conn.execute(text(
+            "SELECT count(*) FROM ledger_transactions WHERE id LIKE :p AND status = 'posted'"),
+            {"p": f"order:{order['id']}:fill:%"})).scalar_one()
+    assert n == 4  # slices 3 + 3 + 3 + 1, each once
+    async with stack.gateway.store.engine.connect() as conn:
+        sends = (await conn.execute(text(
+            "SELECT count(*) FROM gateway_orders WHERE order_id = :o AND msg_type = 'D'"),
+            {"o": order["id"]})).scalar_one()
+    assert sends == 1
+    assert stack.venues[done["venue"]].engine.order(order["id"]).cum_qty == 10
+
+
+async def test_halt_at_the_gateway_refuses_over_the_link_and_releases_funds(
+    stack: TradingStack,
+) -> None:
+    await stack.set_quote("F", "12.30", "12.31")
+    acct = await stack.account("5000")
+    acts = stack.gateway.activities
+    real = acts._halted
+
+    async def halted(symbol: str) -> bool:
+        return True
+
+    acts._halted = halted
+    try:
+        order = await place(stack, acct, symbol="F", qty="2", side="buy", type="market",
+                            time_in_force="day")
+        snap = await stack.temporal.get_workflow_handle(order["id"]).result()
+    finally:
+        acts._halted = real
+    assert (snap["state"], snap["reject_code"]) == ("REJECTED", "symbol_halted"), snap
+    assert await balances(stack, acct) == {"cash": Decimal("5000")}
+    async with stack.gateway.store.engine.connect() as conn:
+        sends = (await conn.execute(text("SELECT count(*) FROM gateway_orders WHERE order_id = :o"),
+                                    {"o": order["id"]})).scalar_one()
+    assert sends == 0
+
+
+async def test_direct_send_failing_in_the_shard_worker_falls_back_to_the_activity(
+    stack: TradingStack,
+) -> None:
+    await stack.set_quote("AAPL", "187.40", "187.50")
+    acct = await stack.account("5000")
+    link = stack.workers._gateway
+    assert link is not None
+
+    async def broken(order: Any) -> Any:
+        raise RuntimeError("a bug of ours")
+
+    link.send_new_order = broken  # type: ignore[method-assign]
+    try:
+        order = await place(stack, acct, symbol="AAPL", qty="2", side="buy", type="market",
+                            time_in_force="day")
+        handle = stack.temporal.get_workflow_handle(order["id"])
+        assert (await handle.result())["state"] == "FILLED"
+    finally:
+        del link.send_new_order
+    assert "ACTIVITY_TASK_COMPLETED" in event_types(await handle.fetch_history())
+    bal = await balances(stack, acct)
+    assert bal["shares_unsettled:AAPL"] == 2 and "cash_held" not in bal
+
+
+async def test_orders_routed_through_the_activity_before_the_link_finish_and_replay(
+    stack: TradingStack,
+) -> None:
+    """Histories written before the direct link (workflow.patched(DIRECT_SEND) is False for
+    them: the gateway's activity sent the order) still finish and replay."""
+    import temporalio.workflow
+    from temporalio.worker import Replayer
+
+    from workflows.order import DIRECT_SEND, OrderWorkflow
+
+    await stack.set_quote("AAPL", "187.40", "187.50")
+    acct = await stack.account("5000")
+    real = temporalio.workflow.patched
+    temporalio.workflow.patched = lambda patch_id: patch_id != DIRECT_SEND and real(patch_id)  # type: ignore[assignment]
+    try:
+        order = await place(stack, acct, symbol="AAPL", qty="2", side="buy", type="market",
+                            time_in_force="day")
+        handle = stack.temporal.get_workflow_handle(order["id"])
+        assert (await handle.result())["state"] == "FILLED"
+    finally:
+        temporalio.workflow.patched = real
+    history = await handle.fetch_history()
+    assert "ACTIVITY_TASK_COMPLETED" in event_types(history)
+    steps = [local_activity(e) for e in history.events if e.HasField("marker_recorded_event_attributes")]
+    assert [s for s in steps if s != "core_patch"] == ["accept_order", "apply_reports"], steps
+    result = await Replayer(workflows=[OrderWorkflow]).replay_workflow(history)
+    assert result.replay_failure is None, result.replay_failure
+
+
 async def test_cancel_racing_partial_fills_books_fills_and_releases_only_the_rest(
     stack: TradingStack,
 ) -> None:

@@ -1,0 +1,207 @@
+"""The gateway link (activities/gateway_link.py) over real sockets: what it carries, and that
+every way it can fail answers ``None`` (the workflow then uses the gateway's activity) except
+the gateway's own non-retryable refusals, which are raised as they are."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from temporalio.exceptions import ApplicationError
+
+from activities.gateway_link import GatewayLink, GatewayLinkServer
+from domain.execution import ExecutionReportSignal, VenueAck, VenueOrder
+from sherwood.embedded import free_port
+
+STACK = "default/execution-gateway/test"
+
+
+def order(n: int = 1, qty: str = "10") -> VenueOrder:
+    return VenueOrder(order_id=f"00000000-0000-0000-0000-{n:012d}", account_id="acct", shard=0,
+                      symbol="AAPL", side="buy", qty=qty, order_type="market", time_in_force="day")
+
+
+def report(o: VenueOrder, exec_id: str, exec_type: str, cum: str) -> ExecutionReportSignal:
+    return ExecutionReportSignal(
+        order_id=o.order_id, venue="MM1", exec_id=exec_id, msg_type="8", cl_ord_id=o.cl_ord_id,
+        exec_type=exec_type,
+        ord_status=exec_type, last_qty=cum, last_px="187.50", cum_qty=cum, leaves_qty="0",
+        avg_px="187.50", transact_time="20261126-10:00:00.000")
+
+
+async def filled(o: VenueOrder) -> VenueAck:
+    return VenueAck(venue="MM1", cl_ord_id=o.cl_ord_id,
+                    reports=[report(o, "E1", "0", "0"), report(o, "E2", "F", o.qty)])
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[..., Awaitable[GatewayLinkServer]]]:
+    servers: list[GatewayLinkServer] = []
+
+    async def start(send: Callable[[VenueOrder], Awaitable[VenueAck]] = filled, *, port: int = 0,
+                    stack: str = STACK) -> GatewayLinkServer:
+        server = GatewayLinkServer(send, "127.0.0.1", port, stack)
+        await server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await server.stop()
+
+
+def link(server: GatewayLinkServer | int, **kw: float) -> GatewayLink:
+    port = server if isinstance(server, int) else server.port
+    return GatewayLink(f"127.0.0.1:{port}", STACK, **kw)
+
+
+async def test_carries_the_ack_with_its_reports(serve) -> None:  # type: ignore[no-untyped-def]
+    client = link(await serve())
+    try:
+        o = order()
+        ack = await client.send_new_order(o)
+        assert ack == await filled(o)
+    finally:
+        await client.close()
+
+
+async def test_concurrent_calls_are_multiplexed_and_answered_out_of_order(serve) -> None:  # type: ignore[no-untyped-def]
+    async def slow_first(o: VenueOrder) -> VenueAck:
+        await asyncio.sleep(0.3 if o.order_id.endswith("1") else 0.0)
+        return await filled(o)
+
+    client = link(await serve(slow_first))
+    try:
+        t0 = time.monotonic()
+        acks = await asyncio.gather(*(client.send_new_order(order(n)) for n in range(1, 21)))
+        assert [a.reports[1].order_id for a in acks if a] == [order(n).order_id for n in range(1, 21)]
+        assert time.monotonic() - t0 < 1.0  # one slow call did not hold the others up
+    finally:
+        await client.close()
+
+
+async def test_non_retryable_refusal_is_raised_retryable_ones_fall_back(serve) -> None:  # type: ignore[no-untyped-def]
+    async def refuse(o: VenueOrder) -> VenueAck:
+        if o.symbol == "HALT":
+            raise ApplicationError("trading in HALT is halted", type="symbol_halted", non_retryable=True)
+        if o.qty == "2":
+            raise ApplicationError("no venue is logged on", type="venue_unavailable")
+        raise RuntimeError("database hiccup")
+
+    client = link(await serve(refuse))
+    try:
+        with pytest.raises(ApplicationError) as err:
+            o = order()
+            o.symbol = "HALT"
+            await client.send_new_order(o)
+        assert err.value.type == "symbol_halted" and err.value.non_retryable
+        assert await client.send_new_order(order(2, qty="2")) is None
+        assert await client.send_new_order(order(3)) is None
+        assert await client.send_new_order(order(4, qty="2")) is None  # the link still works
+    finally:
+        await client.close()
+
+
+async def test_slower_than_the_timeout_falls_back(serve) -> None:  # type: ignore[no-untyped-def]
+    async def slow(o: VenueOrder) -> VenueAck:
+        await asyncio.sleep(1.0)
+        return await filled(o)
+
+    client = link(await serve(slow), timeout_s=0.2)
+    try:
+        t0 = time.monotonic()
+        assert await client.send_new_order(order()) is None
+        assert time.monotonic() - t0 < 0.5
+    finally:
+        await client.close()
+
+
+async def test_gateway_down_falls_back_at_once_and_is_retried_later(serve) -> None:  # type: ignore[no-untyped-def]
+    port = free_port()
+    client = link(port, retry_after_s=0.5)
+    try:
+        t0 = time.monotonic()
+        assert await client.send_new_order(order()) is None  # refused
+        await serve(port=port)
+        assert await client.send_new_order(order()) is None  # not tried again yet
+        assert time.monotonic() - t0 < 0.3
+        await asyncio.sleep(0.6)
+        assert await client.send_new_order(order()) is not None
+    finally:
+        await client.close()
+
+
+async def test_connection_lost_mid_call_falls_back_and_reconnects(serve) -> None:  # type: ignore[no-untyped-def]
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def hang(o: VenueOrder) -> VenueAck:
+        started.set()
+        await release.wait()
+        raise AssertionError("answered on a lost connection")
+
+    port = free_port()
+    server = await serve(hang, port=port)
+    client = link(port, timeout_s=5)
+    try:
+        call = asyncio.create_task(client.send_new_order(order()))
+        await started.wait()
+        for writer in list(server._conns):  # the gateway's end of the connection goes away
+            writer.transport.abort()
+        t0 = time.monotonic()
+        assert await call is None
+        assert time.monotonic() - t0 < 1
+        server.send = filled
+        assert await client.send_new_order(order(2)) is not None  # a new connection
+    finally:
+        release.set()
+        await client.close()
+
+
+async def test_another_stacks_shard_worker_is_turned_away(serve) -> None:  # type: ignore[no-untyped-def]
+    calls: list[VenueOrder] = []
+
+    async def record(o: VenueOrder) -> VenueAck:
+        calls.append(o)
+        return await filled(o)
+
+    server = await serve(record, stack="default/execution-gateway/sherwood")
+    client = link(server)
+    try:
+        assert await client.send_new_order(order()) is None
+        assert calls == []  # nothing was sent by the wrong gateway
+    finally:
+        await client.close()
+
+
+async def test_bad_lines_get_a_clear_error_and_change_nothing(serve) -> None:  # type: ignore[no-untyped-def]
+    calls: list[VenueOrder] = []
+
+    async def record(o: VenueOrder) -> VenueAck:
+        calls.append(o)
+        return await filled(o)
+
+    server = await serve(record)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        writer.write(b"0 hello " + STACK.encode() + b"\n")
+        assert (await reader.readline()).startswith(b"0 ok ")
+        for line, code in ((b"7 cancel_everything {}\n", b'"unknown_operation"'),
+                           (b"8 send_new_order {not json\n", b'"internal"'),
+                           (b'9 send_new_order {"order_id": "x"}\n', b'"internal"')):
+            writer.write(line)
+            answer = await asyncio.wait_for(reader.readline(), 5)
+            call_id, kind, body = answer.split(b" ", 2)
+            assert (call_id, kind) == (line.split(b" ")[0], b"error") and code in body, answer
+        assert calls == []
+        writer.write(b"10 send_new_order " + _json(order()) + b"\n")  # the connection still serves
+        assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"10 ok ")
+    finally:
+        writer.close()
+
+
+def _json(o: VenueOrder) -> bytes:
+    from activities.gateway_link import _encode
+
+    return _encode(o)
