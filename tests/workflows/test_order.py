@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import text
 
 from tests.stack import TradingStack, headers
+from workflows.order import ORDER_STATE
 
 
 async def wait_order(stack: TradingStack, acct, order_id: str, statuses: set[str],
@@ -227,6 +228,21 @@ async def test_market_order_goes_over_the_gateway_link_in_one_workflow_task(
     steps = [local_activity(e) for e in history.events if e.HasField("marker_recorded_event_attributes")]
     assert [s for s in steps if s != "core_patch"] == [
         "accept_order", "send_new_order_direct", "apply_reports"], steps
+    assert types.count("UPSERT_WORKFLOW_SEARCH_ATTRIBUTES") <= 2, types  # one OrderState, one patch
+    assert (await handle.describe()).typed_search_attributes.get(ORDER_STATE) == "FILLED"
+    # a resting order: its OrderState is current once its workflow waits
+    limit = await place(stack, acct, symbol="AAPL", qty="1", side="buy", type="limit",
+                        limit_price="150.00", time_in_force="gtc")
+    resting = await wait_order(stack, acct, limit["id"], {"new"})
+    for _ in range(50):  # the row commits inside the workflow task; the upsert comes at its end
+        desc = await stack.temporal.get_workflow_handle(limit["id"]).describe()
+        if desc.typed_search_attributes.get(ORDER_STATE) == resting["state"]:
+            break
+        await asyncio.sleep(0.1)
+    assert desc.typed_search_attributes.get(ORDER_STATE) == resting["state"]
+    async with stack.http() as http:
+        assert (await http.delete(f"/v2/orders/{limit['id']}", headers=headers(acct))).status_code == 204
+    await wait_order(stack, acct, limit["id"], {"canceled"})
     bal = await balances(stack, acct)
     filled = await wait_order(stack, acct, order["id"], {"filled"})
     assert bal["cash"] == Decimal("5000") - 2 * Decimal(filled["filled_avg_price"])
