@@ -96,6 +96,10 @@ class Settings(BaseSettings):
     # The shard outbox publisher is woken by each order commit; it also looks this often anyway
     # (rows from another process, a failed round).
     outbox_idle_s: float = 1.0
+    # Workflow-task polls per shard worker, and the share of them on the normal (non-sticky)
+    # queue, where every order's first workflow task comes (workers/shard.py).
+    shard_workflow_task_polls: int = Field(default=10, ge=2)
+    shard_nonsticky_poll_ratio: float = Field(default=0.8, gt=0, le=1)
     # After a NewOrderSingle, how long send_new_order waits for the venue's first answer, and
     # for the next one once answers come (a market order's New then Fill): answers within the
     # wait travel in the activity result instead of as separate signals (see VenueAck).
