@@ -36,6 +36,17 @@ async def filled(o: VenueOrder) -> VenueAck:
                     reports=[report(o, "E1", "0", "0"), report(o, "E2", "F", o.qty)])
 
 
+class Recording:
+    """A gateway ``send`` that fills every order and remembers what it was asked to send."""
+
+    def __init__(self) -> None:
+        self.calls: list[VenueOrder] = []
+
+    async def __call__(self, o: VenueOrder) -> VenueAck:
+        self.calls.append(o)
+        return await filled(o)
+
+
 @pytest.fixture
 async def serve() -> AsyncIterator[Callable[..., Awaitable[GatewayLinkServer]]]:
     servers: list[GatewayLinkServer] = []
@@ -160,28 +171,18 @@ async def test_connection_lost_mid_call_falls_back_and_reconnects(serve) -> None
 
 
 async def test_another_stacks_shard_worker_is_turned_away(serve) -> None:  # type: ignore[no-untyped-def]
-    calls: list[VenueOrder] = []
-
-    async def record(o: VenueOrder) -> VenueAck:
-        calls.append(o)
-        return await filled(o)
-
+    record = Recording()
     server = await serve(record, stack="default/execution-gateway/sherwood")
     client = link(server)
     try:
         assert await client.send_new_order(order()) is None
-        assert calls == []  # nothing was sent by the wrong gateway
+        assert record.calls == []  # nothing was sent by the wrong gateway
     finally:
         await client.close()
 
 
 async def test_bad_lines_get_a_clear_error_and_change_nothing(serve) -> None:  # type: ignore[no-untyped-def]
-    calls: list[VenueOrder] = []
-
-    async def record(o: VenueOrder) -> VenueAck:
-        calls.append(o)
-        return await filled(o)
-
+    record = Recording()
     server = await serve(record)
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     try:
@@ -194,7 +195,7 @@ async def test_bad_lines_get_a_clear_error_and_change_nothing(serve) -> None:  #
             answer = await asyncio.wait_for(reader.readline(), 5)
             call_id, kind, body = answer.split(b" ", 2)
             assert (call_id, kind) == (line.split(b" ")[0], b"error") and code in body, answer
-        assert calls == []
+        assert record.calls == []
         writer.write(b"10 send_new_order " + _json(order()) + b"\n")  # the connection still serves
         assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"10 ok ")
     finally:

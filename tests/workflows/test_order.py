@@ -78,6 +78,18 @@ async def balances(stack: TradingStack, acct) -> dict[str, Decimal]:
     return {k: v for k, v in bal.items() if v != 0}
 
 
+async def assert_ten_f_booked_once_in_four_fills(stack: TradingStack, acct, done: dict) -> None:
+    """A 10-share F buy from 20,000 filled in slices of 3 + 3 + 3 + 1: each booked once."""
+    bal = await balances(stack, acct)
+    assert bal["shares_unsettled:F"] == 10
+    assert bal["cash"] == Decimal("20000") - 10 * Decimal(done["filled_avg_price"])
+    async with stack.router.engine(acct.shard).connect() as conn:
+        n = (await conn.execute(text(
+            "SELECT count(*) FROM ledger_transactions WHERE id LIKE :p AND status = 'posted'"),
+            {"p": f"order:{done['id']}:fill:%"})).scalar_one()
+    assert n == 4
+
+
 async def test_uc3_partial_fills_400_300_300_exact_after_each(stack: TradingStack) -> None:
     await stack.set_quote("F", "12.30", "12.31")
     acct = await stack.account("20000")
@@ -295,14 +307,7 @@ async def test_link_answer_lost_after_the_send_books_the_fills_once(stack: Tradi
     types = event_types(await handle.fetch_history())
     assert types.count("ACTIVITY_TASK_COMPLETED") == 1, types
     done = await wait_order(stack, acct, order["id"], {"filled"})
-    bal = await balances(stack, acct)
-    assert bal["shares_unsettled:F"] == 10
-    assert bal["cash"] == Decimal("20000") - 10 * Decimal(done["filled_avg_price"])
-    async with stack.router.engine(acct.shard).connect() as conn:
-        n = (await conn.execute(text(
-            "SELECT count(*) FROM ledger_transactions WHERE id LIKE :p AND status = 'posted'"),
-            {"p": f"order:{order['id']}:fill:%"})).scalar_one()
-    assert n == 4  # slices 3 + 3 + 3 + 1, each once
+    await assert_ten_f_booked_once_in_four_fills(stack, acct, done)
     async with stack.gateway.store.engine.connect() as conn:
         sends = (await conn.execute(text(
             "SELECT count(*) FROM gateway_orders WHERE order_id = :o AND msg_type = 'D'"),
@@ -476,14 +481,7 @@ async def test_duplicate_and_possresend_reports_are_booked_once(stack: TradingSt
                             time_in_force="day")
         done = await wait_order(stack, acct, order["id"], {"filled"})
         await asyncio.sleep(0.5)  # let late duplicates arrive
-    bal = await balances(stack, acct)
-    assert bal["shares_unsettled:F"] == 10
-    assert bal["cash"] == Decimal("20000") - 10 * Decimal(done["filled_avg_price"])
-    async with stack.router.engine(acct.shard).connect() as conn:
-        n = (await conn.execute(text(
-            "SELECT count(*) FROM ledger_transactions WHERE id LIKE :p AND status = 'posted'"),
-            {"p": f"order:{order['id']}:fill:%"})).scalar_one()
-    assert n == 4  # slices 3 + 3 + 3 + 1, each once
+    await assert_ten_f_booked_once_in_four_fills(stack, acct, done)
 
 
 async def test_gateway_restart_mid_order_books_every_fill_once(stack: TradingStack) -> None:
