@@ -34,10 +34,10 @@ from pathlib import Path
 import httpx
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker import PollerBehaviorSimpleMaximum, UnsandboxedWorkflowRunner, Worker
 
 from bench.bare_workflow import BareWorkflow, noop
-from bench.shape_workflow import ShapeWorkflow, shape_local, shape_remote
+from bench.shape_workflow import ShapeWorkflow, shape_local
 from db.migrate import drop_database
 from sherwood.embedded import TemporalDevServer, free_port
 from sherwood.settings import Settings
@@ -156,18 +156,18 @@ async def bench_baseline(client: Client, concurrency: int, seconds: float) -> Ru
         return await drive(concurrency, seconds, one)
 
 
-async def bench_shape(client: Client, concurrency: int, seconds: float) -> Run:
+async def bench_shape(client: Client, s: Settings, concurrency: int, seconds: float) -> Run:
     """The floor: our Temporal shape with no-op bodies (``bench.shape_workflow``), the order
     workflow's worker settings, its client in this process like the baseline's."""
     queue = f"bench-shape-{uuid.uuid4().hex[:6]}"
-    remote = f"{queue}-remote"
     async with Worker(client, task_queue=queue, workflows=[ShapeWorkflow], activities=[shape_local],
                       max_concurrent_workflow_tasks=200, max_concurrent_local_activities=200,
-                      workflow_runner=UnsandboxedWorkflowRunner()), \
-            Worker(client, task_queue=remote, activities=[shape_remote]):
+                      workflow_runner=UnsandboxedWorkflowRunner(),
+                      workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(s.shard_workflow_task_polls),
+                      nonsticky_to_sticky_poll_ratio=s.shard_nonsticky_poll_ratio):
         async def one(i: int, n: int) -> None:
             start = WithStartWorkflowOperation(
-                ShapeWorkflow.run, remote, id=f"shape-{uuid.uuid4()}", task_queue=queue,
+                ShapeWorkflow.run, "x", id=f"shape-{uuid.uuid4()}", task_queue=queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL)
             await client.execute_update_with_start_workflow(ShapeWorkflow.accepted, "x",
                                                             start_workflow_operation=start)
@@ -234,7 +234,7 @@ async def main() -> None:
         # warm up both paths once
         await bench_orders(api, client, accounts, 1, 1.0)
         await bench_baseline(client, 1, 1.0)
-        await bench_shape(client, 1, 1.0)
+        await bench_shape(client, base, 1, 1.0)
         # where the 40 ms go: the same bare workflow on a dev server with its default limits
         default = TemporalDevServer(port=free_port(), ui_port=None, db_file=None, raise_rate_limits=False)
         default.start()
@@ -250,7 +250,7 @@ async def main() -> None:
         for c in levels:
             kinds = {
                 "baseline_bare_workflow": lambda t, c=c: bench_baseline(client, c, t),
-                "floor_order_shape_noop": lambda t, c=c: bench_shape(client, c, t),
+                "floor_order_shape_noop": lambda t, c=c: bench_shape(client, base, c, t),
                 "sherwood_market_order": lambda t, c=c: bench_orders(api, client, accounts, c, t),
             }
             runs = {kind: Run() for kind in kinds}

@@ -1,8 +1,9 @@
 """The floor of bench.orders: a workflow with exactly the Temporal shape of a filled market order
-(update-with-start answered after a local activity, one activity on another task queue, then one
-more local activity, the same search-attribute upserts), with no-op bodies. What it costs is what
-the order's Temporal steps alone cost; ours minus it is the price of the business work (HTTP,
-risk, ledger, FIX). Its own module so the workflow sandbox imports nothing but temporalio."""
+(update-with-start answered when its first workflow task completes; in that task three local
+activities: accept, the send over the gateway link, the booking; one patch marker; OrderState
+upserted once), with no-op bodies. What it costs is what the order's Temporal steps alone cost;
+ours minus it is the price of the business work (HTTP, risk, ledger, FIX). Its own module so the
+workflow sandbox imports nothing but temporalio."""
 
 from __future__ import annotations
 
@@ -19,11 +20,6 @@ async def shape_local(step: str) -> str:
     return step
 
 
-@activity.defn(name="shape_remote")
-async def shape_remote(step: str) -> str:
-    return step
-
-
 @workflow.defn(name="BenchShape")
 class ShapeWorkflow:
     def __init__(self) -> None:
@@ -36,14 +32,14 @@ class ShapeWorkflow:
         return self.state
 
     @workflow.run
-    async def run(self, remote_queue: str) -> str:
+    async def run(self, _: str) -> str:
+        workflow.patched("bench-shape")
         self.state = await self._local("FUNDS_HELD")
-        await workflow.execute_activity(shape_remote, "send", task_queue=remote_queue,
-                                        start_to_close_timeout=timedelta(seconds=10))
-        return await self._local("FILLED")
+        await self._local("send")
+        state = await self._local("FILLED")
+        workflow.upsert_search_attributes([ORDER_STATE.value_set(state)])
+        return state
 
-    async def _local(self, state: str) -> str:
-        out = await workflow.execute_local_activity(shape_local, state,
-                                                    start_to_close_timeout=timedelta(seconds=10))
-        workflow.upsert_search_attributes([ORDER_STATE.value_set(out)])
-        return out
+    async def _local(self, step: str) -> str:
+        return await workflow.execute_local_activity(shape_local, step,
+                                                     start_to_close_timeout=timedelta(seconds=10))
