@@ -63,6 +63,10 @@ ROUTED_WITH_FIRST_ANSWERS = "routed-with-first-answers"
 # implies ROUTED_WITH_FIRST_ANSWERS: one patch per order, not two (each costs the server a marker
 # and a TemporalChangeVersion search-attribute update: measured ~10% of the floor's throughput)
 DIRECT_SEND = "send-over-the-gateway-link"
+# What an awaited activity raises when it fails: an ActivityError wrapping the cause for a
+# remote activity, but the activity's own ApplicationError, unwrapped, for a local one
+# (temporalio 1.35; tests/workflows/test_order.py catches a refused resolution through this).
+ACTIVITY_FAILED = (ActivityError, ApplicationError)
 
 
 @workflow.defn(name="Order")
@@ -204,10 +208,9 @@ class OrderWorkflow:
                            order_type=str(req["type"]), time_in_force=str(req["time_in_force"]),
                            limit_price=_opt(req.get("limit_price")),
                            stop_price=_opt(req.get("stop_price")))
-        direct = self._direct
         try:
             ack: VenueAck | None = None
-            if direct:
+            if self._direct:
                 # In this workflow task, over the gateway's direct link: no activity round trips
                 # through the server. None (no link, down, slow) or a failure of our own: the
                 # gateway's activity sends it, safe because a ClOrdID goes to a venue once, ever.
@@ -216,21 +219,21 @@ class OrderWorkflow:
                         OrderActivities.send_new_order_direct, order,
                         start_to_close_timeout=timedelta(seconds=10),
                         retry_policy=RetryPolicy(maximum_attempts=1))
-                except (ActivityError, ApplicationError) as exc:
+                except ACTIVITY_FAILED as exc:
                     if _refused(exc):
                         raise
                     workflow.logger.warning("direct send failed (%s): the activity sends it",
                                             _cause(exc))
             if ack is None:
                 ack = await self._gateway("send_new_order", order, VenueAck)
-        except (ActivityError, ApplicationError) as exc:  # the gateway guarantees nothing was sent
+        except ACTIVITY_FAILED as exc:  # non-retryable: the gateway guarantees nothing was sent
             cause = _cause(exc)
             if isinstance(cause, ApplicationError) and cause.type == "symbol_halted":
                 await self._finish(S.REJECTED, cause.message, actor="gateway", code="symbol_halted")
             else:
                 await self._finish(S.FAILED, f"could not route: {cause or exc}", actor="gateway")
             return
-        if direct or workflow.patched(ROUTED_WITH_FIRST_ANSWERS):
+        if self._direct or workflow.patched(ROUTED_WITH_FIRST_ANSWERS):
             # The move to ROUTED and the venue's first answers (which the gateway returns with
             # the ack when they come at once, e.g. a market order's New + Fill) are booked in one
             # shard transaction, in this workflow task: no separate signals, no extra workflow
@@ -262,8 +265,8 @@ class OrderWorkflow:
         if self._resolution is not None:
             try:
                 await self._local(OrderActivities.resolve_order, self._resolution)
-            except ActivityError as exc:
-                workflow.logger.error("resolution refused: %s", exc.cause or exc)
+            except ACTIVITY_FAILED as exc:
+                workflow.logger.error("resolution refused: %s", _cause(exc))
             self._resolution = None  # releases the waiting update
         if self._cancel_requested:
             await self._request_cancel("canceled by the customer")
@@ -358,9 +361,8 @@ class OrderWorkflow:
         return snap
 
     def _set(self, snap: OrderSnapshot) -> None:
-        changed = self._snap is None or self._snap.state != snap.state
         self._snap = snap
-        if changed and not self._direct:  # histories written before DIRECT_SEND: at once
+        if not self._direct:  # histories written before DIRECT_SEND: at every change
             self._publish_state()
 
     def _publish_state(self) -> None:
@@ -375,8 +377,7 @@ def _opt(v: object) -> str | None:
 
 
 def _cause(exc: BaseException) -> BaseException:
-    """What an activity failed with: a local activity's failure may reach the workflow as the
-    activity's own ``ApplicationError`` rather than wrapped in an ``ActivityError``."""
+    """What an activity failed with (see :data:`ACTIVITY_FAILED`)."""
     return (exc.cause or exc) if isinstance(exc, ActivityError) else exc
 
 

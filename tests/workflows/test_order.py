@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import text
+from temporalio.client import WorkflowExecutionStatus
 
 from tests.stack import TradingStack, headers
 from workflows.order import ORDER_STATE
@@ -604,6 +605,15 @@ async def test_silent_venue_goes_stuck_and_an_operator_resolves_it(stack: Tradin
     # ... and `sherwood ops stuck`; `sherwood ops resolve` books what the venue reports
     stuck_rows = json.loads(await sherwood_cli(stack, "ops", "stuck", "--json"))
     assert order["id"] in {r["order_id"] for r in stuck_rows}
+    # a resolution the books refuse (more filled than ordered) changes nothing: still STUCK
+    from domain.orders import ResolveInput
+
+    handle = stack.temporal.get_workflow_handle(order["id"])
+    refused = await handle.execute_update("resolve", ResolveInput(
+        order_id=order["id"], outcome="filled", filled_qty="20", avg_price="187.45"))
+    assert refused["state"] == "STUCK", refused
+    assert (await balances(stack, acct)) == bal
+    assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
     await sherwood_cli(stack, "ops", "resolve", order["id"], "--filled-qty", "6", "--avg-price", "187.45",
                  "--canceled", "--note", "venue: 6 filled, rest canceled")
     done = await wait_order(stack, acct, order["id"], {"canceled"})
@@ -648,6 +658,15 @@ async def test_overfill_from_the_venue_books_nothing_goes_stuck_and_an_operator_
     assert (await handle.describe()).status.name == "RUNNING"  # waiting for a human, not failed
     stuck_rows = json.loads(await sherwood_cli(stack, "ops", "stuck", "--json"))
     assert order["id"] in {r["order_id"] for r in stuck_rows}
+    # a resolution the books refuse (more filled than ordered) changes nothing: still STUCK
+    from domain.orders import ResolveInput
+
+    handle = stack.temporal.get_workflow_handle(order["id"])
+    refused = await handle.execute_update("resolve", ResolveInput(
+        order_id=order["id"], outcome="filled", filled_qty="20", avg_price="187.45"))
+    assert refused["state"] == "STUCK", refused
+    assert (await balances(stack, acct)) == bal
+    assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
     await sherwood_cli(stack, "ops", "resolve", order["id"], "--filled-qty", "4", "--canceled",
                        "--note", "venue: 4 filled, the extra trade was a venue error, rest canceled")
     done = await wait_order(stack, acct, order["id"], {"canceled"})
