@@ -169,6 +169,14 @@ class GatewayLinkServer:
 # ============================================================================ shard worker side
 
 
+class _Connection:
+    """One connection to the gateway and the calls waiting for an answer on it."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.pending: dict[int, asyncio.Future[tuple[bytes, bytes]]] = {}
+
+
 class GatewayLink:
     """The shard worker's end of the link: one connection, opened on first use, calls
     multiplexed over it. After a failure to connect the link is not tried again for
@@ -184,12 +192,11 @@ class GatewayLink:
         self.stack = stack
         self.timeout_s = timeout_s
         self.retry_after_s = retry_after_s
-        self._writer: asyncio.StreamWriter | None = None
+        self._conn: _Connection | None = None
         self._reader_task: asyncio.Task[None] | None = None
-        self._pending: dict[int, asyncio.Future[tuple[bytes, bytes]]] = {}
         self._next_id = 0
         self._down_until = 0.0
-        self._connecting: asyncio.Lock | None = None
+        self._connecting = asyncio.Lock()
 
     async def send_new_order(self, order: VenueOrder) -> VenueAck | None:
         """The gateway's ``send_new_order`` for ``order``: its ``VenueAck``; ``None`` when the
@@ -213,27 +220,28 @@ class GatewayLink:
         return None
 
     async def _call(self, body: bytes) -> tuple[bytes, bytes]:
-        writer = await self._connected()
+        conn = await self._connected()
         self._next_id += 1
         call_id = self._next_id
         fut: asyncio.Future[tuple[bytes, bytes]] = asyncio.get_running_loop().create_future()
-        self._pending[call_id] = fut
+        conn.pending[call_id] = fut
         try:
-            writer.write(b"%d %s %s\n" % (call_id, OP_SEND.encode(), body))
+            conn.writer.write(b"%d %s %s\n" % (call_id, OP_SEND.encode(), body))
             return await fut
         finally:
-            self._pending.pop(call_id, None)
+            conn.pending.pop(call_id, None)
 
-    async def _connected(self) -> asyncio.StreamWriter:
-        if self._writer is not None and not self._writer.is_closing():
-            return self._writer
+    def _open(self) -> _Connection | None:
+        return self._conn if self._conn is not None and not self._conn.writer.is_closing() else None
+
+    async def _connected(self) -> _Connection:
+        if (conn := self._open()) is not None:
+            return conn
         if time.monotonic() < self._down_until:
             raise LinkError("gateway link down (recent connect failure)")
-        if self._connecting is None:
-            self._connecting = asyncio.Lock()
         async with self._connecting:
-            if self._writer is not None and not self._writer.is_closing():
-                return self._writer
+            if (conn := self._open()) is not None:
+                return conn
             try:
                 reader, writer = await asyncio.open_connection(self.host, self.port, limit=MAX_LINE)
             except OSError as exc:
@@ -244,38 +252,41 @@ class GatewayLink:
                 answer = await reader.readline()
             except (ConnectionError, ValueError) as exc:
                 answer = repr(exc).encode()
+            except BaseException:  # the caller's timeout: no half-open connection left behind
+                writer.close()
+                raise
             if not answer.startswith(b"0 ok "):
                 writer.close()
                 self._down_until = time.monotonic() + self.retry_after_s
                 log.warning("gateway link %s:%d refused this shard worker: %r", self.host, self.port,
                             answer[:300])
                 raise LinkError(f"the gateway link refused the hello: {answer[:300]!r}")
-            self._writer = writer
-            self._reader_task = asyncio.create_task(self._read(reader, writer), name="gateway-link")
-            return writer
+            self._conn = conn = _Connection(writer)
+            self._reader_task = asyncio.create_task(self._read(reader, conn), name="gateway-link")
+            return conn
 
-    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _read(self, reader: asyncio.StreamReader, conn: _Connection) -> None:
         try:
             while line := await reader.readline():
                 call_id, _, rest = line.rstrip(b"\n").partition(b" ")
                 kind, _, body = rest.partition(b" ")
-                fut = self._pending.get(int(call_id)) if call_id.isdigit() else None
+                fut = conn.pending.get(int(call_id)) if call_id.isdigit() else None
                 if fut is not None and not fut.done():
                     fut.set_result((kind, body))
         except (ConnectionError, ValueError) as exc:
             log.info("gateway link lost: %r", exc)
         finally:
-            if self._writer is writer:
-                self._writer = None
-            writer.close()
-            for fut in self._pending.values():
+            if self._conn is conn:
+                self._conn = None
+            conn.writer.close()
+            for fut in conn.pending.values():  # this connection's calls only
                 if not fut.done():
                     fut.set_exception(LinkError("gateway link closed"))
 
     async def close(self) -> None:
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.close()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.writer.close()
         if self._reader_task is not None:
             self._reader_task.cancel()
             with contextlib.suppress(BaseException):
