@@ -448,12 +448,6 @@ class OrderStore:
             row = await sql.one(conn, _ACCOUNT_CONTEXT, {"a": uuid.UUID(account_id)})
         return sorted(row["held"]), row["halt"]
 
-    async def get(self, order_id: str) -> OrderSnapshot | None:
-        async with reading(self.engine) as conn:
-            row = await sql.first(conn, "SELECT * FROM orders WHERE id = :id",
-                                  {"id": uuid.UUID(order_id)})
-        return snapshot(row) if row else None
-
     # --- PENDING -> VALIDATED -> FUNDS_HELD (or REJECTED) ------------------------------
 
     async def accept(self, inp: AcceptOrderInput, quotes: Quotes,
