@@ -1,0 +1,220 @@
+"""Records order-workflow histories for the replay test (``test_recorded_histories.py``).
+
+Not collected by the suite (its name does not start with ``test_``). Run it explicitly, against
+the code whose histories you want to keep, when a change to the order workflow must stay
+compatible with orders already running::
+
+    .venv/bin/pytest -q tests/workflows/record_histories.py
+
+Each scenario writes ``tests/workflows/histories/<name>.json`` (the workflow's full history as
+the Temporal server returned it). Commit the files: every later version of the workflow must
+replay them unchanged, which is what a worker restarting mid-order under new code does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from domain.orders import ResolveInput
+from tests.stack import TradingStack, headers
+from tests.workflows.test_order import place, wait_order
+
+HERE = Path(__file__).parent / "histories"
+
+
+async def save(stack: TradingStack, name: str, order_id: str) -> None:
+    handle = stack.temporal.get_workflow_handle(order_id)
+    await handle.result()
+    history = await handle.fetch_history()
+    HERE.mkdir(exist_ok=True)
+    (HERE / f"{name}.json").write_text(history.to_json())
+
+
+async def stuck(stack: TradingStack, acct: Any, order_id: str) -> None:
+    deadline = time.monotonic() + 20
+    while (await wait_order(stack, acct, order_id, {"pending_cancel"}))["state"] != "STUCK":
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
+
+
+async def test_record_market_buy_filled_over_the_link(stack: TradingStack) -> None:
+    await stack.set_quote("AAPL", "187.40", "187.50")
+    acct = await stack.account("5000")
+    o = await place(stack, acct, symbol="AAPL", qty="2", side="buy", type="market", time_in_force="day")
+    await save(stack, "market_buy_filled_over_the_link", o["id"])
+
+
+async def test_record_limit_resting_then_canceled(stack: TradingStack) -> None:
+    await stack.set_quote("AAPL", "187.40", "187.50")
+    acct = await stack.account("5000")
+    o = await place(stack, acct, symbol="AAPL", qty="3", side="buy", type="limit",
+                    limit_price="150.00", time_in_force="gtc")
+    await wait_order(stack, acct, o["id"], {"new"})
+    async with stack.http() as http:
+        assert (await http.delete(f"/v2/orders/{o['id']}", headers=headers(acct))).status_code == 204
+    await save(stack, "limit_resting_then_canceled", o["id"])
+
+
+async def test_record_partial_fills_by_signal(stack: TradingStack) -> None:
+    await stack.set_quote("F", "12.30", "12.31")
+    acct = await stack.account("20000")
+    with stack.venues_behave(engine={"fill_slices": [Decimal(400), Decimal(300), Decimal(300)],
+                                     "fill_delay": 0.4}):
+        o = await place(stack, acct, symbol="F", qty="1000", side="buy", type="limit",
+                        limit_price="12.50", time_in_force="day")
+        await wait_order(stack, acct, o["id"], {"filled"})
+    await save(stack, "partial_fills_by_signal", o["id"])
+
+
+async def test_record_cancel_racing_partial_fills(stack: TradingStack) -> None:
+    await stack.set_quote("F", "12.30", "12.31")
+    acct = await stack.account("20000")
+    with stack.venues_behave(engine={"fill_slices": [Decimal(400), Decimal(300), Decimal(300)],
+                                     "fill_delay": 0.5}):
+        o = await place(stack, acct, symbol="F", qty="1000", side="buy", type="limit",
+                        limit_price="12.50", time_in_force="day")
+        await wait_order(stack, acct, o["id"], {"partially_filled"})
+        async with stack.http() as http:
+            assert (await http.delete(f"/v2/orders/{o['id']}", headers=headers(acct))).status_code == 204
+        await wait_order(stack, acct, o["id"], {"canceled", "filled"})
+    await save(stack, "cancel_racing_partial_fills", o["id"])
+
+
+async def test_record_silent_venue_stuck_then_resolved(stack: TradingStack) -> None:
+    await stack.set_quote("AAPL", "187.40", "187.50")
+    acct = await stack.account("5000")
+    with stack.venues_behave(never_ack=True):
+        o = await place(stack, acct, symbol="AAPL", qty="10", side="buy", type="limit",
+                        limit_price="190", time_in_force="day")
+        await stuck(stack, acct, o["id"])
+    handle = stack.temporal.get_workflow_handle(o["id"])
+    refused = await handle.execute_update("resolve", ResolveInput(
+        order_id=o["id"], outcome="filled", filled_qty="20", avg_price="187.45"))
+    assert refused["state"] == "STUCK"
+    await handle.execute_update("resolve", ResolveInput(
+        order_id=o["id"], outcome="canceled", filled_qty="6", avg_price="187.45",
+        operator="recorder", note="venue: 6 filled, rest canceled"))
+    await save(stack, "silent_venue_stuck_then_resolved", o["id"])
+
+
+async def test_record_overfill_stuck_then_resolved(stack: TradingStack) -> None:
+    await stack.set_quote("F", "12.30", "12.31")
+    acct = await stack.account("1000")
+    with stack.venues_behave(overfill=True, engine={"fill_slices": [Decimal(4)], "fill_delay": 3600}):
+        o = await place(stack, acct, symbol="F", qty="10", side="buy", type="limit",
+                        limit_price="12.50", time_in_force="day")
+        await stuck(stack, acct, o["id"])
+    handle = stack.temporal.get_workflow_handle(o["id"])
+    await handle.execute_update("resolve", ResolveInput(
+        order_id=o["id"], outcome="canceled", filled_qty="4", operator="recorder", note="4 filled"))
+    await save(stack, "overfill_stuck_then_resolved", o["id"])
+
+
+async def test_record_rejected_for_buying_power(stack: TradingStack) -> None:
+    await stack.set_quote("AAPL", "187.40", "187.50")
+    acct = await stack.account("100")
+    async with stack.http() as http:
+        r = await http.post("/v2/orders", headers=headers(acct), json={
+            "symbol": "AAPL", "qty": "10", "side": "buy", "type": "market", "time_in_force": "day",
+            "client_order_id": "rejected-for-bp"})
+        assert r.status_code == 403, r.text
+        o = (await http.get("/v2/orders:by_client_order_id", headers=headers(acct),
+                            params={"client_order_id": "rejected-for-bp"})).json()
+    await save(stack, "rejected_for_buying_power", o["id"])
+
+
+async def test_record_venue_rejects_halted_symbol(stack: TradingStack) -> None:
+    await stack.set_quote("GME", "22.60", "22.70")
+    acct = await stack.account("1000")
+    for mm in stack.venues.values():
+        mm.halt("GME")
+    try:
+        o = await place(stack, acct, symbol="GME", qty="5", side="buy", type="limit",
+                        limit_price="23", time_in_force="day")
+        await wait_order(stack, acct, o["id"], {"rejected"})
+    finally:
+        for mm in stack.venues.values():
+            mm.resume("GME")
+    await save(stack, "venue_rejects_halted_symbol", o["id"])
+
+
+async def test_record_gateway_halt_over_the_link(stack: TradingStack,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    await stack.set_quote("F", "12.30", "12.31")
+    acct = await stack.account("5000")
+
+    async def halted(symbol: str) -> bool:
+        return True
+
+    monkeypatch.setattr(stack.gateway.activities, "_halted", halted)
+    o = await place(stack, acct, symbol="F", qty="2", side="buy", type="market", time_in_force="day")
+    await stack.temporal.get_workflow_handle(o["id"]).result()
+    monkeypatch.undo()
+    await save(stack, "gateway_halt_over_the_link", o["id"])
+
+
+async def test_record_sell_filled(stack: TradingStack) -> None:
+    await stack.set_quote("F", "12.30", "12.31")
+    acct = await stack.account("1000")
+    ledger = stack.router.ledger(acct.shard)
+    a = acct.account_id
+    await ledger.hold_cash(f"seed:{a}:h", a, "123.1")
+    await ledger.book_fill(f"seed:{a}:f", a, "buy", "F", 10, "12.31")
+    await ledger.settle(f"seed:{a}:s", a, shares={"F": 10})
+    o = await place(stack, acct, symbol="F", qty="4", side="sell", type="market", time_in_force="day")
+    await save(stack, "sell_filled", o["id"])
+
+
+async def test_record_day_order_expired(stack: TradingStack) -> None:
+    await stack.set_quote("AAPL", "187.40", "187.50")
+    acct = await stack.account("5000")
+    svc = stack.app.state.sherwood.settings
+    stack.app.state.sherwood.settings = svc.model_copy(
+        update={"day_order_ttl_s": 1.0, "day_expiry_grace_s": 0.2})
+    try:
+        o = await place(stack, acct, symbol="AAPL", qty="3", side="buy", type="limit",
+                        limit_price="100", time_in_force="day")
+    finally:
+        stack.app.state.sherwood.settings = svc
+    await wait_order(stack, acct, o["id"], {"expired"}, timeout=10)
+    await save(stack, "day_order_expired", o["id"])
+
+
+async def test_record_link_down_activity_sends(stack: TradingStack) -> None:
+    await stack.set_quote("AAPL", "187.40", "187.50")
+    acct = await stack.account("5000")
+    link = stack.gateway.link
+    assert link is not None
+    await link.stop()
+    try:
+        o = await place(stack, acct, symbol="AAPL", qty="2", side="buy", type="market",
+                        time_in_force="day")
+        await stack.temporal.get_workflow_handle(o["id"]).result()
+    finally:
+        await link.start()
+    await save(stack, "link_down_activity_sends", o["id"])
+
+
+async def test_record_before_the_link(stack: TradingStack) -> None:
+    """Written as the workflow did before the gateway link (its patch absent)."""
+    import temporalio.workflow
+
+    from workflows.order import DIRECT_SEND
+
+    await stack.set_quote("AAPL", "187.40", "187.50")
+    acct = await stack.account("5000")
+    real = temporalio.workflow.patched
+    temporalio.workflow.patched = lambda patch_id: patch_id != DIRECT_SEND and real(patch_id)  # type: ignore[assignment]
+    try:
+        o = await place(stack, acct, symbol="AAPL", qty="2", side="buy", type="market",
+                        time_in_force="day")
+        await stack.temporal.get_workflow_handle(o["id"]).result()
+    finally:
+        temporalio.workflow.patched = real
+    await save(stack, "before_the_link", o["id"])
