@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 
 GATEWAY_TASK_QUEUE = "execution-gateway"
 FINAL_ORD_STATUSES = frozenset({"2", "4", "8", "C"})  # FIX 39: filled, canceled, rejected, expired
@@ -143,3 +144,90 @@ class ExecutionReportSignal:
     def final(self) -> bool:
         """The venue says the order is done (filled, canceled, rejected or expired)."""
         return self.msg_type == "8" and self.ord_status in FINAL_ORD_STATUSES
+
+
+# --- venue events: what a venue said, in the order core's words --------------------------
+
+
+class VenueEventKind(StrEnum):
+    """What happened at the venue. The gateway translates each inbound FIX message into one of
+    these (``fix.messages``); nothing outside ``fix/``, the gateway and the simulators sees a
+    FIX code."""
+
+    ACK = "ack"  # the venue accepted the order: it is working there
+    FILL = "fill"  # an execution of ``last_qty`` at ``last_px``
+    CANCELED = "canceled"  # canceled at the venue (at our request, or its own)
+    EXPIRED = "expired"  # expired at the venue (a DAY order at the close, an IOC/FOK rest)
+    REJECTED = "rejected"  # the venue refused the order
+    REPLACED = "replaced"  # a cancel/replace request took effect
+    STATUS = "status"  # the answer to a status request: ``status`` says where the order stands
+    CANCEL_REJECTED = "cancel_rejected"  # the venue refused a cancel (or replace): the order lives on
+    PENDING = "pending"  # pending new/cancel/replace: an acknowledgement that changes nothing
+    BUSTED = "busted"  # the venue busted an earlier trade
+    CORRECTED = "corrected"  # the venue corrected an earlier trade
+    OTHER = "other"  # anything else a venue sent (audited; nothing changes)
+
+
+class VenueStatus(StrEnum):
+    """Where the order stands at the venue after the event (FIX OrdStatus, in words)."""
+
+    NEW = "new"
+    PARTIALLY_FILLED = "partially_filled"
+    FILLED = "filled"
+    CANCELED = "canceled"
+    EXPIRED = "expired"
+    REJECTED = "rejected"
+    PENDING_NEW = "pending_new"
+    PENDING_CANCEL = "pending_cancel"
+    PENDING_REPLACE = "pending_replace"
+    REPLACED = "replaced"
+    DONE_FOR_DAY = "done_for_day"
+    STOPPED = "stopped"
+    SUSPENDED = "suspended"
+    UNKNOWN = "unknown"
+
+
+# the venue says the order is done with
+FINAL_VENUE_STATUSES = frozenset({VenueStatus.FILLED, VenueStatus.CANCELED, VenueStatus.REJECTED,
+                                  VenueStatus.EXPIRED})
+# the order still works at the venue
+WORKING_VENUE_STATUSES = frozenset({VenueStatus.NEW, VenueStatus.PARTIALLY_FILLED})
+
+
+@dataclass
+class VenueEvent:
+    """One venue event delivered to an order (the ``execution_report`` signal's payload, and
+    the early answers a send returns): ``(venue, exec_id)`` is its identity, booked once, ever.
+
+    Decimals travel as strings, exactly as the venue sent them (the order core parses and bounds
+    them). ``kind`` has no default: a payload written before venue events existed (a FIX-coded
+    ``ExecutionReportSignal``) does not decode as one, and the data converter upgrades it
+    (``sherwood.temporal``)."""
+
+    venue: str
+    exec_id: str
+    order_id: str  # the order the event is about (from the ClOrdID)
+    kind: VenueEventKind
+    status: VenueStatus = VenueStatus.UNKNOWN
+    cl_ord_id: str = ""  # the ClOrdID the venue answered: the order id, or a cancel/status id
+    orig_cl_ord_id: str | None = None
+    venue_order_id: str | None = None
+    last_qty: str = "0"
+    last_px: str | None = None
+    cum_qty: str = "0"
+    leaves_qty: str = "0"
+    avg_px: str = "0"
+    text: str | None = None
+    reject_reason: str | None = None  # the venue's reason code for a rejected order or cancel
+    transact_time: str | None = None  # ISO 8601, UTC, when the venue says it happened
+    redelivered: bool = False  # the venue marked it as possibly sent before (PossDup/PossResend)
+
+    @property
+    def final(self) -> bool:
+        """The venue says the order is done (filled, canceled, rejected or expired)."""
+        return self.kind not in (VenueEventKind.CANCEL_REJECTED,) and self.status in FINAL_VENUE_STATUSES
+
+    @property
+    def at_close(self) -> bool:
+        """This answers our own cancel of a DAY order at the close (its ClOrdID says so)."""
+        return is_expiry_request(self.cl_ord_id)
