@@ -1,4 +1,4 @@
-"""Execution gateway activities (task queue ``execution-gateway``) and the FIX application codec.
+"""Execution gateway activities (task queue ``execution-gateway``).
 
 :class:`GatewayActivities` holds the gateway store, one :class:`fix.session.FixSession` per venue
 and the routing policy; register its bound methods with a Temporal worker::
@@ -17,9 +17,9 @@ session store and reaches the venue even across reconnects (ResendRequest), so `
 Errors: ``VenueUnavailable`` (no/that venue not logged on) is retryable; ``UnknownVenue`` and
 ``InvalidOrder`` are not.
 
-Inbound: :func:`parse_inbound` turns an ExecutionReport(8) or OrderCancelReject(9) into the
-:class:`domain.execution.ExecutionReportSignal` the order workflow receives (decimals exactly as
-on the wire). Recording and signalling is :mod:`workers.gateway`'s job.
+The FIX messages themselves are built and parsed by :mod:`fix.messages`; recording inbound
+reports and signalling their :class:`domain.execution.VenueEvent` to the order workflows is
+:mod:`workers.gateway`'s job.
 """
 
 from __future__ import annotations
@@ -36,23 +36,19 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from db.gateway import SENT, GatewayStore
-from domain.execution import (
-    ExecutionReportSignal,
-    VenueAck,
-    VenueCancel,
-    VenueOrder,
-    order_id_of,
-    status_cl_ord_id,
+from domain.execution import VenueAck, VenueCancel, VenueEvent, VenueOrder, status_cl_ord_id
+from fix.messages import (
+    InvalidOrderMessage,
+    MsgType,
+    new_order_single,
+    order_cancel_request,
+    order_status_request,
 )
 from fix.session import FixSession
 
 log = logging.getLogger(__name__)
 
 ROUTING_POLICIES = ("round_robin", "first")
-
-SIDES = {"buy": "1", "sell": "2"}
-ORD_TYPES = {"market": "1", "limit": "2", "stop": "3", "stop_limit": "4"}
-TIME_IN_FORCE = {"day": "0", "gtc": "1", "ioc": "3", "fok": "4"}
 
 # error type names (ApplicationError.type) the order workflow can match on
 VENUE_UNAVAILABLE = "VenueUnavailable"
@@ -67,120 +63,13 @@ def _invalid(message: str) -> ApplicationError:
     return ApplicationError(message, type=INVALID_ORDER, non_retryable=True)
 
 
-def _code(table: Mapping[str, str], value: str, what: str) -> str:
-    code = table.get(value.lower()) if value else None
-    if code is None:
-        raise _invalid(f"unsupported {what} {value!r}")
-    return code
-
-
-def new_order_single(order: VenueOrder, *, poss_resend: bool = False) -> simplefix.FixMessage:
-    """NewOrderSingle(D): 11, 55, 54, 60, 38, 40, 44 (limit types), 99 (stop types), 59."""
-    side = _code(SIDES, order.side, "side")
-    ord_type = _code(ORD_TYPES, order.order_type, "order type")
-    tif = _code(TIME_IN_FORCE, order.time_in_force, "time in force")
-    if not order.symbol or not order.qty:
-        raise _invalid("symbol and qty are required")
-    if ord_type in ("2", "4") and not order.limit_price:
-        raise _invalid(f"{order.order_type} order without limit_price")
-    if ord_type in ("3", "4") and not order.stop_price:
-        raise _invalid(f"{order.order_type} order without stop_price")
-    msg = simplefix.FixMessage()
-    msg.append_pair(35, "D")
-    if poss_resend:
-        msg.append_pair(97, "Y", header=True)
-    msg.append_pair(11, order.cl_ord_id)
-    msg.append_pair(55, order.symbol)
-    msg.append_pair(54, side)
-    msg.append_utc_timestamp(60, precision=3)
-    msg.append_pair(38, order.qty)
-    msg.append_pair(40, ord_type)
-    if ord_type in ("2", "4"):
-        msg.append_pair(44, order.limit_price)
-    if ord_type in ("3", "4"):
-        msg.append_pair(99, order.stop_price)
-    msg.append_pair(59, tif)
-    return msg
-
-
-def order_cancel_request(req: VenueCancel, *, poss_resend: bool = False) -> simplefix.FixMessage:
-    """OrderCancelRequest(F): 41 (the order's ClOrdID), 11 (``<order>:C<n>``), 54, 60, 55, 38."""
-    msg = simplefix.FixMessage()
-    msg.append_pair(35, "F")
-    if poss_resend:
-        msg.append_pair(97, "Y", header=True)
-    msg.append_pair(41, req.order_id)
-    msg.append_pair(11, req.cl_ord_id)
-    msg.append_pair(54, _code(SIDES, req.side, "side"))
-    msg.append_utc_timestamp(60, precision=3)
-    msg.append_pair(55, req.symbol)
-    msg.append_pair(38, req.qty)
-    return msg
-
-
-def order_status_request(req: VenueCancel, *, poss_resend: bool = False) -> simplefix.FixMessage:
-    """OrderStatusRequest(H): 11 = the ORIGINAL order ClOrdID (so the venue finds the order),
-    54, 55, and OrdStatusReqID(790) = ``<order>:S<n>`` (the request's own identity)."""
-    msg = simplefix.FixMessage()
-    msg.append_pair(35, "H")
-    if poss_resend:
-        msg.append_pair(97, "Y", header=True)
-    msg.append_pair(11, req.order_id)
-    msg.append_pair(54, _code(SIDES, req.side, "side"))
-    msg.append_pair(55, req.symbol)
-    msg.append_pair(790, status_cl_ord_id(req.order_id, req.attempt))
-    return msg
-
-
-def _text(msg: simplefix.FixMessage, tag: int) -> str | None:
-    value = msg.get(tag)
-    if value is None:
-        return None
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-
-
-def cancel_reject_exec_id(cl_ord_id: str, orig_cl_ord_id: str) -> str:
-    """Synthesized ExecID of an OrderCancelReject: the same for every retransmission of it
-    (PossDup under the old MsgSeqNum or PossResend under a new one)."""
-    return f"CXLREJ-{cl_ord_id}-{orig_cl_ord_id}"
-
-
-def parse_inbound(venue: str, msg: simplefix.FixMessage) -> ExecutionReportSignal | None:
-    """ExecutionReport(8) / OrderCancelReject(9) -> signal payload; None for other MsgTypes.
-
-    Raises ``ValueError`` for a report that cannot be identified (no ExecID on an
-    ExecutionReport).
-    """
-    msg_type = _text(msg, 35)
-    poss_dup = _text(msg, 43) == "Y"
-    poss_resend = _text(msg, 97) == "Y"
-    cl_ord_id = _text(msg, 11) or ""
-    orig = _text(msg, 41)
-    venue_order_id = _text(msg, 37)
-    if msg_type == "8":
-        exec_id = _text(msg, 17)
-        if not exec_id:
-            raise ValueError("ExecutionReport without ExecID(17)")
-        return ExecutionReportSignal(
-            venue=venue, exec_id=exec_id, msg_type="8", cl_ord_id=cl_ord_id,
-            order_id=order_id_of(cl_ord_id), exec_type=_text(msg, 150) or "",
-            ord_status=_text(msg, 39) or "", orig_cl_ord_id=orig, venue_order_id=venue_order_id,
-            last_qty=_text(msg, 32) or "0", last_px=_text(msg, 31),
-            cum_qty=_text(msg, 14) or "0", leaves_qty=_text(msg, 151) or "0",
-            avg_px=_text(msg, 6) or "0", text=_text(msg, 58), ord_rej_reason=_text(msg, 103),
-            transact_time=_text(msg, 60), poss_dup=poss_dup, poss_resend=poss_resend,
-        )
-    if msg_type == "9":
-        # The reject is about the order named in OrigClOrdID; ClOrdID is the cancel request's.
-        owner = orig if orig and orig != "NONE" else cl_ord_id
-        return ExecutionReportSignal(
-            venue=venue, exec_id=cancel_reject_exec_id(cl_ord_id, orig or ""), msg_type="9",
-            cl_ord_id=cl_ord_id, order_id=order_id_of(owner), exec_type="",
-            ord_status=_text(msg, 39) or "", orig_cl_ord_id=orig, venue_order_id=venue_order_id,
-            text=_text(msg, 58), cxl_rej_reason=_text(msg, 102), transact_time=_text(msg, 60),
-            poss_dup=poss_dup, poss_resend=poss_resend,
-        )
-    return None
+def _build(build: Callable[..., simplefix.FixMessage], req: object, *,
+           poss_resend: bool = False) -> simplefix.FixMessage:
+    """The FIX message for ``req``; an order FIX cannot express is a non-retryable refusal."""
+    try:
+        return build(req, poss_resend=poss_resend)
+    except InvalidOrderMessage as exc:
+        raise _invalid(str(exc)) from exc
 
 
 # ============================================================================ early reports
@@ -192,10 +81,10 @@ class ReportWatch:
 
     def __init__(self, order_id: str) -> None:
         self.order_id = order_id
-        self.reports: list[ExecutionReportSignal] = []
+        self.reports: list[VenueEvent] = []
         self._changed = asyncio.Event()
 
-    def add(self, report: ExecutionReportSignal) -> None:
+    def add(self, report: VenueEvent) -> None:
         self.reports.append(report)
         self._changed.set()
 
@@ -226,9 +115,9 @@ class ReportSource(Protocol):
 
     def watch(self, order_id: str) -> contextlib.AbstractAsyncContextManager[ReportWatch]: ...
 
-    async def handed_over(self, reports: list[ExecutionReportSignal]) -> None: ...
+    async def handed_over(self, reports: list[VenueEvent]) -> None: ...
 
-    async def recorded(self, order_id: str) -> list[ExecutionReportSignal]: ...
+    async def recorded(self, order_id: str) -> list[VenueEvent]: ...
 
 
 # ============================================================================ activities
@@ -296,7 +185,7 @@ class GatewayActivities:
     async def send_new_order(self, order: VenueOrder) -> VenueAck:
         """Hand the order to a venue once, ever (ClOrdID = order id), and return with the
         venue's first answers when they come within a short wait (see :class:`VenueAck`)."""
-        new_order_single(order)  # validate before reserving anything
+        _build(new_order_single, order)  # validate before reserving anything
         if self.early_reports is None:
             return await self._send_new_order(order)
         async with self.early_reports.watch(order.order_id) as watch:
@@ -332,13 +221,14 @@ class GatewayActivities:
             if existing is not None and existing.status == SENT:
                 return await self._already_sent(order, existing.venue)
             raise
-        res = await self.store.reserve_send(order.cl_ord_id, order.order_id, venue, "D")
+        res = await self.store.reserve_send(order.cl_ord_id, order.order_id, venue,
+                                             MsgType.NEW_ORDER_SINGLE)
         if res.status == SENT:
             return await self._already_sent(order, res.venue)
         if res.venue != venue:  # lost a race with a concurrent attempt that chose another venue
             session = self._logged_on(res.venue)
         poss_resend = not res.created
-        seq = await session.send(new_order_single(order, poss_resend=poss_resend))
+        seq = await session.send(_build(new_order_single, order, poss_resend=poss_resend))
         await self.store.mark_sent(order.cl_ord_id, seq)
         log.info("order %s -> %s NewOrderSingle seq %d%s", order.order_id, res.venue, seq,
                  " PossResend" if poss_resend else "")
@@ -349,7 +239,7 @@ class GatewayActivities:
         """OrderCancelRequest for the order; returns the cancel's ClOrdID (``<order>:C<n>``, or
         ``<order>:X<n>`` for a DAY order's own cancel at the close)."""
         cl_ord_id = req.cl_ord_id
-        await self._send_once(cl_ord_id, req, "F", order_cancel_request)
+        await self._send_once(cl_ord_id, req, MsgType.ORDER_CANCEL_REQUEST, order_cancel_request)
         return cl_ord_id
 
     @activity.defn(name="send_status")
@@ -358,17 +248,17 @@ class GatewayActivities:
         OrdStatusReqID; the venue answers an ExecutionReport ExecType=I under the order's own
         ClOrdID)."""
         req_id = status_cl_ord_id(req.order_id, req.attempt)
-        await self._send_once(req_id, req, "H", order_status_request)
+        await self._send_once(req_id, req, MsgType.ORDER_STATUS_REQUEST, order_status_request)
         return req_id
 
     async def _send_once(self, key: str, req: VenueCancel, msg_type: str, build: _Builder) -> None:
-        build(req)  # validate
+        _build(build, req)  # validate
         session = self._logged_on(req.venue)
         res = await self.store.reserve_send(key, req.order_id, req.venue, msg_type)
         if res.status == SENT:
             log.info("%s %s already sent (retry): not sending again", msg_type, key)
             return
-        seq = await session.send(build(req, poss_resend=not res.created))
+        seq = await session.send(_build(build, req, poss_resend=not res.created))
         await self.store.mark_sent(key, seq)
         log.info("order %s -> %s %s %s seq %d", req.order_id, req.venue, msg_type, key, seq)
 

@@ -20,7 +20,7 @@ from db.controls import ControlsCache
 from db.errors import DbError, LedgerRejected
 from db.orders import OrderStore, Quotes, RiskContext
 from domain.errors import DomainError
-from domain.execution import ExecutionReportSignal, VenueAck, VenueOrder
+from domain.execution import VenueAck, VenueEvent, VenueOrder
 from domain.orders import (
     AcceptOrderInput,
     OrderSnapshot,
@@ -36,7 +36,7 @@ from marketdata.quotes import LatestQuotes
 @dataclass
 class ApplyReportsInput:
     order_id: str
-    reports: list[ExecutionReportSignal]
+    reports: list[VenueEvent]
     routed_venue: str | None = None  # also record the move to ROUTED (the gateway sent it there)
 
 

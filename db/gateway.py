@@ -11,9 +11,11 @@ Two tables:
 
 ``gateway_reports``
     Every inbound venue event, keyed by ``(venue, exec_id)``: an ExecutionReport or an
-    OrderCancelReject (synthesized exec id). Inserted once (``ON CONFLICT DO NOTHING``) before the
-    FIX session advances its inbound sequence number; ``delivered_at`` is set once the order
-    workflow has been signalled. Undelivered rows carry a retry schedule (``next_attempt_at``).
+    OrderCancelReject (synthesized exec id), kept as the venue sent it
+    (:class:`fix.messages.ExecReport`; order workflows get its :class:`VenueEvent`). Inserted
+    once (``ON CONFLICT DO NOTHING``) before the FIX session advances its inbound sequence
+    number; ``delivered_at`` is set once the order workflow has been signalled. Undelivered rows
+    carry a retry schedule (``next_attempt_at``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from db import sql
 from db.engines import make_engine, run_in_transaction
-from domain.execution import ExecutionReportSignal
+from domain.execution import VenueEvent
+from fix.messages import ExecReport, report_from_payload, venue_event
 
 T = TypeVar("T")
 SENDING = "sending"
@@ -56,12 +59,13 @@ class PendingReport:
     exec_id: str
     order_id: str
     attempts: int
-    signal: ExecutionReportSignal
+    event: VenueEvent  # what the order workflow is signalled
 
 
-def signal_from_payload(payload: dict[str, Any] | str) -> ExecutionReportSignal:
+def event_from_payload(payload: dict[str, Any] | str) -> VenueEvent:
+    """The venue event of a recorded report (the row keeps the report as the venue sent it)."""
     data = json.loads(payload) if isinstance(payload, str) else payload
-    return ExecutionReportSignal(**data)
+    return venue_event(report_from_payload(data))
 
 
 class GatewayStore:
@@ -134,7 +138,7 @@ class GatewayStore:
 
     # ------------------------------------------------------------------ inbound reports
 
-    async def record_report(self, signal: ExecutionReportSignal, *, deliverable: bool = True) -> bool:
+    async def record_report(self, signal: ExecReport, *, deliverable: bool = True) -> bool:
         """Insert the report once; True when it is new. ``deliverable=False`` books it as
         already delivered (a report no order workflow can receive: kept for the audit only)."""
         row = await self._first(
@@ -158,7 +162,7 @@ class GatewayStore:
                WHERE delivered_at IS NULL AND next_attempt_at <= now()
                ORDER BY id LIMIT :n""", {"n": limit})
         return [PendingReport(r["id"], r["venue"], r["exec_id"], r["order_id"], r["attempts"],
-                              signal_from_payload(r["payload"])) for r in rows]
+                              event_from_payload(r["payload"])) for r in rows]
 
     async def mark_delivered(self, keys: list[tuple[str, str]]) -> None:
         """Set ``delivered_at`` on the ``(venue, exec_id)`` rows (idempotent)."""
@@ -180,12 +184,12 @@ class GatewayStore:
                WHERE order_id = :o AND delivered_at IS NULL""",
             {"o": order_id, "d": delay_s, "err": error[:1000]})
 
-    async def reports_for_order(self, order_id: str) -> list[tuple[ExecutionReportSignal, bool]]:
+    async def reports_for_order(self, order_id: str) -> list[tuple[VenueEvent, bool]]:
         """Every report booked for ``order_id`` in arrival order, with its delivered flag."""
         rows = await self._rows(
             """SELECT payload, delivered_at IS NOT NULL AS delivered FROM gateway_reports
                WHERE order_id = :o ORDER BY id""", {"o": order_id})
-        return [(signal_from_payload(r["payload"]), bool(r["delivered"])) for r in rows]
+        return [(event_from_payload(r["payload"]), bool(r["delivered"])) for r in rows]
 
 
 def _reservation(cl_ord_id: str, row: sql.Row) -> SendReservation:

@@ -29,7 +29,7 @@ _BUYS = """
 SELECT o.id, min(e.trade_date) AS trade_date, sum(e.qty) AS qty, sum(e.qty * e.price) AS value,
        (SELECT t.created_at FROM ledger_transactions t
          WHERE t.id = 'order:' || o.id || :hold_suffix) AS held_at
-  FROM orders o JOIN executions e ON e.order_id = o.id AND e.qty > 0 AND e.exec_type = 'F'
+  FROM orders o JOIN executions e ON e.order_id = o.id AND e.qty > 0
  WHERE o.account_id = :a AND o.symbol = :s AND o.side = 'buy'
    AND e.trade_date BETWEEN :since AND :td
  GROUP BY o.id

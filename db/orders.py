@@ -33,7 +33,12 @@ from db.sql import Row
 from domain import calendar
 from domain import ledger as rules
 from domain.account import share_positions
-from domain.execution import ExecutionReportSignal, is_expiry_request, parse_transact_time
+from domain.execution import (
+    WORKING_VENUE_STATUSES,
+    VenueEvent,
+    VenueEventKind,
+    VenueStatus,
+)
 from domain.ledger import LedgerTxn
 from domain.money import plain
 from domain.orders import (
@@ -376,10 +381,10 @@ def _fill_math(row: Row, last_qty: Decimal, last_px: Decimal) -> FillMath:
                       hold_remaining=Decimal(row["hold_amount"]), last_qty=last_qty, last_px=last_px)
 
 
-def _refusal(row: Row, r: ExecutionReportSignal) -> OrderError | None:
+def _refusal(row: Row, r: VenueEvent) -> OrderError | None:
     """Why a venue fill cannot be booked against the order as it stands (an overfill, no
     quantity or price), or None. Pure: it is decided before anything is written."""
-    if r.msg_type != "8" or r.exec_type != "F":
+    if r.kind != VenueEventKind.FILL:
         return None
     try:
         _fill_math(row, Decimal(r.last_qty or "0"), Decimal(r.last_px or "0"))
@@ -390,7 +395,7 @@ def _refusal(row: Row, r: ExecutionReportSignal) -> OrderError | None:
     return None
 
 
-async def _refuse(conn: AsyncConnection, row: Row, r: ExecutionReportSignal,
+async def _refuse(conn: AsyncConnection, row: Row, r: VenueEvent,
                   why: OrderError) -> Row:
     """A venue fill the rules refuse: its execution row is kept with quantity 0 (so the ExecID
     stays deduplicated and nothing counts it), the refusal is audited, and a working order goes
@@ -611,11 +616,11 @@ class OrderStore:
 
         return await self._tx(_do)  # type: ignore[no-any-return]
 
-    async def apply_report(self, r: ExecutionReportSignal) -> OrderSnapshot:
+    async def apply_report(self, r: VenueEvent) -> OrderSnapshot:
         """Book one venue event exactly once (keyed by venue + ExecID)."""
         return await self.apply_reports(r.order_id, [r])
 
-    async def apply_reports(self, order_id: str, reports: list[ExecutionReportSignal], *,
+    async def apply_reports(self, order_id: str, reports: list[VenueEvent], *,
                             routed_venue: str | None = None) -> OrderSnapshot:
         """In one transaction: the move to ROUTED (``routed_venue``: the gateway handed the
         order to that venue) when it has not happened yet, then each venue event in order,
@@ -633,8 +638,9 @@ class OrderStore:
 
         return await self._tx(_do)  # type: ignore[no-any-return]
 
-    async def _book(self, conn: AsyncConnection, row: Row, r: ExecutionReportSignal) -> Row:
+    async def _book(self, conn: AsyncConnection, row: Row, r: VenueEvent) -> Row:
         refused = _refusal(row, r)
+        fill = r.kind == VenueEventKind.FILL
         fresh = await sql.first(
             conn, """
             INSERT INTO executions (venue, exec_id, order_id, account_id, symbol, side, exec_type,
@@ -644,11 +650,12 @@ class OrderStore:
             """,
             {"v": r.venue, "e": r.exec_id, "o": row["id"], "a": row["account_id"],
              "sym": row["symbol"], "side": row["side"],
-             "et": "refused" if refused else r.exec_type if r.msg_type == "8" else "cancel_reject",
-             "q": Decimal(r.last_qty or "0") if r.exec_type == "F" and not refused else Decimal(0),
-             "p": Decimal(r.last_px) if r.last_px and r.exec_type == "F" and not refused else None,
+             "et": "refused" if refused else r.kind.value,
+             "q": Decimal(r.last_qty or "0") if fill and not refused else Decimal(0),
+             "p": Decimal(r.last_px) if r.last_px and fill and not refused else None,
              "cq": Decimal(r.cum_qty or "0"), "lq": Decimal(r.leaves_qty or "0"),
-             "ap": Decimal(r.avg_px or "0"), "tt": parse_transact_time(r.transact_time),
+             "ap": Decimal(r.avg_px or "0"),
+             "tt": datetime.fromisoformat(r.transact_time) if r.transact_time else None,
              "raw": json.dumps(r.__dict__)})
         if fresh is None:
             return row  # this ExecID was booked before: a duplicate or a replay
@@ -656,12 +663,12 @@ class OrderStore:
             return await _refuse(conn, row, r, refused)
         return await self._apply(conn, row, r)
 
-    async def _apply(self, conn: AsyncConnection, row: Row, r: ExecutionReportSignal) -> Row:
+    async def _apply(self, conn: AsyncConnection, row: Row, r: VenueEvent) -> Row:
         state = S(row["state"])
         actor = f"venue:{r.venue}"
-        info = {"exec_id": r.exec_id, "exec_type": r.exec_type, "ord_status": r.ord_status,
+        info = {"exec_id": r.exec_id, "kind": r.kind.value, "status": r.status.value,
                 "text": r.text, "cum_qty": r.cum_qty, "leaves_qty": r.leaves_qty}
-        if r.msg_type == "9":  # OrderCancelReject: the order lives on at the venue
+        if r.kind == VenueEventKind.CANCEL_REJECTED:  # the order lives on at the venue
             back = S.PARTIALLY_FILLED if Decimal(row["filled_qty"]) > 0 else S.ACKED
             if state in (S.PENDING_CANCEL, S.STUCK) and can_transition(state, back):
                 new = _set(row, state=back.value)
@@ -672,12 +679,12 @@ class OrderStore:
             _event(row, event="cancel_rejected", actor=actor, reason=r.text,
                    to_state=state.value, data=info)
             return row
-        if state in TERMINAL and r.exec_type != "F":
+        if state in TERMINAL and r.kind != VenueEventKind.FILL:
             _event(row, event="late_report", actor=actor, reason=r.text,
                    to_state=state.value, data=info)
             return row
-        match r.exec_type:
-            case "0":  # new
+        match r.kind:
+            case VenueEventKind.ACK:
                 if state == S.ROUTED:
                     new = _set(row, state="ACKED", venue_order_id=r.venue_order_id)
                     _event(row, event="new", actor=actor, reason="venue accepted",
@@ -685,39 +692,40 @@ class OrderStore:
                     _outbox(new, "new")
                     return new
                 return _set(row, venue_order_id=r.venue_order_id)
-            case "F":
+            case VenueEventKind.FILL:
                 return await self._fill(conn, row, r, actor, info)
-            case "4":
-                if is_expiry_request(r.cl_ord_id):  # our own cancel at the DAY close
+            case VenueEventKind.CANCELED:
+                if r.at_close:  # our own cancel at the DAY close
                     return await _finish(conn, row, S.EXPIRED, actor=actor, event="expired",
                                          reason="DAY order expired at the close", data=info)
                 return await _finish(conn, row, S.CANCELED, actor=actor, event="canceled",
                                      reason=r.text or "canceled at the venue", data=info)
-            case "C":
+            case VenueEventKind.EXPIRED:
                 return await _finish(conn, row, S.EXPIRED, actor=actor, event="expired",
                                      reason=r.text or "expired at the venue", data=info)
-            case "8":
+            case VenueEventKind.REJECTED:
                 return await _finish(conn, row, S.REJECTED, actor=actor, event="rejected",
                                      code="venue_rejected",
-                                     reason=f"rejected by {r.venue}: {r.text or r.ord_rej_reason}",
+                                     reason=f"rejected by {r.venue}: {r.text or r.reject_reason}",
                                      data=info)
-            case "I":  # status: terminal answers with nothing unbooked end the order
-                done = {"4": S.CANCELED, "C": S.EXPIRED, "8": S.REJECTED}.get(r.ord_status)
+            case VenueEventKind.STATUS:  # terminal answers with nothing unbooked end the order
+                done = {VenueStatus.CANCELED: S.CANCELED, VenueStatus.EXPIRED: S.EXPIRED,
+                        VenueStatus.REJECTED: S.REJECTED}.get(r.status)
                 if done is not None and Decimal(r.cum_qty or 0) == Decimal(row["filled_qty"]):
                     return await _finish(conn, row, done, actor=actor, event=done.value.lower(),
                                          reason=f"venue status: {r.text or done.value.lower()}",
                                          data=info,
                                          code="venue_rejected" if done == S.REJECTED else None)
-                if state == S.ROUTED and r.ord_status in ("0", "1"):
+                if state == S.ROUTED and r.status in WORKING_VENUE_STATUSES:
                     new = _set(row, state="ACKED")
                     _event(row, event="new", actor=actor, reason="venue status: working",
                            to_state="ACKED", data=info)
                     return new
-        _event(row, event=f"report_{r.exec_type or 'x'}", actor=actor, reason=r.text,
+        _event(row, event=f"report_{r.kind.value}", actor=actor, reason=r.text,
                to_state=state.value, data=info)
         return row
 
-    async def _fill(self, conn: AsyncConnection, row: Row, r: ExecutionReportSignal,
+    async def _fill(self, conn: AsyncConnection, row: Row, r: VenueEvent,
                     actor: str, info: dict[str, Any]) -> Row:
         last_qty, last_px = Decimal(r.last_qty), Decimal(r.last_px or "0")
         math = _fill_math(row, last_qty, last_px)
@@ -793,14 +801,15 @@ class OrderStore:
                 exec_id = f"manual-{inp.order_id}-{total}"
                 await sql.execute(
                     conn, "INSERT INTO executions (venue, exec_id, order_id, account_id, symbol, side, "
-                    "exec_type, qty, price) VALUES ('operator', :e, :o, :a, :s, :side, 'F', :q, :p) "
+                    "exec_type, qty, price) VALUES ('operator', :e, :o, :a, :s, :side, 'fill', :q, :p) "
                     "ON CONFLICT DO NOTHING",
                     {"e": exec_id, "o": row["id"], "a": row["account_id"], "s": row["symbol"],
                      "side": row["side"], "q": missing, "p": Decimal(inp.avg_price)})
-                r = ExecutionReportSignal(
-                    venue="operator", exec_id=exec_id, msg_type="8", cl_ord_id=inp.order_id,
-                    order_id=inp.order_id, exec_type="F", ord_status="2" if total == Decimal(row["qty"])
-                    else "1", last_qty=str(missing), last_px=inp.avg_price, text=inp.note)
+                r = VenueEvent(
+                    venue="operator", exec_id=exec_id, order_id=inp.order_id, kind=VenueEventKind.FILL,
+                    status=VenueStatus.FILLED if total == Decimal(row["qty"])
+                    else VenueStatus.PARTIALLY_FILLED, cl_ord_id=inp.order_id,
+                    last_qty=str(missing), last_px=inp.avg_price, text=inp.note)
                 row = await self._fill(conn, row, r, f"operator:{inp.operator}",
                                        {"resolution": inp.outcome, "note": inp.note})
             if S(row["state"]) not in TERMINAL:

@@ -42,7 +42,7 @@ class ShardSettlement:
 _PENDING = """
     SELECT e.venue, e.exec_id, e.account_id, e.symbol, e.side, e.qty, e.price
       FROM executions e
-     WHERE e.settle_date <= :d AND e.qty > 0 AND e.exec_type = 'F' AND e.ledger_txn_id IS NOT NULL
+     WHERE e.settle_date <= :d AND e.qty > 0 AND e.ledger_txn_id IS NOT NULL
        AND NOT EXISTS (SELECT 1 FROM settlements s WHERE s.venue = e.venue AND s.exec_id = e.exec_id)
 """
 

@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 GATEWAY_TASK_QUEUE = "execution-gateway"
-FINAL_ORD_STATUSES = frozenset({"2", "4", "8", "C"})  # FIX 39: filled, canceled, rejected, expired
 EXECUTION_REPORT_SIGNAL = "execution_report"
 
 
@@ -94,7 +93,7 @@ class VenueAck:
     venue: str
     cl_ord_id: str
     resent: bool = False
-    reports: list[ExecutionReportSignal] = field(default_factory=list)
+    reports: list[VenueEvent] = field(default_factory=list)
 
 
 @dataclass
@@ -112,38 +111,6 @@ class VenueCancel:
     @property
     def cl_ord_id(self) -> str:
         return (expiry_cl_ord_id if self.expiry else cancel_cl_ord_id)(self.order_id, self.attempt)
-
-
-@dataclass
-class ExecutionReportSignal:
-    """One venue event delivered to an order workflow: an ExecutionReport (msg_type ``8``) or an
-    OrderCancelReject (msg_type ``9``, exec_id synthesized by the gateway)."""
-
-    venue: str
-    exec_id: str
-    msg_type: str
-    cl_ord_id: str
-    order_id: str
-    exec_type: str  # FIX 150 (ExecutionReport) or "" (OrderCancelReject)
-    ord_status: str  # FIX 39
-    orig_cl_ord_id: str | None = None
-    venue_order_id: str | None = None
-    last_qty: str = "0"
-    last_px: str | None = None
-    cum_qty: str = "0"
-    leaves_qty: str = "0"
-    avg_px: str = "0"
-    text: str | None = None
-    ord_rej_reason: str | None = None
-    cxl_rej_reason: str | None = None
-    transact_time: str | None = None
-    poss_dup: bool = False
-    poss_resend: bool = False
-
-    @property
-    def final(self) -> bool:
-        """The venue says the order is done (filled, canceled, rejected or expired)."""
-        return self.msg_type == "8" and self.ord_status in FINAL_ORD_STATUSES
 
 
 # --- venue events: what a venue said, in the order core's words --------------------------

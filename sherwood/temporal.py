@@ -21,6 +21,8 @@ from temporalio.converter import (
     value_to_type,
 )
 
+from domain.execution import VenueEvent
+from fix.messages import is_legacy_payload, legacy_venue_event
 from sherwood.embedded import ORDER_SEARCH_ATTRIBUTES
 from sherwood.settings import Settings
 
@@ -43,11 +45,17 @@ class CachedHintsDataclasses(JSONTypeConverter):
     time: about 5% of the shard worker's CPU under load. Same rules as the SDK's: unknown keys
     are ignored, a missing required field fails in the constructor, ``init=False`` fields are
     set afterwards.
+
+    Payloads of an older shape are upgraded here, the one place that knows payload versions: a
+    :class:`VenueEvent` recorded as a FIX-coded ``ExecutionReportSignal`` (histories and signals
+    written before venue events existed) decodes to the event it means.
     """
 
     def to_typed_value(self, hint: type, value: Any) -> Any:
         if not (isinstance(hint, type) and dataclasses.is_dataclass(hint) and isinstance(value, dict)):
             return JSONTypeConverter.Unhandled
+        if hint is VenueEvent and is_legacy_payload(value):
+            return legacy_venue_event(value)
         hints, fields = _dataclass_shape(hint)
         init: dict[str, Any] = {}
         later: dict[str, Any] = {}

@@ -52,11 +52,12 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
-from activities.gateway import GatewayActivities, ReportWatch, parse_inbound
+from activities.gateway import GatewayActivities, ReportWatch
 from activities.gateway_link import GatewayLinkServer
 from db.controls import ControlsCache, is_halted_now
 from db.gateway import GatewayStore, PendingReport
-from domain.execution import EXECUTION_REPORT_SIGNAL, GATEWAY_TASK_QUEUE, ExecutionReportSignal
+from domain.execution import EXECUTION_REPORT_SIGNAL, GATEWAY_TASK_QUEUE, VenueEvent
+from fix.messages import Tag, parse_inbound, venue_event
 from fix.session import FixInitiator, FixSession, MessageHandler, SessionConfig
 from fix.store import SqliteSessionStore
 from sherwood.lifecycle import run_loop, stopped_by_signals
@@ -119,7 +120,7 @@ class ReportDelivery:
             log.error("%s: unusable report (%s): %r", venue, exc, msg)
             return
         if report is None:
-            mt = msg.get(35)
+            mt = msg.get(Tag.MSG_TYPE)
             log.warning("%s: ignoring application message MsgType %r: %r", venue, mt, msg)
             return
         deliverable = bool(report.order_id) and report.order_id != "NONE"
@@ -131,7 +132,8 @@ class ReportDelivery:
             log.debug("%s: booked %s for order %s (150=%s 39=%s cum=%s)", venue, report.exec_id,
                       report.order_id, report.exec_type, report.ord_status, report.cum_qty)
             if (watch := self._watches.get(report.order_id)) is not None:
-                watch.add(report)  # its send_new_order takes it; the watch's end wakes us if not
+                # its send_new_order takes it; the watch's end wakes us if not
+                watch.add(venue_event(report))
             else:
                 self._wake.set()
         else:
@@ -153,14 +155,14 @@ class ReportDelivery:
             if any((r.venue, r.exec_id) not in self._handed for r in watch.reports):
                 self._wake.set()  # whatever was not handed over goes out as signals
 
-    async def handed_over(self, reports: list[ExecutionReportSignal]) -> None:
+    async def handed_over(self, reports: list[VenueEvent]) -> None:
         keys = [(r.venue, r.exec_id) for r in reports]
         now = time.monotonic()
         self._handed.update((k, now) for k in keys)  # before the commit: see deliver_once
         await self.store.mark_delivered(keys)
 
-    async def recorded(self, order_id: str) -> list[ExecutionReportSignal]:
-        return [signal for signal, _ in await self.store.reports_for_order(order_id)]
+    async def recorded(self, order_id: str) -> list[VenueEvent]:
+        return [event for event, _ in await self.store.reports_for_order(order_id)]
 
     # ------------------------------------------------------------------ delivery
 
@@ -222,7 +224,7 @@ class ReportDelivery:
         async with self._sem:
             for p in rows:  # in arrival order; stop at the first failure to keep that order
                 try:
-                    await self.signal(p.signal)
+                    await self.signal(p.event)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -247,7 +249,7 @@ class ReportDelivery:
                     p.venue, p.exec_id, attempts, what, delay)
         await self.store.defer_order(order_id, delay, what)
 
-    async def signal(self, report: ExecutionReportSignal) -> None:
+    async def signal(self, report: VenueEvent) -> None:
         """Signal ``execution_report`` to the workflow ``report.order_id`` (deduplicated by the
         server through the request id)."""
         client = self.client

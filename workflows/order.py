@@ -29,9 +29,9 @@ with workflow.unsafe.imports_passed_through():
     from domain.execution import (
         EXECUTION_REPORT_SIGNAL,
         GATEWAY_TASK_QUEUE,
-        ExecutionReportSignal,
         VenueAck,
         VenueCancel,
+        VenueEvent,
         VenueOrder,
     )
     from domain.orders import (
@@ -76,7 +76,7 @@ class OrderWorkflow:
         self._inp = inp
         self._t = inp.timeouts or OrderTimeouts()
         self._snap: OrderSnapshot | None = inp.snapshot
-        self._reports: list[ExecutionReportSignal] = []
+        self._reports: list[VenueEvent] = []
         self._seen: set[str] = set(inp.seen_exec_ids or [])
         self._cancel_requested = False
         self._resolution: ResolveInput | None = None
@@ -91,11 +91,11 @@ class OrderWorkflow:
     # --- handlers -------------------------------------------------------------------------
 
     @workflow.signal(name=EXECUTION_REPORT_SIGNAL)
-    def execution_report(self, report: ExecutionReportSignal) -> None:
+    def execution_report(self, report: VenueEvent) -> None:
         if self._first_time(report):
             self._reports.append(report)
 
-    def _first_time(self, report: ExecutionReportSignal) -> bool:
+    def _first_time(self, report: VenueEvent) -> bool:
         key = f"{report.venue}:{report.exec_id}"
         if key in self._seen:
             return False  # a duplicate (PossDup / PossResend / redelivery): booked once, ever

@@ -12,8 +12,9 @@ import pytest
 from temporalio.exceptions import ApplicationError
 
 from activities.gateway_link import GatewayLink, GatewayLinkServer
-from domain.execution import ExecutionReportSignal, VenueAck, VenueOrder
+from domain.execution import VenueAck, VenueEvent, VenueOrder
 from sherwood.embedded import free_port
+from tests.venue_reports import fix_report
 
 STACK = "default/execution-gateway/test"
 
@@ -23,8 +24,8 @@ def order(n: int = 1, qty: str = "10") -> VenueOrder:
                       symbol="AAPL", side="buy", qty=qty, order_type="market", time_in_force="day")
 
 
-def report(o: VenueOrder, exec_id: str, exec_type: str, cum: str) -> ExecutionReportSignal:
-    return ExecutionReportSignal(
+def report(o: VenueOrder, exec_id: str, exec_type: str, cum: str) -> VenueEvent:
+    return fix_report(
         order_id=o.order_id, venue="MM1", exec_id=exec_id, msg_type="8", cl_ord_id=o.cl_ord_id,
         exec_type=exec_type,
         ord_status=exec_type, last_qty=cum, last_px="187.50", cum_qty=cum, leaves_qty="0",

@@ -14,10 +14,10 @@ from db.accounts import OpenedAccount, open_account
 from db.orders import OrderStore, Quotes
 from db.router import ShardRouter
 from domain.assets import get_asset
-from domain.execution import ExecutionReportSignal
 from domain.orders import AcceptOrderInput, OrderState, parse_order_request
 from marketdata.quotes import LatestQuotes
 from sherwood.settings import Settings
+from tests.venue_reports import fix_report
 
 POSITION_KEYS = {"asset_id", "symbol", "exchange", "asset_class", "avg_entry_price", "qty", "side",
                  "cost_basis", "market_value", "unrealized_pl", "unrealized_plpc", "current_price",
@@ -51,12 +51,12 @@ async def trade(
                          "0.05"), Quotes(ask=Decimal(limit)))
     assert snap.state == "FUNDS_HELD", snap
     await store.transition(oid, OrderState.ROUTED, reason="test", venue=venue)
-    await store.apply_report(ExecutionReportSignal(venue, f"{oid}:ack", "8", oid, oid, "0", "0",
+    await store.apply_report(fix_report(venue, f"{oid}:ack", "8", oid, oid, "0", "0",
                                                    venue_order_id=f"V{oid[:8]}", leaves_qty=str(qty)))
     cum = 0
     for n, (q, px) in enumerate(fills):
         cum += q
-        await store.apply_report(ExecutionReportSignal(
+        await store.apply_report(fix_report(
             venue, f"{oid}:F{n}", "8", oid, oid, "F", "2" if cum == qty else "1", last_qty=str(q),
             last_px=px, cum_qty=str(cum), leaves_qty=str(qty - cum), avg_px=px))
     return oid

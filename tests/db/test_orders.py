@@ -14,8 +14,8 @@ from db.accounts import OpenedAccount, open_account
 from db.engines import reading
 from db.orders import OrderStore, Quotes, alpaca_order, alpaca_order_at_accept, snapshot
 from db.router import ShardRouter
-from domain.execution import ExecutionReportSignal
 from domain.orders import AcceptOrderInput, OrderSnapshot, parse_order_request
+from tests.venue_reports import fix_report
 
 
 async def funded(router: ShardRouter, cash: str) -> OpenedAccount:
@@ -65,11 +65,11 @@ async def test_many_steps_in_one_transaction_write_the_row_they_return(router: S
     # ROUTED, ACKED, a partial fill and the fill that completes it, in one transaction; the
     # average price is 10.00666...
     reports = [
-        ExecutionReportSignal("MM1", f"{oid}:E1", "8", oid, oid, "0", "0", venue_order_id="V1",
+        fix_report("MM1", f"{oid}:E1", "8", oid, oid, "0", "0", venue_order_id="V1",
                               leaves_qty="3"),
-        ExecutionReportSignal("MM1", f"{oid}:E2", "8", oid, oid, "F", "1", last_qty="1",
+        fix_report("MM1", f"{oid}:E2", "8", oid, oid, "F", "1", last_qty="1",
                               last_px="10.00", cum_qty="1", leaves_qty="2", avg_px="10.00"),
-        ExecutionReportSignal("MM1", f"{oid}:E3", "8", oid, oid, "F", "2", last_qty="2",
+        fix_report("MM1", f"{oid}:E3", "8", oid, oid, "F", "2", last_qty="2",
                               last_px="10.01", cum_qty="3", leaves_qty="0", avg_px="10.0067"),
     ]
     snap = await store.apply_reports(oid, reports, routed_venue="MM1")

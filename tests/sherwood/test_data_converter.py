@@ -8,8 +8,9 @@ import pytest
 from temporalio.converter import DataConverter
 
 from activities.orders import ApplyReportsInput
-from domain.execution import ExecutionReportSignal, VenueAck
+from domain.execution import VenueAck, VenueEvent, VenueEventKind, VenueStatus
 from domain.orders import OrderSnapshot, OrderTimeouts, PlaceOrderInput
+from fix.messages import ExecReport
 from sherwood.temporal import DATA_CONVERTER
 
 
@@ -20,10 +21,9 @@ class _WithLateField:
     late: str = field(default="x", init=False)
 
 
-def _report(exec_id: str) -> ExecutionReportSignal:
-    return ExecutionReportSignal(venue="v", exec_id=exec_id, msg_type="8", cl_ord_id="c",
-                                 order_id="o", exec_type="F", ord_status="2", last_qty="1",
-                                 last_px="12.31")
+def _report(exec_id: str) -> VenueEvent:
+    return VenueEvent(venue="v", exec_id=exec_id, order_id="o", kind=VenueEventKind.FILL,
+                      status=VenueStatus.FILLED, cl_ord_id="c", last_qty="1", last_px="12.31")
 
 
 SNAP = OrderSnapshot(order_id="o", account_id="a", client_order_id="c", state="FILLED",
@@ -65,3 +65,21 @@ def test_encodes_like_the_sdk(value: object, hint: type) -> None:
     """Byte for byte: workflows replay histories written by either."""
     assert (DATA_CONVERTER.payload_converter.to_payloads([value])
             == DataConverter.default.payload_converter.to_payloads([value]))
+
+
+def test_venue_events_recorded_before_they_existed_decode_to_what_they_mean() -> None:
+    """A history or signal written when the payload was the FIX-coded ExecutionReportSignal:
+    decoded as a VenueEvent, alone or inside another payload, it means the same."""
+    legacy = ExecReport(venue="MM1", exec_id="E7", msg_type="8", cl_ord_id="o:X1", order_id="o",
+                        exec_type="4", ord_status="4", cum_qty="2", leaves_qty="0",
+                        transact_time="20261126-15:00:01.250", poss_dup=True)
+    conv = DATA_CONVERTER.payload_converter
+    event = conv.from_payloads(conv.to_payloads([legacy]), [VenueEvent])[0]
+    assert event == VenueEvent(
+        venue="MM1", exec_id="E7", order_id="o", kind=VenueEventKind.CANCELED,
+        status=VenueStatus.CANCELED, cl_ord_id="o:X1", cum_qty="2", leaves_qty="0",
+        transact_time="2026-11-26T15:00:01.250000+00:00", redelivered=True)
+    assert event.at_close and event.final
+    ack = conv.from_payloads(conv.to_payloads([{"venue": "MM1", "cl_ord_id": "o",
+                                                 "reports": [legacy.__dict__]}]), [VenueAck])[0]
+    assert ack.reports == [event]

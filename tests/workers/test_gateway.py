@@ -31,16 +31,18 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from activities.gateway import GatewayActivities, cancel_reject_exec_id, parse_inbound
+from activities.gateway import GatewayActivities
 from db.gateway import GatewayStore
 from db.migrate import drop_database, migrate_gateway
 from domain.execution import (
     EXECUTION_REPORT_SIGNAL,
-    ExecutionReportSignal,
     VenueAck,
     VenueCancel,
+    VenueEvent,
+    VenueEventKind,
     VenueOrder,
 )
+from fix.messages import cancel_reject_exec_id, parse_inbound
 from fix.session import FixSession, SessionConfig
 from fix.store import MemorySessionStore
 from sherwood.settings import Settings, VenueConfig
@@ -63,14 +65,14 @@ class RecorderInput:
 @dataclass
 class RecorderState:
     ack: VenueAck | None = None
-    reports: list[ExecutionReportSignal] = field(default_factory=list)
+    reports: list[VenueEvent] = field(default_factory=list)
 
 
 @workflow.defn(name="GatewayTestReportRecorder")
 class ReportRecorder:
     def __init__(self) -> None:
         self._state = RecorderState()
-        self._signalled: list[ExecutionReportSignal] = []
+        self._signalled: list[VenueEvent] = []
         self._done = False
 
     @workflow.run
@@ -83,7 +85,7 @@ class ReportRecorder:
         return self._state
 
     @workflow.signal(name=EXECUTION_REPORT_SIGNAL)
-    def execution_report(self, report: ExecutionReportSignal) -> None:
+    def execution_report(self, report: VenueEvent) -> None:
         self._signalled.append(report)
 
     @workflow.signal
@@ -224,11 +226,11 @@ async def wait_state(handle: WorkflowHandle[Any, Any], pred: Callable[[RecorderS
 
 
 def filled(st: RecorderState) -> bool:
-    return any(r.ord_status == "2" for r in st.reports)
+    return any(r.status == "filled" for r in st.reports)
 
 
-def trades(st: RecorderState) -> list[ExecutionReportSignal]:
-    return [r for r in st.reports if r.exec_type == "F"]
+def trades(st: RecorderState) -> list[VenueEvent]:
+    return [r for r in st.reports if r.kind == "fill"]
 
 
 async def eventually(cond: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
@@ -268,10 +270,10 @@ async def test_uc3_fills_arrive_as_signals(client: Client, store: GatewayStore, 
         st = await h.query(ReportRecorder.state)
     assert ack_of(st.ack) == ("MM1", order.order_id, False)
     # the venue's first answers ride in the ack (New, and the first slice when it is quick)
-    assert st.ack is not None and [r.exec_type for r in st.ack.reports][:1] == ["0"]
+    assert st.ack is not None and [r.kind for r in st.ack.reports][:1] == ["ack"]
     assert_once_each(st)
-    assert [(r.exec_type, r.ord_status) for r in st.reports] == [
-        ("0", "0"), ("F", "1"), ("F", "1"), ("F", "2")]
+    assert [(r.kind, r.status) for r in st.reports] == [
+        ("ack", "new"), ("fill", "partially_filled"), ("fill", "partially_filled"), ("fill", "filled")]
     assert [(r.last_qty, r.last_px, r.cum_qty, r.leaves_qty) for r in trades(st)] == [
         ("400", "187.12", "400", "600"), ("300", "187.22", "700", "300"),
         ("300", "187.22", "1000", "0")]
@@ -396,7 +398,7 @@ async def test_report_before_workflow_exists(
         await asyncio.sleep(0.3)
         st = await h.query(ReportRecorder.state)
     assert_once_each(st)
-    assert [(r.exec_type, r.ord_status) for r in st.reports] == [("0", "0"), ("F", "2")]
+    assert [(r.kind, r.status) for r in st.reports] == [("ack", "new"), ("fill", "filled")]
     assert all(d for _, d in await store.reports_for_order(order.order_id))
     await h.signal(ReportRecorder.finish)
 
@@ -409,31 +411,31 @@ async def test_cancel_and_status_round_trip(
         acts = gw.activities
         order = new_order("10", order_type="limit", limit_price="150.00", time_in_force="gtc")
         h = await start_recorder(client, recorder_queue, order.order_id, order, gw.task_queue)
-        await wait_state(h, lambda st: [r.exec_type for r in st.reports] == ["0"])
+        await wait_state(h, lambda st: [r.kind for r in st.reports] == ["ack"])
         req = VenueCancel(order_id=order.order_id, venue="MM1", symbol="AAPL", side="buy", qty="10")
 
         assert await acts.send_status(req) == f"{order.order_id}:S1"
-        st = await wait_state(h, lambda st: any(r.exec_type == "I" for r in st.reports))
-        status = next(r for r in st.reports if r.exec_type == "I")
-        assert (status.cl_ord_id, status.ord_status, status.leaves_qty) == (order.order_id, "0", "10")
+        st = await wait_state(h, lambda st: any(r.kind == "status" for r in st.reports))
+        status = next(r for r in st.reports if r.kind == "status")
+        assert (status.cl_ord_id, status.status, status.leaves_qty) == (order.order_id, "new", "10")
 
         assert await acts.send_cancel(req) == f"{order.order_id}:C1"
         assert await acts.send_cancel(req) == f"{order.order_id}:C1"  # a retry sends nothing
-        st = await wait_state(h, lambda st: any(r.exec_type == "4" for r in st.reports))
-        canceled = next(r for r in st.reports if r.exec_type == "4")
-        assert (canceled.cl_ord_id, canceled.orig_cl_ord_id, canceled.ord_status) == (
-            f"{order.order_id}:C1", order.order_id, "4")
+        st = await wait_state(h, lambda st: any(r.kind == "canceled" for r in st.reports))
+        canceled = next(r for r in st.reports if r.kind == "canceled")
+        assert (canceled.cl_ord_id, canceled.orig_cl_ord_id, canceled.status) == (
+            f"{order.order_id}:C1", order.order_id, "canceled")
 
         too_late = replace(req, attempt=2)
         assert await acts.send_cancel(too_late) == f"{order.order_id}:C2"
-        st = await wait_state(h, lambda st: any(r.msg_type == "9" for r in st.reports))
-        rej = next(r for r in st.reports if r.msg_type == "9")
+        st = await wait_state(h, lambda st: any(r.kind == "cancel_rejected" for r in st.reports))
+        rej = next(r for r in st.reports if r.kind == "cancel_rejected")
         assert rej.exec_id == cancel_reject_exec_id(f"{order.order_id}:C2", order.order_id)
-        assert (rej.order_id, rej.cxl_rej_reason, rej.exec_type) == (order.order_id, "0", "")
+        assert (rej.order_id, rej.reject_reason) == (order.order_id, "0")
         await asyncio.sleep(0.3)
         st = await h.query(ReportRecorder.state)
     assert_once_each(st)
-    assert [r.msg_type + r.exec_type for r in st.reports] == ["80", "8I", "84", "9"]
+    assert [r.kind for r in st.reports] == ["ack", "status", "canceled", "cancel_rejected"]
     assert len(venue.new_orders) == 1
     await h.signal(ReportRecorder.finish)
 
@@ -468,8 +470,8 @@ async def test_signal_is_deduplicated_by_temporal(
     order_id = str(uuid.uuid4())
     h = await start_recorder(client, recorder_queue, order_id)
     delivery = ReportDelivery(store, client)
-    report = ExecutionReportSignal(venue="MM1", exec_id=f"X-{order_id}", msg_type="8",
-                                   cl_ord_id=order_id, order_id=order_id, exec_type="0", ord_status="0")
+    report = VenueEvent(venue="MM1", exec_id=f"X-{order_id}", order_id=order_id,
+                        kind=VenueEventKind.ACK, cl_ord_id=order_id)
     await delivery.signal(report)
     await delivery.signal(report)
     await delivery.signal(replace(report, exec_id=f"Y-{order_id}"))

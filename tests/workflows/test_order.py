@@ -124,7 +124,7 @@ async def test_uc3_partial_fills_400_300_300_exact_after_each(stack: TradingStac
     assert bal.get("cash_held", 0) == 0
     async with stack.router.engine(acct.shard).connect() as conn:
         fills = (await conn.execute(text(
-            "SELECT qty, cum_qty, leaves_qty FROM executions WHERE order_id = :o AND exec_type = 'F' "
+            "SELECT qty, cum_qty, leaves_qty FROM executions WHERE order_id = :o AND exec_type = 'fill' "
             "ORDER BY cum_qty"), {"o": uuid.UUID(order["id"])})).all()
     assert [(int(q), int(c), int(lv)) for q, c, lv in fills] == [
         (400, 400, 600), (300, 700, 300), (300, 1000, 0)]

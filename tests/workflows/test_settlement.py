@@ -14,10 +14,10 @@ from db.accounts import OpenedAccount, create_api_key, open_account
 from db.orders import OrderStore, Quotes
 from db.router import ShardRouter
 from domain import calendar
-from domain.execution import ExecutionReportSignal
 from domain.ledger import Entry, LedgerTxn, customer, house
 from domain.orders import AcceptOrderInput, OrderState, parse_order_request
 from simulators.clearinghouse import InjectedBreak
+from tests.venue_reports import fix_report
 from tests.workflows.conftest import Backoffice
 from workflows.settlement import (
     BACKOFFICE_TASK_QUEUE,
@@ -65,7 +65,7 @@ async def trade(router: ShardRouter, acct: OpenedAccount, symbol: str, side: str
     for n, (q, cum) in enumerate(((first, first), (qty - first, qty))):
         eid = f"{oid[:8]}F{n}"
         execs.append(eid)
-        await store.apply_report(ExecutionReportSignal(
+        await store.apply_report(fix_report(
             venue, eid, "8", oid, oid, "F", "2" if cum == qty else "1", last_qty=str(q), last_px=px,
             cum_qty=str(cum), leaves_qty=str(qty - cum), avg_px=px))
     async with router.engine(acct.shard).begin() as conn:
