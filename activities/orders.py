@@ -70,13 +70,19 @@ class OrderActivities:
 
     @activity.defn(name="transition_order")
     async def transition_order(self, inp: TransitionInput) -> OrderSnapshot:
-        return await self.store.transition(inp.order_id, OrderState(inp.to_state), reason=inp.reason,
-                                           actor=inp.actor, venue=inp.venue)
+        try:
+            return await self.store.transition(inp.order_id, OrderState(inp.to_state),
+                                               reason=inp.reason, actor=inp.actor, venue=inp.venue)
+        except DomainError as exc:  # a refused transition: retrying cannot help
+            raise business_error(exc) from exc
 
     @activity.defn(name="finish_order")
     async def finish_order(self, inp: TransitionInput) -> OrderSnapshot:
-        return await self.store.finish(inp.order_id, OrderState(inp.to_state), reason=inp.reason,
-                                       actor=inp.actor, code=inp.code)
+        try:
+            return await self.store.finish(inp.order_id, OrderState(inp.to_state), reason=inp.reason,
+                                           actor=inp.actor, code=inp.code)
+        except DomainError as exc:
+            raise business_error(exc) from exc
 
     @activity.defn(name="apply_reports")
     async def apply_reports(self, inp: ApplyReportsInput) -> OrderSnapshot:

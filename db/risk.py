@@ -5,8 +5,6 @@ lock, so two orders can never spend the same dollar)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 
@@ -14,38 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db import sql
 from db.gfv import SETTLED_CASH_ONLY_UNTIL
-from domain.account import share_positions
-from domain.risk import Fill, day_trades, pdt_window_start
+from domain.risk import AccountState, AssetStatus, Fill, pdt_window_start
 
-ZERO = Decimal(0)
-
-
-@dataclass
-class AccountRisk:
-    account_type: str
-    status: str
-    trading_blocked: bool
-    blocked_reason: str | None
-    pattern_day_trader: bool
-    balances: dict[str, Decimal]
-    provisional: Decimal
-    fills: list[Fill] = field(default_factory=list)
-    today: date | None = None
-    settled_cash_only: bool = False  # good-faith-violation restriction in force
-
-    @property
-    def day_trade_count(self) -> int:
-        assert self.today is not None
-        return day_trades(self.fills, pdt_window_start(self.today))
-
-    def bought_today(self, symbol: str) -> bool:
-        return any(f.symbol == symbol and f.side == "buy" and f.trade_date == self.today
-                   for f in self.fills)
-
-    def equity(self, prices: Mapping[str, Decimal]) -> Decimal:
-        cash = sum((self.balances.get(n, ZERO) for n in ("cash", "cash_held", "cash_unsettled")), ZERO)
-        held = share_positions(self.balances)
-        return cash + sum((q * prices.get(s, ZERO) for s, q in held.items()), ZERO)
+# the rules' view of an account (pure, in domain.risk); the name the readers here know it by
+AccountRisk = AccountState
 
 
 _ACCOUNT = ("SELECT account_type, status, trading_blocked, blocked_reason, pattern_day_trader "
@@ -67,20 +37,33 @@ SELECT
   (SELECT coalesce(json_agg(json_build_array(f.symbol, f.side, f.trade_date)
                             ORDER BY f.received_at, f.exec_id), '[]'::json)
      FROM executions f WHERE f.account_id = :a AND f.qty > 0 AND f.trade_date >= :since) AS fills,
-  ({SETTLED_CASH_ONLY_UNTIL}) AS gfv_until
+  ({SETTLED_CASH_ONLY_UNTIL}) AS gfv_until,
+  (SELECT json_build_array(tradable, status) FROM assets WHERE symbol = :sym) AS asset
 """
 
 
 async def load_account_risk(conn: AsyncConnection, account_id: uuid.UUID, *, today: date,
-                            lock: bool = False) -> AccountRisk | None:
+                            lock: bool = False) -> AccountState | None:
+    return (await load_risk_context(conn, account_id, today=today, lock=lock))[0]
+
+
+async def load_risk_context(conn: AsyncConnection, account_id: uuid.UUID, *, today: date,
+                            symbol: str = "", lock: bool = False,
+                            ) -> tuple[AccountState | None, AssetStatus | None]:
+    """The account as the rules see it (None: no such account), and the trading status of
+    ``symbol`` (None: unknown), in two statements. ``lock``: take the account row's lock first
+    (every hold of the account is taken under it)."""
     row = await sql.first(conn, _ACCOUNT + (" FOR NO KEY UPDATE" if lock else ""), {"a": account_id})
     if row is None:
-        return None
-    state = await sql.one(conn, _STATE, {"a": account_id, "d": today, "since": pdt_window_start(today)})
+        return None, None
+    state = await sql.one(conn, _STATE, {"a": account_id, "d": today, "since": pdt_window_start(today),
+                                         "sym": symbol})
     balances = {name: Decimal(balance) for name, balance in state["balances"]}
     fills = [Fill(symbol, side, date.fromisoformat(day), i)
              for i, (symbol, side, day) in enumerate(state["fills"])]
-    return AccountRisk(row["account_type"], row["status"], row["trading_blocked"],
-                       row["blocked_reason"], row["pattern_day_trader"], balances,
-                       Decimal(state["provisional"]), fills, today,
-                       settled_cash_only=state["gfv_until"] is not None)
+    account = AccountState(row["account_type"], row["status"], row["trading_blocked"],
+                           row["blocked_reason"], row["pattern_day_trader"], balances,
+                           Decimal(state["provisional"]), fills, today,
+                           settled_cash_only=state["gfv_until"] is not None)
+    asset = AssetStatus(*state["asset"]) if state["asset"] is not None else None
+    return account, asset

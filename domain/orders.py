@@ -45,7 +45,8 @@ _VENUE_OUTCOMES = {S.ACKED, S.PARTIALLY_FILLED, S.FILLED, S.CANCELED, S.EXPIRED,
 TRANSITIONS: dict[OrderState, frozenset[OrderState]] = {
     S.PENDING: frozenset({S.VALIDATED, S.REJECTED, S.FAILED, S.CANCELED}),
     S.VALIDATED: frozenset({S.FUNDS_HELD, S.REJECTED, S.FAILED, S.CANCELED}),
-    S.FUNDS_HELD: frozenset({S.ROUTED, S.CANCELED, S.FAILED, S.EXPIRED}),
+    # REJECTED: the gateway's last check (a halt) refuses an order before any venue has it
+    S.FUNDS_HELD: frozenset({S.ROUTED, S.CANCELED, S.FAILED, S.EXPIRED, S.REJECTED}),
     # STUCK straight from the venue states: a venue report the rules refuse to book (an
     # overfill) needs a human as much as a venue that went silent
     S.ROUTED: frozenset(_VENUE_OUTCOMES | {S.PENDING_CANCEL, S.STUCK}),

@@ -8,14 +8,15 @@ reads a clock or a database.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from domain import calendar
+from domain.account import share_positions
 from domain.errors import DomainError
-from domain.orders import OrderRequest
+from domain.orders import OrderError, OrderRequest, buy_hold
 
 NY = ZoneInfo("America/New_York")
 ZERO = Decimal(0)
@@ -200,6 +201,14 @@ def check_pdt(req: OrderRequest, *, equity: Decimal, day_trade_count: int,
             code="pattern_day_trader")
 
 
+def check_pdt_flag(req: OrderRequest, *, flagged: bool, equity: Decimal) -> None:
+    """An account flagged as a pattern day trader with less than $25,000 of equity may only
+    close positions."""
+    if flagged and equity < PDT_EQUITY and req.side == "buy":
+        raise RiskRejection("flagged pattern day trader with equity below $25,000: "
+                            "only closing orders are accepted", code="pattern_day_trader")
+
+
 def is_pattern_day_trader(day_trade_count: int) -> bool:
     return day_trade_count > PDT_MAX_DAY_TRADES
 
@@ -213,3 +222,164 @@ def concentration_warning(symbol: str, position_value_after: Decimal, equity: De
     share = position_value_after / equity
     return (f"concentration: {symbol} would be {share:.0%} of equity "
             f"(above {limits.concentration:.0%})")
+
+
+# --- the whole pre-trade check -----------------------------------------------------------
+
+@dataclass
+class AccountState:
+    """What the risk rules know about one account, read from its shard under the account's
+    lock (``db.risk.load_account_risk``)."""
+
+    account_type: str
+    status: str
+    trading_blocked: bool
+    blocked_reason: str | None
+    pattern_day_trader: bool
+    balances: dict[str, Decimal]
+    provisional: Decimal
+    fills: list[Fill] = field(default_factory=list)
+    today: date | None = None
+    settled_cash_only: bool = False  # good-faith-violation restriction in force
+
+    @property
+    def day_trade_count(self) -> int:
+        assert self.today is not None
+        return day_trades(self.fills, pdt_window_start(self.today))
+
+    def bought_today(self, symbol: str) -> bool:
+        return any(f.symbol == symbol and f.side == "buy" and f.trade_date == self.today
+                   for f in self.fills)
+
+    def equity(self, prices: Mapping[str, Decimal]) -> Decimal:
+        cash = sum((self.balances.get(n, ZERO) for n in ("cash", "cash_held", "cash_unsettled")), ZERO)
+        held = share_positions(self.balances)
+        return cash + sum((q * prices.get(s, ZERO) for s, q in held.items()), ZERO)
+
+
+@dataclass(frozen=True)
+class Quotes:
+    """Advisory prices: the order symbol's quote (market-order holds, price bands) and a price
+    per held symbol (equity for the pattern-day-trader rule). None / missing: no quote."""
+
+    ask: Decimal | None = None
+    bid: Decimal | None = None
+    prices: dict[str, Decimal] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AssetStatus:
+    tradable: bool
+    status: str  # active | inactive
+
+
+@dataclass(frozen=True)
+class PreTradeContext:
+    """Everything :func:`pre_trade` decides from."""
+
+    account: AccountState | None  # None: no such account on this shard
+    asset: AssetStatus | None  # None: no such symbol
+    quotes: Quotes
+    now: datetime
+    collar: Decimal  # market buys hold qty x ask x (1 + collar)
+    limits: RiskLimits = field(default_factory=RiskLimits)
+    control: SymbolControl | None = None  # a halt or restriction of the symbol
+    shard_halt: str | None = None  # why this shard takes no new orders, if it does not
+
+
+@dataclass(frozen=True)
+class Rejection:
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class PreTrade:
+    """The outcome of the pre-trade checks: what to hold and from where, or why not.
+
+    ``validated``: the order passed the checks (a rejection then is about funds: the order was
+    VALIDATED before it was refused). ``amount``: cash for a buy, shares for a sell;
+    ``from_unsettled``: how much of it comes out of unsettled proceeds (buy) or unsettled shares
+    (sell)."""
+
+    validated: bool
+    rejection: Rejection | None = None
+    amount: Decimal = ZERO
+    from_unsettled: Decimal = ZERO
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.rejection is None
+
+
+def pre_trade(ctx: PreTradeContext, req: OrderRequest) -> PreTrade:
+    """Every pre-trade rule, in order, for ``req``: the account and shard may trade, the symbol
+    is known and tradable, its controls, market hours, the hold (``no_quote`` for a market buy
+    without a quote), order size and price bands, pattern day trading, then buying power or
+    shares available. Soft warnings (concentration) ride along. Pure: the accept transaction
+    loads ``ctx`` under the account's lock and posts what this returns."""
+    try:
+        amount, warnings = _checks(ctx, req)
+    except (RiskRejection, OrderError) as exc:
+        return PreTrade(validated=False, rejection=Rejection(exc.code, exc.message))
+    account = ctx.account
+    assert account is not None
+    if req.side == "buy":
+        bp = buying_power(account.account_type, account.balances, account.provisional, ctx.limits,
+                          settled_only=account.settled_cash_only)
+        if amount > bp.total:
+            return PreTrade(validated=True, amount=amount, warnings=warnings, rejection=Rejection(
+                "insufficient_buying_power", f"insufficient buying power: need {amount}, have {bp.total}"))
+        from_unsettled = hold_sources(amount, bp)[1]
+    else:
+        settled = max(ZERO, account.balances.get(f"shares:{req.symbol}", ZERO))
+        from_unsettled = min(max(ZERO, amount - settled),
+                             account.balances.get(f"shares_unsettled:{req.symbol}", ZERO))
+    return PreTrade(validated=True, amount=amount, from_unsettled=from_unsettled, warnings=warnings)
+
+
+def hold_refused(req: OrderRequest, pre: PreTrade) -> Rejection:
+    """Why the order is rejected when the ledger refuses its hold (the balance moved under it)."""
+    if req.side == "buy":
+        return Rejection("insufficient_buying_power", f"insufficient buying power: need {pre.amount}")
+    return Rejection("insufficient_qty", f"insufficient {req.symbol} shares available: need {pre.amount}")
+
+
+def _checks(ctx: PreTradeContext, req: OrderRequest) -> tuple[Decimal, tuple[str, ...]]:
+    account = ctx.account
+    if account is None:
+        raise RiskRejection("unknown account", code="unknown_account")
+    if ctx.shard_halt:
+        raise RiskRejection(f"trading is suspended on this account's shard: {ctx.shard_halt}",
+                            code="shard_halted")
+    if account.status != "ACTIVE" or account.trading_blocked:
+        raise RiskRejection(f"trading is blocked on this account: {account.blocked_reason or ''}",
+                            code="trading_blocked")
+    if ctx.asset is None:
+        raise RiskRejection(f"unknown symbol {req.symbol}", code="unknown_symbol")
+    if not ctx.asset.tradable or ctx.asset.status != "active":
+        raise RiskRejection(f"{req.symbol} is not tradable", code="not_tradable")
+    check_symbol(req, ctx.control)
+    if ctx.limits.enforce_market_hours:
+        check_market_hours(req, ctx.now)
+    quotes = ctx.quotes
+    amount = buy_hold(req, quotes.ask, ctx.collar) if req.side == "buy" else req.qty
+    ref = req.limit_price or quotes.ask or quotes.bid or ZERO
+    check_order_limits(req, amount if req.side == "buy" else req.qty * ref, quotes.bid, quotes.ask,
+                       ctx.limits)
+    prices = {**quotes.prices}
+    if quotes.bid:
+        prices.setdefault(req.symbol, quotes.bid)
+    equity = account.equity(prices)
+    check_pdt_flag(req, flagged=account.pattern_day_trader, equity=equity)
+    check_pdt(req, equity=equity, day_trade_count=account.day_trade_count,
+              bought_today=account.bought_today(req.symbol))
+    warnings: tuple[str, ...] = ()
+    if req.side == "buy":
+        position = share_positions(account.balances).get(req.symbol, ZERO) + req.qty
+        warn = concentration_warning(req.symbol, position * (prices.get(req.symbol) or ref), equity,
+                                     ctx.limits)
+        if warn:
+            warnings = (warn,)
+    return amount, warnings

@@ -33,10 +33,11 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.errors import ApiError
 from db import sql
 from db.engines import reading
-from db.orders import alpaca_order, alpaca_order_at_accept
 from db.router import ShardRouter
+from domain.alpaca import order_at_accept, order_object
 from domain.errors import DomainError
 from domain.execution import shard_task_queue
+from domain.order_machine import OrderRow
 from domain.orders import (
     OPEN_STATUSES,
     TERMINAL,
@@ -125,7 +126,7 @@ class OrderService:
             raise ApiError(status, snap.reject_code, snap.reject_reason or "order rejected",
                            code=40310000 if status == 403 else 42210000)
         # the order as accepted (no read: the accept returned it); a duplicate is read, as it is now
-        order = alpaca_order_at_accept(snap, req) or alpaca_order(await self._row(shard, snap.order_id))
+        order = order_at_accept(snap, req) or alpaca_order(await self._row(shard, snap.order_id))
         if snap.warnings:
             order["warnings"] = snap.warnings
         return order
@@ -228,6 +229,11 @@ class OrderService:
                 results.append({"id": order["id"], "status": exc.status,
                                 "body": {"code": exc.code, "message": exc.message, "reason": exc.reason}})
         return results
+
+
+def alpaca_order(row: sql.Row | Any) -> dict[str, Any]:
+    """The Alpaca order object of an ``orders`` row as read."""
+    return order_object(OrderRow.from_mapping(row))
 
 
 def S_REJECTED(snap: OrderSnapshot) -> bool:

@@ -9,11 +9,14 @@ from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
+from api.services.orders import alpaca_order
 from db import sql
 from db.accounts import OpenedAccount, open_account
 from db.engines import reading
-from db.orders import OrderStore, Quotes, alpaca_order, alpaca_order_at_accept, snapshot
+from db.orders import OrderStore, Quotes
 from db.router import ShardRouter
+from domain.alpaca import order_at_accept as alpaca_order_at_accept
+from domain.order_machine import OrderRow
 from domain.orders import AcceptOrderInput, OrderSnapshot, parse_order_request
 from tests.venue_reports import fix_report
 
@@ -43,7 +46,7 @@ async def written(store: OrderStore, order_id: str) -> tuple[dict[str, Any], dic
 
 
 def same(snap: OrderSnapshot, row: dict[str, Any]) -> None:
-    stored = snapshot(row)
+    stored = OrderRow.from_mapping(row).snapshot()
     stored.warnings = snap.warnings
     assert snap == stored
 

@@ -1,0 +1,684 @@
+"""The order core's decisions: ``decide(order, event, now) -> Decision``. Pure.
+
+An order moves only through here. Each event (a venue's answer, a command of the workflow, an
+operator's resolution) is decided against the order row as it stands: the new row, the ledger
+transactions to post, the audit events and the trade updates (Alpaca ``trade_updates``) to
+write. ``db.orders`` loads the row, calls :func:`decide`, and writes the decision in one
+transaction; it makes no decision of its own.
+
+Three outcomes, always explicit:
+
+- a change (a :class:`Decision` with ``changes``, postings, events and updates);
+- nothing to do (:meth:`Decision.nothing`), when the event was already applied or the order has
+  moved past it (an activity retried after its commit; ROUTED recorded after the venue's ACK);
+- a refusal: :class:`domain.orders.InvalidTransition` (or another :class:`OrderError`) is
+  raised. A transition the state machine forbids is never silently skipped.
+
+Deliberately not here: reading or writing anything, the clock (``now`` is given), what a FIX
+message says (the gateway translates it into a :class:`VenueEvent` first), and the pre-trade
+rules (``domain.risk.pre_trade``; :func:`accept` only turns their outcome into the order's
+first steps).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from domain import calendar
+from domain import ledger as templates
+from domain.execution import WORKING_VENUE_STATUSES, VenueEvent, VenueEventKind, VenueStatus
+from domain.ledger import LedgerTxn
+from domain.money import plain
+from domain.orders import (
+    AT_VENUE,
+    TERMINAL,
+    FillMath,
+    InvalidTransition,
+    OrderError,
+    OrderRequest,
+    OrderSnapshot,
+    OrderState,
+    ResolveInput,
+    apply_fill,
+    can_transition,
+)
+from domain.risk import PreTrade, Rejection, hold_refused
+
+S = OrderState
+ZERO = Decimal(0)
+# every number of an order row is numeric(38, 10), which rounds half away from zero: the row in
+# memory is kept at that scale so that it equals the row written
+ROW_SCALE = Decimal("1E-10")
+TIMESTAMP_FOR = {S.FILLED: "filled_at", S.CANCELED: "canceled_at", S.EXPIRED: "expired_at",
+                 S.FAILED: "failed_at", S.REJECTED: "failed_at"}
+# the trade update (Alpaca event) of a state entered without a fill
+UPDATE_FOR = {S.ROUTED: "pending_new", S.PENDING_CANCEL: "pending_cancel", S.STUCK: "pending_cancel"}
+# the venue's answers that end the order when a status request finds it so
+STATUS_OUTCOMES = {VenueStatus.CANCELED: S.CANCELED, VenueStatus.EXPIRED: S.EXPIRED,
+                   VenueStatus.REJECTED: S.REJECTED}
+
+
+# ============================================================================ the row
+
+
+@dataclass(frozen=True)
+class OrderRow:
+    """One row of the ``orders`` table (every column), typed."""
+
+    id: uuid.UUID
+    account_id: uuid.UUID
+    client_order_id: str
+    request_hash: str
+    symbol: str
+    side: str
+    order_type: str
+    time_in_force: str
+    qty: Decimal
+    notional: Decimal | None
+    limit_price: Decimal | None
+    stop_price: Decimal | None
+    extended_hours: bool
+    state: OrderState
+    cl_ord_id: str
+    venue: str | None
+    venue_order_id: str | None
+    filled_qty: Decimal
+    filled_avg_price: Decimal | None
+    filled_value: Decimal
+    hold_currency: str
+    hold_amount: Decimal
+    reject_code: str | None
+    reject_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+    submitted_at: datetime | None
+    filled_at: datetime | None
+    canceled_at: datetime | None
+    expired_at: datetime | None
+    failed_at: datetime | None
+    expires_at: datetime | None
+    actor: str | None
+    version: int
+
+    @classmethod
+    def from_mapping(cls, row: Mapping[str, Any]) -> OrderRow:
+        """From a database row (``SELECT * FROM orders``)."""
+        values = {f.name: row[f.name] for f in _FIELDS}
+        values["state"] = S(values["state"])
+        return cls(**values)
+
+    def columns(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in _FIELDS}
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+    def snapshot(self, *, duplicate: bool = False) -> OrderSnapshot:
+        """What the workflow knows of the order (decimals as strings)."""
+        return OrderSnapshot(
+            order_id=str(self.id), account_id=str(self.account_id),
+            client_order_id=self.client_order_id, state=self.state.value, symbol=self.symbol,
+            side=self.side, qty=_s(self.qty) or "0", filled_qty=_s(self.filled_qty) or "0",
+            filled_avg_price=_s(self.filled_avg_price), hold_remaining=_s(self.hold_amount) or "0",
+            venue=self.venue, reject_code=self.reject_code, reject_reason=self.reject_reason,
+            expires_at=self.expires_at.isoformat() if self.expires_at else None,
+            duplicate=duplicate, created_at=self.created_at.isoformat(),
+            updated_at=self.updated_at.isoformat())
+
+
+_FIELDS = dataclasses.fields(OrderRow)
+
+
+def _s(d: Decimal | None) -> str | None:
+    return None if d is None else format(plain(d), "f")
+
+
+def _column(v: Any) -> Any:
+    return v.quantize(ROW_SCALE, rounding=ROUND_HALF_UP) if isinstance(v, Decimal) else v
+
+
+def new_order(*, order_id: str, account_id: str, req: OrderRequest, request_hash: str, actor: str,
+              now: datetime, day_ttl_s: float | None = None) -> OrderRow:
+    """The row of an order just received (state PENDING, nothing held yet)."""
+    expires = None
+    if req.time_in_force == "day":
+        expires = now + timedelta(seconds=day_ttl_s) if day_ttl_s else calendar.day_order_expiry(now)
+    return OrderRow(
+        id=uuid.UUID(order_id), account_id=uuid.UUID(account_id),
+        client_order_id=req.client_order_id or order_id, request_hash=request_hash,
+        symbol=req.symbol, side=req.side, order_type=req.type, time_in_force=req.time_in_force,
+        qty=_column(req.qty), notional=None, limit_price=_column(req.limit_price),
+        stop_price=_column(req.stop_price), extended_hours=req.extended_hours, state=S.PENDING,
+        cl_ord_id=order_id, venue=None, venue_order_id=None, filled_qty=_column(ZERO),
+        filled_avg_price=None, filled_value=_column(ZERO),
+        hold_currency="USD" if req.side == "buy" else req.symbol, hold_amount=_column(ZERO),
+        reject_code=None, reject_reason=None, created_at=now, updated_at=now, submitted_at=now,
+        filled_at=None, canceled_at=None, expired_at=None, failed_at=None, expires_at=expires,
+        actor=actor, version=0)
+
+
+# ============================================================================ the decision
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One row of ``order_events``: who, what, why, before -> after."""
+
+    order_id: uuid.UUID
+    account_id: uuid.UUID
+    event: str
+    actor: str
+    reason: str | None
+    from_state: str
+    to_state: str | None
+    ledger_txn: str | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TradeUpdate:
+    """One Alpaca ``trade_updates`` message (an outbox row) about ``order`` as it is after the
+    step. ``position_of``: the update reports the account's position in that symbol as the
+    transaction leaves it (the writer reads it after posting)."""
+
+    event: str
+    order: OrderRow
+    at: datetime
+    extra: Mapping[str, str] = field(default_factory=dict)
+    position_of: str | None = None
+
+
+@dataclass(frozen=True)
+class Booking:
+    """An execution (already recorded) booked by ``ledger_txn`` on ``trade_date``."""
+
+    venue: str
+    exec_id: str
+    ledger_txn: str
+    trade_date: date
+
+
+@dataclass(frozen=True)
+class Execution:
+    """An execution row to record: a venue's event (inserted before it is decided, to
+    deduplicate by ``(venue, exec_id)``) or an operator's fill (recorded by its decision)."""
+
+    venue: str
+    exec_id: str
+    kind: str  # the VenueEventKind value, or ``refused`` for a fill the rules refused
+    qty: Decimal  # booked quantity: 0 unless a fill that is booked
+    price: Decimal | None
+    cum_qty: Decimal
+    leaves_qty: Decimal
+    avg_px: Decimal
+    transact_time: datetime | None
+    raw: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class SellBooked:
+    """A sell fill was booked: whether it is a good-faith violation is for the writer to check
+    (it needs the account's recent buys)."""
+
+    symbol: str
+    qty: Decimal
+    trade_date: date
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one event does to an order. ``changes``: the columns that change (empty: the row
+    is not written); ``order``: the row after them."""
+
+    order: OrderRow
+    changes: Mapping[str, Any] = field(default_factory=dict)
+    postings: tuple[LedgerTxn, ...] = ()
+    events: tuple[AuditEvent, ...] = ()
+    updates: tuple[TradeUpdate, ...] = ()
+    executions: tuple[Execution, ...] = ()
+    bookings: tuple[Booking, ...] = ()
+    sells: tuple[SellBooked, ...] = ()
+    insert: bool = False  # the order row is new
+
+    @classmethod
+    def nothing(cls, order: OrderRow) -> Decision:
+        return cls(order)
+
+    def then(self, nxt: Decision) -> Decision:
+        """This decision followed by ``nxt`` (decided against ``self.order``)."""
+        return Decision(
+            order=nxt.order, changes={**self.changes, **nxt.changes},
+            postings=self.postings + nxt.postings, events=self.events + nxt.events,
+            updates=self.updates + nxt.updates, executions=self.executions + nxt.executions,
+            bookings=self.bookings + nxt.bookings, sells=self.sells + nxt.sells,
+            insert=self.insert or nxt.insert)
+
+
+class _Step:
+    """Builds one decision: the row changes as the step goes, every event records the state it
+    left."""
+
+    def __init__(self, order: OrderRow, now: datetime) -> None:
+        self.before = order
+        self.order = order
+        self.now = now
+        self.changes: dict[str, Any] = {}
+        self.postings: list[LedgerTxn] = []
+        self.events: list[AuditEvent] = []
+        self.updates: list[TradeUpdate] = []
+        self.executions: list[Execution] = []
+        self.bookings: list[Booking] = []
+        self.sells: list[SellBooked] = []
+
+    def set(self, **values: Any) -> None:
+        """Change columns; every write of the row bumps its version and ``updated_at``."""
+        values = {k: _column(v) for k, v in values.items()}
+        values.update(updated_at=self.now, version=self.order.version + 1)
+        self.changes.update(values)
+        self.order = dataclasses.replace(self.order, **values)
+
+    def event(self, event: str, *, actor: str, reason: str | None, to: OrderState | None,
+              ledger_txn: str | None = None, data: Mapping[str, Any] | None = None,
+              from_state: str | None = None) -> None:
+        self.events.append(AuditEvent(
+            self.order.id, self.order.account_id, event, actor, reason,
+            self.order.state.value if from_state is None else from_state,
+            None if to is None else to.value, ledger_txn, data or {}))
+
+    def update(self, event: str, *, position_of: str | None = None, **extra: str) -> None:
+        self.updates.append(TradeUpdate(event, self.order, self.now, extra, position_of))
+
+    def decision(self) -> Decision:
+        return Decision(self.order, self.changes, tuple(self.postings), tuple(self.events),
+                        tuple(self.updates), tuple(self.executions), tuple(self.bookings),
+                        tuple(self.sells))
+
+
+# ============================================================================ commands
+
+
+@dataclass(frozen=True)
+class Route:
+    """The gateway handed the order to ``venue``."""
+
+    venue: str
+    actor: str = "gateway"
+    reason: str | None = None  # default: "sent to <venue>"
+
+
+@dataclass(frozen=True)
+class RequestCancel:
+    """We asked the venue to cancel (PENDING_CANCEL until it answers)."""
+
+    reason: str
+    actor: str = "system"
+
+
+@dataclass(frozen=True)
+class MarkStuck:
+    """Nobody can tell what the venue did: an operator must (funds stay held)."""
+
+    reason: str
+    actor: str = "system"
+
+
+@dataclass(frozen=True)
+class Finish:
+    """A terminal state decided by us (canceled before routing, refused by the gateway, failed):
+    whatever is still held is released."""
+
+    to: OrderState
+    reason: str
+    actor: str = "system"
+    code: str | None = None
+
+
+Command = Route | RequestCancel | MarkStuck | Finish | ResolveInput
+Event = VenueEvent | Command
+
+
+def decide(order: OrderRow, event: Event, now: datetime) -> Decision:
+    """What ``event`` does to ``order`` (see the module docstring for the three outcomes)."""
+    if isinstance(event, VenueEvent):
+        return _venue(order, event, now)
+    if isinstance(event, Route):
+        return _enter(order, S.ROUTED, now, actor=event.actor,
+                      reason=event.reason or f"sent to {event.venue}", venue=event.venue)
+    if isinstance(event, RequestCancel):
+        return _enter(order, S.PENDING_CANCEL, now, actor=event.actor, reason=event.reason)
+    if isinstance(event, MarkStuck):
+        return _enter(order, S.STUCK, now, actor=event.actor, reason=event.reason)
+    if isinstance(event, Finish):
+        if order.terminal:
+            return Decision.nothing(order)
+        step = _Step(order, now)
+        _finish(step, event.to, actor=event.actor, event=event.to.value.lower(), reason=event.reason,
+                code=event.code)
+        return step.decision()
+    if isinstance(event, ResolveInput):
+        return _resolve(order, event, now)
+    raise TypeError(f"not an order event: {event!r}")
+
+
+# Where each command's state may be entered from; from a later state it is a no-op (the order
+# moved past it: the venue answered first, or this is a replay), from an earlier one a refusal.
+_ENTER_FROM = {
+    S.ROUTED: frozenset({S.FUNDS_HELD}),
+    S.PENDING_CANCEL: frozenset({S.ROUTED, S.ACKED, S.PARTIALLY_FILLED, S.STUCK}),
+    S.STUCK: frozenset({S.ROUTED, S.ACKED, S.PARTIALLY_FILLED, S.PENDING_CANCEL}),
+}
+_PAST = {
+    S.ROUTED: AT_VENUE | TERMINAL,
+    S.PENDING_CANCEL: frozenset({S.PENDING_CANCEL}) | TERMINAL,
+    S.STUCK: frozenset({S.STUCK}) | TERMINAL,
+}
+
+
+def _enter(order: OrderRow, to: OrderState, now: datetime, *, actor: str, reason: str,
+           venue: str | None = None) -> Decision:
+    """A non-terminal state change that moves no money (ROUTED, PENDING_CANCEL, STUCK)."""
+    if order.state in _PAST[to]:
+        return Decision.nothing(order)
+    if order.state not in _ENTER_FROM[to]:
+        raise InvalidTransition(f"order is {order.state}: it cannot become {to} ({reason})")
+    step = _Step(order, now)
+    _move(step, to, actor=actor, reason=reason, venue=venue)
+    return step.decision()
+
+
+def _move(step: _Step, to: OrderState, *, actor: str, reason: str, venue: str | None = None) -> None:
+    values: dict[str, Any] = {"state": to}
+    if venue is not None:
+        values["venue"] = venue
+    step.event(to.value.lower(), actor=actor, reason=reason, to=to,
+               data={"venue": venue} if venue else None)
+    step.set(**values)
+    step.update(UPDATE_FOR.get(to, to.value.lower()))
+
+
+def _transition_ok(current: OrderState, to: OrderState) -> None:
+    if not can_transition(current, to):
+        raise InvalidTransition(f"order cannot go from {current} to {to}")
+
+
+def _release(step: _Step, label: str) -> str | None:
+    """Post the release of whatever is still held (cash for a buy, shares for a sell)."""
+    order = step.order
+    if order.hold_amount <= 0:
+        return None
+    txn_id = f"order:{order.id}:release:{label}"
+    if order.side == "buy":
+        step.postings.append(templates.release_cash(txn_id, order.account_id, order.hold_amount))
+    else:
+        step.postings.append(templates.release_shares(txn_id, order.account_id, order.symbol,
+                                                      order.hold_amount))
+    return txn_id
+
+
+def _finish(step: _Step, to: OrderState, *, actor: str, event: str, reason: str | None,
+            code: str | None = None, data: Mapping[str, Any] | None = None) -> None:
+    """Move to a terminal state, releasing any remaining hold."""
+    _transition_ok(step.order.state, to)
+    released = _release(step, to.value.lower())
+    values: dict[str, Any] = {"state": to, "hold_amount": ZERO}
+    if to in TIMESTAMP_FOR:
+        values[TIMESTAMP_FOR[to]] = step.now
+    if code is not None:
+        values["reject_code"] = code
+        values["reject_reason"] = reason
+    step.event(event, actor=actor, reason=reason, to=to, ledger_txn=released, data=data)
+    step.set(**values)
+    step.update(event)
+
+
+# ============================================================================ accept
+
+
+def accept(order: OrderRow, req: OrderRequest, pre: PreTrade, *,
+           hold_refused_detail: str | None = None) -> Decision:
+    """The first steps of a new order (``order`` is PENDING, not yet written): created, then
+    REJECTED by the checks, or VALIDATED and FUNDS_HELD with the hold to post, or REJECTED for
+    funds. ``hold_refused_detail``: the ledger refused the hold this function asked for (a
+    concurrent change of the balance); decide again with it."""
+    step = _Step(order, order.created_at)
+    step.event("created", actor=order.actor or "customer", reason="order received", to=S.PENDING,
+               from_state="", data={"request": req.to_wire()})
+    if not pre.validated:
+        assert pre.rejection is not None
+        return _reject(step, pre.rejection)
+    # VALIDATED lasts only inside the accept: it is an audit event, the row is written once
+    step.event("validated", actor="risk", reason="pre-trade checks passed", to=S.VALIDATED,
+               data={"warnings": list(pre.warnings)} if pre.warnings else None)
+    step.order = dataclasses.replace(step.order, state=S.VALIDATED)
+    if pre.rejection is not None:
+        return _reject(step, pre.rejection)
+    if hold_refused_detail is not None:
+        return _reject(step, hold_refused(req, pre), data={"detail": hold_refused_detail})
+    txn_id = f"order:{order.id}:hold"
+    if req.side == "buy":
+        step.postings.append(templates.hold_cash(txn_id, order.account_id, pre.amount,
+                                                 from_unsettled=pre.from_unsettled))
+    else:
+        step.postings.append(templates.hold_shares(txn_id, order.account_id, req.symbol, pre.amount,
+                                                   from_unsettled=pre.from_unsettled))
+    step.set(state=S.FUNDS_HELD, hold_amount=pre.amount)
+    step.event("funds_held", actor="ledger", to=S.FUNDS_HELD, ledger_txn=txn_id,
+               reason=f"held {pre.amount} {'USD' if req.side == 'buy' else req.symbol}",
+               from_state=S.VALIDATED.value)
+    step.update("accepted")
+    return dataclasses.replace(step.decision(), insert=True)
+
+
+def _reject(step: _Step, why: Rejection, data: Mapping[str, Any] | None = None) -> Decision:
+    _finish(step, S.REJECTED, actor="risk", event="rejected", reason=why.reason, code=why.code,
+            data=data)
+    return dataclasses.replace(step.decision(), insert=True)
+
+
+# ============================================================================ venue events
+
+
+def execution(order: OrderRow, e: VenueEvent) -> tuple[Execution, OrderError | None]:
+    """The execution row recording ``e``, and why the rules refuse to book it (a fill that
+    overfills the order, has no quantity or price, or is unreadable), if they do. A refused
+    fill is recorded with quantity 0: its ExecID stays deduplicated and nothing counts it."""
+    refused = refusal(order, e)
+    fill = e.kind == VenueEventKind.FILL and refused is None
+    return Execution(
+        venue=e.venue, exec_id=e.exec_id, kind="refused" if refused else e.kind.value,
+        qty=Decimal(e.last_qty or "0") if fill else ZERO,
+        price=Decimal(e.last_px) if fill and e.last_px else None,
+        cum_qty=Decimal(e.cum_qty or "0"), leaves_qty=Decimal(e.leaves_qty or "0"),
+        avg_px=Decimal(e.avg_px or "0"),
+        transact_time=datetime.fromisoformat(e.transact_time) if e.transact_time else None,
+        raw={k: getattr(e, k) for k in _EVENT_FIELDS}), refused
+
+
+_EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(VenueEvent))
+
+
+def refusal(order: OrderRow, e: VenueEvent) -> OrderError | None:
+    """Why a venue fill cannot be booked against the order as it stands, or None."""
+    if e.kind != VenueEventKind.FILL:
+        return None
+    try:
+        _fill_math(order, Decimal(e.last_qty or "0"), Decimal(e.last_px or "0"))
+    except OrderError as exc:
+        return exc
+    except ArithmeticError:  # not a number at all
+        return OrderError(f"unreadable fill {e.last_qty!r} @ {e.last_px!r}", code="invalid_fill")
+    return None
+
+
+def _fill_math(order: OrderRow, last_qty: Decimal, last_px: Decimal) -> FillMath:
+    return apply_fill(order.side, qty=order.qty, filled_qty=order.filled_qty,
+                      filled_value=order.filled_value, hold_remaining=order.hold_amount,
+                      last_qty=last_qty, last_px=last_px)
+
+
+def _venue(order: OrderRow, e: VenueEvent, now: datetime) -> Decision:
+    state = order.state
+    if state not in AT_VENUE and state not in TERMINAL:
+        raise InvalidTransition(f"order is {state}: it was never sent, so {e.venue} cannot have "
+                                f"answered it ({e.kind} {e.exec_id})")
+    step = _Step(order, now)
+    actor = f"venue:{e.venue}"
+    info = {"exec_id": e.exec_id, "kind": e.kind.value, "status": e.status.value, "text": e.text,
+            "cum_qty": e.cum_qty, "leaves_qty": e.leaves_qty}
+    refused = refusal(order, e)
+    if refused is not None:
+        return _refuse(step, e, refused)
+    kind = e.kind
+    if kind == VenueEventKind.CANCEL_REJECTED:  # the order lives on at the venue
+        back = S.PARTIALLY_FILLED if order.filled_qty > 0 else S.ACKED
+        if state in (S.PENDING_CANCEL, S.STUCK):
+            step.event("cancel_rejected", actor=actor, reason=e.text, to=back, data=info)
+            step.set(state=back)
+            step.update("order_cancel_rejected")
+        else:
+            step.event("cancel_rejected", actor=actor, reason=e.text, to=state, data=info)
+        return step.decision()
+    if state in TERMINAL and kind != VenueEventKind.FILL:
+        step.event("late_report", actor=actor, reason=e.text, to=state, data=info)
+        return step.decision()
+    if kind == VenueEventKind.ACK:
+        if state == S.ROUTED:
+            step.event("new", actor=actor, reason="venue accepted", to=S.ACKED, data=info)
+            step.set(state=S.ACKED, venue_order_id=e.venue_order_id)
+            step.update("new")
+        else:
+            step.set(venue_order_id=e.venue_order_id)
+    elif kind == VenueEventKind.FILL:
+        _fill(step, e, actor, info)
+    elif kind == VenueEventKind.CANCELED and e.at_close:  # our own cancel at the DAY close
+        _finish(step, S.EXPIRED, actor=actor, event="expired", reason="DAY order expired at the close",
+                data=info)
+    elif kind == VenueEventKind.CANCELED:
+        _finish(step, S.CANCELED, actor=actor, event="canceled",
+                reason=e.text or "canceled at the venue", data=info)
+    elif kind == VenueEventKind.EXPIRED:
+        _finish(step, S.EXPIRED, actor=actor, event="expired", reason=e.text or "expired at the venue",
+                data=info)
+    elif kind == VenueEventKind.REJECTED:
+        _finish(step, S.REJECTED, actor=actor, event="rejected", code="venue_rejected",
+                reason=f"rejected by {e.venue}: {e.text or e.reject_reason}", data=info)
+    elif kind == VenueEventKind.STATUS and (done := _status_outcome(order, e)) is not None:
+        _finish(step, done, actor=actor, event=done.value.lower(),
+                reason=f"venue status: {e.text or done.value.lower()}", data=info,
+                code="venue_rejected" if done == S.REJECTED else None)
+    elif kind == VenueEventKind.STATUS and state == S.ROUTED and e.status in WORKING_VENUE_STATUSES:
+        step.event("new", actor=actor, reason="venue status: working", to=S.ACKED, data=info)
+        step.set(state=S.ACKED)
+    else:  # nothing for the order to do (a pending acknowledgement, a bust, ...): audited
+        step.event(f"report_{kind.value}", actor=actor, reason=e.text, to=state, data=info)
+    return step.decision()
+
+
+def _status_outcome(order: OrderRow, e: VenueEvent) -> OrderState | None:
+    """A status answer ends the order when the venue says it is done and nothing is unbooked."""
+    done = STATUS_OUTCOMES.get(e.status)
+    if done is not None and Decimal(e.cum_qty or 0) == order.filled_qty:
+        return done
+    return None
+
+
+def _fill(step: _Step, e: VenueEvent, actor: str, info: Mapping[str, Any]) -> None:
+    """Book one (partial) fill: the ledger transaction, the execution's booking, the new
+    filled quantity and average, the release of what is left when it completes the order."""
+    order = step.order
+    last_qty, last_px = Decimal(e.last_qty), Decimal(e.last_px or "0")
+    math = _fill_math(order, last_qty, last_px)
+    txn_id = f"order:{order.id}:fill:{e.venue}:{e.exec_id}"
+    if order.side == "buy":
+        step.postings.append(templates.buy_fill(txn_id, order.account_id, order.symbol, last_qty,
+                                                last_px, topup=math.topup))
+    else:
+        step.postings.append(templates.sell_fill(txn_id, order.account_id, order.symbol, last_qty,
+                                                 last_px))
+    trade = calendar.trade_date(step.now)
+    step.bookings.append(Booking(e.venue, e.exec_id, txn_id, trade))
+    if order.side == "sell":  # a good-faith violation is decided by the sell's booking
+        step.sells.append(SellBooked(order.symbol, last_qty, trade))
+    full = math.filled_qty == order.qty
+    state = order.state
+    if state in TERMINAL:  # a late fill after we ended the order: the money still moves
+        to = state
+    elif full:
+        to = S.FILLED
+    else:
+        to = state if state in (S.PENDING_CANCEL, S.STUCK) else S.PARTIALLY_FILLED
+    _transition_ok(state, to)
+    values: dict[str, Any] = {"filled_qty": math.filled_qty, "filled_avg_price": math.avg_price,
+                              "filled_value": math.filled_value, "hold_amount": math.hold_remaining,
+                              "state": to}
+    released = None
+    if full:
+        values["filled_at"] = step.now
+        step.order = dataclasses.replace(order, hold_amount=_column(math.hold_remaining))
+        released = _release(step, "filled")
+        step.order = order
+        values["hold_amount"] = ZERO
+    step.event("fill" if full else "partial_fill", actor=actor, reason=f"{last_qty} @ {last_px}",
+               to=to, ledger_txn=txn_id, data={**info, "qty": str(last_qty), "price": str(last_px)})
+    step.set(**values)
+    step.update("fill" if full else "partial_fill", position_of=order.symbol, price=str(last_px),
+                qty=str(last_qty), execution_id=e.exec_id)
+    if released:
+        step.event("released", actor="ledger", reason="unused hold released", to=to,
+                   ledger_txn=released)
+
+
+def _refuse(step: _Step, e: VenueEvent, why: OrderError) -> Decision:
+    """A venue fill the rules refuse is audited and a working order goes STUCK with its funds
+    still held: what the venue really did is for an operator to establish and book
+    (``resolve``); it is never guessed, and the order's other reports still book."""
+    state = step.order.state
+    step.event("report_refused", actor=f"venue:{e.venue}", reason=str(why), to=state,
+               data={"exec_id": e.exec_id, "code": why.code, "last_qty": e.last_qty,
+                     "last_px": e.last_px, "cum_qty": e.cum_qty})
+    if state in _ENTER_FROM[S.STUCK]:
+        _move(step, S.STUCK, actor="system",
+              reason=f"venue report {e.exec_id} refused ({why.code}): needs an operator")
+    return step.decision()
+
+
+# ============================================================================ operator
+
+
+def _resolve(order: OrderRow, inp: ResolveInput, now: datetime) -> Decision:
+    """Book what an operator says the venue did for a STUCK order (the fills not yet booked, as
+    one execution at their average price), then end it."""
+    if order.terminal:
+        return Decision.nothing(order)
+    if order.state not in AT_VENUE:
+        raise OrderError(f"order is {order.state}, not at a venue", code="not_resolvable")
+    total = Decimal(inp.filled_qty)
+    missing = total - order.filled_qty
+    if missing < 0 or total > order.qty:
+        raise OrderError(f"filled_qty {total} is below what is booked or above the order qty",
+                         code="invalid_resolution")
+    step = _Step(order, now)
+    actor = f"operator:{inp.operator}"
+    if missing > 0:
+        if not inp.avg_price:
+            raise OrderError("avg_price is required when booking fills", code="invalid_resolution")
+        e = VenueEvent(venue="operator", exec_id=f"manual-{inp.order_id}-{total}", order_id=inp.order_id,
+                       kind=VenueEventKind.FILL, cl_ord_id=inp.order_id, last_qty=str(missing),
+                       last_px=inp.avg_price, text=inp.note,
+                       status=VenueStatus.FILLED if total == order.qty else VenueStatus.PARTIALLY_FILLED)
+        step.executions.append(Execution(
+            venue=e.venue, exec_id=e.exec_id, kind=VenueEventKind.FILL.value, qty=missing,
+            price=Decimal(inp.avg_price), cum_qty=ZERO, leaves_qty=ZERO, avg_px=ZERO,
+            transact_time=None, raw={}))
+        _fill(step, e, actor, {"resolution": inp.outcome, "note": inp.note})
+    if not step.order.terminal:
+        to = S.CANCELED if inp.outcome == "canceled" or step.order.filled_qty < order.qty else S.FILLED
+        _finish(step, to, actor=actor, event=to.value.lower(), reason=f"resolved by operator: {inp.note}")
+    return step.decision()
