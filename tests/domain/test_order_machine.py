@@ -1,0 +1,299 @@
+"""``decide(order, event)`` for every state x every event: the new state, nothing, or a coded
+refusal (no database). Plus properties over random event sequences: money held is always
+accounted for, to the cent."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from domain.errors import DomainError
+from domain.execution import VenueEvent, VenueEventKind, VenueStatus
+from domain.order_machine import (
+    Decision,
+    Finish,
+    MarkStuck,
+    OrderRow,
+    RequestCancel,
+    Route,
+    accept,
+    decide,
+    execution,
+    new_order,
+)
+from domain.orders import (
+    AT_VENUE,
+    TERMINAL,
+    OrderState,
+    ResolveInput,
+    can_transition,
+    parse_order_request,
+)
+from domain.risk import PreTrade, Rejection
+
+S = OrderState
+K = VenueEventKind
+NOW = datetime(2026, 12, 3, 15, 0, tzinfo=UTC)
+OID = "00000000-0000-0000-0000-0000000000aa"
+ACCT = "00000000-0000-0000-0000-0000000000bb"
+PRE = (S.PENDING, S.VALIDATED, S.FUNDS_HELD)
+REQ = parse_order_request({"symbol": "F", "side": "buy", "type": "limit", "time_in_force": "gtc",
+                           "qty": "10", "limit_price": "100"})
+
+
+def order_in(state: OrderState, *, filled: int | None = None) -> OrderRow:
+    """A 10-share buy limit at 100 (1,000 held) in ``state``; a partially filled one has 2
+    filled at 99 (hold 802 left), a FILLED one all 10."""
+    row = new_order(order_id=OID, account_id=ACCT, req=REQ, request_hash="h", actor="customer", now=NOW)
+    if filled is None:
+        filled = {S.PARTIALLY_FILLED: 2, S.FILLED: 10}.get(state, 0)
+    hold = Decimal(0) if state in (S.PENDING, S.VALIDATED) or state in TERMINAL else Decimal(1000)
+    hold -= filled * Decimal(99) if hold else 0
+    return dataclasses.replace(
+        row, state=state, hold_amount=hold, filled_qty=Decimal(filled),
+        filled_value=filled * Decimal(99), filled_avg_price=Decimal(99) if filled else None,
+        venue="MM1" if state in AT_VENUE or state in TERMINAL else None, version=3)
+
+
+def venue(kind: VenueEventKind, status: VenueStatus = VenueStatus.UNKNOWN, *, qty: str = "0",
+          px: str | None = None, cum: str = "0", cl_ord_id: str = OID, n: int = 1) -> VenueEvent:
+    return VenueEvent(venue="MM1", exec_id=f"E{n}", order_id=OID, kind=kind, status=status,
+                      cl_ord_id=cl_ord_id, last_qty=qty, last_px=px, cum_qty=cum)
+
+
+def fill_rest(order: OrderRow) -> VenueEvent:
+    rest = order.qty - order.filled_qty
+    return venue(K.FILL, VenueStatus.FILLED, qty=str(rest if rest > 0 else 1), px="99.50", cum="10")
+
+
+EVENTS: dict[str, Any] = {
+    "ack": lambda o: venue(K.ACK, VenueStatus.NEW),
+    "partial fill": lambda o: venue(K.FILL, VenueStatus.PARTIALLY_FILLED, qty="4", px="99.50"),
+    "last fill": fill_rest,
+    "overfill": lambda o: venue(K.FILL, VenueStatus.FILLED, qty="11", px="99.50"),
+    "canceled": lambda o: venue(K.CANCELED, VenueStatus.CANCELED, cum=str(o.filled_qty)),
+    "canceled at close": lambda o: venue(K.CANCELED, VenueStatus.CANCELED, cl_ord_id=f"{OID}:X1"),
+    "expired": lambda o: venue(K.EXPIRED, VenueStatus.EXPIRED),
+    "rejected": lambda o: venue(K.REJECTED, VenueStatus.REJECTED),
+    "status working": lambda o: venue(K.STATUS, VenueStatus.NEW),
+    "status canceled": lambda o: venue(K.STATUS, VenueStatus.CANCELED, cum=str(o.filled_qty)),
+    "status canceled, fills unbooked": lambda o: venue(K.STATUS, VenueStatus.CANCELED, cum="9"),
+    "cancel rejected": lambda o: venue(K.CANCEL_REJECTED, VenueStatus.NEW),
+    "replaced": lambda o: venue(K.REPLACED, VenueStatus.REPLACED),
+    "pending": lambda o: venue(K.PENDING, VenueStatus.PENDING_CANCEL),
+    "busted": lambda o: venue(K.BUSTED),
+    "other": lambda o: venue(K.OTHER),
+    "route": lambda o: Route("MM1"),
+    "request cancel": lambda o: RequestCancel("customer asked"),
+    "stuck": lambda o: MarkStuck("venue silent"),
+    "finish canceled": lambda o: Finish(S.CANCELED, "canceled before routing"),
+    "finish failed": lambda o: Finish(S.FAILED, "could not route"),
+    "finish rejected": lambda o: Finish(S.REJECTED, "halted", code="symbol_halted"),
+    "finish expired": lambda o: Finish(S.EXPIRED, "DAY order over"),
+    "resolve canceled": lambda o: ResolveInput(OID, "canceled", filled_qty=str(o.filled_qty)),
+    "resolve filled": lambda o: ResolveInput(OID, "filled", filled_qty="10", avg_price="99.75"),
+    "resolve too much": lambda o: ResolveInput(OID, "filled", filled_qty="11", avg_price="99.75"),
+}
+
+SAME = "-"  # no state change (nothing, or an audit event only)
+BAD = "!invalid_transition"
+VENUE_STATES = (S.ROUTED, S.ACKED, S.PARTIALLY_FILLED, S.PENDING_CANCEL, S.STUCK)
+
+
+def row(pre: str, venue_states: dict[OrderState, str] | str, terminal: str = SAME,
+        **exceptions: str) -> dict[OrderState, str]:
+    """Expected outcome per state: ``pre`` for PENDING/VALIDATED/FUNDS_HELD, ``venue_states``
+    for the states at a venue, ``terminal`` for the terminal ones; ``exceptions`` by name."""
+    out = {s: pre for s in PRE}
+    at = venue_states if isinstance(venue_states, dict) else {s: venue_states for s in VENUE_STATES}
+    out.update(at)
+    out.update({s: terminal for s in TERMINAL})
+    out.update({S(k): v for k, v in exceptions.items()})
+    return out
+
+
+PF, PC = S.PARTIALLY_FILLED, S.PENDING_CANCEL
+EXPECTED: dict[str, dict[OrderState, str]] = {
+    "ack": row(BAD, SAME, ROUTED="ACKED"),
+    "partial fill": row(BAD, "PARTIALLY_FILLED", PARTIALLY_FILLED=SAME, PENDING_CANCEL=SAME, STUCK=SAME),
+    "last fill": row(BAD, "FILLED"),
+    "overfill": row(BAD, "STUCK", STUCK=SAME),
+    "canceled": row(BAD, "CANCELED"),
+    "canceled at close": row(BAD, "EXPIRED"),
+    "expired": row(BAD, "EXPIRED"),
+    "rejected": row(BAD, "REJECTED"),
+    "status working": row(BAD, SAME, ROUTED="ACKED"),
+    "status canceled": row(BAD, "CANCELED"),
+    "status canceled, fills unbooked": row(BAD, SAME),
+    "cancel rejected": row(BAD, SAME, PENDING_CANCEL="ACKED", STUCK="ACKED"),
+    "replaced": row(BAD, SAME),
+    "pending": row(BAD, SAME),
+    "busted": row(BAD, SAME),
+    "other": row(BAD, SAME),
+    "route": row(BAD, SAME, FUNDS_HELD="ROUTED"),
+    "request cancel": row(BAD, "PENDING_CANCEL", PENDING_CANCEL=SAME),
+    "stuck": row(BAD, "STUCK", STUCK=SAME),
+    "finish canceled": row("CANCELED", "CANCELED"),
+    "finish failed": row("FAILED", BAD),
+    "finish rejected": row("REJECTED", "REJECTED"),
+    "finish expired": row(BAD, "EXPIRED", FUNDS_HELD="EXPIRED"),
+    "resolve canceled": row("!not_resolvable", "CANCELED"),
+    "resolve filled": row("!not_resolvable", "FILLED"),
+    "resolve too much": row("!not_resolvable", "!invalid_resolution"),
+}
+
+
+def outcome(order: OrderRow, event: Any) -> str:
+    try:
+        d = decide(order, event, NOW)
+    except DomainError as exc:
+        return f"!{exc.code}"
+    return SAME if d.order.state == order.state else d.order.state.value
+
+
+CASES = [(name, state) for name in EVENTS for state in S]
+
+
+def test_the_table_covers_every_state_and_event() -> None:
+    assert set(EXPECTED) == set(EVENTS)
+    assert all(set(v) == set(S) for v in EXPECTED.values())
+
+
+@pytest.mark.parametrize(("name", "state"), CASES, ids=[f"{n}@{s.value}" for n, s in CASES])
+def test_decide(name: str, state: OrderState) -> None:
+    order = order_in(state)
+    event = EVENTS[name](order)
+    got = outcome(order, event)
+    assert got == EXPECTED[name][state], (name, state)
+    if got.startswith("!"):
+        return
+    d = decide(order, event, NOW)
+    _check_decision(order, d)
+
+
+def _check_decision(before: OrderRow, d: Decision) -> None:
+    """What every decision must be: a transition the state machine allows, every audit event
+    recording the state it left, a written row's version bumped, the hold accounted for."""
+    after = d.order
+    assert can_transition(before.state, after.state), (before.state, after.state)
+    if d.changes:
+        assert after.version > before.version and after.updated_at == NOW
+    else:
+        assert after == before and not d.postings and not d.updates
+    for e in d.events:
+        assert e.order_id == before.id and e.from_state in {s.value for s in S}
+    if d.events:
+        assert d.events[0].from_state == before.state.value
+    if after.state in TERMINAL and before.state not in TERMINAL:
+        assert after.hold_amount == 0  # nothing stays held on an ended order
+    for txn in d.postings:
+        sums: dict[str, Decimal] = {}
+        for entry in txn.entries:
+            sums[entry.currency] = sums.get(entry.currency, Decimal(0)) + entry.amount
+        assert all(v == 0 for v in sums.values()), txn
+    assert _held(d) == before.hold_amount - after.hold_amount, d.postings
+
+
+def _held(d: Decision) -> Decimal:
+    """How much the decision's postings took out of ``cash_held`` (for this buy order)."""
+    out = Decimal(0)
+    for txn in d.postings:
+        for entry in txn.entries:
+            if entry.account.name == "cash_held":
+                out -= entry.amount
+    return out
+
+
+def test_a_refused_fill_is_recorded_with_no_quantity_and_stays_deduplicated() -> None:
+    order = order_in(S.ACKED)
+    record, why = execution(order, venue(K.FILL, qty="11", px="99.50"))
+    assert why is not None and why.code == "overfill"
+    assert (record.kind, record.qty, record.price) == ("refused", 0, None)
+    record, why = execution(order, venue(K.FILL, qty="4", px="99.50"))
+    assert why is None and (record.kind, record.qty, record.price) == ("fill", 4, Decimal("99.50"))
+    record, why = execution(order, venue(K.FILL, qty="x", px="99.50"))
+    assert why is not None and why.code == "invalid_fill"
+
+
+def test_a_late_fill_after_the_order_ended_still_moves_the_money() -> None:
+    order = order_in(S.CANCELED)
+    d = decide(order, venue(K.FILL, qty="3", px="99.50"), NOW)
+    assert d.order.state == S.CANCELED and d.order.filled_qty == 3
+    assert [t.kind for t in d.postings] == ["buy_fill"] and d.bookings
+
+
+def test_accept_rejects_or_holds_exactly_what_pre_trade_says() -> None:
+    order = new_order(order_id=OID, account_id=ACCT, req=REQ, request_hash="h", actor="customer", now=NOW)
+    held = accept(order, REQ, PreTrade(validated=True, amount=Decimal(1000), from_unsettled=Decimal(250)))
+    assert held.insert and held.order.state == S.FUNDS_HELD and held.order.hold_amount == 1000
+    assert [e.event for e in held.events] == ["created", "validated", "funds_held"]
+    assert [u.event for u in held.updates] == ["accepted"]
+    (hold,) = held.postings
+    assert {(e.account.name, e.amount) for e in hold.entries} == {
+        ("cash_unsettled", Decimal(-250)), ("cash", Decimal(-750)), ("cash_held", Decimal(1000))}
+    checks = accept(order, REQ, PreTrade(validated=False, rejection=Rejection("market_closed", "closed")))
+    assert checks.order.state == S.REJECTED and checks.order.reject_code == "market_closed"
+    assert [(e.event, e.from_state) for e in checks.events] == [("created", ""), ("rejected", "PENDING")]
+    assert not checks.postings
+    funds = accept(order, REQ, PreTrade(validated=True, amount=Decimal(1000)),
+                   hold_refused_detail="cash would go negative")
+    assert [(e.event, e.from_state) for e in funds.events] == [
+        ("created", ""), ("validated", "PENDING"), ("rejected", "VALIDATED")]
+    assert funds.order.reject_code == "insufficient_buying_power" and not funds.postings
+
+
+# --- properties ------------------------------------------------------------------------
+
+event_names = st.sampled_from([n for n in EVENTS if not n.startswith(("finish", "route"))])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(event_names, st.integers(1, 6), st.sampled_from(["98.00", "99.99", "100"])),
+                max_size=25))
+def test_any_sequence_of_answers_accounts_for_every_cent_held(steps: list[tuple[str, int, str]]) -> None:
+    """From FUNDS_HELD through the venue's answers and the workflow's commands in any order:
+    transitions are always allowed ones, nothing is filled beyond the order, and the cash held
+    equals what was held minus what fills paid minus what was released."""
+    order = decide(order_in(S.FUNDS_HELD), Route("MM1"), NOW).order
+    held_at_start = order.hold_amount
+    paid = released = Decimal(0)
+    for n, (name, qty, px) in enumerate(steps):
+        event = EVENTS[name](order)
+        if isinstance(event, VenueEvent):
+            event = dataclasses.replace(event, exec_id=f"E{n}")
+            if event.kind == K.FILL and name == "partial fill":
+                event = dataclasses.replace(event, last_qty=str(qty), last_px=px)
+        try:
+            d = decide(order, event, NOW)
+        except DomainError:
+            continue
+        assert can_transition(order.state, d.order.state)
+        for txn in d.postings:
+            for entry in txn.entries:
+                if entry.account.name == "cash_held":
+                    if txn.kind == "buy_fill":
+                        paid -= entry.amount
+                    elif txn.kind == "release_cash":
+                        released -= entry.amount
+        order = d.order
+        assert 0 <= order.filled_qty <= order.qty
+        assert order.hold_amount >= 0
+        assert held_at_start - paid - released == order.hold_amount, (name, order)
+        if order.state in TERMINAL and order.state != S.FILLED:
+            assert order.hold_amount == 0
+
+
+def test_order_row_round_trips_through_a_database_row() -> None:
+    order = order_in(S.PARTIALLY_FILLED)
+    assert OrderRow.from_mapping({**order.columns(), "state": "PARTIALLY_FILLED", "extra": 1}) == order
+    snap = order.snapshot()
+    assert (snap.state, snap.filled_qty, snap.hold_remaining, snap.qty) == (
+        "PARTIALLY_FILLED", "2", "802", "10")
+    assert uuid.UUID(snap.order_id) == order.id
