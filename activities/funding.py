@@ -12,7 +12,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from db.errors import DbError
-from db.funding import FundingStore, TransferInput, TransferSnapshot
+from db.funding import FundingStore
+from domain.funding import TransferInput, TransferSnapshot
 from simulators.bank import AchBank
 
 

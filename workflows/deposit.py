@@ -5,6 +5,9 @@ Provisional credit at once (the ``accepted`` update returns it), submit to the b
 settlement time (``ach_settle_days`` business days; ``business_day_s`` simulates a business day
 in seconds), then ask the bank until it answers: settled -> ``deposit_settled``; returned ->
 reversal (``deposit_bounced``, cash may go negative -> account restricted, shortfall reported).
+
+The transfer payloads are the domain's (:mod:`domain.funding`); the activities (transfer rows and
+ledger in :mod:`db.funding`, the ACH bank) are in :mod:`activities.funding`.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.funding import BankInput, FinishInput
-    from db.funding import TransferInput, TransferSnapshot
+    from domain.funding import TransferInput, TransferSnapshot
 
 LOCAL_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200),
                           maximum_interval=timedelta(seconds=10))
