@@ -17,7 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
 from db.settlement import (
-    ShardSettlement,
     last_settled,
     load_report,
     settle_shard,
@@ -26,7 +25,14 @@ from db.settlement import (
 )
 from db.shard_status import reconcile_and_record
 from domain import calendar
-from domain.settlement import Netting, catch_up_dates, compare, merge, sessions_between
+from domain.settlement import (
+    Netting,
+    ShardSettlement,
+    catch_up_dates,
+    compare,
+    merge,
+    sessions_between,
+)
 from simulators.clearinghouse import Clearinghouse
 
 
