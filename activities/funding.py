@@ -1,6 +1,11 @@
-"""Funding activities of one shard (transfer rows + ledger, :mod:`db.funding`) and the simulated
-ACH bank. Run as local activities by the deposit and withdrawal workflows on
-``backoffice-shard-<n>``."""
+"""Funding activities of one shard: transfer rows + ledger (:mod:`db.funding`) and the ACH bank.
+Run as local activities by the deposit and withdrawal workflows on ``backoffice-shard-<n>``
+(served by the back-office worker, :mod:`workers.backoffice`).
+
+The bank is the :class:`domain.ports.Bank` port: these activities never know which bank they
+talk to. The entry point chooses it (:func:`sherwood.wiring.outside_world`; today the simulated
+:class:`simulators.bank.AchBank`). The payloads are :mod:`domain.funding`'s and the two below.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from temporalio.exceptions import ApplicationError
 from db.errors import DbError
 from db.funding import FundingStore
 from domain.funding import TransferInput, TransferSnapshot
-from simulators.bank import AchBank
+from domain.ports import Bank
 
 
 @dataclass
@@ -32,7 +37,7 @@ class FinishInput:
 
 
 class FundingActivities:
-    def __init__(self, store: FundingStore, bank: AchBank) -> None:
+    def __init__(self, store: FundingStore, bank: Bank) -> None:
         self.store = store
         self.bank = bank
 

@@ -3,6 +3,11 @@
 :class:`ShardSettlementActivities` are bound to ONE shard's database and run on that shard's
 back-office queue ``backoffice-shard-<n>``; :class:`SettlementActivities` run on ``backoffice``
 (planning, the cross-shard netting report in the directory and the clearinghouse comparison).
+Both are served by the back-office worker (:mod:`workers.backoffice`).
+
+The clearinghouse is the :class:`domain.ports.Clearinghouse` port: the entry point chooses it
+(:func:`sherwood.wiring.outside_world`; today the simulated
+:class:`simulators.clearinghouse.Clearinghouse`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from db.settlement import (
 )
 from db.shard_status import reconcile_and_record
 from domain import calendar
+from domain.ports import Clearinghouse
 from domain.settlement import (
     Netting,
     ShardSettlement,
@@ -33,7 +39,6 @@ from domain.settlement import (
     merge,
     sessions_between,
 )
-from simulators.clearinghouse import Clearinghouse
 
 
 @dataclass
