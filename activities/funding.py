@@ -4,7 +4,8 @@ Run as local activities by the deposit and withdrawal workflows on ``backoffice-
 
 The bank is the :class:`domain.ports.Bank` port: these activities never know which bank they
 talk to. The entry point chooses it (:func:`sherwood.wiring.outside_world`; today the simulated
-:class:`simulators.bank.AchBank`). The payloads are :mod:`domain.funding`'s and the two below.
+:class:`simulators.bank.AchBank`). Payloads: the transfer's from :mod:`domain.funding`, and
+:class:`BankInput` / :class:`FinishInput` below.
 """
 
 from __future__ import annotations
