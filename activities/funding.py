@@ -1,6 +1,12 @@
-"""Funding activities of one shard (transfer rows + ledger, :mod:`db.funding`) and the simulated
-ACH bank. Run as local activities by the deposit and withdrawal workflows on
-``backoffice-shard-<n>``."""
+"""Funding activities of one shard: transfer rows + ledger (:mod:`db.funding`) and the ACH bank.
+Run as local activities by the deposit and withdrawal workflows on ``backoffice-shard-<n>``
+(served by the back-office worker, :mod:`workers.backoffice`).
+
+The bank is the :class:`domain.ports.Bank` port: these activities never know which bank they
+talk to. The entry point chooses it (:func:`sherwood.wiring.outside_world`; today the simulated
+:class:`simulators.bank.AchBank`). Payloads: the transfer's from :mod:`domain.funding`, and
+:class:`BankInput` / :class:`FinishInput` below.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +18,9 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from db.errors import DbError
-from db.funding import FundingStore, TransferInput, TransferSnapshot
-from simulators.bank import AchBank
+from db.funding import FundingStore
+from domain.funding import TransferInput, TransferSnapshot
+from domain.ports import Bank
 
 
 @dataclass
@@ -31,7 +38,7 @@ class FinishInput:
 
 
 class FundingActivities:
-    def __init__(self, store: FundingStore, bank: AchBank) -> None:
+    def __init__(self, store: FundingStore, bank: Bank) -> None:
         self.store = store
         self.bank = bank
 

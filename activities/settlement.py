@@ -3,6 +3,11 @@
 :class:`ShardSettlementActivities` are bound to ONE shard's database and run on that shard's
 back-office queue ``backoffice-shard-<n>``; :class:`SettlementActivities` run on ``backoffice``
 (planning, the cross-shard netting report in the directory and the clearinghouse comparison).
+Both are served by the back-office worker (:mod:`workers.backoffice`).
+
+The clearinghouse is the :class:`domain.ports.Clearinghouse` port: the entry point chooses it
+(:func:`sherwood.wiring.outside_world`; today the simulated
+:class:`simulators.clearinghouse.Clearinghouse`).
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
 from db.settlement import (
-    ShardSettlement,
     last_settled,
     load_report,
     settle_shard,
@@ -26,8 +30,15 @@ from db.settlement import (
 )
 from db.shard_status import reconcile_and_record
 from domain import calendar
-from domain.settlement import Netting, catch_up_dates, compare, merge, sessions_between
-from simulators.clearinghouse import Clearinghouse
+from domain.ports import Clearinghouse
+from domain.settlement import (
+    Netting,
+    ShardSettlement,
+    catch_up_dates,
+    compare,
+    merge,
+    sessions_between,
+)
 
 
 @dataclass

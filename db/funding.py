@@ -8,14 +8,15 @@ the transfer already passed it, so activity retries are safe.
 Statuses (Alpaca names): QUEUED -> PENDING (deposit credited provisionally / withdrawal held) ->
 COMPLETE, or RETURNED (deposit bounced), REJECTED (withdrawal refused: not enough withdrawable
 cash), FAILED (the bank failed the withdrawal; hold released).
+
+The payloads (:class:`~domain.funding.TransferInput`, :class:`~domain.funding.TransferSnapshot`)
+and the request hash are the domain's (:mod:`domain.funding`); this module stores them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -28,39 +29,9 @@ from db.engines import run_in_transaction
 from db.errors import IdempotencyConflict
 from db.ledger import post
 from domain import ledger as rules
+from domain.funding import TransferInput, TransferSnapshot, request_hash
 from domain.ledger import LedgerTxn
 from domain.money import plain
-
-INCOMING, OUTGOING = "INCOMING", "OUTGOING"
-TERMINAL = frozenset({"COMPLETE", "RETURNED", "REJECTED", "FAILED", "CANCELED"})
-
-
-@dataclass
-class TransferInput:
-    transfer_id: str
-    account_id: str
-    direction: str
-    amount: str
-    expected_settle_date: str | None = None
-
-
-@dataclass
-class TransferSnapshot:
-    transfer_id: str
-    account_id: str
-    direction: str
-    amount: str
-    status: str
-    reason: str | None = None
-    expected_settle_date: str | None = None
-
-    @property
-    def terminal(self) -> bool:
-        return self.status in TERMINAL
-
-
-def request_hash(direction: str, amount: Decimal) -> str:
-    return hashlib.sha256(f"{direction}:{plain(amount)}".encode()).hexdigest()[:32]
 
 
 def _snap(row: RowMapping) -> TransferSnapshot:

@@ -6,14 +6,15 @@ and that is not settled yet moves the customers' unsettled cash and shares to se
 house clearing accounts against bank and custody for the netted amounts (id
 ``clearing:<date>:shard<n>``), records each execution in ``settlements`` and the per-symbol
 netting of the day, and marks the run done. A second run for the same date finds the run done
-and returns what it recorded: nothing moves twice.
+and returns what it recorded: nothing moves twice. What it returns,
+:class:`~domain.settlement.ShardSettlement`, is the Settlement workflow's payload and lives in
+:mod:`domain.settlement`.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -25,19 +26,7 @@ from db.engines import run_in_transaction
 from db.ledger import post
 from domain import calendar
 from domain import ledger as rules
-from domain.settlement import Break, Netting, StreetFill
-
-
-@dataclass
-class ShardSettlement:
-    shard: int
-    business_date: str
-    status: str  # done | no_session
-    executions: int = 0
-    accounts: int = 0
-    replayed: bool = False
-    netting: list[dict[str, str]] = field(default_factory=list)
-
+from domain.settlement import Break, Netting, ShardSettlement, StreetFill
 
 _PENDING = """
     SELECT e.venue, e.exec_id, e.account_id, e.symbol, e.side, e.qty, e.price

@@ -1,7 +1,9 @@
 """Settlement rules (pure: no I/O): which dates a run covers, per-symbol netting, and the
 comparison of Sherwood's settled executions with the clearinghouse's report.
 
-Dates are ISO strings on the wire (workflow payloads) and :class:`datetime.date` here.
+Also the Settlement workflow's payload from each shard (:class:`ShardSettlement`; the workflow
+imports it from here, :mod:`db.settlement` builds it). Dates are ISO strings on the wire (workflow
+payloads) and :class:`datetime.date` here.
 """
 
 from __future__ import annotations
@@ -119,6 +121,21 @@ def merge(parts: Iterable[Iterable[Netting]]) -> dict[str, Netting]:
         for n in part:
             out.setdefault(n.symbol, Netting(n.symbol)).add(n)
     return dict(sorted(out.items()))
+
+
+@dataclass
+class ShardSettlement:
+    """What settling one business date did on one shard (the ``settle_shard_day`` activity's
+    answer to the Settlement workflow): ``status`` done | no_session, ``replayed`` when the date
+    was already settled, ``netting`` per symbol in :meth:`Netting.to_wire` form."""
+
+    shard: int
+    business_date: str
+    status: str  # done | no_session
+    executions: int = 0
+    accounts: int = 0
+    replayed: bool = False
+    netting: list[dict[str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

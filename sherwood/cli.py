@@ -413,7 +413,7 @@ app.add_typer(schedules_app, name="schedules")
 def serve_backoffice(data_dir: DataDir = None) -> None:
     """Back-office workers: settlement/reconciliation (queue backoffice) and funding + shard-local
     settlement activities (queues backoffice-shard-<n>)."""
-    from workers.backoffice import run as run_backoffice
+    from sherwood.wiring import run_backoffice
 
     s = load_settings(data_dir)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")

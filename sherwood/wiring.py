@@ -1,11 +1,26 @@
-"""Building shared resources from Settings (used by entry points only)."""
+"""Building shared resources from Settings (used by entry points only), and choosing the outside
+world.
+
+The back office talks to a bank and a clearinghouse only through the ports of
+:mod:`domain.ports`; :func:`outside_world` is the one place that picks their implementation (today
+the simulators of :mod:`simulators`), and :func:`run_backoffice` (``sherwood serve backoffice``)
+hands them to the back-office worker (:mod:`workers.backoffice`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from redis.asyncio import Redis
 
+from db.engines import make_engine
 from db.router import ShardRouter
+from domain.ports import Bank, Clearinghouse
 from sherwood.settings import Settings
+from simulators.bank import AchBank
+from simulators.clearinghouse import Clearinghouse as SimulatedClearinghouse
+from simulators.clearinghouse import GatewayFills
 
 
 def shard_urls(settings: Settings) -> list[str]:
@@ -23,3 +38,30 @@ def build_router(settings: Settings, redis: Redis | None = None) -> ShardRouter:
         max_overflow=settings.db_max_overflow,
         house_stripes=settings.house_balance_stripes,
     )
+
+
+@asynccontextmanager
+async def outside_world(settings: Settings) -> AsyncIterator[tuple[Bank, Clearinghouse]]:
+    """The bank and the clearinghouse the back office talks to; what they hold is closed on exit.
+
+    Today the simulators: the ACH bank (:class:`simulators.bank.AchBank`, its instructions in Redis,
+    in memory without Redis) and the clearinghouse (:class:`simulators.clearinghouse.Clearinghouse`),
+    whose street fills are what the venues reported to the execution gateway
+    (:class:`simulators.clearinghouse.GatewayFills`). A real integration is chosen here.
+    """
+    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    gateway = make_engine(settings.gateway_db_url_resolved(), pool_size=1, max_overflow=2)
+    try:
+        yield AchBank(redis, settings.redis_prefix), SimulatedClearinghouse(GatewayFills(gateway))
+    finally:
+        if redis is not None:
+            await redis.aclose()
+        await gateway.dispose()
+
+
+async def run_backoffice(settings: Settings) -> None:
+    """``sherwood serve backoffice``: the back-office workers, talking to :func:`outside_world`."""
+    from workers import backoffice  # here, not at the top: the API imports this module for build_router
+
+    async with outside_world(settings) as (bank, clearinghouse):
+        await backoffice.run(settings, bank, clearinghouse)

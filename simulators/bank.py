@@ -1,4 +1,5 @@
-"""A simulated ACH bank.
+"""A simulated ACH bank: an implementation of the :class:`domain.ports.Bank` port (checked by
+mypy below), plugged into the back-office worker by :func:`sherwood.wiring.outside_world`.
 
 Transfers are submitted and later asked for their outcome. Decisions, in order of precedence:
 
@@ -17,12 +18,11 @@ first). Without Redis the instructions live in this object's memory.
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 
-SETTLE = "settle"
-RETURN = "return"
-HOLD = "hold"
+from domain.ports import HOLD, RETURN, SETTLE, Bank
 
 
 class AchBank:
@@ -63,3 +63,7 @@ class AchBank:
         if cents == 13:
             return RETURN
         return SETTLE
+
+
+if TYPE_CHECKING:
+    _is_a_bank: type[Bank] = AchBank

@@ -1,12 +1,14 @@
-"""A simulated clearinghouse: the street side of settlement.
+"""A simulated clearinghouse: the street side of settlement, an implementation of the
+:class:`domain.ports.Clearinghouse` port (checked by mypy below), plugged into the back-office
+worker by :func:`sherwood.wiring.outside_world`.
 
 It builds its own settlement report for a business date from the fills the venues reported --
 never from Sherwood's shards. Its source of fills is pluggable:
 
-- :class:`GatewayFills` (default in the back-office worker): the execution gateway's
-  ``gateway_reports`` table, i.e. every ExecutionReport the venues sent over FIX (``exec_type``
-  F), keyed by (venue, ExecID), with the trade date from the report's TransactTime (else when it
-  was received) in New York;
+- :class:`GatewayFills` (what :func:`sherwood.wiring.outside_world` plugs in): the execution
+  gateway's ``gateway_reports`` table, i.e. every ExecutionReport the venues sent over FIX
+  (``exec_type`` F), keyed by (venue, ExecID), with the trade date from the report's TransactTime
+  (else when it was received) in New York;
 - any callable ``async (date) -> list[StreetFill]`` (tests pass the fills they booked).
 
 Breaks are injectable (:meth:`Clearinghouse.inject`): drop a trade, change its quantity or its
@@ -21,11 +23,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from domain import calendar
+from domain import calendar, ports
 from domain.execution import parse_transact_time
 from domain.settlement import StreetFill
 
@@ -90,3 +93,7 @@ class Clearinghouse:
             elif key in fills and b.kind == "price" and b.price is not None:
                 fills[key] = dataclasses.replace(fills[key], price=b.price)
         return list(fills.values())
+
+
+if TYPE_CHECKING:
+    _is_a_clearinghouse: type[ports.Clearinghouse] = Clearinghouse

@@ -5,10 +5,16 @@ Task queues (kept apart from ``shard-<n>``, whose workers register only the orde
 - ``backoffice``: the Settlement and LedgerReconciliation workflows and the cross-shard
   activities (plan, netting report in the directory, clearinghouse comparison);
 - ``backoffice-shard-<n>``: the Deposit and Withdrawal workflows of that shard's accounts (their
-  local activities bound to that shard's database and the simulated bank) and the shard-local
+  local activities bound to that shard's database and the ACH bank) and the shard-local
   settlement/reconciliation activities.
 
 One process may serve every shard (``sherwood serve backoffice``); it keeps its pools small.
+
+The outside world comes in through the ports of :mod:`domain.ports`: :class:`BackofficeWorkers`
+is given a :class:`~domain.ports.Bank` and a :class:`~domain.ports.Clearinghouse` and never builds
+or imports an implementation. The entry point chooses them: ``sherwood serve backoffice`` runs
+:func:`sherwood.wiring.run_backoffice`, whose :func:`sherwood.wiring.outside_world` supplies the
+simulators today; tests pass their own.
 """
 
 from __future__ import annotations
@@ -20,7 +26,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import (
     Client,
@@ -41,11 +46,10 @@ from activities.funding import FundingActivities
 from activities.settlement import SettlementActivities, ShardSettlementActivities
 from db.engines import make_engine
 from db.funding import FundingStore
+from domain.ports import Bank, Clearinghouse
 from sherwood.lifecycle import stopped_by_signals
 from sherwood.settings import Settings
 from sherwood.temporal import connect
-from simulators.bank import AchBank
-from simulators.clearinghouse import Clearinghouse, GatewayFills
 from workflows.deposit import DepositWorkflow
 from workflows.settlement import (
     BACKOFFICE_TASK_QUEUE,
@@ -73,22 +77,24 @@ def backoffice_activities(directory: AsyncEngine, engine_by_shard: list[AsyncEng
 
 
 def backoffice_shard_activities(settings: Settings, engine: AsyncEngine, shard: int,
-                                bank: AchBank) -> list[Callable[..., Any]]:
+                                bank: Bank) -> list[Callable[..., Any]]:
     return [*ShardSettlementActivities(engine, shard, house_stripes=settings.house_balance_stripes).all(),
             *FundingActivities(FundingStore(engine), bank).all()]
 
 
 @dataclass
 class BackofficeWorkers:
+    """The back-office workers of this process. The bank and the clearinghouse are the caller's
+    (it also closes whatever they hold); the shard and directory pools are opened here."""
+
     settings: Settings
+    bank: Bank
+    clearinghouse: Clearinghouse
     shards: list[int] | None = None  # None: every shard
     client: Client | None = None
-    clearinghouse: Clearinghouse | None = None
-    bank: AchBank | None = None
     _workers: list[Worker] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _engines: list[AsyncEngine] = field(default_factory=list)
-    _redis: Redis | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -99,13 +105,6 @@ class BackofficeWorkers:
                    for n in range(s.shard_count)]
         directory = make_engine(s.directory_db_url(), pool_size=size, max_overflow=size)
         self._engines = [*engines, directory]
-        if self.clearinghouse is None:
-            gw = make_engine(s.gateway_db_url_resolved(), pool_size=1, max_overflow=2)
-            self._engines.append(gw)
-            self.clearinghouse = Clearinghouse(GatewayFills(gw))
-        if self.bank is None:
-            self._redis = Redis.from_url(s.redis_url) if s.redis_url else None
-            self.bank = AchBank(self._redis, s.redis_prefix)
         self._add(Worker(self.client, task_queue=BACKOFFICE_TASK_QUEUE, workflows=backoffice_workflows(),
                          activities=backoffice_activities(directory, engines, self.clearinghouse)))
         for n in shards:
@@ -124,8 +123,6 @@ class BackofficeWorkers:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._redis is not None:
-            await self._redis.aclose()
         for e in self._engines:
             await e.dispose()
 
@@ -163,8 +160,9 @@ async def apply_schedules(client: Client, settings: Settings) -> str:
         return "updated"
 
 
-async def run(settings: Settings) -> None:
-    workers = BackofficeWorkers(settings)
+async def run(settings: Settings, bank: Bank, clearinghouse: Clearinghouse) -> None:
+    """Serve the back office with this bank and clearinghouse until SIGINT/SIGTERM."""
+    workers = BackofficeWorkers(settings, bank, clearinghouse)
     await workers.start()
     with stopped_by_signals() as stop:
         await stop.wait()

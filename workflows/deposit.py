@@ -5,6 +5,10 @@ Provisional credit at once (the ``accepted`` update returns it), submit to the b
 settlement time (``ach_settle_days`` business days; ``business_day_s`` simulates a business day
 in seconds), then ask the bank until it answers: settled -> ``deposit_settled``; returned ->
 reversal (``deposit_bounced``, cash may go negative -> account restricted, shortfall reported).
+
+The transfer payloads are the domain's (:mod:`domain.funding`); the activities (transfer rows and
+ledger in :mod:`db.funding`, the ACH bank behind the :class:`domain.ports.Bank` port, whose
+answers are ``settle``/``return``/``hold``) are in :mod:`activities.funding`.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.funding import BankInput, FinishInput
-    from db.funding import TransferInput, TransferSnapshot
+    from domain.funding import TransferInput, TransferSnapshot
+    from domain.ports import HOLD, RETURN
 
 LOCAL_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200),
                           maximum_interval=timedelta(seconds=10))
@@ -55,7 +60,7 @@ async def wait_for_bank(inp: TransferWorkflowInput) -> str:
     bank = BankInput(inp.transfer_id, inp.account_id, inp.direction, inp.amount)
     while True:
         outcome = str(await _local("bank_outcome", bank, str))
-        if outcome != "hold":
+        if outcome != HOLD:
             return outcome
         await workflow.sleep(timedelta(seconds=inp.poll_s))
 
@@ -93,7 +98,7 @@ class TransferFlow:
         await _local("bank_submit", BankInput(inp.transfer_id, inp.account_id, inp.direction, inp.amount),
                      str)
         outcome = await wait_for_bank(inp)
-        if outcome == "return":
+        if outcome == RETURN:
             done = await _local(self.FAIL, FinishInput(inp.transfer_id, self.FAIL_REASON), TransferSnapshot)
         else:
             done = await _local(self.SUCCEED, FinishInput(inp.transfer_id), TransferSnapshot)

@@ -6,6 +6,9 @@ each date it fans out to every shard (activities on ``backoffice-shard-<n>``: on
 transaction per shard, idempotent by date), then writes the cross-shard netting report and the
 clearinghouse comparison (``backoffice``). Finally each shard's ledger is reconciled (end of day);
 a difference halts that shard's new orders. A non-session date settles nothing.
+
+Each shard's answer is :class:`domain.settlement.ShardSettlement`; the other payloads are the
+activities' inputs and results (:mod:`activities.settlement`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ with workflow.unsafe.imports_passed_through():
         ReportSummary,
         SettleDayInput,
     )
-    from db.settlement import ShardSettlement
+    from domain.settlement import ShardSettlement
 
 BACKOFFICE_TASK_QUEUE = "backoffice"
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))

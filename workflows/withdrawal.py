@@ -7,7 +7,7 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from db.funding import TransferSnapshot
+    from domain.funding import TransferSnapshot
     from workflows.deposit import TransferFlow, TransferWorkflowInput
 
 

@@ -20,10 +20,11 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import ApiError
-from db.funding import INCOMING, OUTGOING, FundingStore, TransferSnapshot, request_hash
+from db.funding import FundingStore
 from db.router import ShardRouter
 from domain import calendar
 from domain.errors import DomainError
+from domain.funding import INCOMING, OUTGOING, TransferSnapshot, request_hash
 from domain.money import USD, check_scale, parse_decimal
 from sherwood.settings import Settings
 from workflows.deposit import DepositWorkflow, TransferWorkflowInput

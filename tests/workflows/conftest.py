@@ -1,6 +1,10 @@
 """Back-office fixtures: the back-office workers (settlement, reconciliation, funding) on the
 session's Temporal/Postgres/Redis, with a clearinghouse whose street fills come from the shards'
-executions (what the venues reported) and whose breaks tests inject."""
+executions (what the venues reported) and whose breaks tests inject.
+
+The tests choose the outside world here, as :func:`sherwood.wiring.outside_world` does for
+``sherwood serve backoffice``: the simulated bank and clearinghouse, kept on :class:`Backoffice`
+so tests can instruct the bank and inject breaks."""
 
 from __future__ import annotations
 
