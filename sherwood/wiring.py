@@ -18,9 +18,6 @@ from db.engines import make_engine
 from db.router import ShardRouter
 from domain.ports import Bank, Clearinghouse
 from sherwood.settings import Settings
-from simulators.bank import AchBank
-from simulators.clearinghouse import Clearinghouse as SimulatedClearinghouse
-from simulators.clearinghouse import GatewayFills
 
 
 def shard_urls(settings: Settings) -> list[str]:
@@ -49,6 +46,11 @@ async def outside_world(settings: Settings) -> AsyncIterator[tuple[Bank, Clearin
     whose street fills are what the venues reported to the execution gateway
     (:class:`simulators.clearinghouse.GatewayFills`). A real integration is chosen here.
     """
+    # imported here: the API imports this module (build_router) and must not load the fakes
+    from simulators.bank import AchBank
+    from simulators.clearinghouse import Clearinghouse as SimulatedClearinghouse
+    from simulators.clearinghouse import GatewayFills
+
     redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
     gateway = make_engine(settings.gateway_db_url_resolved(), pool_size=1, max_overflow=2)
     try:
