@@ -36,20 +36,18 @@ from domain.alpaca import trade_update
 from domain.execution import VenueEvent
 from domain.ledger import LedgerTxn
 from domain.money import plain
+from domain.order_decision import Decision, Execution
 from domain.order_machine import (
     Command,
-    Decision,
-    Execution,
     Finish,
     MarkStuck,
-    OrderRow,
     RequestCancel,
     Route,
     accept,
     decide,
     execution,
-    new_order,
 )
+from domain.order_row import OrderRow, new_order
 from domain.orders import (
     AcceptOrderInput,
     OrderError,

@@ -14,10 +14,6 @@ from db import sql
 from db.gfv import SETTLED_CASH_ONLY_UNTIL
 from domain.risk import AccountState, AssetStatus, Fill, pdt_window_start
 
-# the rules' view of an account (pure, in domain.risk); the name the readers here know it by
-AccountRisk = AccountState
-
-
 _ACCOUNT = ("SELECT account_type, status, trading_blocked, blocked_reason, pattern_day_trader "
             "FROM accounts WHERE id = :a")
 

@@ -16,7 +16,8 @@ from typing import Any
 
 from domain.assets import get_asset
 from domain.money import plain
-from domain.order_machine import OrderRow, TradeUpdate
+from domain.order_decision import TradeUpdate
+from domain.order_row import OrderRow
 from domain.orders import OrderRequest, OrderSnapshot, OrderState, alpaca_status
 
 

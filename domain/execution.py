@@ -12,24 +12,10 @@ Identity rules (DESIGN: idempotent at every layer):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from enum import StrEnum
 
 GATEWAY_TASK_QUEUE = "execution-gateway"
 EXECUTION_REPORT_SIGNAL = "execution_report"
-
-
-def parse_transact_time(t: str | None) -> datetime | None:
-    """A FIX UTCTimestamp (``YYYYMMDD-HH:MM:SS[.sss]``, e.g. TransactTime) as an aware UTC
-    datetime; None when absent or unreadable."""
-    if not t:
-        return None
-    for fmt in ("%Y%m%d-%H:%M:%S.%f", "%Y%m%d-%H:%M:%S"):
-        try:
-            return datetime.strptime(t, fmt).replace(tzinfo=UTC)
-        except ValueError:
-            continue
-    return None
 
 
 def shard_task_queue(shard: int) -> str:

@@ -23,18 +23,17 @@ first steps).
 from __future__ import annotations
 
 import dataclasses
-import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from domain import calendar
 from domain import ledger as templates
 from domain.execution import WORKING_VENUE_STATUSES, VenueEvent, VenueEventKind, VenueStatus
-from domain.ledger import LedgerTxn
-from domain.money import plain
+from domain.order_decision import Booking, Decision, Execution, SellBooked, Step
+from domain.order_row import OrderRow, column
 from domain.orders import (
     AT_VENUE,
     TERMINAL,
@@ -42,7 +41,6 @@ from domain.orders import (
     InvalidTransition,
     OrderError,
     OrderRequest,
-    OrderSnapshot,
     OrderState,
     ResolveInput,
     apply_fill,
@@ -52,9 +50,6 @@ from domain.risk import PreTrade, Rejection, hold_refused
 
 S = OrderState
 ZERO = Decimal(0)
-# every number of an order row is numeric(38, 10), which rounds half away from zero: the row in
-# memory is kept at that scale so that it equals the row written
-ROW_SCALE = Decimal("1E-10")
 TIMESTAMP_FOR = {S.FILLED: "filled_at", S.CANCELED: "canceled_at", S.EXPIRED: "expired_at",
                  S.FAILED: "failed_at", S.REJECTED: "failed_at"}
 # the trade update (Alpaca event) of a state entered without a fill
@@ -62,243 +57,6 @@ UPDATE_FOR = {S.ROUTED: "pending_new", S.PENDING_CANCEL: "pending_cancel", S.STU
 # the venue's answers that end the order when a status request finds it so
 STATUS_OUTCOMES = {VenueStatus.CANCELED: S.CANCELED, VenueStatus.EXPIRED: S.EXPIRED,
                    VenueStatus.REJECTED: S.REJECTED}
-
-
-# ============================================================================ the row
-
-
-@dataclass(frozen=True)
-class OrderRow:
-    """One row of the ``orders`` table (every column), typed."""
-
-    id: uuid.UUID
-    account_id: uuid.UUID
-    client_order_id: str
-    request_hash: str
-    symbol: str
-    side: str
-    order_type: str
-    time_in_force: str
-    qty: Decimal
-    notional: Decimal | None
-    limit_price: Decimal | None
-    stop_price: Decimal | None
-    extended_hours: bool
-    state: OrderState
-    cl_ord_id: str
-    venue: str | None
-    venue_order_id: str | None
-    filled_qty: Decimal
-    filled_avg_price: Decimal | None
-    filled_value: Decimal
-    hold_currency: str
-    hold_amount: Decimal
-    reject_code: str | None
-    reject_reason: str | None
-    created_at: datetime
-    updated_at: datetime
-    submitted_at: datetime | None
-    filled_at: datetime | None
-    canceled_at: datetime | None
-    expired_at: datetime | None
-    failed_at: datetime | None
-    expires_at: datetime | None
-    actor: str | None
-    version: int
-
-    @classmethod
-    def from_mapping(cls, row: Mapping[str, Any]) -> OrderRow:
-        """From a database row (``SELECT * FROM orders``)."""
-        values = {f.name: row[f.name] for f in _FIELDS}
-        values["state"] = S(values["state"])
-        return cls(**values)
-
-    def columns(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in _FIELDS}
-
-    @property
-    def terminal(self) -> bool:
-        return self.state in TERMINAL
-
-    def snapshot(self, *, duplicate: bool = False) -> OrderSnapshot:
-        """What the workflow knows of the order (decimals as strings)."""
-        return OrderSnapshot(
-            order_id=str(self.id), account_id=str(self.account_id),
-            client_order_id=self.client_order_id, state=self.state.value, symbol=self.symbol,
-            side=self.side, qty=_s(self.qty) or "0", filled_qty=_s(self.filled_qty) or "0",
-            filled_avg_price=_s(self.filled_avg_price), hold_remaining=_s(self.hold_amount) or "0",
-            venue=self.venue, reject_code=self.reject_code, reject_reason=self.reject_reason,
-            expires_at=self.expires_at.isoformat() if self.expires_at else None,
-            duplicate=duplicate, created_at=self.created_at.isoformat(),
-            updated_at=self.updated_at.isoformat())
-
-
-_FIELDS = dataclasses.fields(OrderRow)
-
-
-def _s(d: Decimal | None) -> str | None:
-    return None if d is None else format(plain(d), "f")
-
-
-def _column(v: Any) -> Any:
-    return v.quantize(ROW_SCALE, rounding=ROUND_HALF_UP) if isinstance(v, Decimal) else v
-
-
-def new_order(*, order_id: str, account_id: str, req: OrderRequest, request_hash: str, actor: str,
-              now: datetime, day_ttl_s: float | None = None) -> OrderRow:
-    """The row of an order just received (state PENDING, nothing held yet)."""
-    expires = None
-    if req.time_in_force == "day":
-        expires = now + timedelta(seconds=day_ttl_s) if day_ttl_s else calendar.day_order_expiry(now)
-    return OrderRow(
-        id=uuid.UUID(order_id), account_id=uuid.UUID(account_id),
-        client_order_id=req.client_order_id or order_id, request_hash=request_hash,
-        symbol=req.symbol, side=req.side, order_type=req.type, time_in_force=req.time_in_force,
-        qty=_column(req.qty), notional=None, limit_price=_column(req.limit_price),
-        stop_price=_column(req.stop_price), extended_hours=req.extended_hours, state=S.PENDING,
-        cl_ord_id=order_id, venue=None, venue_order_id=None, filled_qty=_column(ZERO),
-        filled_avg_price=None, filled_value=_column(ZERO),
-        hold_currency="USD" if req.side == "buy" else req.symbol, hold_amount=_column(ZERO),
-        reject_code=None, reject_reason=None, created_at=now, updated_at=now, submitted_at=now,
-        filled_at=None, canceled_at=None, expired_at=None, failed_at=None, expires_at=expires,
-        actor=actor, version=0)
-
-
-# ============================================================================ the decision
-
-
-@dataclass(frozen=True)
-class AuditEvent:
-    """One row of ``order_events``: who, what, why, before -> after."""
-
-    order_id: uuid.UUID
-    account_id: uuid.UUID
-    event: str
-    actor: str
-    reason: str | None
-    from_state: str
-    to_state: str | None
-    ledger_txn: str | None = None
-    data: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class TradeUpdate:
-    """One Alpaca ``trade_updates`` message (an outbox row) about ``order`` as it is after the
-    step. ``position_of``: the update reports the account's position in that symbol as the
-    transaction leaves it (the writer reads it after posting)."""
-
-    event: str
-    order: OrderRow
-    at: datetime
-    extra: Mapping[str, str] = field(default_factory=dict)
-    position_of: str | None = None
-
-
-@dataclass(frozen=True)
-class Booking:
-    """An execution (already recorded) booked by ``ledger_txn`` on ``trade_date``."""
-
-    venue: str
-    exec_id: str
-    ledger_txn: str
-    trade_date: date
-
-
-@dataclass(frozen=True)
-class Execution:
-    """An execution row to record: a venue's event (inserted before it is decided, to
-    deduplicate by ``(venue, exec_id)``) or an operator's fill (recorded by its decision)."""
-
-    venue: str
-    exec_id: str
-    kind: str  # the VenueEventKind value, or ``refused`` for a fill the rules refused
-    qty: Decimal  # booked quantity: 0 unless a fill that is booked
-    price: Decimal | None
-    cum_qty: Decimal
-    leaves_qty: Decimal
-    avg_px: Decimal
-    transact_time: datetime | None
-    raw: Mapping[str, Any]
-
-
-@dataclass(frozen=True)
-class SellBooked:
-    """A sell fill was booked: whether it is a good-faith violation is for the writer to check
-    (it needs the account's recent buys)."""
-
-    symbol: str
-    qty: Decimal
-    trade_date: date
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What one event does to an order. ``changes``: the columns that change (empty: the row
-    is not written); ``order``: the row after them."""
-
-    order: OrderRow
-    changes: Mapping[str, Any] = field(default_factory=dict)
-    postings: tuple[LedgerTxn, ...] = ()
-    events: tuple[AuditEvent, ...] = ()
-    updates: tuple[TradeUpdate, ...] = ()
-    executions: tuple[Execution, ...] = ()
-    bookings: tuple[Booking, ...] = ()
-    sells: tuple[SellBooked, ...] = ()
-    insert: bool = False  # the order row is new
-
-    @classmethod
-    def nothing(cls, order: OrderRow) -> Decision:
-        return cls(order)
-
-    def then(self, nxt: Decision) -> Decision:
-        """This decision followed by ``nxt`` (decided against ``self.order``)."""
-        return Decision(
-            order=nxt.order, changes={**self.changes, **nxt.changes},
-            postings=self.postings + nxt.postings, events=self.events + nxt.events,
-            updates=self.updates + nxt.updates, executions=self.executions + nxt.executions,
-            bookings=self.bookings + nxt.bookings, sells=self.sells + nxt.sells,
-            insert=self.insert or nxt.insert)
-
-
-class _Step:
-    """Builds one decision: the row changes as the step goes, every event records the state it
-    left."""
-
-    def __init__(self, order: OrderRow, now: datetime) -> None:
-        self.before = order
-        self.order = order
-        self.now = now
-        self.changes: dict[str, Any] = {}
-        self.postings: list[LedgerTxn] = []
-        self.events: list[AuditEvent] = []
-        self.updates: list[TradeUpdate] = []
-        self.executions: list[Execution] = []
-        self.bookings: list[Booking] = []
-        self.sells: list[SellBooked] = []
-
-    def set(self, **values: Any) -> None:
-        """Change columns; every write of the row bumps its version and ``updated_at``."""
-        values = {k: _column(v) for k, v in values.items()}
-        values.update(updated_at=self.now, version=self.order.version + 1)
-        self.changes.update(values)
-        self.order = dataclasses.replace(self.order, **values)
-
-    def event(self, event: str, *, actor: str, reason: str | None, to: OrderState | None,
-              ledger_txn: str | None = None, data: Mapping[str, Any] | None = None,
-              from_state: str | None = None) -> None:
-        self.events.append(AuditEvent(
-            self.order.id, self.order.account_id, event, actor, reason,
-            self.order.state.value if from_state is None else from_state,
-            None if to is None else to.value, ledger_txn, data or {}))
-
-    def update(self, event: str, *, position_of: str | None = None, **extra: str) -> None:
-        self.updates.append(TradeUpdate(event, self.order, self.now, extra, position_of))
-
-    def decision(self) -> Decision:
-        return Decision(self.order, self.changes, tuple(self.postings), tuple(self.events),
-                        tuple(self.updates), tuple(self.executions), tuple(self.bookings),
-                        tuple(self.sells))
 
 
 # ============================================================================ commands
@@ -358,7 +116,7 @@ def decide(order: OrderRow, event: Event, now: datetime) -> Decision:
     if isinstance(event, Finish):
         if order.terminal:
             return Decision.nothing(order)
-        step = _Step(order, now)
+        step = Step(order, now)
         _finish(step, event.to, actor=event.actor, event=event.to.value.lower(), reason=event.reason,
                 code=event.code)
         return step.decision()
@@ -388,12 +146,12 @@ def _enter(order: OrderRow, to: OrderState, now: datetime, *, actor: str, reason
         return Decision.nothing(order)
     if order.state not in _ENTER_FROM[to]:
         raise InvalidTransition(f"order is {order.state}: it cannot become {to} ({reason})")
-    step = _Step(order, now)
+    step = Step(order, now)
     _move(step, to, actor=actor, reason=reason, venue=venue)
     return step.decision()
 
 
-def _move(step: _Step, to: OrderState, *, actor: str, reason: str, venue: str | None = None) -> None:
+def _move(step: Step, to: OrderState, *, actor: str, reason: str, venue: str | None = None) -> None:
     values: dict[str, Any] = {"state": to}
     if venue is not None:
         values["venue"] = venue
@@ -408,7 +166,7 @@ def _transition_ok(current: OrderState, to: OrderState) -> None:
         raise InvalidTransition(f"order cannot go from {current} to {to}")
 
 
-def _release(step: _Step, label: str) -> str | None:
+def _release(step: Step, label: str) -> str | None:
     """Post the release of whatever is still held (cash for a buy, shares for a sell)."""
     order = step.order
     if order.hold_amount <= 0:
@@ -422,7 +180,7 @@ def _release(step: _Step, label: str) -> str | None:
     return txn_id
 
 
-def _finish(step: _Step, to: OrderState, *, actor: str, event: str, reason: str | None,
+def _finish(step: Step, to: OrderState, *, actor: str, event: str, reason: str | None,
             code: str | None = None, data: Mapping[str, Any] | None = None) -> None:
     """Move to a terminal state, releasing any remaining hold."""
     _transition_ok(step.order.state, to)
@@ -447,7 +205,7 @@ def accept(order: OrderRow, req: OrderRequest, pre: PreTrade, *,
     REJECTED by the checks, or VALIDATED and FUNDS_HELD with the hold to post, or REJECTED for
     funds. ``hold_refused_detail``: the ledger refused the hold this function asked for (a
     concurrent change of the balance); decide again with it."""
-    step = _Step(order, order.created_at)
+    step = Step(order, order.created_at)
     step.event("created", actor=order.actor or "customer", reason="order received", to=S.PENDING,
                from_state="", data={"request": req.to_wire()})
     if not pre.validated:
@@ -476,7 +234,7 @@ def accept(order: OrderRow, req: OrderRequest, pre: PreTrade, *,
     return dataclasses.replace(step.decision(), insert=True)
 
 
-def _reject(step: _Step, why: Rejection, data: Mapping[str, Any] | None = None) -> Decision:
+def _reject(step: Step, why: Rejection, data: Mapping[str, Any] | None = None) -> Decision:
     _finish(step, S.REJECTED, actor="risk", event="rejected", reason=why.reason, code=why.code,
             data=data)
     return dataclasses.replace(step.decision(), insert=True)
@@ -528,7 +286,7 @@ def _venue(order: OrderRow, e: VenueEvent, now: datetime) -> Decision:
     if state not in AT_VENUE and state not in TERMINAL:
         raise InvalidTransition(f"order is {state}: it was never sent, so {e.venue} cannot have "
                                 f"answered it ({e.kind} {e.exec_id})")
-    step = _Step(order, now)
+    step = Step(order, now)
     actor = f"venue:{e.venue}"
     info = {"exec_id": e.exec_id, "kind": e.kind.value, "status": e.status.value, "text": e.text,
             "cum_qty": e.cum_qty, "leaves_qty": e.leaves_qty}
@@ -589,7 +347,7 @@ def _status_outcome(order: OrderRow, e: VenueEvent) -> OrderState | None:
     return None
 
 
-def _fill(step: _Step, e: VenueEvent, actor: str, info: Mapping[str, Any]) -> None:
+def _fill(step: Step, e: VenueEvent, actor: str, info: Mapping[str, Any]) -> None:
     """Book one (partial) fill: the ledger transaction, the execution's booking, the new
     filled quantity and average, the release of what is left when it completes the order."""
     order = step.order
@@ -621,7 +379,7 @@ def _fill(step: _Step, e: VenueEvent, actor: str, info: Mapping[str, Any]) -> No
     released = None
     if full:
         values["filled_at"] = step.now
-        step.order = dataclasses.replace(order, hold_amount=_column(math.hold_remaining))
+        step.order = dataclasses.replace(order, hold_amount=column(math.hold_remaining))
         released = _release(step, "filled")
         step.order = order
         values["hold_amount"] = ZERO
@@ -635,7 +393,7 @@ def _fill(step: _Step, e: VenueEvent, actor: str, info: Mapping[str, Any]) -> No
                    ledger_txn=released)
 
 
-def _refuse(step: _Step, e: VenueEvent, why: OrderError) -> Decision:
+def _refuse(step: Step, e: VenueEvent, why: OrderError) -> Decision:
     """A venue fill the rules refuse is audited and a working order goes STUCK with its funds
     still held: what the venue really did is for an operator to establish and book
     (``resolve``); it is never guessed, and the order's other reports still book."""
@@ -664,7 +422,7 @@ def _resolve(order: OrderRow, inp: ResolveInput, now: datetime) -> Decision:
     if missing < 0 or total > order.qty:
         raise OrderError(f"filled_qty {total} is below what is booked or above the order qty",
                          code="invalid_resolution")
-    step = _Step(order, now)
+    step = Step(order, now)
     actor = f"operator:{inp.operator}"
     if missing > 0:
         if not inp.avg_price:

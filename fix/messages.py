@@ -346,11 +346,6 @@ def parse_inbound(venue: str, msg: simplefix.FixMessage) -> ExecReport | None:
     return None
 
 
-def is_final(report: ExecReport) -> bool:
-    """The venue says the order is done (filled, canceled, rejected or expired)."""
-    return report.msg_type == MsgType.EXECUTION_REPORT and report.ord_status in FINAL_ORD_STATUSES
-
-
 def parse_utc_timestamp(t: str | None) -> datetime | None:
     """A FIX UTCTimestamp (``YYYYMMDD-HH:MM:SS[.sss]``, e.g. TransactTime) as an aware UTC
     datetime; None when absent or unreadable."""

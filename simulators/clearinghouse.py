@@ -29,8 +29,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain import calendar, ports
-from domain.execution import parse_transact_time
 from domain.settlement import StreetFill
+from fix.messages import parse_utc_timestamp
 
 FillSource = Callable[[date], Awaitable[list[StreetFill]]]
 
@@ -59,7 +59,7 @@ class GatewayFills:
         out = []
         for r in rows:
             p = r.payload
-            when = parse_transact_time(p.get("transact_time")) or r.received_at
+            when = parse_utc_timestamp(p.get("transact_time")) or r.received_at
             if calendar.settle_date(calendar.trade_date(when)) != settle:
                 continue
             out.append(StreetFill(r.venue, r.exec_id, Decimal(p["last_qty"]), Decimal(p["last_px"])))

@@ -37,7 +37,7 @@ from db.router import ShardRouter
 from domain.alpaca import order_at_accept, order_object
 from domain.errors import DomainError
 from domain.execution import shard_task_queue
-from domain.order_machine import OrderRow
+from domain.order_row import OrderRow
 from domain.orders import (
     OPEN_STATUSES,
     TERMINAL,

@@ -16,7 +16,7 @@ from db.engines import reading
 from db.orders import OrderStore, Quotes
 from db.router import ShardRouter
 from domain.alpaca import order_at_accept as alpaca_order_at_accept
-from domain.order_machine import OrderRow
+from domain.order_row import OrderRow
 from domain.orders import AcceptOrderInput, OrderSnapshot, parse_order_request
 from tests.venue_reports import fix_report
 

@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from domain.execution import order_id_of, parse_transact_time
+from domain.execution import order_id_of
+from fix.messages import parse_utc_timestamp as parse_transact_time
 
 
 @pytest.mark.parametrize(("raw", "expected"), [

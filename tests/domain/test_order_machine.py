@@ -16,18 +16,17 @@ from hypothesis import strategies as st
 
 from domain.errors import DomainError
 from domain.execution import VenueEvent, VenueEventKind, VenueStatus
+from domain.order_decision import Decision
 from domain.order_machine import (
-    Decision,
     Finish,
     MarkStuck,
-    OrderRow,
     RequestCancel,
     Route,
     accept,
     decide,
     execution,
-    new_order,
 )
+from domain.order_row import OrderRow, new_order
 from domain.orders import (
     AT_VENUE,
     TERMINAL,
