@@ -41,23 +41,6 @@ def _snap(row: RowMapping) -> TransferSnapshot:
         row["expected_settle_date"].isoformat() if row["expected_settle_date"] else None)
 
 
-def _iso(t: datetime | None) -> str | None:
-    return t.isoformat().replace("+00:00", "Z") if t else None
-
-
-def alpaca_transfer(row: RowMapping) -> dict[str, Any]:
-    return {
-        "id": str(row["id"]), "relationship_id": None, "account_id": str(row["account_id"]),
-        "type": row["transfer_type"], "status": row["status"], "reason": row["reason"],
-        "amount": format(plain(Decimal(row["amount"])), "f"), "direction": row["direction"],
-        "created_at": _iso(row["created_at"]), "updated_at": _iso(row["updated_at"]),
-        "expires_at": None,
-        "expected_settlement_date": (row["expected_settle_date"].isoformat()
-                                     if row["expected_settle_date"] else None),
-        "settled_at": _iso(row["settled_at"]),
-    }
-
-
 async def _lock(conn: AsyncConnection, transfer_id: str) -> RowMapping:
     return (await conn.execute(text("SELECT * FROM transfers WHERE id = :id FOR UPDATE"),
                                {"id": uuid.UUID(transfer_id)})).mappings().one()
@@ -237,19 +220,18 @@ class FundingStore:
 
     # --- reads --------------------------------------------------------------------------------
 
-    async def list_for(self, account_id: uuid.UUID, *, limit: int = 100) -> list[dict[str, Any]]:
+    async def list_for(self, account_id: uuid.UUID, *, limit: int = 100) -> list[RowMapping]:
+        """The account's transfer rows, newest first."""
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(text(
+            return list((await conn.execute(text(
                 "SELECT * FROM transfers WHERE account_id = :a ORDER BY created_at DESC LIMIT :n"),
-                {"a": account_id, "n": limit})).mappings().all()
-        return [alpaca_transfer(r) for r in rows]
+                {"a": account_id, "n": limit})).mappings().all())
 
-    async def get_for(self, account_id: uuid.UUID, transfer_id: uuid.UUID) -> dict[str, Any] | None:
+    async def get_for(self, account_id: uuid.UUID, transfer_id: uuid.UUID) -> RowMapping | None:
         async with self.engine.connect() as conn:
-            row = (await conn.execute(text(
+            return (await conn.execute(text(
                 "SELECT * FROM transfers WHERE id = :id AND account_id = :a"),
                 {"id": transfer_id, "a": account_id})).mappings().one_or_none()
-        return alpaca_transfer(row) if row else None
 
     async def shortfalls(self) -> list[dict[str, Any]]:
         async with self.engine.connect() as conn:

@@ -1,24 +1,32 @@
-"""Alpaca's shapes of Sherwood's objects: orders, trade updates (and, below, positions, the
-account and activities). Pure: built from rows and figures the callers read; numbers as strings,
+"""Alpaca's shapes of Sherwood's objects: orders, trade updates, the account, positions,
+activities and transfers. Pure: built from rows and figures the callers read; numbers as strings,
 times as RFC 3339 with ``Z``.
 
-The API answers with these, and the order store writes trade updates (outbox rows) with them, so
-a client sees the same order object from ``GET /v2/orders/{id}`` and from the stream.
-Deliberately not here: reading anything, HTTP status codes and error bodies (``api/``).
+The API answers with these (its response models in ``api/schemas.py`` validate them for the
+OpenAPI document), and the order store writes trade updates (outbox rows) with them, so a client
+sees the same order object from ``GET /v2/orders/{id}`` and from the stream. Deliberately not
+here: reading anything, HTTP status codes and error bodies (``api/``).
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from domain.account import AccountFigures
 from domain.assets import get_asset
-from domain.money import plain
+from domain.money import money_str, plain
 from domain.order_decision import TradeUpdate
 from domain.order_row import OrderRow
 from domain.orders import OrderRequest, OrderSnapshot, OrderState, alpaca_status
+from domain.positions import PositionFigures
+from domain.risk import AccountState, is_pattern_day_trader
+
+NY = ZoneInfo("America/New_York")
 
 
 def iso(t: datetime | None) -> str | None:
@@ -89,3 +97,92 @@ def trade_update(update: TradeUpdate, *, position_qty: Decimal | None = None) ->
         extra["position_qty"] = str(position_qty)
     return {"event": update.event, "account_id": str(order.account_id), "order": order_object(order),
             "timestamp": iso(update.at), **extra}
+
+
+# --- account, positions, activities, transfers ---------------------------------------------
+
+
+def account_object(*, account_id: str, account_number: str, created_at: datetime, state: AccountState,
+                   figures: AccountFigures, buying_power: Decimal, day_trades: int,
+                   shard: int) -> dict[str, Any]:
+    """Alpaca's account object (cash accounts: every buying power figure is the same), with
+    Sherwood's extras (account type, shard, cash held and unsettled)."""
+    bp = money_str(buying_power)
+    return {
+        "id": account_id, "account_number": account_number, "status": state.status,
+        "cash": money_str(figures.cash), "buying_power": bp, "regt_buying_power": bp,
+        "daytrading_buying_power": "0", "non_marginable_buying_power": bp,
+        "portfolio_value": money_str(figures.equity), "equity": money_str(figures.equity),
+        "last_equity": money_str(figures.equity),
+        "long_market_value": money_str(figures.long_market_value),
+        "pattern_day_trader": state.pattern_day_trader or is_pattern_day_trader(day_trades),
+        "trading_blocked": state.trading_blocked, "daytrade_count": day_trades,
+        "created_at": created_at.isoformat(), "account_type": state.account_type, "shard": shard,
+        "cash_held": money_str(figures.cash_held), "cash_unsettled": money_str(figures.cash_unsettled),
+    }
+
+
+def position_object(*, symbol: str, asset_id: str, exchange: str, shares: Decimal, held: Decimal,
+                    unsettled: Decimal, figures: PositionFigures, price_source: str) -> dict[str, Any]:
+    """Alpaca's position object; ``qty_available`` is settled shares no open sell holds, and the
+    extras say where the rest is and what ``current_price`` is (bid | last_fill | none)."""
+    return {
+        "asset_id": asset_id, "symbol": symbol, "exchange": exchange,
+        "avg_entry_price": number(figures.avg_entry_price) or "0", "qty": number(figures.qty) or "0",
+        "qty_available": number(shares) or "0", "cost_basis": number(figures.cost_basis) or "0",
+        "market_value": number(figures.market_value), "unrealized_pl": number(figures.unrealized_pl),
+        "unrealized_plpc": number(figures.unrealized_plpc),
+        "current_price": number(figures.current_price), "qty_held": number(held) or "0",
+        "qty_unsettled": number(unsettled) or "0", "price_source": price_source,
+    }
+
+
+def activity_id(t: datetime, aid: uuid.UUID | str) -> str:
+    """Alpaca's activity id: ``<UTC time, microseconds>::<uuid>`` (also the paging cursor)."""
+    return f"{t.astimezone(UTC):%Y%m%d%H%M%S%f}::{aid}"
+
+
+def fill_activity(*, at: datetime, aid: uuid.UUID, order_id: str, symbol: str, side: str, qty: Decimal,
+                  price: Decimal, order_qty: Decimal | None, cum_qty: Decimal) -> dict[str, Any]:
+    """A FILL activity: one execution; ``fill`` when it completed the order."""
+    leaves = max(Decimal(0), order_qty - cum_qty) if order_qty is not None else Decimal(0)
+    done = leaves == 0
+    return {
+        "id": activity_id(at, aid), "activity_type": "FILL", "transaction_time": iso(at.astimezone(UTC)),
+        "type": "fill" if done else "partial_fill", "price": number(price), "qty": number(qty),
+        "side": side, "symbol": symbol, "leaves_qty": number(leaves), "order_id": order_id,
+        "cum_qty": number(cum_qty), "order_status": "filled" if done else "partially_filled",
+    }
+
+
+CASH_DESCRIPTIONS = {
+    "deposit": "ACH deposit",
+    "deposit_bounce": "ACH deposit returned",
+    "withdrawal": "ACH withdrawal",
+    "reversal": "correction",
+}
+
+
+def cash_activity(*, at: datetime, aid: uuid.UUID, activity_type: str, kind: str,
+                  net: Decimal) -> dict[str, Any]:
+    """A non-trade activity (CSD, CSW, FEE, JNLC): one ledger transaction's change of the
+    customer's cash, described by its kind."""
+    return {
+        "id": activity_id(at, aid), "activity_type": activity_type,
+        "date": at.astimezone(NY).date().isoformat(), "net_amount": money_str(net),
+        "description": CASH_DESCRIPTIONS.get(kind, kind.replace("_", " ")),
+        "transaction_time": iso(at.astimezone(UTC)),
+    }
+
+
+def transfer_object(row: Mapping[str, Any] | Any) -> dict[str, Any]:
+    """Alpaca's transfer object of one ``transfers`` row."""
+    settles = row["expected_settle_date"]
+    return {
+        "id": str(row["id"]), "relationship_id": None, "account_id": str(row["account_id"]),
+        "type": row["transfer_type"], "status": row["status"], "reason": row["reason"],
+        "amount": number(row["amount"]), "direction": row["direction"],
+        "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"]),
+        "expires_at": None, "expected_settlement_date": settles.isoformat() if settles else None,
+        "settled_at": iso(row["settled_at"]),
+    }

@@ -14,9 +14,9 @@ from db.engines import reading
 from db.risk import load_account_risk
 from db.router import ShardRouter
 from domain.account import account_figures
+from domain.alpaca import account_object
 from domain.calendar import trade_date
-from domain.money import money_str
-from domain.risk import RiskLimits, buying_power, is_pattern_day_trader
+from domain.risk import RiskLimits, buying_power
 from marketdata.quotes import LatestQuotes
 
 
@@ -35,28 +35,8 @@ async def get_account(router: ShardRouter, account_id: uuid.UUID, quotes: Latest
     if row is None or risk is None:
         raise ApiError(404, "not_found", "account not found", code=40410000)
     fig = account_figures(risk.balances, await long_market_values(router, account_id, quotes))
-    bp = money_str(buying_power(risk.account_type, risk.balances, risk.provisional, limits,
-                                settled_only=risk.settled_cash_only).total)
-    day_trades = risk.day_trade_count
-    return AccountOut(
-        id=str(row.id),
-        account_number=row.account_number,
-        status=risk.status,
-        cash=money_str(fig.cash),
-        buying_power=bp,
-        regt_buying_power=bp,
-        daytrading_buying_power="0",
-        non_marginable_buying_power=bp,
-        portfolio_value=money_str(fig.equity),
-        equity=money_str(fig.equity),
-        last_equity=money_str(fig.equity),
-        long_market_value=money_str(fig.long_market_value),
-        pattern_day_trader=risk.pattern_day_trader or is_pattern_day_trader(day_trades),
-        trading_blocked=risk.trading_blocked,
-        daytrade_count=day_trades,
-        created_at=row.created_at.isoformat(),
-        account_type=risk.account_type,
-        shard=shard,
-        cash_held=money_str(fig.cash_held),
-        cash_unsettled=money_str(fig.cash_unsettled),
-    )
+    bp = buying_power(risk.account_type, risk.balances, risk.provisional, limits,
+                      settled_only=risk.settled_cash_only).total
+    return AccountOut(**account_object(
+        account_id=str(row.id), account_number=row.account_number, created_at=row.created_at,
+        state=risk, figures=fig, buying_power=bp, day_trades=risk.day_trade_count, shard=shard))

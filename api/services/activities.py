@@ -31,7 +31,7 @@ from sqlalchemy import text
 from api.errors import ApiError
 from api.schemas import CashActivityOut, FillActivityOut
 from db.router import ShardRouter
-from domain.money import money_str, plain
+from domain.alpaca import cash_activity, fill_activity
 
 NY = ZoneInfo("America/New_York")
 MAX_PAGE_SIZE = 100
@@ -47,14 +47,6 @@ CASH_TYPES = frozenset({"CSD", "CSW", "FEE", "JNLC"})
 # Ledger transaction kinds that belong to trading (shown as FILL activities, or not at all).
 TRADE_KINDS = ("hold_cash", "release_cash", "hold_shares", "release_shares", "buy_fill",
                "sell_fill", "settle", "clearing_close")
-DESCRIPTIONS = {
-    "deposit": "ACH deposit",
-    "deposit_bounce": "ACH deposit returned",
-    "withdrawal": "ACH withdrawal",
-    "reversal": "correction",
-}
-
-
 def fill_uuid(venue: str, exec_id: str) -> uuid.UUID:
     """Stable id of one execution (the same as the database computes: md5 as a uuid)."""
     return uuid.UUID(hashlib.md5(f"fill:{venue}:{exec_id}".encode(), usedforsecurity=False).hexdigest())
@@ -62,10 +54,6 @@ def fill_uuid(venue: str, exec_id: str) -> uuid.UUID:
 
 def cash_uuid(txn_id: str) -> uuid.UUID:
     return uuid.UUID(hashlib.md5(f"cash:{txn_id}".encode(), usedforsecurity=False).hexdigest())
-
-
-def activity_id(t: datetime, aid: uuid.UUID | str) -> str:
-    return f"{t.astimezone(UTC):%Y%m%d%H%M%S%f}::{aid}"
 
 
 def parse_activity_id(token: str) -> tuple[datetime, uuid.UUID]:
@@ -173,29 +161,16 @@ def _filters(q: ActivityQuery, params: dict[str, Any]) -> str:
     return "".join(f" AND {p}" for p in parts)
 
 
-def _num(d: Any) -> str:
-    return format(plain(Decimal(d)), "f")
-
-
 def fill_out(r: Any) -> FillActivityOut:
-    leaves = max(Decimal(0), Decimal(r.order_qty) - Decimal(r.cum_qty)) if r.order_qty is not None \
-        else Decimal(0)
-    done = leaves == 0
-    return FillActivityOut(
-        id=activity_id(r.at, r.aid), transaction_time=r.at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-        type="fill" if done else "partial_fill", price=_num(r.price), qty=_num(r.qty), side=r.side,
-        symbol=r.symbol, leaves_qty=_num(leaves), order_id=str(r.order_id), cum_qty=_num(r.cum_qty),
-        order_status="filled" if done else "partially_filled",
-    )
+    return FillActivityOut(**fill_activity(
+        at=r.at, aid=r.aid, order_id=str(r.order_id), symbol=r.symbol, side=r.side, qty=Decimal(r.qty),
+        price=Decimal(r.price), order_qty=None if r.order_qty is None else Decimal(r.order_qty),
+        cum_qty=Decimal(r.cum_qty)))
 
 
 def cash_out(r: Any) -> CashActivityOut:
-    return CashActivityOut(
-        id=activity_id(r.at, r.aid), activity_type=r.activity_type,
-        date=r.at.astimezone(NY).date().isoformat(), net_amount=money_str(Decimal(r.net)),
-        description=DESCRIPTIONS.get(r.kind, r.kind.replace("_", " ")),
-        transaction_time=r.at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-    )
+    return CashActivityOut(**cash_activity(at=r.at, aid=r.aid, activity_type=r.activity_type,
+                                           kind=r.kind, net=Decimal(r.net)))
 
 
 async def list_activities(

@@ -24,6 +24,7 @@ from sqlalchemy import text
 from api.errors import ApiError
 from api.schemas import PositionOut
 from db.router import ShardRouter
+from domain.alpaca import position_object
 from domain.assets import ASSETS, Asset, get_asset
 from domain.money import plain
 from domain.positions import (
@@ -120,20 +121,11 @@ def _asset_fields(h: Holding) -> tuple[str, str]:
     return asset_id, exchange
 
 
-def _s(d: Decimal | None) -> str | None:
-    return None if d is None else format(plain(d), "f")
-
-
 def position_out(h: Holding, fig: PositionFigures, source: str) -> PositionOut:
     asset_id, exchange = _asset_fields(h)
-    return PositionOut(
-        asset_id=asset_id, symbol=h.symbol, exchange=exchange,
-        avg_entry_price=_s(fig.avg_entry_price) or "0", qty=_s(fig.qty) or "0",
-        qty_available=_s(h.shares) or "0", cost_basis=_s(fig.cost_basis) or "0",
-        market_value=_s(fig.market_value), unrealized_pl=_s(fig.unrealized_pl),
-        unrealized_plpc=_s(fig.unrealized_plpc), current_price=_s(fig.current_price),
-        qty_held=_s(h.held) or "0", qty_unsettled=_s(h.unsettled) or "0", price_source=source,
-    )
+    return PositionOut(**position_object(
+        symbol=h.symbol, asset_id=asset_id, exchange=exchange, shares=h.shares, held=h.held,
+        unsettled=h.unsettled, figures=fig, price_source=source))
 
 
 async def _valued(

@@ -23,6 +23,7 @@ from api.errors import ApiError
 from db.funding import FundingStore
 from db.router import ShardRouter
 from domain import calendar
+from domain.alpaca import transfer_object
 from domain.errors import DomainError
 from domain.funding import INCOMING, OUTGOING, TransferSnapshot, request_hash
 from domain.money import USD, check_scale, parse_decimal
@@ -102,11 +103,12 @@ class TransferService:
         assert got is not None
         if snap.status == "REJECTED":
             raise ApiError(403, "insufficient_withdrawable_cash", snap.reason or "rejected", code=40310000)
-        return got
+        return transfer_object(got)
 
     async def list(self, account_id: uuid.UUID, limit: int = 100) -> list[dict[str, Any]]:
         shard = await self.router.shard_for(account_id)
-        return await FundingStore(self.router.engine(shard)).list_for(account_id, limit=limit)
+        rows = await FundingStore(self.router.engine(shard)).list_for(account_id, limit=limit)
+        return [transfer_object(r) for r in rows]
 
     async def get(self, account_id: uuid.UUID, transfer_id: str) -> dict[str, Any]:
         try:
@@ -117,4 +119,4 @@ class TransferService:
         got = await FundingStore(self.router.engine(shard)).get_for(account_id, tid)
         if got is None:
             raise ApiError(404, "not_found", "transfer not found", code=40410000)
-        return got
+        return transfer_object(got)
