@@ -100,7 +100,7 @@ class GatewayStore:
     # ------------------------------------------------------------------ outbound sends
 
     async def reserve_send(
-        self, cl_ord_id: str, order_id: str, venue: str, msg_type: str = "D"
+        self, cl_ord_id: str, order_id: str, venue: str, msg_type: str
     ) -> SendReservation:
         """Reserve ``cl_ord_id`` for ``venue``, or return the existing reservation.
 
