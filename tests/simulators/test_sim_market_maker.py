@@ -21,14 +21,8 @@ import simplefix
 
 from fix.session import FixInitiator, FixSession, SessionConfig
 from fix.store import MemorySessionStore
-from simulators.market_maker import (
-    MarketMaker,
-    MarketMakerConfig,
-    RandomWalkQuoteSource,
-    RedisQuoteSource,
-    parse_slices,
-    parse_symbols,
-)
+from simulators.market_maker import MarketMaker, MarketMakerConfig, parse_slices, parse_symbols
+from simulators.quote_sources import RandomWalkQuoteSource, RedisQuoteSource
 
 D = Decimal
 REPO = Path(__file__).resolve().parents[2]

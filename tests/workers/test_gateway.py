@@ -46,7 +46,8 @@ from fix.messages import cancel_reject_exec_id, parse_inbound
 from fix.session import FixSession, SessionConfig
 from fix.store import MemorySessionStore
 from sherwood.settings import Settings, VenueConfig
-from simulators.market_maker import MarketMaker, MarketMakerConfig, RandomWalkQuoteSource
+from simulators.market_maker import MarketMaker, MarketMakerConfig
+from simulators.quote_sources import RandomWalkQuoteSource
 from workers.gateway import ExecutionGateway
 
 REPO = Path(__file__).resolve().parents[2]
