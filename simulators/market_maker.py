@@ -3,9 +3,11 @@
 :class:`MarketMaker` accepts one FIX session from the broker (``target_comp_id``, e.g.
 SHERWOOD), turns NewOrderSingle(D) / OrderCancelRequest(F) / OrderStatusRequest(H) into calls on
 :class:`simulators.matching.MatchingEngine`, and sends the resulting ExecutionReport(8) and
-OrderCancelReject(9) messages back. A periodic tick advances the quote source and lets resting
-orders, stops and delayed partial-fill slices execute. Several instances (venues MM1, MM2 ...)
-can run side by side in one process, each on its own port.
+OrderCancelReject(9) messages back; any other application message gets a
+BusinessMessageReject(j). Every message is parsed and built by :mod:`fix.messages`. A periodic
+tick advances the quote source and lets resting orders, stops and delayed partial-fill slices
+execute. Several instances (venues MM1, MM2 ...) can run side by side in one process, each on
+its own port.
 
 Quotes come from a :class:`simulators.quote_sources.QuoteSource` (a random walk, or the
 marketdata Redis hash falling back to one). Tests pin prices with :meth:`MarketMaker.set_quote`.
@@ -17,7 +19,8 @@ sequence gaps.
 
 Deliberately NOT done: order state is kept in memory only (a restart forgets orders, never FIX
 sequence numbers, which live in the session store); no order book between customers, no
-cancel/replace (G), no market-data messages, no session-level work (all of that is ``fix/``).
+cancel/replace (an OrderCancelReplaceRequest(G) is business-rejected), no market-data messages,
+no session-level work (all of that is ``fix/``).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import logging
 import time as _time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, time
+from datetime import datetime, time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -37,17 +40,28 @@ from zoneinfo import ZoneInfo
 import simplefix
 
 from fix.framing import encode
+from fix.messages import (
+    BusinessRejectReason,
+    ExecType,
+    MsgType,
+    OrdStatus,
+    Tag,
+    business_message_reject,
+    execution_report,
+    order_cancel_reject,
+    parse_new_order_single,
+    parse_order_cancel_request,
+    parse_order_status_request,
+    text,
+)
 from fix.session import FixAcceptor, FixSession, SessionConfig
 from fix.store import MemorySessionStore, SessionStore, SqliteSessionStore
 from simulators.matching import (
-    CancelReject,
-    ExecReport,
-    ExecType,
     MatchingEngine,
-    NewOrderRequest,
-    OrdStatus,
     Quote,
     Report,
+    VenueCancelReject,
+    VenueReport,
     fmt_decimal,
 )
 from simulators.quote_sources import (
@@ -61,6 +75,9 @@ from simulators.quote_sources import (
 log = logging.getLogger(__name__)
 
 NEW_YORK = ZoneInfo("America/New_York")
+# The venue's own order messages; anything else gets a BusinessMessageReject.
+_ORDER_MSG_TYPES = frozenset({MsgType.NEW_ORDER_SINGLE, MsgType.ORDER_CANCEL_REQUEST,
+                              MsgType.ORDER_STATUS_REQUEST})
 
 
 # =============================================================================== configuration
@@ -104,13 +121,6 @@ class MarketMakerConfig:
 
 
 # =============================================================================== the venue
-
-
-def _text(msg: simplefix.FixMessage, tag: int) -> str | None:
-    value = msg.get(tag)
-    if value is None:
-        return None
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 class MarketMaker:
@@ -159,7 +169,7 @@ class MarketMaker:
         self._tasks: list[asyncio.Task[None]] = []
         self._outbox: asyncio.Queue[tuple[Report, bool]] = asyncio.Queue()
         self._wake = asyncio.Event()
-        self._sent_reports: list[ExecReport] = []
+        self._sent_reports: list[VenueReport] = []
         self._app_sent = 0
         self._dropped_once = False
         self._last_close_day: str | None = None
@@ -261,27 +271,25 @@ class MarketMaker:
 
     # --------------------------------------------------------------------- inbound
     async def _on_message(self, session: FixSession, msg: simplefix.FixMessage) -> None:
-        msg_type = _text(msg, 35)
-        if msg_type in ("D", "F", "H") and self.config.never_ack:
-            log.info("%s never_ack: ignoring %s %s", self.venue, msg_type, _text(msg, 11))
+        msg_type = text(msg, Tag.MSG_TYPE)
+        if msg_type in _ORDER_MSG_TYPES and self.config.never_ack:
+            log.info("%s never_ack: ignoring %s %s", self.venue, msg_type,
+                     text(msg, Tag.CL_ORD_ID))
             return
-        if msg_type == "D":
+        if msg_type == MsgType.NEW_ORDER_SINGLE:
             await self._on_new_order(msg)
-        elif msg_type == "F":
-            self._queue(self.engine.cancel(_text(msg, 41), _text(msg, 11),
-                                           symbol=_text(msg, 55), side=_text(msg, 54)))
-        elif msg_type == "H":
-            self._queue([self.engine.status(_text(msg, 11), symbol=_text(msg, 55),
-                                            side=_text(msg, 54))])
+        elif msg_type == MsgType.ORDER_CANCEL_REQUEST:
+            cxl = parse_order_cancel_request(msg)
+            self._queue(self.engine.cancel(cxl.orig_cl_ord_id, cxl.cl_ord_id,
+                                           symbol=cxl.symbol, side=cxl.side))
+        elif msg_type == MsgType.ORDER_STATUS_REQUEST:
+            st = parse_order_status_request(msg)
+            self._queue([self.engine.status(st.cl_ord_id, symbol=st.symbol, side=st.side)])
         else:
             await self._business_reject(session, msg, msg_type)
 
     async def _on_new_order(self, msg: simplefix.FixMessage) -> None:
-        req = NewOrderRequest(
-            cl_ord_id=_text(msg, 11), symbol=_text(msg, 55), side=_text(msg, 54),
-            order_qty=_text(msg, 38), ord_type=_text(msg, 40), price=_text(msg, 44),
-            stop_px=_text(msg, 99), time_in_force=_text(msg, 59),
-        )
+        req = parse_new_order_single(msg)
         halted = False
         if req.symbol:
             await self._refresh_quote(req.symbol)
@@ -296,15 +304,10 @@ class MarketMaker:
     async def _business_reject(
         self, session: FixSession, msg: simplefix.FixMessage, msg_type: str | None
     ) -> None:
-        reply = simplefix.FixMessage()
-        reply.append_pair(35, "j")
-        seq = _text(msg, 34)
-        if seq:
-            reply.append_pair(45, seq)
-        reply.append_pair(372, msg_type or "")
-        reply.append_pair(380, 3)  # unsupported message type
-        reply.append_pair(58, f"unsupported message type {msg_type}")
-        await session.send(reply)
+        await session.send(business_message_reject(
+            ref_seq_num=text(msg, Tag.MSG_SEQ_NUM), ref_msg_type=msg_type or "",
+            reason=BusinessRejectReason.UNSUPPORTED_MESSAGE_TYPE,
+            text=f"unsupported message type {msg_type}"))
 
     # --------------------------------------------------------------------- outbound
     def _queue(self, reports: Iterable[Report], *, poss_resend: bool = False) -> None:
@@ -320,7 +323,7 @@ class MarketMaker:
                 if cfg.latency > 0:
                     await asyncio.sleep(cfg.latency)
                 await self._send_report(report, poss_resend=poss_resend)
-                if isinstance(report, ExecReport):
+                if isinstance(report, VenueReport):
                     if cfg.duplicate_reports:
                         log.info("%s duplicate_reports: re-sending %s", self.venue,
                                  report.exec_id)
@@ -357,7 +360,7 @@ class MarketMaker:
                 self._skip_outbound_seq()
         msg = build_message(report, poss_resend=poss_resend)
         await session.send(msg)
-        if isinstance(report, ExecReport) and not poss_resend:
+        if isinstance(report, VenueReport) and not poss_resend:
             self._sent_reports.append(report)
 
     def _skip_outbound_seq(self) -> None:
@@ -368,13 +371,13 @@ class MarketMaker:
         """
         cfg = self.config
         seq = self.store.next_sender_seq()
-        stamp = datetime.now(UTC).strftime("%Y%m%d-%H:%M:%S.%f")[:-3]
-        raw = encode([
-            (b"35", b"0"), (b"49", cfg.sender_comp_id.encode()),
-            (b"56", cfg.target_comp_id.encode()), (b"34", str(seq).encode()),
-            (b"52", stamp.encode()),
-        ])
-        self.store.store_sent(seq, raw)
+        heartbeat = simplefix.FixMessage()
+        heartbeat.append_pair(Tag.MSG_TYPE, MsgType.HEARTBEAT.value)
+        heartbeat.append_pair(Tag.SENDER_COMP_ID, cfg.sender_comp_id)
+        heartbeat.append_pair(Tag.TARGET_COMP_ID, cfg.target_comp_id)
+        heartbeat.append_pair(Tag.MSG_SEQ_NUM, seq)
+        heartbeat.append_utc_timestamp(Tag.SENDING_TIME, precision=3)
+        self.store.store_sent(seq, encode(heartbeat.pairs))
         self.seqs_skipped.append(seq)
         log.info("%s skip_seq: skipped outbound MsgSeqNum %d", self.venue, seq)
 
@@ -441,53 +444,25 @@ def build_message(report: Report, *, poss_resend: bool = False) -> simplefix.Fix
 
     With ``poss_resend`` the header carries PossResend(97)=Y.
     """
-    msg = simplefix.FixMessage()
-    if isinstance(report, CancelReject):
-        msg.append_pair(35, "9")
-        if poss_resend:
-            msg.append_pair(97, "Y", header=True)
-        msg.append_pair(37, report.order_id)
-        msg.append_pair(11, report.cl_ord_id)
-        msg.append_pair(41, report.orig_cl_ord_id)
-        msg.append_pair(39, report.ord_status)
-        msg.append_pair(434, "1")
-        msg.append_pair(102, report.cxl_rej_reason)
-        msg.append_pair(58, report.text)
-        msg.append_utc_timestamp(60, precision=3)
-        return msg
-    msg.append_pair(35, "8")
-    if poss_resend:
-        msg.append_pair(97, "Y", header=True)
-    msg.append_pair(37, report.order_id)
-    msg.append_pair(11, report.cl_ord_id)
-    if report.orig_cl_ord_id:
-        msg.append_pair(41, report.orig_cl_ord_id)
-    msg.append_pair(17, report.exec_id)
-    msg.append_pair(150, report.exec_type)
-    msg.append_pair(39, report.ord_status)
-    msg.append_pair(55, report.symbol)
-    msg.append_pair(54, report.side)
-    msg.append_pair(38, fmt_decimal(report.order_qty))
-    if report.ord_type:
-        msg.append_pair(40, report.ord_type)
-    if report.price is not None:
-        msg.append_pair(44, fmt_decimal(report.price))
-    if report.stop_px is not None:
-        msg.append_pair(99, fmt_decimal(report.stop_px))
-    if report.time_in_force:
-        msg.append_pair(59, report.time_in_force)
-    if report.exec_type == ExecType.TRADE:
-        msg.append_pair(32, fmt_decimal(report.last_qty))
-        msg.append_pair(31, fmt_decimal(report.last_px))
-    msg.append_pair(151, fmt_decimal(report.leaves_qty))
-    msg.append_pair(14, fmt_decimal(report.cum_qty))
-    msg.append_pair(6, fmt_decimal(report.avg_px))
-    if report.ord_rej_reason is not None and report.exec_type == ExecType.REJECTED:
-        msg.append_pair(103, report.ord_rej_reason)
-    if report.text:
-        msg.append_pair(58, report.text)
-    msg.append_utc_timestamp(60, precision=3)
-    return msg
+    if isinstance(report, VenueCancelReject):
+        return order_cancel_reject(
+            order_id=report.order_id, cl_ord_id=report.cl_ord_id,
+            orig_cl_ord_id=report.orig_cl_ord_id, ord_status=report.ord_status,
+            cxl_rej_reason=report.cxl_rej_reason, text=report.text, poss_resend=poss_resend)
+    return execution_report(
+        order_id=report.order_id, cl_ord_id=report.cl_ord_id, exec_id=report.exec_id,
+        exec_type=report.exec_type, ord_status=report.ord_status, symbol=report.symbol,
+        side=report.side, order_qty=fmt_decimal(report.order_qty),
+        leaves_qty=fmt_decimal(report.leaves_qty), cum_qty=fmt_decimal(report.cum_qty),
+        avg_px=fmt_decimal(report.avg_px), orig_cl_ord_id=report.orig_cl_ord_id,
+        ord_type=report.ord_type, price=_fmt(report.price), stop_px=_fmt(report.stop_px),
+        time_in_force=report.time_in_force, last_qty=fmt_decimal(report.last_qty),
+        last_px=fmt_decimal(report.last_px), ord_rej_reason=report.ord_rej_reason,
+        text=report.text, poss_resend=poss_resend)
+
+
+def _fmt(value: Decimal | None) -> str | None:
+    return None if value is None else fmt_decimal(value)
 
 
 # =============================================================================== entry point

@@ -1,13 +1,16 @@
 """The simulated market maker's order-matching engine: pure order state, no I/O, no clock.
 
 :class:`MatchingEngine` keeps one venue's orders and decides, from the quotes it is given, when
-and at what price they fill. It returns what happened as plain report objects
-(:class:`ExecReport`, :class:`CancelReject`) that the FIX glue in
-:mod:`simulators.market_maker` turns into ExecutionReport(8) / OrderCancelReject(9) messages.
+and at what price they fill. It takes a new order as the :class:`fix.messages.NewOrderSingle`
+that arrived and returns what happened as plain report objects (:class:`VenueReport`,
+:class:`VenueCancelReject`) that the FIX glue in :mod:`simulators.market_maker` turns into
+ExecutionReport(8) / OrderCancelReject(9) messages. Codes (Side, OrdStatus, ExecType ...) are the
+FIX ones, named by :mod:`fix.messages`.
 
 It deliberately does NOT read quotes (the caller pushes them with :meth:`MatchingEngine.set_quote`),
 does not read the time (every call that may fill takes ``now``, a monotonic number of seconds),
-does not sleep, does not speak FIX and keeps nothing on disk: order state lives in memory for the
+does not sleep, neither builds nor parses FIX messages, does not replace orders (no
+OrderCancelReplaceRequest yet) and keeps nothing on disk: order state lives in memory for the
 life of the process.
 
 Fill model (a wholesaler internalising retail flow, not an exchange book):
@@ -45,6 +48,22 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
 
+from fix.messages import (
+    LIMIT_TYPES,
+    STOP_TYPES,
+    WORKING_ORD_STATUSES,
+    CxlRejReason,
+    ExecType,
+    NewOrderSingle,
+    OrdRejReason,
+    OrdStatus,
+    OrdType,
+    Side,
+    Tag,
+    TimeInForce,
+    field_label,
+)
+
 log = logging.getLogger(__name__)
 
 ZERO = Decimal(0)
@@ -57,77 +76,10 @@ MAX_ORDER_QTY = Decimal(10_000_000)
 MAX_PRICE = Decimal(1_000_000)
 
 
-class Side:
-    BUY = "1"
-    SELL = "2"
-    ALL = frozenset({BUY, SELL})
-
-
-class OrdType:
-    MARKET = "1"
-    LIMIT = "2"
-    STOP = "3"
-    STOP_LIMIT = "4"
-    ALL = frozenset({MARKET, LIMIT, STOP, STOP_LIMIT})
-
-
-class TimeInForce:
-    DAY = "0"
-    GTC = "1"
-    IOC = "3"
-    FOK = "4"
-    ALL = frozenset({DAY, GTC, IOC, FOK})
-
-
-class ExecType:
-    """FIX 4.4 ExecType(150) values the simulator sends."""
-
-    NEW = "0"
-    CANCELED = "4"
-    REJECTED = "8"
-    EXPIRED = "C"
-    TRADE = "F"
-    ORDER_STATUS = "I"
-
-
-class OrdStatus:
-    NEW = "0"
-    PARTIALLY_FILLED = "1"
-    FILLED = "2"
-    CANCELED = "4"
-    REJECTED = "8"
-    EXPIRED = "C"
-    WORKING = frozenset({NEW, PARTIALLY_FILLED})
-
-
-class OrdRejReason:
-    """OrdRejReason(103) values used."""
-
-    BROKER_OPTION = 0
-    UNKNOWN_SYMBOL = 1
-    EXCHANGE_CLOSED = 2
-    UNSUPPORTED = 11
-    INCORRECT_QUANTITY = 13
-
-
-class CxlRejReason:
-    """CxlRejReason(102) values used."""
-
-    TOO_LATE = 0
-    UNKNOWN_ORDER = 1
-    DUPLICATE_CLORDID = 6
-
-
-TAG_NAMES = {
-    11: "ClOrdID",
-    38: "OrderQty",
-    40: "OrdType",
-    41: "OrigClOrdID",
-    44: "Price",
-    54: "Side",
-    55: "Symbol",
-    99: "StopPx",
-}
+# What this venue accepts (FIX knows more codes than the simulator trades).
+SIDES = frozenset({Side.BUY, Side.SELL})
+ORD_TYPES = frozenset({OrdType.MARKET, OrdType.LIMIT, OrdType.STOP, OrdType.STOP_LIMIT})
+TIMES_IN_FORCE = frozenset({TimeInForce.DAY, TimeInForce.GTC, TimeInForce.IOC, TimeInForce.FOK})
 
 
 def tick_size(price: Decimal) -> Decimal:
@@ -173,21 +125,7 @@ class Quote:
 
 
 @dataclass(frozen=True)
-class NewOrderRequest:
-    """A NewOrderSingle as received: raw field text (None = tag absent). Validated by the engine."""
-
-    cl_ord_id: str | None
-    symbol: str | None
-    side: str | None
-    order_qty: str | None
-    ord_type: str | None
-    price: str | None = None
-    stop_px: str | None = None
-    time_in_force: str | None = None
-
-
-@dataclass(frozen=True)
-class ExecReport:
+class VenueReport:
     """One ExecutionReport(8). ``exec_id`` is unique per venue; a fill keeps it forever."""
 
     order_id: str
@@ -213,7 +151,7 @@ class ExecReport:
 
 
 @dataclass(frozen=True)
-class CancelReject:
+class VenueCancelReject:
     """One OrderCancelReject(9) (always CxlRejResponseTo=1, a reply to an OrderCancelRequest)."""
 
     order_id: str
@@ -224,7 +162,7 @@ class CancelReject:
     text: str
 
 
-Report = ExecReport | CancelReject
+Report = VenueReport | VenueCancelReject
 
 
 @dataclass
@@ -250,7 +188,7 @@ class Order:
 
     @property
     def working(self) -> bool:
-        return self.ord_status in OrdStatus.WORKING
+        return self.ord_status in WORKING_ORD_STATUSES
 
     @property
     def leaves_qty(self) -> Decimal:
@@ -352,7 +290,7 @@ class MatchingEngine:
     def put_quote(self, quote: Quote) -> None:
         self.set_quote(quote.symbol, quote.bid, quote.ask)
 
-    def submit(self, req: NewOrderRequest, now: float, *, halted: bool = False) -> list[Report]:
+    def submit(self, req: NewOrderSingle, now: float, *, halted: bool = False) -> list[Report]:
         """Accept (ExecType 0, then any immediate fills) or reject (ExecType 8) a new order.
 
         ``halted`` adds an external halt (e.g. from Redis) to the engine's own ``halted`` set.
@@ -386,23 +324,24 @@ class MatchingEngine:
         """Cancel the rest of a working order (ExecType 4) or answer an OrderCancelReject."""
         cxl_id = cl_ord_id or "NONE"
         if not orig_cl_ord_id:
-            return [CancelReject("NONE", cxl_id, "NONE", OrdStatus.REJECTED,
-                                 CxlRejReason.UNKNOWN_ORDER,
-                                 "missing required field OrigClOrdID(41)")]
+            return [VenueCancelReject(
+                "NONE", cxl_id, "NONE", OrdStatus.REJECTED, CxlRejReason.UNKNOWN_ORDER,
+                f"missing required field {field_label(Tag.ORIG_CL_ORD_ID)}")]
         order = self._by_cl_ord_id.get(orig_cl_ord_id)
         if order is None:
-            return [CancelReject("NONE", cxl_id, orig_cl_ord_id, OrdStatus.REJECTED,
-                                 CxlRejReason.UNKNOWN_ORDER, "unknown order")]
+            return [VenueCancelReject("NONE", cxl_id, orig_cl_ord_id, OrdStatus.REJECTED,
+                                      CxlRejReason.UNKNOWN_ORDER, "unknown order")]
         if not order.working:
-            return [CancelReject(order.order_id, cxl_id, orig_cl_ord_id, order.ord_status,
-                                 CxlRejReason.TOO_LATE,
-                                 f"too late to cancel: order is {_STATUS_NAMES[order.ord_status]}")]
+            return [VenueCancelReject(
+                order.order_id, cxl_id, orig_cl_ord_id, order.ord_status, CxlRejReason.TOO_LATE,
+                f"too late to cancel: order is {_STATUS_NAMES[order.ord_status]}")]
         if cl_ord_id is None or not cl_ord_id:
-            return [CancelReject(order.order_id, cxl_id, orig_cl_ord_id, order.ord_status,
-                                 CxlRejReason.UNKNOWN_ORDER, "missing required field ClOrdID(11)")]
+            return [VenueCancelReject(
+                order.order_id, cxl_id, orig_cl_ord_id, order.ord_status,
+                CxlRejReason.UNKNOWN_ORDER, f"missing required field {field_label(Tag.CL_ORD_ID)}")]
         if cl_ord_id in self._by_cl_ord_id:
-            return [CancelReject(order.order_id, cxl_id, orig_cl_ord_id, order.ord_status,
-                                 CxlRejReason.DUPLICATE_CLORDID, "duplicate ClOrdID")]
+            return [VenueCancelReject(order.order_id, cxl_id, orig_cl_ord_id, order.ord_status,
+                                      CxlRejReason.DUPLICATE_CLORDID, "duplicate ClOrdID")]
         order.ord_status = OrdStatus.CANCELED
         self._by_cl_ord_id[cl_ord_id] = order
         return [self._report(order, ExecType.CANCELED, cl_ord_id=cl_ord_id,
@@ -410,15 +349,16 @@ class MatchingEngine:
 
     def status(
         self, cl_ord_id: str | None, *, symbol: str | None = None, side: str | None = None
-    ) -> ExecReport:
+    ) -> VenueReport:
         """An order-status report (ExecType I); unknown orders get OrdStatus 8, Text unknown order."""
         order = self._by_cl_ord_id.get(cl_ord_id) if cl_ord_id else None
         if order is None:
-            return ExecReport(
+            return VenueReport(
                 order_id="NONE", exec_id=self._next_exec_id(), exec_type=ExecType.ORDER_STATUS,
                 ord_status=OrdStatus.REJECTED, cl_ord_id=cl_ord_id or "NONE",
                 symbol=symbol or "NONE", side=side or Side.BUY, order_qty=ZERO, leaves_qty=ZERO,
-                cum_qty=ZERO, avg_px=ZERO, ord_rej_reason=5, text="unknown order",
+                cum_qty=ZERO, avg_px=ZERO, ord_rej_reason=OrdRejReason.UNKNOWN_ORDER,
+                text="unknown order",
             )
         return self._report(order, ExecType.ORDER_STATUS, cl_ord_id=cl_ord_id)
 
@@ -444,38 +384,39 @@ class MatchingEngine:
     def _next_exec_id(self) -> str:
         return f"{self.id_prefix}-E{next(self._exec_ids)}"
 
-    def _validate(self, req: NewOrderRequest, *, halted: bool) -> Order:
-        def required(value: str | None, tag: int) -> str:
+    def _validate(self, req: NewOrderSingle, *, halted: bool) -> Order:
+        def required(value: str | None, tag: Tag) -> str:
             if value is None or value.strip() == "":
                 raise _Rejected(OrdRejReason.BROKER_OPTION,
-                                f"missing required field {TAG_NAMES[tag]}({tag})")
+                                f"missing required field {field_label(tag)}")
             return value.strip()
 
-        cl_ord_id = required(req.cl_ord_id, 11)
-        symbol = required(req.symbol, 55)
-        side = required(req.side, 54)
-        raw_qty = required(req.order_qty, 38)
-        ord_type = required(req.ord_type, 40)
-        if side not in Side.ALL:
-            raise _Rejected(OrdRejReason.UNSUPPORTED, f"unsupported Side(54)={side}")
-        if ord_type not in OrdType.ALL:
-            raise _Rejected(OrdRejReason.UNSUPPORTED, f"unsupported OrdType(40)={ord_type}")
+        def unsupported(value: str, tag: Tag) -> _Rejected:
+            return _Rejected(OrdRejReason.UNSUPPORTED, f"unsupported {field_label(tag)}={value}")
+
+        cl_ord_id = required(req.cl_ord_id, Tag.CL_ORD_ID)
+        symbol = required(req.symbol, Tag.SYMBOL)
+        side = required(req.side, Tag.SIDE)
+        raw_qty = required(req.order_qty, Tag.ORDER_QTY)
+        ord_type = required(req.ord_type, Tag.ORD_TYPE)
+        if side not in SIDES:
+            raise unsupported(side, Tag.SIDE)
+        if ord_type not in ORD_TYPES:
+            raise unsupported(ord_type, Tag.ORD_TYPE)
         tif = (req.time_in_force or TimeInForce.DAY).strip() or TimeInForce.DAY
-        if tif not in TimeInForce.ALL:
-            raise _Rejected(OrdRejReason.UNSUPPORTED, f"unsupported TimeInForce(59)={tif}")
+        if tif not in TIMES_IN_FORCE:
+            raise unsupported(tif, Tag.TIME_IN_FORCE)
+        bad_qty = f"invalid quantity {field_label(Tag.ORDER_QTY)}={raw_qty}"
         try:
             qty = _parse_decimal(raw_qty)
         except ValueError:
-            raise _Rejected(OrdRejReason.INCORRECT_QUANTITY,
-                            f"invalid quantity OrderQty(38)={raw_qty}") from None
+            raise _Rejected(OrdRejReason.INCORRECT_QUANTITY, bad_qty) from None
         if qty <= ZERO or qty > MAX_ORDER_QTY or qty != qty.to_integral_value():
             raise _Rejected(OrdRejReason.INCORRECT_QUANTITY,
-                            f"invalid quantity OrderQty(38)={raw_qty}: must be a whole number "
-                            f"of shares from 1 to {fmt_decimal(MAX_ORDER_QTY)}")
-        price = self._parse_price(req.price, 44) if ord_type in (
-            OrdType.LIMIT, OrdType.STOP_LIMIT) else None
-        stop_px = self._parse_price(req.stop_px, 99) if ord_type in (
-            OrdType.STOP, OrdType.STOP_LIMIT) else None
+                            f"{bad_qty}: must be a whole number of shares from 1 to "
+                            f"{fmt_decimal(MAX_ORDER_QTY)}")
+        price = self._parse_price(req.price, Tag.PRICE) if ord_type in LIMIT_TYPES else None
+        stop_px = self._parse_price(req.stop_px, Tag.STOP_PX) if ord_type in STOP_TYPES else None
         if stop_px is not None and tif in (TimeInForce.IOC, TimeInForce.FOK):
             raise _Rejected(OrdRejReason.UNSUPPORTED, "stop orders cannot be IOC or FOK")
         if symbol not in self._quotes:
@@ -490,23 +431,21 @@ class MatchingEngine:
         )
 
     @staticmethod
-    def _parse_price(raw: str | None, tag: int) -> Decimal:
+    def _parse_price(raw: str | None, tag: Tag) -> Decimal:
         if raw is None or raw.strip() == "":
             raise _Rejected(OrdRejReason.BROKER_OPTION,
-                            f"missing required field {TAG_NAMES[tag]}({tag})")
+                            f"missing required field {field_label(tag)}")
+        invalid = f"invalid price {field_label(tag)}={raw}"
         try:
             value = _parse_decimal(raw)
         except ValueError:
-            raise _Rejected(OrdRejReason.BROKER_OPTION,
-                            f"invalid price {TAG_NAMES[tag]}({tag})={raw}") from None
+            raise _Rejected(OrdRejReason.BROKER_OPTION, invalid) from None
         if value <= ZERO or value > MAX_PRICE:
             raise _Rejected(OrdRejReason.BROKER_OPTION,
-                            f"invalid price {TAG_NAMES[tag]}({tag})={raw}: must be above 0 and "
-                            f"at most {fmt_decimal(MAX_PRICE)}")
+                            f"{invalid}: must be above 0 and at most {fmt_decimal(MAX_PRICE)}")
         if not on_tick(value):
             raise _Rejected(OrdRejReason.BROKER_OPTION,
-                            f"invalid price {TAG_NAMES[tag]}({tag})={raw}: not on a "
-                            f"{fmt_decimal(tick_size(value))} tick")
+                            f"{invalid}: not on a {fmt_decimal(tick_size(value))} tick")
         return value
 
     def _is_halted(self, symbol: str) -> bool:
@@ -540,7 +479,7 @@ class MatchingEngine:
             return leaves
         return min(leaves, self.fill_slices[len(order.fills) % len(self.fill_slices)])
 
-    def _fill(self, order: Order, qty: Decimal, px: Decimal, now: float) -> ExecReport:
+    def _fill(self, order: Order, qty: Decimal, px: Decimal, now: float) -> VenueReport:
         order.cum_qty += qty
         order.notional += qty * px
         order.fills.append((qty, px))
@@ -597,8 +536,8 @@ class MatchingEngine:
         last_qty: Decimal = ZERO,
         last_px: Decimal = ZERO,
         text: str | None = None,
-    ) -> ExecReport:
-        return ExecReport(
+    ) -> VenueReport:
+        return VenueReport(
             order_id=order.order_id, exec_id=self._next_exec_id(), exec_type=exec_type,
             ord_status=order.ord_status, cl_ord_id=cl_ord_id or order.cl_ord_id,
             symbol=order.symbol, side=order.side, order_qty=order.order_qty,
@@ -608,7 +547,7 @@ class MatchingEngine:
             time_in_force=order.time_in_force, text=text,
         )
 
-    def _reject(self, req: NewOrderRequest, reason: int, text: str) -> ExecReport:
+    def _reject(self, req: NewOrderSingle, reason: int, text: str) -> VenueReport:
         log.info("%s: reject %s: %s", self.venue, req.cl_ord_id, text)
         qty = ZERO
         try:
@@ -618,11 +557,11 @@ class MatchingEngine:
             qty = ZERO
         if not ZERO <= qty <= MAX_ORDER_QTY:
             qty = ZERO
-        report = ExecReport(
+        report = VenueReport(
             order_id="NONE", exec_id=self._next_exec_id(), exec_type=ExecType.REJECTED,
             ord_status=OrdStatus.REJECTED, cl_ord_id=(req.cl_ord_id or "NONE").strip() or "NONE",
             symbol=(req.symbol or "NONE").strip() or "NONE",
-            side=req.side if req.side in Side.ALL else Side.BUY,
+            side=req.side if req.side in SIDES else Side.BUY,
             order_qty=qty, leaves_qty=ZERO, cum_qty=ZERO, avg_px=ZERO,
             ord_rej_reason=reason, text=text,
         )
@@ -640,7 +579,7 @@ class MatchingEngine:
         return report
 
 
-_STATUS_NAMES = {
+_STATUS_NAMES: dict[str, str] = {
     OrdStatus.NEW: "new",
     OrdStatus.PARTIALLY_FILLED: "partially filled",
     OrdStatus.FILLED: "filled",

@@ -7,14 +7,12 @@ from decimal import Decimal
 
 import pytest
 
+from fix.messages import ExecType, NewOrderSingle, OrdStatus
 from simulators.matching import (
-    CancelReject,
-    ExecReport,
-    ExecType,
     MatchingEngine,
-    NewOrderRequest,
-    OrdStatus,
     Report,
+    VenueCancelReject,
+    VenueReport,
     fmt_decimal,
     improve,
     tick_size,
@@ -32,8 +30,8 @@ def nos(
     price: str | None = None,
     stop: str | None = None,
     tif: str | None = None,
-) -> NewOrderRequest:
-    return NewOrderRequest(cl, symbol, side, qty, ord_type, price, stop, tif)
+) -> NewOrderSingle:
+    return NewOrderSingle(cl, symbol, side, qty, ord_type, price, stop, tif)
 
 
 def engine(**kw: object) -> MatchingEngine:
@@ -43,9 +41,9 @@ def engine(**kw: object) -> MatchingEngine:
     return eng
 
 
-def execs(reports: Sequence[Report]) -> list[ExecReport]:
-    assert all(isinstance(r, ExecReport) for r in reports), reports
-    return [r for r in reports if isinstance(r, ExecReport)]
+def execs(reports: Sequence[Report]) -> list[VenueReport]:
+    assert all(isinstance(r, VenueReport) for r in reports), reports
+    return [r for r in reports if isinstance(r, VenueReport)]
 
 
 def kinds(reports: Sequence[Report]) -> list[tuple[str, str]]:
@@ -218,16 +216,16 @@ def test_cancel_resting_filled_and_unknown() -> None:
 
     eng.submit(nos("done", "10"), 0)
     rej = eng.cancel("done", "x2")
-    assert len(rej) == 1 and isinstance(rej[0], CancelReject)
+    assert len(rej) == 1 and isinstance(rej[0], VenueCancelReject)
     assert rej[0].cxl_rej_reason == 0 and rej[0].ord_status == "2" and rej[0].order_id != "NONE"
 
     rej = eng.cancel("nope", "x3")
-    assert isinstance(rej[0], CancelReject)
+    assert isinstance(rej[0], VenueCancelReject)
     assert rej[0].cxl_rej_reason == 1 and rej[0].order_id == "NONE"
     assert rej[0].orig_cl_ord_id == "nope" and rej[0].cl_ord_id == "x3"
 
     rej = eng.cancel("rest", "x4")  # already canceled -> too late
-    assert isinstance(rej[0], CancelReject) and rej[0].ord_status == "4"
+    assert isinstance(rej[0], VenueCancelReject) and rej[0].ord_status == "4"
     assert rej[0].cxl_rej_reason == 0
 
 
@@ -258,13 +256,13 @@ def test_status_request() -> None:
         (nos("r9", ord_type="3"), 0, "StopPx(99)"),
         (nos("r10", ord_type="7"), 11, "OrdType(40)"),
         (nos("r11", tif="6"), 11, "TimeInForce(59)"),
-        (NewOrderRequest("r12", "AAPL", "1", None, "1"), 0, "OrderQty(38)"),
-        (NewOrderRequest("r13", None, "1", "10", "1"), 0, "Symbol(55)"),
-        (NewOrderRequest("r14", "AAPL", None, "10", "1"), 0, "Side(54)"),
-        (NewOrderRequest(None, "AAPL", "1", "10", "1"), 0, "ClOrdID(11)"),
+        (NewOrderSingle("r12", "AAPL", "1", None, "1"), 0, "OrderQty(38)"),
+        (NewOrderSingle("r13", None, "1", "10", "1"), 0, "Symbol(55)"),
+        (NewOrderSingle("r14", "AAPL", None, "10", "1"), 0, "Side(54)"),
+        (NewOrderSingle(None, "AAPL", "1", "10", "1"), 0, "ClOrdID(11)"),
     ],
 )
-def test_rejects(req: NewOrderRequest, reason: int, text: str) -> None:
+def test_rejects(req: NewOrderSingle, reason: int, text: str) -> None:
     r = execs(engine().submit(req, 0))
     assert len(r) == 1
     assert (r[0].exec_type, r[0].ord_status, r[0].ord_rej_reason) == ("8", "8", reason)
@@ -304,7 +302,7 @@ def test_duplicate_clordid_never_creates_second_order() -> None:
     assert dup[0].ord_status == "8" and len(eng.orders()) == 2
     # a cancel may not reuse an order's ClOrdID
     rej = eng.cancel("c1", "c2")
-    assert isinstance(rej[0], CancelReject) and rej[0].cxl_rej_reason == 6
+    assert isinstance(rej[0], VenueCancelReject) and rej[0].cxl_rej_reason == 6
 
 
 def test_exec_ids_unique_and_prefixed_per_run() -> None:

@@ -14,13 +14,13 @@ from decimal import Decimal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fix.messages import NewOrderSingle
 from simulators.market_maker import build_message
 from simulators.matching import (
-    CancelReject,
-    ExecReport,
     MatchingEngine,
-    NewOrderRequest,
     Report,
+    VenueCancelReject,
+    VenueReport,
 )
 
 D = Decimal
@@ -63,9 +63,9 @@ def test_engine_invariants(cfg: dict, steps: list[tuple]) -> None:  # type: igno
 
     def check(reports: list[Report]) -> None:
         for r in reports:
-            if isinstance(r, CancelReject):
+            if isinstance(r, VenueCancelReject):
                 continue
-            assert isinstance(r, ExecReport)
+            assert isinstance(r, VenueReport)
             assert r.exec_id not in seen_exec_ids
             seen_exec_ids.add(r.exec_id)
             if r.exec_type == "F":
@@ -96,7 +96,7 @@ def test_engine_invariants(cfg: dict, steps: list[tuple]) -> None:  # type: igno
             stop = str(D(100) + D(-off if ord_type == "4" else off) / 100)
             cl = f"c{len(cl_ids)}"
             cl_ids.append(cl)
-            reports = eng.submit(NewOrderRequest(
+            reports = eng.submit(NewOrderSingle(
                 cl, "XYZ", side, str(qty), ord_type,
                 px if ord_type in ("2", "4") else None,
                 stop if ord_type in ("3", "4") else None, tif), now)
@@ -145,10 +145,10 @@ def test_submit_never_raises_on_garbage(fields: list[str | None]) -> None:
     """Whatever arrives in a NewOrderSingle, the engine answers with reports, never an exception."""
     eng = MatchingEngine("P", id_prefix="P")
     eng.set_quote("XYZ", "99.99", "100.01")
-    reports = eng.submit(NewOrderRequest(*fields), 0.0)
-    assert reports and all(isinstance(r, ExecReport) for r in reports)
+    reports = eng.submit(NewOrderSingle(*fields), 0.0)
+    assert reports and all(isinstance(r, VenueReport) for r in reports)
     first = reports[0]
-    assert isinstance(first, ExecReport) and first.exec_type in ("0", "8")
+    assert isinstance(first, VenueReport) and first.exec_type in ("0", "8")
     if first.exec_type == "8":
         assert first.text and first.ord_status == "8" and len(reports) == 1
     for r in reports:
