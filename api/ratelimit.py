@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from api.errors import ApiError
+from sherwood.contracts import RedisKeys
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class RateLimiter:
             return
         try:
             allowed, wait_ms = await self._script(
-                keys=[f"{self.prefix}:ratelimit:{bucket}"],
+                keys=[RedisKeys(self.prefix).ratelimit(bucket)],
                 args=[per_second, capacity, 1])
         except (RedisError, OSError) as exc:
             log.warning("rate limiter unavailable, letting the request through: %s", exc)

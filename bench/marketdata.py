@@ -39,7 +39,8 @@ from typing import Any
 
 from domain.universe import known_symbols, universe
 from marketdata.fanout import FanoutServer
-from marketdata.ingest import Ingest, channel
+from marketdata.ingest import Ingest
+from sherwood.contracts import RedisKeys
 from sherwood.embedded import EmbeddedRedis, free_port
 from sherwood.lifecycle import run_loop
 from simulators.exchange_feed import ExchangeFeed, FeedConfig
@@ -131,7 +132,7 @@ async def bench_baseline(redis_url: str, rate: float, seconds: float) -> dict[st
     from redis.asyncio import Redis
 
     prefix = f"bench:{uuid.uuid4().hex[:6]}"
-    chans = [channel(prefix, x.symbol) for x in universe(N_SYMBOLS)]
+    chans = [RedisKeys(prefix).md_channel(x.symbol) for x in universe(N_SYMBOLS)]
     pub = Redis.from_url(redis_url)
     sub = Redis.from_url(redis_url)
     ps = sub.pubsub()

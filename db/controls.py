@@ -22,20 +22,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.risk import SymbolControl
+from sherwood.contracts import RedisKeys
 
 log = logging.getLogger(__name__)
 
-
-def halts_key(prefix: str) -> str:
-    return f"{prefix}:halts"
-
-
-def controls_key(prefix: str) -> str:
-    return f"{prefix}:controls"
-
-
-def events_channel(prefix: str) -> str:
-    return f"{prefix}:controls:events"
 
 
 def _encode(c: SymbolControl) -> str:
@@ -84,13 +74,14 @@ class ControlsStore:
     async def _mirror(self, symbol: str, c: SymbolControl) -> None:
         if self.redis is None:
             return
+        keys = RedisKeys(self.prefix)
         pipe = self.redis.pipeline(transaction=True)
         if c.halted:
-            pipe.sadd(halts_key(self.prefix), symbol)
+            pipe.sadd(keys.halts, symbol)
         else:
-            pipe.srem(halts_key(self.prefix), symbol)
-        pipe.hset(controls_key(self.prefix), symbol, _encode(c))
-        pipe.publish(events_channel(self.prefix), json.dumps({"symbol": symbol, **json.loads(_encode(c))}))
+            pipe.srem(keys.halts, symbol)
+        pipe.hset(keys.controls, symbol, _encode(c))
+        pipe.publish(keys.controls_events, json.dumps({"symbol": symbol, **json.loads(_encode(c))}))
         await pipe.execute()
 
     async def all(self) -> dict[str, SymbolControl]:
@@ -140,9 +131,9 @@ class ControlsCache:
 
     async def _load(self) -> None:
         assert self.redis is not None
-        raw = await self.redis.hgetall(controls_key(self.prefix))
+        raw = await self.redis.hgetall(RedisKeys(self.prefix).controls)
         halted = {s.decode() if isinstance(s, bytes) else s
-                  for s in await self.redis.smembers(halts_key(self.prefix))}
+                  for s in await self.redis.smembers(RedisKeys(self.prefix).halts)}
         controls = {}
         for k, v in raw.items():
             sym = k.decode() if isinstance(k, bytes) else k
@@ -160,7 +151,7 @@ class ControlsCache:
         while True:
             pubsub = self.redis.pubsub()
             try:
-                await pubsub.subscribe(events_channel(self.prefix))
+                await pubsub.subscribe(RedisKeys(self.prefix).controls_events)
                 await self._load()
                 self._ready.set()
                 next_resync = time.monotonic() + self.resync_s
@@ -196,7 +187,7 @@ async def is_halted_now(redis: Redis | None, prefix: str, symbol: str,
     """Authoritative-now halt check for the routing point: Redis itself, else the cache."""
     if redis is not None:
         try:
-            return bool(await redis.sismember(halts_key(prefix), symbol.upper()))
+            return bool(await redis.sismember(RedisKeys(prefix).halts, symbol.upper()))
         except (RedisError, OSError) as exc:
             log.warning("halt check fell back to the cache: %s", exc)
     c = fallback.get(symbol) if fallback else None

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from db.engines import make_engine, reading
 from db.errors import UnknownAccount
 from db.ledger import Ledger
+from sherwood.contracts import RedisKeys
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class ShardRouter:
         return self._ledgers[shard]
 
     def _cache_key(self, account_id: uuid.UUID) -> str:
-        return f"{self.redis_prefix}:account_shard:{account_id}"
+        return RedisKeys(self.redis_prefix).account_shard(account_id)
 
     async def shard_for(self, account_id: uuid.UUID) -> int:
         """The shard of an account: this process's cache, Redis, else the directory (then

@@ -14,13 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-GATEWAY_TASK_QUEUE = "execution-gateway"
-EXECUTION_REPORT_SIGNAL = "execution_report"
-
-
-def shard_task_queue(shard: int) -> str:
-    return f"shard-{shard}"
-
 
 def order_id_of(cl_ord_id: str) -> str:
     """The order id a ClOrdID belongs to (cancel/status ids carry a ``:`` suffix)."""

@@ -324,6 +324,8 @@ class PlaceOrderInput:
     # continue-as-new carries what the new run must not forget
     snapshot: OrderSnapshot | None = None
     seen_exec_ids: list[str] | None = None
+    # the execution gateway's task queue (SHERWOOD_GATEWAY_TASK_QUEUE); None: the default
+    gateway_queue: str | None = None
 
 
 @dataclass

@@ -48,9 +48,9 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db.controls import events_channel, halts_key
 from marketdata.bars import MINUTE_NS, BarAcc, minute_start
 from marketdata.resp import RespConnection, RespError, encode, encode_publish
+from sherwood.contracts import RedisKeys
 
 log = logging.getLogger(__name__)
 
@@ -65,26 +65,6 @@ ON CONFLICT (symbol, t) DO UPDATE SET
     v = b.v + EXCLUDED.v, n = b.n + EXCLUDED.n, pv = b.pv + EXCLUDED.pv,
     vw = (b.pv + EXCLUDED.pv) / (b.v + EXCLUDED.v), updated_at = now()
 """)
-
-
-def channel(prefix: str, symbol: str) -> str:
-    return f"{prefix}:md:{symbol}"
-
-
-def dropped_key(prefix: str) -> str:
-    return f"{prefix}:md:dropped"
-
-
-def accepted_key(prefix: str) -> str:
-    return f"{prefix}:md:accepted"
-
-
-def trades_key(prefix: str) -> str:
-    return f"{prefix}:trades:latest"
-
-
-def seq_key(prefix: str) -> str:
-    return f"{prefix}:md:seq"
 
 
 _sec_cache: dict[int, str] = {}
@@ -125,6 +105,7 @@ class Ingest:
     ) -> None:
         self.redis_url = redis_url
         self.prefix = prefix
+        self.keys = RedisKeys(prefix)
         self.known = known
         self.engine = engine
         self.max_price = max_price
@@ -166,8 +147,8 @@ class Ingest:
 
     async def _load_state(self) -> None:
         assert self._conn is not None
-        seq, halts = await self._conn.pipeline([encode("HGETALL", seq_key(self.prefix)),
-                                                encode("SMEMBERS", halts_key(self.prefix))])
+        seq, halts = await self._conn.pipeline([encode("HGETALL", self.keys.md_seq),
+                                                encode("SMEMBERS", self.keys.halts)])
         if isinstance(seq, list):
             for k, v in zip(seq[::2], seq[1::2], strict=True):
                 if isinstance(k, bytes) and isinstance(v, bytes):
@@ -295,7 +276,7 @@ class Ingest:
     def _chan(self, sym: str) -> bytes:
         c = self._chan_cache.get(sym)
         if c is None:
-            c = self._chan_cache[sym] = channel(self.prefix, sym).encode()
+            c = self._chan_cache[sym] = self.keys.md_channel(sym).encode()
         return c
 
     def _next_seq(self, sym: str) -> int:
@@ -452,26 +433,26 @@ class Ingest:
                 ns += 1
         n = nq + nt + ns
         if latest_q:
-            args: list[bytes | str] = ["HSET", f"{self.prefix}:quotes:latest"]
+            args: list[bytes | str] = ["HSET", self.keys.quotes_latest]
             for k, v in latest_q.items():
                 args += [k, v]
             cmds.append(encode(*args))
         if latest_t:
-            args = ["HSET", trades_key(self.prefix)]
+            args = ["HSET", self.keys.trades_latest]
             for k, v in latest_t.items():
                 args += [k, v]
             cmds.append(encode(*args))
         if halts_add:
-            cmds.append(encode("SADD", halts_key(self.prefix), *halts_add))
+            cmds.append(encode("SADD", self.keys.halts, *halts_add))
         if halts_del:
-            cmds.append(encode("SREM", halts_key(self.prefix), *halts_del))
+            cmds.append(encode("SREM", self.keys.halts, *halts_del))
         # tell every trading process at once (db.controls.ControlsCache), not at its next resync
         for sym, halted in [(s, True) for s in halts_add] + [(s, False) for s in halts_del]:
-            cmds.append(encode_publish(events_channel(self.prefix).encode(), json.dumps(
+            cmds.append(encode_publish(self.keys.controls_events.encode(), json.dumps(
                 {"symbol": sym, "halted": halted, "reason": "market-data halt" if halted else ""}).encode()))
         touched = set(latest_q) | set(latest_t) | set(halts_add) | set(halts_del)
         if touched:
-            args = ["HSET", seq_key(self.prefix)]
+            args = ["HSET", self.keys.md_seq]
             for sym in touched:
                 args += [sym, str(self.seq[sym])]
             cmds.append(encode(*args))
@@ -485,8 +466,8 @@ class Ingest:
 
     def _counter_commands(self) -> list[bytes]:
         out = []
-        for key, counts in ((dropped_key(self.prefix), self.dropped),
-                            (accepted_key(self.prefix), self.accepted)):
+        for key, counts in ((self.keys.md_dropped, self.dropped),
+                            (self.keys.md_accepted, self.accepted)):
             seen = self._pending_counts.setdefault(key.encode(), {})
             for reason, total in counts.items():
                 delta = total - seen.get(reason, 0)

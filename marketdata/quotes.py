@@ -28,12 +28,9 @@ from redis.exceptions import RedisError
 
 from domain.errors import DomainError
 from domain.money import parse_decimal
+from sherwood.contracts import RedisKeys
 
 log = logging.getLogger(__name__)
-
-
-def quotes_key(prefix: str) -> str:
-    return f"{prefix}:quotes:latest"
 
 
 @dataclass(frozen=True)
@@ -61,7 +58,7 @@ class LatestQuotes:
     def __init__(self, redis: Redis | None, prefix: str = "sherwood", *,
                  max_age_s: float | None = None) -> None:
         self.redis = redis
-        self.key = quotes_key(prefix)
+        self.key = RedisKeys(prefix).quotes_latest
         self.max_age_s = max_age_s
 
     async def get(self, symbol: str) -> Quote | None:

@@ -450,8 +450,9 @@ def settlement_run(
 
     from temporalio.common import WorkflowIDReusePolicy
 
+    from sherwood.contracts import BACKOFFICE_TASK_QUEUE
     from sherwood.temporal import connect
-    from workflows.settlement import BACKOFFICE_TASK_QUEUE, SettlementInput, SettlementWorkflow
+    from workflows.settlement import SettlementInput, SettlementWorkflow
 
     _date.fromisoformat(business_date)
     if through:

@@ -20,12 +20,6 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-ORDER_SEARCH_ATTRIBUTES = {
-    "OrderState": "Keyword",
-    "Symbol": "Keyword",
-    "AccountId": "Keyword",
-    "ShardId": "Int",
-}
 
 # reference/temporal.md: the dev server's default poll-rate limits cost ~40 ms per workflow task.
 TEMPORAL_DYNAMIC_CONFIG = {
@@ -226,6 +220,8 @@ class TemporalDevServer:
         else:
             cmd += ["--ui-port", str(self.ui_port), "--ui-ip", self.host,
                     "--ui-disable-news-fetch"]
+        from sherwood.contracts import ORDER_SEARCH_ATTRIBUTES
+
         for key, kind in ORDER_SEARCH_ATTRIBUTES.items():
             cmd += ["--search-attribute", f"{key}={kind}"]
         for key, value in TEMPORAL_DYNAMIC_CONFIG.items() if self.raise_rate_limits else ():

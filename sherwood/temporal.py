@@ -23,7 +23,7 @@ from temporalio.converter import (
 
 from domain.execution import VenueEvent
 from fix.messages import is_legacy_payload, legacy_venue_event
-from sherwood.embedded import ORDER_SEARCH_ATTRIBUTES
+from sherwood.contracts import ORDER_SEARCH_ATTRIBUTES
 from sherwood.settings import Settings
 
 _TYPES = {

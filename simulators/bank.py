@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from redis.asyncio import Redis
 
 from domain.ports import HOLD, RETURN, SETTLE, Bank
+from sherwood.contracts import RedisKeys
 
 
 class AchBank:
@@ -32,7 +33,7 @@ class AchBank:
         self._memory: dict[str, str] = {}
 
     def _key(self, subject: str) -> str:
-        return f"{self.prefix}:bank:instr:{subject}"
+        return RedisKeys(self.prefix).bank_instruction(subject)
 
     async def instruct(self, subject: str, decision: str) -> None:
         """Decide the outcome for a transfer id or an account id (``settle``/``return``/``hold``)."""

@@ -18,12 +18,13 @@ from decimal import Decimal, InvalidOperation
 from typing import Protocol
 
 from domain.assets import ASSETS
+from sherwood.contracts import RedisKeys
 from simulators.matching import ZERO, Quote, tick_size
 
 log = logging.getLogger(__name__)
 
-DEFAULT_QUOTES_KEY = "sherwood:quotes:latest"
-DEFAULT_HALTS_KEY = "sherwood:halts"
+DEFAULT_QUOTES_KEY = RedisKeys().quotes_latest
+DEFAULT_HALTS_KEY = RedisKeys().halts
 
 
 class QuoteSource(Protocol):

@@ -26,6 +26,7 @@ from db.accounts import OpenedAccount, open_account
 from db.migrate import drop_database, migrate_gateway
 from db.router import ShardRouter
 from marketdata.quotes import LatestQuotes
+from sherwood.contracts import RedisKeys
 from sherwood.embedded import free_port
 from sherwood.settings import Settings, VenueConfig
 from sherwood.temporal import connect
@@ -128,8 +129,8 @@ async def trading_stack(base: Settings, router: ShardRouter, redis: Redis,
                         data_dir: Path) -> AsyncIterator[TradingStack]:
     venues = {name: MarketMaker(sender_comp_id=name, target_comp_id="SHERWOOD", port=0,
                                 heartbeat_interval=5, redis_url=base.redis_url,
-                                quotes_key=f"{base.redis_prefix}:quotes:latest",
-                                halts_key=f"{base.redis_prefix}:halts", tick_interval=0.2)
+                                quotes_key=RedisKeys(base.redis_prefix).quotes_latest,
+                                halts_key=RedisKeys(base.redis_prefix).halts, tick_interval=0.2)
               for name in ("MM1", "MM2")}
     for mm in venues.values():
         await mm.start()

@@ -47,16 +47,15 @@ from activities.settlement import SettlementActivities, ShardSettlementActivitie
 from db.engines import make_engine
 from db.funding import FundingStore
 from domain.ports import Bank, Clearinghouse
+from sherwood.contracts import BACKOFFICE_TASK_QUEUE, backoffice_shard_queue
 from sherwood.lifecycle import stopped_by_signals
 from sherwood.settings import Settings
 from sherwood.temporal import connect
 from workflows.deposit import DepositWorkflow
 from workflows.settlement import (
-    BACKOFFICE_TASK_QUEUE,
     LedgerReconciliationWorkflow,
     SettlementInput,
     SettlementWorkflow,
-    backoffice_shard_queue,
 )
 from workflows.withdrawal import WithdrawalWorkflow
 

@@ -56,10 +56,11 @@ from activities.gateway import GatewayActivities, ReportWatch
 from activities.gateway_link import GatewayLinkServer
 from db.controls import ControlsCache, is_halted_now
 from db.gateway import GatewayStore, PendingReport
-from domain.execution import EXECUTION_REPORT_SIGNAL, GATEWAY_TASK_QUEUE, VenueEvent
+from domain.execution import VenueEvent
 from fix.messages import Tag, parse_inbound, venue_event
 from fix.session import FixInitiator, FixSession, MessageHandler, SessionConfig
 from fix.store import SqliteSessionStore
+from sherwood.contracts import EXECUTION_REPORT_SIGNAL, GATEWAY_TASK_QUEUE
 from sherwood.lifecycle import run_loop, stopped_by_signals
 from sherwood.settings import Settings, VenueConfig
 

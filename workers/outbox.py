@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from db import sql
 from db.engines import DB_ERRORS
 from db.sql import Row
+from sherwood.contracts import RedisKeys
 
 log = logging.getLogger(__name__)
 # what a round may run into and the next round retries
@@ -44,10 +45,6 @@ UPDATE outbox SET published_at = clock_timestamp()
 RETURNING id, key, payload::text AS payload
 """
 _MARK = "UPDATE outbox SET published_at = clock_timestamp() WHERE id = ANY(:ids) AND published_at IS NULL"
-
-
-def trade_updates_channel(prefix: str, account_id: str) -> str:
-    return f"{prefix}:trade_updates:{account_id}"
 
 
 class OutboxPublisher:
@@ -77,7 +74,7 @@ class OutboxPublisher:
     def _pipeline_of(self, rows: list[Row]) -> Any:
         pipe = self.redis.pipeline(transaction=False)
         for r in rows:
-            pipe.publish(trade_updates_channel(self.prefix, r["key"]), r["payload"])
+            pipe.publish(RedisKeys(self.prefix).trade_updates(r["key"]), r["payload"])
         return pipe
 
     async def publish_committed(self) -> int:

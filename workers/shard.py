@@ -21,8 +21,8 @@ from activities.orders import OrderActivities
 from db.controls import ControlsCache
 from db.engines import make_engine
 from db.orders import OrderStore
-from domain.execution import shard_task_queue
 from marketdata.quotes import LatestQuotes
+from sherwood.contracts import shard_task_queue
 from sherwood.lifecycle import stopped_by_signals
 from sherwood.settings import Settings
 from sherwood.temporal import connect

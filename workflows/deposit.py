@@ -77,7 +77,7 @@ class TransferFlow:
     def __init__(self) -> None:
         self._snap: TransferSnapshot | None = None
 
-    @workflow.update(name="accepted")
+    @workflow.update  # ACCEPTED_UPDATE: the method's name
     async def accepted(self) -> TransferSnapshot:
         await workflow.wait_condition(lambda: self._snap is not None)
         assert self._snap is not None

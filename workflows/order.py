@@ -21,14 +21,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.orders import ApplyReportsInput, OrderActivities
     from domain.execution import (
-        EXECUTION_REPORT_SIGNAL,
-        GATEWAY_TASK_QUEUE,
         VenueAck,
         VenueCancel,
         VenueEvent,
@@ -44,11 +42,7 @@ with workflow.unsafe.imports_passed_through():
         ResolveInput,
         TransitionInput,
     )
-
-ORDER_STATE = SearchAttributeKey.for_keyword("OrderState")
-SYMBOL = SearchAttributeKey.for_keyword("Symbol")
-ACCOUNT_ID = SearchAttributeKey.for_keyword("AccountId")
-SHARD_ID = SearchAttributeKey.for_int("ShardId")
+    from sherwood.contracts import EXECUTION_REPORT_SIGNAL, GATEWAY_TASK_QUEUE, ORDER_STATE
 
 S = OrderState
 LOCAL_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=100),
@@ -102,7 +96,9 @@ class OrderWorkflow:
         self._seen.add(key)
         return True
 
-    @workflow.update(name="accepted")
+    # update names are the method names (ACCEPTED_UPDATE, CANCEL_UPDATE, RESOLVE_UPDATE of
+    # sherwood.contracts; a test holds them equal): callers use these typed references
+    @workflow.update
     async def accepted(self, request_hash: str) -> OrderSnapshot:
         """Wait until the order is accepted or rejected (used with update-with-start)."""
         await workflow.wait_condition(lambda: self._snap is not None)
@@ -115,7 +111,7 @@ class OrderWorkflow:
             raise ApplicationError("this client_order_id was used for a different order",
                                    type="idempotency_conflict", non_retryable=True)
 
-    @workflow.update(name="cancel")
+    @workflow.update
     async def cancel(self) -> OrderSnapshot:
         self._cancel_requested = True
         await workflow.wait_condition(
@@ -129,7 +125,7 @@ class OrderWorkflow:
             raise ApplicationError(f"order is {self._snap.state.lower()} and cannot be canceled",
                                    type="not_cancelable", non_retryable=True)
 
-    @workflow.update(name="resolve")
+    @workflow.update
     async def resolve(self, resolution: ResolveInput) -> OrderSnapshot:
         self._resolution = resolution
         await workflow.wait_condition(lambda: self._resolution is None)
@@ -181,7 +177,7 @@ class OrderWorkflow:
                     order_id=inp.order_id, account_id=inp.account_id, shard=inp.shard,
                     request=inp.request, request_hash=inp.request_hash, actor=inp.actor,
                     collar=inp.collar, timeouts=self._t, day_ttl_s=inp.day_ttl_s, snapshot=self._snap,
-                    seen_exec_ids=sorted(self._seen)))
+                    seen_exec_ids=sorted(self._seen), gateway_queue=inp.gateway_queue))
             self._publish_state()
             try:
                 await workflow.wait_condition(self._has_work, timeout=self._timeout())
@@ -351,7 +347,8 @@ class OrderWorkflow:
     async def _gateway(self, name: str, arg: object, result_type: type) -> Any:
         self._publish_state()
         return await workflow.execute_activity(
-            name, arg, result_type=result_type, task_queue=GATEWAY_TASK_QUEUE,
+            name, arg, result_type=result_type,
+            task_queue=self._inp.gateway_queue or GATEWAY_TASK_QUEUE,
             start_to_close_timeout=timedelta(seconds=10), retry_policy=GATEWAY_RETRY)
 
     async def _local(self, fn: Any, arg: object) -> OrderSnapshot:

@@ -30,13 +30,9 @@ with workflow.unsafe.imports_passed_through():
         SettleDayInput,
     )
     from domain.settlement import ShardSettlement
+    from sherwood.contracts import BACKOFFICE_TASK_QUEUE, backoffice_shard_queue
 
-BACKOFFICE_TASK_QUEUE = "backoffice"
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
-
-
-def backoffice_shard_queue(shard: int) -> str:
-    return f"backoffice-shard-{shard}"
 
 
 @dataclass

@@ -11,7 +11,7 @@ from redis.exceptions import RedisError
 from api.deps import ApiKeyDep, StateDep
 from api.errors import ApiError
 from api.services import marketdata
-from marketdata.ingest import accepted_key, dropped_key
+from sherwood.contracts import RedisKeys
 
 router = APIRouter(tags=["market data"])
 
@@ -59,8 +59,8 @@ async def ingest_counters(_key: ApiKeyDep, state: StateDep) -> dict[str, Any]:
         raise ApiError(503, "marketdata_unavailable", "market data is unavailable")
     prefix = state.settings.redis_prefix
     try:
-        dropped = await state.redis.hgetall(dropped_key(prefix))
-        accepted = await state.redis.hgetall(accepted_key(prefix))
+        dropped = await state.redis.hgetall(RedisKeys(prefix).md_dropped)
+        accepted = await state.redis.hgetall(RedisKeys(prefix).md_accepted)
     except (RedisError, OSError) as exc:
         raise ApiError(503, "marketdata_unavailable", "market data is unavailable") from exc
     def _s(k: bytes | str) -> str:

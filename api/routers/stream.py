@@ -41,7 +41,7 @@ from api.errors import error_body
 from api.services.activities import fill_uuid
 from api.state import AppState
 from db.accounts import authenticate
-from workers.outbox import trade_updates_channel
+from sherwood.contracts import RedisKeys
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ class TradeStream:
         if redis is None:
             await self.error(503, "stream_unavailable", "trade updates are not available (no Redis)")
             return False
-        channel = trade_updates_channel(self.state.settings.redis_prefix, str(self.account_id))
+        channel = RedisKeys(self.state.settings.redis_prefix).trade_updates(self.account_id)
         pubsub = redis.pubsub()
         try:
             await pubsub.subscribe(channel)

@@ -45,11 +45,12 @@ async def workers(state: AppState) -> dict[str, DependencyHealth]:
     """Shard workers and the execution gateway, as seen by Temporal."""
     from temporalio.api.enums.v1 import TaskQueueType
 
-    from domain.execution import GATEWAY_TASK_QUEUE, shard_task_queue
+    from sherwood.contracts import shard_task_queue
 
     queues = {f"shard_worker_{n}": (shard_task_queue(n), TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW)
               for n in range(state.router.shard_count)}
-    queues["execution_gateway"] = (GATEWAY_TASK_QUEUE, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY)
+    queues["execution_gateway"] = (state.settings.gateway_task_queue,
+                                   TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY)
     results = await asyncio.gather(*(_pollers(state, q, k) for q, k in queues.values()))
     return dict(zip(queues, results, strict=True))
 

@@ -20,8 +20,7 @@ from sqlalchemy.pool import NullPool
 
 from api.errors import ApiError
 from db.engines import sqlalchemy_url
-from marketdata.ingest import trades_key
-from marketdata.quotes import quotes_key
+from sherwood.contracts import RedisKeys
 
 QUOTE_FIELDS = ("t", "ax", "ap", "as", "bx", "bp", "bs", "c", "z")
 TRADE_FIELDS = ("t", "x", "p", "s", "c", "i", "z")
@@ -48,7 +47,7 @@ async def _hget(redis: Redis | None, key: str, symbol: str) -> dict[str, Any]:
 
 
 async def latest_quote(redis: Redis | None, prefix: str, symbol: str) -> dict[str, Any]:
-    d = await _hget(redis, quotes_key(prefix), symbol)
+    d = await _hget(redis, RedisKeys(prefix).quotes_latest, symbol)
     quote = {k: d.get(k) for k in QUOTE_FIELDS if k in d}
     for k in ("bp", "ap"):
         v = quote.get(k)
@@ -58,7 +57,7 @@ async def latest_quote(redis: Redis | None, prefix: str, symbol: str) -> dict[st
 
 
 async def latest_trade(redis: Redis | None, prefix: str, symbol: str) -> dict[str, Any]:
-    d = await _hget(redis, trades_key(prefix), symbol)
+    d = await _hget(redis, RedisKeys(prefix).trades_latest, symbol)
     return {"symbol": symbol, "trade": {k: d.get(k) for k in TRADE_FIELDS if k in d}}
 
 

@@ -36,7 +36,6 @@ from db.engines import reading
 from db.router import ShardRouter
 from domain.alpaca import order_at_accept, order_object
 from domain.errors import DomainError
-from domain.execution import shard_task_queue
 from domain.order_row import OrderRow
 from domain.orders import (
     OPEN_STATUSES,
@@ -46,8 +45,9 @@ from domain.orders import (
     PlaceOrderInput,
     parse_order_request,
 )
+from sherwood.contracts import ACCOUNT_ID, ORDER_STATE, SHARD_ID, SYMBOL, shard_task_queue
 from sherwood.settings import Settings
-from workflows.order import ACCOUNT_ID, ORDER_STATE, SHARD_ID, SYMBOL, OrderWorkflow
+from workflows.order import OrderWorkflow
 
 ORDER_NS = uuid.UUID("0b5e6d3a-7c1f-4e8e-9a4b-2d6f8c1e0a57")
 # Alpaca answers 403 for what the account may not do now; 422 for what is wrong with the order.
@@ -89,7 +89,8 @@ class OrderService:
         inp = PlaceOrderInput(
             order_id=order_id, account_id=str(account_id), shard=shard, request=wire,
             request_hash=req.hash(), collar=str(self.settings.market_order_collar),
-            timeouts=timeouts(self.settings), day_ttl_s=self.settings.day_order_ttl_s)
+            timeouts=timeouts(self.settings), day_ttl_s=self.settings.day_order_ttl_s,
+            gateway_queue=self.settings.gateway_task_queue)
         attrs = TypedSearchAttributes([
             SearchAttributePair(ORDER_STATE, "PENDING"), SearchAttributePair(SYMBOL, req.symbol),
             SearchAttributePair(ACCOUNT_ID, str(account_id)), SearchAttributePair(SHARD_ID, shard)])
@@ -103,7 +104,7 @@ class OrderService:
                     id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                     id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE, search_attributes=attrs)
                 snap: OrderSnapshot = await self._client().execute_update_with_start_workflow(
-                    "accepted", req.hash(), start_workflow_operation=start, result_type=OrderSnapshot)
+                    OrderWorkflow.accepted, req.hash(), start_workflow_operation=start)
                 break
             except WorkflowUpdateFailedError as exc:
                 raise _update_error(exc) from exc
@@ -210,7 +211,7 @@ class OrderService:
                            code=42210000)
         handle = self._client().get_workflow_handle(order["id"])
         try:
-            await handle.execute_update("cancel", result_type=OrderSnapshot)
+            await handle.execute_update(OrderWorkflow.cancel)
         except WorkflowUpdateFailedError as exc:
             raise _update_error(exc) from exc
         except RPCError as exc:

@@ -27,9 +27,9 @@ from domain.alpaca import transfer_object
 from domain.errors import DomainError
 from domain.funding import INCOMING, OUTGOING, TransferSnapshot, request_hash
 from domain.money import USD, check_scale, parse_decimal
+from sherwood.contracts import backoffice_shard_queue
 from sherwood.settings import Settings
-from workflows.deposit import DepositWorkflow, TransferWorkflowInput
-from workflows.settlement import backoffice_shard_queue
+from workflows.deposit import DepositWorkflow, TransferFlow, TransferWorkflowInput
 from workflows.withdrawal import WithdrawalWorkflow
 
 TRANSFER_NS = uuid.UUID("5d0f1c2e-3b7a-4f51-9e0c-8a2b6d4e1f37")
@@ -82,7 +82,7 @@ class TransferService:
         store = FundingStore(self.router.engine(shard))
         try:
             snap: TransferSnapshot = await self.temporal.execute_update_with_start_workflow(
-                "accepted", start_workflow_operation=start, result_type=TransferSnapshot)
+                TransferFlow.accepted, start_workflow_operation=start)
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause
             if isinstance(cause, ApplicationError) and cause.type == "idempotency_conflict":

@@ -21,10 +21,11 @@ import api.routers.stream as stream_module
 from api.services.activities import fill_uuid
 from db.accounts import OpenedAccount, create_api_key, open_account
 from db.router import ShardRouter
+from sherwood.contracts import RedisKeys
 from sherwood.embedded import free_port
 from sherwood.settings import Settings
 from tests.api.test_positions import auth, funded, trade
-from workers.outbox import OutboxPublisher, trade_updates_channel
+from workers.outbox import OutboxPublisher
 
 WAIT = 10.0
 
@@ -126,7 +127,7 @@ async def test_repeats_and_foreign_payloads_are_not_forwarded(
     b = await open_account(router)
     ws = await authed(ws_url, a)
     try:
-        channel = trade_updates_channel(migrated.redis_prefix, str(a.account_id))
+        channel = RedisKeys(migrated.redis_prefix).trade_updates(a.account_id)
         order = {"id": str(uuid.uuid4()), "symbol": "KO", "status": "new"}
         mine = json.dumps({"event": "new", "account_id": str(a.account_id), "order": order,
                            "timestamp": "2026-01-02T15:00:00Z"})

@@ -14,8 +14,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from db.accounts import OpenedAccount
-from marketdata.ingest import Ingest, channel, dropped_key, halts_key
+from marketdata.ingest import Ingest
 from marketdata.quotes import LatestQuotes
+from sherwood.contracts import RedisKeys
 from tests.marketdata.conftest import FanoutFactory, authed_client, open_client
 from tests.marketdata.helpers import q, tr
 
@@ -46,7 +47,7 @@ async def test_handshake_subscribe_only_that_symbol_and_unsubscribe(
 async def test_redis_channel_subscribed_only_while_a_local_subscriber(
         make_fanout: FanoutFactory, account: OpenedAccount, redis: Redis, prefix: str) -> None:
     srv = await make_fanout()
-    chan = channel(prefix, "NVDA")
+    chan = RedisKeys(prefix).md_channel("NVDA")
     assert (await redis.pubsub_numsub(chan))[0][1] == 0
     c = await authed_client(srv, account)
     await c.request({"action": "subscribe", "quotes": ["NVDA"]})
@@ -89,7 +90,7 @@ async def test_bad_ticks_never_reach_subscribers_and_are_counted(
     got += await c.collect(0.5)
     assert [(m["bp"], m["ap"]) for m in got] == [(187.10, 187.12), (187.11, 187.13)]
     await ingest.sync()
-    counts = {k.decode(): int(v) for k, v in (await redis.hgetall(dropped_key(prefix))).items()}
+    counts = {k.decode(): int(v) for k, v in (await redis.hgetall(RedisKeys(prefix).md_dropped)).items()}
     assert counts["non_positive_price"] == 2
     assert counts["crossed"] == 1 and counts["locked"] == 1 and counts["absurd_price"] == 2
     assert counts["stale"] == 1 and counts["future"] == 1 and counts["unknown_symbol"] == 1
@@ -133,12 +134,12 @@ async def test_halt_status_message_and_halts_set(
     await ingest.process([f"H,GME,{now},T1".encode(), tr("GME", "22.70")])
     got = await c.collect(0.4)
     assert [m["T"] for m in got] == ["s"] and got[0]["sc"] == "H"  # no trade while halted
-    assert await redis.sismember(halts_key(prefix), "GME")
+    assert await redis.sismember(RedisKeys(prefix).halts, "GME")
     assert ingest.dropped["halted"] == 1
     await ingest.process([f"R,GME,{time.time_ns()},T2".encode(), tr("GME", "22.71")])
     got = await c.collect(0.4)
     assert [m["T"] for m in got] == ["s", "t"] and got[0]["sc"] == "T"
-    assert not await redis.sismember(halts_key(prefix), "GME")
+    assert not await redis.sismember(RedisKeys(prefix).halts, "GME")
     await c.ws.close()
 
 
@@ -221,7 +222,7 @@ async def test_slow_client_is_cut_with_407_and_does_not_delay_a_fast_one(
     await slow_ws.send(json.dumps({"action": "subscribe", "trades": ["SPY"], "quotes": ["SPY"]}))
     await slow_ws.recv()
     await fast.request({"action": "subscribe", "trades": ["SPY"]})
-    chan = channel(prefix, "SPY")
+    chan = RedisKeys(prefix).md_channel("SPY")
     pad = "x" * 400
     lags: list[float] = []
     seen = 0
@@ -301,7 +302,7 @@ async def test_slow_reader_gets_the_newest_quotes_never_a_backlog(
             for _ in range(20):
                 sq += 1
                 s = syms[sq % len(syms)]
-                pipe.publish(channel(prefix, s), json.dumps(
+                pipe.publish(RedisKeys(prefix).md_channel(s), json.dumps(
                     {"T": "q", "S": s, "bp": 1, "ap": 2, "sq": sq, "it": time.time_ns(), "pad": pad},
                     separators=(",", ":")))
             await pipe.execute()

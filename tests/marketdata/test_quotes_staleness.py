@@ -8,11 +8,12 @@ import time
 
 from redis.asyncio import Redis
 
-from marketdata.quotes import LatestQuotes, quotes_key
+from marketdata.quotes import LatestQuotes
+from sherwood.contracts import RedisKeys
 
 
 async def test_stale_ingested_quote_counts_as_no_quote(redis: Redis, prefix: str) -> None:
-    key = quotes_key(prefix)
+    key = RedisKeys(prefix).quotes_latest
     fresh = {"S": "AAPL", "bp": 187.1, "ap": 187.12, "it": time.time_ns(), "mx": 30}
     stale = {"S": "MSFT", "bp": 415.1, "ap": 415.2, "it": time.time_ns() - 31 * 10**9, "mx": 30}
     await redis.hset(key, mapping={"AAPL": json.dumps(fresh), "MSFT": json.dumps(stale),

@@ -6,7 +6,7 @@ from __future__ import annotations
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
 
-from sherwood.embedded import ORDER_SEARCH_ATTRIBUTES
+from sherwood.contracts import ORDER_SEARCH_ATTRIBUTES
 from sherwood.settings import Settings
 from sherwood.temporal import ensure_search_attributes
 

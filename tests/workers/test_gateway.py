@@ -35,7 +35,6 @@ from activities.gateway import GatewayActivities
 from db.gateway import GatewayStore
 from db.migrate import drop_database, migrate_gateway
 from domain.execution import (
-    EXECUTION_REPORT_SIGNAL,
     VenueAck,
     VenueCancel,
     VenueEvent,
@@ -45,6 +44,7 @@ from domain.execution import (
 from fix.messages import cancel_reject_exec_id, parse_inbound
 from fix.session import FixSession, SessionConfig
 from fix.store import MemorySessionStore
+from sherwood.contracts import EXECUTION_REPORT_SIGNAL
 from sherwood.settings import Settings, VenueConfig
 from simulators.market_maker import MarketMaker, MarketMakerConfig
 from simulators.quote_sources import RandomWalkQuoteSource

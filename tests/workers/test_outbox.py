@@ -10,15 +10,15 @@ import pytest
 from redis.asyncio import Redis
 
 from db.router import ShardRouter
+from sherwood.contracts import RedisKeys
 from tests.stack import TradingStack, headers
-from workers.outbox import trade_updates_channel
 
 
 async def test_trade_updates_are_published_when_the_transaction_commits(stack: TradingStack) -> None:
     await stack.set_quote("AAPL", "187.40", "187.50")
     acct = await stack.account("10000")
     pubsub = stack.redis.pubsub()
-    await pubsub.subscribe(trade_updates_channel(stack.settings.redis_prefix, str(acct.account_id)))
+    await pubsub.subscribe(RedisKeys(stack.settings.redis_prefix).trade_updates(acct.account_id))
     try:
         assert (await pubsub.get_message(timeout=2))["type"] == "subscribe"  # type: ignore[index]
         t0 = time.monotonic()
@@ -80,7 +80,7 @@ async def test_a_failed_publish_leaves_the_rows_for_the_next_round_in_order(
         await down.aclose()
     assert await pending() == ids  # nothing marked
     pubsub = redis.pubsub()
-    await pubsub.subscribe(trade_updates_channel(prefix, key))
+    await pubsub.subscribe(RedisKeys(prefix).trade_updates(key))
     try:
         await pubsub.get_message(timeout=2)
         await OutboxPublisher(engine, redis, prefix=prefix, batch=10_000).publish_once()
@@ -125,7 +125,7 @@ async def test_rows_handed_over_at_commit_are_marked_or_left_for_the_sweep(
 
     async def received(key: str, act) -> list[int]:  # type: ignore[no-untyped-def]
         pubsub = redis.pubsub()
-        await pubsub.subscribe(trade_updates_channel(prefix, key))
+        await pubsub.subscribe(RedisKeys(prefix).trade_updates(key))
         try:
             await pubsub.get_message(timeout=2)
             await act()

@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import text
 from temporalio.client import WorkflowExecutionStatus
 
+from sherwood.contracts import ORDER_STATE
 from tests.stack import TradingStack, headers
-from workflows.order import ORDER_STATE
 
 
 async def wait_order(stack: TradingStack, acct, order_id: str, statuses: set[str],

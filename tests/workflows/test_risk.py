@@ -216,11 +216,11 @@ async def test_stale_ingested_quote_refuses_market_buys_and_limit_orders_trade(s
     limit buy is accepted."""
     import json
 
-    from marketdata.quotes import quotes_key
+    from sherwood.contracts import RedisKeys
 
     await stack.set_quote("MSFT", "415.10", "415.20")  # the venues' book
     aged = time.time_ns() - int((stack.settings.quote_max_age_s + 5) * 1e9)
-    await stack.redis.hset(quotes_key(stack.settings.redis_prefix), "MSFT", json.dumps(
+    await stack.redis.hset(RedisKeys(stack.settings.redis_prefix).quotes_latest, "MSFT", json.dumps(
         {"S": "MSFT", "bp": "415.10", "ap": "415.20", "bs": 1, "as": 1, "it": aged,
          "mx": stack.settings.quote_max_age_s}))
     acct = await stack.account("10000")

@@ -16,11 +16,11 @@ from db.router import ShardRouter
 from domain import calendar
 from domain.ledger import Entry, LedgerTxn, customer, house
 from domain.orders import AcceptOrderInput, OrderState, parse_order_request
+from sherwood.contracts import BACKOFFICE_TASK_QUEUE
 from simulators.clearinghouse import InjectedBreak
 from tests.venue_reports import fix_report
 from tests.workflows.conftest import Backoffice
 from workflows.settlement import (
-    BACKOFFICE_TASK_QUEUE,
     LedgerReconciliationWorkflow,
     SettlementInput,
     SettlementResult,
