@@ -23,7 +23,7 @@ import pytest
 
 from domain.orders import ResolveInput
 from tests.stack import TradingStack, headers
-from tests.workflows.test_order import place, wait_order
+from tests.workflows.order_helpers import place, wait_order
 
 HERE = Path(__file__).parent / "histories"
 

@@ -18,7 +18,7 @@ from sqlalchemy import text
 from db.accounts import create_api_key
 from sherwood.embedded import free_port
 from tests.stack import TradingStack, headers
-from tests.workflows.test_order import balances, events, place, wait_order
+from tests.workflows.order_helpers import balances, events, place, wait_order
 
 
 @contextlib.asynccontextmanager
