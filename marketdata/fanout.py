@@ -73,6 +73,7 @@ from marketdata.stream_session import (
     handle_connection,
 )
 from marketdata.subscriber import RedisSubscriber
+from sherwood.contracts import RedisKeys
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ class FanoutServer:
     ) -> None:
         self.redis_url = redis_url
         self.prefix = prefix
-        self.chan_prefix = f"{prefix}:md:".encode()
+        self.chan_prefix = RedisKeys(prefix).md_channel_prefix.encode()
         self.pattern = self.chan_prefix + b"*"
         self.authenticate = authenticate
         self.max_connections = max_connections

@@ -77,11 +77,9 @@ def ops_resolve(
 
 
 async def _resolve(c: Clients, order_id: str, res: ResolveInput) -> OrderSnapshot:
-    from domain.orders import OrderSnapshot
+    from workflows.order import OrderWorkflow
 
-    result: OrderSnapshot = await c.temporal.get_workflow_handle(order_id).execute_update(
-        "resolve", res, result_type=OrderSnapshot)
-    return result
+    return await c.temporal.get_workflow_handle(order_id).execute_update(OrderWorkflow.resolve, res)
 
 
 def _controls(data_dir: Path | None, symbol: str, **kwargs: object) -> None:

@@ -59,7 +59,7 @@ ROUTED_WITH_FIRST_ANSWERS = "routed-with-first-answers"
 DIRECT_SEND = "send-over-the-gateway-link"
 # What an awaited activity raises when it fails: an ActivityError wrapping the cause for a
 # remote activity, but the activity's own ApplicationError, unwrapped, for a local one
-# (temporalio 1.35; tests/workflows/test_order.py catches a refused resolution through this).
+# (temporalio 1.35; tests/workflows/test_order_faults.py sends a refused resolution through this).
 ACTIVITY_FAILED = (ActivityError, ApplicationError)
 
 

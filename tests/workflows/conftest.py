@@ -25,6 +25,9 @@ from simulators.bank import AchBank
 from simulators.clearinghouse import Clearinghouse
 from workers.backoffice import BackofficeWorkers
 
+# the order tests' shared helpers assert too: rewrite them like the tests (imported after this)
+pytest.register_assert_rewrite("tests.workflows.order_helpers")
+
 FAST_ACH = {"ach_business_day_s": 0.3, "ach_poll_interval_s": 0.2, "backoffice_db_pool_size": 1}
 
 

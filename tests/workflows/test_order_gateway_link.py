@@ -144,3 +144,33 @@ async def test_direct_send_failing_in_the_shard_worker_falls_back_to_the_activit
     monkeypatch.undo()
     assert "ACTIVITY_TASK_COMPLETED" in event_types(await handle.fetch_history())
     await assert_two_aapl_bought(stack, acct, handle, "5000")
+
+
+async def test_the_gateway_task_queue_setting_moves_the_orders_sends(stack: TradingStack) -> None:
+    """SHERWOOD_GATEWAY_TASK_QUEUE moves the gateway's worker, so the order workflow sends to
+    that queue too (here the link is down: the send goes through the gateway's activity)."""
+    import uuid
+
+    from temporalio.worker import Worker
+
+    await stack.set_quote("AAPL", "187.40", "187.50")
+    acct = await stack.account("5000")
+    queue = f"gateway-moved-{uuid.uuid4().hex[:8]}"
+    acts = stack.gateway.activities
+    link = stack.gateway.link
+    assert link is not None
+    svc = stack.app.state.sherwood.settings
+    stack.app.state.sherwood.settings = svc.model_copy(update={"gateway_task_queue": queue})
+    await link.stop()
+    try:
+        async with Worker(stack.temporal, task_queue=queue,
+                          activities=[acts.send_new_order, acts.send_cancel, acts.send_status]):
+            handle = await buy_two_aapl_filled(stack, acct)
+    finally:
+        stack.app.state.sherwood.settings = svc
+        await link.start()
+    history = await handle.fetch_history()
+    scheduled = [e.activity_task_scheduled_event_attributes for e in history.events
+                 if e.HasField("activity_task_scheduled_event_attributes")]
+    assert [(a.activity_type.name, a.task_queue.name) for a in scheduled] == [("send_new_order", queue)]
+    await assert_two_aapl_bought(stack, acct, handle, "5000")
