@@ -1,6 +1,6 @@
 """The Alpaca v2 stock stream protocol on one fan-out connection (auth, subscribe, errors).
 
-Protocol (``../shared/reference/market-data-stream.md``):
+Protocol (Alpaca's market-data stream v2):
 
 * on connect ``[{"T":"success","msg":"connected"}]``; ``{"action":"auth","key","secret"}`` (an
   account API key id/secret, checked against the directory DB; a success is cached for 60 s) ->
