@@ -160,9 +160,9 @@ class FundingStore:
                     {"a": acct, "r": f"ACH return on transfer {row['id']}: cash is {plain(cash)} "
                                      "(funds already used); deposit the shortfall to restore trading"})
                 await conn.execute(
-                    text("INSERT INTO ach_shortfalls (transfer_id, account_id, amount, shortfall) "
-                         "VALUES (:t, :a, :amt, :s) ON CONFLICT (transfer_id) DO NOTHING"),
-                    {"t": row["id"], "a": acct, "amt": row["amount"], "s": -cash})
+                    text("INSERT INTO shortfalls (account_id, cause, transfer_id, amount) "
+                         "VALUES (:a, 'ach_return', :t, :s) ON CONFLICT (transfer_id) DO NOTHING"),
+                    {"t": row["id"], "a": acct, "s": -cash})
             return _snap(new)
 
         return await run_in_transaction(self.engine, _do)
@@ -236,5 +236,5 @@ class FundingStore:
     async def shortfalls(self) -> list[dict[str, Any]]:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(text(
-                "SELECT * FROM ach_shortfalls ORDER BY id"))).mappings().all()
+                "SELECT * FROM shortfalls ORDER BY id"))).mappings().all()
         return [json.loads(json.dumps(dict(r), default=str)) for r in rows]

@@ -96,7 +96,7 @@ async def test_ach_bounce_after_funds_used(
         blocked = (await conn.execute(
             text("SELECT trading_blocked, blocked_reason FROM accounts WHERE id = :a"),
             {"a": acct.account_id})).one()
-        shortfall = (await conn.execute(text("SELECT shortfall FROM ach_shortfalls WHERE transfer_id = :t"),
+        shortfall = (await conn.execute(text("SELECT amount FROM shortfalls WHERE transfer_id = :t"),
                                         {"t": uuid.UUID(tid)})).scalar_one()
         kinds = (await conn.execute(text(
             "SELECT kind FROM ledger_transactions WHERE id LIKE :p ORDER BY created_at"),
