@@ -20,21 +20,26 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
+from db.errors import LedgerRejected
 from db.settlement import (
+    SettlementFailed,
     last_settled,
     load_report,
     settle_shard,
     settled_fills,
     store_report,
 )
-from db.shard_status import reconcile_and_record
+from db.shard_status import open_halt, reconcile_and_record
 from domain import calendar
 from domain.ports import Clearinghouse
 from domain.settlement import (
     Netting,
+    SettlementDateError,
     ShardSettlement,
     catch_up_dates,
+    check_settleable,
     compare,
     merge,
     sessions_between,
@@ -93,8 +98,18 @@ class ShardSettlementActivities:
 
     @activity.defn(name="settle_shard_day")
     async def settle_shard_day(self, inp: SettleDayInput) -> ShardSettlement:
-        return await settle_shard(self.engine, self.shard, date.fromisoformat(inp.business_date),
-                                  house_stripes=self.house_stripes)
+        """Settle the date on this shard. A settlement the ledger refuses is deterministic: the
+        shard is halted (naming the account) and the failure is not retried."""
+        try:
+            return await settle_shard(self.engine, self.shard, date.fromisoformat(inp.business_date),
+                                      house_stripes=self.house_stripes)
+        except (SettlementFailed, LedgerRejected) as exc:
+            account = getattr(exc, "account", None)
+            reason = f"settlement of {inp.business_date} failed: {exc.message}"
+            halt = await open_halt(self.engine, self.shard, reason,
+                                   {"business_date": inp.business_date, "account": account})
+            raise ApplicationError(f"shard {self.shard}: {reason} (halt #{halt})", type=exc.code,
+                                   non_retryable=True) from exc
 
     @activity.defn(name="last_settled_date")
     async def last_settled_date(self) -> str | None:
@@ -122,10 +137,15 @@ class SettlementActivities:
     @activity.defn(name="plan_settlement")
     async def plan_settlement(self, inp: PlanInput) -> list[str]:
         """The business dates a run settles, in order (explicit range, or catch-up from the last
-        date every shard settled up to today)."""
+        date every shard settled up to today). A date after today is refused: settling it would
+        settle today's trades early."""
         if inp.date is not None:
             start = date.fromisoformat(inp.date)
             end = date.fromisoformat(inp.through) if inp.through else start
+            try:
+                check_settleable(max(start, end), datetime.fromisoformat(inp.now))
+            except SettlementDateError as exc:
+                raise ApplicationError(exc.message, type=exc.code, non_retryable=True) from exc
             return [d.isoformat() for d in sessions_between(start, end)]
         dones = [date.fromisoformat(x) if x else None for x in inp.last_settled]
         last = None if (not dones or any(d is None for d in dones)) else min(d for d in dones if d)

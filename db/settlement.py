@@ -23,10 +23,23 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from db.engines import run_in_transaction
+from db.errors import DbError
 from db.ledger import post
 from domain import calendar
 from domain import ledger as rules
 from domain.settlement import Break, Netting, ShardSettlement, StreetFill
+
+
+class SettlementFailed(DbError):
+    """A shard's settlement of a date cannot be posted (deterministic: retrying cannot help). It
+    names the account; the shard halts until an operator has looked."""
+
+    code = "settlement_failed"
+
+    def __init__(self, message: str, *, account: str) -> None:
+        super().__init__(message)
+        self.account = account
+
 
 _PENDING = """
     SELECT e.venue, e.exec_id, e.account_id, e.symbol, e.side, e.qty, e.price
@@ -91,6 +104,7 @@ async def settle_shard(
         await conn.execute(text("INSERT INTO settlement_runs (business_date, status) VALUES (:d, 'done')"),
                            {"d": d})
         accounts = sorted(cash.keys() | shares.keys())
+        posted: set[uuid.UUID] = set()  # accounts whose settlement moved something
         for acct in accounts:
             txn_id = f"settle:{d.isoformat()}:{acct}"
             # the lock every order's hold takes: balances cannot move while we read and post
@@ -113,18 +127,21 @@ async def settle_shard(
                     {"a": acct})).scalar_one())
                 due = max(Decimal(0), min(due, still))
             if not sh and not due:
-                continue
+                continue  # already consumed (sold or spent before it settled): nothing moves
             result = await post(conn, rules.settle_customer(txn_id, acct, cash=due, shares=sh),
                                 house_stripes=house_stripes)
             if not result.ok:  # never expected: the fills credited exactly these unsettled amounts
-                raise RuntimeError(f"settlement {txn_id} rejected: {result.error_detail}")
+                raise SettlementFailed(f"settlement of account {acct} on {d} rejected by the ledger: "
+                                       f"{result.error_detail}", account=str(acct))
+            posted.add(acct)
         # exactly the rows read above (a statement re-reading executions could see a newer fill)
+        # (no ledger transaction for an account whose settlement moved nothing)
         await conn.execute(
             text("INSERT INTO settlements (venue, exec_id, account_id, settled_on, ledger_txn_id) "
-                 "SELECT v, x, a, :d, 'settle:' || :ds || ':' || a "
+                 "SELECT v, x, a, :d, CASE WHEN a = ANY(:posted) THEN 'settle:' || :ds || ':' || a END "
                  "FROM unnest(CAST(:v AS text[]), CAST(:x AS text[]), CAST(:a AS uuid[])) AS u(v, x, a)"),
             {"d": d, "ds": d.isoformat(), "v": [r.venue for r in rows], "x": [r.exec_id for r in rows],
-             "a": [r.account_id for r in rows]})
+             "a": [r.account_id for r in rows], "posted": sorted(posted)})
         clearing_id = None
         close = {s: q for s, q in clearing_shares.items() if q}
         if clearing_cash or close:

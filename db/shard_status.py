@@ -82,6 +82,16 @@ async def reconcile_and_record(
     return outcome
 
 
+async def open_halt(engine: AsyncEngine, shard: int, reason: str, details: dict[str, Any]) -> int:
+    """Halt new orders on this shard (in a transaction of its own); returns the halt's id."""
+    async with engine.begin() as conn:
+        halt_id: int = (await conn.execute(
+            text("INSERT INTO shard_halts (reason, details) VALUES (:r, CAST(:d AS jsonb)) RETURNING id"),
+            {"r": reason, "d": json.dumps(details, default=str)})).scalar_one()
+    log.critical("CRITICAL: shard %d halted (halt #%d): %s", shard, halt_id, reason)
+    return halt_id
+
+
 async def clear_halts(engine: AsyncEngine, *, operator: str, note: str = "") -> int:
     """Clear every open halt of the shard. Returns how many were cleared."""
     async with engine.begin() as conn:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from domain import calendar
+from domain.errors import DomainError
 
 ZERO = Decimal(0)
 
@@ -27,6 +28,19 @@ def sessions_between(start: date, end: date) -> list[date]:
             out.append(d)
         d += timedelta(days=1)
     return out
+
+
+class SettlementDateError(DomainError):
+    code = "settlement_date_in_future"
+
+
+def check_settleable(d: date, now: datetime) -> None:
+    """A business date may be settled once it has come (today in New York, or earlier): a later
+    date would settle today's trades before their settlement date."""
+    today = calendar.trade_date(now)
+    if d > today:
+        raise SettlementDateError(f"{d} has not come yet (today is {today} in New York): "
+                                  "a settlement date after today would settle trades early")
 
 
 def catch_up_dates(last_done: date | None, today: date, max_days: int) -> list[date]:

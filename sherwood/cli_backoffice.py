@@ -45,16 +45,22 @@ def settlement_run(
     """Settle DATE (or every session DATE..THROUGH, in order). Re-running a day is a no-op."""
     import dataclasses
     import uuid as _uuid
+    from datetime import UTC, datetime
     from datetime import date as _date
 
     from temporalio.common import WorkflowIDReusePolicy
 
+    from domain.settlement import SettlementDateError, check_settleable
     from sherwood.contracts import BACKOFFICE_TASK_QUEUE
     from workflows.settlement import SettlementInput, SettlementWorkflow
 
+    last = _date.fromisoformat(through or business_date)
     _date.fromisoformat(business_date)
-    if through:
-        _date.fromisoformat(through)
+    try:
+        check_settleable(last, datetime.now(UTC))
+    except SettlementDateError as exc:
+        err.print(f"[red]error:[/] {exc.message}")
+        raise typer.Exit(2) from None
     s = load_settings(data_dir)
     result = run(lambda c: c.temporal.execute_workflow(
         SettlementWorkflow.run,

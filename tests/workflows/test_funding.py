@@ -18,7 +18,7 @@ from api.app import create_app
 from db.accounts import OpenedAccount, open_account
 from db.router import ShardRouter
 from tests.workflows.conftest import Backoffice
-from tests.workflows.test_settlement import trade
+from tests.workflows.settlement_helpers import trade
 
 
 @pytest.fixture(scope="module")

@@ -8,93 +8,24 @@ from datetime import date
 from decimal import Decimal
 
 from sqlalchemy import text
-from temporalio.common import WorkflowIDReusePolicy
 
-from db.accounts import OpenedAccount, create_api_key, open_account
-from db.orders import OrderStore, Quotes
+from db.accounts import create_api_key
 from db.router import ShardRouter
 from domain import calendar
-from domain.ledger import Entry, LedgerTxn, customer, house
-from domain.orders import AcceptOrderInput, OrderState, parse_order_request
 from sherwood.contracts import BACKOFFICE_TASK_QUEUE
 from simulators.clearinghouse import InjectedBreak
-from tests.venue_reports import fix_report
 from tests.workflows.conftest import Backoffice
+from tests.workflows.settlement_helpers import (
+    funded,
+    give_shares,
+    nonzero,
+    settle,
+    settled_on,
+    trade,
+)
 from workflows.settlement import (
     LedgerReconciliationWorkflow,
-    SettlementInput,
-    SettlementResult,
-    SettlementWorkflow,
 )
-
-
-async def funded(router: ShardRouter, cash: str = "100000", *, shard_not: int | None = None) -> OpenedAccount:
-    for _ in range(20):
-        acct = await open_account(router)
-        if shard_not is None or acct.shard != shard_not:
-            break
-    ledger = router.ledger(acct.shard)
-    await ledger.deposit(f"dep:{acct.account_id}", acct.account_id, cash)
-    await ledger.settle_deposit(f"dset:{acct.account_id}", acct.account_id, cash)
-    return acct
-
-
-async def give_shares(router: ShardRouter, acct: OpenedAccount, symbol: str, qty: int) -> None:
-    """Shares delivered in from custody (an ACATS transfer, say): settled, sellable."""
-    txn = LedgerTxn.build(f"acats:{acct.account_id}:{symbol}", "acats_in", [
-        Entry.of(house(f"custody:{symbol}"), -qty),
-        Entry.of(customer(acct.account_id, f"shares:{symbol}"), qty)],
-        account_id=acct.account_id)
-    await router.ledger(acct.shard).post(txn)
-
-
-async def trade(router: ShardRouter, acct: OpenedAccount, symbol: str, side: str, qty: int, px: str,
-                trade_date: date, *, venue: str = "MM1") -> list[str]:
-    """Book one filled limit order (two fills) directly on the shard, dated ``trade_date``."""
-    store = OrderStore(router.engine(acct.shard))
-    oid = str(uuid.uuid4())
-    req = {"symbol": symbol, "side": side, "type": "limit", "time_in_force": "gtc", "qty": str(qty),
-           "limit_price": px}
-    inp = AcceptOrderInput(oid, str(acct.account_id), req, parse_order_request(req).hash(), "customer",
-                           "0.05")
-    snap = await store.accept(inp, Quotes(ask=Decimal(px)))
-    assert snap.state == "FUNDS_HELD", snap
-    await store.transition(oid, OrderState.ROUTED, reason="test", venue=venue)
-    first = qty // 2
-    execs = []
-    for n, (q, cum) in enumerate(((first, first), (qty - first, qty))):
-        eid = f"{oid[:8]}F{n}"
-        execs.append(eid)
-        await store.apply_report(fix_report(
-            venue, eid, "8", oid, oid, "F", "2" if cum == qty else "1", last_qty=str(q), last_px=px,
-            cum_qty=str(cum), leaves_qty=str(qty - cum), avg_px=px))
-    async with router.engine(acct.shard).begin() as conn:
-        await conn.execute(text("UPDATE executions SET trade_date = :t, settle_date = :s "
-                                "WHERE order_id = :o"),
-                           {"t": trade_date, "s": calendar.settle_date(trade_date), "o": uuid.UUID(oid)})
-    return execs
-
-
-async def settle(bo: Backoffice, first: str, through: str | None = None,
-                 reconcile: bool = False) -> SettlementResult:
-    result: SettlementResult = await bo.client.execute_workflow(
-        SettlementWorkflow.run, SettlementInput(shards=bo.settings.shard_count, date=first, through=through,
-                                                reconcile=reconcile),
-        id=f"settle-test-{first}-{uuid.uuid4().hex[:6]}", task_queue=BACKOFFICE_TASK_QUEUE,
-        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE)
-    return result
-
-
-async def nonzero(router: ShardRouter, acct: OpenedAccount) -> dict[str, Decimal]:
-    bal = await router.ledger(acct.shard).balances(acct.account_id)
-    return {k: v for k, v in bal.items() if v != 0}
-
-
-async def settled_on(router: ShardRouter, acct: OpenedAccount) -> dict[str, date]:
-    async with router.engine(acct.shard).connect() as conn:
-        rows = (await conn.execute(text("SELECT exec_id, settled_on FROM settlements WHERE account_id = :a"),
-                                   {"a": acct.account_id})).all()
-    return {r.exec_id: r.settled_on for r in rows}
 
 
 async def test_thanksgiving_trade_settles_friday(backoffice: Backoffice, router: ShardRouter) -> None:
@@ -120,22 +51,22 @@ async def test_friday_settles_monday_and_day_before_holiday_next_open_day(
 ) -> None:
     acct = await funded(router)
     await trade(router, acct, "MSFT", "buy", 4, "300", date(2026, 11, 20))  # Friday -> Monday 11-23
-    await trade(router, acct, "MSFT", "buy", 6, "310", date(2026, 12, 24))  # Christmas Eve -> Mon 12-28
+    await trade(router, acct, "MSFT", "buy", 6, "310", date(2025, 12, 24))  # Christmas Eve -> Fri 12-26
     await trade(router, acct, "MSFT", "buy", 2, "320", date(2026, 7, 2))  # July 3 observed -> Mon 07-06
     assert calendar.settle_date(date(2026, 11, 20)) == date(2026, 11, 23)
-    assert calendar.settle_date(date(2026, 12, 24)) == date(2026, 12, 28)
+    assert calendar.settle_date(date(2025, 12, 24)) == date(2025, 12, 26)
     assert calendar.settle_date(date(2026, 7, 2)) == date(2026, 7, 6)
-    await settle(backoffice, "2026-07-03")  # holiday: nothing
-    assert (await nonzero(router, acct))["shares_unsettled:MSFT"] == 12
-    await settle(backoffice, "2026-07-06")
-    assert (await nonzero(router, acct))["shares:MSFT"] == 2
-    await settle(backoffice, "2026-11-23")
+    await settle(backoffice, "2025-12-24", through="2025-12-26")
     assert (await nonzero(router, acct))["shares:MSFT"] == 6
-    await settle(backoffice, "2026-12-24", through="2026-12-28")
+    await settle(backoffice, "2026-07-03")  # holiday: nothing
+    assert (await nonzero(router, acct))["shares_unsettled:MSFT"] == 6
+    await settle(backoffice, "2026-07-06")
+    assert (await nonzero(router, acct))["shares:MSFT"] == 8
+    await settle(backoffice, "2026-11-23")
     bal = await nonzero(router, acct)
     assert bal["shares:MSFT"] == 12 and "shares_unsettled:MSFT" not in bal
     days = sorted(set((await settled_on(router, acct)).values()))
-    assert days == [date(2026, 7, 6), date(2026, 11, 23), date(2026, 12, 28)]
+    assert days == [date(2025, 12, 26), date(2026, 7, 6), date(2026, 11, 23)]
 
 
 async def test_settling_a_day_twice_changes_nothing(backoffice: Backoffice, router: ShardRouter) -> None:
