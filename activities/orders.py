@@ -73,7 +73,7 @@ class OrderActivities:
         try:
             return await self.store.transition(inp.order_id, OrderState(inp.to_state),
                                                reason=inp.reason, actor=inp.actor, venue=inp.venue)
-        except DomainError as exc:  # a refused transition: retrying cannot help
+        except (DomainError, DbError) as exc:  # a refused transition: retrying cannot help
             raise business_error(exc) from exc
 
     @activity.defn(name="finish_order")
@@ -81,7 +81,7 @@ class OrderActivities:
         try:
             return await self.store.finish(inp.order_id, OrderState(inp.to_state), reason=inp.reason,
                                            actor=inp.actor, code=inp.code)
-        except DomainError as exc:
+        except (DomainError, DbError) as exc:
             raise business_error(exc) from exc
 
     @activity.defn(name="apply_reports")
@@ -97,7 +97,7 @@ class OrderActivities:
     async def resolve_order(self, inp: ResolveInput) -> OrderSnapshot:
         try:
             return await self.store.resolve(inp)
-        except DomainError as exc:
+        except (DomainError, DbError) as exc:  # e.g. a resolution the ledger refuses
             raise business_error(exc) from exc
 
     @activity.defn(name="send_new_order_direct")

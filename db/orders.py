@@ -12,6 +12,7 @@ state machine refuses raises (``domain.orders.InvalidTransition``), never silent
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import uuid
@@ -25,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from db import sql
 from db.engines import reading, run_in_transaction
-from db.errors import IdempotencyConflict
+from db.errors import IdempotencyConflict, LedgerRejected
 from db.gfv import record_gfv_if_any
 from db.ledger import PostResult, post
 from db.risk import load_risk_context
@@ -33,6 +34,7 @@ from db.shard_status import HALT_REASON
 from db.sql import Row
 from domain import calendar
 from domain.alpaca import trade_update
+from domain.errors import DomainError
 from domain.execution import VenueEvent
 from domain.ledger import LedgerTxn
 from domain.money import plain
@@ -46,6 +48,7 @@ from domain.order_machine import (
     accept,
     decide,
     execution,
+    refuse,
 )
 from domain.order_row import OrderRow, new_order
 from domain.orders import (
@@ -69,6 +72,14 @@ class RiskContext:
     limits: RiskLimits = field(default_factory=RiskLimits)
     control: SymbolControl | None = None
     shard_halt: str | None = None  # why this shard takes no new orders, if it does not
+
+
+class _BookingRefused(Exception):
+    """A venue report whose booking failed deterministically (see ``apply_reports``)."""
+
+    def __init__(self, key: tuple[str, str], why: OrderError) -> None:
+        super().__init__(str(why))
+        self.key, self.why = key, why
 
 
 def command_for(to: OrderState, *, reason: str, actor: str, venue: str | None = None) -> Command:
@@ -124,9 +135,10 @@ class _Writer:
         for ex in d.executions:
             await self.record(order, ex)
         for txn in () if posted else d.postings:
-            # a refused posting is recorded by the ledger (its replay refuses the same way);
-            # the accept, the one step whose postings may be refused, checks them itself
-            await self.post(txn)
+            result = await self.post(txn)
+            if not result.ok:
+                # a decision the ledger refuses is never half written: the caller rolls back
+                raise LedgerRejected(f"{txn.id}: {result.error_detail}", code=result.error_code)
         for sold in d.sells:
             await record_gfv_if_any(self.conn, order.account_id, sold.symbol, sold.qty, sold.trade_date)
         key = str(order.id)
@@ -155,6 +167,17 @@ class _Writer:
 
     async def post(self, txn: LedgerTxn) -> PostResult:
         return await post(self.conn, txn, house_stripes=self.house_stripes)
+
+    def mark(self) -> tuple[Any, ...]:
+        """What the writer holds now (see :meth:`reset`)."""
+        return (len(self.events), len(self.updates), dict(self._per_order),
+                copy.deepcopy(self._inserts), copy.deepcopy(self._sets), len(self._booked))
+
+    def reset(self, mark: tuple[Any, ...]) -> None:
+        """Forget what was written since ``mark`` (after a rollback to a savepoint taken then)."""
+        events, updates, per_order, inserts, sets, booked = mark
+        del self.events[events:], self.updates[updates:], self._booked[booked:]
+        self._per_order, self._inserts, self._sets = dict(per_order), inserts, sets
 
     async def _position(self, account: uuid.UUID, symbol: str) -> Decimal:
         q = await sql.scalar(self.conn, _POSITION, {
@@ -362,18 +385,39 @@ class OrderStore:
         each booked exactly once (keyed by venue + ExecID)."""
 
         async def _do(w: _Writer) -> OrderSnapshot:
-            order = await _lock(w.conn, order_id)
+            start = await _lock(w.conn, order_id)
             now = datetime.now(UTC)
-            if routed_venue is not None:
-                order = await w.write(decide(order, Route(routed_venue), now))
-            for r in reports:
-                record, refused = execution(order, r)
-                if not await w.record(order, record):
-                    continue  # this ExecID was booked before: a duplicate or a replay
-                if refused is not None:
-                    log.error("order %s: venue report %s:%s refused: %s", order.id, r.venue,
-                              r.exec_id, refused)
-                order = await w.write(decide(order, r, now))
-            return order.snapshot()
+            # A booking the ledger refuses (or that raises) is a refusal like any other: the
+            # batch is rolled back to here and written again with that report refused.
+            refused: dict[tuple[str, str], OrderError] = {}
+            await sql.execute(w.conn, "SAVEPOINT reports")
+            mark = w.mark()
+            while True:
+                try:
+                    return (await self._book(w, start, reports, routed_venue, refused, now)).snapshot()
+                except _BookingRefused as exc:
+                    await sql.execute(w.conn, "ROLLBACK TO SAVEPOINT reports")
+                    w.reset(mark)
+                    refused[exc.key] = exc.why
 
         return await self._tx(_do)  # type: ignore[no-any-return]
+
+    async def _book(self, w: _Writer, order: OrderRow, reports: list[VenueEvent], routed_venue: str | None,
+                    refused: dict[tuple[str, str], OrderError], now: datetime) -> OrderRow:
+        if routed_venue is not None:
+            order = await w.write(decide(order, Route(routed_venue), now))
+        for r in reports:
+            key = (r.venue, r.exec_id)
+            record, why = execution(order, r, refused.get(key))
+            if not await w.record(order, record):
+                continue  # this ExecID was booked before: a duplicate or a replay
+            if why is not None:
+                log.error("order %s: venue report %s:%s refused: %s", order.id, r.venue, r.exec_id, why)
+                order = await w.write(refuse(order, r, why, now))
+                continue
+            try:
+                order = await w.write(decide(order, r, now))
+            except (LedgerRejected, DomainError) as exc:
+                raise _BookingRefused(key, OrderError(
+                    f"the books cannot take it: {exc}", code="booking_refused")) from exc
+        return order

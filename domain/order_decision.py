@@ -66,9 +66,9 @@ class Execution:
     kind: str  # the VenueEventKind value, or ``refused`` for a fill the rules refused
     qty: Decimal  # booked quantity: 0 unless a fill that is booked
     price: Decimal | None
-    cum_qty: Decimal
-    leaves_qty: Decimal
-    avg_px: Decimal
+    cum_qty: Decimal | None  # None: the venue's number is unreadable or out of range
+    leaves_qty: Decimal | None
+    avg_px: Decimal | None
     transact_time: datetime | None
     raw: Mapping[str, Any]
 

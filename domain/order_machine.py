@@ -31,9 +31,10 @@ from typing import Any
 
 from domain import calendar
 from domain import ledger as templates
+from domain.errors import DomainError
 from domain.execution import WORKING_VENUE_STATUSES, VenueEvent, VenueEventKind, VenueStatus
 from domain.order_decision import Booking, Decision, Execution, SellBooked, Step
-from domain.order_row import OrderRow, column
+from domain.order_row import ROW_SCALE, OrderRow, column
 from domain.orders import (
     AT_VENUE,
     TERMINAL,
@@ -243,36 +244,78 @@ def _reject(step: Step, why: Rejection, data: Mapping[str, Any] | None = None) -
 # ============================================================================ venue events
 
 
-def execution(order: OrderRow, e: VenueEvent) -> tuple[Execution, OrderError | None]:
-    """The execution row recording ``e``, and why the rules refuse to book it (a fill that
-    overfills the order, has no quantity or price, or is unreadable), if they do. A refused
-    fill is recorded with quantity 0: its ExecID stays deduplicated and nothing counts it."""
-    refused = refusal(order, e)
+def execution(order: OrderRow, e: VenueEvent, refused: OrderError | None = None,
+              ) -> tuple[Execution, OrderError | None]:
+    """The execution row recording ``e``, and why the rules refuse to book it (see
+    :func:`refusal`), if they do; ``refused``: refused already (the ledger would not take it). A
+    refused fill is recorded with quantity 0: its ExecID stays deduplicated and nothing counts
+    it. Every number the venue sent is bounded before it is written: one that is unreadable or
+    beyond what a column holds is recorded as unknown (the raw report keeps it)."""
+    refused = refused or refusal(order, e)
     fill = e.kind == VenueEventKind.FILL and refused is None
     return Execution(
         venue=e.venue, exec_id=e.exec_id, kind="refused" if refused else e.kind.value,
-        qty=Decimal(e.last_qty or "0") if fill else ZERO,
+        qty=Decimal(e.last_qty) if fill else ZERO,
         price=Decimal(e.last_px) if fill and e.last_px else None,
-        cum_qty=Decimal(e.cum_qty or "0"), leaves_qty=Decimal(e.leaves_qty or "0"),
-        avg_px=Decimal(e.avg_px or "0"),
-        transact_time=datetime.fromisoformat(e.transact_time) if e.transact_time else None,
+        cum_qty=bounded(e.cum_qty), leaves_qty=bounded(e.leaves_qty), avg_px=bounded(e.avg_px),
+        transact_time=_when(e.transact_time),
         raw={k: getattr(e, k) for k in _EVENT_FIELDS}), refused
+
+
+# what a numeric(38, 10) column holds: fewer than 28 digits before the point
+_COLUMN_LIMIT = Decimal(10) ** 27
+MAX_FILL_PRICE = Decimal(1_000_000)
+
+
+def bounded(text: str | None) -> Decimal | None:
+    """A number the venue sent, if it is a finite number a column can hold, else None."""
+    try:
+        d = Decimal(text) if text else None
+    except (ArithmeticError, ValueError):
+        return None
+    if d is None or not d.is_finite() or abs(d) >= _COLUMN_LIMIT:
+        return None
+    return d.quantize(ROW_SCALE) if d.as_tuple().exponent < -10 else d  # type: ignore[operator]
+
+
+def _when(text: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
 
 
 _EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(VenueEvent))
 
 
 def refusal(order: OrderRow, e: VenueEvent) -> OrderError | None:
-    """Why a venue fill cannot be booked against the order as it stands, or None."""
+    """Why a venue fill cannot be booked against the order as it stands, or None: a quantity or
+    price that is not a finite positive number, a fraction of a share, a price beyond
+    $1,000,000 or with more than 4 decimals (never rounded), more than the order's quantity."""
     if e.kind != VenueEventKind.FILL:
         return None
+    qty, px = bounded(e.last_qty), bounded(e.last_px)
+    if qty is None or px is None or qty <= 0 or px <= 0:
+        return OrderError(f"unreadable fill {e.last_qty!r} @ {e.last_px!r}", code="invalid_fill")
+    if qty != qty.to_integral_value():
+        return OrderError(f"fill of {qty} shares: this order trades whole shares", code="fractional_fill")
+    if px > MAX_FILL_PRICE or px != px.quantize(Decimal("0.0001")):
+        return OrderError(f"fill price {e.last_px!r} is beyond $1,000,000 or finer than $0.0001",
+                          code="invalid_fill_price")
     try:
-        _fill_math(order, Decimal(e.last_qty or "0"), Decimal(e.last_px or "0"))
+        _fill_math(order, qty, px)
     except OrderError as exc:
         return exc
-    except ArithmeticError:  # not a number at all
-        return OrderError(f"unreadable fill {e.last_qty!r} @ {e.last_px!r}", code="invalid_fill")
+    except (DomainError, ArithmeticError) as exc:  # any other arithmetic the books refuse
+        return OrderError(f"fill {e.last_qty!r} @ {e.last_px!r} cannot be booked: {exc}",
+                          code="invalid_fill")
     return None
+
+
+def refuse(order: OrderRow, e: VenueEvent, why: OrderError, now: datetime) -> Decision:
+    """The decision for a venue report that cannot be booked (the rules refuse it, or the
+    ledger refused its booking): audited, and a working order goes STUCK with its funds held."""
+    return _refuse(Step(order, now), e, why)
 
 
 def _fill_math(order: OrderRow, last_qty: Decimal, last_px: Decimal) -> FillMath:
@@ -417,7 +460,9 @@ def _resolve(order: OrderRow, inp: ResolveInput, now: datetime) -> Decision:
         return Decision.nothing(order)
     if order.state not in AT_VENUE:
         raise OrderError(f"order is {order.state}, not at a venue", code="not_resolvable")
-    total = Decimal(inp.filled_qty)
+    total = bounded(inp.filled_qty)
+    if total is None:
+        raise OrderError(f"filled_qty {inp.filled_qty!r} is not a number", code="invalid_resolution")
     missing = total - order.filled_qty
     if missing < 0 or total > order.qty:
         raise OrderError(f"filled_qty {total} is below what is booked or above the order qty",
@@ -431,6 +476,9 @@ def _resolve(order: OrderRow, inp: ResolveInput, now: datetime) -> Decision:
                        kind=VenueEventKind.FILL, cl_ord_id=inp.order_id, last_qty=str(missing),
                        last_px=inp.avg_price, text=inp.note,
                        status=VenueStatus.FILLED if total == order.qty else VenueStatus.PARTIALLY_FILLED)
+        refused = refusal(order, e)
+        if refused is not None:
+            raise OrderError(f"the resolution cannot be booked: {refused}", code="invalid_resolution")
         step.executions.append(Execution(
             venue=e.venue, exec_id=e.exec_id, kind=VenueEventKind.FILL.value, qty=missing,
             price=Decimal(inp.avg_price), cum_qty=ZERO, leaves_qty=ZERO, avg_px=ZERO,

@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import logging
 import time as _time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, time
 from decimal import Decimal
@@ -114,6 +114,9 @@ class MarketMakerConfig:
     duplicate_reports: bool = False
     possresend_old: bool = False
     overfill: bool = False
+    # a venue bug: trade reports carry these field texts instead (keys last_px, last_qty), e.g.
+    # {"last_px": "187.12345"}; the venue's own order state is not affected
+    garble_trades: dict[str, str] | None = None
     drop_connection_after_ack: bool = False
     skip_seq: bool = False
     skip_seq_every: int = 3
@@ -358,7 +361,12 @@ class MarketMaker:
             self._app_sent += 1
             if self._app_sent % max(1, self.config.skip_seq_every) == 0:
                 self._skip_outbound_seq()
-        msg = build_message(report, poss_resend=poss_resend)
+        garble = self.config.garble_trades
+        if garble and isinstance(report, VenueReport) and report.exec_type == ExecType.TRADE:
+            log.info("%s garble_trades: %s on %s", self.venue, garble, report.exec_id)
+        else:
+            garble = None
+        msg = build_message(report, poss_resend=poss_resend, garble=garble)
         await session.send(msg)
         if isinstance(report, VenueReport) and not poss_resend:
             self._sent_reports.append(report)
@@ -439,11 +447,14 @@ class MarketMaker:
 # =============================================================================== FIX encoding
 
 
-def build_message(report: Report, *, poss_resend: bool = False) -> simplefix.FixMessage:
+def build_message(report: Report, *, poss_resend: bool = False,
+                  garble: Mapping[str, str] | None = None) -> simplefix.FixMessage:
     """The FIX body of ``report`` (MsgType and application fields; the session adds the header).
 
-    With ``poss_resend`` the header carries PossResend(97)=Y.
+    With ``poss_resend`` the header carries PossResend(97)=Y. ``garble``: field texts sent
+    instead of the report's (``last_px``, ``last_qty``): the fault injection of a buggy venue.
     """
+    garble = garble or {}
     if isinstance(report, VenueCancelReject):
         return order_cancel_reject(
             order_id=report.order_id, cl_ord_id=report.cl_ord_id,
@@ -456,8 +467,9 @@ def build_message(report: Report, *, poss_resend: bool = False) -> simplefix.Fix
         leaves_qty=fmt_decimal(report.leaves_qty), cum_qty=fmt_decimal(report.cum_qty),
         avg_px=fmt_decimal(report.avg_px), orig_cl_ord_id=report.orig_cl_ord_id,
         ord_type=report.ord_type, price=_fmt(report.price), stop_px=_fmt(report.stop_px),
-        time_in_force=report.time_in_force, last_qty=fmt_decimal(report.last_qty),
-        last_px=fmt_decimal(report.last_px), ord_rej_reason=report.ord_rej_reason,
+        time_in_force=report.time_in_force,
+        last_qty=garble.get("last_qty", fmt_decimal(report.last_qty)),
+        last_px=garble.get("last_px", fmt_decimal(report.last_px)), ord_rej_reason=report.ord_rej_reason,
         text=report.text, poss_resend=poss_resend)
 
 
