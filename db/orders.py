@@ -213,7 +213,11 @@ class _Writer:
 
 
 def _value(v: Any) -> Any:
-    return v.value if isinstance(v, OrderState) else v
+    if isinstance(v, OrderState):
+        return v.value
+    if isinstance(v, dict):  # hold_sources (jsonb): decimals as strings
+        return json.dumps({k: str(x) for k, x in v.items()})
+    return v
 
 
 _INSERT_EXECUTION = """
@@ -270,8 +274,11 @@ class OrderStore:
 
     def __init__(self, engine: AsyncEngine, *, house_stripes: int = 32,
                  on_commit: Callable[[list[Row]], None] | None = None,
-                 reads: AsyncEngine | None = None) -> None:
+                 reads: AsyncEngine | None = None,
+                 clock: Callable[[], datetime] | None = None) -> None:
         self.engine = engine
+        # what "now" is for the decisions (tests book orders on past days with their own clock)
+        self.clock = clock or (lambda: datetime.now(UTC))
         # single-statement reads outside any transaction: an autocommit engine spares them
         # BEGIN and COMMIT (the order engine itself otherwise)
         self.reads = reads or engine
@@ -316,7 +323,7 @@ class OrderStore:
         async def _do(w: _Writer) -> OrderSnapshot:
             oid = uuid.UUID(inp.order_id)
             account = uuid.UUID(inp.account_id)
-            now = datetime.now(UTC)
+            now = self.clock()
             # Every hold of an account is taken under its row lock, taken first (before the order
             # row's foreign key touches it): no two orders spend the same dollar, whatever the
             # number of API processes and workers.
@@ -370,7 +377,7 @@ class OrderStore:
 
         async def _do(w: _Writer) -> OrderSnapshot:
             order = await _lock(w.conn, order_id)
-            return (await w.write(decide(order, cmd, datetime.now(UTC)))).snapshot()
+            return (await w.write(decide(order, cmd, self.clock()))).snapshot()
 
         return await self._tx(_do)  # type: ignore[no-any-return]
 
@@ -386,7 +393,7 @@ class OrderStore:
 
         async def _do(w: _Writer) -> OrderSnapshot:
             start = await _lock(w.conn, order_id)
-            now = datetime.now(UTC)
+            now = self.clock()
             # A booking the ledger refuses (or that raises) is a refusal like any other: the
             # batch is rolled back to here and written again with that report refused.
             refused: dict[tuple[str, str], OrderError] = {}

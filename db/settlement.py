@@ -41,8 +41,26 @@ class SettlementFailed(DbError):
         self.account = account
 
 
+# to_pool: a sale booked before proceeds lots existed credited the undated pool (its cash
+# settles from there, by the execution, as it always did)
+# accounts with proceeds lots that settle by :d and still hold money (a lot's date is its suffix)
+_LOTS_DUE = """
+    SELECT DISTINCT la.owner_id FROM ledger_accounts la JOIN balances b ON b.ledger_account_id = la.id
+     WHERE la.owner_id IS NOT NULL AND la.name LIKE 'cash_unsettled@%'
+       AND substr(la.name, 16) <= :ds AND b.balance > 0
+"""
+_ACCOUNT_LOTS = """
+    SELECT la.name, sum(b.balance) AS balance FROM ledger_accounts la
+      JOIN balances b ON b.ledger_account_id = la.id
+     WHERE la.owner_id = :a AND la.name LIKE 'cash_unsettled@%' AND substr(la.name, 16) <= :ds
+     GROUP BY la.name HAVING sum(b.balance) > 0
+"""
+
 _PENDING = """
-    SELECT e.venue, e.exec_id, e.account_id, e.symbol, e.side, e.qty, e.price
+    SELECT e.venue, e.exec_id, e.account_id, e.symbol, e.side, e.qty, e.price,
+           EXISTS (SELECT 1 FROM ledger_entries le JOIN ledger_accounts la ON la.id = le.ledger_account_id
+                    WHERE le.txn_id = e.ledger_txn_id AND la.owner_id = e.account_id
+                      AND la.name = 'cash_unsettled') AS to_pool
       FROM executions e
      WHERE e.settle_date <= :d AND e.qty > 0 AND e.ledger_txn_id IS NOT NULL
        AND NOT EXISTS (SELECT 1 FROM settlements s WHERE s.venue = e.venue AND s.exec_id = e.exec_id)
@@ -96,16 +114,18 @@ async def settle_shard(
                 clearing_cash += value  # buy_fill credited clearing_cash +v
                 clearing_shares[r.symbol] -= qty
             else:
-                cash[r.account_id] += value
+                if r.to_pool:
+                    cash[r.account_id] += value
                 n.sold += qty
                 n.sell_value += value
                 clearing_cash -= value
                 clearing_shares[r.symbol] += qty
         await conn.execute(text("INSERT INTO settlement_runs (business_date, status) VALUES (:d, 'done')"),
                            {"d": d})
-        accounts = sorted(cash.keys() | shares.keys())
+        accounts = sorted({r.account_id for r in rows})
+        with_lots = set((await conn.execute(text(_LOTS_DUE), {"ds": d.isoformat()})).scalars().all())
         posted: set[uuid.UUID] = set()  # accounts whose settlement moved something
-        for acct in accounts:
+        for acct in sorted(set(accounts) | with_lots):
             txn_id = f"settle:{d.isoformat()}:{acct}"
             # the lock every order's hold takes: balances cannot move while we read and post
             await conn.execute(text("SELECT 1 FROM accounts WHERE id = :a FOR NO KEY UPDATE"), {"a": acct})
@@ -117,8 +137,8 @@ async def settle_shard(
                     "AND la.name LIKE 'shares_unsettled:%' GROUP BY la.name"), {"a": acct})).all()}
                 sh = {s: min(q, left.get(s, Decimal(0))) for s, q in sh.items()}
                 sh = {s: q for s, q in sh.items() if q > 0}
-            # a buy may already have spent unsettled proceeds (they count toward buying power and a
-            # hold takes them after cash): settle what is still unsettled, under the account lock
+            # (the undated pool) a buy may already have spent unsettled proceeds: settle what is
+            # still unsettled, under the account lock
             due = cash.get(acct, Decimal(0))
             if due:
                 still = Decimal((await conn.execute(text(
@@ -126,9 +146,13 @@ async def settle_shard(
                     "ON b.ledger_account_id = la.id WHERE la.owner_id = :a AND la.name = 'cash_unsettled'"),
                     {"a": acct})).scalar_one())
                 due = max(Decimal(0), min(due, still))
-            if not sh and not due:
+            # every proceeds lot settling by today, with what is left in it (spent proceeds left
+            # with the buy they paid for; released ones came back to their lot)
+            lots = {r.name: Decimal(r.balance) for r in (await conn.execute(
+                text(_ACCOUNT_LOTS), {"a": acct, "ds": d.isoformat()})).all()}
+            if not sh and not due and not lots:
                 continue  # already consumed (sold or spent before it settled): nothing moves
-            result = await post(conn, rules.settle_customer(txn_id, acct, cash=due, shares=sh),
+            result = await post(conn, rules.settle_customer(txn_id, acct, cash=due, shares=sh, lots=lots),
                                 house_stripes=house_stripes)
             if not result.ok:  # never expected: the fills credited exactly these unsettled amounts
                 raise SettlementFailed(f"settlement of account {acct} on {d} rejected by the ledger: "

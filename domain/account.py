@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
+from domain.ledger import unsettled_cash
+
 ZERO = Decimal(0)
 
 
@@ -27,7 +29,7 @@ def account_figures(
 ) -> AccountFigures:
     available = balances.get("cash", ZERO)
     held = balances.get("cash_held", ZERO)
-    unsettled = balances.get("cash_unsettled", ZERO)
+    unsettled = unsettled_cash(balances)
     total = available + held + unsettled
     lmv = sum((market_values or {}).values(), ZERO)
     return AccountFigures(

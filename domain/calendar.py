@@ -1,4 +1,6 @@
-"""The NYSE calendar (``exchange-calendars`` XNYS: holidays, half days). Pure functions of a time.
+"""The NYSE calendar (``exchange-calendars`` XNYS: holidays, half days) for trading and T+1
+settlement, and the Federal Reserve's bank days for ACH (:func:`next_bank_day`). Pure functions
+of a time.
 
 Never a hand-written holiday list. Loading the calendar takes ~0.2 s, so it is built once per
 process (lazily) and shared. Its answers are cached per minute (sessions open and close on whole
@@ -9,11 +11,22 @@ minutes, so every time in a minute has the same answer) and per date: a pandas l
 from __future__ import annotations
 
 import functools
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import exchange_calendars as xcals
 import pandas as pd
+from pandas.tseries.holiday import (
+    AbstractHolidayCalendar,
+    Holiday,
+    USColumbusDay,
+    USLaborDay,
+    USMartinLutherKingJr,
+    USMemorialDay,
+    USPresidentsDay,
+    USThanksgivingDay,
+    sunday_to_monday,
+)
 
 NY = "America/New_York"
 _NY = ZoneInfo(NY)
@@ -92,3 +105,49 @@ def settle_date(trade: date, days: int = 1) -> date:
     """T+``days`` in NYSE business days."""
     return next_session(trade, days) if days else trade
 
+
+
+# --- bank days (ACH): the Federal Reserve's holidays, not the NYSE's ---------------------------
+
+class FedReserveHolidays(AbstractHolidayCalendar):
+    """The Federal Reserve System's holidays (when ACH does not settle): the federal holidays,
+    Columbus Day and Veterans Day included (NYSE sessions both). A holiday on a Sunday is
+    observed the Monday after; one on a Saturday is not observed (the Fed is open that Friday)."""
+
+    rules = [
+        Holiday("New Year's Day", month=1, day=1, observance=sunday_to_monday),
+        USMartinLutherKingJr,
+        USPresidentsDay,
+        USMemorialDay,
+        Holiday("Juneteenth", month=6, day=19, start_date="2022-01-01", observance=sunday_to_monday),
+        Holiday("Independence Day", month=7, day=4, observance=sunday_to_monday),
+        USLaborDay,
+        USColumbusDay,
+        Holiday("Veterans Day", month=11, day=11, observance=sunday_to_monday),
+        USThanksgivingDay,
+        Holiday("Christmas Day", month=12, day=25, observance=sunday_to_monday),
+    ]
+
+
+@functools.lru_cache(maxsize=1)
+def _fed_holidays() -> frozenset[date]:
+    days = FedReserveHolidays().holidays(start="2000-01-01", end="2100-12-31")
+    return frozenset(ts.date() for ts in days)
+
+
+def is_bank_day(d: date) -> bool:
+    """A day ACH moves money: a weekday that is not a Federal Reserve holiday."""
+    return d.weekday() < 5 and d not in _fed_holidays()
+
+
+def next_bank_day(d: date, n: int = 1) -> date:
+    """The n-th bank day after ``d`` (``d`` itself when ``n`` is 0 and it is a bank day)."""
+    if n == 0:
+        while not is_bank_day(d):
+            d += timedelta(days=1)
+        return d
+    while n:
+        d += timedelta(days=1)
+        if is_bank_day(d):
+            n -= 1
+    return d

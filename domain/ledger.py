@@ -5,6 +5,12 @@ Customer accounts (``cash``, ``cash_held``, ``cash_unsettled``, ``shares:SYM``, 
 ``shares_unsettled:SYM``) never go below zero; house accounts (``bank``, ``custody:SYM``,
 ``clearing_cash``, ``clearing_shares:SYM``, ``ach_provisional``, ``fees``) are signed freely.
 
+Unsettled sale proceeds are kept in lots, one customer account per settlement date:
+``cash_unsettled@YYYY-MM-DD`` (:func:`proceeds_lot`). A sale credits the lot of its settlement
+date, a buy may hold from lots (earliest first) and gives back to the same lots, and settlement
+moves each lot into ``cash`` on its own date. ``cash_unsettled`` without a date is the pool that
+held proceeds before lots existed; it is read and settled as a lot older than any other.
+
 Templates build :class:`LedgerTxn` values; ``db.ledger`` posts them. Nothing here checks balances
 (that needs the database, inside the writing transaction) or whether a symbol is listed.
 """
@@ -18,6 +24,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from decimal import Decimal
 
 from domain.errors import (
@@ -40,6 +47,61 @@ def valid_symbol(symbol: str) -> bool:
     return bool(_SYMBOL.match(symbol))
 
 
+LOT = "@"
+POOL = "cash_unsettled"  # proceeds booked before lots existed (no settlement date)
+# where a hold comes from (keys of an order's ``hold_sources``): settled cash and provisional ACH
+# credit are both in the ``cash`` account; proceeds lots are their own accounts; a sell holds
+# settled shares, then unsettled ones
+SETTLED_CASH = "cash"
+PROVISIONAL = "provisional"
+SETTLED_SHARES = "shares"
+UNSETTLED_SHARES = "shares_unsettled"
+
+
+def proceeds_lot(settles: date) -> str:
+    """The customer account of unsettled sale proceeds settling on ``settles``."""
+    return f"{POOL}{LOT}{settles.isoformat()}"
+
+
+def _lot_date(text: str) -> date | None:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def lot_date(name: str) -> date | None:
+    """The settlement date of a proceeds lot (None: the undated pool, or not a lot)."""
+    base, at, lot = name.partition(LOT)
+    return _lot_date(lot) if at and base == POOL else None
+
+
+def is_proceeds(name: str) -> bool:
+    """A customer account holding unsettled sale proceeds (a lot, or the old pool)."""
+    return name == POOL or name.startswith(POOL + LOT)
+
+
+def proceeds_lots(balances: Mapping[str, Decimal]) -> list[tuple[str, Decimal]]:
+    """The account's unsettled proceeds with a positive balance, oldest first (the undated pool
+    before every dated lot)."""
+    lots = [(n, b) for n, b in balances.items() if is_proceeds(n) and b > 0]
+    return sorted(lots, key=lambda nb: (lot_date(nb[0]) or date.min, nb[0]))
+
+
+def unsettled_cash(balances: Mapping[str, Decimal]) -> Decimal:
+    """Every unsettled sale proceed of the account (all lots and the pool)."""
+    return sum((b for n, b in balances.items() if is_proceeds(n)), Decimal(0))
+
+
+def source_account(source: str, symbol: str | None = None) -> str:
+    """The ledger account a hold source names (``provisional`` money sits in ``cash``)."""
+    if source in (SETTLED_CASH, PROVISIONAL):
+        return "cash"
+    if source in (SETTLED_SHARES, UNSETTLED_SHARES):
+        assert symbol is not None
+        return f"{source}:{symbol}"
+    return source  # a proceeds lot, or the pool
+
 @dataclass(frozen=True, order=True)
 class AccountRef:
     """One ledger account: ``owner`` is the customer account id, or None for a house account."""
@@ -50,6 +112,10 @@ class AccountRef:
     def __post_init__(self) -> None:
         base, _, sym = self.name.partition(":")
         customer = self.owner is not None
+        base, at, lot = base.partition(LOT)
+        if at and not (customer and base == "cash_unsettled" and not sym and _lot_date(lot)):
+            raise UnknownLedgerAccount(f"{self.name!r} is not a ledger account (lots are "
+                                       "cash_unsettled@YYYY-MM-DD)")
         cash_names, share_names = (
             (CUSTOMER_CASH, CUSTOMER_SHARES) if customer else (HOUSE_CASH, HOUSE_SHARES)
         )
@@ -195,32 +261,32 @@ def deposit_bounced(txn_id: str, account_id: uuid.UUID, amount: object) -> Ledge
 
 
 def hold_cash(
-    txn_id: str, account_id: uuid.UUID, amount: object, *, from_unsettled: object = 0
+    txn_id: str, account_id: uuid.UUID, amount: object, *, from_unsettled: object = 0,
+    sources: Mapping[str, Decimal] | None = None,
 ) -> LedgerTxn:
-    """Hold cash for a buy. ``from_unsettled`` of it comes out of unsettled sale proceeds (which
-    count toward buying power), the rest out of ``cash``."""
+    """Hold cash for a buy. ``sources``: how much comes from each source (see
+    :func:`source_account`: settled cash, provisional ACH credit, proceeds lots); they sum to
+    ``amount``. Without them, ``from_unsettled`` of it comes out of the undated proceeds pool and
+    the rest out of ``cash``."""
     amt = positive_amount(amount, USD)
-    unsettled = check_scale(parse_decimal(from_unsettled, field="from_unsettled"), USD)
-    if unsettled < 0 or unsettled > amt:
-        raise InvalidAmount("from_unsettled must be between 0 and the amount held")
-    if unsettled == 0:
-        return _two(txn_id, "hold_cash", customer(account_id, "cash"),
-                    customer(account_id, "cash_held"), amt, account_id=account_id)
-    entries = [Entry.of(customer(account_id, "cash_unsettled"), -unsettled),
-               Entry.of(customer(account_id, "cash_held"), amt)]
-    if amt > unsettled:
-        entries.append(Entry.of(customer(account_id, "cash"), -(amt - unsettled)))
-    return LedgerTxn.build(txn_id, "hold_cash", entries, account_id=account_id)
+    if sources is None:
+        unsettled = check_scale(parse_decimal(from_unsettled, field="from_unsettled"), USD)
+        if unsettled < 0 or unsettled > amt:
+            raise InvalidAmount("from_unsettled must be between 0 and the amount held")
+        sources = {POOL: unsettled, SETTLED_CASH: amt - unsettled}
+    return _from_sources(txn_id, "hold_cash", account_id, amt, sources, held="cash_held", to_held=True)
 
 
-def release_cash(txn_id: str, account_id: uuid.UUID, amount: object) -> LedgerTxn:
+def release_cash(txn_id: str, account_id: uuid.UUID, amount: object, *,
+                 to: Mapping[str, Decimal] | None = None) -> LedgerTxn:
+    """Give held cash back: to each source what came from it (``to``), else all to ``cash``."""
     amt = positive_amount(amount, USD)
-    return _two(txn_id, "release_cash", customer(account_id, "cash_held"),
-                customer(account_id, "cash"), amt, account_id=account_id)
+    return _from_sources(txn_id, "release_cash", account_id, amt, to or {SETTLED_CASH: amt},
+                         held="cash_held", to_held=False)
 
 
 def hold_shares(
-    txn_id: str, account_id: uuid.UUID, symbol: str, qty: object, *, from_unsettled: object = 0
+    txn_id: str, account_id: uuid.UUID, symbol: str, qty: object, *, from_unsettled: object = 0,
 ) -> LedgerTxn:
     """Hold shares for a sell. ``from_unsettled`` of them are shares bought but not yet settled
     (they may be sold: the sale settles on the same cycle), the rest come out of ``shares``."""
@@ -228,20 +294,34 @@ def hold_shares(
     unsettled = check_scale(parse_decimal(from_unsettled, field="from_unsettled"), symbol)
     if unsettled < 0 or unsettled > q:
         raise InvalidAmount("from_unsettled must be between 0 and the quantity held")
-    if unsettled == 0:
-        return _two(txn_id, "hold_shares", customer(account_id, f"shares:{symbol}"),
-                    customer(account_id, f"shares_held:{symbol}"), q, account_id=account_id)
-    entries = [Entry.of(customer(account_id, f"shares_unsettled:{symbol}"), -unsettled),
-               Entry.of(customer(account_id, f"shares_held:{symbol}"), q)]
-    if q > unsettled:
-        entries.append(Entry.of(customer(account_id, f"shares:{symbol}"), -(q - unsettled)))
-    return LedgerTxn.build(txn_id, "hold_shares", entries, account_id=account_id)
+    return _from_sources(txn_id, "hold_shares", account_id, q,
+                         {UNSETTLED_SHARES: unsettled, SETTLED_SHARES: q - unsettled},
+                         held=f"shares_held:{symbol}", to_held=True, symbol=symbol)
 
 
-def release_shares(txn_id: str, account_id: uuid.UUID, symbol: str, qty: object) -> LedgerTxn:
+def release_shares(txn_id: str, account_id: uuid.UUID, symbol: str, qty: object, *,
+                   to: Mapping[str, Decimal] | None = None) -> LedgerTxn:
+    """Give held shares back: to each source what came from it (``to``), else all to ``shares``."""
     q = positive_amount(qty, symbol, field="qty")
-    return _two(txn_id, "release_shares", customer(account_id, f"shares_held:{symbol}"),
-                customer(account_id, f"shares:{symbol}"), q, account_id=account_id)
+    return _from_sources(txn_id, "release_shares", account_id, q, to or {SETTLED_SHARES: q},
+                         held=f"shares_held:{symbol}", to_held=False, symbol=symbol)
+
+
+def _from_sources(txn_id: str, kind: str, account_id: uuid.UUID, total: Decimal,
+                  sources: Mapping[str, Decimal], *, held: str, to_held: bool,
+                  symbol: str | None = None) -> LedgerTxn:
+    """Move ``total`` between the ``held`` account and its sources (into ``held`` when
+    ``to_held``, back to the sources otherwise); the parts must sum to ``total``."""
+    parts = {k: v for k, v in sources.items() if v != 0}
+    if any(v < 0 for v in parts.values()) or sum(parts.values(), Decimal(0)) != total:
+        raise InvalidAmount(f"{txn_id}: the sources {dict(parts)} do not make up {total}")
+    sign = -1 if to_held else 1
+    by_account: dict[str, Decimal] = defaultdict(Decimal)
+    for source, part in parts.items():
+        by_account[source_account(source, symbol)] += part
+    entries = [Entry.of(customer(account_id, name), sign * part) for name, part in by_account.items()]
+    entries.append(Entry.of(customer(account_id, held), -sign * total))
+    return LedgerTxn.build(txn_id, kind, entries, account_id=account_id)
 
 
 def fill_value(qty: Decimal, price: Decimal) -> Decimal:
@@ -278,8 +358,10 @@ def buy_fill(
                            memo={"symbol": symbol, "qty": str(q), "price": str(p)})
 
 
-def sell_fill(txn_id: str, account_id: uuid.UUID, symbol: str, qty: object, price: object) -> LedgerTxn:
-    """One (partial) sell fill: held shares go to clearing; clearing owes unsettled cash."""
+def sell_fill(txn_id: str, account_id: uuid.UUID, symbol: str, qty: object, price: object, *,
+              settles: date | None = None) -> LedgerTxn:
+    """One (partial) sell fill: held shares go to clearing; clearing owes unsettled cash, into
+    the proceeds lot of the sale's settlement date (``settles``; None: the undated pool)."""
     q = positive_amount(qty, symbol, field="qty")
     p = positive_amount(price, USD, field="price")
     v = fill_value(q, p)
@@ -287,24 +369,32 @@ def sell_fill(txn_id: str, account_id: uuid.UUID, symbol: str, qty: object, pric
         Entry.of(customer(account_id, f"shares_held:{symbol}"), -q),
         Entry.of(house(f"clearing_shares:{symbol}"), q),
         Entry.of(house("clearing_cash"), -v),
-        Entry.of(customer(account_id, "cash_unsettled"), v),
+        Entry.of(customer(account_id, proceeds_lot(settles) if settles else POOL), v),
     ]
     return LedgerTxn.build(txn_id, "sell_fill", entries, account_id=account_id,
                            memo={"symbol": symbol, "qty": str(q), "price": str(p)})
 
 
 def settle_customer(
-    txn_id: str, account_id: uuid.UUID, *, cash: object = 0, shares: Mapping[str, object] | None = None
+    txn_id: str, account_id: uuid.UUID, *, cash: object = 0, shares: Mapping[str, object] | None = None,
+    lots: Mapping[str, Decimal] | None = None,
 ) -> LedgerTxn:
-    """T+1 for one customer: unsettled proceeds -> cash, unsettled shares -> shares."""
+    """T+1 for one customer: unsettled proceeds -> cash (``lots``: each proceeds lot that
+    settles, with what is left in it; ``cash``: from the undated pool), unsettled shares ->
+    shares."""
     entries: list[Entry] = []
     c = parse_decimal(cash, field="cash")
     if c < 0:
         raise InvalidAmount("settled cash must not be negative")
     if c:
         c = check_scale(c, USD)
-        entries += [Entry.of(customer(account_id, "cash_unsettled"), -c),
-                    Entry.of(customer(account_id, "cash"), c)]
+        entries += [Entry.of(customer(account_id, POOL), -c), Entry.of(customer(account_id, "cash"), c)]
+    for lot, amount in sorted((lots or {}).items()):
+        if amount < 0 or not is_proceeds(lot):
+            raise InvalidAmount(f"{lot}: a settling lot must be a proceeds lot with a positive amount")
+        if amount:
+            entries += [Entry.of(customer(account_id, lot), -amount),
+                        Entry.of(customer(account_id, "cash"), check_scale(amount, USD))]
     for sym, qty in sorted((shares or {}).items()):
         q = positive_amount(qty, sym, field=f"shares {sym}")
         entries += [Entry.of(customer(account_id, f"shares_unsettled:{sym}"), -q),

@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -168,17 +168,46 @@ def _transition_ok(current: OrderState, to: OrderState) -> None:
 
 
 def _release(step: Step, label: str) -> str | None:
-    """Post the release of whatever is still held (cash for a buy, shares for a sell)."""
+    """Post the release of whatever is still held (cash for a buy, shares for a sell), each part
+    back to the source it was held from."""
     order = step.order
     if order.hold_amount <= 0:
         return None
     txn_id = f"order:{order.id}:release:{label}"
+    parts = order.hold_sources
     if order.side == "buy":
-        step.postings.append(templates.release_cash(txn_id, order.account_id, order.hold_amount))
+        step.postings.append(templates.release_cash(txn_id, order.account_id, order.hold_amount,
+                                                    to=parts))
     else:
         step.postings.append(templates.release_shares(txn_id, order.account_id, order.symbol,
-                                                      order.hold_amount))
+                                                      order.hold_amount, to=parts))
     return txn_id
+
+
+def _source_rank(source: str) -> tuple[int, date, str]:
+    """The order a hold is taken and used in: settled first, then proceeds lots by settlement
+    date (the undated pool first), provisional credit last; settled shares, then unsettled."""
+    if source in (templates.SETTLED_CASH, templates.SETTLED_SHARES):
+        return (0, date.min, source)
+    if source == templates.PROVISIONAL:
+        return (2, date.max, source)
+    if source == templates.UNSETTLED_SHARES:
+        return (1, date.min, source)
+    return (1, templates.lot_date(source) or date.min, source)
+
+
+def consume(sources: Mapping[str, Decimal] | None, amount: Decimal) -> dict[str, Decimal] | None:
+    """What stays held per source after ``amount`` of the hold is used (by a fill), taken from
+    the sources in the order they were held (:func:`_source_rank`)."""
+    if sources is None:
+        return None
+    left: dict[str, Decimal] = {}
+    for source in sorted(sources, key=_source_rank):
+        used = min(amount, sources[source])
+        amount -= used
+        if sources[source] - used:
+            left[source] = sources[source] - used
+    return left
 
 
 def _finish(step: Step, to: OrderState, *, actor: str, event: str, reason: str | None,
@@ -186,7 +215,8 @@ def _finish(step: Step, to: OrderState, *, actor: str, event: str, reason: str |
     """Move to a terminal state, releasing any remaining hold."""
     _transition_ok(step.order.state, to)
     released = _release(step, to.value.lower())
-    values: dict[str, Any] = {"state": to, "hold_amount": ZERO}
+    values: dict[str, Any] = {"state": to, "hold_amount": ZERO,
+                              "hold_sources": {} if step.order.hold_sources is not None else None}
     if to in TIMESTAMP_FOR:
         values[TIMESTAMP_FOR[to]] = step.now
     if code is not None:
@@ -221,13 +251,15 @@ def accept(order: OrderRow, req: OrderRequest, pre: PreTrade, *,
     if hold_refused_detail is not None:
         return _reject(step, hold_refused(req, pre), data={"detail": hold_refused_detail})
     txn_id = f"order:{order.id}:hold"
+    sources = {k: v for k, v in pre.sources.items() if v} or {
+        templates.SETTLED_CASH if req.side == "buy" else templates.SETTLED_SHARES: pre.amount}
     if req.side == "buy":
-        step.postings.append(templates.hold_cash(txn_id, order.account_id, pre.amount,
-                                                 from_unsettled=pre.from_unsettled))
+        step.postings.append(templates.hold_cash(txn_id, order.account_id, pre.amount, sources=sources))
     else:
-        step.postings.append(templates.hold_shares(txn_id, order.account_id, req.symbol, pre.amount,
-                                                   from_unsettled=pre.from_unsettled))
-    step.set(state=S.FUNDS_HELD, hold_amount=pre.amount)
+        step.postings.append(templates.hold_shares(
+            txn_id, order.account_id, req.symbol, pre.amount,
+            from_unsettled=sources.get(templates.UNSETTLED_SHARES, ZERO)))
+    step.set(state=S.FUNDS_HELD, hold_amount=pre.amount, hold_sources=sources)
     step.event("funds_held", actor="ledger", to=S.FUNDS_HELD, ledger_txn=txn_id,
                reason=f"held {pre.amount} {'USD' if req.side == 'buy' else req.symbol}",
                from_state=S.VALIDATED.value)
@@ -400,10 +432,10 @@ def _fill(step: Step, e: VenueEvent, actor: str, info: Mapping[str, Any]) -> Non
     if order.side == "buy":
         step.postings.append(templates.buy_fill(txn_id, order.account_id, order.symbol, last_qty,
                                                 last_px, topup=math.topup))
-    else:
+    trade = calendar.trade_date(executed_at(order, e, step.now))
+    if order.side == "sell":  # the proceeds settle in the lot of the sale's settlement date
         step.postings.append(templates.sell_fill(txn_id, order.account_id, order.symbol, last_qty,
-                                                 last_px))
-    trade = calendar.trade_date(step.now)
+                                                 last_px, settles=calendar.settle_date(trade)))
     step.bookings.append(Booking(e.venue, e.exec_id, txn_id, trade))
     if order.side == "sell":  # a good-faith violation is decided by the sell's booking
         step.sells.append(SellBooked(order.symbol, last_qty, trade))
@@ -416,16 +448,19 @@ def _fill(step: Step, e: VenueEvent, actor: str, info: Mapping[str, Any]) -> Non
     else:
         to = state if state in (S.PENDING_CANCEL, S.STUCK) else S.PARTIALLY_FILLED
     _transition_ok(state, to)
+    left = consume(order.hold_sources, math.value if order.side == "buy" else last_qty)
     values: dict[str, Any] = {"filled_qty": math.filled_qty, "filled_avg_price": math.avg_price,
                               "filled_value": math.filled_value, "hold_amount": math.hold_remaining,
-                              "state": to}
+                              "hold_sources": left, "state": to}
     released = None
     if full:
         values["filled_at"] = step.now
-        step.order = dataclasses.replace(order, hold_amount=column(math.hold_remaining))
+        step.order = dataclasses.replace(order, hold_amount=column(math.hold_remaining),
+                                         hold_sources=left)
         released = _release(step, "filled")
         step.order = order
         values["hold_amount"] = ZERO
+        values["hold_sources"] = {} if left is not None else None
     step.event("fill" if full else "partial_fill", actor=actor, reason=f"{last_qty} @ {last_px}",
                to=to, ledger_txn=txn_id, data={**info, "qty": str(last_qty), "price": str(last_px)})
     step.set(**values)
@@ -434,6 +469,21 @@ def _fill(step: Step, e: VenueEvent, actor: str, info: Mapping[str, Any]) -> Non
     if released:
         step.event("released", actor="ledger", reason="unused hold released", to=to,
                    ledger_txn=released)
+
+
+# how far a venue's clock may be off ours before its TransactTime is not believed
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+def executed_at(order: OrderRow, e: VenueEvent, now: datetime) -> datetime:
+    """When a fill happened: the venue's TransactTime, which makes its trade date (New York) and
+    so its settlement date, when it is believable -- not before the order existed nor after now
+    (a few minutes of clock skew allowed). Otherwise (absent, unreadable, impossible) the time we
+    book it."""
+    at = _when(e.transact_time)
+    if at is None or at.tzinfo is None or not order.created_at - CLOCK_SKEW <= at <= now + CLOCK_SKEW:
+        return now
+    return at
 
 
 def _refuse(step: Step, e: VenueEvent, why: OrderError) -> Decision:

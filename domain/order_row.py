@@ -61,12 +61,17 @@ class OrderRow:
     expires_at: datetime | None
     actor: str | None
     version: int
+    # what is still held, per source it came from (domain.ledger.source_account); None: held
+    # before sources were kept (released to cash / shares)
+    hold_sources: dict[str, Decimal] | None = None
 
     @classmethod
     def from_mapping(cls, row: Mapping[str, Any]) -> OrderRow:
         """From a database row (``SELECT * FROM orders``)."""
-        values = {f.name: row[f.name] for f in _FIELDS}
+        values = {f.name: row[f.name] for f in _FIELDS if f.name in row}
         values["state"] = S(values["state"])
+        if values.get("hold_sources") is not None:
+            values["hold_sources"] = {k: Decimal(v) for k, v in values["hold_sources"].items()}
         return cls(**values)
 
     def columns(self) -> dict[str, Any]:

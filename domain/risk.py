@@ -16,6 +16,14 @@ from zoneinfo import ZoneInfo
 from domain import calendar
 from domain.account import share_positions
 from domain.errors import DomainError
+from domain.ledger import (
+    PROVISIONAL,
+    SETTLED_CASH,
+    SETTLED_SHARES,
+    UNSETTLED_SHARES,
+    proceeds_lots,
+    unsettled_cash,
+)
 from domain.orders import OrderError, OrderRequest, buy_hold
 
 NY = ZoneInfo("America/New_York")
@@ -45,32 +53,58 @@ class RiskLimits:
 
 @dataclass(frozen=True)
 class BuyingPower:
-    cash: Decimal  # ledger `cash`: not held, settled or provisional
-    unsettled: Decimal  # sale proceeds before T+1
-    provisional: Decimal  # ACH deposits credited but not yet settled
-    usable_provisional: Decimal
+    cash: Decimal  # ledger `cash`: not held; settled, plus provisional ACH credit
+    unsettled: Decimal  # sale proceeds before they settle (every lot), if the account may spend them
+    provisional: Decimal  # ACH deposits credited but not yet settled (all of them)
+    usable_provisional: Decimal  # how much of that the account type lets it spend
     total: Decimal
+
+    @property
+    def settled(self) -> Decimal:
+        """Settled cash not held (negative while the account owes a shortfall)."""
+        return self.cash - self.provisional
 
 
 def buying_power(account_type: str, balances: Mapping[str, Decimal], provisional: Decimal,
                  limits: RiskLimits, *, settled_only: bool = False) -> BuyingPower:
-    """``cash`` accounts: settled cash + unsettled sale proceeds. ``instant`` accounts: plus up to
-    ``instant_allowance`` of provisional ACH credit. An account restricted for good-faith
-    violations (``settled_only``) spends settled cash only. A hold has already left ``cash``, so
-    nothing is subtracted twice."""
+    """``settled cash - provisional + min(provisional, allowance) + unsettled proceeds``:
+    ``cash`` accounts spend settled cash and unsettled sale proceeds; ``instant`` accounts also
+    up to ``instant_allowance`` of provisional ACH credit; an account restricted for good-faith
+    violations (``settled_only``) spends settled cash only. ``cash`` holds settled and
+    provisional money alike and every hold has already left it, so the allowance is used once,
+    whatever the order of holds, and nothing is subtracted twice."""
     cash = balances.get("cash", ZERO)
-    unsettled = ZERO if settled_only else balances.get("cash_unsettled", ZERO)
-    provisional = max(ZERO, min(provisional, cash))
+    unsettled = ZERO if settled_only else unsettled_cash(balances)
     usable = (min(provisional, limits.instant_allowance)
               if account_type == "instant" and not settled_only else ZERO)
     total = max(ZERO, cash - provisional + usable + unsettled)
     return BuyingPower(cash, unsettled, provisional, usable, total)
 
 
-def hold_sources(amount: Decimal, bp: BuyingPower) -> tuple[Decimal, Decimal]:
-    """Split a cash hold between ``cash`` and ``cash_unsettled`` (cash first)."""
-    from_cash = min(amount, max(ZERO, bp.cash))
-    return from_cash, amount - from_cash
+def cash_sources(amount: Decimal, balances: Mapping[str, Decimal], bp: BuyingPower) -> dict[str, Decimal]:
+    """Where a buy's hold comes from, safest first: settled cash, then unsettled proceeds lots
+    (earliest settling first), then provisional ACH credit (only what buying power left)."""
+    out: dict[str, Decimal] = {}
+    settled = min(amount, max(ZERO, bp.settled))
+    rest = amount - settled
+    if settled:
+        out[SETTLED_CASH] = settled
+    if bp.unsettled:
+        for lot, balance in proceeds_lots(balances):
+            take = min(rest, balance)
+            if take:
+                out[lot] = take
+                rest -= take
+    if rest:
+        out[PROVISIONAL] = rest
+    return out
+
+
+def share_sources(qty: Decimal, symbol: str, balances: Mapping[str, Decimal]) -> dict[str, Decimal]:
+    """Where a sell's hold comes from: settled shares first, then bought ones not yet settled."""
+    settled = min(qty, max(ZERO, balances.get(f"shares:{symbol}", ZERO)))
+    out = {SETTLED_SHARES: settled, UNSETTLED_SHARES: qty - settled}
+    return {k: v for k, v in out.items() if v}
 
 
 # --- market hours ------------------------------------------------------------------------
@@ -252,7 +286,8 @@ class AccountState:
                    for f in self.fills)
 
     def equity(self, prices: Mapping[str, Decimal]) -> Decimal:
-        cash = sum((self.balances.get(n, ZERO) for n in ("cash", "cash_held", "cash_unsettled")), ZERO)
+        cash = (self.balances.get("cash", ZERO) + self.balances.get("cash_held", ZERO)
+                + unsettled_cash(self.balances))
         held = share_positions(self.balances)
         return cash + sum((q * prices.get(s, ZERO) for s, q in held.items()), ZERO)
 
@@ -299,13 +334,12 @@ class PreTrade:
 
     ``validated``: the order passed the checks (a rejection then is about funds: the order was
     VALIDATED before it was refused). ``amount``: cash for a buy, shares for a sell;
-    ``from_unsettled``: how much of it comes out of unsettled proceeds (buy) or unsettled shares
-    (sell)."""
+    ``sources``: where it is held from (:func:`cash_sources`, :func:`share_sources`)."""
 
     validated: bool
     rejection: Rejection | None = None
     amount: Decimal = ZERO
-    from_unsettled: Decimal = ZERO
+    sources: Mapping[str, Decimal] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
 
     @property
@@ -331,12 +365,10 @@ def pre_trade(ctx: PreTradeContext, req: OrderRequest) -> PreTrade:
         if amount > bp.total:
             return PreTrade(validated=True, amount=amount, warnings=warnings, rejection=Rejection(
                 "insufficient_buying_power", f"insufficient buying power: need {amount}, have {bp.total}"))
-        from_unsettled = hold_sources(amount, bp)[1]
+        sources = cash_sources(amount, account.balances, bp)
     else:
-        settled = max(ZERO, account.balances.get(f"shares:{req.symbol}", ZERO))
-        from_unsettled = min(max(ZERO, amount - settled),
-                             account.balances.get(f"shares_unsettled:{req.symbol}", ZERO))
-    return PreTrade(validated=True, amount=amount, from_unsettled=from_unsettled, warnings=warnings)
+        sources = share_sources(amount, req.symbol, account.balances)
+    return PreTrade(validated=True, amount=amount, sources=sources, warnings=warnings)
 
 
 def hold_refused(req: OrderRequest, pre: PreTrade) -> Rejection:

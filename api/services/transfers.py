@@ -67,7 +67,8 @@ class TransferService:
         shard = await self.router.shard_for(account_id)
         s = self.settings
         today = calendar.trade_date(datetime.now(UTC))
-        expected = calendar.next_session(today, s.ach_settle_days) if s.ach_settle_days else today
+        # ACH settles on bank days (the Federal Reserve's calendar, not the NYSE's)
+        expected = calendar.next_bank_day(today, s.ach_settle_days)
         settle_at = datetime.combine(expected, time(9, 0), ZoneInfo(calendar.NY)).astimezone(UTC)
         inp = TransferWorkflowInput(
             transfer_id=tid, account_id=str(account_id), shard=shard, direction=direction,

@@ -23,8 +23,9 @@ async def test_account_shows_the_funded_ledger(client: httpx.AsyncClient, router
     assert body["id"] == str(acct.account_id)
     assert body["status"] == "ACTIVE"
     assert body["cash"] == "2500.50"
-    # the whole deposit is still provisional ACH credit: an instant account may use $1,000 of it
-    assert body["buying_power"] == "1000.00"
+    # the whole deposit is still provisional ACH credit: an instant account may use $1,000 of it,
+    # and the hold has used 500.25 of that already
+    assert body["buying_power"] == "499.75"
     assert body["cash_held"] == "500.25"
     assert body["account_type"] == "instant" and body["shard"] == acct.shard
     assert isinstance(body["pattern_day_trader"], bool) and body["daytrade_count"] == 0

@@ -56,7 +56,8 @@ def order_in(state: OrderState, *, filled: int | None = None) -> OrderRow:
     hold = Decimal(0) if state in (S.PENDING, S.VALIDATED) or state in TERMINAL else Decimal(1000)
     hold -= filled * Decimal(99) if hold else 0
     return dataclasses.replace(
-        row, state=state, hold_amount=hold, filled_qty=Decimal(filled),
+        row, state=state, hold_amount=hold, hold_sources={"cash": hold} if hold else {},
+        filled_qty=Decimal(filled),
         filled_value=filled * Decimal(99), filled_avg_price=Decimal(99) if filled else None,
         venue="MM1" if state in AT_VENUE or state in TERMINAL else None, version=3)
 
@@ -230,13 +231,17 @@ def test_a_late_fill_after_the_order_ended_still_moves_the_money() -> None:
 
 def test_accept_rejects_or_holds_exactly_what_pre_trade_says() -> None:
     order = new_order(order_id=OID, account_id=ACCT, req=REQ, request_hash="h", actor="customer", now=NOW)
-    held = accept(order, REQ, PreTrade(validated=True, amount=Decimal(1000), from_unsettled=Decimal(250)))
+    lot = "cash_unsettled@2026-12-04"
+    held = accept(order, REQ, PreTrade(validated=True, amount=Decimal(1000),
+                                       sources={"cash": Decimal(700), lot: Decimal(250),
+                                                "provisional": Decimal(50)}))
     assert held.insert and held.order.state == S.FUNDS_HELD and held.order.hold_amount == 1000
+    assert held.order.hold_sources == {"cash": 700, lot: 250, "provisional": 50}
     assert [e.event for e in held.events] == ["created", "validated", "funds_held"]
     assert [u.event for u in held.updates] == ["accepted"]
     (hold,) = held.postings
     assert {(e.account.name, e.amount) for e in hold.entries} == {
-        ("cash_unsettled", Decimal(-250)), ("cash", Decimal(-750)), ("cash_held", Decimal(1000))}
+        (lot, Decimal(-250)), ("cash", Decimal(-750)), ("cash_held", Decimal(1000))}
     checks = accept(order, REQ, PreTrade(validated=False, rejection=Rejection("market_closed", "closed")))
     assert checks.order.state == S.REJECTED and checks.order.reject_code == "market_closed"
     assert [(e.event, e.from_state) for e in checks.events] == [("created", ""), ("rejected", "PENDING")]
@@ -287,6 +292,38 @@ def test_any_sequence_of_answers_accounts_for_every_cent_held(steps: list[tuple[
         assert held_at_start - paid - released == order.hold_amount, (name, order)
         if order.state in TERMINAL and order.state != S.FILLED:
             assert order.hold_amount == 0
+
+
+def test_a_hold_is_used_in_the_order_it_was_taken_and_the_rest_goes_back_where_it_came_from() -> None:
+    """1,000 held: 300 settled, 500 from the proceeds lot of 12-04, 200 provisional. A fill of
+    4 @ 99.50 (398) uses the settled 300 and 98 of the lot; the cancel gives 402 of the lot and
+    the 200 provisional back: proceeds go back to their lot, never into withdrawable cash."""
+    lot = "cash_unsettled@2026-12-04"
+    order = dataclasses.replace(order_in(S.ACKED), hold_sources={
+        "cash": Decimal(300), lot: Decimal(500), "provisional": Decimal(200)})
+    filled = decide(order, venue(K.FILL, VenueStatus.PARTIALLY_FILLED, qty="4", px="99.50"), NOW).order
+    assert filled.hold_sources == {lot: Decimal(402), "provisional": Decimal(200)}
+    assert filled.hold_amount == 602
+    done = decide(filled, venue(K.CANCELED, VenueStatus.CANCELED, cum="4", n=2), NOW)
+    (release,) = done.postings
+    assert {(e.account.name, e.amount) for e in release.entries} == {
+        (lot, Decimal(402)), ("cash", Decimal(200)), ("cash_held", Decimal(-602))}
+    assert done.order.hold_amount == 0 and done.order.hold_sources == {}
+
+
+def test_a_sell_gives_unsettled_shares_back_unsettled() -> None:
+    sell = parse_order_request({"symbol": "F", "side": "sell", "type": "limit", "time_in_force": "gtc",
+                                "qty": "10", "limit_price": "100"})
+    order = new_order(order_id=OID, account_id=ACCT, req=sell, request_hash="h", actor="c", now=NOW)
+    order = dataclasses.replace(order, state=S.ACKED, venue="MM1", hold_amount=Decimal(10),
+                                hold_sources={"shares": Decimal(6), "shares_unsettled": Decimal(4)})
+    filled = decide(order, venue(K.FILL, qty="7", px="100"), NOW).order
+    assert filled.hold_sources == {"shares_unsettled": Decimal(3)}
+    (fill,) = decide(order, venue(K.FILL, qty="7", px="100"), NOW).postings
+    assert ("cash_unsettled@2026-12-04", Decimal(700)) in {(e.account.name, e.amount) for e in fill.entries}
+    (release,) = decide(filled, venue(K.CANCELED, VenueStatus.CANCELED, cum="7", n=2), NOW).postings
+    assert {(e.account.name, e.amount) for e in release.entries} == {
+        ("shares_unsettled:F", Decimal(3)), ("shares_held:F", Decimal(-3))}
 
 
 def test_order_row_round_trips_through_a_database_row() -> None:

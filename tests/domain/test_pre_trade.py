@@ -97,9 +97,10 @@ def test_the_checks_run_in_order() -> None:
 
 
 def test_a_limit_buy_holds_qty_times_limit_cash_first() -> None:
-    out = pre_trade(ctx(account=account(balances={"cash": D(1000), "cash_unsettled": D(1000)})),
+    out = pre_trade(ctx(account=account(balances={"cash": D(1000), "cash_unsettled@2026-12-03": D(1000)})),
                     req(qty="10", limit_price="187.50"))
-    assert out.ok and out.validated and (out.amount, out.from_unsettled) == (D("1875.00"), D("875.00"))
+    assert out.ok and out.validated and out.amount == D("1875.00")
+    assert out.sources == {"cash": D(1000), "cash_unsettled@2026-12-03": D("875.00")}
 
 
 def test_a_market_buy_holds_the_ask_plus_the_collar_rounded_up() -> None:
@@ -111,7 +112,7 @@ def test_a_sell_holds_settled_shares_first_then_unsettled() -> None:
     a = account(balances={"cash": D(0), "shares:F": D(4), "shares_unsettled:F": D(10)})
     out = pre_trade(ctx(account=a, quotes=Quotes(ask=D("12.31"), bid=D("12.30"))),
                     req(symbol="F", side="sell", qty="6", limit_price="12.30"))
-    assert out.ok and (out.amount, out.from_unsettled) == (D(6), D(2))
+    assert out.ok and out.amount == D(6) and out.sources == {"shares": D(4), "shares_unsettled": D(2)}
 
 
 def test_instant_accounts_spend_provisional_deposits_up_to_the_allowance() -> None:

@@ -14,13 +14,13 @@ from domain.risk import (
     RiskRejection,
     SymbolControl,
     buying_power,
+    cash_sources,
     check_market_hours,
     check_order_limits,
     check_pdt,
     check_symbol,
     concentration_warning,
     day_trades,
-    hold_sources,
     is_pattern_day_trader,
     pdt_window_start,
     session_phase,
@@ -51,10 +51,39 @@ def test_buying_power_by_account_type(kind, bal, prov, expected) -> None:
     assert buying_power(kind, bal, prov, L).total == expected
 
 
-def test_hold_takes_cash_first_then_unsettled() -> None:
-    bp = buying_power("cash", {"cash": D(100), "cash_unsettled": D(50)}, D(0), L)
-    assert hold_sources(D(120), bp) == (D(100), D(20))
-    assert hold_sources(D(80), bp) == (D(80), D(0))
+def test_hold_takes_settled_cash_first_then_proceeds_lots_earliest_first_then_provisional() -> None:
+    bal = {"cash": D(100), "cash_unsettled@2026-12-04": D(50), "cash_unsettled@2026-12-03": D(30)}
+    bp = buying_power("cash", bal, D(0), L)
+    assert cash_sources(D(120), bal, bp) == {"cash": D(100), "cash_unsettled@2026-12-03": D(20)}
+    assert cash_sources(D(80), bal, bp) == {"cash": D(80)}
+    instant = {"cash": D(1000), "cash_unsettled@2026-12-04": D(50)}
+    bp = buying_power("instant", instant, D(800), L)  # 200 settled, 800 provisional
+    assert bp.total == D(1050)
+    assert cash_sources(D(1000), instant, bp) == {"cash": D(200), "cash_unsettled@2026-12-04": D(50),
+                                                  "provisional": D(750)}
+
+
+@pytest.mark.parametrize("kind,held,expected", [
+    # instant, $5,000 provisional, $1,000 allowance: the allowance is used once, whatever the
+    # number of holds (each hold lowers cash; provisional stays what the bank has not settled)
+    ("instant", D(0), D(1000)), ("instant", D(400), D(600)), ("instant", D(1000), D(0)),
+    ("instant", D(3000), D(0)),
+    # cash account, $5,000 provisional and $2,000 unsettled proceeds: $2,000 to spend, not $7,000
+    ("cash", D(0), D(2000)),
+])
+def test_provisional_credit_is_spent_once_whatever_the_order_of_holds(kind, held, expected) -> None:
+    bal = {"cash": D(5000) - held, "cash_held": held}
+    if kind == "cash":
+        bal["cash_unsettled@2026-12-04"] = D(2000)
+    assert buying_power(kind, bal, D(5000), L).total == expected
+
+
+def test_a_cash_account_spends_its_proceeds_not_its_provisional_credit() -> None:
+    bal = {"cash": D(5000), "cash_unsettled@2026-12-04": D(2000)}
+    bp = buying_power("cash", bal, D(5000), L)
+    assert cash_sources(D(2000), bal, bp) == {"cash_unsettled@2026-12-04": D(2000)}
+    after = {"cash": D(5000), "cash_held": D(2000)}
+    assert buying_power("cash", after, D(5000), L).total == 0
 
 
 NY_OPEN = datetime(2026, 11, 25, 14, 30, tzinfo=UTC)  # 9:30 ET

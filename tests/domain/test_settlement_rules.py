@@ -56,3 +56,18 @@ def test_good_faith_violation_rule() -> None:
     assert restriction_until([date(2026, 1, 5), date(2026, 6, 1), date(2026, 9, 1)],
                              date(2026, 9, 1)) == date(2026, 11, 30)
     assert restriction_until([date(2025, 1, 5), date(2026, 6, 1), date(2026, 9, 1)], date(2026, 9, 1)) is None
+
+
+def test_ach_settles_on_federal_reserve_bank_days_not_nyse_sessions() -> None:
+    from domain.calendar import is_bank_day, is_session, next_bank_day
+
+    columbus, veterans = date(2026, 10, 12), date(2026, 11, 11)
+    assert is_session(columbus) and is_session(veterans)  # the NYSE trades
+    assert not is_bank_day(columbus) and not is_bank_day(veterans)  # the Fed does not settle ACH
+    assert next_bank_day(date(2026, 10, 9)) == date(2026, 10, 13)  # Fri -> (Columbus Mon) -> Tue
+    assert next_bank_day(date(2026, 11, 10)) == date(2026, 11, 12)
+    assert next_bank_day(date(2026, 11, 25), 2) == date(2026, 11, 30)  # Thanksgiving, weekend
+    good_friday = date(2026, 4, 3)
+    assert not is_session(good_friday) and is_bank_day(good_friday)  # NYSE closed, the Fed open
+    assert is_bank_day(date(2027, 12, 24))  # Christmas on a Saturday: the Fed opens on Friday
+    assert next_bank_day(date(2026, 10, 10), 0) == date(2026, 10, 13)

@@ -14,7 +14,6 @@ from temporalio.common import WorkflowIDReusePolicy
 from db.accounts import OpenedAccount, open_account
 from db.orders import OrderStore, Quotes
 from db.router import ShardRouter
-from domain import calendar
 from domain.ledger import Entry, LedgerTxn, customer, house
 from domain.orders import AcceptOrderInput, OrderState, parse_order_request
 from sherwood.contracts import BACKOFFICE_TASK_QUEUE
@@ -46,7 +45,10 @@ async def give_shares(router: ShardRouter, acct: OpenedAccount, symbol: str, qty
 async def trade(router: ShardRouter, acct: OpenedAccount, symbol: str, side: str, qty: int, px: str,
                 trade_date: date, *, venue: str = "MM1") -> list[str]:
     """Book one filled limit order (two fills) directly on the shard, dated ``trade_date``."""
-    store = OrderStore(router.engine(acct.shard))
+    # the venue executes it on trade_date (its TransactTime, New York afternoon); the order
+    # store's clock says it is then
+    at = datetime.combine(trade_date, time(15, 0), ZoneInfo("America/New_York")).astimezone(ZoneInfo("UTC"))
+    store = OrderStore(router.engine(acct.shard), clock=lambda: at)
     oid = str(uuid.uuid4())
     req = {"symbol": symbol, "side": side, "type": "limit", "time_in_force": "gtc", "qty": str(qty),
            "limit_price": px}
@@ -57,8 +59,6 @@ async def trade(router: ShardRouter, acct: OpenedAccount, symbol: str, side: str
     await store.transition(oid, OrderState.ROUTED, reason="test", venue=venue)
     first = qty // 2
     execs = []
-    # the venue executes it on trade_date (its TransactTime, New York afternoon)
-    at = datetime.combine(trade_date, time(15, 0), ZoneInfo("America/New_York")).astimezone(ZoneInfo("UTC"))
     for n, (q, cum) in enumerate(((first, first), (qty - first, qty))):
         eid = f"{oid[:8]}F{n}"
         execs.append(eid)
@@ -66,10 +66,6 @@ async def trade(router: ShardRouter, acct: OpenedAccount, symbol: str, side: str
             venue, eid, "8", oid, oid, "F", "2" if cum == qty else "1", last_qty=str(q), last_px=px,
             cum_qty=str(cum), leaves_qty=str(qty - cum), avg_px=px,
             transact_time=f"{at:%Y%m%d-%H:%M:%S}.000"))
-    async with router.engine(acct.shard).begin() as conn:
-        await conn.execute(text("UPDATE executions SET trade_date = :t, settle_date = :s "
-                                "WHERE order_id = :o"),
-                           {"t": trade_date, "s": calendar.settle_date(trade_date), "o": uuid.UUID(oid)})
     return execs
 
 

@@ -17,6 +17,7 @@ from decimal import Decimal
 
 from sqlalchemy import text
 
+from domain.ledger import unsettled_cash
 from tests.stack import TradingStack, headers
 from tests.workflows.order_helpers import (
     balances,
@@ -241,7 +242,7 @@ async def test_sell_holds_shares_and_books_proceeds_unsettled(stack: TradingStac
     done = await wait_order(stack, acct, order["id"], {"filled"})
     bal = await balances(stack, acct)
     assert bal["shares:F"] == 6 and bal.get("shares_held:F", 0) == 0
-    assert bal["cash_unsettled"] == 4 * Decimal(done["filled_avg_price"])
+    assert unsettled_cash(bal) == 4 * Decimal(done["filled_avg_price"])
 
 
 async def test_day_order_expires_at_its_close(stack: TradingStack) -> None:
