@@ -11,9 +11,14 @@ append-only table) is written with triggers disabled for that transaction (``tam
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
@@ -337,4 +342,54 @@ async def test_fill_due_but_not_settled(books: Books) -> None:
         async with books.engine(a).begin() as conn:
             await conn.execute(move, {"d": due, "o": oid})
     await clean(books, a.shard)
+
+
+async def sherwood(settings: Settings, home: Path, *args: str) -> tuple[int, str]:
+    """``python -m sherwood ARGS`` on the scratch databases (exit code, stdout)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHERWOOD_")}
+    assert settings.postgres_url
+    env.update(SHERWOOD_POSTGRES_URL=settings.postgres_url, SHERWOOD_DB_PREFIX=settings.db_prefix,
+               SHERWOOD_SHARDS=str(settings.shard_count), SHERWOOD_DATA_DIR=str(home))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sherwood", *args, env=env, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    out, errs = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode() + errs.decode()
+
+
+async def test_the_command_exits_1_with_the_violations(books: Books, tmp_path: Path) -> None:
+    s = books.settings
+    code, out = await sherwood(s, tmp_path, "audit", "invariants", "--json")
+    assert code == 0, out
+    doc = json.loads(out)
+    assert doc["ok"] and sorted(doc["shards"]) == ["0", "1"]
+    assert all(i == {"ok": True, "description": i["description"], "count": 0, "rows": []}
+               for shard in doc["shards"].values() for i in shard["invariants"].values())
+    a = await books.account(shard=1, deposit="10000")
+    snap = await books.filled(a, "buy", "KO", 4, "60")
+    change = text("UPDATE orders SET filled_qty = filled_qty + :d WHERE id = :o")
+    async with books.engine(a).begin() as conn:
+        await conn.execute(change, {"d": 3, "o": uuid.UUID(snap.order_id)})
+    try:
+        code, out = await sherwood(s, tmp_path, "audit", "invariants", "--json")
+        assert code == 1, out
+        doc = json.loads(out)
+        assert not doc["ok"] and doc["shards"]["0"]["ok"] and not doc["shards"]["1"]["ok"]
+        bad = {n: i for n, i in doc["shards"]["1"]["invariants"].items() if not i["ok"]}
+        assert list(bad) == ["order_fills"] and bad["order_fills"]["count"] == 1
+        assert bad["order_fills"]["rows"][0]["order_id"] == snap.order_id
+        code, out = await sherwood(s, tmp_path, "audit", "invariants")
+        assert code == 1 and "shard 0: ok" in out and "order_fills (1)" in out, out
+        assert f"order_id={snap.order_id}" in out and "filled_qty=7" in out
+        code, out = await sherwood(s, tmp_path, "audit", "invariants", "--shard", "0")
+        assert code == 0 and "shard 0: ok" in out and "shard 1" not in out, out
+        code, out = await sherwood(s, tmp_path, "audit", "invariants", "--shard", "2")
+        assert code == 2 and "no shard 2" in out, out
+        code, out = await sherwood(s, tmp_path, "reconcile")  # the ledger alone is fine
+        assert code == 0 and "shard 1:" in out, out
+    finally:
+        async with books.engine(a).begin() as conn:
+            await conn.execute(change, {"d": -3, "o": uuid.UUID(snap.order_id)})
+    await clean(books, 1)
 
