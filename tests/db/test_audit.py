@@ -17,6 +17,7 @@ import os
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
@@ -25,8 +26,10 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from activities.settlement import ReconcileInput, ShardSettlementActivities
 from db.audit import AuditReport, Invariant, Violation, audit_shard
 from db.settlement import settle_shard
+from db.shard_status import HALT_REASON, clear_halts
 from domain.execution import VenueEventKind, VenueStatus
 from domain.ledger import Entry, LedgerTxn, customer
 from domain.orders import OrderState
@@ -393,3 +396,65 @@ async def test_the_command_exits_1_with_the_violations(books: Books, tmp_path: P
             await conn.execute(change, {"d": -3, "o": uuid.UUID(snap.order_id)})
     await clean(books, 1)
 
+
+async def test_reconciliation_halts_only_the_shard_that_fails_its_audit(books: Books) -> None:
+    a = await books.account(shard=0, deposit="10000")
+    snap = await books.filled(a, "buy", "KO", 4, "60")
+    hold = text("UPDATE orders SET hold_amount = :h WHERE id = :o")
+    async with books.engine(a).begin() as conn:
+        await conn.execute(hold, {"h": 7, "o": uuid.UUID(snap.order_id)})
+    activities = [ShardSettlementActivities(books.router.engine(n), n) for n in range(SHARDS)]
+    try:
+        today = ReconcileInput(date.today().isoformat())
+        bad, good = [await act.reconcile_shard_ledger(today) for act in activities]
+        assert (bad.ok, bad.mismatches, bad.unbalanced, bad.violated) == (False, 0, 0, ["terminal_holds"])
+        assert bad.halt_id is not None and bad.accounts_checked > 0
+        assert (good.ok, good.halt_id, good.violated) == (True, None, [])
+        async with books.router.engine(0).connect() as conn:
+            run = (await conn.execute(text(
+                "SELECT r.ok, r.violations, h.reason, h.details FROM shard_halts h "
+                "JOIN reconciliation_runs r ON r.id = h.reconciliation_run_id WHERE h.id = :h"),
+                {"h": bad.halt_id})).one()
+            halted = (await conn.execute(text(HALT_REASON))).scalar_one()
+        assert not run.ok and [v["invariant"] for v in run.violations] == ["terminal_holds"]
+        assert run.violations[0]["rows"][0]["order_id"] == snap.order_id
+        assert "1 invariant(s) violated: terminal_holds (1)" in run.reason
+        assert run.details["violations"] == run.violations and halted.startswith(run.reason)
+        async with books.router.engine(1).connect() as conn:
+            assert (await conn.execute(text(HALT_REASON))).scalar_one_or_none() is None
+            latest = (await conn.execute(text(
+                "SELECT ok, violations FROM reconciliation_runs ORDER BY id DESC LIMIT 1"))).one()
+        assert latest.ok and latest.violations == []
+        # recording only (SHERWOOD_RECONCILE_AUDIT=record): the same findings, no new halt
+        recorded = await ShardSettlementActivities(books.router.engine(0), 0, audit_halts=False
+                                                   ).reconcile_shard_ledger(today)
+        assert (recorded.ok, recorded.halt_id, recorded.violated) == (True, None, ["terminal_holds"])
+        async with books.router.engine(0).connect() as conn:
+            row = (await conn.execute(text(
+                "SELECT ok, violations, (SELECT count(*) FROM shard_halts WHERE cleared_at IS NULL) "
+                "AS halts FROM reconciliation_runs ORDER BY id DESC LIMIT 1"))).one()
+        assert not row.ok and row.violations == run.violations and row.halts == 1
+        # new orders on the halted shard are refused; the other shard trades on
+        refused = await books.order(a, "buy", "KO", "1", limit="60")
+        assert refused.reject_code == "shard_halted", refused
+        other = await books.account(shard=1, deposit="1000")
+        assert (await books.order(other, "buy", "KO", "1", limit="60")).state == OrderState.ACKED
+    finally:
+        async with books.engine(a).begin() as conn:
+            await conn.execute(hold, {"h": 0, "o": uuid.UUID(snap.order_id)})
+        await clear_halts(books.router.engine(0), operator="test", note="hold repaired")
+    again = await activities[0].reconcile_shard_ledger(ReconcileInput(None))
+    assert again.ok and again.halt_id is None
+
+
+def test_the_back_office_halts_on_a_violation_unless_told_to_record(migrated: Settings) -> None:
+    from workers.backoffice import backoffice_shard_activities
+
+    def halts(mode: str) -> bool:
+        s = migrated.model_copy(update={"reconcile_audit": mode})
+        acts = backoffice_shard_activities(s, None, 0, None)  # type: ignore[arg-type]
+        reconcile = next(a for a in acts if getattr(a, "__name__", "") == "reconcile_shard_ledger")
+        return bool(reconcile.__self__.audit_halts)  # type: ignore[attr-defined]
+
+    assert Settings.model_fields["reconcile_audit"].default == "halt"
+    assert halts("halt") and not halts("record")
