@@ -64,6 +64,8 @@ class ReconcileResult:
     halt_id: int | None = None
     mismatches: int = 0
     unbalanced: int = 0
+    # the invariants the audit found violated (db/audit.py); absent from results recorded earlier
+    violated: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -91,10 +93,12 @@ class ReportSummary:
 
 
 class ShardSettlementActivities:
-    def __init__(self, engine: AsyncEngine, shard: int, *, house_stripes: int = 32) -> None:
+    def __init__(self, engine: AsyncEngine, shard: int, *, house_stripes: int = 32,
+                 audit_halts: bool = True) -> None:
         self.engine = engine
         self.shard = shard
         self.house_stripes = house_stripes
+        self.audit_halts = audit_halts  # a violated invariant halts the shard (else: recorded)
 
     @activity.defn(name="settle_shard_day")
     async def settle_shard_day(self, inp: SettleDayInput) -> ShardSettlement:
@@ -119,9 +123,11 @@ class ShardSettlementActivities:
     @activity.defn(name="reconcile_shard_ledger")
     async def reconcile_shard_ledger(self, inp: ReconcileInput) -> ReconcileResult:
         out = await reconcile_and_record(
-            self.engine, self.shard, date.fromisoformat(inp.business_date) if inp.business_date else None)
+            self.engine, self.shard, date.fromisoformat(inp.business_date) if inp.business_date else None,
+            audit_halts=self.audit_halts)
         return ReconcileResult(self.shard, out.ok, out.accounts_checked, out.halt_id,
-                               len(out.mismatches), len(out.unbalanced))
+                               len(out.mismatches), len(out.unbalanced),
+                               [v["invariant"] for v in out.violations])
 
     def all(self) -> list[Callable[..., Any]]:
         return [self.settle_shard_day, self.last_settled_date, self.reconcile_shard_ledger]

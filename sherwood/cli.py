@@ -4,11 +4,11 @@ running dev stack's ``stack.json``) and nothing else does.
 Layout: this module is the root app: :func:`main` (the console script and ``python -m
 sherwood``), the root commands ``dev``, ``migrate`` and ``reconcile``, and the mounting of the
 sub-command groups, one module each: ``accounts`` (sherwood/cli_accounts.py), ``serve``
-(sherwood/cli_serve.py), ``ops`` (sherwood/cli_ops.py), ``sim`` (simulators/cli.py),
-``settlement`` and ``schedules`` (sherwood/cli_backoffice.py). What they share (settings
-loading, the consoles, :func:`sherwood.cli_common.run` which runs a command's async part with
-its clients and closes them) is sherwood/cli_common.py. Commands only parse options, call into
-the packages that do the work, and print.
+(sherwood/cli_serve.py), ``ops`` (sherwood/cli_ops.py), ``audit`` (sherwood/cli_audit.py),
+``sim`` (simulators/cli.py), ``settlement`` and ``schedules`` (sherwood/cli_backoffice.py). What
+they share (settings loading, the consoles, :func:`sherwood.cli_common.run` which runs a
+command's async part with its clients and closes them) is sherwood/cli_common.py. Commands
+only parse options, call into the packages that do the work, and print.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import typer
 from rich.table import Table
 
 from sherwood.cli_accounts import accounts_app
+from sherwood.cli_audit import audit_app
 from sherwood.cli_backoffice import schedules_app, settlement_app
 from sherwood.cli_common import Clients, DataDir, console, err, load_settings, run
 from sherwood.cli_ops import ops_app
@@ -60,6 +61,7 @@ def main() -> None:
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(serve_app, name="serve")
 app.add_typer(ops_app, name="ops")
+app.add_typer(audit_app, name="audit")
 
 
 def _mount_simulators() -> None:

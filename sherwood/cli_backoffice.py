@@ -78,7 +78,8 @@ def settlement_run(
                       f"{day['report']['breaks']} break(s)")
     for r in out["reconciliation"]:
         status = "[green]ok[/]" if r["ok"] else "[red]MISMATCH: HALTED[/]"
-        console.print(f"shard {r['shard']}: ledger {status}")
+        violated = f" (invariants violated: {', '.join(r['violated'])})" if r.get("violated") else ""
+        console.print(f"shard {r['shard']}: ledger {status}{violated}")
 
 
 @settlement_app.command("report")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -161,6 +162,11 @@ class Settings(BaseSettings):
     settlement_minute_ny: int = Field(default=30, ge=0, le=59)
     settlement_catch_up_days: int = Field(default=10, ge=1, le=60)
     backoffice_db_pool_size: int = 2
+    # The end-of-day reconciliation's invariants audit (db/audit.py): "halt" halts a shard whose
+    # audit finds a violation; "record" records and logs the violations without halting (to roll
+    # the audit out on books written before it, and for test shards seeded outside the order path).
+    # A balance mismatch or an unbalanced transaction halts the shard either way.
+    reconcile_audit: Literal["halt", "record"] = "halt"
     # Where the clearinghouse simulator reads the venues' fills ("gateway": gateway_reports).
     clearinghouse_source: str = "gateway"
 

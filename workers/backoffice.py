@@ -77,7 +77,8 @@ def backoffice_activities(directory: AsyncEngine, engine_by_shard: list[AsyncEng
 
 def backoffice_shard_activities(settings: Settings, engine: AsyncEngine, shard: int,
                                 bank: Bank) -> list[Callable[..., Any]]:
-    return [*ShardSettlementActivities(engine, shard, house_stripes=settings.house_balance_stripes).all(),
+    return [*ShardSettlementActivities(engine, shard, house_stripes=settings.house_balance_stripes,
+                                       audit_halts=settings.reconcile_audit == "halt").all(),
             *FundingActivities(FundingStore(engine), bank).all()]
 
 
