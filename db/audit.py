@@ -98,11 +98,13 @@ FILL_BOOKINGS = r"""
 -- booked with, operator resolutions included), posted for the execution's account, and moving
 --   buy:  shares_unsettled:SYM +qty, the customer's cash -value (cash_held -value; a top-up above
 --         the hold moves cash -> cash_held inside it), clearing_cash +value, clearing_shares:SYM -qty
---   sell: shares_held:SYM -qty, cash_unsettled +value, clearing_cash -value, clearing_shares:SYM +qty
+--   sell: shares_held:SYM -qty, the proceeds lot of its settlement date cash_unsettled@<date>
+--         +value (the undated pool cash_unsettled for sales booked before lots existed),
+--         clearing_cash -value, clearing_shares:SYM +qty
 -- (value = qty x price) and nothing else.
 WITH fill AS (
     SELECT x.venue, x.exec_id, x.order_id, x.account_id, x.side, x.symbol, x.qty, x.price,
-           x.qty * x.price AS value, x.ledger_txn_id,
+           x.qty * x.price AS value, x.ledger_txn_id, x.settle_date,
            CASE x.side WHEN 'buy' THEN 1 ELSE -1 END AS sign
       FROM executions x
      WHERE x.qty > 0
@@ -114,7 +116,8 @@ WITH fill AS (
                THEN 'customer_shares'
              WHEN la.owner_id = f.account_id AND f.side = 'buy' AND la.name IN ('cash', 'cash_held')
                THEN 'customer_cash'
-             WHEN la.owner_id = f.account_id AND f.side = 'sell' AND la.name = 'cash_unsettled'
+             WHEN la.owner_id = f.account_id AND f.side = 'sell'
+                  AND la.name IN ('cash_unsettled', 'cash_unsettled@' || f.settle_date::text)
                THEN 'customer_cash'
              WHEN la.owner_id IS NULL AND la.name = 'clearing_cash' THEN 'clearing_cash'
              WHEN la.owner_id IS NULL AND la.name = 'clearing_shares:' || f.symbol
