@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from db.engines import run_in_transaction
 from db.errors import IdempotencyConflict
 from db.ledger import post
+from db.shortfalls import cover_if_settled
 from domain import ledger as rules
 from domain.funding import TransferInput, TransferSnapshot, request_hash
 from domain.ledger import LedgerTxn
@@ -137,14 +138,17 @@ class FundingStore:
             if row["status"] != "PENDING":
                 return _snap(row)
             txn = rules.deposit_settled(f"transfer:{row['id']}:settle", row["account_id"], row["amount"])
-            return _snap(await _move(conn, row, "COMPLETE", reason="ACH settled", txn=txn,
-                                     settled_at=datetime.now(UTC)))
+            done = await _move(conn, row, "COMPLETE", reason="ACH settled", txn=txn,
+                               settled_at=datetime.now(UTC))
+            await cover_if_settled(conn, row["account_id"])  # settled cash may cover a shortfall
+            return _snap(done)
 
         return await run_in_transaction(self.engine, _do)
 
     async def bounce_deposit(self, transfer_id: str, reason: str) -> TransferSnapshot:
-        """Reverse the provisional credit even if cash goes negative; then restrict the account
-        and report the shortfall."""
+        """Reverse the provisional credit even if cash goes negative; then record the shortfall,
+        which restricts the account to closing orders until settled cash covers it
+        (:mod:`db.shortfalls`)."""
 
         async def _do(conn: AsyncConnection) -> TransferSnapshot:
             row = await _lock(conn, transfer_id)
@@ -155,10 +159,6 @@ class FundingStore:
             new = await _move(conn, row, "RETURNED", reason=reason, txn=txn)
             cash = await _cash(conn, acct)
             if cash < 0:
-                await conn.execute(
-                    text("UPDATE accounts SET trading_blocked = true, blocked_reason = :r WHERE id = :a"),
-                    {"a": acct, "r": f"ACH return on transfer {row['id']}: cash is {plain(cash)} "
-                                     "(funds already used); deposit the shortfall to restore trading"})
                 await conn.execute(
                     text("INSERT INTO shortfalls (account_id, cause, transfer_id, amount) "
                          "VALUES (:a, 'ach_return', :t, :s) ON CONFLICT (transfer_id) DO NOTHING"),

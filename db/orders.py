@@ -31,6 +31,7 @@ from db.gfv import record_gfv_if_any
 from db.ledger import PostResult, post
 from db.risk import load_risk_context
 from db.shard_status import HALT_REASON
+from db.shortfalls import cover_if_settled, record_fill_shortfall
 from db.sql import Row
 from domain import calendar
 from domain.alpaca import trade_update
@@ -141,6 +142,11 @@ class _Writer:
                 raise LedgerRejected(f"{txn.id}: {result.error_detail}", code=result.error_code)
         for sold in d.sells:
             await record_gfv_if_any(self.conn, order.account_id, sold.symbol, sold.qty, sold.trade_date)
+        for top in d.topups:  # a fill above the hold may have taken cash below zero
+            await record_fill_shortfall(self.conn, order.account_id, order.id, top.venue, top.exec_id,
+                                        top.amount)
+        if d.releases_cash:  # cash back: an open shortfall may be covered now
+            await cover_if_settled(self.conn, order.account_id)
         key = str(order.id)
         if d.insert:
             self._inserts[key] = order.columns()

@@ -34,7 +34,8 @@ SELECT
                             ORDER BY f.received_at, f.exec_id), '[]'::json)
      FROM executions f WHERE f.account_id = :a AND f.qty > 0 AND f.trade_date >= :since) AS fills,
   ({SETTLED_CASH_ONLY_UNTIL}) AS gfv_until,
-  (SELECT json_build_array(tradable, status) FROM assets WHERE symbol = :sym) AS asset
+  (SELECT json_build_array(tradable, status) FROM assets WHERE symbol = :sym) AS asset,
+  (SELECT sum(amount)::text FROM shortfalls WHERE account_id = :a AND covered_at IS NULL) AS owed
 """
 
 
@@ -60,6 +61,7 @@ async def load_risk_context(conn: AsyncConnection, account_id: uuid.UUID, *, tod
     account = AccountState(row["account_type"], row["status"], row["trading_blocked"],
                            row["blocked_reason"], row["pattern_day_trader"], balances,
                            Decimal(state["provisional"]), fills, today,
-                           settled_cash_only=state["gfv_until"] is not None)
+                           settled_cash_only=state["gfv_until"] is not None,
+                           shortfall=Decimal(state["owed"] or 0))
     asset = AssetStatus(*state["asset"]) if state["asset"] is not None else None
     return account, asset

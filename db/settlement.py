@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from db.engines import run_in_transaction
 from db.errors import DbError
 from db.ledger import post
+from db.shortfalls import cover_if_settled
 from domain import calendar
 from domain import ledger as rules
 from domain.settlement import Break, Netting, ShardSettlement, StreetFill
@@ -158,6 +159,8 @@ async def settle_shard(
                 raise SettlementFailed(f"settlement of account {acct} on {d} rejected by the ledger: "
                                        f"{result.error_detail}", account=str(acct))
             posted.add(acct)
+            if lots or due:  # proceeds became settled cash: they may cover a shortfall
+                await cover_if_settled(conn, acct)
         # exactly the rows read above (a statement re-reading executions could see a newer fill)
         # (no ledger transaction for an account whose settlement moved nothing)
         await conn.execute(

@@ -84,6 +84,16 @@ class SellBooked:
 
 
 @dataclass(frozen=True)
+class TopUp:
+    """A buy fill cost more than was still held: the difference came out of ``cash``, which may
+    go below zero (the writer records the shortfall, if any)."""
+
+    venue: str
+    exec_id: str
+    amount: Decimal
+
+
+@dataclass(frozen=True)
 class Decision:
     """What one event does to an order. ``changes``: the columns that change (empty: the row
     is not written); ``order``: the row after them."""
@@ -97,6 +107,12 @@ class Decision:
     bookings: tuple[Booking, ...] = ()
     sells: tuple[SellBooked, ...] = ()
     insert: bool = False  # the order row is new
+    topups: tuple[TopUp, ...] = ()
+
+    @property
+    def releases_cash(self) -> bool:
+        """Cash goes back to the customer (a settled shortfall may be covered by it)."""
+        return any(t.kind == "release_cash" for t in self.postings)
 
     @classmethod
     def nothing(cls, order: OrderRow) -> Decision:
@@ -118,6 +134,7 @@ class Step:
         self.executions: list[Execution] = []
         self.bookings: list[Booking] = []
         self.sells: list[SellBooked] = []
+        self.topups: list[TopUp] = []
 
     def set(self, **values: Any) -> None:
         """Change columns; every write of the row bumps its version and ``updated_at``."""
@@ -140,4 +157,4 @@ class Step:
     def decision(self) -> Decision:
         return Decision(self.order, self.changes, tuple(self.postings), tuple(self.events),
                         tuple(self.updates), tuple(self.executions), tuple(self.bookings),
-                        tuple(self.sells))
+                        tuple(self.sells), topups=tuple(self.topups))

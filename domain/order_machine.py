@@ -33,7 +33,7 @@ from domain import calendar
 from domain import ledger as templates
 from domain.errors import DomainError
 from domain.execution import WORKING_VENUE_STATUSES, VenueEvent, VenueEventKind, VenueStatus
-from domain.order_decision import Booking, Decision, Execution, SellBooked, Step
+from domain.order_decision import Booking, Decision, Execution, SellBooked, Step, TopUp
 from domain.order_row import ROW_SCALE, OrderRow, column
 from domain.orders import (
     AT_VENUE,
@@ -432,6 +432,8 @@ def _fill(step: Step, e: VenueEvent, actor: str, info: Mapping[str, Any]) -> Non
     if order.side == "buy":
         step.postings.append(templates.buy_fill(txn_id, order.account_id, order.symbol, last_qty,
                                                 last_px, topup=math.topup))
+        if math.topup > 0:
+            step.topups.append(TopUp(e.venue, e.exec_id, math.topup))
     trade = calendar.trade_date(executed_at(order, e, step.now))
     if order.side == "sell":  # the proceeds settle in the lot of the sale's settlement date
         step.postings.append(templates.sell_fill(txn_id, order.account_id, order.symbol, last_qty,

@@ -275,6 +275,18 @@ class AccountState:
     fills: list[Fill] = field(default_factory=list)
     today: date | None = None
     settled_cash_only: bool = False  # good-faith-violation restriction in force
+    shortfall: Decimal = ZERO  # open shortfalls (money owed) recorded for the account
+
+    @property
+    def settled_cash(self) -> Decimal:
+        """Settled cash not held: ``cash`` less the ACH credit still provisional."""
+        return self.balances.get("cash", ZERO) - self.provisional
+
+    @property
+    def close_only(self) -> bool:
+        """The account owes money (a shortfall not covered yet by settled cash): it may only
+        close positions until it is covered."""
+        return self.shortfall > 0 and self.settled_cash < 0
 
     @property
     def day_trade_count(self) -> int:
@@ -388,6 +400,11 @@ def _checks(ctx: PreTradeContext, req: OrderRequest) -> tuple[Decimal, tuple[str
     if account.status != "ACTIVE" or account.trading_blocked:
         raise RiskRejection(f"trading is blocked on this account: {account.blocked_reason or ''}",
                             code="trading_blocked")
+    if account.close_only and req.side == "buy":
+        raise RiskRejection(
+            f"the account owes {-account.settled_cash} (a returned deposit or a fill above its hold): "
+            "only closing orders are accepted until a settled deposit or sale proceeds cover it",
+            code="account_close_only")
     if ctx.asset is None:
         raise RiskRejection(f"unknown symbol {req.symbol}", code="unknown_symbol")
     if not ctx.asset.tradable or ctx.asset.status != "active":

@@ -167,3 +167,32 @@ async def _open_halts(c: Clients) -> list[tuple[int, dict[str, object]]]:
     for n in range(c.settings.shard_count):
         out += [(n, h) for h in await halts(c.engine(c.settings.shard_url(n)))]
     return out
+
+
+@ops_app.command("shortfalls")
+def ops_shortfalls(data_dir: DataDir = None,
+                   all_: Annotated[bool, typer.Option("--all", help="Covered ones too.")] = False,
+                   as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Money customers owe (a returned ACH deposit, a buy filled above its hold): open ones,
+    which restrict their account to closing orders until settled cash covers them."""
+    s = load_settings(data_dir)
+    rows = run(lambda c: _shortfalls(c, all_), s)
+    if as_json:
+        print(json.dumps(rows, default=str))
+        return
+    table = Table("shard", "account", "cause", "owed", "order / transfer", "since", "covered")
+    for r in rows:
+        table.add_row(str(r["shard"]), str(r["account_id"]), r["cause"], str(r["amount"]),
+                      str(r["order_id"] or r["transfer_id"]), str(r["created_at"]),
+                      str(r["covered_at"] or ""))
+    console.print(table if rows else "no shortfalls")
+
+
+async def _shortfalls(c: Clients, all_: bool) -> list[dict[str, Any]]:
+    from db.funding import FundingStore
+
+    out = []
+    for n in range(c.settings.shard_count):
+        out += [{"shard": n, **r} for r in await FundingStore(c.engine(c.settings.shard_url(n))).shortfalls()
+                if all_ or r["covered_at"] is None]
+    return out

@@ -1,5 +1,5 @@
 """Ops endpoints of the back office (ops keys only): settlement reports, shard halts,
-ACH shortfalls."""
+shortfalls (money customers owe: returned ACH deposits, buys filled above their hold)."""
 
 from __future__ import annotations
 
@@ -44,9 +44,19 @@ async def clear_halt(key: OpsDep, router_: RouterDep, shard: int,
     return {"shard": shard, "cleared": cleared}
 
 
-@router.get("/ach-shortfalls")
-async def ach_shortfalls(key: OpsDep, router_: RouterDep) -> list[dict[str, Any]]:
+@router.get("/shortfalls")
+async def shortfalls(key: OpsDep, router_: RouterDep, open_only: bool = False) -> list[dict[str, Any]]:
+    """Every shortfall on every shard (``open_only``: those not covered yet): which account owes
+    how much, why (``ach_return``: a returned deposit, ``fill_above_hold``: a buy filled above
+    its hold), and when it was covered."""
     out = []
     for n in range(router_.shard_count):
-        out += [{"shard": n, **r} for r in await FundingStore(router_.engine(n)).shortfalls()]
+        out += [{"shard": n, **r} for r in await FundingStore(router_.engine(n)).shortfalls()
+                if not open_only or r["covered_at"] is None]
     return out
+
+
+@router.get("/ach-shortfalls")
+async def ach_shortfalls(key: OpsDep, router_: RouterDep) -> list[dict[str, Any]]:
+    """The shortfalls of returned ACH deposits (see ``/ops/shortfalls``)."""
+    return [r for r in await shortfalls(key, router_) if r["cause"] == "ach_return"]

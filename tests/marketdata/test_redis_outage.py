@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 
 from db.accounts import OpenedAccount
 from db.router import ShardRouter
+from domain.ledger import unsettled_cash
 from domain.universe import known_symbols
 from marketdata.fanout import FanoutServer, directory_authenticator, fanout_from_settings
 from marketdata.ingest import Ingest
@@ -260,7 +261,7 @@ async def _redis_killed_mid_run(stack: TradingStack, outage: Outage, account: Op
         bought, sold = value[0] + value[1] + value[3], value[2]
         bal = {k: v for k, v in (await ledger.balances(acct.account_id)).items() if v != 0}
         assert bal["cash"] == Decimal("100000") - bought, (bal, bought)
-        assert bal["cash_unsettled"] == sold, (bal, sold)
+        assert unsettled_cash(bal) == sold, (bal, sold)
         assert "cash_held" not in bal and f"shares_held:{SYM}" not in bal, bal
         assert bal[f"shares_unsettled:{SYM}"] == 10 + 5 - 3 + 2, bal
         assert (await ledger.reconcile()).ok

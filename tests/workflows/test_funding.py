@@ -101,7 +101,9 @@ async def test_ach_bounce_after_funds_used(
         kinds = (await conn.execute(text(
             "SELECT kind FROM ledger_transactions WHERE id LIKE :p ORDER BY created_at"),
             {"p": f"transfer:{tid}:%"})).scalars().all()
-    assert blocked.trading_blocked and "ACH return" in blocked.blocked_reason
+    # not blocked: an open shortfall restricts the account to closing orders (selling may
+    # cover it); see tests/workflows/test_money_across_days.py
+    assert not blocked.trading_blocked
     assert shortfall == 750
     assert kinds == ["deposit", "deposit_bounce"]  # the reversal is new entries, never an edit
     ledger = router.ledger(acct.shard)

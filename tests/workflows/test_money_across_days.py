@@ -73,3 +73,125 @@ def _now():  # type: ignore[no-untyped-def]
     from datetime import UTC, datetime
 
     return datetime.now(UTC)
+
+
+async def _deposit_settled(stack: TradingStack, acct, amount: str) -> None:  # type: ignore[no-untyped-def]
+    """A deposit through the API that the simulated bank settles within a second."""
+    import asyncio
+    import time
+
+    from tests.workflows.conftest import FAST_ACH
+
+    svc = stack.app.state.sherwood.settings
+    stack.app.state.sherwood.settings = svc.model_copy(update=FAST_ACH)
+    try:
+        async with stack.http() as http:
+            r = await http.post("/v2/transfers", headers=headers(acct),
+                                json={"amount": amount, "direction": "INCOMING"})
+            assert r.status_code == 200, r.text
+            deadline = time.monotonic() + 15
+            while (await http.get(f"/v2/transfers/{r.json()['id']}", headers=headers(acct))
+                   ).json()["status"] != "COMPLETE":
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.1)
+    finally:
+        stack.app.state.sherwood.settings = svc
+
+
+async def _open_shortfalls(stack: TradingStack, acct) -> list[tuple[str, Decimal]]:  # type: ignore[no-untyped-def]
+    from sqlalchemy import text
+
+    async with stack.router.engine(acct.shard).connect() as conn:
+        rows = (await conn.execute(text(
+            "SELECT cause, amount FROM shortfalls WHERE account_id = :a AND covered_at IS NULL"),
+            {"a": acct.account_id})).all()
+    return [(r.cause, Decimal(r.amount)) for r in rows]
+
+
+async def _order_status(stack: TradingStack, acct, **body: str) -> tuple[int, str]:  # type: ignore[no-untyped-def]
+    async with stack.http() as http:
+        r = await http.post("/v2/orders", headers=headers(acct), json=body)
+    return r.status_code, r.json().get("reason") or r.json()["status"]
+
+
+async def test_a_buy_filled_above_its_hold_records_the_shortfall_and_restricts_to_closing(
+    stack: TradingStack, backoffice: Backoffice,
+) -> None:
+    """The hold is sized from the quote (90 F at 10.00 + 5%: 945.00); the venue fills at 12.00:
+    1,080.00. Cash goes 80 below zero: a shortfall, and the account may only sell until settled
+    cash covers it; then it may buy again."""
+    acct = await stack.account("1000")
+    await stack.quotes.put("F", Decimal("9.99"), Decimal("10.00"))  # what the hold is sized from
+    for mm in stack.venues.values():
+        mm.set_quote("F", Decimal("11.99"), Decimal("12.00"))  # where the venue fills
+    try:
+        order = await place(stack, acct, symbol="F", qty="90", side="buy", type="market",
+                            time_in_force="day")
+        await wait_order(stack, acct, order["id"], {"filled"})
+    finally:
+        await stack.set_quote("F", "12.30", "12.31")
+    bal = await balances(stack, acct)
+    assert bal["cash"] == Decimal(-80) and bal["shares_unsettled:F"] == 90
+    assert await _open_shortfalls(stack, acct) == [("fill_above_hold", Decimal(80))]
+    assert await _order_status(stack, acct, symbol="F", qty="1", side="buy", type="limit",
+                               limit_price="12.00", time_in_force="day") == (403, "account_close_only")
+    code, _ = await _order_status(stack, acct, symbol="F", qty="5", side="sell", type="limit",
+                                  limit_price="20.00", time_in_force="gtc")  # closing: accepted
+    assert code == 200
+    await _deposit_settled(stack, acct, "100")  # settled cash: 20 again
+    assert await _open_shortfalls(stack, acct) == []
+    code, _ = await _order_status(stack, acct, symbol="F", qty="1", side="buy", type="limit",
+                                  limit_price="12.00", time_in_force="day")
+    assert code == 200
+    assert (await stack.router.ledger(acct.shard).reconcile()).ok
+
+
+async def test_after_an_ach_return_the_account_may_sell_and_trades_again_once_covered(
+    stack: TradingStack, backoffice: Backoffice,
+) -> None:
+    """A deposit spent, then returned by the bank: cash is negative and a shortfall is open. The
+    account is not blocked: it may still sell (closing orders), not buy; a settled deposit that
+    covers the shortfall lifts the restriction."""
+    import asyncio
+    import time
+
+    from tests.workflows.conftest import FAST_ACH
+    from tests.workflows.settlement_helpers import give_shares
+
+    await stack.set_quote("AAPL", "187.40", "187.50")
+    await stack.set_quote("F", "12.30", "12.31")
+    acct = await open_account(stack.router, account_type="instant")
+    await give_shares(stack.router, acct, "F", 10)
+    svc = stack.app.state.sherwood.settings
+    stack.app.state.sherwood.settings = svc.model_copy(update=FAST_ACH)
+    try:
+        async with stack.http() as http:
+            r = await http.post("/v2/transfers", headers=headers(acct),
+                                json={"amount": "1000", "direction": "INCOMING"})
+            assert r.status_code == 200, r.text
+            tid = r.json()["id"]
+            await backoffice.bank.instruct(tid, "return")
+    finally:
+        stack.app.state.sherwood.settings = svc
+    buy = await place(stack, acct, symbol="AAPL", qty="5", side="buy", type="limit",
+                      limit_price="150.00", time_in_force="gtc")  # 750 of the $1,000 allowance
+    await wait_order(stack, acct, buy["id"], {"new"})
+    deadline = time.monotonic() + 15
+    async with stack.http() as http:
+        while (await http.get(f"/v2/transfers/{tid}", headers=headers(acct))).json()["status"] != "RETURNED":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        account = (await http.get("/v2/account", headers=headers(acct))).json()
+    assert (await balances(stack, acct))["cash"] == Decimal(-750)
+    assert await _open_shortfalls(stack, acct) == [("ach_return", Decimal(750))]
+    assert account["trading_blocked"] is False
+    assert await _order_status(stack, acct, symbol="AAPL", qty="1", side="buy", type="limit",
+                               limit_price="150.00", time_in_force="gtc") == (403, "account_close_only")
+    code, _ = await _order_status(stack, acct, symbol="F", qty="5", side="sell", type="limit",
+                                  limit_price="20.00", time_in_force="gtc")
+    assert code == 200  # selling is closing: allowed
+    await _deposit_settled(stack, acct, "800")  # settled cash -750 + 800 = 50
+    assert await _open_shortfalls(stack, acct) == []
+    code, _ = await _order_status(stack, acct, symbol="AAPL", qty="1", side="buy", type="limit",
+                                  limit_price="10.00", time_in_force="gtc")
+    assert code == 200

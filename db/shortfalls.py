@@ -1,0 +1,62 @@
+"""Shortfalls: cash a customer owes, recorded where it arises, covered when settled cash is back.
+
+Two causes: an ACH deposit returned after its money was used (``db.funding``), and a buy filled
+above what was held, whose top-up from ``cash`` took it below zero (``db.orders``). An open
+shortfall whose account's settled cash (``cash`` less provisional ACH credit) is below zero
+restricts the account to closing orders (``domain.risk.AccountState.close_only``); once settled
+cash is back to zero or more (a settled deposit, sale proceeds that settle, a hold released) the
+shortfall is covered and the restriction lifts. ``GET /ops/shortfalls`` lists them.
+
+Every function runs in the caller's transaction, under the account's lock where money moves.
+"""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from db import sql
+
+# settled cash of account :a: its `cash` less the ACH credit still provisional
+SETTLED_CASH = """(
+  (SELECT coalesce(sum(b.balance), 0) FROM ledger_accounts la JOIN balances b ON b.ledger_account_id = la.id
+    WHERE la.owner_id = :a AND la.name = 'cash')
+  - (SELECT -coalesce(sum(e.amount), 0) FROM ledger_transactions t
+       JOIN ledger_entries e ON e.txn_id = t.id JOIN ledger_accounts la ON la.id = e.ledger_account_id
+      WHERE t.account_id = :a AND t.kind IN ('deposit', 'deposit_settle', 'deposit_bounce')
+        AND la.owner_id IS NULL AND la.name = 'ach_provisional'))"""
+
+_RECORD_FILL = """
+INSERT INTO shortfalls (account_id, cause, order_id, venue, exec_id, amount)
+SELECT :a, 'fill_above_hold', :o, :v, :e, least(:topup, -cash)
+  FROM (SELECT coalesce(sum(b.balance), 0) AS cash FROM ledger_accounts la
+          JOIN balances b ON b.ledger_account_id = la.id WHERE la.owner_id = :a AND la.name = 'cash') c
+ WHERE cash < 0
+ON CONFLICT (venue, exec_id) DO NOTHING
+"""
+
+_COVER = f"""
+UPDATE shortfalls SET covered_at = clock_timestamp()
+ WHERE account_id = :a AND covered_at IS NULL AND {SETTLED_CASH} >= 0
+"""
+
+
+async def record_fill_shortfall(conn: AsyncConnection, account: uuid.UUID, order: uuid.UUID, venue: str,
+                                exec_id: str, topup: Decimal) -> None:
+    """After a buy fill topped its hold up from ``cash``: if that took cash below zero, the part
+    of it this fill caused is a shortfall (once per execution)."""
+    await sql.execute(conn, _RECORD_FILL, {"a": account, "o": order, "v": venue, "e": exec_id,
+                                           "topup": topup})
+
+
+async def cover_if_settled(conn: AsyncConnection, account: uuid.UUID) -> int:
+    """Mark the account's open shortfalls covered if its settled cash is no longer negative;
+    returns how many were."""
+    return await sql.execute(conn, _COVER, {"a": account})
+
+
+async def open_shortfalls(conn: AsyncConnection) -> list[dict[str, Any]]:
+    return await sql.rows(conn, "SELECT * FROM shortfalls WHERE covered_at IS NULL ORDER BY id")
