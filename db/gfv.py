@@ -2,12 +2,14 @@
 
 Detected at sell-fill booking time: the order path calls :func:`record_gfv_if_any` inside the
 transaction that books a sell fill. For each recent buy of the same symbol, the buy is "funded with
-unsettled funds" when, at the moment its cash was held, the account's cash minus the ACH deposits
-still provisional at that moment did not cover the fill value; those funds settle on the latest
-expected settle date of the deposits involved. Selling such a position before that date is a
-violation (one row per sale date and buy order, so a replay records nothing new). Three in 12
-months restrict the account to settled cash for 90 days (``account_restrictions``), in force
-while ``SETTLED_CASH_ONLY_UNTIL`` finds a row (read by :func:`db.risk.load_account_risk`).
+unsettled funds" when its hold took unsettled sale proceeds (the lots ``cash_unsettled@<date>`` its
+hold transaction debited; they settle on the latest of those dates), or when, at the moment its
+cash was held, the account's cash minus the ACH deposits still provisional at that moment did not
+cover the fill value (those funds settle on the latest expected settle date of the deposits).
+Selling such a position before that date is a violation (one row per sale date and buy order, so
+a replay records nothing new). Three in 12 months restrict the account to settled cash for 90
+days (``account_restrictions``), in force while ``SETTLED_CASH_ONLY_UNTIL`` finds a row (read by
+:func:`db.risk.load_account_risk`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,12 @@ LOOKBACK = timedelta(days=15)
 _BUYS = """
 SELECT o.id, min(e.trade_date) AS trade_date, sum(e.qty) AS qty, sum(e.qty * e.price) AS value,
        (SELECT t.created_at FROM ledger_transactions t
-         WHERE t.id = 'order:' || o.id || :hold_suffix) AS held_at
+         WHERE t.id = 'order:' || o.id || :hold_suffix) AS held_at,
+       -- what the hold took from unsettled sale proceeds, and when the latest of them settles
+       (SELECT json_build_array(-sum(le.amount), max(substr(la.name, 16)))
+          FROM ledger_entries le JOIN ledger_accounts la ON la.id = le.ledger_account_id
+         WHERE le.txn_id = 'order:' || o.id || :hold_suffix AND la.owner_id = o.account_id
+           AND la.name LIKE 'cash_unsettled@%') AS from_proceeds
   FROM orders o JOIN executions e ON e.order_id = o.id AND e.qty > 0
  WHERE o.account_id = :a AND o.symbol = :s AND o.side = 'buy'
    AND e.trade_date BETWEEN :since AND :td
@@ -54,7 +61,13 @@ async def _lots(conn: AsyncConnection, account: uuid.UUID, symbol: str, td: date
             {"a": account, "t": r.held_at})).one()
         settled_cash = max(Decimal(0), cash_before - Decimal(pending.amount))
         unsettled = max(Decimal(0), Decimal(r.value) - settled_cash) if pending.amount else Decimal(0)
-        lots.append(BuyLot(str(r.id), r.trade_date, Decimal(r.qty), unsettled, pending.settles))
+        settles = pending.settles if unsettled else None
+        proceeds, proceeds_settle = r.from_proceeds or (None, None)
+        if proceeds and Decimal(proceeds) > 0:  # paid (in part) with sale proceeds not settled yet
+            unsettled = min(Decimal(r.value), unsettled + Decimal(proceeds))
+            lot_day = date.fromisoformat(proceeds_settle)
+            settles = max(settles, lot_day) if settles else lot_day
+        lots.append(BuyLot(str(r.id), r.trade_date, Decimal(r.qty), unsettled, settles))
     return lots
 
 

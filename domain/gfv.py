@@ -1,9 +1,9 @@
 """Good-faith violations in cash accounts (pure: no I/O).
 
-A cash account buys with funds that have not settled yet (here: a provisional ACH credit still
-outstanding when the buy was funded) and sells that position before those funds settle: a
-good-faith violation. Three in a rolling 12 months restrict the account to settled cash for 90
-days (the buy side then may only use settled, non-provisional cash).
+A cash account buys with funds that have not settled yet (a provisional ACH credit still
+outstanding when the buy was funded, or unsettled sale proceeds) and sells that position before
+those funds settle: a good-faith violation. Three in a rolling 12 months restrict the account to
+settled cash for 90 days (the buy side then may only use settled, non-provisional cash).
 """
 
 from __future__ import annotations

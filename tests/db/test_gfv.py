@@ -1,0 +1,53 @@
+"""Good-faith violations in cash accounts, booked through the order store: buying with funds that
+have not settled (a provisional ACH credit, or unsettled sale proceeds) and selling that position
+before those funds settle."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date
+
+from sqlalchemy import text
+
+from db.accounts import OpenedAccount, open_account
+from db.router import ShardRouter
+from tests.workflows.settlement_helpers import give_shares, trade
+
+D = date(2026, 11, 16)  # a Monday; proceeds of a sale that day settle Tuesday 11-17
+
+
+async def violations(router: ShardRouter, acct: OpenedAccount) -> list[tuple[str, date, date]]:
+    async with router.engine(acct.shard).connect() as conn:
+        rows = (await conn.execute(text(
+            "SELECT symbol, sale_trade_date, funds_settle_date FROM gfv_violations WHERE account_id = :a "
+            "ORDER BY id"), {"a": acct.account_id})).all()
+    return [(r.symbol, r.sale_trade_date, r.funds_settle_date) for r in rows]
+
+
+async def test_buying_with_unsettled_proceeds_and_selling_before_they_settle(router: ShardRouter) -> None:
+    acct = await open_account(router)
+    await give_shares(router, acct, "F", 100)
+    await trade(router, acct, "F", "sell", 100, "10.00", D)  # 1,000 of proceeds, settle 11-17
+    await trade(router, acct, "KO", "buy", 10, "100.00", D)  # paid with those proceeds
+    await trade(router, acct, "KO", "sell", 10, "100.00", D)  # sold before they settle
+    assert await violations(router, acct) == [("KO", D, date(2026, 11, 17))]
+
+
+async def test_selling_after_the_proceeds_settle_is_no_violation(router: ShardRouter) -> None:
+    acct = await open_account(router)
+    await give_shares(router, acct, "F", 100)
+    await trade(router, acct, "F", "sell", 100, "10.00", D)
+    await trade(router, acct, "KO", "buy", 10, "100.00", D)
+    await trade(router, acct, "KO", "sell", 10, "100.00", date(2026, 11, 17))
+    assert await violations(router, acct) == []
+
+
+async def test_buying_with_settled_cash_is_no_violation(router: ShardRouter) -> None:
+    acct = await open_account(router)
+    ledger = router.ledger(acct.shard)
+    await ledger.deposit(f"d:{acct.account_id}", acct.account_id, "2000")
+    await ledger.settle_deposit(f"s:{acct.account_id}", acct.account_id, "2000")
+    await trade(router, acct, "KO", "buy", 10, "100.00", D)
+    await trade(router, acct, "KO", "sell", 10, "100.00", D)
+    assert await violations(router, acct) == []
+    assert uuid.UUID(str(acct.account_id))
