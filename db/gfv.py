@@ -63,7 +63,7 @@ async def _lots(conn: AsyncConnection, account: uuid.UUID, symbol: str, td: date
         unsettled = max(Decimal(0), Decimal(r.value) - settled_cash) if pending.amount else Decimal(0)
         settles = pending.settles if unsettled else None
         proceeds, proceeds_settle = r.from_proceeds or (None, None)
-        if proceeds and Decimal(proceeds) > 0:  # paid (in part) with sale proceeds not settled yet
+        if proceeds and proceeds_settle and Decimal(proceeds) > 0:  # paid with unsettled proceeds
             unsettled = min(Decimal(r.value), unsettled + Decimal(proceeds))
             lot_day = date.fromisoformat(proceeds_settle)
             settles = max(settles, lot_day) if settles else lot_day
