@@ -222,7 +222,8 @@ class GatewayActivities:
                 return await self._already_sent(order, existing.venue)
             raise
         res = await self.store.reserve_send(order.cl_ord_id, order.order_id, venue,
-                                             MsgType.NEW_ORDER_SINGLE)
+                                             MsgType.NEW_ORDER_SINGLE, account_id=order.account_id,
+                                             shard=order.shard)
         if res.status == SENT:
             return await self._already_sent(order, res.venue)
         if res.venue != venue:  # lost a race with a concurrent attempt that chose another venue

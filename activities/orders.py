@@ -34,6 +34,11 @@ from marketdata.quotes import LatestQuotes
 
 
 @dataclass
+class LoadOrderInput:
+    order_id: str
+
+
+@dataclass
 class ApplyReportsInput:
     order_id: str
     reports: list[VenueEvent]
@@ -100,6 +105,14 @@ class OrderActivities:
         except (DomainError, DbError) as exc:  # e.g. a resolution the ledger refuses
             raise business_error(exc) from exc
 
+    @activity.defn(name="load_order")
+    async def load_order(self, inp: LoadOrderInput) -> OrderSnapshot:
+        """The order as it stands (a late run of its workflow starts from it)."""
+        try:
+            return await self.store.snapshot(inp.order_id)
+        except DomainError as exc:
+            raise business_error(exc) from exc
+
     @activity.defn(name="send_new_order_direct")
     async def send_new_order_direct(self, order: VenueOrder) -> VenueAck | None:
         """The gateway's ``send_new_order`` over the direct link (``activities.gateway_link``),
@@ -112,4 +125,4 @@ class OrderActivities:
 
     def all(self) -> list[Callable[..., Any]]:
         return [self.accept_order, self.transition_order, self.finish_order, self.apply_reports,
-                self.resolve_order, self.send_new_order_direct]
+                self.resolve_order, self.send_new_order_direct, self.load_order]

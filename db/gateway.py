@@ -100,18 +100,20 @@ class GatewayStore:
     # ------------------------------------------------------------------ outbound sends
 
     async def reserve_send(
-        self, cl_ord_id: str, order_id: str, venue: str, msg_type: str
+        self, cl_ord_id: str, order_id: str, venue: str, msg_type: str, *,
+        account_id: str | None = None, shard: int | None = None,
     ) -> SendReservation:
-        """Reserve ``cl_ord_id`` for ``venue``, or return the existing reservation.
+        """Reserve ``cl_ord_id`` for ``venue``, or return the existing reservation. A new
+        order's reservation records where the order lives (``account_id``, ``shard``).
 
         When the ClOrdID is already known, its recorded venue wins over ``venue`` (the message
         may already be at that venue) and its attempt counter is incremented.
         """
         row = await self._first(
-            """INSERT INTO gateway_orders (cl_ord_id, order_id, venue, msg_type)
-               VALUES (:c, :o, :v, :t) ON CONFLICT (cl_ord_id) DO NOTHING
+            """INSERT INTO gateway_orders (cl_ord_id, order_id, venue, msg_type, account_id, shard)
+               VALUES (:c, :o, :v, :t, :a, :s) ON CONFLICT (cl_ord_id) DO NOTHING
                RETURNING venue, status, attempts""",
-            {"c": cl_ord_id, "o": order_id, "v": venue, "t": msg_type})
+            {"c": cl_ord_id, "o": order_id, "v": venue, "t": msg_type, "a": account_id, "s": shard})
         if row is not None:
             return SendReservation(cl_ord_id, order_id, row["venue"], msg_type, row["status"], True,
                                    row["attempts"])
@@ -129,6 +131,14 @@ class GatewayStore:
                    msg_seq_num = COALESCE(CAST(:n AS integer), msg_seq_num)
                WHERE cl_ord_id = :c""",
             {"c": cl_ord_id, "n": msg_seq_num})
+
+    async def order_home(self, order_id: str) -> tuple[str, int] | None:
+        """The account and shard of an order the gateway sent (None: not known here)."""
+        row = await self._first(
+            """SELECT account_id, shard FROM gateway_orders
+               WHERE order_id = :o AND account_id IS NOT NULL AND shard IS NOT NULL LIMIT 1""",
+            {"o": order_id})
+        return None if row is None else (row["account_id"], row["shard"])
 
     async def get_send(self, cl_ord_id: str) -> SendReservation | None:
         row = await self._first(

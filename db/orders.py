@@ -13,6 +13,7 @@ state machine refuses raises (``domain.orders.InvalidTransition``), never silent
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import uuid
@@ -307,6 +308,14 @@ class OrderStore:
             self.on_commit(written)
         return result
 
+    async def snapshot(self, order_id: str) -> OrderSnapshot:
+        """The order as it stands (raises ``unknown_order`` when this shard has none)."""
+        async with reading(self.reads) as conn:
+            row = await sql.first(conn, "SELECT * FROM orders WHERE id = :id", {"id": uuid.UUID(order_id)})
+        if row is None:
+            raise OrderError(f"no order {order_id} on this shard", code="unknown_order")
+        return OrderRow.from_mapping(row).snapshot()
+
     async def account_context(self, account_id: str) -> tuple[list[str], str | None]:
         """For the accept path, in one statement: the symbols the account holds or has held
         (their quotes value its equity) and why this shard takes no new orders (a failed
@@ -375,8 +384,21 @@ class OrderStore:
         return await self.command(order_id, Finish(to, reason, actor=actor, code=code))
 
     async def resolve(self, inp: ResolveInput) -> OrderSnapshot:
-        """Book what an operator says the venue did for a STUCK order, then end it."""
-        return await self.command(inp.order_id, inp)
+        """Book what an operator says the venue did for a STUCK order, then end it. The venue's
+        executions the operator names that are booked already (their report arrived) are not
+        booked again."""
+
+        async def _do(w: _Writer) -> OrderSnapshot:
+            order = await _lock(w.conn, inp.order_id)
+            res = inp
+            if inp.fills:
+                known = {r["exec_id"] for r in await sql.rows(
+                    w.conn, "SELECT exec_id FROM executions WHERE venue = :v AND exec_id = ANY(:e)",
+                    {"v": order.venue or "operator", "e": [f.exec_id for f in inp.fills]})}
+                res = dataclasses.replace(inp, fills=[f for f in inp.fills if f.exec_id not in known])
+            return (await w.write(decide(order, res, self.clock()))).snapshot()
+
+        return await self._tx(_do)  # type: ignore[no-any-return]
 
     async def command(self, order_id: str, cmd: Command) -> OrderSnapshot:
         """Decide ``cmd`` against the order and write it, in one transaction."""

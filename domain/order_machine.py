@@ -152,12 +152,13 @@ def _enter(order: OrderRow, to: OrderState, now: datetime, *, actor: str, reason
     return step.decision()
 
 
-def _move(step: Step, to: OrderState, *, actor: str, reason: str, venue: str | None = None) -> None:
+def _move(step: Step, to: OrderState, *, actor: str, reason: str, venue: str | None = None,
+          data: Mapping[str, Any] | None = None) -> None:
     values: dict[str, Any] = {"state": to}
     if venue is not None:
         values["venue"] = venue
     step.event(to.value.lower(), actor=actor, reason=reason, to=to,
-               data={"venue": venue} if venue else None)
+               data={"venue": venue} if venue else data)
     step.set(**values)
     step.update(UPDATE_FOR.get(to, to.value.lower()))
 
@@ -378,8 +379,14 @@ def _venue(order: OrderRow, e: VenueEvent, now: datetime) -> Decision:
         else:
             step.event("cancel_rejected", actor=actor, reason=e.text, to=state, data=info)
         return step.decision()
-    if state in TERMINAL and kind != VenueEventKind.FILL:
-        step.event("late_report", actor=actor, reason=e.text, to=state, data=info)
+    if state in TERMINAL:
+        return _late(step, e, actor, info)
+    ends = _venue_ends_it(e)
+    if ends is not None and not _cum_matches(order, e):
+        # the venue ended the order with another filled quantity than we booked: what it did
+        # is for an operator to establish; nothing is released on a guess
+        _move(step, S.STUCK, actor=actor, reason=f"{e.venue} says {ends.value.lower()} with "
+              f"{e.cum_qty!r} filled; {order.filled_qty} booked: needs an operator", data=info)
         return step.decision()
     if kind == VenueEventKind.ACK:
         if state == S.ROUTED:
@@ -417,9 +424,55 @@ def _venue(order: OrderRow, e: VenueEvent, now: datetime) -> Decision:
 def _status_outcome(order: OrderRow, e: VenueEvent) -> OrderState | None:
     """A status answer ends the order when the venue says it is done and nothing is unbooked."""
     done = STATUS_OUTCOMES.get(e.status)
-    if done is not None and Decimal(e.cum_qty or 0) == order.filled_qty:
+    if done is not None and _cum_matches(order, e):
         return done
     return None
+
+
+def _venue_ends_it(e: VenueEvent) -> OrderState | None:
+    """The state a report would end the order in (canceled, expired, rejected; a status answer
+    saying so), or None when it does not end it (fills end an order through their quantity)."""
+    if e.kind == VenueEventKind.CANCELED:
+        return S.EXPIRED if e.at_close else S.CANCELED
+    if e.kind == VenueEventKind.EXPIRED:
+        return S.EXPIRED
+    if e.kind == VenueEventKind.REJECTED:
+        return S.REJECTED
+    if e.kind == VenueEventKind.STATUS:
+        return STATUS_OUTCOMES.get(e.status)
+    return None
+
+
+def _cum_matches(order: OrderRow, e: VenueEvent) -> bool:
+    """The venue's cumulative quantity (CumQty) is what we booked for the order."""
+    return bounded(e.cum_qty) == order.filled_qty
+
+
+def _late(step: Step, e: VenueEvent, actor: str, info: Mapping[str, Any]) -> Decision:
+    """A report about an order that has ended. Its fills are booked (the money moved at the
+    venue) and reopen the order into STUCK; a report ending it again with the quantity we
+    booked is a late confirmation (audited); one that says another quantity reopens it too. The
+    rest is audited."""
+    order = step.order
+    ends = _venue_ends_it(e)
+    if e.kind == VenueEventKind.FILL:
+        _fill(step, e, actor, info)
+        _reopen(step, f"{e.venue} reports a fill ({e.last_qty} @ {e.last_px}) after the order ended "
+                f"{order.state.value}: needs an operator")
+    elif ends is not None and not _cum_matches(order, e):
+        _reopen(step, f"{e.venue} says {ends.value.lower()} with {e.cum_qty!r} filled after the order "
+                f"ended {order.state.value} with {order.filled_qty}: needs an operator")
+    else:
+        step.event("late_report", actor=actor, reason=e.text, to=order.state, data=info)
+    return step.decision()
+
+
+def _reopen(step: Step, reason: str) -> None:
+    """An ended order the venue contradicts goes back to STUCK, for an operator to settle what
+    really happened (``resolve``)."""
+    step.event("reopened", actor="system", reason=reason, to=S.STUCK)
+    step.set(state=S.STUCK)
+    step.update(UPDATE_FOR[S.STUCK])
 
 
 def _fill(step: Step, e: VenueEvent, actor: str, info: Mapping[str, Any]) -> None:
@@ -435,6 +488,9 @@ def _fill(step: Step, e: VenueEvent, actor: str, info: Mapping[str, Any]) -> Non
         if math.topup > 0:
             step.topups.append(TopUp(e.venue, e.exec_id, math.topup))
     trade = calendar.trade_date(executed_at(order, e, step.now))
+    if order.side == "sell" and math.topup > 0:  # nothing (or too little) held any more: hold it
+        step.postings.append(templates.hold_shares(f"{txn_id}:hold", order.account_id, order.symbol,
+                                                   math.topup))
     if order.side == "sell":  # the proceeds settle in the lot of the sale's settlement date
         step.postings.append(templates.sell_fill(txn_id, order.account_id, order.symbol, last_qty,
                                                  last_px, settles=calendar.settle_date(trade)))
@@ -496,13 +552,38 @@ def _refuse(step: Step, e: VenueEvent, why: OrderError) -> Decision:
     step.event("report_refused", actor=f"venue:{e.venue}", reason=str(why), to=state,
                data={"exec_id": e.exec_id, "code": why.code, "last_qty": e.last_qty,
                      "last_px": e.last_px, "cum_qty": e.cum_qty})
+    reason = f"venue report {e.exec_id} refused ({why.code}): needs an operator"
     if state in _ENTER_FROM[S.STUCK]:
-        _move(step, S.STUCK, actor="system",
-              reason=f"venue report {e.exec_id} refused ({why.code}): needs an operator")
+        _move(step, S.STUCK, actor="system", reason=reason)
+    elif state in TERMINAL:  # the venue says something the ended order cannot take
+        _reopen(step, reason)
     return step.decision()
 
 
 # ============================================================================ operator
+
+
+def _resolve_fills(step: Step, inp: ResolveInput, missing: Decimal, actor: str) -> None:
+    """Book the venue's own executions an operator reports (not booked yet: the store leaves out
+    those already booked), under the venue's ExecIDs."""
+    assert inp.fills is not None
+    qty = [bounded(f.qty) for f in inp.fills]
+    if any(q is None for q in qty) or sum((q or ZERO for q in qty), ZERO) != missing:
+        raise OrderError(f"the fills add up to {[f.qty for f in inp.fills]}, not the {missing} "
+                         "not booked yet", code="invalid_resolution")
+    venue = step.order.venue or "operator"
+    for f in inp.fills:
+        if not f.exec_id or len(f.exec_id) > 128:
+            raise OrderError("each fill needs the venue's ExecID (1..128 characters)",
+                             code="invalid_resolution")
+        e = VenueEvent(venue=venue, exec_id=f.exec_id, order_id=inp.order_id, kind=VenueEventKind.FILL,
+                       cl_ord_id=inp.order_id, last_qty=f.qty, last_px=f.price, text=inp.note)
+        refused = refusal(step.order, e)
+        if refused is not None:
+            raise OrderError(f"fill {f.exec_id} cannot be booked: {refused}", code="invalid_resolution")
+        record, _ = execution(step.order, e)
+        step.executions.append(record)
+        _fill(step, e, actor, {"resolution": inp.outcome, "note": inp.note, "exec_id": f.exec_id})
 
 
 def _resolve(order: OrderRow, inp: ResolveInput, now: datetime) -> Decision:
@@ -521,7 +602,9 @@ def _resolve(order: OrderRow, inp: ResolveInput, now: datetime) -> Decision:
                          code="invalid_resolution")
     step = Step(order, now)
     actor = f"operator:{inp.operator}"
-    if missing > 0:
+    if missing > 0 and inp.fills:
+        _resolve_fills(step, inp, missing, actor)
+    elif missing > 0:
         if not inp.avg_price:
             raise OrderError("avg_price is required when booking fills", code="invalid_resolution")
         e = VenueEvent(venue="operator", exec_id=f"manual-{inp.order_id}-{total}", order_id=inp.order_id,

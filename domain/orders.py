@@ -255,12 +255,14 @@ def apply_fill(
     value = check_scale(last_qty * last_px, USD, field="fill value")
     total = filled_value + value
     avg = (total / new_filled).quantize(Decimal("0.000001"))
+    # a fill beyond what is still held (a buy above its hold, any fill after the hold was
+    # released) is topped up first: cash for a buy, shares for a sell
     if side == "buy":
         topup = max(Decimal(0), value - hold_remaining)
         remaining = hold_remaining + topup - value
     else:
-        topup = Decimal(0)
-        remaining = hold_remaining - last_qty
+        topup = max(Decimal(0), last_qty - hold_remaining)
+        remaining = hold_remaining + topup - last_qty
     return FillMath(value, total, topup, new_filled, avg, remaining)
 
 
@@ -326,6 +328,9 @@ class PlaceOrderInput:
     seen_exec_ids: list[str] | None = None
     # the execution gateway's task queue (SHERWOOD_GATEWAY_TASK_QUEUE); None: the default
     gateway_queue: str | None = None
+    # a new run of an order whose workflow had ended, started by the gateway for a venue report
+    # that came after the end: it loads the order instead of accepting it
+    late: bool = False
 
 
 @dataclass
@@ -351,7 +356,10 @@ class TransitionInput:
 
 @dataclass
 class ResolveInput:
-    """An operator's resolution of a STUCK order, with what the venue says happened."""
+    """An operator's resolution of a STUCK order, with what the venue says happened: the total
+    it filled and either the venue's own executions not booked yet (``fills``: booked under the
+    venue's ExecIDs, so the clearinghouse's report matches them) or, when the venue gave none,
+    their average price (booked as one operator execution)."""
 
     order_id: str
     outcome: str  # filled | canceled
@@ -359,3 +367,13 @@ class ResolveInput:
     avg_price: str | None = None  # average price of the part not yet booked
     operator: str = "operator"
     note: str = ""
+    fills: list[ResolveFill] | None = None
+
+
+@dataclass
+class ResolveFill:
+    """One execution the venue reports for a STUCK order (decimals as strings)."""
+
+    exec_id: str
+    qty: str
+    price: str

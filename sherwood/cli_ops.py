@@ -60,14 +60,27 @@ def ops_resolve(
     canceled: Annotated[bool, typer.Option("--canceled", help="The venue canceled the rest.")] = False,
     note: Annotated[str, typer.Option(help="Why: what the venue said.")] = "",
     operator: Annotated[str, typer.Option(help="Who resolves it.")] = "operator",
+    fill: Annotated[list[str] | None, typer.Option(
+        help="One of the venue's executions not booked yet, EXEC_ID:QTY@PRICE (repeat it); "
+             "booked under the venue's ExecID so the clearinghouse matches it. Instead of "
+             "--avg-price.")] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Resolve a STUCK order with what the venue reports (fills and/or canceled)."""
-    from domain.orders import ResolveInput
+    from domain.orders import ResolveFill, ResolveInput
 
+    fills = None
+    if fill:
+        try:
+            fills = [ResolveFill(exec_id=f.rsplit(":", 1)[0], qty=f.rsplit(":", 1)[1].split("@")[0],
+                                 price=f.rsplit("@", 1)[1]) for f in fill]
+        except IndexError:
+            err.print("[red]error:[/] --fill takes EXEC_ID:QTY@PRICE")
+            raise typer.Exit(2) from None
     s = load_settings(data_dir)
     res = ResolveInput(order_id=order_id, outcome="canceled" if canceled else "filled",
-                       filled_qty=filled_qty, avg_price=avg_price, operator=operator, note=note)
+                       filled_qty=filled_qty, avg_price=avg_price, operator=operator, note=note,
+                       fills=fills)
     try:
         snap = run(lambda c: _resolve(c, order_id, res), s, temporal=True)
     except Exception as exc:

@@ -264,6 +264,13 @@ class MarketMaker:
         self.engine.halted.discard(symbol.upper())
         self._wake.set()
 
+    def send_late_trade(self, cl_ord_id: str, qty: Decimal, price: Decimal) -> str:
+        """Fault injection (tests): report a trade on an order this venue has already ended;
+        returns the report's ExecID."""
+        report = self.engine.late_trade(cl_ord_id, qty, price)
+        self._queue([report])
+        return report.exec_id
+
     def expire_day_orders(self) -> None:
         """Expire working DAY orders now (the market closed); reports are queued for sending."""
         self._queue(self.engine.expire_day_orders())

@@ -266,6 +266,17 @@ class MatchingEngine:
     def orders(self) -> list[Order]:
         return list(self._orders.values())
 
+    def late_trade(self, cl_ord_id: str, qty: Decimal, price: Decimal) -> VenueReport:
+        """Fault injection: a trade on an order after the venue ended it (canceled, expired) --
+        a racing or buggy venue. The order's own state records the trade (its cumulative
+        quantity grows); nothing else about it changes."""
+        order = self._by_cl_ord_id[cl_ord_id]
+        order.cum_qty += qty
+        order.notional += qty * price
+        order.fills.append((qty, price))
+        return self._report(order, ExecType.TRADE, last_qty=qty, last_px=price,
+                            text="late trade after the order ended")
+
     def working_orders(self) -> list[Order]:
         return [o for o in self._orders.values() if o.working]
 

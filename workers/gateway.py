@@ -252,7 +252,51 @@ class ReportDelivery:
 
     async def signal(self, report: VenueEvent) -> None:
         """Signal ``execution_report`` to the workflow ``report.order_id`` (deduplicated by the
-        server through the request id)."""
+        server through the request id). When that workflow has ended (a report after the order
+        was filled, canceled or resolved), a new run of it books the report (see
+        :meth:`start_late`)."""
+        try:
+            await self._signal(report)
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND or not await self.start_late(report):
+                raise
+
+    async def start_late(self, report: VenueEvent) -> bool:
+        """Start a new run of the ended order workflow (``late``: it loads the order, books the
+        report with the same exactly-once rules, and waits for an operator if the report reopens
+        the order), with the report as its first signal. False when there is no ended run of the
+        order (it has not started yet: delivery retries) or its home is not known here (sent
+        before the gateway recorded it)."""
+        from temporalio.client import WorkflowExecutionStatus
+        from temporalio.common import WorkflowIDReusePolicy
+
+        from domain.orders import PlaceOrderInput
+        from sherwood.contracts import shard_task_queue
+        from workflows.order import OrderWorkflow
+
+        try:
+            described = await self.client.get_workflow_handle(report.order_id).describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return False  # never started (yet)
+            raise
+        if described.status == WorkflowExecutionStatus.RUNNING:
+            return False  # it has just (re)started: the next attempt signals it
+        home = await self.store.order_home(report.order_id)
+        if home is None:
+            return False
+        account_id, shard = home
+        log.warning("order %s: %s report %s after its workflow ended: a new run books it",
+                    report.order_id, report.venue, report.exec_id)
+        await self.client.start_workflow(
+            OrderWorkflow.run, PlaceOrderInput(order_id=report.order_id, account_id=account_id,
+                                               shard=shard, request={}, request_hash="", late=True),
+            id=report.order_id, task_queue=shard_task_queue(shard),
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            start_signal=EXECUTION_REPORT_SIGNAL, start_signal_args=[report])
+        return True
+
+    async def _signal(self, report: VenueEvent) -> None:
         client = self.client
         req = SignalWorkflowExecutionRequest(
             namespace=client.namespace,

@@ -17,6 +17,7 @@ answer. It never assumes a fill and never releases funds the venue may still use
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,7 +26,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.orders import ApplyReportsInput, OrderActivities
+    from activities.orders import ApplyReportsInput, LoadOrderInput, OrderActivities
     from domain.execution import (
         VenueAck,
         VenueCancel,
@@ -42,7 +43,14 @@ with workflow.unsafe.imports_passed_through():
         ResolveInput,
         TransitionInput,
     )
-    from sherwood.contracts import EXECUTION_REPORT_SIGNAL, GATEWAY_TASK_QUEUE, ORDER_STATE
+    from sherwood.contracts import (
+        ACCOUNT_ID,
+        EXECUTION_REPORT_SIGNAL,
+        GATEWAY_TASK_QUEUE,
+        ORDER_STATE,
+        SHARD_ID,
+        SYMBOL,
+    )
 
 S = OrderState
 LOCAL_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=100),
@@ -100,14 +108,18 @@ class OrderWorkflow:
     # sherwood.contracts; a test holds them equal): callers use these typed references
     @workflow.update
     async def accepted(self, request_hash: str) -> OrderSnapshot:
-        """Wait until the order is accepted or rejected (used with update-with-start)."""
+        """Wait until the order is accepted or rejected (used with update-with-start). A late
+        run answers with its order marked ``duplicate``: the caller reads the order (and checks
+        its request) from the database."""
         await workflow.wait_condition(lambda: self._snap is not None)
         assert self._snap is not None
+        if self._inp.late:
+            return dataclasses.replace(self._snap, duplicate=True)
         return self._snap
 
     @accepted.validator
     def _validate_accepted(self, request_hash: str) -> None:
-        if request_hash != self._inp.request_hash:
+        if request_hash != self._inp.request_hash and not self._inp.late:
             raise ApplicationError("this client_order_id was used for a different order",
                                    type="idempotency_conflict", non_retryable=True)
 
@@ -160,7 +172,9 @@ class OrderWorkflow:
             self._publish_state()  # before the workflow completes or continues as new
 
     async def _lifecycle(self, inp: PlaceOrderInput) -> OrderSnapshot:
-        if self._snap is None:
+        if inp.late and self._snap is None:
+            await self._late()
+        elif self._snap is None:
             snap = await self._local(OrderActivities.accept_order, AcceptOrderInput(
                 order_id=inp.order_id, account_id=inp.account_id, request=inp.request,
                 request_hash=inp.request_hash, actor=inp.actor, collar=inp.collar,
@@ -187,6 +201,19 @@ class OrderWorkflow:
             await self._work()
         assert self._snap is not None
         return self._snap
+
+    async def _late(self) -> None:
+        """A run started for venue reports that came after the order's workflow ended: load the
+        order as it is, book the reports (a fill reopens it into STUCK, for an operator), and wait
+        like any order would. Nothing is sent to a venue on its own: a reopened order is for an
+        operator (no expiry cancel)."""
+        self._expiring = True
+        snap = await self._local(OrderActivities.load_order, LoadOrderInput(self._inp.order_id))
+        workflow.upsert_search_attributes([SYMBOL.value_set(snap.symbol),
+                                           ACCOUNT_ID.value_set(snap.account_id),
+                                           SHARD_ID.value_set(self._inp.shard)])
+        await workflow.wait_condition(lambda: bool(self._reports))
+        await self._work()
 
     def _has_work(self) -> bool:
         return bool(self._reports) or self._cancel_requested or self._resolution is not None

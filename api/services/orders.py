@@ -128,7 +128,9 @@ class OrderService:
             raise ApiError(status, snap.reject_code, snap.reject_reason or "order rejected",
                            code=40310000 if status == 403 else 42210000)
         # the order as accepted (no read: the accept returned it); a duplicate is read, as it is now
-        order = order_at_accept(snap, req) or alpaca_order(await self._row(shard, snap.order_id))
+        # a duplicate is read (and its request checked) as it is now
+        order = order_at_accept(snap, req) or await self._existing(account_id, shard, snap.order_id,
+                                                                   req.hash())
         if snap.warnings:
             order["warnings"] = snap.warnings
         return order

@@ -79,9 +79,14 @@ EVENTS: dict[str, Any] = {
     "last fill": fill_rest,
     "overfill": lambda o: venue(K.FILL, VenueStatus.FILLED, qty="11", px="99.50"),
     "canceled": lambda o: venue(K.CANCELED, VenueStatus.CANCELED, cum=str(o.filled_qty)),
-    "canceled at close": lambda o: venue(K.CANCELED, VenueStatus.CANCELED, cl_ord_id=f"{OID}:X1"),
-    "expired": lambda o: venue(K.EXPIRED, VenueStatus.EXPIRED),
-    "rejected": lambda o: venue(K.REJECTED, VenueStatus.REJECTED),
+    "canceled at close": lambda o: venue(K.CANCELED, VenueStatus.CANCELED, cl_ord_id=f"{OID}:X1",
+                                         cum=str(o.filled_qty)),
+    "expired": lambda o: venue(K.EXPIRED, VenueStatus.EXPIRED, cum=str(o.filled_qty)),
+    "rejected": lambda o: venue(K.REJECTED, VenueStatus.REJECTED, cum=str(o.filled_qty)),
+    # the venue ended it with fills we have not booked (or fewer than we booked)
+    "canceled, fills unbooked": lambda o: venue(K.CANCELED, VenueStatus.CANCELED, cum="9"),
+    "expired, fewer filled": lambda o: venue(K.EXPIRED, VenueStatus.EXPIRED, cum="0") if o.filled_qty
+    else venue(K.EXPIRED, VenueStatus.EXPIRED, cum="1"),
     "status working": lambda o: venue(K.STATUS, VenueStatus.NEW),
     "status canceled": lambda o: venue(K.STATUS, VenueStatus.CANCELED, cum=str(o.filled_qty)),
     "status canceled, fills unbooked": lambda o: venue(K.STATUS, VenueStatus.CANCELED, cum="9"),
@@ -103,6 +108,7 @@ EVENTS: dict[str, Any] = {
 }
 
 SAME = "-"  # no state change (nothing, or an audit event only)
+REOPEN = "STUCK"  # an ended order the venue contradicts goes back to STUCK
 BAD = "!invalid_transition"
 VENUE_STATES = (S.ROUTED, S.ACKED, S.PARTIALLY_FILLED, S.PENDING_CANCEL, S.STUCK)
 
@@ -122,16 +128,20 @@ def row(pre: str, venue_states: dict[OrderState, str] | str, terminal: str = SAM
 PF, PC = S.PARTIALLY_FILLED, S.PENDING_CANCEL
 EXPECTED: dict[str, dict[OrderState, str]] = {
     "ack": row(BAD, SAME, ROUTED="ACKED"),
-    "partial fill": row(BAD, "PARTIALLY_FILLED", PARTIALLY_FILLED=SAME, PENDING_CANCEL=SAME, STUCK=SAME),
-    "last fill": row(BAD, "FILLED"),
-    "overfill": row(BAD, "STUCK", STUCK=SAME),
+    # a fill after the order ended is booked and reopens it (STUCK, for an operator)
+    "partial fill": row(BAD, "PARTIALLY_FILLED", REOPEN, PARTIALLY_FILLED=SAME, PENDING_CANCEL=SAME,
+                        STUCK=SAME),
+    "last fill": row(BAD, "FILLED", REOPEN),
+    "overfill": row(BAD, "STUCK", REOPEN, STUCK=SAME),
     "canceled": row(BAD, "CANCELED"),
     "canceled at close": row(BAD, "EXPIRED"),
     "expired": row(BAD, "EXPIRED"),
     "rejected": row(BAD, "REJECTED"),
+    "canceled, fills unbooked": row(BAD, "STUCK", REOPEN, STUCK=SAME),
+    "expired, fewer filled": row(BAD, "STUCK", REOPEN, STUCK=SAME),
     "status working": row(BAD, SAME, ROUTED="ACKED"),
     "status canceled": row(BAD, "CANCELED"),
-    "status canceled, fills unbooked": row(BAD, SAME),
+    "status canceled, fills unbooked": row(BAD, "STUCK", REOPEN, STUCK=SAME),
     "cancel rejected": row(BAD, SAME, PENDING_CANCEL="ACKED", STUCK="ACKED"),
     "replaced": row(BAD, SAME),
     "pending": row(BAD, SAME),
@@ -182,7 +192,8 @@ def _check_decision(before: OrderRow, d: Decision) -> None:
     """What every decision must be: a transition the state machine allows, every audit event
     recording the state it left, a written row's version bumped, the hold accounted for."""
     after = d.order
-    assert can_transition(before.state, after.state), (before.state, after.state)
+    reopened = before.state in TERMINAL and after.state == S.STUCK
+    assert reopened or can_transition(before.state, after.state), (before.state, after.state)
     if d.changes:
         assert after.version > before.version and after.updated_at == NOW
     else:
@@ -222,11 +233,32 @@ def test_a_refused_fill_is_recorded_with_no_quantity_and_stays_deduplicated() ->
     assert why is not None and why.code == "invalid_fill"
 
 
-def test_a_late_fill_after_the_order_ended_still_moves_the_money() -> None:
+def test_a_late_fill_after_the_order_ended_moves_the_money_and_reopens_it() -> None:
     order = order_in(S.CANCELED)
     d = decide(order, venue(K.FILL, qty="3", px="99.50"), NOW)
-    assert d.order.state == S.CANCELED and d.order.filled_qty == 3
+    assert d.order.state == S.STUCK and d.order.filled_qty == 3
     assert [t.kind for t in d.postings] == ["buy_fill"] and d.bookings
+    assert d.topups and d.topups[0].amount == Decimal("298.50")  # nothing was held any more
+    assert [e.event for e in d.events][-1] == "reopened"
+
+
+def test_a_late_sell_fill_holds_the_shares_again_before_it_books_them() -> None:
+    sell = parse_order_request({"symbol": "F", "side": "sell", "type": "limit", "time_in_force": "gtc",
+                                "qty": "10", "limit_price": "100"})
+    order = new_order(order_id=OID, account_id=ACCT, req=sell, request_hash="h", actor="c", now=NOW)
+    order = dataclasses.replace(order, state=S.CANCELED, venue="MM1", hold_sources={})
+    d = decide(order, venue(K.FILL, qty="4", px="100"), NOW)
+    assert [t.kind for t in d.postings] == ["hold_shares", "sell_fill"]
+    assert d.order.state == S.STUCK and d.order.hold_amount == 0
+
+
+def test_a_terminal_answer_with_another_quantity_leaves_the_hold_for_an_operator() -> None:
+    """The venue cancels with CumQty 4 while 2 are booked: nothing is released on a guess."""
+    order = order_in(S.PARTIALLY_FILLED)
+    d = decide(order, venue(K.CANCELED, VenueStatus.CANCELED, cum="4"), NOW)
+    assert d.order.state == S.STUCK and d.order.hold_amount == order.hold_amount and not d.postings
+    d = decide(order, venue(K.CANCELED, VenueStatus.CANCELED, cum="2"), NOW)
+    assert d.order.state == S.CANCELED and d.order.hold_amount == 0
 
 
 def test_accept_rejects_or_holds_exactly_what_pre_trade_says() -> None:
@@ -278,7 +310,8 @@ def test_any_sequence_of_answers_accounts_for_every_cent_held(steps: list[tuple[
             d = decide(order, event, NOW)
         except DomainError:
             continue
-        assert can_transition(order.state, d.order.state)
+        assert can_transition(order.state, d.order.state) or (
+            order.state in TERMINAL and d.order.state == S.STUCK)  # reopened by the venue
         for txn in d.postings:
             for entry in txn.entries:
                 if entry.account.name == "cash_held":

@@ -218,3 +218,44 @@ async def test_record_before_the_link(stack: TradingStack) -> None:
     finally:
         temporalio.workflow.patched = real
     await save(stack, "before_the_link", o["id"])
+
+
+async def test_record_late_fill_reopens_then_resolved(stack: TradingStack) -> None:
+    """The late run a venue report starts after the order's workflow ended."""
+    await stack.set_quote("AAPL", "187.40", "187.50")
+    acct = await stack.account("5000")
+    o = await place(stack, acct, symbol="AAPL", qty="3", side="buy", type="limit",
+                    limit_price="150.00", time_in_force="gtc")
+    body = await wait_order(stack, acct, o["id"], {"new"})
+    async with stack.http() as http:
+        assert (await http.delete(f"/v2/orders/{o['id']}", headers=headers(acct))).status_code == 204
+    handle = stack.temporal.get_workflow_handle(o["id"])
+    await handle.result()
+    first_run = (await handle.describe()).run_id
+    stack.venues[body["venue"]].send_late_trade(o["id"], Decimal(3), Decimal("150.00"))
+    deadline = time.monotonic() + 20
+    while (await wait_order(stack, acct, o["id"], {"pending_cancel", "canceled"}))["state"] != "STUCK":
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
+    late = stack.temporal.get_workflow_handle(o["id"])
+    assert (await late.describe()).run_id != first_run
+    await late.execute_update("resolve", ResolveInput(
+        order_id=o["id"], outcome="canceled", filled_qty="3", operator="recorder", note="3 late"))
+    await late.result()
+    HERE.mkdir(exist_ok=True)
+    (HERE / "late_fill_reopens_then_resolved.json").write_text((await late.fetch_history()).to_json())
+
+
+async def test_record_resolved_with_the_venues_exec_ids(stack: TradingStack) -> None:
+    from domain.orders import ResolveFill
+
+    await stack.set_quote("AAPL", "187.40", "187.50")
+    acct = await stack.account("5000")
+    with stack.venues_behave(never_ack=True):
+        o = await place(stack, acct, symbol="AAPL", qty="10", side="buy", type="limit",
+                        limit_price="190", time_in_force="day")
+        await stuck(stack, acct, o["id"])
+    await stack.temporal.get_workflow_handle(o["id"]).execute_update("resolve", ResolveInput(
+        order_id=o["id"], outcome="canceled", filled_qty="4", operator="recorder", note="desk",
+        fills=[ResolveFill("VX-1", "4", "187.45")]))
+    await save(stack, "resolved_with_the_venues_exec_ids", o["id"])
