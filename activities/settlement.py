@@ -107,6 +107,8 @@ class ShardSettlementActivities:
         try:
             return await settle_shard(self.engine, self.shard, date.fromisoformat(inp.business_date),
                                       house_stripes=self.house_stripes)
+        except SettlementDateError as exc:  # not a shard's problem: refused, not retried
+            raise ApplicationError(exc.message, type=exc.code, non_retryable=True) from exc
         except (SettlementFailed, LedgerRejected) as exc:
             account = getattr(exc, "account", None)
             reason = f"settlement of {inp.business_date} failed: {exc.message}"

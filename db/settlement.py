@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -28,7 +28,7 @@ from db.ledger import post
 from db.shortfalls import cover_if_settled
 from domain import calendar
 from domain import ledger as rules
-from domain.settlement import Break, Netting, ShardSettlement, StreetFill
+from domain.settlement import Break, Netting, ShardSettlement, StreetFill, check_settleable
 
 
 class SettlementFailed(DbError):
@@ -85,7 +85,9 @@ async def _stored(conn: AsyncConnection, shard: int, d: date) -> ShardSettlement
 async def settle_shard(
     engine: AsyncEngine, shard: int, d: date, *, house_stripes: int = 32
 ) -> ShardSettlement:
-    """Settle business date ``d`` on this shard (see module docstring). Idempotent."""
+    """Settle business date ``d`` on this shard (see module docstring). Idempotent. A date that
+    has not come yet is refused (:class:`domain.settlement.SettlementDateError`)."""
+    check_settleable(d, datetime.now(UTC))
 
     async def _do(conn: AsyncConnection) -> ShardSettlement:
         # one settlement run per shard at a time, whatever the date

@@ -100,3 +100,12 @@ def _env(bo: Backoffice) -> dict[str, str]:
                 "SHERWOOD_REDIS_URL": s.redis_url or "", "SHERWOOD_REDIS_PREFIX": s.redis_prefix,
                 "SHERWOOD_DATA_DIR": str(s.data_dir), "SHERWOOD_SHARDS": str(s.shard_count)})
     return env
+
+
+async def test_the_shard_refuses_to_settle_a_date_that_has_not_come(router: ShardRouter) -> None:
+    from db.settlement import settle_shard
+    from domain.settlement import SettlementDateError
+
+    tomorrow = calendar.next_session(calendar.trade_date(datetime.now(UTC)))
+    with pytest.raises(SettlementDateError):
+        await settle_shard(router.engine(0), 0, tomorrow)
