@@ -117,6 +117,9 @@ class MarketMakerConfig:
     # a venue bug: trade reports carry these field texts instead (keys last_px, last_qty), e.g.
     # {"last_px": "187.12345"}; the venue's own order state is not affected
     garble_trades: dict[str, str] | None = None
+    # the same for cancel confirmations (keys cum_qty, leaves_qty): a venue that ends an order with
+    # another cumulative quantity than it reported in its trades
+    garble_cancels: dict[str, str] | None = None
     drop_connection_after_ack: bool = False
     skip_seq: bool = False
     skip_seq_every: int = 3
@@ -368,11 +371,13 @@ class MarketMaker:
             self._app_sent += 1
             if self._app_sent % max(1, self.config.skip_seq_every) == 0:
                 self._skip_outbound_seq()
-        garble = self.config.garble_trades
-        if garble and isinstance(report, VenueReport) and report.exec_type == ExecType.TRADE:
-            log.info("%s garble_trades: %s on %s", self.venue, garble, report.exec_id)
-        else:
-            garble = None
+        garble = None
+        if isinstance(report, VenueReport) and report.exec_type == ExecType.TRADE:
+            garble = self.config.garble_trades
+        elif isinstance(report, VenueReport) and report.exec_type == ExecType.CANCELED:
+            garble = self.config.garble_cancels
+        if garble and isinstance(report, VenueReport):
+            log.info("%s garbles %s: %s", self.venue, report.exec_id, garble)
         msg = build_message(report, poss_resend=poss_resend, garble=garble)
         await session.send(msg)
         if isinstance(report, VenueReport) and not poss_resend:
@@ -459,7 +464,8 @@ def build_message(report: Report, *, poss_resend: bool = False,
     """The FIX body of ``report`` (MsgType and application fields; the session adds the header).
 
     With ``poss_resend`` the header carries PossResend(97)=Y. ``garble``: field texts sent
-    instead of the report's (``last_px``, ``last_qty``): the fault injection of a buggy venue.
+    instead of the report's (``last_px``, ``last_qty``, ``cum_qty``, ``leaves_qty``): the fault
+    injection of a buggy venue.
     """
     garble = garble or {}
     if isinstance(report, VenueCancelReject):
@@ -471,7 +477,8 @@ def build_message(report: Report, *, poss_resend: bool = False,
         order_id=report.order_id, cl_ord_id=report.cl_ord_id, exec_id=report.exec_id,
         exec_type=report.exec_type, ord_status=report.ord_status, symbol=report.symbol,
         side=report.side, order_qty=fmt_decimal(report.order_qty),
-        leaves_qty=fmt_decimal(report.leaves_qty), cum_qty=fmt_decimal(report.cum_qty),
+        leaves_qty=garble.get("leaves_qty", fmt_decimal(report.leaves_qty)),
+        cum_qty=garble.get("cum_qty", fmt_decimal(report.cum_qty)),
         avg_px=fmt_decimal(report.avg_px), orig_cl_ord_id=report.orig_cl_ord_id,
         ord_type=report.ord_type, price=_fmt(report.price), stop_px=_fmt(report.stop_px),
         time_in_force=report.time_in_force,

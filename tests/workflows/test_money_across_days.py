@@ -195,3 +195,57 @@ async def test_after_an_ach_return_the_account_may_sell_and_trades_again_once_co
     code, _ = await _order_status(stack, acct, symbol="AAPL", qty="1", side="buy", type="limit",
                                   limit_price="10.00", time_in_force="gtc")
     assert code == 200
+
+
+async def test_a_cash_account_spends_its_unsettled_proceeds_not_its_provisional_credit(
+    stack: TradingStack,
+) -> None:
+    """$5,000 provisional and $2,000 of unsettled proceeds: $2,000 to spend, not $7,000."""
+    await stack.set_quote("F", "10.00", "10.01")
+    await stack.set_quote("AAPL", "187.40", "187.50")
+    acct = await open_account(stack.router)  # a cash account
+    await give_shares(stack.router, acct, "F", 200)
+    sold = await place(stack, acct, symbol="F", qty="200", side="sell", type="limit",
+                       limit_price="10.00", time_in_force="day")
+    sold = await wait_order(stack, acct, sold["id"], {"filled"})
+    proceeds = 200 * Decimal(sold["filled_avg_price"])
+    await stack.router.ledger(acct.shard).deposit(f"dep:{acct.account_id}", acct.account_id, "5000")
+    async with stack.http() as http:
+        account = (await http.get("/v2/account", headers=headers(acct))).json()
+        assert Decimal(account["buying_power"]) == proceeds
+        too_much = await http.post("/v2/orders", headers=headers(acct), json={
+            "symbol": "AAPL", "qty": "20", "side": "buy", "type": "limit", "limit_price": "150.00",
+            "time_in_force": "gtc"})  # 3,000
+        assert too_much.status_code == 403 and too_much.json()["reason"] == "insufficient_buying_power"
+    ok = await place(stack, acct, symbol="AAPL", qty="13", side="buy", type="limit",
+                     limit_price="150.00", time_in_force="gtc")  # 1,950: within the proceeds
+    await wait_order(stack, acct, ok["id"], {"new"})
+    bal = await balances(stack, acct)
+    assert bal["cash"] == 5000 and bal["cash_held"] == 1950  # the hold took the proceeds
+
+
+async def test_a_cancel_with_another_cumulative_quantity_keeps_the_hold_for_an_operator(
+    stack: TradingStack,
+) -> None:
+    """400 filled and booked, then the venue confirms the cancel saying 1,000 were filled: the
+    rest of the hold is not released on that word; the order waits for an operator."""
+    await stack.set_quote("F", "12.30", "12.31")
+    acct = await stack.account("20000")
+    with stack.venues_behave(garble_cancels={"cum_qty": "1000", "leaves_qty": "0"},
+                             engine={"fill_slices": [Decimal(400)], "fill_delay": 3600}):
+        order = await place(stack, acct, symbol="F", qty="1000", side="buy", type="limit",
+                            limit_price="12.50", time_in_force="day")
+        part = await wait_order(stack, acct, order["id"], {"partially_filled"})
+        async with stack.http() as http:
+            assert (await http.delete(f"/v2/orders/{order['id']}", headers=headers(acct))).status_code == 204
+        import asyncio
+        import time
+
+        deadline = time.monotonic() + 15
+        while (await wait_order(stack, acct, order["id"], {"pending_cancel", "partially_filled"})
+               )["state"] != "STUCK":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+    bal = await balances(stack, acct)
+    assert bal["cash_held"] == Decimal(12500) - 400 * Decimal(part["filled_avg_price"])
+    assert bal["shares_unsettled:F"] == 400

@@ -109,3 +109,21 @@ async def test_the_shard_refuses_to_settle_a_date_that_has_not_come(router: Shar
     tomorrow = calendar.next_session(calendar.trade_date(datetime.now(UTC)))
     with pytest.raises(SettlementDateError):
         await settle_shard(router.engine(0), 0, tomorrow)
+
+
+L1, L2, L3 = date(2026, 9, 28), date(2026, 9, 29), date(2026, 9, 30)
+
+
+async def test_each_lot_of_proceeds_settles_on_its_own_date(
+    backoffice: Backoffice, router: ShardRouter,
+) -> None:
+    """Proceeds of a sale on L1 settle on L2; those of a sale on L2 settle on L3, not with them."""
+    acct = await open_account(router)
+    await give_shares(router, acct, "F", 100)
+    await trade(router, acct, "F", "sell", 50, "10.00", L1)
+    await trade(router, acct, "F", "sell", 50, "11.00", L2)
+    assert await nonzero(router, acct) == {"cash_unsettled@2026-09-29": 500, "cash_unsettled@2026-09-30": 550}
+    await settle(backoffice, L2.isoformat())
+    assert await nonzero(router, acct) == {"cash": 500, "cash_unsettled@2026-09-30": 550}
+    await settle(backoffice, L3.isoformat())
+    assert await nonzero(router, acct) == {"cash": 1050}
