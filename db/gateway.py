@@ -148,22 +148,26 @@ class GatewayStore:
 
     # ------------------------------------------------------------------ inbound reports
 
-    async def record_report(self, signal: ExecReport, *, deliverable: bool = True) -> bool:
-        """Insert the report once; True when it is new. ``deliverable=False`` books it as
-        already delivered (a report no order workflow can receive: kept for the audit only)."""
+    async def record_report(self, signal: ExecReport, *, deliverable: bool = True) -> bool | None:
+        """Insert the report once. None: recorded before (a duplicate); True: new, to deliver;
+        False: new and kept for the audit only, booked as delivered -- ``deliverable=False`` (it
+        names no order) or an order this gateway never sent (a ClOrdID it does not know: never
+        delivered to a workflow, so nothing books it)."""
         row = await self._first(
             """INSERT INTO gateway_reports
                    (venue, exec_id, order_id, cl_ord_id, msg_type, payload, delivered_at,
                     last_error)
-               VALUES (:v, :e, :o, :c, :t, CAST(:p AS jsonb),
-                       CASE WHEN :d THEN NULL ELSE now() END,
-                       CASE WHEN :d THEN NULL ELSE 'not deliverable' END)
+               SELECT :v, :e, :o, :c, :t, CAST(:p AS jsonb),
+                      CASE WHEN k.ok THEN NULL ELSE now() END,
+                      CASE WHEN NOT :d THEN 'not deliverable'
+                           WHEN NOT k.ok THEN 'refused: an order this gateway never sent' END
+                 FROM (SELECT :d AND EXISTS (SELECT 1 FROM gateway_orders WHERE order_id = :o) AS ok) k
                ON CONFLICT (venue, exec_id) DO NOTHING
-               RETURNING id""",
+               RETURNING delivered_at IS NULL AS deliverable""",
             {"v": signal.venue, "e": signal.exec_id, "o": signal.order_id,
              "c": signal.cl_ord_id, "t": signal.msg_type, "p": json.dumps(asdict(signal)),
              "d": deliverable})
-        return row is not None
+        return None if row is None else bool(row["deliverable"])
 
     async def list_undelivered(self, limit: int = 500) -> list[PendingReport]:
         """Undelivered reports that are due, oldest first."""

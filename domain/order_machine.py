@@ -321,10 +321,17 @@ def _when(text: str | None) -> datetime | None:
 _EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(VenueEvent))
 
 
+OPERATOR = "operator"  # the venue name of an operator's resolution without the venue's ExecIDs
+
+
 def refusal(order: OrderRow, e: VenueEvent) -> OrderError | None:
-    """Why a venue fill cannot be booked against the order as it stands, or None: a quantity or
-    price that is not a finite positive number, a fraction of a share, a price beyond
-    $1,000,000 or with more than 4 decimals (never rounded), more than the order's quantity."""
+    """Why a venue report cannot be taken against the order as it stands, or None: a report
+    from another venue than the order was routed to; for a fill, a quantity or price that is not
+    a finite positive number, a fraction of a share, a price beyond $1,000,000 or with more than
+    4 decimals (never rounded), worse than the order's limit, more than the order's quantity."""
+    if order.venue is not None and e.venue not in (order.venue, OPERATOR):
+        return OrderError(f"a report from {e.venue} about an order routed to {order.venue}",
+                          code="wrong_venue")
     if e.kind != VenueEventKind.FILL:
         return None
     qty, px = bounded(e.last_qty), bounded(e.last_px)
@@ -335,6 +342,9 @@ def refusal(order: OrderRow, e: VenueEvent) -> OrderError | None:
     if px > MAX_FILL_PRICE or px != px.quantize(Decimal("0.0001")):
         return OrderError(f"fill price {e.last_px!r} is beyond $1,000,000 or finer than $0.0001",
                           code="invalid_fill_price")
+    limit = order.limit_price
+    if limit is not None and (px > limit if order.side == "buy" else px < limit):
+        return OrderError(f"fill at {px} is worse than the order's limit {limit}", code="beyond_limit")
     try:
         _fill_math(order, qty, px)
     except OrderError as exc:
@@ -571,7 +581,7 @@ def _resolve_fills(step: Step, inp: ResolveInput, missing: Decimal, actor: str) 
     if any(q is None for q in qty) or sum((q or ZERO for q in qty), ZERO) != missing:
         raise OrderError(f"the fills add up to {[f.qty for f in inp.fills]}, not the {missing} "
                          "not booked yet", code="invalid_resolution")
-    venue = step.order.venue or "operator"
+    venue = step.order.venue or OPERATOR
     for f in inp.fills:
         if not f.exec_id or len(f.exec_id) > 128:
             raise OrderError("each fill needs the venue's ExecID (1..128 characters)",
@@ -607,7 +617,7 @@ def _resolve(order: OrderRow, inp: ResolveInput, now: datetime) -> Decision:
     elif missing > 0:
         if not inp.avg_price:
             raise OrderError("avg_price is required when booking fills", code="invalid_resolution")
-        e = VenueEvent(venue="operator", exec_id=f"manual-{inp.order_id}-{total}", order_id=inp.order_id,
+        e = VenueEvent(venue=OPERATOR, exec_id=f"manual-{inp.order_id}-{total}", order_id=inp.order_id,
                        kind=VenueEventKind.FILL, cl_ord_id=inp.order_id, last_qty=str(missing),
                        last_px=inp.avg_price, text=inp.note,
                        status=VenueStatus.FILLED if total == order.qty else VenueStatus.PARTIALLY_FILLED)

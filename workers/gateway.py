@@ -129,6 +129,12 @@ class ReportDelivery:
             log.error("%s: report %s names no order (ClOrdID %r): booked, not deliverable",
                       venue, report.exec_id, report.cl_ord_id)
         new = await self.store.record_report(report, deliverable=deliverable)
+        if new is False:
+            if deliverable:
+                log.error("%s: report %s for ClOrdID %r, an order this gateway never sent: refused "
+                          "(kept in gateway_reports, booked nowhere)", venue, report.exec_id,
+                          report.cl_ord_id)
+            return
         if new:
             log.debug("%s: booked %s for order %s (150=%s 39=%s cum=%s)", venue, report.exec_id,
                       report.order_id, report.exec_type, report.ord_status, report.cum_qty)

@@ -366,3 +366,19 @@ def test_order_row_round_trips_through_a_database_row() -> None:
     assert (snap.state, snap.filled_qty, snap.hold_remaining, snap.qty) == (
         "PARTIALLY_FILLED", "2", "802", "10")
     assert uuid.UUID(snap.order_id) == order.id
+
+
+def test_reports_are_checked_against_the_order() -> None:
+    """A report from another venue than the order's, or a fill worse than its limit, is refused
+    (recorded with no quantity) and a live order goes STUCK; never booked."""
+    order = order_in(S.ACKED)  # routed to MM1, buy limit 100
+    other = dataclasses.replace(venue(K.FILL, qty="2", px="99"), venue="MM2")
+    record, why = execution(order, other)
+    assert why is not None and why.code == "wrong_venue" and record.qty == 0
+    assert decide(order, other, NOW).order.state == S.STUCK
+    cancel = dataclasses.replace(venue(K.CANCELED, VenueStatus.CANCELED), venue="MM2")
+    assert decide(order, cancel, NOW).order.state == S.STUCK  # not canceled on MM2's word
+    above = venue(K.FILL, qty="2", px="100.01")
+    assert execution(order, above)[1].code == "beyond_limit"  # type: ignore[union-attr]
+    assert decide(order, above, NOW).order.state == S.STUCK
+    assert decide(order, venue(K.FILL, qty="2", px="100"), NOW).order.state == S.PARTIALLY_FILLED

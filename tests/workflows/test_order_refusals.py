@@ -98,3 +98,44 @@ async def test_a_fill_the_ledger_refuses_is_a_refusal_too(stack: TradingStack) -
             "WHERE e.order_id = :o AND t.status <> 'posted'"), {"o": uuid.UUID(order["id"])})).scalar_one()
     assert pointing == 0
     assert ("refused", 0) in await refused_rows(stack, acct.shard, order["id"])
+
+
+async def test_a_report_from_another_venue_is_refused_and_the_order_waits_for_an_operator(
+    stack: TradingStack,
+) -> None:
+    """A fill for the order arriving on another venue's session: refused and audited, never
+    booked; the order goes STUCK with its hold."""
+    from fix.messages import execution_report, parse_inbound
+
+    await stack.set_quote("AAPL", "187.40", "187.50")
+    acct = await stack.account("5000")
+    order = await place(stack, acct, symbol="AAPL", qty="3", side="buy", type="limit",
+                        limit_price="150.00", time_in_force="gtc")
+    body = await wait_order(stack, acct, order["id"], {"new"})
+    other = next(v for v in stack.venues if v != body["venue"])
+    msg = execution_report(order_id="X1", cl_ord_id=order["id"], exec_id=f"X-{uuid.uuid4().hex[:6]}",
+                           exec_type="F", ord_status="2", symbol="AAPL", side="1", order_qty="3",
+                           leaves_qty="0", cum_qty="3", avg_px="150", last_qty="3", last_px="150")
+    assert parse_inbound(other, msg) is not None
+    await stack.gateway.delivery.on_message(other, msg)  # as if it came on that venue's session
+    stuck = await wait_stuck(stack, acct, order["id"])
+    assert stuck["filled_qty"] == "0"
+    bal = await balances(stack, acct)
+    assert bal["cash_held"] == 450 and "shares_unsettled:AAPL" not in bal
+    assert ("refused", 0) in await refused_rows(stack, acct.shard, order["id"])
+
+
+async def test_a_report_for_an_order_the_gateway_never_sent_is_refused(stack: TradingStack) -> None:
+    from fix.messages import execution_report
+
+    unknown = str(uuid.uuid4())
+    exec_id = f"U-{uuid.uuid4().hex[:6]}"
+    msg = execution_report(order_id="U1", cl_ord_id=unknown, exec_id=exec_id, exec_type="F",
+                           ord_status="2", symbol="AAPL", side="1", order_qty="3", leaves_qty="0",
+                           cum_qty="3", avg_px="150", last_qty="3", last_px="150")
+    await stack.gateway.delivery.on_message("MM1", msg)
+    async with stack.gateway.store.engine.connect() as conn:
+        row = (await conn.execute(text(
+            "SELECT delivered_at IS NOT NULL AS done, last_error FROM gateway_reports "
+            "WHERE venue = 'MM1' AND exec_id = :e"), {"e": exec_id})).one()
+    assert row.done and "never sent" in row.last_error  # kept for the audit, delivered to nobody
