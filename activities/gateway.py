@@ -5,7 +5,8 @@ and the routing policy; register its bound methods with a Temporal worker::
 
     acts = GatewayActivities(store, {"MM1": session1, "MM2": session2}, routing="round_robin")
     Worker(client, task_queue=GATEWAY_TASK_QUEUE,
-           activities=[acts.send_new_order, acts.send_cancel, acts.send_status])
+           activities=[acts.send_new_order, acts.abandon_new_order, acts.send_cancel,
+                       acts.send_status])
 
 Idempotency (DESIGN: order id -> FIX ClOrdID): every outbound ClOrdID is reserved in
 ``gateway_orders`` before it is handed to the FIX session. A retry that finds it ``sent`` sends
@@ -35,7 +36,7 @@ import simplefix
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from db.gateway import SENT, GatewayStore
+from db.gateway import ABANDONED, SENT, GatewayStore
 from domain.execution import VenueAck, VenueCancel, VenueEvent, VenueOrder, status_cl_ord_id
 from fix.messages import (
     InvalidOrderMessage,
@@ -226,6 +227,9 @@ class GatewayActivities:
                                              shard=order.shard)
         if res.status == SENT:
             return await self._already_sent(order, res.venue)
+        if res.status == ABANDONED:  # its workflow gave up routing it: never sent, never will be
+            raise ApplicationError(f"order {order.order_id} was abandoned before it was sent",
+                                   type="abandoned", non_retryable=True)
         if res.venue != venue:  # lost a race with a concurrent attempt that chose another venue
             session = self._logged_on(res.venue)
         poss_resend = not res.created
@@ -234,6 +238,18 @@ class GatewayActivities:
         log.info("order %s -> %s NewOrderSingle seq %d%s", order.order_id, res.venue, seq,
                  " PossResend" if poss_resend else "")
         return VenueAck(venue=res.venue, cl_ord_id=order.cl_ord_id)
+
+    @activity.defn(name="abandon_new_order")
+    async def abandon_new_order(self, order: VenueOrder) -> VenueAck | None:
+        """The order workflow gives up routing ``order`` (no venue within its deadline, or the
+        customer canceled it while it was routing): None when it was never sent and now never
+        will be; its ``VenueAck`` (with every report recorded) when a send got it to a venue
+        first -- the order then lives on at that venue."""
+        res = await self.store.abandon(order.cl_ord_id, order.order_id)
+        if res.status == ABANDONED:
+            log.info("order %s abandoned before it was sent", order.order_id)
+            return None
+        return await self._already_sent(order, res.venue)
 
     @activity.defn(name="send_cancel")
     async def send_cancel(self, req: VenueCancel) -> str:

@@ -35,6 +35,7 @@ from fix.messages import ExecReport, report_from_payload, venue_event
 T = TypeVar("T")
 SENDING = "sending"
 SENT = "sent"
+ABANDONED = "abandoned"  # a new order its workflow gave up routing: never sent, never will be
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,20 @@ class GatewayStore:
                    msg_seq_num = COALESCE(CAST(:n AS integer), msg_seq_num)
                WHERE cl_ord_id = :c""",
             {"c": cl_ord_id, "n": msg_seq_num})
+
+    async def abandon(self, cl_ord_id: str, order_id: str) -> SendReservation:
+        """Reserve a new order's ClOrdID as abandoned unless a send reserved it first; returns
+        the reservation as it stands (``status`` ``abandoned``: nothing was or will be sent)."""
+        row = await self._first(
+            """INSERT INTO gateway_orders (cl_ord_id, order_id, venue, msg_type, status)
+               VALUES (:c, :o, '', 'D', 'abandoned') ON CONFLICT (cl_ord_id) DO NOTHING
+               RETURNING venue, status, attempts""", {"c": cl_ord_id, "o": order_id})
+        if row is not None:
+            return SendReservation(cl_ord_id, order_id, row["venue"], "D", row["status"], True,
+                                   row["attempts"])
+        existing = await self.get_send(cl_ord_id)
+        assert existing is not None, cl_ord_id
+        return existing
 
     async def order_home(self, order_id: str) -> tuple[str, int] | None:
         """The account and shard of an order the gateway sent (None: not known here)."""

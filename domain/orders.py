@@ -310,6 +310,10 @@ class OrderTimeouts:
     cancel_s: float = 10.0  # PENDING_CANCEL with no answer -> status request
     status_s: float = 10.0  # status request unanswered -> STUCK
     expire_grace_s: float = 5.0  # DAY order past the close with no venue expiry -> cancel
+    # no venue took the order within this long (the gateway could not send it): it is abandoned,
+    # never sent later against a stale hold (market and stop orders, then the other types)
+    route_market_s: float = 10.0
+    route_limit_s: float = 300.0
 
 
 @dataclass
@@ -331,6 +335,8 @@ class PlaceOrderInput:
     # a new run of an order whose workflow had ended, started by the gateway for a venue report
     # that came after the end: it loads the order instead of accepting it
     late: bool = False
+    # cancel requests sent so far (continue-as-new carries it: each cancel's ClOrdID is new)
+    cancel_rounds: int = 0
 
 
 @dataclass

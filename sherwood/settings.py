@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     venue_ack_timeout_s: float = 30.0
     venue_cancel_timeout_s: float = 10.0
     venue_status_timeout_s: float = 10.0
+    # an order no venue took within this long (no venue up) is abandoned: REJECTED, funds released
+    venue_route_market_timeout_s: float = 10.0
+    venue_route_limit_timeout_s: float = 300.0
     day_expiry_grace_s: float = 5.0
     day_order_ttl_s: float | None = None  # unset: DAY orders expire at the NYSE close
     market_order_collar: Decimal = Decimal("0.05")

@@ -24,6 +24,7 @@ from typing import Any
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import TimeoutError as ActivityTimedOut
 
 with workflow.unsafe.imports_passed_through():
     from activities.orders import ApplyReportsInput, LoadOrderInput, OrderActivities
@@ -65,6 +66,12 @@ ROUTED_WITH_FIRST_ANSWERS = "routed-with-first-answers"
 # implies ROUTED_WITH_FIRST_ANSWERS: one patch per order, not two (each costs the server a marker
 # and a TemporalChangeVersion search-attribute update: measured ~10% of the floor's throughput)
 DIRECT_SEND = "send-over-the-gateway-link"
+# the gateway's activity sends within a routing deadline, a customer cancel is taken while it
+# tries, and the order is abandoned (never sent later) when no venue took it
+ROUTING_DEADLINE = "routing-deadline"
+# a cancel is recorded (PENDING_CANCEL, the customer answered) before it is sent; a second one
+# while it is on its way is the same request; sends to the gateway have deadlines
+CANCEL_RECORDED_FIRST = "cancel-recorded-first"
 # What an awaited activity raises when it fails: an ActivityError wrapping the cause for a
 # remote activity, but the activity's own ApplicationError, unwrapped, for a local one
 # (temporalio 1.35; tests/workflows/test_order_faults.py sends a refused resolution through this).
@@ -84,9 +91,11 @@ class OrderWorkflow:
         self._resolution: ResolveInput | None = None
         self._phase = "working"
         self._deadline: datetime | None = None
-        self._cancel_rounds = 0
+        self._cancel_rounds = inp.cancel_rounds
         self._expiring = False
         self._direct = False
+        self._routing = False  # the gateway's activity is trying to send the order
+        self._cancel_first: bool | None = None  # CANCEL_RECORDED_FIRST, once asked
         # the OrderState search attribute's value (a continued run inherits its predecessor's)
         self._published: str | None = inp.snapshot.state if inp.snapshot else None
 
@@ -125,9 +134,12 @@ class OrderWorkflow:
 
     @workflow.update
     async def cancel(self) -> OrderSnapshot:
+        """Ask to cancel; answered once the request is recorded (PENDING_CANCEL), or at once
+        while the order is still being routed (the routing takes it), never after a venue's
+        round trip."""
         self._cancel_requested = True
         await workflow.wait_condition(
-            lambda: self._snap is not None and not self._cancel_requested)
+            lambda: self._snap is not None and (not self._cancel_requested or self._routing))
         assert self._snap is not None
         return self._snap
 
@@ -191,7 +203,8 @@ class OrderWorkflow:
                     order_id=inp.order_id, account_id=inp.account_id, shard=inp.shard,
                     request=inp.request, request_hash=inp.request_hash, actor=inp.actor,
                     collar=inp.collar, timeouts=self._t, day_ttl_s=inp.day_ttl_s, snapshot=self._snap,
-                    seen_exec_ids=sorted(self._seen), gateway_queue=inp.gateway_queue))
+                    seen_exec_ids=sorted(self._seen), gateway_queue=inp.gateway_queue,
+                    cancel_rounds=self._cancel_rounds))
             self._publish_state()
             try:
                 await workflow.wait_condition(self._has_work, timeout=self._timeout())
@@ -247,7 +260,11 @@ class OrderWorkflow:
                         raise
                     workflow.logger.warning("direct send failed (%s): the activity sends it",
                                             _cause(exc))
-            if ack is None:
+            if ack is None and workflow.patched(ROUTING_DEADLINE):
+                ack = await self._send_within_deadline(order)
+                if ack is None:
+                    return  # abandoned: the order has ended, nothing was sent
+            elif ack is None:
                 ack = await self._gateway("send_new_order", order, VenueAck)
         except ACTIVITY_FAILED as exc:  # non-retryable: the gateway guarantees nothing was sent
             cause = _cause(exc)
@@ -278,6 +295,44 @@ class OrderWorkflow:
             self._deadline = workflow.now() + timedelta(seconds=self._t.ack_s)
         else:
             self._on_venue_answer()
+
+    async def _send_within_deadline(self, order: VenueOrder) -> VenueAck | None:
+        """The gateway's activity sends the order, within its type's routing deadline; a customer
+        cancel while it tries is taken at once. Past the deadline, or on the cancel, the gateway
+        abandons the order (never sent, ever): it ends REJECTED (``venue_unavailable``) or
+        CANCELED with its funds released -- unless a send got it to a venue first, which the
+        gateway says: then it is routed as usual (and a cancel goes to the venue)."""
+        market = order.order_type in ("market", "stop")
+        limit_s = self._t.route_market_s if market else self._t.route_limit_s
+        self._routing = True
+        send = workflow.start_activity(
+            "send_new_order", order, result_type=VenueAck, task_queue=self._gateway_queue(),
+            schedule_to_close_timeout=timedelta(seconds=limit_s),
+            start_to_close_timeout=timedelta(seconds=10), retry_policy=GATEWAY_RETRY)
+        self._publish_state()
+        await workflow.wait_condition(lambda: send.done() or self._cancel_requested)
+        if send.done():
+            try:
+                ack: VenueAck = send.result()
+                self._routing = False
+                return ack
+            except ActivityError as exc:
+                if not isinstance(exc.cause, ActivityTimedOut):
+                    self._routing = False
+                    raise  # a refusal: nothing was sent
+        else:
+            send.cancel()
+        ack = await self._gateway("abandon_new_order", order, VenueAck)
+        self._routing = False
+        if ack is not None:  # it reached a venue first: it lives on there
+            return ack
+        if self._cancel_requested:
+            await self._finish(S.CANCELED, "canceled while no venue could take it", actor="customer")
+            self._cancel_requested = False
+        else:
+            await self._finish(S.REJECTED, f"no venue took the order within {limit_s:g}s",
+                               actor="gateway", code="venue_unavailable")
+        return None
 
     async def _work(self) -> None:
         if self._reports:
@@ -332,7 +387,10 @@ class OrderWorkflow:
         elif self._phase == "cancel_sent":
             self._phase = "status_sent"
             self._deadline = now + timedelta(seconds=self._t.status_s)
-            await self._gateway("send_status", self._venue_cancel(), str)
+            if self._cancel_first:
+                await self._send_with_deadline("send_status", self._venue_cancel(), self._t.status_s)
+            else:
+                await self._gateway("send_status", self._venue_cancel(), str)
         elif self._phase == "status_sent":
             self._phase, self._deadline = "stuck", None
             await self._local(OrderActivities.transition_order, TransitionInput(
@@ -347,6 +405,12 @@ class OrderWorkflow:
         if snap.state == S.FUNDS_HELD or snap.venue is None:
             await self._finish(S.CANCELED, reason, actor="customer")
             return
+        if self._cancel_first is None:
+            self._cancel_first = workflow.patched(CANCEL_RECORDED_FIRST)
+        if (self._cancel_first and not expiry and snap.state == S.PENDING_CANCEL
+                and self._phase in ("cancel_sent", "status_sent")):
+            self._cancel_requested = False  # a cancel is on its way: this is the same request
+            return
         self._cancel_rounds += 1
         if self._cancel_rounds > MAX_CANCEL_ROUNDS:
             self._phase, self._deadline = "stuck", None
@@ -354,11 +418,29 @@ class OrderWorkflow:
                 order_id=snap.order_id, to_state=S.STUCK, actor="system",
                 reason=f"venue never confirmed {MAX_CANCEL_ROUNDS} cancel requests"))
             return
-        await self._gateway("send_cancel", self._venue_cancel(expiry=expiry), str)
+        if not self._cancel_first:  # histories written before CANCEL_RECORDED_FIRST
+            await self._gateway("send_cancel", self._venue_cancel(expiry=expiry), str)
         await self._local(OrderActivities.transition_order, TransitionInput(
             order_id=snap.order_id, to_state=S.PENDING_CANCEL, reason=reason, actor="system"))
         self._phase = "cancel_sent"
         self._deadline = workflow.now() + timedelta(seconds=self._t.cancel_s)
+        if self._cancel_first:
+            self._cancel_requested = False  # recorded: the customer has their answer
+            await self._send_with_deadline("send_cancel", self._venue_cancel(expiry=expiry),
+                                           self._t.cancel_s)
+
+    async def _send_with_deadline(self, name: str, arg: object, seconds: float) -> None:
+        """A cancel or status request through the gateway, given up after ``seconds``: a venue
+        that cannot be reached gets no answer either, and the order moves on (status request,
+        then STUCK) instead of waiting for the gateway forever."""
+        self._publish_state()
+        try:
+            await workflow.execute_activity(
+                name, arg, result_type=str, task_queue=self._gateway_queue(),
+                schedule_to_close_timeout=timedelta(seconds=max(seconds, 1.0)),
+                start_to_close_timeout=timedelta(seconds=10), retry_policy=GATEWAY_RETRY)
+        except ActivityError as exc:
+            workflow.logger.warning("%s for %s not sent: %s", name, self._inp.order_id, _cause(exc))
 
     def _venue_cancel(self, *, expiry: bool = False) -> VenueCancel:
         snap = self._snap
@@ -371,11 +453,14 @@ class OrderWorkflow:
         await self._local(OrderActivities.finish_order, TransitionInput(
             order_id=self._inp.order_id, to_state=to, reason=reason, actor=actor, code=code))
 
+    def _gateway_queue(self) -> str:
+        return self._inp.gateway_queue or GATEWAY_TASK_QUEUE
+
     async def _gateway(self, name: str, arg: object, result_type: type) -> Any:
         self._publish_state()
         return await workflow.execute_activity(
             name, arg, result_type=result_type,
-            task_queue=self._inp.gateway_queue or GATEWAY_TASK_QUEUE,
+            task_queue=self._gateway_queue(),
             start_to_close_timeout=timedelta(seconds=10), retry_policy=GATEWAY_RETRY)
 
     async def _local(self, fn: Any, arg: object) -> OrderSnapshot:

@@ -259,3 +259,32 @@ async def test_record_resolved_with_the_venues_exec_ids(stack: TradingStack) -> 
         order_id=o["id"], outcome="canceled", filled_qty="4", operator="recorder", note="desk",
         fills=[ResolveFill("VX-1", "4", "187.45")]))
     await save(stack, "resolved_with_the_venues_exec_ids", o["id"])
+
+
+async def test_record_abandoned_when_no_venue(stack: TradingStack, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.workflows.test_order_venue_outage import fast_routing, no_venue
+
+    await stack.set_quote("AAPL", "187.40", "187.50")
+    acct = await stack.account("5000")
+    with fast_routing(stack), no_venue(stack, monkeypatch):
+        o = await place(stack, acct, symbol="AAPL", qty="2", side="buy", type="market",
+                        time_in_force="day")
+        await stack.temporal.get_workflow_handle(o["id"]).result()
+    await save(stack, "abandoned_when_no_venue", o["id"])
+
+
+async def test_record_repeated_cancels_then_canceled(stack: TradingStack) -> None:
+    await stack.set_quote("AAPL", "187.40", "187.50")
+    acct = await stack.account("5000")
+    o = await place(stack, acct, symbol="AAPL", qty="3", side="buy", type="limit",
+                    limit_price="150.00", time_in_force="gtc")
+    await wait_order(stack, acct, o["id"], {"new"})
+    with stack.venues_behave(never_ack=True):  # the cancels get no answer
+        async with stack.http() as http:
+            for _ in range(3):
+                r = await http.delete(f"/v2/orders/{o['id']}", headers=headers(acct))
+                assert r.status_code == 204, r.text
+        await stuck(stack, acct, o["id"])
+    await stack.temporal.get_workflow_handle(o["id"]).execute_update("resolve", ResolveInput(
+        order_id=o["id"], outcome="canceled", filled_qty="0", operator="recorder", note="canceled"))
+    await save(stack, "repeated_cancels_then_resolved", o["id"])
