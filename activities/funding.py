@@ -21,6 +21,7 @@ from db.errors import DbError
 from db.funding import FundingStore
 from domain.funding import TransferInput, TransferSnapshot
 from domain.ports import Bank
+from sherwood.faults import final_unless_transient
 
 
 @dataclass
@@ -43,6 +44,7 @@ class FundingActivities:
         self.bank = bank
 
     @activity.defn(name="start_deposit")
+    @final_unless_transient
     async def start_deposit(self, inp: TransferInput) -> TransferSnapshot:
         try:
             return await self.store.start_deposit(inp)
@@ -50,6 +52,7 @@ class FundingActivities:
             raise ApplicationError(exc.message, type=exc.code, non_retryable=True) from exc
 
     @activity.defn(name="start_withdrawal")
+    @final_unless_transient
     async def start_withdrawal(self, inp: TransferInput) -> TransferSnapshot:
         try:
             return await self.store.start_withdrawal(inp)
@@ -57,26 +60,32 @@ class FundingActivities:
             raise ApplicationError(exc.message, type=exc.code, non_retryable=True) from exc
 
     @activity.defn(name="settle_deposit")
+    @final_unless_transient
     async def settle_deposit(self, inp: FinishInput) -> TransferSnapshot:
         return await self.store.settle_deposit(inp.transfer_id)
 
     @activity.defn(name="bounce_deposit")
+    @final_unless_transient
     async def bounce_deposit(self, inp: FinishInput) -> TransferSnapshot:
         return await self.store.bounce_deposit(inp.transfer_id, inp.reason)
 
     @activity.defn(name="complete_withdrawal")
+    @final_unless_transient
     async def complete_withdrawal(self, inp: FinishInput) -> TransferSnapshot:
         return await self.store.complete_withdrawal(inp.transfer_id)
 
     @activity.defn(name="fail_withdrawal")
+    @final_unless_transient
     async def fail_withdrawal(self, inp: FinishInput) -> TransferSnapshot:
         return await self.store.fail_withdrawal(inp.transfer_id, inp.reason)
 
     @activity.defn(name="bank_submit")
+    @final_unless_transient
     async def bank_submit(self, inp: BankInput) -> str:
         return await self.bank.submit(inp.transfer_id, inp.account_id, inp.direction, inp.amount)
 
     @activity.defn(name="bank_outcome")
+    @final_unless_transient
     async def bank_outcome(self, inp: BankInput) -> str:
         return await self.bank.outcome(inp.transfer_id, inp.account_id, inp.amount)
 

@@ -46,6 +46,7 @@ from fix.messages import (
     order_status_request,
 )
 from fix.session import FixSession
+from sherwood.faults import final_unless_transient
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +184,7 @@ class GatewayActivities:
     # ------------------------------------------------------------------ activities
 
     @activity.defn(name="send_new_order")
+    @final_unless_transient
     async def send_new_order(self, order: VenueOrder) -> VenueAck:
         """Hand the order to a venue once, ever (ClOrdID = order id), and return with the
         venue's first answers when they come within a short wait (see :class:`VenueAck`)."""
@@ -240,6 +242,7 @@ class GatewayActivities:
         return VenueAck(venue=res.venue, cl_ord_id=order.cl_ord_id)
 
     @activity.defn(name="abandon_new_order")
+    @final_unless_transient
     async def abandon_new_order(self, order: VenueOrder) -> VenueAck | None:
         """The order workflow gives up routing ``order`` (no venue within its deadline, or the
         customer canceled it while it was routing): None when it was never sent and now never
@@ -252,6 +255,7 @@ class GatewayActivities:
         return await self._already_sent(order, res.venue)
 
     @activity.defn(name="send_cancel")
+    @final_unless_transient
     async def send_cancel(self, req: VenueCancel) -> str:
         """OrderCancelRequest for the order; returns the cancel's ClOrdID (``<order>:C<n>``, or
         ``<order>:X<n>`` for a DAY order's own cancel at the close)."""
@@ -260,6 +264,7 @@ class GatewayActivities:
         return cl_ord_id
 
     @activity.defn(name="send_status")
+    @final_unless_transient
     async def send_status(self, req: VenueCancel) -> str:
         """OrderStatusRequest for the order; returns the request id ``<order>:S<n>`` (sent as
         OrdStatusReqID; the venue answers an ExecutionReport ExecType=I under the order's own

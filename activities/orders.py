@@ -3,7 +3,10 @@
 activities by the order workflow (short, idempotent, same process: safe to run locally).
 
 Business refusals become non-retryable ``ApplicationError`` s whose ``type`` is the stable code;
-everything else (a database hiccup) is retried by Temporal.
+a transient infrastructure failure (a database hiccup) is retried by Temporal within the
+workflow's maximum; anything else is a non-retryable ``internal_error``
+(:func:`sherwood.faults.final_unless_transient`), which the workflow ends visibly: REJECTED
+before the hold (:meth:`OrderActivities.reject_unaccepted`), STUCK with it.
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ from domain.orders import (
     TransitionInput,
     parse_order_request,
 )
-from domain.risk import RiskLimits
+from domain.risk import Rejection, RiskLimits
 from marketdata.quotes import LatestQuotes
+from sherwood.faults import final_unless_transient
 
 
 @dataclass
@@ -43,6 +47,13 @@ class ApplyReportsInput:
     order_id: str
     reports: list[VenueEvent]
     routed_venue: str | None = None  # also record the move to ROUTED (the gateway sent it there)
+
+
+@dataclass
+class RejectUnacceptedInput:
+    accept: AcceptOrderInput
+    code: str
+    reason: str
 
 
 def business_error(exc: DomainError | DbError) -> ApplicationError:
@@ -59,6 +70,7 @@ class OrderActivities:
         self.gateway = gateway
 
     @activity.defn(name="accept_order")
+    @final_unless_transient
     async def accept_order(self, inp: AcceptOrderInput) -> OrderSnapshot:
         try:
             req = parse_order_request(inp.request)
@@ -73,7 +85,18 @@ class OrderActivities:
         except (DomainError, LedgerRejected) as exc:
             raise business_error(exc) from exc
 
+    @activity.defn(name="reject_unaccepted")
+    @final_unless_transient
+    async def reject_unaccepted(self, inp: RejectUnacceptedInput) -> OrderSnapshot:
+        """End an order whose accept failed for good: REJECTED, nothing held (or the order as
+        it stands if the accept did commit)."""
+        try:
+            return await self.store.reject_unaccepted(inp.accept, Rejection(inp.code, inp.reason))
+        except DomainError as exc:  # the request itself cannot be read: nothing can be written
+            raise business_error(exc) from exc
+
     @activity.defn(name="transition_order")
+    @final_unless_transient
     async def transition_order(self, inp: TransitionInput) -> OrderSnapshot:
         try:
             return await self.store.transition(inp.order_id, OrderState(inp.to_state),
@@ -82,6 +105,7 @@ class OrderActivities:
             raise business_error(exc) from exc
 
     @activity.defn(name="finish_order")
+    @final_unless_transient
     async def finish_order(self, inp: TransitionInput) -> OrderSnapshot:
         try:
             return await self.store.finish(inp.order_id, OrderState(inp.to_state), reason=inp.reason,
@@ -90,6 +114,7 @@ class OrderActivities:
             raise business_error(exc) from exc
 
     @activity.defn(name="apply_reports")
+    @final_unless_transient
     async def apply_reports(self, inp: ApplyReportsInput) -> OrderSnapshot:
         try:
             return await self.store.apply_reports(inp.order_id, inp.reports,
@@ -99,6 +124,7 @@ class OrderActivities:
             raise business_error(exc) from exc
 
     @activity.defn(name="resolve_order")
+    @final_unless_transient
     async def resolve_order(self, inp: ResolveInput) -> OrderSnapshot:
         try:
             return await self.store.resolve(inp)
@@ -106,6 +132,7 @@ class OrderActivities:
             raise business_error(exc) from exc
 
     @activity.defn(name="load_order")
+    @final_unless_transient
     async def load_order(self, inp: LoadOrderInput) -> OrderSnapshot:
         """The order as it stands (a late run of its workflow starts from it)."""
         try:
@@ -114,6 +141,7 @@ class OrderActivities:
             raise business_error(exc) from exc
 
     @activity.defn(name="send_new_order_direct")
+    @final_unless_transient
     async def send_new_order_direct(self, order: VenueOrder) -> VenueAck | None:
         """The gateway's ``send_new_order`` over the direct link (``activities.gateway_link``),
         run as a local activity in the order's first workflow task. ``None``: no link, or it
@@ -124,5 +152,5 @@ class OrderActivities:
         return await self.gateway.send_new_order(order)
 
     def all(self) -> list[Callable[..., Any]]:
-        return [self.accept_order, self.transition_order, self.finish_order, self.apply_reports,
-                self.resolve_order, self.send_new_order_direct, self.load_order]
+        return [self.accept_order, self.reject_unaccepted, self.transition_order, self.finish_order,
+                self.apply_reports, self.resolve_order, self.send_new_order_direct, self.load_order]

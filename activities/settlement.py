@@ -44,6 +44,7 @@ from domain.settlement import (
     merge,
     sessions_between,
 )
+from sherwood.faults import final_unless_transient
 
 
 @dataclass
@@ -101,6 +102,7 @@ class ShardSettlementActivities:
         self.audit_halts = audit_halts  # a violated invariant halts the shard (else: recorded)
 
     @activity.defn(name="settle_shard_day")
+    @final_unless_transient
     async def settle_shard_day(self, inp: SettleDayInput) -> ShardSettlement:
         """Settle the date on this shard. A settlement the ledger refuses is deterministic: the
         shard is halted (naming the account) and the failure is not retried."""
@@ -118,11 +120,13 @@ class ShardSettlementActivities:
                                    non_retryable=True) from exc
 
     @activity.defn(name="last_settled_date")
+    @final_unless_transient
     async def last_settled_date(self) -> str | None:
         d = await last_settled(self.engine)
         return d.isoformat() if d else None
 
     @activity.defn(name="reconcile_shard_ledger")
+    @final_unless_transient
     async def reconcile_shard_ledger(self, inp: ReconcileInput) -> ReconcileResult:
         out = await reconcile_and_record(
             self.engine, self.shard, date.fromisoformat(inp.business_date) if inp.business_date else None,
@@ -143,6 +147,7 @@ class SettlementActivities:
         self.clearinghouse = clearinghouse
 
     @activity.defn(name="plan_settlement")
+    @final_unless_transient
     async def plan_settlement(self, inp: PlanInput) -> list[str]:
         """The business dates a run settles, in order (explicit range, or catch-up from the last
         date every shard settled up to today). A date after today is refused: settling it would
@@ -161,6 +166,7 @@ class SettlementActivities:
         return [d.isoformat() for d in catch_up_dates(last, today, inp.max_catch_up_days)]
 
     @activity.defn(name="record_settlement_report")
+    @final_unless_transient
     async def record_settlement_report(self, inp: ReportInput) -> ReportSummary:
         d = date.fromisoformat(inp.business_date)
         netting = merge([Netting.from_wire(n) for n in s.netting] for s in inp.shards)
@@ -177,6 +183,7 @@ class SettlementActivities:
                              len(street) if street is not None else None)
 
     @activity.defn(name="load_settlement_report")
+    @final_unless_transient
     async def load_settlement_report(self, business_date: str) -> dict[str, Any] | None:
         return await load_report(self.directory, date.fromisoformat(business_date))
 

@@ -48,6 +48,7 @@ from domain.order_machine import (
     RequestCancel,
     Route,
     accept,
+    accept_failed,
     decide,
     execution,
     refuse,
@@ -61,7 +62,7 @@ from domain.orders import (
     ResolveInput,
     parse_order_request,
 )
-from domain.risk import PreTradeContext, Quotes, RiskLimits, SymbolControl, pre_trade
+from domain.risk import PreTradeContext, Quotes, Rejection, RiskLimits, SymbolControl, pre_trade
 
 S = OrderState
 log = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ def command_for(to: OrderState, *, reason: str, actor: str, venue: str | None = 
     if to == S.PENDING_CANCEL:
         return RequestCancel(reason, actor=actor)
     if to == S.STUCK:
-        return MarkStuck(reason, actor=actor)
+        return MarkStuck(reason, actor=actor, venue=venue)
     raise OrderError(f"{to} is not entered by a transition", code="invalid_transition")
 
 
@@ -368,6 +369,24 @@ class OrderStore:
             snap = (await w.write(decision, posted=True)).snapshot()
             snap.warnings = list(checked.warnings)
             return snap
+
+        return await self._tx(_do)  # type: ignore[no-any-return]
+
+    async def reject_unaccepted(self, inp: AcceptOrderInput, why: Rejection) -> OrderSnapshot:
+        """The end of an order whose accept failed for good (see ``domain.order_machine.
+        accept_failed``): written REJECTED with nothing held -- unless the accept did commit
+        (its answer was lost), in which case the order is returned as it stands."""
+        req = parse_order_request(inp.request)
+
+        async def _do(w: _Writer) -> OrderSnapshot:
+            existing = await sql.first(w.conn, "SELECT * FROM orders WHERE id = :id",
+                                       {"id": uuid.UUID(inp.order_id)})
+            if existing is not None:
+                return OrderRow.from_mapping(existing).snapshot()
+            order = new_order(order_id=inp.order_id, account_id=inp.account_id, req=req,
+                              request_hash=inp.request_hash, actor=inp.actor, now=self.clock(),
+                              day_ttl_s=inp.day_ttl_s)
+            return (await w.write(accept_failed(order, req, why), posted=True)).snapshot()
 
         return await self._tx(_do)  # type: ignore[no-any-return]
 

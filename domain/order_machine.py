@@ -82,10 +82,12 @@ class RequestCancel:
 
 @dataclass(frozen=True)
 class MarkStuck:
-    """Nobody can tell what the venue did: an operator must (funds stay held)."""
+    """Nobody can tell what the venue did: an operator must (funds stay held). ``venue``: where
+    it was sent, when that is known but not yet recorded (its first booking failed)."""
 
     reason: str
     actor: str = "system"
+    venue: str | None = None
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,8 @@ def decide(order: OrderRow, event: Event, now: datetime) -> Decision:
     if isinstance(event, RequestCancel):
         return _enter(order, S.PENDING_CANCEL, now, actor=event.actor, reason=event.reason)
     if isinstance(event, MarkStuck):
-        return _enter(order, S.STUCK, now, actor=event.actor, reason=event.reason)
+        return _enter(order, S.STUCK, now, actor=event.actor, reason=event.reason,
+                      venue=event.venue if order.venue is None else None)
     if isinstance(event, Finish):
         if order.terminal:
             return Decision.nothing(order)
@@ -131,7 +134,9 @@ def decide(order: OrderRow, event: Event, now: datetime) -> Decision:
 _ENTER_FROM = {
     S.ROUTED: frozenset({S.FUNDS_HELD}),
     S.PENDING_CANCEL: frozenset({S.ROUTED, S.ACKED, S.PARTIALLY_FILLED, S.STUCK}),
-    S.STUCK: frozenset({S.ROUTED, S.ACKED, S.PARTIALLY_FILLED, S.PENDING_CANCEL}),
+    # from FUNDS_HELD: a send or a first booking that failed in a way that leaves open whether
+    # a venue has the order
+    S.STUCK: frozenset({S.FUNDS_HELD, S.ROUTED, S.ACKED, S.PARTIALLY_FILLED, S.PENDING_CANCEL}),
 }
 _PAST = {
     S.ROUTED: AT_VENUE | TERMINAL,
@@ -265,6 +270,17 @@ def accept(order: OrderRow, req: OrderRequest, pre: PreTrade, *,
                reason=f"held {pre.amount} {'USD' if req.side == 'buy' else req.symbol}",
                from_state=S.VALIDATED.value)
     step.update("accepted")
+    return dataclasses.replace(step.decision(), insert=True)
+
+
+def accept_failed(order: OrderRow, req: OrderRequest, why: Rejection) -> Decision:
+    """A new order whose accept could not be carried out (an unexpected error of ours, or the
+    shard out of reach past the retry maximum): written REJECTED with ``why``, nothing held, so
+    that the customer sees an answer instead of an order that never ends."""
+    step = Step(order, order.created_at)
+    step.event("created", actor=order.actor or "customer", reason="order received", to=S.PENDING,
+               from_state="", data={"request": req.to_wire()})
+    _finish(step, S.REJECTED, actor="system", event="rejected", reason=why.reason, code=why.code)
     return dataclasses.replace(step.decision(), insert=True)
 
 

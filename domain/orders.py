@@ -46,7 +46,8 @@ TRANSITIONS: dict[OrderState, frozenset[OrderState]] = {
     S.PENDING: frozenset({S.VALIDATED, S.REJECTED, S.FAILED, S.CANCELED}),
     S.VALIDATED: frozenset({S.FUNDS_HELD, S.REJECTED, S.FAILED, S.CANCELED}),
     # REJECTED: the gateway's last check (a halt) refuses an order before any venue has it
-    S.FUNDS_HELD: frozenset({S.ROUTED, S.CANCELED, S.FAILED, S.EXPIRED, S.REJECTED}),
+    # STUCK from FUNDS_HELD: the send failed in a way that leaves open whether a venue has it
+    S.FUNDS_HELD: frozenset({S.ROUTED, S.CANCELED, S.FAILED, S.EXPIRED, S.REJECTED, S.STUCK}),
     # STUCK straight from the venue states: a venue report the rules refuse to book (an
     # overfill) needs a human as much as a venue that went silent
     S.ROUTED: frozenset(_VENUE_OUTCOMES | {S.PENDING_CANCEL, S.STUCK}),
@@ -314,6 +315,12 @@ class OrderTimeouts:
     # never sent later against a stale hold (market and stop orders, then the other types)
     route_market_s: float = 10.0
     route_limit_s: float = 300.0
+    # a shard transaction failing transiently (database out of reach) is retried this long, then
+    # the order ends where an operator sees it: REJECTED before its hold, STUCK with it
+    store_retry_s: float = 120.0
+    # asking the gateway whether an order it could not send went out is retried this long, then
+    # STUCK with the hold (it may be at a venue)
+    gateway_retry_s: float = 600.0
 
 
 @dataclass

@@ -68,7 +68,13 @@ class Settings(BaseSettings):
     day_expiry_grace_s: float = 5.0
     day_order_ttl_s: float | None = None  # unset: DAY orders expire at the NYSE close
     market_order_collar: Decimal = Decimal("0.05")
-    order_accept_timeout_s: float = 20.0  # POST waits this long for a restarting worker
+    # POST /v2/orders answers within this long: the order as accepted, or 504 order_pending (the
+    # client retries with the same client_order_id) while a worker restarts
+    order_accept_timeout_s: float = 5.0
+    # a shard transaction failing transiently is retried this long, then the order ends visibly
+    # (REJECTED before its hold, STUCK with it); the gateway's answer on an unsent order, as long
+    order_store_retry_s: float = 120.0
+    order_gateway_retry_s: float = 600.0
 
     # Risk: pre-trade limits, market hours, rate limits.
     max_order_notional: Decimal = Decimal(250000)

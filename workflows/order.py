@@ -27,7 +27,12 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.exceptions import TimeoutError as ActivityTimedOut
 
 with workflow.unsafe.imports_passed_through():
-    from activities.orders import ApplyReportsInput, LoadOrderInput, OrderActivities
+    from activities.orders import (
+        ApplyReportsInput,
+        LoadOrderInput,
+        OrderActivities,
+        RejectUnacceptedInput,
+    )
     from domain.execution import (
         VenueAck,
         VenueCancel,
@@ -52,6 +57,7 @@ with workflow.unsafe.imports_passed_through():
         SHARD_ID,
         SYMBOL,
     )
+    from sherwood.faults import INTERNAL_ERROR, is_internal, retries_within
 
 S = OrderState
 LOCAL_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=100),
@@ -72,10 +78,14 @@ ROUTING_DEADLINE = "routing-deadline"
 # a cancel is recorded (PENDING_CANCEL, the customer answered) before it is sent; a second one
 # while it is on its way is the same request; sends to the gateway have deadlines
 CANCEL_RECORDED_FIRST = "cancel-recorded-first"
+# a step that fails for good (an internal error, or transient failures past the retry maximum)
+# ends the order visibly: REJECTED before its hold, STUCK with it -- never retried forever
+BOUNDED_FAILURES = "bounded-failures"
+ORDER_FAILED = "order_failed"  # the workflow fails: even the visible end could not be written
 # What an awaited activity raises when it fails: an ActivityError wrapping the cause for a
 # remote activity, but the activity's own ApplicationError, unwrapped, for a local one
 # (temporalio 1.35; tests/workflows/test_order_faults.py sends a refused resolution through this).
-ACTIVITY_FAILED = (ActivityError, ApplicationError)
+ACTIVITY_FAILED = (ActivityError, ApplicationError, ActivityTimedOut)
 
 
 @workflow.defn(name="Order")
@@ -267,6 +277,8 @@ class OrderWorkflow:
             elif ack is None:
                 ack = await self._gateway("send_new_order", order, VenueAck)
         except ACTIVITY_FAILED as exc:  # non-retryable: the gateway guarantees nothing was sent
+            if isinstance(exc, ApplicationError) and exc.type == ORDER_FAILED:
+                raise  # the workflow's own end (see _give_up), not the gateway's answer
             cause = _cause(exc)
             if isinstance(cause, ApplicationError) and cause.type == "symbol_halted":
                 await self._finish(S.REJECTED, cause.message, actor="gateway", code="symbol_halted")
@@ -317,12 +329,25 @@ class OrderWorkflow:
                 self._routing = False
                 return ack
             except ActivityError as exc:
-                if not isinstance(exc.cause, ActivityTimedOut):
+                if not isinstance(exc.cause, ActivityTimedOut) and not (
+                        workflow.patched(BOUNDED_FAILURES) and not _refused(exc)):
                     self._routing = False
-                    raise  # a refusal: nothing was sent
+                    # a refusal: nothing was sent. Anything else (our bug, or a retryable error
+                    # Temporal gave up on because the next try would pass the deadline) abandons.
+                    raise
         else:
             send.cancel()
-        ack = await self._gateway("abandon_new_order", order, VenueAck)
+        if workflow.patched(BOUNDED_FAILURES):
+            try:
+                ack = await self._gateway("abandon_new_order", order, VenueAck,
+                                          within_s=self._t.gateway_retry_s)
+            except ACTIVITY_FAILED as exc:  # the gateway cannot say whether a venue has it
+                self._routing = False
+                await self._mark_stuck(f"the gateway could not say whether the order was sent: "
+                                       f"{_describe(exc)}")
+                return None
+        else:
+            ack = await self._gateway("abandon_new_order", order, VenueAck)
         self._routing = False
         if ack is not None:  # it reached a venue first: it lives on there
             return ack
@@ -342,7 +367,7 @@ class OrderWorkflow:
             self._on_venue_answer()
         if self._resolution is not None:
             try:
-                await self._local(OrderActivities.resolve_order, self._resolution)
+                await self._local(OrderActivities.resolve_order, self._resolution, give_up=False)
             except ACTIVITY_FAILED as exc:
                 workflow.logger.error("resolution refused: %s", _cause(exc))
             self._resolution = None  # releases the waiting update
@@ -456,18 +481,76 @@ class OrderWorkflow:
     def _gateway_queue(self) -> str:
         return self._inp.gateway_queue or GATEWAY_TASK_QUEUE
 
-    async def _gateway(self, name: str, arg: object, result_type: type) -> Any:
+    async def _gateway(self, name: str, arg: object, result_type: type, *,
+                       within_s: float | None = None) -> Any:
         self._publish_state()
         return await workflow.execute_activity(
             name, arg, result_type=result_type,
             task_queue=self._gateway_queue(),
+            schedule_to_close_timeout=timedelta(seconds=within_s) if within_s else None,
             start_to_close_timeout=timedelta(seconds=10), retry_policy=GATEWAY_RETRY)
 
-    async def _local(self, fn: Any, arg: object) -> OrderSnapshot:
-        snap: OrderSnapshot = await workflow.execute_local_activity_method(
-            fn, arg, start_to_close_timeout=timedelta(seconds=15), retry_policy=LOCAL_RETRY)
+    async def _local(self, fn: Any, arg: object, *, give_up: bool = True) -> OrderSnapshot:
+        """One shard transaction. One that fails for good -- an internal error, or transient
+        failures for longer than ``store_retry_s`` -- ends the order where an operator sees it
+        (:meth:`_give_up`); a business refusal is raised to the caller."""
+        try:
+            snap: OrderSnapshot = await self._store(fn, arg)
+        except ACTIVITY_FAILED as exc:
+            if not give_up or _refused(exc) or not workflow.patched(BOUNDED_FAILURES):
+                raise
+            snap = await self._give_up(fn, arg, exc)
         self._set(snap)
         return snap
+
+    async def _store(self, fn: Any, arg: object) -> OrderSnapshot:
+        # bounded by attempts: with a schedule_to_close instead, the local activity stopped
+        # being retried but never resolved (temporalio 1.35, measured here). Each attempt is
+        # capped too, so that a hanging one (no answer at all) also ends in about that long.
+        within = self._t.store_retry_s
+        snap: OrderSnapshot = await workflow.execute_local_activity_method(
+            fn, arg, start_to_close_timeout=timedelta(seconds=min(15.0, max(1.0, within / 8))),
+            retry_policy=retries_within(LOCAL_RETRY, within))
+        return snap
+
+    async def _give_up(self, fn: Any, arg: object, exc: BaseException) -> OrderSnapshot:
+        """The visible end of a step that failed for good (logged at ERROR: the alert). Before
+        the order was accepted: REJECTED with nothing held (``internal_error``, or
+        ``shard_unavailable`` after transient failures). After: STUCK with its hold, for an
+        operator (reports that could not be booked stay in the gateway's record; the operator
+        resolves with the venue's executions). When even that cannot be written the workflow
+        fails -- listed by Temporal as failed, its OrderState STUCK -- and a late venue report
+        starts a new run of it."""
+        reason = f"{getattr(fn, '__name__', fn)} failed: {_describe(exc)}"[:400]
+        workflow.logger.error("order %s: %s", self._inp.order_id, reason)
+        if self._snap is None:
+            if not isinstance(arg, AcceptOrderInput):
+                raise exc
+            code = INTERNAL_ERROR if is_internal(_cause(exc)) else "shard_unavailable"
+            try:
+                return await self._store(OrderActivities.reject_unaccepted,
+                                         RejectUnacceptedInput(arg, code, reason))
+            except ACTIVITY_FAILED as again:
+                raise ApplicationError(f"order could not be accepted or rejected: {reason}",
+                                       type=ORDER_FAILED, non_retryable=True) from again
+        return await self._mark_stuck(reason, venue=getattr(arg, "routed_venue", None))
+
+    async def _mark_stuck(self, reason: str, venue: str | None = None) -> OrderSnapshot:
+        snap = self._snap
+        assert snap is not None
+        if snap.terminal or snap.state == S.STUCK:
+            return snap  # already where an operator looks (or ended): the failure is logged
+        self._phase, self._deadline = "stuck", None
+        try:
+            stuck = await self._store(OrderActivities.transition_order, TransitionInput(
+                order_id=snap.order_id, to_state=S.STUCK, actor="system",
+                reason=f"{reason}: needs an operator", venue=venue))
+        except ACTIVITY_FAILED as exc:
+            self._snap = dataclasses.replace(snap, state=S.STUCK.value)
+            raise ApplicationError(f"order could not be marked STUCK after: {reason}",
+                                   type=ORDER_FAILED, non_retryable=True) from exc
+        self._set(stuck)
+        return stuck
 
     def _set(self, snap: OrderSnapshot) -> None:
         self._snap = snap
@@ -491,8 +574,16 @@ def _cause(exc: BaseException) -> BaseException:
 
 
 def _refused(exc: BaseException) -> bool:
-    """The gateway's own refusal (non-retryable): nothing was sent, and a retry would not help."""
+    """A business refusal (non-retryable, e.g. the gateway's: nothing was sent), not an internal
+    error (which says nothing about what was done) or a timeout."""
     cause = _cause(exc)
-    return isinstance(cause, ApplicationError) and cause.non_retryable
+    return isinstance(cause, ApplicationError) and cause.non_retryable and not is_internal(cause)
+
+
+def _describe(exc: BaseException) -> str:
+    cause = _cause(exc)
+    if isinstance(cause, ApplicationError):
+        return f"{cause.type}: {cause.message}"
+    return f"{type(cause).__name__}: {cause}"
 
 

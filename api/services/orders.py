@@ -46,6 +46,7 @@ from domain.orders import (
     parse_order_request,
 )
 from sherwood.contracts import ACCOUNT_ID, ORDER_STATE, SHARD_ID, SYMBOL, shard_task_queue
+from sherwood.faults import INTERNAL_ERROR
 from sherwood.settings import Settings
 from workflows.order import OrderWorkflow
 
@@ -66,7 +67,9 @@ def timeouts(settings: Settings) -> OrderTimeouts:
                          status_s=settings.venue_status_timeout_s,
                          expire_grace_s=settings.day_expiry_grace_s,
                          route_market_s=settings.venue_route_market_timeout_s,
-                         route_limit_s=settings.venue_route_limit_timeout_s)
+                         route_limit_s=settings.venue_route_limit_timeout_s,
+                         store_retry_s=settings.order_store_retry_s,
+                         gateway_retry_s=settings.order_gateway_retry_s)
 
 
 class OrderService:
@@ -106,9 +109,16 @@ class OrderService:
                     OrderWorkflow.run, inp, id=order_id, task_queue=shard_task_queue(shard),
                     id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                     id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE, search_attributes=attrs)
-                snap: OrderSnapshot = await self._client().execute_update_with_start_workflow(
-                    OrderWorkflow.accepted, req.hash(), start_workflow_operation=start)
+                # bounded: an accept that keeps failing is ended by the workflow (REJECTED or
+                # STUCK), later than the customer should wait for an answer
+                remaining = max(0.1, deadline - asyncio.get_running_loop().time())
+                snap: OrderSnapshot = await asyncio.wait_for(
+                    self._client().execute_update_with_start_workflow(
+                        OrderWorkflow.accepted, req.hash(), start_workflow_operation=start),
+                    remaining)
                 break
+            except TimeoutError as exc:
+                raise _pending() from exc
             except WorkflowUpdateFailedError as exc:
                 raise _update_error(exc) from exc
             except WorkflowAlreadyStartedError:
@@ -120,13 +130,15 @@ class OrderService:
                 # the order's worker is restarting (workflow task failed/timed out): same id,
                 # same order, so retrying is safe; past the deadline the client retries
                 if asyncio.get_running_loop().time() + delay > deadline:
-                    raise ApiError(504, "order_pending", "the order is accepted for processing but "
-                                   "not confirmed yet; retry with the same client_order_id",
-                                   headers={"Retry-After": "1"}) from exc
+                    raise _pending() from exc
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
         if snap.reject_code and S_REJECTED(snap):
-            status = 403 if snap.reject_code in FORBIDDEN_CODES else 422
+            status = (403 if snap.reject_code in FORBIDDEN_CODES
+                      else OUR_FAILURES.get(snap.reject_code, 422))
+            if snap.reject_code in OUR_FAILURES:  # our failure's details are for operators
+                raise ApiError(status, snap.reject_code, f"order {snap.order_id} could not be "
+                               "processed and was rejected; nothing was held")
             raise ApiError(status, snap.reject_code, snap.reject_reason or "order rejected",
                            code=40310000 if status == 403 else 42210000)
         # the order as accepted (no read: the accept returned it); a duplicate is read, as it is now
@@ -240,6 +252,16 @@ class OrderService:
 def alpaca_order(row: sql.Row | Any) -> dict[str, Any]:
     """The Alpaca order object of an ``orders`` row as read."""
     return order_object(OrderRow.from_mapping(row))
+
+
+# an order rejected because we failed (nothing was held): the customer's request was fine
+OUR_FAILURES = {INTERNAL_ERROR: 500, "shard_unavailable": 503}
+
+
+def _pending() -> ApiError:
+    return ApiError(504, "order_pending", "the order is accepted for processing but not "
+                    "confirmed yet; retry with the same client_order_id",
+                    headers={"Retry-After": "1"})
 
 
 def S_REJECTED(snap: OrderSnapshot) -> bool:

@@ -149,7 +149,8 @@ EXPECTED: dict[str, dict[OrderState, str]] = {
     "other": row(BAD, SAME),
     "route": row(BAD, SAME, FUNDS_HELD="ROUTED"),
     "request cancel": row(BAD, "PENDING_CANCEL", PENDING_CANCEL=SAME),
-    "stuck": row(BAD, "STUCK", STUCK=SAME),
+    # a booking failure after the hold, before routing, parks the order with its hold
+    "stuck": row(BAD, "STUCK", STUCK=SAME, FUNDS_HELD="STUCK"),
     "finish canceled": row("CANCELED", "CANCELED"),
     "finish failed": row("FAILED", BAD),
     "finish rejected": row("REJECTED", "REJECTED"),

@@ -33,7 +33,8 @@ async def wait_order(stack: TradingStack, acct, order_id: str, statuses: set[str
             if body["status"] in statuses:
                 return body
             if time.monotonic() > deadline:
-                raise AssertionError(f"order stayed {body['status']} ({body['state']})")
+                raise AssertionError(f"order stayed {body['status']} ({body['state']}): "
+                                     f"{body.get('reject_code')} {body.get('reject_reason')}")
             await asyncio.sleep(0.05)
 
 

@@ -174,7 +174,10 @@ async def test_shard_worker_sigkilled_mid_flight_200_orders(stack: TradingStack)
             async def one(i: int) -> str:
                 acct = accounts[i % len(accounts)]
                 async with stack.http() as http:
-                    for _attempt in range(10):  # as Alpaca clients do: retry 504 with the same id
+                    # as Alpaca clients do: retry 504 (answered within the API's accept deadline
+                    # while the worker is down or busy restarting) with the same id
+                    give_up = time.monotonic() + 100
+                    while time.monotonic() < give_up:
                         r = await http.post("/v2/orders", headers=headers(acct), json={
                             "symbol": "F", "qty": str(1 + i % 5), "side": "buy", "type": "market",
                             "time_in_force": "day", "client_order_id": f"kill-{i}-{acct.account_id}"})
@@ -195,7 +198,10 @@ async def test_shard_worker_sigkilled_mid_flight_200_orders(stack: TradingStack)
             assert len(set(ids)) == 200
             owner = {oid: accounts[i % len(accounts)] for i, oid in enumerate(ids)}
             for oid in ids:
-                await wait_order(stack, owner[oid], oid, {"filled"}, timeout=90)
+                done = await wait_order(stack, owner[oid], oid, {"filled", "rejected"}, timeout=90)
+                # a market order that no venue took within its routing deadline (a loaded
+                # machine, the worker down) is abandoned, never sent late; anything else fills
+                assert done["status"] == "filled" or done["reject_code"] == "venue_unavailable", done
     finally:
         for task in cleanup:
             task.cancel()
