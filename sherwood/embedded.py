@@ -138,7 +138,7 @@ class EmbeddedPostgres:
         try:
             self._wait_ready(self.start_timeout_s)
         except BaseException:
-            _stop_process(self.proc, signal.SIGINT)
+            _stop_process(self.proc, signal.SIGINT, timeout=5)
             raise
         return self.url
 
@@ -235,7 +235,7 @@ class EmbeddedRedis:
             wait_port(self.host, self.port, 20, self.proc)
             wait_redis_loaded(self.url, self.load_timeout_s, self.proc)
         except BaseException:
-            _stop_process(self.proc, signal.SIGKILL)
+            _stop_process(self.proc, signal.SIGKILL, timeout=5)
             self.proc = None
             raise
         return self.url
@@ -343,7 +343,7 @@ class TemporalDevServer:
         try:
             wait_port(self.host, self.port, timeout, self.proc)
         except BaseException:
-            _stop_process(self.proc, signal.SIGKILL)
+            _stop_process(self.proc, signal.SIGKILL, timeout=5)
             raise
         return self.address
 
