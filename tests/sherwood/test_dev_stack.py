@@ -188,6 +188,10 @@ async def test_dev_restarts_what_dies_and_takes_everything_down_when_killed(tmp_
             os.kill(old, signal.SIGKILL)
             assert wait_restarted(data, name, old, timeout=90)["restarts"] >= 1
         assert "restarted" in log.read_text()
+        status = subprocess.run([sys.executable, "-m", "sherwood", "dev", "--status", "--data-dir",
+                                 str(data)], env=env, capture_output=True, text=True, timeout=60)
+        assert status.returncode == 0, status.stderr
+        assert "gateway" in status.stdout and str(children(data)["gateway"]["pid"]) in status.stdout
 
         # and the stack trades again: a market buy fills
         wait_healthy(proc, api, log, timeout=120)
