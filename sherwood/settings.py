@@ -57,6 +57,22 @@ class Settings(BaseSettings):
     embedded_redis_port: int = 6380
     dev_health_timeout_s: float = 90.0
     dev_venue_ports: list[int] = Field(default_factory=lambda: [9878, 9879])  # MM1, MM2
+    # sherwood dev supervises its children (sherwood/supervisor.py): a child that dies is started
+    # again after a backoff (initial, doubled per death in a row, at most max; reset once it has
+    # stayed up stable_s); a stop gives each tier stop_grace_s before SIGKILL. Its children get
+    # dev_supervisor_pid and exit (SIGTERM to themselves, then hard after stop_grace_s) when
+    # that process is gone, checked every parent_check_s.
+    dev_restart_backoff_initial_s: float = Field(default=0.5, gt=0)
+    dev_restart_backoff_max_s: float = Field(default=30.0, gt=0)
+    dev_restart_stable_s: float = Field(default=60.0, ge=0)
+    dev_supervise_interval_s: float = Field(default=0.2, gt=0)
+    dev_stop_grace_s: float = Field(default=5.0, ge=0)
+    dev_parent_check_s: float = Field(default=1.0, gt=0)
+    dev_supervisor_pid: int | None = None
+    # the embedded Redis's RDB snapshot policy ("seconds changes" pairs; no append-only file) and
+    # how long a start waits for Redis (embedded or configured) to load its dataset
+    embedded_redis_save: str = "3600 1 300 100 60 10000"
+    redis_load_timeout_s: float = 120.0
 
     # Orders: every duration is a setting so tests run them short and real.
     venue_ack_timeout_s: float = 30.0

@@ -1,5 +1,7 @@
 """`sherwood dev` with embedded defaults in a temp dir: healthy, usable from another shell with no
-configuration, stops cleanly on Ctrl-C, and a second start finds the data (ledger and Temporal)."""
+configuration, stops on Ctrl-C within 15 s even with a hung child, and a second start finds the
+data (ledger and Temporal). It supervises its children: one that dies is restarted (embedded
+servers too) while the rest keep running, and a SIGKILLed `sherwood dev` takes them all down."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 
@@ -26,9 +29,9 @@ def clean_env(data_dir: Path, ports: dict[str, int]) -> dict[str, str]:
     return env
 
 
-def start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "sherwood", "dev", "--shards", "2"], env=env,
-                            stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+def start(env: dict[str, str], log: Path, shards: int = 2) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "sherwood", "dev", "--shards", str(shards)],
+                            env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
 
 
 def wait_healthy(proc: subprocess.Popen[bytes], url: str, log: Path, timeout: float = 120) -> dict:
@@ -46,15 +49,28 @@ def wait_healthy(proc: subprocess.Popen[bytes], url: str, log: Path, timeout: fl
     pytest.fail(f"not healthy in {timeout}s:\n{log.read_text()[-3000:]}")
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
+def stop(proc: subprocess.Popen[bytes], within: float = 90) -> None:
     proc.send_signal(signal.SIGINT)
     try:
-        proc.wait(90)
+        proc.wait(within)
     except subprocess.TimeoutExpired:
         proc.kill()
-        pytest.fail("sherwood dev did not stop within 90 s of Ctrl-C")
+        pytest.fail(f"sherwood dev did not stop within {within} s of Ctrl-C")
 
 
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def children(data: Path) -> dict[str, dict]:
+    """The children ``sherwood dev`` lists in stack.json, by name."""
+    return {c["name"]: c for c in json.loads((data / "stack.json").read_text())["children"]}
+
+
+@pytest.mark.slow
 async def test_dev_stack_starts_stops_and_keeps_data(tmp_path: Path) -> None:
     ports = {"API_PORT": free_port(), "TEMPORAL_PORT": free_port(),
              "TEMPORAL_UI_PORT": free_port(), "EMBEDDED_PG_PORT": free_port(),
@@ -96,9 +112,16 @@ async def test_dev_stack_starts_stops_and_keeps_data(tmp_path: Path) -> None:
         cash_after = httpx.get(f"{api}/v2/account", headers=headers).json()["cash"]
         temporal = await Client.connect(stack["temporal_address"])
         await temporal.start_workflow("PersistCheck", id="persist-check", task_queue="nowhere")
+        # a child that hangs (stopped: it answers no signal but SIGKILL) does not hold up Ctrl-C
+        hung = children(data)["api"]["pid"]
+        os.kill(hung, signal.SIGSTOP)
+        pids = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+        t0 = time.monotonic()
     finally:
-        stop(proc)
+        stop(proc, within=15)
+    assert time.monotonic() - t0 < 15
     assert proc.returncode == 0, log.read_text()[-2000:]
+    assert not [p for p in pids if alive(p)], "children outlived sherwood dev"
     for port in [*ports.values(), *venue_ports]:
         assert not port_open("127.0.0.1", port), f"port {port} still open after stop"
     assert not (data / "stack.json").exists()
@@ -116,3 +139,99 @@ async def test_dev_stack_starts_stops_and_keeps_data(tmp_path: Path) -> None:
     finally:
         stop(proc)
     assert proc.returncode == 0
+
+
+def wait_restarted(data: Path, name: str, old_pid: int, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        child = children(data)[name]
+        if child["pid"] not in (None, old_pid) and child["state"] == "running" and alive(child["pid"]):
+            return child
+        time.sleep(0.2)
+    pytest.fail(f"{name} was not restarted: {children(data)[name]}")
+
+
+@pytest.mark.slow
+async def test_dev_restarts_what_dies_and_takes_everything_down_when_killed(tmp_path: Path) -> None:
+    ports = {"API_PORT": free_port(), "TEMPORAL_PORT": free_port(),
+             "TEMPORAL_UI_PORT": free_port(), "EMBEDDED_PG_PORT": free_port(),
+             "EMBEDDED_REDIS_PORT": free_port(), "GATEWAY_LINK_PORT": free_port(),
+             "FANOUT_PORT": free_port(), "MARKETDATA_FEED_PORT": free_port()}
+    venue_ports = [free_port(), free_port()]
+    data = tmp_path / "stack"
+    env = clean_env(data, ports)
+    env["SHERWOOD_DEV_VENUE_PORTS"] = json.dumps(venue_ports)
+    env["SHERWOOD_ENFORCE_MARKET_HOURS"] = "false"
+    env["SHERWOOD_DEV_RESTART_BACKOFF_INITIAL_S"] = "0.2"
+    log = tmp_path / "dev.log"
+    api = f"http://127.0.0.1:{ports['API_PORT']}"
+    proc = start(env, log, shards=1)
+    tree: list[int] = []
+    try:
+        wait_healthy(proc, api, log)
+        before = children(data)
+        assert set(before) >= {"postgres", "redis", "temporal", "mm1", "mm2", "ingest", "fanout",
+                               "exchange-feed", "shard-worker", "gateway", "backoffice", "api"}
+        assert all(c["state"] == "running" and c["restarts"] == 0 for c in before.values())
+
+        # one Sherwood process dies: it alone is restarted, the rest keep running
+        os.kill(before["gateway"]["pid"], signal.SIGKILL)
+        gw = wait_restarted(data, "gateway", before["gateway"]["pid"])
+        assert gw["restarts"] == 1 and gw["last_exit"] == -9
+        now = children(data)
+        assert {n: c["pid"] for n, c in now.items() if n != "gateway"} == \
+            {n: c["pid"] for n, c in before.items() if n != "gateway"}
+
+        # so does a venue, the feed, the API and each embedded server
+        for name in ("mm1", "exchange-feed", "api", "redis", "temporal", "postgres"):
+            old = children(data)[name]["pid"]
+            os.kill(old, signal.SIGKILL)
+            assert wait_restarted(data, name, old, timeout=90)["restarts"] >= 1
+        assert "restarted" in log.read_text()
+        status = subprocess.run([sys.executable, "-m", "sherwood", "dev", "--status", "--data-dir",
+                                 str(data)], env=env, capture_output=True, text=True, timeout=60)
+        assert status.returncode == 0, status.stderr
+        assert "gateway" in status.stdout and str(children(data)["gateway"]["pid"]) in status.stdout
+
+        # and the stack trades again: a market buy fills
+        wait_healthy(proc, api, log, timeout=120)
+        out = subprocess.run(
+            [sys.executable, "-m", "sherwood", "accounts", "create", "--deposit", "10000",
+             "--json", "--data-dir", str(data)],
+            env={k: v for k, v in env.items() if k != "SHERWOOD_DATA_DIR"},
+            capture_output=True, text=True, timeout=90, check=True)
+        acct = json.loads(out.stdout)
+        headers = {"APCA-API-KEY-ID": acct["key_id"], "APCA-API-SECRET-KEY": acct["secret_key"]}
+        deadline = time.monotonic() + 60
+        while True:  # the gateway may still be logging on to the restarted venue
+            r = httpx.post(f"{api}/v2/orders", headers=headers, timeout=30, json={
+                "symbol": "AAPL", "qty": "1", "side": "buy", "type": "market",
+                "time_in_force": "day"})
+            assert r.status_code == 200, r.text
+            oid = r.json()["id"]
+            while (o := httpx.get(f"{api}/v2/orders/{oid}", headers=headers).json())["status"] in (
+                    "accepted", "pending_new", "new"):
+                assert time.monotonic() < deadline, o
+                time.sleep(0.2)
+            if o["status"] == "filled":
+                break
+            assert time.monotonic() < deadline, o
+
+        # SIGKILL of `sherwood dev` itself: every process under it goes with it
+        tree = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+        assert len(tree) >= 12
+        proc.kill()
+        proc.wait(5)
+        deadline = time.monotonic() + 10
+        while (left := [p for p in tree if alive(p)]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not left, [psutil.Process(p).cmdline() for p in left if alive(p)]
+        for port in [*ports.values(), *venue_ports]:
+            assert not port_open("127.0.0.1", port), f"port {port} still open"
+    finally:  # never leak processes on a failure
+        if proc.poll() is None:
+            tree = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+            stop(proc)
+        for pid in tree:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
