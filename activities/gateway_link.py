@@ -29,7 +29,9 @@ missing, wrong or replayed proof (the nonce is new per connection) gets one gene
 gateway, and the connection is closed before any call line is read. A connection carries at
 most ``max_in_flight`` calls at once: the worker waits for a slot (within its timeout), the
 gateway answers any call beyond it with a retryable ``link_busy`` error without running it, and
-stops reading while its answers are not being read.
+stops reading while its answers are not being read. At most ``max_unauthenticated``
+connections may still owe their hello (each for ``hello_timeout_s`` at most); more are closed
+at once.
 
 Why an authenticated link is no way around the order workflow: the secret is given only to the
 processes that run the order workflows (the shard workers), and they call the link from one
@@ -134,12 +136,14 @@ class GatewayLinkServer:
     ``send`` is the gateway's ``GatewayActivities.send_new_order``. Its ``ApplicationError``
     answers go back as ``error`` lines (type, message, non_retryable); any other exception as
     a retryable ``error``. :meth:`stop` stops accepting calls and waits for those in flight.
-    ``refused`` counts the hellos turned away (each is logged with its reason).
+    ``refused`` counts the hellos turned away (each is logged with its reason). At most
+    ``max_unauthenticated`` connections wait for their hello at once (each for
+    ``hello_timeout_s`` at most); a connection beyond that is closed at once.
     """
 
     def __init__(self, send: Callable[[VenueOrder], Awaitable[VenueAck]], host: str, port: int,
                  stack: str, *, secret: str, hello_timeout_s: float = 5.0,
-                 max_in_flight: int = 64) -> None:
+                 max_in_flight: int = 256, max_unauthenticated: int = 16) -> None:
         if not secret:
             raise ValueError("the gateway link is never served without a secret")
         if max_in_flight < 1:
@@ -151,7 +155,9 @@ class GatewayLinkServer:
         self._secret = secret
         self.hello_timeout_s = hello_timeout_s
         self.max_in_flight = max_in_flight
+        self.max_unauthenticated = max_unauthenticated
         self.refused = 0
+        self.unauthenticated = 0  # connections that have not proved the secret yet
         self._server: asyncio.Server | None = None
         self._calls: set[asyncio.Task[None]] = set()
         self._conns: set[asyncio.StreamWriter] = set()
@@ -174,11 +180,20 @@ class GatewayLinkServer:
         self._server = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.unauthenticated >= self.max_unauthenticated:
+            log.warning("gateway link: closed %s at once: %d connections still owe their hello",
+                        writer.get_extra_info("peername"), self.unauthenticated)
+            writer.close()
+            return
         self._conns.add(writer)
         in_flight: set[asyncio.Task[None]] = set()  # this connection's calls
         try:
-            if not await self._hello(reader, writer):
-                return
+            self.unauthenticated += 1
+            try:
+                if not await self._hello(reader, writer):
+                    return
+            finally:
+                self.unauthenticated -= 1
             while self._server is not None and self._server.is_serving():
                 try:
                     await writer.drain()  # answers not being read: stop reading calls
@@ -282,7 +297,7 @@ class GatewayLink:
     the activity path meanwhile), so a gateway that is down costs no order a connect timeout."""
 
     def __init__(self, address: str, stack: str, *, secret: str, timeout_s: float = 1.0,
-                 retry_after_s: float = 1.0, max_in_flight: int = 64) -> None:
+                 retry_after_s: float = 1.0, max_in_flight: int = 256) -> None:
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit():
             raise ValueError(f"gateway link address must be host:port, not {address!r}")

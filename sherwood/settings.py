@@ -118,15 +118,18 @@ class Settings(BaseSettings):
     # bind_host:gateway_link_port) and fall back to the gateway's activity when the call fails
     # or takes longer than gateway_link_timeout_s. Both ends prove they hold gateway_link_secret
     # (challenge-response, activities/gateway_link.py; `sherwood dev` makes one in its data dir);
-    # a peer has gateway_link_hello_timeout_s to do so. At most gateway_link_max_in_flight calls
-    # per connection: the shard worker waits for a slot, the gateway refuses calls beyond it
-    # (the default is above the shard worker's 200 concurrent local activities: it never waits).
+    # a peer has gateway_link_hello_timeout_s to do so, and at most gateway_link_max_unauthenticated
+    # connections wait for theirs at once (more are closed at once). At most
+    # gateway_link_max_in_flight calls per connection: the shard worker waits for a slot, the
+    # gateway refuses calls beyond it (the default is above the shard worker's 200 concurrent
+    # local activities: it never waits).
     gateway_link_port: int | None = 8003
     gateway_link_address: str | None = None
     gateway_link_timeout_s: float = 1.0
     gateway_link_secret: SecretStr | None = None
     gateway_link_hello_timeout_s: float = 5.0
     gateway_link_max_in_flight: int = Field(default=256, ge=1, le=10_000)
+    gateway_link_max_unauthenticated: int = Field(default=16, ge=1, le=10_000)
 
     # market data
     # Ingest listens for the exchange feed's line protocol on feed_port (TCP, 127.0.0.1), writes

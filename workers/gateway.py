@@ -342,7 +342,8 @@ class ExecutionGateway:
         link_stack: str = "",
         link_secret: str | None = None,
         link_hello_timeout_s: float = 5.0,
-        link_max_in_flight: int = 64,
+        link_max_in_flight: int = 256,
+        link_max_unauthenticated: int = 16,
     ) -> None:
         if not venues:
             raise ValueError("no venues configured (SHERWOOD_VENUES)")
@@ -389,7 +390,8 @@ class ExecutionGateway:
         self.link = (GatewayLinkServer(self.activities.send_new_order, link_host, link_port,
                                        link_stack, secret=link_secret,
                                        hello_timeout_s=link_hello_timeout_s,
-                                       max_in_flight=link_max_in_flight)
+                                       max_in_flight=link_max_in_flight,
+                                       max_unauthenticated=link_max_unauthenticated)
                      if link_port is not None and link_secret else None)
         self._worker: Worker | None = None
         self._worker_task: asyncio.Task[None] | None = None
@@ -422,6 +424,7 @@ class ExecutionGateway:
             link_secret=secret,
             link_hello_timeout_s=settings.gateway_link_hello_timeout_s,
             link_max_in_flight=settings.gateway_link_max_in_flight,
+            link_max_unauthenticated=settings.gateway_link_max_unauthenticated,
         )
 
     @property

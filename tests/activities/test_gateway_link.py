@@ -323,3 +323,30 @@ async def test_the_shard_worker_waits_for_a_slot_instead_of_being_refused(serve)
         assert all(ack is not None for ack in acks) and peak == 2
     finally:
         await client.close()
+
+
+async def test_connections_that_have_not_proved_anything_are_capped(serve) -> None:  # type: ignore[no-untyped-def]
+    """Peers that connect and never answer the challenge hold at most ``max_unauthenticated``
+    connections (each for the hello timeout at most); past it a new one is closed at once, and a
+    shard worker gets in again as soon as one is gone."""
+    server = await serve(max_unauthenticated=2, hello_timeout_s=30)
+    idle = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(2)]
+    try:
+        for reader, _ in idle:
+            assert (await reader.readline()).startswith(b"0 challenge ")
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        assert await asyncio.wait_for(reader.readline(), 5) == b""  # no challenge: closed
+        writer.close()
+        idle[0][1].close()
+        for _ in range(100):  # the gateway sees it go
+            if server.unauthenticated < 2:
+                break
+            await asyncio.sleep(0.02)
+        client = link(server)
+        try:
+            assert await client.send_new_order(order()) is not None
+        finally:
+            await client.close()
+    finally:
+        for _, w in idle:
+            w.close()
