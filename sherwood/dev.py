@@ -43,6 +43,7 @@ from sherwood.embedded import (
     TemporalDevServer,
     wait_redis_loaded,
 )
+from sherwood.link_secret import ensure_link_secret
 from sherwood.processes import Supervisor, spawn
 from sherwood.settings import Settings
 from sherwood.supervisor import RestartPolicy
@@ -287,6 +288,9 @@ class DevStack:
         })
         if s.gateway_link_port is not None:
             env["SHERWOOD_GATEWAY_LINK_PORT"] = str(s.gateway_link_port)
+        # the gateway link's secret: the configured one, else <data_dir>/link.secret (made once)
+        env["SHERWOOD_GATEWAY_LINK_SECRET"] = (s.gateway_link_secret.get_secret_value()
+                                               if s.gateway_link_secret else ensure_link_secret(s.data_dir))
         for key, value in (("POSTGRES_URL", s.postgres_url), ("REDIS_URL", s.redis_url),
                            ("TEMPORAL_ADDRESS", s.temporal_address),
                            ("DIRECTORY_URL", s.directory_url)):

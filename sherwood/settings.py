@@ -14,7 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain.risk import RiskLimits
@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SHERWOOD_", extra="ignore")
 
     data_dir: Path = Field(default_factory=default_data_dir)
+    # What this deployment is (SHERWOOD_ENV). "production" (the default) refuses to start what
+    # would run unprotected, e.g. the gateway's direct link without SHERWOOD_GATEWAY_LINK_SECRET;
+    # "dev" and "test" run without it instead (sherwood/link_secret.py).
+    env: Literal["production", "dev", "test"] = "production"
     shards: int = Field(default=4, ge=1, le=64)
 
     # Postgres: either one server URL (databases named <db_prefix>_directory, <db_prefix>_shard_<n>)
@@ -134,10 +138,20 @@ class Settings(BaseSettings):
     # The order's fast path (activities/gateway_link.py): the gateway serves send_new_order on
     # bind_host:gateway_link_port (None: off); shard workers dial gateway_link_address (unset:
     # bind_host:gateway_link_port) and fall back to the gateway's activity when the call fails
-    # or takes longer than gateway_link_timeout_s.
+    # or takes longer than gateway_link_timeout_s. Both ends prove they hold gateway_link_secret
+    # (challenge-response, activities/gateway_link.py; `sherwood dev` makes one in its data dir);
+    # a peer has gateway_link_hello_timeout_s to do so, and at most gateway_link_max_unauthenticated
+    # connections wait for theirs at once (more are closed at once). At most
+    # gateway_link_max_in_flight calls per connection: the shard worker waits for a slot, the
+    # gateway refuses calls beyond it (the default is above the shard worker's 200 concurrent
+    # local activities: it never waits).
     gateway_link_port: int | None = 8003
     gateway_link_address: str | None = None
     gateway_link_timeout_s: float = 1.0
+    gateway_link_secret: SecretStr | None = None
+    gateway_link_hello_timeout_s: float = 5.0
+    gateway_link_max_in_flight: int = Field(default=256, ge=1, le=10_000)
+    gateway_link_max_unauthenticated: int = Field(default=16, ge=1, le=10_000)
 
     # market data
     # Ingest listens for the exchange feed's line protocol on feed_port (TCP, 127.0.0.1), writes

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
@@ -18,6 +19,7 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
+from pydantic import SecretStr
 from redis.asyncio import Redis
 from temporalio.client import Client
 
@@ -85,7 +87,9 @@ class TradingStack:
             "SHERWOOD_ENFORCE_MARKET_HOURS": str(s.enforce_market_hours).lower(),
             "SHERWOOD_ORDER_RATE_PER_S": str(s.order_rate_per_s),
             "SHERWOOD_VENUES": json.dumps([v.model_dump() for v in s.venues]),
-            "SHERWOOD_GATEWAY_LINK_PORT": str(s.gateway_link_port), **extra})
+            "SHERWOOD_GATEWAY_LINK_PORT": str(s.gateway_link_port),
+            "SHERWOOD_GATEWAY_LINK_SECRET": (s.gateway_link_secret.get_secret_value()
+                                             if s.gateway_link_secret else ""), **extra})
         return env
 
     async def restart_gateway(self, downtime: float = 0.0) -> None:
@@ -139,6 +143,7 @@ async def trading_stack(base: Settings, router: ShardRouter, redis: Redis,
         "venues": [VenueConfig(name=n, port=mm.port, heartbeat_interval=5) for n, mm in venues.items()],
         "gateway_data_dir": data_dir / f"gateway-{uuid.uuid4().hex[:6]}",
         "gateway_link_port": free_port(),
+        "gateway_link_secret": SecretStr(secrets.token_hex(32)),
     })
     gw_url = settings.gateway_db_url_resolved()
     migrate_gateway(gw_url)

@@ -62,6 +62,7 @@ from fix.session import FixInitiator, FixSession, MessageHandler, SessionConfig
 from fix.store import SqliteSessionStore
 from sherwood.contracts import EXECUTION_REPORT_SIGNAL, GATEWAY_TASK_QUEUE
 from sherwood.lifecycle import run_loop, stopped_by_signals
+from sherwood.link_secret import link_secret
 from sherwood.settings import Settings, VenueConfig
 
 log = logging.getLogger(__name__)
@@ -339,6 +340,10 @@ class ExecutionGateway:
         link_host: str = "127.0.0.1",
         link_port: int | None = None,
         link_stack: str = "",
+        link_secret: str | None = None,
+        link_hello_timeout_s: float = 5.0,
+        link_max_in_flight: int = 256,
+        link_max_unauthenticated: int = 16,
     ) -> None:
         if not venues:
             raise ValueError("no venues configured (SHERWOOD_VENUES)")
@@ -380,15 +385,23 @@ class ExecutionGateway:
                                             reports=self.delivery,
                                             first_report_wait_s=first_report_wait_s,
                                             report_linger_s=report_linger_s)
-        # the order's fast path to send_new_order (activities/gateway_link.py)
+        # the order's fast path to send_new_order (activities/gateway_link.py): never served
+        # without a secret (no secret: no link)
         self.link = (GatewayLinkServer(self.activities.send_new_order, link_host, link_port,
-                                       link_stack) if link_port is not None else None)
+                                       link_stack, secret=link_secret,
+                                       hello_timeout_s=link_hello_timeout_s,
+                                       max_in_flight=link_max_in_flight,
+                                       max_unauthenticated=link_max_unauthenticated)
+                     if link_port is not None and link_secret else None)
         self._worker: Worker | None = None
         self._worker_task: asyncio.Task[None] | None = None
         self._started = False
 
     @classmethod
     def from_settings(cls, settings: Settings, client: Client) -> ExecutionGateway:
+        """The gateway ``settings`` describe. Raises ``LinkSecretError`` in production when the
+        direct link is configured without its secret (sherwood/link_secret.py)."""
+        secret = link_secret(settings) if settings.gateway_link_port is not None else None
         return cls(
             venues=settings.venues,
             store=GatewayStore.from_url(settings.gateway_db_url_resolved(), pool_size=settings.db_pool_size,
@@ -408,6 +421,10 @@ class ExecutionGateway:
             link_host=settings.bind_host,
             link_port=settings.gateway_link_port,
             link_stack=settings.gateway_link_stack(),
+            link_secret=secret,
+            link_hello_timeout_s=settings.gateway_link_hello_timeout_s,
+            link_max_in_flight=settings.gateway_link_max_in_flight,
+            link_max_unauthenticated=settings.gateway_link_max_unauthenticated,
         )
 
     @property

@@ -24,6 +24,7 @@ from db.orders import OrderStore
 from marketdata.quotes import LatestQuotes
 from sherwood.contracts import shard_task_queue
 from sherwood.lifecycle import stopped_by_signals
+from sherwood.link_secret import link_secret
 from sherwood.settings import Settings
 from sherwood.temporal import connect
 from workers.outbox import OutboxPublisher
@@ -47,14 +48,19 @@ class ShardWorkers:
 
     async def start(self) -> None:
         s = self.settings
+        # the gateway's direct link, only with its secret (none in production: LinkSecretError,
+        # before anything is started)
+        address = s.gateway_link_address_resolved()
+        secret = link_secret(s) if address is not None else None
         self.client = self.client or await connect(s)
         self._redis = Redis.from_url(s.redis_url) if s.redis_url else None
         quotes = LatestQuotes(self._redis, s.redis_prefix)
         self._controls = ControlsCache(self._redis, s.redis_prefix)
         await self._controls.start()
-        if (address := s.gateway_link_address_resolved()) is not None:
-            self._gateway = GatewayLink(address, s.gateway_link_stack(),
-                                        timeout_s=s.gateway_link_timeout_s)
+        if address is not None and secret is not None:
+            self._gateway = GatewayLink(address, s.gateway_link_stack(), secret=secret,
+                                        timeout_s=s.gateway_link_timeout_s,
+                                        max_in_flight=s.gateway_link_max_in_flight)
         for n in self.shards:
             engine = make_engine(s.shard_url(n), pool_size=s.db_pool_size, max_overflow=s.db_max_overflow)
             # single statements (the accept path's account read, the outbox marks): no BEGIN/COMMIT

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -111,6 +112,10 @@ async def test_dev_stack_starts_stops_and_keeps_data(tmp_path: Path) -> None:
             time.sleep(0.2)
         cash_after = httpx.get(f"{api}/v2/account", headers=headers).json()["cash"]
         temporal = await Client.connect(stack["temporal_address"])
+        # the children share the gateway link's secret dev made (0600): nobody was refused
+        assert stat.S_IMODE((data / "link.secret").stat().st_mode) == 0o600
+        assert "gateway link: refused" not in (data / "logs" / "gateway.log").read_text()
+        assert "not used" not in (data / "logs" / "shard-worker.log").read_text()
         await temporal.start_workflow("PersistCheck", id="persist-check", task_queue="nowhere")
         # a child that hangs (stopped: it answers no signal but SIGKILL) does not hold up Ctrl-C
         hung = children(data)["api"]["pid"]

@@ -514,6 +514,7 @@ async def test_sigkill_and_restart_delivers_every_fill_once(
         "SHERWOOD_GATEWAY_DELIVERY_INTERVAL_S": "0.05",
         "SHERWOOD_GATEWAY_DELIVERY_MAX_BACKOFF_S": "0.5",
         "SHERWOOD_VENUES": json.dumps([venue.venue_config().model_dump()]),
+        "SHERWOOD_ENV": "test",  # no link secret: the gateway runs without its direct link
     }
     logs = [tmp_path / "gateway-1.log", tmp_path / "gateway-2.log"]
 
