@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from db.engines import make_engine
 from db.router import ShardRouter
 from domain.ports import Bank, Clearinghouse
+from sherwood.redis_client import redis_from_settings
 from sherwood.settings import Settings
 
 
@@ -51,7 +52,7 @@ async def outside_world(settings: Settings) -> AsyncIterator[tuple[Bank, Clearin
     from simulators.clearinghouse import Clearinghouse as SimulatedClearinghouse
     from simulators.clearinghouse import GatewayFills
 
-    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    redis = redis_from_settings(settings)
     gateway = make_engine(settings.gateway_db_url_resolved(), pool_size=1, max_overflow=2)
     try:
         yield AchBank(redis, settings.redis_prefix), SimulatedClearinghouse(GatewayFills(gateway))

@@ -45,7 +45,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import simplefix
-from redis.asyncio import Redis
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import SignalWorkflowExecutionRequest
 from temporalio.client import Client
@@ -62,6 +61,7 @@ from fix.session import FixInitiator, FixSession, MessageHandler, SessionConfig
 from fix.store import SqliteSessionStore
 from sherwood.contracts import EXECUTION_REPORT_SIGNAL, GATEWAY_TASK_QUEUE
 from sherwood.lifecycle import run_loop, stopped_by_signals
+from sherwood.redis_client import RedisTimeouts, redis_from_url
 from sherwood.settings import Settings, VenueConfig
 
 log = logging.getLogger(__name__)
@@ -336,6 +336,7 @@ class ExecutionGateway:
         owns_store: bool = False,
         redis_url: str | None = None,
         redis_prefix: str = "sherwood",
+        redis_timeouts: RedisTimeouts = RedisTimeouts(),
         link_host: str = "127.0.0.1",
         link_port: int | None = None,
         link_stack: str = "",
@@ -369,7 +370,7 @@ class ExecutionGateway:
             self.initiators[v.name] = FixInitiator(cfg, fstore, v.host, v.port,
                                                    self.delivery.handler_for(v.name))
         # halts: checked against Redis right before routing, the cache if Redis is down
-        self._redis = Redis.from_url(redis_url) if redis_url else None
+        self._redis = redis_from_url(redis_url, redis_timeouts) if redis_url else None
         self.controls = ControlsCache(self._redis, redis_prefix)
 
         async def halted(symbol: str) -> bool:
@@ -405,6 +406,7 @@ class ExecutionGateway:
             owns_store=True,
             redis_url=settings.redis_url,
             redis_prefix=settings.redis_prefix,
+            redis_timeouts=RedisTimeouts.of(settings),
             link_host=settings.bind_host,
             link_port=settings.gateway_link_port,
             link_stack=settings.gateway_link_stack(),

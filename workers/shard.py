@@ -24,6 +24,7 @@ from db.orders import OrderStore
 from marketdata.quotes import LatestQuotes
 from sherwood.contracts import shard_task_queue
 from sherwood.lifecycle import stopped_by_signals
+from sherwood.redis_client import redis_from_settings
 from sherwood.settings import Settings
 from sherwood.temporal import connect
 from workers.outbox import OutboxPublisher
@@ -48,7 +49,7 @@ class ShardWorkers:
     async def start(self) -> None:
         s = self.settings
         self.client = self.client or await connect(s)
-        self._redis = Redis.from_url(s.redis_url) if s.redis_url else None
+        self._redis = redis_from_settings(s)
         quotes = LatestQuotes(self._redis, s.redis_prefix)
         self._controls = ControlsCache(self._redis, s.redis_prefix)
         await self._controls.start()
