@@ -40,7 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = redis_from_settings(settings)
-        router = build_router(settings, redis)
+        router = build_router(settings, redis, request_path=True)
         temporal = await connect(settings, lazy=True) if settings.temporal_address else None
         app.state.sherwood = AppState(settings=settings, router=router, redis=redis,
                                       temporal=temporal,

@@ -57,10 +57,13 @@ class ShardWorkers:
             self._gateway = GatewayLink(address, s.gateway_link_stack(),
                                         timeout_s=s.gateway_link_timeout_s)
         for n in self.shards:
-            engine = make_engine(s.shard_url(n), pool_size=s.db_pool_size, max_overflow=s.db_max_overflow)
+            engine = make_engine(s.shard_url(n), pool_size=s.db_pool_size, max_overflow=s.db_max_overflow,
+                                 statement_timeout_s=s.db_statement_timeout_s,
+                                 lock_timeout_s=s.db_lock_timeout_s)
             # single statements (the accept path's account read, the outbox marks): no BEGIN/COMMIT
             autocommit = make_engine(s.shard_url(n), pool_size=2, max_overflow=2,
-                                     autocommit=True)
+                                     autocommit=True, statement_timeout_s=s.db_statement_timeout_s,
+                                     lock_timeout_s=s.db_lock_timeout_s)
             self._engines += [engine, autocommit]
             store = OrderStore(engine, house_stripes=s.house_balance_stripes, reads=autocommit)
             acts = OrderActivities(store, quotes, limits=s.risk_limits(), controls=self._controls,
