@@ -122,6 +122,7 @@ class Settings(BaseSettings):
     # Committed rows waiting in memory for the publisher; past it they are left to the sweep
     # (the database row is the truth), never queued without bound (workers/outbox.py).
     outbox_queue_max: int = Field(default=10_000, ge=1)
+    outbox_retry_s: float = 1.0  # after a failed publish, the table is tried again this soon
     # Workflow-task polls per shard worker, and the share of them on the normal (non-sticky)
     # queue, where every order's first workflow task comes (workers/shard.py).
     shard_workflow_task_polls: int = Field(default=10, ge=2)

@@ -90,7 +90,8 @@ class ShardWorkers:
             self._tasks.append(asyncio.create_task(worker.run(), name=f"worker-shard-{n}"))
             if self._redis is not None:
                 pub = OutboxPublisher(engine, self._redis, prefix=s.redis_prefix,
-                                      idle_s=s.outbox_idle_s, mark_engine=autocommit)
+                                      idle_s=s.outbox_idle_s, mark_engine=autocommit,
+                                      max_queue=s.outbox_queue_max, retry_s=s.outbox_retry_s)
                 store.on_commit = pub.committed
                 self._tasks.append(asyncio.create_task(pub.run(self._stop), name=f"outbox-{n}"))
         log.info("shard workers running for shards %s", self.shards)
