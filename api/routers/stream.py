@@ -37,10 +37,10 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from api.errors import error_body
+from api.deps import authenticate_from
+from api.errors import ApiError, error_body
 from api.services.activities import fill_uuid
 from api.state import AppState
-from db.accounts import authenticate
 from sherwood.contracts import RedisKeys
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,12 @@ class TradeStream:
                 secret = msg.get("secret") or data.get("secret_key")
                 api_key = None
                 if isinstance(key, str) and isinstance(secret, str) and key and secret:
-                    api_key = await authenticate(self.state.router, key, secret)
+                    source = self.ws.client.host if self.ws.client else ""
+                    try:  # the failed-login limit of REST, per source address
+                        api_key = await authenticate_from(self.state, source, key, secret)
+                    except ApiError as exc:
+                        await self.send(_authorization("unauthorized", exc.message))
+                        await self.close(POLICY_VIOLATION, exc.reason)
                 if api_key is None or api_key.account_id is None:
                     await self.send(_authorization("unauthorized"))
                     await self.close(POLICY_VIOLATION, "unauthorized")
