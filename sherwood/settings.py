@@ -157,7 +157,7 @@ class Settings(BaseSettings):
     quote_max_age_s: float = 30.0  # LatestQuotes: an ingested quote older than this is no quote
     fanout_port: int = 8001
     fanout_max_connections: int = 20_000  # per process -> 406
-    fanout_max_connections_per_key: int = 0  # 0 = unlimited (Alpaca allows 1) -> 406
+    fanout_max_connections_per_key: int = 5  # 0 = unlimited (Alpaca allows 1) -> 406
     fanout_max_symbols: int = 2_000  # per connection, all channels together -> 405
     fanout_max_buffer_bytes: int = 1 << 20  # per connection: over it -> 407 and disconnect
     fanout_slow_timeout_s: float = 10.0  # frames unacknowledged (no pong) this long -> 407 and disconnect
