@@ -70,14 +70,18 @@ async def authenticate_from(state: AppState, source: str, key_id: str, secret: s
     return key
 
 
-async def get_api_key(
+async def get_optional_api_key(
     request: Request,
     key_id: Annotated[str | None, Header(alias="APCA-API-KEY-ID")] = None,
     secret: Annotated[str | None, Header(alias="APCA-API-SECRET-KEY")] = None,
     authorization: Annotated[str | None, Header()] = None,
-) -> ApiKey:
+) -> ApiKey | None:
+    """The caller's key, None when the request carries no credentials at all; wrong ones are a
+    401 (a 429 past the failed-login limit)."""
     if (key_id is None or secret is None) and authorization and authorization.startswith("Bearer "):
         key_id, _, secret = authorization.removeprefix("Bearer ").partition(":")
+    if not key_id and not secret:
+        return None
     if not key_id or not secret:
         raise ApiError(401, "unauthorized", "missing APCA-API-KEY-ID / APCA-API-SECRET-KEY headers",
                        code=40110000)
@@ -89,6 +93,16 @@ async def get_api_key(
     per_min = state.settings.request_rate_per_min
     await state.limiter.hit(f"key:{key.key_id}", per_second=per_min / 60, capacity=per_min,
                             what="requests for this API key")
+    return key
+
+
+OptionalApiKeyDep = Annotated[ApiKey | None, Depends(get_optional_api_key)]
+
+
+async def get_api_key(key: OptionalApiKeyDep) -> ApiKey:
+    if key is None:
+        raise ApiError(401, "unauthorized", "missing APCA-API-KEY-ID / APCA-API-SECRET-KEY headers",
+                       code=40110000)
     return key
 
 
