@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from redis.asyncio import Redis
 
 from api.errors import install_error_handlers
 from api.ratelimit import RateLimiter
@@ -29,6 +28,7 @@ from api.routers import (
 )
 from api.routers import marketdata as marketdata_routes
 from api.state import AppState
+from sherwood.redis_client import redis_from_settings
 from sherwood.settings import Settings
 from sherwood.temporal import connect
 from sherwood.wiring import build_router
@@ -39,8 +39,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
-        router = build_router(settings, redis)
+        redis = redis_from_settings(settings)
+        router = build_router(settings, redis, request_path=True)
         temporal = await connect(settings, lazy=True) if settings.temporal_address else None
         app.state.sherwood = AppState(settings=settings, router=router, redis=redis,
                                       temporal=temporal,

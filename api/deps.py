@@ -39,41 +39,70 @@ _AUTH_TTL_S = 5.0  # a revoked key stops working within this long
 _auth_cache: dict[tuple[str, str], tuple[float, ApiKey]] = {}
 
 
-async def _authenticate_cached(router: ShardRouter, key_id: str, secret: str) -> ApiKey | None:
-    """Successful authentications are remembered briefly: the directory database is not asked
-    on every request (failures are never cached)."""
+async def authenticate_from(state: AppState, source: str, key_id: str, secret: str) -> ApiKey | None:
+    """The key of ``key_id`` + ``secret`` (None when wrong), asked of the directory database only
+    while ``source`` (the client's address) is under its failed-login limit.
+
+    Successful authentications are remembered briefly: the directory database is not asked on
+    every request (failures are never cached). A source with ``login_failures_per_source``
+    failures in ``login_failure_window_s`` gets a 429 ``too_many_failed_logins`` (Retry-After)
+    before any lookup, whatever key it sends; other sources are not affected. Shared by every
+    API process through Redis; without Redis, not limited.
+    """
     now = time.monotonic()
     cache_key = (key_id, hash_secret(secret))
     hit = _auth_cache.get(cache_key)
     if hit is not None and hit[0] > now:
         return hit[1]
-    key = await authenticate(router, key_id, secret)
-    if key is not None:
-        if len(_auth_cache) > 10000:
-            _auth_cache.clear()
-        _auth_cache[cache_key] = (now + _AUTH_TTL_S, key)
+    s = state.settings
+    bucket = f"login-failures:{source}"
+    rate = s.login_failures_per_source / s.login_failure_window_s
+    await state.limiter.guard(bucket, per_second=rate, capacity=s.login_failures_per_source,
+                              what="failed logins from this address",
+                              reason="too_many_failed_logins")
+    key = await authenticate(state.router, key_id, secret)
+    if key is None:
+        await state.limiter.spend(bucket, per_second=rate, capacity=s.login_failures_per_source)
+        return None
+    if len(_auth_cache) > 10000:
+        _auth_cache.clear()
+    _auth_cache[cache_key] = (now + _AUTH_TTL_S, key)
     return key
 
 
-async def get_api_key(
+async def get_optional_api_key(
     request: Request,
-    router: RouterDep,
     key_id: Annotated[str | None, Header(alias="APCA-API-KEY-ID")] = None,
     secret: Annotated[str | None, Header(alias="APCA-API-SECRET-KEY")] = None,
     authorization: Annotated[str | None, Header()] = None,
-) -> ApiKey:
+) -> ApiKey | None:
+    """The caller's key, None when the request carries no credentials at all; wrong ones are a
+    401 (a 429 past the failed-login limit)."""
     if (key_id is None or secret is None) and authorization and authorization.startswith("Bearer "):
         key_id, _, secret = authorization.removeprefix("Bearer ").partition(":")
+    if not key_id and not secret:
+        return None
     if not key_id or not secret:
         raise ApiError(401, "unauthorized", "missing APCA-API-KEY-ID / APCA-API-SECRET-KEY headers",
                        code=40110000)
-    key = await _authenticate_cached(router, key_id, secret)
+    state: AppState = request.app.state.sherwood
+    key = await authenticate_from(state, request.client.host if request.client else "", key_id,
+                                  secret)
     if key is None:
         raise ApiError(401, "unauthorized", "invalid API key or secret", code=40110000)
-    state: AppState = request.app.state.sherwood
     per_min = state.settings.request_rate_per_min
     await state.limiter.hit(f"key:{key.key_id}", per_second=per_min / 60, capacity=per_min,
                             what="requests for this API key")
+    return key
+
+
+OptionalApiKeyDep = Annotated[ApiKey | None, Depends(get_optional_api_key)]
+
+
+async def get_api_key(key: OptionalApiKeyDep) -> ApiKey:
+    if key is None:
+        raise ApiError(401, "unauthorized", "missing APCA-API-KEY-ID / APCA-API-SECRET-KEY headers",
+                       code=40110000)
     return key
 
 

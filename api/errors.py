@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from db.engines import DB_ERRORS, is_db_timeout
 from db.errors import DbError, InsufficientFunds, ShardUnavailable, UnknownAccount
 from domain.errors import DomainError
 
@@ -52,6 +53,9 @@ def from_exception(exc: Exception) -> ApiError:
         return ApiError(503, exc.code, exc.message)
     if isinstance(exc, DomainError | DbError):
         return ApiError(422, exc.code, exc.message, code=42210000)
+    if is_db_timeout(exc):  # lock_timeout / statement_timeout on the request path
+        return ApiError(503, "db_timeout", "the database is busy; retry shortly",
+                        headers={"Retry-After": "1"})
     return ApiError(500, "internal_error", "internal error")
 
 
@@ -67,6 +71,18 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DbError)
     async def _db_error(_: Request, exc: DbError) -> JSONResponse:
         return _response(from_exception(exc))
+
+    async def _database(_: Request, exc: Exception) -> JSONResponse:
+        """A database error no service turned into a DbError: 503 ``db_timeout`` when the
+        server canceled the statement (lock_timeout / statement_timeout), else a 500."""
+        if is_db_timeout(exc):
+            log.warning("database timeout on the request path: %s", exc)
+        else:
+            log.error("database error", exc_info=exc)
+        return _response(from_exception(exc))
+
+    for db_error in DB_ERRORS:
+        app.add_exception_handler(db_error, _database)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -19,3 +19,5 @@ class AppState:
     redis: Redis | None
     temporal: Client | None = None
     limiter: RateLimiter = field(default_factory=lambda: RateLimiter(None, ""))
+    # open trade streams (GET /stream) per API key id in this process (api/routers/stream.py)
+    streams_per_key: dict[str, int] = field(default_factory=dict)

@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock
+# lock_timeout (lock_not_available) and statement_timeout (query_canceled): the server gave up
+# waiting on a session's behalf. Transient: the same work may succeed a moment later.
+TIMEOUT_SQLSTATES = frozenset({"55P03", "57014"})
 
 
 def sqlalchemy_url(url: str, *, driver: str = "psycopg") -> str:
@@ -36,20 +39,36 @@ PING_IDLE_S = 5.0
 
 
 def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 40,
-                autocommit: bool = False) -> AsyncEngine:
+                autocommit: bool = False, statement_timeout_s: float | None = None,
+                lock_timeout_s: float | None = None) -> AsyncEngine:
     """``autocommit``: every statement commits on its own (for stores whose every operation is
-    one statement); ``engine.begin()`` then sends no BEGIN / COMMIT."""
+    one statement); ``engine.begin()`` then sends no BEGIN / COMMIT.
+
+    ``statement_timeout_s`` / ``lock_timeout_s``: set on every session of the engine (request
+    path engines: see ``Settings.db_statement_timeout_s``); the server cancels a statement that
+    runs, or waits for a lock, longer (:func:`is_db_timeout`). None: the server's default.
+    """
+    options = "-c timezone=UTC"
+    if statement_timeout_s is not None:
+        options += f" -c statement_timeout={_ms(statement_timeout_s)}"
+    if lock_timeout_s is not None:
+        options += f" -c lock_timeout={_ms(lock_timeout_s)}"
     engine = create_async_engine(
         sqlalchemy_url(url),
         pool_size=pool_size,
         max_overflow=max_overflow,
         # UTC sessions: times read back format as the ones the code writes (``...Z``), whatever
         # the server's default time zone
-        connect_args={"connect_timeout": 5, "options": "-c timezone=UTC"},
+        connect_args={"connect_timeout": 5, "options": options},
         **({"isolation_level": "AUTOCOMMIT"} if autocommit else {}),
     )
     _ping_when_idle(engine, PING_IDLE_S)
     return engine
+
+
+def _ms(seconds: float) -> int:
+    """A duration setting as Postgres milliseconds (at least 1: 0 would mean no timeout)."""
+    return max(1, round(seconds * 1000))
 
 
 def _ping_when_idle(engine: AsyncEngine, idle_s: float) -> None:
@@ -103,6 +122,19 @@ def sqlstate(exc: BaseException) -> str | None:
         return exc.sqlstate
     orig = getattr(exc, "orig", None)
     return getattr(orig, "sqlstate", None) if orig is not None else None
+
+
+def is_db_timeout(exc: BaseException) -> bool:
+    """Whether ``exc`` is the server canceling a statement for lock_timeout or statement_timeout
+    (SQLSTATE 55P03 / 57014), directly or as the cause of a wrapper."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if sqlstate(seen) in TIMEOUT_SQLSTATES:
+            return True
+        seen = seen.__cause__
+    return False
 
 
 async def run_in_transaction(

@@ -30,6 +30,7 @@ class ShardRouter:
     """Maps accounts to shards and hands out each shard's engine and ledger.
 
     It does not open accounts (see :mod:`db.accounts`) and holds no business state.
+    ``statement_timeout_s`` / ``lock_timeout_s`` apply to every engine it makes (request path).
     """
 
     def __init__(
@@ -43,6 +44,8 @@ class ShardRouter:
         pool_size: int = 10,
         max_overflow: int = 40,
         house_stripes: int = 32,
+        statement_timeout_s: float | None = None,
+        lock_timeout_s: float | None = None,
     ) -> None:
         self.directory_url = directory_url
         self.shard_urls = list(shard_urls)
@@ -50,6 +53,7 @@ class ShardRouter:
         self.redis_prefix = redis_prefix
         self.cache_ttl_s = cache_ttl_s
         self._pool = (pool_size, max_overflow)
+        self._timeouts = (statement_timeout_s, lock_timeout_s)
         self.house_stripes = house_stripes
         self._directory: AsyncEngine | None = None
         self._engines: dict[int, AsyncEngine] = {}
@@ -66,7 +70,9 @@ class ShardRouter:
     def directory(self) -> AsyncEngine:
         if self._directory is None:
             self._directory = make_engine(self.directory_url, pool_size=self._pool[0],
-                                          max_overflow=self._pool[1])
+                                          max_overflow=self._pool[1],
+                                          statement_timeout_s=self._timeouts[0],
+                                          lock_timeout_s=self._timeouts[1])
         return self._directory
 
     def engine(self, shard: int) -> AsyncEngine:
@@ -74,8 +80,8 @@ class ShardRouter:
             raise ValueError(f"no shard {shard}")
         if shard not in self._engines:
             self._engines[shard] = make_engine(
-                self.shard_urls[shard], pool_size=self._pool[0], max_overflow=self._pool[1]
-            )
+                self.shard_urls[shard], pool_size=self._pool[0], max_overflow=self._pool[1],
+                statement_timeout_s=self._timeouts[0], lock_timeout_s=self._timeouts[1])
         return self._engines[shard]
 
     def ledger(self, shard: int) -> Ledger:

@@ -433,7 +433,8 @@ async def run_fanout(settings: Any, stop: asyncio.Event | None = None) -> None:
     """``sherwood serve fanout``: run the WebSocket server until stopped."""
     from sherwood.wiring import build_router
 
-    router = build_router(settings.model_copy(update={"db_pool_size": 2, "db_max_overflow": 2}))
+    router = build_router(settings.model_copy(update={"db_pool_size": 2, "db_max_overflow": 2}),
+                          request_path=True)
     server = fanout_from_settings(settings, directory_authenticator(router))
     await server.start(settings.bind_host, settings.fanout_port)
     log.info("fan-out listening on ws://%s:%s/v2/iex", settings.bind_host, settings.fanout_port)

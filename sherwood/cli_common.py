@@ -77,10 +77,9 @@ class Clients:
     def redis(self) -> Redis | None:
         """A Redis client on ``SHERWOOD_REDIS_URL``, None when none is configured."""
         if not self._redis_made:
-            from redis.asyncio import Redis
+            from sherwood.redis_client import redis_from_settings
 
-            s = self.settings
-            self._redis = Redis.from_url(s.redis_url) if s.redis_url else None
+            self._redis = redis_from_settings(self.settings)
             self._redis_made = True
         return self._redis
 

@@ -49,6 +49,25 @@ class Settings(BaseSettings):
     redis_prefix: str = "sherwood"
     shard_cache_ttl_s: int = 3600
 
+    # Timeouts on shared infrastructure. Every Redis client of the processes is built by
+    # sherwood.redis_client.redis_from_url with these: a Redis that accepts the connection and
+    # never answers fails a command within redis_socket_timeout_s instead of hanging it.
+    redis_socket_timeout_s: float = 2.0
+    redis_connect_timeout_s: float = 2.0
+    redis_health_check_interval_s: float = 15.0  # an idle pooled connection is PINGed first
+    # Postgres sessions on the request path (the API, the shard workers, the fan-out's key
+    # lookups; not the back office, migrations or the CLI): a statement running longer, or
+    # waiting longer for a lock, is canceled by the server (SQLSTATE 57014 / 55P03). The API
+    # answers 503 "db_timeout"; see db.engines.is_db_timeout.
+    db_statement_timeout_s: float = 5.0
+    db_lock_timeout_s: float = 2.0
+    # Failed logins (unknown key, wrong secret) per source address: over this many in the
+    # window, the source gets 429 "too_many_failed_logins" before any directory lookup.
+    login_failures_per_source: int = Field(default=10, ge=1)
+    login_failure_window_s: float = 60.0
+    # Trade updates WebSockets (GET /stream) one API key may hold open in one API process.
+    stream_max_connections_per_key: int = Field(default=5, ge=1)
+
     temporal_address: str | None = None
     temporal_namespace: str = "default"
 
@@ -126,6 +145,10 @@ class Settings(BaseSettings):
     # The shard outbox publisher is woken by each order commit; it also looks this often anyway
     # (rows from another process, a failed round).
     outbox_idle_s: float = 1.0
+    # Committed rows waiting in memory for the publisher; past it they are left to the sweep
+    # (the database row is the truth), never queued without bound (workers/outbox.py).
+    outbox_queue_max: int = Field(default=10_000, ge=1)
+    outbox_retry_s: float = 1.0  # after a failed publish, the table is tried again this soon
     # Workflow-task polls per shard worker, and the share of them on the normal (non-sticky)
     # queue, where every order's first workflow task comes (workers/shard.py).
     shard_workflow_task_polls: int = Field(default=10, ge=2)
@@ -170,7 +193,7 @@ class Settings(BaseSettings):
     quote_max_age_s: float = 30.0  # LatestQuotes: an ingested quote older than this is no quote
     fanout_port: int = 8001
     fanout_max_connections: int = 20_000  # per process -> 406
-    fanout_max_connections_per_key: int = 0  # 0 = unlimited (Alpaca allows 1) -> 406
+    fanout_max_connections_per_key: int = 5  # 0 = unlimited (Alpaca allows 1) -> 406
     fanout_max_symbols: int = 2_000  # per connection, all channels together -> 405
     fanout_max_buffer_bytes: int = 1 << 20  # per connection: over it -> 407 and disconnect
     fanout_slow_timeout_s: float = 10.0  # frames unacknowledged (no pong) this long -> 407 and disconnect

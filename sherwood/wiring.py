@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from db.engines import make_engine
 from db.router import ShardRouter
 from domain.ports import Bank, Clearinghouse
+from sherwood.redis_client import redis_from_settings
 from sherwood.settings import Settings
 
 
@@ -24,7 +25,10 @@ def shard_urls(settings: Settings) -> list[str]:
     return [settings.shard_url(n) for n in range(settings.shard_count)]
 
 
-def build_router(settings: Settings, redis: Redis | None = None) -> ShardRouter:
+def build_router(settings: Settings, redis: Redis | None = None, *,
+                 request_path: bool = False) -> ShardRouter:
+    """The directory + shard router. ``request_path``: its sessions get the settings'
+    statement_timeout and lock_timeout (the API, the fan-out; not the CLI's long audits)."""
     return ShardRouter(
         settings.directory_db_url(),
         shard_urls(settings),
@@ -34,6 +38,8 @@ def build_router(settings: Settings, redis: Redis | None = None) -> ShardRouter:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         house_stripes=settings.house_balance_stripes,
+        statement_timeout_s=settings.db_statement_timeout_s if request_path else None,
+        lock_timeout_s=settings.db_lock_timeout_s if request_path else None,
     )
 
 
@@ -51,7 +57,7 @@ async def outside_world(settings: Settings) -> AsyncIterator[tuple[Bank, Clearin
     from simulators.clearinghouse import Clearinghouse as SimulatedClearinghouse
     from simulators.clearinghouse import GatewayFills
 
-    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    redis = redis_from_settings(settings)
     gateway = make_engine(settings.gateway_db_url_resolved(), pool_size=1, max_overflow=2)
     try:
         yield AchBank(redis, settings.redis_prefix), SimulatedClearinghouse(GatewayFills(gateway))

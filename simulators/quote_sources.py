@@ -120,15 +120,13 @@ class RedisQuoteSource:
         timeout: float = 0.5,
         retry_after: float = 5.0,
     ) -> None:
-        import redis.asyncio as aioredis
+        from sherwood.redis_client import RedisTimeouts, redis_from_url
 
         self.key = key
         self.halts_key = halts_key
         self.fallback: QuoteSource = fallback if fallback is not None else RandomWalkQuoteSource(0)
-        self._redis = aioredis.from_url(
-            redis_url, socket_connect_timeout=timeout, socket_timeout=timeout,
-            decode_responses=True,
-        )
+        self._redis = redis_from_url(redis_url, RedisTimeouts(timeout, timeout),
+                                     decode_responses=True)
         self._retry_after = retry_after
         self._down_until = 0.0
 

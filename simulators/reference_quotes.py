@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
 
-from redis.asyncio import Redis
-
 from domain.assets import ASSETS
 from marketdata.quotes import LatestQuotes
+from sherwood.redis_client import RedisTimeouts, redis_from_url
 
 
 def spread_around(ref: Decimal) -> tuple[Decimal, Decimal]:
@@ -23,7 +22,7 @@ def spread_around(ref: Decimal) -> tuple[Decimal, Decimal]:
 
 async def seed_reference_quotes(redis_url: str, prefix: str) -> int:
     """Write a quote for every asset that has none. Returns how many were written."""
-    redis = Redis.from_url(redis_url)
+    redis = redis_from_url(redis_url, RedisTimeouts())
     try:
         quotes = LatestQuotes(redis, prefix)
         existing = await quotes.get_many([a.symbol for a in ASSETS])

@@ -45,7 +45,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import simplefix
-from redis.asyncio import Redis
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import SignalWorkflowExecutionRequest
 from temporalio.client import Client
@@ -63,6 +62,7 @@ from fix.store import SqliteSessionStore
 from sherwood.contracts import EXECUTION_REPORT_SIGNAL, GATEWAY_TASK_QUEUE
 from sherwood.lifecycle import run_loop, stopped_by_signals
 from sherwood.link_secret import link_secret
+from sherwood.redis_client import RedisTimeouts, redis_from_url
 from sherwood.settings import Settings, VenueConfig
 
 log = logging.getLogger(__name__)
@@ -337,6 +337,7 @@ class ExecutionGateway:
         owns_store: bool = False,
         redis_url: str | None = None,
         redis_prefix: str = "sherwood",
+        redis_timeouts: RedisTimeouts = RedisTimeouts(),
         link_host: str = "127.0.0.1",
         link_port: int | None = None,
         link_stack: str = "",
@@ -374,7 +375,7 @@ class ExecutionGateway:
             self.initiators[v.name] = FixInitiator(cfg, fstore, v.host, v.port,
                                                    self.delivery.handler_for(v.name))
         # halts: checked against Redis right before routing, the cache if Redis is down
-        self._redis = Redis.from_url(redis_url) if redis_url else None
+        self._redis = redis_from_url(redis_url, redis_timeouts) if redis_url else None
         self.controls = ControlsCache(self._redis, redis_prefix)
 
         async def halted(symbol: str) -> bool:
@@ -418,6 +419,7 @@ class ExecutionGateway:
             owns_store=True,
             redis_url=settings.redis_url,
             redis_prefix=settings.redis_prefix,
+            redis_timeouts=RedisTimeouts.of(settings),
             link_host=settings.bind_host,
             link_port=settings.gateway_link_port,
             link_stack=settings.gateway_link_stack(),

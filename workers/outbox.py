@@ -12,6 +12,15 @@ Two paths, one table:
   Redis failure rolls the mark back and leaves them for the next round, and several publishers
   can run side by side. The grace keeps the sweep off rows the first path is about to mark.
 
+The rows handed over wait in memory, at most ``max_queue`` of them (``outbox_queue_max``): the
+order path never waits for the publisher, and a publisher stuck on a slow or dead Redis does not
+grow without bound. Past the bound, and after any failed round, the publisher **catches up from
+the table**: what is queued is dropped (counted in ``dropped``, logged), rows handed over meanwhile
+are not queued, and the next round claims every unmarked row regardless of age, in id order,
+until none is left; then the at-commit path resumes. Nothing is lost (the row is the truth) and
+rows keep their commit order; a row both queued and claimed goes out twice, which consumers
+already tolerate.
+
 Channel: ``<prefix>:trade_updates:<account_id>``. Consumers must tolerate a repeat (a crash
 after publishing, before marking). It does not poll the table in a tight loop: idle shards cost
 one statement per ``idle_s``.
@@ -53,7 +62,8 @@ class OutboxPublisher:
 
     def __init__(self, engine: AsyncEngine, redis: Redis, *, prefix: str = "sherwood",
                  idle_s: float = 1.0, batch: int = 200, grace_s: float = 5.0,
-                 mark_engine: AsyncEngine | None = None) -> None:
+                 mark_engine: AsyncEngine | None = None, max_queue: int = 10_000,
+                 retry_s: float = 1.0) -> None:
         self.engine = engine
         self.mark_engine = mark_engine or engine
         self.redis = redis
@@ -61,15 +71,39 @@ class OutboxPublisher:
         self.idle_s = idle_s
         self.batch = batch
         self.grace_s = grace_s
+        self.max_queue = max_queue
+        self.retry_s = retry_s  # after a failed round, the catch-up is tried again this soon
         self._wake = asyncio.Event()
         self._fresh: list[Row] = []
+        self.overflowed = False  # catching up from the table: handed-over rows are not queued
+        self.dropped = 0  # rows handed over but left to the table (they are published from it)
+
+    @property
+    def queued(self) -> int:
+        """Rows handed over and waiting in memory (at most ``max_queue``)."""
+        return len(self._fresh)
 
     def committed(self, rows: list[Row]) -> None:
         """Rows a transaction of this process just committed: publish them now (callable from
-        any coroutine of this loop)."""
-        if rows:
+        any coroutine of this loop). Never blocks; past ``max_queue`` they are left to the table."""
+        if not rows:
+            return
+        if self.overflowed:  # the catch-up publishes them; no wake: a dead Redis is not spun on
+            self.dropped += len(rows)
+            return
+        if len(self._fresh) + len(rows) > self.max_queue:
+            log.warning("outbox queue full (%d rows): catching up from the table", len(self._fresh))
+            self._catch_up()
+            self.dropped += len(rows)
+        else:
             self._fresh.extend(rows)
-            self._wake.set()
+        self._wake.set()
+
+    def _catch_up(self) -> None:
+        """Drop what is queued; the next round publishes every unmarked row from the table."""
+        self.dropped += len(self._fresh)
+        self._fresh = []
+        self.overflowed = True
 
     def _pipeline_of(self, rows: list[Row]) -> Any:
         pipe = self.redis.pipeline(transaction=False)
@@ -106,13 +140,23 @@ class OutboxPublisher:
             self._wake.clear()  # before the round: a commit during it wakes the next one
             backlog = False
             try:
-                await self.publish_committed()
-                if loop.time() >= sweep_at:
-                    backlog = await self.publish_once(self.grace_s) >= self.batch
+                if self.overflowed:
+                    # Handed-over rows are queued again from now: the claim below sees every row
+                    # committed before it (a row both claimed and queued goes out twice).
+                    self.overflowed = False
+                    backlog = await self.publish_once(0.0) >= self.batch
+                    if backlog:  # more in the table: keep catching up before anything queued
+                        self._catch_up()
                     sweep_at = loop.time() + (0 if backlog else self.idle_s)
+                else:
+                    await self.publish_committed()
+                    if loop.time() >= sweep_at:
+                        backlog = await self.publish_once(self.grace_s) >= self.batch
+                        sweep_at = loop.time() + (0 if backlog else self.idle_s)
             except _RETRIED as exc:
-                log.warning("outbox publish failed, will retry: %s", exc)
-                sweep_at = loop.time() + self.idle_s
+                log.warning("outbox publish failed, will retry from the table: %s", exc)
+                self._catch_up()  # later rows must not overtake the ones left unmarked
+                sweep_at = loop.time() + min(self.idle_s, self.retry_s)
             if backlog:
                 continue
             waits = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]

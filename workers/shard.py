@@ -25,6 +25,7 @@ from marketdata.quotes import LatestQuotes
 from sherwood.contracts import shard_task_queue
 from sherwood.lifecycle import stopped_by_signals
 from sherwood.link_secret import link_secret
+from sherwood.redis_client import redis_from_settings
 from sherwood.settings import Settings
 from sherwood.temporal import connect
 from workers.outbox import OutboxPublisher
@@ -53,7 +54,7 @@ class ShardWorkers:
         address = s.gateway_link_address_resolved()
         secret = link_secret(s) if address is not None else None
         self.client = self.client or await connect(s)
-        self._redis = Redis.from_url(s.redis_url) if s.redis_url else None
+        self._redis = redis_from_settings(s)
         quotes = LatestQuotes(self._redis, s.redis_prefix)
         self._controls = ControlsCache(self._redis, s.redis_prefix)
         await self._controls.start()
@@ -62,10 +63,13 @@ class ShardWorkers:
                                         timeout_s=s.gateway_link_timeout_s,
                                         max_in_flight=s.gateway_link_max_in_flight)
         for n in self.shards:
-            engine = make_engine(s.shard_url(n), pool_size=s.db_pool_size, max_overflow=s.db_max_overflow)
+            engine = make_engine(s.shard_url(n), pool_size=s.db_pool_size, max_overflow=s.db_max_overflow,
+                                 statement_timeout_s=s.db_statement_timeout_s,
+                                 lock_timeout_s=s.db_lock_timeout_s)
             # single statements (the accept path's account read, the outbox marks): no BEGIN/COMMIT
             autocommit = make_engine(s.shard_url(n), pool_size=2, max_overflow=2,
-                                     autocommit=True)
+                                     autocommit=True, statement_timeout_s=s.db_statement_timeout_s,
+                                     lock_timeout_s=s.db_lock_timeout_s)
             self._engines += [engine, autocommit]
             store = OrderStore(engine, house_stripes=s.house_balance_stripes, reads=autocommit)
             acts = OrderActivities(store, quotes, limits=s.risk_limits(), controls=self._controls,
@@ -92,7 +96,8 @@ class ShardWorkers:
             self._tasks.append(asyncio.create_task(worker.run(), name=f"worker-shard-{n}"))
             if self._redis is not None:
                 pub = OutboxPublisher(engine, self._redis, prefix=s.redis_prefix,
-                                      idle_s=s.outbox_idle_s, mark_engine=autocommit)
+                                      idle_s=s.outbox_idle_s, mark_engine=autocommit,
+                                      max_queue=s.outbox_queue_max, retry_s=s.outbox_retry_s)
                 store.on_commit = pub.committed
                 self._tasks.append(asyncio.create_task(pub.run(self._stop), name=f"outbox-{n}"))
         log.info("shard workers running for shards %s", self.shards)

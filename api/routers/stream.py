@@ -20,6 +20,12 @@ reconnects and reconciles through ``GET /v2/orders``.
 
 Errors: ``{"stream": "error", "data": {"code", "message", "reason"}}`` (the REST error shape); the
 connection stays open except for authentication failures.
+
+Limits: an API key holds at most ``stream_max_connections_per_key`` streams in one API process;
+the next one, once authenticated, gets ``{"stream": "error", "data": {"code": 406, "message":
+"connection limit exceeded", "reason": "connection_limit_exceeded"}}`` (Alpaca's stream code) and
+is closed with 1008. Failed logins count against the source address as on REST
+(``too_many_failed_logins``: unauthorized, closed).
 """
 
 from __future__ import annotations
@@ -37,10 +43,10 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from api.errors import error_body
+from api.deps import authenticate_from
+from api.errors import ApiError, error_body
 from api.services.activities import fill_uuid
 from api.state import AppState
-from db.accounts import authenticate
 from sherwood.contracts import RedisKeys
 
 log = logging.getLogger(__name__)
@@ -81,6 +87,7 @@ class TradeStream:
         self.ws = ws
         self.state = state
         self.account_id: uuid.UUID | None = None
+        self.key_id: str | None = None  # holds a slot in state.streams_per_key while set
         self.pubsub: PubSub | None = None
         self.pump: asyncio.Task[None] | None = None
         self._send_lock = asyncio.Lock()
@@ -136,6 +143,12 @@ class TradeStream:
                 await self.close(INTERNAL_ERROR, "internal error")
         finally:
             await self._unlisten()
+            if self.key_id is not None:
+                left = self.state.streams_per_key.get(self.key_id, 1) - 1
+                if left > 0:
+                    self.state.streams_per_key[self.key_id] = left
+                else:
+                    self.state.streams_per_key.pop(self.key_id, None)
 
     # --- authentication -------------------------------------------------------------------
 
@@ -159,11 +172,23 @@ class TradeStream:
                 secret = msg.get("secret") or data.get("secret_key")
                 api_key = None
                 if isinstance(key, str) and isinstance(secret, str) and key and secret:
-                    api_key = await authenticate(self.state.router, key, secret)
+                    source = self.ws.client.host if self.ws.client else ""
+                    try:  # the failed-login limit of REST, per source address
+                        api_key = await authenticate_from(self.state, source, key, secret)
+                    except ApiError as exc:
+                        await self.send(_authorization("unauthorized", exc.message))
+                        await self.close(POLICY_VIOLATION, exc.reason)
                 if api_key is None or api_key.account_id is None:
                     await self.send(_authorization("unauthorized"))
                     await self.close(POLICY_VIOLATION, "unauthorized")
                 assert api_key is not None and api_key.account_id is not None
+                held = self.state.streams_per_key.get(api_key.key_id, 0)
+                if held >= self.state.settings.stream_max_connections_per_key:
+                    await self.send({"stream": "error", "data": error_body(
+                        406, "connection_limit_exceeded", "connection limit exceeded")})
+                    await self.close(POLICY_VIOLATION, "406 connection limit exceeded")
+                self.state.streams_per_key[api_key.key_id] = held + 1
+                self.key_id = api_key.key_id
                 self.account_id = api_key.account_id
                 await self.send(_authorization("authorized"))
                 return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from db.accounts import open_account
+from db.accounts import create_api_key, open_account
 from db.router import ShardRouter
 
 
@@ -48,8 +48,26 @@ async def test_unknown_route_uses_the_error_shape(client: httpx.AsyncClient) -> 
     assert r.json()["reason"] == "not_found" and isinstance(r.json()["code"], int)
 
 
-async def test_healthz_reports_every_dependency_and_shard(client: httpx.AsyncClient) -> None:
-    r = await client.get("/healthz")
+async def test_healthz_tells_an_anonymous_caller_only_up_or_down(client: httpx.AsyncClient) -> None:
+    for params in ({}, {"workers": "false"}):
+        r = await client.get("/healthz", params=params)
+        assert r.status_code == 200, r.text
+        assert r.json() == {"status": "ok"}
+
+
+async def test_healthz_details_need_an_ops_key(client: httpx.AsyncClient, router: ShardRouter) -> None:
+    trader = (await open_account(router)).credentials
+    r = await client.get("/healthz", headers=auth(trader))
+    assert r.status_code == 403 and r.json()["reason"] == "forbidden", r.text
+    bad = {"APCA-API-KEY-ID": trader.key_id, "APCA-API-SECRET-KEY": "wrong"}
+    assert (await client.get("/healthz", headers=bad)).status_code == 401
+
+
+async def test_healthz_reports_every_dependency_and_shard_to_ops(
+    client: httpx.AsyncClient, router: ShardRouter,
+) -> None:
+    ops = await create_api_key(router, None, role="ops")
+    r = await client.get("/healthz", headers=auth(ops))
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["status"] == "ok"

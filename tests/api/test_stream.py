@@ -223,3 +223,40 @@ async def test_no_auth_in_time_closes(ws_url: str, monkeypatch: pytest.MonkeyPat
 
 def test_default_auth_timeout_is_ten_seconds() -> None:
     assert stream_module.AUTH_TIMEOUT_S == 10.0
+
+
+async def test_connections_per_key_are_capped(ws_url: str, app: FastAPI, router: ShardRouter) -> None:
+    """One API key holds at most stream_max_connections_per_key trade streams (per API process);
+    the next one gets a 406 error and is closed; other keys are not affected; a freed slot is
+    taken again."""
+    cap = app.state.sherwood.settings.stream_max_connections_per_key
+    a = await open_account(router)
+    b = await open_account(router)
+    held = [await authed(ws_url, a, listen=False) for _ in range(cap)]
+    try:
+        async with connect(ws_url) as ws:
+            await ws.send(json.dumps({"action": "auth", "key": a.credentials.key_id,
+                                      "secret": a.credentials.secret_key}))
+            msg = await recv(ws)
+            assert msg == {"stream": "error", "data": {
+                "code": 406, "message": "connection limit exceeded",
+                "reason": "connection_limit_exceeded"}}, msg
+            with pytest.raises(ConnectionClosed):
+                await recv(ws)
+            assert ws.close_code == 1008
+        other = await authed(ws_url, b, listen=False)  # another key: unaffected
+        await other.close()
+        await held.pop().close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while True:  # the server frees the slot once it has seen the close
+            async with connect(ws_url) as ws:
+                await ws.send(json.dumps({"action": "auth", "key": a.credentials.key_id,
+                                          "secret": a.credentials.secret_key}))
+                if (await recv(ws))["stream"] == "authorization":
+                    break
+            assert loop.time() < deadline, "the closed stream's slot was never freed"
+            await asyncio.sleep(0.05)
+    finally:
+        for ws in held:
+            await ws.close()

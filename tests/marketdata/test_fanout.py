@@ -14,9 +14,11 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from db.accounts import OpenedAccount
+from db.router import ShardRouter
 from marketdata.ingest import Ingest
 from marketdata.quotes import LatestQuotes
 from sherwood.contracts import RedisKeys
+from sherwood.settings import Settings
 from tests.marketdata.conftest import FanoutFactory, authed_client, open_client
 from tests.marketdata.helpers import q, tr
 
@@ -324,3 +326,36 @@ async def test_slow_reader_gets_the_newest_quotes_never_a_backlog(
     assert late and max(late) < 1.5, max(late)  # bounded, not growing with the time spent
     assert srv.stats["slow_disconnects"] == 0 and srv.stats["max_buffered"] < 256 * 1024, srv.stats
     await c.ws.close()
+
+
+async def test_connections_per_key_are_capped_by_default(
+        migrated: Settings, prefix: str, router: ShardRouter, account: OpenedAccount) -> None:
+    """The fan-out as `sherwood serve fanout` builds it: one key holds at most
+    fanout_max_connections_per_key sockets; the next gets 406 and is closed; a freed slot is
+    taken again."""
+    from marketdata.fanout import directory_authenticator, fanout_from_settings
+
+    cap = migrated.fanout_max_connections_per_key
+    assert cap > 0, "a default cap"
+    srv = fanout_from_settings(migrated.model_copy(update={"redis_prefix": prefix}),
+                               directory_authenticator(router))
+    await srv.start("127.0.0.1", 0)
+    try:
+        held = [await authed_client(srv, account) for _ in range(cap)]
+        extra = await open_client(srv)
+        got = await extra.request({"action": "auth", "key": account.credentials.key_id,
+                                   "secret": account.credentials.secret_key})
+        assert got == [{"T": "error", "code": 406, "msg": "connection limit exceeded"}]
+        await asyncio.wait_for(extra.ws.wait_closed(), 3)
+        assert extra.ws.close_code == 1008
+        await held.pop().ws.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while srv.per_key.get(account.credentials.key_id, 0) >= cap:
+            assert loop.time() < deadline, "the closed socket's slot was never freed"
+            await asyncio.sleep(0.02)
+        held.append(await authed_client(srv, account))
+        for c in held:
+            await c.ws.close()
+    finally:
+        await srv.close()

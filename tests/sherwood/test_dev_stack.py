@@ -87,8 +87,15 @@ async def test_dev_stack_starts_stops_and_keeps_data(tmp_path: Path) -> None:
 
     proc = start(env, log)
     try:
-        health = wait_healthy(proc, api, log)
+        assert wait_healthy(proc, api, log) == {"status": "ok"}  # anonymous: up or down only
+        ops = json.loads(subprocess.run(
+            [sys.executable, "-m", "sherwood", "ops", "create-key", "--json", "--data-dir", str(data)],
+            env={k: v for k, v in env.items() if k != "SHERWOOD_DATA_DIR"},
+            capture_output=True, text=True, timeout=60, check=True).stdout)
+        health = httpx.get(f"{api}/healthz", params={"workers": "true"}, timeout=5, headers={
+            "APCA-API-KEY-ID": ops["key_id"], "APCA-API-SECRET-KEY": ops["secret_key"]}).json()
         assert health["status"] == "ok" and len(health["shards"]) == 2
+        assert health["dependencies"]["execution_gateway"]["status"] == "ok"
         stack = json.loads((data / "stack.json").read_text())
         assert stack["temporal_ui_url"] == f"http://127.0.0.1:{ports['TEMPORAL_UI_PORT']}"
         # another shell, no configuration beyond the data dir

@@ -161,3 +161,62 @@ async def test_rows_handed_over_at_commit_are_marked_or_left_for_the_sweep(
         assert await unmarked(key) == 0
     finally:
         await marks.dispose()
+
+
+async def test_the_in_memory_queue_is_bounded_and_what_overflows_is_published_from_the_table(
+    router: ShardRouter, redis: Redis,
+) -> None:
+    """Commits handed over faster than the publisher runs (Redis slow or down) fill the in-memory
+    queue up to its bound, never past it; past it, the rows are left to the table (the truth),
+    and the next round publishes every one of them, in commit order, and marks them."""
+    import asyncio
+    import uuid
+
+    from db import sql
+    from db.engines import make_engine, run_in_transaction
+    from workers.outbox import OutboxPublisher
+
+    engine = router.engine(0)
+    marks = make_engine(router.shard_urls[0], pool_size=1, autocommit=True)
+    prefix = router.redis_prefix
+    key = f"outbox-bounded-{uuid.uuid4()}"
+
+    async def write(n: int) -> list[sql.Row]:
+        return await run_in_transaction(engine, lambda c: sql.rows(
+            c, "INSERT INTO outbox (topic, key, payload) VALUES ('trade_updates', :k, "
+            "jsonb_build_object('n', CAST(:n AS int))) RETURNING id, key, payload::text AS payload",
+            {"k": key, "n": n}))
+
+    async def unmarked() -> int:
+        return int(await run_in_transaction(engine, lambda c: sql.scalar(
+            c, "SELECT count(*) FROM outbox WHERE key = :k AND published_at IS NULL", {"k": key})))
+
+    pub = OutboxPublisher(engine, redis, prefix=prefix, mark_engine=marks, max_queue=3,
+                          idle_s=30.0)
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(RedisKeys(prefix).trade_updates(key))
+    stop = asyncio.Event()
+    try:
+        await pubsub.get_message(timeout=2)
+        for n in range(10):  # ten commits while the publisher does not run
+            pub.committed(await write(n))
+            assert pub.queued <= 3
+        assert pub.overflowed and await unmarked() == 10
+        task = asyncio.create_task(pub.run(stop))
+        got: list[int] = []
+        while len(got) < 10:
+            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
+            assert msg is not None, got
+            got.append(json.loads(msg["data"])["n"])
+        assert got == list(range(10))
+        # back to the at-commit path: the next commit goes out with it, not at the idle poll
+        pub.committed(await write(10))
+        msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
+        assert msg is not None and json.loads(msg["data"])["n"] == 10
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        assert await unmarked() == 0 and not pub.overflowed
+    finally:
+        stop.set()
+        await pubsub.aclose()
+        await marks.dispose()
