@@ -134,13 +134,7 @@ class OrderService:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
         if snap.reject_code and S_REJECTED(snap):
-            status = (403 if snap.reject_code in FORBIDDEN_CODES
-                      else OUR_FAILURES.get(snap.reject_code, 422))
-            if snap.reject_code in OUR_FAILURES:  # our failure's details are for operators
-                raise ApiError(status, snap.reject_code, f"order {snap.order_id} could not be "
-                               "processed and was rejected; nothing was held")
-            raise ApiError(status, snap.reject_code, snap.reject_reason or "order rejected",
-                           code=40310000 if status == 403 else 42210000)
+            raise _rejected(snap.order_id, snap.reject_code, snap.reject_reason)
         # the order as accepted (no read: the accept returned it); a duplicate is read, as it is now
         # a duplicate is read (and its request checked) as it is now
         order = order_at_accept(snap, req) or await self._existing(account_id, shard, snap.order_id,
@@ -159,6 +153,11 @@ class OrderService:
         if row["request_hash"] != request_hash:
             raise ApiError(422, "idempotency_conflict",
                            "this client_order_id was used for a different order", code=42210000)
+        if (row["state"] in ("REJECTED", "FAILED") and row["reject_code"]
+                and row["reject_code"] not in REJECTED_AFTER_ACCEPT):
+            # a retry of a refused request (e.g. after a 504 order_pending) is answered as the
+            # request was: the same refusal, not the refused order as if it had been placed
+            raise _rejected(order_id, row["reject_code"], row["reject_reason"])
         return alpaca_order(row)
 
     async def _row(self, shard: int, order_id: str) -> sql.Row:
@@ -254,8 +253,22 @@ def alpaca_order(row: sql.Row | Any) -> dict[str, Any]:
     return order_object(OrderRow.from_mapping(row))
 
 
+# rejections of an order that was accepted (funds held) and then not taken: a retry of its
+# request gets the order, as it would have had it waited
+REJECTED_AFTER_ACCEPT = frozenset({"symbol_halted", "venue_unavailable", "venue_rejected"})
 # an order rejected because we failed (nothing was held): the customer's request was fine
 OUR_FAILURES = {INTERNAL_ERROR: 500, "shard_unavailable": 503}
+
+
+def _rejected(order_id: str, reject_code: str, reject_reason: str | None) -> ApiError:
+    """The answer to an order refused at accept: 403 for the account's limits, 500/503 for our
+    own failures (their details are for operators), 422 for the rest."""
+    status = 403 if reject_code in FORBIDDEN_CODES else OUR_FAILURES.get(reject_code, 422)
+    if reject_code in OUR_FAILURES:
+        return ApiError(status, reject_code, f"order {order_id} could not be processed and was "
+                        "rejected; nothing was held")
+    return ApiError(status, reject_code, reject_reason or "order rejected",
+                    code=40310000 if status == 403 else 42210000)
 
 
 def _pending() -> ApiError:

@@ -38,6 +38,20 @@ async def wait_order(stack: TradingStack, acct, order_id: str, statuses: set[str
             await asyncio.sleep(0.05)
 
 
+async def post_order(http: Any, url: str, hdrs: dict[str, str], body: dict[str, Any],
+                     within_s: float = 100) -> Any:
+    """POST an order as Alpaca clients do: a 504 ``order_pending`` (the API's accept deadline
+    passed while the order queues behind others on its account, or its worker restarts) is
+    retried with the same client_order_id, which makes the retry the same order."""
+    body = {"client_order_id": str(uuid.uuid4()), **body}
+    give_up = time.monotonic() + within_s
+    while True:
+        r = await http.post(url, headers=hdrs, json=body)
+        if r.status_code != 504 or time.monotonic() > give_up:
+            return r
+        await asyncio.sleep(float(r.headers.get("Retry-After", "1")))
+
+
 async def events(stack: TradingStack, shard: int, order_id: str) -> list[tuple[str, str, str]]:
     async with stack.router.engine(shard).connect() as conn:
         rows = (await conn.execute(text(

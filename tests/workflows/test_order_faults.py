@@ -24,6 +24,7 @@ from tests.workflows.order_helpers import (
     balances,
     events,
     place,
+    post_order,
     sherwood_cli,
     temporal_cli,
     wait_order,
@@ -174,16 +175,9 @@ async def test_shard_worker_sigkilled_mid_flight_200_orders(stack: TradingStack)
             async def one(i: int) -> str:
                 acct = accounts[i % len(accounts)]
                 async with stack.http() as http:
-                    # as Alpaca clients do: retry 504 (answered within the API's accept deadline
-                    # while the worker is down or busy restarting) with the same id
-                    give_up = time.monotonic() + 100
-                    while time.monotonic() < give_up:
-                        r = await http.post("/v2/orders", headers=headers(acct), json={
-                            "symbol": "F", "qty": str(1 + i % 5), "side": "buy", "type": "market",
-                            "time_in_force": "day", "client_order_id": f"kill-{i}-{acct.account_id}"})
-                        if r.status_code != 504:
-                            break
-                        await asyncio.sleep(float(r.headers.get("Retry-After", "1")))
+                    r = await post_order(http, "/v2/orders", headers(acct), {
+                        "symbol": "F", "qty": str(1 + i % 5), "side": "buy", "type": "market",
+                        "time_in_force": "day", "client_order_id": f"kill-{i}-{acct.account_id}"})
                 assert r.status_code == 200, r.text
                 return str(r.json()["id"])
 

@@ -18,7 +18,7 @@ from sqlalchemy import text
 from db.accounts import create_api_key
 from sherwood.embedded import free_port
 from tests.stack import TradingStack, headers
-from tests.workflows.order_helpers import balances, events, place, wait_order
+from tests.workflows.order_helpers import balances, events, place, post_order, wait_order
 
 
 @contextlib.asynccontextmanager
@@ -62,7 +62,7 @@ async def test_100_concurrent_buys_across_4_api_processes_hold_exactly_what_is_a
     acct = await stack.account("10000")
     async with api_processes(stack, 4) as urls, httpx.AsyncClient(timeout=60) as http:
         async def buy(i: int) -> httpx.Response:
-            return await http.post(f"{urls[i % 4]}/v2/orders", headers=headers(acct), json={
+            return await post_order(http, f"{urls[i % 4]}/v2/orders", headers(acct), {
                 "symbol": "AAPL", "qty": "1", "side": "buy", "type": "limit", "limit_price": "150.00",
                 "time_in_force": "gtc"})
 
@@ -233,3 +233,19 @@ async def test_stale_ingested_quote_refuses_market_buys_and_limit_orders_trade(s
     order = await place(stack, acct, symbol="MSFT", qty="1", side="buy", type="limit",
                         limit_price="415.20", time_in_force="day")
     assert (await wait_order(stack, acct, order["id"], {"filled"}))["filled_qty"] == "1"
+
+
+async def test_a_retried_refused_order_gets_the_same_refusal(stack: TradingStack) -> None:
+    """A client that retries a request (after a 504 ``order_pending``, say) with the same
+    client_order_id gets the answer the request got: a refused order is refused again, never
+    returned as if it had been placed."""
+    await stack.set_quote("AAPL", "187.40", "187.50")
+    acct = await stack.account("100")
+    body = {"symbol": "AAPL", "qty": "10", "side": "buy", "type": "limit", "limit_price": "150.00",
+            "time_in_force": "gtc", "client_order_id": f"retry-{uuid.uuid4()}"}
+    async with stack.http() as http:
+        first = await http.post("/v2/orders", headers=headers(acct), json=body)
+        again = await http.post("/v2/orders", headers=headers(acct), json=body)
+    assert first.status_code == 403 and first.json()["reason"] == "insufficient_buying_power"
+    assert (again.status_code, again.json()) == (403, first.json())
+    assert await balances(stack, acct) == {"cash": Decimal(100)}
