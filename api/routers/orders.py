@@ -6,11 +6,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Query, Response
 from fastapi.responses import JSONResponse
 
+from api.body import JsonBodyRoute
 from api.deps import RouterDep, StateDep, TraderDep
 from api.errors import ApiError
-from api.services.orders import OrderService
+from api.services.orders import MAX_LIST_LIMIT, OrderService
 
-router = APIRouter(prefix="/v2", tags=["orders"])
+router = APIRouter(prefix="/v2", tags=["orders"], route_class=JsonBodyRoute)
 
 
 async def get_service(state: StateDep, router_: RouterDep) -> OrderService:
@@ -40,7 +41,7 @@ async def place_order(key: TraderDep, service: ServiceDep, state: StateDep,
 async def list_orders(
     key: TraderDep, service: ServiceDep,
     status: Annotated[str, Query(pattern="^(open|closed|all)$")] = "open",
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    limit: Annotated[int, Query(ge=1, description=f"at most {MAX_LIST_LIMIT} (larger is clamped)")] = 50,
     after: datetime | None = None, until: datetime | None = None,
     direction: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
     symbols: str | None = None, side: Annotated[str | None, Query(pattern="^(buy|sell)$")] = None,

@@ -6,10 +6,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Query
 
+from api.body import JsonBodyRoute
 from api.deps import RouterDep, StateDep, TraderDep
-from api.services.transfers import TransferService
+from api.services.transfers import MAX_LIST_LIMIT, TransferService
 
-router = APIRouter(prefix="/v2", tags=["transfers"])
+router = APIRouter(prefix="/v2", tags=["transfers"], route_class=JsonBodyRoute)
 
 
 async def get_service(state: StateDep, router_: RouterDep) -> TransferService:
@@ -33,7 +34,9 @@ async def create_transfer(
 
 @router.get("/transfers")
 async def list_transfers(key: TraderDep, service: ServiceDep,
-                         limit: Annotated[int, Query(ge=1, le=500)] = 100) -> list[dict[str, Any]]:
+                         limit: Annotated[int, Query(ge=1, description=f"at most {MAX_LIST_LIMIT} "
+                                                     "(larger is clamped)")] = 100,
+                         ) -> list[dict[str, Any]]:
     assert key.account_id is not None
     return await service.list(key.account_id, limit)
 
