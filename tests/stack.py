@@ -129,8 +129,9 @@ async def served(app: FastAPI) -> AsyncIterator[str]:
     import uvicorn
 
     port = free_port()
+    # a request still hanging at the end is cut off, not waited for
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off",
-                                           log_level="warning"))
+                                           log_level="warning", timeout_graceful_shutdown=2))
     task = asyncio.create_task(server.serve())
     while not server.started:
         assert not task.done(), task
