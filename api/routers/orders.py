@@ -9,8 +9,10 @@ from fastapi.responses import JSONResponse
 from api.body import JsonBodyRoute
 from api.deps import RouterDep, StateDep, TraderDep
 from api.errors import ApiError
+from api.schemas import OrderIn, body_schema
 from api.services.orders import MAX_LIST_LIMIT, OrderService
 
+ORDER_BODY = body_schema(OrderIn, extra_fields=False)  # unknown fields are refused
 router = APIRouter(prefix="/v2", tags=["orders"], route_class=JsonBodyRoute)
 
 
@@ -28,7 +30,7 @@ def _account(key: Any) -> Any:
 
 @router.post("/orders")
 async def place_order(key: TraderDep, service: ServiceDep, state: StateDep,
-                      body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+                      body: Annotated[dict[str, Any], Body(json_schema_extra=ORDER_BODY)]) -> dict[str, Any]:
     """Place an order (Alpaca shape). Numbers may be JSON numbers or strings; they are parsed
     exactly from their text. 403 when buying power or shares are insufficient, 422 when the
     request is invalid or its client_order_id was used for a different order."""

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Depends, Header, Query
 
 from api.body import JsonBodyRoute
 from api.deps import RouterDep, StateDep, TraderDep
+from api.schemas import TransferIn, body_schema
 from api.services.transfers import MAX_LIST_LIMIT, TransferService
 
 router = APIRouter(prefix="/v2", tags=["transfers"], route_class=JsonBodyRoute)
@@ -22,7 +23,8 @@ ServiceDep = Annotated[TransferService, Depends(get_service)]
 
 @router.post("/transfers")
 async def create_transfer(
-    key: TraderDep, service: ServiceDep, body: Annotated[dict[str, Any], Body()],
+    key: TraderDep, service: ServiceDep,
+    body: Annotated[dict[str, Any], Body(json_schema_extra=body_schema(TransferIn, extra_fields=True))],
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> dict[str, Any]:
     """Deposit (INCOMING: credited provisionally at once, settles after the ACH days or bounces)

@@ -49,5 +49,12 @@ def test_every_endpoint_with_a_body_reads_it_through_the_bounded_route() -> None
     assert {r.path for r in with_body} >= {"/v2/orders", "/v2/transfers", "/ops/halts"}
     assert all(isinstance(r, JsonBodyRoute) for r in with_body), [
         r.path for r in with_body if not isinstance(r, JsonBodyRoute)]
-    schemas = app.openapi()["components"]["schemas"]
-    assert {"HaltIn", "RestrictionIn"} <= set(schemas)  # /docs still documents the request models
+    spec = app.openapi()
+    assert {"HaltIn", "RestrictionIn"} <= set(spec["components"]["schemas"])  # /docs still has them
+
+    def body(path: str) -> dict:
+        return spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+
+    assert {"symbol", "qty", "limit_price", "client_order_id"} <= set(body("/v2/orders")["properties"])
+    assert body("/v2/orders")["additionalProperties"] is False
+    assert {"amount", "direction"} <= set(body("/v2/transfers")["required"])
