@@ -3,6 +3,9 @@ numbers travel as strings."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+from typing import Any, Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -146,3 +149,40 @@ class CashActivityOut(BaseModel):
     per_share_amount: str | None = None
     # Sherwood extra
     transaction_time: str
+
+
+# --- request bodies (documentation: the routes read the body as a dict and the domain parsers
+# validate it, so every refusal carries its own code; these models give /docs the fields) ------
+
+Number = Decimal | str
+
+
+class OrderIn(BaseModel):
+    """An order request (Alpaca shape). Numbers are JSON numbers or strings, read exactly."""
+
+    symbol: str
+    qty: Number = Field(description="whole shares, 1..10^9")
+    side: Literal["buy", "sell"]
+    type: Literal["market", "limit", "stop", "stop_limit"]
+    time_in_force: Literal["day", "gtc", "ioc", "fok"]
+    limit_price: Number | None = Field(None, description="USD, at most 10^6; cents from $1")
+    stop_price: Number | None = Field(None, description="USD, at most 10^6; cents from $1")
+    client_order_id: str | None = Field(None, max_length=128)
+    extended_hours: bool | None = None
+    order_class: Literal["simple", ""] | None = Field(
+        None, description="only simple: bracket/oco/oto (take_profit, stop_loss) are refused")
+    position_intent: Literal["buy_to_open", "sell_to_close"] | None = None
+
+
+class TransferIn(BaseModel):
+    """An ACH transfer request."""
+
+    amount: Number = Field(description="USD, 0.01..10^10, at most 2 decimals")
+    direction: Literal["INCOMING", "OUTGOING"]
+    transfer_type: Literal["ach"] = "ach"
+    client_transfer_id: str | None = Field(None, max_length=128)
+
+
+def body_schema(model: type[BaseModel], *, extra_fields: bool) -> dict[str, Any]:
+    """``model``'s JSON schema for ``Body(json_schema_extra=...)`` of a dict body."""
+    return {**model.model_json_schema(), "additionalProperties": extra_fields}

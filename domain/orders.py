@@ -15,9 +15,9 @@ from decimal import ROUND_CEILING, Decimal
 from enum import StrEnum
 from typing import Any
 
-from domain.errors import DomainError, InvalidAmount
+from domain.errors import DomainError
 from domain.ledger import valid_symbol
-from domain.money import USD, check_scale, parse_decimal
+from domain.money import PRICE_BOUNDS, QTY_BOUNDS, USD, bounded_decimal, check_scale
 
 
 class OrderState(StrEnum):
@@ -105,7 +105,18 @@ def transition(current: OrderState, new: OrderState) -> OrderState:
 SIDES = ("buy", "sell")
 TYPES = ("market", "limit", "stop", "stop_limit")
 TIFS = ("day", "gtc", "ioc", "fok")
-MAX_CLIENT_ORDER_ID = 48
+MAX_CLIENT_ORDER_ID = 128  # Alpaca's limit
+# Fields of an Alpaca order request this server reads.
+KNOWN_FIELDS = frozenset({"symbol", "side", "type", "order_type", "time_in_force", "qty", "limit_price",
+                          "stop_price", "client_order_id", "extended_hours", "order_class",
+                          "position_intent"})
+# Alpaca fields this server does not implement: refused when set, never dropped (a bracket
+# order placed as a plain order would lose its stop-loss).
+UNSUPPORTED_FIELDS = ("notional", "take_profit", "stop_loss", "trail_price", "trail_percent", "legs",
+                      "advanced_instructions")
+SIMPLE_ORDER_CLASSES = ("simple", "")
+# what an order here always is (long only, no shorting): any other intent is refused
+POSITION_INTENTS = {"buy": "buy_to_open", "sell": "sell_to_close"}
 
 
 @dataclass(frozen=True)
@@ -149,9 +160,7 @@ def _canon(d: Decimal | None) -> str | None:
 
 
 def _price(value: object, field: str) -> Decimal:
-    p = parse_decimal(value, field=field)
-    if p <= 0:
-        raise InvalidAmount(f"{field} must be greater than zero")
+    p = bounded_decimal(value, PRICE_BOUNDS, field=field, scale_code="invalid_price_increment")
     # penny increments: >= $1 in cents, below $1 up to 4 decimals
     places = 2 if p >= 1 else 4
     if p != p.quantize(Decimal(1).scaleb(-places)):
@@ -161,7 +170,13 @@ def _price(value: object, field: str) -> Decimal:
 
 
 def parse_order_request(d: Mapping[str, object]) -> OrderRequest:
-    """Validate an Alpaca-shaped order request. Raises :class:`OrderError` / ``InvalidAmount``."""
+    """Validate an Alpaca-shaped order request. Raises :class:`OrderError` / ``InvalidAmount``.
+
+    Every field is read or refused: unknown fields and the Alpaca features not implemented here
+    (other order classes, take-profit/stop-loss legs, trailing stops, notional) are refused with
+    a code naming them. Numbers are bounded (:data:`QTY_BOUNDS`, :data:`PRICE_BOUNDS`) before
+    any arithmetic."""
+    _refuse_unimplemented(d)
     symbol = str(d.get("symbol") or "").strip().upper()
     if not symbol or not valid_symbol(symbol):
         raise OrderError("symbol is required and must be a ticker like AAPL", code="invalid_symbol")
@@ -174,15 +189,14 @@ def parse_order_request(d: Mapping[str, object]) -> OrderRequest:
     tif = str(d.get("time_in_force") or "")
     if tif not in TIFS:
         raise OrderError(f"time_in_force must be one of {', '.join(TIFS)}", code="invalid_time_in_force")
-    if d.get("notional") is not None:
-        raise OrderError("notional (dollar-amount) orders are not supported yet; send a whole-share qty",
-                         code="notional_not_supported")
     if d.get("qty") is None:
         raise OrderError("qty is required", code="invalid_qty")
-    qty = parse_decimal(d.get("qty"), field="qty")
-    if qty <= 0 or qty != qty.to_integral_value():
-        raise OrderError("qty must be a whole number of shares greater than zero", code="invalid_qty")
-    qty = qty.quantize(Decimal(1))
+    qty = bounded_decimal(d.get("qty"), QTY_BOUNDS, field="qty").quantize(Decimal(1))
+    intent = d.get("position_intent")
+    if intent is not None and intent != POSITION_INTENTS[side]:
+        raise OrderError(f"position_intent {intent!r} is not supported: a {side} order here is "
+                         f"{POSITION_INTENTS[side]} (long positions only)",
+                         code="position_intent_not_supported")
     limit = stop = None
     if otype in ("limit", "stop_limit"):
         if d.get("limit_price") is None:
@@ -202,13 +216,27 @@ def parse_order_request(d: Mapping[str, object]) -> OrderRequest:
         if not coid or len(coid) > MAX_CLIENT_ORDER_ID:
             raise OrderError(f"client_order_id must be 1..{MAX_CLIENT_ORDER_ID} characters",
                              code="invalid_client_order_id")
-    ext = d.get("extended_hours", False)
+    ext = d.get("extended_hours") or False
     if not isinstance(ext, bool):
         raise OrderError("extended_hours must be true or false", code="invalid_extended_hours")
     if ext and not (otype == "limit" and tif == "day"):
         raise OrderError("extended_hours orders must be limit orders with time_in_force day",
                          code="invalid_extended_hours")
     return OrderRequest(symbol, side, otype, tif, qty, limit, stop, coid, ext)
+
+
+def _refuse_unimplemented(d: Mapping[str, object]) -> None:
+    unknown = sorted(k for k in d if k not in KNOWN_FIELDS and k not in UNSUPPORTED_FIELDS)
+    if unknown:
+        raise OrderError(f"unknown field(s): {', '.join(map(str, unknown))}", code="unknown_field")
+    order_class = d.get("order_class")
+    if order_class is not None and order_class not in SIMPLE_ORDER_CLASSES:
+        raise OrderError(f"order_class {str(order_class)[:20]!r} is not supported: only simple orders "
+                         "(no bracket, oco, oto legs yet)", code="order_class_not_supported")
+    for name in UNSUPPORTED_FIELDS:
+        if d.get(name) is not None:
+            what = "notional (dollar-amount) orders" if name == "notional" else name
+            raise OrderError(f"{what} not supported yet; nothing was placed", code=f"{name}_not_supported")
 
 
 # --- holds and fills ---------------------------------------------------------------------

@@ -124,6 +124,9 @@ class Settings(BaseSettings):
     enforce_market_hours: bool = True
     order_rate_per_s: float = 10.0  # per account, shared by every API process (Redis)
     request_rate_per_min: float = 600.0  # per API key
+    # Request bodies (api/body.py): larger -> 413, deeper nesting -> 422, both before parsing.
+    request_body_max_bytes: int = 64 * 1024
+    request_json_max_depth: int = 32
 
     # Ledger tuning: number of cached-balance stripes for house accounts (hot rows).
     house_balance_stripes: int = Field(default=32, ge=1, le=256)

@@ -123,6 +123,30 @@ class TradingStack:
             yield c
 
 
+@contextlib.asynccontextmanager
+async def served(app: FastAPI) -> AsyncIterator[str]:
+    """``app`` served by uvicorn on a loopback port, for clients that need a real socket (or a
+    real timeout); its lifespan is not run again (the caller's is already running). Yields the
+    base URL."""
+    import asyncio
+
+    import uvicorn
+
+    port = free_port()
+    # a request still hanging at the end is cut off, not waited for
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off",
+                                           log_level="warning", timeout_graceful_shutdown=2))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not task.done(), task
+        await asyncio.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
 def headers(acct: OpenedAccount) -> dict[str, str]:
     return {"APCA-API-KEY-ID": acct.credentials.key_id,
             "APCA-API-SECRET-KEY": acct.credentials.secret_key}

@@ -30,7 +30,7 @@ Date = Annotated[str | None, Query(description="only this day (New York), YYYY-M
 After = Annotated[str | None, Query(description="only activities after this time (RFC 3339 or date)")]
 Until = Annotated[str | None, Query(description="only activities before this time (RFC 3339 or date)")]
 Direction = Annotated[str, Query(description="desc (newest first, default) or asc")]
-PageSize = Annotated[int, Query(ge=1, le=activities.MAX_PAGE_SIZE)]
+PageSize = Annotated[int, Query(ge=1, description=f"at most {activities.MAX_PAGE_SIZE} (larger is clamped)")]
 PageToken = Annotated[str | None, Query(description="the id of the last activity of the previous page")]
 
 

@@ -8,13 +8,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
 
+from api.body import JsonBodyRoute
 from api.deps import OpsDep, RouterDep
 from api.errors import ApiError
 from db.funding import FundingStore
 from db.settlement import load_report
 from db.shard_status import clear_halts, halts
 
-router = APIRouter(prefix="/ops", tags=["ops"])
+router = APIRouter(prefix="/ops", tags=["ops"], route_class=JsonBodyRoute)
 
 
 @router.get("/settlement/{business_date}")

@@ -7,10 +7,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, Response
 from pydantic import BaseModel
 
+from api.body import JsonBodyRoute
 from api.deps import OpsDep, StateDep
 from db.controls import ControlsStore
 
-router = APIRouter(prefix="/ops", tags=["ops"])
+router = APIRouter(prefix="/ops", tags=["ops"], route_class=JsonBodyRoute)
 
 
 class ControlOut(BaseModel):

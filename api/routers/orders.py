@@ -6,11 +6,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Query, Response
 from fastapi.responses import JSONResponse
 
+from api.body import JsonBodyRoute
 from api.deps import RouterDep, StateDep, TraderDep
 from api.errors import ApiError
-from api.services.orders import OrderService
+from api.schemas import OrderIn, body_schema
+from api.services.orders import MAX_LIST_LIMIT, OrderService
 
-router = APIRouter(prefix="/v2", tags=["orders"])
+ORDER_BODY = body_schema(OrderIn, extra_fields=False)  # unknown fields are refused
+router = APIRouter(prefix="/v2", tags=["orders"], route_class=JsonBodyRoute)
 
 
 async def get_service(state: StateDep, router_: RouterDep) -> OrderService:
@@ -27,7 +30,7 @@ def _account(key: Any) -> Any:
 
 @router.post("/orders")
 async def place_order(key: TraderDep, service: ServiceDep, state: StateDep,
-                      body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+                      body: Annotated[dict[str, Any], Body(json_schema_extra=ORDER_BODY)]) -> dict[str, Any]:
     """Place an order (Alpaca shape). Numbers may be JSON numbers or strings; they are parsed
     exactly from their text. 403 when buying power or shares are insufficient, 422 when the
     request is invalid or its client_order_id was used for a different order."""
@@ -40,7 +43,7 @@ async def place_order(key: TraderDep, service: ServiceDep, state: StateDep,
 async def list_orders(
     key: TraderDep, service: ServiceDep,
     status: Annotated[str, Query(pattern="^(open|closed|all)$")] = "open",
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    limit: Annotated[int, Query(ge=1, description=f"at most {MAX_LIST_LIMIT} (larger is clamped)")] = 50,
     after: datetime | None = None, until: datetime | None = None,
     direction: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
     symbols: str | None = None, side: Annotated[str | None, Query(pattern="^(buy|sell)$")] = None,

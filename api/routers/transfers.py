@@ -6,10 +6,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Query
 
+from api.body import JsonBodyRoute
 from api.deps import RouterDep, StateDep, TraderDep
-from api.services.transfers import TransferService
+from api.schemas import TransferIn, body_schema
+from api.services.transfers import MAX_LIST_LIMIT, TransferService
 
-router = APIRouter(prefix="/v2", tags=["transfers"])
+router = APIRouter(prefix="/v2", tags=["transfers"], route_class=JsonBodyRoute)
 
 
 async def get_service(state: StateDep, router_: RouterDep) -> TransferService:
@@ -21,7 +23,8 @@ ServiceDep = Annotated[TransferService, Depends(get_service)]
 
 @router.post("/transfers")
 async def create_transfer(
-    key: TraderDep, service: ServiceDep, body: Annotated[dict[str, Any], Body()],
+    key: TraderDep, service: ServiceDep,
+    body: Annotated[dict[str, Any], Body(json_schema_extra=body_schema(TransferIn, extra_fields=True))],
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> dict[str, Any]:
     """Deposit (INCOMING: credited provisionally at once, settles after the ACH days or bounces)
@@ -33,7 +36,9 @@ async def create_transfer(
 
 @router.get("/transfers")
 async def list_transfers(key: TraderDep, service: ServiceDep,
-                         limit: Annotated[int, Query(ge=1, le=500)] = 100) -> list[dict[str, Any]]:
+                         limit: Annotated[int, Query(ge=1, description=f"at most {MAX_LIST_LIMIT} "
+                                                     "(larger is clamped)")] = 100,
+                         ) -> list[dict[str, Any]]:
     assert key.account_id is not None
     return await service.list(key.account_id, limit)
 

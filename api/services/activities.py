@@ -107,8 +107,9 @@ def build_query(
                        code=42210000)
     if direction not in ("asc", "desc"):
         raise ApiError(422, "invalid_request", "direction must be asc or desc", code=42210000)
-    if not 1 <= page_size <= MAX_PAGE_SIZE:
-        raise ApiError(422, "invalid_request", f"page_size must be 1..{MAX_PAGE_SIZE}", code=42210000)
+    if page_size < 1:
+        raise ApiError(422, "invalid_request", "page_size must be at least 1", code=42210000)
+    page_size = min(page_size, MAX_PAGE_SIZE)  # clamped, as Alpaca does
     lo = parse_time(after, "after") if after else None
     hi = parse_time(until, "until") if until else None
     if date_:

@@ -82,8 +82,9 @@ async def bars(engine: AsyncEngine, symbol: str, *, timeframe: str, start: str |
                limit: int, page_token: str | None) -> dict[str, Any]:
     if timeframe not in ("1Min", "1T", "1min"):
         raise ApiError(422, "invalid_request", "only timeframe=1Min is available", code=42210000)
-    if not 1 <= limit <= MAX_LIMIT:
-        raise ApiError(422, "invalid_request", f"limit must be 1..{MAX_LIMIT}", code=42210000)
+    if limit < 1:
+        raise ApiError(422, "invalid_request", "limit must be at least 1", code=42210000)
+    limit = min(limit, MAX_LIMIT)  # clamped, as Alpaca does
     t0 = _parse_time(start, "start") or datetime.now(UTC) - timedelta(days=1)
     t1 = _parse_time(end, "end") or datetime.now(UTC)
     if page_token:

@@ -50,6 +50,7 @@ from sherwood.faults import INTERNAL_ERROR
 from sherwood.settings import Settings
 from workflows.order import OrderWorkflow
 
+MAX_LIST_LIMIT = 500  # Alpaca's: a larger list limit is clamped to it
 ORDER_NS = uuid.UUID("0b5e6d3a-7c1f-4e8e-9a4b-2d6f8c1e0a57")
 # Alpaca answers 403 for what the account may not do now; 422 for what is wrong with the order.
 FORBIDDEN_CODES = {"insufficient_buying_power", "insufficient_qty", "trading_blocked", "account_close_only",
@@ -192,9 +193,11 @@ class OrderService:
         after: datetime | None = None, until: datetime | None = None, direction: str = "desc",
         symbols: list[str] | None = None, side: str | None = None,
     ) -> list[dict[str, Any]]:
+        """The account's orders, newest first by default; ``limit`` is clamped to
+        :data:`MAX_LIST_LIMIT`."""
         shard = await self.router.shard_for(account_id)
         where = ["account_id = :a"]
-        params: dict[str, Any] = {"a": account_id, "n": limit}
+        params: dict[str, Any] = {"a": account_id, "n": max(1, min(limit, MAX_LIST_LIMIT))}
         terminal = [s.value for s in TERMINAL]
         if status == "open":
             where.append("state <> ALL(:terminal)")
@@ -238,7 +241,7 @@ class OrderService:
 
     async def cancel_all(self, account_id: uuid.UUID) -> list[dict[str, Any]]:
         results = []
-        for order in await self.list_orders(account_id, status="open", limit=500):
+        for order in await self.list_orders(account_id, status="open", limit=MAX_LIST_LIMIT):
             try:
                 body = await self.cancel(account_id, order["id"])
                 results.append({"id": order["id"], "status": 200, "body": body})

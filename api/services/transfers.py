@@ -26,13 +26,15 @@ from domain import calendar
 from domain.alpaca import transfer_object
 from domain.errors import DomainError
 from domain.funding import INCOMING, OUTGOING, TransferSnapshot, request_hash
-from domain.money import USD, check_scale, parse_decimal
+from domain.money import AMOUNT_BOUNDS, bounded_decimal, parse_decimal
 from sherwood.contracts import backoffice_shard_queue
 from sherwood.settings import Settings
 from workflows.deposit import DepositWorkflow, TransferFlow, TransferWorkflowInput
 from workflows.withdrawal import WithdrawalWorkflow
 
 TRANSFER_NS = uuid.UUID("5d0f1c2e-3b7a-4f51-9e0c-8a2b6d4e1f37")
+MAX_TRANSFER_KEY = 128
+MAX_LIST_LIMIT = 500  # a larger list limit is clamped to it
 
 
 def workflow_id(transfer_id: str) -> str:
@@ -54,15 +56,17 @@ class TransferService:
         if ttype != "ach":
             raise ApiError(422, "invalid_transfer_type", "only ach transfers are supported", code=42210000)
         try:
-            amount = check_scale(parse_decimal(body.get("amount"), field="amount"), USD, field="amount")
+            # bounded before anything else is done with it: at most AMOUNT_BOUNDS, 2 decimals
+            amount = bounded_decimal(body.get("amount"), AMOUNT_BOUNDS, field="amount")
         except DomainError as exc:
             raise ApiError(422, exc.code, exc.message, code=42210000) from exc
-        if amount <= 0 or amount.as_tuple().exponent < -2:  # type: ignore[operator]
-            raise ApiError(422, "invalid_amount", "amount must be positive with at most 2 decimals",
-                           code=42210000)
         if self.temporal is None:
             raise ApiError(503, "temporal_unavailable", "funding is not configured")
         key = idempotency_key or body.get("client_transfer_id")
+        if key is not None and not 0 < len(str(key)) <= MAX_TRANSFER_KEY:
+            raise ApiError(422, "invalid_idempotency_key",
+                           f"Idempotency-Key / client_transfer_id must be 1..{MAX_TRANSFER_KEY} characters",
+                           code=42210000)
         tid = str(uuid.uuid5(TRANSFER_NS, f"{account_id}:{key}") if key else uuid.uuid4())
         shard = await self.router.shard_for(account_id)
         s = self.settings
@@ -108,7 +112,8 @@ class TransferService:
 
     async def list(self, account_id: uuid.UUID, limit: int = 100) -> list[dict[str, Any]]:
         shard = await self.router.shard_for(account_id)
-        rows = await FundingStore(self.router.engine(shard)).list_for(account_id, limit=limit)
+        rows = await FundingStore(self.router.engine(shard)).list_for(
+            account_id, limit=max(1, min(limit, MAX_LIST_LIMIT)))
         return [transfer_object(r) for r in rows]
 
     async def get(self, account_id: uuid.UUID, transfer_id: str) -> dict[str, Any]:

@@ -105,9 +105,9 @@ def test_fills_never_overfill_and_the_hold_covers_or_tops_up(qty, slices, prices
     ({"symbol": "AAPL", "qty": 1, "side": "buy", "type": "limit", "limit_price": "1.001",
       "time_in_force": "day"}, "invalid_price_increment"),
     ({"symbol": "AAPL", "qty": 1, "side": "buy", "type": "limit", "limit_price": 1.5,
-      "time_in_force": "day"}, "invalid_amount"),
+      "time_in_force": "day"}, "invalid_limit_price"),  # a Python float (the API decodes Decimals)
     ({"symbol": "AAPL", "qty": 1, "side": "buy", "type": "market", "time_in_force": "day",
-      "client_order_id": "x" * 49}, "invalid_client_order_id"),
+      "client_order_id": "x" * 129}, "invalid_client_order_id"),
 ])
 def test_bad_requests_have_stable_codes(body: dict, code: str) -> None:
     with pytest.raises(DomainError) as info:

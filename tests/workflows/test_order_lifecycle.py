@@ -157,7 +157,7 @@ async def test_rejections_change_no_balance(stack: TradingStack) -> None:
         ({"symbol": "AAPL", "qty": 1, "side": "buy", "type": "limit", "limit_price": "187.123",
           "time_in_force": "day"}, 422, "invalid_price_increment"),
         ({"symbol": "AAPL", "qty": "NaN", "side": "buy", "type": "market", "time_in_force": "day"},
-         422, "invalid_amount"),
+         422, "invalid_qty"),
     ]
     async with stack.http() as http:
         for body, status, reason in cases:
