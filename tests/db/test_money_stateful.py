@@ -20,6 +20,10 @@ rejected with which code, a withdrawal accepted or refused) against the model.
 The days are fixed past NYSE sessions from 2026-10-05 (Columbus Day and Veterans Day are
 sessions in it): settlement refuses a date that has not come. Each example starts on empty
 shard tables (wiped with triggers off, as tests/db/audit_books.py ``tampering`` does).
+
+A longer hunt: ``MONEY_EXAMPLES=150`` (examples; 20 by default) and ``MONEY_NO_SHRINK=1`` (report
+the first failure as found: shrinking a long run can take many minutes); ``-s`` prints what the
+run exercised (orders held and rejected by code, fills, late reports, settlements).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from collections import Counter
 from collections.abc import Coroutine
 from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
@@ -36,6 +41,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import HealthCheck, Phase, settings
+from hypothesis import event as _event
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -76,11 +82,24 @@ PHASES = [Phase.reuse, Phase.generate] if os.environ.get("MONEY_NO_SHRINK") else
 LIMITS = RiskLimits(enforce_market_hours=False)
 OPEN_STATES = {"ACKED", "PARTIALLY_FILLED"}
 T = TypeVar("T")
+SEEN: Counter[str] = Counter()  # what the runs exercised (printed with -s)
 
-cents = st.integers(min_value=1, max_value=400_000).map(lambda c: Decimal(c) / 100)
+
+def event(what: str) -> None:
+    SEEN[what] += 1
+    _event(what)
+
+cents = st.integers(min_value=1, max_value=200_000).map(lambda c: Decimal(c) / 100)
+# an account's first, settled deposit (hypothesis favours small integers: the sizes are chosen)
+savings = st.builds(lambda base, c: base + Decimal(c) / 100,
+                    st.sampled_from((Decimal(0), Decimal(800), Decimal(5000), Decimal(30000))),
+                    st.integers(0, 99))
 prices = st.integers(min_value=500, max_value=2000).map(lambda c: Decimal(c) / 100)
 who = st.sampled_from(("cash", "instant"))
 symbols = st.sampled_from(SYMBOLS)
+# after an order is held: 0 it rests at the venue, else the venue fills that percent of it at once
+fill_at_once = st.sampled_from((0, 0, 100, 100, 50))
+ticks = st.integers(0, 10_000)  # how far a fill price is from the limit (see _fill_price)
 
 
 class World:
@@ -153,12 +172,14 @@ class MoneyFlows(RuleBasedStateMachine):
 
     # --- setup ------------------------------------------------------------------------------
 
-    @initialize(cash=cents, instant=cents)
+    @initialize(cash=savings, instant=savings)
     def open_accounts(self, cash: Decimal, instant: Decimal) -> None:
         for kind, amount in (("cash", cash), ("instant", instant)):
             acct = self.run(open_account(self.world.router, account_type=kind))
             self.ids[kind] = acct.account_id
             self.models[kind] = AccountModel(kind)
+            if not amount:
+                continue
             tid = self._deposit(kind, amount)
             self.run(self.funding().settle_deposit(tid))
             self.models[kind].settle_deposit(tid)
@@ -176,6 +197,7 @@ class MoneyFlows(RuleBasedStateMachine):
 
     @rule(acct=who, amount=cents)
     def deposit(self, acct: str, amount: Decimal) -> None:
+        event("deposit")
         self._deposit(acct, amount)
 
     def _pending_deposits(self) -> list[tuple[str, str]]:
@@ -196,6 +218,7 @@ class MoneyFlows(RuleBasedStateMachine):
 
     @rule(acct=who, amount=cents)
     def withdraw(self, acct: str, amount: Decimal) -> None:
+        event("withdraw")
         tid = str(uuid.uuid4())
         snap = self.run(self.funding().start_withdrawal(TransferInput(
             tid, str(self.ids[acct]), "OUTGOING", format(amount, "f"))))
@@ -235,8 +258,17 @@ class MoneyFlows(RuleBasedStateMachine):
         self.run(self.orders().transition(oid, OrderState.ROUTED, reason="test", venue=VENUE))
         assert self.venue(acct, oid, VenueEventKind.ACK, VenueStatus.NEW) == "ACKED"
 
-    @rule(acct=who, symbol=symbols, qty=st.integers(1, 60), price=prices, market=st.booleans())
-    def buy(self, acct: str, symbol: str, qty: int, price: Decimal, market: bool) -> None:
+    @rule(acct=who, symbol=symbols, qty=st.integers(1, 40), price=prices, then=fill_at_once, ticks=ticks)
+    def buy_limit(self, acct: str, symbol: str, qty: int, price: Decimal, then: int, ticks: int) -> None:
+        self.buy(acct, symbol, qty, price, False, then, ticks)
+
+    @rule(acct=who, symbol=symbols, qty=st.integers(1, 40), price=prices, then=fill_at_once, ticks=ticks)
+    def buy_market(self, acct: str, symbol: str, qty: int, price: Decimal, then: int, ticks: int) -> None:
+        """A market buy held at the quote plus the collar; its fills may cost more than that."""
+        self.buy(acct, symbol, qty, price, True, then, ticks)
+
+    def buy(self, acct: str, symbol: str, qty: int, price: Decimal, market: bool, then: int,
+            ticks: int) -> None:
         req = {"symbol": symbol, "side": "buy", "qty": str(qty), "time_in_force": "day",
                "type": "market" if market else "limit", **({} if market else {"limit_price": str(price)})}
         oid, snap = self._accept(acct, req, price)
@@ -244,19 +276,44 @@ class MoneyFlows(RuleBasedStateMachine):
                                                ask=price, today=self.day)
         got = None if snap.state == OrderState.FUNDS_HELD else snap.reject_code
         assert got == expected, (snap, self.models[acct])
+        event(f"{req['side']} {got or 'held'}")
         if got is None:
             self._route(acct, oid)
+            if then:  # the venue fills it at once, all of it or part
+                self._fill(acct, oid, then, ticks)
 
-    @rule(acct=who, symbol=symbols, qty=st.integers(1, 60), price=prices)
-    def sell(self, acct: str, symbol: str, qty: int, price: Decimal) -> None:
+    @rule(acct=who, data=st.data(), price=prices, then=fill_at_once, ticks=ticks)
+    def sell(self, acct: str, data: st.DataObject, price: Decimal, then: int, ticks: int) -> None:
+        """A symbol the account holds when it holds one; mostly what it has, now and then more."""
+        m = self.models[acct]
+        held = [s for s in SYMBOLS if m.position(s) > 0]
+        symbol = data.draw(st.sampled_from(held or list(SYMBOLS)), label="symbol")
+        qty = data.draw(st.integers(1, int(m.position(symbol)) + 2), label="qty")
+        self._sell(acct, symbol, qty, price, then, ticks)
+
+    @precondition(lambda self: any(m.position(s) > 0 for m in self.models.values() for s in SYMBOLS))
+    @rule(data=st.data(), price=prices, then=fill_at_once, ticks=ticks)
+    def sell_position(self, data: st.DataObject, price: Decimal, then: int, ticks: int) -> None:
+        """Sell a whole position (settled, held or not settled yet: what is not held is sold)."""
+        acct, symbol = data.draw(st.sampled_from([
+            (k, s) for k, m in self.models.items() for s in SYMBOLS if m.position(s) > 0]))
+        m = self.models[acct]
+        qty = int(m.shares[symbol] + m.shares_unsettled[symbol])
+        if qty:
+            self._sell(acct, symbol, qty, price, then, ticks)
+
+    def _sell(self, acct: str, symbol: str, qty: int, price: Decimal, then: int, ticks: int) -> None:
         req = {"symbol": symbol, "side": "sell", "qty": str(qty), "time_in_force": "gtc",
                "type": "limit", "limit_price": str(price)}
         oid, snap = self._accept(acct, req, price)
         expected = self.models[acct].place_sell(oid, symbol, Decimal(qty), limit=price, today=self.day)
         got = None if snap.state == OrderState.FUNDS_HELD else snap.reject_code
         assert got == expected, (snap, self.models[acct])
+        event(f"{req['side']} {got or 'held'}")
         if got is None:
             self._route(acct, oid)
+            if then:  # the venue fills it at once, all of it or part
+                self._fill(acct, oid, then, ticks)
 
     def _fill_price(self, acct: str, oid: str, ticks: int) -> Decimal:
         """A price the order accepts: at or better than its limit (sub-penny), or for a market
@@ -269,9 +326,13 @@ class MoneyFlows(RuleBasedStateMachine):
         return o.limit - step if o.side == "buy" else o.limit + step
 
     @precondition(lambda self: self.orders_in("OPEN"))
-    @rule(data=st.data(), part=st.integers(1, 100), ticks=st.integers(0, 10_000))
+    @rule(data=st.data(), part=st.integers(1, 100), ticks=ticks)
     def fill(self, data: st.DataObject, part: int, ticks: int) -> None:
         acct, oid = self.pick(data, self.orders_in("OPEN"))
+        self._fill(acct, oid, part, ticks)
+
+    def _fill(self, acct: str, oid: str, part: int, ticks: int) -> None:
+        """The venue fills ``part`` percent of what is left (at least one share)."""
         o = self.models[acct].orders[oid]
         left = o.qty - o.filled
         qty = max(Decimal(1), (left * part / 100).to_integral_value())
@@ -281,6 +342,7 @@ class MoneyFlows(RuleBasedStateMachine):
                            VenueStatus.FILLED if full else VenueStatus.PARTIALLY_FILLED,
                            qty=str(qty), px=str(px))
         assert self.models[acct].fill(oid, qty, px, self.day)
+        event(f"fill {o.side} {'full' if full else 'partial'}{' above the hold' if o.limit is None else ''}")
         assert state == ("FILLED" if full else "PARTIALLY_FILLED"), state
 
     @precondition(lambda self: self.orders_in("OPEN"))
@@ -291,6 +353,7 @@ class MoneyFlows(RuleBasedStateMachine):
                         else (VenueEventKind.CANCELED, VenueStatus.CANCELED))
         state = self.venue(acct, oid, kind, status)
         self.models[acct].end(oid, "EXPIRED" if expired else "CANCELED")
+        event("canceled or expired")
         assert state == ("EXPIRED" if expired else "CANCELED"), state
 
     @precondition(lambda self: self.orders_in("OPEN"))
@@ -301,6 +364,7 @@ class MoneyFlows(RuleBasedStateMachine):
         state = self.venue(acct, oid, VenueEventKind.FILL, VenueStatus.PARTIALLY_FILLED, qty="1",
                            px=f"{self._fill_price(acct, oid, 0).quantize(Decimal('0.0001'))}1")
         self.models[acct].refuse(oid)
+        event("report refused")
         assert state == "STUCK", state
 
     @precondition(lambda self: self.orders_in("STUCK"))
@@ -312,6 +376,7 @@ class MoneyFlows(RuleBasedStateMachine):
         snap = self.run(self.orders().resolve(ResolveInput(oid, "canceled", str(o.filled),
                                                            note="nothing more filled")))
         self.models[acct].end(oid, "CANCELED")
+        event("operator resolution")
         assert snap.state == "CANCELED", snap
 
     def _late_candidates(self) -> list[tuple[str, str]]:
@@ -319,7 +384,7 @@ class MoneyFlows(RuleBasedStateMachine):
                 if self.models[k].orders[i].filled < self.models[k].orders[i].qty]
 
     @precondition(lambda self: self._late_candidates())
-    @rule(data=st.data(), ticks=st.integers(0, 10_000))
+    @rule(data=st.data(), ticks=ticks)
     def late_fill(self, data: st.DataObject, ticks: int) -> None:
         """A fill the venue reports after the order ended: booked, the order reopened STUCK."""
         acct, oid = self.pick(data, self._late_candidates())
@@ -329,7 +394,8 @@ class MoneyFlows(RuleBasedStateMachine):
         state = self.venue(acct, oid, VenueEventKind.FILL, VenueStatus.PARTIALLY_FILLED, qty=str(qty),
                            px=str(px))
         o.state = "CANCELED"  # the model books a late fill on a canceled order the same way
-        self.models[acct].fill(oid, Decimal(qty), px, self.day)
+        booked = self.models[acct].fill(oid, Decimal(qty), px, self.day)
+        event(f"late {o.side} fill {'booked' if booked else 'refused'}")
         assert state == "STUCK", state
 
     # --- days -------------------------------------------------------------------------------
@@ -337,6 +403,7 @@ class MoneyFlows(RuleBasedStateMachine):
     @precondition(lambda self: calendar.next_session(self.day) <= LAST_DAY)
     @rule()
     def next_day(self) -> None:
+        event("next day")
         self.day = calendar.next_session(self.day)
         self.minute = 0
 
@@ -354,18 +421,26 @@ class MoneyFlows(RuleBasedStateMachine):
         for m in self.models.values():
             m.settle(d)
         self.settled_through = d
+        event(f"settled {'fills' if done.executions else 'nothing'}")
 
     # --- after every step -------------------------------------------------------------------
 
     @invariant()
     def books_hold(self) -> None:
         self.tick()
+        SEEN["steps"] += 1
         if not self.models:
             return
         report = self.run(audit_shard(self.world.engine, 0))
         assert report.ok, report.violations
         for kind, model in self.models.items():
             self.run(self.check_account(kind, model))
+            if model.shortfall_open:
+                event(f"{kind}: shortfall open")
+            if model.violations:
+                event(f"{kind}: good-faith violation")
+            if model.restricted_until:
+                event(f"{kind}: restricted to settled cash")
 
     async def check_account(self, kind: str, model: AccountModel) -> None:
         acct = self.ids[kind]
@@ -418,8 +493,10 @@ def test_money_across_days(money_settings: Settings) -> None:
         try:
             run_state_machine_as_test(
                 lambda: MoneyFlows(runner, world),
-                settings=settings(max_examples=40, stateful_step_count=30, deadline=None,
+                settings=settings(max_examples=int(os.environ.get("MONEY_EXAMPLES", "20")),
+                                  stateful_step_count=30, deadline=None,
                                   suppress_health_check=list(HealthCheck),
                                   report_multiple_bugs=False, phases=PHASES))
         finally:
             runner.run(world.router.dispose())
+            print(sorted(SEEN.items()))
