@@ -57,7 +57,9 @@ async def _lots(conn: AsyncConnection, account: uuid.UUID, symbol: str, td: date
         pending = (await conn.execute(text(
             "SELECT coalesce(sum(amount), 0) AS amount, max(expected_settle_date) AS settles "
             "FROM transfers WHERE account_id = :a AND direction = 'INCOMING' "
-            "AND provisional_at < :t AND (settled_at IS NULL OR settled_at > :t)"),
+            "AND provisional_at < :t AND (settled_at IS NULL OR settled_at > :t) "
+            # a returned deposit's credit was reversed (RETURNED is final: updated_at is when)
+            "AND NOT (status = 'RETURNED' AND updated_at <= :t)"),
             {"a": account, "t": r.held_at})).one()
         settled_cash = max(Decimal(0), cash_before - Decimal(pending.amount))
         unsettled = max(Decimal(0), Decimal(r.value) - settled_cash) if pending.amount else Decimal(0)

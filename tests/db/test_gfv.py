@@ -51,3 +51,24 @@ async def test_buying_with_settled_cash_is_no_violation(router: ShardRouter) -> 
     await trade(router, acct, "KO", "sell", 10, "100.00", D)
     assert await violations(router, acct) == []
     assert uuid.UUID(str(acct.account_id))
+
+
+async def test_a_returned_deposit_is_not_counted_as_pending_later(router: ShardRouter) -> None:
+    """A deposit returned before a buy no longer funds anything: the buy is paid with settled
+    cash, and selling it the same day is no violation (the returned deposit was counted as still
+    pending, which made the settled cash look unsettled)."""
+    from db.funding import FundingStore
+    from domain.funding import TransferInput
+
+    acct = await open_account(router)
+    ledger = router.ledger(acct.shard)
+    await ledger.deposit(f"d:{acct.account_id}", acct.account_id, "2000")
+    await ledger.settle_deposit(f"s:{acct.account_id}", acct.account_id, "2000")
+    funding = FundingStore(router.engine(acct.shard))
+    tid = str(uuid.uuid4())
+    await funding.start_deposit(TransferInput(tid, str(acct.account_id), "INCOMING", "5000",
+                                              expected_settle_date="2026-11-18"))
+    await funding.bounce_deposit(tid, "R01 insufficient funds")
+    await trade(router, acct, "KO", "buy", 10, "100.00", D)
+    await trade(router, acct, "KO", "sell", 10, "100.00", D)
+    assert await violations(router, acct) == []
