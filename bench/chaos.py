@@ -393,6 +393,13 @@ async def run(args: argparse.Namespace, data: Path) -> bool:
         emit("result", ok=ok, checks=checks, stuck=len(stuck), seconds_to_quiesce=round(seconds, 1),
              seconds_total=round(time.monotonic() - t_start, 1), children_down=down)
         return ok
+    except Exception as exc:  # the run itself broke: say so in the last line, trace on stderr
+        import traceback
+
+        traceback.print_exc()
+        emit("result", ok=False, error=f"{type(exc).__name__}: {exc}",
+             seconds_total=round(time.monotonic() - t_start, 1))
+        return False
     finally:
         await asyncio.to_thread(chaos.stop_stack)
 

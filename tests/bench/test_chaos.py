@@ -26,7 +26,7 @@ def test_a_small_chaos_run_keeps_the_books_right(tmp_path: Path) -> None:
              if line.startswith("{")}
     assert "result" in lines, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = lines["result"]
-    assert proc.returncode == 0 and result["ok"], json.dumps(lines, indent=1)[-6000:]
+    assert proc.returncode == 0 and result["ok"], json.dumps(lines, indent=1)[-6000:] + proc.stderr[-3000:]
     kills = lines["kills"]["per_kind"]
     assert kills == {k: 1 for k in ("shard-worker", "gateway", "api", "venue", "redis", "temporal",
                                     "postgres")}
