@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from db.engines import DB_ERRORS, is_db_timeout
 from db.errors import DbError, InsufficientFunds, ShardUnavailable, UnknownAccount
 from domain.errors import DomainError
+from sherwood.faults import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,9 @@ def from_exception(exc: Exception) -> ApiError:
     if is_db_timeout(exc):  # lock_timeout / statement_timeout on the request path
         return ApiError(503, "db_timeout", "the database is busy; retry shortly",
                         headers={"Retry-After": "1"})
+    if is_transient(exc):  # the database is down or restarting, a connection was cut
+        return ApiError(503, "service_unavailable", "a backing service is unavailable; retry shortly",
+                        headers={"Retry-After": "1"})
     return ApiError(500, "internal_error", "internal error")
 
 
@@ -74,9 +78,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def _database(_: Request, exc: Exception) -> JSONResponse:
         """A database error no service turned into a DbError: 503 ``db_timeout`` when the
-        server canceled the statement (lock_timeout / statement_timeout), else a 500."""
-        if is_db_timeout(exc):
-            log.warning("database timeout on the request path: %s", exc)
+        server canceled the statement (lock_timeout / statement_timeout), 503
+        ``service_unavailable`` when it is unreachable or went away, else a 500."""
+        if is_db_timeout(exc) or is_transient(exc):
+            log.warning("database unavailable or busy on the request path: %s", exc)
         else:
             log.error("database error", exc_info=exc)
         return _response(from_exception(exc))

@@ -396,6 +396,18 @@ def _venue(order: OrderRow, e: VenueEvent, now: datetime) -> Decision:
     if refused is not None:
         return _refuse(step, e, refused)
     kind = e.kind
+    if (kind == VenueEventKind.CANCEL_REJECTED and e.status == VenueStatus.REJECTED
+            and state not in TERMINAL):
+        # the venue does not know the order (it lost it, or never got it): nothing works there
+        # that a cancel could stop, and whether anything filled is for an operator to establish;
+        # going back to waiting would hold the funds forever with no timer left
+        reason = (f"{e.venue} rejected the cancel as an unknown order ({e.text or e.reject_reason});"
+                  f" {order.filled_qty} booked: needs an operator")
+        if state == S.STUCK:
+            step.event("cancel_rejected", actor=actor, reason=reason, to=state, data=info)
+        else:
+            _move(step, S.STUCK, actor=actor, reason=reason, data=info)
+        return step.decision()
     if kind == VenueEventKind.CANCEL_REJECTED:  # the order lives on at the venue
         back = S.PARTIALLY_FILLED if order.filled_qty > 0 else S.ACKED
         if state in (S.PENDING_CANCEL, S.STUCK):

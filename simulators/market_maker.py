@@ -15,7 +15,8 @@ marketdata Redis hash falling back to one). Tests pin prices with :meth:`MarketM
 Fault injection (each off by default; see :class:`MarketMakerConfig`) makes the venue misbehave
 the ways a real one does so the execution gateway can be tested against them: latency, silence,
 duplicate reports, PossResend re-sends, a dropped connection right after an ack, and outbound
-sequence gaps.
+sequence gaps. A venue with a ``data_dir`` also takes them at run time from
+``<data_dir>/faults.json`` (:mod:`simulators.venue_faults`), so another process can switch them.
 
 Deliberately NOT done: order state is kept in memory only (a restart forgets orders, never FIX
 sequence numbers, which live in the session store); no order book between customers, no
@@ -71,6 +72,7 @@ from simulators.quote_sources import (
     RandomWalkQuoteSource,
     RedisQuoteSource,
 )
+from simulators.venue_faults import FaultFile
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +182,9 @@ class MarketMaker:
         self._dropped_once = False
         self._last_close_day: str | None = None
         self.seqs_skipped: list[int] = []
+        # fault switches flipped from outside the process (simulators/venue_faults.py)
+        self._base = (cfg, list(self.engine.fill_slices), self.engine.fill_delay)
+        self._fault_file = FaultFile(cfg.data_dir) if cfg.data_dir is not None else None
 
     @staticmethod
     def _make_store(cfg: MarketMakerConfig) -> SessionStore:
@@ -216,6 +221,7 @@ class MarketMaker:
             cfg.host, cfg.port, {cfg.target_comp_id: (self.session_config(), self.store)},
             self._on_message,
         )
+        self.apply_fault_file()
         await self._acceptor.start()
         self._tasks = [
             asyncio.create_task(self._tick_loop(), name=f"{self.venue}-tick"),
@@ -277,6 +283,27 @@ class MarketMaker:
     def expire_day_orders(self) -> None:
         """Expire working DAY orders now (the market closed); reports are queued for sending."""
         self._queue(self.engine.expire_day_orders())
+
+    def apply_fault_file(self) -> None:
+        """Apply ``<data_dir>/faults.json`` over the configuration this venue started with, if
+        it changed since the last look (see :mod:`simulators.venue_faults`)."""
+        if self._fault_file is None:
+            return
+        try:
+            faults = self._fault_file.changed()
+        except (OSError, ValueError) as exc:
+            log.warning("%s: fault file ignored: %s", self.venue, exc)
+            return
+        if faults is None:
+            return
+        cfg, slices, delay = self._base
+        before = self.config.drop_connection_after_ack
+        self.config = replace(cfg, **faults.config)
+        if self.config.drop_connection_after_ack and not before:
+            self._dropped_once = False  # switched on again: drop once more
+        self.engine.fill_slices = faults.engine.get("fill_slices", slices)
+        self.engine.fill_delay = faults.engine.get("fill_delay", delay)
+        log.info("%s: fault switches now %s %s", self.venue, faults.config, faults.engine)
 
     async def drain(self) -> None:
         """Wait until every queued report has been handed to the session (for tests)."""
@@ -430,6 +457,7 @@ class MarketMaker:
             self._wake.clear()
             now = self._clock()
             try:
+                self.apply_fault_file()
                 if now >= next_tick:
                     next_tick = now + self.config.tick_interval
                     self.quotes.advance()

@@ -91,6 +91,9 @@ EVENTS: dict[str, Any] = {
     "status canceled": lambda o: venue(K.STATUS, VenueStatus.CANCELED, cum=str(o.filled_qty)),
     "status canceled, fills unbooked": lambda o: venue(K.STATUS, VenueStatus.CANCELED, cum="9"),
     "cancel rejected": lambda o: venue(K.CANCEL_REJECTED, VenueStatus.NEW),
+    # the venue does not know the order (OrdStatus Rejected on the cancel reject: e.g. it was
+    # restarted and forgot it): it is not working there, and what it did is for an operator
+    "cancel rejected, unknown order": lambda o: venue(K.CANCEL_REJECTED, VenueStatus.REJECTED),
     "replaced": lambda o: venue(K.REPLACED, VenueStatus.REPLACED),
     "pending": lambda o: venue(K.PENDING, VenueStatus.PENDING_CANCEL),
     "busted": lambda o: venue(K.BUSTED),
@@ -143,6 +146,7 @@ EXPECTED: dict[str, dict[OrderState, str]] = {
     "status canceled": row(BAD, "CANCELED"),
     "status canceled, fills unbooked": row(BAD, "STUCK", REOPEN, STUCK=SAME),
     "cancel rejected": row(BAD, SAME, PENDING_CANCEL="ACKED", STUCK="ACKED"),
+    "cancel rejected, unknown order": row(BAD, "STUCK", STUCK=SAME),
     "replaced": row(BAD, SAME),
     "pending": row(BAD, SAME),
     "busted": row(BAD, SAME),
@@ -260,6 +264,17 @@ def test_a_terminal_answer_with_another_quantity_leaves_the_hold_for_an_operator
     assert d.order.state == S.STUCK and d.order.hold_amount == order.hold_amount and not d.postings
     d = decide(order, venue(K.CANCELED, VenueStatus.CANCELED, cum="2"), NOW)
     assert d.order.state == S.CANCELED and d.order.hold_amount == 0
+
+
+def test_a_cancel_the_venue_rejects_as_unknown_leaves_the_order_stuck_with_its_hold() -> None:
+    """Found by the chaos run (seed 1): a venue restarted and forgot an acked DAY limit; at
+    expiry our cancel got "unknown order" and the order went back to ACKED, its hold kept, with
+    no timer left -- neither terminal nor STUCK, forever. It goes to STUCK, hold kept."""
+    for state in (S.ACKED, S.PENDING_CANCEL, S.PARTIALLY_FILLED):
+        order = order_in(state)
+        d = decide(order, venue(K.CANCEL_REJECTED, VenueStatus.REJECTED), NOW)
+        assert d.order.state == S.STUCK, state
+        assert d.order.hold_amount == order.hold_amount and not d.postings
 
 
 def test_accept_rejects_or_holds_exactly_what_pre_trade_says() -> None:
