@@ -223,7 +223,10 @@ class Ingest:
                 self.dropped["redis_unavailable"] += n_messages
                 return False
             try:
-                if self._reader_task is None or self._reader_task.done():
+                if self._reader_task is not None and self._reader_task.done():
+                    # the reply reader ended (EOF or a reset): this connection is dead
+                    raise RespError("the Redis connection was closed")
+                if self._reader_task is None:
                     self._reader_task = asyncio.create_task(self._consume_replies(conn))
                 conn.write(b"".join(commands))
                 self._outstanding += len(commands)
@@ -232,7 +235,8 @@ class Ingest:
                     await asyncio.sleep(0.001)
                 if self._reader_task.done():
                     raise RespError("reply reader stopped")
-            except (TimeoutError, OSError, RespError) as exc:
+            # RuntimeError: uvloop's write on a transport it closed after a reset
+            except (TimeoutError, OSError, RespError, RuntimeError) as exc:
                 log.warning("Redis write failed (%s); reconnecting", exc)
                 self._drop_conn(conn)
                 self.dropped["redis_unavailable"] += n_messages
@@ -254,7 +258,11 @@ class Ingest:
         reader = conn.reader
         tail = b""
         while True:
-            chunk = await reader.read(1 << 20)
+            try:
+                chunk = await reader.read(1 << 20)
+            except OSError as exc:  # a reset: the next write drops the connection
+                log.warning("the ingest connection to Redis failed: %s", exc)
+                return
             if not chunk:
                 log.warning("Redis closed the ingest connection")
                 return

@@ -119,3 +119,59 @@ async def test_fanout_leaves_a_silently_dead_redis_link(
         await ing.close()
         await hole.close()
         await asyncio.to_thread(rd.stop)
+
+
+class ResetProxy(Blackhole):
+    """A TCP proxy to Redis whose client-side connections can be reset (RST, as a killed Redis
+    with bytes in flight leaves them); connections opened afterwards work."""
+
+    async def _conn(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        self.clients = [*getattr(self, "clients", []), w]
+        await super()._conn(r, w)
+
+    def reset(self) -> None:
+        import socket
+        import struct
+
+        for w in getattr(self, "clients", []):
+            sock = w.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            w.transport.abort()
+        self.clients = []
+        self.cut()
+
+
+def test_ingest_recovers_from_a_reset_redis_link_on_uvloop(tmp_path: Path) -> None:
+    """Processes run on uvloop, whose reset transports raise RuntimeError ("the handler is
+    closed") on write, not OSError: ingest must drop that connection and reconnect like any other
+    (it kept the dead one, every batch raised, the feed reconnected in a loop and quotes never
+    came back after the chaos run killed Redis)."""
+    import uvloop
+
+    async def scenario() -> None:
+        rd = EmbeddedRedis(tmp_path / "redis", port=free_port())
+        await asyncio.to_thread(rd.start)
+        proxy = ResetProxy(rd.port)
+        port = await proxy.start()
+        ing = Ingest(f"redis://127.0.0.1:{port}/0", "swtuv:", known=known_symbols())
+        try:
+            await ing.start()
+            await ing.process([tr("AAPL", "187.10", i=1)])
+            await ing.sync()
+            proxy.reset()
+            await asyncio.sleep(0.2)  # the reset reaches ingest's reply reader
+            for i in range(200):  # a batch gets through once ingest has reconnected
+                before = ing.dropped["redis_unavailable"]
+                await ing.process([tr("AAPL", f"187.{11 + i % 80:02d}", i=2 + i)])
+                if ing.dropped["redis_unavailable"] == before:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError(f"ingest never got a batch through: {ing.dropped}")
+        finally:
+            await ing.close()
+            await proxy.close()
+            await asyncio.to_thread(rd.stop)
+
+    uvloop.run(scenario())
