@@ -368,6 +368,8 @@ class OrderStore:
                     break
             snap = (await w.write(decision, posted=True)).snapshot()
             snap.warnings = list(checked.warnings)
+            if checked.route_at is not None and snap.state == OrderState.FUNDS_HELD:
+                snap.queued_until = checked.route_at.isoformat()  # the workflow waits for it
             return snap
 
         return await self._tx(_do)  # type: ignore[no-any-return]

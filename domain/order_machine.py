@@ -266,9 +266,14 @@ def accept(order: OrderRow, req: OrderRequest, pre: PreTrade, *,
             txn_id, order.account_id, req.symbol, pre.amount,
             from_unsettled=sources.get(templates.UNSETTLED_SHARES, ZERO)))
     step.set(state=S.FUNDS_HELD, hold_amount=pre.amount, hold_sources=sources)
-    step.event("funds_held", actor="ledger", to=S.FUNDS_HELD, ledger_txn=txn_id,
-               reason=f"held {pre.amount} {'USD' if req.side == 'buy' else req.symbol}",
-               from_state=S.VALIDATED.value)
+    held = f"held {pre.amount} {'USD' if req.side == 'buy' else req.symbol}"
+    if pre.route_at is not None:  # outside the session: it waits for the open (domain.hours)
+        step.event("funds_held", actor="ledger", to=S.FUNDS_HELD, ledger_txn=txn_id,
+                   reason=f"{held}; queued for the open at {pre.route_at.isoformat()}",
+                   from_state=S.VALIDATED.value, data={"queued_until": pre.route_at.isoformat()})
+    else:
+        step.event("funds_held", actor="ledger", to=S.FUNDS_HELD, ledger_txn=txn_id, reason=held,
+                   from_state=S.VALIDATED.value)
     step.update("accepted")
     return dataclasses.replace(step.decision(), insert=True)
 

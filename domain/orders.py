@@ -105,6 +105,9 @@ def transition(current: OrderState, new: OrderState) -> OrderState:
 SIDES = ("buy", "sell")
 TYPES = ("market", "limit", "stop", "stop_limit")
 TIFS = ("day", "gtc", "ioc", "fok")
+# Alpaca's auction orders (market/limit on open, on close): refused with their own code, never
+# taken as DAY orders (the simulated venues run no opening or closing auction)
+AUCTION_TIFS = ("opg", "cls")
 MAX_CLIENT_ORDER_ID = 128  # Alpaca's limit
 # Fields of an Alpaca order request this server reads.
 KNOWN_FIELDS = frozenset({"symbol", "side", "type", "order_type", "time_in_force", "qty", "limit_price",
@@ -187,6 +190,10 @@ def parse_order_request(d: Mapping[str, object]) -> OrderRequest:
     if otype not in TYPES:
         raise OrderError(f"type must be one of {', '.join(TYPES)}", code="invalid_type")
     tif = str(d.get("time_in_force") or "")
+    if tif in AUCTION_TIFS:
+        raise OrderError(f"time_in_force {tif} (auction orders) is not supported yet; nothing was "
+                         "placed: send a day order (outside the session it is queued for the open)",
+                         code="time_in_force_not_supported")
     if tif not in TIFS:
         raise OrderError(f"time_in_force must be one of {', '.join(TIFS)}", code="invalid_time_in_force")
     if d.get("qty") is None:
@@ -325,6 +332,8 @@ class OrderSnapshot:
     # the API answers a new order without reading it back; absent in older workflows' results
     created_at: str | None = None
     updated_at: str | None = None
+    # accepted outside the regular session: the open (ISO, UTC) it waits for before it routes
+    queued_until: str | None = None
 
     @property
     def terminal(self) -> bool:
@@ -349,6 +358,12 @@ class OrderTimeouts:
     # asking the gateway whether an order it could not send went out is retried this long, then
     # STUCK with the hold (it may be at a venue)
     gateway_retry_s: float = 600.0
+    # an order queued outside the session waits until the next open; tests cap the wait at this
+    # many seconds (SHERWOOD_QUEUED_OPEN_WAIT_MAX_S; None: the real time until the open)
+    open_wait_max_s: float | None = None
+    # the business clock runs this far ahead of the wall clock (SHERWOOD_MARKET_CLOCK_OFFSET_S,
+    # tests only: "it is 20:00 ET now"); the shard worker's order store takes the same offset
+    market_clock_offset_s: float = 0.0
 
 
 @dataclass

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from domain import calendar
 from domain.account import share_positions
 from domain.errors import DomainError
+from domain.hours import MarketClosed, route_at
 from domain.ledger import (
     PROVISIONAL,
     SETTLED_CASH,
@@ -31,8 +32,6 @@ ZERO = Decimal(0)
 PDT_EQUITY = Decimal(25000)
 PDT_WINDOW_DAYS = 5
 PDT_MAX_DAY_TRADES = 3
-EXTENDED_OPEN = time(7, 0)
-EXTENDED_CLOSE = time(20, 0)
 
 
 class RiskRejection(DomainError):
@@ -109,34 +108,11 @@ def share_sources(qty: Decimal, symbol: str, balances: Mapping[str, Decimal]) ->
 
 # --- market hours ------------------------------------------------------------------------
 
-def session_phase(at: datetime) -> str:
-    """``regular``, ``extended`` (7:00-9:30 and close-20:00 New York on a session day) or
-    ``closed``."""
-    if calendar.is_open(at):
-        return "regular"
-    local = at.astimezone(NY)
-    if calendar.is_session(local.date()) and EXTENDED_OPEN <= local.time() < EXTENDED_CLOSE:
-        return "extended"
-    return "closed"
-
-
-def check_market_hours(req: OrderRequest, at: datetime) -> None:
-    """Regular session: everything. Outside it, market and stop orders are REJECTED (not queued:
-    a market order's price is unknowable hours ahead; the customer can send a limit order).
-    Extended hours trade only limit + day + extended_hours=true; other limit orders are accepted
-    and rest at the venue for the open."""
-    phase = session_phase(at)
-    if phase == "regular":
-        return
-    if req.type in ("market", "stop"):
-        raise RiskRejection(
-            f"the market is {'in extended hours' if phase == 'extended' else 'closed'}: "
-            f"{req.type} orders are accepted only during the regular session "
-            f"(next open {calendar.next_open(at).astimezone(NY):%Y-%m-%d %H:%M} ET); "
-            "send a limit order instead", code="market_closed")
-    if req.extended_hours and phase == "closed":
-        raise RiskRejection("extended-hours trading runs 7:00-20:00 ET on trading days",
-                            code="market_closed")
+def check_market_hours(req: OrderRequest, at: datetime) -> datetime | None:
+    """When the order goes to a venue (``domain.hours.route_at``): None for now, else the next
+    session's open (it is accepted and queued until then). Raises ``market_closed`` for an
+    extended-hours order outside the extended session."""
+    return route_at(req, at)
 
 
 # --- order limits ------------------------------------------------------------------------
@@ -353,6 +329,9 @@ class PreTrade:
     amount: Decimal = ZERO
     sources: Mapping[str, Decimal] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    # outside the regular session: the next open, when the order goes to a venue (queued until
+    # then, its hold taken now); None: it routes at once
+    route_at: datetime | None = None
 
     @property
     def ok(self) -> bool:
@@ -366,8 +345,8 @@ def pre_trade(ctx: PreTradeContext, req: OrderRequest) -> PreTrade:
     shares available. Soft warnings (concentration) ride along. Pure: the accept transaction
     loads ``ctx`` under the account's lock and posts what this returns."""
     try:
-        amount, warnings = _checks(ctx, req)
-    except (RiskRejection, OrderError) as exc:
+        amount, warnings, queued = _checks(ctx, req)
+    except (RiskRejection, OrderError, MarketClosed) as exc:
         return PreTrade(validated=False, rejection=Rejection(exc.code, exc.message))
     account = ctx.account
     assert account is not None
@@ -375,12 +354,13 @@ def pre_trade(ctx: PreTradeContext, req: OrderRequest) -> PreTrade:
         bp = buying_power(account.account_type, account.balances, account.provisional, ctx.limits,
                           settled_only=account.settled_cash_only)
         if amount > bp.total:
-            return PreTrade(validated=True, amount=amount, warnings=warnings, rejection=Rejection(
-                "insufficient_buying_power", f"insufficient buying power: need {amount}, have {bp.total}"))
+            return PreTrade(validated=True, amount=amount, warnings=warnings, route_at=queued,
+                            rejection=Rejection("insufficient_buying_power",
+                                                f"insufficient buying power: need {amount}, have {bp.total}"))
         sources = cash_sources(amount, account.balances, bp)
     else:
         sources = share_sources(amount, req.symbol, account.balances)
-    return PreTrade(validated=True, amount=amount, sources=sources, warnings=warnings)
+    return PreTrade(validated=True, amount=amount, sources=sources, warnings=warnings, route_at=queued)
 
 
 def hold_refused(req: OrderRequest, pre: PreTrade) -> Rejection:
@@ -390,7 +370,7 @@ def hold_refused(req: OrderRequest, pre: PreTrade) -> Rejection:
     return Rejection("insufficient_qty", f"insufficient {req.symbol} shares available: need {pre.amount}")
 
 
-def _checks(ctx: PreTradeContext, req: OrderRequest) -> tuple[Decimal, tuple[str, ...]]:
+def _checks(ctx: PreTradeContext, req: OrderRequest) -> tuple[Decimal, tuple[str, ...], datetime | None]:
     account = ctx.account
     if account is None:
         raise RiskRejection("unknown account", code="unknown_account")
@@ -410,8 +390,7 @@ def _checks(ctx: PreTradeContext, req: OrderRequest) -> tuple[Decimal, tuple[str
     if not ctx.asset.tradable or ctx.asset.status != "active":
         raise RiskRejection(f"{req.symbol} is not tradable", code="not_tradable")
     check_symbol(req, ctx.control)
-    if ctx.limits.enforce_market_hours:
-        check_market_hours(req, ctx.now)
+    queued = check_market_hours(req, ctx.now) if ctx.limits.enforce_market_hours else None
     quotes = ctx.quotes
     amount = buy_hold(req, quotes.ask, ctx.collar) if req.side == "buy" else req.qty
     ref = req.limit_price or quotes.ask or quotes.bid or ZERO
@@ -431,4 +410,4 @@ def _checks(ctx: PreTradeContext, req: OrderRequest) -> tuple[Decimal, tuple[str
                                      ctx.limits)
         if warn:
             warnings = (warn,)
-    return amount, warnings
+    return amount, warnings, queued

@@ -114,6 +114,12 @@ class Settings(BaseSettings):
     # (REJECTED before its hold, STUCK with it); the gateway's answer on an unsent order, as long
     order_store_retry_s: float = 120.0
     order_gateway_retry_s: float = 600.0
+    # Orders accepted outside the regular session wait for the next open (domain/hours.py).
+    # Tests only: the wait is capped at queued_open_wait_max_s (unset: the real time to the open),
+    # and the shard workers' business clock (market hours, trade dates) runs
+    # market_clock_offset_s ahead of the wall clock ("it is 20:00 ET now").
+    queued_open_wait_max_s: float | None = Field(default=None, ge=0)
+    market_clock_offset_s: float = 0.0
 
     # Risk: pre-trade limits, market hours, rate limits.
     max_order_notional: Decimal = Decimal(250000)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -32,6 +34,15 @@ from workers.outbox import OutboxPublisher
 from workflows.order import OrderWorkflow
 
 log = logging.getLogger(__name__)
+
+
+def business_clock(offset_s: float) -> Callable[[], datetime] | None:
+    """The order store's "now": the wall clock (None), or one running ``offset_s`` ahead of it
+    (SHERWOOD_MARKET_CLOCK_OFFSET_S, for tests that place orders at another hour)."""
+    if not offset_s:
+        return None
+    offset = timedelta(seconds=offset_s)
+    return lambda: datetime.now(UTC) + offset
 
 
 @dataclass
@@ -71,7 +82,8 @@ class ShardWorkers:
                                      autocommit=True, statement_timeout_s=s.db_statement_timeout_s,
                                      lock_timeout_s=s.db_lock_timeout_s)
             self._engines += [engine, autocommit]
-            store = OrderStore(engine, house_stripes=s.house_balance_stripes, reads=autocommit)
+            store = OrderStore(engine, house_stripes=s.house_balance_stripes, reads=autocommit,
+                               clock=business_clock(s.market_clock_offset_s))
             acts = OrderActivities(store, quotes, limits=s.risk_limits(), controls=self._controls,
                                    gateway=self._gateway)
             worker = Worker(

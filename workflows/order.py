@@ -81,6 +81,9 @@ CANCEL_RECORDED_FIRST = "cancel-recorded-first"
 # a step that fails for good (an internal error, or transient failures past the retry maximum)
 # ends the order visibly: REJECTED before its hold, STUCK with it -- never retried forever
 BOUNDED_FAILURES = "bounded-failures"
+# an order accepted outside the regular session (its snapshot names the open) waits on a
+# durable timer until the open, cancelable at once, then routes
+QUEUED_FOR_OPEN = "queued-for-the-open"
 ORDER_FAILED = "order_failed"  # the workflow fails: even the visible end could not be written
 # What an awaited activity raises when it fails: an ActivityError wrapping the cause for a
 # remote activity, but the activity's own ApplicationError, unwrapped, for a local one
@@ -203,6 +206,8 @@ class OrderWorkflow:
                 day_ttl_s=inp.day_ttl_s))
             if snap.terminal or snap.duplicate:
                 return snap
+            if snap.queued_until and workflow.patched(QUEUED_FOR_OPEN):
+                await self._wait_for_open(snap.queued_until)
             await self._route()
         elif self._snap.state == S.FUNDS_HELD:  # continued before routing finished
             await self._route()
@@ -237,6 +242,26 @@ class OrderWorkflow:
                                            SHARD_ID.value_set(self._inp.shard)])
         await workflow.wait_condition(lambda: bool(self._reports))
         await self._work()
+
+    async def _wait_for_open(self, queued_until: str) -> None:
+        """Wait (a durable timer: a restarted worker resumes it) until the session's open, or
+        until the customer cancels; :meth:`_route` then takes the cancel (CANCELED, hold
+        released) or sends the order. The clock is the business clock (``market_clock_offset_s``);
+        ``open_wait_max_s`` caps the wait (tests). Halts are re-checked by the gateway when it
+        sends; a DAY order's expiry (the close of the session it waited for) starts once it is at
+        the venue, as for any order."""
+        now = workflow.now() + timedelta(seconds=self._t.market_clock_offset_s)
+        wait = max(timedelta(0), datetime.fromisoformat(queued_until) - now)
+        if self._t.open_wait_max_s is not None:
+            wait = min(wait, timedelta(seconds=self._t.open_wait_max_s))
+        self._publish_state()
+        if wait <= timedelta(0):
+            return
+        try:
+            await workflow.wait_condition(lambda: self._cancel_requested, timeout=wait,
+                                          timeout_summary="queued for the open")
+        except TimeoutError:
+            pass
 
     def _has_work(self) -> bool:
         return bool(self._reports) or self._cancel_requested or self._resolution is not None

@@ -70,7 +70,9 @@ def timeouts(settings: Settings) -> OrderTimeouts:
                          route_market_s=settings.venue_route_market_timeout_s,
                          route_limit_s=settings.venue_route_limit_timeout_s,
                          store_retry_s=settings.order_store_retry_s,
-                         gateway_retry_s=settings.order_gateway_retry_s)
+                         gateway_retry_s=settings.order_gateway_retry_s,
+                         open_wait_max_s=settings.queued_open_wait_max_s,
+                         market_clock_offset_s=settings.market_clock_offset_s)
 
 
 class OrderService:

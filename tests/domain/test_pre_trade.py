@@ -63,7 +63,7 @@ REJECTIONS = [
     ("halted", ctx(control=SymbolControl(halted=True)), req(), "symbol_halted", False),
     ("blocked", ctx(control=SymbolControl(restriction="blocked")), req(), "symbol_blocked", False),
     ("close only", ctx(control=SymbolControl(restriction="close_only")), req(), "symbol_close_only", False),
-    ("market at night", ctx(now=NIGHT), req(**MARKET), "market_closed", False),
+    ("extended hours at night", ctx(now=NIGHT), req(extended_hours=True), "market_closed", False),
     ("market without a quote", ctx(quotes=Quotes()), req(**MARKET), "no_quote", False),
     ("too many shares", ctx(limits=RiskLimits(max_order_qty=D(5))), req(), "max_qty_exceeded", False),
     ("too much money", ctx(limits=RiskLimits(max_order_notional=D(1000))), req(), "max_notional_exceeded",
@@ -85,6 +85,21 @@ def test_rejections(name: str, c: PreTradeContext, r: Any, code: str, validated:
     out = pre_trade(c, r)
     assert out.rejection is not None and out.rejection.code == code, out
     assert out.validated is validated and out.rejection.reason
+
+
+def test_a_market_order_at_night_is_held_and_queued_for_the_open() -> None:
+    """Outside the session a market buy is accepted: its hold sized on the last quote with the
+    collar, as in the session, and it routes at the next open (Thursday 9:30 New York)."""
+    out = pre_trade(ctx(now=NIGHT), req(**MARKET))
+    assert out.ok and out.validated, out
+    assert out.amount == D(10) * D("187.50") * D("1.05")
+    assert out.route_at == datetime(2026, 12, 3, 14, 30, tzinfo=UTC)
+    assert pre_trade(ctx(), req(**MARKET)).route_at is None  # in the session: now
+
+
+def test_market_hours_are_not_checked_when_not_enforced() -> None:
+    out = pre_trade(ctx(now=NIGHT, limits=RiskLimits(enforce_market_hours=False)), req(**MARKET))
+    assert out.ok and out.route_at is None
 
 
 def test_the_checks_run_in_order() -> None:

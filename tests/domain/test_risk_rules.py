@@ -15,7 +15,6 @@ from domain.risk import (
     SymbolControl,
     buying_power,
     cash_sources,
-    check_market_hours,
     check_order_limits,
     check_pdt,
     check_symbol,
@@ -23,7 +22,6 @@ from domain.risk import (
     day_trades,
     is_pattern_day_trader,
     pdt_window_start,
-    session_phase,
 )
 
 L = RiskLimits()
@@ -87,43 +85,6 @@ def test_a_cash_account_spends_its_proceeds_not_its_provisional_credit() -> None
 
 
 NY_OPEN = datetime(2026, 11, 25, 14, 30, tzinfo=UTC)  # 9:30 ET
-
-
-@pytest.mark.parametrize("at,phase", [
-    (datetime(2026, 11, 25, 14, 29, tzinfo=UTC), "extended"),  # 9:29 ET
-    (NY_OPEN, "regular"),
-    (datetime(2026, 11, 25, 20, 59, tzinfo=UTC), "regular"),  # 15:59 ET: the minute before the close
-    (datetime(2026, 11, 25, 21, 0, tzinfo=UTC), "extended"),  # 16:00 ET: the close
-    (datetime(2026, 11, 26, 15, 0, tzinfo=UTC), "closed"),  # Thanksgiving
-    (datetime(2026, 11, 27, 17, 59, tzinfo=UTC), "regular"),  # 12:59 ET, half day
-    (datetime(2026, 11, 27, 18, 0, tzinfo=UTC), "extended"),  # 13:00 ET: half-day close
-    (datetime(2026, 11, 28, 15, 0, tzinfo=UTC), "closed"),  # Saturday
-    (datetime(2026, 11, 25, 11, 59, tzinfo=UTC), "closed"),  # 6:59 ET
-    (datetime(2026, 11, 25, 12, 0, tzinfo=UTC), "extended"),  # 7:00 ET
-    (datetime(2026, 11, 26, 0, 59, tzinfo=UTC), "extended"),  # 19:59 ET
-    (datetime(2026, 11, 26, 1, 0, tzinfo=UTC), "closed"),  # 20:00 ET
-])
-def test_session_phases_from_the_calendar(at, phase) -> None:
-    assert session_phase(at) == phase
-
-
-@pytest.mark.parametrize("at,body,code", [
-    (NY_OPEN, {"type": "market", "limit_price": None}, None),
-    (datetime(2026, 11, 25, 21, 0, tzinfo=UTC), {"type": "market", "limit_price": None}, "market_closed"),
-    (datetime(2026, 11, 25, 21, 0, tzinfo=UTC), {"extended_hours": True}, None),
-    (datetime(2026, 11, 25, 21, 0, tzinfo=UTC), {}, None),  # rests for the open
-    (datetime(2026, 11, 26, 15, 0, tzinfo=UTC), {"extended_hours": True}, "market_closed"),
-    (datetime(2026, 11, 27, 17, 59, tzinfo=UTC), {"type": "market", "limit_price": None}, None),
-    (datetime(2026, 11, 27, 18, 1, tzinfo=UTC), {"type": "market", "limit_price": None}, "market_closed"),
-])
-def test_market_hours(at, body, code) -> None:
-    r = req(**body)
-    if code is None:
-        check_market_hours(r, at)
-    else:
-        with pytest.raises(RiskRejection) as info:
-            check_market_hours(r, at)
-        assert info.value.code == code
 
 
 @pytest.mark.parametrize("body,notional,bid,ask,code", [
