@@ -421,7 +421,9 @@ class OrderWorkflow:
         if (snap is None or not snap.expires_at or self._expiring
                 or OrderState(snap.state) not in AT_VENUE):
             return None
-        return datetime.fromisoformat(snap.expires_at) + timedelta(seconds=self._t.expire_grace_s)
+        # expires_at is on the business clock (it runs market_clock_offset_s ahead: tests)
+        return datetime.fromisoformat(snap.expires_at) + timedelta(
+            seconds=self._t.expire_grace_s - self._t.market_clock_offset_s)
 
     async def _on_timeout(self) -> None:
         now = workflow.now()
