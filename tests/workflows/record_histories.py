@@ -288,3 +288,26 @@ async def test_record_repeated_cancels_then_canceled(stack: TradingStack) -> Non
     await stack.temporal.get_workflow_handle(o["id"]).execute_update("resolve", ResolveInput(
         order_id=o["id"], outcome="canceled", filled_qty="0", operator="recorder", note="canceled"))
     await save(stack, "repeated_cancels_then_resolved", o["id"])
+
+
+async def test_record_queued_then_filled_at_the_open(stack: TradingStack) -> None:
+    from tests.workflows.test_order_queued import evening, queued_buy
+
+    await stack.set_quote("AAPL", "187.40", "187.50")
+    acct = await stack.account("5000")
+    async with evening(stack, wait_s=1.0) as (_, opens):
+        o = await queued_buy(stack, acct, opens)
+        await wait_order(stack, acct, o["id"], {"filled"})
+        await save(stack, "queued_then_filled_at_the_open", o["id"])
+
+
+async def test_record_queued_then_canceled(stack: TradingStack) -> None:
+    from tests.workflows.test_order_queued import evening, queued_buy
+
+    await stack.set_quote("AAPL", "187.40", "187.50")
+    acct = await stack.account("5000")
+    async with evening(stack, wait_s=600.0) as (_, opens):
+        o = await queued_buy(stack, acct, opens)
+        async with stack.http() as http:
+            assert (await http.delete(f"/v2/orders/{o['id']}", headers=headers(acct))).status_code == 204
+        await save(stack, "queued_then_canceled", o["id"])
