@@ -155,3 +155,23 @@ async def test_auction_time_in_force_is_refused_with_a_code(stack: TradingStack)
                 "symbol": "AAPL", "qty": "1", "side": "buy", "type": "market", "time_in_force": tif})
             assert r.status_code == 422 and r.json()["reason"] == "time_in_force_not_supported", r.text
     assert await balances(stack, acct) == {"cash": D(1000)}
+
+
+async def test_a_halt_before_the_open_rejects_the_queued_order_at_the_open(stack: TradingStack) -> None:
+    """What must be re-checked at the open is: the gateway refuses a halted symbol right before it
+    sends, so a queued order ends REJECTED ``symbol_halted`` with its hold released."""
+    from db.controls import ControlsStore
+
+    await stack.set_quote("MSFT", "410.00", "410.10")
+    acct = await stack.account("10000")
+    controls = ControlsStore(stack.router.directory, stack.redis, stack.settings.redis_prefix)
+    async with evening(stack, wait_s=3.0) as (_, opens):
+        o = await queued_buy(stack, acct, opens, symbol="MSFT", qty="1")
+        await controls.set("MSFT", actor="test", halted=True, reason="news pending")
+        try:
+            done = await wait_order(stack, acct, o["id"], {"rejected", "filled"}, timeout=20)
+        finally:
+            await controls.set("MSFT", actor="test", halted=False, reason="")
+    assert done["reject_code"] == "symbol_halted", done
+    assert at_venues(stack, o["id"]) == []
+    assert await balances(stack, acct) == {"cash": D(10000)}
