@@ -93,7 +93,7 @@ def test_fills_never_overfill_and_the_hold_covers_or_tops_up(qty, slices, prices
     ({"symbol": "AAPL", "qty": 1, "side": "buy", "type": "trailing_stop", "time_in_force": "day"},
      "invalid_type"),
     ({"symbol": "AAPL", "qty": 1, "side": "buy", "type": "market", "time_in_force": "opg"},
-     "invalid_time_in_force"),
+     "time_in_force_not_supported"),
     ({"symbol": "AAPL", "qty": 1, "side": "buy", "type": "stop", "time_in_force": "day"},
      "missing_stop_price"),
     ({"symbol": "AAPL", "qty": 1, "side": "buy", "type": "market", "time_in_force": "day",
