@@ -124,12 +124,13 @@ def account_object(*, account_id: str, account_number: str, created_at: datetime
 
 def position_object(*, symbol: str, asset_id: str, exchange: str, shares: Decimal, held: Decimal,
                     unsettled: Decimal, figures: PositionFigures, price_source: str) -> dict[str, Any]:
-    """Alpaca's position object; ``qty_available`` is settled shares no open sell holds, and the
-    extras say where the rest is and what ``current_price`` is (bid | last_fill | none)."""
+    """Alpaca's position object; ``qty_available`` is what may be sold now: the position less the
+    shares open sell orders hold (bought-but-unsettled shares count: a sell may hold them), and
+    the extras say where the rest is and what ``current_price`` is (bid | last_fill | none)."""
     return {
         "asset_id": asset_id, "symbol": symbol, "exchange": exchange,
         "avg_entry_price": number(figures.avg_entry_price) or "0", "qty": number(figures.qty) or "0",
-        "qty_available": number(shares) or "0", "cost_basis": number(figures.cost_basis) or "0",
+        "qty_available": number(shares + unsettled) or "0", "cost_basis": number(figures.cost_basis) or "0",
         "market_value": number(figures.market_value), "unrealized_pl": number(figures.unrealized_pl),
         "unrealized_plpc": number(figures.unrealized_plpc),
         "current_price": number(figures.current_price), "qty_held": number(held) or "0",

@@ -114,6 +114,10 @@ class Settings(BaseSettings):
     # (REJECTED before its hold, STUCK with it); the gateway's answer on an unsent order, as long
     order_store_retry_s: float = 120.0
     order_gateway_retry_s: float = 600.0
+    # DELETE /v2/positions?cancel_orders=true: how long it waits for the canceled orders to end
+    # (their held shares to come back) before it places the closing sells, polling this often
+    close_all_cancel_wait_s: float = Field(default=10.0, ge=0)
+    close_all_poll_s: float = Field(default=0.05, gt=0)
 
     # Risk: pre-trade limits, market hours, rate limits.
     max_order_notional: Decimal = Decimal(250000)
