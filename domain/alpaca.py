@@ -27,6 +27,7 @@ from domain.positions import PositionFigures
 from domain.risk import AccountState, is_pattern_day_trader
 
 NY = ZoneInfo("America/New_York")
+ZERO = Decimal(0)
 
 
 def iso(t: datetime | None) -> str | None:
@@ -104,9 +105,10 @@ def trade_update(update: TradeUpdate, *, position_qty: Decimal | None = None) ->
 
 def account_object(*, account_id: str, account_number: str, created_at: datetime, state: AccountState,
                    figures: AccountFigures, buying_power: Decimal, day_trades: int,
-                   shard: int) -> dict[str, Any]:
+                   shard: int, pending_in: Decimal = ZERO, pending_out: Decimal = ZERO) -> dict[str, Any]:
     """Alpaca's account object (cash accounts: every buying power figure is the same), with
-    Sherwood's extras (account type, shard, cash held and unsettled)."""
+    Sherwood's extras (account type, shard, cash held and unsettled). ``pending_in/out``: the
+    amounts of the account's deposits / withdrawals not yet complete (or returned, failed)."""
     bp = money_str(buying_power)
     return {
         "id": account_id, "account_number": account_number, "status": state.status,
@@ -119,6 +121,7 @@ def account_object(*, account_id: str, account_number: str, created_at: datetime
         "trading_blocked": state.trading_blocked, "daytrade_count": day_trades,
         "created_at": created_at.isoformat(), "account_type": state.account_type, "shard": shard,
         "cash_held": money_str(figures.cash_held), "cash_unsettled": money_str(figures.cash_unsettled),
+        "pending_transfer_in": money_str(pending_in), "pending_transfer_out": money_str(pending_out),
     }
 
 
