@@ -105,17 +105,20 @@ def trade_update(update: TradeUpdate, *, position_qty: Decimal | None = None) ->
 
 def account_object(*, account_id: str, account_number: str, created_at: datetime, state: AccountState,
                    figures: AccountFigures, buying_power: Decimal, day_trades: int,
-                   shard: int, pending_in: Decimal = ZERO, pending_out: Decimal = ZERO) -> dict[str, Any]:
+                   shard: int, pending_in: Decimal = ZERO, pending_out: Decimal = ZERO,
+                   last_equity: Decimal | None = None) -> dict[str, Any]:
     """Alpaca's account object (cash accounts: every buying power figure is the same), with
     Sherwood's extras (account type, shard, cash held and unsettled). ``pending_in/out``: the
-    amounts of the account's deposits / withdrawals not yet complete (or returned, failed)."""
+    amounts of the account's deposits / withdrawals not yet complete (or returned, failed).
+    ``last_equity``: the previous session's closing equity (the back office's snapshot); without
+    one, the current equity."""
     bp = money_str(buying_power)
     return {
         "id": account_id, "account_number": account_number, "status": state.status,
         "cash": money_str(figures.cash), "buying_power": bp, "regt_buying_power": bp,
         "daytrading_buying_power": "0", "non_marginable_buying_power": bp,
         "portfolio_value": money_str(figures.equity), "equity": money_str(figures.equity),
-        "last_equity": money_str(figures.equity),
+        "last_equity": money_str(figures.equity if last_equity is None else last_equity),
         "long_market_value": money_str(figures.long_market_value),
         "pattern_day_trader": state.pattern_day_trader or is_pattern_day_trader(day_trades),
         "trading_blocked": state.trading_blocked, "daytrade_count": day_trades,

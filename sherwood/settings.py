@@ -229,6 +229,11 @@ class Settings(BaseSettings):
     settlement_schedule_id: str = "settlement-daily"
     settlement_hour_ny: int = Field(default=17, ge=0, le=23)
     settlement_minute_ny: int = Field(default=30, ge=0, le=59)
+    # End-of-day equity snapshot (last_equity): every weekday at this New York time, after the
+    # close (the workflow writes nothing on non-sessions)
+    equity_snapshot_schedule_id: str = "equity-snapshot-daily"
+    equity_snapshot_hour_ny: int = Field(default=16, ge=0, le=23)
+    equity_snapshot_minute_ny: int = Field(default=15, ge=0, le=59)
     settlement_catch_up_days: int = Field(default=10, ge=1, le=60)
     backoffice_db_pool_size: int = 2
     # The end-of-day reconciliation's invariants audit (db/audit.py): "halt" halts a shard whose

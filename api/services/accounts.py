@@ -12,6 +12,7 @@ from api.errors import ApiError
 from api.schemas import AccountOut
 from api.services.positions import long_market_values
 from db.engines import reading
+from db.equity import last_equity
 from db.risk import load_account_risk
 from db.router import ShardRouter
 from domain.account import account_figures
@@ -28,8 +29,9 @@ ZERO = Decimal(0)
 async def get_account(router: ShardRouter, account_id: uuid.UUID, quotes: LatestQuotes,
                       limits: RiskLimits) -> AccountOut:
     """The account as the risk engine sees it: buying power by account type, day trades in the
-    last 5 business days, flags, the transfers still pending -- from one consistent read of the
-    shard."""
+    last 5 business days, flags, the transfers still pending, the last end-of-day equity
+    snapshot before today (``last_equity``; the equity itself without one) -- from one
+    consistent read of the shard."""
     shard = await router.shard_for(account_id)
     async with reading(router.engine(shard)) as conn:
         await conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
@@ -37,7 +39,9 @@ async def get_account(router: ShardRouter, account_id: uuid.UUID, quotes: Latest
             text("SELECT id, account_number, created_at FROM accounts WHERE id = :id"),
             {"id": account_id},
         )).one_or_none()
-        risk = await load_account_risk(conn, account_id, today=trade_date(datetime.now(UTC)))
+        today = trade_date(datetime.now(UTC))
+        risk = await load_account_risk(conn, account_id, today=today)
+        closing = await last_equity(conn, account_id, today)  # the previous session's close
         # /v2/transfers still on their way (not COMPLETE, RETURNED, REJECTED, FAILED, CANCELED)
         pending = {r.direction: r.amount for r in (await conn.execute(
             text("SELECT direction, sum(amount) AS amount FROM transfers WHERE account_id = :id "
@@ -52,4 +56,5 @@ async def get_account(router: ShardRouter, account_id: uuid.UUID, quotes: Latest
     return AccountOut(**account_object(
         account_id=str(row.id), account_number=row.account_number, created_at=row.created_at,
         state=risk, figures=fig, buying_power=bp, day_trades=risk.day_trade_count, shard=shard,
-        pending_in=pending.get(INCOMING, ZERO), pending_out=pending.get(OUTGOING, ZERO)))
+        pending_in=pending.get(INCOMING, ZERO), pending_out=pending.get(OUTGOING, ZERO),
+        last_equity=closing))
