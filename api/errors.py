@@ -1,7 +1,9 @@
 """API errors: every error body is ``{"code": <int>, "message": str, "reason": str}``.
 
 ``code`` follows Alpaca's integer convention (clients read it); ``reason`` is our stable
-machine-readable string. Validation errors and unknown routes use the same shape.
+machine-readable string. Validation errors and unknown routes use the same shape. Some errors
+add Alpaca's own keys (a refused position close: ``available``, ``existing_qty``,
+``held_for_orders``, ``symbol``).
 """
 
 from __future__ import annotations
@@ -25,13 +27,18 @@ class ApiError(Exception):
     """Raised by services and routes; rendered as the common error body."""
 
     def __init__(self, status: int, reason: str, message: str, *, code: int | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None,
+                 details: dict[str, object] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.reason = reason
         self.message = message
         self.code = code if code is not None else status * 100000
         self.headers = headers
+        self.details = details or {}  # extra keys of the body (Alpaca's, e.g. ``available``)
+
+    def body(self) -> dict[str, object]:
+        return {**self.details, **error_body(self.code, self.reason, self.message)}
 
 
 def error_body(code: int, reason: str, message: str) -> dict[str, object]:
@@ -39,8 +46,7 @@ def error_body(code: int, reason: str, message: str) -> dict[str, object]:
 
 
 def _response(err: ApiError) -> JSONResponse:
-    return JSONResponse(error_body(err.code, err.reason, err.message), status_code=err.status,
-                        headers=err.headers)
+    return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
 
 def from_exception(exc: Exception) -> ApiError:

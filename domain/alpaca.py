@@ -27,6 +27,7 @@ from domain.positions import PositionFigures
 from domain.risk import AccountState, is_pattern_day_trader
 
 NY = ZoneInfo("America/New_York")
+ZERO = Decimal(0)
 
 
 def iso(t: datetime | None) -> str | None:
@@ -104,32 +105,38 @@ def trade_update(update: TradeUpdate, *, position_qty: Decimal | None = None) ->
 
 def account_object(*, account_id: str, account_number: str, created_at: datetime, state: AccountState,
                    figures: AccountFigures, buying_power: Decimal, day_trades: int,
-                   shard: int) -> dict[str, Any]:
+                   shard: int, pending_in: Decimal = ZERO, pending_out: Decimal = ZERO,
+                   last_equity: Decimal | None = None) -> dict[str, Any]:
     """Alpaca's account object (cash accounts: every buying power figure is the same), with
-    Sherwood's extras (account type, shard, cash held and unsettled)."""
+    Sherwood's extras (account type, shard, cash held and unsettled). ``pending_in/out``: the
+    amounts of the account's deposits / withdrawals not yet complete (or returned, failed).
+    ``last_equity``: the previous session's closing equity (the back office's snapshot); without
+    one, the current equity."""
     bp = money_str(buying_power)
     return {
         "id": account_id, "account_number": account_number, "status": state.status,
         "cash": money_str(figures.cash), "buying_power": bp, "regt_buying_power": bp,
         "daytrading_buying_power": "0", "non_marginable_buying_power": bp,
         "portfolio_value": money_str(figures.equity), "equity": money_str(figures.equity),
-        "last_equity": money_str(figures.equity),
+        "last_equity": money_str(figures.equity if last_equity is None else last_equity),
         "long_market_value": money_str(figures.long_market_value),
         "pattern_day_trader": state.pattern_day_trader or is_pattern_day_trader(day_trades),
         "trading_blocked": state.trading_blocked, "daytrade_count": day_trades,
         "created_at": created_at.isoformat(), "account_type": state.account_type, "shard": shard,
         "cash_held": money_str(figures.cash_held), "cash_unsettled": money_str(figures.cash_unsettled),
+        "pending_transfer_in": money_str(pending_in), "pending_transfer_out": money_str(pending_out),
     }
 
 
 def position_object(*, symbol: str, asset_id: str, exchange: str, shares: Decimal, held: Decimal,
                     unsettled: Decimal, figures: PositionFigures, price_source: str) -> dict[str, Any]:
-    """Alpaca's position object; ``qty_available`` is settled shares no open sell holds, and the
-    extras say where the rest is and what ``current_price`` is (bid | last_fill | none)."""
+    """Alpaca's position object; ``qty_available`` is what may be sold now: the position less the
+    shares open sell orders hold (bought-but-unsettled shares count: a sell may hold them), and
+    the extras say where the rest is and what ``current_price`` is (bid | last_fill | none)."""
     return {
         "asset_id": asset_id, "symbol": symbol, "exchange": exchange,
         "avg_entry_price": number(figures.avg_entry_price) or "0", "qty": number(figures.qty) or "0",
-        "qty_available": number(shares) or "0", "cost_basis": number(figures.cost_basis) or "0",
+        "qty_available": number(shares + unsettled) or "0", "cost_basis": number(figures.cost_basis) or "0",
         "market_value": number(figures.market_value), "unrealized_pl": number(figures.unrealized_pl),
         "unrealized_plpc": number(figures.unrealized_plpc),
         "current_price": number(figures.current_price), "qty_held": number(held) or "0",

@@ -53,8 +53,10 @@ S = OrderState
 ZERO = Decimal(0)
 TIMESTAMP_FOR = {S.FILLED: "filled_at", S.CANCELED: "canceled_at", S.EXPIRED: "expired_at",
                  S.FAILED: "failed_at", S.REJECTED: "failed_at"}
-# the trade update (Alpaca event) of a state entered without a fill
-UPDATE_FOR = {S.ROUTED: "pending_new", S.PENDING_CANCEL: "pending_cancel", S.STUCK: "pending_cancel"}
+# the trade update (Alpaca event) of a state entered without a fill; Alpaca has no ``failed``
+# event: an order we could not process is ``rejected`` to the customer (its status too)
+UPDATE_FOR = {S.ROUTED: "pending_new", S.PENDING_CANCEL: "pending_cancel", S.STUCK: "pending_cancel",
+              S.FAILED: "rejected"}
 # the venue's answers that end the order when a status request finds it so
 STATUS_OUTCOMES = {VenueStatus.CANCELED: S.CANCELED, VenueStatus.EXPIRED: S.EXPIRED,
                    VenueStatus.REJECTED: S.REJECTED}
@@ -230,7 +232,7 @@ def _finish(step: Step, to: OrderState, *, actor: str, event: str, reason: str |
         values["reject_reason"] = reason
     step.event(event, actor=actor, reason=reason, to=to, ledger_txn=released, data=data)
     step.set(**values)
-    step.update(event)
+    step.update(UPDATE_FOR.get(to, event))
 
 
 # ============================================================================ accept

@@ -21,18 +21,20 @@ from rich.table import Table
 from sherwood.cli_common import DataDir, console, err, load_settings, run
 
 settlement_app = typer.Typer(help="T+1 settlement: run days, read netting reports.", no_args_is_help=True)
-schedules_app = typer.Typer(help="Temporal Schedules (settlement).", no_args_is_help=True)
+schedules_app = typer.Typer(help="Temporal Schedules (settlement, equity snapshot).", no_args_is_help=True)
 
 
 @schedules_app.command("apply")
 def schedules_apply(data_dir: DataDir = None) -> None:
-    """Create or update the settlement schedule (idempotent)."""
+    """Create or update the settlement and end-of-day equity snapshot schedules (idempotent)."""
     from workers.backoffice import apply_schedules
 
     s = load_settings(data_dir)
     outcome = run(lambda c: apply_schedules(c.temporal, s), s, temporal=True)
     console.print(f"schedule {s.settlement_schedule_id}: {outcome} (weekdays "
                   f"{s.settlement_hour_ny:02d}:{s.settlement_minute_ny:02d} America/New_York)")
+    console.print(f"schedule {s.equity_snapshot_schedule_id}: applied (weekdays "
+                  f"{s.equity_snapshot_hour_ny:02d}:{s.equity_snapshot_minute_ny:02d} America/New_York)")
 
 
 @settlement_app.command("run")

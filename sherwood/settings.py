@@ -121,6 +121,11 @@ class Settings(BaseSettings):
     queued_open_wait_max_s: float | None = Field(default=None, ge=0)
     market_clock_offset_s: float = 0.0
 
+    # DELETE /v2/positions?cancel_orders=true: how long it waits for the canceled orders to end
+    # (their held shares to come back) before it places the closing sells, polling this often
+    close_all_cancel_wait_s: float = Field(default=10.0, ge=0)
+    close_all_poll_s: float = Field(default=0.05, gt=0)
+
     # Risk: pre-trade limits, market hours, rate limits.
     max_order_notional: Decimal = Decimal(250000)
     max_order_qty: Decimal = Decimal(100000)
@@ -231,6 +236,11 @@ class Settings(BaseSettings):
     settlement_schedule_id: str = "settlement-daily"
     settlement_hour_ny: int = Field(default=17, ge=0, le=23)
     settlement_minute_ny: int = Field(default=30, ge=0, le=59)
+    # End-of-day equity snapshot (last_equity): every weekday at this New York time, after the
+    # close (the workflow writes nothing on non-sessions)
+    equity_snapshot_schedule_id: str = "equity-snapshot-daily"
+    equity_snapshot_hour_ny: int = Field(default=16, ge=0, le=23)
+    equity_snapshot_minute_ny: int = Field(default=15, ge=0, le=59)
     settlement_catch_up_days: int = Field(default=10, ge=1, le=60)
     backoffice_db_pool_size: int = 2
     # The end-of-day reconciliation's invariants audit (db/audit.py): "halt" halts a shard whose

@@ -1,12 +1,12 @@
-"""The back-office worker: settlement, reconciliation and funding.
+"""The back-office worker: settlement, reconciliation, end-of-day equity snapshots and funding.
 
 Task queues (kept apart from ``shard-<n>``, whose workers register only the order workflow):
 
-- ``backoffice``: the Settlement and LedgerReconciliation workflows and the cross-shard
+- ``backoffice``: the Settlement, LedgerReconciliation and EquitySnapshot workflows and the cross-shard
   activities (plan, netting report in the directory, clearinghouse comparison);
 - ``backoffice-shard-<n>``: the Deposit and Withdrawal workflows of that shard's accounts (their
   local activities bound to that shard's database and the ACH bank) and the shard-local
-  settlement/reconciliation activities.
+  settlement/reconciliation/equity snapshot activities.
 
 One process may serve every shard (``sherwood serve backoffice``); it keeps its pools small.
 
@@ -42,6 +42,7 @@ from temporalio.client import (
 )
 from temporalio.worker import Worker
 
+from activities.equity import EquityActivities
 from activities.funding import FundingActivities
 from activities.settlement import SettlementActivities, ShardSettlementActivities
 from db.engines import make_engine
@@ -52,6 +53,7 @@ from sherwood.lifecycle import stopped_by_signals
 from sherwood.settings import Settings
 from sherwood.temporal import connect
 from workflows.deposit import DepositWorkflow
+from workflows.equity import EquityRunInput, EquitySnapshotWorkflow
 from workflows.settlement import (
     LedgerReconciliationWorkflow,
     SettlementInput,
@@ -63,7 +65,7 @@ log = logging.getLogger(__name__)
 
 
 def backoffice_workflows() -> list[type]:
-    return [SettlementWorkflow, LedgerReconciliationWorkflow]
+    return [SettlementWorkflow, LedgerReconciliationWorkflow, EquitySnapshotWorkflow]
 
 
 def backoffice_shard_workflows() -> list[type]:
@@ -79,6 +81,7 @@ def backoffice_shard_activities(settings: Settings, engine: AsyncEngine, shard: 
                                 bank: Bank) -> list[Callable[..., Any]]:
     return [*ShardSettlementActivities(engine, shard, house_stripes=settings.house_balance_stripes,
                                        audit_halts=settings.reconcile_audit == "halt").all(),
+            *EquityActivities(engine, shard).all(),
             *FundingActivities(FundingStore(engine), bank).all()]
 
 
@@ -145,10 +148,31 @@ def settlement_schedule(settings: Settings) -> Schedule:
     )
 
 
+def equity_snapshot_schedule(settings: Settings) -> Schedule:
+    """Every weekday at equity_snapshot_hour_ny:equity_snapshot_minute_ny New York time (after
+    the close); the workflow writes nothing on non-sessions."""
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            EquitySnapshotWorkflow.run, EquityRunInput(shards=settings.shard_count),
+            id=f"{settings.equity_snapshot_schedule_id}-run", task_queue=BACKOFFICE_TASK_QUEUE),
+        spec=ScheduleSpec(
+            calendars=[ScheduleCalendarSpec(
+                day_of_week=[ScheduleRange(1, 5)], hour=[ScheduleRange(settings.equity_snapshot_hour_ny)],
+                minute=[ScheduleRange(settings.equity_snapshot_minute_ny)], second=[ScheduleRange(0)])],
+            time_zone_name="America/New_York"),
+        # a missed snapshot is not caught up later: the equity it would value is gone
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=timedelta(hours=1)),
+    )
+
+
 async def apply_schedules(client: Client, settings: Settings) -> str:
-    """Create the settlement schedule, or update it to the current definition. Idempotent."""
-    sid = settings.settlement_schedule_id
-    schedule = settlement_schedule(settings)
+    """Create the settlement and equity snapshot schedules, or update them to the current
+    definitions. Idempotent; returns the settlement schedule's outcome (created | updated)."""
+    await _apply(client, settings.equity_snapshot_schedule_id, equity_snapshot_schedule(settings))
+    return await _apply(client, settings.settlement_schedule_id, settlement_schedule(settings))
+
+
+async def _apply(client: Client, sid: str, schedule: Schedule) -> str:
     try:
         await client.create_schedule(sid, schedule)
         return "created"

@@ -65,10 +65,16 @@ class _Closed(Exception):
     """The session is over (the socket is closed or must be)."""
 
 
+# events older outbox rows may carry that Alpaca does not know (the order machine now writes
+# the Alpaca name, domain.order_machine.UPDATE_FOR)
+LEGACY_EVENTS = {"failed": "rejected"}
+
+
 def trade_update(payload: dict[str, Any]) -> dict[str, Any]:
     """The ``data`` of a trade_updates message from an outbox payload (account id left out;
     ``execution_id`` as a uuid, the same one the FILL activity id carries)."""
-    data: dict[str, Any] = {"event": payload["event"], "order": payload["order"],
+    event = payload["event"]
+    data: dict[str, Any] = {"event": LEGACY_EVENTS.get(event, event), "order": payload["order"],
                             "timestamp": payload.get("timestamp")}
     for k in ("price", "qty", "position_qty"):
         if k in payload:

@@ -1,7 +1,8 @@
 """Positions of one account, read from its shard, valued at the latest quote.
 
 - ``qty`` is exact, from the ledger: ``shares + shares_held + shares_unsettled``;
-  ``qty_available`` is ``shares`` (not held by an open sell, settled).
+  ``qty_available`` is ``shares + shares_unsettled``: qty less what open sell orders hold
+  (a sell may hold bought-but-unsettled shares, :func:`domain.ledger.hold_shares`).
 - ``avg_entry_price`` / ``cost_basis``: average-cost method over the account's fills
   (:mod:`domain.positions`), in booking order.
 - ``current_price``: the latest **bid** from :class:`~marketdata.quotes.LatestQuotes` (a long
@@ -154,17 +155,26 @@ async def get_position(
     router: ShardRouter, account_id: uuid.UUID, symbol: str, quotes: LatestQuotes
 ) -> PositionOut:
     """One open position (by symbol or asset id); 404 if the account holds none."""
-    sym = symbol.strip().upper()
-    try:
-        asset_id = uuid.UUID(symbol.strip())
-    except ValueError:
-        pass
-    else:
-        sym = next((a.symbol for a in ASSETS if a.id == asset_id), sym)
+    sym = resolve_symbol(symbol)
     found = await _valued(router, account_id, quotes, sym)
     if not found:
-        raise ApiError(404, "position_not_found", f"position does not exist: {sym}", code=40410000)
+        raise no_position(sym)
     return position_out(*found[0])
+
+
+def resolve_symbol(symbol_or_asset_id: str) -> str:
+    """The symbol a path parameter names: an asset id of the universe, else the symbol itself
+    (upper case)."""
+    sym = symbol_or_asset_id.strip().upper()
+    try:
+        asset_id = uuid.UUID(symbol_or_asset_id.strip())
+    except ValueError:
+        return sym
+    return next((a.symbol for a in ASSETS if a.id == asset_id), sym)
+
+
+def no_position(symbol: str) -> ApiError:
+    return ApiError(404, "position_not_found", f"position does not exist: {symbol}", code=40410000)
 
 
 async def long_market_values(

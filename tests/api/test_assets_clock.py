@@ -37,6 +37,8 @@ async def test_assets_list_the_universe_in_alpaca_shape(client: httpx.AsyncClien
     assert aapl["id"] == str(get_asset("AAPL").id) and aapl["name"] == "Apple Inc."
     assert all(isinstance(aapl[k], bool) for k in ("tradable", "marginable", "shortable",
                                                    "easy_to_borrow", "fractionable"))
+    # the firm offers neither margin nor short selling: no asset says otherwise
+    assert {(a["marginable"], a["shortable"], a["easy_to_borrow"]) for a in body} == {(False, False, False)}
 
 
 async def test_assets_filters(client: httpx.AsyncClient, headers) -> None:

@@ -90,7 +90,8 @@ async def test_positions_after_buys_and_a_partial_sell(
     assert POSITION_KEYS <= set(p)
     # 10 + 5 bought at 100 / 106 -> average 102; 6 sold at that average -> 9 left at 102;
     # 1 more at 102.50 -> 10 shares costing 918 + 102.5 = 1020.5
-    assert p["qty"] == "10" and p["qty_available"] == "5"
+    # available to sell: everything no open sell holds, bought-but-unsettled shares included
+    assert p["qty"] == "10" and p["qty_available"] == "6"
     assert p["qty_held"] == "4" and p["qty_unsettled"] == "1"
     assert p["avg_entry_price"] == "102.05" and p["cost_basis"] == "1020.5"
     assert p["current_price"] == "105.5" and p["price_source"] == "bid"
@@ -127,7 +128,7 @@ async def test_without_a_quote_the_last_fill_marks_the_position(
     assert r.status_code == 200, r.text
     siri, tlry = r.json()
     assert siri["symbol"] == "SIRI" and tlry["symbol"] == "TLRY"
-    assert siri["qty"] == "300" and siri["qty_available"] == "0" and siri["qty_unsettled"] == "300"
+    assert siri["qty"] == "300" and siri["qty_available"] == "300" and siri["qty_unsettled"] == "300"
     assert siri["avg_entry_price"] == "3.14" and siri["cost_basis"] == "942"
     assert siri["current_price"] == "3.16" and siri["price_source"] == "last_fill"
     assert siri["market_value"] == "948" and siri["unrealized_pl"] == "6"

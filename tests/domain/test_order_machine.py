@@ -398,3 +398,24 @@ def test_reports_are_checked_against_the_order() -> None:
     assert execution(order, above)[1].code == "beyond_limit"  # type: ignore[union-attr]
     assert decide(order, above, NOW).order.state == S.STUCK
     assert decide(order, venue(K.FILL, qty="2", px="100"), NOW).order.state == S.PARTIALLY_FILLED
+
+
+@pytest.mark.parametrize("to", [S.FAILED, S.REJECTED])
+def test_a_rejection_streams_as_rejected_whatever_ended_it(to: OrderState) -> None:
+    """Alpaca's trade_updates know ``rejected``, not ``failed``: an order we failed to route
+    (FAILED) is a rejection to the customer, as its status already says."""
+    from domain.alpaca import trade_update
+
+    d = decide(order_in(S.FUNDS_HELD), Finish(to, "could not route"), NOW)
+    assert [u.event for u in d.updates] == ["rejected"]
+    assert trade_update(d.updates[0])["event"] == "rejected"
+    assert trade_update(d.updates[0])["order"]["status"] == "rejected"
+
+
+def test_a_stored_failed_update_streams_as_rejected() -> None:
+    """An outbox row written before the mapping (event ``failed``) reaches the stream as
+    ``rejected`` too."""
+    from api.routers.stream import trade_update as stream_message
+
+    assert stream_message({"event": "failed", "order": {}, "timestamp": None})["event"] == "rejected"
+    assert stream_message({"event": "fill", "order": {}, "timestamp": None})["event"] == "fill"
