@@ -25,6 +25,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
 from temporalio.client import WithStartWorkflowOperation, WorkflowExecutionStatus
 from temporalio.common import WorkflowIDConflictPolicy
 
@@ -271,6 +274,30 @@ async def test_a_settlement_that_fails_on_a_bug_leaves_the_credit_and_tells_an_o
     assert flagged["to_status"] == "PENDING" and "needs an operator" in flagged["reason"]
     assert "settle_deposit" in flagged["reason"] and "ValueError" in flagged["reason"]
     await untouched_by_audit(router, acct)
+    # the operator fixes the cause and runs the workflow again from its start (docs/operations.md:
+    # `temporal workflow reset --type FirstWorkflowTask`): every step is idempotent, it settles once
+    monkeypatch.undo()
+    await reset_to_first_task(backoffice, f"transfer-{tid}")
+    assert (await wait_transfer(router, acct, {"COMPLETE"}))["status"] == "COMPLETE"
+    assert await balances(router, acct) == {"cash": 250}
+    async with router.engine(acct.shard).connect() as conn:
+        kinds = (await conn.execute(text(
+            "SELECT kind FROM ledger_transactions WHERE id LIKE :p ORDER BY created_at"),
+            {"p": f"transfer:{tid}:%"})).scalars().all()
+    assert kinds == ["deposit", "deposit_settle"]
+    await untouched_by_audit(router, acct)
+
+
+async def reset_to_first_task(bo: Backoffice, workflow_id: str) -> None:
+    """What ``temporal workflow reset --workflow-id ID --type FirstWorkflowTask`` does."""
+    history = await bo.client.get_workflow_handle(workflow_id).fetch_history()
+    first = next(e.event_id for e in history.events
+                 if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED)
+    await bo.client.workflow_service.reset_workflow_execution(ResetWorkflowExecutionRequest(
+        namespace=bo.client.namespace,
+        workflow_execution=WorkflowExecution(workflow_id=workflow_id),
+        reason="test: fixed the cause", workflow_task_finish_event_id=first,
+        request_id=str(uuid.uuid4())))
 
 
 async def test_a_bank_out_of_reach_past_the_maximum_is_recorded_and_the_hold_kept(
