@@ -149,7 +149,6 @@ class TransferFlow:
         self._snap = done
         return done
 
-
     async def _run_bounded(self, inp: TransferWorkflowInput) -> TransferSnapshot:
         snap = await self._start(inp)
         self._snap = snap

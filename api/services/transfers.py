@@ -53,6 +53,8 @@ from workflows.withdrawal import WithdrawalWorkflow
 TRANSFER_NS = uuid.UUID("5d0f1c2e-3b7a-4f51-9e0c-8a2b6d4e1f37")
 # a transfer that failed before anything moved because we failed: the request was fine
 OUR_FAILURES = {INTERNAL_ERROR: 500, SHARD_UNAVAILABLE: 503}
+# the first step's refusals of the request itself (nothing written): 422
+REFUSALS = frozenset({"idempotency_conflict", "amount_out_of_range"})
 
 
 def workflow_id(transfer_id: str) -> str:
@@ -112,16 +114,17 @@ class TransferService:
         except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
             # (the client turns the cancel of its wait into the latter)
             raise ApiError(504, "transfer_pending",
-                           f"transfer {tid} is still being processed; retry with the same "
-                           "Idempotency-Key to see its outcome",
+                           f"transfer {tid} is still being processed: see GET /v2/transfers/"
+                           f"{tid}, or retry with the same Idempotency-Key",
                            headers={"Retry-After": "1"}) from exc
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause
             if isinstance(cause, ApplicationError) and cause.type in OUR_FAILURES:
                 raise _failed(tid, cause.type) from exc
-            if isinstance(cause, ApplicationError) and cause.type:
+            if isinstance(cause, ApplicationError) and cause.type in REFUSALS:
                 raise ApiError(422, cause.type, cause.message, code=42210000) from exc
-            raise
+            raise ApiError(500, INTERNAL_ERROR, f"transfer {tid} could not be processed; see "
+                           f"GET /v2/transfers/{tid}") from exc
         except (RPCError, WorkflowAlreadyStartedError) as exc:
             if isinstance(exc, RPCError) and exc.status != RPCStatusCode.ALREADY_EXISTS:
                 raise
