@@ -5,7 +5,14 @@ Run as local activities by the deposit and withdrawal workflows on ``backoffice-
 The bank is the :class:`domain.ports.Bank` port: these activities never know which bank they
 talk to. The entry point chooses it (:func:`sherwood.wiring.outside_world`; today the simulated
 :class:`simulators.bank.AchBank`). Payloads: the transfer's from :mod:`domain.funding`, and
-:class:`BankInput` / :class:`FinishInput` below.
+:class:`BankInput` / :class:`FinishInput` / :class:`FailUnstartedInput` below.
+
+A business refusal (the ledger's, the amount's, an idempotency conflict) is a non-retryable
+``ApplicationError`` whose type is its code; a transient infrastructure failure is retried within
+the workflow's maximum; anything else is a non-retryable ``internal_error``
+(:func:`sherwood.faults.final_unless_transient`), which the workflow ends visibly: FAILED with
+nothing moved before the first step committed (:meth:`FundingActivities.fail_unstarted`),
+recorded for an operator after (:meth:`FundingActivities.flag_transfer`).
 """
 
 from __future__ import annotations
@@ -17,8 +24,9 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from db.errors import DbError
+from db.errors import LedgerRejected
 from db.funding import FundingStore
+from domain.errors import DomainError
 from domain.funding import TransferInput, TransferSnapshot
 from domain.ports import Bank
 from sherwood.faults import final_unless_transient
@@ -38,6 +46,16 @@ class FinishInput:
     reason: str = ""
 
 
+@dataclass
+class FailUnstartedInput:
+    transfer: TransferInput
+    reason: str
+
+
+def refusal(exc: DomainError | LedgerRejected) -> ApplicationError:
+    return ApplicationError(exc.message, type=exc.code, non_retryable=True)
+
+
 class FundingActivities:
     def __init__(self, store: FundingStore, bank: Bank) -> None:
         self.store = store
@@ -48,16 +66,16 @@ class FundingActivities:
     async def start_deposit(self, inp: TransferInput) -> TransferSnapshot:
         try:
             return await self.store.start_deposit(inp)
-        except DbError as exc:
-            raise ApplicationError(exc.message, type=exc.code, non_retryable=True) from exc
+        except (DomainError, LedgerRejected) as exc:
+            raise refusal(exc) from exc
 
     @activity.defn(name="start_withdrawal")
     @final_unless_transient
     async def start_withdrawal(self, inp: TransferInput) -> TransferSnapshot:
         try:
             return await self.store.start_withdrawal(inp)
-        except DbError as exc:
-            raise ApplicationError(exc.message, type=exc.code, non_retryable=True) from exc
+        except (DomainError, LedgerRejected) as exc:
+            raise refusal(exc) from exc
 
     @activity.defn(name="settle_deposit")
     @final_unless_transient
@@ -79,6 +97,21 @@ class FundingActivities:
     async def fail_withdrawal(self, inp: FinishInput) -> TransferSnapshot:
         return await self.store.fail_withdrawal(inp.transfer_id, inp.reason)
 
+    @activity.defn(name="fail_unstarted_transfer")
+    @final_unless_transient
+    async def fail_unstarted(self, inp: FailUnstartedInput) -> TransferSnapshot:
+        """FAILED with nothing moved (or the transfer as it stands if its first step did commit)."""
+        try:
+            return await self.store.fail_unstarted(inp.transfer, inp.reason)
+        except (DomainError, LedgerRejected) as exc:
+            raise refusal(exc) from exc
+
+    @activity.defn(name="flag_transfer")
+    @final_unless_transient
+    async def flag_transfer(self, inp: FinishInput) -> TransferSnapshot:
+        """Record that a step after money moved failed for good (for an operator)."""
+        return await self.store.flag(inp.transfer_id, inp.reason)
+
     @activity.defn(name="bank_submit")
     @final_unless_transient
     async def bank_submit(self, inp: BankInput) -> str:
@@ -91,4 +124,5 @@ class FundingActivities:
 
     def all(self) -> list[Callable[..., Any]]:
         return [self.start_deposit, self.start_withdrawal, self.settle_deposit, self.bounce_deposit,
-                self.complete_withdrawal, self.fail_withdrawal, self.bank_submit, self.bank_outcome]
+                self.complete_withdrawal, self.fail_withdrawal, self.bank_submit, self.bank_outcome,
+                self.fail_unstarted, self.flag_transfer]

@@ -8,11 +8,17 @@ Both are served by the back-office worker (:mod:`workers.backoffice`).
 The clearinghouse is the :class:`domain.ports.Clearinghouse` port: the entry point chooses it
 (:func:`sherwood.wiring.outside_world`; today the simulated
 :class:`simulators.clearinghouse.Clearinghouse`).
+
+Failures of a shard's settlement or reconciliation: a deterministic one (the ledger's refusal, or
+anything unexpected) halts the shard for an operator (naming the date, and the account when
+known) and is not retried; a transient one is retried within the workflow's maximum, and on the
+last attempt halts the shard the same way. Either way the workflow then fails, visibly.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -44,7 +50,9 @@ from domain.settlement import (
     merge,
     sessions_between,
 )
-from sherwood.faults import final_unless_transient
+from sherwood.faults import INTERNAL_ERROR, final_unless_transient, is_transient
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -118,6 +126,36 @@ class ShardSettlementActivities:
                                    {"business_date": inp.business_date, "account": account})
             raise ApplicationError(f"shard {self.shard}: {reason} (halt #{halt})", type=exc.code,
                                    non_retryable=True) from exc
+        except Exception as exc:
+            final = await self._halt_unless_retried(
+                exc, f"settlement of {inp.business_date}", inp.business_date)
+            if final is None:
+                raise
+            raise final from exc
+
+    async def _halt_unless_retried(self, exc: Exception, what: str,
+                                   business_date: str | None) -> ApplicationError | None:
+        """What an unexpected failure becomes: a transient one, while attempts remain, None
+        (raised as it is: retried); otherwise the shard halted for an operator and a non-retryable error
+        (``internal_error``, or ``shard_unavailable`` after the last transient attempt). A halt
+        that cannot be written (the database out of reach) is logged; the error stands."""
+        transient = is_transient(exc)
+        if transient and not _last_attempt():
+            return None
+        reason = f"{what} failed: {type(exc).__name__}: {exc}"[:500]
+        if transient:
+            reason += " (retries exhausted)"
+        try:
+            halt: int | str = await open_halt(self.engine, self.shard, reason,
+                                              {"business_date": business_date,
+                                               "error": type(exc).__name__})
+        except Exception as again:
+            log.critical("CRITICAL: shard %d: %s; the halt could not be written either: %s",
+                         self.shard, reason, again)
+            halt = "not written"
+        return ApplicationError(f"shard {self.shard}: {reason} (halt #{halt})",
+                                type="shard_unavailable" if transient else INTERNAL_ERROR,
+                                non_retryable=True)
 
     @activity.defn(name="last_settled_date")
     @final_unless_transient
@@ -128,15 +166,30 @@ class ShardSettlementActivities:
     @activity.defn(name="reconcile_shard_ledger")
     @final_unless_transient
     async def reconcile_shard_ledger(self, inp: ReconcileInput) -> ReconcileResult:
-        out = await reconcile_and_record(
-            self.engine, self.shard, date.fromisoformat(inp.business_date) if inp.business_date else None,
-            audit_halts=self.audit_halts)
+        try:
+            out = await reconcile_and_record(
+                self.engine, self.shard,
+                date.fromisoformat(inp.business_date) if inp.business_date else None,
+                audit_halts=self.audit_halts)
+        except Exception as exc:
+            final = await self._halt_unless_retried(
+                exc, f"reconciliation of {inp.business_date or 'today'}", inp.business_date)
+            if final is None:
+                raise
+            raise final from exc
         return ReconcileResult(self.shard, out.ok, out.accounts_checked, out.halt_id,
                                len(out.mismatches), len(out.unbalanced),
                                [v["invariant"] for v in out.violations])
 
     def all(self) -> list[Callable[..., Any]]:
         return [self.settle_shard_day, self.last_settled_date, self.reconcile_shard_ledger]
+
+
+def _last_attempt() -> bool:
+    """This activity's attempt is the last its retry policy allows."""
+    info = activity.info()
+    policy = info.retry_policy
+    return bool(policy and policy.maximum_attempts and info.attempt >= policy.maximum_attempts)
 
 
 class SettlementActivities:

@@ -7,7 +7,9 @@ the transfer already passed it, so activity retries are safe.
 
 Statuses (Alpaca names): QUEUED -> PENDING (deposit credited provisionally / withdrawal held) ->
 COMPLETE, or RETURNED (deposit bounced), REJECTED (withdrawal refused: not enough withdrawable
-cash), FAILED (the bank failed the withdrawal; hold released).
+cash), FAILED (the bank failed the withdrawal, hold released; or the first step failed for good,
+nothing moved: :meth:`FundingStore.fail_unstarted`). A later step that fails for good is recorded
+as a ``transfer_events`` row for an operator (:meth:`FundingStore.flag`), the status unchanged.
 
 The payloads (:class:`~domain.funding.TransferInput`, :class:`~domain.funding.TransferSnapshot`)
 and the request hash are the domain's (:mod:`domain.funding`); this module stores them.
@@ -30,7 +32,7 @@ from db.errors import IdempotencyConflict
 from db.ledger import post
 from db.shortfalls import cover_if_settled
 from domain import ledger as rules
-from domain.funding import TransferInput, TransferSnapshot, request_hash
+from domain.funding import TransferInput, TransferSnapshot, check_amount, request_hash
 from domain.ledger import LedgerTxn
 from domain.money import plain
 
@@ -89,25 +91,38 @@ class FundingStore:
         self.engine = engine
 
     async def _create(self, conn: AsyncConnection, inp: TransferInput) -> tuple[RowMapping, bool]:
+        row = await self._existing(conn, inp)
+        if row is not None:
+            return row, False
+        await self._insert(conn, inp, "QUEUED", "transfer requested")
+        row = await _lock(conn, inp.transfer_id)
+        return row, True
+
+    async def _existing(self, conn: AsyncConnection, inp: TransferInput) -> RowMapping | None:
+        """The transfer's row (locked) if it exists, checked against the request; the amount is
+        checked first (:func:`domain.funding.check_amount`: one the books cannot hold is refused
+        before any statement, never left to overflow)."""
         tid, acct = uuid.UUID(inp.transfer_id), uuid.UUID(inp.account_id)
-        amount = Decimal(inp.amount)
-        h = request_hash(inp.direction, amount)
+        h = request_hash(inp.direction, check_amount(inp.amount))
         row = (await conn.execute(text("SELECT * FROM transfers WHERE id = :id FOR UPDATE"),
                                   {"id": tid})).mappings().one_or_none()
-        if row is not None:
-            if row["request_hash"] != h or row["account_id"] != acct:
-                raise IdempotencyConflict(f"transfer {tid} exists with a different request")
-            return row, False
+        if row is not None and (row["request_hash"] != h or row["account_id"] != acct):
+            raise IdempotencyConflict(f"transfer {tid} exists with a different request")
+        return row
+
+    async def _insert(self, conn: AsyncConnection, inp: TransferInput, status: str, reason: str) -> None:
+        tid, acct = uuid.UUID(inp.transfer_id), uuid.UUID(inp.account_id)
+        amount = check_amount(inp.amount)
         await conn.execute(
             text("INSERT INTO transfers (id, account_id, direction, amount, request_hash, status, "
-                 "expected_settle_date) VALUES (:id, :a, :d, :amt, :h, 'QUEUED', :esd)"),
-            {"id": tid, "a": acct, "d": inp.direction, "amt": amount, "h": h,
+                 "reason, expected_settle_date) VALUES (:id, :a, :d, :amt, :h, :s, :r, :esd)"),
+            {"id": tid, "a": acct, "d": inp.direction, "amt": amount,
+             "h": request_hash(inp.direction, amount), "s": status,
+             "r": None if status == "QUEUED" else reason,
              "esd": date.fromisoformat(inp.expected_settle_date) if inp.expected_settle_date else None})
         await conn.execute(
             text("INSERT INTO transfer_events (transfer_id, account_id, from_status, to_status, reason) "
-                 "VALUES (:t, :a, NULL, 'QUEUED', 'transfer requested')"), {"t": tid, "a": acct})
-        row = await _lock(conn, inp.transfer_id)
-        return row, True
+                 "VALUES (:t, :a, NULL, :s, :r)"), {"t": tid, "a": acct, "s": status, "r": reason})
 
     async def get(self, transfer_id: str) -> TransferSnapshot | None:
         async with self.engine.connect() as conn:
@@ -215,6 +230,37 @@ class FundingStore:
             txn = rules.withdrawal_release(f"transfer:{row['id']}:release", row["account_id"],
                                            row["amount"])
             return _snap(await _move(conn, row, "FAILED", reason=reason, txn=txn))
+
+        return await run_in_transaction(self.engine, _do)
+
+    # --- failures -----------------------------------------------------------------------------
+
+    async def fail_unstarted(self, inp: TransferInput, reason: str) -> TransferSnapshot:
+        """End a transfer whose first step failed for good: written FAILED with ``reason``, no
+        ledger transaction, in one transaction -- unless the first step did commit (its answer
+        was lost), in which case the transfer is returned as it stands and goes on."""
+
+        async def _do(conn: AsyncConnection) -> TransferSnapshot:
+            row = await self._existing(conn, inp)
+            if row is not None:
+                return _snap(row)
+            await self._insert(conn, inp, "FAILED", reason)
+            return _snap(await _lock(conn, inp.transfer_id))
+
+        return await run_in_transaction(self.engine, _do)
+
+    async def flag(self, transfer_id: str, reason: str) -> TransferSnapshot:
+        """Record on the transfer that a step after money moved failed for good and needs an
+        operator: a ``transfer_events`` row (status unchanged, no ledger transaction). The money
+        stays where the last committed step left it (a provisional credit, a hold)."""
+
+        async def _do(conn: AsyncConnection) -> TransferSnapshot:
+            row = await _lock(conn, transfer_id)
+            await conn.execute(
+                text("INSERT INTO transfer_events (transfer_id, account_id, from_status, to_status, "
+                     "reason) VALUES (:t, :a, :s, :s, :r)"),
+                {"t": row["id"], "a": row["account_id"], "s": row["status"], "r": reason[:1000]})
+            return _snap(row)
 
         return await run_in_transaction(self.engine, _do)
 

@@ -66,7 +66,8 @@ def settlement_run(
     s = load_settings(data_dir)
     result = run(lambda c: c.temporal.execute_workflow(
         SettlementWorkflow.run,
-        SettlementInput(shards=s.shard_count, date=business_date, through=through),
+        SettlementInput(shards=s.shard_count, date=business_date, through=through,
+                        retry_s=s.settlement_retry_s),
         id=f"settlement-manual-{business_date}-{through or business_date}-{_uuid.uuid4().hex[:6]}",
         task_queue=BACKOFFICE_TASK_QUEUE, id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE),
         s, temporal=True)

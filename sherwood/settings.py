@@ -231,6 +231,17 @@ class Settings(BaseSettings):
     ach_settle_days: int = Field(default=2, ge=0, le=10)
     ach_business_day_s: float | None = None
     ach_poll_interval_s: float = 60.0
+    # POST /v2/transfers answers within this long: the transfer as started, or 504
+    # transfer_pending (the client retries with the same Idempotency-Key)
+    transfer_accept_timeout_s: float = 5.0
+    # a transfer's first step (before anything moved) failing transiently is retried this long,
+    # then the transfer ends FAILED with nothing moved; a later step (bank, settle, bounce,
+    # complete, release) this long, then it is recorded for an operator and its workflow fails
+    transfer_store_retry_s: float = 120.0
+    transfer_step_retry_s: float = 600.0
+    # a settlement or reconciliation activity failing transiently is retried this long, then its
+    # shard is halted for an operator and the run fails
+    settlement_retry_s: float = 1800.0
     # Settlement schedule: every weekday at this New York time (the workflow no-ops on
     # non-sessions and catches up missed sessions, at most settlement_catch_up_days).
     settlement_schedule_id: str = "settlement-daily"

@@ -136,7 +136,8 @@ def settlement_schedule(settings: Settings) -> Schedule:
     return Schedule(
         action=ScheduleActionStartWorkflow(
             SettlementWorkflow.run,
-            SettlementInput(shards=settings.shard_count, max_catch_up_days=settings.settlement_catch_up_days),
+            SettlementInput(shards=settings.shard_count, max_catch_up_days=settings.settlement_catch_up_days,
+                            retry_s=settings.settlement_retry_s),
             id=f"{settings.settlement_schedule_id}-run", task_queue=BACKOFFICE_TASK_QUEUE),
         spec=ScheduleSpec(
             calendars=[ScheduleCalendarSpec(

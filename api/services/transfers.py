@@ -4,19 +4,29 @@ response carries the first step's outcome), list and read (from the account's sh
 Idempotency: an ``Idempotency-Key`` header (or ``client_transfer_id`` in the body) derives the
 transfer id, so a retried POST reaches the same workflow; the same key with a different body is
 refused (422).
+
+Bounded: the POST answers within ``transfer_accept_timeout_s`` -- the transfer as its first step
+left it, 504 ``transfer_pending`` (retry with the same key), or, when the first step failed for
+good (the transfer FAILED, nothing moved), 500 ``internal_error`` / 503 ``shard_unavailable``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import ApiError
@@ -25,7 +35,15 @@ from db.router import ShardRouter
 from domain import calendar
 from domain.alpaca import transfer_object
 from domain.errors import DomainError
-from domain.funding import INCOMING, OUTGOING, TransferSnapshot, request_hash
+from domain.funding import (
+    INCOMING,
+    INTERNAL_ERROR,
+    OUTGOING,
+    SHARD_UNAVAILABLE,
+    TransferSnapshot,
+    request_hash,
+    unstarted_code,
+)
 from domain.money import AMOUNT_BOUNDS, bounded_decimal, parse_decimal
 from sherwood.contracts import backoffice_shard_queue
 from sherwood.settings import Settings
@@ -35,6 +53,10 @@ from workflows.withdrawal import WithdrawalWorkflow
 TRANSFER_NS = uuid.UUID("5d0f1c2e-3b7a-4f51-9e0c-8a2b6d4e1f37")
 MAX_TRANSFER_KEY = 128
 MAX_LIST_LIMIT = 500  # a larger list limit is clamped to it
+# a transfer that failed before anything moved because we failed: the request was fine
+OUR_FAILURES = {INTERNAL_ERROR: 500, SHARD_UNAVAILABLE: 503}
+# the first step's refusals of the request itself (nothing written): 422
+REFUSALS = frozenset({"idempotency_conflict", "amount_out_of_range"})
 
 
 def workflow_id(transfer_id: str) -> str:
@@ -78,7 +100,8 @@ class TransferService:
             transfer_id=tid, account_id=str(account_id), shard=shard, direction=direction,
             amount=format(amount, "f"), settle_days=s.ach_settle_days,
             expected_settle_date=expected.isoformat(), settle_at=settle_at.isoformat(),
-            business_day_s=s.ach_business_day_s, poll_s=s.ach_poll_interval_s)
+            business_day_s=s.ach_business_day_s, poll_s=s.ach_poll_interval_s,
+            store_retry_s=s.transfer_store_retry_s, step_retry_s=s.transfer_step_retry_s)
         wf = DepositWorkflow.run if direction == INCOMING else WithdrawalWorkflow.run
         start = WithStartWorkflowOperation(
             wf, inp, id=workflow_id(tid), task_queue=backoffice_shard_queue(shard),
@@ -86,15 +109,28 @@ class TransferService:
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
         store = FundingStore(self.router.engine(shard))
         try:
-            snap: TransferSnapshot = await self.temporal.execute_update_with_start_workflow(
-                TransferFlow.accepted, start_workflow_operation=start)
+            # bounded: a first step that keeps failing is ended by the workflow (FAILED), later
+            # than the customer should wait for an answer
+            snap: TransferSnapshot = await asyncio.wait_for(
+                self.temporal.execute_update_with_start_workflow(
+                    TransferFlow.accepted, start_workflow_operation=start),
+                s.transfer_accept_timeout_s)
+        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
+            # (the client turns the cancel of its wait into the latter)
+            raise ApiError(504, "transfer_pending",
+                           f"transfer {tid} is still being processed: see GET /v2/transfers/"
+                           f"{tid}, or retry with the same Idempotency-Key",
+                           headers={"Retry-After": "1"}) from exc
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause
-            if isinstance(cause, ApplicationError) and cause.type == "idempotency_conflict":
-                raise ApiError(422, "idempotency_conflict", cause.message, code=42210000) from exc
-            raise
-        except RPCError as exc:
-            if exc.status != RPCStatusCode.ALREADY_EXISTS:
+            if isinstance(cause, ApplicationError) and cause.type in OUR_FAILURES:
+                raise _failed(tid, cause.type) from exc
+            if isinstance(cause, ApplicationError) and cause.type in REFUSALS:
+                raise ApiError(422, cause.type, cause.message, code=42210000) from exc
+            raise ApiError(500, INTERNAL_ERROR, f"transfer {tid} could not be processed; see "
+                           f"GET /v2/transfers/{tid}") from exc
+        except (RPCError, WorkflowAlreadyStartedError) as exc:
+            if isinstance(exc, RPCError) and exc.status != RPCStatusCode.ALREADY_EXISTS:
                 raise
             existing = await store.get(tid)  # the workflow already finished: the database answers
             if existing is None:
@@ -104,6 +140,9 @@ class TransferService:
                 request_hash(snap.direction, amount) != request_hash(direction, parse_decimal(snap.amount)):
             raise ApiError(422, "idempotency_conflict", "this key was used for a different transfer",
                            code=42210000)
+        failed = unstarted_code(snap)
+        if failed is not None:
+            raise _failed(tid, failed)
         got = await store.get_for(account_id, uuid.UUID(tid))
         assert got is not None
         if snap.status == "REJECTED":
@@ -126,3 +165,9 @@ class TransferService:
         if got is None:
             raise ApiError(404, "not_found", "transfer not found", code=40410000)
         return transfer_object(got)
+
+
+def _failed(transfer_id: str, code: str) -> ApiError:
+    """Our failure before anything moved: the details are for operators (the transfer's reason)."""
+    return ApiError(OUR_FAILURES[code], code, f"transfer {transfer_id} could not be processed and "
+                    "failed; nothing was moved")

@@ -1,6 +1,7 @@
-"""Order workflows recorded by earlier versions of the code (``histories/``, written by
-``record_histories.py``) replay under the current workflow code without a nondeterminism error:
-a worker that restarts under new code mid-order resumes these orders exactly where they were."""
+"""Order, transfer and settlement workflows recorded by earlier versions of the code
+(``histories/``, written by ``record_histories.py`` and ``record_backoffice_histories.py``)
+replay under the current workflow code without a nondeterminism error: a worker that restarts
+under new code mid-workflow resumes these exactly where they were."""
 
 from __future__ import annotations
 
@@ -11,8 +12,13 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from sherwood.temporal import DATA_CONVERTER
+from workflows.deposit import DepositWorkflow
 from workflows.order import OrderWorkflow
+from workflows.settlement import LedgerReconciliationWorkflow, SettlementWorkflow
+from workflows.withdrawal import WithdrawalWorkflow
 
+WORKFLOWS = [OrderWorkflow, DepositWorkflow, WithdrawalWorkflow, SettlementWorkflow,
+             LedgerReconciliationWorkflow]
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 
@@ -23,6 +29,6 @@ def test_there_are_recorded_histories() -> None:
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_recorded_history_replays(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, path.read_text())
-    result = await Replayer(workflows=[OrderWorkflow], data_converter=DATA_CONVERTER).replay_workflow(
+    result = await Replayer(workflows=WORKFLOWS, data_converter=DATA_CONVERTER).replay_workflow(
         history, raise_on_replay_failure=False)
     assert result.replay_failure is None, result.replay_failure
