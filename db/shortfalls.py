@@ -19,24 +19,32 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db import sql
+from domain.risk import RiskLimits
 
-# settled cash of account :a: its `cash` less the ACH credit still provisional
-SETTLED_CASH = """(
-  (SELECT coalesce(sum(b.balance), 0) FROM ledger_accounts la JOIN balances b ON b.ledger_account_id = la.id
-    WHERE la.owner_id = :a AND la.name = 'cash')
-  - (SELECT -coalesce(sum(e.amount), 0) FROM ledger_transactions t
+# the ACH credit of account :a still provisional
+PROVISIONAL = """(SELECT -coalesce(sum(e.amount), 0) FROM ledger_transactions t
        JOIN ledger_entries e ON e.txn_id = t.id JOIN ledger_accounts la ON la.id = e.ledger_account_id
       WHERE t.account_id = :a AND t.kind IN ('deposit', 'deposit_settle', 'deposit_bounce')
-        AND la.owner_id IS NULL AND la.name = 'ach_provisional'))"""
+        AND la.owner_id IS NULL AND la.name = 'ach_provisional')"""
+# settled cash of account :a: its `cash` less the ACH credit still provisional
+SETTLED_CASH = f"""(
+  (SELECT coalesce(sum(b.balance), 0) FROM ledger_accounts la JOIN balances b ON b.ledger_account_id = la.id
+    WHERE la.owner_id = :a AND la.name = 'cash')
+  - {PROVISIONAL})"""
 
-_RECORD_FILL = """
+# what the fill took beyond what the account may spend: settled cash, plus (instant accounts)
+# provisional credit up to the allowance -- not `cash` alone, which holds provisional credit a
+# cash account may not spend (a late fill on an ended order, or one above its hold, paid with it)
+_RECORD_FILL = f"""
 INSERT INTO shortfalls (account_id, cause, order_id, venue, exec_id, amount)
-SELECT :a, 'fill_above_hold', :o, :v, :e, least(:topup, -cash)
-  FROM (SELECT coalesce(sum(b.balance), 0) AS cash FROM ledger_accounts la
-          JOIN balances b ON b.ledger_account_id = la.id WHERE la.owner_id = :a AND la.name = 'cash') c
- WHERE cash < 0
+SELECT :a, 'fill_above_hold', :o, :v, :e, least(:topup, -spendable)
+  FROM (SELECT {SETTLED_CASH} + CASE WHEN (SELECT account_type FROM accounts WHERE id = :a) = 'instant'
+                                     THEN least({PROVISIONAL}, :allowance) ELSE 0 END AS spendable) s
+ WHERE spendable < 0
 ON CONFLICT (venue, exec_id) DO NOTHING
 """
+# the allowance the risk checks use by default (``SHERWOOD_INSTANT_DEPOSIT_ALLOWANCE``)
+INSTANT_ALLOWANCE = RiskLimits().instant_allowance
 
 _COVER = f"""
 UPDATE shortfalls SET covered_at = clock_timestamp()
@@ -45,11 +53,13 @@ UPDATE shortfalls SET covered_at = clock_timestamp()
 
 
 async def record_fill_shortfall(conn: AsyncConnection, account: uuid.UUID, order: uuid.UUID, venue: str,
-                                exec_id: str, topup: Decimal) -> None:
-    """After a buy fill topped its hold up from ``cash``: if that took cash below zero, the part
-    of it this fill caused is a shortfall (once per execution)."""
+                                exec_id: str, topup: Decimal,
+                                instant_allowance: Decimal = INSTANT_ALLOWANCE) -> None:
+    """After a buy fill topped its hold up from ``cash``: if that took the account below what it
+    may spend (settled cash, plus provisional credit up to ``instant_allowance`` for an instant
+    account), the part of it this fill caused is a shortfall (once per execution)."""
     await sql.execute(conn, _RECORD_FILL, {"a": account, "o": order, "v": venue, "e": exec_id,
-                                           "topup": topup})
+                                           "topup": topup, "allowance": instant_allowance})
 
 
 async def cover_if_settled(conn: AsyncConnection, account: uuid.UUID) -> int:

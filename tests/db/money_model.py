@@ -306,7 +306,11 @@ class AccountModel:
             self.cash_held -= value
             self.shares_unsettled[order.symbol] += qty
             self.unsettled_buys.append((calendar.settle_date(today), order.symbol, qty))
-            if topup and self.cash < 0:
+            # beyond what the account may spend: settled cash, plus (instant) provisional credit
+            # up to the allowance
+            spendable = self.settled + (min(self.provisional, INSTANT_ALLOWANCE)
+                                        if self.kind == "instant" else ZERO)
+            if topup and spendable < 0:
                 self.shortfall_open = True
         else:
             topup = max(ZERO, qty - order.hold)
