@@ -1,7 +1,8 @@
 """Shortfalls: cash a customer owes, recorded where it arises, covered when settled cash is back.
 
-Two causes: an ACH deposit returned after its money was used (``db.funding``), and a buy filled
-above what was held, whose top-up from ``cash`` took it below zero (``db.orders``). An open
+Two causes: an ACH deposit returned after its money was used (``db.funding``), and a buy fill
+no hold covered (above its hold, or late on an ended order), whose top-up took the account below
+what it may spend: settled cash, plus an instant account's provisional allowance (``db.orders``). An open
 shortfall whose account's settled cash (``cash`` less provisional ACH credit) is below zero
 restricts the account to closing orders (``domain.risk.AccountState.close_only``); once settled
 cash is back to zero or more (a settled deposit, sale proceeds that settle, a hold released) the
