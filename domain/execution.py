@@ -107,7 +107,8 @@ class VenueEventKind(StrEnum):
     REJECTED = "rejected"  # the venue refused the order
     REPLACED = "replaced"  # a cancel/replace request took effect
     STATUS = "status"  # the answer to a status request: ``status`` says where the order stands
-    CANCEL_REJECTED = "cancel_rejected"  # the venue refused a cancel (or replace): the order lives on
+    CANCEL_REJECTED = "cancel_rejected"  # the venue refused a cancel: the order lives on
+    REPLACE_REJECTED = "replace_rejected"  # the venue refused a replace: the order lives on as it was
     PENDING = "pending"  # pending new/cancel/replace: an acknowledgement that changes nothing
     BUSTED = "busted"  # the venue busted an earlier trade
     CORRECTED = "corrected"  # the venue corrected an earlier trade
@@ -171,7 +172,8 @@ class VenueEvent:
     @property
     def final(self) -> bool:
         """The venue says the order is done (filled, canceled, rejected or expired)."""
-        return self.kind not in (VenueEventKind.CANCEL_REJECTED,) and self.status in FINAL_VENUE_STATUSES
+        return (self.kind not in (VenueEventKind.CANCEL_REJECTED, VenueEventKind.REPLACE_REJECTED)
+                and self.status in FINAL_VENUE_STATUSES)
 
     @property
     def at_close(self) -> bool:
