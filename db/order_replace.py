@@ -14,7 +14,7 @@ from domain import order_replace as rp
 from domain.execution import VenueEvent, VenueEventKind
 from domain.order_machine import Finish, decide
 from domain.order_row import OrderRow
-from domain.orders import OrderError, OrderSnapshot, OrderState
+from domain.orders import OrderError, OrderState
 
 if TYPE_CHECKING:
     from db.orders import _Writer
@@ -32,7 +32,7 @@ async def lock_row(w: _Writer, order_id: uuid.UUID | str) -> OrderRow:
 
 
 async def request(w: _Writer, order_id: str, change: rp.ReplaceRequest, *, new_id: str, actor: str,
-                  now: datetime, day_ttl_s: float | None = None) -> OrderSnapshot:
+                  now: datetime, day_ttl_s: float | None = None) -> tuple[OrderRow, OrderRow]:
     """Record a replace (the original PENDING_REPLACE, the replacement ROUTED with its extra
     hold) and return the replacement. A retry after the commit returns the same replacement;
     a hold the ledger refuses is ``insufficient_buying_power`` and nothing is written."""
@@ -40,16 +40,15 @@ async def request(w: _Writer, order_id: str, change: rp.ReplaceRequest, *, new_i
     # the account's lock first, as every hold of the account is taken (db.orders.accept)
     await sql.first(w.conn, "SELECT id FROM accounts WHERE id = :a FOR UPDATE", {"a": old.account_id})
     if old.replaced_by is not None and str(old.replaced_by) == new_id:
-        return (await lock_row(w, new_id)).snapshot()
+        return old, await lock_row(w, new_id)
     d_old, d_new = rp.request(old, change, new_id=new_id, actor=actor, now=now, day_ttl_s=day_ttl_s)
     for txn in d_new.postings:
         result = await w.post(txn)
         if not result.ok:
             raise OrderError(f"not enough buying power for the replacement: {result.error_detail}",
                              code="insufficient_buying_power")
-    await w.write(d_new, posted=True)  # inserted first: the original's replaced_by names it
-    await w.write(d_old)
-    return d_new.order.snapshot()
+    new = await w.write(d_new, posted=True)  # inserted first: the original's replaced_by names it
+    return await w.write(d_old), new
 
 
 async def answer(w: _Writer, old: OrderRow, e: VenueEvent, now: datetime) -> OrderRow:

@@ -54,7 +54,7 @@ from domain.order_machine import (
     execution,
     refuse,
 )
-from domain.order_replace import parse_replace
+from domain.order_replace import ReplaceRecorded, parse_replace, venue_replace
 from domain.order_row import OrderRow, new_order
 from domain.orders import (
     AcceptOrderInput,
@@ -433,13 +433,18 @@ class OrderStore:
         return await self._tx(_do)  # type: ignore[no-any-return]
 
     async def request_replace(self, order_id: str, change: Mapping[str, Any], *, new_id: str,
-                              actor: str = "customer",
-                              day_ttl_s: float | None = None) -> OrderSnapshot:
-        """Record a cancel/replace of the order (see :func:`db.order_replace.request`); returns
-        the replacement."""
+                              actor: str = "customer", day_ttl_s: float | None = None,
+                              shard: int = 0) -> ReplaceRecorded:
+        """Record a cancel/replace of the order (see :func:`db.order_replace.request`): both
+        orders as written and the OrderCancelReplaceRequest to send."""
         parsed = parse_replace(change)
-        return await self._tx(lambda w: replacing.request(  # type: ignore[no-any-return]
-            w, order_id, parsed, new_id=new_id, actor=actor, now=self.clock(), day_ttl_s=day_ttl_s))
+
+        async def _do(w: _Writer) -> ReplaceRecorded:
+            old, new = await replacing.request(w, order_id, parsed, new_id=new_id, actor=actor,
+                                               now=self.clock(), day_ttl_s=day_ttl_s)
+            return ReplaceRecorded(old.snapshot(), new.snapshot(), venue_replace(old, new, shard))
+
+        return await self._tx(_do)  # type: ignore[no-any-return]
 
     async def apply_report(self, r: VenueEvent) -> OrderSnapshot:
         """Book one venue event exactly once (keyed by venue + ExecID)."""

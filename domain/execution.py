@@ -92,6 +92,17 @@ class VenueCancel:
         return (expiry_cl_ord_id if self.expiry else cancel_cl_ord_id)(self.order_id, self.attempt)
 
 
+@dataclass
+class VenueReplace:
+    """Input of ``send_replace`` (OrderCancelReplaceRequest): ``order`` carries the new terms
+    under the replacement's id (its ClOrdID; ``qty`` is the venue's total, what the chain has
+    filled included); ``orig_order_id`` is the order it replaces, at ``venue``."""
+
+    order: VenueOrder
+    orig_order_id: str
+    venue: str
+
+
 # --- venue events: what a venue said, in the order core's words --------------------------
 
 

@@ -32,8 +32,8 @@ from datetime import datetime
 from decimal import Decimal
 
 from domain import ledger as templates
-from domain.execution import VenueEvent
-from domain.money import QTY_BOUNDS, USD, bounded_decimal, check_scale
+from domain.execution import VenueEvent, VenueOrder, VenueReplace
+from domain.money import QTY_BOUNDS, USD, bounded_decimal, check_scale, plain
 from domain.order_decision import Decision, Step
 from domain.order_machine import _finish, _move, _source_rank, bounded
 from domain.order_row import OrderRow, column, new_order
@@ -41,6 +41,7 @@ from domain.orders import (
     MAX_CLIENT_ORDER_ID,
     OrderError,
     OrderRequest,
+    OrderSnapshot,
     OrderState,
     _price,
 )
@@ -67,7 +68,7 @@ class ReplaceRequest:
 
 
 def _s(d: Decimal | None) -> str | None:
-    return None if d is None else format(d, "f")
+    return None if d is None else format(plain(d), "f")
 
 
 def parse_replace(d: Mapping[str, object]) -> ReplaceRequest:
@@ -272,3 +273,25 @@ def _split(sources: dict[str, Decimal] | None,
             amount -= part
     return {k: v for k, v in keep.items() if v}, give
 
+
+
+@dataclass
+class ReplaceRecorded:
+    """What the ``request_replace`` activity returns: both orders as recorded, and the
+    OrderCancelReplaceRequest to send."""
+
+    original: OrderSnapshot
+    replacement: OrderSnapshot
+    send: VenueReplace
+
+
+def venue_replace(old: OrderRow, new: OrderRow, shard: int) -> VenueReplace:
+    """The OrderCancelReplaceRequest of a recorded replace: the replacement's terms, its total
+    as the venue counts it (the fills of the orders before it included)."""
+    assert old.venue is not None
+    return VenueReplace(
+        order=VenueOrder(order_id=str(new.id), account_id=str(new.account_id), shard=shard,
+                         symbol=new.symbol, side=new.side, qty=_s(new.qty + old.prior_filled_qty) or "0",
+                         order_type=new.order_type, time_in_force=new.time_in_force,
+                         limit_price=_s(new.limit_price), venue=old.venue),
+        orig_order_id=str(old.id), venue=old.venue)

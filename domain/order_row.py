@@ -98,7 +98,8 @@ class OrderRow:
             venue=self.venue, reject_code=self.reject_code, reject_reason=self.reject_reason,
             expires_at=self.expires_at.isoformat() if self.expires_at else None,
             duplicate=duplicate, created_at=self.created_at.isoformat(),
-            updated_at=self.updated_at.isoformat())
+            updated_at=self.updated_at.isoformat(),
+            replaced_by=str(self.replaced_by) if self.replaced_by else None)
 
 
 _FIELDS = dataclasses.fields(OrderRow)

@@ -345,6 +345,8 @@ class OrderSnapshot:
     updated_at: str | None = None
     # accepted outside the regular session: the open (ISO, UTC) it waits for before it routes
     queued_until: str | None = None
+    # the order that replaces (or is to replace) this one (cancel/replace)
+    replaced_by: str | None = None
 
     @property
     def terminal(self) -> bool:
@@ -398,6 +400,26 @@ class PlaceOrderInput:
     late: bool = False
     # cancel requests sent so far (continue-as-new carries it: each cancel's ClOrdID is new)
     cancel_rounds: int = 0
+
+
+@dataclass
+class ReplaceInput:
+    """A customer's cancel/replace of a working order (the ``replace`` update): the
+    replacement's id (chosen by the caller) and the changes (Alpaca's replace body)."""
+
+    new_order_id: str
+    change: dict[str, Any]
+    actor: str = "customer"
+
+
+@dataclass
+class RequestReplaceInput:
+    order_id: str
+    new_order_id: str
+    change: dict[str, Any]
+    actor: str
+    shard: int
+    day_ttl_s: float | None = None
 
 
 @dataclass

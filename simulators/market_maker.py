@@ -325,9 +325,11 @@ class MarketMaker:
                                            symbol=cxl.symbol, side=cxl.side))
         elif msg_type == MsgType.ORDER_CANCEL_REPLACE_REQUEST:
             rep = parse_order_cancel_replace_request(msg)
+            halted = False
             if rep.symbol:
                 await self._refresh_quote(rep.symbol)
-            self._queue(self.engine.replace(rep, self._clock()))
+                halted = rep.symbol.upper() in await self.quotes.halted_symbols()
+            self._queue(self.engine.replace(rep, self._clock(), halted=halted))
         elif msg_type == MsgType.ORDER_STATUS_REQUEST:
             st = parse_order_status_request(msg)
             self._queue([self.engine.status(st.cl_ord_id, symbol=st.symbol, side=st.side)])

@@ -18,7 +18,7 @@ force) and the new ClOrdID, keeps its OrderID and its fills, and answers ExecTyp
 under the new ClOrdID with OrigClOrdID the old one; later reports carry the new ClOrdID. A fill
 before the request stays a fill of the order as it was. Refused with an OrderCancelReject
 (CxlRejResponseTo 2): an unknown or finished order, a duplicate ClOrdID, another symbol or
-side, invalid terms, or a total at or below what has filled.
+side, invalid terms, a halted symbol, or a total at or below what has filled.
 
 Fill model (a wholesaler internalising retail flow, not an exchange book):
 
@@ -369,9 +369,11 @@ class MatchingEngine:
         return [self._report(order, ExecType.CANCELED, cl_ord_id=cl_ord_id,
                              orig_cl_ord_id=orig_cl_ord_id)]
 
-    def replace(self, req: OrderCancelReplaceRequest, now: float) -> list[Report]:
+    def replace(self, req: OrderCancelReplaceRequest, now: float, *,
+                halted: bool = False) -> list[Report]:
         """Give a working order new terms (ExecType 5, then any fills they make possible) or
-        answer an OrderCancelReject (CxlRejResponseTo 2); see the module docstring."""
+        answer an OrderCancelReject (CxlRejResponseTo 2; a halted symbol's orders are not
+        replaced); see the module docstring."""
         orig, cl = (req.orig_cl_ord_id or "").strip(), (req.cl_ord_id or "").strip()
         order = self._by_cl_ord_id.get(orig) if orig else None
 
@@ -392,7 +394,7 @@ class MatchingEngine:
         try:
             terms = self._validate(NewOrderSingle(
                 cl, req.symbol, req.side, req.order_qty, req.ord_type, req.price, req.stop_px,
-                req.time_in_force), halted=False)
+                req.time_in_force), halted=halted)
         except _Rejected as rej:
             return refuse(CxlRejReason.BROKER_OPTION, rej.text)
         if (terms.symbol, terms.side) != (order.symbol, order.side):

@@ -58,13 +58,16 @@ async def test_replace_accepted_racing_a_fill_and_refused(router: ShardRouter) -
     old = (await working(store, acct)).order_id
     assert await state(store, acct) == (4000, 1000, 1000)
     new = str(uuid.uuid4())
-    rep = await store.request_replace(old, {"qty": "20", "limit_price": "101"}, new_id=new)
+    rec = await store.request_replace(old, {"qty": "20", "limit_price": "101"}, new_id=new)
+    rep = rec.replacement
+    assert (rec.send.orig_order_id, rec.send.order.order_id, rec.send.order.qty,
+            rec.send.order.limit_price, rec.send.venue) == (old, new, "20", "101", "MM1")
     assert (rep.order_id, rep.state, rep.hold_remaining) == (new, "ROUTED", "1020")
     assert (await store.snapshot(old)).state == "PENDING_REPLACE"
     assert await state(store, acct) == (2980, 2020, 2020)
     # a retry of the same request returns the same replacement, holds nothing more
     assert (await store.request_replace(old, {"qty": "20", "limit_price": "101"},
-                                        new_id=new)).order_id == new
+                                        new_id=new)).replacement.order_id == new
     assert await state(store, acct) == (2980, 2020, 2020)
     # a fill of the original races the replace: booked against it; then the venue replaces
     fill = fix_report("MM1", f"{old}:F", "8", old, old, "F", "1", last_qty="4", last_px="99.50",
@@ -78,7 +81,8 @@ async def test_replace_accepted_racing_a_fill_and_refused(router: ShardRouter) -
     # a second replace, of the replacement, refused by the venue: nothing changes but the new
     # order, which ends REJECTED and gives its extra hold back
     third = str(uuid.uuid4())
-    await store.request_replace(new, {"qty": "30"}, new_id=third)
+    rec = await store.request_replace(new, {"qty": "30"}, new_id=third)
+    assert rec.send.order.qty == "34"  # the venue counts the 4 the first order filled
     assert await state(store, acct) == (1572, 3030, 3030)  # 30 x 101 held
     refusal = fix_report("MM1", f"CXLREJ-{third}-{new}", "9", third, new, "", "0",
                          orig_cl_ord_id=new, cxl_rej_reason="2", cxl_rej_response_to="2",

@@ -361,6 +361,10 @@ def test_replace_refusals_answer_cancel_reject_response_to_2() -> None:
         (ocrr("rest", "x4", "0"), 2, "invalid quantity"),
         (ocrr("rest", "x5", "10", price=None), 2, "Price"),
     ]
+    eng.halted.add("AAPL")
+    [rej] = eng.replace(ocrr("rest", "x6", "10", "149.00"), 0)
+    assert isinstance(rej, VenueCancelReject) and "halted" in rej.text
+    eng.halted.clear()
     for req, reason, text in cases:
         [rej] = eng.replace(req, 0)
         assert isinstance(rej, VenueCancelReject), req
