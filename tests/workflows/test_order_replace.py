@@ -4,10 +4,16 @@ Replaced or OrderCancelReject; holds are exact after every step."""
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
+
+import pytest
 
 from tests.stack import TradingStack, headers
 from tests.workflows.order_helpers import balances, place, wait_order
+from tests.workflows.test_http_clients import base_url, trading_client
+
+__all__ = ["base_url"]  # the API on a loopback port, for alpaca-py
 
 
 async def patch(stack: TradingStack, acct, order_id: str, body: dict) -> tuple[int, dict]:
@@ -100,3 +106,65 @@ async def test_bad_replaces_are_422_with_a_code_and_change_nothing(stack: Tradin
     async with stack.http() as http:
         r = await http.get("/v2/orders", headers=headers(acct), params={"status": "all"})
     assert [o["id"] for o in r.json()] == [old["id"]]  # no replacement was created
+
+
+async def test_a_fill_racing_the_replace_books_against_the_original(stack: TradingStack) -> None:
+    """The venue fills 4 of the original before the replace reaches it, and its reports are slow:
+    the customer replaces not knowing about the fill. The fill books against the original, the
+    replacement trades what is left of the new total, and the holds come out to the cent."""
+    await stack.set_quote("AAPL", "187.40", "187.50")
+    acct = await stack.account("5000")
+    old = await place(stack, acct, symbol="AAPL", qty=10, side="buy", type="limit",
+                      limit_price="150", time_in_force="gtc")
+    await wait_order(stack, acct, old["id"], {"new"})
+    with stack.venues_behave(latency=1.0, engine={"fill_slices": [Decimal(4)], "fill_delay": 600}):
+        await stack.set_quote("AAPL", "149.80", "149.90")  # the venue fills a first slice of 4
+        venue = next(mm for mm in stack.venues.values() if mm.engine.order(old["id"]))
+        order = venue.engine.order(old["id"])
+        while order is not None and order.cum_qty < 4:
+            await asyncio.sleep(0.01)
+        status, new = await patch(stack, acct, old["id"], {"qty": 20})
+        assert status == 200, new
+        assert new["qty"] == "20"  # asked before the fill was known
+        replaced = await wait_order(stack, acct, old["id"], {"replaced"})
+        assert (replaced["filled_qty"], replaced["filled_avg_price"]) == ("4", "149.9")
+        working = await wait_order(stack, acct, new["id"], {"new"})
+        assert (working["qty"], working["filled_qty"]) == ("16", "0")
+    bal = await balances(stack, acct)
+    # 4 x 149.90 paid; the replacement holds 16 x 150
+    assert (bal["cash"], bal["cash_held"]) == (Decimal("2000.40"), Decimal(2400))
+    async with stack.http() as http:
+        r = await http.delete(f"/v2/orders/{new['id']}", headers=headers(acct))
+        assert r.status_code == 204, r.text
+    await wait_order(stack, acct, new["id"], {"canceled"})
+    bal = await balances(stack, acct)
+    assert bal["cash"] == Decimal("4400.40") and "cash_held" not in bal
+    assert bal["shares_unsettled:AAPL"] == 4
+    assert (await stack.router.ledger(acct.shard).reconcile()).ok
+
+
+async def test_alpaca_py_replaces_an_order(stack: TradingStack, base_url: str) -> None:
+    from alpaca.common.exceptions import APIError
+    from alpaca.trading.enums import OrderSide, OrderStatus, TimeInForce
+    from alpaca.trading.models import Order
+    from alpaca.trading.requests import LimitOrderRequest, ReplaceOrderRequest
+
+    await stack.set_quote("AAPL", "190.00", "190.05")
+    acct = await stack.account("5000")
+    tc = trading_client(acct, base_url)
+    old = await asyncio.to_thread(tc.submit_order, LimitOrderRequest(
+        symbol="AAPL", qty=2, limit_price=150.5, side=OrderSide.BUY, time_in_force=TimeInForce.GTC))
+    await wait_order(stack, acct, str(old.id), {"new"})
+    new = await asyncio.to_thread(tc.replace_order_by_id, old.id, ReplaceOrderRequest(
+        qty=3, limit_price=151.25))
+    assert isinstance(new, Order) and new.replaces == old.id and new.qty == "3"
+    await wait_order(stack, acct, str(new.id), {"new"})
+    got = await asyncio.to_thread(tc.get_order_by_id, old.id)
+    assert got.status == OrderStatus.REPLACED and got.replaced_by == new.id
+    assert (await balances(stack, acct))["cash_held"] == Decimal("453.75")
+    with pytest.raises(APIError) as err:  # the original is replaced: it cannot be again
+        await asyncio.to_thread(tc.replace_order_by_id, old.id, ReplaceOrderRequest(qty=4))
+    assert err.value.status_code == 422 and "not_replaceable" in str(err.value)
+    await asyncio.to_thread(tc.cancel_order_by_id, new.id)
+    await wait_order(stack, acct, str(new.id), {"canceled"})
+    assert await balances(stack, acct) == {"cash": 5000}
