@@ -171,6 +171,10 @@ class OrderWorkflow:
         if self._snap is not None and self._snap.terminal:
             raise ApplicationError(f"order is {self._snap.state.lower()} and cannot be canceled",
                                    type="not_cancelable", non_retryable=True)
+        if self._snap is not None and self._snap.state == S.PENDING_REPLACE:
+            raise ApplicationError("a replace of this order is pending at the venue: cancel the "
+                                   "replacement, or this order once the venue answered",
+                                   type="pending_replace", non_retryable=True)
 
     @workflow.update
     async def replace(self, inp: ReplaceInput) -> OrderSnapshot:

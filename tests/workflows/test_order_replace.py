@@ -168,3 +168,22 @@ async def test_alpaca_py_replaces_an_order(stack: TradingStack, base_url: str) -
     await asyncio.to_thread(tc.cancel_order_by_id, new.id)
     await wait_order(stack, acct, str(new.id), {"canceled"})
     assert await balances(stack, acct) == {"cash": 5000}
+
+
+async def test_a_cancel_while_the_replace_is_pending_is_refused(stack: TradingStack) -> None:
+    await stack.set_quote("AAPL", "187.40", "187.50")
+    acct = await stack.account("5000")
+    old = await place(stack, acct, symbol="AAPL", qty=7, side="buy", type="limit",
+                      limit_price="150", time_in_force="gtc")
+    await wait_order(stack, acct, old["id"], {"new"})
+    with stack.venues_behave(never_ack=True):  # the venue never answers the replace
+        status, new = await patch(stack, acct, old["id"], {"qty": 8})
+        assert status == 200, new
+        await wait_order(stack, acct, old["id"], {"pending_replace"})
+        async with stack.http() as http:
+            r = await http.delete(f"/v2/orders/{old['id']}", headers=headers(acct))
+        assert (r.status_code, r.json()["reason"]) == (422, "pending_replace")
+        status, err = await patch(stack, acct, old["id"], {"qty": 9})
+        assert (status, err["reason"]) == (422, "not_replaceable")
+    bal = await balances(stack, acct)
+    assert (bal["cash"], bal["cash_held"]) == (Decimal(3800), Decimal(1200))  # 7 + 1 held
