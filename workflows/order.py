@@ -136,8 +136,9 @@ class OrderWorkflow:
         self._seen.add(key)
         return True
 
-    # update names are the method names (ACCEPTED_UPDATE, CANCEL_UPDATE, RESOLVE_UPDATE of
-    # sherwood.contracts; a test holds them equal): callers use these typed references
+    # update names are the method names (ACCEPTED_UPDATE, CANCEL_UPDATE, RESOLVE_UPDATE,
+    # REPLACE_UPDATE of sherwood.contracts; a test holds them equal): callers use these typed
+    # references
     @workflow.update
     async def accepted(self, request_hash: str) -> OrderSnapshot:
         """Wait until the order is accepted or rejected (used with update-with-start). A late
