@@ -232,9 +232,8 @@ class OrderService:
         if order["status"] not in OPEN_STATUSES:
             raise ApiError(422, "not_cancelable", f"order is {order['status']} and cannot be canceled",
                            code=42210000)
-        handle = self._client().get_workflow_handle(order["id"])
         try:
-            await handle.execute_update(OrderWorkflow.cancel)
+            await self._update(account_id, order, OrderWorkflow.cancel)
         except WorkflowUpdateFailedError as exc:
             raise _update_error(exc) from exc
         except RPCError as exc:
@@ -242,6 +241,29 @@ class OrderService:
                 raise ApiError(422, "not_cancelable", "order is no longer open", code=42210000) from exc
             raise
         return await self.get(account_id, order_id)
+
+    async def _update(self, account_id: uuid.UUID, order: dict[str, Any], update: Any,
+                      *args: Any) -> Any:
+        """Run a workflow update of the order. A replacement the venue has just made working
+        gets its workflow from the original's right after that commit: until then (at most
+        ``order_accept_timeout_s``) the update is retried; a replacement the venue has not
+        answered yet has none to update (422 ``pending_replace``)."""
+        deadline = asyncio.get_running_loop().time() + self.settings.order_accept_timeout_s
+        while True:
+            try:
+                return await self._client().get_workflow_handle(order["id"]).execute_update(
+                    update, *args)
+            except RPCError as exc:
+                if exc.status != RPCStatusCode.NOT_FOUND or not order.get("replaces") \
+                        or order["status"] not in OPEN_STATUSES:
+                    raise
+                if order["state"] == "ROUTED":
+                    raise ApiError(422, "pending_replace", "this order replaces another and the "
+                                   "venue has not confirmed it yet: retry", code=42210000) from exc
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+            await asyncio.sleep(0.05)
+            order = await self.get(account_id, order["id"])
 
     async def replace(self, account_id: uuid.UUID, order_id: str,
                       body: Mapping[str, object]) -> dict[str, Any]:
@@ -258,10 +280,9 @@ class OrderService:
             raise ApiError(422, "not_replaceable", f"order is {order['status']} and cannot be "
                            "replaced", code=42210000)
         new_id = str(uuid.uuid4())
-        handle = self._client().get_workflow_handle(order["id"])
         try:
-            await handle.execute_update(OrderWorkflow.replace,
-                                        ReplaceInput(new_order_id=new_id, change=dict(change)))
+            await self._update(account_id, order, OrderWorkflow.replace,
+                               ReplaceInput(new_order_id=new_id, change=dict(change)))
         except WorkflowUpdateFailedError as exc:
             error = _update_error(exc)
             if error.reason in FORBIDDEN_CODES:

@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import pytest
 
+from db.audit import audit_shard
 from tests.stack import TradingStack, headers
 from tests.workflows.order_helpers import balances, place, wait_order
 from tests.workflows.test_http_clients import base_url, trading_client
@@ -141,6 +142,8 @@ async def test_a_fill_racing_the_replace_books_against_the_original(stack: Tradi
     assert bal["cash"] == Decimal("4400.40") and "cash_held" not in bal
     assert bal["shares_unsettled:AAPL"] == 4
     assert (await stack.router.ledger(acct.shard).reconcile()).ok
+    audit = await audit_shard(stack.router.engine(acct.shard), acct.shard)
+    assert audit.ok, audit.violated()  # holds, fills and executions agree, order by order
 
 
 async def test_alpaca_py_replaces_an_order(stack: TradingStack, base_url: str) -> None:
