@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.exceptions import TimeoutError as ActivityTimedOut
 from temporalio.workflow import ParentClosePolicy
@@ -477,7 +477,11 @@ class OrderWorkflow:
                 order_id=order_id, account_id=snap.account_id, shard=inp.shard, request={},
                 request_hash="", actor=inp.actor, collar=inp.collar, timeouts=self._t,
                 day_ttl_s=inp.day_ttl_s, snapshot=snap, gateway_queue=inp.gateway_queue),
-            id=order_id, task_queue=info.task_queue, parent_close_policy=ParentClosePolicy.ABANDON)
+            id=order_id, task_queue=info.task_queue, parent_close_policy=ParentClosePolicy.ABANDON,
+            search_attributes=TypedSearchAttributes([
+                SearchAttributePair(ORDER_STATE, snap.state), SearchAttributePair(SYMBOL, snap.symbol),
+                SearchAttributePair(ACCOUNT_ID, snap.account_id),
+                SearchAttributePair(SHARD_ID, inp.shard)]))
 
     def _on_venue_answer(self) -> None:
         snap = self._snap
