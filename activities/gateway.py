@@ -6,7 +6,7 @@ and the routing policy; register its bound methods with a Temporal worker::
     acts = GatewayActivities(store, {"MM1": session1, "MM2": session2}, routing="round_robin")
     Worker(client, task_queue=GATEWAY_TASK_QUEUE,
            activities=[acts.send_new_order, acts.abandon_new_order, acts.send_cancel,
-                       acts.send_status])
+                       acts.send_replace, acts.send_status])
 
 Idempotency (DESIGN: order id -> FIX ClOrdID): every outbound ClOrdID is reserved in
 ``gateway_orders`` before it is handed to the FIX session. A retry that finds it ``sent`` sends
@@ -37,11 +37,19 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from db.gateway import ABANDONED, SENT, GatewayStore
-from domain.execution import VenueAck, VenueCancel, VenueEvent, VenueOrder, status_cl_ord_id
+from domain.execution import (
+    VenueAck,
+    VenueCancel,
+    VenueEvent,
+    VenueOrder,
+    VenueReplace,
+    status_cl_ord_id,
+)
 from fix.messages import (
     InvalidOrderMessage,
     MsgType,
     new_order_single,
+    order_cancel_replace_request,
     order_cancel_request,
     order_status_request,
 )
@@ -262,6 +270,32 @@ class GatewayActivities:
         cl_ord_id = req.cl_ord_id
         await self._send_once(cl_ord_id, req, MsgType.ORDER_CANCEL_REQUEST, order_cancel_request)
         return cl_ord_id
+
+    @activity.defn(name="send_replace")
+    @final_unless_transient
+    async def send_replace(self, req: VenueReplace) -> str:
+        """OrderCancelReplaceRequest of ``req.orig_order_id`` under the replacement's id as
+        ClOrdID, once, ever (reserved like a new order: its reports find the replacement's home);
+        returns that ClOrdID. The venue's answer (Replaced or OrderCancelReject) is booked by the
+        original order (``fix.reports``)."""
+        order, key = req.order, req.order.order_id
+
+        def build(r: VenueReplace, *, poss_resend: bool = False) -> simplefix.FixMessage:
+            return order_cancel_replace_request(r.order, orig_cl_ord_id=r.orig_order_id,
+                                                cl_ord_id=key, poss_resend=poss_resend)
+
+        _build(build, req)  # validate
+        session = self._logged_on(req.venue)
+        res = await self.store.reserve_send(key, key, req.venue, MsgType.ORDER_CANCEL_REPLACE_REQUEST,
+                                            account_id=order.account_id, shard=order.shard)
+        if res.status == SENT:
+            log.info("replace %s already sent (retry): not sending again", key)
+            return key
+        seq = await session.send(_build(build, req, poss_resend=not res.created))
+        await self.store.mark_sent(key, seq)
+        log.info("order %s -> %s OrderCancelReplaceRequest %s seq %d", req.orig_order_id, req.venue,
+                 key, seq)
+        return key
 
     @activity.defn(name="send_status")
     @final_unless_transient

@@ -24,10 +24,12 @@ from db.errors import DbError, LedgerRejected
 from db.orders import OrderStore, Quotes, RiskContext
 from domain.errors import DomainError
 from domain.execution import VenueAck, VenueEvent, VenueOrder
+from domain.order_replace import ReplaceRecorded
 from domain.orders import (
     AcceptOrderInput,
     OrderSnapshot,
     OrderState,
+    RequestReplaceInput,
     ResolveInput,
     TransitionInput,
     parse_order_request,
@@ -131,6 +133,18 @@ class OrderActivities:
         except (DomainError, DbError) as exc:  # e.g. a resolution the ledger refuses
             raise business_error(exc) from exc
 
+    @activity.defn(name="request_replace")
+    @final_unless_transient
+    async def request_replace(self, inp: RequestReplaceInput) -> ReplaceRecorded:
+        """Record a customer's cancel/replace (one transaction: the original PENDING_REPLACE,
+        the replacement ROUTED with its extra hold); refusals are non-retryable with their code."""
+        try:
+            return await self.store.request_replace(
+                inp.order_id, inp.change, new_id=inp.new_order_id, actor=inp.actor,
+                day_ttl_s=inp.day_ttl_s, shard=inp.shard)
+        except (DomainError, DbError) as exc:
+            raise business_error(exc) from exc
+
     @activity.defn(name="load_order")
     @final_unless_transient
     async def load_order(self, inp: LoadOrderInput) -> OrderSnapshot:
@@ -153,4 +167,5 @@ class OrderActivities:
 
     def all(self) -> list[Callable[..., Any]]:
         return [self.accept_order, self.reject_unaccepted, self.transition_order, self.finish_order,
-                self.apply_reports, self.resolve_order, self.send_new_order_direct, self.load_order]
+                self.apply_reports, self.resolve_order, self.send_new_order_direct, self.load_order,
+                self.request_replace]

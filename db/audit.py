@@ -32,7 +32,7 @@ from domain.money import plain
 ROWS_KEPT = 20  # rows kept per violated invariant (the count says how many there are)
 
 # The order states in which an order holds nothing (domain.orders.TERMINAL).
-_TERMINAL = "('FILLED', 'REJECTED', 'CANCELED', 'EXPIRED', 'FAILED')"
+_TERMINAL = "('FILLED', 'REJECTED', 'CANCELED', 'EXPIRED', 'FAILED', 'REPLACED')"
 
 
 @dataclass(frozen=True)

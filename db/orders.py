@@ -17,7 +17,7 @@ import dataclasses
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -25,6 +25,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from db import order_replace as replacing
 from db import sql
 from db.engines import reading, run_in_transaction
 from db.errors import IdempotencyConflict, LedgerRejected
@@ -53,6 +54,7 @@ from domain.order_machine import (
     execution,
     refuse,
 )
+from domain.order_replace import ReplaceRecorded, parse_replace, venue_replace
 from domain.order_row import OrderRow, new_order
 from domain.orders import (
     AcceptOrderInput,
@@ -430,6 +432,20 @@ class OrderStore:
 
         return await self._tx(_do)  # type: ignore[no-any-return]
 
+    async def request_replace(self, order_id: str, change: Mapping[str, Any], *, new_id: str,
+                              actor: str = "customer", day_ttl_s: float | None = None,
+                              shard: int = 0) -> ReplaceRecorded:
+        """Record a cancel/replace of the order (see :func:`db.order_replace.request`): both
+        orders as written and the OrderCancelReplaceRequest to send."""
+        parsed = parse_replace(change)
+
+        async def _do(w: _Writer) -> ReplaceRecorded:
+            old, new = await replacing.request(w, order_id, parsed, new_id=new_id, actor=actor,
+                                               now=self.clock(), day_ttl_s=day_ttl_s)
+            return ReplaceRecorded(old.snapshot(), new.snapshot(), venue_replace(old, new, shard))
+
+        return await self._tx(_do)  # type: ignore[no-any-return]
+
     async def apply_report(self, r: VenueEvent) -> OrderSnapshot:
         """Book one venue event exactly once (keyed by venue + ExecID)."""
         return await self.apply_reports(r.order_id, [r])
@@ -472,7 +488,11 @@ class OrderStore:
                 order = await w.write(refuse(order, r, why, now))
                 continue
             try:
-                order = await w.write(decide(order, r, now))
+                if r.kind in replacing.ANSWERS:
+                    order = await replacing.answer(w, order, r, now)
+                else:
+                    order = await w.write(decide(order, r, now))
+                await replacing.end_replacement(w, order, now)
             except (LedgerRejected, DomainError) as exc:
                 raise _BookingRefused(key, OrderError(
                     f"the books cannot take it: {exc}", code="booking_refused")) from exc

@@ -92,6 +92,17 @@ class VenueCancel:
         return (expiry_cl_ord_id if self.expiry else cancel_cl_ord_id)(self.order_id, self.attempt)
 
 
+@dataclass
+class VenueReplace:
+    """Input of ``send_replace`` (OrderCancelReplaceRequest): ``order`` carries the new terms
+    under the replacement's id (its ClOrdID; ``qty`` is the venue's total, what the chain has
+    filled included); ``orig_order_id`` is the order it replaces, at ``venue``."""
+
+    order: VenueOrder
+    orig_order_id: str
+    venue: str
+
+
 # --- venue events: what a venue said, in the order core's words --------------------------
 
 
@@ -107,7 +118,8 @@ class VenueEventKind(StrEnum):
     REJECTED = "rejected"  # the venue refused the order
     REPLACED = "replaced"  # a cancel/replace request took effect
     STATUS = "status"  # the answer to a status request: ``status`` says where the order stands
-    CANCEL_REJECTED = "cancel_rejected"  # the venue refused a cancel (or replace): the order lives on
+    CANCEL_REJECTED = "cancel_rejected"  # the venue refused a cancel: the order lives on
+    REPLACE_REJECTED = "replace_rejected"  # the venue refused a replace: the order lives on as it was
     PENDING = "pending"  # pending new/cancel/replace: an acknowledgement that changes nothing
     BUSTED = "busted"  # the venue busted an earlier trade
     CORRECTED = "corrected"  # the venue corrected an earlier trade
@@ -171,7 +183,8 @@ class VenueEvent:
     @property
     def final(self) -> bool:
         """The venue says the order is done (filled, canceled, rejected or expired)."""
-        return self.kind not in (VenueEventKind.CANCEL_REJECTED,) and self.status in FINAL_VENUE_STATUSES
+        return (self.kind not in (VenueEventKind.CANCEL_REJECTED, VenueEventKind.REPLACE_REJECTED)
+                and self.status in FINAL_VENUE_STATUSES)
 
     @property
     def at_close(self) -> bool:

@@ -135,10 +135,11 @@ def decide(order: OrderRow, event: Event, now: datetime) -> Decision:
 # moved past it: the venue answered first, or this is a replay), from an earlier one a refusal.
 _ENTER_FROM = {
     S.ROUTED: frozenset({S.FUNDS_HELD}),
-    S.PENDING_CANCEL: frozenset({S.ROUTED, S.ACKED, S.PARTIALLY_FILLED, S.STUCK}),
+    S.PENDING_CANCEL: frozenset({S.ROUTED, S.ACKED, S.PARTIALLY_FILLED, S.STUCK, S.PENDING_REPLACE}),
     # from FUNDS_HELD: a send or a first booking that failed in a way that leaves open whether
     # a venue has the order
-    S.STUCK: frozenset({S.FUNDS_HELD, S.ROUTED, S.ACKED, S.PARTIALLY_FILLED, S.PENDING_CANCEL}),
+    S.STUCK: frozenset({S.FUNDS_HELD, S.ROUTED, S.ACKED, S.PARTIALLY_FILLED, S.PENDING_CANCEL,
+                        S.PENDING_REPLACE}),
 }
 _PAST = {
     S.ROUTED: AT_VENUE | TERMINAL,
@@ -490,7 +491,7 @@ def _venue_ends_it(e: VenueEvent) -> OrderState | None:
 
 def _cum_matches(order: OrderRow, e: VenueEvent) -> bool:
     """The venue's cumulative quantity (CumQty) is what we booked for the order."""
-    return bounded(e.cum_qty) == order.filled_qty
+    return bounded(e.cum_qty) == order.filled_qty + order.prior_filled_qty
 
 
 def _late(step: Step, e: VenueEvent, actor: str, info: Mapping[str, Any]) -> Decision:
@@ -549,7 +550,7 @@ def _fill(step: Step, e: VenueEvent, actor: str, info: Mapping[str, Any]) -> Non
     elif full:
         to = S.FILLED
     else:
-        to = state if state in (S.PENDING_CANCEL, S.STUCK) else S.PARTIALLY_FILLED
+        to = state if state in (S.PENDING_CANCEL, S.STUCK, S.PENDING_REPLACE) else S.PARTIALLY_FILLED
     _transition_ok(state, to)
     left = consume(order.hold_sources, math.value if order.side == "buy" else last_qty)
     values: dict[str, Any] = {"filled_qty": math.filled_qty, "filled_avg_price": math.avg_price,

@@ -64,6 +64,13 @@ class OrderRow:
     # what is still held, per source it came from (domain.ledger.source_account); None: held
     # before sources were kept (released to cash / shares)
     hold_sources: dict[str, Decimal] | None = None
+    # cancel/replace: the order this one replaces, the order that replaces (or is to replace)
+    # this one, and when the venue replaced it
+    replaces: uuid.UUID | None = None
+    replaced_by: uuid.UUID | None = None
+    replaced_at: datetime | None = None
+    # what the venue counts as filled (CumQty) for the orders this one replaced
+    prior_filled_qty: Decimal = ZERO
 
     @classmethod
     def from_mapping(cls, row: Mapping[str, Any]) -> OrderRow:
@@ -91,7 +98,8 @@ class OrderRow:
             venue=self.venue, reject_code=self.reject_code, reject_reason=self.reject_reason,
             expires_at=self.expires_at.isoformat() if self.expires_at else None,
             duplicate=duplicate, created_at=self.created_at.isoformat(),
-            updated_at=self.updated_at.isoformat())
+            updated_at=self.updated_at.isoformat(),
+            replaced_by=str(self.replaced_by) if self.replaced_by else None)
 
 
 _FIELDS = dataclasses.fields(OrderRow)

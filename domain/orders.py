@@ -34,12 +34,16 @@ class OrderState(StrEnum):
     FAILED = "FAILED"
     PENDING_CANCEL = "PENDING_CANCEL"
     STUCK = "STUCK"
+    # a cancel/replace request is at the venue: fills of the order as it was still come
+    PENDING_REPLACE = "PENDING_REPLACE"
+    REPLACED = "REPLACED"  # the venue replaced it: its replacement (``replaced_by``) lives on
 
 
 S = OrderState
-TERMINAL = frozenset({S.FILLED, S.REJECTED, S.CANCELED, S.EXPIRED, S.FAILED})
+TERMINAL = frozenset({S.FILLED, S.REJECTED, S.CANCELED, S.EXPIRED, S.FAILED, S.REPLACED})
 # Where a venue may still act on the order (fills can arrive).
-AT_VENUE = frozenset({S.ROUTED, S.ACKED, S.PARTIALLY_FILLED, S.PENDING_CANCEL, S.STUCK})
+AT_VENUE = frozenset({S.ROUTED, S.ACKED, S.PARTIALLY_FILLED, S.PENDING_CANCEL, S.STUCK,
+                      S.PENDING_REPLACE})
 
 _VENUE_OUTCOMES = {S.ACKED, S.PARTIALLY_FILLED, S.FILLED, S.CANCELED, S.EXPIRED, S.REJECTED}
 TRANSITIONS: dict[OrderState, frozenset[OrderState]] = {
@@ -51,15 +55,20 @@ TRANSITIONS: dict[OrderState, frozenset[OrderState]] = {
     # STUCK straight from the venue states: a venue report the rules refuse to book (an
     # overfill) needs a human as much as a venue that went silent
     S.ROUTED: frozenset(_VENUE_OUTCOMES | {S.PENDING_CANCEL, S.STUCK}),
-    S.ACKED: frozenset(_VENUE_OUTCOMES - {S.ACKED} | {S.PENDING_CANCEL, S.STUCK}),
-    S.PARTIALLY_FILLED: frozenset(_VENUE_OUTCOMES - {S.ACKED} | {S.PENDING_CANCEL, S.STUCK}),
+    S.ACKED: frozenset(_VENUE_OUTCOMES - {S.ACKED} | {S.PENDING_CANCEL, S.STUCK, S.PENDING_REPLACE}),
+    S.PARTIALLY_FILLED: frozenset(_VENUE_OUTCOMES - {S.ACKED}
+                                  | {S.PENDING_CANCEL, S.STUCK, S.PENDING_REPLACE}),
     S.PENDING_CANCEL: frozenset(_VENUE_OUTCOMES | {S.STUCK}),
+    # back to ACKED / PARTIALLY_FILLED: the venue refused the replace; PENDING_CANCEL: the DAY
+    # order's own cancel at the close
+    S.PENDING_REPLACE: frozenset(_VENUE_OUTCOMES | {S.STUCK, S.REPLACED, S.PENDING_CANCEL}),
     S.STUCK: frozenset(_VENUE_OUTCOMES | {S.PENDING_CANCEL}),
     S.FILLED: frozenset(),
     S.REJECTED: frozenset(),
     S.CANCELED: frozenset(),
     S.EXPIRED: frozenset(),
     S.FAILED: frozenset(),
+    S.REPLACED: frozenset(),
 }
 
 ALPACA_STATUS: dict[OrderState, str] = {
@@ -76,6 +85,8 @@ ALPACA_STATUS: dict[OrderState, str] = {
     S.EXPIRED: "expired",
     S.REJECTED: "rejected",
     S.FAILED: "rejected",
+    S.PENDING_REPLACE: "pending_replace",
+    S.REPLACED: "replaced",
 }
 OPEN_STATUSES = frozenset(ALPACA_STATUS[s] for s in S if s not in TERMINAL)
 
@@ -334,6 +345,8 @@ class OrderSnapshot:
     updated_at: str | None = None
     # accepted outside the regular session: the open (ISO, UTC) it waits for before it routes
     queued_until: str | None = None
+    # the order that replaces (or is to replace) this one (cancel/replace)
+    replaced_by: str | None = None
 
     @property
     def terminal(self) -> bool:
@@ -387,6 +400,26 @@ class PlaceOrderInput:
     late: bool = False
     # cancel requests sent so far (continue-as-new carries it: each cancel's ClOrdID is new)
     cancel_rounds: int = 0
+
+
+@dataclass
+class ReplaceInput:
+    """A customer's cancel/replace of a working order (the ``replace`` update): the
+    replacement's id (chosen by the caller) and the changes (Alpaca's replace body)."""
+
+    new_order_id: str
+    change: dict[str, Any]
+    actor: str = "customer"
+
+
+@dataclass
+class RequestReplaceInput:
+    order_id: str
+    new_order_id: str
+    change: dict[str, Any]
+    actor: str
+    shard: int
+    day_ttl_s: float | None = None
 
 
 @dataclass

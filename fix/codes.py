@@ -160,6 +160,7 @@ class OrdRejReason(IntEnum):
 class CxlRejReason(IntEnum):
     TOO_LATE = 0
     UNKNOWN_ORDER = 1
+    BROKER_OPTION = 2
     DUPLICATE_CLORDID = 6
 
 

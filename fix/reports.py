@@ -19,7 +19,7 @@ from typing import Any
 import simplefix
 
 from domain.execution import VenueEvent, VenueEventKind, VenueStatus, order_id_of
-from fix.codes import ExecType, MsgType, OrdStatus, Tag, text
+from fix.codes import CxlRejResponseTo, ExecType, MsgType, OrdStatus, Tag, text
 
 
 @dataclass
@@ -48,6 +48,7 @@ class ExecReport:
     text: str | None = None
     ord_rej_reason: str | None = None
     cxl_rej_reason: str | None = None
+    cxl_rej_response_to: str | None = None  # CxlRejResponseTo(434) of an OrderCancelReject
     transact_time: str | None = None
     poss_dup: bool = False
     poss_resend: bool = False
@@ -74,9 +75,13 @@ def parse_inbound(venue: str, msg: simplefix.FixMessage) -> ExecReport | None:
         exec_id = text(msg, Tag.EXEC_ID)
         if not exec_id:
             raise ValueError("ExecutionReport without ExecID(17)")
+        exec_type = text(msg, Tag.EXEC_TYPE) or ""
+        # Replaced is booked by the order it replaced (OrigClOrdID): after the fills of it that
+        # came first, in one transaction that hands the order over to its replacement
+        owner = orig if exec_type == ExecType.REPLACED and orig else cl_ord_id
         return ExecReport(
             venue=venue, exec_id=exec_id, msg_type=msg_type, cl_ord_id=cl_ord_id,
-            order_id=order_id_of(cl_ord_id), exec_type=text(msg, Tag.EXEC_TYPE) or "",
+            order_id=order_id_of(owner), exec_type=exec_type,
             ord_status=text(msg, Tag.ORD_STATUS) or "", orig_cl_ord_id=orig,
             venue_order_id=venue_order_id, last_qty=text(msg, Tag.LAST_QTY) or "0",
             last_px=text(msg, Tag.LAST_PX), cum_qty=text(msg, Tag.CUM_QTY) or "0",
@@ -92,7 +97,9 @@ def parse_inbound(venue: str, msg: simplefix.FixMessage) -> ExecReport | None:
             cl_ord_id=cl_ord_id, order_id=order_id_of(owner), exec_type="",
             ord_status=text(msg, Tag.ORD_STATUS) or "", orig_cl_ord_id=orig,
             venue_order_id=venue_order_id, text=text(msg, Tag.TEXT),
-            cxl_rej_reason=text(msg, Tag.CXL_REJ_REASON), transact_time=text(msg, Tag.TRANSACT_TIME),
+            cxl_rej_reason=text(msg, Tag.CXL_REJ_REASON),
+            cxl_rej_response_to=text(msg, Tag.CXL_REJ_RESPONSE_TO),
+            transact_time=text(msg, Tag.TRANSACT_TIME),
             poss_dup=poss_dup, poss_resend=poss_resend,
         )
     return None
@@ -145,7 +152,9 @@ _STATUSES: dict[str, VenueStatus] = {
 def venue_event(r: ExecReport) -> VenueEvent:
     """What the report means, in the order core's words (see :class:`VenueEventKind`)."""
     if r.msg_type == MsgType.ORDER_CANCEL_REJECT:
-        kind = VenueEventKind.CANCEL_REJECTED
+        kind = (VenueEventKind.REPLACE_REJECTED
+                if r.cxl_rej_response_to == CxlRejResponseTo.ORDER_CANCEL_REPLACE_REQUEST
+                else VenueEventKind.CANCEL_REJECTED)
         reason = r.cxl_rej_reason
     elif r.msg_type == MsgType.EXECUTION_REPORT:
         kind = _EVENT_KINDS.get(r.exec_type, VenueEventKind.OTHER)

@@ -37,6 +37,7 @@ EXECUTION_REPORT_SIGNAL = "execution_report"  # gateway -> order workflow: one V
 ACCEPTED_UPDATE = "accepted"  # order and transfer workflows: wait for the accept (update-with-start)
 CANCEL_UPDATE = "cancel"  # order workflow: the customer cancels
 RESOLVE_UPDATE = "resolve"  # order workflow: an operator resolves a STUCK order
+REPLACE_UPDATE = "replace"  # order workflow: the customer replaces a working order (PATCH)
 
 # --- search attributes ------------------------------------------------------------------------
 

@@ -51,6 +51,7 @@ from fix.messages import (
     execution_report,
     order_cancel_reject,
     parse_new_order_single,
+    parse_order_cancel_replace_request,
     parse_order_cancel_request,
     parse_order_status_request,
     text,
@@ -79,7 +80,7 @@ log = logging.getLogger(__name__)
 NEW_YORK = ZoneInfo("America/New_York")
 # The venue's own order messages; anything else gets a BusinessMessageReject.
 _ORDER_MSG_TYPES = frozenset({MsgType.NEW_ORDER_SINGLE, MsgType.ORDER_CANCEL_REQUEST,
-                              MsgType.ORDER_STATUS_REQUEST})
+                              MsgType.ORDER_CANCEL_REPLACE_REQUEST, MsgType.ORDER_STATUS_REQUEST})
 
 
 # =============================================================================== configuration
@@ -322,6 +323,13 @@ class MarketMaker:
             cxl = parse_order_cancel_request(msg)
             self._queue(self.engine.cancel(cxl.orig_cl_ord_id, cxl.cl_ord_id,
                                            symbol=cxl.symbol, side=cxl.side))
+        elif msg_type == MsgType.ORDER_CANCEL_REPLACE_REQUEST:
+            rep = parse_order_cancel_replace_request(msg)
+            halted = False
+            if rep.symbol:
+                await self._refresh_quote(rep.symbol)
+                halted = rep.symbol.upper() in await self.quotes.halted_symbols()
+            self._queue(self.engine.replace(rep, self._clock(), halted=halted))
         elif msg_type == MsgType.ORDER_STATUS_REQUEST:
             st = parse_order_status_request(msg)
             self._queue([self.engine.status(st.cl_ord_id, symbol=st.symbol, side=st.side)])
@@ -500,7 +508,8 @@ def build_message(report: Report, *, poss_resend: bool = False,
         return order_cancel_reject(
             order_id=report.order_id, cl_ord_id=report.cl_ord_id,
             orig_cl_ord_id=report.orig_cl_ord_id, ord_status=report.ord_status,
-            cxl_rej_reason=report.cxl_rej_reason, text=report.text, poss_resend=poss_resend)
+            cxl_rej_reason=report.cxl_rej_reason, text=report.text, response_to=report.response_to,
+            poss_resend=poss_resend)
     return execution_report(
         order_id=report.order_id, cl_ord_id=report.cl_ord_id, exec_id=report.exec_id,
         exec_type=report.exec_type, ord_status=report.ord_status, symbol=report.symbol,

@@ -9,9 +9,16 @@ FIX ones, named by :mod:`fix.messages`.
 
 It deliberately does NOT read quotes (the caller pushes them with :meth:`MatchingEngine.set_quote`),
 does not read the time (every call that may fill takes ``now``, a monotonic number of seconds),
-does not sleep, neither builds nor parses FIX messages, does not replace orders (no
-OrderCancelReplaceRequest yet) and keeps nothing on disk: order state lives in memory for the
-life of the process.
+does not sleep, neither builds nor parses FIX messages, and keeps nothing on disk: order state
+lives in memory for the life of the process.
+
+Cancel/replace (:meth:`MatchingEngine.replace`, an OrderCancelReplaceRequest): a working order
+takes the new terms (OrderQty is the new total, fills so far included; price, stop, time in
+force) and the new ClOrdID, keeps its OrderID and its fills, and answers ExecType 5 (Replaced)
+under the new ClOrdID with OrigClOrdID the old one; later reports carry the new ClOrdID. A fill
+before the request stays a fill of the order as it was. Refused with an OrderCancelReject
+(CxlRejResponseTo 2): an unknown or finished order, a duplicate ClOrdID, another symbol or
+side, invalid terms, a halted symbol, or a total at or below what has filled.
 
 Fill model (a wholesaler internalising retail flow, not an exchange book):
 
@@ -53,8 +60,10 @@ from fix.messages import (
     STOP_TYPES,
     WORKING_ORD_STATUSES,
     CxlRejReason,
+    CxlRejResponseTo,
     ExecType,
     NewOrderSingle,
+    OrderCancelReplaceRequest,
     OrdRejReason,
     OrdStatus,
     OrdType,
@@ -152,7 +161,8 @@ class VenueReport:
 
 @dataclass(frozen=True)
 class VenueCancelReject:
-    """One OrderCancelReject(9) (always CxlRejResponseTo=1, a reply to an OrderCancelRequest)."""
+    """One OrderCancelReject(9): a reply to an OrderCancelRequest (CxlRejResponseTo 1) or to an
+    OrderCancelReplaceRequest (``response_to`` 2)."""
 
     order_id: str
     cl_ord_id: str
@@ -160,6 +170,7 @@ class VenueCancelReject:
     ord_status: str
     cxl_rej_reason: int
     text: str
+    response_to: str = CxlRejResponseTo.ORDER_CANCEL_REQUEST
 
 
 Report = VenueReport | VenueCancelReject
@@ -357,6 +368,46 @@ class MatchingEngine:
         self._by_cl_ord_id[cl_ord_id] = order
         return [self._report(order, ExecType.CANCELED, cl_ord_id=cl_ord_id,
                              orig_cl_ord_id=orig_cl_ord_id)]
+
+    def replace(self, req: OrderCancelReplaceRequest, now: float, *,
+                halted: bool = False) -> list[Report]:
+        """Give a working order new terms (ExecType 5, then any fills they make possible) or
+        answer an OrderCancelReject (CxlRejResponseTo 2; a halted symbol's orders are not
+        replaced); see the module docstring."""
+        orig, cl = (req.orig_cl_ord_id or "").strip(), (req.cl_ord_id or "").strip()
+        order = self._by_cl_ord_id.get(orig) if orig else None
+
+        def refuse(reason: int, why: str) -> list[Report]:
+            return [VenueCancelReject(
+                order.order_id if order else "NONE", cl or "NONE", orig or "NONE",
+                order.ord_status if order else OrdStatus.REJECTED, reason, why,
+                CxlRejResponseTo.ORDER_CANCEL_REPLACE_REQUEST)]
+
+        if order is None:
+            return refuse(CxlRejReason.UNKNOWN_ORDER, "unknown order")
+        if not order.working or order.cl_ord_id != orig:
+            return refuse(CxlRejReason.TOO_LATE,
+                          f"too late to replace: order is {_STATUS_NAMES.get(order.ord_status, 'replaced')}")
+        if not cl or cl in self._by_cl_ord_id:
+            return refuse(CxlRejReason.DUPLICATE_CLORDID if cl else CxlRejReason.UNKNOWN_ORDER,
+                          "duplicate ClOrdID" if cl else "missing required field ClOrdID(11)")
+        try:
+            terms = self._validate(NewOrderSingle(
+                cl, req.symbol, req.side, req.order_qty, req.ord_type, req.price, req.stop_px,
+                req.time_in_force), halted=halted)
+        except _Rejected as rej:
+            return refuse(CxlRejReason.BROKER_OPTION, rej.text)
+        if (terms.symbol, terms.side) != (order.symbol, order.side):
+            return refuse(CxlRejReason.BROKER_OPTION, "symbol and side cannot be replaced")
+        if terms.order_qty <= order.cum_qty:
+            return refuse(CxlRejReason.BROKER_OPTION, f"quantity {fmt_decimal(terms.order_qty)} "
+                          f"is not above the {fmt_decimal(order.cum_qty)} filled")
+        order.cl_ord_id, order.order_qty, order.ord_type = cl, terms.order_qty, terms.ord_type
+        order.price, order.stop_px, order.time_in_force = terms.price, terms.stop_px, terms.time_in_force
+        order.triggered = terms.triggered
+        self._by_cl_ord_id[cl] = order
+        reports: list[Report] = [self._report(order, ExecType.REPLACED, orig_cl_ord_id=orig)]
+        return reports + self._work(order, now)
 
     def status(
         self, cl_ord_id: str | None, *, symbol: str | None = None, side: str | None = None

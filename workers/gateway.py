@@ -455,7 +455,7 @@ class ExecutionGateway:
         self._worker = Worker(
             self.client, task_queue=self.task_queue,
             activities=[acts.send_new_order, acts.abandon_new_order, acts.send_cancel,
-                        acts.send_status],
+                        acts.send_replace, acts.send_status],
             graceful_shutdown_timeout=timedelta(seconds=5),
         )
         self._worker_task = asyncio.create_task(self._worker.run(), name="gateway-worker")

@@ -22,9 +22,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.exceptions import TimeoutError as ActivityTimedOut
+from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.orders import (
@@ -39,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
         VenueEvent,
         VenueOrder,
     )
+    from domain.order_replace import REPLACEABLE, ReplaceRecorded
     from domain.orders import (
         AT_VENUE,
         AcceptOrderInput,
@@ -46,6 +48,8 @@ with workflow.unsafe.imports_passed_through():
         OrderState,
         OrderTimeouts,
         PlaceOrderInput,
+        ReplaceInput,
+        RequestReplaceInput,
         ResolveInput,
         TransitionInput,
     )
@@ -84,6 +88,10 @@ BOUNDED_FAILURES = "bounded-failures"
 # an order accepted outside the regular session (its snapshot names the open) waits on a
 # durable timer until the open, cancelable at once, then routes
 QUEUED_FOR_OPEN = "queued-for-the-open"
+# a customer's cancel/replace: recorded (PENDING_REPLACE, the replacement ROUTED) before the
+# OrderCancelReplaceRequest is sent; once the venue replaced the order, its replacement's own
+# workflow is started here (a child left running when this one ends)
+CANCEL_REPLACE = "cancel-replace"
 ORDER_FAILED = "order_failed"  # the workflow fails: even the visible end could not be written
 # What an awaited activity raises when it fails: an ActivityError wrapping the cause for a
 # remote activity, but the activity's own ApplicationError, unwrapped, for a local one
@@ -109,6 +117,8 @@ class OrderWorkflow:
         self._direct = False
         self._routing = False  # the gateway's activity is trying to send the order
         self._cancel_first: bool | None = None  # CANCEL_RECORDED_FIRST, once asked
+        self._replace_req: ReplaceInput | None = None
+        self._replace_done: dict[str, OrderSnapshot | ApplicationError] = {}
         # the OrderState search attribute's value (a continued run inherits its predecessor's)
         self._published: str | None = inp.snapshot.state if inp.snapshot else None
 
@@ -126,8 +136,9 @@ class OrderWorkflow:
         self._seen.add(key)
         return True
 
-    # update names are the method names (ACCEPTED_UPDATE, CANCEL_UPDATE, RESOLVE_UPDATE of
-    # sherwood.contracts; a test holds them equal): callers use these typed references
+    # update names are the method names (ACCEPTED_UPDATE, CANCEL_UPDATE, RESOLVE_UPDATE,
+    # REPLACE_UPDATE of sherwood.contracts; a test holds them equal): callers use these typed
+    # references
     @workflow.update
     async def accepted(self, request_hash: str) -> OrderSnapshot:
         """Wait until the order is accepted or rejected (used with update-with-start). A late
@@ -161,6 +172,31 @@ class OrderWorkflow:
         if self._snap is not None and self._snap.terminal:
             raise ApplicationError(f"order is {self._snap.state.lower()} and cannot be canceled",
                                    type="not_cancelable", non_retryable=True)
+        if self._snap is not None and self._snap.state == S.PENDING_REPLACE:
+            raise ApplicationError("a replace of this order is pending at the venue: cancel the "
+                                   "replacement, or this order once the venue answered",
+                                   type="pending_replace", non_retryable=True)
+
+    @workflow.update
+    async def replace(self, inp: ReplaceInput) -> OrderSnapshot:
+        """Cancel/replace the working order: answered with the replacement once the request is
+        recorded (the original PENDING_REPLACE, the replacement ROUTED, the extra hold taken),
+        before the venue answers; a refusal (its code as the error's type) changes nothing."""
+        self._replace_req = inp
+        await workflow.wait_condition(lambda: inp.new_order_id in self._replace_done)
+        done = self._replace_done.pop(inp.new_order_id)
+        if isinstance(done, ApplicationError):
+            raise done
+        return done
+
+    @replace.validator
+    def _validate_replace(self, inp: ReplaceInput) -> None:
+        snap = self._snap
+        if snap is None or OrderState(snap.state) not in REPLACEABLE or self._cancel_requested \
+                or self._replace_req is not None:
+            state = (snap.state if snap else "PENDING").lower()
+            raise ApplicationError(f"order is {state} and cannot be replaced now",
+                                   type="not_replaceable", non_retryable=True)
 
     @workflow.update
     async def resolve(self, resolution: ResolveInput) -> OrderSnapshot:
@@ -264,7 +300,8 @@ class OrderWorkflow:
             pass
 
     def _has_work(self) -> bool:
-        return bool(self._reports) or self._cancel_requested or self._resolution is not None
+        return (bool(self._reports) or self._cancel_requested or self._resolution is not None
+                or self._replace_req is not None)
 
     async def _route(self) -> None:
         snap = self._snap
@@ -390,6 +427,10 @@ class OrderWorkflow:
             await self._local(OrderActivities.apply_reports,
                               ApplyReportsInput(order_id=self._inp.order_id, reports=batch))
             self._on_venue_answer()
+            if self._snap is not None and self._snap.state == S.REPLACED and self._snap.replaced_by:
+                await self._start_replacement(self._snap.replaced_by)
+        if self._replace_req is not None:
+            await self._replace()
         if self._resolution is not None:
             try:
                 await self._local(OrderActivities.resolve_order, self._resolution, give_up=False)
@@ -399,6 +440,48 @@ class OrderWorkflow:
         if self._cancel_requested:
             await self._request_cancel("canceled by the customer")
             self._cancel_requested = False
+
+    async def _replace(self) -> None:
+        """Record the replace (one shard transaction), answer the customer, then send the
+        OrderCancelReplaceRequest; the venue's answer comes as a report of this order."""
+        inp, self._replace_req = self._replace_req, None
+        assert inp is not None
+        workflow.patched(CANCEL_REPLACE)
+        try:
+            rec: ReplaceRecorded = await workflow.execute_local_activity_method(
+                OrderActivities.request_replace, RequestReplaceInput(
+                    order_id=self._inp.order_id, new_order_id=inp.new_order_id, change=inp.change,
+                    actor=inp.actor, shard=self._inp.shard, day_ttl_s=self._inp.day_ttl_s),
+                start_to_close_timeout=timedelta(seconds=15),
+                retry_policy=retries_within(LOCAL_RETRY, self._t.store_retry_s))
+        except ACTIVITY_FAILED as exc:
+            cause = _cause(exc)
+            self._replace_done[inp.new_order_id] = (
+                ApplicationError(cause.message, type=cause.type, non_retryable=True)
+                if isinstance(cause, ApplicationError) and _refused(exc)
+                else ApplicationError(f"the replace could not be recorded: {_describe(exc)}",
+                                      type=INTERNAL_ERROR, non_retryable=True))
+            return
+        self._set(rec.original)
+        self._replace_done[inp.new_order_id] = rec.replacement
+        await self._send_with_deadline("send_replace", rec.send, self._t.cancel_s)
+
+    async def _start_replacement(self, order_id: str) -> None:
+        """The venue replaced this order: its replacement (ACKED, holding what it needs) gets
+        its own workflow, which books its reports from now on (they carry its ClOrdID)."""
+        snap = await self._store(OrderActivities.load_order, LoadOrderInput(order_id))
+        info = workflow.info()
+        inp = self._inp
+        await workflow.start_child_workflow(
+            OrderWorkflow.run, PlaceOrderInput(
+                order_id=order_id, account_id=snap.account_id, shard=inp.shard, request={},
+                request_hash="", actor=inp.actor, collar=inp.collar, timeouts=self._t,
+                day_ttl_s=inp.day_ttl_s, snapshot=snap, gateway_queue=inp.gateway_queue),
+            id=order_id, task_queue=info.task_queue, parent_close_policy=ParentClosePolicy.ABANDON,
+            search_attributes=TypedSearchAttributes([
+                SearchAttributePair(ORDER_STATE, snap.state), SearchAttributePair(SYMBOL, snap.symbol),
+                SearchAttributePair(ACCOUNT_ID, snap.account_id),
+                SearchAttributePair(SHARD_ID, inp.shard)]))
 
     def _on_venue_answer(self) -> None:
         snap = self._snap

@@ -8,7 +8,6 @@ from fastapi.responses import JSONResponse
 
 from api.body import JsonBodyRoute
 from api.deps import RouterDep, StateDep, TraderDep
-from api.errors import ApiError
 from api.schemas import OrderIn, body_schema
 from api.services.orders import MAX_LIST_LIMIT, OrderService
 
@@ -77,7 +76,14 @@ async def cancel_all(key: TraderDep, service: ServiceDep) -> JSONResponse:
 
 
 @router.patch("/orders/{order_id}")
-async def replace_order(key: TraderDep, order_id: str) -> None:
-    raise ApiError(422, "replace_not_supported",
-                   "replacing an order is not supported yet: cancel it and place a new one",
-                   code=42210000)
+async def replace_order(key: TraderDep, service: ServiceDep, state: StateDep, order_id: str,
+                        body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+    """Replace a working limit order (Alpaca: qty, limit_price, time_in_force,
+    client_order_id): answered with the replacement order (``replaces`` the original, status
+    ``pending_new``) once the request is recorded; the original is ``pending_replace`` until
+    the venue answers, then ``replaced`` (or back to working when the venue refuses, the
+    replacement ``rejected``). 422 with a code for bad input or an order that cannot be replaced
+    now, 403 when a bigger replacement needs more buying power than there is."""
+    await state.limiter.hit(f"orders:{key.account_id}", per_second=state.settings.order_rate_per_s,
+                            capacity=state.settings.order_rate_per_s, what="orders for this account")
+    return await service.replace(_account(key), order_id, body)

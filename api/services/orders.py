@@ -36,6 +36,7 @@ from db.engines import reading
 from db.router import ShardRouter
 from domain.alpaca import order_at_accept, order_object
 from domain.errors import DomainError
+from domain.order_replace import parse_replace
 from domain.order_row import OrderRow
 from domain.orders import (
     OPEN_STATUSES,
@@ -43,6 +44,7 @@ from domain.orders import (
     OrderSnapshot,
     OrderTimeouts,
     PlaceOrderInput,
+    ReplaceInput,
     parse_order_request,
 )
 from sherwood.contracts import ACCOUNT_ID, ORDER_STATE, SHARD_ID, SYMBOL, shard_task_queue
@@ -230,9 +232,8 @@ class OrderService:
         if order["status"] not in OPEN_STATUSES:
             raise ApiError(422, "not_cancelable", f"order is {order['status']} and cannot be canceled",
                            code=42210000)
-        handle = self._client().get_workflow_handle(order["id"])
         try:
-            await handle.execute_update(OrderWorkflow.cancel)
+            await self._update(account_id, order, OrderWorkflow.cancel)
         except WorkflowUpdateFailedError as exc:
             raise _update_error(exc) from exc
         except RPCError as exc:
@@ -240,6 +241,59 @@ class OrderService:
                 raise ApiError(422, "not_cancelable", "order is no longer open", code=42210000) from exc
             raise
         return await self.get(account_id, order_id)
+
+    async def _update(self, account_id: uuid.UUID, order: dict[str, Any], update: Any,
+                      *args: Any) -> Any:
+        """Run a workflow update of the order. A replacement the venue has just made working
+        gets its workflow from the original's right after that commit: until then (at most
+        ``order_accept_timeout_s``) the update is retried; a replacement the venue has not
+        answered yet has none to update (422 ``pending_replace``)."""
+        deadline = asyncio.get_running_loop().time() + self.settings.order_accept_timeout_s
+        while True:
+            try:
+                return await self._client().get_workflow_handle(order["id"]).execute_update(
+                    update, *args)
+            except RPCError as exc:
+                if exc.status != RPCStatusCode.NOT_FOUND or not order.get("replaces") \
+                        or order["status"] not in OPEN_STATUSES:
+                    raise
+                if order["state"] == "ROUTED":
+                    raise ApiError(422, "pending_replace", "this order replaces another and the "
+                                   "venue has not confirmed it yet: retry", code=42210000) from exc
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+            await asyncio.sleep(0.05)
+            order = await self.get(account_id, order["id"])
+
+    async def replace(self, account_id: uuid.UUID, order_id: str,
+                      body: Mapping[str, object]) -> dict[str, Any]:
+        """Cancel/replace a working limit order: the replacement (a new order, ``replaces``
+        the original) once the request is recorded, before the venue answers. Bad input, an
+        order that cannot be replaced now: 422 with a code; not enough buying power for a bigger
+        replacement: 403. A refusal changes nothing."""
+        try:
+            change = parse_replace(body).to_wire()  # exact decimals, as strings
+        except DomainError as exc:
+            raise ApiError(422, exc.code, exc.message, code=42210000) from exc
+        order = await self.get(account_id, order_id)  # 404 for another account's order
+        if order["status"] not in OPEN_STATUSES:
+            raise ApiError(422, "not_replaceable", f"order is {order['status']} and cannot be "
+                           "replaced", code=42210000)
+        new_id = str(uuid.uuid4())
+        try:
+            await self._update(account_id, order, OrderWorkflow.replace,
+                               ReplaceInput(new_order_id=new_id, change=dict(change)))
+        except WorkflowUpdateFailedError as exc:
+            error = _update_error(exc)
+            if error.reason in FORBIDDEN_CODES:
+                error = ApiError(403, error.reason, error.message, code=40310000)
+            raise error from exc
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise ApiError(422, "not_replaceable", "order is no longer open",
+                               code=42210000) from exc
+            raise
+        return await self.get(account_id, new_id)
 
     async def cancel_all(self, account_id: uuid.UUID) -> list[dict[str, Any]]:
         results = []

@@ -94,7 +94,10 @@ EVENTS: dict[str, Any] = {
     # the venue does not know the order (OrdStatus Rejected on the cancel reject: e.g. it was
     # restarted and forgot it): it is not working there, and what it did is for an operator
     "cancel rejected, unknown order": lambda o: venue(K.CANCEL_REJECTED, VenueStatus.REJECTED),
+    # Replaced and a refused replace change two orders: db.orders decides them with
+    # domain.order_replace; against one order alone they are audited
     "replaced": lambda o: venue(K.REPLACED, VenueStatus.REPLACED),
+    "replace rejected": lambda o: venue(K.REPLACE_REJECTED, VenueStatus.NEW),
     "pending": lambda o: venue(K.PENDING, VenueStatus.PENDING_CANCEL),
     "busted": lambda o: venue(K.BUSTED),
     "other": lambda o: venue(K.OTHER),
@@ -113,7 +116,7 @@ EVENTS: dict[str, Any] = {
 SAME = "-"  # no state change (nothing, or an audit event only)
 REOPEN = "STUCK"  # an ended order the venue contradicts goes back to STUCK
 BAD = "!invalid_transition"
-VENUE_STATES = (S.ROUTED, S.ACKED, S.PARTIALLY_FILLED, S.PENDING_CANCEL, S.STUCK)
+VENUE_STATES = (S.ROUTED, S.ACKED, S.PARTIALLY_FILLED, S.PENDING_CANCEL, S.STUCK, S.PENDING_REPLACE)
 
 
 def row(pre: str, venue_states: dict[OrderState, str] | str, terminal: str = SAME,
@@ -133,7 +136,7 @@ EXPECTED: dict[str, dict[OrderState, str]] = {
     "ack": row(BAD, SAME, ROUTED="ACKED"),
     # a fill after the order ended is booked and reopens it (STUCK, for an operator)
     "partial fill": row(BAD, "PARTIALLY_FILLED", REOPEN, PARTIALLY_FILLED=SAME, PENDING_CANCEL=SAME,
-                        STUCK=SAME),
+                        STUCK=SAME, PENDING_REPLACE=SAME),
     "last fill": row(BAD, "FILLED", REOPEN),
     "overfill": row(BAD, "STUCK", REOPEN, STUCK=SAME),
     "canceled": row(BAD, "CANCELED"),
@@ -148,6 +151,7 @@ EXPECTED: dict[str, dict[OrderState, str]] = {
     "cancel rejected": row(BAD, SAME, PENDING_CANCEL="ACKED", STUCK="ACKED"),
     "cancel rejected, unknown order": row(BAD, "STUCK", STUCK=SAME),
     "replaced": row(BAD, SAME),
+    "replace rejected": row(BAD, SAME),
     "pending": row(BAD, SAME),
     "busted": row(BAD, SAME),
     "other": row(BAD, SAME),

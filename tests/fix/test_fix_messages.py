@@ -193,6 +193,24 @@ def test_order_cancel_reject_round_trip() -> None:
     assert venue_event(got).kind == VenueEventKind.CANCEL_REJECTED
 
 
+def test_replace_answers_belong_to_the_order_replaced() -> None:
+    """Replaced (ExecType 5) and a refused replace (35=9, CxlRejResponseTo 2) are booked by the
+    order named in OrigClOrdID; the replace's ClOrdID is its replacement's id."""
+    new = "0b5c6a3e-0000-4000-8000-000000000002"
+    done = report(exec_type=ExecType.REPLACED, ord_status=OrdStatus.NEW, cl_ord_id=new,
+                  orig_cl_ord_id=ORDER_ID)
+    got = parse_inbound("MM1", wire(done))
+    assert got is not None and (got.order_id, got.cl_ord_id) == (ORDER_ID, new)
+    assert venue_event(got).kind == VenueEventKind.REPLACED
+    refused = order_cancel_reject(order_id="MM1-O1", cl_ord_id=new, orig_cl_ord_id=ORDER_ID,
+                                  ord_status=OrdStatus.NEW, cxl_rej_reason=CxlRejReason.TOO_LATE,
+                                  text="no", response_to=CxlRejResponseTo.ORDER_CANCEL_REPLACE_REQUEST)
+    got = parse_inbound("MM1", wire(refused))
+    assert got is not None and got.order_id == ORDER_ID and got.cxl_rej_response_to == "2"
+    event = venue_event(got)
+    assert event.kind == VenueEventKind.REPLACE_REJECTED and not event.final
+
+
 def test_business_message_reject() -> None:
     msg = business_message_reject(ref_seq_num="7", ref_msg_type="G",
                                   reason=BusinessRejectReason.UNSUPPORTED_MESSAGE_TYPE,

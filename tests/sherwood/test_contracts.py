@@ -19,6 +19,7 @@ def test_workflow_handlers_carry_the_contract_names() -> None:
     assert {c.ACCEPTED_UPDATE, c.CANCEL_UPDATE, c.RESOLVE_UPDATE} <= set(order.updates)
     assert order.updates[c.CANCEL_UPDATE].fn is OrderWorkflow.cancel
     assert order.updates[c.RESOLVE_UPDATE].fn is OrderWorkflow.resolve
+    assert order.updates[c.REPLACE_UPDATE].fn is OrderWorkflow.replace
     assert c.EXECUTION_REPORT_SIGNAL in order.signals
     for flow in (DepositWorkflow, WithdrawalWorkflow):
         assert c.ACCEPTED_UPDATE in workflow._Definition.must_from_class(flow).updates

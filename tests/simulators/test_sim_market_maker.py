@@ -105,6 +105,16 @@ class Broker:
         await self.session.send(msg)
         return cl
 
+    async def replace(self, orig: str, qty: int, price: str, side: str = "1") -> str:
+        cl = f"rpl-{next(_ids)}"
+        msg = simplefix.FixMessage()
+        for tag, value in ((35, "G"), (41, orig), (11, cl), (54, side), (55, "AAPL"),
+                           (38, str(qty)), (40, "2"), (44, price)):
+            msg.append_pair(tag, value)
+        msg.append_utc_timestamp(60)
+        await self.session.send(msg)
+        return cl
+
     async def status(self, cl: str, symbol: str = "AAPL", side: str = "1") -> None:
         msg = simplefix.FixMessage()
         msg.append_pair(35, "H")
@@ -221,6 +231,24 @@ async def test_cancel_status_and_rejects_over_fix() -> None:
         await broker.wait_for(lambda ms: any(txt(m, 11) == "nope" for m in ms))
         r = broker.reports("nope")[-1]
         assert (txt(r, 150), txt(r, 39), txt(r, 58)) == ("I", "8", "unknown order")
+
+
+async def test_cancel_replace_over_fix() -> None:
+    async with venue() as (_, broker):
+        rest = await broker.order(10, ord_type="2", price="150.00", tif="1")
+        await broker.wait_for(lambda ms: any(txt(m, 11) == rest for m in ms))
+        new = await broker.replace(rest, 20, "151.00")
+        await broker.wait_for(lambda ms: any(txt(m, 11) == new for m in ms))
+        r = broker.reports(new)[-1]
+        assert (txt(r, 35), txt(r, 150), txt(r, 39), txt(r, 41)) == ("8", "5", "0", rest)
+        assert (txt(r, 38), txt(r, 44), txt(r, 151), txt(r, 14)) == ("20", "151", "20", "0")
+        again = await broker.replace(rest, 30, "152.00")  # the old ClOrdID: too late
+        await broker.wait_for(lambda ms: any(txt(m, 11) == again for m in ms))
+        rej = broker.reports(again)[-1]
+        assert (txt(rej, 35), txt(rej, 434), txt(rej, 102), txt(rej, 41)) == ("9", "2", "0", rest)
+        filled = await broker.replace(new, 20, "187.12")  # marketable: fills at once
+        await broker.wait_for(done(filled))
+        assert [txt(m, 150) for m in broker.reports(filled)] == ["5", "F"]
 
 
 async def test_day_orders_expire_at_close() -> None:

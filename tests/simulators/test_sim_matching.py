@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from fix.messages import ExecType, NewOrderSingle, OrdStatus
+from fix.messages import ExecType, NewOrderSingle, OrderCancelReplaceRequest, OrdStatus
 from simulators.matching import (
     MatchingEngine,
     Report,
@@ -312,3 +312,65 @@ def test_exec_ids_unique_and_prefixed_per_run() -> None:
     eng = engine(fill_slices=[1])
     ids = [r.exec_id for r in execs(eng.submit(nos("c1", "50"), 0))]
     assert len(ids) == len(set(ids)) == 51
+
+
+# --------------------------------------------------------------------------- cancel/replace
+
+
+def ocrr(orig: str, cl: str, qty: str, price: str | None = "150.00", ord_type: str = "2",
+         side: str = "1", symbol: str = "AAPL", tif: str | None = None) -> OrderCancelReplaceRequest:
+    return OrderCancelReplaceRequest(orig, cl, symbol, side, qty, ord_type, price, None, tif)
+
+
+def test_replace_resting_limit_takes_new_terms_and_clordid() -> None:
+    eng = engine()
+    eng.submit(nos("c1", "10", ord_type="2", price="150.00"), 0)
+    r = execs(eng.replace(ocrr("c1", "c2", "20", "151.00"), 0))
+    assert kinds(r) == [("5", "0")]
+    assert (r[0].cl_ord_id, r[0].orig_cl_ord_id, r[0].order_qty, r[0].price) == (
+        "c2", "c1", 20, D("151.00"))
+    assert r[0].leaves_qty == 20 and r[0].cum_qty == 0
+    order = eng.order("c2")
+    assert order is not None and order is eng.order("c1") and order.cl_ord_id == "c2"
+    # the new terms work: a limit at the ask fills, reported under the new ClOrdID
+    r = execs(eng.replace(ocrr("c2", "c3", "20", "187.12"), 0))
+    assert kinds(r) == [("5", "0"), ("F", "2")] and r[1].cl_ord_id == "c3"
+
+
+def test_replace_after_a_partial_fill_keeps_the_fill_and_total() -> None:
+    eng = engine(fill_slices=[4], fill_delay=5)
+    r = execs(eng.submit(nos("c1", "10", ord_type="2", price="187.12"), 0))
+    assert r[-1].cum_qty == 4
+    r = execs(eng.replace(ocrr("c1", "c2", "6", "150.00"), 1))
+    assert kinds(r) == [("5", "1")] and r[0].cum_qty == 4 and r[0].leaves_qty == 2
+    # a total at or below what filled is refused, the order lives on
+    rej = eng.replace(ocrr("c2", "c3", "4", "150.00"), 2)
+    assert isinstance(rej[0], VenueCancelReject) and rej[0].response_to == "2"
+    assert "not above the 4 filled" in rej[0].text and eng.order("c2").working  # type: ignore[union-attr]
+
+
+def test_replace_refusals_answer_cancel_reject_response_to_2() -> None:
+    eng = engine()
+    eng.submit(nos("done", "10"), 0)  # a market order: filled at once
+    eng.submit(nos("rest", "10", ord_type="2", price="150.00"), 0)
+    cases = [
+        (ocrr("nope", "x1", "10"), 1, "unknown order"),
+        (ocrr("done", "x2", "10"), 0, "too late to replace: order is filled"),
+        (ocrr("rest", "done", "10"), 6, "duplicate ClOrdID"),
+        (ocrr("rest", "x3", "10", side="2"), 2, "symbol and side cannot be replaced"),
+        (ocrr("rest", "x4", "0"), 2, "invalid quantity"),
+        (ocrr("rest", "x5", "10", price=None), 2, "Price"),
+    ]
+    eng.halted.add("AAPL")
+    [rej] = eng.replace(ocrr("rest", "x6", "10", "149.00"), 0)
+    assert isinstance(rej, VenueCancelReject) and "halted" in rej.text
+    eng.halted.clear()
+    for req, reason, text in cases:
+        [rej] = eng.replace(req, 0)
+        assert isinstance(rej, VenueCancelReject), req
+        assert (rej.cxl_rej_reason, rej.response_to) == (reason, "2") and text in rej.text, rej
+    eng.replace(ocrr("rest", "r2", "10", "149.00"), 0)
+    [rej] = eng.replace(ocrr("rest", "r3", "10"), 0)  # the old ClOrdID is no longer the order's
+    assert isinstance(rej, VenueCancelReject) and rej.cxl_rej_reason == 0
+    order = eng.order("r2")
+    assert order is not None and order.working and order.price == D("149.00")

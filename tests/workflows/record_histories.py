@@ -311,3 +311,42 @@ async def test_record_queued_then_canceled(stack: TradingStack) -> None:
         async with stack.http() as http:
             assert (await http.delete(f"/v2/orders/{o['id']}", headers=headers(acct))).status_code == 204
         await save(stack, "queued_then_canceled", o["id"])
+
+
+async def test_record_replaced_then_replacement_filled(stack: TradingStack) -> None:
+    """The original's history (replace recorded, sent, Replaced, the replacement's workflow
+    started) and the replacement's (started with its snapshot, filled)."""
+    await stack.set_quote("AAPL", "187.40", "187.50")
+    acct = await stack.account("5000")
+    o = await place(stack, acct, symbol="AAPL", qty="3", side="buy", type="limit",
+                    limit_price="150.00", time_in_force="gtc")
+    await wait_order(stack, acct, o["id"], {"new"})
+    async with stack.http() as http:
+        r = await http.patch(f"/v2/orders/{o['id']}", headers=headers(acct),
+                             json={"qty": "4", "limit_price": "187.50"})
+        assert r.status_code == 200, r.text
+    await save(stack, "replaced", o["id"])
+    await wait_order(stack, acct, r.json()["id"], {"filled"})
+    await save(stack, "replacement_filled", r.json()["id"])
+
+
+async def test_record_replace_refused_then_canceled(stack: TradingStack) -> None:
+    await stack.set_quote("AAPL", "187.40", "187.50")
+    acct = await stack.account("5000")
+    o = await place(stack, acct, symbol="AAPL", qty="3", side="buy", type="limit",
+                    limit_price="150.00", time_in_force="gtc")
+    await wait_order(stack, acct, o["id"], {"new"})
+    for mm in stack.venues.values():
+        mm.halt("AAPL")
+    try:
+        async with stack.http() as http:
+            r = await http.patch(f"/v2/orders/{o['id']}", headers=headers(acct), json={"qty": "5"})
+            assert r.status_code == 200, r.text
+        await wait_order(stack, acct, r.json()["id"], {"rejected"})
+    finally:
+        for mm in stack.venues.values():
+            mm.resume("AAPL")
+    await wait_order(stack, acct, o["id"], {"new"})
+    async with stack.http() as http:
+        assert (await http.delete(f"/v2/orders/{o['id']}", headers=headers(acct))).status_code == 204
+    await save(stack, "replace_refused_then_canceled", o["id"])

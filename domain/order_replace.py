@@ -1,0 +1,297 @@
+"""Cancel/replace (``PATCH /v2/orders/{id}``): the request, and the decisions over the two
+orders it involves -- the original and its replacement. Pure.
+
+A replace is a new order (``replaces`` / ``replaced_by``) sent to the venue as an
+OrderCancelReplaceRequest under the replacement's id as ClOrdID. Its steps, each one shard
+transaction written by ``db.orders`` (it locks the original, then the replacement):
+
+- :func:`request`: the original goes PENDING_REPLACE (fills of it as it was still book against
+  it); the replacement is written ROUTED with the *extra* hold it may need beyond what the
+  original still holds (:func:`extra_hold`: taken now, so that the venue's answer never needs
+  money the account may no longer have);
+- :func:`replaced` (the venue's Replaced): the original ends REPLACED and hands what it still
+  holds to the replacement, which is ACKED for what is left to trade -- the new total less what
+  the original filled (a fill that raced the request counts) -- and holds exactly what that
+  needs; the rest is released;
+- :func:`replace_rejected` (the venue's OrderCancelReject): the original goes back to working
+  as it was, the replacement ends REJECTED (``replace_rejected``) and its extra hold is released;
+- an original that ends otherwise (filled, canceled, expired) while a replace is pending takes its
+  replacement with it (``db.orders`` finishes it REJECTED, releasing its extra hold).
+
+Limit orders only (quantity, limit price, time in force, client order id): the other types and
+``trail`` are refused with ``replace_not_supported``. Deliberately not here: reading or writing
+anything, sending anything, the clock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from domain import ledger as templates
+from domain.execution import VenueEvent, VenueOrder, VenueReplace
+from domain.money import QTY_BOUNDS, USD, bounded_decimal, check_scale, plain
+from domain.order_decision import Decision, Step
+from domain.order_machine import _finish, _move, _source_rank, bounded
+from domain.order_row import OrderRow, column, new_order
+from domain.orders import (
+    MAX_CLIENT_ORDER_ID,
+    OrderError,
+    OrderRequest,
+    OrderSnapshot,
+    OrderState,
+    _price,
+)
+
+S = OrderState
+ZERO = Decimal(0)
+FIELDS = ("qty", "limit_price", "stop_price", "trail", "time_in_force", "client_order_id")
+REPLACEABLE = frozenset({S.ACKED, S.PARTIALLY_FILLED})
+RESTING_TIFS = ("day", "gtc")
+
+
+@dataclass(frozen=True)
+class ReplaceRequest:
+    """What the customer asks to change (None: unchanged)."""
+
+    qty: Decimal | None = None
+    limit_price: Decimal | None = None
+    time_in_force: str | None = None
+    client_order_id: str | None = None
+
+    def to_wire(self) -> dict[str, str | None]:
+        return {"qty": _s(self.qty), "limit_price": _s(self.limit_price),
+                "time_in_force": self.time_in_force, "client_order_id": self.client_order_id}
+
+
+def _s(d: Decimal | None) -> str | None:
+    return None if d is None else format(plain(d), "f")
+
+
+def parse_replace(d: Mapping[str, object]) -> ReplaceRequest:
+    """Validate an Alpaca replace body. Raises :class:`OrderError` (``unknown_field``,
+    ``replace_not_supported`` for ``stop_price``/``trail``, ``invalid_qty``, the price codes,
+    ``invalid_time_in_force``, ``invalid_client_order_id``, ``nothing_to_replace``)."""
+    unknown = sorted(str(k) for k in d if k not in FIELDS)
+    if unknown:
+        raise OrderError(f"unknown field(s): {', '.join(unknown)}", code="unknown_field")
+    for name in ("stop_price", "trail"):
+        if d.get(name) is not None:
+            raise OrderError(f"{name} cannot be replaced here: only limit orders are replaced "
+                             "(qty, limit_price, time_in_force, client_order_id)",
+                             code="replace_not_supported")
+    qty = limit = None
+    if d.get("qty") is not None:
+        qty = bounded_decimal(d.get("qty"), QTY_BOUNDS, field="qty")
+        if qty != qty.to_integral_value():
+            raise OrderError("qty must be a whole number of shares", code="invalid_qty")
+        qty = qty.quantize(Decimal(1))
+    if d.get("limit_price") is not None:
+        limit = _price(d.get("limit_price"), "limit_price")
+    tif = d.get("time_in_force")
+    if tif is not None and tif not in RESTING_TIFS:
+        raise OrderError(f"time_in_force of a replacement must be one of {', '.join(RESTING_TIFS)}",
+                         code="invalid_time_in_force")
+    coid = d.get("client_order_id")
+    if coid is not None and (not isinstance(coid, str) or not coid
+                             or len(coid) > MAX_CLIENT_ORDER_ID):
+        raise OrderError(f"client_order_id must be 1..{MAX_CLIENT_ORDER_ID} characters",
+                         code="invalid_client_order_id")
+    req = ReplaceRequest(qty, limit, None if tif is None else str(tif), coid)
+    if req == ReplaceRequest():
+        raise OrderError("nothing to replace: give qty, limit_price, time_in_force or "
+                         "client_order_id", code="nothing_to_replace")
+    return req
+
+
+def terms(old: OrderRow, req: ReplaceRequest) -> OrderRequest:
+    """The replacement's terms (``qty``: the new total, what the original filled included, as
+    FIX counts it), or a refusal: the original is not working at a venue (``not_replaceable``),
+    is not a limit order (``replace_not_supported``), the terms change nothing
+    (``nothing_to_replace``), or the total is not above what has filled (``qty_not_above_filled``)."""
+    if old.state not in REPLACEABLE:
+        raise OrderError(f"order is {old.state.value.lower()} and cannot be replaced",
+                         code="not_replaceable")
+    if old.order_type != "limit":
+        raise OrderError(f"{old.order_type} orders cannot be replaced here (limit orders only)",
+                         code="replace_not_supported")
+    assert old.limit_price is not None
+    new = OrderRequest(
+        symbol=old.symbol, side=old.side, type=old.order_type,
+        time_in_force=req.time_in_force or old.time_in_force, qty=req.qty or old.qty,
+        limit_price=req.limit_price or old.limit_price, stop_price=None,
+        client_order_id=req.client_order_id, extended_hours=old.extended_hours)
+    if (new.qty, new.limit_price, new.time_in_force) == (old.qty, old.limit_price,
+                                                         old.time_in_force):
+        raise OrderError("nothing to replace: the terms are the order's own", code="nothing_to_replace")
+    if new.qty <= old.filled_qty:
+        raise OrderError(f"qty {new.qty} is not above the {old.filled_qty} already filled",
+                         code="qty_not_above_filled")
+    return new
+
+
+def needed(side: str, qty: Decimal, limit: Decimal) -> Decimal:
+    """What a limit order for ``qty`` holds: cash ``qty x limit`` for a buy, shares for a sell."""
+    return check_scale(qty * limit, USD) if side == "buy" else qty
+
+
+def extra_hold(old: OrderRow, new: OrderRequest) -> Decimal:
+    """What the replacement holds beyond the original's hold when it is requested: enough that,
+    whatever the original fills before the venue answers (at worst its whole rest at its own
+    limit), the original's rest of hold plus this covers the replacement."""
+    assert old.limit_price is not None and new.limit_price is not None
+    rest = old.qty - old.filled_qty
+    worst = needed(old.side, new.qty - old.filled_qty, new.limit_price)
+    if old.side == "buy":
+        # a fill of the original at its limit uses more of its hold than the replacement frees
+        worst += check_scale(max(ZERO, old.limit_price - new.limit_price) * rest, USD)
+    return max(ZERO, worst - old.hold_amount)
+
+
+def request(old: OrderRow, change: ReplaceRequest, *, new_id: str, actor: str, now: datetime,
+            day_ttl_s: float | None = None) -> tuple[Decision, Decision]:
+    """The replace recorded: the replacement (id ``new_id``, ``replaces`` the original) is
+    written ROUTED to the original's venue with its extra hold; the original goes
+    PENDING_REPLACE. Raises :class:`OrderError` as :func:`terms` does."""
+    req = terms(old, change)
+    new = new_order(order_id=new_id, account_id=str(old.account_id), req=req,
+                    request_hash=req.hash(), actor=actor, now=now, day_ttl_s=day_ttl_s)
+    extra = extra_hold(old, req)
+    step = Step(old, now)
+    _move(step, S.PENDING_REPLACE, actor=actor, reason=f"replace requested: order {new.id}",
+          data={"replaced_by": new_id, "request": req.to_wire()})
+    step.set(replaced_by=new.id)
+    rep = Step(new, now)
+    rep.event("created", actor=actor, reason=f"replaces order {old.id}", to=S.PENDING,
+              from_state="", data={"replaces": str(old.id), "request": req.to_wire()})
+    sources: dict[str, Decimal] = {}
+    if extra > 0:
+        sources = {templates.SETTLED_CASH if old.side == "buy" else templates.SETTLED_SHARES: extra}
+        txn = f"order:{new.id}:hold"
+        rep.postings.append(
+            templates.hold_cash(txn, new.account_id, extra, sources=sources) if old.side == "buy"
+            else templates.hold_shares(txn, new.account_id, old.symbol, extra))
+        rep.event("funds_held", actor="ledger", to=S.FUNDS_HELD, ledger_txn=txn,
+                  reason=f"held {extra} {'USD' if old.side == 'buy' else old.symbol} beyond what "
+                  f"order {old.id} holds")
+    rep.set(state=S.ROUTED, venue=old.venue, replaces=old.id, hold_amount=extra,
+            hold_sources=sources if old.hold_sources is not None else None)
+    rep.event("routed", actor="gateway", to=S.ROUTED, from_state=S.PENDING.value,
+              reason=f"sent to {old.venue} as a cancel/replace of order {old.id}")
+    return step.decision(), dataclasses.replace(rep.decision(), insert=True)
+
+
+def replaced(old: OrderRow, new: OrderRow, e: VenueEvent, now: datetime) -> tuple[Decision, Decision]:
+    """The venue replaced the original (see the module docstring). When its cumulative quantity
+    is not what the original booked, nothing is guessed: the original goes STUCK (its hold, and
+    the replacement's, stay) for an operator."""
+    if old.state != S.PENDING_REPLACE or new.state != S.ROUTED:
+        return Decision.nothing(old), Decision.nothing(new)
+    actor = f"venue:{e.venue}"
+    info = {"exec_id": e.exec_id, "replaced_by": str(new.id), "cum_qty": e.cum_qty,
+            "leaves_qty": e.leaves_qty}
+    step, rep = Step(old, now), Step(new, now)
+    carried = old.prior_filled_qty + old.filled_qty
+    if bounded(e.cum_qty) != carried:
+        _move(step, S.STUCK, actor=actor, data=info,
+              reason=f"{e.venue} replaced the order with {e.cum_qty!r} filled; {carried} booked: "
+              "needs an operator")
+        return step.decision(), rep.decision()
+    assert new.limit_price is not None
+    qty = new.qty - old.filled_qty
+    need = needed(new.side, qty, new.limit_price)
+    have = old.hold_amount + new.hold_amount
+    sources = _merge(old.hold_sources, new.hold_sources)
+    step.event("replaced", actor=actor, to=S.REPLACED, data=info,
+               reason=f"replaced by order {new.id}; its hold of {old.hold_amount} goes with it")
+    step.set(state=S.REPLACED, replaced_at=now, hold_amount=ZERO,
+             hold_sources={} if old.hold_sources is not None else None)
+    step.update("replaced")
+    rep.set(qty=qty, prior_filled_qty=carried, hold_amount=have, hold_sources=sources)
+    if have > need:
+        keep, give = _split(sources, have - need)
+        txn = f"order:{new.id}:release:replaced"
+        rep.postings.append(
+            templates.release_cash(txn, new.account_id, have - need, to=give) if new.side == "buy"
+            else templates.release_shares(txn, new.account_id, new.symbol, have - need, to=give))
+        rep.event("released", actor="ledger", to=S.ROUTED, ledger_txn=txn,
+                  reason=f"{have - need} held beyond what the replacement needs released")
+        rep.set(hold_amount=need, hold_sources=keep)
+    elif have < need:  # cannot happen with the extra hold of the request; never guessed
+        raise OrderError(f"the replacement needs {need} but {have} is held", code="hold_short")
+    rep.event("new", actor=actor, to=S.ACKED, reason=f"venue replaced order {old.id}",
+              data={"exec_id": e.exec_id, "qty": str(qty)})
+    rep.set(state=S.ACKED, venue_order_id=e.venue_order_id or new.venue_order_id)
+    rep.update("new")
+    return step.decision(), rep.decision()
+
+
+def replace_rejected(old: OrderRow, new: OrderRow, e: VenueEvent,
+                     now: datetime) -> tuple[Decision, Decision]:
+    """The venue refused the replace: the original works on as it was (its hold unchanged),
+    the replacement ends REJECTED with its extra hold released."""
+    actor = f"venue:{e.venue}"
+    step, rep = Step(old, now), Step(new, now)
+    reason = f"{e.venue} refused the replace: {e.text or e.reject_reason}"
+    if old.state == S.PENDING_REPLACE:
+        back = S.PARTIALLY_FILLED if old.filled_qty > 0 else S.ACKED
+        step.event("replace_rejected", actor=actor, reason=reason, to=back,
+                   data={"exec_id": e.exec_id, "replaced_by": str(new.id)})
+        step.set(state=back)
+        step.update("order_replace_rejected")
+    if not new.terminal:
+        _finish(rep, S.REJECTED, actor=actor, event="rejected", reason=reason,
+                code="replace_rejected")
+    return step.decision(), rep.decision()
+
+
+def _merge(a: Mapping[str, Decimal] | None,
+           b: Mapping[str, Decimal] | None) -> dict[str, Decimal] | None:
+    if a is None or b is None:
+        return None
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = out.get(k, ZERO) + v
+    return {k: column(v) for k, v in out.items() if v}
+
+
+def _split(sources: dict[str, Decimal] | None,
+           amount: Decimal) -> tuple[dict[str, Decimal] | None, dict[str, Decimal] | None]:
+    """``amount`` of a hold given back, from the sources used last (provisional credit first):
+    (what stays, what goes back)."""
+    if sources is None:
+        return None, None
+    keep, give = dict(sources), {}
+    for source in sorted(sources, key=_source_rank, reverse=True):
+        part = min(amount, keep[source])
+        if part:
+            give[source] = part
+            keep[source] -= part
+            amount -= part
+    return {k: v for k, v in keep.items() if v}, give
+
+
+
+@dataclass
+class ReplaceRecorded:
+    """What the ``request_replace`` activity returns: both orders as recorded, and the
+    OrderCancelReplaceRequest to send."""
+
+    original: OrderSnapshot
+    replacement: OrderSnapshot
+    send: VenueReplace
+
+
+def venue_replace(old: OrderRow, new: OrderRow, shard: int) -> VenueReplace:
+    """The OrderCancelReplaceRequest of a recorded replace: the replacement's terms, its total
+    as the venue counts it (the fills of the orders before it included)."""
+    assert old.venue is not None
+    return VenueReplace(
+        order=VenueOrder(order_id=str(new.id), account_id=str(new.account_id), shard=shard,
+                         symbol=new.symbol, side=new.side, qty=_s(new.qty + old.prior_filled_qty) or "0",
+                         order_type=new.order_type, time_in_force=new.time_in_force,
+                         limit_price=_s(new.limit_price), venue=old.venue),
+        orig_order_id=str(old.id), venue=old.venue)
