@@ -7,16 +7,16 @@ the deposit moves it toward zero. Only a change that lowers a balance is checked
 function is rewritten in place from its current definition (one condition changes), so its
 signature, grants and the rest of its body stay as the first migration made them.
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 """
 
 from __future__ import annotations
 
 from alembic import op
 
-revision = "0007"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
