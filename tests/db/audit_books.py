@@ -188,3 +188,15 @@ async def tampering(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     async with engine.begin() as conn:
         await conn.execute(text("SET LOCAL session_replication_role = replica"))
         yield conn
+
+
+async def audit_rows_about(router: ShardRouter, acct: OpenedAccount, *ids: str) -> list[tuple[str, dict]]:
+    """What the invariants audit reports about this account (or these order/transfer ids): the
+    session's shared shards carry other tests' raw seeds, which it rightly reports, and which
+    are not the calling test's."""
+    from db.audit import audit_shard
+
+    report = await audit_shard(router.engine(acct.shard), acct.shard, keep=100000)
+    mine = {str(acct.account_id), *map(str, ids)}
+    return [(v.invariant, r) for v in report.violations for r in v.rows
+            if mine & {str(x) for x in r.values()}]

@@ -33,11 +33,11 @@ from temporalio.common import WorkflowIDConflictPolicy
 
 from api.app import create_app
 from db.accounts import OpenedAccount, open_account
-from db.audit import audit_shard
 from db.funding import FundingStore
 from db.router import ShardRouter
 from sherwood.contracts import backoffice_shard_queue
 from simulators.bank import AchBank
+from tests.db.audit_books import audit_rows_about
 from tests.workflows.conftest import Backoffice
 from workflows.deposit import DepositWorkflow, TransferFlow, TransferWorkflowInput
 
@@ -157,9 +157,7 @@ async def closed(bo: Backoffice, workflow_id: str, timeout: float = 10) -> Workf
 async def untouched_by_audit(router: ShardRouter, acct: OpenedAccount) -> None:
     """The invariants audit finds nothing about this account (the session's shards carry other
     tests' seeds, which it rightly reports: those are not this test's)."""
-    report = await audit_shard(router.engine(acct.shard), acct.shard, keep=100000)
-    mine = [(v.invariant, r) for v in report.violations for r in v.rows
-            if str(acct.account_id) in {str(x) for x in r.values()}]
+    mine = await audit_rows_about(router, acct)
     assert not mine, mine
 
 
