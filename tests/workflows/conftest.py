@@ -12,11 +12,14 @@ from collections.abc import AsyncIterator
 from datetime import date
 from decimal import Decimal
 
+import httpx
 import pytest
+from fastapi import FastAPI
 from redis.asyncio import Redis
 from sqlalchemy import text
 from temporalio.client import Client
 
+from api.app import create_app
 from db.router import ShardRouter
 from domain.settlement import StreetFill
 from sherwood.settings import Settings
@@ -77,3 +80,18 @@ async def backoffice(
         yield Backoffice(settings, client, ch, bank, workers)
     finally:
         await workers.stop()
+
+
+@pytest.fixture(scope="module")
+async def funding_app(backoffice: Backoffice) -> AsyncIterator[FastAPI]:
+    """The API over the back office's stack (transfers), one per test module."""
+    app = create_app(backoffice.settings)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+@pytest.fixture
+async def http(funding_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=funding_app),
+                                 base_url="http://sherwood.test", timeout=30) as c:
+        yield c

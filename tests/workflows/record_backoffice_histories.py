@@ -14,17 +14,14 @@ of these workflows must replay them unchanged. Re-record only the scenarios of t
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import date
 from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from sqlalchemy import text
 from temporalio.client import Client
 
-from api.app import create_app
 from db.accounts import open_account
 from db.funding import FundingStore
 from db.router import ShardRouter
@@ -34,20 +31,6 @@ from tests.workflows.settlement_helpers import funded, trade
 from workflows.settlement import SettlementInput, SettlementWorkflow
 
 HERE = Path(__file__).parent / "histories"
-
-
-@pytest.fixture(scope="module")
-async def funding_app(backoffice: Backoffice) -> AsyncIterator[FastAPI]:
-    app = create_app(backoffice.settings)
-    async with app.router.lifespan_context(app):
-        yield app
-
-
-@pytest.fixture
-async def http(funding_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=funding_app),
-                                 base_url="http://sherwood.test", timeout=30) as c:
-        yield c
 
 
 async def save(client: Client, name: str, workflow_id: str) -> None:

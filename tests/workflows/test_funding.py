@@ -6,33 +6,15 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import httpx
-import pytest
-from fastapi import FastAPI
 from sqlalchemy import text
 
-from api.app import create_app
 from db.accounts import OpenedAccount, open_account
 from db.router import ShardRouter
 from tests.workflows.conftest import Backoffice
 from tests.workflows.settlement_helpers import trade
-
-
-@pytest.fixture(scope="module")
-async def funding_app(backoffice: Backoffice) -> AsyncIterator[FastAPI]:
-    app = create_app(backoffice.settings)
-    async with app.router.lifespan_context(app):
-        yield app
-
-
-@pytest.fixture
-async def http(funding_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=funding_app),
-                                 base_url="http://sherwood.test", timeout=30) as c:
-        yield c
 
 
 def auth(acct: OpenedAccount) -> dict[str, str]:

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -31,7 +31,6 @@ from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
 from temporalio.client import WithStartWorkflowOperation, WorkflowExecutionStatus
 from temporalio.common import WorkflowIDConflictPolicy
 
-from api.app import create_app
 from db.accounts import OpenedAccount, open_account
 from db.funding import FundingStore
 from db.router import ShardRouter
@@ -40,20 +39,6 @@ from simulators.bank import AchBank
 from tests.db.audit_books import audit_rows_about
 from tests.workflows.conftest import Backoffice
 from workflows.deposit import DepositWorkflow, TransferFlow, TransferWorkflowInput
-
-
-@pytest.fixture(scope="module")
-async def funding_app(backoffice: Backoffice) -> AsyncIterator[FastAPI]:
-    app = create_app(backoffice.settings)
-    async with app.router.lifespan_context(app):
-        yield app
-
-
-@pytest.fixture
-async def http(funding_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=funding_app),
-                                 base_url="http://sherwood.test", timeout=30) as c:
-        yield c
 
 
 @contextlib.contextmanager
