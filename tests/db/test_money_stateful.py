@@ -486,6 +486,7 @@ def money_settings(migrated: Settings) -> Any:
         yield s
 
 
+@pytest.mark.slow
 def test_money_across_days(money_settings: Settings) -> None:
     with asyncio.Runner() as runner:
         world = World(money_settings)

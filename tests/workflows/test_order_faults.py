@@ -15,6 +15,7 @@ import time
 import uuid
 from decimal import Decimal
 
+import pytest
 from sqlalchemy import text
 from temporalio.client import WorkflowExecutionStatus
 
@@ -149,6 +150,7 @@ async def test_overfill_from_the_venue_books_nothing_goes_stuck_and_an_operator_
     assert (await stack.router.ledger(acct.shard).reconcile()).ok
 
 
+@pytest.mark.slow
 async def test_shard_worker_sigkilled_mid_flight_200_orders(stack: TradingStack) -> None:
     """200 concurrent orders; the shard worker process is SIGKILLed mid-flight and restarted:
     every order ends, the ledger balances, every position equals the venue's fills."""

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import httpx
+import pytest
 from sqlalchemy import text
 
 from db.accounts import create_api_key
@@ -55,6 +56,7 @@ async def ops_headers(stack: TradingStack) -> dict[str, str]:
     return {"APCA-API-KEY-ID": creds.key_id, "APCA-API-SECRET-KEY": creds.secret_key}
 
 
+@pytest.mark.slow
 async def test_100_concurrent_buys_across_4_api_processes_hold_exactly_what_is_affordable(
     stack: TradingStack,
 ) -> None:
