@@ -23,6 +23,7 @@ from temporalio.client import WorkflowExecutionStatus
 
 from db.orders import OrderStore
 from tests.stack import TradingStack, headers
+from tests.workflows.fault_injection import failing as fail_for
 from tests.workflows.order_helpers import balances, sherwood_cli, wait_order
 
 
@@ -40,24 +41,7 @@ def failing(monkeypatch: pytest.MonkeyPatch, method: str, account_id: str, exc: 
             *, calls: list[int] | None = None) -> None:
     """``OrderStore.<method>`` fails with ``exc`` (``None``: never returns) for one account's
     orders; the others go through."""
-    real = getattr(OrderStore, method)
-
-    async def broken(self: OrderStore, *args: Any, **kwargs: Any) -> Any:
-        first = args[0]
-        owner = getattr(first, "account_id", None)
-        if owner is None:  # an order id: whose is it?
-            async with self.engine.connect() as conn:
-                owner = str((await conn.execute(text("SELECT account_id FROM orders WHERE id = :i"),
-                                                {"i": uuid.UUID(str(first))})).scalar())
-        if str(owner) != account_id:
-            return await real(self, *args, **kwargs)
-        if calls is not None:
-            calls.append(1)
-        if exc is None:
-            await asyncio.Event().wait()
-        raise exc  # type: ignore[misc]
-
-    monkeypatch.setattr(OrderStore, method, broken)
+    fail_for(monkeypatch, OrderStore, method, account_id, exc, table="orders", calls=calls)
 
 
 async def post_order(stack: TradingStack, acct: Any, **body: Any) -> tuple[int, dict, float]:

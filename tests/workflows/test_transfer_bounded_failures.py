@@ -38,6 +38,7 @@ from sherwood.contracts import backoffice_shard_queue
 from simulators.bank import AchBank
 from tests.db.audit_books import audit_rows_about
 from tests.workflows.conftest import Backoffice
+from tests.workflows.fault_injection import failing as fail_for
 from workflows.deposit import DepositWorkflow, TransferFlow, TransferWorkflowInput
 
 
@@ -60,26 +61,7 @@ def failing(monkeypatch: pytest.MonkeyPatch, cls: type, method: str, account_id:
             exc: BaseException | None, *, calls: list[int] | None = None) -> None:
     """``cls.<method>`` fails with ``exc`` (``None``: never returns) for one account's transfers;
     the others go through."""
-    real = getattr(cls, method)
-
-    async def broken(self: Any, *args: Any, **kwargs: Any) -> Any:
-        first = args[0]
-        owner = getattr(first, "account_id", None)
-        if owner is None and len(args) > 1 and isinstance(args[1], str):  # the bank: (tid, account)
-            owner = args[1]
-        if owner is None:  # a transfer id: whose is it?
-            async with self.engine.connect() as conn:
-                owner = str((await conn.execute(text("SELECT account_id FROM transfers WHERE id = :i"),
-                                                {"i": uuid.UUID(str(first))})).scalar())
-        if str(owner) != account_id:
-            return await real(self, *args, **kwargs)
-        if calls is not None:
-            calls.append(1)
-        if exc is None:
-            await asyncio.Event().wait()
-        raise exc  # type: ignore[misc]
-
-    monkeypatch.setattr(cls, method, broken)
+    fail_for(monkeypatch, cls, method, account_id, exc, table="transfers", calls=calls)
 
 
 async def funded(router: ShardRouter, cash: str) -> OpenedAccount:
