@@ -12,7 +12,6 @@ state machine refuses raises (``domain.orders.InvalidTransition``), never silent
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import logging
@@ -114,9 +113,11 @@ class _Writer:
     end of the transaction: nothing in a transaction reads back an order row or a booking it
     wrote; decisions are made against the row in memory, which equals the row written."""
 
-    def __init__(self, conn: AsyncConnection, house_stripes: int) -> None:
+    def __init__(self, conn: AsyncConnection, house_stripes: int,
+                 instant_allowance: Decimal) -> None:
         self.conn = conn
         self.house_stripes = house_stripes
+        self.instant_allowance = instant_allowance
         self.events: list[dict[str, Any]] = []
         self.updates: list[dict[str, Any]] = []
         self._per_order: dict[str, int] = {}
@@ -148,7 +149,7 @@ class _Writer:
             await record_gfv_if_any(self.conn, order.account_id, sold.symbol, sold.qty, sold.trade_date)
         for top in d.topups:  # a fill above the hold may have taken cash below zero
             await record_fill_shortfall(self.conn, order.account_id, order.id, top.venue, top.exec_id,
-                                        top.amount)
+                                        top.amount, self.instant_allowance)
         if d.releases_cash:  # cash back: an open shortfall may be covered now
             await cover_if_settled(self.conn, order.account_id)
         key = str(order.id)
@@ -177,17 +178,6 @@ class _Writer:
 
     async def post(self, txn: LedgerTxn) -> PostResult:
         return await post(self.conn, txn, house_stripes=self.house_stripes)
-
-    def mark(self) -> tuple[Any, ...]:
-        """What the writer holds now (see :meth:`reset`)."""
-        return (len(self.events), len(self.updates), dict(self._per_order),
-                copy.deepcopy(self._inserts), copy.deepcopy(self._sets), len(self._booked))
-
-    def reset(self, mark: tuple[Any, ...]) -> None:
-        """Forget what was written since ``mark`` (after a rollback to a savepoint taken then)."""
-        events, updates, per_order, inserts, sets, booked = mark
-        del self.events[events:], self.updates[updates:], self._booked[booked:]
-        self._per_order, self._inserts, self._sets = dict(per_order), inserts, sets
 
     async def _position(self, account: uuid.UUID, symbol: str) -> Decimal:
         q = await sql.scalar(self.conn, _POSITION, {
@@ -285,8 +275,12 @@ class OrderStore:
     def __init__(self, engine: AsyncEngine, *, house_stripes: int = 32,
                  on_commit: Callable[[list[Row]], None] | None = None,
                  reads: AsyncEngine | None = None,
-                 clock: Callable[[], datetime] | None = None) -> None:
+                 clock: Callable[[], datetime] | None = None,
+                 instant_allowance: Decimal = RiskLimits().instant_allowance) -> None:
         self.engine = engine
+        # what an instant account may spend of its provisional credit (the risk limits'): a
+        # fill no hold covered beyond it is a shortfall (db.shortfalls)
+        self.instant_allowance = instant_allowance
         # what "now" is for the decisions (tests book orders on past days with their own clock)
         self.clock = clock or (lambda: datetime.now(UTC))
         # single-statement reads outside any transaction: an autocommit engine spares them
@@ -301,7 +295,7 @@ class OrderStore:
         written: list[Row] = []
 
         async def attempt(conn: AsyncConnection) -> Any:
-            writer = _Writer(conn, self.house_stripes)
+            writer = _Writer(conn, self.house_stripes, self.instant_allowance)
             result = await fn(writer)
             written[:] = await writer.flush()  # a retried attempt replaces them
             return result
@@ -456,23 +450,20 @@ class OrderStore:
         order to that venue) when it has not happened yet, then each venue event in order,
         each booked exactly once (keyed by venue + ExecID)."""
 
+        # A booking the ledger refuses (or that raises) is a refusal like any other: the whole
+        # transaction is rolled back and the batch written again with that report refused (rare:
+        # the common batch pays no savepoint for it)
+        refused: dict[tuple[str, str], OrderError] = {}
+
         async def _do(w: _Writer) -> OrderSnapshot:
             start = await _lock(w.conn, order_id)
-            now = self.clock()
-            # A booking the ledger refuses (or that raises) is a refusal like any other: the
-            # batch is rolled back to here and written again with that report refused.
-            refused: dict[tuple[str, str], OrderError] = {}
-            await sql.execute(w.conn, "SAVEPOINT reports")
-            mark = w.mark()
-            while True:
-                try:
-                    return (await self._book(w, start, reports, routed_venue, refused, now)).snapshot()
-                except _BookingRefused as exc:
-                    await sql.execute(w.conn, "ROLLBACK TO SAVEPOINT reports")
-                    w.reset(mark)
-                    refused[exc.key] = exc.why
+            return (await self._book(w, start, reports, routed_venue, refused, self.clock())).snapshot()
 
-        return await self._tx(_do)  # type: ignore[no-any-return]
+        while True:
+            try:
+                return await self._tx(_do)  # type: ignore[no-any-return]
+            except _BookingRefused as exc:
+                refused[exc.key] = exc.why
 
     async def _book(self, w: _Writer, order: OrderRow, reports: list[VenueEvent], routed_venue: str | None,
                     refused: dict[tuple[str, str], OrderError], now: datetime) -> OrderRow:

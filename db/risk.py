@@ -17,6 +17,13 @@ from domain.risk import AccountState, AssetStatus, Fill, pdt_window_start
 _ACCOUNT = ("SELECT account_type, status, trading_blocked, blocked_reason, pattern_day_trader "
             "FROM accounts WHERE id = :a")
 
+# the ACH credit of account :a still provisional (deposits credited, not yet settled or returned)
+PROVISIONAL_CREDIT = """(SELECT -coalesce(sum(e.amount), 0) FROM ledger_transactions t
+     JOIN ledger_entries e ON e.txn_id = t.id
+     JOIN ledger_accounts la ON la.id = e.ledger_account_id
+     WHERE t.account_id = :a AND t.kind IN ('deposit', 'deposit_settle', 'deposit_bounce')
+       AND la.owner_id IS NULL AND la.name = 'ach_provisional')"""
+
 # Everything else in one statement (one round trip on the hot accept path). Taken after the
 # account row lock, so in READ COMMITTED it sees every hold committed before the lock was ours.
 _STATE = f"""
@@ -25,11 +32,7 @@ SELECT
      FROM (SELECT la.name, sum(b.balance) AS balance FROM ledger_accounts la
            JOIN balances b ON b.ledger_account_id = la.id WHERE la.owner_id = :a
            GROUP BY la.name) x) AS balances,
-  (SELECT -coalesce(sum(e.amount), 0) FROM ledger_transactions t
-     JOIN ledger_entries e ON e.txn_id = t.id
-     JOIN ledger_accounts la ON la.id = e.ledger_account_id
-     WHERE t.account_id = :a AND t.kind IN ('deposit', 'deposit_settle', 'deposit_bounce')
-       AND la.owner_id IS NULL AND la.name = 'ach_provisional') AS provisional,
+  {PROVISIONAL_CREDIT} AS provisional,
   (SELECT coalesce(json_agg(json_build_array(f.symbol, f.side, f.trade_date)
                             ORDER BY f.received_at, f.exec_id), '[]'::json)
      FROM executions f WHERE f.account_id = :a AND f.qty > 0 AND f.trade_date >= :since) AS fills,

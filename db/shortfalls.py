@@ -20,18 +20,13 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db import sql
-from domain.risk import RiskLimits
+from db.risk import PROVISIONAL_CREDIT
 
-# the ACH credit of account :a still provisional
-PROVISIONAL = """(SELECT -coalesce(sum(e.amount), 0) FROM ledger_transactions t
-       JOIN ledger_entries e ON e.txn_id = t.id JOIN ledger_accounts la ON la.id = e.ledger_account_id
-      WHERE t.account_id = :a AND t.kind IN ('deposit', 'deposit_settle', 'deposit_bounce')
-        AND la.owner_id IS NULL AND la.name = 'ach_provisional')"""
 # settled cash of account :a: its `cash` less the ACH credit still provisional
 SETTLED_CASH = f"""(
   (SELECT coalesce(sum(b.balance), 0) FROM ledger_accounts la JOIN balances b ON b.ledger_account_id = la.id
     WHERE la.owner_id = :a AND la.name = 'cash')
-  - {PROVISIONAL})"""
+  - {PROVISIONAL_CREDIT})"""
 
 # what the fill took beyond what the account may spend: settled cash, plus (instant accounts)
 # provisional credit up to the allowance -- not `cash` alone, which holds provisional credit a
@@ -40,12 +35,10 @@ _RECORD_FILL = f"""
 INSERT INTO shortfalls (account_id, cause, order_id, venue, exec_id, amount)
 SELECT :a, 'fill_above_hold', :o, :v, :e, least(:topup, -spendable)
   FROM (SELECT {SETTLED_CASH} + CASE WHEN (SELECT account_type FROM accounts WHERE id = :a) = 'instant'
-                                     THEN least({PROVISIONAL}, :allowance) ELSE 0 END AS spendable) s
+                                     THEN least({PROVISIONAL_CREDIT}, :allowance) ELSE 0 END AS spendable) s
  WHERE spendable < 0
 ON CONFLICT (venue, exec_id) DO NOTHING
 """
-# the allowance the risk checks use by default (``SHERWOOD_INSTANT_DEPOSIT_ALLOWANCE``)
-INSTANT_ALLOWANCE = RiskLimits().instant_allowance
 
 _COVER = f"""
 UPDATE shortfalls SET covered_at = clock_timestamp()
@@ -54,8 +47,7 @@ UPDATE shortfalls SET covered_at = clock_timestamp()
 
 
 async def record_fill_shortfall(conn: AsyncConnection, account: uuid.UUID, order: uuid.UUID, venue: str,
-                                exec_id: str, topup: Decimal,
-                                instant_allowance: Decimal = INSTANT_ALLOWANCE) -> None:
+                                exec_id: str, topup: Decimal, instant_allowance: Decimal) -> None:
     """After a buy fill topped its hold up from ``cash``: if that took the account below what it
     may spend (settled cash, plus provisional credit up to ``instant_allowance`` for an instant
     account), the part of it this fill caused is a shortfall (once per execution)."""

@@ -82,9 +82,11 @@ class ShardWorkers:
                                      autocommit=True, statement_timeout_s=s.db_statement_timeout_s,
                                      lock_timeout_s=s.db_lock_timeout_s)
             self._engines += [engine, autocommit]
+            limits = s.risk_limits()
             store = OrderStore(engine, house_stripes=s.house_balance_stripes, reads=autocommit,
-                               clock=business_clock(s.market_clock_offset_s))
-            acts = OrderActivities(store, quotes, limits=s.risk_limits(), controls=self._controls,
+                               clock=business_clock(s.market_clock_offset_s),
+                               instant_allowance=limits.instant_allowance)
+            acts = OrderActivities(store, quotes, limits=limits, controls=self._controls,
                                    gateway=self._gateway)
             worker = Worker(
                 self.client, task_queue=shard_task_queue(n), workflows=[OrderWorkflow],

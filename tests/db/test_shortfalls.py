@@ -28,7 +28,7 @@ async def shortfalls(router: ShardRouter, acct: OpenedAccount) -> list[Decimal]:
 
 
 async def buy_filled_above_its_hold(router: ShardRouter, kind: str, settled: str,
-                                    provisional: str) -> OpenedAccount:
+                                    provisional: str, allowance: str = "1000") -> OpenedAccount:
     """``settled`` cash and a ``provisional`` ACH deposit; a market buy of 90 F held at the
     10.00 quote (+5%: 945.00) fills at 12.00 (1,080.00): 135.00 topped up from cash."""
     acct = await open_account(router, account_type=kind)
@@ -38,7 +38,8 @@ async def buy_filled_above_its_hold(router: ShardRouter, kind: str, settled: str
     await FundingStore(router.engine(acct.shard)).start_deposit(TransferInput(
         str(uuid.uuid4()), str(acct.account_id), "INCOMING", provisional,
         expected_settle_date="2026-11-18"))
-    store = OrderStore(router.engine(acct.shard), clock=lambda: AT)
+    store = OrderStore(router.engine(acct.shard), clock=lambda: AT,
+                       instant_allowance=Decimal(allowance))
     oid = str(uuid.uuid4())
     req = {"symbol": "F", "side": "buy", "type": "market", "time_in_force": "day", "qty": "90"}
     snap = await store.accept(AcceptOrderInput(oid, str(acct.account_id), req,
@@ -69,6 +70,13 @@ async def test_an_instant_account_may_spend_its_provisional_allowance(router: Sh
 async def test_a_fill_above_the_allowance_is_a_shortfall(router: ShardRouter) -> None:
     """Instant, 1,000 settled, 50 provisional: settled cash -80, 50 of it covered by the allowance."""
     acct = await buy_filled_above_its_hold(router, "instant", "1000", "50")
+    assert await shortfalls(router, acct) == [Decimal(30)]
+
+
+async def test_the_configured_allowance_is_the_one_that_counts(router: ShardRouter) -> None:
+    """The allowance the risk checks were configured with (here 50, not the default 1,000)
+    decides: 80 past settled cash, 50 of it allowed, 30 owed."""
+    acct = await buy_filled_above_its_hold(router, "instant", "1000", "2000", allowance="50")
     assert await shortfalls(router, acct) == [Decimal(30)]
 
 
