@@ -25,8 +25,12 @@ from typing import Any
 import psycopg
 from sqlalchemy.engine import make_url
 
-TERMINAL = ("FILLED", "CANCELED", "REJECTED", "EXPIRED", "FAILED")
-STUCK = "STUCK"
+from domain.orders import TERMINAL as TERMINAL_STATES
+from domain.orders import OrderState
+
+# the order states as the orders table spells them (REPLACED included: one place decides)
+TERMINAL = frozenset(s.value for s in TERMINAL_STATES)
+STUCK = OrderState.STUCK.value
 SOH = b"\x01"
 
 
