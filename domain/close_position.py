@@ -71,9 +71,3 @@ def close_qty(position_qty: Decimal, req: CloseRequest) -> Decimal:
         raise CloseError(f"{req.percentage}% of {position_qty} shares is less than "
                          f"{step} share", code="close_qty_zero")
     return plain(min(q, position_qty))
-
-
-def shortfall(available: Decimal, want: Decimal) -> bool:
-    """True when ``want`` shares are more than the ``available`` ones (qty less open sells'
-    holds): the close is refused (403 ``insufficient_qty``) and nothing is placed."""
-    return want > available

@@ -106,14 +106,6 @@ def share_sources(qty: Decimal, symbol: str, balances: Mapping[str, Decimal]) ->
     return {k: v for k, v in out.items() if v}
 
 
-# --- market hours ------------------------------------------------------------------------
-
-def check_market_hours(req: OrderRequest, at: datetime) -> datetime | None:
-    """When the order goes to a venue (``domain.hours.route_at``): None for now, else the next
-    session's open (it is accepted and queued until then). Raises ``market_closed`` for an
-    extended-hours order outside the extended session."""
-    return route_at(req, at)
-
 
 # --- order limits ------------------------------------------------------------------------
 
@@ -390,7 +382,9 @@ def _checks(ctx: PreTradeContext, req: OrderRequest) -> tuple[Decimal, tuple[str
     if not ctx.asset.tradable or ctx.asset.status != "active":
         raise RiskRejection(f"{req.symbol} is not tradable", code="not_tradable")
     check_symbol(req, ctx.control)
-    queued = check_market_hours(req, ctx.now) if ctx.limits.enforce_market_hours else None
+    # when it goes to a venue: None for now, else the next open (queued until then); raises
+    # market_closed for an extended-hours order outside the extended session
+    queued = route_at(req, ctx.now) if ctx.limits.enforce_market_hours else None
     quotes = ctx.quotes
     amount = buy_hold(req, quotes.ask, ctx.collar) if req.side == "buy" else req.qty
     ref = req.limit_price or quotes.ask or quotes.bid or ZERO

@@ -65,6 +65,8 @@ def _exit_with_supervisor() -> None:
 
     from sherwood.lifecycle import exit_with_parent
 
+    if not os.environ.get("SHERWOOD_DEV_SUPERVISOR_PID"):
+        return  # not a child of sherwood dev: no settings to read at start-up
     try:
         s = Settings()
     except ValidationError:

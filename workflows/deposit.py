@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -167,7 +167,6 @@ class TransferFlow:
                                       inp.step_retry_s)
         except ACTIVITY_FAILED as exc:
             await self._stuck(inp, exc)
-            raise  # unreachable: _stuck raises
         assert isinstance(done, TransferSnapshot)
         self._snap = done
         return done
@@ -203,9 +202,8 @@ class TransferFlow:
                 await self._end_refused(ApplicationError(
                     f"transfer {inp.transfer_id} could not be started or marked failed: "
                     f"{_describe(again)}", type=code, non_retryable=True))
-                raise  # unreachable
 
-    async def _end_refused(self, refused: ApplicationError) -> None:
+    async def _end_refused(self, refused: ApplicationError) -> NoReturn:
         """The update raises ``refused``; then the workflow fails with it (nothing was written,
         or not even FAILED could be)."""
         self._refused = refused
@@ -213,7 +211,7 @@ class TransferFlow:
         raise ApplicationError(refused.message, type=refused.type if refused.type not in (
             INTERNAL_ERROR, SHARD_UNAVAILABLE) else TRANSFER_FAILED, non_retryable=True)
 
-    async def _stuck(self, inp: TransferWorkflowInput, exc: BaseException) -> None:
+    async def _stuck(self, inp: TransferWorkflowInput, exc: BaseException) -> NoReturn:
         """A step after money moved failed for good: recorded on the transfer (its events) for an
         operator, logged at ERROR (the alert), and the workflow fails -- listed by Temporal as
         failed. Nothing is reversed or released on a guess: the money stays where it is."""

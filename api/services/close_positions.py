@@ -29,7 +29,7 @@ from api.errors import ApiError
 from api.services.orders import MAX_LIST_LIMIT, OrderService
 from api.services.positions import Holding, holdings, no_position, resolve_symbol
 from domain.alpaca import number
-from domain.close_position import CloseRequest, close_qty, parse_close_request, shortfall
+from domain.close_position import CloseRequest, close_qty, parse_close_request
 from domain.errors import DomainError
 
 
@@ -58,7 +58,7 @@ async def _sell(service: OrderService, account_id: uuid.UUID, h: Holding,
     except DomainError as exc:
         raise _invalid(exc) from exc
     available = h.qty - h.held
-    if shortfall(available, want):
+    if want > available:  # open sells hold the rest: refused, nothing placed
         raise ApiError(
             403, "insufficient_qty",
             f"insufficient qty available for order (requested: {number(want)}, "

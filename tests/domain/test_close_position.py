@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from domain.close_position import CloseError, CloseRequest, close_qty, parse_close_request, shortfall
+from domain.close_position import CloseError, CloseRequest, close_qty, parse_close_request
 from domain.errors import DomainError
 
 D = Decimal
@@ -52,8 +52,3 @@ def test_a_close_cannot_sell_more_than_the_position_or_nothing() -> None:
     with pytest.raises(CloseError) as err:
         close_qty(D(3), CloseRequest(percentage=D(10)))  # 0.3 shares: nothing whole to sell
     assert err.value.code == "close_qty_zero"
-
-
-def test_shortfall_is_against_what_open_sells_do_not_hold() -> None:
-    assert not shortfall(D(6), D(6))
-    assert shortfall(D(6), D(7))
