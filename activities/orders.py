@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from temporalio import activity
@@ -137,11 +138,23 @@ class OrderActivities:
     @final_unless_transient
     async def request_replace(self, inp: RequestReplaceInput) -> ReplaceRecorded:
         """Record a customer's cancel/replace (one transaction: the original PENDING_REPLACE,
-        the replacement ROUTED with its extra hold); refusals are non-retryable with their code."""
+        the replacement ROUTED with its extra hold), checked against what a new order's accept
+        is (quotes, symbol controls, the shard's halt, the risk limits); refusals are
+        non-retryable with their code."""
         try:
+            order = await self.store.snapshot(inp.order_id)
+            symbol = order.symbol
+            held, shard_halt = await self.store.account_context(order.account_id)
+            own, quotes = await self.quotes.for_order(symbol, held)  # own: None when stale
+            ctx = RiskContext(limits=self.limits,
+                              control=self.controls.get(symbol) if self.controls else None,
+                              shard_halt=shard_halt)
             return await self.store.request_replace(
                 inp.order_id, inp.change, new_id=inp.new_order_id, actor=inp.actor,
-                day_ttl_s=inp.day_ttl_s, shard=inp.shard)
+                day_ttl_s=inp.day_ttl_s, shard=inp.shard,
+                quotes=Quotes(ask=own.ask if own else None, bid=own.bid if own else None,
+                              prices={s: q.bid for s, q in quotes.items()}), ctx=ctx,
+                **({"collar": Decimal(inp.collar)} if inp.collar else {}))
         except (DomainError, DbError) as exc:
             raise business_error(exc) from exc
 

@@ -428,14 +428,19 @@ class OrderStore:
 
     async def request_replace(self, order_id: str, change: Mapping[str, Any], *, new_id: str,
                               actor: str = "customer", day_ttl_s: float | None = None,
-                              shard: int = 0) -> ReplaceRecorded:
+                              shard: int = 0, quotes: Quotes | None = None,
+                              ctx: RiskContext | None = None,
+                              collar: Decimal = Decimal("0.05")) -> ReplaceRecorded:
         """Record a cancel/replace of the order (see :func:`db.order_replace.request`): both
-        orders as written and the OrderCancelReplaceRequest to send."""
+        orders as written and the OrderCancelReplaceRequest to send. ``quotes``, ``ctx`` and
+        ``collar`` are what a new order's accept checks against."""
         parsed = parse_replace(change)
 
         async def _do(w: _Writer) -> ReplaceRecorded:
             old, new = await replacing.request(w, order_id, parsed, new_id=new_id, actor=actor,
-                                               now=self.clock(), day_ttl_s=day_ttl_s)
+                                               now=self.clock(), day_ttl_s=day_ttl_s,
+                                               quotes=quotes or Quotes(), ctx=ctx or RiskContext(),
+                                               collar=collar)
             return ReplaceRecorded(old.snapshot(), new.snapshot(), venue_replace(old, new, shard))
 
         return await self._tx(_do)  # type: ignore[no-any-return]

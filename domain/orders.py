@@ -420,6 +420,7 @@ class RequestReplaceInput:
     actor: str
     shard: int
     day_ttl_s: float | None = None
+    collar: str | None = None  # a stop buy's hold estimate, as at accept (None: the default)
 
 
 @dataclass

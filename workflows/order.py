@@ -451,7 +451,8 @@ class OrderWorkflow:
             rec: ReplaceRecorded = await workflow.execute_local_activity_method(
                 OrderActivities.request_replace, RequestReplaceInput(
                     order_id=self._inp.order_id, new_order_id=inp.new_order_id, change=inp.change,
-                    actor=inp.actor, shard=self._inp.shard, day_ttl_s=self._inp.day_ttl_s),
+                    actor=inp.actor, shard=self._inp.shard, day_ttl_s=self._inp.day_ttl_s,
+                    collar=self._inp.collar),
                 start_to_close_timeout=timedelta(seconds=15),
                 retry_policy=retries_within(LOCAL_RETRY, self._t.store_retry_s))
         except ACTIVITY_FAILED as exc:
