@@ -403,7 +403,9 @@ class OrderStore:
     async def resolve(self, inp: ResolveInput) -> OrderSnapshot:
         """Book what an operator says the venue did for a STUCK order, then end it. The venue's
         executions the operator names that are booked already (their report arrived) are not
-        booked again."""
+        booked again. A replacement of it still pending (the venue's answer never came, or did
+        not match our books) ends REJECTED with its extra hold released: the operator's
+        resolution of the original is the whole venue order's."""
 
         async def _do(w: _Writer) -> OrderSnapshot:
             order = await _lock(w.conn, inp.order_id)
@@ -413,7 +415,11 @@ class OrderStore:
                     w.conn, "SELECT exec_id FROM executions WHERE venue = :v AND exec_id = ANY(:e)",
                     {"v": order.venue or "operator", "e": [f.exec_id for f in inp.fills]})}
                 res = dataclasses.replace(inp, fills=[f for f in inp.fills if f.exec_id not in known])
-            return (await w.write(decide(order, res, self.clock()))).snapshot()
+            now = self.clock()
+            order = await w.write(decide(order, res, now))
+            # a replace still pending ends with it (REJECTED, its extra hold released)
+            await replacing.end_replacement(w, order, now)
+            return order.snapshot()
 
         return await self._tx(_do)  # type: ignore[no-any-return]
 

@@ -122,3 +122,27 @@ async def test_the_original_filling_first_ends_the_replacement(router: ShardRout
     rep = await store.snapshot(new)
     assert (rep.state, rep.reject_code, rep.hold_remaining) == ("REJECTED", "replace_rejected", "0")
     assert await state(store, acct) == (4000, 0, 0)
+
+
+async def test_resolving_a_stuck_original_ends_its_pending_replacement(router: ShardRouter) -> None:
+    """The venue replaced with a CumQty we never booked: the original goes STUCK (both holds
+    stay). The operator resolves the original with what the venue says happened; the
+    replacement, which no venue will work under our books, ends REJECTED and gives its extra
+    hold back: nothing stays held for an order that is not working."""
+    from domain.orders import ResolveInput
+
+    acct = await funded(router, "5000")
+    store = OrderStore(router.engine(acct.shard))
+    old = (await working(store, acct)).order_id
+    new = str(uuid.uuid4())
+    await store.request_replace(old, {"qty": "20"}, new_id=new)
+    snap = await store.apply_reports(old, [replaced(old, new, "3")])  # type: ignore[list-item]
+    assert snap.state == "STUCK"
+    assert (await store.snapshot(new)).state == "ROUTED"
+    assert await state(store, acct) == (3000, 2000, 2000)
+    done = await store.resolve(ResolveInput(order_id=old, outcome="canceled", filled_qty="3",
+                                            avg_price="99"))
+    assert (done.state, done.filled_qty) == ("CANCELED", "3")
+    rep = await store.snapshot(new)
+    assert (rep.state, rep.reject_code, rep.hold_remaining) == ("REJECTED", "replace_rejected", "0")
+    assert await state(store, acct) == (4703, 0, 0)  # 5,000 - 3 x 99
