@@ -53,6 +53,12 @@ class ApplyReportsInput:
 
 
 @dataclass
+class GiveUpReplaceInput:
+    order_id: str
+    reason: str
+
+
+@dataclass
 class RejectUnacceptedInput:
     accept: AcceptOrderInput
     code: str
@@ -158,6 +164,16 @@ class OrderActivities:
         except (DomainError, DbError) as exc:
             raise business_error(exc) from exc
 
+    @activity.defn(name="give_up_replace")
+    @final_unless_transient
+    async def give_up_replace(self, inp: GiveUpReplaceInput) -> OrderSnapshot:
+        """A replace the venue never answered: the original STUCK, the replacement REJECTED
+        with its extra hold released (one transaction)."""
+        try:
+            return await self.store.give_up_replace(inp.order_id, inp.reason)
+        except (DomainError, DbError) as exc:
+            raise business_error(exc) from exc
+
     @activity.defn(name="load_order")
     @final_unless_transient
     async def load_order(self, inp: LoadOrderInput) -> OrderSnapshot:
@@ -181,4 +197,4 @@ class OrderActivities:
     def all(self) -> list[Callable[..., Any]]:
         return [self.accept_order, self.reject_unaccepted, self.transition_order, self.finish_order,
                 self.apply_reports, self.resolve_order, self.send_new_order_direct, self.load_order,
-                self.request_replace]
+                self.request_replace, self.give_up_replace]

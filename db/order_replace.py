@@ -79,6 +79,18 @@ async def answer(w: _Writer, old: OrderRow, e: VenueEvent, now: datetime) -> Ord
     return await w.write(d_old)
 
 
+async def give_up(w: _Writer, order_id: str, now: datetime, *, reason: str) -> OrderRow:
+    """The venue answered neither the replace nor the status request after it: the original
+    STUCK, its replacement REJECTED with its extra hold released (:func:`rp.unanswered`)."""
+    old = await lock_row(w, order_id)
+    if old.replaced_by is None:
+        return old
+    new = await lock_row(w, old.replaced_by)
+    d_old, d_new = rp.unanswered(old, new, now, reason=reason)
+    await w.write(d_new)
+    return await w.write(d_old)
+
+
 async def end_replacement(w: _Writer, old: OrderRow, now: datetime) -> None:
     """The original ended while its replace was pending (filled, canceled, expired): the venue
     cannot replace it any more, so the replacement ends REJECTED and its extra hold goes back."""

@@ -451,6 +451,14 @@ class OrderStore:
 
         return await self._tx(_do)  # type: ignore[no-any-return]
 
+    async def give_up_replace(self, order_id: str, reason: str) -> OrderSnapshot:
+        """The replace was never answered (see :func:`db.order_replace.give_up`)."""
+
+        async def _do(w: _Writer) -> OrderSnapshot:
+            return (await replacing.give_up(w, order_id, self.clock(), reason=reason)).snapshot()
+
+        return await self._tx(_do)  # type: ignore[no-any-return]
+
     async def apply_report(self, r: VenueEvent) -> OrderSnapshot:
         """Book one venue event exactly once (keyed by venue + ExecID)."""
         return await self.apply_reports(r.order_id, [r])

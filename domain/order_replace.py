@@ -16,7 +16,12 @@ transaction written by ``db.orders`` (it locks the original, then the replacemen
 - :func:`replace_rejected` (the venue's OrderCancelReject): the original goes back to working
   as it was, the replacement ends REJECTED (``replace_rejected``) and its extra hold is released;
 - an original that ends otherwise (filled, canceled, expired) while a replace is pending takes its
-  replacement with it (``db.orders`` finishes it REJECTED, releasing its extra hold).
+  replacement with it (``db.orders`` finishes it REJECTED, releasing its extra hold);
+- :func:`unanswered` (the venue answered neither the replace nor the status request that
+  followed it): the original goes STUCK holding what it holds, for an operator; the replacement
+  ends REJECTED (``replace_unanswered``) with its extra hold released. A Replaced that comes
+  after that is audited on the original, which stays STUCK (the operator resolves it with what
+  the venue says); the original's own late fills book against it as any STUCK order's.
 
 Limit, stop and stop-limit orders (quantity, limit price, stop price, time in force, client
 order id; each type only the prices it has); market orders and ``trail`` are refused with
@@ -242,6 +247,8 @@ def replaced(old: OrderRow, new: OrderRow, e: VenueEvent, now: datetime) -> tupl
     """The venue replaced the original (see the module docstring). When its cumulative quantity
     is not what the original booked, nothing is guessed: the original goes STUCK (its hold, and
     the replacement's, stay) for an operator."""
+    if old.state == S.STUCK and new.state == S.REJECTED and new.reject_code == "replace_unanswered":
+        return replaced_late(old, new, e, now)
     if old.state != S.PENDING_REPLACE or new.state != S.ROUTED:
         return Decision.nothing(old), Decision.nothing(new)
     actor = f"venue:{e.venue}"
@@ -282,6 +289,34 @@ def replaced(old: OrderRow, new: OrderRow, e: VenueEvent, now: datetime) -> tupl
     rep.set(state=S.ACKED, venue_order_id=e.venue_order_id or new.venue_order_id)
     rep.update("new")
     return step.decision(), rep.decision()
+
+
+def unanswered(old: OrderRow, new: OrderRow, now: datetime, *, reason: str) -> tuple[Decision, Decision]:
+    """No answer to the replace nor to the status request after it: the original STUCK with
+    its hold, the replacement (still ROUTED) REJECTED with its extra hold released. An original
+    no longer pending the replace (the answer came first) decides nothing."""
+    step, rep = Step(old, now), Step(new, now)
+    if old.state != S.PENDING_REPLACE:
+        return step.decision(), rep.decision()
+    _move(step, S.STUCK, actor="system", reason=f"{reason}: needs an operator",
+          data={"replaced_by": str(new.id)})
+    if new.state == S.ROUTED:
+        _finish(rep, S.REJECTED, actor="system", event="rejected", code="replace_unanswered",
+                reason=f"{reason}: the replace of order {old.id} was given up")
+    return step.decision(), rep.decision()
+
+
+def replaced_late(old: OrderRow, new: OrderRow, e: VenueEvent,
+                  now: datetime) -> tuple[Decision, Decision]:
+    """A Replaced after the replace was given up (:func:`unanswered`): nothing is guessed. The
+    original stays STUCK, with the venue's word in its audit trail for the operator."""
+    step = Step(old, now)
+    step.event("replaced_late", actor=f"venue:{e.venue}", to=old.state,
+               reason=f"{e.venue} replaced the order (as {new.id}) after the replace was given up:"
+               " it may be working there with the new terms; resolve it with the venue",
+               data={"exec_id": e.exec_id, "replaced_by": str(new.id), "cum_qty": e.cum_qty,
+                     "leaves_qty": e.leaves_qty})
+    return step.decision(), Decision.nothing(new)
 
 
 def replace_rejected(old: OrderRow, new: OrderRow, e: VenueEvent,

@@ -360,6 +360,8 @@ class OrderTimeouts:
     ack_s: float = 30.0  # ROUTED with no venue answer -> cancel request
     cancel_s: float = 10.0  # PENDING_CANCEL with no answer -> status request
     status_s: float = 10.0  # status request unanswered -> STUCK
+    # PENDING_REPLACE with no answer -> status request (then status_s -> STUCK)
+    replace_s: float = 10.0
     expire_grace_s: float = 5.0  # DAY order past the close with no venue expiry -> cancel
     # no venue took the order within this long (the gateway could not send it): it is abandoned,
     # never sent later against a stale hold (market and stop orders, then the other types)

@@ -68,6 +68,7 @@ def order_id_for(account_id: uuid.UUID, client_order_id: str) -> uuid.UUID:
 def timeouts(settings: Settings) -> OrderTimeouts:
     return OrderTimeouts(ack_s=settings.venue_ack_timeout_s, cancel_s=settings.venue_cancel_timeout_s,
                          status_s=settings.venue_status_timeout_s,
+                         replace_s=settings.venue_replace_timeout_s,
                          expire_grace_s=settings.day_expiry_grace_s,
                          route_market_s=settings.venue_route_market_timeout_s,
                          route_limit_s=settings.venue_route_limit_timeout_s,

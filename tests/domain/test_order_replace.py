@@ -240,3 +240,19 @@ def test_the_replacement_passes_the_pre_trade_rules_of_a_new_order() -> None:
     _, d_new = rp.request(order_in(S.ACKED), rp.parse_replace({"qty": "12"}), new_id=NEW,
                           actor="customer", now=NOW, ctx=base)
     assert d_new.order.hold_amount == 200
+
+
+def test_an_unanswered_replace_leaves_the_original_stuck_and_rejects_the_replacement() -> None:
+    d_old, d_new = ask(order_in(S.ACKED), qty="12")  # 200 more held
+    a, b = rp.unanswered(d_old.order, d_new.order, NOW, reason="no answer")
+    assert (a.order.state, a.order.hold_amount, held(a)) == (S.STUCK, 1000, 0)
+    assert (b.order.state, b.order.reject_code, b.order.hold_amount, held(b)) == (
+        S.REJECTED, "replace_unanswered", 0, -200)
+    # the answer came first: nothing to give up
+    late = rp.replace_rejected(d_old.order, d_new.order, event(VenueEventKind.REPLACE_REJECTED), NOW)
+    x, y = rp.unanswered(late[0].order, late[1].order, NOW, reason="no answer")
+    assert not x.changes and not y.changes
+    # a Replaced after that is audited on the STUCK original; nothing moves
+    c, d = rp.replaced(a.order, b.order, event(VenueEventKind.REPLACED), NOW)
+    assert c.order.state == S.STUCK and c.order.hold_amount == 1000 and not c.postings
+    assert [e.event for e in c.events] == ["replaced_late"] and not d.changes

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from sherwood.contracts import ORDER_STATE
 from tests.stack import TradingStack, headers
 from tests.workflows.order_helpers import balances, place, wait_order
 from tests.workflows.test_order_replace import patch
@@ -125,3 +126,39 @@ async def test_a_replacement_passes_the_pre_trade_rules_of_a_new_order(stack: Tr
     async with stack.http() as http:
         r = await http.get("/v2/orders", headers=headers(acct), params={"status": "all"})
     assert [o["id"] for o in r.json()] == [old["id"]]  # no replacement was created
+
+
+async def test_a_replace_the_venue_never_answers_ends_stuck_for_an_operator(
+    stack: TradingStack,
+) -> None:
+    """No answer to the OrderCancelReplaceRequest within ``venue_replace_timeout_s``, nor to the
+    OrderStatusRequest after it: the original STUCK holding what it holds (an operator sees it:
+    ``OrderState="STUCK"``), the replacement REJECTED with its extra hold released. The
+    operator's resolution ends the original; everything is back."""
+    from domain.orders import ResolveInput
+    from workflows.order import OrderWorkflow
+
+    await stack.set_quote("AAPL", "187.40", "187.50")
+    acct = await stack.account("5000")
+    old = await place(stack, acct, symbol="AAPL", qty=7, side="buy", type="limit",
+                      limit_price="150", time_in_force="gtc")
+    await wait_order(stack, acct, old["id"], {"new"})
+    with stack.venues_behave(never_ack=True):
+        status, new = await patch(stack, acct, old["id"], {"qty": 8})
+        assert status == 200, new
+        gone = await wait_order(stack, acct, new["id"], {"rejected"}, timeout=30)
+        assert gone["reject_code"] == "replace_unanswered"
+        stuck = await wait_order(stack, acct, old["id"], {"pending_cancel"})
+        assert stuck["state"] == "STUCK" and stuck["replaced_by"] == new["id"]
+    bal = await balances(stack, acct)
+    assert (bal["cash"], bal["cash_held"]) == (Decimal(3950), Decimal(1050))  # the original's
+    handle = stack.temporal.get_workflow_handle(old["id"])
+    desc = await handle.describe()
+    assert desc.typed_search_attributes.get(ORDER_STATE) == "STUCK"
+    done = await handle.execute_update(OrderWorkflow.resolve, ResolveInput(
+        order_id=old["id"], outcome="canceled", filled_qty="0", operator="test",
+        note="venue: never got the replace; canceled"))
+    assert done.state == "CANCELED"
+    bal = await balances(stack, acct)
+    assert bal["cash"] == 5000 and "cash_held" not in bal
+    assert (await stack.router.ledger(acct.shard).reconcile()).ok
