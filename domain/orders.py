@@ -115,9 +115,8 @@ def transition(current: OrderState, new: OrderState) -> OrderState:
 
 SIDES = ("buy", "sell")
 TYPES = ("market", "limit", "stop", "stop_limit")
-TIFS = ("day", "gtc", "ioc", "fok")
-# Alpaca's auction orders (market/limit on open, on close): refused with their own code, never
-# taken as DAY orders (the simulated venues run no opening or closing auction)
+# opg / cls: Alpaca's auction orders (market or limit on the open, on the close: domain.hours)
+TIFS = ("day", "gtc", "ioc", "fok", "opg", "cls")
 AUCTION_TIFS = ("opg", "cls")
 MAX_CLIENT_ORDER_ID = 128  # Alpaca's limit
 # Fields of an Alpaca order request this server reads.
@@ -201,12 +200,11 @@ def parse_order_request(d: Mapping[str, object]) -> OrderRequest:
     if otype not in TYPES:
         raise OrderError(f"type must be one of {', '.join(TYPES)}", code="invalid_type")
     tif = str(d.get("time_in_force") or "")
-    if tif in AUCTION_TIFS:
-        raise OrderError(f"time_in_force {tif} (auction orders) is not supported yet; nothing was "
-                         "placed: send a day order (outside the session it is queued for the open)",
-                         code="time_in_force_not_supported")
     if tif not in TIFS:
         raise OrderError(f"time_in_force must be one of {', '.join(TIFS)}", code="invalid_time_in_force")
+    if tif in AUCTION_TIFS and otype not in ("market", "limit"):
+        raise OrderError(f"time_in_force {tif} (an auction order) is for market and limit orders",
+                         code="invalid_time_in_force")
     if d.get("qty") is None:
         raise OrderError("qty is required", code="invalid_qty")
     qty = bounded_decimal(d.get("qty"), QTY_BOUNDS, field="qty").quantize(Decimal(1))

@@ -58,6 +58,7 @@ ORDER_NS = uuid.UUID("0b5e6d3a-7c1f-4e8e-9a4b-2d6f8c1e0a57")
 FORBIDDEN_CODES = {"insufficient_buying_power", "insufficient_qty", "trading_blocked", "account_close_only",
                    "symbol_halted",
                    "symbol_blocked", "symbol_close_only", "pattern_day_trader", "market_closed",
+                   "auction_window_closed",
                    "shard_halted"}
 
 
