@@ -18,6 +18,11 @@ duplicate reports, PossResend re-sends, a dropped connection right after an ack,
 sequence gaps. A venue with a ``data_dir`` also takes them at run time from
 ``<data_dir>/faults.json`` (:mod:`simulators.venue_faults`), so another process can switch them.
 
+Auction orders (TimeInForce 2 AtTheOpening, 7 AtTheClose) are held until the venue's business
+clock (the wall clock plus ``clock_offset_s``, or one injected: :meth:`MarketMaker.
+set_business_clock`) passes the NYSE open or close (``domain.calendar``); each tick then runs
+that auction (:meth:`simulators.matching.MatchingEngine.auction`).
+
 Deliberately NOT done: order state is kept in memory only (a restart forgets orders, never FIX
 sequence numbers, which live in the session store); no order book between customers, no
 cancel/replace (an OrderCancelReplaceRequest(G) is business-rejected), no market-data messages,

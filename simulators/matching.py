@@ -39,6 +39,10 @@ Fill model (a wholesaler internalising retail flow, not an exchange book):
   ``max_liquidity`` does not limit DAY/GTC orders;
 * DAY orders expire (ExecType C) when :meth:`MatchingEngine.expire_day_orders` is called; GTC
   orders rest until filled or canceled;
+* auction orders (TimeInForce 2 AtTheOpening, 7 AtTheClose; market or limit) never match before
+  their auction (:meth:`MatchingEngine.auction`, run by the caller at the open / close): there a
+  market order or a marketable limit fills its whole rest at one price (no slices), the rest
+  expires (ExecType C);
 * a halted symbol rejects new orders and its resting orders do not fill while it is halted.
 
 ClOrdID is the idempotency key: a NewOrderSingle whose ClOrdID the venue has already seen (live,
