@@ -269,10 +269,12 @@ class OrderService:
 
     async def replace(self, account_id: uuid.UUID, order_id: str,
                       body: Mapping[str, object]) -> dict[str, Any]:
-        """Cancel/replace a working limit order: the replacement (a new order, ``replaces``
-        the original) once the request is recorded, before the venue answers. Bad input, an
-        order that cannot be replaced now: 422 with a code; not enough buying power for a bigger
-        replacement: 403. A refusal changes nothing."""
+        """Cancel/replace a working limit, stop or stop-limit order: the replacement (a new
+        order, ``replaces`` the original) once the request is recorded, before the venue
+        answers. Bad input, an order that cannot be replaced now, a client_order_id of another
+        order: 422 with a code; what the account may not do now (the pre-trade rules of a new
+        order, buying power or shares for a bigger replacement): 403. A refusal changes
+        nothing."""
         try:
             change = parse_replace(body).to_wire()  # exact decimals, as strings
         except DomainError as exc:
