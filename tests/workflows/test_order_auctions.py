@@ -18,6 +18,7 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from domain import calendar
+from tests.db.audit_books import audit_rows_about
 from tests.stack import TradingStack, headers
 from tests.workflows.order_helpers import balances, post_order, wait_order
 from tests.workflows.test_order_queued import _swap_workers, at_venues, last_session_evening
@@ -101,6 +102,7 @@ async def test_opg_orders_placed_in_the_evening_execute_or_expire_at_the_open(
     assert "cash_held" not in bal and bal["shares_unsettled:AAPL"] == 3
     assert bal["cash"] == D(10000) - 3 * D(filled["filled_avg_price"])
     assert (await stack.router.ledger(acct.shard).reconcile()).ok
+    assert await audit_rows_about(stack.router, acct, mkt["id"], lim["id"]) == []
 
 
 async def test_cls_orders_in_the_session_execute_or_expire_at_the_close_opg_is_refused(

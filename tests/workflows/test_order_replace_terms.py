@@ -7,6 +7,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from sherwood.contracts import ORDER_STATE
+from tests.db.audit_books import audit_rows_about
 from tests.stack import TradingStack, headers
 from tests.workflows.order_helpers import balances, place, wait_order
 from tests.workflows.test_order_replace import patch
@@ -44,6 +45,7 @@ async def test_a_stop_buy_is_replaced_and_triggers_at_its_new_stop(stack: Tradin
     bal = await balances(stack, acct)
     assert bal["cash"] == 5000 - 6 * price and "cash_held" not in bal
     assert (await stack.router.ledger(acct.shard).reconcile()).ok
+    assert await audit_rows_about(stack.router, acct, old["id"], new["id"]) == []
 
 
 async def test_a_stop_limit_sell_takes_a_new_stop_and_limit(stack: TradingStack) -> None:
@@ -71,6 +73,7 @@ async def test_a_stop_limit_sell_takes_a_new_stop_and_limit(stack: TradingStack)
         assert r.status_code == 204, r.text
     await wait_order(stack, acct, new["id"], {"canceled"})
     assert "shares_held:AAPL" not in await balances(stack, acct)
+    assert await audit_rows_about(stack.router, acct, buy["id"], old["id"], new["id"]) == []
 
 
 async def test_a_client_order_id_of_another_order_is_refused(stack: TradingStack) -> None:
@@ -162,3 +165,4 @@ async def test_a_replace_the_venue_never_answers_ends_stuck_for_an_operator(
     bal = await balances(stack, acct)
     assert bal["cash"] == 5000 and "cash_held" not in bal
     assert (await stack.router.ledger(acct.shard).reconcile()).ok
+    assert await audit_rows_about(stack.router, acct, old["id"], new["id"]) == []
