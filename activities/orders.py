@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from temporalio import activity
@@ -49,6 +50,12 @@ class ApplyReportsInput:
     order_id: str
     reports: list[VenueEvent]
     routed_venue: str | None = None  # also record the move to ROUTED (the gateway sent it there)
+
+
+@dataclass
+class GiveUpReplaceInput:
+    order_id: str
+    reason: str
 
 
 @dataclass
@@ -137,11 +144,33 @@ class OrderActivities:
     @final_unless_transient
     async def request_replace(self, inp: RequestReplaceInput) -> ReplaceRecorded:
         """Record a customer's cancel/replace (one transaction: the original PENDING_REPLACE,
-        the replacement ROUTED with its extra hold); refusals are non-retryable with their code."""
+        the replacement ROUTED with its extra hold), checked against what a new order's accept
+        is (quotes, symbol controls, the shard's halt, the risk limits); refusals are
+        non-retryable with their code."""
         try:
+            order = await self.store.snapshot(inp.order_id)
+            symbol = order.symbol
+            held, shard_halt = await self.store.account_context(order.account_id)
+            own, quotes = await self.quotes.for_order(symbol, held)  # own: None when stale
+            ctx = RiskContext(limits=self.limits,
+                              control=self.controls.get(symbol) if self.controls else None,
+                              shard_halt=shard_halt)
             return await self.store.request_replace(
                 inp.order_id, inp.change, new_id=inp.new_order_id, actor=inp.actor,
-                day_ttl_s=inp.day_ttl_s, shard=inp.shard)
+                day_ttl_s=inp.day_ttl_s, shard=inp.shard,
+                quotes=Quotes(ask=own.ask if own else None, bid=own.bid if own else None,
+                              prices={s: q.bid for s, q in quotes.items()}), ctx=ctx,
+                **({"collar": Decimal(inp.collar)} if inp.collar else {}))
+        except (DomainError, DbError) as exc:
+            raise business_error(exc) from exc
+
+    @activity.defn(name="give_up_replace")
+    @final_unless_transient
+    async def give_up_replace(self, inp: GiveUpReplaceInput) -> OrderSnapshot:
+        """A replace the venue never answered: the original STUCK, the replacement REJECTED
+        with its extra hold released (one transaction)."""
+        try:
+            return await self.store.give_up_replace(inp.order_id, inp.reason)
         except (DomainError, DbError) as exc:
             raise business_error(exc) from exc
 
@@ -168,4 +197,4 @@ class OrderActivities:
     def all(self) -> list[Callable[..., Any]]:
         return [self.accept_order, self.reject_unaccepted, self.transition_order, self.finish_order,
                 self.apply_reports, self.resolve_order, self.send_new_order_direct, self.load_order,
-                self.request_replace]
+                self.request_replace, self.give_up_replace]

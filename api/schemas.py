@@ -164,7 +164,8 @@ class OrderIn(BaseModel):
     qty: Number = Field(description="whole shares, 1..10^9")
     side: Literal["buy", "sell"]
     type: Literal["market", "limit", "stop", "stop_limit"]
-    time_in_force: Literal["day", "gtc", "ioc", "fok"]
+    time_in_force: Literal["day", "gtc", "ioc", "fok", "opg", "cls"] = Field(
+        description="opg / cls: market or limit on the open / on the close (auction orders)")
     limit_price: Number | None = Field(None, description="USD, at most 10^6; cents from $1")
     stop_price: Number | None = Field(None, description="USD, at most 10^6; cents from $1")
     client_order_id: str | None = Field(None, max_length=128)
@@ -172,6 +173,18 @@ class OrderIn(BaseModel):
     order_class: Literal["simple", ""] | None = Field(
         None, description="only simple: bracket/oco/oto (take_profit, stop_loss) are refused")
     position_intent: Literal["buy_to_open", "sell_to_close"] | None = None
+
+
+class ReplaceIn(BaseModel):
+    """A cancel/replace (Alpaca shape): what changes (absent: unchanged). Prices only of the
+    order's type (limit_price: limit, stop_limit; stop_price: stop, stop_limit)."""
+
+    qty: Number | None = Field(None, description="the new total, what has filled included")
+    limit_price: Number | None = Field(None, description="USD, at most 10^6; cents from $1")
+    stop_price: Number | None = Field(None, description="USD, at most 10^6; cents from $1")
+    time_in_force: Literal["day", "gtc"] | None = None
+    client_order_id: str | None = Field(None, max_length=128,
+                                        description="new to the account")
 
 
 class TransferIn(BaseModel):

@@ -403,7 +403,9 @@ class OrderStore:
     async def resolve(self, inp: ResolveInput) -> OrderSnapshot:
         """Book what an operator says the venue did for a STUCK order, then end it. The venue's
         executions the operator names that are booked already (their report arrived) are not
-        booked again."""
+        booked again. A replacement of it still pending (the venue's answer never came, or did
+        not match our books) ends REJECTED with its extra hold released: the operator's
+        resolution of the original is the whole venue order's."""
 
         async def _do(w: _Writer) -> OrderSnapshot:
             order = await _lock(w.conn, inp.order_id)
@@ -413,7 +415,11 @@ class OrderStore:
                     w.conn, "SELECT exec_id FROM executions WHERE venue = :v AND exec_id = ANY(:e)",
                     {"v": order.venue or "operator", "e": [f.exec_id for f in inp.fills]})}
                 res = dataclasses.replace(inp, fills=[f for f in inp.fills if f.exec_id not in known])
-            return (await w.write(decide(order, res, self.clock()))).snapshot()
+            now = self.clock()
+            order = await w.write(decide(order, res, now))
+            # a replace still pending ends with it (REJECTED, its extra hold released)
+            await replacing.end_replacement(w, order, now)
+            return order.snapshot()
 
         return await self._tx(_do)  # type: ignore[no-any-return]
 
@@ -428,15 +434,28 @@ class OrderStore:
 
     async def request_replace(self, order_id: str, change: Mapping[str, Any], *, new_id: str,
                               actor: str = "customer", day_ttl_s: float | None = None,
-                              shard: int = 0) -> ReplaceRecorded:
+                              shard: int = 0, quotes: Quotes | None = None,
+                              ctx: RiskContext | None = None,
+                              collar: Decimal = Decimal("0.05")) -> ReplaceRecorded:
         """Record a cancel/replace of the order (see :func:`db.order_replace.request`): both
-        orders as written and the OrderCancelReplaceRequest to send."""
+        orders as written and the OrderCancelReplaceRequest to send. ``quotes``, ``ctx`` and
+        ``collar`` are what a new order's accept checks against."""
         parsed = parse_replace(change)
 
         async def _do(w: _Writer) -> ReplaceRecorded:
             old, new = await replacing.request(w, order_id, parsed, new_id=new_id, actor=actor,
-                                               now=self.clock(), day_ttl_s=day_ttl_s)
+                                               now=self.clock(), day_ttl_s=day_ttl_s,
+                                               quotes=quotes or Quotes(), ctx=ctx or RiskContext(),
+                                               collar=collar)
             return ReplaceRecorded(old.snapshot(), new.snapshot(), venue_replace(old, new, shard))
+
+        return await self._tx(_do)  # type: ignore[no-any-return]
+
+    async def give_up_replace(self, order_id: str, reason: str) -> OrderSnapshot:
+        """The replace was never answered (see :func:`db.order_replace.give_up`)."""
+
+        async def _do(w: _Writer) -> OrderSnapshot:
+            return (await replacing.give_up(w, order_id, self.clock(), reason=reason)).snapshot()
 
         return await self._tx(_do)  # type: ignore[no-any-return]
 

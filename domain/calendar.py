@@ -73,6 +73,12 @@ def next_close(at: datetime) -> datetime:
     return _next_close(_minute(at))
 
 
+def auction_at(tif: str, at: datetime) -> datetime:
+    """The auction an ``opg`` (the next open) or ``cls`` (the close of the session in
+    progress, else of the next one) order placed at ``at`` is for."""
+    return next_open(at) if tif == "opg" else next_close(at)
+
+
 def day_order_expiry(at: datetime) -> datetime:
     """When a DAY order placed at ``at`` expires: the close of the current or next session."""
     return next_close(at)

@@ -11,7 +11,13 @@ What it decides (:func:`route_at`):
   with the collar, as in the session, and the customer can cancel until the open);
 * a GTC / IOC / FOK limit order outside the session routes now and rests at the venue;
 * ``extended_hours`` (limit + day only) trades in the extended session (7:00-20:00 New York
-  on a session day) and is refused with ``market_closed`` outside it.
+  on a session day) and is refused with ``market_closed`` outside it;
+* auction orders (``opg``: the opening auction, ``cls``: the closing one; market or limit) go to
+  the venue at once, which holds them for the auction (:func:`domain.calendar.auction_at`) and
+  executes them there or expires them. As Alpaca, an ``opg`` order is refused
+  (``auction_window_closed``) from 2 minutes before the open until 19:00 New York on a session
+  day, a ``cls`` order from 10 minutes before the close until 19:00; after 19:00 they are for
+  the next session's auction.
 
 What it does not do: read a clock (callers pass the time), re-check halts at the open (the
 gateway does that right before it sends), or size holds.
@@ -19,12 +25,12 @@ gateway does that right before it sends), or size holds.
 
 from __future__ import annotations
 
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from domain import calendar
 from domain.errors import DomainError
-from domain.orders import OrderRequest
+from domain.orders import AUCTION_TIFS, OrderRequest
 
 NY = ZoneInfo(calendar.NY)
 EXTENDED_OPEN = time(7, 0)
@@ -35,6 +41,35 @@ class MarketClosed(DomainError):
     """The order cannot be taken at this time (an extended-hours order outside 7:00-20:00)."""
 
     code = "market_closed"
+
+
+class AuctionWindowClosed(MarketClosed):
+    """An auction order placed too late for today's auction and before 19:00 New York."""
+
+    code = "auction_window_closed"
+
+
+AUCTION_CUT_OFF = {"opg": timedelta(minutes=2), "cls": timedelta(minutes=10)}
+AUCTION_REOPENS = time(19, 0)  # New York: auction orders from then on are for the next session
+
+
+def check_auction_window(tif: str, at: datetime) -> None:
+    """Raise :class:`AuctionWindowClosed` for an ``opg``/``cls`` order placed between its
+    cut-off before today's auction and 19:00 New York (see the module docstring)."""
+    local = at.astimezone(NY)
+    if not calendar.is_session(local.date()):
+        return
+    day_start = datetime.combine(local.date(), time(0), NY)
+    auction = calendar.auction_at(tif, day_start)  # today's open / close
+    if auction.astimezone(NY).date() != local.date():
+        return
+    reopens = datetime.combine(local.date(), AUCTION_REOPENS, NY)
+    if auction - AUCTION_CUT_OFF[tif] <= at < reopens:
+        what = "opening" if tif == "opg" else "closing"
+        raise AuctionWindowClosed(
+            f"{tif} orders for today's {what} auction are taken until "
+            f"{(auction - AUCTION_CUT_OFF[tif]).astimezone(NY):%H:%M} ET; from 19:00 ET they are "
+            "for the next session's")
 
 
 def session_phase(at: datetime) -> str:
@@ -58,6 +93,9 @@ def route_at(req: OrderRequest, at: datetime) -> datetime | None:
     """When ``req`` placed at ``at`` goes to a venue: None for now, else the next regular
     session's open (UTC). Raises :class:`MarketClosed` for an extended-hours order outside the
     extended session."""
+    if req.time_in_force in AUCTION_TIFS:
+        check_auction_window(req.time_in_force, at)
+        return None  # the venue holds it for its auction
     phase = session_phase(at)
     if phase == "regular":
         return None

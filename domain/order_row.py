@@ -120,6 +120,8 @@ def new_order(*, order_id: str, account_id: str, req: OrderRequest, request_hash
     expires = None
     if req.time_in_force == "day":
         expires = now + timedelta(seconds=day_ttl_s) if day_ttl_s else calendar.day_order_expiry(now)
+    elif req.time_in_force in ("opg", "cls"):  # its auction: the venue ends it there (domain.hours)
+        expires = calendar.auction_at(req.time_in_force, now)
     return OrderRow(
         id=uuid.UUID(order_id), account_id=uuid.UUID(account_id),
         client_order_id=req.client_order_id or order_id, request_hash=request_hash,

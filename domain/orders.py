@@ -115,9 +115,8 @@ def transition(current: OrderState, new: OrderState) -> OrderState:
 
 SIDES = ("buy", "sell")
 TYPES = ("market", "limit", "stop", "stop_limit")
-TIFS = ("day", "gtc", "ioc", "fok")
-# Alpaca's auction orders (market/limit on open, on close): refused with their own code, never
-# taken as DAY orders (the simulated venues run no opening or closing auction)
+# opg / cls: Alpaca's auction orders (market or limit on the open, on the close: domain.hours)
+TIFS = ("day", "gtc", "ioc", "fok", "opg", "cls")
 AUCTION_TIFS = ("opg", "cls")
 MAX_CLIENT_ORDER_ID = 128  # Alpaca's limit
 # Fields of an Alpaca order request this server reads.
@@ -201,12 +200,11 @@ def parse_order_request(d: Mapping[str, object]) -> OrderRequest:
     if otype not in TYPES:
         raise OrderError(f"type must be one of {', '.join(TYPES)}", code="invalid_type")
     tif = str(d.get("time_in_force") or "")
-    if tif in AUCTION_TIFS:
-        raise OrderError(f"time_in_force {tif} (auction orders) is not supported yet; nothing was "
-                         "placed: send a day order (outside the session it is queued for the open)",
-                         code="time_in_force_not_supported")
     if tif not in TIFS:
         raise OrderError(f"time_in_force must be one of {', '.join(TIFS)}", code="invalid_time_in_force")
+    if tif in AUCTION_TIFS and otype not in ("market", "limit"):
+        raise OrderError(f"time_in_force {tif} (an auction order) is for market and limit orders",
+                         code="invalid_time_in_force")
     if d.get("qty") is None:
         raise OrderError("qty is required", code="invalid_qty")
     qty = bounded_decimal(d.get("qty"), QTY_BOUNDS, field="qty").quantize(Decimal(1))
@@ -360,6 +358,8 @@ class OrderTimeouts:
     ack_s: float = 30.0  # ROUTED with no venue answer -> cancel request
     cancel_s: float = 10.0  # PENDING_CANCEL with no answer -> status request
     status_s: float = 10.0  # status request unanswered -> STUCK
+    # PENDING_REPLACE with no answer -> status request (then status_s -> STUCK)
+    replace_s: float = 10.0
     expire_grace_s: float = 5.0  # DAY order past the close with no venue expiry -> cancel
     # no venue took the order within this long (the gateway could not send it): it is abandoned,
     # never sent later against a stale hold (market and stop orders, then the other types)
@@ -420,6 +420,7 @@ class RequestReplaceInput:
     actor: str
     shard: int
     day_ttl_s: float | None = None
+    collar: str | None = None  # a stop buy's hold estimate, as at accept (None: the default)
 
 
 @dataclass

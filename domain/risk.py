@@ -340,19 +340,43 @@ def pre_trade(ctx: PreTradeContext, req: OrderRequest) -> PreTrade:
         amount, warnings, queued = _checks(ctx, req)
     except (RiskRejection, OrderError, MarketClosed) as exc:
         return PreTrade(validated=False, rejection=Rejection(exc.code, exc.message))
+    refused, sources = hold_sources(ctx, req, amount)
+    if refused is not None:
+        return PreTrade(validated=True, amount=amount, warnings=warnings, route_at=queued,
+                        rejection=refused)
+    return PreTrade(validated=True, amount=amount, sources=sources, warnings=warnings, route_at=queued)
+
+
+def hold_sources(ctx: PreTradeContext, req: OrderRequest,
+                 amount: Decimal) -> tuple[Rejection | None, dict[str, Decimal]]:
+    """Where a hold of ``amount`` for ``req`` comes from (:func:`cash_sources` within buying
+    power, :func:`share_sources`), or why it cannot be (``insufficient_buying_power``; shares
+    short are the ledger's refusal)."""
     account = ctx.account
     assert account is not None
     if req.side == "buy":
         bp = buying_power(account.account_type, account.balances, account.provisional, ctx.limits,
                           settled_only=account.settled_cash_only)
         if amount > bp.total:
-            return PreTrade(validated=True, amount=amount, warnings=warnings, route_at=queued,
-                            rejection=Rejection("insufficient_buying_power",
-                                                f"insufficient buying power: need {amount}, have {bp.total}"))
-        sources = cash_sources(amount, account.balances, bp)
-    else:
-        sources = share_sources(amount, req.symbol, account.balances)
-    return PreTrade(validated=True, amount=amount, sources=sources, warnings=warnings, route_at=queued)
+            return Rejection("insufficient_buying_power",
+                             f"insufficient buying power: need {amount}, have {bp.total}"), {}
+        return None, cash_sources(amount, account.balances, bp)
+    return None, share_sources(amount, req.symbol, account.balances)
+
+
+def replace_refusal(ctx: PreTradeContext, req: OrderRequest) -> Rejection | None:
+    """Why a cancel/replace's new terms ``req`` are refused, or None: the rules of
+    :func:`pre_trade` (the account and shard may trade, the symbol is tradable, its halts and
+    restrictions, extended hours, order size, price bands, pattern day trading), with the codes
+    a new order gets. Not buying power: the replacement holds only what it needs beyond the
+    original's hold, and the ledger refuses that posting when the account cannot pay
+    (``insufficient_buying_power``). Not the queue for the open either: the order is at a venue
+    already, and its replacement goes there at once."""
+    try:
+        _checks(ctx, req)
+    except (RiskRejection, OrderError, MarketClosed) as exc:
+        return Rejection(exc.code, exc.message)
+    return None
 
 
 def hold_refused(req: OrderRequest, pre: PreTrade) -> Rejection:

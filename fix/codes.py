@@ -106,8 +106,10 @@ class OrdType(StrEnum):
 class TimeInForce(StrEnum):
     DAY = "0"
     GTC = "1"
+    AT_THE_OPENING = "2"
     IOC = "3"
     FOK = "4"
+    AT_THE_CLOSE = "7"
 
 
 class ExecType(StrEnum):
@@ -180,7 +182,8 @@ SIDES = {"buy": Side.BUY, "sell": Side.SELL}
 ORD_TYPES = {"market": OrdType.MARKET, "limit": OrdType.LIMIT, "stop": OrdType.STOP,
              "stop_limit": OrdType.STOP_LIMIT}
 TIMES_IN_FORCE = {"day": TimeInForce.DAY, "gtc": TimeInForce.GTC, "ioc": TimeInForce.IOC,
-                  "fok": TimeInForce.FOK}
+                  "fok": TimeInForce.FOK, "opg": TimeInForce.AT_THE_OPENING,
+                  "cls": TimeInForce.AT_THE_CLOSE}
 LIMIT_TYPES = frozenset({OrdType.LIMIT, OrdType.STOP_LIMIT})
 STOP_TYPES = frozenset({OrdType.STOP, OrdType.STOP_LIMIT})
 WORKING_ORD_STATUSES = frozenset({OrdStatus.NEW, OrdStatus.PARTIALLY_FILLED})

@@ -219,6 +219,7 @@ class DevStack:
             self._spawn(name.lower(), [
                 "sim", "market-maker", "--host", host, "--port", str(port), "--sender-comp-id", name,
                 "--target-comp-id", "SHERWOOD", "--redis-url", s.redis_url,
+                "--clock-offset-s", str(s.market_clock_offset_s),  # auctions on the workers' clock
                 "--data-dir", str(s.data_dir / "venues" / name)])
         if self.marketdata:
             self._spawn("ingest", ["serve", "ingest"])

@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     venue_ack_timeout_s: float = 30.0
     venue_cancel_timeout_s: float = 10.0
     venue_status_timeout_s: float = 10.0
+    # a cancel/replace with no venue answer this long -> status request; none within
+    # venue_status_timeout_s -> the original STUCK, the replacement REJECTED
+    venue_replace_timeout_s: float = 10.0
     # an order no venue took within this long (no venue up) is abandoned: REJECTED, funds released
     venue_route_market_timeout_s: float = 10.0
     venue_route_limit_timeout_s: float = 300.0

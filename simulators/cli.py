@@ -57,6 +57,9 @@ def market_maker(
     halted: str = typer.Option("", help="Halted symbols, e.g. GME,AMC."),
     day_close: str | None = typer.Option(
         None, help="Expire DAY orders daily at this New York time, e.g. 16:00."),
+    clock_offset_s: float = typer.Option(
+        0.0, help="The venue's business clock runs this many seconds ahead of the wall clock "
+        "(its opening and closing auctions; as SHERWOOD_MARKET_CLOCK_OFFSET_S)."),
     data_dir: Path | None = typer.Option(None, help="Keep the FIX session store here."),
     log_level: str = typer.Option("INFO", help="Logging level."),
 ) -> None:
@@ -78,7 +81,7 @@ def market_maker(
         fill_slices=slices, fill_delay=fill_delay, max_liquidity=max_liquidity,
         halted=parse_symbols(halted), day_close=close, latency=latency, never_ack=never_ack,
         duplicate_reports=duplicate_reports, possresend_old=possresend_old, overfill=overfill,
-        drop_connection_after_ack=drop_connection, skip_seq=skip_seq,
+        drop_connection_after_ack=drop_connection, skip_seq=skip_seq, clock_offset_s=clock_offset_s,
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(config))

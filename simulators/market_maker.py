@@ -18,6 +18,11 @@ duplicate reports, PossResend re-sends, a dropped connection right after an ack,
 sequence gaps. A venue with a ``data_dir`` also takes them at run time from
 ``<data_dir>/faults.json`` (:mod:`simulators.venue_faults`), so another process can switch them.
 
+Auction orders (TimeInForce 2 AtTheOpening, 7 AtTheClose) are held until the venue's business
+clock (the wall clock plus ``clock_offset_s``, or one injected: :meth:`MarketMaker.
+set_business_clock`) passes the NYSE open or close (``domain.calendar``); each tick then runs
+that auction (:meth:`simulators.matching.MatchingEngine.auction`).
+
 Deliberately NOT done: order state is kept in memory only (a restart forgets orders, never FIX
 sequence numbers, which live in the session store); no order book between customers, no
 cancel/replace (an OrderCancelReplaceRequest(G) is business-rejected), no market-data messages,
@@ -32,7 +37,7 @@ import logging
 import time as _time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, time
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -40,6 +45,7 @@ from zoneinfo import ZoneInfo
 
 import simplefix
 
+from domain import calendar
 from fix.framing import encode
 from fix.messages import (
     BusinessRejectReason,
@@ -112,6 +118,9 @@ class MarketMakerConfig:
     max_liquidity: int | None = None
     halted: frozenset[str] = frozenset()
     day_close: time | None = None
+    # the venue's business clock runs this far ahead of the wall clock (like the order workers'
+    # market_clock_offset_s): it decides when the opening and closing auctions run
+    clock_offset_s: float = 0.0
     latency: float = 0.0
     never_ack: bool = False
     duplicate_reports: bool = False
@@ -147,6 +156,7 @@ class MarketMaker:
         quote_source: QuoteSource | None = None,
         store: SessionStore | None = None,
         clock: Callable[[], float] = _time.monotonic,
+        business_clock: Callable[[], datetime] | None = None,
         **overrides: Any,
     ) -> None:
         cfg = config if config is not None else MarketMakerConfig()
@@ -173,6 +183,9 @@ class MarketMaker:
         self._owns_store = store is None
         self.store: SessionStore = store if store is not None else self._make_store(cfg)
         self._clock = clock
+        offset = timedelta(seconds=cfg.clock_offset_s)
+        self._business_clock = business_clock or (lambda: datetime.now(UTC) + offset)
+        self._auctions_checked_at: datetime | None = None
         self._pinned: dict[str, Quote] = {}
         self._acceptor: FixAcceptor | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -472,6 +485,7 @@ class MarketMaker:
                     for symbol in self.engine.working_symbols():
                         await self._refresh_quote(symbol)
                     await self._check_close()
+                    self.run_auctions()
                 halted = await self.quotes.halted_symbols() if self.config.redis_url else set()
                 symbols = [s for s in self.engine.working_symbols() if s.upper() not in halted]
                 self._queue(self.engine.match(now, symbols))
@@ -479,6 +493,28 @@ class MarketMaker:
                 raise
             except Exception:
                 log.exception("%s: tick failed", self.venue)
+
+    def set_business_clock(self, clock: Callable[[], datetime]) -> None:
+        """Run the auctions on ``clock`` from now on (tests step it across an open or a close);
+        the auctions before its current time are not run."""
+        self._business_clock = clock
+        self._auctions_checked_at = clock()
+
+    def run_auctions(self) -> None:
+        """Run every opening and closing auction (NYSE calendar) the business clock has passed
+        since the last call: the orders of that auction (TimeInForce 2 / 7) execute or expire
+        (:meth:`MatchingEngine.auction`). The first call only notes the time."""
+        at, last = self._business_clock(), self._auctions_checked_at
+        self._auctions_checked_at = at
+        while last is not None:
+            opens, closes = calendar.next_open(last), calendar.next_close(last)
+            due = min(opens, closes)
+            if due > at:
+                break
+            which = "open" if due == opens else "close"
+            log.info("%s: %s auction at %s", self.venue, which, due.isoformat())
+            self._queue(self.engine.auction(which, self._clock()))
+            last = due
 
     async def _check_close(self) -> None:
         close = self.config.day_close

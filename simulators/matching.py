@@ -39,6 +39,10 @@ Fill model (a wholesaler internalising retail flow, not an exchange book):
   ``max_liquidity`` does not limit DAY/GTC orders;
 * DAY orders expire (ExecType C) when :meth:`MatchingEngine.expire_day_orders` is called; GTC
   orders rest until filled or canceled;
+* auction orders (TimeInForce 2 AtTheOpening, 7 AtTheClose; market or limit) never match before
+  their auction (:meth:`MatchingEngine.auction`, run by the caller at the open / close): there a
+  market order or a marketable limit fills its whole rest at one price (no slices), the rest
+  expires (ExecType C);
 * a halted symbol rejects new orders and its resting orders do not fill while it is halted.
 
 ClOrdID is the idempotency key: a NewOrderSingle whose ClOrdID the venue has already seen (live,
@@ -88,7 +92,10 @@ MAX_PRICE = Decimal(1_000_000)
 # What this venue accepts (FIX knows more codes than the simulator trades).
 SIDES = frozenset({Side.BUY, Side.SELL})
 ORD_TYPES = frozenset({OrdType.MARKET, OrdType.LIMIT, OrdType.STOP, OrdType.STOP_LIMIT})
-TIMES_IN_FORCE = frozenset({TimeInForce.DAY, TimeInForce.GTC, TimeInForce.IOC, TimeInForce.FOK})
+TIMES_IN_FORCE = frozenset({TimeInForce.DAY, TimeInForce.GTC, TimeInForce.IOC, TimeInForce.FOK,
+                            TimeInForce.AT_THE_OPENING, TimeInForce.AT_THE_CLOSE})
+# auction orders: executed (or expired) only at their auction (MatchingEngine.auction)
+AUCTIONS = {"open": TimeInForce.AT_THE_OPENING, "close": TimeInForce.AT_THE_CLOSE}
 
 
 def tick_size(price: Decimal) -> Decimal:
@@ -433,6 +440,28 @@ class MatchingEngine:
                 reports += self._work(order, now)
         return reports
 
+    def auction(self, which: str, now: float) -> list[Report]:
+        """The opening (``which`` = ``open``) or closing auction: every working order of that
+        auction (TimeInForce 2 / 7) executes its whole rest at one price when executable (a
+        market order, a limit the quote crosses: the price a resting order would get), else
+        expires (ExecType C), as do those of a halted symbol. Fill slices do not apply."""
+        tif = AUCTIONS[which]
+        reports: list[Report] = []
+        for order in sorted(self.working_orders(), key=lambda o: o.seq):
+            if order.time_in_force != tif:
+                continue
+            quote = self._quotes.get(order.symbol)
+            halted = quote is None or self._is_halted(order.symbol)
+            px = None if halted or quote is None else self._fill_price(order, quote)
+            if px is not None:
+                reports.append(self._fill(order, order.order_qty - order.cum_qty, px, now))
+            else:
+                order.ord_status = OrdStatus.EXPIRED
+                name = "opening" if which == "open" else "closing"
+                reports.append(self._report(order, ExecType.EXPIRED,
+                                            text=f"not executed in the {name} auction"))
+        return reports
+
     def expire_day_orders(self) -> list[Report]:
         """Expire every working DAY order (ExecType C, OrdStatus C): the market has closed."""
         reports: list[Report] = []
@@ -481,6 +510,8 @@ class MatchingEngine:
         stop_px = self._parse_price(req.stop_px, Tag.STOP_PX) if ord_type in STOP_TYPES else None
         if stop_px is not None and tif in (TimeInForce.IOC, TimeInForce.FOK):
             raise _Rejected(OrdRejReason.UNSUPPORTED, "stop orders cannot be IOC or FOK")
+        if tif in AUCTIONS.values() and ord_type not in (OrdType.MARKET, OrdType.LIMIT):
+            raise _Rejected(OrdRejReason.UNSUPPORTED, "auction orders are market or limit orders")
         if symbol not in self._quotes:
             raise _Rejected(OrdRejReason.UNKNOWN_SYMBOL, f"unknown symbol {symbol}")
         if halted or symbol.upper() in self.halted:
@@ -552,9 +583,11 @@ class MatchingEngine:
         return self._report(order, ExecType.TRADE, last_qty=qty, last_px=px)
 
     def _work(self, order: Order, now: float) -> list[Report]:
-        """Fill slices of a DAY/GTC order while executable and no slice delay is pending."""
+        """Fill slices of a DAY/GTC order while executable and no slice delay is pending (an
+        auction order waits for its auction)."""
         reports: list[Report] = []
-        while order.working and not self._is_halted(order.symbol):
+        auction = order.time_in_force in AUCTIONS.values()
+        while not auction and order.working and not self._is_halted(order.symbol):
             quote = self._quotes.get(order.symbol)
             if quote is None:
                 break

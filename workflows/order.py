@@ -12,7 +12,9 @@ deduplicated here by (venue, ExecID) and again by the database.
 Silent venue: no answer within ``ack_s`` -> OrderCancelRequest (PENDING_CANCEL); no answer within
 ``cancel_s`` -> OrderStatusRequest; none within ``status_s`` -> STUCK (search attribute
 ``OrderState="STUCK"``), funds still held, until an operator's ``resolve`` update or a late venue
-answer. It never assumes a fill and never releases funds the venue may still use.
+answer. A cancel/replace unanswered for ``replace_s`` -> OrderStatusRequest; none within
+``status_s`` -> the original STUCK with its hold, the replacement REJECTED (its extra hold
+released). It never assumes a fill and never releases funds the venue may still use.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from temporalio.workflow import ParentClosePolicy
 with workflow.unsafe.imports_passed_through():
     from activities.orders import (
         ApplyReportsInput,
+        GiveUpReplaceInput,
         LoadOrderInput,
         OrderActivities,
         RejectUnacceptedInput,
@@ -92,6 +95,9 @@ QUEUED_FOR_OPEN = "queued-for-the-open"
 # OrderCancelReplaceRequest is sent; once the venue replaced the order, its replacement's own
 # workflow is started here (a child left running when this one ends)
 CANCEL_REPLACE = "cancel-replace"
+# a replace unanswered for replace_s -> OrderStatusRequest; still none within status_s -> the
+# original STUCK (its hold kept), the replacement REJECTED (its extra hold released)
+REPLACE_DEADLINE = "replace-deadline"
 ORDER_FAILED = "order_failed"  # the workflow fails: even the visible end could not be written
 # What an awaited activity raises when it fails: an ActivityError wrapping the cause for a
 # remote activity, but the activity's own ApplicationError, unwrapped, for a local one
@@ -451,7 +457,8 @@ class OrderWorkflow:
             rec: ReplaceRecorded = await workflow.execute_local_activity_method(
                 OrderActivities.request_replace, RequestReplaceInput(
                     order_id=self._inp.order_id, new_order_id=inp.new_order_id, change=inp.change,
-                    actor=inp.actor, shard=self._inp.shard, day_ttl_s=self._inp.day_ttl_s),
+                    actor=inp.actor, shard=self._inp.shard, day_ttl_s=self._inp.day_ttl_s,
+                    collar=self._inp.collar),
                 start_to_close_timeout=timedelta(seconds=15),
                 retry_policy=retries_within(LOCAL_RETRY, self._t.store_retry_s))
         except ACTIVITY_FAILED as exc:
@@ -464,6 +471,9 @@ class OrderWorkflow:
             return
         self._set(rec.original)
         self._replace_done[inp.new_order_id] = rec.replacement
+        if workflow.patched(REPLACE_DEADLINE):
+            self._phase = "replace_sent"
+            self._deadline = workflow.now() + timedelta(seconds=self._t.replace_s)
         await self._send_with_deadline("send_replace", rec.send, self._t.cancel_s)
 
     async def _start_replacement(self, order_id: str) -> None:
@@ -490,6 +500,8 @@ class OrderWorkflow:
         if snap.state == S.PENDING_CANCEL:  # still waiting for the cancel's answer: venue alive
             self._deadline = workflow.now() + timedelta(seconds=self._t.cancel_s)
             self._phase = "cancel_sent"
+        elif snap.state == S.PENDING_REPLACE and self._phase in ("replace_sent", "replace_status_sent"):
+            pass  # a fill of the original is no answer to the replace: its deadline stands
         else:
             self._phase, self._deadline = "working", None
 
@@ -531,6 +543,15 @@ class OrderWorkflow:
             await self._local(OrderActivities.transition_order, TransitionInput(
                 order_id=self._inp.order_id, to_state=S.STUCK, actor="system",
                 reason="no answer from the venue to cancel or status requests: needs an operator"))
+        elif self._phase == "replace_sent":  # REPLACE_DEADLINE
+            self._phase = "replace_status_sent"
+            self._deadline = now + timedelta(seconds=self._t.status_s)
+            await self._send_with_deadline("send_status", self._venue_cancel(), self._t.status_s)
+        elif self._phase == "replace_status_sent":
+            self._phase, self._deadline = "stuck", None
+            await self._local(OrderActivities.give_up_replace, GiveUpReplaceInput(
+                order_id=self._inp.order_id,
+                reason="no answer from the venue to the replace or the status request after it"))
 
     async def _request_cancel(self, reason: str, *, expiry: bool = False) -> None:
         snap = self._snap

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter
 
-from api.deps import TraderDep
+from api.deps import StateDep, TraderDep
 from api.schemas import ClockOut
 from domain import calendar
 
@@ -27,6 +27,10 @@ def market_clock(at: datetime) -> ClockOut:
 
 
 @router.get("/clock", response_model=ClockOut)
-async def get_clock(_: TraderDep) -> ClockOut:
-    """Whether the market is open now, and the next open and close."""
-    return market_clock(datetime.now(UTC))
+async def get_clock(_: TraderDep, state: StateDep) -> ClockOut:
+    """Whether the market is open now, and the next open and close. "Now" is the business clock
+    the order workers decide market hours with (``market_clock_offset_s`` ahead of the wall
+    clock: tests and demos at another hour), so that the clock a client reads agrees with
+    whether its order is queued for the open."""
+    offset = timedelta(seconds=state.settings.market_clock_offset_s)
+    return market_clock(datetime.now(UTC) + offset)

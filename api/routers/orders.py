@@ -8,10 +8,11 @@ from fastapi.responses import JSONResponse
 
 from api.body import JsonBodyRoute
 from api.deps import RouterDep, StateDep, TraderDep
-from api.schemas import OrderIn, body_schema
+from api.schemas import OrderIn, ReplaceIn, body_schema
 from api.services.orders import MAX_LIST_LIMIT, OrderService
 
 ORDER_BODY = body_schema(OrderIn, extra_fields=False)  # unknown fields are refused
+REPLACE_BODY = body_schema(ReplaceIn, extra_fields=False)
 router = APIRouter(prefix="/v2", tags=["orders"], route_class=JsonBodyRoute)
 
 
@@ -77,13 +78,16 @@ async def cancel_all(key: TraderDep, service: ServiceDep) -> JSONResponse:
 
 @router.patch("/orders/{order_id}")
 async def replace_order(key: TraderDep, service: ServiceDep, state: StateDep, order_id: str,
-                        body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
-    """Replace a working limit order (Alpaca: qty, limit_price, time_in_force,
-    client_order_id): answered with the replacement order (``replaces`` the original, status
-    ``pending_new``) once the request is recorded; the original is ``pending_replace`` until
-    the venue answers, then ``replaced`` (or back to working when the venue refuses, the
-    replacement ``rejected``). 422 with a code for bad input or an order that cannot be replaced
-    now, 403 when a bigger replacement needs more buying power than there is."""
+                        body: Annotated[dict[str, Any], Body(json_schema_extra=REPLACE_BODY)],
+                        ) -> dict[str, Any]:
+    """Replace a working limit, stop or stop-limit order (Alpaca: qty, limit_price,
+    stop_price, time_in_force, client_order_id): answered with the replacement order
+    (``replaces`` the original, status ``pending_new``) once the request is recorded; the
+    original is ``pending_replace`` until the venue answers, then ``replaced`` (or back to
+    working when the venue refuses, the replacement ``rejected``). The new terms pass the
+    checks a new order does, with its codes: 422 for bad input, an order that cannot be replaced
+    now or a client_order_id of another order (``duplicate_client_order_id``); 403 for what the
+    account may not do now (a halted or restricted symbol, buying power or shares)."""
     await state.limiter.hit(f"orders:{key.account_id}", per_second=state.settings.order_rate_per_s,
                             capacity=state.settings.order_rate_per_s, what="orders for this account")
     return await service.replace(_account(key), order_id, body)

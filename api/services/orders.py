@@ -58,6 +58,7 @@ ORDER_NS = uuid.UUID("0b5e6d3a-7c1f-4e8e-9a4b-2d6f8c1e0a57")
 FORBIDDEN_CODES = {"insufficient_buying_power", "insufficient_qty", "trading_blocked", "account_close_only",
                    "symbol_halted",
                    "symbol_blocked", "symbol_close_only", "pattern_day_trader", "market_closed",
+                   "auction_window_closed",
                    "shard_halted"}
 
 
@@ -68,6 +69,7 @@ def order_id_for(account_id: uuid.UUID, client_order_id: str) -> uuid.UUID:
 def timeouts(settings: Settings) -> OrderTimeouts:
     return OrderTimeouts(ack_s=settings.venue_ack_timeout_s, cancel_s=settings.venue_cancel_timeout_s,
                          status_s=settings.venue_status_timeout_s,
+                         replace_s=settings.venue_replace_timeout_s,
                          expire_grace_s=settings.day_expiry_grace_s,
                          route_market_s=settings.venue_route_market_timeout_s,
                          route_limit_s=settings.venue_route_limit_timeout_s,
@@ -267,10 +269,12 @@ class OrderService:
 
     async def replace(self, account_id: uuid.UUID, order_id: str,
                       body: Mapping[str, object]) -> dict[str, Any]:
-        """Cancel/replace a working limit order: the replacement (a new order, ``replaces``
-        the original) once the request is recorded, before the venue answers. Bad input, an
-        order that cannot be replaced now: 422 with a code; not enough buying power for a bigger
-        replacement: 403. A refusal changes nothing."""
+        """Cancel/replace a working limit, stop or stop-limit order: the replacement (a new
+        order, ``replaces`` the original) once the request is recorded, before the venue
+        answers. Bad input, an order that cannot be replaced now, a client_order_id of another
+        order: 422 with a code; what the account may not do now (the pre-trade rules of a new
+        order, buying power or shares for a bigger replacement): 403. A refusal changes
+        nothing."""
         try:
             change = parse_replace(body).to_wire()  # exact decimals, as strings
         except DomainError as exc:

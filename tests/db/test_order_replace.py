@@ -122,3 +122,61 @@ async def test_the_original_filling_first_ends_the_replacement(router: ShardRout
     rep = await store.snapshot(new)
     assert (rep.state, rep.reject_code, rep.hold_remaining) == ("REJECTED", "replace_rejected", "0")
     assert await state(store, acct) == (4000, 0, 0)
+
+
+async def test_resolving_a_stuck_original_ends_its_pending_replacement(router: ShardRouter) -> None:
+    """The venue replaced with a CumQty we never booked: the original goes STUCK (both holds
+    stay). The operator resolves the original with what the venue says happened; the
+    replacement, which no venue will work under our books, ends REJECTED and gives its extra
+    hold back: nothing stays held for an order that is not working."""
+    from domain.orders import ResolveInput
+
+    acct = await funded(router, "5000")
+    store = OrderStore(router.engine(acct.shard))
+    old = (await working(store, acct)).order_id
+    new = str(uuid.uuid4())
+    await store.request_replace(old, {"qty": "20"}, new_id=new)
+    snap = await store.apply_reports(old, [replaced(old, new, "3")])  # type: ignore[list-item]
+    assert snap.state == "STUCK"
+    assert (await store.snapshot(new)).state == "ROUTED"
+    assert await state(store, acct) == (3000, 2000, 2000)
+    done = await store.resolve(ResolveInput(order_id=old, outcome="canceled", filled_qty="3",
+                                            avg_price="99"))
+    assert (done.state, done.filled_qty) == ("CANCELED", "3")
+    rep = await store.snapshot(new)
+    assert (rep.state, rep.reject_code, rep.hold_remaining) == ("REJECTED", "replace_rejected", "0")
+    assert await state(store, acct) == (4703, 0, 0)  # 5,000 - 3 x 99
+
+
+async def test_an_unanswered_replace_then_late_answers_book_exactly(router: ShardRouter) -> None:
+    """The venue answered neither the replace nor the status request: the original STUCK with
+    its 1,000, the replacement REJECTED with its extra 1,000 back. Then the venue's late
+    answers: a fill of the original books against it; a Replaced is audited, nothing guessed;
+    the operator resolves with what the venue says."""
+    from domain.orders import ResolveInput
+
+    acct = await funded(router, "5000")
+    store = OrderStore(router.engine(acct.shard))
+    old = (await working(store, acct)).order_id
+    new = str(uuid.uuid4())
+    await store.request_replace(old, {"qty": "20"}, new_id=new)
+    assert await state(store, acct) == (3000, 2000, 2000)
+    snap = await store.give_up_replace(old, "no answer")
+    assert (snap.state, snap.hold_remaining) == ("STUCK", "1000")
+    rep = await store.snapshot(new)
+    assert (rep.state, rep.reject_code, rep.hold_remaining) == ("REJECTED", "replace_unanswered", "0")
+    assert await state(store, acct) == (4000, 1000, 1000)
+    assert (await store.give_up_replace(old, "again")).state == "STUCK"  # a retry: nothing more
+    fill = fix_report("MM1", f"{old}:F", "8", old, old, "F", "1", last_qty="4", last_px="99.50",
+                      cum_qty="4", leaves_qty="6", avg_px="99.50")
+    snap = await store.apply_reports(old, [fill, replaced(old, new, "4")])  # type: ignore[list-item]
+    assert (snap.state, snap.filled_qty, snap.hold_remaining) == ("STUCK", "4", "602")
+    assert (await store.snapshot(new)).state == "REJECTED"
+    async with reading(store.engine) as conn:
+        late = await sql.scalar(conn, "SELECT reason FROM order_events WHERE order_id = :o AND "
+                                "event = 'replaced_late'", {"o": uuid.UUID(old)})
+    assert "after the replace was given up" in late
+    assert await state(store, acct) == (4000, 602, 602)
+    done = await store.resolve(ResolveInput(order_id=old, outcome="canceled", filled_qty="4"))
+    assert (done.state, done.hold_remaining) == ("CANCELED", "0")
+    assert await state(store, acct) == (4602, 0, 0)  # 5,000 - 4 x 99.50

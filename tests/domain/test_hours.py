@@ -75,13 +75,6 @@ def test_extended_hours_outside_the_extended_session_is_refused(at) -> None:
     assert info.value.code == "market_closed"
 
 
-@pytest.mark.parametrize("tif", ["opg", "cls"])
-def test_auction_orders_are_refused_with_a_code_never_taken_as_day(tif) -> None:
-    with pytest.raises(OrderError) as info:
-        req(time_in_force=tif)
-    assert info.value.code == "time_in_force_not_supported"
-
-
 ORDERS = st.sampled_from([MARKET, STOP, {}, {"time_in_force": "gtc"}, {**MARKET, "time_in_force": "gtc"},
                           {"type": "stop_limit", "stop_price": "90"}])
 TIMES = st.datetimes(min_value=datetime(2025, 6, 1), max_value=datetime(2027, 6, 1),
@@ -103,3 +96,56 @@ def test_an_order_routes_now_in_the_session_or_at_the_very_next_open(at, body) -
     assert when > at
     assert calendar.is_open(when) and not calendar.is_open(when - timedelta(minutes=1))
     assert when == calendar.next_open(at)
+
+
+# --- auction orders (opg: the opening auction, cls: the closing auction) --------------------
+
+@pytest.mark.parametrize("tif,at,ok", [
+    ("opg", datetime(2026, 11, 25, 14, 27, tzinfo=UTC), True),  # 9:27 ET: today's open
+    ("opg", datetime(2026, 11, 25, 14, 28, tzinfo=UTC), False),  # 9:28 ET: too late for it
+    ("opg", NY_OPEN + timedelta(hours=2), False),  # in the session
+    ("opg", datetime(2026, 11, 25, 23, 59, tzinfo=UTC), False),  # 18:59 ET
+    ("opg", datetime(2026, 11, 26, 0, 0, tzinfo=UTC), True),  # 19:00 ET: the next session's open
+    ("opg", datetime(2026, 11, 26, 15, 0, tzinfo=UTC), True),  # Thanksgiving: no session
+    ("cls", NY_OPEN + timedelta(hours=2), True),  # in the session: today's close
+    ("cls", datetime(2026, 11, 25, 20, 49, tzinfo=UTC), True),  # 15:49 ET
+    ("cls", datetime(2026, 11, 25, 20, 50, tzinfo=UTC), False),  # 15:50 ET: too late for it
+    ("cls", datetime(2026, 11, 27, 17, 50, tzinfo=UTC), False),  # 12:50 ET on the half day
+    ("cls", datetime(2026, 11, 27, 17, 49, tzinfo=UTC), True),
+    ("cls", datetime(2026, 11, 26, 1, 0, tzinfo=UTC), True),  # 20:00 ET: the next session's close
+])
+def test_auction_orders_are_taken_outside_their_cut_off_and_go_to_the_venue_at_once(
+        tif: str, at: datetime, ok: bool) -> None:
+    for kind in ({}, MARKET):
+        r = req(time_in_force=tif, **kind)
+        if ok:
+            assert route_at(r, at) is None  # the venue holds it for its auction
+        else:
+            with pytest.raises(MarketClosed) as exc:
+                route_at(r, at)
+            assert exc.value.code == "auction_window_closed"
+
+
+def test_auction_orders_are_market_or_limit_orders_without_extended_hours() -> None:
+    assert req(time_in_force="opg").time_in_force == "opg"
+    assert req(time_in_force="cls", **MARKET).time_in_force == "cls"
+    for bad in (STOP, {"extended_hours": True}):
+        with pytest.raises(OrderError) as exc:
+            req(time_in_force="opg", **bad)
+        assert exc.value.code in ("invalid_time_in_force", "invalid_extended_hours")
+
+
+def test_an_auction_order_expires_at_its_auction() -> None:
+    from domain.order_row import new_order
+
+    def expires(tif: str, at: datetime) -> datetime | None:
+        r = req(time_in_force=tif)
+        return new_order(order_id="00000000-0000-0000-0000-0000000000aa",
+                         account_id="00000000-0000-0000-0000-0000000000bb", req=r,
+                         request_hash="h", actor="c", now=at).expires_at
+
+    evening = datetime(2026, 11, 26, 1, 0, tzinfo=UTC)  # Wednesday 20:00 ET
+    assert expires("opg", evening) == FRI_OPEN
+    assert expires("cls", evening) == calendar.next_close(FRI_OPEN)
+    assert expires("cls", NY_OPEN) == WED_CLOSE
+    assert expires("gtc", NY_OPEN) is None

@@ -46,7 +46,7 @@ def test_parse_refuses_bad_input_with_a_code() -> None:
              ({"qty": "1.5"}, "invalid_qty"), ({"qty": "1e12"}, "qty_out_of_range"),
              ({"limit_price": "-1"}, "invalid_limit_price"),
              ({"limit_price": "10.001"}, "invalid_price_increment"),
-             ({"trail": "1"}, "replace_not_supported"), ({"stop_price": "5"}, "replace_not_supported"),
+             ({"trail": "1"}, "replace_not_supported"), ({"stop_price": "-5"}, "invalid_stop_price"),
              ({"time_in_force": "ioc"}, "invalid_time_in_force"),
              ({"client_order_id": ""}, "invalid_client_order_id"), ({"side": "sell"}, "unknown_field")]
     for body, code in cases:
@@ -63,6 +63,12 @@ def test_terms_refuse_what_cannot_be_replaced() -> None:
     market = dataclasses.replace(order_in(S.ACKED), order_type="market", limit_price=None)
     with pytest.raises(OrderError) as exc:
         ask(market, qty="20")
+    assert exc.value.code == "replace_not_supported" and "market" in exc.value.message
+    with pytest.raises(OrderError) as exc:  # a limit order has no stop to move
+        ask(order_in(S.ACKED), stop_price="90")
+    assert exc.value.code == "replace_not_supported"
+    with pytest.raises(OrderError) as exc:  # a stop order has no limit to move
+        ask(stop_order("stop"), limit_price="90")
     assert exc.value.code == "replace_not_supported"
     with pytest.raises(OrderError) as exc:
         ask(order_in(S.ACKED), qty="10", limit_price="100", time_in_force="gtc")
@@ -138,3 +144,115 @@ def test_a_sell_replace_holds_shares() -> None:
     assert d_new.order.hold_amount == 5 and [t.kind for t in d_new.postings] == ["hold_shares"]
     _, b = rp.replaced(d_old.order, d_new.order, event(VenueEventKind.REPLACED), NOW)
     assert (b.order.qty, b.order.hold_amount, b.order.hold_sources) == (15, 15, {"shares": 15})
+
+
+def stop_order(kind: str, *, side: str = "buy", stop: str = "105", limit: str | None = "106",
+               hold: str = "1060") -> OrderRow:
+    """A working 10-share ``stop`` / ``stop_limit`` order (a stop buy held 10 x 106 here: its
+    hold is the estimate of the accept, stop x (1 + collar))."""
+    return dataclasses.replace(
+        order_in(S.ACKED), order_type=kind, stop_price=D(stop), side=side,
+        limit_price=D(limit) if kind == "stop_limit" else None, hold_amount=D(hold),
+        hold_currency="USD" if side == "buy" else "F",
+        hold_sources={"cash" if side == "buy" else "shares": D(hold)})
+
+
+def test_a_stop_limit_order_takes_a_new_stop_and_limit() -> None:
+    old = stop_order("stop_limit")
+    d_old, d_new = ask(old, stop_price="110", limit_price="111")
+    new = d_new.order
+    assert d_old.order.state == S.PENDING_REPLACE
+    assert (new.order_type, new.stop_price, new.limit_price, new.qty) == ("stop_limit", 110, 111, 10)
+    assert new.hold_amount == 50 and held(d_new) == 50  # 10 x 111 - 1,060
+    send = rp.venue_replace(d_old.order, new, 0)
+    assert (send.order.order_type, send.order.stop_price, send.order.limit_price) == (
+        "stop_limit", "110", "111")
+    _, b = rp.replaced(d_old.order, new, event(VenueEventKind.REPLACED), NOW)
+    assert (b.order.state, b.order.hold_amount, held(b)) == (S.ACKED, 1110, 0)
+
+
+def test_a_stop_buy_holds_its_new_estimate_and_keeps_it() -> None:
+    """A stop buy's hold is an estimate (what the ask will be at the trigger is unknown): the
+    replacement holds qty x max(ask, stop) x (1 + collar) and keeps both holds once replaced;
+    its fills top up or release as any market-type buy's."""
+    old = stop_order("stop", hold="1060")
+    d_old, d_new = rp.request(old, rp.parse_replace({"qty": "12", "stop_price": "108"}), new_id=NEW,
+                              actor="customer", now=NOW, ask=D("100"), collar=D("0.05"))
+    new = d_new.order
+    assert (new.order_type, new.stop_price, new.limit_price, new.qty) == ("stop", 108, None, 12)
+    assert new.hold_amount == D("1360.80") - 1060  # 12 x 108 x 1.05
+    assert rp.venue_replace(d_old.order, new, 0).order.stop_price == "108"
+    _, b = rp.replaced(d_old.order, new, event(VenueEventKind.REPLACED), NOW)
+    assert (b.order.state, b.order.hold_amount, held(b)) == (S.ACKED, D("1360.80"), 0)
+    # a lower stop needs less, but nothing is held twice and nothing is released before the end
+    d_old, d_new = rp.request(old, rp.parse_replace({"stop_price": "100.50"}), new_id=NEW,
+                              actor="customer", now=NOW, ask=D("100"), collar=D("0.05"))
+    assert d_new.order.hold_amount == 0 and not d_new.postings
+
+
+def test_a_stop_sell_replace_holds_shares() -> None:
+    old = stop_order("stop", side="sell", stop="95", hold="10")
+    d_old, d_new = ask(old, qty="12", stop_price="94")
+    assert d_new.order.hold_amount == 2 and [t.kind for t in d_new.postings] == ["hold_shares"]
+    _, b = rp.replaced(d_old.order, d_new.order, event(VenueEventKind.REPLACED), NOW)
+    assert (b.order.qty, b.order.stop_price, b.order.hold_amount) == (12, 94, 12)
+
+
+def test_a_client_order_id_already_used_is_refused() -> None:
+    with pytest.raises(OrderError) as exc:
+        rp.request(order_in(S.ACKED), rp.parse_replace({"qty": "12", "client_order_id": "mine"}),
+                   new_id=NEW, actor="customer", now=NOW, client_order_id_taken=True)
+    assert exc.value.code == "duplicate_client_order_id"
+
+
+def test_the_replacement_passes_the_pre_trade_rules_of_a_new_order() -> None:
+    from domain.risk import (
+        AccountState,
+        AssetStatus,
+        PreTradeContext,
+        Quotes,
+        RiskLimits,
+        SymbolControl,
+    )
+    account = AccountState("cash", "ACTIVE", False, None, False, {"cash": D(100000)}, D(0), [],
+                           NOW.date())
+    base = PreTradeContext(account=account, asset=AssetStatus(True, "active"),
+                           quotes=Quotes(ask=D("100"), bid=D("99.90")), now=NOW, collar=D("0.05"),
+                           limits=RiskLimits(enforce_market_hours=False))
+    cases = [
+        (dataclasses.replace(base, control=SymbolControl(halted=True)), {"qty": "12"}, "symbol_halted"),
+        (dataclasses.replace(base, control=SymbolControl(restriction="blocked")), {"qty": "12"},
+         "symbol_blocked"),
+        (dataclasses.replace(base, account=dataclasses.replace(account, trading_blocked=True)),
+         {"qty": "12"}, "trading_blocked"),
+        (dataclasses.replace(base, shard_halt="books do not reconcile"), {"qty": "12"}, "shard_halted"),
+        (base, {"limit_price": "150"}, "price_band"),
+        (dataclasses.replace(base, limits=RiskLimits(max_order_notional=D(1500),
+                                                     enforce_market_hours=False)),
+         {"qty": "16"}, "max_notional_exceeded"),
+        (base, {"qty": "200000"}, "max_qty_exceeded"),
+    ]
+    for ctx, change, code in cases:
+        with pytest.raises(OrderError) as exc:
+            rp.request(order_in(S.ACKED), rp.parse_replace(change), new_id=NEW, actor="customer",
+                       now=NOW, ctx=ctx)
+        assert exc.value.code == code, (change, exc.value)
+    _, d_new = rp.request(order_in(S.ACKED), rp.parse_replace({"qty": "12"}), new_id=NEW,
+                          actor="customer", now=NOW, ctx=base)
+    assert d_new.order.hold_amount == 200
+
+
+def test_an_unanswered_replace_leaves_the_original_stuck_and_rejects_the_replacement() -> None:
+    d_old, d_new = ask(order_in(S.ACKED), qty="12")  # 200 more held
+    a, b = rp.unanswered(d_old.order, d_new.order, NOW, reason="no answer")
+    assert (a.order.state, a.order.hold_amount, held(a)) == (S.STUCK, 1000, 0)
+    assert (b.order.state, b.order.reject_code, b.order.hold_amount, held(b)) == (
+        S.REJECTED, "replace_unanswered", 0, -200)
+    # the answer came first: nothing to give up
+    late = rp.replace_rejected(d_old.order, d_new.order, event(VenueEventKind.REPLACE_REJECTED), NOW)
+    x, y = rp.unanswered(late[0].order, late[1].order, NOW, reason="no answer")
+    assert not x.changes and not y.changes
+    # a Replaced after that is audited on the STUCK original; nothing moves
+    c, d = rp.replaced(a.order, b.order, event(VenueEventKind.REPLACED), NOW)
+    assert c.order.state == S.STUCK and c.order.hold_amount == 1000 and not c.postings
+    assert [e.event for e in c.events] == ["replaced_late"] and not d.changes

@@ -374,3 +374,37 @@ def test_replace_refusals_answer_cancel_reject_response_to_2() -> None:
     assert isinstance(rej, VenueCancelReject) and rej.cxl_rej_reason == 0
     order = eng.order("r2")
     assert order is not None and order.working and order.price == D("149.00")
+
+
+# --------------------------------------------------------------------------- auctions
+
+
+def test_auction_orders_wait_for_their_auction_then_execute_or_expire() -> None:
+    """TimeInForce 2 (AtTheOpening) / 7 (AtTheClose): acknowledged, never matched before their
+    auction, however marketable; at it, a market order or a marketable limit fills its whole
+    quantity at one price; the rest expires (ExecType C)."""
+    eng = engine(fill_slices=[10])
+    assert kinds(eng.submit(nos("O1", qty="30", tif="2"), 0.0)) == [("0", "0")]
+    assert kinds(eng.submit(nos("O2", ord_type="2", price="180.00", tif="2"), 0.0)) == [("0", "0")]
+    assert kinds(eng.submit(nos("C1", qty="5", side="2", tif="7"), 0.0)) == [("0", "0")]
+    assert eng.match(1.0) == []  # nothing trades before its auction
+    opened = execs(eng.auction("open", 2.0))
+    assert [(r.cl_ord_id, r.exec_type, r.ord_status) for r in opened] == [
+        ("O1", ExecType.TRADE, OrdStatus.FILLED), ("O2", ExecType.EXPIRED, OrdStatus.EXPIRED)]
+    assert opened[0].last_qty == 30 and opened[0].last_px == D("187.12")  # one print, no slices
+    assert "opening auction" in (opened[1].text or "")
+    assert eng.order("C1").working  # the close's
+    closed = execs(eng.auction("close", 3.0))
+    assert [(r.cl_ord_id, r.exec_type, r.last_px) for r in closed] == [("C1", ExecType.TRADE,
+                                                                        D("187.10"))]
+    assert eng.auction("close", 4.0) == []
+
+
+def test_auction_orders_are_market_or_limit_and_a_halted_symbol_expires_them() -> None:
+    eng = engine()
+    rej = execs(eng.submit(nos("S1", ord_type="3", stop="190.00", tif="2"), 0.0))
+    assert (rej[0].exec_type, rej[0].text) == (ExecType.REJECTED, "auction orders are market or limit orders")
+    eng.submit(nos("O1", tif="2"), 0.0)
+    eng.halted.add("AAPL")
+    out = execs(eng.auction("open", 1.0))
+    assert [(r.exec_type, r.ord_status) for r in out] == [(ExecType.EXPIRED, OrdStatus.EXPIRED)]

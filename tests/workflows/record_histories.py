@@ -350,3 +350,21 @@ async def test_record_replace_refused_then_canceled(stack: TradingStack) -> None
     async with stack.http() as http:
         assert (await http.delete(f"/v2/orders/{o['id']}", headers=headers(acct))).status_code == 204
     await save(stack, "replace_refused_then_canceled", o["id"])
+
+
+async def test_record_replace_unanswered_stuck_then_resolved(stack: TradingStack) -> None:
+    """The venue answers neither the replace nor the status request: the original STUCK, its
+    replacement REJECTED; an operator resolves the original."""
+    await stack.set_quote("AAPL", "187.40", "187.50")
+    acct = await stack.account("5000")
+    o = await place(stack, acct, symbol="AAPL", qty="3", side="buy", type="limit",
+                    limit_price="150.00", time_in_force="gtc")
+    await wait_order(stack, acct, o["id"], {"new"})
+    with stack.venues_behave(never_ack=True):
+        async with stack.http() as http:
+            r = await http.patch(f"/v2/orders/{o['id']}", headers=headers(acct), json={"qty": "4"})
+            assert r.status_code == 200, r.text
+        await stuck(stack, acct, o["id"])
+    await stack.temporal.get_workflow_handle(o["id"]).execute_update("resolve", ResolveInput(
+        order_id=o["id"], outcome="canceled", operator="recorder", note="venue: canceled"))
+    await save(stack, "replace_unanswered_stuck_then_resolved", o["id"])

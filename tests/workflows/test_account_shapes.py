@@ -4,20 +4,23 @@ closing equity, snapshotted by the back office (``equity`` until there is one)."
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
 from api.app import create_app
-from db.accounts import open_account
+from db.accounts import OpenedAccount, open_account
 from db.router import ShardRouter
 from domain import calendar
 from sherwood.contracts import BACKOFFICE_TASK_QUEUE
 from tests.api.test_positions import trade
+from tests.stack import served
 from tests.workflows.conftest import Backoffice
 from tests.workflows.test_funding import auth, wait_status
 
@@ -36,8 +39,21 @@ async def http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
+async def alpaca_py_account(app: FastAPI, acct: OpenedAccount) -> Any:
+    """``TradingClient.get_account`` (alpaca-py, unchanged) against ``app`` on a loopback port."""
+    from alpaca.trading.client import TradingClient
+    from alpaca.trading.models import TradeAccount
+
+    async with served(app) as url:
+        tc = TradingClient(acct.credentials.key_id, acct.credentials.secret_key, paper=True,
+                           url_override=url)
+        account = await asyncio.to_thread(tc.get_account)
+    assert isinstance(account, TradeAccount)
+    return account
+
+
 async def test_pending_transfers_show_in_the_account(
-    http: httpx.AsyncClient, router: ShardRouter, backoffice: Backoffice,
+    http: httpx.AsyncClient, router: ShardRouter, backoffice: Backoffice, app: FastAPI,
 ) -> None:
     acct = await open_account(router)
     ledger = router.ledger(acct.shard)
@@ -56,6 +72,8 @@ async def test_pending_transfers_show_in_the_account(
     await wait_status(http, acct, out.json()["id"], {"PENDING"})
     account = (await http.get("/v2/account", headers=auth(acct))).json()
     assert (account["pending_transfer_in"], account["pending_transfer_out"]) == ("500.25", "200.00")
+    seen = await alpaca_py_account(app, acct)  # and as the customer's client reads them
+    assert (seen.pending_transfer_in, seen.pending_transfer_out) == ("500.25", "200.00")
 
     await backoffice.bank.instruct(str(acct.account_id), "settle")
     await wait_status(http, acct, dep.json()["id"], {"COMPLETE"})
@@ -82,7 +100,7 @@ async def snapshot(backoffice: Backoffice, business_date: str | None) -> int:
 
 
 async def test_last_equity_is_the_previous_sessions_closing_snapshot(
-    http: httpx.AsyncClient, router: ShardRouter, backoffice: Backoffice,
+    http: httpx.AsyncClient, router: ShardRouter, backoffice: Backoffice, app: FastAPI,
 ) -> None:
     acct = await open_account(router)
     ledger = router.ledger(acct.shard)
@@ -107,3 +125,5 @@ async def test_last_equity_is_the_previous_sessions_closing_snapshot(
     account = (await http.get("/v2/account", headers=auth(acct))).json()
     assert account["last_equity"] == "5000.00"
     assert account["equity"] != account["last_equity"]
+    seen = await alpaca_py_account(app, acct)
+    assert (seen.last_equity, seen.equity) == ("5000.00", account["equity"])

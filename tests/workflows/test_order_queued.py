@@ -147,13 +147,15 @@ async def test_restart_while_queued_keeps_it_queued_and_it_routes_at_the_open(
     assert "cash_held" not in await balances(stack, acct)
 
 
-async def test_auction_time_in_force_is_refused_with_a_code(stack: TradingStack) -> None:
+async def test_auction_time_in_force_is_for_market_and_limit_orders(stack: TradingStack) -> None:
+    """(Auction orders themselves: test_order_auctions.py.)"""
     acct = await stack.account("1000")
     async with stack.http() as http:
         for tif in ("opg", "cls"):
             r = await http.post("/v2/orders", headers=headers(acct), json={
-                "symbol": "AAPL", "qty": "1", "side": "buy", "type": "market", "time_in_force": tif})
-            assert r.status_code == 422 and r.json()["reason"] == "time_in_force_not_supported", r.text
+                "symbol": "AAPL", "qty": "1", "side": "buy", "type": "stop_limit", "stop_price": "5",
+                "limit_price": "5", "time_in_force": tif})
+            assert r.status_code == 422 and r.json()["reason"] == "invalid_time_in_force", r.text
     assert await balances(stack, acct) == {"cash": D(1000)}
 
 
