@@ -23,7 +23,7 @@ from domain.money import money_str, plain
 from domain.order_decision import TradeUpdate
 from domain.order_row import OrderRow
 from domain.orders import OrderRequest, OrderSnapshot, OrderState, alpaca_status
-from domain.positions import PositionFigures
+from domain.positions import DayChange, PositionFigures
 from domain.risk import AccountState, is_pattern_day_trader
 
 NY = ZoneInfo("America/New_York")
@@ -131,7 +131,8 @@ def account_object(*, account_id: str, account_number: str, created_at: datetime
 
 
 def position_object(*, symbol: str, asset_id: str, exchange: str, shares: Decimal, held: Decimal,
-                    unsettled: Decimal, figures: PositionFigures, price_source: str) -> dict[str, Any]:
+                    unsettled: Decimal, figures: PositionFigures, price_source: str,
+                    day: DayChange | None = None) -> dict[str, Any]:
     """Alpaca's position object; ``qty_available`` is what may be sold now: the position less the
     shares open sell orders hold (bought-but-unsettled shares count: a sell may hold them), and
     the extras say where the rest is and what ``current_price`` is (bid | last_fill | none)."""
@@ -143,6 +144,10 @@ def position_object(*, symbol: str, asset_id: str, exchange: str, shares: Decima
         "unrealized_plpc": number(figures.unrealized_plpc),
         "current_price": number(figures.current_price), "qty_held": number(held) or "0",
         "qty_unsettled": number(unsettled) or "0", "price_source": price_source,
+        "lastday_price": number(day.lastday_price) if day else None,
+        "change_today": number(day.change_today) if day else None,
+        "unrealized_intraday_pl": number(day.intraday_pl) if day else None,
+        "unrealized_intraday_plpc": number(day.intraday_plpc) if day else None,
     }
 
 

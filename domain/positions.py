@@ -117,6 +117,25 @@ def position_figures(qty: Decimal, basis: CostBasis, price: Decimal | None) -> P
     return PositionFigures(qty, to_decimal(avg, PRICE_PLACES), cost, price, mv, pl, plpc)
 
 
+@dataclass(frozen=True)
+class DayChange:
+    """A position's move since the previous session's close (Alpaca's ``lastday_price``,
+    ``change_today``, ``unrealized_intraday_pl(pc)``): the current price against the close,
+    times the shares held now. None where either price is missing."""
+
+    lastday_price: Decimal | None
+    change_today: Decimal | None
+    intraday_pl: Decimal | None
+    intraday_plpc: Decimal | None
+
+
+def day_change(qty: Decimal, current: Decimal | None, lastday: Decimal | None) -> DayChange:
+    if current is None or lastday is None or lastday <= 0:
+        return DayChange(lastday, None, None, None)
+    change = to_decimal(Fraction(current - lastday) / Fraction(lastday), RATIO_PLACES)
+    return DayChange(lastday, change, plain(qty * (current - lastday)), change)
+
+
 def valuation_price(bid: Decimal | None, last_fill: Decimal | None) -> Decimal | None:
     """The price a long position is marked at: the latest bid (what selling it would fetch now);
     with no usable quote, the last fill price; else None."""

@@ -78,10 +78,11 @@ def backoffice_activities(directory: AsyncEngine, engine_by_shard: list[AsyncEng
 
 
 def backoffice_shard_activities(settings: Settings, engine: AsyncEngine, shard: int,
-                                bank: Bank) -> list[Callable[..., Any]]:
+                                bank: Bank, marketdata: AsyncEngine | None = None
+                                ) -> list[Callable[..., Any]]:
     return [*ShardSettlementActivities(engine, shard, house_stripes=settings.house_balance_stripes,
                                        audit_halts=settings.reconcile_audit == "halt").all(),
-            *EquityActivities(engine, shard).all(),
+            *EquityActivities(engine, shard, marketdata).all(),
             *FundingActivities(FundingStore(engine), bank).all()]
 
 
@@ -107,13 +108,15 @@ class BackofficeWorkers:
         engines = [make_engine(s.shard_url(n), pool_size=size, max_overflow=size)
                    for n in range(s.shard_count)]
         directory = make_engine(s.directory_db_url(), pool_size=size, max_overflow=size)
-        self._engines = [*engines, directory]
+        # the minute bars of the closing prices (end-of-day snapshots)
+        marketdata = make_engine(s.marketdata_db_url_resolved(), pool_size=1, max_overflow=1)
+        self._engines = [*engines, directory, marketdata]
         self._add(Worker(self.client, task_queue=BACKOFFICE_TASK_QUEUE, workflows=backoffice_workflows(),
                          activities=backoffice_activities(directory, engines, self.clearinghouse)))
         for n in shards:
             self._add(Worker(self.client, task_queue=backoffice_shard_queue(n),
                              workflows=backoffice_shard_workflows(),
-                             activities=backoffice_shard_activities(s, engines[n], n, self.bank),
+                             activities=backoffice_shard_activities(s, engines[n], n, self.bank, marketdata),
                              max_concurrent_activities=4, max_concurrent_local_activities=50))
         log.info("back-office workers running (shards %s)", shards)
 

@@ -9,6 +9,9 @@
   position is worth what selling it fetches now: the conservative mark, never the ask or the mid);
   with no usable quote, the last fill price of the symbol in this account (``price_source`` says
   which). Market value, unrealized P/L and P/L% follow from it.
+- ``lastday_price``: the symbol's closing price of the latest session before today that the back
+  office snapshotted (``closing_prices``); ``change_today`` and ``unrealized_intraday_pl(pc)``:
+  the current price against it, for the shares held now (None without a close).
 
 Balances and fills are read in one REPEATABLE READ snapshot, so a fill booked meanwhile can
 never show in one and not the other. Quotes are advisory: Redis down only means last-fill marks.
@@ -18,21 +21,25 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from sqlalchemy import text
 
 from api.errors import ApiError
 from api.schemas import PositionOut
+from db.equity import closing_prices_before
 from db.router import ShardRouter
 from domain.alpaca import position_object
 from domain.assets import ASSETS, Asset, get_asset
+from domain.calendar import trade_date
 from domain.money import plain
 from domain.positions import (
     CostBasis,
     Fill,
     PositionFigures,
     average_cost,
+    day_change,
     position_figures,
     valuation_price,
 )
@@ -53,6 +60,7 @@ class Holding:
     basis: CostBasis
     exchange: str | None
     asset_id: str | None
+    lastday_price: Decimal | None = None  # the previous session's closing price
 
     @property
     def qty(self) -> Decimal:
@@ -92,6 +100,8 @@ async def holdings(
                 ),
                 {"a": account_id, "sym": symbol},
             )).all()
+            lastday = await closing_prices_before(
+                conn, sorted({r.symbol for r in balances}), trade_date(datetime.now(UTC)))
             assets = (await conn.execute(
                 text("SELECT symbol, id, exchange FROM assets WHERE symbol = ANY(:s)"),
                 {"s": sorted({r.symbol for r in balances})},
@@ -108,7 +118,7 @@ async def holdings(
         asset_id, exchange = meta.get(sym, (None, None))
         h = Holding(sym, parts.get("shares", ZERO), parts.get("shares_held", ZERO),
                     parts.get("shares_unsettled", ZERO), average_cost(by_symbol.get(sym, [])),
-                    exchange, asset_id)
+                    exchange, asset_id, lastday.get(sym))
         if h.qty != 0:
             out[sym] = h
     return out
@@ -126,7 +136,8 @@ def position_out(h: Holding, fig: PositionFigures, source: str) -> PositionOut:
     asset_id, exchange = _asset_fields(h)
     return PositionOut(**position_object(
         symbol=h.symbol, asset_id=asset_id, exchange=exchange, shares=h.shares, held=h.held,
-        unsettled=h.unsettled, figures=fig, price_source=source))
+        unsettled=h.unsettled, figures=fig, price_source=source,
+        day=day_change(h.qty, fig.current_price, h.lastday_price)))
 
 
 async def _valued(
