@@ -170,6 +170,8 @@ def fill_activity(*, at: datetime, aid: uuid.UUID, order_id: str, symbol: str, s
 
 
 CASH_DESCRIPTIONS = {
+    "dividend": "cash dividend",
+    "split": "stock split (cash in lieu of fractional shares)",
     "deposit": "ACH deposit",
     "deposit_bounce": "ACH deposit returned",
     "withdrawal": "ACH withdrawal",
@@ -178,15 +180,23 @@ CASH_DESCRIPTIONS = {
 
 
 def cash_activity(*, at: datetime, aid: uuid.UUID, activity_type: str, kind: str,
-                  net: Decimal) -> dict[str, Any]:
-    """A non-trade activity (CSD, CSW, FEE, JNLC): one ledger transaction's change of the
-    customer's cash, described by its kind."""
-    return {
+                  net: Decimal, memo: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A non-trade activity (CSD, CSW, FEE, JNLC, DIV, SPLIT): one ledger transaction's change
+    of the customer's cash, described by its kind; a dividend or split names its symbol and
+    quantity (from the transaction's memo)."""
+    memo = memo or {}
+    out = {
         "id": activity_id(at, aid), "activity_type": activity_type,
         "date": at.astimezone(NY).date().isoformat(), "net_amount": money_str(net),
         "description": CASH_DESCRIPTIONS.get(kind, kind.replace("_", " ")),
         "transaction_time": iso(at.astimezone(UTC)),
     }
+    if kind == "dividend":
+        out |= {"symbol": memo.get("symbol"), "qty": number(memo.get("qty")),
+                "per_share_amount": number(memo.get("rate"))}
+    elif kind == "split":
+        out |= {"symbol": memo.get("symbol"), "qty": number(memo.get("new_qty"))}
+    return out
 
 
 def transfer_object(row: Mapping[str, Any] | Any) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from domain.positions import (
     CostBasis,
     Fill,
     PositionFigures,
+    Split,
     average_cost,
     day_change,
     position_figures,
@@ -91,7 +92,8 @@ async def holdings(
             fills = (await conn.execute(
                 text(
                     # via orders: (account_id, created_at) is indexed there, executions by order_id
-                    "SELECT e.symbol, e.side, e.qty, e.price FROM orders o "
+                    "SELECT e.symbol, e.side, e.qty, e.price, coalesce(lt.created_at, e.received_at) AS at "
+                    "FROM orders o "
                     "JOIN executions e ON e.order_id = o.id "
                     "LEFT JOIN ledger_transactions lt ON lt.id = e.ledger_txn_id "
                     "WHERE o.account_id = :a AND e.qty > 0 AND e.price IS NOT NULL"
@@ -100,6 +102,13 @@ async def holdings(
                 ),
                 {"a": account_id, "sym": symbol},
             )).all()
+            # splits (and their cash in lieu) applied to the account, in the fills' timeline
+            splits = (await conn.execute(text(
+                "SELECT a.symbol, a.applied_at AS at, a.qty, a.new_qty, a.cash, c.new_rate, "
+                "c.old_rate FROM corporate_action_applications a JOIN corporate_actions c "
+                "ON c.id = a.announcement_id WHERE a.account_id = :a AND c.ca_type = 'split'"
+                + ("" if symbol is None else " AND a.symbol = :sym")),
+                {"a": account_id, "sym": symbol})).all()
             lastday = await closing_prices_before(
                 conn, sorted({r.symbol for r in balances}), trade_date(datetime.now(UTC)))
             assets = (await conn.execute(
@@ -109,9 +118,15 @@ async def holdings(
     qty: dict[str, dict[str, Decimal]] = {}
     for r in balances:
         qty.setdefault(r.symbol, {})[r.kind] = plain(Decimal(r.balance))
-    by_symbol: dict[str, list[Fill]] = {}
+    events: dict[str, list[tuple[datetime, int, Fill | Split]]] = {}
     for f in fills:
-        by_symbol.setdefault(f.symbol, []).append(Fill(f.side, Decimal(f.qty), Decimal(f.price)))
+        events.setdefault(f.symbol, []).append((f.at, 0, Fill(f.side, Decimal(f.qty), Decimal(f.price))))
+    for sp in splits:
+        events.setdefault(sp.symbol, []).append((sp.at, 1, Split(
+            Decimal(sp.new_rate), Decimal(sp.old_rate), Decimal(sp.qty), Decimal(sp.new_qty),
+            Decimal(sp.cash))))
+    by_symbol = {sym: [e for _, _, e in sorted(evs, key=lambda x: (x[0], x[1]))]
+                 for sym, evs in events.items()}
     meta: dict[str, tuple[str | None, str | None]] = {a.symbol: (str(a.id), a.exchange) for a in assets}
     out: dict[str, Holding] = {}
     for sym, parts in sorted(qty.items()):
