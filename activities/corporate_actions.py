@@ -58,6 +58,7 @@ class AppliedCorporateActions:
     shard: int
     dividends_paid: int = 0
     splits_applied: int = 0
+    symbol_changes: int = 0
 
 
 def entitlement_instant(ex_date: date) -> datetime:
@@ -115,6 +116,10 @@ class CorporateActionActivities:
             elif ann.ca_type == "split" and ann.ex_date == d:
                 await self._clear_for_split(ann)
                 out.splits_applied += await store.apply_split(self.engine, ann, self.house_stripes)
+            elif ann.ca_type == "symbol_change" and ann.ex_date == d:
+                await self._clear_for_split(ann)
+                out.symbol_changes += await store.apply_symbol_change(self.engine, ann,
+                                                                      self.house_stripes)
         return out
 
     async def _clear_for_split(self, ann: ca.Announcement) -> None:

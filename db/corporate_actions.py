@@ -34,11 +34,11 @@ async def record(engine: AsyncEngine, ann: ca.Announcement) -> None:
     async with engine.begin() as conn:
         await conn.execute(text(
             "INSERT INTO corporate_actions (id, ca_type, ca_sub_type, symbol, ex_date, record_date, "
-            "payable_date, cash, old_rate, new_rate) VALUES (:id, :t, :st, :s, :ex, :rec, :pay, :cash, "
-            ":old, :new) ON CONFLICT (id) DO NOTHING"),
+            "payable_date, cash, old_rate, new_rate, new_symbol) VALUES (:id, :t, :st, :s, :ex, :rec, "
+            ":pay, :cash, :old, :new, :ns) ON CONFLICT (id) DO NOTHING"),
             {"id": ann.id, "t": ann.ca_type, "st": ann.sub_type, "s": ann.symbol, "ex": ann.ex_date,
              "rec": ann.record_date, "pay": ann.payable_date, "cash": ann.cash, "old": ann.old_rate,
-             "new": ann.new_rate})
+             "new": ann.new_rate, "ns": ann.new_symbol})
 
 
 async def _applied(engine: AsyncEngine, ann: ca.Announcement) -> set[uuid.UUID]:
@@ -130,5 +130,45 @@ async def apply_split(engine: AsyncEngine, ann: ca.Announcement, house_stripes: 
                 {"id": ann.id, "a": r.account_id, "s": ann.symbol, "q": qty, "nq": result.new_qty,
                  "lo": result.in_lieu_old, "cp": close if result.in_lieu_old else None,
                  "c": result.cash_in_lieu, "t": txn.id if txn else None})
+        changed += 1
+    return changed
+
+
+async def apply_symbol_change(engine: AsyncEngine, ann: ca.Announcement, house_stripes: int = 32) -> int:
+    """Move every settled position of the old symbol to the new one (the caller made sure
+    nothing blocks it: :func:`split_blockers`). The new symbol becomes an asset of the shard
+    (a copy of the old one's row) and the old one inactive, not tradable. Returns how many
+    accounts this call changed."""
+    assert ann.new_symbol is not None
+    async with engine.begin() as conn:
+        await conn.execute(text(
+            "INSERT INTO currencies (code, kind, scale) SELECT :new, kind, scale FROM currencies "
+            "WHERE code = :old ON CONFLICT DO NOTHING"), {"old": ann.symbol, "new": ann.new_symbol})
+        await conn.execute(text(
+            "INSERT INTO assets (id, symbol, name, exchange, asset_class, fractionable) "
+            "SELECT md5('asset:' || :new)::uuid, :new, name, exchange, asset_class, fractionable "
+            "FROM assets WHERE symbol = :old ON CONFLICT DO NOTHING"),
+            {"old": ann.symbol, "new": ann.new_symbol})
+        await conn.execute(text(
+            "UPDATE assets SET status = 'inactive', tradable = false WHERE symbol = :old"),
+            {"old": ann.symbol})
+        rows = (await conn.execute(text(
+            "SELECT la.owner_id AS account_id, coalesce(sum(b.balance), 0) AS qty "
+            "FROM ledger_accounts la JOIN balances b ON b.ledger_account_id = la.id "
+            "WHERE la.owner_id IS NOT NULL AND la.name = :n GROUP BY la.owner_id"),
+            {"n": f"shares:{ann.symbol}"})).all()
+    done = await _applied(engine, ann)
+    changed = 0
+    for r in sorted(rows, key=lambda r: str(r.account_id)):
+        qty = Decimal(r.qty)
+        if qty <= 0 or r.account_id in done:
+            continue
+        txn = ca.symbol_change_txn(ann, r.account_id, qty)
+        async with engine.begin() as conn:
+            (await post(conn, txn, house_stripes=house_stripes)).raise_for_status()
+            await conn.execute(text(
+                "INSERT INTO corporate_action_applications (announcement_id, account_id, symbol, qty, "
+                "new_qty, ledger_txn_id) VALUES (:id, :a, :s, :q, :q, :t)"),
+                {"id": ann.id, "a": r.account_id, "s": ann.symbol, "q": qty, "t": txn.id})
         changed += 1
     return changed

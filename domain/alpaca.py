@@ -172,6 +172,7 @@ def fill_activity(*, at: datetime, aid: uuid.UUID, order_id: str, symbol: str, s
 CASH_DESCRIPTIONS = {
     "dividend": "cash dividend",
     "split": "stock split (cash in lieu of fractional shares)",
+    "symbol_change": "symbol change",
     "deposit": "ACH deposit",
     "deposit_bounce": "ACH deposit returned",
     "withdrawal": "ACH withdrawal",
@@ -194,7 +195,7 @@ def cash_activity(*, at: datetime, aid: uuid.UUID, activity_type: str, kind: str
     if kind == "dividend":
         out |= {"symbol": memo.get("symbol"), "qty": number(memo.get("qty")),
                 "per_share_amount": number(memo.get("rate"))}
-    elif kind == "split":
+    elif kind in ("split", "symbol_change"):
         out |= {"symbol": memo.get("symbol"), "qty": number(memo.get("new_qty"))}
     return out
 

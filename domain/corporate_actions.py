@@ -11,8 +11,12 @@
   rounded down to the cent. One transaction per account moves the share difference against the
   house ``reorg:<symbol>`` account and the cash from house ``reorg_cash``.
 
-Deliberately not here: symbol changes (not implemented: an announcement of another type is
-refused with ``unsupported_corporate_action``), reading positions, the clock.
+- **Symbol changes** (``new_symbol``), on the ex-date: every settled position moves from the
+  old symbol's share account to the new one's (against house ``reorg:<symbol>`` on both sides);
+  its cost basis and history carry over.
+
+Mergers, spinoffs and stock dividends are refused with ``unsupported_corporate_action``.
+Deliberately not here: reading positions, the clock.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ CENT = Decimal("0.01")
 RATE_BOUNDS = Bounds(Decimal(10) ** 6, 0)  # split rates are whole numbers (2 for 1, 1 for 3)
 CASH_BOUNDS = Bounds(Decimal(10) ** 4, 6)  # dividend per share, USD
 MAX_ID = 64
-TYPES = ("dividend", "split")
+TYPES = ("dividend", "split", "symbol_change")
 
 
 class CorporateActionError(DomainError):
@@ -45,7 +49,7 @@ class Announcement:
     """One corporate action as announced (Alpaca's announcement shape, in short)."""
 
     id: str
-    ca_type: str  # dividend | split
+    ca_type: str  # dividend | split | symbol_change
     symbol: str
     ex_date: date
     record_date: date | None = None
@@ -53,11 +57,14 @@ class Announcement:
     cash: Decimal | None = None  # dividend per share
     old_rate: Decimal | None = None
     new_rate: Decimal | None = None
+    new_symbol: str | None = None  # symbol_change: what the symbol becomes
 
     @property
     def sub_type(self) -> str:
         if self.ca_type == "dividend":
             return "cash"
+        if self.ca_type == "symbol_change":
+            return "symbol_change"
         assert self.old_rate is not None and self.new_rate is not None
         return "stock_split" if self.new_rate > self.old_rate else "reverse_split"
 
@@ -68,7 +75,8 @@ class Announcement:
                 "payable_date": self.payable_date.isoformat() if self.payable_date else None,
                 "cash": None if self.cash is None else str(self.cash),
                 "old_rate": None if self.old_rate is None else str(self.old_rate),
-                "new_rate": None if self.new_rate is None else str(self.new_rate)}
+                "new_rate": None if self.new_rate is None else str(self.new_rate),
+                "new_symbol": self.new_symbol}
 
 
 def _date(d: Mapping[str, object], name: str, required: bool = True) -> date | None:
@@ -90,7 +98,8 @@ def parse_announcement(d: Mapping[str, object]) -> Announcement:
         raise CorporateActionError("id must be 1..64 letters, digits, - or _", code="invalid_id")
     ca_type = str(d.get("ca_type") or "")
     if ca_type not in TYPES:
-        raise CorporateActionError(f"ca_type {ca_type[:20]!r} is not supported (dividend, split)",
+        raise CorporateActionError(f"ca_type {ca_type[:20]!r} is not supported (dividend, split, "
+                                   "symbol_change)",
                                    code="unsupported_corporate_action")
     symbol = str(d.get("symbol") or "")
     if not valid_symbol(symbol):
@@ -104,6 +113,11 @@ def parse_announcement(d: Mapping[str, object]) -> Announcement:
             raise CorporateActionError("payable_date is before ex_date", code="invalid_date")
         cash = bounded_decimal(d.get("cash"), CASH_BOUNDS, field="cash")
         return Announcement(aid, ca_type, symbol, ex, _date(d, "record_date", False), pay, cash=cash)
+    if ca_type == "symbol_change":
+        new_symbol = str(d.get("new_symbol") or "")
+        if not valid_symbol(new_symbol) or new_symbol == symbol:
+            raise CorporateActionError("new_symbol must be another ticker", code="invalid_new_symbol")
+        return Announcement(aid, ca_type, symbol, ex, new_symbol=new_symbol)
     old = bounded_decimal(d.get("old_rate"), RATE_BOUNDS, field="old_rate")
     new = bounded_decimal(d.get("new_rate"), RATE_BOUNDS, field="new_rate")
     if old == new:
@@ -172,3 +186,17 @@ def split_txn(ann: Announcement, account_id: uuid.UUID, result: SplitResult) -> 
         memo={"announcement": ann.id, "symbol": ann.symbol, "old_qty": str(result.old_qty),
               "new_qty": str(result.new_qty), "in_lieu_old": str(result.in_lieu_old),
               "cash_in_lieu": str(result.cash_in_lieu)})
+
+
+def symbol_change_txn(ann: Announcement, account_id: uuid.UUID, qty: Decimal) -> LedgerTxn:
+    """One account's ``qty`` settled shares of the old symbol become shares of the new one."""
+    assert ann.new_symbol is not None
+    old, new = ann.symbol, ann.new_symbol
+    return LedgerTxn.build(
+        f"symchg:{ann.id}:{account_id}", "symbol_change",
+        [Entry.of(customer(account_id, f"shares:{old}"), -qty, old),
+         Entry.of(house(f"reorg:{old}"), qty, old),
+         Entry.of(house(f"reorg:{new}"), -qty, new),
+         Entry.of(customer(account_id, f"shares:{new}"), qty, new)],
+        account_id=account_id, memo={"announcement": ann.id, "symbol": new, "old_symbol": old,
+                                     "new_qty": str(qty)})

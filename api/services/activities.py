@@ -9,7 +9,8 @@
   trading (holds, releases, fills, settlement) and changes the customer's USD
   (``cash + cash_held + cash_unsettled``): ``deposit*`` -> ``CSD``, ``withdraw*`` -> ``CSW``,
   ``fee*`` -> ``FEE``, ``dividend`` -> ``DIV`` (symbol, qty, per-share amount), ``split`` ->
-  ``SPLIT`` (symbol, the new qty; listed even without cash in lieu), anything else (operator
+  ``SPLIT`` (symbol, the new qty; listed even without cash in lieu), ``symbol_change`` ->
+  ``REORG`` (the new symbol and qty), anything else (operator
   corrections, reversals) -> ``JNLC``.
   ``net_amount`` is that signed change (a returned ACH deposit is a negative ``CSD``).
 
@@ -45,7 +46,7 @@ ACTIVITY_TYPES = frozenset({
     "JNL", "JNLC", "JNLS", "MA", "NC", "OPASN", "OPEXP", "OPXRC", "PTC", "PTR", "REORG", "SC",
     "SSO", "SSP", "SPLIT",
 })
-CASH_TYPES = frozenset({"CSD", "CSW", "FEE", "JNLC", "DIV", "SPLIT"})
+CASH_TYPES = frozenset({"CSD", "CSW", "FEE", "JNLC", "DIV", "SPLIT", "REORG"})
 # Ledger transaction kinds that belong to trading (shown as FILL activities, or not at all).
 TRADE_KINDS = ("hold_cash", "release_cash", "hold_shares", "release_shares", "buy_fill",
                "sell_fill", "settle", "clearing_close")
@@ -140,13 +141,14 @@ SELECT * FROM (
   SELECT lt.id AS txn_id, lt.kind, lt.created_at AS at, md5('cash:' || lt.id)::uuid AS aid,
          CASE WHEN lt.kind LIKE 'deposit%' THEN 'CSD' WHEN lt.kind LIKE 'withdraw%' THEN 'CSW'
               WHEN lt.kind LIKE 'fee%' THEN 'FEE' WHEN lt.kind = 'dividend' THEN 'DIV'
-              WHEN lt.kind = 'split' THEN 'SPLIT' ELSE 'JNLC' END AS activity_type, lt.memo,
+              WHEN lt.kind = 'split' THEN 'SPLIT' WHEN lt.kind = 'symbol_change' THEN 'REORG'
+              ELSE 'JNLC' END AS activity_type, lt.memo,
          (SELECT coalesce(sum(en.amount), 0) FROM ledger_entries en
             JOIN ledger_accounts la ON la.id = en.ledger_account_id
            WHERE en.txn_id = lt.id AND la.owner_id = :a AND en.currency = 'USD') AS net
     FROM ledger_transactions lt
    WHERE lt.account_id = :a AND lt.status = 'posted' AND NOT (lt.kind = ANY(:trade_kinds))
-) c WHERE (c.net <> 0 OR c.activity_type = 'SPLIT') AND c.activity_type = ANY(:types) {filters}
+) c WHERE (c.net <> 0 OR c.activity_type IN ('SPLIT', 'REORG')) AND c.activity_type = ANY(:types) {filters}
 ORDER BY at {dir}, aid {dir} LIMIT :n
 """
 

@@ -89,6 +89,11 @@ async def holdings(
                 ),
                 {"a": account_id, "kinds": list(_SHARE_ACCOUNTS), "sym": symbol},
             )).all()
+            # symbol changes applied to the account: the old symbol's fills count for the new one
+            renamed = {r.symbol: (r.new_symbol, r.at) for r in (await conn.execute(text(
+                "SELECT a.symbol, c.new_symbol, a.applied_at AS at FROM corporate_action_applications a "
+                "JOIN corporate_actions c ON c.id = a.announcement_id WHERE a.account_id = :a "
+                "AND c.ca_type = 'symbol_change'"), {"a": account_id})).all()}
             fills = (await conn.execute(
                 text(
                     # via orders: (account_id, created_at) is indexed there, executions by order_id
@@ -97,10 +102,10 @@ async def holdings(
                     "JOIN executions e ON e.order_id = o.id "
                     "LEFT JOIN ledger_transactions lt ON lt.id = e.ledger_txn_id "
                     "WHERE o.account_id = :a AND e.qty > 0 AND e.price IS NOT NULL"
-                    + ("" if symbol is None else " AND e.symbol = :sym")
+                    + ("" if symbol is None else " AND e.symbol = ANY(:syms)")
                     + " ORDER BY coalesce(lt.created_at, e.received_at), e.received_at, e.venue, e.exec_id"
                 ),
-                {"a": account_id, "sym": symbol},
+                {"a": account_id, "syms": [symbol, *(o for o, (n, _) in renamed.items() if n == symbol)]},
             )).all()
             # splits (and their cash in lieu) applied to the account, in the fills' timeline
             splits = (await conn.execute(text(
@@ -120,7 +125,10 @@ async def holdings(
         qty.setdefault(r.symbol, {})[r.kind] = plain(Decimal(r.balance))
     events: dict[str, list[tuple[datetime, int, Fill | Split]]] = {}
     for f in fills:
-        events.setdefault(f.symbol, []).append((f.at, 0, Fill(f.side, Decimal(f.qty), Decimal(f.price))))
+        sym = f.symbol
+        while sym in renamed and f.at <= renamed[sym][1]:  # booked before the symbol changed
+            sym = renamed[sym][0]
+        events.setdefault(sym, []).append((f.at, 0, Fill(f.side, Decimal(f.qty), Decimal(f.price))))
     for sp in splits:
         events.setdefault(sp.symbol, []).append((sp.at, 1, Split(
             Decimal(sp.new_rate), Decimal(sp.old_rate), Decimal(sp.qty), Decimal(sp.new_qty),

@@ -108,3 +108,18 @@ def test_cost_basis_across_splits() -> None:
     b = average_cost([Fill("buy", D("10"), D("90")), one_for_three])
     # 9 of the 10 old shares kept (cost 810), the tenth paid 100 in lieu (cost 90: +10 realized)
     assert (b.qty, b.cost, b.realized_pl, b.average) == (D("3"), 810, 10, 270)
+
+
+def test_a_symbol_change() -> None:
+    ann = ca.parse_announcement({"id": "sc-1", "ca_type": "symbol_change", "symbol": "FB",
+                                 "new_symbol": "META", "ex_date": "2026-12-01"})
+    acct = uuid.uuid4()
+    txn = ca.symbol_change_txn(ann, acct, D("7"))
+    assert {(str(e.account), e.amount) for e in txn.entries} == {
+        (f"{acct}:shares:FB", D("-7")), ("house:reorg:FB", D("7")),
+        ("house:reorg:META", D("-7")), (f"{acct}:shares:META", D("7"))}
+    for bad in ("", "FB", "meta!"):
+        with pytest.raises(DomainError) as err:
+            ca.parse_announcement({"id": "sc-1", "ca_type": "symbol_change", "symbol": "FB",
+                                   "new_symbol": bad, "ex_date": "2026-12-01"})
+        assert err.value.code == "invalid_new_symbol"

@@ -148,3 +148,25 @@ async def test_forward_and_reverse_splits(
     assert [(x["symbol"], x["qty"], x["net_amount"]) for x in acts] == [("CSCO", "3", "90.00")]
     assert await audit_rows_about(router, fwd) == []
     assert await audit_rows_about(router, rev) == []
+
+
+async def test_a_symbol_change_moves_the_position_with_its_cost_basis(
+    http: httpx.AsyncClient, router: ShardRouter, backoffice: Backoffice,
+) -> None:
+    ex = date(2031, 5, 20)
+    acct = await holder(router, "PYPL", 10, "50.00")
+    feed = FileAnnouncements(backoffice.settings.announcements_file_resolved())
+    feed.add({"id": f"symchg-PYPL-{uuid.uuid4().hex[:8]}", "ca_type": "symbol_change",
+              "symbol": "PYPL", "new_symbol": "PYPL.B", "ex_date": ex.isoformat()})
+    await run(backoffice, ex)
+    await run(backoffice, ex)  # once
+    assert (await http.get("/v2/positions/PYPL", headers=auth(acct))).status_code == 404
+    pos = (await http.get("/v2/positions/PYPL.B", headers=auth(acct))).json()
+    assert (pos["symbol"], pos["qty"], pos["avg_entry_price"], pos["cost_basis"]) == (
+        "PYPL.B", "10", "50", "500")
+    listed = (await http.get("/v2/positions", headers=auth(acct))).json()
+    assert [p["symbol"] for p in listed] == ["PYPL.B"]
+    acts = (await http.get("/v2/account/activities", headers=auth(acct),
+                           params={"activity_types": "REORG"})).json()
+    assert [(x["symbol"], x["qty"], x["net_amount"]) for x in acts] == [("PYPL.B", "10", "0.00")]
+    assert await audit_rows_about(router, acct) == []

@@ -26,7 +26,7 @@ def upgrade() -> None:
     op.execute("""
 CREATE TABLE corporate_actions (
     id            text PRIMARY KEY CHECK (length(id) BETWEEN 1 AND 64),
-    ca_type       text NOT NULL CHECK (ca_type IN ('dividend', 'split')),
+    ca_type       text NOT NULL CHECK (ca_type IN ('dividend', 'split', 'symbol_change')),
     ca_sub_type   text NOT NULL,
     symbol        text NOT NULL,
     ex_date       date NOT NULL,
@@ -35,6 +35,7 @@ CREATE TABLE corporate_actions (
     cash          numeric(38, 10),
     old_rate      numeric(38, 10),
     new_rate      numeric(38, 10),
+    new_symbol    text,
     recorded_at   timestamptz NOT NULL DEFAULT now()
 );
 CREATE TABLE corporate_action_applications (
