@@ -19,6 +19,7 @@ from api.routers import (
     assets,
     backoffice_ops,
     clock,
+    corporate_actions,
     health,
     ops,
     orders,
@@ -67,4 +68,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(marketdata_routes.router)
     app.include_router(transfers.router)
     app.include_router(backoffice_ops.router)
+    app.include_router(corporate_actions.router)
     return app

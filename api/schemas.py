@@ -199,3 +199,16 @@ class TransferIn(BaseModel):
 def body_schema(model: type[BaseModel], *, extra_fields: bool) -> dict[str, Any]:
     """``model``'s JSON schema for ``Body(json_schema_extra=...)`` of a dict body."""
     return {**model.model_json_schema(), "additionalProperties": extra_fields}
+
+
+class PortfolioHistoryOut(BaseModel):
+    """Alpaca's portfolio history: left-labeled points (epoch seconds), the equity at the end of
+    each window, profit/loss against ``base_value`` (deposits and withdrawals excluded)."""
+
+    timestamp: list[int]
+    equity: list[float]
+    profit_loss: list[float]
+    profit_loss_pct: list[float | None]
+    base_value: float
+    timeframe: str
+    cashflow: dict[str, list[float]] = {}

@@ -23,7 +23,7 @@ from domain.money import money_str, plain
 from domain.order_decision import TradeUpdate
 from domain.order_row import OrderRow
 from domain.orders import OrderRequest, OrderSnapshot, OrderState, alpaca_status
-from domain.positions import PositionFigures
+from domain.positions import DayChange, PositionFigures
 from domain.risk import AccountState, is_pattern_day_trader
 
 NY = ZoneInfo("America/New_York")
@@ -131,7 +131,8 @@ def account_object(*, account_id: str, account_number: str, created_at: datetime
 
 
 def position_object(*, symbol: str, asset_id: str, exchange: str, shares: Decimal, held: Decimal,
-                    unsettled: Decimal, figures: PositionFigures, price_source: str) -> dict[str, Any]:
+                    unsettled: Decimal, figures: PositionFigures, price_source: str,
+                    day: DayChange | None = None) -> dict[str, Any]:
     """Alpaca's position object; ``qty_available`` is what may be sold now: the position less the
     shares open sell orders hold (bought-but-unsettled shares count: a sell may hold them), and
     the extras say where the rest is and what ``current_price`` is (bid | last_fill | none)."""
@@ -143,6 +144,10 @@ def position_object(*, symbol: str, asset_id: str, exchange: str, shares: Decima
         "unrealized_plpc": number(figures.unrealized_plpc),
         "current_price": number(figures.current_price), "qty_held": number(held) or "0",
         "qty_unsettled": number(unsettled) or "0", "price_source": price_source,
+        "lastday_price": number(day.lastday_price) if day else None,
+        "change_today": number(day.change_today) if day else None,
+        "unrealized_intraday_pl": number(day.intraday_pl) if day else None,
+        "unrealized_intraday_plpc": number(day.intraday_plpc) if day else None,
     }
 
 
@@ -165,6 +170,9 @@ def fill_activity(*, at: datetime, aid: uuid.UUID, order_id: str, symbol: str, s
 
 
 CASH_DESCRIPTIONS = {
+    "dividend": "cash dividend",
+    "split": "stock split (cash in lieu of fractional shares)",
+    "symbol_change": "symbol change",
     "deposit": "ACH deposit",
     "deposit_bounce": "ACH deposit returned",
     "withdrawal": "ACH withdrawal",
@@ -173,15 +181,23 @@ CASH_DESCRIPTIONS = {
 
 
 def cash_activity(*, at: datetime, aid: uuid.UUID, activity_type: str, kind: str,
-                  net: Decimal) -> dict[str, Any]:
-    """A non-trade activity (CSD, CSW, FEE, JNLC): one ledger transaction's change of the
-    customer's cash, described by its kind."""
-    return {
+                  net: Decimal, memo: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A non-trade activity (CSD, CSW, FEE, JNLC, DIV, SPLIT): one ledger transaction's change
+    of the customer's cash, described by its kind; a dividend or split names its symbol and
+    quantity (from the transaction's memo)."""
+    memo = memo or {}
+    out = {
         "id": activity_id(at, aid), "activity_type": activity_type,
         "date": at.astimezone(NY).date().isoformat(), "net_amount": money_str(net),
         "description": CASH_DESCRIPTIONS.get(kind, kind.replace("_", " ")),
         "transaction_time": iso(at.astimezone(UTC)),
     }
+    if kind == "dividend":
+        out |= {"symbol": memo.get("symbol"), "qty": number(memo.get("qty")),
+                "per_share_amount": number(memo.get("rate"))}
+    elif kind in ("split", "symbol_change"):
+        out |= {"symbol": memo.get("symbol"), "qty": number(memo.get("new_qty"))}
+    return out
 
 
 def transfer_object(row: Mapping[str, Any] | Any) -> dict[str, Any]:

@@ -90,6 +90,17 @@ def is_session(d: date) -> bool:
 
 
 @functools.lru_cache(maxsize=1024)
+def session_hours(d: date) -> tuple[datetime, datetime] | None:
+    """The regular session's open and close of ``d`` (UTC; a half day closes at 13:00 New
+    York time), or None when ``d`` is no session."""
+    if not is_session(d):
+        return None
+    cal, ts = nyse(), pd.Timestamp(d)
+    return (cal.session_open(ts).to_pydatetime().astimezone(UTC),
+            cal.session_close(ts).to_pydatetime().astimezone(UTC))
+
+
+@functools.lru_cache(maxsize=1024)
 def next_session(d: date, n: int = 1) -> date:
     """The n-th NYSE business day after ``d``."""
     cal = nyse()

@@ -37,8 +37,11 @@ from domain.money import USD, check_scale, parse_decimal, positive_amount
 
 CUSTOMER_CASH = frozenset({"cash", "cash_held", "cash_unsettled"})
 CUSTOMER_SHARES = frozenset({"shares", "shares_held", "shares_unsettled"})
-HOUSE_CASH = frozenset({"bank", "clearing_cash", "ach_provisional", "fees"})
-HOUSE_SHARES = frozenset({"custody", "clearing_shares"})
+# dividend_receivable: what paying agents owe the firm for dividends credited to customers;
+# reorg / reorg_cash: the street side of splits (shares) and their cash in lieu
+HOUSE_CASH = frozenset({"bank", "clearing_cash", "ach_provisional", "fees", "dividend_receivable",
+                        "reorg_cash"})
+HOUSE_SHARES = frozenset({"custody", "clearing_shares", "reorg"})
 
 _SYMBOL = re.compile(r"^[A-Z][A-Z0-9.]{0,9}$")
 

@@ -60,3 +60,14 @@ class Clearinghouse(Protocol):
         (venue, ExecID). ``None`` when no report is available: the settlement report then records
         no street figures and finds no breaks."""
         ...
+
+
+class Announcements(Protocol):
+    """The corporate-action announcements feed (a data vendor, DTC): what was announced with an
+    ex-date or payable date in ``[since, until]``, each as the vendor's record (a mapping in
+    Alpaca's announcement fields: ``id``, ``ca_type``, ``symbol``, ``ex_date``, ``record_date``,
+    ``payable_date``, ``cash``, ``old_rate``, ``new_rate``). Sherwood validates every record
+    (:func:`domain.corporate_actions.parse_announcement`) before using it. Safe to repeat."""
+
+    async def announced(self, since: date, until: date) -> list[dict[str, object]]:
+        ...

@@ -36,6 +36,19 @@ class Fill:
 
 
 @dataclass(frozen=True)
+class Split:
+    """A split of the position: ``old_qty`` shares became ``new_qty`` whole shares at
+    ``new_rate`` for ``old_rate``; the part of the old position that made no whole new share
+    was paid ``cash`` in lieu (a sale: its cost leaves, the difference is realized)."""
+
+    new_rate: Decimal
+    old_rate: Decimal
+    old_qty: Decimal
+    new_qty: Decimal
+    cash: Decimal = ZERO
+
+
+@dataclass(frozen=True)
 class CostBasis:
     """What a sequence of fills leaves: shares, their exact cost, the P/L already realized."""
 
@@ -49,17 +62,31 @@ class CostBasis:
         return self.cost / Fraction(self.qty) if self.qty else Fraction(0)
 
 
-def average_cost(fills: Iterable[Fill]) -> CostBasis:
+def average_cost(fills: Iterable[Fill | Split]) -> CostBasis:
     """Fold fills (in booking order) into a cost basis by the average-cost method.
 
     A sell larger than the position (never expected: the ledger refuses selling shares not held)
-    closes the position; the excess carries no cost.
+    closes the position; the excess carries no cost. A split changes the quantity, not the cost
+    (the average price moves by the inverse ratio).
     """
     qty = ZERO
     cost = Fraction(0)
     realized = Fraction(0)
     last: Decimal | None = None
     for f in fills:
+        if isinstance(f, Split):
+            if qty and f.old_qty:
+                ratio = Fraction(f.new_rate) / Fraction(f.old_rate)
+                kept = Fraction(f.new_qty) / (Fraction(f.old_qty) * ratio)  # of the old position
+                sold_cost = cost * (1 - kept)
+                realized += Fraction(f.cash) - sold_cost
+                cost -= sold_cost
+                qty = (f.new_qty if qty == f.old_qty
+                       else to_decimal(Fraction(qty) * kept * ratio, 9))
+            if last is not None:
+                last = to_decimal(Fraction(last) * Fraction(f.old_rate) / Fraction(f.new_rate),
+                                  PRICE_PLACES)
+            continue
         if f.qty <= 0 or f.price <= 0:
             raise ValueError(f"a fill needs a positive qty and price: {f}")
         last = f.price
@@ -115,6 +142,25 @@ def position_figures(qty: Decimal, basis: CostBasis, price: Decimal | None) -> P
     pl = plain(mv - cost)
     plpc = to_decimal(Fraction(pl) / Fraction(cost), RATIO_PLACES) if cost else ZERO
     return PositionFigures(qty, to_decimal(avg, PRICE_PLACES), cost, price, mv, pl, plpc)
+
+
+@dataclass(frozen=True)
+class DayChange:
+    """A position's move since the previous session's close (Alpaca's ``lastday_price``,
+    ``change_today``, ``unrealized_intraday_pl(pc)``): the current price against the close,
+    times the shares held now. None where either price is missing."""
+
+    lastday_price: Decimal | None
+    change_today: Decimal | None
+    intraday_pl: Decimal | None
+    intraday_plpc: Decimal | None
+
+
+def day_change(qty: Decimal, current: Decimal | None, lastday: Decimal | None) -> DayChange:
+    if current is None or lastday is None or lastday <= 0:
+        return DayChange(lastday, None, None, None)
+    change = to_decimal(Fraction(current - lastday) / Fraction(lastday), RATIO_PLACES)
+    return DayChange(lastday, change, plain(qty * (current - lastday)), change)
 
 
 def valuation_price(bid: Decimal | None, last_fill: Decimal | None) -> Decimal | None:

@@ -255,6 +255,12 @@ class Settings(BaseSettings):
     equity_snapshot_schedule_id: str = "equity-snapshot-daily"
     equity_snapshot_hour_ny: int = Field(default=16, ge=0, le=23)
     equity_snapshot_minute_ny: int = Field(default=15, ge=0, le=59)
+    # corporate actions: applied weekdays before the open (New York time), from the announcements
+    # feed (the simulator's JSON-lines file; default <data_dir>/announcements.jsonl)
+    corporate_actions_schedule_id: str = "corporate-actions-daily"
+    corporate_actions_hour_ny: int = Field(default=7, ge=0, le=23)
+    announcements_file: Path | None = None
+    corporate_actions_split_wait_s: float = Field(default=3600.0, gt=0)
     settlement_catch_up_days: int = Field(default=10, ge=1, le=60)
     backoffice_db_pool_size: int = 2
     # The end-of-day reconciliation's invariants audit (db/audit.py): "halt" halts a shard whose
@@ -324,6 +330,9 @@ class Settings(BaseSettings):
     def gateway_link_stack(self) -> str:
         """What the gateway and its shard workers must agree on to use the direct link."""
         return f"{self.temporal_namespace}/{self.gateway_task_queue}/{self.db_prefix}"
+
+    def announcements_file_resolved(self) -> Path:
+        return self.announcements_file or self.data_dir / "announcements.jsonl"
 
     def gateway_data_dir_resolved(self) -> Path:
         return self.gateway_data_dir if self.gateway_data_dir is not None else self.data_dir / "gateway"

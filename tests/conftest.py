@@ -17,7 +17,7 @@ import hypothesis  # noqa: F401  (see below)
 import pytest
 from redis.asyncio import Redis
 
-from db.migrate import drop_database, migrate_all
+from db.migrate import drop_database, migrate_all, migrate_marketdata
 from db.router import ShardRouter
 from sherwood.embedded import EmbeddedPostgres, EmbeddedRedis, TemporalDevServer, free_port
 from sherwood.settings import Settings
@@ -78,8 +78,10 @@ def settings(pg_server_url: str, redis_url: str, tmp_path_factory: pytest.TempPa
 def migrated(settings: Settings) -> Iterator[Settings]:
     urls = [settings.shard_url(n) for n in range(settings.shard_count)]
     migrate_all(settings.directory_db_url(), urls, progress=lambda m: None)
+    # the back office reads closing prices from the market-data database's minute bars
+    migrate_marketdata(settings.marketdata_db_url_resolved())
     yield settings
-    for url in [settings.directory_db_url(), *urls]:
+    for url in [settings.directory_db_url(), *urls, settings.marketdata_db_url_resolved()]:
         drop_database(url)
 
 

@@ -42,16 +42,18 @@ from temporalio.client import (
 )
 from temporalio.worker import Worker
 
+from activities.corporate_actions import AnnouncementActivities, CorporateActionActivities
 from activities.equity import EquityActivities
 from activities.funding import FundingActivities
 from activities.settlement import SettlementActivities, ShardSettlementActivities
 from db.engines import make_engine
 from db.funding import FundingStore
-from domain.ports import Bank, Clearinghouse
+from domain.ports import Announcements, Bank, Clearinghouse
 from sherwood.contracts import BACKOFFICE_TASK_QUEUE, backoffice_shard_queue
 from sherwood.lifecycle import stopped_by_signals
 from sherwood.settings import Settings
 from sherwood.temporal import connect
+from workflows.corporate_actions import CorporateActionsInput, CorporateActionsWorkflow
 from workflows.deposit import DepositWorkflow
 from workflows.equity import EquityRunInput, EquitySnapshotWorkflow
 from workflows.settlement import (
@@ -65,7 +67,8 @@ log = logging.getLogger(__name__)
 
 
 def backoffice_workflows() -> list[type]:
-    return [SettlementWorkflow, LedgerReconciliationWorkflow, EquitySnapshotWorkflow]
+    return [SettlementWorkflow, LedgerReconciliationWorkflow, EquitySnapshotWorkflow,
+            CorporateActionsWorkflow]
 
 
 def backoffice_shard_workflows() -> list[type]:
@@ -73,15 +76,19 @@ def backoffice_shard_workflows() -> list[type]:
 
 
 def backoffice_activities(directory: AsyncEngine, engine_by_shard: list[AsyncEngine],
-                          clearinghouse: Clearinghouse) -> list[Callable[..., Any]]:
-    return SettlementActivities(directory, engine_by_shard, clearinghouse).all()
+                          clearinghouse: Clearinghouse, announcements: Announcements
+                          ) -> list[Callable[..., Any]]:
+    return [*SettlementActivities(directory, engine_by_shard, clearinghouse).all(),
+            *AnnouncementActivities(announcements).all()]
 
 
 def backoffice_shard_activities(settings: Settings, engine: AsyncEngine, shard: int,
-                                bank: Bank) -> list[Callable[..., Any]]:
+                                bank: Bank, marketdata: AsyncEngine | None = None,
+                                client: Client | None = None) -> list[Callable[..., Any]]:
     return [*ShardSettlementActivities(engine, shard, house_stripes=settings.house_balance_stripes,
                                        audit_halts=settings.reconcile_audit == "halt").all(),
-            *EquityActivities(engine, shard).all(),
+            *EquityActivities(engine, shard, marketdata).all(),
+            *CorporateActionActivities(engine, shard, client, settings.house_balance_stripes).all(),
             *FundingActivities(FundingStore(engine), bank).all()]
 
 
@@ -95,6 +102,8 @@ class BackofficeWorkers:
     clearinghouse: Clearinghouse
     shards: list[int] | None = None  # None: every shard
     client: Client | None = None
+    # the corporate-action announcements feed; None: the simulator's file (settings)
+    announcements: Announcements | None = None
     _workers: list[Worker] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _engines: list[AsyncEngine] = field(default_factory=list)
@@ -107,15 +116,26 @@ class BackofficeWorkers:
         engines = [make_engine(s.shard_url(n), pool_size=size, max_overflow=size)
                    for n in range(s.shard_count)]
         directory = make_engine(s.directory_db_url(), pool_size=size, max_overflow=size)
-        self._engines = [*engines, directory]
+        # the minute bars of the closing prices (end-of-day snapshots)
+        marketdata = make_engine(s.marketdata_db_url_resolved(), pool_size=1, max_overflow=1)
+        self._engines = [*engines, directory, marketdata]
         self._add(Worker(self.client, task_queue=BACKOFFICE_TASK_QUEUE, workflows=backoffice_workflows(),
-                         activities=backoffice_activities(directory, engines, self.clearinghouse)))
+                         activities=backoffice_activities(directory, engines, self.clearinghouse,
+                                                          self._announcements())))
         for n in shards:
             self._add(Worker(self.client, task_queue=backoffice_shard_queue(n),
                              workflows=backoffice_shard_workflows(),
-                             activities=backoffice_shard_activities(s, engines[n], n, self.bank),
+                             activities=backoffice_shard_activities(s, engines[n], n, self.bank, marketdata,
+                                                                   self.client),
                              max_concurrent_activities=4, max_concurrent_local_activities=50))
         log.info("back-office workers running (shards %s)", shards)
+
+    def _announcements(self) -> Announcements:
+        if self.announcements is None:
+            from simulators.announcements import FileAnnouncements  # the development feed
+
+            self.announcements = FileAnnouncements(self.settings.announcements_file_resolved())
+        return self.announcements
 
     def _add(self, worker: Worker) -> None:
         self._workers.append(worker)
@@ -166,10 +186,30 @@ def equity_snapshot_schedule(settings: Settings) -> Schedule:
     )
 
 
+def corporate_actions_schedule(settings: Settings) -> Schedule:
+    """Every weekday at corporate_actions_hour_ny:00 New York time (before the open: splits take
+    effect before trading on their ex-date)."""
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            CorporateActionsWorkflow.run, CorporateActionsInput(
+                shards=settings.shard_count, split_wait_s=settings.corporate_actions_split_wait_s),
+            id=f"{settings.corporate_actions_schedule_id}-run", task_queue=BACKOFFICE_TASK_QUEUE),
+        spec=ScheduleSpec(
+            calendars=[ScheduleCalendarSpec(
+                day_of_week=[ScheduleRange(1, 5)], hour=[ScheduleRange(settings.corporate_actions_hour_ny)],
+                minute=[ScheduleRange(0)], second=[ScheduleRange(0)])],
+            time_zone_name="America/New_York"),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.BUFFER_ALL,
+                              catchup_window=timedelta(days=1)),
+    )
+
+
 async def apply_schedules(client: Client, settings: Settings) -> str:
-    """Create the settlement and equity snapshot schedules, or update them to the current
-    definitions. Idempotent; returns the settlement schedule's outcome (created | updated)."""
+    """Create the settlement, equity snapshot and corporate-action schedules, or update them to
+    the current definitions. Idempotent; returns the settlement schedule's outcome (created |
+    updated)."""
     await _apply(client, settings.equity_snapshot_schedule_id, equity_snapshot_schedule(settings))
+    await _apply(client, settings.corporate_actions_schedule_id, corporate_actions_schedule(settings))
     return await _apply(client, settings.settlement_schedule_id, settlement_schedule(settings))
 
 

@@ -27,6 +27,9 @@ RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=time
 class EquityRunInput:
     shards: int
     business_date: str | None = None  # None: the New York date of the run
+    # the instant valued (ISO); None: the session's close, or the run's time if that is earlier.
+    # An operator's rerun or a test's simulated session names it.
+    as_of: str | None = None
 
 
 @dataclass
@@ -38,7 +41,8 @@ class EquityRunResult:
 class EquitySnapshotWorkflow:
     @workflow.run
     async def run(self, inp: EquityRunInput) -> EquityRunResult:
-        arg = EquitySnapshotInput(now=workflow.now().isoformat(), business_date=inp.business_date)
+        arg = EquitySnapshotInput(now=workflow.now().isoformat(), business_date=inp.business_date,
+                                  as_of=inp.as_of)
         return EquityRunResult(list(await asyncio.gather(*(
             workflow.execute_activity(
                 "snapshot_shard_equity", arg, task_queue=backoffice_shard_queue(n),

@@ -8,7 +8,10 @@
 - **Non-trade activities**: every posted ledger transaction of the account that is not part of
   trading (holds, releases, fills, settlement) and changes the customer's USD
   (``cash + cash_held + cash_unsettled``): ``deposit*`` -> ``CSD``, ``withdraw*`` -> ``CSW``,
-  ``fee*`` -> ``FEE``, anything else (operator corrections, reversals) -> ``JNLC``.
+  ``fee*`` -> ``FEE``, ``dividend`` -> ``DIV`` (symbol, qty, per-share amount), ``split`` ->
+  ``SPLIT`` (symbol, the new qty; listed even without cash in lieu), ``symbol_change`` ->
+  ``REORG`` (the new symbol and qty), anything else (operator
+  corrections, reversals) -> ``JNLC``.
   ``net_amount`` is that signed change (a returned ACH deposit is a negative ``CSD``).
 
 Ids are ``<UTC time, microseconds: YYYYMMDDHHMMSSffffff>::<uuid>`` (Alpaca's shape), the uuid
@@ -43,7 +46,7 @@ ACTIVITY_TYPES = frozenset({
     "JNL", "JNLC", "JNLS", "MA", "NC", "OPASN", "OPEXP", "OPXRC", "PTC", "PTR", "REORG", "SC",
     "SSO", "SSP", "SPLIT",
 })
-CASH_TYPES = frozenset({"CSD", "CSW", "FEE", "JNLC"})
+CASH_TYPES = frozenset({"CSD", "CSW", "FEE", "JNLC", "DIV", "SPLIT", "REORG"})
 # Ledger transaction kinds that belong to trading (shown as FILL activities, or not at all).
 TRADE_KINDS = ("hold_cash", "release_cash", "hold_shares", "release_shares", "buy_fill",
                "sell_fill", "settle", "clearing_close")
@@ -137,13 +140,15 @@ _CASH = """
 SELECT * FROM (
   SELECT lt.id AS txn_id, lt.kind, lt.created_at AS at, md5('cash:' || lt.id)::uuid AS aid,
          CASE WHEN lt.kind LIKE 'deposit%' THEN 'CSD' WHEN lt.kind LIKE 'withdraw%' THEN 'CSW'
-              WHEN lt.kind LIKE 'fee%' THEN 'FEE' ELSE 'JNLC' END AS activity_type,
+              WHEN lt.kind LIKE 'fee%' THEN 'FEE' WHEN lt.kind = 'dividend' THEN 'DIV'
+              WHEN lt.kind = 'split' THEN 'SPLIT' WHEN lt.kind = 'symbol_change' THEN 'REORG'
+              ELSE 'JNLC' END AS activity_type, lt.memo,
          (SELECT coalesce(sum(en.amount), 0) FROM ledger_entries en
             JOIN ledger_accounts la ON la.id = en.ledger_account_id
            WHERE en.txn_id = lt.id AND la.owner_id = :a AND en.currency = 'USD') AS net
     FROM ledger_transactions lt
    WHERE lt.account_id = :a AND lt.status = 'posted' AND NOT (lt.kind = ANY(:trade_kinds))
-) c WHERE c.net <> 0 AND c.activity_type = ANY(:types) {filters}
+) c WHERE (c.net <> 0 OR c.activity_type IN ('SPLIT', 'REORG')) AND c.activity_type = ANY(:types) {filters}
 ORDER BY at {dir}, aid {dir} LIMIT :n
 """
 
@@ -171,7 +176,7 @@ def fill_out(r: Any) -> FillActivityOut:
 
 def cash_out(r: Any) -> CashActivityOut:
     return CashActivityOut(**cash_activity(at=r.at, aid=r.aid, activity_type=r.activity_type,
-                                           kind=r.kind, net=Decimal(r.net)))
+                                           kind=r.kind, net=Decimal(r.net), memo=r.memo))
 
 
 async def list_activities(

@@ -9,6 +9,9 @@
   position is worth what selling it fetches now: the conservative mark, never the ask or the mid);
   with no usable quote, the last fill price of the symbol in this account (``price_source`` says
   which). Market value, unrealized P/L and P/L% follow from it.
+- ``lastday_price``: the symbol's closing price of the latest session before today that the back
+  office snapshotted (``closing_prices``); ``change_today`` and ``unrealized_intraday_pl(pc)``:
+  the current price against it, for the shares held now (None without a close).
 
 Balances and fills are read in one REPEATABLE READ snapshot, so a fill booked meanwhile can
 never show in one and not the other. Quotes are advisory: Redis down only means last-fill marks.
@@ -18,21 +21,26 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from sqlalchemy import text
 
 from api.errors import ApiError
 from api.schemas import PositionOut
+from db.equity import closing_prices_before
 from db.router import ShardRouter
 from domain.alpaca import position_object
 from domain.assets import ASSETS, Asset, get_asset
+from domain.calendar import trade_date
 from domain.money import plain
 from domain.positions import (
     CostBasis,
     Fill,
     PositionFigures,
+    Split,
     average_cost,
+    day_change,
     position_figures,
     valuation_price,
 )
@@ -53,6 +61,7 @@ class Holding:
     basis: CostBasis
     exchange: str | None
     asset_id: str | None
+    lastday_price: Decimal | None = None  # the previous session's closing price
 
     @property
     def qty(self) -> Decimal:
@@ -80,18 +89,33 @@ async def holdings(
                 ),
                 {"a": account_id, "kinds": list(_SHARE_ACCOUNTS), "sym": symbol},
             )).all()
+            # symbol changes applied to the account: the old symbol's fills count for the new one
+            renamed = {r.symbol: (r.new_symbol, r.at) for r in (await conn.execute(text(
+                "SELECT a.symbol, c.new_symbol, a.applied_at AS at FROM corporate_action_applications a "
+                "JOIN corporate_actions c ON c.id = a.announcement_id WHERE a.account_id = :a "
+                "AND c.ca_type = 'symbol_change'"), {"a": account_id})).all()}
             fills = (await conn.execute(
                 text(
                     # via orders: (account_id, created_at) is indexed there, executions by order_id
-                    "SELECT e.symbol, e.side, e.qty, e.price FROM orders o "
+                    "SELECT e.symbol, e.side, e.qty, e.price, coalesce(lt.created_at, e.received_at) AS at "
+                    "FROM orders o "
                     "JOIN executions e ON e.order_id = o.id "
                     "LEFT JOIN ledger_transactions lt ON lt.id = e.ledger_txn_id "
                     "WHERE o.account_id = :a AND e.qty > 0 AND e.price IS NOT NULL"
-                    + ("" if symbol is None else " AND e.symbol = :sym")
+                    + ("" if symbol is None else " AND e.symbol = ANY(:syms)")
                     + " ORDER BY coalesce(lt.created_at, e.received_at), e.received_at, e.venue, e.exec_id"
                 ),
-                {"a": account_id, "sym": symbol},
+                {"a": account_id, "syms": [symbol, *(o for o, (n, _) in renamed.items() if n == symbol)]},
             )).all()
+            # splits (and their cash in lieu) applied to the account, in the fills' timeline
+            splits = (await conn.execute(text(
+                "SELECT a.symbol, a.applied_at AS at, a.qty, a.new_qty, a.cash, c.new_rate, "
+                "c.old_rate FROM corporate_action_applications a JOIN corporate_actions c "
+                "ON c.id = a.announcement_id WHERE a.account_id = :a AND c.ca_type = 'split'"
+                + ("" if symbol is None else " AND a.symbol = :sym")),
+                {"a": account_id, "sym": symbol})).all()
+            lastday = await closing_prices_before(
+                conn, sorted({r.symbol for r in balances}), trade_date(datetime.now(UTC)))
             assets = (await conn.execute(
                 text("SELECT symbol, id, exchange FROM assets WHERE symbol = ANY(:s)"),
                 {"s": sorted({r.symbol for r in balances})},
@@ -99,16 +123,25 @@ async def holdings(
     qty: dict[str, dict[str, Decimal]] = {}
     for r in balances:
         qty.setdefault(r.symbol, {})[r.kind] = plain(Decimal(r.balance))
-    by_symbol: dict[str, list[Fill]] = {}
+    events: dict[str, list[tuple[datetime, int, Fill | Split]]] = {}
     for f in fills:
-        by_symbol.setdefault(f.symbol, []).append(Fill(f.side, Decimal(f.qty), Decimal(f.price)))
+        sym = f.symbol
+        while sym in renamed and f.at <= renamed[sym][1]:  # booked before the symbol changed
+            sym = renamed[sym][0]
+        events.setdefault(sym, []).append((f.at, 0, Fill(f.side, Decimal(f.qty), Decimal(f.price))))
+    for sp in splits:
+        events.setdefault(sp.symbol, []).append((sp.at, 1, Split(
+            Decimal(sp.new_rate), Decimal(sp.old_rate), Decimal(sp.qty), Decimal(sp.new_qty),
+            Decimal(sp.cash))))
+    by_symbol = {sym: [e for _, _, e in sorted(evs, key=lambda x: (x[0], x[1]))]
+                 for sym, evs in events.items()}
     meta: dict[str, tuple[str | None, str | None]] = {a.symbol: (str(a.id), a.exchange) for a in assets}
     out: dict[str, Holding] = {}
     for sym, parts in sorted(qty.items()):
         asset_id, exchange = meta.get(sym, (None, None))
         h = Holding(sym, parts.get("shares", ZERO), parts.get("shares_held", ZERO),
                     parts.get("shares_unsettled", ZERO), average_cost(by_symbol.get(sym, [])),
-                    exchange, asset_id)
+                    exchange, asset_id, lastday.get(sym))
         if h.qty != 0:
             out[sym] = h
     return out
@@ -126,7 +159,8 @@ def position_out(h: Holding, fig: PositionFigures, source: str) -> PositionOut:
     asset_id, exchange = _asset_fields(h)
     return PositionOut(**position_object(
         symbol=h.symbol, asset_id=asset_id, exchange=exchange, shares=h.shares, held=h.held,
-        unsettled=h.unsettled, figures=fig, price_source=source))
+        unsettled=h.unsettled, figures=fig, price_source=source,
+        day=day_change(h.qty, fig.current_price, h.lastday_price)))
 
 
 async def _valued(

@@ -90,11 +90,13 @@ def previous_session(today: date) -> date:
 
 
 async def snapshot(backoffice: Backoffice, business_date: str | None) -> int:
-    """Run the back office's EquitySnapshot workflow; how many snapshots it wrote."""
+    """Run the back office's EquitySnapshot workflow, its session's close being now (a simulated
+    session); how many snapshots it wrote."""
     from workflows.equity import EquityRunInput, EquitySnapshotWorkflow
 
     result = await backoffice.client.execute_workflow(
-        EquitySnapshotWorkflow.run, EquityRunInput(backoffice.settings.shard_count, business_date),
+        EquitySnapshotWorkflow.run, EquityRunInput(backoffice.settings.shard_count, business_date,
+                                                   datetime.now(UTC).isoformat()),
         id=f"equity-test-{uuid.uuid4()}", task_queue=BACKOFFICE_TASK_QUEUE)
     return sum(s.written for s in result.shards)
 
