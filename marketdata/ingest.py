@@ -10,7 +10,8 @@ Per line:
   ``domain.universe.universe(marketdata_universe_size)``), ``non_positive_price``, ``absurd_price``
   (above ``marketdata_max_price`` or more than ``marketdata_max_jump`` off the symbol's last
   accepted price), ``bad_size``, ``crossed`` (bid > ask), ``locked`` (bid == ask), ``stale``
-  (older than ``marketdata_max_tick_age_s``, or a trade for a minute whose bar is already final),
+  (older than ``marketdata_max_tick_age_s``, or a trade for a minute whose bar went out and is
+  no longer kept for updates),
   ``future`` (more than ``marketdata_max_future_s`` ahead), ``out_of_order`` (older than the
   symbol's last accepted tick), ``halted`` (a trade while halted), ``redis_unavailable``.
   Accepted counts are in ``<prefix>:md:accepted`` (``quotes``, ``trades``, ``statuses``, ``bars``).
@@ -26,7 +27,11 @@ Per line:
 * **bars**: trades aggregate into 1-minute bars; every ``marketdata_bar_flush_s`` the change since
   the last flush is upserted (merged, see :mod:`marketdata.bars`) into ``bars_1min`` of the
   market-data database; ``marketdata_bar_grace_s`` after a minute ends its final bar is published
-  as ``T:"b"``.
+  as ``T:"b"``, followed by the New York day's bar so far ``T:"d"`` (aggregated from the day's
+  minutes in Postgres, ``t`` the day's midnight in New York; only with a database). A trade that
+  arrives after its minute's bar went out (in order, within ``marketdata_max_tick_age_s``)
+  updates that bar: merged into Postgres and published as ``T:"u"`` (then ``T:"d"``) at the next
+  flush.
 
 One ingest process per symbol set (sequence numbers are per process). If Redis is down the ticks
 of that moment are dropped (``redis_unavailable``) and ingest reconnects with backoff: the read
@@ -44,6 +49,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -65,6 +71,29 @@ ON CONFLICT (symbol, t) DO UPDATE SET
     v = b.v + EXCLUDED.v, n = b.n + EXCLUDED.n, pv = b.pv + EXCLUDED.pv,
     vw = (b.pv + EXCLUDED.pv) / (b.v + EXCLUDED.v), updated_at = now()
 """)
+
+
+# the New York day's bar so far, from the minutes in Postgres (written before a bar is published)
+DAY_BARS = text("""
+SELECT symbol, (array_agg(o ORDER BY t))[1] AS o, max(h) AS h, min(l) AS l,
+       (array_agg(c ORDER BY t DESC))[1] AS c, sum(v) AS v, sum(n) AS n, sum(pv) AS pv
+FROM bars_1min
+WHERE symbol = ANY(:syms) AND t >= :start AND t < :end
+GROUP BY symbol
+""")
+NEW_YORK = ZoneInfo("America/New_York")
+
+
+def ny_midnight(t_ns: int) -> int:
+    """The start (ns since the epoch) of the New York calendar day holding ``t_ns``: the ``t`` of
+    its daily bar, as Alpaca stamps daily bars."""
+    d = datetime.fromtimestamp(t_ns // 1_000_000_000, NEW_YORK)
+    return int(d.replace(hour=0, minute=0, second=0).timestamp()) * 1_000_000_000
+
+
+def next_ny_midnight(day_ns: int) -> int:
+    """The start of the New York day after the one starting at ``day_ns`` (days are 23 to 25 h)."""
+    return ny_midnight(day_ns + 26 * 3600 * 1_000_000_000)
 
 
 _sec_cache: dict[int, str] = {}
@@ -126,6 +155,8 @@ class Ingest:
         self.bars: dict[tuple[str, int], BarAcc] = {}  # open minutes: full bar so far
         self.bar_delta: dict[tuple[str, int], BarAcc] = {}  # not yet written to Postgres
         self.final_minute: dict[str, int] = {}  # last finalized minute per symbol
+        self.recent_final: dict[tuple[str, int], BarAcc] = {}  # published bars a trade may update
+        self.updated: set[tuple[str, int]] = set()  # published bars changed since (T:"u" due)
         self.trades_log: list[tuple[str, int, Decimal, int]] | None = None  # tests: accepted trades
         self._conn: RespConnection | None = None
         self._down_until = 0.0
@@ -411,8 +442,14 @@ class Ingest:
                     continue
                 minute = minute_start(t)
                 if minute <= self.final_minute.get(sym, -1):
-                    dropped["stale"] += 1
-                    continue
+                    # its bar went out already: a trade in order but after the grace updates it
+                    # (T:"u") while the bar is recent; older ones are stale
+                    done = self.recent_final.get((sym, minute))
+                    if done is None:
+                        dropped["stale"] += 1
+                        continue
+                    done.add(dpx, size)
+                    self.updated.add((sym, minute))
                 last_t[sym] = t
                 self._add_trade(sym, minute, dpx, size)
                 if self.trades_log is not None:
@@ -487,11 +524,12 @@ class Ingest:
     # -- bars -------------------------------------------------------------------------------
     def _add_trade(self, sym: str, minute: int, price: Decimal, size: int) -> None:
         key = (sym, minute)
-        bar = self.bars.get(key)
-        if bar is None:
-            self.bars[key] = BarAcc.first(price, size)
-        else:
-            bar.add(price, size)
+        if key not in self.recent_final:  # (a published bar was updated by the caller)
+            bar = self.bars.get(key)
+            if bar is None:
+                self.bars[key] = BarAcc.first(price, size)
+            else:
+                bar.add(price, size)
         d = self.bar_delta.get(key)
         if d is None:
             self.bar_delta[key] = BarAcc.first(price, size)
@@ -527,25 +565,50 @@ class Ingest:
         elif self.engine is None:
             self.bar_delta.clear()
         now = self.clock()
+        keep_after = now - self.max_age_ns - MINUTE_NS  # later trades for older minutes are stale
+        for key in [k for k in self.recent_final if k[1] < keep_after]:
+            del self.recent_final[key]
+            self.updated.discard(key)
         done = [k for k in self.bars if final_all or k[1] + MINUTE_NS + self.bar_grace_ns <= now]
-        if not done:
+        if not done and not self.updated:
             return
         cmds = []
+        days: dict[int, set[str]] = {}  # New York day (its midnight, ns) -> symbols whose bar changed
         for key in done:
             sym, minute = key
             if key in self.bar_delta:  # not yet in Postgres: stays open until written
                 continue
             b = self.bars.pop(key)
             self.final_minute[sym] = max(self.final_minute.get(sym, -1), minute)
-            seq = self._next_seq(sym)
-            msg = (f'{{"T":"b","S":"{sym}","o":{_num(b.o)},"h":{_num(b.h)},"l":{_num(b.l)},'
-                   f'"c":{_num(b.c)},"v":{b.v},"t":"{rfc3339_ns(minute)}","n":{b.n},'
-                   f'"vw":{_num(round(b.vw, 6))},"sq":{seq},"it":{now}}}')
-            cmds.append(encode_publish(self._chan(sym), msg.encode()))
-            self.accepted["bars"] += 1
+            self.recent_final[key] = b
+            cmds.append(self._bar_message("b", sym, minute, b, now))
+            days.setdefault(ny_midnight(minute), set()).add(sym)
+        for key in [k for k in self.updated if k not in self.bar_delta]:
+            self.updated.discard(key)
+            sym, minute = key
+            cmds.append(self._bar_message("u", sym, minute, self.recent_final[key], now))
+            days.setdefault(ny_midnight(minute), set()).add(sym)
+        if self.engine is not None:
+            for day, syms in days.items():
+                async with self.engine.connect() as conn:
+                    day_rows = (await conn.execute(DAY_BARS, {
+                        "syms": sorted(syms), "start": datetime.fromtimestamp(day / 1e9, UTC),
+                        "end": datetime.fromtimestamp(next_ny_midnight(day) / 1e9, UTC)})).all()
+                for r in day_rows:
+                    cmds.append(self._bar_message("d", r.symbol, day, BarAcc(
+                        r.o, r.h, r.l, r.c, int(r.v), int(r.n), r.pv), now))
         if cmds:
             cmds.extend(self._counter_commands())
             await self._send(cmds, len(cmds))
+
+    def _bar_message(self, kind: str, sym: str, t: int, b: BarAcc, now: int) -> bytes:
+        """A published bar: ``b`` (final minute), ``u`` (a published minute updated), ``d`` (day)."""
+        seq = self._next_seq(sym)
+        msg = (f'{{"T":"{kind}","S":"{sym}","o":{_num(b.o)},"h":{_num(b.h)},"l":{_num(b.l)},'
+               f'"c":{_num(b.c)},"v":{b.v},"t":"{rfc3339_ns(t)}","n":{b.n},'
+               f'"vw":{_num(round(b.vw, 6))},"sq":{seq},"it":{now}}}')
+        self.accepted["bars"] += 1
+        return encode_publish(self._chan(sym), msg.encode())
 
 
 def ingest_from_settings(settings: Any, engine: AsyncEngine | None) -> Ingest:
