@@ -93,6 +93,17 @@ class ClockOut(BaseModel):
     next_close: str
 
 
+class CalendarDayOut(BaseModel):
+    """One NYSE session (Alpaca's calendar shape), New York times."""
+
+    date: str
+    open: str = Field(description="regular open, HH:MM")
+    close: str = Field(description="regular close, HH:MM (13:00 on a half day)")
+    session_open: str = Field(description="extended-hours open, HHMM")
+    session_close: str = Field(description="extended-hours close, HHMM")
+    settlement_date: str = Field(description="T+1 settlement date of a trade that day")
+
+
 class PositionOut(BaseModel):
     asset_id: str
     symbol: str
