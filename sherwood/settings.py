@@ -195,6 +195,10 @@ class Settings(BaseSettings):
     # Redis (channel per symbol, latest quote/trade hashes, halts set) and 1-minute bars into its
     # own database (<db_prefix>_marketdata on postgres_url unless marketdata_db_url is set, never a
     # shard database). The fan-out WebSocket server listens on fanout_port (/v2/iex, /v2/sip).
+    # Watchlists (/v2/watchlists, on the account's shard): lists per account, symbols per list
+    # (over either: 422 watchlist_limit_reached / watchlist_too_long)
+    watchlist_max_per_account: int = Field(default=50, ge=1, le=1_000)
+    watchlist_max_symbols: int = Field(default=500, ge=1, le=10_000)
     marketdata_db_url: str | None = None
     marketdata_feed_port: int = 8002
     marketdata_universe_size: int = Field(default=10_000, ge=0, le=10_000)  # symbols ingest knows
