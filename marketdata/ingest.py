@@ -27,8 +27,11 @@ Per line:
 * **bars**: trades aggregate into 1-minute bars; every ``marketdata_bar_flush_s`` the change since
   the last flush is upserted (merged, see :mod:`marketdata.bars`) into ``bars_1min`` of the
   market-data database; ``marketdata_bar_grace_s`` after a minute ends its final bar is published
-  as ``T:"b"``, followed by the New York day's bar so far ``T:"d"`` (aggregated from the day's
-  minutes in Postgres, ``t`` the day's midnight in New York; only with a database). A trade that
+  as ``T:"b"``, followed by the New York day's bar so far ``T:"d"`` (read from ``bars_1day``,
+  ``t`` the day's midnight in New York; only with a database). The same deltas, merged per
+  bucket (:func:`marketdata.bars.rollup`), are upserted into ``bars_5min``, ``bars_15min``,
+  ``bars_1hour`` and ``bars_1day`` in the same transaction: every timeframe is aggregated as
+  trades arrive, never on a request. A trade that
   arrives after its minute's bar went out (in order, within ``marketdata_max_tick_age_s``)
   updates that bar: merged into Postgres and published as ``T:"u"`` (then ``T:"d"``) at the next
   flush.
@@ -49,12 +52,18 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from marketdata.bars import MINUTE_NS, BarAcc, minute_start
+from marketdata.bars import (
+    MINUTE_NS,
+    TIMEFRAMES,
+    BarAcc,
+    minute_start,
+    ny_midnight,
+    rollup,
+)
 from marketdata.resp import RespConnection, RespError, encode, encode_publish
 from sherwood.contracts import RedisKeys
 
@@ -63,37 +72,17 @@ log = logging.getLogger(__name__)
 REASONS = ("malformed", "unknown_symbol", "non_positive_price", "absurd_price", "bad_size", "crossed",
            "locked", "stale", "future", "out_of_order", "halted", "redis_unavailable")
 
-UPSERT_BARS = text("""
-INSERT INTO bars_1min AS b (symbol, t, o, h, l, c, v, n, pv, vw)
+UPSERT = """
+INSERT INTO {table} AS b (symbol, t, o, h, l, c, v, n, pv, vw)
 VALUES (:symbol, :t, :o, :h, :l, :c, :v, :n, :pv, :pv / :v)
 ON CONFLICT (symbol, t) DO UPDATE SET
     h = GREATEST(b.h, EXCLUDED.h), l = LEAST(b.l, EXCLUDED.l), c = EXCLUDED.c,
     v = b.v + EXCLUDED.v, n = b.n + EXCLUDED.n, pv = b.pv + EXCLUDED.pv,
     vw = (b.pv + EXCLUDED.pv) / (b.v + EXCLUDED.v), updated_at = now()
-""")
-
-
-# the New York day's bar so far, from the minutes in Postgres (written before a bar is published)
-DAY_BARS = text("""
-SELECT symbol, (array_agg(o ORDER BY t))[1] AS o, max(h) AS h, min(l) AS l,
-       (array_agg(c ORDER BY t DESC))[1] AS c, sum(v) AS v, sum(n) AS n, sum(pv) AS pv
-FROM bars_1min
-WHERE symbol = ANY(:syms) AND t >= :start AND t < :end
-GROUP BY symbol
-""")
-NEW_YORK = ZoneInfo("America/New_York")
-
-
-def ny_midnight(t_ns: int) -> int:
-    """The start (ns since the epoch) of the New York calendar day holding ``t_ns``: the ``t`` of
-    its daily bar, as Alpaca stamps daily bars."""
-    d = datetime.fromtimestamp(t_ns // 1_000_000_000, NEW_YORK)
-    return int(d.replace(hour=0, minute=0, second=0).timestamp()) * 1_000_000_000
-
-
-def next_ny_midnight(day_ns: int) -> int:
-    """The start of the New York day after the one starting at ``day_ns`` (days are 23 to 25 h)."""
-    return ny_midnight(day_ns + 26 * 3600 * 1_000_000_000)
+"""
+UPSERT_BARS = text(UPSERT.format(table="bars_1min"))
+UPSERT_ROLLUPS = {table: text(UPSERT.format(table=table)) for table in TIMEFRAMES}
+DAY_BARS = text("SELECT symbol, o, h, l, c, v, n, pv FROM bars_1day WHERE symbol = ANY(:syms) AND t = :day")
 
 
 _sec_cache: dict[int, str] = {}
@@ -548,13 +537,11 @@ class Ingest:
         """Upsert bar deltas into Postgres; publish (T:"b") and forget minutes now final."""
         if self.bar_delta and self.engine is not None:
             delta, self.bar_delta = self.bar_delta, {}
-            rows: list[dict[str, Any]] = [
-                {"symbol": s, "t": datetime.fromtimestamp(m / 1e9, UTC), "o": b.o, "h": b.h, "l": b.l,
-                 "c": b.c, "v": b.v, "n": b.n, "pv": b.pv}
-                for (s, m), b in delta.items()]
             try:
-                async with self.engine.begin() as conn:
-                    await conn.execute(UPSERT_BARS, rows)
+                async with self.engine.begin() as conn:  # every timeframe in one transaction
+                    await conn.execute(UPSERT_BARS, _rows(delta))
+                    for table, bucket in TIMEFRAMES.items():
+                        await conn.execute(UPSERT_ROLLUPS[table], _rows(rollup(delta, bucket)))
             except Exception:
                 for key, b in delta.items():  # put back, merged before anything newer
                     newer = self.bar_delta.get(key)
@@ -592,8 +579,7 @@ class Ingest:
             for day, syms in days.items():
                 async with self.engine.connect() as conn:
                     day_rows = (await conn.execute(DAY_BARS, {
-                        "syms": sorted(syms), "start": datetime.fromtimestamp(day / 1e9, UTC),
-                        "end": datetime.fromtimestamp(next_ny_midnight(day) / 1e9, UTC)})).all()
+                        "syms": sorted(syms), "day": datetime.fromtimestamp(day / 1e9, UTC)})).all()
                 for r in day_rows:
                     cmds.append(self._bar_message("d", r.symbol, day, BarAcc(
                         r.o, r.h, r.l, r.c, int(r.v), int(r.n), r.pv), now))
@@ -609,6 +595,11 @@ class Ingest:
                f'"vw":{_num(round(b.vw, 6))},"sq":{seq},"it":{now}}}')
         self.accepted["bars"] += 1
         return encode_publish(self._chan(sym), msg.encode())
+
+
+def _rows(bars: dict[tuple[str, int], BarAcc]) -> list[dict[str, Any]]:
+    return [{"symbol": s, "t": datetime.fromtimestamp(m / 1e9, UTC), "o": b.o, "h": b.h, "l": b.l,
+             "c": b.c, "v": b.v, "n": b.n, "pv": b.pv} for (s, m), b in bars.items()]
 
 
 def ingest_from_settings(settings: Any, engine: AsyncEngine | None) -> Ingest:

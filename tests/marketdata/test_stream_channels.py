@@ -57,7 +57,8 @@ async def bar_ingest(migrated: Settings, md_db: str, prefix: str) -> AsyncIterat
     assert migrated.redis_url
     engine = make_engine(md_db, pool_size=1, max_overflow=1)
     async with engine.begin() as conn:
-        await conn.execute(text("DELETE FROM bars_1min WHERE symbol = :s"), {"s": SYM})
+        for table in ("bars_1min", "bars_5min", "bars_15min", "bars_1hour", "bars_1day"):
+            await conn.execute(text(f"DELETE FROM {table} WHERE symbol = :s"), {"s": SYM})
     ing = Ingest(migrated.redis_url, prefix, known=known_symbols(), engine=engine, bar_flush_s=3600,
                  max_tick_age_s=400, bar_grace_s=0, max_jump=10)
     await ing.start()
