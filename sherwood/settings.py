@@ -200,6 +200,7 @@ class Settings(BaseSettings):
     watchlist_max_per_account: int = Field(default=50, ge=1, le=1_000)
     watchlist_max_symbols: int = Field(default=500, ge=1, le=10_000)
     marketdata_db_url: str | None = None
+    marketdata_max_request_symbols: int = Field(default=1_000, ge=1, le=10_000)  # symbols= per request
     marketdata_feed_port: int = 8002
     marketdata_universe_size: int = Field(default=10_000, ge=0, le=10_000)  # symbols ingest knows
     marketdata_max_price: float = 1_000_000.0

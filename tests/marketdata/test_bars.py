@@ -139,7 +139,7 @@ async def test_bars_in_postgres_equal_recomputation_and_rest(
             r = await client.get("/v2/stocks/ZAAA/trades/latest")
             assert r.status_code == 200 and r.json()["trade"]["p"] == 10.51
             assert (await client.get("/v2/stocks/ZZZZ/quotes/latest")).status_code == 404
-            assert (await client.get("/v2/stocks/ZAAA/bars", params={"timeframe": "1Day"})).status_code == 422
+            assert (await client.get("/v2/stocks/ZAAA/bars", params={"timeframe": "2Day"})).status_code == 422
             r = await client.get("/ops/marketdata/ingest")
             assert r.status_code == 200 and r.json()["accepted"]["trades"] == len(ing.trades_log)
             assert (await client.get("/v2/stocks/ZAAA/quotes/latest", headers={
