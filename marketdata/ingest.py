@@ -31,7 +31,9 @@ Per line:
   ``t`` the day's midnight in New York; only with a database). The same deltas, merged per
   bucket (:func:`marketdata.bars.rollup`), are upserted into ``bars_5min``, ``bars_15min``,
   ``bars_1hour`` and ``bars_1day`` in the same transaction: every timeframe is aggregated as
-  trades arrive, never on a request. A trade that
+  trades arrive, never on a request. Accepted trades go to ``trades`` in the same transaction
+  (historical trades; deleted after ``marketdata_trade_retention_s``, swept every minute). The
+  writes are :class:`marketdata.store.MarketDataStore`'s. A trade that
   arrives after its minute's bar went out (in order, within ``marketdata_max_tick_age_s``)
   updates that bar: merged into Postgres and published as ``T:"u"`` (then ``T:"d"``) at the next
   flush.
@@ -53,18 +55,16 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketdata.bars import (
     MINUTE_NS,
-    TIMEFRAMES,
     BarAcc,
     minute_start,
     ny_midnight,
-    rollup,
 )
 from marketdata.resp import RespConnection, RespError, encode, encode_publish
+from marketdata.store import MarketDataStore, TradeRow
 from sherwood.contracts import RedisKeys
 
 log = logging.getLogger(__name__)
@@ -72,17 +72,6 @@ log = logging.getLogger(__name__)
 REASONS = ("malformed", "unknown_symbol", "non_positive_price", "absurd_price", "bad_size", "crossed",
            "locked", "stale", "future", "out_of_order", "halted", "redis_unavailable")
 
-UPSERT = """
-INSERT INTO {table} AS b (symbol, t, o, h, l, c, v, n, pv, vw)
-VALUES (:symbol, :t, :o, :h, :l, :c, :v, :n, :pv, :pv / :v)
-ON CONFLICT (symbol, t) DO UPDATE SET
-    h = GREATEST(b.h, EXCLUDED.h), l = LEAST(b.l, EXCLUDED.l), c = EXCLUDED.c,
-    v = b.v + EXCLUDED.v, n = b.n + EXCLUDED.n, pv = b.pv + EXCLUDED.pv,
-    vw = (b.pv + EXCLUDED.pv) / (b.v + EXCLUDED.v), updated_at = now()
-"""
-UPSERT_BARS = text(UPSERT.format(table="bars_1min"))
-UPSERT_ROLLUPS = {table: text(UPSERT.format(table=table)) for table in TIMEFRAMES}
-DAY_BARS = text("SELECT symbol, o, h, l, c, v, n, pv FROM bars_1day WHERE symbol = ANY(:syms) AND t = :day")
 
 
 _sec_cache: dict[int, str] = {}
@@ -119,6 +108,7 @@ class Ingest:
         quote_max_age_s: float = 30.0,
         bar_flush_s: float = 1.0,
         bar_grace_s: float = 2.0,
+        trade_retention_s: float = 7 * 86_400.0,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self.redis_url = redis_url
@@ -126,6 +116,10 @@ class Ingest:
         self.keys = RedisKeys(prefix)
         self.known = known
         self.engine = engine
+        self.store = MarketDataStore(engine) if engine is not None else None
+        self.trade_retention_ns = int(trade_retention_s * 1e9)
+        self.trade_rows: list[TradeRow] = []  # accepted trades not yet in Postgres
+        self._swept_at = 0.0
         self.max_price = max_price
         self.max_jump = max_jump
         self.max_age_ns = int(max_tick_age_s * 1e9)
@@ -443,6 +437,8 @@ class Ingest:
                 self._add_trade(sym, minute, dpx, size)
                 if self.trades_log is not None:
                     self.trades_log.append((sym, t, dpx, size))
+                if self.store is not None:
+                    self.trade_rows.append((sym, t, tid, x, dpx, size, z))
                 seq = self._next_seq(sym)
                 msg = (f'{{"T":"t","S":"{sym}","i":{tid},"x":"{x}","p":{px!r},"s":{size},'
                        f'"t":"{rfc3339_ns(t)}","c":["@"],"z":"{z}","sq":{seq},"it":{now}}}')
@@ -532,24 +528,34 @@ class Ingest:
                 await self.flush_bars()
             except Exception:  # keep ingesting; the deltas stay for the next flush
                 log.exception("bar flush failed")
+            if self.store is not None and time.monotonic() - self._swept_at > 60:
+                self._swept_at = time.monotonic()
+                try:
+                    await self.sweep_trades()
+                except Exception:
+                    log.exception("trade retention sweep failed")
+
+    async def sweep_trades(self) -> int:
+        """Delete stored trades older than the retention (every minute from the bar loop)."""
+        assert self.store is not None
+        return await self.store.sweep_trades(self.clock() - self.trade_retention_ns)
 
     async def flush_bars(self, *, final_all: bool = False) -> None:
         """Upsert bar deltas into Postgres; publish (T:"b") and forget minutes now final."""
-        if self.bar_delta and self.engine is not None:
+        if (self.bar_delta or self.trade_rows) and self.store is not None:
             delta, self.bar_delta = self.bar_delta, {}
+            trades, self.trade_rows = self.trade_rows, []
             try:
-                async with self.engine.begin() as conn:  # every timeframe in one transaction
-                    await conn.execute(UPSERT_BARS, _rows(delta))
-                    for table, bucket in TIMEFRAMES.items():
-                        await conn.execute(UPSERT_ROLLUPS[table], _rows(rollup(delta, bucket)))
+                await self.store.write(delta, trades)
             except Exception:
                 for key, b in delta.items():  # put back, merged before anything newer
                     newer = self.bar_delta.get(key)
                     if newer is not None:
                         b.merge(newer)
                     self.bar_delta[key] = b
+                self.trade_rows[:0] = trades
                 raise
-        elif self.engine is None:
+        elif self.store is None:
             self.bar_delta.clear()
         now = self.clock()
         keep_after = now - self.max_age_ns - MINUTE_NS  # later trades for older minutes are stale
@@ -575,14 +581,10 @@ class Ingest:
             sym, minute = key
             cmds.append(self._bar_message("u", sym, minute, self.recent_final[key], now))
             days.setdefault(ny_midnight(minute), set()).add(sym)
-        if self.engine is not None:
+        if self.store is not None:
             for day, syms in days.items():
-                async with self.engine.connect() as conn:
-                    day_rows = (await conn.execute(DAY_BARS, {
-                        "syms": sorted(syms), "day": datetime.fromtimestamp(day / 1e9, UTC)})).all()
-                for r in day_rows:
-                    cmds.append(self._bar_message("d", r.symbol, day, BarAcc(
-                        r.o, r.h, r.l, r.c, int(r.v), int(r.n), r.pv), now))
+                for sym, bar in sorted((await self.store.day_bars(day, sorted(syms))).items()):
+                    cmds.append(self._bar_message("d", sym, day, bar, now))
         if cmds:
             cmds.extend(self._counter_commands())
             await self._send(cmds, len(cmds))
@@ -597,11 +599,6 @@ class Ingest:
         return encode_publish(self._chan(sym), msg.encode())
 
 
-def _rows(bars: dict[tuple[str, int], BarAcc]) -> list[dict[str, Any]]:
-    return [{"symbol": s, "t": datetime.fromtimestamp(m / 1e9, UTC), "o": b.o, "h": b.h, "l": b.l,
-             "c": b.c, "v": b.v, "n": b.n, "pv": b.pv} for (s, m), b in bars.items()]
-
-
 def ingest_from_settings(settings: Any, engine: AsyncEngine | None) -> Ingest:
     from domain.universe import known_symbols
 
@@ -612,7 +609,8 @@ def ingest_from_settings(settings: Any, engine: AsyncEngine | None) -> Ingest:
         max_price=settings.marketdata_max_price, max_jump=settings.marketdata_max_jump,
         max_tick_age_s=settings.marketdata_max_tick_age_s,
         max_future_s=settings.marketdata_max_future_s, quote_max_age_s=settings.quote_max_age_s,
-        bar_flush_s=settings.marketdata_bar_flush_s, bar_grace_s=settings.marketdata_bar_grace_s)
+        bar_flush_s=settings.marketdata_bar_flush_s, bar_grace_s=settings.marketdata_bar_grace_s,
+        trade_retention_s=settings.marketdata_trade_retention_s)
 
 
 async def run_ingest(settings: Any, stop: asyncio.Event | None = None) -> None:

@@ -209,6 +209,7 @@ class Settings(BaseSettings):
     marketdata_max_future_s: float = 2.0  # ticks further in the future are dropped
     marketdata_bar_flush_s: float = 1.0
     marketdata_bar_grace_s: float = 2.0  # a minute bar is final (T:"b" published) this long after its end
+    marketdata_trade_retention_s: float = Field(default=7 * 86_400.0, gt=0)  # historical trades kept
     quote_max_age_s: float = 30.0  # LatestQuotes: an ingested quote older than this is no quote
     fanout_port: int = 8001
     fanout_max_connections: int = 20_000  # per process -> 406

@@ -1,6 +1,6 @@
 """Market-data REST (Alpaca data API v2): latest quotes, trades and minute bars of one symbol or
 many (``symbols=A,B``, at most ``marketdata_max_request_symbols``), bars of 1Min, 5Min, 15Min,
-1Hour and 1Day with ``sort``, ``limit`` and ``page_token``, snapshots; plus the ingest
+1Hour and 1Day and historical trades with ``sort``, ``limit`` and ``page_token``, snapshots; plus the ingest
 drop/accept counters for operations. Services: :mod:`api.services.marketdata` (Redis, parsing),
 :mod:`api.services.bars` (the market-data database)."""
 
@@ -77,6 +77,22 @@ async def bars_many(
     return {"bars": out, "next_page_token": token}
 
 
+@router.get("/v2/stocks/trades")
+async def trades_many(
+    _key: ApiKeyDep, state: StateDep, request: Request,
+    symbols: SymbolsQuery = None, start: TimeQuery = None, end: TimeQuery = None,
+    limit: Annotated[int, Query(description="trades per page (all symbols), at most 10000")] = 1000,
+    sort: Annotated[str, Query(description="asc or desc (by time, within each symbol)")] = "asc",
+    page_token: Annotated[str | None, Query()] = None,
+) -> dict[str, Any]:
+    """``{"trades": {symbol: [trade]}, "next_page_token"}``: stored trades (kept
+    ``marketdata_trade_retention_s``), by symbol then time."""
+    out, token = await bar_service.trades(
+        _engine(request, state), _symbols(state, symbols), start=marketdata.parse_time(start, "start"),
+        end=marketdata.parse_time(end, "end", end=True), limit=limit, sort=sort, page_token=page_token)
+    return {"trades": out, "next_page_token": token}
+
+
 @router.get("/v2/stocks/snapshots")
 async def snapshots(_key: ApiKeyDep, state: StateDep, request: Request,
                     symbols: SymbolsQuery = None) -> dict[str, Any]:
@@ -125,6 +141,22 @@ async def bars(
         start=marketdata.parse_time(start, "start"), end=marketdata.parse_time(end, "end", end=True),
         limit=limit, sort=sort, page_token=page_token)
     return {"bars": out.get(s, []), "symbol": s, "next_page_token": token}
+
+
+@router.get("/v2/stocks/{symbol}/trades")
+async def trades(
+    symbol: str, _key: ApiKeyDep, state: StateDep, request: Request,
+    start: TimeQuery = None, end: TimeQuery = None,
+    limit: Annotated[int, Query()] = 1000,
+    sort: Annotated[str, Query(description="asc or desc")] = "asc",
+    page_token: Annotated[str | None, Query()] = None,
+) -> dict[str, Any]:
+    """Stored trades of one symbol (kept ``marketdata_trade_retention_s``)."""
+    s = marketdata.parse_symbol(symbol)
+    out, token = await bar_service.trades(
+        _engine(request, state), [s], start=marketdata.parse_time(start, "start"),
+        end=marketdata.parse_time(end, "end", end=True), limit=limit, sort=sort, page_token=page_token)
+    return {"trades": out.get(s, []), "symbol": s, "next_page_token": token}
 
 
 @router.get("/ops/marketdata/ingest")

@@ -1,10 +1,12 @@
-"""Bars and snapshots (Alpaca data API v2 shapes) from the market-data database.
+"""Bars, historical trades and snapshots (Alpaca data API v2 shapes) from the market-data
+database.
 
 What it does: :func:`bars` reads one or many symbols' bars of a timeframe (1Min, 5Min, 15Min,
 1Hour, 1Day: each its own table, aggregated by ingest as trades arrive -- see
 :mod:`marketdata.bars`), ordered by symbol then time (``sort`` asc or desc), at most ``limit``
 per page (clamped to 10 000, as Alpaca does) with an opaque ``page_token`` (the last symbol and
-time served); :func:`latest_bars` the newest minute bar of each symbol; :func:`snapshots` the
+time served); :func:`trades` the stored trades likewise (kept ``marketdata_trade_retention_s``
+by ingest); :func:`latest_bars` the newest minute bar of each symbol; :func:`snapshots` the
 latest trade and quote (Redis) with the newest minute bar and the last two daily bars.
 
 What it deliberately does not do: aggregate anything on a request, or read a shard database.
@@ -53,18 +55,28 @@ def _unavailable(exc: Exception) -> ApiError:
     return ApiError(503, "marketdata_unavailable", "bars are unavailable")
 
 
-def _token(symbol: str, t: datetime) -> str:
-    return base64.urlsafe_b64encode(json.dumps([symbol, t.isoformat()]).encode()).decode()
+def _token(*key: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps([str(k) for k in key]).encode()).decode()
 
 
-def _untoken(token: str) -> tuple[str, datetime]:
+def _untoken(token: str, n: int = 2) -> list[str]:
     try:
-        if len(token) > 200:
+        if len(token) > 300:
             raise ValueError("too long")
-        sym, t = json.loads(base64.urlsafe_b64decode(token.encode()))
-        return str(sym), datetime.fromisoformat(t)
+        key = json.loads(base64.urlsafe_b64decode(token.encode()))
+        if not isinstance(key, list) or len(key) != n or not all(isinstance(k, str) for k in key):
+            raise ValueError("not a token of this endpoint")
+        return key
     except (ValueError, TypeError, binascii.Error) as exc:
         raise ApiError(422, "invalid_page_token", "bad page_token", code=42210000) from exc
+
+
+def _page(limit: int, sort: str) -> int:
+    if sort not in ("asc", "desc"):
+        raise ApiError(422, "invalid_request", "sort: asc or desc", code=42210000)
+    if limit < 1:
+        raise ApiError(422, "invalid_request", "limit must be at least 1", code=42210000)
+    return min(limit, MAX_LIMIT)  # clamped, as Alpaca does
 
 
 async def bars(engine: AsyncEngine, symbols: list[str], *, timeframe: str, start: datetime | None,
@@ -75,17 +87,14 @@ async def bars(engine: AsyncEngine, symbols: list[str], *, timeframe: str, start
     if table is None:
         raise ApiError(422, "invalid_timeframe", "timeframe: 1Min, 5Min, 15Min, 1Hour or 1Day",
                        code=42210000)
-    if sort not in ("asc", "desc"):
-        raise ApiError(422, "invalid_request", "sort: asc or desc", code=42210000)
-    if limit < 1:
-        raise ApiError(422, "invalid_request", "limit must be at least 1", code=42210000)
-    limit = min(limit, MAX_LIMIT)  # clamped, as Alpaca does
+    limit = _page(limit, sort)
     now = datetime.now(UTC)
     params: dict[str, Any] = {"s": symbols, "a": start or now - timedelta(days=1), "b": end or now,
                               "n": limit + 1}
     after = ""
     if page_token:
-        params["ps"], params["pt"] = _untoken(page_token)
+        ps, pt = _untoken(page_token)
+        params["ps"], params["pt"] = ps, _time(pt)
         after = f" AND (symbol > :ps OR (symbol = :ps AND t {'>' if sort == 'asc' else '<'} :pt))"
     sql = (f"SELECT symbol, {_COLS} FROM {table} WHERE symbol = ANY(:s) AND t >= :a AND t <= :b"
            f"{after} ORDER BY symbol, t {sort.upper()} LIMIT :n")
@@ -99,7 +108,54 @@ async def bars(engine: AsyncEngine, symbols: list[str], *, timeframe: str, start
     out: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         out.setdefault(r["symbol"], []).append(bar_obj(r))
-    return out, (_token(rows[-1]["symbol"], rows[-1]["t"]) if more else None)
+    return out, (_token(rows[-1]["symbol"], rows[-1]["t"].isoformat()) if more else None)
+
+
+def _time(s: str) -> datetime:
+    try:
+        return datetime.fromisoformat(s)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_page_token", "bad page_token", code=42210000) from exc
+
+
+def trade_obj(r: Any) -> dict[str, Any]:
+    return {"t": r["t"].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "x": r["x"],
+            "p": _num(r["p"]), "s": int(r["s"]), "c": ["@"], "i": int(r["i"]), "z": r["z"]}
+
+
+async def trades(engine: AsyncEngine, symbols: list[str], *, start: datetime | None,
+                 end: datetime | None, limit: int, sort: str, page_token: str | None
+                 ) -> tuple[dict[str, list[dict[str, Any]]], str | None]:
+    """The stored trades of ``symbols`` by symbol then time (then id), and the next page's token."""
+    limit = _page(limit, sort)
+    now = datetime.now(UTC)
+    params: dict[str, Any] = {"s": symbols, "a": start or now - timedelta(days=1), "b": end or now,
+                              "n": limit + 1}
+    after = ""
+    if page_token:
+        ps, pt, pi = _untoken(page_token, 3)
+        try:
+            params["pi"] = int(pi)
+        except ValueError as exc:
+            raise ApiError(422, "invalid_page_token", "bad page_token", code=42210000) from exc
+        params["ps"], params["pt"] = ps, _time(pt)
+        op = ">" if sort == "asc" else "<"
+        after = f" AND (symbol > :ps OR (symbol = :ps AND (t, i) {op} (:pt, :pi)))"
+    order = sort.upper()
+    sql = (f"SELECT symbol, t, i, x, p, s, z FROM trades WHERE symbol = ANY(:s) AND t >= :a AND t <= :b"
+           f"{after} ORDER BY symbol, t {order}, i {order} LIMIT :n")
+    try:
+        async with engine.connect() as conn:
+            rows = (await conn.execute(text(sql), params)).mappings().all()
+    except (OperationalError, DBAPIError) as exc:
+        raise _unavailable(exc) from exc
+    more = len(rows) > limit
+    rows = rows[:limit]
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        out.setdefault(r["symbol"], []).append(trade_obj(r))
+    last = rows[-1] if rows else None
+    return out, (_token(last["symbol"], last["t"].isoformat(), last["i"]) if more and last else None)
 
 
 _LAST = """

@@ -185,3 +185,49 @@ async def test_bars_of_every_timeframe_from_the_database(
                                ({"timeframe": "1Min", "limit": 0}, "invalid_request")]:
             r = await client.get("/v2/stocks/bars", params={"symbols": BARSYM, **params})
             assert r.status_code == 422 and r.json()["reason"] == reason, (params, r.text)
+
+
+async def test_historical_trades_paged_and_kept_for_the_retention(
+        md_app: FastAPI, bar_ingest: Ingest, account: OpenedAccount) -> None:
+    from alpaca.data.requests import StockTradesRequest
+
+    sym = "ZAAE"
+    assert bar_ingest.engine is not None
+    async with bar_ingest.engine.begin() as conn:
+        await conn.execute(text("DELETE FROM trades WHERE symbol = :s"), {"s": sym})
+    now = time.time_ns()
+    old = now - 2 * 86_400 * 10**9  # two days ago
+    lines = [tr(sym, "20.00", 1, t=old, i=1)]
+    lines += [tr(sym, f"{21 + k}.00", 2 + k, t=now - (10 - k) * 10**9, i=2 + k) for k in range(5)]
+    for line in lines:
+        await bar_ingest.process([line])
+    await bar_ingest.flush_bars()
+    start = datetime.fromtimestamp(old / 1e9, UTC) - timedelta(hours=1)
+    async with served(md_app) as url:
+        dc = data_client(account, url)
+        got = await asyncio.to_thread(dc.get_stock_trades, StockTradesRequest(
+            symbol_or_symbols=sym, start=start))
+        assert [(t.price, t.size, t.id) for t in got.data[sym]] == [
+            (20.0, 1, 1), (21.0, 2, 2), (22.0, 3, 3), (23.0, 4, 4), (24.0, 5, 5), (25.0, 6, 6)]
+    headers = {"APCA-API-KEY-ID": account.credentials.key_id,
+               "APCA-API-SECRET-KEY": account.credentials.secret_key}
+    s = start.isoformat().replace("+00:00", "Z")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=md_app), base_url="http://t",
+                                 headers=headers) as client:
+        ids: list[int] = []
+        token = None
+        while True:
+            params = {"start": s, "limit": 4, "sort": "desc", **({"page_token": token} if token else {})}
+            r = await client.get(f"/v2/stocks/{sym}/trades", params=params)
+            assert r.status_code == 200, r.text
+            ids += [t["i"] for t in r.json()["trades"]]
+            if not (token := r.json()["next_page_token"]):
+                break
+        assert ids == [6, 5, 4, 3, 2, 1]
+        r = await client.get(f"/v2/stocks/{sym}/trades", params={"start": s, "page_token": "WyJhIl0="})
+        assert r.status_code == 422 and r.json()["reason"] == "invalid_page_token"
+        # the retention: a day kept -> the trade of two days ago goes, the others stay
+        bar_ingest.trade_retention_ns = 86_400 * 10**9
+        assert await bar_ingest.sweep_trades() >= 1
+        r = await client.get("/v2/stocks/trades", params={"symbols": sym, "start": s})
+        assert [t["i"] for t in r.json()["trades"][sym]] == [2, 3, 4, 5, 6]
