@@ -22,9 +22,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketdata.bars import TIMEFRAMES, BarAcc, rollup
 
+# one statement per table, the rows as arrays (unnest): a flush of thousands of bars or trades
+# is one round trip and one plan, not one per row
 UPSERT = """
 INSERT INTO {table} AS b (symbol, t, o, h, l, c, v, n, pv, vw)
-VALUES (:symbol, :t, :o, :h, :l, :c, :v, :n, :pv, :pv / :v)
+SELECT symbol, t, o, h, l, c, v, n, pv, pv / v
+FROM unnest(CAST(:symbol AS text[]), CAST(:t AS timestamptz[]), CAST(:o AS numeric[]),
+            CAST(:h AS numeric[]), CAST(:l AS numeric[]), CAST(:c AS numeric[]),
+            CAST(:v AS numeric[]), CAST(:n AS integer[]), CAST(:pv AS numeric[]))
+     AS u(symbol, t, o, h, l, c, v, n, pv)
 ON CONFLICT (symbol, t) DO UPDATE SET
     h = GREATEST(b.h, EXCLUDED.h), l = LEAST(b.l, EXCLUDED.l), c = EXCLUDED.c,
     v = b.v + EXCLUDED.v, n = b.n + EXCLUDED.n, pv = b.pv + EXCLUDED.pv,
@@ -34,8 +40,12 @@ UPSERT_BARS = text(UPSERT.format(table="bars_1min"))
 UPSERT_ROLLUPS = {table: text(UPSERT.format(table=table)) for table in TIMEFRAMES}
 DAY_BARS = text("SELECT symbol, o, h, l, c, v, n, pv FROM bars_1day WHERE symbol = ANY(:syms) AND t = :day")
 # a trade written twice (a flush retried after its commit was lost) is one trade
-INSERT_TRADES = text("INSERT INTO trades (symbol, t, i, x, p, s, z) VALUES (:symbol, :t, :i, :x, :p, :s, :z) "
-                     "ON CONFLICT DO NOTHING")
+INSERT_TRADES = text("""
+INSERT INTO trades (symbol, t, i, x, p, s, z)
+SELECT * FROM unnest(CAST(:symbol AS text[]), CAST(:t AS timestamptz[]), CAST(:i AS bigint[]),
+                     CAST(:x AS text[]), CAST(:p AS numeric[]), CAST(:s AS bigint[]), CAST(:z AS text[]))
+ON CONFLICT DO NOTHING
+""")
 SWEEP_TRADES = text("DELETE FROM trades WHERE t < :before")
 
 # an accepted trade waiting for the next flush: symbol, t (ns), id, exchange, price, size, tape
@@ -47,9 +57,20 @@ def _ts(t_ns: int) -> datetime:
     return datetime.fromtimestamp(sec, UTC).replace(microsecond=ns // 1000)
 
 
-def bar_rows(bars: dict[tuple[str, int], BarAcc]) -> list[dict[str, Any]]:
-    return [{"symbol": s, "t": _ts(m), "o": b.o, "h": b.h, "l": b.l, "c": b.c, "v": b.v, "n": b.n,
-             "pv": b.pv} for (s, m), b in bars.items()]
+def bar_rows(bars: dict[tuple[str, int], BarAcc]) -> dict[str, list[Any]]:
+    """The bars as the column arrays of :data:`UPSERT`."""
+    cols: dict[str, list[Any]] = {k: [] for k in ("symbol", "t", "o", "h", "l", "c", "v", "n", "pv")}
+    for (s, m), b in bars.items():
+        cols["symbol"].append(s)
+        cols["t"].append(_ts(m))
+        cols["o"].append(b.o)
+        cols["h"].append(b.h)
+        cols["l"].append(b.l)
+        cols["c"].append(b.c)
+        cols["v"].append(b.v)
+        cols["n"].append(b.n)
+        cols["pv"].append(b.pv)
+    return cols
 
 
 class MarketDataStore:
@@ -63,9 +84,10 @@ class MarketDataStore:
                 for table, bucket in TIMEFRAMES.items():
                     await conn.execute(UPSERT_ROLLUPS[table], bar_rows(rollup(delta, bucket)))
             if trades:
-                await conn.execute(INSERT_TRADES, [
-                    {"symbol": s, "t": _ts(t), "i": i, "x": x, "p": p, "s": n, "z": z}
-                    for s, t, i, x, p, n, z in trades])
+                sym, t, i, x, p, n, z = zip(*trades, strict=True)
+                await conn.execute(INSERT_TRADES, {
+                    "symbol": list(sym), "t": [_ts(v) for v in t], "i": list(i), "x": list(x),
+                    "p": list(p), "s": list(n), "z": list(z)})
 
     async def day_bars(self, day_ns: int, symbols: list[str]) -> dict[str, BarAcc]:
         async with self.engine.connect() as conn:

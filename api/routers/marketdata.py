@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -38,18 +39,20 @@ def _symbols(state: AppState, symbols: str | None) -> list[str]:
 
 
 # -- many symbols (alpaca-py's StockHistoricalDataClient uses these, even for one symbol) --------
-@router.get("/v2/stocks/quotes/latest")
-async def latest_quotes(_key: ApiKeyDep, state: StateDep, symbols: SymbolsQuery = None) -> dict[str, Any]:
+# (the multi-symbol answers are plain JSON already: returned as a JSONResponse, FastAPI does not
+# walk them again with jsonable_encoder, the largest cost of a 100-symbol answer)
+@router.get("/v2/stocks/quotes/latest", response_class=JSONResponse)
+async def latest_quotes(_key: ApiKeyDep, state: StateDep, symbols: SymbolsQuery = None) -> JSONResponse:
     """``{"quotes": {symbol: quote}}``; symbols with no quote are left out."""
-    return await marketdata.latest_many(state.redis, state.settings.redis_prefix, "quotes",
-                                        _symbols(state, symbols))
+    return JSONResponse(await marketdata.latest_many(state.redis, state.settings.redis_prefix, "quotes",
+                                                     _symbols(state, symbols)))
 
 
-@router.get("/v2/stocks/trades/latest")
-async def latest_trades(_key: ApiKeyDep, state: StateDep, symbols: SymbolsQuery = None) -> dict[str, Any]:
+@router.get("/v2/stocks/trades/latest", response_class=JSONResponse)
+async def latest_trades(_key: ApiKeyDep, state: StateDep, symbols: SymbolsQuery = None) -> JSONResponse:
     """``{"trades": {symbol: trade}}``; symbols with no trade are left out."""
-    return await marketdata.latest_many(state.redis, state.settings.redis_prefix, "trades",
-                                        _symbols(state, symbols))
+    return JSONResponse(await marketdata.latest_many(state.redis, state.settings.redis_prefix, "trades",
+                                                     _symbols(state, symbols)))
 
 
 @router.get("/v2/stocks/bars/latest")
@@ -93,12 +96,12 @@ async def trades_many(
     return {"trades": out, "next_page_token": token}
 
 
-@router.get("/v2/stocks/snapshots")
+@router.get("/v2/stocks/snapshots", response_class=JSONResponse)
 async def snapshots(_key: ApiKeyDep, state: StateDep, request: Request,
-                    symbols: SymbolsQuery = None) -> dict[str, Any]:
+                    symbols: SymbolsQuery = None) -> JSONResponse:
     """``{symbol: {latestTrade, latestQuote, minuteBar, dailyBar, prevDailyBar}}``."""
-    return await bar_service.snapshots(state.redis, state.settings.redis_prefix, _engine(request, state),
-                                       _symbols(state, symbols))
+    return JSONResponse(await bar_service.snapshots(
+        state.redis, state.settings.redis_prefix, _engine(request, state), _symbols(state, symbols)))
 
 
 # -- one symbol -----------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ Symbols and times are parsed by :mod:`api.services.marketdata`.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -164,22 +165,27 @@ CROSS JOIN LATERAL (SELECT {cols} FROM {table} x WHERE x.symbol = s.symbol ORDER
 """
 
 
-async def _last(engine: AsyncEngine, table: str, symbols: list[str], n: int) -> dict[str, list[Any]]:
+async def _last(engine: AsyncEngine, wants: list[tuple[str, int]],
+                symbols: list[str]) -> list[dict[str, list[Any]]]:
+    """For each (table, n) of ``wants``: the newest ``n`` bars per symbol, on one connection."""
+    out: list[dict[str, list[Any]]] = []
     try:
         async with engine.connect() as conn:
-            rows = (await conn.execute(text(_LAST.format(cols=_COLS, table=table, n=n)),
-                                       {"s": symbols})).mappings().all()
+            for table, n in wants:
+                rows = (await conn.execute(text(_LAST.format(cols=_COLS, table=table, n=n)),
+                                           {"s": symbols})).mappings().all()
+                got: dict[str, list[Any]] = {}
+                for r in rows:
+                    got.setdefault(r["symbol"], []).append(r)
+                out.append(got)
     except (OperationalError, DBAPIError) as exc:
         raise _unavailable(exc) from exc
-    out: dict[str, list[Any]] = {}
-    for r in rows:
-        out.setdefault(r["symbol"], []).append(r)
     return out
 
 
 async def latest_bars(engine: AsyncEngine, symbols: list[str]) -> dict[str, Any]:
     """The newest minute bar of each symbol (symbols without one left out)."""
-    last = await _last(engine, "bars_1min", symbols, 1)
+    (last,) = await _last(engine, [("bars_1min", 1)], symbols)
     return {"bars": {s: bar_obj(rs[0]) for s, rs in sorted(last.items())}}
 
 
@@ -187,10 +193,10 @@ async def snapshots(redis: Redis | None, prefix: str, engine: AsyncEngine,
                     symbols: list[str]) -> dict[str, dict[str, Any]]:
     """Per symbol: ``latestTrade``, ``latestQuote``, ``minuteBar``, ``dailyBar``,
     ``prevDailyBar`` (each null when there is none); symbols with nothing at all left out."""
-    quotes = (await latest_many(redis, prefix, "quotes", symbols))["quotes"]
-    trades = (await latest_many(redis, prefix, "trades", symbols))["trades"]
-    minute = await _last(engine, "bars_1min", symbols, 1)
-    daily = await _last(engine, "bars_1day", symbols, 2)
+    q, t, (minute, daily) = await asyncio.gather(
+        latest_many(redis, prefix, "quotes", symbols), latest_many(redis, prefix, "trades", symbols),
+        _last(engine, [("bars_1min", 1), ("bars_1day", 2)], symbols))
+    quotes, trades = q["quotes"], t["trades"]
     out = {}
     for s in symbols:
         d = daily.get(s, [])
