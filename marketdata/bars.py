@@ -2,7 +2,7 @@
 
 A bar is built from trades in arrival order. :class:`BarAcc` values merge associatively
 (``merge(a, b)`` is the bar of a's trades followed by b's), which is how ingest writes partial bars
-as deltas and Postgres combines them (see ``marketdata.store.UPSERT_BARS``). The same minute
+as deltas and Postgres combines them (see ``marketdata.store.UPSERT``). The same minute
 deltas, merged per bucket in time order (:func:`rollup`), are the deltas of the longer
 timeframes (:data:`TIMEFRAMES`: 5 and 15 minutes and the hour aligned on UTC, the New York day).
 """
