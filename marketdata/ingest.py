@@ -33,7 +33,8 @@ Per line:
   ``bars_1hour`` and ``bars_1day`` in the same transaction: every timeframe is aggregated as
   trades arrive, never on a request. Accepted trades go to ``trades`` in the same transaction
   (historical trades; deleted after ``marketdata_trade_retention_s``, swept every minute). The
-  writes are :class:`marketdata.store.MarketDataStore`'s. A trade that
+  writes are :class:`marketdata.store.MarketDataStore`'s; the bar half of the ingest is
+  :class:`marketdata.ingest_bars.IngestBars`. A trade that
   arrives after its minute's bar went out (in order, within ``marketdata_max_tick_age_s``)
   updates that bar: merged into Postgres and published as ``T:"u"`` (then ``T:"d"``) at the next
   flush.
@@ -51,20 +52,15 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from marketdata.bars import (
-    MINUTE_NS,
-    BarAcc,
-    minute_start,
-    ny_midnight,
-)
+from marketdata.bars import minute_start
+from marketdata.ingest_bars import IngestBars, rfc3339_ns
 from marketdata.resp import RespConnection, RespError, encode, encode_publish
-from marketdata.store import MarketDataStore, TradeRow
+from marketdata.store import MarketDataStore
 from sherwood.contracts import RedisKeys
 
 log = logging.getLogger(__name__)
@@ -73,27 +69,7 @@ REASONS = ("malformed", "unknown_symbol", "non_positive_price", "absurd_price", 
            "locked", "stale", "future", "out_of_order", "halted", "redis_unavailable")
 
 
-
-_sec_cache: dict[int, str] = {}
-
-
-def rfc3339_ns(t_ns: int) -> str:
-    sec, ns = divmod(t_ns, 1_000_000_000)
-    head = _sec_cache.get(sec)
-    if head is None:
-        if len(_sec_cache) > 4096:
-            _sec_cache.clear()
-        head = _sec_cache[sec] = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{head}.{ns:09d}Z"
-
-
-def _num(x: Decimal) -> str:
-    """A Decimal as a JSON number (no exponent)."""
-    s = format(x.normalize(), "f")
-    return s
-
-
-class Ingest:
+class Ingest(IngestBars):
     def __init__(
         self,
         redis_url: str,
@@ -118,7 +94,7 @@ class Ingest:
         self.engine = engine
         self.store = MarketDataStore(engine) if engine is not None else None
         self.trade_retention_ns = int(trade_retention_s * 1e9)
-        self.trade_rows: list[TradeRow] = []  # accepted trades not yet in Postgres
+        self.trade_rows = []
         self._swept_at = 0.0
         self.max_price = max_price
         self.max_jump = max_jump
@@ -135,11 +111,11 @@ class Ingest:
         self.last_px: dict[str, float] = {}
         self.last_t: dict[str, int] = {}
         self.halted: set[str] = set()
-        self.bars: dict[tuple[str, int], BarAcc] = {}  # open minutes: full bar so far
-        self.bar_delta: dict[tuple[str, int], BarAcc] = {}  # not yet written to Postgres
-        self.final_minute: dict[str, int] = {}  # last finalized minute per symbol
-        self.recent_final: dict[tuple[str, int], BarAcc] = {}  # published bars a trade may update
-        self.updated: set[tuple[str, int]] = set()  # published bars changed since (T:"u" due)
+        self.bars = {}
+        self.bar_delta = {}
+        self.final_minute = {}
+        self.recent_final = {}
+        self.updated = set()
         self.trades_log: list[tuple[str, int, Decimal, int]] | None = None  # tests: accepted trades
         self._conn: RespConnection | None = None
         self._down_until = 0.0
@@ -505,98 +481,6 @@ class Ingest:
                     out.append(encode("HINCRBY", key, reason, delta))
                     seen[reason] = total
         return out
-
-    # -- bars -------------------------------------------------------------------------------
-    def _add_trade(self, sym: str, minute: int, price: Decimal, size: int) -> None:
-        key = (sym, minute)
-        if key not in self.recent_final:  # (a published bar was updated by the caller)
-            bar = self.bars.get(key)
-            if bar is None:
-                self.bars[key] = BarAcc.first(price, size)
-            else:
-                bar.add(price, size)
-        d = self.bar_delta.get(key)
-        if d is None:
-            self.bar_delta[key] = BarAcc.first(price, size)
-        else:
-            d.add(price, size)
-
-    async def _bar_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.bar_flush_s)
-            try:
-                await self.flush_bars()
-            except Exception:  # keep ingesting; the deltas stay for the next flush
-                log.exception("bar flush failed")
-            if self.store is not None and time.monotonic() - self._swept_at > 60:
-                self._swept_at = time.monotonic()
-                try:
-                    await self.sweep_trades()
-                except Exception:
-                    log.exception("trade retention sweep failed")
-
-    async def sweep_trades(self) -> int:
-        """Delete stored trades older than the retention (every minute from the bar loop)."""
-        assert self.store is not None
-        return await self.store.sweep_trades(self.clock() - self.trade_retention_ns)
-
-    async def flush_bars(self, *, final_all: bool = False) -> None:
-        """Upsert bar deltas into Postgres; publish (T:"b") and forget minutes now final."""
-        if (self.bar_delta or self.trade_rows) and self.store is not None:
-            delta, self.bar_delta = self.bar_delta, {}
-            trades, self.trade_rows = self.trade_rows, []
-            try:
-                await self.store.write(delta, trades)
-            except Exception:
-                for key, b in delta.items():  # put back, merged before anything newer
-                    newer = self.bar_delta.get(key)
-                    if newer is not None:
-                        b.merge(newer)
-                    self.bar_delta[key] = b
-                self.trade_rows[:0] = trades
-                raise
-        elif self.store is None:
-            self.bar_delta.clear()
-        now = self.clock()
-        keep_after = now - self.max_age_ns - MINUTE_NS  # later trades for older minutes are stale
-        for key in [k for k in self.recent_final if k[1] < keep_after]:
-            del self.recent_final[key]
-            self.updated.discard(key)
-        done = [k for k in self.bars if final_all or k[1] + MINUTE_NS + self.bar_grace_ns <= now]
-        if not done and not self.updated:
-            return
-        cmds = []
-        days: dict[int, set[str]] = {}  # New York day (its midnight, ns) -> symbols whose bar changed
-        for key in done:
-            sym, minute = key
-            if key in self.bar_delta:  # not yet in Postgres: stays open until written
-                continue
-            b = self.bars.pop(key)
-            self.final_minute[sym] = max(self.final_minute.get(sym, -1), minute)
-            self.recent_final[key] = b
-            cmds.append(self._bar_message("b", sym, minute, b, now))
-            days.setdefault(ny_midnight(minute), set()).add(sym)
-        for key in [k for k in self.updated if k not in self.bar_delta]:
-            self.updated.discard(key)
-            sym, minute = key
-            cmds.append(self._bar_message("u", sym, minute, self.recent_final[key], now))
-            days.setdefault(ny_midnight(minute), set()).add(sym)
-        if self.store is not None:
-            for day, syms in days.items():
-                for sym, bar in sorted((await self.store.day_bars(day, sorted(syms))).items()):
-                    cmds.append(self._bar_message("d", sym, day, bar, now))
-        if cmds:
-            cmds.extend(self._counter_commands())
-            await self._send(cmds, len(cmds))
-
-    def _bar_message(self, kind: str, sym: str, t: int, b: BarAcc, now: int) -> bytes:
-        """A published bar: ``b`` (final minute), ``u`` (a published minute updated), ``d`` (day)."""
-        seq = self._next_seq(sym)
-        msg = (f'{{"T":"{kind}","S":"{sym}","o":{_num(b.o)},"h":{_num(b.h)},"l":{_num(b.l)},'
-               f'"c":{_num(b.c)},"v":{b.v},"t":"{rfc3339_ns(t)}","n":{b.n},'
-               f'"vw":{_num(round(b.vw, 6))},"sq":{seq},"it":{now}}}')
-        self.accepted["bars"] += 1
-        return encode_publish(self._chan(sym), msg.encode())
 
 
 def ingest_from_settings(settings: Any, engine: AsyncEngine | None) -> Ingest:
