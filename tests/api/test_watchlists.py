@@ -131,3 +131,19 @@ async def test_by_name_limits_and_refusals(client: httpx.AsyncClient, acct: Open
     assert (await client.delete(url, headers=h)).status_code == 204
     assert (await client.get(url, headers=h)).status_code == 404
     assert (await client.get("/v2/watchlists")).status_code == 401
+
+
+async def test_concurrent_creates_never_pass_the_limit(client: httpx.AsyncClient, acct: OpenedAccount,
+                                                       app: FastAPI) -> None:
+    h = headers(acct)
+    settings = app.state.sherwood.settings
+    old = settings.watchlist_max_per_account
+    settings.watchlist_max_per_account = 3
+    try:
+        rs = await asyncio.gather(*(client.post("/v2/watchlists", json={"name": f"L{i}"}, headers=h)
+                                    for i in range(8)))
+    finally:
+        settings.watchlist_max_per_account = old
+    assert sorted(r.status_code for r in rs) == [200] * 3 + [422] * 5
+    assert {r.json()["reason"] for r in rs if r.status_code == 422} == {"watchlist_limit_reached"}
+    assert len((await client.get("/v2/watchlists", headers=h)).json()) == 3
