@@ -26,6 +26,7 @@ from api.routers import (
     positions,
     stream,
     transfers,
+    watchlists,
 )
 from api.routers import marketdata as marketdata_routes
 from api.state import AppState
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(stream.router)
     app.include_router(marketdata_routes.router)
     app.include_router(transfers.router)
+    app.include_router(watchlists.router)
     app.include_router(backoffice_ops.router)
     app.include_router(corporate_actions.router)
     return app

@@ -93,6 +93,51 @@ class ClockOut(BaseModel):
     next_close: str
 
 
+class WatchlistIn(BaseModel):
+    """A new watchlist: a name (1-64 characters, unique per account) and known symbols."""
+
+    name: str
+    symbols: list[str] | None = None
+
+
+class WatchlistUpdateIn(BaseModel):
+    """A rename and/or a new list of symbols (at least one of the two)."""
+
+    name: str | None = None
+    symbols: list[str] | None = None
+
+
+class WatchlistAssetIn(BaseModel):
+    symbol: str
+
+
+class WatchlistSummaryOut(BaseModel):
+    """A watchlist as listed (no assets), Alpaca's shape."""
+
+    id: str
+    account_id: str
+    name: str
+    created_at: str
+    updated_at: str
+
+
+class WatchlistOut(WatchlistSummaryOut):
+    """A watchlist with its assets, in the customer's order."""
+
+    assets: list[AssetOut]
+
+
+class CalendarDayOut(BaseModel):
+    """One NYSE session (Alpaca's calendar shape), New York times."""
+
+    date: str
+    open: str = Field(description="regular open, HH:MM")
+    close: str = Field(description="regular close, HH:MM (13:00 on a half day)")
+    session_open: str = Field(description="extended-hours open, HHMM")
+    session_close: str = Field(description="extended-hours close, HHMM")
+    settlement_date: str = Field(description="T+1 settlement date of a trade that day")
+
+
 class PositionOut(BaseModel):
     asset_id: str
     symbol: str

@@ -13,6 +13,10 @@
   are conflated per connection, so fewer than ``ideal_deliveries_per_s`` arrive by design; every
   one that arrives is timed.
 
+* with SHERWOOD_POSTGRES_URL and SHERWOOD_REDIS_URL set, then :mod:`bench.marketdata_rest`: the
+  1-minute bar's lag under the highest rate, 100-symbol latest quotes/s against a bare ``HMGET``,
+  snapshot p99.
+
 One JSON line per result, then the ratios ours/baseline. Everything runs on this machine (2 cores
 in CI: feed+ingest, Redis, the fan-out and the clients share them), so the offered rates are
 reported next to what was achieved. ``python -m bench.marketdata [--seconds 8]``. Uses
@@ -344,6 +348,10 @@ async def main(seconds: float, client_counts: list[int], rates: list[float]) -> 
                  delivered_ours_over_baseline=round(r["delivered_per_s"] / max(1, b["delivered_per_s"]), 2),
                  lag_p99_ours_over_baseline=(round(r["lag_p99_ms"] / b["lag_p99_ms"], 2)
                                              if r["lag_p99_ms"] and b["lag_p99_ms"] else None))
+        if os.environ.get("SHERWOOD_POSTGRES_URL") and os.environ.get("SHERWOOD_REDIS_URL"):
+            from bench.marketdata_rest import main as rest_main  # (it imports this module)
+
+            await rest_main(min(seconds, 5), max(rates))  # bar lag, 100-symbol latest, snapshots
     finally:
         if rd is not None:
             await asyncio.to_thread(rd.stop)

@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import time
+from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -35,6 +36,18 @@ def _encode(c: SymbolControl) -> str:
 def _decode(raw: bytes | str) -> SymbolControl:
     d = json.loads(raw)
     return SymbolControl(bool(d.get("halted")), d.get("restriction"), d.get("reason") or "")
+
+
+def status_message(symbol: str, c: SymbolControl) -> str:
+    """Alpaca's trading status message (``T`` first, compact: the fan-out reads ``T`` at byte 6)
+    for an operations halt or resumption. No ``sq``: sequence numbers are ingest's, per symbol;
+    ``it`` is the publish time, as ingest stamps its messages."""
+    now = time.time_ns()
+    sec, ns = divmod(now, 1_000_000_000)
+    t = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{ns:09d}Z"
+    return json.dumps({"T": "s", "S": symbol, "sc": "H" if c.halted else "T",
+                       "sm": "Trading Halt" if c.halted else "Trading Resumption",
+                       "rc": "", "rm": c.reason, "t": t, "z": "C", "it": now}, separators=(",", ":"))
 
 
 class ControlsStore:
@@ -68,14 +81,19 @@ class ControlsStore:
                 "INSERT INTO symbol_control_events (symbol, halted, restriction, reason, actor) "
                 "VALUES (:s, :h, :r, :why, :a)"),
                 {"s": symbol, "h": new.halted, "r": new.restriction, "why": reason, "a": actor})
-        await self._mirror(symbol, new)
+        await self._mirror(symbol, new, status=new.halted != cur_halted)
         return new
 
-    async def _mirror(self, symbol: str, c: SymbolControl) -> None:
+    async def _mirror(self, symbol: str, c: SymbolControl, *, status: bool = False) -> None:
+        """The Redis mirror and the change event; with ``status`` (the halt flag changed) also a
+        trading status ``T:"s"`` on the symbol's market-data channel, so stream clients subscribed
+        to ``statuses`` see an operations halt or resumption like one from the feed."""
         if self.redis is None:
             return
         keys = RedisKeys(self.prefix)
         pipe = self.redis.pipeline(transaction=True)
+        if status:
+            pipe.publish(keys.md_channel(symbol), status_message(symbol, c))
         if c.halted:
             pipe.sadd(keys.halts, symbol)
         else:

@@ -1,6 +1,6 @@
 """The NYSE calendar (``exchange-calendars`` XNYS: holidays, half days) for trading and T+1
-settlement, and the Federal Reserve's bank days for ACH (:func:`next_bank_day`). Pure functions
-of a time.
+settlement, the sessions Alpaca's ``/v2/calendar`` lists (:func:`sessions_between`), and the
+Federal Reserve's bank days for ACH (:func:`next_bank_day`). Pure functions of a time.
 
 Never a hand-written holiday list. Loading the calendar takes ~0.2 s, so it is built once per
 process (lazily) and shared. Its answers are cached per minute (sessions open and close on whole
@@ -11,7 +11,8 @@ minutes, so every time in a minute has the same answer) and per date: a pandas l
 from __future__ import annotations
 
 import functools
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import exchange_calendars as xcals
@@ -27,6 +28,8 @@ from pandas.tseries.holiday import (
     USThanksgivingDay,
     sunday_to_monday,
 )
+
+from domain.errors import DomainError
 
 NY = "America/New_York"
 _NY = ZoneInfo(NY)
@@ -121,6 +124,64 @@ def trade_date(at: datetime) -> date:
 def settle_date(trade: date, days: int = 1) -> date:
     """T+``days`` in NYSE business days."""
     return next_session(trade, days) if days else trade
+
+
+# --- the calendar endpoint (Alpaca's /v2/calendar) ----------------------------------------------
+
+@dataclass(frozen=True)
+class SessionDay:
+    """One NYSE session, times in New York: the regular ``open``/``close`` (13:00 on a half day),
+    the extended ``session_open``/``session_close`` (04:00, and four hours after the close), and
+    the T+1 ``settlement_date`` of a trade that day."""
+
+    day: date
+    open: time
+    close: time
+    session_open: time
+    session_close: time
+    settlement_date: date
+
+
+class InvalidCalendarRange(DomainError):
+    """A calendar request's start is after its end, or outside the dates the calendar knows."""
+
+    code = "invalid_calendar_range"
+
+
+def calendar_bounds() -> tuple[date, date]:
+    """The first and last dates the calendar answers for (the last session's settlement date,
+    the next session, must be known too)."""
+    cal = nyse()
+    return cal.first_session.date(), cal.sessions[-2].date()
+
+
+def sessions_between(start: date | None, end: date | None) -> list[SessionDay]:
+    """The sessions from ``start`` to ``end`` (inclusive; either missing: the calendar's bound).
+    Raises :class:`InvalidCalendarRange` for a reversed range or one reaching past the calendar's
+    bounds (it is never silently cut short)."""
+    first, last = calendar_bounds()
+    a, b = start or first, end or last
+    if a > b:
+        raise InvalidCalendarRange(f"start {a} is after end {b}")
+    if a < first or b > last:
+        raise InvalidCalendarRange(f"the calendar covers {first} to {last}")
+    return list(_sessions(a, b))
+
+
+@functools.lru_cache(maxsize=64)
+def _sessions(a: date, b: date) -> tuple[SessionDay, ...]:
+    cal = nyse()
+    sched = cal.schedule
+    days = sched.index
+    lo, hi = days.searchsorted(pd.Timestamp(a)), days.searchsorted(pd.Timestamp(b), side="right")
+    out = []
+    for i in range(lo, hi):
+        row = sched.iloc[i]
+        op = row["open"].tz_convert(NY).to_pydatetime()
+        cl = row["close"].tz_convert(NY).to_pydatetime()
+        out.append(SessionDay(days[i].date(), op.time(), cl.time(), time(4, 0),
+                              (cl + timedelta(hours=4)).time(), days[i + 1].date()))
+    return tuple(out)
 
 
 

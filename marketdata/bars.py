@@ -1,21 +1,65 @@
-"""1-minute OHLCV bars (VWAP, trade count): pure aggregation, no I/O.
+"""OHLCV bars (VWAP, trade count): pure aggregation, no I/O.
 
 A bar is built from trades in arrival order. :class:`BarAcc` values merge associatively
 (``merge(a, b)`` is the bar of a's trades followed by b's), which is how ingest writes partial bars
-as deltas and Postgres combines them (see ``marketdata.ingest.UPSERT_BARS``).
+as deltas and Postgres combines them (see ``marketdata.store.UPSERT``). The same minute
+deltas, merged per bucket in time order (:func:`rollup`), are the deltas of the longer
+timeframes (:data:`TIMEFRAMES`: 5 and 15 minutes and the hour aligned on UTC, the New York day).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 MINUTE_NS = 60_000_000_000
+NEW_YORK = ZoneInfo("America/New_York")
 
 
 def minute_start(t_ns: int) -> int:
     return t_ns - t_ns % MINUTE_NS
+
+
+def ny_midnight(t_ns: int) -> int:
+    """The start (ns since the epoch) of the New York calendar day holding ``t_ns``: the ``t`` of
+    its daily bar, as Alpaca stamps daily bars."""
+    d = datetime.fromtimestamp(t_ns // 1_000_000_000, NEW_YORK)
+    return int(d.replace(hour=0, minute=0, second=0).timestamp()) * 1_000_000_000
+
+
+def next_ny_midnight(day_ns: int) -> int:
+    """The start of the New York day after the one starting at ``day_ns`` (days are 23 to 25 h)."""
+    return ny_midnight(day_ns + 26 * 3600 * 1_000_000_000)
+
+
+def _floor(n: int) -> Callable[[int], int]:
+    return lambda t: t - t % n
+
+
+# the longer timeframes: table -> the start of the bucket holding a minute
+TIMEFRAMES: dict[str, Callable[[int], int]] = {
+    "bars_5min": _floor(5 * MINUTE_NS),
+    "bars_15min": _floor(15 * MINUTE_NS),
+    "bars_1hour": _floor(60 * MINUTE_NS),
+    "bars_1day": ny_midnight,
+}
+
+
+def rollup(minutes: dict[tuple[str, int], BarAcc],
+           bucket: Callable[[int], int]) -> dict[tuple[str, int], BarAcc]:
+    """Minute bars (or deltas) merged per (symbol, bucket), in time order."""
+    out: dict[tuple[str, int], BarAcc] = {}
+    for (sym, m), b in sorted(minutes.items(), key=lambda kv: kv[0][1]):
+        key = (sym, bucket(m))
+        acc = out.get(key)
+        if acc is None:
+            out[key] = BarAcc(b.o, b.h, b.l, b.c, b.v, b.n, b.pv)
+        else:
+            acc.merge(b)
+    return out
 
 
 @dataclass

@@ -2,10 +2,12 @@
 
 ``ws://<bind_host>:<fanout_port>/v2/iex`` (``/v2/sip`` serves the same feed). Clients auth and
 subscribe as Alpaca's clients do (the protocol: :mod:`marketdata.stream_session`); data comes as
-``T:"q"`` quotes, ``T:"t"`` trades, ``T:"b"`` minute bars, ``T:"s"`` trading status
-(halts/resumptions), batched several to an array, each carrying ``sq`` (per-symbol sequence
-number over q/t/b/s: a jump means the client missed updates) and ``it`` (ingest time, ns); JSON
-text frames, or msgpack binary frames for msgpack clients (:mod:`marketdata.frames`).
+``T:"q"`` quotes, ``T:"t"`` trades, ``T:"b"`` minute bars, ``T:"u"`` updated minute bars,
+``T:"d"`` daily bars, ``T:"s"`` trading status (halts/resumptions, from the feed or from
+operations), batched several to an array, each from ingest carrying ``sq`` (per-symbol sequence
+number over q/t/b/u/d/s: a jump means the client missed updates; an operations status has none)
+and ``it`` (ingest time, ns); JSON text frames, or msgpack binary frames for msgpack clients
+(:mod:`marketdata.frames`).
 
 Layout: this module is the server and its wiring: :class:`FanoutServer` (lifecycle, the maps
 symbol -> connections, dispatch of what Redis delivers, delivery to each connection) and
@@ -78,7 +80,8 @@ from sherwood.contracts import RedisKeys
 log = logging.getLogger(__name__)
 
 PATHS = ("/v2/iex", "/v2/sip", "/v2/test")
-KIND_OF = {ord("t"): "trades", ord("q"): "quotes", ord("b"): "bars", ord("s"): "statuses"}
+KIND_OF = {ord("t"): "trades", ord("q"): "quotes", ord("b"): "bars", ord("s"): "statuses",
+           ord("u"): "updatedBars", ord("d"): "dailyBars"}
 
 WINDOW = 2  # frames a connection may have unacknowledged (every WINDOW-th one carries a ping)
 LISTEN_BACKLOG = 4096  # capped by net.core.somaxconn

@@ -10,7 +10,8 @@ Per line:
   ``domain.universe.universe(marketdata_universe_size)``), ``non_positive_price``, ``absurd_price``
   (above ``marketdata_max_price`` or more than ``marketdata_max_jump`` off the symbol's last
   accepted price), ``bad_size``, ``crossed`` (bid > ask), ``locked`` (bid == ask), ``stale``
-  (older than ``marketdata_max_tick_age_s``, or a trade for a minute whose bar is already final),
+  (older than ``marketdata_max_tick_age_s``, or a trade for a minute whose bar went out and is
+  no longer kept for updates),
   ``future`` (more than ``marketdata_max_future_s`` ahead), ``out_of_order`` (older than the
   symbol's last accepted tick), ``halted`` (a trade while halted), ``redis_unavailable``.
   Accepted counts are in ``<prefix>:md:accepted`` (``quotes``, ``trades``, ``statuses``, ``bars``).
@@ -26,7 +27,17 @@ Per line:
 * **bars**: trades aggregate into 1-minute bars; every ``marketdata_bar_flush_s`` the change since
   the last flush is upserted (merged, see :mod:`marketdata.bars`) into ``bars_1min`` of the
   market-data database; ``marketdata_bar_grace_s`` after a minute ends its final bar is published
-  as ``T:"b"``.
+  as ``T:"b"``, followed by the New York day's bar so far ``T:"d"`` (read from ``bars_1day``,
+  ``t`` the day's midnight in New York; only with a database). The same deltas, merged per
+  bucket (:func:`marketdata.bars.rollup`), are upserted into ``bars_5min``, ``bars_15min``,
+  ``bars_1hour`` and ``bars_1day`` in the same transaction: every timeframe is aggregated as
+  trades arrive, never on a request. Accepted trades go to ``trades`` in the same transaction
+  (historical trades; deleted after ``marketdata_trade_retention_s``, swept every minute). The
+  writes are :class:`marketdata.store.MarketDataStore`'s; the bar half of the ingest is
+  :class:`marketdata.ingest_bars.IngestBars`. A trade that
+  arrives after its minute's bar went out (in order, within ``marketdata_max_tick_age_s``)
+  updates that bar: merged into Postgres and published as ``T:"u"`` (then ``T:"d"``) at the next
+  flush.
 
 One ingest process per symbol set (sequence numbers are per process). If Redis is down the ticks
 of that moment are dropped (``redis_unavailable``) and ingest reconnects with backoff: the read
@@ -41,15 +52,15 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from marketdata.bars import MINUTE_NS, BarAcc, minute_start
+from marketdata.bars import minute_start
+from marketdata.ingest_bars import IngestBars, rfc3339_ns
 from marketdata.resp import RespConnection, RespError, encode, encode_publish
+from marketdata.store import MarketDataStore
 from sherwood.contracts import RedisKeys
 
 log = logging.getLogger(__name__)
@@ -57,36 +68,8 @@ log = logging.getLogger(__name__)
 REASONS = ("malformed", "unknown_symbol", "non_positive_price", "absurd_price", "bad_size", "crossed",
            "locked", "stale", "future", "out_of_order", "halted", "redis_unavailable")
 
-UPSERT_BARS = text("""
-INSERT INTO bars_1min AS b (symbol, t, o, h, l, c, v, n, pv, vw)
-VALUES (:symbol, :t, :o, :h, :l, :c, :v, :n, :pv, :pv / :v)
-ON CONFLICT (symbol, t) DO UPDATE SET
-    h = GREATEST(b.h, EXCLUDED.h), l = LEAST(b.l, EXCLUDED.l), c = EXCLUDED.c,
-    v = b.v + EXCLUDED.v, n = b.n + EXCLUDED.n, pv = b.pv + EXCLUDED.pv,
-    vw = (b.pv + EXCLUDED.pv) / (b.v + EXCLUDED.v), updated_at = now()
-""")
 
-
-_sec_cache: dict[int, str] = {}
-
-
-def rfc3339_ns(t_ns: int) -> str:
-    sec, ns = divmod(t_ns, 1_000_000_000)
-    head = _sec_cache.get(sec)
-    if head is None:
-        if len(_sec_cache) > 4096:
-            _sec_cache.clear()
-        head = _sec_cache[sec] = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{head}.{ns:09d}Z"
-
-
-def _num(x: Decimal) -> str:
-    """A Decimal as a JSON number (no exponent)."""
-    s = format(x.normalize(), "f")
-    return s
-
-
-class Ingest:
+class Ingest(IngestBars):
     def __init__(
         self,
         redis_url: str,
@@ -101,6 +84,7 @@ class Ingest:
         quote_max_age_s: float = 30.0,
         bar_flush_s: float = 1.0,
         bar_grace_s: float = 2.0,
+        trade_retention_s: float = 7 * 86_400.0,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self.redis_url = redis_url
@@ -108,6 +92,10 @@ class Ingest:
         self.keys = RedisKeys(prefix)
         self.known = known
         self.engine = engine
+        self.store = MarketDataStore(engine) if engine is not None else None
+        self.trade_retention_ns = int(trade_retention_s * 1e9)
+        self.trade_rows = []
+        self._swept_at = 0.0
         self.max_price = max_price
         self.max_jump = max_jump
         self.max_age_ns = int(max_tick_age_s * 1e9)
@@ -123,9 +111,11 @@ class Ingest:
         self.last_px: dict[str, float] = {}
         self.last_t: dict[str, int] = {}
         self.halted: set[str] = set()
-        self.bars: dict[tuple[str, int], BarAcc] = {}  # open minutes: full bar so far
-        self.bar_delta: dict[tuple[str, int], BarAcc] = {}  # not yet written to Postgres
-        self.final_minute: dict[str, int] = {}  # last finalized minute per symbol
+        self.bars = {}
+        self.bar_delta = {}
+        self.final_minute = {}
+        self.recent_final = {}
+        self.updated = set()
         self.trades_log: list[tuple[str, int, Decimal, int]] | None = None  # tests: accepted trades
         self._conn: RespConnection | None = None
         self._down_until = 0.0
@@ -411,12 +401,20 @@ class Ingest:
                     continue
                 minute = minute_start(t)
                 if minute <= self.final_minute.get(sym, -1):
-                    dropped["stale"] += 1
-                    continue
+                    # its bar went out already: a trade in order but after the grace updates it
+                    # (T:"u") while the bar is recent; older ones are stale
+                    done = self.recent_final.get((sym, minute))
+                    if done is None:
+                        dropped["stale"] += 1
+                        continue
+                    done.add(dpx, size)
+                    self.updated.add((sym, minute))
                 last_t[sym] = t
                 self._add_trade(sym, minute, dpx, size)
                 if self.trades_log is not None:
                     self.trades_log.append((sym, t, dpx, size))
+                if self.store is not None:
+                    self.trade_rows.append((sym, t, tid, x, dpx, size, z))
                 seq = self._next_seq(sym)
                 msg = (f'{{"T":"t","S":"{sym}","i":{tid},"x":"{x}","p":{px!r},"s":{size},'
                        f'"t":"{rfc3339_ns(t)}","c":["@"],"z":"{z}","sq":{seq},"it":{now}}}')
@@ -484,69 +482,6 @@ class Ingest:
                     seen[reason] = total
         return out
 
-    # -- bars -------------------------------------------------------------------------------
-    def _add_trade(self, sym: str, minute: int, price: Decimal, size: int) -> None:
-        key = (sym, minute)
-        bar = self.bars.get(key)
-        if bar is None:
-            self.bars[key] = BarAcc.first(price, size)
-        else:
-            bar.add(price, size)
-        d = self.bar_delta.get(key)
-        if d is None:
-            self.bar_delta[key] = BarAcc.first(price, size)
-        else:
-            d.add(price, size)
-
-    async def _bar_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.bar_flush_s)
-            try:
-                await self.flush_bars()
-            except Exception:  # keep ingesting; the deltas stay for the next flush
-                log.exception("bar flush failed")
-
-    async def flush_bars(self, *, final_all: bool = False) -> None:
-        """Upsert bar deltas into Postgres; publish (T:"b") and forget minutes now final."""
-        if self.bar_delta and self.engine is not None:
-            delta, self.bar_delta = self.bar_delta, {}
-            rows: list[dict[str, Any]] = [
-                {"symbol": s, "t": datetime.fromtimestamp(m / 1e9, UTC), "o": b.o, "h": b.h, "l": b.l,
-                 "c": b.c, "v": b.v, "n": b.n, "pv": b.pv}
-                for (s, m), b in delta.items()]
-            try:
-                async with self.engine.begin() as conn:
-                    await conn.execute(UPSERT_BARS, rows)
-            except Exception:
-                for key, b in delta.items():  # put back, merged before anything newer
-                    newer = self.bar_delta.get(key)
-                    if newer is not None:
-                        b.merge(newer)
-                    self.bar_delta[key] = b
-                raise
-        elif self.engine is None:
-            self.bar_delta.clear()
-        now = self.clock()
-        done = [k for k in self.bars if final_all or k[1] + MINUTE_NS + self.bar_grace_ns <= now]
-        if not done:
-            return
-        cmds = []
-        for key in done:
-            sym, minute = key
-            if key in self.bar_delta:  # not yet in Postgres: stays open until written
-                continue
-            b = self.bars.pop(key)
-            self.final_minute[sym] = max(self.final_minute.get(sym, -1), minute)
-            seq = self._next_seq(sym)
-            msg = (f'{{"T":"b","S":"{sym}","o":{_num(b.o)},"h":{_num(b.h)},"l":{_num(b.l)},'
-                   f'"c":{_num(b.c)},"v":{b.v},"t":"{rfc3339_ns(minute)}","n":{b.n},'
-                   f'"vw":{_num(round(b.vw, 6))},"sq":{seq},"it":{now}}}')
-            cmds.append(encode_publish(self._chan(sym), msg.encode()))
-            self.accepted["bars"] += 1
-        if cmds:
-            cmds.extend(self._counter_commands())
-            await self._send(cmds, len(cmds))
-
 
 def ingest_from_settings(settings: Any, engine: AsyncEngine | None) -> Ingest:
     from domain.universe import known_symbols
@@ -558,7 +493,8 @@ def ingest_from_settings(settings: Any, engine: AsyncEngine | None) -> Ingest:
         max_price=settings.marketdata_max_price, max_jump=settings.marketdata_max_jump,
         max_tick_age_s=settings.marketdata_max_tick_age_s,
         max_future_s=settings.marketdata_max_future_s, quote_max_age_s=settings.quote_max_age_s,
-        bar_flush_s=settings.marketdata_bar_flush_s, bar_grace_s=settings.marketdata_bar_grace_s)
+        bar_flush_s=settings.marketdata_bar_flush_s, bar_grace_s=settings.marketdata_bar_grace_s,
+        trade_retention_s=settings.marketdata_trade_retention_s)
 
 
 async def run_ingest(settings: Any, stop: asyncio.Event | None = None) -> None:

@@ -5,13 +5,17 @@ Protocol (Alpaca's market-data stream v2):
 * on connect ``[{"T":"success","msg":"connected"}]``; ``{"action":"auth","key","secret"}`` (an
   account API key id/secret, checked against the directory DB; a success is cached for 60 s) ->
   ``[{"T":"success","msg":"authenticated"}]``; ``{"action":"subscribe"|"unsubscribe","trades",
-  "quotes","bars","statuses"}`` (``"*"`` = every symbol) -> the full subscription
-  ``[{"T":"subscription",...}]``.
+  "quotes","bars","updatedBars","dailyBars","statuses"}`` (``"*"`` = every symbol) -> the full
+  subscription ``[{"T":"subscription",...}]`` (``lulds``, ``corrections``, ``cancelErrors``
+  always empty). Channels this feed lacks (``lulds``, ``orderbooks``, ``corrections``,
+  ``cancelErrors``, ``imbalances``) are ignored when named beside channels it has: alpaca-py
+  sends every channel it has a handler for in one message.
 * errors ``[{"T":"error","code","msg"}]``: 400 invalid syntax, 401 not authenticated, 402 auth
   failed (then closed), 403 already authenticated, 404 auth timeout (closed), 405 symbol limit
   exceeded (subscriptions unchanged), 406 connection limit exceeded (closed), 407 slow client
   (closed), 409 insufficient subscription (a symbol list that is not a list of symbols),
-  410 invalid subscribe action for this feed (e.g. ``lulds``), 500 internal error.
+  410 invalid subscribe action for this feed (a command naming only channels it lacks, e.g.
+  ``lulds``), 500 internal error.
 * JSON text frames, or msgpack binary frames for clients that send ``Content-Type:
   application/msgpack``.
 
@@ -51,9 +55,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("marketdata.fanout")  # the fan-out's logger, as before the split
 
-KINDS = ("trades", "quotes", "bars", "statuses")
-UNSUPPORTED = ("lulds", "orderbooks", "corrections", "cancelErrors", "updatedBars", "dailyBars",
-               "imbalances")
+KINDS = ("trades", "quotes", "bars", "updatedBars", "dailyBars", "statuses")
+# channels of Alpaca's stock stream this feed lacks: named among others they are ignored (alpaca-py
+# sends every channel it has handlers for in one message); named alone they are refused (410)
+UNSUPPORTED = ("lulds", "orderbooks", "corrections", "cancelErrors", "imbalances")
+ECHOED_EMPTY = ("lulds", "corrections", "cancelErrors")  # in every subscription echo, as Alpaca's
 MSGS = {400: "invalid syntax", 401: "not authenticated", 402: "auth failed",
         403: "already authenticated", 404: "auth timeout", 405: "symbol limit exceeded",
         406: "connection limit exceeded", 407: "slow client", 409: "insufficient subscription",
@@ -260,8 +266,11 @@ def _parse(c: Conn, raw: str | bytes) -> dict[str, Any] | None:
 
 
 def parse_lists(msg: dict[str, Any]) -> tuple[int, dict[str, list[str]]]:
-    """The symbol lists of a (un)subscribe command, upper-cased; or an error code (409, 410)."""
-    if any(k in msg for k in UNSUPPORTED):
+    """The symbol lists of a (un)subscribe command, upper-cased; or an error code (409, 410).
+
+    Channels this feed lacks (``UNSUPPORTED``) are ignored when the command names any channel it
+    has, and refused (410) when they are all it names."""
+    if any(k in msg for k in UNSUPPORTED) and not any(k in msg for k in KINDS):
         return 410, {}
     out: dict[str, list[str]] = {}
     for k in KINDS:
@@ -278,4 +287,4 @@ def parse_lists(msg: dict[str, Any]) -> tuple[int, dict[str, list[str]]]:
 
 def subscription_msg(c: Conn) -> dict[str, Any]:
     return {"T": "subscription", **{k: sorted(c.subs[k]) for k in KINDS},
-            "updatedBars": [], "dailyBars": []}
+            **{k: [] for k in ECHOED_EMPTY}}

@@ -198,7 +198,12 @@ class Settings(BaseSettings):
     # Redis (channel per symbol, latest quote/trade hashes, halts set) and 1-minute bars into its
     # own database (<db_prefix>_marketdata on postgres_url unless marketdata_db_url is set, never a
     # shard database). The fan-out WebSocket server listens on fanout_port (/v2/iex, /v2/sip).
+    # Watchlists (/v2/watchlists, on the account's shard): lists per account, symbols per list
+    # (over either: 422 watchlist_limit_reached / watchlist_too_long)
+    watchlist_max_per_account: int = Field(default=50, ge=1, le=1_000)
+    watchlist_max_symbols: int = Field(default=500, ge=1, le=10_000)
     marketdata_db_url: str | None = None
+    marketdata_max_request_symbols: int = Field(default=1_000, ge=1, le=10_000)  # symbols= per request
     marketdata_feed_port: int = 8002
     marketdata_universe_size: int = Field(default=10_000, ge=0, le=10_000)  # symbols ingest knows
     marketdata_max_price: float = 1_000_000.0
@@ -207,6 +212,7 @@ class Settings(BaseSettings):
     marketdata_max_future_s: float = 2.0  # ticks further in the future are dropped
     marketdata_bar_flush_s: float = 1.0
     marketdata_bar_grace_s: float = 2.0  # a minute bar is final (T:"b" published) this long after its end
+    marketdata_trade_retention_s: float = Field(default=7 * 86_400.0, gt=0)  # historical trades kept
     quote_max_age_s: float = 30.0  # LatestQuotes: an ingested quote older than this is no quote
     fanout_port: int = 8001
     fanout_max_connections: int = 20_000  # per process -> 406

@@ -1,20 +1,19 @@
 """Market-data REST (Alpaca data API v2 shapes), read from the read path's stores only:
-latest quote / trade from Redis (written by marketdata ingest), 1-minute bars from the
-market-data database. Never touches a shard database.
+latest quotes / trades from Redis (written by marketdata ingest), one symbol or many in one
+``HMGET``; the request's symbol list and times are bounded and parsed here (422
+``invalid_symbols`` / ``invalid_time``). Bars and snapshots: :mod:`api.services.bars`. Never
+touches a shard database.
 """
 
 from __future__ import annotations
 
-import base64
 import json
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -24,7 +23,7 @@ from sherwood.contracts import RedisKeys
 
 QUOTE_FIELDS = ("t", "ax", "ap", "as", "bx", "bp", "bs", "c", "z")
 TRADE_FIELDS = ("t", "x", "p", "s", "c", "i", "z")
-MAX_LIMIT = 10_000
+NEW_YORK = ZoneInfo("America/New_York")
 
 
 def marketdata_engine(url: str) -> AsyncEngine:
@@ -46,65 +45,80 @@ async def _hget(redis: Redis | None, key: str, symbol: str) -> dict[str, Any]:
     return d
 
 
-async def latest_quote(redis: Redis | None, prefix: str, symbol: str) -> dict[str, Any]:
-    d = await _hget(redis, RedisKeys(prefix).quotes_latest, symbol)
+def quote_obj(d: dict[str, Any]) -> dict[str, Any]:
     quote = {k: d.get(k) for k in QUOTE_FIELDS if k in d}
     for k in ("bp", "ap"):
         v = quote.get(k)
         if isinstance(v, str):
             quote[k] = float(v)
-    return {"symbol": symbol, "quote": quote}
+    return quote
+
+
+def trade_obj(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: d.get(k) for k in TRADE_FIELDS if k in d}
+
+
+async def latest_quote(redis: Redis | None, prefix: str, symbol: str) -> dict[str, Any]:
+    d = await _hget(redis, RedisKeys(prefix).quotes_latest, symbol)
+    return {"symbol": symbol, "quote": quote_obj(d)}
 
 
 async def latest_trade(redis: Redis | None, prefix: str, symbol: str) -> dict[str, Any]:
     d = await _hget(redis, RedisKeys(prefix).trades_latest, symbol)
-    return {"symbol": symbol, "trade": {k: d.get(k) for k in TRADE_FIELDS if k in d}}
+    return {"symbol": symbol, "trade": trade_obj(d)}
 
 
-def _parse_time(value: str | None, field: str) -> datetime | None:
+def parse_symbol(symbol: str) -> str:
+    s = symbol.strip().upper()
+    if not 0 < len(s) <= 16 or not s.replace(".", "").isalnum() or not s.isascii():
+        raise ApiError(422, "invalid_symbols", f"not a symbol: {symbol[:20]!r}", code=42210000)
+    return s
+
+
+def parse_symbols(raw: str | None, max_symbols: int) -> list[str]:
+    """``symbols=A,B,C``: at most ``max_symbols``, each a symbol; sorted, without repeats."""
+    if not raw:
+        raise ApiError(422, "invalid_symbols", "symbols is required (comma separated)", code=42210000)
+    parts = raw.split(",", max_symbols + 1)
+    if len(parts) > max_symbols:
+        raise ApiError(422, "invalid_symbols", f"at most {max_symbols} symbols", code=42210000)
+    return sorted({parse_symbol(p) for p in parts})
+
+
+async def latest_many(redis: Redis | None, prefix: str, kind: str, symbols: list[str]) -> dict[str, Any]:
+    """``kind`` "quotes" or "trades" of many symbols in one HMGET; symbols with none left out."""
+    if redis is None:
+        raise ApiError(503, "marketdata_unavailable", "market data is unavailable")
+    keys = RedisKeys(prefix)
+    key, obj = (keys.quotes_latest, quote_obj) if kind == "quotes" else (keys.trades_latest, trade_obj)
+    try:
+        raws = await redis.hmget(key, symbols)
+    except (RedisError, OSError) as exc:
+        raise ApiError(503, "marketdata_unavailable", "market data is unavailable") from exc
+    return {kind: {s: obj(json.loads(r)) for s, r in zip(symbols, raws, strict=True) if r is not None}}
+
+
+def parse_time(value: str | None, field: str, *, end: bool = False) -> datetime | None:
+    """Alpaca's times: RFC 3339 (an offset or ``Z`` required), or a date ``YYYY-MM-DD`` -- the
+    New York day: its midnight as a start, the end of that day as an ``end``. Else 422
+    ``invalid_time``."""
     if value is None:
         return None
     try:
-        if value.isdigit():
-            return datetime.fromisoformat(value)
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if len(value) > 40:
+            raise ValueError("too long")
+        if len(value) == 10:
+            d = date.fromisoformat(value)
+            if end:
+                d += timedelta(days=1)
+            t = datetime.combine(d, time(0), NEW_YORK).astimezone(UTC)
+            return t - timedelta(microseconds=1) if end else t
+        t = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+        if t.tzinfo is None:
+            raise ValueError("no offset")
+        return t.astimezone(UTC)
     except ValueError as exc:
-        raise ApiError(422, "invalid_request", f"{field}: not an RFC 3339 time or date",
+        raise ApiError(422, "invalid_time", f"{field}: not an RFC 3339 time or a date (YYYY-MM-DD)",
                        code=42210000) from exc
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
-def _num(x: Decimal) -> float | int:
-    return int(x) if x == x.to_integral_value() else float(x)
-
-
-async def bars(engine: AsyncEngine, symbol: str, *, timeframe: str, start: str | None, end: str | None,
-               limit: int, page_token: str | None) -> dict[str, Any]:
-    if timeframe not in ("1Min", "1T", "1min"):
-        raise ApiError(422, "invalid_request", "only timeframe=1Min is available", code=42210000)
-    if limit < 1:
-        raise ApiError(422, "invalid_request", "limit must be at least 1", code=42210000)
-    limit = min(limit, MAX_LIMIT)  # clamped, as Alpaca does
-    t0 = _parse_time(start, "start") or datetime.now(UTC) - timedelta(days=1)
-    t1 = _parse_time(end, "end") or datetime.now(UTC)
-    if page_token:
-        try:
-            t0 = datetime.fromisoformat(base64.urlsafe_b64decode(page_token).decode()) \
-                + timedelta(microseconds=1)
-        except ValueError as exc:
-            raise ApiError(422, "invalid_request", "bad page_token", code=42210000) from exc
-    try:
-        async with engine.connect() as conn:
-            rows = (await conn.execute(text(
-                "SELECT t, o, h, l, c, v, n, vw FROM bars_1min WHERE symbol = :s AND t >= :a "
-                "AND t <= :b ORDER BY t LIMIT :n"),
-                {"s": symbol, "a": t0, "b": t1, "n": limit + 1})).mappings().all()
-    except (OperationalError, DBAPIError) as exc:
-        raise ApiError(503, "marketdata_unavailable", "bars are unavailable") from exc
-    more = len(rows) > limit
-    rows = rows[:limit]
-    out = [{"t": r["t"].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "o": _num(r["o"]),
-            "h": _num(r["h"]), "l": _num(r["l"]), "c": _num(r["c"]), "v": _num(r["v"]), "n": r["n"],
-            "vw": float(round(r["vw"], 6))} for r in rows]
-    token = base64.urlsafe_b64encode(rows[-1]["t"].isoformat().encode()).decode() if more else None
-    return {"bars": out, "symbol": symbol, "next_page_token": token}

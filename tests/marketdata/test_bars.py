@@ -19,7 +19,7 @@ from api.app import create_app
 from db.accounts import OpenedAccount
 from db.engines import make_engine
 from domain.universe import known_symbols
-from marketdata.bars import MINUTE_NS, BarAcc, recompute
+from marketdata.bars import MINUTE_NS, TIMEFRAMES, BarAcc, recompute, rollup
 from marketdata.ingest import Ingest
 from sherwood.settings import Settings
 from tests.marketdata.helpers import q, tr
@@ -69,7 +69,8 @@ async def test_bars_in_postgres_equal_recomputation_and_rest(
     engine = make_engine(md_db, pool_size=1, max_overflow=1)
     syms = ["ZAAA", "ZAAB"]  # synthetic symbols: nobody else writes their bars
     async with engine.begin() as conn:
-        await conn.execute(text("DELETE FROM bars_1min WHERE symbol = ANY(:s)"), {"s": syms})
+        for table in ("bars_1min", *TIMEFRAMES):
+            await conn.execute(text(f"DELETE FROM {table} WHERE symbol = ANY(:s)"), {"s": syms})
     ing = Ingest(migrated.redis_url, prefix, known=known_symbols(), engine=engine, bar_flush_s=3600,
                  max_tick_age_s=400, bar_grace_s=0, max_jump=10)
     ing.trades_log = []
@@ -104,6 +105,18 @@ async def test_bars_in_postgres_equal_recomputation_and_rest(
             assert tuple(r[k] for k in ("o", "h", "l", "c", "v", "n", "pv")) == (
                 b.o, b.h, b.l, b.c, b.v, b.n, b.pv)
             assert abs(r["vw"] - b.vw) < Decimal("1e-12")
+        # every longer timeframe, aggregated as ingest wrote, is the recomputation rolled up
+        for table, bucket in TIMEFRAMES.items():
+            async with engine.connect() as conn:
+                rows = (await conn.execute(text(
+                    f"SELECT symbol, t, o, h, l, c, v, n, pv FROM {table} WHERE symbol = ANY(:s)"),
+                    {"s": syms})).mappings().all()
+            got = {(r["symbol"], int(r["t"].timestamp()) * 10**9): r for r in rows}
+            want = rollup(expected, bucket)
+            assert set(got) == set(want), table
+            for key, b in want.items():
+                assert tuple(got[key][k] for k in ("o", "h", "l", "c", "v", "n", "pv")) == (
+                    b.o, b.h, b.l, b.c, b.v, b.n, b.pv), (table, key)
         # REST: bars, latest quote, latest trade
         headers = {"APCA-API-KEY-ID": account.credentials.key_id,
                    "APCA-API-SECRET-KEY": account.credentials.secret_key}
@@ -126,7 +139,7 @@ async def test_bars_in_postgres_equal_recomputation_and_rest(
             r = await client.get("/v2/stocks/ZAAA/trades/latest")
             assert r.status_code == 200 and r.json()["trade"]["p"] == 10.51
             assert (await client.get("/v2/stocks/ZZZZ/quotes/latest")).status_code == 404
-            assert (await client.get("/v2/stocks/ZAAA/bars", params={"timeframe": "1Day"})).status_code == 422
+            assert (await client.get("/v2/stocks/ZAAA/bars", params={"timeframe": "2Day"})).status_code == 422
             r = await client.get("/ops/marketdata/ingest")
             assert r.status_code == 200 and r.json()["accepted"]["trades"] == len(ing.trades_log)
             assert (await client.get("/v2/stocks/ZAAA/quotes/latest", headers={
