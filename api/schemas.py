@@ -157,6 +157,20 @@ class CashActivityOut(BaseModel):
 Number = Decimal | str
 
 
+class TakeProfitIn(BaseModel):
+    """The take-profit leg of a bracket / oco / oto order: a limit sell."""
+
+    limit_price: Number
+
+
+class StopLossIn(BaseModel):
+    """The stop-loss leg: a sell when the bid reaches ``stop_price`` (a limit at
+    ``limit_price`` when given)."""
+
+    stop_price: Number
+    limit_price: Number | None = None
+
+
 class OrderIn(BaseModel):
     """An order request (Alpaca shape). Numbers are JSON numbers or strings, read exactly."""
 
@@ -169,9 +183,13 @@ class OrderIn(BaseModel):
     stop_price: Number | None = Field(None, description="USD, at most 10^6; cents from $1")
     client_order_id: str | None = Field(None, max_length=128)
     extended_hours: bool | None = None
-    order_class: Literal["simple", ""] | None = Field(
-        None, description="only simple: bracket/oco/oto (take_profit, stop_loss) are refused")
+    order_class: Literal["simple", "", "bracket", "oco", "oto"] | None = Field(
+        None, description="bracket and oto: a buy entry with its exits (take_profit, stop_loss), "
+        "held until the entry fills; oco: a limit sell (take_profit) and a stop-loss of a long "
+        "position, one canceling the other")
     position_intent: Literal["buy_to_open", "sell_to_close"] | None = None
+    take_profit: TakeProfitIn | None = None
+    stop_loss: StopLossIn | None = None
 
 
 class TransferIn(BaseModel):

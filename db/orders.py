@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from db import order_groups as grouping
 from db import order_replace as replacing
 from db import sql
 from db.engines import reading, run_in_transaction
@@ -35,6 +36,7 @@ from db.shard_status import HALT_REASON
 from db.shortfalls import cover_if_settled, record_fill_shortfall
 from db.sql import Row
 from domain import calendar
+from domain import order_groups as groups
 from domain.alpaca import trade_update
 from domain.errors import DomainError
 from domain.execution import VenueEvent
@@ -328,8 +330,11 @@ class OrderStore:
                      ctx: RiskContext | None = None) -> OrderSnapshot:
         """Create the order and hold its funds, or reject it; a replay returns the same order."""
         ctx = ctx or RiskContext()
-        req = parse_order_request(inp.request)
-        if req.hash() != inp.request_hash:
+        # a group (bracket, oco, oto): its parent is accepted as any order, its legs are written
+        # HELD in the same transaction (domain.order_groups)
+        group = groups.parse_group_request(inp.group) if inp.group is not None else None
+        req = group.parent if group is not None else parse_order_request(inp.request)
+        if (group or req).hash() != inp.request_hash:
             raise OrderError("request hash does not match the request", code="hash_mismatch")
 
         async def _do(w: _Writer) -> OrderSnapshot:
@@ -353,6 +358,8 @@ class OrderStore:
             order = new_order(order_id=inp.order_id, account_id=inp.account_id, req=req,
                               request_hash=inp.request_hash, actor=inp.actor, now=now,
                               day_ttl_s=inp.day_ttl_s)
+            if group is not None:
+                order = groups.grouped(order, group)
             checked = pre_trade(PreTradeContext(
                 account=state, asset=asset, quotes=quotes, now=now, collar=Decimal(inp.collar),
                 limits=ctx.limits, control=ctx.control, shard_halt=ctx.shard_halt), req)
@@ -362,7 +369,12 @@ class OrderStore:
                 if not result.ok:
                     decision = accept(order, req, checked, hold_refused_detail=result.error_detail)
                     break
-            snap = (await w.write(decision, posted=True)).snapshot()
+            parent = await w.write(decision, posted=True)
+            if group is not None and parent.state == S.FUNDS_HELD:
+                for leg in groups.held_legs(parent, group, request_hash=inp.request_hash, now=now,
+                                            day_ttl_s=inp.day_ttl_s):
+                    await w.write(leg)
+            snap = parent.snapshot()
             snap.warnings = list(checked.warnings)
             if checked.route_at is not None and snap.state == OrderState.FUNDS_HELD:
                 snap.queued_until = checked.route_at.isoformat()  # the workflow waits for it
@@ -440,6 +452,14 @@ class OrderStore:
 
         return await self._tx(_do)  # type: ignore[no-any-return]
 
+    async def activate_exits(self, parent_id: str, filled_qty: Decimal) -> list[OrderSnapshot]:
+        """A group's entry ended with ``filled_qty`` filled: its exits go live for it (see
+        :func:`db.order_groups.activate_exits`), in one transaction."""
+        async def _do(w: _Writer) -> list[OrderSnapshot]:
+            return await grouping.activate_exits(w, parent_id, filled_qty, self.clock())
+
+        return await self._tx(_do)  # type: ignore[no-any-return]
+
     async def apply_report(self, r: VenueEvent) -> OrderSnapshot:
         """Book one venue event exactly once (keyed by venue + ExecID)."""
         return await self.apply_reports(r.order_id, [r])
@@ -487,4 +507,5 @@ class OrderStore:
             except (LedgerRejected, DomainError) as exc:
                 raise _BookingRefused(key, OrderError(
                     f"the books cannot take it: {exc}", code="booking_refused")) from exc
+        await grouping.after_booking(w, order, now)  # a take-profit's fills shrink its stop-loss
         return order

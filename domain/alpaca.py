@@ -39,9 +39,10 @@ def number(d: Decimal | str | None) -> str | None:
     return None if d is None else format(plain(Decimal(d)), "f")
 
 
-def order_object(order: OrderRow) -> dict[str, Any]:
+def order_object(order: OrderRow, legs: list[OrderRow] | None = None) -> dict[str, Any]:
     """The Alpaca v2 order object (with Sherwood's extras: ``state``, ``venue``,
-    ``reject_reason``, ``reject_code``)."""
+    ``reject_reason``, ``reject_code``). ``legs``: a group parent's legs (nested as order
+    objects); None for a simple order, a leg, or a parent listed without them."""
     asset = get_asset(order.symbol)
     return {
         "id": str(order.id), "client_order_id": order.client_order_id,
@@ -55,14 +56,16 @@ def order_object(order: OrderRow) -> dict[str, Any]:
         "asset_id": str(asset.id) if asset else None, "symbol": order.symbol,
         "asset_class": "us_equity", "notional": None, "qty": number(order.qty),
         "filled_qty": number(order.filled_qty) or "0",
-        "filled_avg_price": number(order.filled_avg_price), "order_class": "simple",
+        "filled_avg_price": number(order.filled_avg_price), "order_class": order.order_class,
         "order_type": order.order_type, "type": order.order_type, "side": order.side,
         "time_in_force": order.time_in_force, "limit_price": number(order.limit_price),
         "stop_price": number(order.stop_price), "status": alpaca_status(order.state),
-        "extended_hours": order.extended_hours, "legs": None,
+        "extended_hours": order.extended_hours,
+        "legs": None if legs is None else [order_object(leg) for leg in legs],
         # Sherwood extras
         "state": order.state.value, "venue": order.venue, "reject_reason": order.reject_reason,
         "reject_code": order.reject_code,
+        "parent_id": str(order.parent_id) if order.parent_id else None,  # a group's leg
     }
 
 

@@ -71,6 +71,11 @@ class OrderRow:
     replaced_at: datetime | None = None
     # what the venue counts as filled (CumQty) for the orders this one replaced
     prior_filled_qty: Decimal = ZERO
+    # order groups (domain.order_groups): Alpaca's order class, the parent of a leg, and which
+    # leg it is (take_profit | stop_loss)
+    order_class: str = "simple"
+    parent_id: uuid.UUID | None = None
+    leg: str | None = None
 
     @classmethod
     def from_mapping(cls, row: Mapping[str, Any]) -> OrderRow:

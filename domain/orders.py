@@ -37,6 +37,9 @@ class OrderState(StrEnum):
     # a cancel/replace request is at the venue: fills of the order as it was still come
     PENDING_REPLACE = "PENDING_REPLACE"
     REPLACED = "REPLACED"  # the venue replaced it: its replacement (``replaced_by``) lives on
+    # a leg of an order group waiting at the broker (Alpaca ``held``): no venue has it and it
+    # holds nothing (domain.order_groups); it is activated (FUNDS_HELD) or ends CANCELED
+    HELD = "HELD"
 
 
 S = OrderState
@@ -63,6 +66,7 @@ TRANSITIONS: dict[OrderState, frozenset[OrderState]] = {
     # order's own cancel at the close
     S.PENDING_REPLACE: frozenset(_VENUE_OUTCOMES | {S.STUCK, S.REPLACED, S.PENDING_CANCEL}),
     S.STUCK: frozenset(_VENUE_OUTCOMES | {S.PENDING_CANCEL}),
+    S.HELD: frozenset({S.FUNDS_HELD, S.CANCELED, S.REJECTED, S.FAILED, S.EXPIRED}),
     S.FILLED: frozenset(),
     S.REJECTED: frozenset(),
     S.CANCELED: frozenset(),
@@ -87,6 +91,7 @@ ALPACA_STATUS: dict[OrderState, str] = {
     S.FAILED: "rejected",
     S.PENDING_REPLACE: "pending_replace",
     S.REPLACED: "replaced",
+    S.HELD: "held",
 }
 OPEN_STATUSES = frozenset(ALPACA_STATUS[s] for s in S if s not in TERMINAL)
 
@@ -123,12 +128,14 @@ MAX_CLIENT_ORDER_ID = 128  # Alpaca's limit
 # Fields of an Alpaca order request this server reads.
 KNOWN_FIELDS = frozenset({"symbol", "side", "type", "order_type", "time_in_force", "qty", "limit_price",
                           "stop_price", "client_order_id", "extended_hours", "order_class",
-                          "position_intent"})
+                          "position_intent", "take_profit", "stop_loss"})
 # Alpaca fields this server does not implement: refused when set, never dropped (a bracket
 # order placed as a plain order would lose its stop-loss).
-UNSUPPORTED_FIELDS = ("notional", "take_profit", "stop_loss", "trail_price", "trail_percent", "legs",
-                      "advanced_instructions")
+UNSUPPORTED_FIELDS = ("notional", "trail_price", "trail_percent", "legs", "advanced_instructions")
 SIMPLE_ORDER_CLASSES = ("simple", "")
+# order groups (domain.order_groups parses them; this module parses simple orders only)
+GROUP_ORDER_CLASSES = ("bracket", "oco", "oto")
+LEG_FIELDS = ("take_profit", "stop_loss")
 # what an order here always is (long only, no shorting): any other intent is refused
 POSITION_INTENTS = {"buy": "buy_to_open", "sell": "sell_to_close"}
 
@@ -249,8 +256,15 @@ def _refuse_unimplemented(d: Mapping[str, object]) -> None:
         raise OrderError(f"unknown field(s): {', '.join(map(str, unknown))}", code="unknown_field")
     order_class = d.get("order_class")
     if order_class is not None and order_class not in SIMPLE_ORDER_CLASSES:
-        raise OrderError(f"order_class {str(order_class)[:20]!r} is not supported: only simple orders "
-                         "(no bracket, oco, oto legs yet)", code="order_class_not_supported")
+        if order_class in GROUP_ORDER_CLASSES:  # a caller's bug: groups are parsed elsewhere
+            raise OrderError(f"a {order_class} order is a group: domain.order_groups parses it",
+                             code="invalid_order_class")
+        raise OrderError(f"order_class {str(order_class)[:20]!r} is not one of simple, "
+                         f"{', '.join(GROUP_ORDER_CLASSES)}", code="invalid_order_class")
+    for name in LEG_FIELDS:
+        if d.get(name) is not None:
+            raise OrderError(f"{name} is only for bracket, oco and oto orders (order_class)",
+                             code=f"{name}_not_allowed")
     for name in UNSUPPORTED_FIELDS:
         if d.get(name) is not None:
             what = "notional (dollar-amount) orders" if name == "notional" else name
@@ -431,6 +445,9 @@ class AcceptOrderInput:
     actor: str
     collar: str
     day_ttl_s: float | None = None  # tests: a DAY order expires this long after it is placed
+    # an order group's whole request (domain.order_groups): the parent is accepted and the legs
+    # written HELD in one transaction; ``request_hash`` is then the group's
+    group: dict[str, Any] | None = None
 
 
 @dataclass

@@ -38,6 +38,8 @@ ACCEPTED_UPDATE = "accepted"  # order and transfer workflows: wait for the accep
 CANCEL_UPDATE = "cancel"  # order workflow: the customer cancels
 RESOLVE_UPDATE = "resolve"  # order workflow: an operator resolves a STUCK order
 REPLACE_UPDATE = "replace"  # order workflow: the customer replaces a working order (PATCH)
+GROUP_CANCEL_SIGNAL = "group_cancel"  # order-group workflow -> a leg's order workflow: cancel it
+GROUP_WORKFLOW_PREFIX = "group-"  # an order group's workflow id: this + the parent order's id
 
 # --- search attributes ------------------------------------------------------------------------
 

@@ -57,6 +57,7 @@ with workflow.unsafe.imports_passed_through():
         ACCOUNT_ID,
         EXECUTION_REPORT_SIGNAL,
         GATEWAY_TASK_QUEUE,
+        GROUP_CANCEL_SIGNAL,
         ORDER_STATE,
         SHARD_ID,
         SYMBOL,
@@ -135,6 +136,13 @@ class OrderWorkflow:
             return False  # a duplicate (PossDup / PossResend / redelivery): booked once, ever
         self._seen.add(key)
         return True
+
+    @workflow.signal(name=GROUP_CANCEL_SIGNAL)
+    def group_cancel(self) -> None:
+        """Its order group (workflows.order_group) cancels it: as the customer's cancel, without
+        an answer (workflows cannot send updates). Ignored once the order has ended."""
+        if self._snap is None or not self._snap.terminal:
+            self._cancel_requested = True
 
     # update names are the method names (ACCEPTED_UPDATE, CANCEL_UPDATE, RESOLVE_UPDATE,
     # REPLACE_UPDATE of sherwood.contracts; a test holds them equal): callers use these typed

@@ -148,12 +148,10 @@ async def test_hostile_order_numbers_are_refused_at_once_with_nothing_held(
 # --- fields the server does not implement ------------------------------------------------
 
 UNSUPPORTED = [
-    (', "order_class": "bracket", "take_profit": {"limit_price": 14}, "stop_loss": {"stop_price": 11}',
-     "order_class_not_supported"),
-    (', "order_class": "oto", "stop_loss": {"stop_price": "11.00"}', "order_class_not_supported"),
-    (', "order_class": "oco"', "order_class_not_supported"),
-    (', "take_profit": {"limit_price": "14.00"}', "take_profit_not_supported"),
-    (', "stop_loss": {"stop_price": "11.00"}', "stop_loss_not_supported"),
+    # (bracket / oco / oto and their bad input: tests/workflows/test_order_groups.py)
+    (', "order_class": "mleg"', "invalid_order_class"),
+    (', "take_profit": {"limit_price": "14.00"}', "take_profit_not_allowed"),
+    (', "stop_loss": {"stop_price": "11.00"}', "stop_loss_not_allowed"),
     (', "trail_price": "1.00"', "trail_price_not_supported"),
     (', "trail_percent": "5"', "trail_percent_not_supported"),
     (', "notional": "100"', "notional_not_supported"),
