@@ -177,10 +177,14 @@ class OrderIn(BaseModel):
     symbol: str
     qty: Number = Field(description="whole shares, 1..10^9")
     side: Literal["buy", "sell"]
-    type: Literal["market", "limit", "stop", "stop_limit"]
+    type: Literal["market", "limit", "stop", "stop_limit", "trailing_stop"]
     time_in_force: Literal["day", "gtc", "ioc", "fok"]
     limit_price: Number | None = Field(None, description="USD, at most 10^6; cents from $1")
     stop_price: Number | None = Field(None, description="USD, at most 10^6; cents from $1")
+    trail_price: Number | None = Field(
+        None, description="trailing_stop only (or trail_percent): USD, at most 10^6; cents from $1")
+    trail_percent: Number | None = Field(
+        None, description="trailing_stop only (or trail_price): 0 < p < 100, at most 2 decimals")
     client_order_id: str | None = Field(None, max_length=128)
     extended_hours: bool | None = None
     order_class: Literal["simple", "", "bracket", "oco", "oto"] | None = Field(

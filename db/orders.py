@@ -309,11 +309,7 @@ class OrderStore:
 
     async def snapshot(self, order_id: str) -> OrderSnapshot:
         """The order as it stands (raises ``unknown_order`` when this shard has none)."""
-        async with reading(self.reads) as conn:
-            row = await sql.first(conn, "SELECT * FROM orders WHERE id = :id", {"id": uuid.UUID(order_id)})
-        if row is None:
-            raise OrderError(f"no order {order_id} on this shard", code="unknown_order")
-        return OrderRow.from_mapping(row).snapshot()
+        return (await self.row(order_id)).snapshot()
 
     async def account_context(self, account_id: str) -> tuple[list[str], str | None]:
         """For the accept path, in one statement: the symbols the account holds or has held
@@ -437,6 +433,27 @@ class OrderStore:
             return (await w.write(decide(order, cmd, self.clock()))).snapshot()
 
         return await self._tx(_do)  # type: ignore[no-any-return]
+
+    async def decide_with(self, order_id: str,
+                          fn: Callable[[OrderRow, frozenset[str], datetime], Decision]) -> OrderRow:
+        """Lock the order, call the pure ``fn(row, audit event names so far, now)`` and write its
+        decision, in one transaction (e.g. ``domain.trailing.follow`` / ``fired``); the row after."""
+
+        async def _do(w: _Writer) -> OrderRow:
+            order = await _lock(w.conn, order_id)
+            names = await sql.rows(w.conn, "SELECT DISTINCT event FROM order_events WHERE order_id = :id",
+                                   {"id": order.id})
+            return await w.write(fn(order, frozenset(r["event"] for r in names), self.clock()))
+
+        return await self._tx(_do)  # type: ignore[no-any-return]
+
+    async def row(self, order_id: str) -> OrderRow:
+        """The order's row as it stands (raises ``unknown_order``)."""
+        async with reading(self.reads) as conn:
+            row = await sql.first(conn, "SELECT * FROM orders WHERE id = :id", {"id": uuid.UUID(order_id)})
+        if row is None:
+            raise OrderError(f"no order {order_id} on this shard", code="unknown_order")
+        return OrderRow.from_mapping(row)
 
     async def request_replace(self, order_id: str, change: Mapping[str, Any], *, new_id: str,
                               actor: str = "customer", day_ttl_s: float | None = None,

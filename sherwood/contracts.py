@@ -26,6 +26,12 @@ def shard_task_queue(shard: int) -> str:
     return f"shard-{shard}"
 
 
+def trigger_task_queue(shard: int) -> str:
+    """The broker-held triggers of one shard's orders (``activities.trigger``: long-running,
+    heartbeating activities, served by that shard's worker process)."""
+    return f"shard-{shard}-triggers"
+
+
 def backoffice_shard_queue(shard: int) -> str:
     """Deposits, withdrawals and the shard-local back-office activities of one shard."""
     return f"backoffice-shard-{shard}"

@@ -83,7 +83,8 @@ def timeouts(settings: Settings) -> OrderTimeouts:
                          store_retry_s=settings.order_store_retry_s,
                          gateway_retry_s=settings.order_gateway_retry_s,
                          open_wait_max_s=settings.queued_open_wait_max_s,
-                         market_clock_offset_s=settings.market_clock_offset_s)
+                         market_clock_offset_s=settings.market_clock_offset_s,
+                         trigger_heartbeat_s=settings.trigger_heartbeat_timeout_s)
 
 
 class OrderService:
