@@ -73,14 +73,39 @@ async def activate_exits(w: _Writer, parent_id: str, filled_qty: Decimal,
 
 
 async def after_booking(w: _Writer, order: OrderRow, now: datetime) -> None:
-    """A take-profit's fills were just booked: its HELD stop-loss sibling shrinks to what the
-    take-profit has not filled (CANCELED when it filled everything), in the same transaction."""
-    if order.order_class not in ("bracket", "oco") or order.side != "sell" or order.filled_qty <= 0:
+    """A take-profit was just written (fills booked, or its end): its HELD stop-loss sibling
+    shrinks to what the take-profit has not filled (CANCELED when it filled everything); and
+    when the take-profit has ended after the stop-loss's trigger fired, the stop-loss takes over
+    the shares for the rest (held again in this transaction, the one that released them from
+    the take-profit: they are never free in between). All in the caller's transaction."""
+    if order.order_class not in ("bracket", "oco") or order.side != "sell":
         return
     if order.leg != groups.TAKE_PROFIT and not (order.order_class == "oco" and order.parent_id is None):
         return
+    if order.filled_qty <= 0 and not order.terminal:
+        return
     parent = order.parent_id or order.id
-    stop = await sql.first(w.conn, "SELECT * FROM orders WHERE id = :id FOR UPDATE",
-                           {"id": uuid.UUID(groups.leg_id(str(parent), groups.STOP_LOSS))})
-    if stop is not None:
-        await w.write(groups.reduce_held_stop(OrderRow.from_mapping(stop), order, now))
+    found = await sql.first(w.conn, "SELECT * FROM orders WHERE id = :id FOR UPDATE",
+                            {"id": uuid.UUID(groups.leg_id(str(parent), groups.STOP_LOSS))})
+    if found is None:
+        return
+    stop = await w.write(groups.reduce_held_stop(OrderRow.from_mapping(found), order, now))
+    if stop.state != S.HELD or not order.terminal:
+        return
+    names = await sql.rows(w.conn, "SELECT DISTINCT event FROM order_events WHERE order_id = :id",
+                           {"id": stop.id})
+    if not groups.takes_over(stop, order, frozenset(r["event"] for r in names)):
+        return
+    state = await load_account_risk(w.conn, stop.account_id, today=calendar.trade_date(now), lock=True)
+    if state is None:
+        raise OrderError(f"no account {stop.account_id}", code="unknown_account")
+    why = f"its trigger fired; took over take-profit {order.id}'s shares"
+    decision = groups.activate(stop, stop.qty, share_sources(stop.qty, stop.symbol, state.balances),
+                               now, why=why)
+    for txn in decision.postings:
+        result = await w.post(txn)
+        if not result.ok:
+            await w.write(groups.activate(stop, stop.qty, None, now, why=why,
+                                          refused=result.error_detail or "refused"))
+            return
+    await w.write(decision, posted=True)

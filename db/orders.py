@@ -429,8 +429,9 @@ class OrderStore:
         """Decide ``cmd`` against the order and write it, in one transaction."""
 
         async def _do(w: _Writer) -> OrderSnapshot:
-            order = await _lock(w.conn, order_id)
-            return (await w.write(decide(order, cmd, self.clock()))).snapshot()
+            order = await w.write(decide(await _lock(w.conn, order_id), cmd, self.clock()))
+            await grouping.after_booking(w, order, self.clock())  # a take-profit's end
+            return order.snapshot()
 
         return await self._tx(_do)  # type: ignore[no-any-return]
 

@@ -26,7 +26,7 @@ import dataclasses
 import hashlib
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -44,6 +44,8 @@ from domain.orders import (
     _price,
     parse_order_request,
 )
+from domain.trailing import TRIGGERED
+from domain.trigger import TriggerSpec
 
 S = OrderState
 ZERO = Decimal(0)
@@ -221,8 +223,31 @@ def held_legs(parent: OrderRow, g: GroupRequest, *, request_hash: str, now: date
     return out
 
 
+def stop_trigger(g: GroupRequest) -> TriggerSpec:
+    """The broker-held trigger of the group's stop-loss: a fixed stop on the bid (a sell)."""
+    assert g.stop_price is not None
+    return TriggerSpec(g.parent.symbol, "sell", "stop", g.stop_price.normalize())
+
+
+def stop_route(g: GroupRequest, qty: Decimal) -> OrderRequest:
+    """What a fired stop-loss is sent to the venue as: a market sell, or a limit sell at its
+    limit for a stop-limit."""
+    p = g.parent
+    if g.stop_limit is None:
+        return OrderRequest(p.symbol, "sell", "market", p.time_in_force, qty)
+    return OrderRequest(p.symbol, "sell", "limit", p.time_in_force, qty, g.stop_limit)
+
+
+def takes_over(stop: OrderRow, take_profit: OrderRow, events: Collection[str]) -> bool:
+    """The take-profit has ended after the stop-loss's trigger fired (its ``triggered`` event):
+    the stop-loss takes over the shares the take-profit held for what it did not fill, in the
+    transaction that ends the take-profit (:func:`activate` with the stop-loss's qty)."""
+    return (stop.state == S.HELD and take_profit.terminal and TRIGGERED in events
+            and stop.qty > 0)
+
+
 def activate(leg: OrderRow, qty: Decimal, sources: Mapping[str, Decimal] | None, now: datetime, *,
-             refused: str | None = None) -> Decision:
+             refused: str | None = None, why: str = "the entry filled") -> Decision:
     """The group's entry ended with ``qty`` filled: the exit leg becomes an order for ``qty``.
     ``sources`` given: it goes live holding its shares (FUNDS_HELD, routed next); None: it stays
     HELD at the broker for ``qty`` (a stop-loss beside its take-profit). ``refused``: the ledger
@@ -233,7 +258,7 @@ def activate(leg: OrderRow, qty: Decimal, sources: Mapping[str, Decimal] | None,
         return decide(leg, Finish(S.CANCELED, "the entry filled nothing", actor="system"), now)
     step = Step(leg, now)
     if qty != leg.qty:
-        step.event("resized", actor="system", to=S.HELD, reason=f"the entry filled {qty}",
+        step.event("resized", actor="system", to=S.HELD, reason=f"{why}: {qty}",
                    data={"qty": str(qty), "was": str(leg.qty)})
         step.set(qty=qty)
     if refused is not None:
@@ -247,7 +272,7 @@ def activate(leg: OrderRow, qty: Decimal, sources: Mapping[str, Decimal] | None,
         txn, leg.account_id, leg.symbol, qty,
         from_unsettled=sources.get(templates.UNSETTLED_SHARES, ZERO)))
     step.event("funds_held", actor="ledger", to=S.FUNDS_HELD, ledger_txn=txn,
-               reason=f"held {qty} {leg.symbol}: the entry filled")
+               reason=f"held {qty} {leg.symbol}: {why}")
     step.set(state=S.FUNDS_HELD, hold_amount=qty, hold_sources=dict(sources), submitted_at=now)
     step.update("accepted")
     return step.decision()

@@ -38,7 +38,10 @@ def trigger_spec(order: OrderRow) -> TriggerSpec:
 
 
 def waiting(order: OrderRow) -> bool:
-    """The order still waits for its trigger (nothing sent, not ended)."""
+    """The order still waits for its trigger (nothing sent, not ended): a trailing stop holding
+    its funds, or an order group's stop-loss HELD at the broker (``domain.order_groups``)."""
+    if order.leg == "stop_loss":
+        return order.state == OrderState.HELD
     return order.order_type == "trailing_stop" and order.state == OrderState.FUNDS_HELD
 
 

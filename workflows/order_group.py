@@ -17,12 +17,15 @@ on the account's shard task queue. It owns the group (``domain.order_groups``):
 to cancel (the ``group_cancel`` signal: its workflow sends the venue the cancel), the HELD legs
 end CANCELED, and an entry that ends afterwards activates nothing.
 
-UNFINISHED -- the stop-loss trigger: a HELD stop-loss beside a take-profit is meant to fire when
-the bid reaches its stop (the broker-side trigger activity that follows quotes, being built on
-branch ``trail``: ``domain.trigger`` is there, the activity is not yet); then the group cancels
-the take-profit, waits for its end, and routes the stop-loss (market, or limit for a
-stop-limit) for what the take-profit did not fill, taking over its share hold. None of that is
-here yet: today such a stop-loss stays HELD until the take-profit ends, then it is canceled.
+The stop-loss beside a take-profit (bracket, oco) is held at the broker, never at a venue while
+its sibling is: it watches the bid (``activities.trigger.watch_trigger``, the broker-side trigger
+of trailing stops, with a fixed ``stop`` spec; durable across worker restarts) while the
+take-profit works. When the bid reaches its stop, the group cancels the take-profit at the
+venue and waits for its end; the transaction that books that end hands the take-profit's
+remaining shares to the stop-loss (``db.order_groups.after_booking``), which is then routed as
+its own child order workflow (market, or limit at its limit for a stop-limit) for what the
+take-profit did not fill. A take-profit that filled everything first has canceled the
+stop-loss (nothing left to route).
 """
 
 from __future__ import annotations
@@ -32,11 +35,12 @@ from decimal import Decimal
 
 from temporalio import workflow
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
-from temporalio.exceptions import ApplicationError, ChildWorkflowError
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 from temporalio.workflow import ChildWorkflowHandle, ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.orders import ActivateExitsInput, LoadOrderInput, OrderActivities
+    from activities.trigger import TriggerActivities, TriggerFired, WatchTriggerInput
     from domain import order_groups as groups
     from domain.orders import (
         AcceptOrderInput,
@@ -47,9 +51,11 @@ with workflow.unsafe.imports_passed_through():
         PlaceOrderInput,
         TransitionInput,
     )
-    from sherwood.contracts import ACCOUNT_ID, ORDER_STATE, SHARD_ID, SYMBOL
+    from domain.trigger import TriggerSpec
+    from sherwood.contracts import ACCOUNT_ID, ORDER_STATE, SHARD_ID, SYMBOL, trigger_task_queue
     from sherwood.faults import retries_within
     from workflows.order import LOCAL_RETRY, OrderWorkflow
+    from workflows.trailing import WATCH_MAX, WATCH_RETRY
 
 S = OrderState
 
@@ -65,6 +71,7 @@ class OrderGroupWorkflow:
         self._cancel_done = False  # ... and the request has been carried out
         self._working: ChildWorkflowHandle[OrderWorkflow, OrderSnapshot] | None = None
         self._signalled: set[str] = set()
+        self._fired = False  # the stop-loss's trigger fired
         self._done = False
 
     @workflow.update
@@ -107,7 +114,7 @@ class OrderGroupWorkflow:
             return parent
         try:
             if g.order_class == "oco":  # the parent is the take-profit: it works at once
-                await self._follow(parent, g.parent)
+                await self._take_profit(g, parent, g.parent)
             else:
                 await self._entry_then_exits(g, parent)
             await self._end_held_legs(g, "the group's working order ended")
@@ -125,15 +132,34 @@ class OrderGroupWorkflow:
             start_to_close_timeout=timedelta(seconds=15),
             retry_policy=retries_within(LOCAL_RETRY, self._t.store_retry_s))
         for leg in legs:
-            if leg.state == S.FUNDS_HELD:  # the take-profit, or an oto's lone stop-loss
-                which = groups.TAKE_PROFIT if leg.order_id == groups.leg_id(
-                    parent.order_id, groups.TAKE_PROFIT) else groups.STOP_LOSS
-                await self._follow(leg, g.leg_request(which, Decimal(leg.qty)))
+            if leg.state != S.FUNDS_HELD:
+                continue
+            if leg.order_id == groups.leg_id(parent.order_id, groups.TAKE_PROFIT):
+                await self._take_profit(g, leg, g.leg_request(groups.TAKE_PROFIT, Decimal(leg.qty)))
+            else:  # an oto's lone stop-loss: no sibling, it waits at the venue as a stop order
+                await self._follow(leg, g.leg_request(groups.STOP_LOSS, Decimal(leg.qty)))
 
-    async def _follow(self, snap: OrderSnapshot, req: OrderRequest) -> OrderSnapshot | None:
+    async def _take_profit(self, g: groups.GroupRequest, snap: OrderSnapshot,
+                           req: OrderRequest) -> None:
+        """Run the take-profit while its HELD stop-loss (if any) watches the bid. When the
+        stop-loss fires, the take-profit is canceled at the venue; once it has ended, the
+        stop-loss (which took over its shares in the transaction that ended it) is routed for
+        what the take-profit did not fill."""
+        stop_id = groups.leg_id(self._inp.order_id, groups.STOP_LOSS) if g.stop_price else None
+        await self._follow(snap, req, stop_id=stop_id, trigger=groups.stop_trigger(g) if stop_id else None)
+        if not self._fired or stop_id is None or self._cancel:
+            return
+        stop = await self._store(OrderActivities.load_order, LoadOrderInput(stop_id))
+        if stop.state == S.FUNDS_HELD:
+            await self._follow(stop, groups.stop_route(g, Decimal(stop.qty)))
+
+    async def _follow(self, snap: OrderSnapshot, req: OrderRequest, *, stop_id: str | None = None,
+                      trigger: TriggerSpec | None = None) -> OrderSnapshot | None:
         """Run one order of the group as its own order workflow (a child, id = the order id) and
-        wait for its end, carrying out a cancel of the group meanwhile. None: its workflow
-        failed (the order is where an operator sees it)."""
+        wait for its end, carrying out a cancel of the group meanwhile. ``trigger``: the HELD
+        stop-loss ``stop_id`` watches it meanwhile (``activities.trigger``); when it fires, this
+        order is canceled at the venue. None: its workflow failed (the order is where an
+        operator sees it)."""
         inp = self._inp
         self._working = handle = await workflow.start_child_workflow(
             OrderWorkflow.run, PlaceOrderInput(
@@ -149,11 +175,29 @@ class OrderGroupWorkflow:
                 SearchAttributePair(ORDER_STATE, snap.state), SearchAttributePair(SYMBOL, snap.symbol),
                 SearchAttributePair(ACCOUNT_ID, snap.account_id),
                 SearchAttributePair(SHARD_ID, inp.shard)]))
+        watch = None
+        if trigger is not None and stop_id is not None and not self._cancel:
+            watch = workflow.start_activity_method(
+                TriggerActivities.watch_trigger, WatchTriggerInput(order_id=stop_id, spec=trigger.to_wire()),
+                task_queue=trigger_task_queue(inp.shard), start_to_close_timeout=WATCH_MAX,
+                heartbeat_timeout=timedelta(seconds=self._t.trigger_heartbeat_s),
+                retry_policy=WATCH_RETRY, summary="stop-loss: following quotes")
         while not handle.done():
+            watching = watch
             await workflow.wait_condition(
-                lambda: handle.done() or (self._cancel and not self._cancel_done))
+                lambda: handle.done() or (self._cancel and not self._cancel_done)
+                or (watching is not None and watching.done()))  # noqa: B023 (awaited here)
             if self._cancel and not self._cancel_done:
                 await self._carry_out_cancel()
+            if watch is not None and (watch.done() or self._cancel):
+                done_watch, watch = watch, None
+                if not done_watch.done():
+                    done_watch.cancel()
+                elif await self._stop_fired(done_watch, stop_id):
+                    self._fired = True
+                    await self._cancel_working()  # the take-profit goes; the stop-loss follows
+        if watch is not None:
+            watch.cancel()  # the take-profit ended first: the stop-loss no longer watches
         self._working = None
         try:
             done: OrderSnapshot = handle.result()
@@ -166,10 +210,32 @@ class OrderGroupWorkflow:
         return done
 
     async def _carry_out_cancel(self) -> None:
-        if self._working is not None and self._working.id not in self._signalled:
-            self._signalled.add(self._working.id)
-            await self._working.signal(OrderWorkflow.group_cancel)
+        await self._cancel_working()
         self._cancel_done = True
+
+    async def _cancel_working(self) -> None:
+        working = self._working
+        if working is not None and not working.done() and working.id not in self._signalled:
+            self._signalled.add(working.id)
+            try:
+                await working.signal(OrderWorkflow.group_cancel)
+            except Exception as exc:  # it ended meanwhile: nothing left to cancel
+                workflow.logger.warning("cancel of %s not delivered: %s", working.id, exc)
+
+    async def _stop_fired(self, watch: workflow.ActivityHandle[TriggerFired | None],
+                          stop_id: str | None) -> bool:
+        """The stop-loss's watch ended: fired (True), or the stop-loss no longer waits (False:
+        the take-profit's fills canceled it), or it failed for good -- then the stop-loss ends
+        FAILED where the customer sees it (it held nothing; the take-profit works on)."""
+        try:
+            return watch.result() is not None
+        except ActivityError as exc:
+            assert stop_id is not None
+            reason = f"the stop-loss trigger could not be followed: {exc.cause or exc}"[:400]
+            workflow.logger.error("group %s: %s", self._inp.order_id, reason)
+            await self._store(OrderActivities.finish_order, TransitionInput(
+                order_id=stop_id, to_state=S.FAILED, reason=reason, actor="system"))
+            return False
 
     async def _end_held_legs(self, g: groups.GroupRequest, reason: str) -> None:
         """Cancel the legs still HELD at the broker (nothing is held for them: no money moves)."""

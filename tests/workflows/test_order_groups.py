@@ -30,8 +30,8 @@ async def base_url(stack: TradingStack) -> AsyncIterator[str]:
         yield url
 
 
-async def bought(stack: TradingStack, acct: Any, qty: int) -> None:
-    order = await place(stack, acct, symbol=SYM, qty=str(qty), side="buy", type="market",
+async def bought(stack: TradingStack, acct: Any, qty: int, symbol: str = SYM) -> None:
+    order = await place(stack, acct, symbol=symbol, qty=str(qty), side="buy", type="market",
                         time_in_force="day")
     await wait_order(stack, acct, order["id"], {"filled"})
 
@@ -131,6 +131,56 @@ async def test_oco_partial_take_profit_reduces_the_stop_and_full_fill_cancels_it
     bal = await balances(stack, acct)
     assert f"shares_held:{SYM}" not in bal and f"shares_unsettled:{SYM}" not in bal
     await clean_books(stack, acct, str(order.id))
+
+
+async def test_stop_loss_fires_at_the_bid_cancels_the_take_profit_then_sells_the_rest(
+    stack: TradingStack, base_url: str,
+) -> None:
+    from alpaca.trading.enums import OrderClass, OrderSide, TimeInForce
+    from alpaca.trading.requests import (
+        LimitOrderRequest,
+        MarketOrderRequest,
+        StopLossRequest,
+        TakeProfitRequest,
+    )
+
+    sym = "MSFT"  # its own quotes: the trigger follows this symbol only
+    await stack.set_quote(sym, "410.00", "410.10")
+    acct = await stack.account("100000")
+    tc = trading_client(acct, base_url)
+    order = await asyncio.to_thread(tc.submit_order, MarketOrderRequest(
+        symbol=sym, qty=5, side=OrderSide.BUY, time_in_force=TimeInForce.GTC,
+        order_class=OrderClass.BRACKET, take_profit=TakeProfitRequest(limit_price=420),
+        stop_loss=StopLossRequest(stop_price=400)))
+    got = await wait_legs(stack, acct, str(order.id),
+                          {"parent": "filled", "take_profit": "new", "stop_loss": "held"})
+    await stack.set_quote(sym, "405.00", "405.10")  # above the stop: nothing happens
+    await stack.set_quote(sym, "399.50", "399.60")  # the bid crosses the stop
+    got = await wait_legs(stack, acct, str(order.id), {"take_profit": "canceled",
+                                                        "stop_loss": "filled"})
+    assert got["stop_loss"]["filled_qty"] == "5" and got["take_profit"]["filled_qty"] == "0"
+    bal = await balances(stack, acct)
+    assert not any(k.startswith(f"shares:{sym}") or k.startswith(f"shares_held:{sym}") for k in bal)
+    await clean_books(stack, acct, str(order.id))
+
+    # an OCO whose take-profit sold 4 of 10 before the stop fired: the stop sells the 6 left
+    await bought(stack, acct, 10, sym)
+    with stack.venues_behave(engine={"fill_slices": [4, 6], "fill_delay": 30.0}):
+        oco = await asyncio.to_thread(tc.submit_order, LimitOrderRequest(
+            symbol=sym, qty=10, side=OrderSide.SELL, time_in_force=TimeInForce.GTC,
+            order_class=OrderClass.OCO, take_profit=TakeProfitRequest(limit_price=410),
+            stop_loss=StopLossRequest(stop_price=395)))
+        await wait_legs(stack, acct, str(oco.id), {"parent": "new", "stop_loss": "held"})
+        await stack.set_quote(sym, "410.00", "410.10")
+        got = await wait_legs(stack, acct, str(oco.id), {"parent": "partially_filled"})
+        assert got["stop_loss"]["qty"] == "6"
+        await stack.set_quote(sym, "405.00", "405.10")  # the take-profit's rest stops filling
+    await stack.set_quote(sym, "394.00", "394.10")  # (the stop-loss then fills in one slice)
+    got = await wait_legs(stack, acct, str(oco.id), {"parent": "canceled", "stop_loss": "filled"})
+    assert (got["parent"]["filled_qty"], got["stop_loss"]["filled_qty"]) == ("4", "6")
+    bal = await balances(stack, acct)
+    assert not any(k.startswith(f"shares:{sym}") or k.startswith(f"shares_held:{sym}") for k in bal)
+    await clean_books(stack, acct, str(oco.id))
 
 
 async def test_canceling_the_parent_cancels_the_legs_and_releases_everything(
