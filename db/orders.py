@@ -392,6 +392,8 @@ class OrderStore:
             order = new_order(order_id=inp.order_id, account_id=inp.account_id, req=req,
                               request_hash=inp.request_hash, actor=inp.actor, now=self.clock(),
                               day_ttl_s=inp.day_ttl_s)
+            if inp.group is not None:  # a group's parent (its legs are never written)
+                order = groups.grouped(order, groups.parse_group_request(inp.group))
             return (await w.write(accept_failed(order, req, why), posted=True)).snapshot()
 
         return await self._tx(_do)  # type: ignore[no-any-return]

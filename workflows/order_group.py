@@ -30,7 +30,7 @@ stop-loss (nothing left to route).
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from temporalio import workflow
@@ -39,7 +39,12 @@ from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflow
 from temporalio.workflow import ChildWorkflowHandle, ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.orders import ActivateExitsInput, LoadOrderInput, OrderActivities
+    from activities.orders import (
+        ActivateExitsInput,
+        LoadOrderInput,
+        OrderActivities,
+        RejectUnacceptedInput,
+    )
     from activities.trigger import TriggerActivities, TriggerFired, WatchTriggerInput
     from domain import order_groups as groups
     from domain.orders import (
@@ -53,8 +58,15 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.trigger import TriggerSpec
     from sherwood.contracts import ACCOUNT_ID, ORDER_STATE, SHARD_ID, SYMBOL, trigger_task_queue
-    from sherwood.faults import retries_within
-    from workflows.order import LOCAL_RETRY, OrderWorkflow
+    from sherwood.faults import INTERNAL_ERROR, is_internal, retries_within
+    from workflows.order import (
+        ACTIVITY_FAILED,
+        LOCAL_RETRY,
+        OrderWorkflow,
+        _cause,
+        _describe,
+        _refused,
+    )
     from workflows.trailing import WATCH_MAX, WATCH_RETRY
 
 S = OrderState
@@ -105,15 +117,31 @@ class OrderGroupWorkflow:
     @workflow.run
     async def run(self, inp: PlaceOrderInput) -> OrderSnapshot:
         g = groups.parse_group_request(inp.request)  # validated by the API: pure, deterministic
-        self._parent = parent = await self._store(OrderActivities.accept_order, AcceptOrderInput(
+        accept = AcceptOrderInput(
             order_id=inp.order_id, account_id=inp.account_id, request=g.parent.to_wire(),
             request_hash=inp.request_hash, actor=inp.actor, collar=inp.collar,
-            day_ttl_s=inp.day_ttl_s, group=inp.request))
+            day_ttl_s=inp.day_ttl_s, group=inp.request)
+        try:
+            parent = await self._store(OrderActivities.accept_order, accept)
+        except ACTIVITY_FAILED as exc:
+            if _refused(exc):
+                raise
+            # failed for good (an internal error, or the shard out of reach past the retry
+            # maximum): the parent ends REJECTED with nothing held, no leg written, as an order's
+            # accept does (workflows.order._give_up)
+            code = INTERNAL_ERROR if is_internal(_cause(exc)) else "shard_unavailable"
+            parent = await self._store(OrderActivities.reject_unaccepted, RejectUnacceptedInput(
+                accept, code, f"accept_order failed: {_describe(exc)}"[:400]))
+        self._parent = parent
         if parent.terminal or parent.duplicate:
             self._done = True
             return parent
         try:
-            if g.order_class == "oco":  # the parent is the take-profit: it works at once
+            if parent.queued_until and not await self._wait_for_open(parent.queued_until):
+                self._parent = await self._store(OrderActivities.finish_order, TransitionInput(
+                    order_id=parent.order_id, to_state=S.CANCELED, actor="customer",
+                    reason="canceled while queued for the open"))
+            elif g.order_class == "oco":  # the parent is the take-profit: it works at once
                 await self._take_profit(g, parent, g.parent)
             else:
                 await self._entry_then_exits(g, parent)
@@ -121,6 +149,22 @@ class OrderGroupWorkflow:
         finally:
             self._done = self._cancel_done = True
         return self._parent
+
+    async def _wait_for_open(self, queued_until: str) -> bool:
+        """The group was accepted outside the session: wait (a durable timer) until the open,
+        as a queued order does (``workflows.order``: business clock, ``open_wait_max_s`` cap).
+        False: the customer canceled meanwhile (nothing was sent)."""
+        now = workflow.now() + timedelta(seconds=self._t.market_clock_offset_s)
+        wait = max(timedelta(0), datetime.fromisoformat(queued_until) - now)
+        if self._t.open_wait_max_s is not None:
+            wait = min(wait, timedelta(seconds=self._t.open_wait_max_s))
+        if wait > timedelta(0):
+            try:
+                await workflow.wait_condition(lambda: self._cancel, timeout=wait,
+                                              timeout_summary="order group queued for the open")
+            except TimeoutError:
+                pass
+        return not self._cancel
 
     async def _entry_then_exits(self, g: groups.GroupRequest, parent: OrderSnapshot) -> None:
         entry = await self._follow(parent, g.parent)

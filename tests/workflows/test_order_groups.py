@@ -315,3 +315,46 @@ async def test_a_retried_post_gets_the_same_group(stack: TradingStack) -> None:
     await wait_legs(stack, acct, first["id"], {"parent": "canceled", "take_profit": "canceled",
                                                 "stop_loss": "canceled"})
     assert await balances(stack, acct) == {"cash": Decimal("100000")}
+
+
+async def test_a_group_whose_accept_fails_on_a_bug_is_rejected_with_nothing_held(
+    stack: TradingStack, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from db.orders import OrderStore
+    from tests.workflows.fault_injection import failing
+
+    await stack.set_quote(SYM, "190.00", "190.05")
+    acct = await stack.account("100000")
+    failing(monkeypatch, OrderStore, "accept", str(acct.account_id), ZeroDivisionError("a bug"),
+            table="orders")
+    async with stack.http() as http:
+        r = await http.post("/v2/orders", headers=headers(acct), json={
+            "symbol": SYM, "qty": "1", "side": "buy", "type": "market", "time_in_force": "day",
+            "order_class": "bracket", "take_profit": {"limit_price": "200"},
+            "stop_loss": {"stop_price": "180"}, "client_order_id": "grp-bug"})
+    assert (r.status_code, r.json()["reason"]) == (500, "internal_error"), r.text
+    async with stack.router.engine(acct.shard).connect() as conn:
+        rows = (await conn.execute(text(
+            "SELECT state, order_class, reject_code FROM orders WHERE account_id = :a"),
+            {"a": acct.account_id})).all()
+    assert [tuple(r) for r in rows] == [("REJECTED", "bracket", "internal_error")]  # no legs
+    assert await balances(stack, acct) == {"cash": Decimal("100000")}
+
+
+async def test_a_bracket_at_20_et_is_queued_then_its_entry_routes_at_the_open(stack: TradingStack) -> None:
+    from tests.workflows.test_order_queued import at_venues, evening
+
+    await stack.set_quote(SYM, "190.00", "190.05")
+    acct = await stack.account("100000")
+    async with evening(stack, wait_s=3.0):
+        order = await place(stack, acct, symbol=SYM, qty="2", side="buy", type="market",
+                            time_in_force="day", order_class="bracket",
+                            take_profit={"limit_price": "200"}, stop_loss={"stop_price": "180"})
+        assert (order["status"], order["state"]) == ("accepted", "FUNDS_HELD")
+        assert at_venues(stack, order["id"]) == []  # queued: not sent
+        await wait_legs(stack, acct, order["id"],
+                        {"parent": "filled", "take_profit": "new", "stop_loss": "held"})
+        async with stack.http() as http:
+            await http.delete(f"/v2/orders/{order['id']}", headers=headers(acct))
+        await wait_legs(stack, acct, order["id"], {"take_profit": "canceled", "stop_loss": "canceled"})
+    await clean_books(stack, acct, order["id"])
