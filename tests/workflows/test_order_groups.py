@@ -358,3 +358,27 @@ async def test_a_bracket_at_20_et_is_queued_then_its_entry_routes_at_the_open(st
             await http.delete(f"/v2/orders/{order['id']}", headers=headers(acct))
         await wait_legs(stack, acct, order["id"], {"take_profit": "canceled", "stop_loss": "canceled"})
     await clean_books(stack, acct, order["id"])
+
+
+async def test_an_entry_expiring_after_a_partial_fill_gets_exits_for_what_it_filled(
+    stack: TradingStack,
+) -> None:
+    await stack.set_quote(SYM, "190.00", "190.05")
+    acct = await stack.account("100000")
+    with stack.venues_behave(engine={"fill_slices": [4, 6], "fill_delay": 60.0}):
+        order = await place(stack, acct, symbol=SYM, qty="10", side="buy", type="limit",
+                            limit_price="191", time_in_force="day", order_class="bracket",
+                            take_profit={"limit_price": "199"}, stop_loss={"stop_price": "181"})
+        await wait_legs(stack, acct, order["id"], {"parent": "partially_filled"})
+        for mm in stack.venues.values():  # the close: the venue expires the DAY entry's rest
+            mm.expire_day_orders()
+        got = await wait_legs(stack, acct, order["id"],
+                              {"parent": "expired", "take_profit": "new", "stop_loss": "held"})
+    assert (got["parent"]["filled_qty"], got["take_profit"]["qty"], got["stop_loss"]["qty"]) == (
+        "4", "4", "4")
+    bal = await balances(stack, acct)
+    assert (bal[f"shares_held:{SYM}"], bal.get("cash_held")) == (4, None)  # entry's rest released
+    async with stack.http() as http:
+        await http.delete(f"/v2/orders/{order['id']}", headers=headers(acct))
+    await wait_legs(stack, acct, order["id"], {"take_profit": "canceled", "stop_loss": "canceled"})
+    await clean_books(stack, acct, order["id"])
