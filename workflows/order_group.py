@@ -84,12 +84,15 @@ class OrderGroupWorkflow:
         self._working: ChildWorkflowHandle[OrderWorkflow, OrderSnapshot] | None = None
         self._signalled: set[str] = set()
         self._fired = False  # the stop-loss's trigger fired
+        self._refused: ApplicationError | None = None  # the accept's refusal (nothing written)
         self._done = False
 
     @workflow.update
     async def accepted(self, request_hash: str) -> OrderSnapshot:
         """The parent once the group is accepted (or rejected), as the order workflow's."""
-        await workflow.wait_condition(lambda: self._parent is not None)
+        await workflow.wait_condition(lambda: self._parent is not None or self._refused is not None)
+        if self._refused is not None:
+            raise self._refused
         assert self._parent is not None
         return self._parent
 
@@ -115,7 +118,7 @@ class OrderGroupWorkflow:
                                    non_retryable=True)
 
     @workflow.run
-    async def run(self, inp: PlaceOrderInput) -> OrderSnapshot:
+    async def run(self, inp: PlaceOrderInput) -> OrderSnapshot | None:
         g = groups.parse_group_request(inp.request)  # validated by the API: pure, deterministic
         accept = AcceptOrderInput(
             order_id=inp.order_id, account_id=inp.account_id, request=g.parent.to_wire(),
@@ -125,7 +128,14 @@ class OrderGroupWorkflow:
             parent = await self._store(OrderActivities.accept_order, accept)
         except ACTIVITY_FAILED as exc:
             if _refused(exc):
-                raise
+                # nothing was written (e.g. the client_order_id names another order): the
+                # caller gets the refusal with its code, and the workflow ends
+                cause = _cause(exc)
+                assert isinstance(cause, ApplicationError)
+                self._refused = ApplicationError(cause.message, type=cause.type, non_retryable=True)
+                self._done = True
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                return None
             # failed for good (an internal error, or the shard out of reach past the retry
             # maximum): the parent ends REJECTED with nothing held, no leg written, as an order's
             # accept does (workflows.order._give_up)

@@ -382,3 +382,25 @@ async def test_an_entry_expiring_after_a_partial_fill_gets_exits_for_what_it_fil
         await http.delete(f"/v2/orders/{order['id']}", headers=headers(acct))
     await wait_legs(stack, acct, order["id"], {"take_profit": "canceled", "stop_loss": "canceled"})
     await clean_books(stack, acct, order["id"])
+
+
+async def test_a_client_order_id_of_a_simple_order_is_refused_for_a_group_and_back(
+    stack: TradingStack,
+) -> None:
+    await stack.set_quote(SYM, "190.00", "190.05")
+    acct = await stack.account("100000")
+    simple = {"symbol": SYM, "qty": "1", "side": "buy", "type": "limit", "limit_price": "150",
+              "time_in_force": "day"}
+    group = {**simple, "order_class": "bracket", "take_profit": {"limit_price": "170"},
+             "stop_loss": {"stop_price": "140"}}
+    first = await place(stack, acct, **simple, client_order_id="mine-1")
+    other = await place(stack, acct, **group, client_order_id="mine-2")
+    async with stack.http() as http:
+        for body in ({**group, "client_order_id": "mine-1"}, {**simple, "client_order_id": "mine-2"}):
+            r = await http.post("/v2/orders", headers=headers(acct), json=body)
+            assert (r.status_code, r.json()["reason"]) == (422, "idempotency_conflict"), r.text
+        for o in (first, other):
+            await http.delete(f"/v2/orders/{o['id']}", headers=headers(acct))
+    await wait_legs(stack, acct, other["id"], {"parent": "canceled", "stop_loss": "canceled"})
+    await wait_order(stack, acct, first["id"], {"canceled"})
+    assert await balances(stack, acct) == {"cash": Decimal("100000")}
