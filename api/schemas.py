@@ -206,5 +206,19 @@ class TransferIn(BaseModel):
 
 
 def body_schema(model: type[BaseModel], *, extra_fields: bool) -> dict[str, Any]:
-    """``model``'s JSON schema for ``Body(json_schema_extra=...)`` of a dict body."""
-    return {**model.model_json_schema(), "additionalProperties": extra_fields}
+    """``model``'s JSON schema for ``Body(json_schema_extra=...)`` of a dict body, its nested
+    models inlined (a ``#/$defs/...`` reference would not resolve inside the OpenAPI document)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return {**inline(schema), "additionalProperties": extra_fields}
