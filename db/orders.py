@@ -423,7 +423,9 @@ class OrderStore:
                     w.conn, "SELECT exec_id FROM executions WHERE venue = :v AND exec_id = ANY(:e)",
                     {"v": order.venue or "operator", "e": [f.exec_id for f in inp.fills]})}
                 res = dataclasses.replace(inp, fills=[f for f in inp.fills if f.exec_id not in known])
-            return (await w.write(decide(order, res, self.clock()))).snapshot()
+            order = await w.write(decide(order, res, self.clock()))
+            await grouping.after_booking(w, order, self.clock())  # a take-profit's end
+            return order.snapshot()
 
         return await self._tx(_do)  # type: ignore[no-any-return]
 

@@ -404,3 +404,35 @@ async def test_a_client_order_id_of_a_simple_order_is_refused_for_a_group_and_ba
     await wait_legs(stack, acct, other["id"], {"parent": "canceled", "stop_loss": "canceled"})
     await wait_order(stack, acct, first["id"], {"canceled"})
     assert await balances(stack, acct) == {"cash": Decimal("100000")}
+
+
+async def test_a_take_profit_stuck_after_the_trigger_hands_over_when_an_operator_resolves_it(
+    stack: TradingStack,
+) -> None:
+    from domain.orders import ResolveInput
+
+    sym = "NVDA"
+    await stack.set_quote(sym, "120.00", "120.05")
+    acct = await stack.account("100000")
+    await bought(stack, acct, 5, sym)
+    oco = await place(stack, acct, symbol=sym, qty="5", side="sell", type="limit",
+                      time_in_force="gtc", order_class="oco", take_profit={"limit_price": "130"},
+                      stop_loss={"stop_price": "110"})
+    await wait_legs(stack, acct, oco["id"], {"parent": "new", "stop_loss": "held"})
+    with stack.venues_behave(never_ack=True):  # the venue goes silent: the cancel is unanswered
+        await stack.set_quote(sym, "109.00", "109.05")
+        deadline = time.monotonic() + 20
+        while (await legs(stack, acct, oco["id"]))["parent"]["state"] != "STUCK":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        got = await legs(stack, acct, oco["id"])
+        assert got["stop_loss"]["status"] == "held"  # never at a venue while its sibling may be
+        assert (await balances(stack, acct))[f"shares_held:{sym}"] == 5  # once
+    # the venue says: canceled, nothing filled; the stop-loss then sells the 5 shares
+    await stack.temporal.get_workflow_handle(oco["id"]).execute_update(
+        "resolve", ResolveInput(order_id=oco["id"], outcome="canceled", filled_qty="0"))
+    got = await wait_legs(stack, acct, oco["id"], {"parent": "canceled", "stop_loss": "filled"})
+    assert got["stop_loss"]["filled_qty"] == "5"
+    bal = await balances(stack, acct)
+    assert not any(k.startswith(f"shares:{sym}") or k.startswith(f"shares_held:{sym}") for k in bal)
+    await clean_books(stack, acct, oco["id"])
