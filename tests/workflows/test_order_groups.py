@@ -436,3 +436,25 @@ async def test_a_take_profit_stuck_after_the_trigger_hands_over_when_an_operator
     bal = await balances(stack, acct)
     assert not any(k.startswith(f"shares:{sym}") or k.startswith(f"shares_held:{sym}") for k in bal)
     await clean_books(stack, acct, oco["id"])
+
+
+async def test_the_stop_loss_still_fires_after_a_restart_of_the_shard_worker(stack: TradingStack) -> None:
+    from workers.shard import ShardWorkers
+
+    sym = "AMD"
+    await stack.set_quote(sym, "150.00", "150.05")
+    acct = await stack.account("100000")
+    order = await place(stack, acct, symbol=sym, qty="3", side="buy", type="market",
+                        time_in_force="gtc", order_class="bracket", take_profit={"limit_price": "160"},
+                        stop_loss={"stop_price": "140"})
+    await wait_legs(stack, acct, order["id"], {"parent": "filled", "take_profit": "new",
+                                                "stop_loss": "held"})
+    await stack.workers.stop()  # the watch, the group's and the orders' workflows lose their worker
+    s = stack.settings
+    stack.workers = ShardWorkers(s, list(range(s.shard_count)), client=stack.temporal)
+    await stack.workers.start()
+    await stack.set_quote(sym, "139.00", "139.05")
+    got = await wait_legs(stack, acct, order["id"], {"take_profit": "canceled", "stop_loss": "filled"},
+                          timeout=30)
+    assert got["stop_loss"]["filled_qty"] == "3"
+    await clean_books(stack, acct, order["id"])
