@@ -59,6 +59,12 @@ class GiveUpReplaceInput:
 
 
 @dataclass
+class ActivateExitsInput:
+    parent_id: str
+    filled_qty: str  # what the group's entry filled (decimal as a string)
+
+
+@dataclass
 class RejectUnacceptedInput:
     accept: AcceptOrderInput
     code: str
@@ -174,6 +180,16 @@ class OrderActivities:
         except (DomainError, DbError) as exc:
             raise business_error(exc) from exc
 
+    @activity.defn(name="activate_exits")
+    @final_unless_transient
+    async def activate_exits(self, inp: ActivateExitsInput) -> list[OrderSnapshot]:
+        """An order group's entry ended: its exits go live for what it filled (or end CANCELED
+        when nothing filled), in one transaction (``db.order_groups.activate_exits``)."""
+        try:
+            return await self.store.activate_exits(inp.parent_id, Decimal(inp.filled_qty))
+        except (DomainError, DbError) as exc:
+            raise business_error(exc) from exc
+
     @activity.defn(name="load_order")
     @final_unless_transient
     async def load_order(self, inp: LoadOrderInput) -> OrderSnapshot:
@@ -197,4 +213,4 @@ class OrderActivities:
     def all(self) -> list[Callable[..., Any]]:
         return [self.accept_order, self.reject_unaccepted, self.transition_order, self.finish_order,
                 self.apply_reports, self.resolve_order, self.send_new_order_direct, self.load_order,
-                self.request_replace, self.give_up_replace]
+                self.request_replace, self.give_up_replace, self.activate_exits]

@@ -202,22 +202,44 @@ class CashActivityOut(BaseModel):
 Number = Decimal | str
 
 
+class TakeProfitIn(BaseModel):
+    """The take-profit leg of a bracket / oco / oto order: a limit sell."""
+
+    limit_price: Number
+
+
+class StopLossIn(BaseModel):
+    """The stop-loss leg: a sell when the bid reaches ``stop_price`` (a limit at
+    ``limit_price`` when given)."""
+
+    stop_price: Number
+    limit_price: Number | None = None
+
+
 class OrderIn(BaseModel):
     """An order request (Alpaca shape). Numbers are JSON numbers or strings, read exactly."""
 
     symbol: str
     qty: Number = Field(description="whole shares, 1..10^9")
     side: Literal["buy", "sell"]
-    type: Literal["market", "limit", "stop", "stop_limit"]
+    type: Literal["market", "limit", "stop", "stop_limit", "trailing_stop"]
     time_in_force: Literal["day", "gtc", "ioc", "fok", "opg", "cls"] = Field(
         description="opg / cls: market or limit on the open / on the close (auction orders)")
     limit_price: Number | None = Field(None, description="USD, at most 10^6; cents from $1")
     stop_price: Number | None = Field(None, description="USD, at most 10^6; cents from $1")
+    trail_price: Number | None = Field(
+        None, description="trailing_stop only (or trail_percent): USD, at most 10^6; cents from $1")
+    trail_percent: Number | None = Field(
+        None, description="trailing_stop only (or trail_price): 0 < p < 100, at most 2 decimals")
     client_order_id: str | None = Field(None, max_length=128)
     extended_hours: bool | None = None
-    order_class: Literal["simple", ""] | None = Field(
-        None, description="only simple: bracket/oco/oto (take_profit, stop_loss) are refused")
+    order_class: Literal["simple", "", "bracket", "oco", "oto"] | None = Field(
+        None, description="bracket and oto: a buy entry with its exits (take_profit, stop_loss), "
+        "held until the entry fills; oco: a limit sell (take_profit) and a stop-loss of a long "
+        "position, one canceling the other")
     position_intent: Literal["buy_to_open", "sell_to_close"] | None = None
+    take_profit: TakeProfitIn | None = None
+    stop_loss: StopLossIn | None = None
 
 
 class ReplaceIn(BaseModel):
@@ -242,8 +264,22 @@ class TransferIn(BaseModel):
 
 
 def body_schema(model: type[BaseModel], *, extra_fields: bool) -> dict[str, Any]:
-    """``model``'s JSON schema for ``Body(json_schema_extra=...)`` of a dict body."""
-    return {**model.model_json_schema(), "additionalProperties": extra_fields}
+    """``model``'s JSON schema for ``Body(json_schema_extra=...)`` of a dict body, its nested
+    models inlined (a ``#/$defs/...`` reference would not resolve inside the OpenAPI document)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return {**inline(schema), "additionalProperties": extra_fields}
 
 
 class PortfolioHistoryOut(BaseModel):

@@ -12,7 +12,8 @@ slowing down as its history grows weighs on all three alike.
 
 Prints one JSON line per (kind, concurrency), with the CPU each process kind spent per completed
 order / workflow (``cpu_ms_per_item``; the box has 2 cores, so the total bounds throughput), and
-the ratios. Run:
+the ratios; then, on their own, bracket orders (``sherwood_bracket_order_legs_live``: POST until
+the entry is filled, the take-profit ``new`` and the stop-loss ``held``). Run:
 ``python -m bench.orders [--seconds 10] [--concurrency 1,10,50]``. Uses SHERWOOD_POSTGRES_URL /
 SHERWOOD_REDIS_URL when set (else embedded servers) and a scratch data dir and database prefix.
 """
@@ -196,6 +197,45 @@ async def bench_orders(api: str, client: Client, accounts: list[dict[str, str]],
         return await drive(concurrency, seconds, one)
 
 
+BRACKET = {"symbol": "F", "qty": "1", "side": "buy", "type": "market", "time_in_force": "day",
+           "order_class": "bracket", "take_profit": {"limit_price": "999"},  # never reached
+           "stop_loss": {"stop_price": "0.50"}}  # never triggered
+LIVE = {"parent": "filled", "take_profit": "new", "stop_loss": "held"}
+
+
+async def bench_brackets(api: str, accounts: list[dict[str, str]], concurrency: int,
+                         seconds: float) -> Run:
+    """Bracket orders: latency = POST sent -> all three legs live (the entry filled, the
+    take-profit ``new`` at a venue, the stop-loss ``held`` at the broker), read by polling
+    ``GET /v2/orders/{id}`` every 10 ms. Each group is then canceled, untimed."""
+    cleanups: list[asyncio.Task[object]] = []
+    async with httpx.AsyncClient(base_url=api, timeout=30,
+                                 limits=httpx.Limits(max_connections=2 * concurrency + 5)) as http:
+        async def one(i: int, n: int) -> None:
+            acct = accounts[(i + n * concurrency) % len(accounts)]
+            hdrs = {"APCA-API-KEY-ID": acct["key_id"], "APCA-API-SECRET-KEY": acct["secret_key"]}
+            r = await http.post("/v2/orders", json=BRACKET, headers=hdrs)
+            if r.status_code != 200:
+                raise RuntimeError(f"POST /v2/orders: {r.status_code} {r.text}")
+            oid = r.json()["id"]
+            deadline = time.monotonic() + 30
+            while True:
+                body = (await http.get(f"/v2/orders/{oid}", headers=hdrs)).json()
+                legs = {"parent": body["status"], **{
+                    ("take_profit" if leg["type"] == "limit" else "stop_loss"): leg["status"]
+                    for leg in body["legs"] or []}}
+                if legs == LIVE:
+                    break
+                if time.monotonic() > deadline or body["status"] in ("rejected", "canceled"):
+                    raise RuntimeError(f"bracket legs stayed {legs}")
+                await asyncio.sleep(0.01)
+            cleanups.append(asyncio.create_task(http.delete(f"/v2/orders/{oid}", headers=hdrs)))
+
+        run = await drive(concurrency, seconds, one)
+        await asyncio.gather(*cleanups, return_exceptions=True)
+        return run
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -275,6 +315,15 @@ async def main() -> None:
                 "throughput_floor_over_baseline": round(shape["per_s"] / base_r["per_s"], 3),
                 "p50_ours_over_baseline": round(ours["p50_ms"] / base_r["p50_ms"], 3),
                 "p99_ours_over_baseline": round(ours["p99_ms"] / base_r["p99_ms"], 3)}), flush=True)
+        # bracket orders on their own, after the plain ones (which they leave unchanged): POST
+        # until all three legs are live
+        for c in levels:
+            before = cpu_seconds()
+            fig = (await bench_brackets(api, accounts, c, args.seconds / 2)).figures()
+            print(json.dumps({"bench": "orders", "kind": "sherwood_bracket_order_legs_live",
+                              "concurrency": c, **{k: round(v, 2) for k, v in fig.items()},
+                              "cpu_ms_per_item": per_item_ms(cpu_spent(before, cpu_seconds()),
+                                                             int(fig["n"]))}), flush=True)
     finally:
         await asyncio.to_thread(stack.stop)
         if settings.postgres_url:

@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from db import order_groups as grouping
 from db import order_replace as replacing
 from db import sql
 from db.engines import reading, run_in_transaction
@@ -35,6 +36,7 @@ from db.shard_status import HALT_REASON
 from db.shortfalls import cover_if_settled, record_fill_shortfall
 from db.sql import Row
 from domain import calendar
+from domain import order_groups as groups
 from domain.alpaca import trade_update
 from domain.errors import DomainError
 from domain.execution import VenueEvent
@@ -307,11 +309,7 @@ class OrderStore:
 
     async def snapshot(self, order_id: str) -> OrderSnapshot:
         """The order as it stands (raises ``unknown_order`` when this shard has none)."""
-        async with reading(self.reads) as conn:
-            row = await sql.first(conn, "SELECT * FROM orders WHERE id = :id", {"id": uuid.UUID(order_id)})
-        if row is None:
-            raise OrderError(f"no order {order_id} on this shard", code="unknown_order")
-        return OrderRow.from_mapping(row).snapshot()
+        return (await self.row(order_id)).snapshot()
 
     async def account_context(self, account_id: str) -> tuple[list[str], str | None]:
         """For the accept path, in one statement: the symbols the account holds or has held
@@ -328,8 +326,11 @@ class OrderStore:
                      ctx: RiskContext | None = None) -> OrderSnapshot:
         """Create the order and hold its funds, or reject it; a replay returns the same order."""
         ctx = ctx or RiskContext()
-        req = parse_order_request(inp.request)
-        if req.hash() != inp.request_hash:
+        # a group (bracket, oco, oto): its parent is accepted as any order, its legs are written
+        # HELD in the same transaction (domain.order_groups)
+        group = groups.parse_group_request(inp.group) if inp.group is not None else None
+        req = group.parent if group is not None else parse_order_request(inp.request)
+        if (group or req).hash() != inp.request_hash:
             raise OrderError("request hash does not match the request", code="hash_mismatch")
 
         async def _do(w: _Writer) -> OrderSnapshot:
@@ -353,6 +354,8 @@ class OrderStore:
             order = new_order(order_id=inp.order_id, account_id=inp.account_id, req=req,
                               request_hash=inp.request_hash, actor=inp.actor, now=now,
                               day_ttl_s=inp.day_ttl_s)
+            if group is not None:
+                order = groups.grouped(order, group)
             checked = pre_trade(PreTradeContext(
                 account=state, asset=asset, quotes=quotes, now=now, collar=Decimal(inp.collar),
                 limits=ctx.limits, control=ctx.control, shard_halt=ctx.shard_halt), req)
@@ -362,7 +365,12 @@ class OrderStore:
                 if not result.ok:
                     decision = accept(order, req, checked, hold_refused_detail=result.error_detail)
                     break
-            snap = (await w.write(decision, posted=True)).snapshot()
+            parent = await w.write(decision, posted=True)
+            if group is not None and parent.state == S.FUNDS_HELD:
+                for leg in groups.held_legs(parent, group, request_hash=inp.request_hash, now=now,
+                                            day_ttl_s=inp.day_ttl_s):
+                    await w.write(leg)
+            snap = parent.snapshot()
             snap.warnings = list(checked.warnings)
             if checked.route_at is not None and snap.state == OrderState.FUNDS_HELD:
                 snap.queued_until = checked.route_at.isoformat()  # the workflow waits for it
@@ -384,6 +392,8 @@ class OrderStore:
             order = new_order(order_id=inp.order_id, account_id=inp.account_id, req=req,
                               request_hash=inp.request_hash, actor=inp.actor, now=self.clock(),
                               day_ttl_s=inp.day_ttl_s)
+            if inp.group is not None:  # a group's parent (its legs are never written)
+                order = groups.grouped(order, groups.parse_group_request(inp.group))
             return (await w.write(accept_failed(order, req, why), posted=True)).snapshot()
 
         return await self._tx(_do)  # type: ignore[no-any-return]
@@ -419,6 +429,7 @@ class OrderStore:
             order = await w.write(decide(order, res, now))
             # a replace still pending ends with it (REJECTED, its extra hold released)
             await replacing.end_replacement(w, order, now)
+            await grouping.after_booking(w, order, now)  # a take-profit's end
             return order.snapshot()
 
         return await self._tx(_do)  # type: ignore[no-any-return]
@@ -427,10 +438,32 @@ class OrderStore:
         """Decide ``cmd`` against the order and write it, in one transaction."""
 
         async def _do(w: _Writer) -> OrderSnapshot:
-            order = await _lock(w.conn, order_id)
-            return (await w.write(decide(order, cmd, self.clock()))).snapshot()
+            order = await w.write(decide(await _lock(w.conn, order_id), cmd, self.clock()))
+            await grouping.after_booking(w, order, self.clock())  # a take-profit's end
+            return order.snapshot()
 
         return await self._tx(_do)  # type: ignore[no-any-return]
+
+    async def decide_with(self, order_id: str,
+                          fn: Callable[[OrderRow, frozenset[str], datetime], Decision]) -> OrderRow:
+        """Lock the order, call the pure ``fn(row, audit event names so far, now)`` and write its
+        decision, in one transaction (e.g. ``domain.trailing.follow`` / ``fired``); the row after."""
+
+        async def _do(w: _Writer) -> OrderRow:
+            order = await _lock(w.conn, order_id)
+            names = await sql.rows(w.conn, "SELECT DISTINCT event FROM order_events WHERE order_id = :id",
+                                   {"id": order.id})
+            return await w.write(fn(order, frozenset(r["event"] for r in names), self.clock()))
+
+        return await self._tx(_do)  # type: ignore[no-any-return]
+
+    async def row(self, order_id: str) -> OrderRow:
+        """The order's row as it stands (raises ``unknown_order``)."""
+        async with reading(self.reads) as conn:
+            row = await sql.first(conn, "SELECT * FROM orders WHERE id = :id", {"id": uuid.UUID(order_id)})
+        if row is None:
+            raise OrderError(f"no order {order_id} on this shard", code="unknown_order")
+        return OrderRow.from_mapping(row)
 
     async def request_replace(self, order_id: str, change: Mapping[str, Any], *, new_id: str,
                               actor: str = "customer", day_ttl_s: float | None = None,
@@ -456,6 +489,14 @@ class OrderStore:
 
         async def _do(w: _Writer) -> OrderSnapshot:
             return (await replacing.give_up(w, order_id, self.clock(), reason=reason)).snapshot()
+
+        return await self._tx(_do)  # type: ignore[no-any-return]
+
+    async def activate_exits(self, parent_id: str, filled_qty: Decimal) -> list[OrderSnapshot]:
+        """A group's entry ended with ``filled_qty`` filled: its exits go live for it (see
+        :func:`db.order_groups.activate_exits`), in one transaction."""
+        async def _do(w: _Writer) -> list[OrderSnapshot]:
+            return await grouping.activate_exits(w, parent_id, filled_qty, self.clock())
 
         return await self._tx(_do)  # type: ignore[no-any-return]
 
@@ -506,4 +547,5 @@ class OrderStore:
             except (LedgerRejected, DomainError) as exc:
                 raise _BookingRefused(key, OrderError(
                     f"the books cannot take it: {exc}", code="booking_refused")) from exc
+        await grouping.after_booking(w, order, now)  # a take-profit's fills shrink its stop-loss
         return order

@@ -39,9 +39,10 @@ def number(d: Decimal | str | None) -> str | None:
     return None if d is None else format(plain(Decimal(d)), "f")
 
 
-def order_object(order: OrderRow) -> dict[str, Any]:
+def order_object(order: OrderRow, legs: list[OrderRow] | None = None) -> dict[str, Any]:
     """The Alpaca v2 order object (with Sherwood's extras: ``state``, ``venue``,
-    ``reject_reason``, ``reject_code``)."""
+    ``reject_reason``, ``reject_code``). ``legs``: a group parent's legs (nested as order
+    objects); None for a simple order, a leg, or a parent listed without them."""
     asset = get_asset(order.symbol)
     return {
         "id": str(order.id), "client_order_id": order.client_order_id,
@@ -55,15 +56,28 @@ def order_object(order: OrderRow) -> dict[str, Any]:
         "asset_id": str(asset.id) if asset else None, "symbol": order.symbol,
         "asset_class": "us_equity", "notional": None, "qty": number(order.qty),
         "filled_qty": number(order.filled_qty) or "0",
-        "filled_avg_price": number(order.filled_avg_price), "order_class": "simple",
+        "filled_avg_price": number(order.filled_avg_price), "order_class": order.order_class,
         "order_type": order.order_type, "type": order.order_type, "side": order.side,
         "time_in_force": order.time_in_force, "limit_price": number(order.limit_price),
-        "stop_price": number(order.stop_price), "status": alpaca_status(order.state),
-        "extended_hours": order.extended_hours, "legs": None,
+        "stop_price": number(order.stop_price), "status": order_status(order),
+        "extended_hours": order.extended_hours,
+        "legs": None if legs is None else [order_object(leg) for leg in legs],
+        "trail_price": number(order.trail_price), "trail_percent": number(order.trail_percent),
+        "hwm": number(order.hwm),
         # Sherwood extras
         "state": order.state.value, "venue": order.venue, "reject_reason": order.reject_reason,
         "reject_code": order.reject_code,
+        "parent_id": str(order.parent_id) if order.parent_id else None,  # a group's leg
     }
+
+
+def order_status(order: OrderRow) -> str:
+    """Alpaca's status of the order. A trailing stop waiting for its trigger (FUNDS_HELD: held
+    here, no venue has it) is ``new``: it is live and working, as Alpaca shows its own held
+    trailing stops; any other FUNDS_HELD order is ``accepted`` (not yet working)."""
+    if order.order_type == "trailing_stop" and order.state == OrderState.FUNDS_HELD:
+        return "new"
+    return alpaca_status(order.state)
 
 
 def order_at_accept(snap: OrderSnapshot, req: OrderRequest) -> dict[str, Any] | None:
@@ -83,6 +97,7 @@ def order_at_accept(snap: OrderSnapshot, req: OrderRequest) -> dict[str, Any] | 
         side=snap.side, order_type=req.type, time_in_force=req.time_in_force,
         qty=Decimal(snap.qty), notional=None, limit_price=req.limit_price, stop_price=req.stop_price,
         extended_hours=req.extended_hours, state=OrderState(snap.state), cl_ord_id=snap.order_id,
+        trail_price=req.trail_price, trail_percent=req.trail_percent,
         venue=snap.venue, venue_order_id=None, filled_qty=Decimal(snap.filled_qty),
         filled_avg_price=dec(snap.filled_avg_price), filled_value=Decimal(0), hold_currency="",
         hold_amount=Decimal(snap.hold_remaining), reject_code=snap.reject_code,

@@ -71,6 +71,15 @@ class OrderRow:
     replaced_at: datetime | None = None
     # what the venue counts as filled (CumQty) for the orders this one replaced
     prior_filled_qty: Decimal = ZERO
+    # a trailing stop's trail (one of them) and the best price its trigger has seen
+    trail_price: Decimal | None = None
+    trail_percent: Decimal | None = None
+    hwm: Decimal | None = None
+    # order groups (domain.order_groups): Alpaca's order class, the parent of a leg, and which
+    # leg it is (take_profit | stop_loss)
+    order_class: str = "simple"
+    parent_id: uuid.UUID | None = None
+    leg: str | None = None
 
     @classmethod
     def from_mapping(cls, row: Mapping[str, Any]) -> OrderRow:
@@ -133,4 +142,5 @@ def new_order(*, order_id: str, account_id: str, req: OrderRequest, request_hash
         hold_currency="USD" if req.side == "buy" else req.symbol, hold_amount=column(ZERO),
         reject_code=None, reject_reason=None, created_at=now, updated_at=now, submitted_at=now,
         filled_at=None, canceled_at=None, expired_at=None, failed_at=None, expires_at=expires,
-        actor=actor, version=0)
+        actor=actor, version=0, trail_price=column(req.trail_price),
+        trail_percent=column(req.trail_percent))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, Decimal
 from enum import StrEnum
@@ -17,7 +17,7 @@ from typing import Any
 
 from domain.errors import DomainError
 from domain.ledger import valid_symbol
-from domain.money import PRICE_BOUNDS, QTY_BOUNDS, USD, bounded_decimal, check_scale
+from domain.money import PRICE_BOUNDS, QTY_BOUNDS, USD, Bounds, bounded_decimal, check_scale
 
 
 class OrderState(StrEnum):
@@ -37,6 +37,9 @@ class OrderState(StrEnum):
     # a cancel/replace request is at the venue: fills of the order as it was still come
     PENDING_REPLACE = "PENDING_REPLACE"
     REPLACED = "REPLACED"  # the venue replaced it: its replacement (``replaced_by``) lives on
+    # a leg of an order group waiting at the broker (Alpaca ``held``): no venue has it and it
+    # holds nothing (domain.order_groups); it is activated (FUNDS_HELD) or ends CANCELED
+    HELD = "HELD"
 
 
 S = OrderState
@@ -63,6 +66,7 @@ TRANSITIONS: dict[OrderState, frozenset[OrderState]] = {
     # order's own cancel at the close
     S.PENDING_REPLACE: frozenset(_VENUE_OUTCOMES | {S.STUCK, S.REPLACED, S.PENDING_CANCEL}),
     S.STUCK: frozenset(_VENUE_OUTCOMES | {S.PENDING_CANCEL}),
+    S.HELD: frozenset({S.FUNDS_HELD, S.CANCELED, S.REJECTED, S.FAILED, S.EXPIRED}),
     S.FILLED: frozenset(),
     S.REJECTED: frozenset(),
     S.CANCELED: frozenset(),
@@ -87,6 +91,7 @@ ALPACA_STATUS: dict[OrderState, str] = {
     S.FAILED: "rejected",
     S.PENDING_REPLACE: "pending_replace",
     S.REPLACED: "replaced",
+    S.HELD: "held",
 }
 OPEN_STATUSES = frozenset(ALPACA_STATUS[s] for s in S if s not in TERMINAL)
 
@@ -114,7 +119,11 @@ def transition(current: OrderState, new: OrderState) -> OrderState:
 # --- requests ----------------------------------------------------------------------------
 
 SIDES = ("buy", "sell")
-TYPES = ("market", "limit", "stop", "stop_limit")
+TYPES = ("market", "limit", "stop", "stop_limit", "trailing_stop")
+# a trailing stop is held here (domain.trigger) until it fires: a DAY or GTC order only
+TRAILING_TIFS = ("day", "gtc")
+# a percent trail: 0 < p < 100, at most two decimals (a hundredth of a percent)
+TRAIL_PERCENT_BOUNDS = Bounds(Decimal(100), 2)
 # opg / cls: Alpaca's auction orders (market or limit on the open, on the close: domain.hours)
 TIFS = ("day", "gtc", "ioc", "fok", "opg", "cls")
 AUCTION_TIFS = ("opg", "cls")
@@ -122,12 +131,15 @@ MAX_CLIENT_ORDER_ID = 128  # Alpaca's limit
 # Fields of an Alpaca order request this server reads.
 KNOWN_FIELDS = frozenset({"symbol", "side", "type", "order_type", "time_in_force", "qty", "limit_price",
                           "stop_price", "client_order_id", "extended_hours", "order_class",
-                          "position_intent"})
+                          "position_intent", "trail_price", "trail_percent", "take_profit",
+                          "stop_loss"})
 # Alpaca fields this server does not implement: refused when set, never dropped (a bracket
 # order placed as a plain order would lose its stop-loss).
-UNSUPPORTED_FIELDS = ("notional", "take_profit", "stop_loss", "trail_price", "trail_percent", "legs",
-                      "advanced_instructions")
+UNSUPPORTED_FIELDS = ("notional", "legs", "advanced_instructions")
 SIMPLE_ORDER_CLASSES = ("simple", "")
+# order groups (domain.order_groups parses them; this module parses simple orders only)
+GROUP_ORDER_CLASSES = ("bracket", "oco", "oto")
+LEG_FIELDS = ("take_profit", "stop_loss")
 # what an order here always is (long only, no shorting): any other intent is refused
 POSITION_INTENTS = {"buy": "buy_to_open", "sell": "sell_to_close"}
 
@@ -143,15 +155,20 @@ class OrderRequest:
     stop_price: Decimal | None = None
     client_order_id: str | None = None
     extended_hours: bool = False
+    # a trailing stop's trail: exactly one is set (dollars, or percent of the high-water mark)
+    trail_price: Decimal | None = None
+    trail_percent: Decimal | None = None
 
     def hash(self) -> str:
-        """Identity of what was asked (not of who or when): same body -> same hash."""
-        body = {
+        """Identity of what was asked (not of who or when): same body -> same hash. The trail
+        fields count only when set, so orders of other types hash as they always did."""
+        body: dict[str, object] = {
             "symbol": self.symbol, "side": self.side, "type": self.type,
             "time_in_force": self.time_in_force, "qty": _canon(self.qty),
             "limit_price": _canon(self.limit_price), "stop_price": _canon(self.stop_price),
             "extended_hours": self.extended_hours,
         }
+        body.update(self._trail(_canon))
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
     def to_wire(self) -> dict[str, str | bool | None]:
@@ -161,7 +178,16 @@ class OrderRequest:
             "limit_price": None if self.limit_price is None else str(self.limit_price),
             "stop_price": None if self.stop_price is None else str(self.stop_price),
             "client_order_id": self.client_order_id, "extended_hours": self.extended_hours,
+            **self._trail(str),
         }
+
+    def _trail(self, fmt: Callable[[Decimal], str | None]) -> dict[str, str | None]:
+        out: dict[str, str | None] = {}
+        if self.trail_price is not None:
+            out["trail_price"] = fmt(self.trail_price)
+        if self.trail_percent is not None:
+            out["trail_percent"] = fmt(self.trail_percent)
+        return out
 
     @classmethod
     def from_wire(cls, d: Mapping[str, object]) -> OrderRequest:
@@ -226,6 +252,7 @@ def parse_order_request(d: Mapping[str, object]) -> OrderRequest:
         stop = _price(d.get("stop_price"), "stop_price")
     elif d.get("stop_price") is not None:
         raise OrderError(f"stop_price is not allowed for {otype} orders", code="unexpected_stop_price")
+    trail_price, trail_percent = _trail(d, otype, tif)
     coid = d.get("client_order_id")
     if coid is not None:
         coid = str(coid)
@@ -238,7 +265,30 @@ def parse_order_request(d: Mapping[str, object]) -> OrderRequest:
     if ext and not (otype == "limit" and tif == "day"):
         raise OrderError("extended_hours orders must be limit orders with time_in_force day",
                          code="invalid_extended_hours")
-    return OrderRequest(symbol, side, otype, tif, qty, limit, stop, coid, ext)
+    return OrderRequest(symbol, side, otype, tif, qty, limit, stop, coid, ext, trail_price, trail_percent)
+
+
+def _trail(d: Mapping[str, object], otype: str, tif: str) -> tuple[Decimal | None, Decimal | None]:
+    """A trailing stop's trail: exactly one of ``trail_price`` (a valid price increment) and
+    ``trail_percent`` (0 < p < 100, two decimals at most); neither on any other type."""
+    price, pct = d.get("trail_price"), d.get("trail_percent")
+    if otype != "trailing_stop":
+        if price is not None or pct is not None:
+            raise OrderError(f"trail_price / trail_percent are only for trailing_stop orders, not {otype}",
+                             code="unexpected_trail")
+        return None, None
+    if tif not in TRAILING_TIFS:
+        raise OrderError(f"trailing_stop orders take time_in_force {' or '.join(TRAILING_TIFS)}",
+                         code="invalid_time_in_force")
+    if (price is None) == (pct is None):
+        raise OrderError("a trailing_stop order needs exactly one of trail_price and trail_percent",
+                         code="missing_trail" if price is None else "ambiguous_trail")
+    if price is not None:
+        return _price(price, "trail_price"), None
+    p = bounded_decimal(pct, TRAIL_PERCENT_BOUNDS, field="trail_percent")
+    if p >= 100:
+        raise OrderError("trail_percent must be below 100", code="trail_percent_out_of_range")
+    return None, p
 
 
 def _refuse_unimplemented(d: Mapping[str, object]) -> None:
@@ -247,8 +297,15 @@ def _refuse_unimplemented(d: Mapping[str, object]) -> None:
         raise OrderError(f"unknown field(s): {', '.join(map(str, unknown))}", code="unknown_field")
     order_class = d.get("order_class")
     if order_class is not None and order_class not in SIMPLE_ORDER_CLASSES:
-        raise OrderError(f"order_class {str(order_class)[:20]!r} is not supported: only simple orders "
-                         "(no bracket, oco, oto legs yet)", code="order_class_not_supported")
+        if order_class in GROUP_ORDER_CLASSES:  # a caller's bug: groups are parsed elsewhere
+            raise OrderError(f"a {order_class} order is a group: domain.order_groups parses it",
+                             code="invalid_order_class")
+        raise OrderError(f"order_class {str(order_class)[:20]!r} is not one of simple, "
+                         f"{', '.join(GROUP_ORDER_CLASSES)}", code="invalid_order_class")
+    for name in LEG_FIELDS:
+        if d.get(name) is not None:
+            raise OrderError(f"{name} is only for bracket, oco and oto orders (order_class)",
+                             code=f"{name}_not_allowed")
     for name in UNSUPPORTED_FIELDS:
         if d.get(name) is not None:
             what = "notional (dollar-amount) orders" if name == "notional" else name
@@ -263,13 +320,20 @@ def _cents_up(d: Decimal) -> Decimal:
 
 def buy_hold(req: OrderRequest, ask: Decimal | None, collar: Decimal) -> Decimal:
     """Cash to hold for a buy: qty x limit for limit types, qty x ask x (1 + collar) otherwise
-    (rounded up to the cent). Raises when a market-type buy has no price to estimate from."""
+    (a stop's: at least the stop; a trailing stop's: the ask plus its trail), rounded up to the
+    cent. Raises when a market-type buy has no price to estimate from."""
     if req.type == "limit" or req.type == "stop_limit":
         assert req.limit_price is not None
         return check_scale(req.qty * req.limit_price, USD)
     ref = ask
     if req.type == "stop" and req.stop_price is not None:
         ref = max(ask or Decimal(0), req.stop_price)
+    if req.type == "trailing_stop" and ask is not None and ask > 0:
+        # the stop it would have now (the most it fires at while the ask does not fall)
+        if req.trail_price is not None:
+            ref = ask + req.trail_price
+        elif req.trail_percent is not None:
+            ref = ask * (1 + req.trail_percent / 100)
     if ref is None or ref <= 0:
         raise OrderError(f"no current quote for {req.symbol}: market orders need one; "
                          "send a limit order instead", code="no_quote")
@@ -377,6 +441,9 @@ class OrderTimeouts:
     # the business clock runs this far ahead of the wall clock (SHERWOOD_MARKET_CLOCK_OFFSET_S,
     # tests only: "it is 20:00 ET now"); the shard worker's order store takes the same offset
     market_clock_offset_s: float = 0.0
+    # a broker-held trigger's watching activity heartbeats within this long, or it is retried
+    # (on another worker) from its last heartbeat (SHERWOOD_TRIGGER_HEARTBEAT_TIMEOUT_S)
+    trigger_heartbeat_s: float = 10.0
 
 
 @dataclass
@@ -432,6 +499,9 @@ class AcceptOrderInput:
     actor: str
     collar: str
     day_ttl_s: float | None = None  # tests: a DAY order expires this long after it is placed
+    # an order group's whole request (domain.order_groups): the parent is accepted and the legs
+    # written HELD in one transaction; ``request_hash`` is then the group's
+    group: dict[str, Any] | None = None
 
 
 @dataclass

@@ -26,6 +26,12 @@ def shard_task_queue(shard: int) -> str:
     return f"shard-{shard}"
 
 
+def trigger_task_queue(shard: int) -> str:
+    """The broker-held triggers of one shard's orders (``activities.trigger``: long-running,
+    heartbeating activities, served by that shard's worker process)."""
+    return f"shard-{shard}-triggers"
+
+
 def backoffice_shard_queue(shard: int) -> str:
     """Deposits, withdrawals and the shard-local back-office activities of one shard."""
     return f"backoffice-shard-{shard}"
@@ -38,6 +44,8 @@ ACCEPTED_UPDATE = "accepted"  # order and transfer workflows: wait for the accep
 CANCEL_UPDATE = "cancel"  # order workflow: the customer cancels
 RESOLVE_UPDATE = "resolve"  # order workflow: an operator resolves a STUCK order
 REPLACE_UPDATE = "replace"  # order workflow: the customer replaces a working order (PATCH)
+GROUP_CANCEL_SIGNAL = "group_cancel"  # order-group workflow -> a leg's order workflow: cancel it
+GROUP_WORKFLOW_PREFIX = "group-"  # an order group's workflow id: this + the parent order's id
 
 # --- search attributes ------------------------------------------------------------------------
 

@@ -123,6 +123,14 @@ class Settings(BaseSettings):
     # market_clock_offset_s ahead of the wall clock ("it is 20:00 ET now").
     queued_open_wait_max_s: float | None = Field(default=None, ge=0)
     market_clock_offset_s: float = 0.0
+    # Broker-held triggers (trailing stops, activities/trigger.py). The watching activity
+    # heartbeats within trigger_heartbeat_timeout_s (a worker gone that long: the activity is
+    # retried elsewhere from its last heartbeat); it re-reads the latest quote every
+    # trigger_poll_s (a pub/sub message lost to a reconnect is caught up) and writes the hwm and
+    # stop to the order row at most once per trigger_write_interval_s (the API shows them).
+    trigger_heartbeat_timeout_s: float = Field(default=10.0, gt=0)
+    trigger_poll_s: float = Field(default=1.0, gt=0)
+    trigger_write_interval_s: float = Field(default=1.0, ge=0)
 
     # DELETE /v2/positions?cancel_orders=true: how long it waits for the canceled orders to end
     # (their held shares to come back) before it places the closing sells, polling this often

@@ -37,7 +37,9 @@ from workers.gateway import ExecutionGateway
 from workers.shard import ShardWorkers
 
 FAST_TIMEOUTS = {"venue_ack_timeout_s": 2.0, "venue_cancel_timeout_s": 1.0,
-                 "venue_status_timeout_s": 1.0, "venue_replace_timeout_s": 3.0}
+                 "venue_status_timeout_s": 1.0, "venue_replace_timeout_s": 3.0,
+                 "trigger_heartbeat_timeout_s": 2.0, "trigger_poll_s": 0.2,
+                 "trigger_write_interval_s": 0.1}
 
 
 @dataclasses.dataclass

@@ -1,5 +1,7 @@
 """The shard worker: Temporal workers on ``shard-<n>`` task queues (order workflows and their
-local activities, each bound to that shard's database only) plus that shard's outbox publisher.
+local activities, each bound to that shard's database only), on ``shard-<n>-triggers`` (the
+broker-held triggers' watching activities, ``activities.trigger``: one Redis pub/sub connection
+per process serves them all) plus that shard's outbox publisher.
 
 One process may serve several shards (``sherwood dev`` runs one for all); production runs one
 process per shard. It never touches another shard's database.
@@ -20,11 +22,12 @@ from temporalio.worker import PollerBehaviorSimpleMaximum, UnsandboxedWorkflowRu
 
 from activities.gateway_link import GatewayLink
 from activities.orders import OrderActivities
+from activities.trigger import QuoteFollower, TriggerActivities
 from db.controls import ControlsCache
 from db.engines import make_engine
 from db.orders import OrderStore
 from marketdata.quotes import LatestQuotes
-from sherwood.contracts import shard_task_queue
+from sherwood.contracts import shard_task_queue, trigger_task_queue
 from sherwood.lifecycle import stopped_by_signals
 from sherwood.link_secret import link_secret
 from sherwood.redis_client import redis_from_settings
@@ -32,6 +35,7 @@ from sherwood.settings import Settings
 from sherwood.temporal import connect
 from workers.outbox import OutboxPublisher
 from workflows.order import OrderWorkflow
+from workflows.order_group import OrderGroupWorkflow
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +61,7 @@ class ShardWorkers:
     _engines: list[AsyncEngine] = field(default_factory=list)
     _controls: ControlsCache | None = None
     _gateway: GatewayLink | None = None
+    _follower: QuoteFollower | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -67,6 +72,9 @@ class ShardWorkers:
         self.client = self.client or await connect(s)
         self._redis = redis_from_settings(s)
         quotes = LatestQuotes(self._redis, s.redis_prefix)
+        trigger_quotes = LatestQuotes(self._redis, s.redis_prefix, max_age_s=s.quote_max_age_s)
+        if self._redis is not None:
+            self._follower = QuoteFollower(self._redis, s.redis_prefix, max_age_s=s.quote_max_age_s)
         self._controls = ControlsCache(self._redis, s.redis_prefix)
         await self._controls.start()
         if address is not None and secret is not None:
@@ -89,7 +97,7 @@ class ShardWorkers:
             acts = OrderActivities(store, quotes, limits=limits, controls=self._controls,
                                    gateway=self._gateway)
             worker = Worker(
-                self.client, task_queue=shard_task_queue(n), workflows=[OrderWorkflow],
+                self.client, task_queue=shard_task_queue(n), workflows=[OrderWorkflow, OrderGroupWorkflow],
                 activities=acts.all(), max_concurrent_workflow_tasks=200,
                 max_concurrent_local_activities=200, no_remote_activities=True,
                 # The sandbox re-imports workflows/order.py for every new workflow run and proxies
@@ -108,6 +116,14 @@ class ShardWorkers:
             )
             self._workers.append(worker)
             self._tasks.append(asyncio.create_task(worker.run(), name=f"worker-shard-{n}"))
+            if self._follower is not None:
+                triggers = TriggerActivities(store, self._follower, trigger_quotes,
+                                             poll_s=s.trigger_poll_s,
+                                             write_interval_s=s.trigger_write_interval_s)
+                tworker = Worker(self.client, task_queue=trigger_task_queue(n),
+                                 activities=triggers.all(), max_concurrent_activities=10_000)
+                self._workers.append(tworker)
+                self._tasks.append(asyncio.create_task(tworker.run(), name=f"triggers-shard-{n}"))
             if self._redis is not None:
                 pub = OutboxPublisher(engine, self._redis, prefix=s.redis_prefix,
                                       idle_s=s.outbox_idle_s, mark_engine=autocommit,
@@ -124,6 +140,8 @@ class ShardWorkers:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._controls is not None:
             await self._controls.stop()
+        if self._follower is not None:
+            await self._follower.stop()
         if self._gateway is not None:
             await self._gateway.close()
         if self._redis is not None:

@@ -60,11 +60,13 @@ with workflow.unsafe.imports_passed_through():
         ACCOUNT_ID,
         EXECUTION_REPORT_SIGNAL,
         GATEWAY_TASK_QUEUE,
+        GROUP_CANCEL_SIGNAL,
         ORDER_STATE,
         SHARD_ID,
         SYMBOL,
     )
     from sherwood.faults import INTERNAL_ERROR, is_internal, retries_within
+    from workflows.trailing import wait_for_trigger
 
 S = OrderState
 LOCAL_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=100),
@@ -98,6 +100,9 @@ CANCEL_REPLACE = "cancel-replace"
 # a replace unanswered for replace_s -> OrderStatusRequest; still none within status_s -> the
 # original STUCK (its hold kept), the replacement REJECTED (its extra hold released)
 REPLACE_DEADLINE = "replace-deadline"
+# a trailing stop waits, with its hold, for its broker-held trigger (workflows/trailing.py), then
+# routes as a market order; cancelable at once, expiring (nothing sent) at a DAY order's close
+TRAILING_STOP = "trailing-stop"
 ORDER_FAILED = "order_failed"  # the workflow fails: even the visible end could not be written
 # What an awaited activity raises when it fails: an ActivityError wrapping the cause for a
 # remote activity, but the activity's own ApplicationError, unwrapped, for a local one
@@ -141,6 +146,13 @@ class OrderWorkflow:
             return False  # a duplicate (PossDup / PossResend / redelivery): booked once, ever
         self._seen.add(key)
         return True
+
+    @workflow.signal(name=GROUP_CANCEL_SIGNAL)
+    def group_cancel(self) -> None:
+        """Its order group (workflows.order_group) cancels it: as the customer's cancel, without
+        an answer (workflows cannot send updates). Ignored once the order has ended."""
+        if self._snap is None or not self._snap.terminal:
+            self._cancel_requested = True
 
     # update names are the method names (ACCEPTED_UPDATE, CANCEL_UPDATE, RESOLVE_UPDATE,
     # REPLACE_UPDATE of sherwood.contracts; a test holds them equal): callers use these typed
@@ -250,6 +262,10 @@ class OrderWorkflow:
                 return snap
             if snap.queued_until and workflow.patched(QUEUED_FOR_OPEN):
                 await self._wait_for_open(snap.queued_until)
+            if inp.request.get("type") == "trailing_stop" and workflow.patched(TRAILING_STOP) \
+                    and not await self._await_trigger():
+                assert self._snap is not None
+                return self._snap
             await self._route()
         elif self._snap.state == S.FUNDS_HELD:  # continued before routing finished
             await self._route()
@@ -305,6 +321,25 @@ class OrderWorkflow:
         except TimeoutError:
             pass
 
+    async def _await_trigger(self) -> bool:
+        """A trailing stop waits for its trigger (:func:`workflows.trailing.wait_for_trigger`).
+        True: route it (fired, or a cancel :meth:`_route` takes); False: it has ended here
+        (expired at the close or failed: CANCELED/EXPIRED/FAILED release the hold)."""
+        assert self._snap is not None
+        self._publish_state()
+        out = await wait_for_trigger(snap=self._snap, shard=self._inp.shard, request=self._inp.request,
+                                     timeouts=self._t, cancel_requested=lambda: self._cancel_requested)
+        if out.how in ("fired", "canceled"):
+            return True
+        if out.how == "expired":
+            await self._finish(S.EXPIRED, out.reason, actor="system")
+        elif out.how == "failed":
+            workflow.logger.error("order %s: %s", self._inp.order_id, out.reason)
+            await self._finish(S.FAILED, out.reason, actor="system", code=INTERNAL_ERROR)
+        else:  # the order no longer waits: as it stands
+            await self._local(OrderActivities.load_order, LoadOrderInput(self._inp.order_id))
+        return False
+
     def _has_work(self) -> bool:
         return (bool(self._reports) or self._cancel_requested or self._resolution is not None
                 or self._replace_req is not None)
@@ -317,9 +352,11 @@ class OrderWorkflow:
             self._cancel_requested = False
             return
         req = self._inp.request
+        # a trailing stop is routed once its trigger fired: the venue gets a market order
+        otype = "market" if req["type"] == "trailing_stop" else str(req["type"])
         order = VenueOrder(order_id=snap.order_id, account_id=snap.account_id, shard=self._inp.shard,
                            symbol=snap.symbol, side=snap.side, qty=snap.qty,
-                           order_type=str(req["type"]), time_in_force=str(req["time_in_force"]),
+                           order_type=otype, time_in_force=str(req["time_in_force"]),
                            limit_price=_opt(req.get("limit_price")),
                            stop_price=_opt(req.get("stop_price")))
         try:

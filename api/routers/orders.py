@@ -47,10 +47,12 @@ async def list_orders(
     after: datetime | None = None, until: datetime | None = None,
     direction: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
     symbols: str | None = None, side: Annotated[str | None, Query(pattern="^(buy|sell)$")] = None,
+    nested: Annotated[bool, Query(description="legs of bracket/oco/oto orders under their parent's "
+                                  "legs, not listed on their own")] = False,
 ) -> list[dict[str, Any]]:
     syms = [s.strip().upper() for s in symbols.split(",") if s.strip()] if symbols else None
     return await service.list_orders(_account(key), status=status, limit=limit, after=after, until=until,
-                              direction=direction, symbols=syms, side=side)
+                              direction=direction, symbols=syms, side=side, nested=nested)
 
 
 @router.get("/orders:by_client_order_id")

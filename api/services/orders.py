@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -36,6 +36,7 @@ from db.engines import reading
 from db.router import ShardRouter
 from domain.alpaca import order_at_accept, order_object
 from domain.errors import DomainError
+from domain.order_groups import GroupRequest, is_group, parse_group_request
 from domain.order_replace import parse_replace
 from domain.order_row import OrderRow
 from domain.orders import (
@@ -47,10 +48,18 @@ from domain.orders import (
     ReplaceInput,
     parse_order_request,
 )
-from sherwood.contracts import ACCOUNT_ID, ORDER_STATE, SHARD_ID, SYMBOL, shard_task_queue
+from sherwood.contracts import (
+    ACCOUNT_ID,
+    GROUP_WORKFLOW_PREFIX,
+    ORDER_STATE,
+    SHARD_ID,
+    SYMBOL,
+    shard_task_queue,
+)
 from sherwood.faults import INTERNAL_ERROR
 from sherwood.settings import Settings
 from workflows.order import OrderWorkflow
+from workflows.order_group import OrderGroupWorkflow
 
 MAX_LIST_LIMIT = 500  # Alpaca's: a larger list limit is clamped to it
 ORDER_NS = uuid.UUID("0b5e6d3a-7c1f-4e8e-9a4b-2d6f8c1e0a57")
@@ -76,7 +85,8 @@ def timeouts(settings: Settings) -> OrderTimeouts:
                          store_retry_s=settings.order_store_retry_s,
                          gateway_retry_s=settings.order_gateway_retry_s,
                          open_wait_max_s=settings.queued_open_wait_max_s,
-                         market_clock_offset_s=settings.market_clock_offset_s)
+                         market_clock_offset_s=settings.market_clock_offset_s,
+                         trigger_heartbeat_s=settings.trigger_heartbeat_timeout_s)
 
 
 class OrderService:
@@ -91,17 +101,23 @@ class OrderService:
         return self.temporal
 
     async def place(self, account_id: uuid.UUID, body: Mapping[str, object]) -> dict[str, Any]:
+        group: GroupRequest | None = None
         try:
-            req = parse_order_request(body)
+            if is_group(body):  # bracket, oco, oto: the group's own workflow
+                group = parse_group_request(body)
+                req = group.parent
+            else:
+                req = parse_order_request(body)
         except DomainError as exc:
             raise ApiError(422, exc.code, exc.message, code=42210000) from exc
         client_order_id = req.client_order_id or str(uuid.uuid4())
         order_id = str(order_id_for(account_id, client_order_id))
-        wire: dict[str, object] = {**req.to_wire(), "client_order_id": client_order_id}
+        wire: dict[str, object] = {**(group or req).to_wire(), "client_order_id": client_order_id}
+        request_hash = (group or req).hash()
         shard = await self.router.shard_for(account_id)
         inp = PlaceOrderInput(
             order_id=order_id, account_id=str(account_id), shard=shard, request=wire,
-            request_hash=req.hash(), collar=str(self.settings.market_order_collar),
+            request_hash=request_hash, collar=str(self.settings.market_order_collar),
             timeouts=timeouts(self.settings), day_ttl_s=self.settings.day_order_ttl_s,
             gateway_queue=self.settings.gateway_task_queue)
         attrs = TypedSearchAttributes([
@@ -112,16 +128,27 @@ class OrderService:
         while True:
             try:
                 # one operation object per attempt (it carries the attempt's outcome)
-                start = WithStartWorkflowOperation(
-                    OrderWorkflow.run, inp, id=order_id, task_queue=shard_task_queue(shard),
-                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE, search_attributes=attrs)
                 # bounded: an accept that keeps failing is ended by the workflow (REJECTED or
                 # STUCK), later than the customer should wait for an answer
                 remaining = max(0.1, deadline - asyncio.get_running_loop().time())
+                start: Any
+                if group is not None:
+                    start = WithStartWorkflowOperation(
+                        OrderGroupWorkflow.run, inp, id=GROUP_WORKFLOW_PREFIX + order_id,
+                        task_queue=shard_task_queue(shard),
+                        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
+                    update: Any = OrderGroupWorkflow.accepted
+                else:
+                    start = WithStartWorkflowOperation(
+                        OrderWorkflow.run, inp, id=order_id, task_queue=shard_task_queue(shard),
+                        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                        search_attributes=attrs)
+                    update = OrderWorkflow.accepted
                 snap: OrderSnapshot = await asyncio.wait_for(
                     self._client().execute_update_with_start_workflow(
-                        OrderWorkflow.accepted, req.hash(), start_workflow_operation=start),
+                        update, request_hash, start_workflow_operation=start),
                     remaining)
                 break
             except TimeoutError as exc:
@@ -130,10 +157,10 @@ class OrderService:
                 raise _update_error(exc) from exc
             except WorkflowAlreadyStartedError:
                 # the workflow of this client_order_id already finished: the database answers
-                return await self._existing(account_id, shard, order_id, req.hash())
+                return await self._existing(account_id, shard, order_id, request_hash)
             except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
                 if isinstance(exc, RPCError) and exc.status == RPCStatusCode.ALREADY_EXISTS:
-                    return await self._existing(account_id, shard, order_id, req.hash())
+                    return await self._existing(account_id, shard, order_id, request_hash)
                 # the order's worker is restarting (workflow task failed/timed out): same id,
                 # same order, so retrying is safe; past the deadline the client retries
                 if asyncio.get_running_loop().time() + delay > deadline:
@@ -142,10 +169,10 @@ class OrderService:
                 delay = min(delay * 2, 2.0)
         if snap.reject_code and S_REJECTED(snap):
             raise _rejected(snap.order_id, snap.reject_code, snap.reject_reason)
-        # the order as accepted (no read: the accept returned it); a duplicate is read, as it is now
-        # a duplicate is read (and its request checked) as it is now
-        order = order_at_accept(snap, req) or await self._existing(account_id, shard, snap.order_id,
-                                                                   req.hash())
+        # the order as accepted (no read: the accept returned it); a duplicate is read (and its
+        # request checked) as it is now, and so is a group (its legs were written with it)
+        order = (None if group is not None else order_at_accept(snap, req)) or \
+            await self._existing(account_id, shard, snap.order_id, request_hash)
         if snap.warnings:
             order["warnings"] = snap.warnings
         return order
@@ -165,7 +192,22 @@ class OrderService:
             # a retry of a refused request (e.g. after a 504 order_pending) is answered as the
             # request was: the same refusal, not the refused order as if it had been placed
             raise _rejected(order_id, row["reject_code"], row["reject_reason"])
-        return alpaca_order(row)
+        return (await self._nest(shard, [row]))[0]
+
+    async def _nest(self, shard: int, rows: Sequence[Any]) -> list[dict[str, Any]]:
+        """The order objects of ``rows``, each group parent with its legs (one more read when
+        there is any)."""
+        parents = [r["id"] for r in rows if r["order_class"] != "simple" and r["parent_id"] is None]
+        legs: dict[uuid.UUID, list[OrderRow]] = {}
+        if parents:
+            async with reading(self.router.engine(shard)) as conn:
+                found = (await conn.execute(text(
+                    "SELECT * FROM orders WHERE parent_id = ANY(:p) ORDER BY leg DESC"),
+                    {"p": parents})).mappings().all()
+            for leg in found:
+                legs.setdefault(leg["parent_id"], []).append(OrderRow.from_mapping(dict(leg)))
+        return [order_object(OrderRow.from_mapping(r), legs.get(r["id"], [])
+                             if r["id"] in parents else None) for r in rows]
 
     async def _row(self, shard: int, order_id: str) -> sql.Row:
         async with reading(self.router.engine(shard)) as conn:
@@ -182,7 +224,7 @@ class OrderService:
                                       {"id": oid, "a": account_id})).mappings().one_or_none()
         if row is None:
             raise ApiError(404, "not_found", "order not found", code=40410000)
-        return alpaca_order(row)
+        return (await self._nest(shard, [row]))[0]
 
     async def get_by_client_id(self, account_id: uuid.UUID, client_order_id: str) -> dict[str, Any]:
         shard = await self.router.shard_for(account_id)
@@ -192,24 +234,31 @@ class OrderService:
                 {"a": account_id, "c": client_order_id})).mappings().one_or_none()
         if row is None:
             raise ApiError(404, "not_found", "order not found", code=40410000)
-        return alpaca_order(row)
+        return (await self._nest(shard, [row]))[0]
 
     async def list_orders(
         self, account_id: uuid.UUID, *, status: str = "open", limit: int = 50,
         after: datetime | None = None, until: datetime | None = None, direction: str = "desc",
-        symbols: list[str] | None = None, side: str | None = None,
+        symbols: list[str] | None = None, side: str | None = None, nested: bool = False,
     ) -> list[dict[str, Any]]:
         """The account's orders, newest first by default; ``limit`` is clamped to
-        :data:`MAX_LIST_LIMIT`."""
+        :data:`MAX_LIST_LIMIT`. ``nested`` (Alpaca): the legs of a group are not listed on their
+        own but under their parent's ``legs``, and a group is open while any of its orders is."""
         shard = await self.router.shard_for(account_id)
         where = ["account_id = :a"]
         params: dict[str, Any] = {"a": account_id, "n": max(1, min(limit, MAX_LIST_LIMIT))}
         terminal = [s.value for s in TERMINAL]
+        open_leg = ("EXISTS (SELECT 1 FROM orders l WHERE l.parent_id = orders.id "
+                    "AND l.state <> ALL(:terminal))")
+        if nested:
+            where.append("parent_id IS NULL")
         if status == "open":
-            where.append("state <> ALL(:terminal)")
+            where.append(f"(state <> ALL(:terminal) OR {open_leg})" if nested
+                         else "state <> ALL(:terminal)")
             params["terminal"] = terminal
         elif status == "closed":
-            where.append("state = ANY(:terminal)")
+            where.append(f"(state = ANY(:terminal) AND NOT {open_leg})" if nested
+                         else "state = ANY(:terminal)")
             params["terminal"] = terminal
         if after is not None:
             where.append("created_at > :after")
@@ -227,15 +276,26 @@ class OrderService:
         query = f"SELECT * FROM orders WHERE {' AND '.join(where)} ORDER BY created_at {order} LIMIT :n"
         async with reading(self.router.engine(shard)) as conn:
             rows = (await conn.execute(text(query), params)).mappings().all()
+        if nested:
+            return await self._nest(shard, rows)
         return [alpaca_order(r) for r in rows]
 
     async def cancel(self, account_id: uuid.UUID, order_id: str) -> dict[str, Any]:
         order = await self.get(account_id, order_id)  # 404 for another account's order
-        if order["status"] not in OPEN_STATUSES:
+        # a group's parent is open while any of its orders is (a filled entry, its exits live)
+        if order["status"] not in OPEN_STATUSES and not any(
+                leg["status"] in OPEN_STATUSES for leg in order["legs"] or ()):
             raise ApiError(422, "not_cancelable", f"order is {order['status']} and cannot be canceled",
                            code=42210000)
         try:
-            await self._update(account_id, order, OrderWorkflow.cancel)
+            if order["order_class"] != "simple":
+                # a group's order: the group cancels its open orders (Alpaca: canceling the
+                # parent or a leg cancels the group)
+                group = order_id if order["legs"] is not None else _parent_of(order)
+                await self._client().get_workflow_handle(GROUP_WORKFLOW_PREFIX + group).execute_update(
+                    OrderGroupWorkflow.cancel)
+            else:
+                await self._update(account_id, order, OrderWorkflow.cancel)
         except WorkflowUpdateFailedError as exc:
             raise _update_error(exc) from exc
         except RPCError as exc:
@@ -283,6 +343,9 @@ class OrderService:
         if order["status"] not in OPEN_STATUSES:
             raise ApiError(422, "not_replaceable", f"order is {order['status']} and cannot be "
                            "replaced", code=42210000)
+        if order["order_class"] != "simple":
+            raise ApiError(422, "not_replaceable", f"a {order['order_class']} order's orders are "
+                           "not replaced here: cancel the group and place a new one", code=42210000)
         new_id = str(uuid.uuid4())
         try:
             await self._update(account_id, order, OrderWorkflow.replace,
@@ -301,7 +364,9 @@ class OrderService:
 
     async def cancel_all(self, account_id: uuid.UUID) -> list[dict[str, Any]]:
         results = []
-        for order in await self.list_orders(account_id, status="open", limit=MAX_LIST_LIMIT):
+        # nested: a group is canceled once, through its parent
+        for order in await self.list_orders(account_id, status="open", limit=MAX_LIST_LIMIT,
+                                            nested=True):
             try:
                 body = await self.cancel(account_id, order["id"])
                 results.append({"id": order["id"], "status": 200, "body": body})
@@ -309,6 +374,12 @@ class OrderService:
                 results.append({"id": order["id"], "status": exc.status,
                                 "body": {"code": exc.code, "message": exc.message, "reason": exc.reason}})
         return results
+
+
+def _parent_of(order: dict[str, Any]) -> str:
+    parent = order.get("parent_id")
+    assert parent, "a group's leg names its parent"
+    return str(parent)
 
 
 def alpaca_order(row: sql.Row | Any) -> dict[str, Any]:

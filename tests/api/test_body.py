@@ -57,4 +57,7 @@ def test_every_endpoint_with_a_body_reads_it_through_the_bounded_route() -> None
 
     assert {"symbol", "qty", "limit_price", "client_order_id"} <= set(body("/v2/orders")["properties"])
     assert body("/v2/orders")["additionalProperties"] is False
+    # the legs of bracket / oco / oto orders are documented inline: every reference resolves
+    assert "limit_price" in str(body("/v2/orders")["properties"]["take_profit"])
+    assert "$defs" not in str(body("/v2/orders"))
     assert {"amount", "direction"} <= set(body("/v2/transfers")["required"])

@@ -42,7 +42,8 @@ K = VenueEventKind
 NOW = datetime(2026, 12, 3, 15, 0, tzinfo=UTC)
 OID = "00000000-0000-0000-0000-0000000000aa"
 ACCT = "00000000-0000-0000-0000-0000000000bb"
-PRE = (S.PENDING, S.VALIDATED, S.FUNDS_HELD)
+# HELD: a group's leg waiting at the broker (no venue has it): like an order not yet routed
+PRE = (S.PENDING, S.VALIDATED, S.FUNDS_HELD, S.HELD)
 REQ = parse_order_request({"symbol": "F", "side": "buy", "type": "limit", "time_in_force": "gtc",
                            "qty": "10", "limit_price": "100"})
 
@@ -162,7 +163,7 @@ EXPECTED: dict[str, dict[OrderState, str]] = {
     "finish canceled": row("CANCELED", "CANCELED"),
     "finish failed": row("FAILED", BAD),
     "finish rejected": row("REJECTED", "REJECTED"),
-    "finish expired": row(BAD, "EXPIRED", FUNDS_HELD="EXPIRED"),
+    "finish expired": row(BAD, "EXPIRED", FUNDS_HELD="EXPIRED", HELD="EXPIRED"),
     "resolve canceled": row("!not_resolvable", "CANCELED"),
     "resolve filled": row("!not_resolvable", "FILLED"),
     "resolve too much": row("!not_resolvable", "!invalid_resolution"),

@@ -91,7 +91,7 @@ def test_fills_never_overfill_and_the_hold_covers_or_tops_up(qty, slices, prices
     ({"symbol": "AAPL", "qty": 0, "side": "buy", "type": "market", "time_in_force": "day"}, "invalid_qty"),
     ({"symbol": "AAPL", "qty": 1, "side": "hold", "type": "market", "time_in_force": "day"}, "invalid_side"),
     ({"symbol": "AAPL", "qty": 1, "side": "buy", "type": "trailing_stop", "time_in_force": "day"},
-     "invalid_type"),
+     "missing_trail"),
     ({"symbol": "AAPL", "qty": 1, "side": "buy", "type": "stop", "stop_price": "5",
       "time_in_force": "opg"}, "invalid_time_in_force"),
     ({"symbol": "AAPL", "qty": 1, "side": "buy", "type": "stop", "time_in_force": "day"},

@@ -368,3 +368,30 @@ async def test_record_replace_unanswered_stuck_then_resolved(stack: TradingStack
     await stack.temporal.get_workflow_handle(o["id"]).execute_update("resolve", ResolveInput(
         order_id=o["id"], outcome="canceled", operator="recorder", note="venue: canceled"))
     await save(stack, "replace_unanswered_stuck_then_resolved", o["id"])
+
+
+async def test_record_bracket_take_profit_filled(stack: TradingStack) -> None:
+    await stack.set_quote("AAPL", "187.40", "187.50")
+    acct = await stack.account("5000")
+    o = await place(stack, acct, symbol="AAPL", qty="2", side="buy", type="market",
+                    time_in_force="gtc", order_class="bracket", take_profit={"limit_price": "195"},
+                    stop_loss={"stop_price": "180"})
+    tp = next(leg["id"] for leg in o["legs"] if leg["type"] == "limit")
+    await wait_order(stack, acct, tp, {"new"})
+    await stack.set_quote("AAPL", "195.00", "195.10")
+    await save(stack, "bracket_take_profit_filled", f"group-{o['id']}")
+    await stack.set_quote("AAPL", "187.40", "187.50")
+
+
+async def test_record_oco_stop_loss_fired(stack: TradingStack) -> None:
+    await stack.set_quote("MSFT", "410.00", "410.10")
+    acct = await stack.account("20000")
+    buy = await place(stack, acct, symbol="MSFT", qty="3", side="buy", type="market", time_in_force="day")
+    await wait_order(stack, acct, buy["id"], {"filled"})
+    o = await place(stack, acct, symbol="MSFT", qty="3", side="sell", type="limit",
+                    time_in_force="gtc", order_class="oco", take_profit={"limit_price": "420"},
+                    stop_loss={"stop_price": "400"})
+    await wait_order(stack, acct, o["id"], {"new"})
+    await stack.set_quote("MSFT", "399.00", "399.10")
+    await save(stack, "oco_stop_loss_fired", f"group-{o['id']}")
+    await stack.set_quote("MSFT", "410.00", "410.10")

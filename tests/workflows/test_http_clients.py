@@ -93,9 +93,9 @@ async def test_alpaca_py_sees_a_refusal_as_an_api_error(stack: TradingStack, bas
     with pytest.raises(APIError) as err:
         await asyncio.to_thread(tc.submit_order, MarketOrderRequest(
             symbol="AAPL", qty=1, side=OrderSide.BUY, time_in_force=TimeInForce.DAY,
-            order_class="bracket", take_profit=TakeProfitRequest(limit_price=200),
-            stop_loss=StopLossRequest(stop_price=180)))
-    assert err.value.status_code == 422 and "order_class_not_supported" in str(err.value)
+            order_class="bracket", take_profit=TakeProfitRequest(limit_price=170),
+            stop_loss=StopLossRequest(stop_price=180)))  # a take-profit below the stop
+    assert err.value.status_code == 422 and "invalid_take_profit" in str(err.value)
     assert await balances(stack, acct) == {"cash": 100000}
 
 

@@ -148,14 +148,12 @@ async def test_hostile_order_numbers_are_refused_at_once_with_nothing_held(
 # --- fields the server does not implement ------------------------------------------------
 
 UNSUPPORTED = [
-    (', "order_class": "bracket", "take_profit": {"limit_price": 14}, "stop_loss": {"stop_price": 11}',
-     "order_class_not_supported"),
-    (', "order_class": "oto", "stop_loss": {"stop_price": "11.00"}', "order_class_not_supported"),
-    (', "order_class": "oco"', "order_class_not_supported"),
-    (', "take_profit": {"limit_price": "14.00"}', "take_profit_not_supported"),
-    (', "stop_loss": {"stop_price": "11.00"}', "stop_loss_not_supported"),
-    (', "trail_price": "1.00"', "trail_price_not_supported"),
-    (', "trail_percent": "5"', "trail_percent_not_supported"),
+    # (bracket / oco / oto and their bad input: tests/workflows/test_order_groups.py)
+    (', "order_class": "mleg"', "invalid_order_class"),
+    (', "take_profit": {"limit_price": "14.00"}', "take_profit_not_allowed"),
+    (', "stop_loss": {"stop_price": "11.00"}', "stop_loss_not_allowed"),
+    (', "trail_price": "1.00"', "unexpected_trail"),  # a trail on a limit order
+    (', "trail_percent": "5"', "unexpected_trail"),
     (', "notional": "100"', "notional_not_supported"),
     (', "legs": []', "legs_not_supported"),
     (', "position_intent": "sell_to_open"', "position_intent_not_supported"),
@@ -172,6 +170,43 @@ async def test_an_unimplemented_field_is_refused_never_dropped(stack: TradingSta
     r, _ = await post_raw(stack, acct, "/v2/orders", order_json('"3"', '"12.50"', coid=coid, extra=extra))
     assert r.status_code == 422, r.text
     assert r.json()["reason"] == reason, r.text
+    assert await balances(stack, acct) == before
+    await no_workflow(stack, str(order_id_for(acct.account_id, coid)))
+
+
+# trailing stops: every bad trail is refused at once, nothing held, no workflow
+TRAILING = [
+    ('"trail_price": "1.00", "trail_percent": "5"', "day", "ambiguous_trail"),
+    ('"trail_price": null', "day", "missing_trail"),
+    ('"trail_price": "1.00", "limit_price": "12.00"', "day", "unexpected_limit_price"),
+    ('"trail_price": "1.00", "stop_price": "12.00"', "day", "unexpected_stop_price"),
+    ('"trail_price": "1.00"', "ioc", "invalid_time_in_force"),
+    ('"trail_percent": "5"', "fok", "invalid_time_in_force"),
+    ('"trail_price": "-1"', "day", "invalid_trail_price"),
+    ('"trail_price": "1.005"', "day", "invalid_price_increment"),
+    ('"trail_price": 1e30', "day", "trail_price_out_of_range"),
+    ('"trail_percent": "0"', "day", "invalid_trail_percent"),
+    ('"trail_percent": "100"', "day", "trail_percent_out_of_range"),
+    ('"trail_percent": 1e30', "day", "trail_percent_out_of_range"),
+    ('"trail_percent": "1.005"', "gtc", "invalid_trail_percent"),
+    ('"trail_percent": "1' + "0" * 1000 + '"', "day", "trail_percent_too_many_digits"),
+    ('"trail_percent": true', "day", "invalid_trail_percent"),
+]
+
+
+@pytest.mark.parametrize(("fields", "tif", "reason"), TRAILING, ids=[r for _, _, r in TRAILING])
+async def test_a_bad_trailing_stop_is_refused_with_nothing_held(stack: TradingStack, fields: str,
+                                                                tif: str, reason: str) -> None:
+    await stack.set_quote("F", "12.30", "12.31")
+    acct = await stack.account("1000")
+    before = await balances(stack, acct)
+    coid = f"trail-{uuid.uuid4().hex[:8]}"
+    body = (f'{{"symbol": "F", "qty": "3", "side": "buy", "type": "trailing_stop", '
+            f'"time_in_force": "{tif}", "client_order_id": "{coid}", {fields}}}')
+    r, took = await post_raw(stack, acct, "/v2/orders", body)
+    assert r.status_code == 422, r.text
+    assert r.json()["reason"] == reason, r.text
+    assert took < PROBE_DEADLINE_S
     assert await balances(stack, acct) == before
     await no_workflow(stack, str(order_id_for(acct.account_id, coid)))
 

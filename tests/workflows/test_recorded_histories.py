@@ -14,10 +14,11 @@ from temporalio.worker import Replayer
 from sherwood.temporal import DATA_CONVERTER
 from workflows.deposit import DepositWorkflow
 from workflows.order import OrderWorkflow
+from workflows.order_group import OrderGroupWorkflow
 from workflows.settlement import LedgerReconciliationWorkflow, SettlementWorkflow
 from workflows.withdrawal import WithdrawalWorkflow
 
-WORKFLOWS = [OrderWorkflow, DepositWorkflow, WithdrawalWorkflow, SettlementWorkflow,
+WORKFLOWS = [OrderWorkflow, OrderGroupWorkflow, DepositWorkflow, WithdrawalWorkflow, SettlementWorkflow,
              LedgerReconciliationWorkflow]
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 

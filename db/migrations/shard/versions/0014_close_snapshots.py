@@ -14,7 +14,7 @@ All three tables are append-only (the database refuses UPDATE, DELETE and TRUNCA
 is a record of what was, never corrected in place.
 
 Revision ID: 0014
-Revises: 0012
+Revises: 0013
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0014"
-down_revision = "0012"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 

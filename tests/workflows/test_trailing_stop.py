@@ -1,0 +1,259 @@
+"""Trailing stops over the real stack: held at the broker (status ``new``, the hold taken), the
+hwm and stop followed from published quotes and shown by GET, fired at the first quote that
+crosses the stop, routed as a market order, filled and booked; canceled while waiting with
+the hold released; durable across a SIGKILLed shard worker; through alpaca-py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from fix.codes import OrdType
+from tests.db.audit_books import audit_rows_about
+from tests.stack import TradingStack, headers, served
+from tests.workflows.order_helpers import balances, events, place, wait_order
+from tests.workflows.test_http_clients import trading_client
+
+D = Decimal
+
+
+async def publish_quote(stack: TradingStack, symbol: str, bid: str, ask: str) -> None:
+    """A quote as ingest leaves it: the latest-quote hash (and the venues' book), then the
+    symbol's pub/sub channel."""
+    await stack.set_quote(symbol, bid, ask)
+    keys = stack.settings.redis_prefix
+    await stack.redis.publish(f"{keys}:md:{symbol}", json.dumps(
+        {"T": "q", "S": symbol, "bp": bid, "ap": ask, "bs": 1, "as": 1,
+         "it": time.time_ns()}))
+
+
+async def wait_for(stack: TradingStack, acct: Any, order_id: str, what: str,
+                   cond: Any, timeout: float = 15) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    async with stack.http() as http:
+        while True:
+            r = await http.get(f"/v2/orders/{order_id}", headers=headers(acct))
+            assert r.status_code == 200, r.text
+            body = r.json()
+            if cond(body):
+                return body
+            if time.monotonic() > deadline:
+                raise AssertionError(f"order never showed {what}: {body}")
+            await asyncio.sleep(0.05)
+
+
+async def holding(stack: TradingStack, symbol: str, qty: int, bid: str, ask: str) -> Any:
+    await stack.set_quote(symbol, bid, ask)
+    acct = await stack.account("100000")
+    order = await place(stack, acct, symbol=symbol, qty=str(qty), side="buy", type="market",
+                        time_in_force="day")
+    await wait_order(stack, acct, order["id"], {"filled"})
+    return acct
+
+
+async def trigger_event(stack: TradingStack, shard: int, order_id: str) -> dict[str, Any]:
+    async with stack.router.engine(shard).connect() as conn:
+        row = (await conn.execute(text(
+            "SELECT data FROM order_events WHERE order_id = :o AND event = 'triggered'"),
+            {"o": uuid.UUID(order_id)})).one()
+    return dict(row.data)
+
+
+async def test_a_trailing_sell_follows_the_bid_fires_at_the_crossing_and_fills(stack: TradingStack) -> None:
+    acct = await holding(stack, "TSLA", 10, "200.00", "200.05")
+    order = await place(stack, acct, symbol="TSLA", qty="10", side="sell", type="trailing_stop",
+                        time_in_force="gtc", trail_price="2.50")
+    assert order["status"] == "new" and order["state"] == "FUNDS_HELD", order
+    assert order["type"] == "trailing_stop" and order["trail_price"] == "2.5"
+    assert order["trail_percent"] is None
+    bal = await balances(stack, acct)
+    assert bal["shares_held:TSLA"] == 10
+    oid = order["id"]
+    # the watch is live: it read the latest quote (and is subscribed since before it did)
+    await wait_for(stack, acct, oid, "hwm 200", lambda o: o["hwm"] == "200")
+    await publish_quote(stack, "TSLA", "203.00", "203.05")
+    seen = await wait_for(stack, acct, oid, "hwm 203", lambda o: o["hwm"] == "203")
+    assert seen["stop_price"] == "200.5" and seen["status"] == "new"
+    await publish_quote(stack, "TSLA", "201.00", "201.05")  # down, not to the stop
+    await publish_quote(stack, "TSLA", "204.00", "204.05")  # a new high
+    await wait_for(stack, acct, oid, "hwm 204", lambda o: o["hwm"] == "204")
+    await publish_quote(stack, "TSLA", "201.51", "201.60")  # a cent above the stop 201.50
+    await publish_quote(stack, "TSLA", "201.50", "201.55")  # the crossing
+    done = await wait_order(stack, acct, oid, {"filled"})
+    assert done["hwm"] == "204" and done["stop_price"] == "201.5"
+    assert done["filled_qty"] == "10"
+    fired = await trigger_event(stack, acct.shard, oid)
+    assert (fired["bid"], fired["hwm"], fired["stop_price"]) == ("201.50", "204.00", "201.50")
+    names = [e for e, _, _ in await events(stack, acct.shard, oid)]
+    assert names.index("triggered") < len(names) - 1 and names.count("triggered") == 1, names
+    bal = await balances(stack, acct)
+    assert "shares_held:TSLA" not in bal and "TSLA" not in {k.split(":")[-1] for k in bal
+                                                            if k.startswith("shares:")}
+    # the venue saw a market order
+    venue_order = next(o for mm in stack.venues.values() if (o := mm.engine.order(oid)) is not None)
+    assert venue_order.ord_type == OrdType.MARKET and venue_order.stop_px is None, venue_order
+    assert (await stack.router.ledger(acct.shard).reconcile()).ok
+    assert not await audit_rows_about(stack.router, acct)
+
+
+async def test_a_trailing_buy_holds_the_ask_plus_trail_and_a_cancel_releases_it(stack: TradingStack) -> None:
+    await stack.set_quote("NFLX", "400.00", "400.10")
+    acct = await stack.account("100000")
+    order = await place(stack, acct, symbol="NFLX", qty="5", side="buy", type="trailing_stop",
+                        time_in_force="day", trail_percent="1")
+    assert order["status"] == "new" and order["trail_percent"] == "1"
+    held = (await balances(stack, acct))["cash_held"]
+    assert held == (D(5) * D("400.10") * D("1.01") * D("1.05")).quantize(D("0.01"), rounding="ROUND_CEILING")
+    await wait_for(stack, acct, order["id"], "hwm", lambda o: o["hwm"] == "400.1")
+    await publish_quote(stack, "NFLX", "398.00", "398.10")  # a buy follows the ask down
+    shown = await wait_for(stack, acct, order["id"], "hwm 398.1", lambda o: o["hwm"] == "398.1")
+    assert shown["stop_price"] == "402.09"  # 398.10 x 1.01 = 402.081 -> up to the cent
+    async with stack.http() as http:
+        r = await http.delete(f"/v2/orders/{order['id']}", headers=headers(acct))
+    assert r.status_code == 204, r.text
+    done = await wait_order(stack, acct, order["id"], {"canceled"}, timeout=5)
+    assert done["state"] == "CANCELED"
+    assert "cash_held" not in await balances(stack, acct)
+    # the watch stopped: a crossing quote now changes nothing
+    await publish_quote(stack, "NFLX", "410.00", "410.10")
+    assert not any(mm.engine.order(order["id"]) for mm in stack.venues.values())
+    assert (await stack.router.ledger(acct.shard).reconcile()).ok
+    assert not await audit_rows_about(stack.router, acct)
+
+
+async def test_stale_and_missing_quotes_never_fire(stack: TradingStack) -> None:
+    acct = await holding(stack, "AMD", 3, "100.00", "100.05")
+    order = await place(stack, acct, symbol="AMD", qty="3", side="sell", type="trailing_stop",
+                        time_in_force="gtc", trail_price="1")
+    oid = order["id"]
+    await wait_for(stack, acct, oid, "hwm 100", lambda o: o["hwm"] == "100")
+    # an old quote (ingest stamped it long ago) far below the stop, then garbage
+    await stack.redis.publish(f"{stack.settings.redis_prefix}:md:AMD", json.dumps(
+        {"T": "q", "S": "AMD", "bp": "50", "ap": "50.05", "it": time.time_ns() - 3600 * 10**9}))
+    await stack.redis.publish(f"{stack.settings.redis_prefix}:md:AMD", b"not json")
+    await stack.redis.publish(f"{stack.settings.redis_prefix}:md:AMD", json.dumps(
+        {"T": "t", "S": "AMD", "p": "1"}))  # a trade, not a quote
+    # proof by state: a later fresh quote moves the hwm, so everything before it was read
+    await publish_quote(stack, "AMD", "100.50", "100.55")
+    body = await wait_for(stack, acct, oid, "hwm 100.5", lambda o: o["hwm"] == "100.5")
+    assert body["status"] == "new" and "triggered" not in [e for e, _, _ in await events(
+        stack, acct.shard, oid)]
+    async with stack.http() as http:
+        await http.delete(f"/v2/orders/{oid}", headers=headers(acct))
+    await wait_order(stack, acct, oid, {"canceled"})
+
+
+async def _watch_heartbeat(stack: TradingStack, oid: str, hwm: str, timeout: float = 20) -> None:
+    """Wait until the watching activity's last heartbeat (what a retry resumes from) has ``hwm``."""
+    handle = stack.temporal.get_workflow_handle(oid)
+    deadline = time.monotonic() + timeout
+    while True:
+        desc = await handle.describe()
+        for pa in desc.raw_description.pending_activities:
+            if pa.activity_type.name == "watch_trigger" and pa.heartbeat_details.payloads:
+                details = await stack.temporal.data_converter.decode(pa.heartbeat_details.payloads)
+                if details and details[0].get("hwm") == hwm:
+                    return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no heartbeat with hwm {hwm}")
+        await asyncio.sleep(0.1)
+
+
+async def _watch_restarted(stack: TradingStack, oid: str, timeout: float = 60) -> None:
+    """Wait until a new attempt of the watch runs and has heartbeated (it is subscribed)."""
+    handle = stack.temporal.get_workflow_handle(oid)
+    deadline = time.monotonic() + timeout
+    while True:
+        desc = await handle.describe()
+        for pa in desc.raw_description.pending_activities:
+            if (pa.activity_type.name == "watch_trigger" and pa.attempt >= 2
+                    and pa.HasField("last_heartbeat_time") and pa.HasField("last_started_time")
+                    and pa.last_heartbeat_time.ToDatetime() >= pa.last_started_time.ToDatetime()):
+                return
+        if time.monotonic() > deadline:
+            raise AssertionError("the watch was not retried on the restarted worker")
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.slow
+async def test_a_waiting_trailing_stop_survives_a_sigkilled_shard_worker(stack: TradingStack) -> None:
+    """The shard worker process is SIGKILLed while a trailing stop waits; quotes published
+    after its restart fire it at the first one crossing the stop computed from the hwm it had
+    before the kill (not from the quotes after it), and it fills."""
+    import signal
+    import sys
+
+    from workers.shard import ShardWorkers
+
+    acct = await holding(stack, "NVDA", 4, "100.00", "100.05")
+    s = stack.settings
+    env = stack.env(SHERWOOD_TRIGGER_POLL_S="0.2", SHERWOOD_TRIGGER_WRITE_INTERVAL_S="0.1",
+                    SHERWOOD_QUOTE_MAX_AGE_S=str(s.quote_max_age_s))
+
+    async def spawn() -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "sherwood", "serve", "shard-worker", env=env,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+
+    await stack.workers.stop()
+    proc = await spawn()
+    try:
+        order = await place(stack, acct, symbol="NVDA", qty="4", side="sell", type="trailing_stop",
+                            time_in_force="gtc", trail_price="3")
+        oid = order["id"]
+        await wait_for(stack, acct, oid, "hwm 100", lambda o: o["hwm"] == "100", timeout=30)
+        await publish_quote(stack, "NVDA", "110.00", "110.05")  # hwm 110, stop 107
+        await wait_for(stack, acct, oid, "hwm 110", lambda o: o["hwm"] == "110")
+        await _watch_heartbeat(stack, oid, "110.00")
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+        await stack.set_quote("NVDA", "108.00", "108.05")  # while it is down: above the stop
+        proc = await spawn()
+        await _watch_restarted(stack, oid)
+        # from a fresh start (hwm 108) the stop would be 105: 107.50 and 107.00 would not fire
+        await publish_quote(stack, "NVDA", "107.50", "107.55")
+        await publish_quote(stack, "NVDA", "107.00", "107.05")  # the crossing of 110 - 3
+        await publish_quote(stack, "NVDA", "106.00", "106.05")
+        done = await wait_order(stack, acct, oid, {"filled"}, timeout=30)
+        assert done["hwm"] == "110" and done["stop_price"] == "107"
+        fired = await trigger_event(stack, acct.shard, oid)
+        assert fired["bid"] == "107.00", fired
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await proc.wait()
+        stack.workers = ShardWorkers(s, list(range(s.shard_count)), client=stack.temporal)
+        await stack.workers.start()
+    assert (await stack.router.ledger(acct.shard).reconcile()).ok
+
+
+@pytest.fixture(scope="module")
+async def base_url(stack: TradingStack) -> AsyncIterator[str]:
+    async with served(stack.app) as url:
+        yield url
+
+
+async def test_alpaca_py_places_a_trailing_stop_and_reads_its_hwm(stack: TradingStack, base_url: str) -> None:
+    from alpaca.trading.enums import OrderSide, OrderStatus, OrderType, TimeInForce
+    from alpaca.trading.requests import TrailingStopOrderRequest
+
+    acct = await holding(stack, "META", 2, "500.00", "500.20")
+    tc = trading_client(acct, base_url)
+    placed = await asyncio.to_thread(tc.submit_order, TrailingStopOrderRequest(
+        symbol="META", qty=2, side=OrderSide.SELL, time_in_force=TimeInForce.GTC, trail_percent=1.5))
+    assert placed.type == OrderType.TRAILING_STOP and placed.status == OrderStatus.NEW
+    assert placed.trail_percent == "1.5"
+    await wait_for(stack, acct, str(placed.id), "hwm", lambda o: o["hwm"] == "500")
+    got = await asyncio.to_thread(tc.get_order_by_id, placed.id)
+    assert got.hwm == "500" and got.stop_price == "492.5"  # 500 x 0.985
+    await publish_quote(stack, "META", "492.50", "492.60")
+    await wait_order(stack, acct, str(placed.id), {"filled"})
+    got = await asyncio.to_thread(tc.get_order_by_id, placed.id)
+    assert got.status == OrderStatus.FILLED and got.filled_qty == "2"
