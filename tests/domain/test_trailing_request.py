@@ -27,7 +27,7 @@ def req(**over: Any) -> dict[str, Any]:
     ({"trail_price": "1", "stop_price": "10"}, "unexpected_stop_price"),
     ({"trail_price": "1", "time_in_force": "ioc"}, "invalid_time_in_force"),
     ({"trail_price": "1", "time_in_force": "fok"}, "invalid_time_in_force"),
-    ({"trail_price": "1", "time_in_force": "opg"}, "time_in_force_not_supported"),
+    ({"trail_price": "1", "time_in_force": "opg"}, "invalid_time_in_force"),  # auctions: market, limit
     ({"trail_price": "1", "extended_hours": True}, "invalid_extended_hours"),
     ({"trail_price": "0"}, "invalid_trail_price"),
     ({"trail_price": "-2"}, "invalid_trail_price"),
