@@ -52,6 +52,14 @@ class ApplyReportsInput:
 
 
 @dataclass
+class HouseFillInput:
+    """An order with no whole share, for the firm to fill (``domain.fractional``)."""
+
+    order_id: str
+    symbol: str
+
+
+@dataclass
 class RejectUnacceptedInput:
     accept: AcceptOrderInput
     code: str
@@ -165,7 +173,21 @@ class OrderActivities:
             return None
         return await self.gateway.send_new_order(order)
 
+    @activity.defn(name="fill_from_house")
+    @final_unless_transient
+    async def fill_from_house(self, inp: HouseFillInput) -> OrderSnapshot:
+        """The firm fills an order with no whole share at the current quote's far side, or
+        rejects it (no quote, limit not reached, price moved past the hold, inventory bound):
+        one shard transaction, never a venue."""
+        quote = await self.quotes.get(inp.symbol)  # None when absent or stale
+        try:
+            return await self.store.house_fill(
+                inp.order_id, bid=quote.bid if quote else None, ask=quote.ask if quote else None,
+                max_inventory=self.limits.fractional_max_inventory)
+        except (DomainError, DbError) as exc:
+            raise business_error(exc) from exc
+
     def all(self) -> list[Callable[..., Any]]:
         return [self.accept_order, self.reject_unaccepted, self.transition_order, self.finish_order,
                 self.apply_reports, self.resolve_order, self.send_new_order_direct, self.load_order,
-                self.request_replace]
+                self.request_replace, self.fill_from_house]

@@ -44,6 +44,7 @@ from domain.order_decision import Decision, Execution
 from domain.order_machine import (
     Command,
     Finish,
+    HouseFill,
     MarkStuck,
     RequestCancel,
     Route,
@@ -258,6 +259,12 @@ RETURNING id, key, payload::text AS payload
 """
 
 
+_HOUSE_BALANCE = """
+SELECT coalesce(sum(b.balance), 0) FROM ledger_accounts la JOIN balances b ON b.ledger_account_id = la.id
+ WHERE la.owner_id IS NULL AND la.name = :n
+"""
+
+
 async def _lock(conn: AsyncConnection, order_id: str) -> OrderRow:
     row = await sql.first(conn, "SELECT * FROM orders WHERE id = :id FOR UPDATE",
                           {"id": uuid.UUID(order_id)})
@@ -422,6 +429,23 @@ class OrderStore:
 
         async def _do(w: _Writer) -> OrderSnapshot:
             order = await _lock(w.conn, order_id)
+            return (await w.write(decide(order, cmd, self.clock()))).snapshot()
+
+        return await self._tx(_do)  # type: ignore[no-any-return]
+
+    async def house_fill(self, order_id: str, *, bid: Decimal | None, ask: Decimal | None,
+                         max_inventory: Decimal) -> OrderSnapshot:
+        """The firm fills an order with no whole share at the quote (``domain.fractional``), or
+        rejects it, in one transaction. House fills of one symbol are serialized (a transaction
+        lock on the symbol), so that the firm's inventory bound holds when they race."""
+
+        async def _do(w: _Writer) -> OrderSnapshot:
+            order = await _lock(w.conn, order_id)
+            account = f"inventory:{order.symbol}"
+            await sql.execute(w.conn, "SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))",
+                              {"k": account})
+            inventory = Decimal(await sql.scalar(w.conn, _HOUSE_BALANCE, {"n": account}))
+            cmd = HouseFill(bid=bid, ask=ask, inventory=inventory, max_inventory=max_inventory)
             return (await w.write(decide(order, cmd, self.clock()))).snapshot()
 
         return await self._tx(_do)  # type: ignore[no-any-return]

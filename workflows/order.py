@@ -30,6 +30,7 @@ from temporalio.workflow import ParentClosePolicy
 with workflow.unsafe.imports_passed_through():
     from activities.orders import (
         ApplyReportsInput,
+        HouseFillInput,
         LoadOrderInput,
         OrderActivities,
         RejectUnacceptedInput,
@@ -40,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         VenueEvent,
         VenueOrder,
     )
+    from domain.fractional import house_only, venue_qty
     from domain.order_replace import REPLACEABLE, ReplaceRecorded
     from domain.orders import (
         AT_VENUE,
@@ -92,6 +94,9 @@ QUEUED_FOR_OPEN = "queued-for-the-open"
 # OrderCancelReplaceRequest is sent; once the venue replaced the order, its replacement's own
 # workflow is started here (a child left running when this one ends)
 CANCEL_REPLACE = "cancel-replace"
+# an order with no whole share (qty < 1, or a notional order) is filled by the firm at the quote
+# (domain.fractional) instead of being sent to a venue; only such orders take the patch
+FRACTIONAL = "fractional"
 ORDER_FAILED = "order_failed"  # the workflow fails: even the visible end could not be written
 # What an awaited activity raises when it fails: an ActivityError wrapping the cause for a
 # remote activity, but the activity's own ApplicationError, unwrapped, for a local one
@@ -310,9 +315,15 @@ class OrderWorkflow:
             await self._finish(S.CANCELED, "canceled before it was sent to a venue", actor="customer")
             self._cancel_requested = False
             return
+        if house_only(snap.qty) and workflow.patched(FRACTIONAL):
+            # nothing for a venue: the firm fills it (or rejects it) in one shard transaction
+            await self._local(OrderActivities.fill_from_house,
+                              HouseFillInput(order_id=snap.order_id, symbol=snap.symbol))
+            return
         req = self._inp.request
+        # a venue trades the whole part; the firm fills the fraction when that part is filled
         order = VenueOrder(order_id=snap.order_id, account_id=snap.account_id, shard=self._inp.shard,
-                           symbol=snap.symbol, side=snap.side, qty=snap.qty,
+                           symbol=snap.symbol, side=snap.side, qty=venue_qty(snap.qty),
                            order_type=str(req["type"]), time_in_force=str(req["time_in_force"]),
                            limit_price=_opt(req.get("limit_price")),
                            stop_price=_opt(req.get("stop_price")))
