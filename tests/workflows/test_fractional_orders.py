@@ -1,0 +1,155 @@
+"""Fractional and notional orders through the real stack (API, order workflow, gateway, FIX
+market maker, shard ledger), driven by alpaca-py's TradingClient: a $10 notional buy costs
+exactly $10.00 and the firm's inventory mirrors it; a 2.5-share buy goes to the venue as 2
+shares and the firm fills 0.5 at the venue's price; positions, activities and close_position
+handle the fractions; the ledger invariants hold."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from tests.db.audit_books import audit_rows_about
+from tests.stack import TradingStack, headers, served
+from tests.workflows.order_helpers import balances, wait_order
+from tests.workflows.test_http_clients import trading_client
+
+D = Decimal
+
+
+@pytest.fixture(scope="module")
+async def base_url(stack: TradingStack) -> AsyncIterator[str]:
+    async with served(stack.app) as url:
+        yield url
+
+
+async def moved_by(stack: TradingStack, acct: Any, order_id: str) -> dict[tuple[str, str], Decimal]:
+    """What the order's ledger transactions moved, per (owner, ledger account)."""
+    async with stack.router.engine(acct.shard).connect() as conn:
+        rows = (await conn.execute(text(
+            "SELECT coalesce(la.owner_id::text, 'house') AS owner, la.name, sum(e.amount) AS amount "
+            "FROM ledger_entries e JOIN ledger_accounts la ON la.id = e.ledger_account_id "
+            "WHERE e.txn_id LIKE :t GROUP BY 1, 2"), {"t": f"order:{order_id}:%"})).all()
+    return {(r.owner, r.name): D(r.amount) for r in rows if r.amount != 0}
+
+
+async def executions(stack: TradingStack, acct: Any, order_id: str) -> list[tuple[str, Decimal, Decimal]]:
+    async with stack.router.engine(acct.shard).connect() as conn:
+        rows = (await conn.execute(text(
+            "SELECT venue, qty, price FROM executions WHERE order_id = :o AND qty > 0 "
+            "ORDER BY received_at"), {"o": order_id})).all()
+    return [(r.venue, D(r.qty), D(r.price)) for r in rows]
+
+
+async def no_audit_findings(stack: TradingStack, acct: Any, *ids: str) -> None:
+    mine = await audit_rows_about(stack.router, acct, *ids)
+    assert not mine, mine
+
+
+async def test_a_ten_dollar_notional_buy_through_alpaca_py(stack: TradingStack, base_url: str) -> None:
+    from alpaca.trading.enums import OrderSide, TimeInForce
+    from alpaca.trading.requests import MarketOrderRequest
+
+    await stack.set_quote("AAPL", "187.40", "187.45")
+    acct = await stack.account("1000")
+    before = await balances(stack, acct)
+    tc = trading_client(acct, base_url)
+    order = await asyncio.to_thread(tc.submit_order, MarketOrderRequest(
+        symbol="AAPL", notional=10, side=OrderSide.BUY, time_in_force=TimeInForce.DAY))
+    assert order.notional == "10"
+    done = await wait_order(stack, acct, str(order.id), {"filled"})
+    # the exact quotient at 9 decimals, truncated; the customer pays the notional exactly
+    assert done["qty"] == "0.053347559" and done["filled_qty"] == "0.053347559"
+    assert done["filled_avg_price"] == "187.45" and done["notional"] == "10"
+    after = await balances(stack, acct)
+    assert after["cash"] == before["cash"] - D("10.00")
+    assert after["shares_unsettled:AAPL"] == D("0.053347559")
+    assert "cash_held" not in after
+    assert await moved_by(stack, acct, str(order.id)) == {
+        (str(acct.account_id), "cash"): D("-10"), ("house", "inventory_cash"): D("10"),
+        (str(acct.account_id), "shares_unsettled:AAPL"): D("0.053347559"),
+        ("house", "inventory:AAPL"): D("-0.053347559")}
+    assert await executions(stack, acct, str(order.id)) == [("house", D("0.053347559"), D("187.45"))]
+    [pos] = await asyncio.to_thread(tc.get_all_positions)
+    assert pos.symbol == "AAPL" and pos.qty == "0.053347559"
+    await no_audit_findings(stack, acct, str(order.id))
+
+
+async def test_a_fractional_qty_buy_then_close_the_fractional_position(
+    stack: TradingStack, base_url: str,
+) -> None:
+    from alpaca.trading.enums import OrderSide, TimeInForce
+    from alpaca.trading.requests import MarketOrderRequest
+
+    await stack.set_quote("AAPL", "190.00", "190.05")
+    acct = await stack.account("2000")
+    before = await balances(stack, acct)
+    tc = trading_client(acct, base_url)
+    order = await asyncio.to_thread(tc.submit_order, MarketOrderRequest(
+        symbol="AAPL", qty=2.5, side=OrderSide.BUY, time_in_force=TimeInForce.DAY))
+    done = await wait_order(stack, acct, str(order.id), {"filled"})
+    assert done["qty"] == "2.5" and done["filled_qty"] == "2.5"
+    ex = await executions(stack, acct, str(order.id))
+    # the venue traded the whole part (whole shares only), the firm the fraction at its price
+    venue_fills = [(v, q, p) for v, q, p in ex if v != "house"]
+    assert sum(q for _, q, _ in venue_fills) == 2
+    [(frac, px)] = [(q, p) for v, q, p in ex if v == "house"]
+    assert (frac, px) == (D("0.5"), venue_fills[-1][2])
+    # the fraction's value: half up to the cent (190.05 x 0.5 = 95.025 -> 95.03)
+    cost = sum(q * p for _, q, p in venue_fills) + (D("0.5") * px).quantize(D("0.01"), ROUND_HALF_UP)
+    after = await balances(stack, acct)
+    assert after["cash"] == before["cash"] - cost
+    assert after["shares_unsettled:AAPL"] == D("2.5")
+    [pos] = await asyncio.to_thread(tc.get_all_positions)
+    assert pos.qty == "2.5" and pos.qty_available == "2.5"
+
+    # FILL activities carry each execution's quantity, the fraction included
+    async with stack.http() as http:
+        r = await http.get("/v2/account/activities/FILL", headers=headers(acct))
+    assert r.status_code == 200, r.text
+    assert sorted(D(a["qty"]) for a in r.json()) == sorted(q for _, q, _ in ex)
+
+    # closing sells the fraction too: 2 shares at the venue, 0.5 from the firm
+    close = await asyncio.to_thread(tc.close_position, "AAPL")
+    assert close.qty == "2.5"
+    await wait_order(stack, acct, str(close.id), {"filled"})
+    assert await asyncio.to_thread(tc.get_all_positions) == []
+    sold = await executions(stack, acct, str(close.id))
+    assert sum(q for _, q, _ in sold) == D("2.5")
+    assert [q for v, q, _ in sold if v == "house"] == [D("0.5")]
+    bal = await balances(stack, acct)
+    assert not any(k.startswith("shares") for k in bal), bal
+    await no_audit_findings(stack, acct, str(order.id), str(close.id))
+
+
+async def test_fractional_orders_the_firm_cannot_fill_are_rejected_with_the_hold_released(
+    stack: TradingStack,
+) -> None:
+    await stack.set_quote("AAPL", "190.00", "190.05")
+    acct = await stack.account("1000")
+    before = await balances(stack, acct)
+    async with stack.http() as http:
+        # a fractional limit below the ask: nothing rests at the firm
+        r = await http.post("/v2/orders", headers=headers(acct), json={
+            "symbol": "AAPL", "qty": "0.5", "side": "buy", "type": "limit", "limit_price": "180",
+            "time_in_force": "day"})
+        assert r.status_code == 200, r.text
+        done = await wait_order(stack, acct, r.json()["id"], {"rejected"})
+        assert done["reject_code"] == "fractional_limit_not_marketable"
+        # a notional sell of shares the account does not have
+        r = await http.post("/v2/orders", headers=headers(acct), json={
+            "symbol": "AAPL", "notional": "10", "side": "sell", "type": "market", "time_in_force": "day"})
+        assert r.status_code == 403, r.text
+        for body, code in [({"notional": "10", "time_in_force": "gtc"}, "fractional_requires_day"),
+                           ({"qty": "0.5", "type": "stop", "stop_price": "200"}, "fractional_order_type"),
+                           ({"notional": "0.5"}, "notional_below_minimum"),
+                           ({"notional": "10", "qty": "1"}, "qty_and_notional")]:
+            r = await http.post("/v2/orders", headers=headers(acct), json={
+                "symbol": "AAPL", "side": "buy", "type": "market", "time_in_force": "day", **body})
+            assert r.status_code == 422 and r.json()["reason"] == code, r.text
+    assert await balances(stack, acct) == before
