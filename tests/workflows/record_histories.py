@@ -350,3 +350,27 @@ async def test_record_replace_refused_then_canceled(stack: TradingStack) -> None
     async with stack.http() as http:
         assert (await http.delete(f"/v2/orders/{o['id']}", headers=headers(acct))).status_code == 204
     await save(stack, "replace_refused_then_canceled", o["id"])
+
+
+async def test_record_notional_buy_filled_by_the_firm(stack: TradingStack) -> None:
+    await stack.set_quote("AAPL", "187.40", "187.45")
+    acct = await stack.account("5000")
+    o = await place(stack, acct, symbol="AAPL", notional="10", side="buy", type="market",
+                    time_in_force="day")
+    await save(stack, "notional_buy_filled_by_the_firm", o["id"])
+
+
+async def test_record_fractional_buy_whole_part_at_the_venue(stack: TradingStack) -> None:
+    await stack.set_quote("AAPL", "187.40", "187.50")
+    acct = await stack.account("5000")
+    o = await place(stack, acct, symbol="AAPL", qty="2.5", side="buy", type="market",
+                    time_in_force="day")
+    await save(stack, "fractional_buy_whole_part_at_the_venue", o["id"])
+
+
+async def test_record_fractional_limit_rejected_by_the_firm(stack: TradingStack) -> None:
+    await stack.set_quote("AAPL", "187.40", "187.50")
+    acct = await stack.account("5000")
+    o = await place(stack, acct, symbol="AAPL", qty="0.5", side="buy", type="limit",
+                    limit_price="150.00", time_in_force="day")
+    await save(stack, "fractional_limit_rejected_by_the_firm", o["id"])

@@ -153,3 +153,42 @@ async def test_fractional_orders_the_firm_cannot_fill_are_rejected_with_the_hold
                 "symbol": "AAPL", "side": "buy", "type": "market", "time_in_force": "day", **body})
             assert r.status_code == 422 and r.json()["reason"] == code, r.text
     assert await balances(stack, acct) == before
+
+
+def _patches(history: Any) -> list[str]:
+    import json
+
+    out = []
+    for e in history.events:
+        if e.HasField("marker_recorded_event_attributes") and \
+                e.marker_recorded_event_attributes.marker_name == "core_patch":
+            payload = e.marker_recorded_event_attributes.details["patch-data"].payloads[0]
+            out.append(json.loads(payload.data)["id"])
+    return out
+
+
+async def test_the_firms_fill_is_behind_the_fractional_patch_and_replays(stack: TradingStack) -> None:
+    """Only orders with no whole share take the ``fractional`` patch (whole and mixed orders
+    keep their steps); their histories replay in the sandbox (recorded ones:
+    histories/notional_buy_filled_by_the_firm.json and its neighbours)."""
+    from temporalio.worker import Replayer
+
+    from tests.workflows.order_helpers import place
+    from workflows.order import FRACTIONAL, OrderWorkflow
+
+    await stack.set_quote("AAPL", "187.40", "187.45")
+    acct = await stack.account("5000")
+    ids = {}
+    for name, body in {"notional": {"notional": "25"}, "tiny": {"qty": "0.25"},
+                       "mixed": {"qty": "1.25"}, "whole": {"qty": "1"}}.items():
+        o = await place(stack, acct, symbol="AAPL", side="buy", type="market", time_in_force="day",
+                        **body)
+        ids[name] = o["id"]
+    for name, oid in ids.items():
+        handle = stack.temporal.get_workflow_handle(oid)
+        assert (await handle.result())["state"] == "FILLED"
+        history = await handle.fetch_history()
+        assert (FRACTIONAL in _patches(history)) == (name in ("notional", "tiny")), name
+        result = await Replayer(workflows=[OrderWorkflow]).replay_workflow(history)
+        assert result.replay_failure is None, result.replay_failure
+    await no_audit_findings(stack, acct, *ids.values())
