@@ -81,7 +81,7 @@ async def test_bad_closes_are_refused_with_a_code_and_place_nothing(stack: Tradi
         ({"percentage": "0"}, 422, "invalid_percentage"),
         ({"percentage": "100.5"}, 422, "percentage_out_of_range"),
         ({"percentage": "nan"}, 422, "invalid_percentage"),
-        ({"percentage": "10"}, 422, "close_qty_zero"),  # 0.5 share
+        ({"percentage": "0.00000001"}, 422, "close_qty_zero"),  # 5e-10 share: below 1e-9
         ({"qty": "6"}, 422, "qty_exceeds_position"),
         ({"qty": "4"}, 403, "insufficient_qty"),
         ({}, 403, "insufficient_qty"),
