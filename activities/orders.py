@@ -13,15 +13,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.gateway_link import GatewayLink
+from db import rebalance
 from db.controls import ControlsCache
 from db.errors import DbError, LedgerRejected
 from db.orders import OrderStore, Quotes, RiskContext
+from db.rebalance import Funded
 from domain.errors import DomainError
 from domain.execution import VenueAck, VenueEvent, VenueOrder
 from domain.order_replace import ReplaceRecorded
@@ -57,6 +60,16 @@ class HouseFillInput:
 
     order_id: str
     symbol: str
+
+
+@dataclass
+class RebalanceStepInput:
+    """One step of the firm's inventory rebalance of ``symbol`` on ``shard`` (its order's id)."""
+
+    shard: int
+    symbol: str
+    order_id: str
+    collar: str = "0.05"
 
 
 @dataclass
@@ -187,7 +200,31 @@ class OrderActivities:
         except (DomainError, DbError) as exc:
             raise business_error(exc) from exc
 
+    @activity.defn(name="fund_rebalance")
+    @final_unless_transient
+    async def fund_rebalance(self, inp: RebalanceStepInput) -> Funded | None:
+        """Plan the rebalance from the inventory now and fund the firm's account for its order
+        (db.rebalance.fund); None: less than a whole share to rebalance."""
+        quote = await self.quotes.get(inp.symbol)
+        try:
+            return await rebalance.fund(self.store.engine, inp.shard, inp.symbol, inp.order_id,
+                                        ask=quote.ask if quote else None, collar=Decimal(inp.collar),
+                                        house_stripes=self.store.house_stripes)
+        except (DomainError, DbError) as exc:
+            raise business_error(exc) from exc
+
+    @activity.defn(name="return_rebalance")
+    @final_unless_transient
+    async def return_rebalance(self, inp: RebalanceStepInput) -> dict[str, str]:
+        """Give every balance of the firm's account back to the inventory (the order ended)."""
+        try:
+            return await rebalance.give_back(self.store.engine, inp.shard, inp.symbol, inp.order_id,
+                                             house_stripes=self.store.house_stripes)
+        except (DomainError, DbError) as exc:
+            raise business_error(exc) from exc
+
     def all(self) -> list[Callable[..., Any]]:
         return [self.accept_order, self.reject_unaccepted, self.transition_order, self.finish_order,
                 self.apply_reports, self.resolve_order, self.send_new_order_direct, self.load_order,
-                self.request_replace, self.fill_from_house]
+                self.request_replace, self.fill_from_house, self.fund_rebalance,
+                self.return_rebalance]

@@ -34,7 +34,7 @@ from db.risk import load_risk_context
 from db.shard_status import HALT_REASON
 from db.shortfalls import cover_if_settled, record_fill_shortfall
 from db.sql import Row
-from domain import calendar
+from domain import calendar, fractional
 from domain.alpaca import trade_update
 from domain.errors import DomainError
 from domain.execution import VenueEvent
@@ -125,6 +125,7 @@ class _Writer:
         self._inserts: dict[str, dict[str, Any]] = {}
         self._sets: dict[str, dict[str, Any]] = {}
         self._booked: list[dict[str, str]] = []
+        self.house_filled = False  # the firm filled a fraction in this transaction
 
     async def record(self, row: OrderRow, ex: Execution) -> bool:
         """Insert one execution row; False when (venue, exec_id) was recorded before."""
@@ -178,7 +179,17 @@ class _Writer:
         return order
 
     async def post(self, txn: LedgerTxn) -> PostResult:
+        self.house_filled |= txn.kind == "house_fill"
         return await post(self.conn, txn, house_stripes=self.house_stripes)
+
+    async def flag_rebalance(self, snap: OrderSnapshot) -> OrderSnapshot:
+        """Mark the snapshot when this transaction's fill by the firm left its inventory of the
+        symbol a whole share or more from zero (the workflow then starts the rebalance)."""
+        if self.house_filled:
+            inventory = Decimal(await sql.scalar(self.conn, _HOUSE_BALANCE,
+                                                 {"n": f"inventory:{snap.symbol}"}))
+            snap.rebalance = fractional.rebalance_plan(inventory) is not None
+        return snap
 
     async def _position(self, account: uuid.UUID, symbol: str) -> Decimal:
         q = await sql.scalar(self.conn, _POSITION, {
@@ -446,7 +457,7 @@ class OrderStore:
                               {"k": account})
             inventory = Decimal(await sql.scalar(w.conn, _HOUSE_BALANCE, {"n": account}))
             cmd = HouseFill(bid=bid, ask=ask, inventory=inventory, max_inventory=max_inventory)
-            return (await w.write(decide(order, cmd, self.clock()))).snapshot()
+            return await w.flag_rebalance((await w.write(decide(order, cmd, self.clock()))).snapshot())
 
         return await self._tx(_do)  # type: ignore[no-any-return]
 
@@ -481,7 +492,8 @@ class OrderStore:
 
         async def _do(w: _Writer) -> OrderSnapshot:
             start = await _lock(w.conn, order_id)
-            return (await self._book(w, start, reports, routed_venue, refused, self.clock())).snapshot()
+            booked = await self._book(w, start, reports, routed_venue, refused, self.clock())
+            return await w.flag_rebalance(booked.snapshot())
 
         while True:
             try:

@@ -23,8 +23,9 @@ Deliberately not here: reading quotes or balances, or writing anything.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
-from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_HALF_UP, Decimal
 
 from domain.orders import OrderError
 
@@ -119,3 +120,38 @@ def check_inventory(side: str, inventory: Decimal, qty: Decimal, max_inventory: 
     if abs(after) > max_inventory and abs(after) > abs(inventory):
         raise OrderError(f"the firm's inventory would be {after} shares (limit {max_inventory}): "
                          "try again after it is rebalanced", code="fractional_inventory_limit")
+
+
+# --- rebalancing -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RebalancePlan:
+    """Whole shares the firm trades at a venue to bring its inventory back toward zero: it
+    buys what it sold short to customers, sells what it bought from them."""
+
+    side: str
+    qty: Decimal
+
+
+def rebalance_plan(inventory: Decimal) -> RebalancePlan | None:
+    """The whole shares of ``inventory`` (None: less than one share away from zero)."""
+    whole = whole_part(abs(inventory))
+    if whole < 1:
+        return None
+    return RebalancePlan("buy" if inventory < 0 else "sell", whole)
+
+
+def firm_account_id(shard: int, symbol: str) -> uuid.UUID:
+    """The firm's own brokerage account that places the rebalance orders of ``symbol`` on
+    ``shard`` (one per symbol, so that two symbols' rebalances never share a balance)."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"sherwood:firm-inventory:{shard}:{symbol}")
+
+
+def rebalance_funding(plan: RebalancePlan, ask: Decimal | None, collar: Decimal) -> Decimal:
+    """Cash the firm's account is given for a rebalance buy: the market hold (qty x ask x (1 +
+    collar), up to the cent), or for a sell the shares to sell."""
+    if plan.side == "sell":
+        return plan.qty
+    if ask is None or ask <= 0:
+        raise OrderError("no current quote to rebalance at", code="no_quote")
+    return (plan.qty * ask * (1 + collar)).quantize(CENT, rounding=ROUND_CEILING)

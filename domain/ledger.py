@@ -406,6 +406,22 @@ def house_fill(txn_id: str, account_id: uuid.UUID, symbol: str, side: str, qty: 
                            memo={"symbol": symbol, "qty": str(q), "price": str(p), "side": side})
 
 
+def inventory_transfer(txn_id: str, firm_account: uuid.UUID, symbol: str,
+                       moves: Mapping[str, Decimal], *, kind: str = "inventory_transfer") -> LedgerTxn:
+    """Move balances between the firm's inventory (``inventory_cash``, ``inventory:SYM``) and
+    the firm's own brokerage account that trades its rebalance at a venue
+    (``domain.fractional``): ``moves`` names each of that account's ledger accounts and what it
+    receives (negative: what goes back to the inventory)."""
+    entries: list[Entry] = []
+    for name, amount in sorted(moves.items()):
+        if not amount:
+            continue
+        ref = customer(firm_account, name)
+        back = house("inventory_cash") if ref.currency == USD else house(f"inventory:{symbol}")
+        entries += [Entry.of(ref, amount), Entry.of(back, -amount)]
+    return LedgerTxn.build(txn_id, kind, entries, account_id=firm_account)
+
+
 def settle_customer(
     txn_id: str, account_id: uuid.UUID, *, cash: object = 0, shares: Mapping[str, object] | None = None,
     lots: Mapping[str, Decimal] | None = None,

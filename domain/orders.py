@@ -411,6 +411,9 @@ class OrderSnapshot:
     queued_until: str | None = None
     # the order that replaces (or is to replace) this one (cancel/replace)
     replaced_by: str | None = None
+    # the firm filled a fraction of it and its inventory of the symbol is a whole share or more
+    # away from zero: the workflow starts the rebalance (domain.fractional)
+    rebalance: bool = False
 
     @property
     def terminal(self) -> bool:

@@ -32,6 +32,7 @@ from sherwood.settings import Settings
 from sherwood.temporal import connect
 from workers.outbox import OutboxPublisher
 from workflows.order import OrderWorkflow
+from workflows.rebalance import RebalanceWorkflow
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,8 @@ class ShardWorkers:
             acts = OrderActivities(store, quotes, limits=limits, controls=self._controls,
                                    gateway=self._gateway)
             worker = Worker(
-                self.client, task_queue=shard_task_queue(n), workflows=[OrderWorkflow],
+                self.client, task_queue=shard_task_queue(n),
+                workflows=[OrderWorkflow, RebalanceWorkflow],
                 activities=acts.all(), max_concurrent_workflow_tasks=200,
                 max_concurrent_local_activities=200, no_remote_activities=True,
                 # The sandbox re-imports workflows/order.py for every new workflow run and proxies

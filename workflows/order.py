@@ -64,6 +64,7 @@ with workflow.unsafe.imports_passed_through():
         SYMBOL,
     )
     from sherwood.faults import INTERNAL_ERROR, is_internal, retries_within
+    from workflows.rebalance import start_rebalance
 
 S = OrderState
 LOCAL_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=100),
@@ -124,6 +125,7 @@ class OrderWorkflow:
         self._cancel_first: bool | None = None  # CANCEL_RECORDED_FIRST, once asked
         self._replace_req: ReplaceInput | None = None
         self._replace_done: dict[str, OrderSnapshot | ApplicationError] = {}
+        self._rebalance = False  # a fill by the firm left its inventory a share or more off
         # the OrderState search attribute's value (a continued run inherits its predecessor's)
         self._published: str | None = inp.snapshot.state if inp.snapshot else None
 
@@ -269,6 +271,9 @@ class OrderWorkflow:
                 continue
             await self._work()
         assert self._snap is not None
+        if self._rebalance and workflow.patched(FRACTIONAL):
+            await start_rebalance(inp.shard, self._snap.symbol, collar=inp.collar, timeouts=self._t,
+                                  day_ttl_s=inp.day_ttl_s, gateway_queue=inp.gateway_queue)
         return self._snap
 
     async def _late(self) -> None:
@@ -675,6 +680,7 @@ class OrderWorkflow:
 
     def _set(self, snap: OrderSnapshot) -> None:
         self._snap = snap
+        self._rebalance |= snap.rebalance
         if not self._direct:  # histories written before DIRECT_SEND: at every change
             self._publish_state()
 
