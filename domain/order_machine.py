@@ -682,7 +682,7 @@ def _house_fill(order: OrderRow, cmd: HouseFill, now: datetime) -> Decision:
              filled_value=terms.value, hold_amount=ZERO, state=S.FILLED, filled_at=now,
              hold_sources={} if left is not None else None)
     step.update("fill", position_of=order.symbol, price=str(terms.price), qty=str(terms.qty),
-                execution_id=f"{order.id}:fraction")
+                execution_id=f"{order.id}:fraction", execution_venue=fractional.HOUSE_VENUE)
     if released:
         step.event("released", actor="ledger", reason="unused hold released", to=S.FILLED,
                    ledger_txn=released)

@@ -110,7 +110,8 @@ def parse_replace(d: Mapping[str, object]) -> ReplaceRequest:
 def terms(old: OrderRow, req: ReplaceRequest) -> OrderRequest:
     """The replacement's terms (``qty``: the new total, what the original filled included, as
     FIX counts it), or a refusal: the original is not working at a venue (``not_replaceable``),
-    is not a limit order (``replace_not_supported``), the terms change nothing
+    is not a limit order (``replace_not_supported``), is fractional
+    (``fractional_replace_not_supported``), the terms change nothing
     (``nothing_to_replace``), or the total is not above what has filled (``qty_not_above_filled``)."""
     if old.state not in REPLACEABLE:
         raise OrderError(f"order is {old.state.value.lower()} and cannot be replaced",
@@ -118,6 +119,10 @@ def terms(old: OrderRow, req: ReplaceRequest) -> OrderRequest:
     if old.order_type != "limit":
         raise OrderError(f"{old.order_type} orders cannot be replaced here (limit orders only)",
                          code="replace_not_supported")
+    if old.notional is not None or old.qty != old.qty.to_integral_value():
+        # the venue knows only its whole part: cancel it and place a new order instead
+        raise OrderError("fractional orders cannot be replaced: cancel and place a new order",
+                         code="fractional_replace_not_supported")
     assert old.limit_price is not None
     new = OrderRequest(
         symbol=old.symbol, side=old.side, type=old.order_type,

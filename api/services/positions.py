@@ -83,7 +83,9 @@ async def holdings(
             fills = (await conn.execute(
                 text(
                     # via orders: (account_id, created_at) is indexed there, executions by order_id
-                    "SELECT e.symbol, e.side, e.qty, e.price FROM orders o "
+                    # a fill by the firm moved its booked value (a fraction to the cent, a
+                    # notional order its notional): that is what the shares cost
+                    "SELECT e.symbol, e.side, e.qty, e.price, e.raw->>'value' AS value FROM orders o "
                     "JOIN executions e ON e.order_id = o.id "
                     "LEFT JOIN ledger_transactions lt ON lt.id = e.ledger_txn_id "
                     "WHERE o.account_id = :a AND e.qty > 0 AND e.price IS NOT NULL"
@@ -101,7 +103,8 @@ async def holdings(
         qty.setdefault(r.symbol, {})[r.kind] = plain(Decimal(r.balance))
     by_symbol: dict[str, list[Fill]] = {}
     for f in fills:
-        by_symbol.setdefault(f.symbol, []).append(Fill(f.side, Decimal(f.qty), Decimal(f.price)))
+        by_symbol.setdefault(f.symbol, []).append(Fill(f.side, Decimal(f.qty), Decimal(f.price),
+                                                       None if f.value is None else Decimal(f.value)))
     meta: dict[str, tuple[str | None, str | None]] = {a.symbol: (str(a.id), a.exchange) for a in assets}
     out: dict[str, Holding] = {}
     for sym, parts in sorted(qty.items()):

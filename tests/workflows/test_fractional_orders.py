@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from api.routers.stream import trade_update as stream_message
 from tests.db.audit_books import audit_rows_about
 from tests.stack import TradingStack, headers, served
 from tests.workflows.order_helpers import balances, wait_order
@@ -77,6 +78,17 @@ async def test_a_ten_dollar_notional_buy_through_alpaca_py(stack: TradingStack, 
     assert await executions(stack, acct, str(order.id)) == [("house", D("0.053347559"), D("187.45"))]
     [pos] = await asyncio.to_thread(tc.get_all_positions)
     assert pos.symbol == "AAPL" and pos.qty == "0.053347559"
+    assert pos.cost_basis == "10"  # what was paid, not qty x price
+    # the trade_updates message of the fill: exact qty, price, position; the FILL activity's id
+    async with stack.router.engine(acct.shard).connect() as conn:
+        [payload] = (await conn.execute(text(
+            "SELECT payload FROM outbox WHERE key = :a AND payload->>'event' = 'fill' "
+            "AND payload->'order'->>'id' = :o"), {"a": str(acct.account_id), "o": str(order.id)})).scalars()
+    msg = stream_message(payload)
+    assert (msg["qty"], msg["price"], msg["position_qty"]) == ("0.053347559", "187.45", "0.053347559")
+    async with stack.http() as http:
+        [act] = (await http.get("/v2/account/activities/FILL", headers=headers(acct))).json()
+    assert act["id"].endswith("::" + msg["execution_id"]) and act["qty"] == "0.053347559"
     await no_audit_findings(stack, acct, str(order.id))
 
 
