@@ -374,3 +374,16 @@ async def test_record_fractional_limit_rejected_by_the_firm(stack: TradingStack)
     o = await place(stack, acct, symbol="AAPL", qty="0.5", side="buy", type="limit",
                     limit_price="150.00", time_in_force="day")
     await save(stack, "fractional_limit_rejected_by_the_firm", o["id"])
+
+
+async def test_record_fraction_starts_the_rebalance(stack: TradingStack) -> None:
+    """Two 0.6-share buys of F leave the firm 1.2 short (a fresh session's inventory is 0): the
+    second order's workflow starts the rebalance, which buys 1 share through a child order."""
+    await stack.set_quote("F", "12.30", "12.31")
+    acct = await stack.account("1000")
+    for _ in range(2):
+        o = await place(stack, acct, symbol="F", qty="0.6", side="buy", type="market",
+                        time_in_force="day")
+        await wait_order(stack, acct, o["id"], {"filled"})
+    await save(stack, "fraction_starts_the_rebalance", o["id"])
+    await save(stack, "rebalance_buys_a_whole_share", f"rebalance-{acct.shard}-F")

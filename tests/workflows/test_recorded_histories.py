@@ -14,11 +14,12 @@ from temporalio.worker import Replayer
 from sherwood.temporal import DATA_CONVERTER
 from workflows.deposit import DepositWorkflow
 from workflows.order import OrderWorkflow
+from workflows.rebalance import RebalanceWorkflow
 from workflows.settlement import LedgerReconciliationWorkflow, SettlementWorkflow
 from workflows.withdrawal import WithdrawalWorkflow
 
 WORKFLOWS = [OrderWorkflow, DepositWorkflow, WithdrawalWorkflow, SettlementWorkflow,
-             LedgerReconciliationWorkflow]
+             LedgerReconciliationWorkflow, RebalanceWorkflow]
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 
