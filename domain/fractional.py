@@ -53,7 +53,7 @@ def house_only(qty: str) -> bool:
 
 def venue_qty(qty: str) -> str:
     """The quantity sent to a venue (FIX OrderQty): the whole part, as a plain string."""
-    return str(whole_part(Decimal(qty)))
+    return format(whole_part(Decimal(qty)), "f")
 
 
 def fraction_value(qty: Decimal, price: Decimal) -> Decimal:
