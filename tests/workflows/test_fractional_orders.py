@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import Any
 
 import pytest
@@ -137,6 +137,38 @@ async def test_a_fractional_qty_buy_then_close_the_fractional_position(
     bal = await balances(stack, acct)
     assert not any(k.startswith("shares") for k in bal), bal
     await no_audit_findings(stack, acct, str(order.id), str(close.id))
+
+
+async def test_notional_sells_pay_the_notional_exactly(stack: TradingStack) -> None:
+    """$50 of a position sold: qty = 50 / bid truncated, proceeds exactly $50.00 (unsettled);
+    then "the rest in dollars": a notional worth the whole position at the bid sells it all (the
+    hold is the position, less than the collar's margin would want)."""
+    await stack.set_quote("AAPL", "190.00", "190.05")
+    acct = await stack.account("1000")
+    async with stack.http() as http:
+        r = await http.post("/v2/orders", headers=headers(acct), json={
+            "symbol": "AAPL", "qty": "1", "side": "buy", "type": "market", "time_in_force": "day"})
+        assert r.status_code == 200, r.text
+        await wait_order(stack, acct, r.json()["id"], {"filled"})
+        r = await http.post("/v2/orders", headers=headers(acct), json={
+            "symbol": "AAPL", "notional": "50", "side": "sell", "type": "market", "time_in_force": "day"})
+        assert r.status_code == 200, r.text
+        first = await wait_order(stack, acct, r.json()["id"], {"filled"})
+        assert first["qty"] == first["filled_qty"] == "0.263157894"  # 50 / 190, truncated
+        moved = await moved_by(stack, acct, first["id"])
+        [lot] = [k for k in moved if k[1].startswith("cash_unsettled@")]
+        assert moved[lot] == D(50) and moved[("house", "inventory:AAPL")] == D("0.263157894")
+        left = D(1) - D("0.263157894")
+        worth = (left * D("190.00")).quantize(D("0.01"), ROUND_DOWN)  # 139.99: covers >= qty at the bid
+        r = await http.post("/v2/orders", headers=headers(acct), json={
+            "symbol": "AAPL", "notional": str(worth), "side": "sell", "type": "market",
+            "time_in_force": "day"})
+        assert r.status_code == 200, r.text
+        rest = await wait_order(stack, acct, r.json()["id"], {"filled"})
+        assert D(rest["filled_qty"]) == (worth / D("190.00")).quantize(D("1E-9"), ROUND_DOWN)
+    bal = await balances(stack, acct)
+    assert not {k for k in bal if k.startswith("shares_held") or k == "cash_held"}, bal
+    await no_audit_findings(stack, acct, first["id"], rest["id"])
 
 
 async def test_fractional_orders_the_firm_cannot_fill_are_rejected_with_the_hold_released(
