@@ -21,7 +21,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
@@ -56,9 +56,14 @@ class RebalanceWorkflow:
         order_id = str(workflow.uuid4())
         step = RebalanceStepInput(shard=inp.shard, symbol=inp.symbol, order_id=order_id,
                                   collar=inp.collar)
-        funded: Funded | None = await workflow.execute_local_activity_method(
-            OrderActivities.fund_rebalance, step, start_to_close_timeout=timedelta(seconds=15),
-            retry_policy=retries_within(STEP_RETRY, 120))
+        try:
+            funded: Funded | None = await workflow.execute_local_activity_method(
+                OrderActivities.fund_rebalance, step, start_to_close_timeout=timedelta(seconds=15),
+                retry_policy=retries_within(STEP_RETRY, 120))
+        except (ActivityError, ApplicationError) as exc:  # no quote, the shard out of reach
+            # nothing was funded (one transaction): the next fill by the firm tries again
+            cause = exc.cause if isinstance(exc, ActivityError) and exc.cause else exc
+            return f"not rebalanced: {cause}"
         if funded is None:
             return "nothing to rebalance"
         request = {"symbol": inp.symbol, "side": funded.side, "qty": funded.qty, "type": "market",
