@@ -208,3 +208,41 @@ def test_the_house_fills_only_orders_without_a_whole_share() -> None:
         decide(order, HouseFill(D(1), D(1), D(0), D(100)), NOW)
     assert dataclasses.replace(order, state=S.CANCELED).terminal
     assert uuid.UUID(OID)  # ids used above are uuids
+
+
+def test_a_whole_part_only_partly_filled_leaves_the_fraction_unfilled() -> None:
+    order, acc = _accepted({"qty": "2.5"}, D("263.00"))
+    order = decide(order, Route("MM1"), NOW).order
+    part = VenueEvent(venue="MM1", exec_id="P1", order_id=OID, kind=VenueEventKind.FILL,
+                      status=VenueStatus.PARTIALLY_FILLED, cl_ord_id=OID, last_qty="1",
+                      last_px="100", cum_qty="1")
+    d1 = decide(order, part, NOW)
+    gone = VenueEvent(venue="MM1", exec_id="C1", order_id=OID, kind=VenueEventKind.CANCELED,
+                      status=VenueStatus.CANCELED, cl_ord_id=OID, cum_qty="1")
+    d2 = decide(d1.order, gone, NOW)
+    assert d2.order.state == S.CANCELED and d2.order.filled_qty == 1 and d2.order.hold_amount == 0
+    postings = acc.postings + d1.postings + d2.postings
+    assert not any(t.kind == "house_fill" for t in postings)
+    moved = _sums(postings)
+    assert moved == {(ACCT, "cash"): D(-100), ("house", "clearing_cash"): D(100),
+                     ("house", "clearing_shares:AAPL"): D(-1), (ACCT, "shares_unsettled:AAPL"): D(1)}
+
+
+def test_the_rebalance_plan_and_its_transfers() -> None:
+    from domain.ledger import inventory_transfer
+
+    assert fractional.rebalance_plan(D("-0.99")) is None
+    assert fractional.rebalance_plan(D("0.999999999")) is None
+    assert fractional.rebalance_plan(D("-1.2")) == fractional.RebalancePlan("buy", D(1))
+    assert fractional.rebalance_plan(D("3.7")) == fractional.RebalancePlan("sell", D(3))
+    plan = fractional.RebalancePlan("buy", D(2))
+    assert fractional.rebalance_funding(plan, D("100.01"), D("0.05")) == D("210.03")  # 210.021 up
+    assert fractional.rebalance_funding(fractional.RebalancePlan("sell", D(3)), None, D("0.05")) == 3
+    firm = fractional.firm_account_id(2, "AAPL")
+    assert firm == fractional.firm_account_id(2, "AAPL") != fractional.firm_account_id(2, "F")
+    t = inventory_transfer("t", firm, "AAPL", {"cash": D("210.03"), "shares_unsettled:AAPL": D(-2),
+                                               "cash_unsettled@2026-12-04": D(-5)})
+    assert _sums((t,)) == {
+        (str(firm), "cash"): D("210.03"), ("house", "inventory_cash"): D("-205.03"),
+        (str(firm), "shares_unsettled:AAPL"): D(-2), ("house", "inventory:AAPL"): D(2),
+        (str(firm), "cash_unsettled@2026-12-04"): D(-5)}
