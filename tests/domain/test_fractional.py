@@ -246,3 +246,15 @@ def test_the_rebalance_plan_and_its_transfers() -> None:
         (str(firm), "cash"): D("210.03"), ("house", "inventory_cash"): D("-205.03"),
         (str(firm), "shares_unsettled:AAPL"): D(-2), ("house", "inventory:AAPL"): D(2),
         (str(firm), "cash_unsettled@2026-12-04"): D(-5)}
+
+
+def test_an_operator_resolves_the_whole_part_and_the_fraction_follows() -> None:
+    from domain.order_machine import MarkStuck
+    from domain.orders import ResolveInput
+
+    order, _ = _accepted({"qty": "2.5"}, D("263.00"))
+    order = decide(order, Route("MM1"), NOW).order
+    stuck = decide(order, MarkStuck("silent venue"), NOW).order
+    d = decide(stuck, ResolveInput(order_id=OID, outcome="filled", filled_qty="2", avg_price="100"), NOW)
+    assert d.order.state == S.FILLED and d.order.filled_qty == D("2.5") and d.order.hold_amount == 0
+    assert [t.kind for t in d.postings if t.kind == "house_fill"] == ["house_fill"]
