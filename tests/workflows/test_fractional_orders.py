@@ -141,8 +141,8 @@ async def test_a_fractional_qty_buy_then_close_the_fractional_position(
 
 async def test_notional_sells_pay_the_notional_exactly(stack: TradingStack) -> None:
     """$50 of a position sold: qty = 50 / bid truncated, proceeds exactly $50.00 (unsettled);
-    then "the rest in dollars": a notional worth the whole position at the bid sells it all (the
-    hold is the position, less than the collar's margin would want)."""
+    then "the rest in dollars": a notional the position covers at the bid, though not with the
+    collar's margin, is taken holding the whole position, and what it did not sell is released."""
     await stack.set_quote("AAPL", "190.00", "190.05")
     acct = await stack.account("1000")
     async with stack.http() as http:
@@ -168,6 +168,7 @@ async def test_notional_sells_pay_the_notional_exactly(stack: TradingStack) -> N
         assert D(rest["filled_qty"]) == (worth / D("190.00")).quantize(D("1E-9"), ROUND_DOWN)
     bal = await balances(stack, acct)
     assert not {k for k in bal if k.startswith("shares_held") or k == "cash_held"}, bal
+    assert bal["shares_unsettled:AAPL"] == left - D(rest["filled_qty"])  # the sub-cent remainder
     await no_audit_findings(stack, acct, first["id"], rest["id"])
 
 
