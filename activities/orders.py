@@ -20,9 +20,11 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.gateway_link import GatewayLink
+from db import rebalance
 from db.controls import ControlsCache
 from db.errors import DbError, LedgerRejected
 from db.orders import OrderStore, Quotes, RiskContext
+from db.rebalance import Funded
 from domain.errors import DomainError
 from domain.execution import VenueAck, VenueEvent, VenueOrder
 from domain.order_replace import ReplaceRecorded
@@ -62,6 +64,24 @@ class GiveUpReplaceInput:
 class ActivateExitsInput:
     parent_id: str
     filled_qty: str  # what the group's entry filled (decimal as a string)
+
+
+@dataclass
+class HouseFillInput:
+    """An order with no whole share, for the firm to fill (``domain.fractional``)."""
+
+    order_id: str
+    symbol: str
+
+
+@dataclass
+class RebalanceStepInput:
+    """One step of the firm's inventory rebalance of ``symbol`` on ``shard`` (its order's id)."""
+
+    shard: int
+    symbol: str
+    order_id: str
+    collar: str = "0.05"
 
 
 @dataclass
@@ -210,7 +230,45 @@ class OrderActivities:
             return None
         return await self.gateway.send_new_order(order)
 
+    @activity.defn(name="fill_from_house")
+    @final_unless_transient
+    async def fill_from_house(self, inp: HouseFillInput) -> OrderSnapshot:
+        """The firm fills an order with no whole share at the current quote's far side, or
+        rejects it (no quote, limit not reached, price moved past the hold, inventory bound):
+        one shard transaction, never a venue."""
+        quote = await self.quotes.get(inp.symbol)  # None when absent or stale
+        try:
+            return await self.store.house_fill(
+                inp.order_id, bid=quote.bid if quote else None, ask=quote.ask if quote else None,
+                max_inventory=self.limits.fractional_max_inventory)
+        except (DomainError, DbError) as exc:
+            raise business_error(exc) from exc
+
+    @activity.defn(name="fund_rebalance")
+    @final_unless_transient
+    async def fund_rebalance(self, inp: RebalanceStepInput) -> Funded | None:
+        """Plan the rebalance from the inventory now and fund the firm's account for its order
+        (db.rebalance.fund); None: less than a whole share to rebalance."""
+        quote = await self.quotes.get(inp.symbol)
+        try:
+            return await rebalance.fund(self.store.engine, inp.shard, inp.symbol, inp.order_id,
+                                        ask=quote.ask if quote else None, collar=Decimal(inp.collar),
+                                        house_stripes=self.store.house_stripes)
+        except (DomainError, DbError) as exc:
+            raise business_error(exc) from exc
+
+    @activity.defn(name="return_rebalance")
+    @final_unless_transient
+    async def return_rebalance(self, inp: RebalanceStepInput) -> dict[str, str]:
+        """Give every balance of the firm's account back to the inventory (the order ended)."""
+        try:
+            return await rebalance.give_back(self.store.engine, inp.shard, inp.symbol, inp.order_id,
+                                             house_stripes=self.store.house_stripes)
+        except (DomainError, DbError) as exc:
+            raise business_error(exc) from exc
+
     def all(self) -> list[Callable[..., Any]]:
         return [self.accept_order, self.reject_unaccepted, self.transition_order, self.finish_order,
                 self.apply_reports, self.resolve_order, self.send_new_order_direct, self.load_order,
-                self.request_replace, self.give_up_replace, self.activate_exits]
+                self.request_replace, self.give_up_replace, self.activate_exits,
+                self.fill_from_house, self.fund_rebalance, self.return_rebalance]

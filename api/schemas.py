@@ -220,7 +220,10 @@ class OrderIn(BaseModel):
     """An order request (Alpaca shape). Numbers are JSON numbers or strings, read exactly."""
 
     symbol: str
-    qty: Number = Field(description="whole shares, 1..10^9")
+    qty: Number | None = Field(None, description="shares, up to 10^9, at most 9 decimals (a fraction "
+                                                 "of a share: market or limit, day only); or notional")
+    notional: Number | None = Field(None, description="USD to buy or sell (market, day only): at least "
+                                                      "$1, at most 2 decimals; or qty")
     side: Literal["buy", "sell"]
     type: Literal["market", "limit", "stop", "stop_limit", "trailing_stop"]
     time_in_force: Literal["day", "gtc", "ioc", "fok", "opg", "cls"] = Field(

@@ -101,11 +101,18 @@ FILL_BOOKINGS = r"""
 --   sell: shares_held:SYM -qty, the proceeds lot of its settlement date cash_unsettled@<date>
 --         +value (the undated pool cash_unsettled for sales booked before lots existed),
 --         clearing_cash -value, clearing_shares:SYM +qty
--- (value = qty x price) and nothing else.
+-- (value = qty x price) and nothing else. A fill by the firm (venue 'house', domain.fractional)
+-- has kind house_fill, its value as booked (raw.value: a fraction to the cent, a notional order
+-- its notional) and the firm's inventory_cash / inventory:SYM in place of the clearing accounts.
 WITH fill AS (
     SELECT x.venue, x.exec_id, x.order_id, x.account_id, x.side, x.symbol, x.qty, x.price,
-           x.qty * x.price AS value, x.ledger_txn_id, x.settle_date,
-           CASE x.side WHEN 'buy' THEN 1 ELSE -1 END AS sign
+           CASE WHEN x.venue = 'house' THEN (x.raw->>'value')::numeric ELSE x.qty * x.price END
+             AS value, x.ledger_txn_id, x.settle_date,
+           CASE x.side WHEN 'buy' THEN 1 ELSE -1 END AS sign,
+           CASE WHEN x.venue = 'house' THEN 'inventory_cash' ELSE 'clearing_cash' END AS street_cash,
+           CASE WHEN x.venue = 'house' THEN 'inventory:' ELSE 'clearing_shares:' END || x.symbol
+             AS street_shares,
+           CASE WHEN x.venue = 'house' THEN 'house_fill' ELSE x.side || '_fill' END AS fill_kind
       FROM executions x
      WHERE x.qty > 0
 ), leg AS (  -- each entry of a fill's booking, named by the part of the shape it is
@@ -119,9 +126,8 @@ WITH fill AS (
              WHEN la.owner_id = f.account_id AND f.side = 'sell'
                   AND la.name IN ('cash_unsettled', 'cash_unsettled@' || f.settle_date::text)
                THEN 'customer_cash'
-             WHEN la.owner_id IS NULL AND la.name = 'clearing_cash' THEN 'clearing_cash'
-             WHEN la.owner_id IS NULL AND la.name = 'clearing_shares:' || f.symbol
-               THEN 'clearing_shares'
+             WHEN la.owner_id IS NULL AND la.name = f.street_cash THEN 'clearing_cash'
+             WHEN la.owner_id IS NULL AND la.name = f.street_shares THEN 'clearing_shares'
              ELSE 'other'
            END AS part
       FROM fill f
@@ -148,7 +154,7 @@ WITH fill AS (
              WHEN t.status <> 'posted' THEN 'booking not posted'
              WHEN f.ledger_txn_id IN (SELECT ledger_txn_id FROM sharing)
                THEN 'booking shared with another fill'
-             WHEN t.kind <> f.side || '_fill' THEN 'booked with the wrong kind'
+             WHEN t.kind <> f.fill_kind THEN 'booked with the wrong kind'
              WHEN t.account_id IS DISTINCT FROM f.account_id THEN 'booked for another account'
              WHEN s.customer_shares <> f.sign * f.qty OR s.customer_cash <> -f.sign * f.value
                OR s.clearing_cash <> f.sign * f.value OR s.clearing_shares <> -f.sign * f.qty
@@ -164,7 +170,7 @@ UNION ALL
 SELECT NULL, NULL, NULL, t.account_id, NULL, NULL, NULL, NULL, t.id, t.kind, t.status,
        NULL, NULL, NULL, NULL, NULL, 'no fill points at this booking'
   FROM ledger_transactions t
- WHERE t.kind IN ('buy_fill', 'sell_fill') AND t.status = 'posted'
+ WHERE t.kind IN ('buy_fill', 'sell_fill', 'house_fill') AND t.status = 'posted'
    AND NOT EXISTS (SELECT 1 FROM executions x WHERE x.ledger_txn_id = t.id AND x.qty > 0)
  ORDER BY venue NULLS LAST, exec_id, ledger_txn_id
 """
@@ -229,12 +235,13 @@ CLEARING_ACCOUNTS = r"""
 -- for a sell, takes shares out of clearing_shares:SYM for a buy and puts them in for a sell;
 -- settlement closes exactly the fills it records in `settlements` against bank and custody. So
 -- clearing_cash == sum(buy values) - sum(sell values) and clearing_shares:SYM == sold - bought,
--- over the fills with no row in `settlements`.
+-- over the fills with no row in `settlements`. The firm's own fills (venue 'house') never touch
+-- clearing.
 WITH open_fill AS (
     SELECT x.side, x.symbol, x.qty, x.qty * x.price AS value
       FROM executions x
       JOIN ledger_transactions t ON t.id = x.ledger_txn_id AND t.status = 'posted'
-     WHERE x.qty > 0
+     WHERE x.qty > 0 AND x.venue <> 'house'
        AND NOT EXISTS (SELECT 1 FROM settlements s
                         WHERE s.venue = x.venue AND s.exec_id = x.exec_id)
 ), expected AS (

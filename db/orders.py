@@ -35,7 +35,7 @@ from db.risk import load_risk_context
 from db.shard_status import HALT_REASON
 from db.shortfalls import cover_if_settled, record_fill_shortfall
 from db.sql import Row
-from domain import calendar
+from domain import calendar, fractional
 from domain import order_groups as groups
 from domain.alpaca import trade_update
 from domain.errors import DomainError
@@ -46,6 +46,7 @@ from domain.order_decision import Decision, Execution
 from domain.order_machine import (
     Command,
     Finish,
+    HouseFill,
     MarkStuck,
     RequestCancel,
     Route,
@@ -126,6 +127,7 @@ class _Writer:
         self._inserts: dict[str, dict[str, Any]] = {}
         self._sets: dict[str, dict[str, Any]] = {}
         self._booked: list[dict[str, str]] = []
+        self.house_filled = False  # the firm filled a fraction in this transaction
 
     async def record(self, row: OrderRow, ex: Execution) -> bool:
         """Insert one execution row; False when (venue, exec_id) was recorded before."""
@@ -179,7 +181,17 @@ class _Writer:
         return order
 
     async def post(self, txn: LedgerTxn) -> PostResult:
+        self.house_filled |= txn.kind == "house_fill"
         return await post(self.conn, txn, house_stripes=self.house_stripes)
+
+    async def flag_rebalance(self, snap: OrderSnapshot) -> OrderSnapshot:
+        """Mark the snapshot when this transaction's fill by the firm left its inventory of the
+        symbol a whole share or more from zero (the workflow then starts the rebalance)."""
+        if self.house_filled:
+            inventory = Decimal(await sql.scalar(self.conn, _HOUSE_BALANCE,
+                                                 {"n": f"inventory:{snap.symbol}"}))
+            snap.rebalance = fractional.rebalance_plan(inventory) is not None
+        return snap
 
     async def _position(self, account: uuid.UUID, symbol: str) -> Decimal:
         q = await sql.scalar(self.conn, _POSITION, {
@@ -257,6 +269,12 @@ SELECT 'trade_updates', u.key, u.payload
   FROM jsonb_to_recordset(CAST(:updates AS jsonb)) AS u(n int, key text, payload jsonb)
  ORDER BY u.n
 RETURNING id, key, payload::text AS payload
+"""
+
+
+_HOUSE_BALANCE = """
+SELECT coalesce(sum(b.balance), 0) FROM ledger_accounts la JOIN balances b ON b.ledger_account_id = la.id
+ WHERE la.owner_id IS NULL AND la.name = :n
 """
 
 
@@ -465,6 +483,23 @@ class OrderStore:
             raise OrderError(f"no order {order_id} on this shard", code="unknown_order")
         return OrderRow.from_mapping(row)
 
+    async def house_fill(self, order_id: str, *, bid: Decimal | None, ask: Decimal | None,
+                         max_inventory: Decimal) -> OrderSnapshot:
+        """The firm fills an order with no whole share at the quote (``domain.fractional``), or
+        rejects it, in one transaction. House fills of one symbol are serialized (a transaction
+        lock on the symbol), so that the firm's inventory bound holds when they race."""
+
+        async def _do(w: _Writer) -> OrderSnapshot:
+            order = await _lock(w.conn, order_id)
+            account = f"inventory:{order.symbol}"
+            await sql.execute(w.conn, "SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))",
+                              {"k": account})
+            inventory = Decimal(await sql.scalar(w.conn, _HOUSE_BALANCE, {"n": account}))
+            cmd = HouseFill(bid=bid, ask=ask, inventory=inventory, max_inventory=max_inventory)
+            return await w.flag_rebalance((await w.write(decide(order, cmd, self.clock()))).snapshot())
+
+        return await self._tx(_do)  # type: ignore[no-any-return]
+
     async def request_replace(self, order_id: str, change: Mapping[str, Any], *, new_id: str,
                               actor: str = "customer", day_ttl_s: float | None = None,
                               shard: int = 0, quotes: Quotes | None = None,
@@ -517,7 +552,8 @@ class OrderStore:
 
         async def _do(w: _Writer) -> OrderSnapshot:
             start = await _lock(w.conn, order_id)
-            return (await self._book(w, start, reports, routed_venue, refused, self.clock())).snapshot()
+            booked = await self._book(w, start, reports, routed_venue, refused, self.clock())
+            return await w.flag_rebalance(booked.snapshot())
 
         while True:
             try:

@@ -37,7 +37,7 @@ SELECT
                             ORDER BY f.received_at, f.exec_id), '[]'::json)
      FROM executions f WHERE f.account_id = :a AND f.qty > 0 AND f.trade_date >= :since) AS fills,
   ({SETTLED_CASH_ONLY_UNTIL}) AS gfv_until,
-  (SELECT json_build_array(tradable, status) FROM assets WHERE symbol = :sym) AS asset,
+  (SELECT json_build_array(tradable, status, fractionable) FROM assets WHERE symbol = :sym) AS asset,
   (SELECT sum(amount)::text FROM shortfalls WHERE account_id = :a AND covered_at IS NULL) AS owed
 """
 

@@ -28,6 +28,7 @@ from db.ledger import post
 from db.shortfalls import cover_if_settled
 from domain import calendar
 from domain import ledger as rules
+from domain.fractional import HOUSE_VENUE
 from domain.settlement import Break, Netting, ShardSettlement, StreetFill, check_settleable
 
 
@@ -107,6 +108,12 @@ async def settle_shard(
         clearing_shares: dict[str, Decimal] = defaultdict(Decimal)
         for r in rows:
             qty, price = Decimal(r.qty), Decimal(r.price)
+            if r.venue == HOUSE_VENUE:
+                # the firm filled it from its inventory (domain.fractional): the customer's side
+                # settles (shares; proceeds by their lot), nothing goes through the street
+                if r.side == "buy":
+                    shares[r.account_id][r.symbol] += qty
+                continue
             value = rules.fill_value(qty, price)
             n = netting.setdefault(r.symbol, Netting(r.symbol))
             n.fills += 1
@@ -205,8 +212,9 @@ async def settled_fills(engine: AsyncEngine, d: date) -> list[StreetFill]:
     async with engine.connect() as conn:
         rows = (await conn.execute(text(
             "SELECT e.venue, e.exec_id, e.qty, e.price, e.symbol, e.side FROM settlements s "
-            "JOIN executions e ON e.venue = s.venue AND e.exec_id = s.exec_id WHERE s.settled_on = :d"),
-            {"d": d})).all()
+            "JOIN executions e ON e.venue = s.venue AND e.exec_id = s.exec_id WHERE s.settled_on = :d "
+            "AND e.venue <> :house"),  # the firm's own fills never went through the street
+            {"d": d, "house": HOUSE_VENUE})).all()
     return [StreetFill(r.venue, r.exec_id, Decimal(r.qty), Decimal(r.price), r.symbol, r.side) for r in rows]
 
 

@@ -38,10 +38,12 @@ from domain.money import USD, check_scale, parse_decimal, positive_amount
 CUSTOMER_CASH = frozenset({"cash", "cash_held", "cash_unsettled"})
 CUSTOMER_SHARES = frozenset({"shares", "shares_held", "shares_unsettled"})
 # dividend_receivable: what paying agents owe the firm for dividends credited to customers;
-# reorg / reorg_cash: the street side of splits (shares) and their cash in lieu
+# reorg / reorg_cash: the street side of splits (shares) and their cash in lieu;
+# inventory:SYM / inventory_cash: the firm's own position, from filling fractions of shares
+# (domain.fractional); signed freely like every house account
 HOUSE_CASH = frozenset({"bank", "clearing_cash", "ach_provisional", "fees", "dividend_receivable",
-                        "reorg_cash"})
-HOUSE_SHARES = frozenset({"custody", "clearing_shares", "reorg"})
+                        "reorg_cash", "inventory_cash"})
+HOUSE_SHARES = frozenset({"custody", "clearing_shares", "reorg", "inventory"})
 
 _SYMBOL = re.compile(r"^[A-Z][A-Z0-9.]{0,9}$")
 
@@ -376,6 +378,51 @@ def sell_fill(txn_id: str, account_id: uuid.UUID, symbol: str, qty: object, pric
     ]
     return LedgerTxn.build(txn_id, "sell_fill", entries, account_id=account_id,
                            memo={"symbol": symbol, "qty": str(q), "price": str(p)})
+
+
+def house_fill(txn_id: str, account_id: uuid.UUID, symbol: str, side: str, qty: object,
+               value: object, price: object, *, topup: object = 0,
+               settles: date | None = None) -> LedgerTxn:
+    """The firm fills (a fraction of) an order from its own inventory (``domain.fractional``):
+    a buy's held cash pays ``inventory_cash`` and ``inventory:SYM`` delivers unsettled shares; a
+    sell's held shares go to ``inventory:SYM`` and ``inventory_cash`` pays the proceeds lot of
+    ``settles``. ``value`` is the cash that moves (not qty x price: a fraction is valued to the
+    cent, a notional order at its notional); ``topup`` as in :func:`buy_fill`."""
+    q = positive_amount(qty, symbol, field="qty")
+    v = positive_amount(value, USD, field="value")
+    p = positive_amount(price, USD, field="price")
+    extra = parse_decimal(topup, field="topup")
+    entries: list[Entry] = []
+    if side == "buy":
+        if extra > 0:
+            entries += [Entry.of(customer(account_id, "cash"), -check_scale(extra, USD)),
+                        Entry.of(customer(account_id, "cash_held"), check_scale(extra, USD))]
+        entries += [Entry.of(customer(account_id, "cash_held"), -v), Entry.of(house("inventory_cash"), v),
+                    Entry.of(house(f"inventory:{symbol}"), -q),
+                    Entry.of(customer(account_id, f"shares_unsettled:{symbol}"), q)]
+    else:
+        entries += [Entry.of(customer(account_id, f"shares_held:{symbol}"), -q),
+                    Entry.of(house(f"inventory:{symbol}"), q), Entry.of(house("inventory_cash"), -v),
+                    Entry.of(customer(account_id, proceeds_lot(settles) if settles else POOL), v)]
+    return LedgerTxn.build(txn_id, "house_fill", entries, account_id=account_id,
+                           allow_negative=extra > 0,
+                           memo={"symbol": symbol, "qty": str(q), "price": str(p), "side": side})
+
+
+def inventory_transfer(txn_id: str, firm_account: uuid.UUID, symbol: str,
+                       moves: Mapping[str, Decimal], *, kind: str = "inventory_transfer") -> LedgerTxn:
+    """Move balances between the firm's inventory (``inventory_cash``, ``inventory:SYM``) and
+    the firm's own brokerage account that trades its rebalance at a venue
+    (``domain.fractional``): ``moves`` names each of that account's ledger accounts and what it
+    receives (negative: what goes back to the inventory)."""
+    entries: list[Entry] = []
+    for name, amount in sorted(moves.items()):
+        if not amount:
+            continue
+        ref = customer(firm_account, name)
+        back = house("inventory_cash") if ref.currency == USD else house(f"inventory:{symbol}")
+        entries += [Entry.of(ref, amount), Entry.of(back, -amount)]
+    return LedgerTxn.build(txn_id, kind, entries, account_id=firm_account)
 
 
 def settle_customer(

@@ -16,7 +16,7 @@ from domain.errors import InvalidAmount
 
 USD = "USD"
 USD_SCALE = 4  # sub-penny fill prices x whole shares stay exact; display rounds to cents
-SHARE_SCALE = 6  # whole shares today; room for fractional shares later
+SHARE_SCALE = 9  # fractional shares: Alpaca takes up to 9 decimals
 
 # Customer input: a number is at most this many significant digits (trailing zeros count) and,
 # written as a string, this many characters; ASCII digits only (Decimal() would also read
@@ -35,7 +35,8 @@ class Bounds:
     scale: int
 
 
-QTY_BOUNDS = Bounds(Decimal(10) ** 9, 0)  # shares per order (whole shares)
+QTY_BOUNDS = Bounds(Decimal(10) ** 9, SHARE_SCALE)  # shares per order (fractions: DAY market/limit)
+NOTIONAL_BOUNDS = Bounds(Decimal(10) ** 7, 2)  # USD per notional (dollar-amount) order
 PRICE_BOUNDS = Bounds(Decimal(10) ** 6, 4)  # USD per share (the increment rule is the order's)
 AMOUNT_BOUNDS = Bounds(Decimal(10) ** 10, 2)  # USD per transfer
 

@@ -130,11 +130,16 @@ def terms(old: OrderRow, req: ReplaceRequest) -> OrderRequest:
     """The replacement's terms (``qty``: the new total, what the original filled included, as
     FIX counts it), or a refusal: the original is not working at a venue (``not_replaceable``),
     is a market order or the change names a price its type does not have
-    (``replace_not_supported``), the terms change nothing (``nothing_to_replace``), or the total
-    is not above what has filled (``qty_not_above_filled``)."""
+    (``replace_not_supported``), is fractional (``fractional_replace_not_supported``), the terms
+    change nothing (``nothing_to_replace``), or the total is not above what has filled
+    (``qty_not_above_filled``)."""
     if old.state not in REPLACEABLE:
         raise OrderError(f"order is {old.state.value.lower()} and cannot be replaced",
                          code="not_replaceable")
+    if old.notional is not None or old.qty != old.qty.to_integral_value():
+        # the venue knows only its whole part: cancel it and place a new order instead
+        raise OrderError("fractional orders cannot be replaced: cancel and place a new order",
+                         code="fractional_replace_not_supported")
     prices = PRICES.get(old.order_type)
     if prices is None:
         raise OrderError(f"{old.order_type} orders cannot be replaced (limit, stop and stop_limit "

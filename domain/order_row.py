@@ -135,7 +135,7 @@ def new_order(*, order_id: str, account_id: str, req: OrderRequest, request_hash
         id=uuid.UUID(order_id), account_id=uuid.UUID(account_id),
         client_order_id=req.client_order_id or order_id, request_hash=request_hash,
         symbol=req.symbol, side=req.side, order_type=req.type, time_in_force=req.time_in_force,
-        qty=column(req.qty), notional=None, limit_price=column(req.limit_price),
+        qty=column(req.qty), notional=column(req.notional), limit_price=column(req.limit_price),
         stop_price=column(req.stop_price), extended_hours=req.extended_hours, state=S.PENDING,
         cl_ord_id=order_id, venue=None, venue_order_id=None, filled_qty=column(ZERO),
         filled_avg_price=None, filled_value=column(ZERO),

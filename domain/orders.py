@@ -1,8 +1,9 @@
 """Orders: the state machine, request validation, hold sizing and fill arithmetic. Pure.
 
 The workflow and the activities both call these; nothing here touches a database, a clock or
-the network. Quantities and prices are Decimal; whole shares only (``notional`` orders are
-refused clearly until fractional trading exists).
+the network. Quantities and prices are Decimal. Fractional quantities (up to 9 decimals) and
+``notional`` (dollar-amount) orders are parsed and bounded here; how they fill is
+``domain.fractional``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from domain.errors import DomainError
 from domain.ledger import valid_symbol
-from domain.money import PRICE_BOUNDS, QTY_BOUNDS, USD, Bounds, bounded_decimal, check_scale
+from domain.money import NOTIONAL_BOUNDS, PRICE_BOUNDS, QTY_BOUNDS, USD, Bounds, bounded_decimal, check_scale
 
 
 class OrderState(StrEnum):
@@ -54,7 +55,9 @@ TRANSITIONS: dict[OrderState, frozenset[OrderState]] = {
     S.VALIDATED: frozenset({S.FUNDS_HELD, S.REJECTED, S.FAILED, S.CANCELED}),
     # REJECTED: the gateway's last check (a halt) refuses an order before any venue has it
     # STUCK from FUNDS_HELD: the send failed in a way that leaves open whether a venue has it
-    S.FUNDS_HELD: frozenset({S.ROUTED, S.CANCELED, S.FAILED, S.EXPIRED, S.REJECTED, S.STUCK}),
+    # FILLED: the firm fills an order with no whole share itself (domain.fractional)
+    S.FUNDS_HELD: frozenset({S.ROUTED, S.CANCELED, S.FAILED, S.EXPIRED, S.REJECTED, S.STUCK,
+                             S.FILLED}),
     # STUCK straight from the venue states: a venue report the rules refuse to book (an
     # overfill) needs a human as much as a venue that went silent
     S.ROUTED: frozenset(_VENUE_OUTCOMES | {S.PENDING_CANCEL, S.STUCK}),
@@ -129,19 +132,24 @@ TIFS = ("day", "gtc", "ioc", "fok", "opg", "cls")
 AUCTION_TIFS = ("opg", "cls")
 MAX_CLIENT_ORDER_ID = 128  # Alpaca's limit
 # Fields of an Alpaca order request this server reads.
-KNOWN_FIELDS = frozenset({"symbol", "side", "type", "order_type", "time_in_force", "qty", "limit_price",
+KNOWN_FIELDS = frozenset({"symbol", "side", "type", "order_type", "time_in_force", "qty", "notional",
+                          "limit_price",
                           "stop_price", "client_order_id", "extended_hours", "order_class",
                           "position_intent", "trail_price", "trail_percent", "take_profit",
                           "stop_loss"})
 # Alpaca fields this server does not implement: refused when set, never dropped (a bracket
 # order placed as a plain order would lose its stop-loss).
-UNSUPPORTED_FIELDS = ("notional", "legs", "advanced_instructions")
+UNSUPPORTED_FIELDS = ("legs", "advanced_instructions")
 SIMPLE_ORDER_CLASSES = ("simple", "")
 # order groups (domain.order_groups parses them; this module parses simple orders only)
 GROUP_ORDER_CLASSES = ("bracket", "oco", "oto")
 LEG_FIELDS = ("take_profit", "stop_loss")
 # what an order here always is (long only, no shorting): any other intent is refused
 POSITION_INTENTS = {"buy": "buy_to_open", "sell": "sell_to_close"}
+# Alpaca: fractional and notional orders are DAY only, no extended hours; notional orders are
+# market orders of at least $1; fractional quantities are market or limit orders
+MIN_NOTIONAL = Decimal(1)
+FRACTIONAL_TYPES = ("market", "limit")
 
 
 @dataclass(frozen=True)
@@ -158,6 +166,14 @@ class OrderRequest:
     # a trailing stop's trail: exactly one is set (dollars, or percent of the high-water mark)
     trail_price: Decimal | None = None
     trail_percent: Decimal | None = None
+    # a dollar amount (market DAY orders): ``qty`` is then 0 until the fill fixes it
+    notional: Decimal | None = None
+
+    @property
+    def fractional(self) -> bool:
+        """Filled at least in part by the firm (``domain.fractional``): a notional order or a
+        quantity with a fraction of a share."""
+        return self.notional is not None or self.qty != self.qty.to_integral_value()
 
     def hash(self) -> str:
         """Identity of what was asked (not of who or when): same body -> same hash. The trail
@@ -169,17 +185,24 @@ class OrderRequest:
             "extended_hours": self.extended_hours,
         }
         body.update(self._trail(_canon))
+        if self.notional is not None:  # absent otherwise: the hashes of qty orders are unchanged
+            body["notional"] = _canon(self.notional)
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
     def to_wire(self) -> dict[str, str | bool | None]:
-        return {
+        wire: dict[str, str | bool | None] = {
             "symbol": self.symbol, "side": self.side, "type": self.type,
-            "time_in_force": self.time_in_force, "qty": str(self.qty),
+            "time_in_force": self.time_in_force,
             "limit_price": None if self.limit_price is None else str(self.limit_price),
             "stop_price": None if self.stop_price is None else str(self.stop_price),
             "client_order_id": self.client_order_id, "extended_hours": self.extended_hours,
             **self._trail(str),
         }
+        if self.notional is not None:
+            wire["notional"] = str(self.notional)
+        else:
+            wire["qty"] = str(self.qty)
+        return wire
 
     def _trail(self, fmt: Callable[[Decimal], str | None]) -> dict[str, str | None]:
         out: dict[str, str | None] = {}
@@ -231,9 +254,7 @@ def parse_order_request(d: Mapping[str, object]) -> OrderRequest:
     if tif in AUCTION_TIFS and otype not in ("market", "limit"):
         raise OrderError(f"time_in_force {tif} (an auction order) is for market and limit orders",
                          code="invalid_time_in_force")
-    if d.get("qty") is None:
-        raise OrderError("qty is required", code="invalid_qty")
-    qty = bounded_decimal(d.get("qty"), QTY_BOUNDS, field="qty").quantize(Decimal(1))
+    qty, notional = _quantity(d)
     intent = d.get("position_intent")
     if intent is not None and intent != POSITION_INTENTS[side]:
         raise OrderError(f"position_intent {intent!r} is not supported: a {side} order here is "
@@ -265,9 +286,44 @@ def parse_order_request(d: Mapping[str, object]) -> OrderRequest:
     if ext and not (otype == "limit" and tif == "day"):
         raise OrderError("extended_hours orders must be limit orders with time_in_force day",
                          code="invalid_extended_hours")
-    return OrderRequest(symbol, side, otype, tif, qty, limit, stop, coid, ext, trail_price, trail_percent)
+    req = OrderRequest(symbol, side, otype, tif, qty, limit, stop, coid, ext, trail_price,
+                       trail_percent, notional)
+    _check_fractional(req)
+    return req
 
 
+def _quantity(d: Mapping[str, object]) -> tuple[Decimal, Decimal | None]:
+    """``qty`` (up to 9 decimals) or ``notional`` (USD, 2 decimals, at least $1): exactly one."""
+    if d.get("qty") is not None and d.get("notional") is not None:
+        raise OrderError("give qty or notional, not both", code="qty_and_notional")
+    if d.get("notional") is not None:
+        notional = bounded_decimal(d.get("notional"), NOTIONAL_BOUNDS, field="notional",
+                                   scale_code="notional_too_many_decimals")
+        if notional < MIN_NOTIONAL:
+            raise OrderError(f"notional must be at least ${MIN_NOTIONAL}", code="notional_below_minimum")
+        return Decimal(0), notional
+    if d.get("qty") is None:
+        raise OrderError("qty or notional is required", code="invalid_qty")
+    qty = bounded_decimal(d.get("qty"), QTY_BOUNDS, field="qty", scale_code="qty_too_many_decimals")
+    # whole quantities keep the form they always had ("3.0" is 3); fractions keep their digits
+    return (qty.quantize(Decimal(1)) if qty == qty.to_integral_value() else qty.normalize()), None
+
+
+def _check_fractional(req: OrderRequest) -> None:
+    """Alpaca's rules for fractional and notional orders."""
+    if not req.fractional:
+        return
+    what = "notional" if req.notional is not None else "fractional"
+    if req.notional is not None and req.type != "market":
+        raise OrderError("notional orders must be market orders", code="notional_requires_market")
+    if req.type not in FRACTIONAL_TYPES:
+        raise OrderError(f"{what} orders must be market or limit orders (not {req.type})",
+                         code="fractional_order_type")
+    if req.time_in_force != "day":
+        raise OrderError(f"{what} orders must have time_in_force day", code="fractional_requires_day")
+    if req.extended_hours:
+        raise OrderError(f"{what} orders cannot trade in extended hours",
+                         code="fractional_extended_hours")
 def _trail(d: Mapping[str, object], otype: str, tif: str) -> tuple[Decimal | None, Decimal | None]:
     """A trailing stop's trail: exactly one of ``trail_price`` (a valid price increment) and
     ``trail_percent`` (0 < p < 100, two decimals at most); neither on any other type."""
@@ -289,6 +345,8 @@ def _trail(d: Mapping[str, object], otype: str, tif: str) -> tuple[Decimal | Non
     if p >= 100:
         raise OrderError("trail_percent must be below 100", code="trail_percent_out_of_range")
     return None, p
+
+
 
 
 def _refuse_unimplemented(d: Mapping[str, object]) -> None:
@@ -321,10 +379,15 @@ def _cents_up(d: Decimal) -> Decimal:
 def buy_hold(req: OrderRequest, ask: Decimal | None, collar: Decimal) -> Decimal:
     """Cash to hold for a buy: qty x limit for limit types, qty x ask x (1 + collar) otherwise
     (a stop's: at least the stop; a trailing stop's: the ask plus its trail), rounded up to the
-    cent. Raises when a market-type buy has no price to estimate from."""
+    cent; a notional buy holds its notional, exactly. Raises when a market-type buy has no price
+    to estimate from."""
+    if req.notional is not None:
+        return req.notional
     if req.type == "limit" or req.type == "stop_limit":
         assert req.limit_price is not None
-        return check_scale(req.qty * req.limit_price, USD)
+        value = req.qty * req.limit_price
+        # a fraction of a share times a price has sub-cent digits: held to the cent above
+        return _cents_up(value) if req.fractional else check_scale(value, USD)
     ref = ask
     if req.type == "stop" and req.stop_price is not None:
         ref = max(ask or Decimal(0), req.stop_price)
@@ -352,16 +415,18 @@ class FillMath:
 
 def apply_fill(
     side: str, *, qty: Decimal, filled_qty: Decimal, filled_value: Decimal,
-    hold_remaining: Decimal, last_qty: Decimal, last_px: Decimal,
+    hold_remaining: Decimal, last_qty: Decimal, last_px: Decimal, value: Decimal | None = None,
 ) -> FillMath:
     """Arithmetic of one (partial) fill. Refuses an overfill: a venue can never fill more than
-    the order's quantity."""
+    the order's quantity. ``value``: the fill's cash value when it is not qty x price exactly (a
+    fraction filled by the firm, ``domain.fractional``)."""
     if last_qty <= 0 or last_px <= 0:
         raise OrderError("a fill needs a positive quantity and price", code="invalid_fill")
     new_filled = filled_qty + last_qty
     if new_filled > qty:
         raise OrderError(f"overfill: {new_filled} > order qty {qty}", code="overfill")
-    value = check_scale(last_qty * last_px, USD, field="fill value")
+    if value is None:
+        value = check_scale(last_qty * last_px, USD, field="fill value")
     total = filled_value + value
     avg = (total / new_filled).quantize(Decimal("0.000001"))
     # a fill beyond what is still held (a buy above its hold, any fill after the hold was
@@ -409,6 +474,9 @@ class OrderSnapshot:
     queued_until: str | None = None
     # the order that replaces (or is to replace) this one (cancel/replace)
     replaced_by: str | None = None
+    # the firm filled a fraction of it and its inventory of the symbol is a whole share or more
+    # away from zero: the workflow starts the rebalance (domain.fractional)
+    rebalance: bool = False
 
     @property
     def terminal(self) -> bool:

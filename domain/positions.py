@@ -33,6 +33,13 @@ class Fill:
     side: str  # buy | sell
     qty: Decimal
     price: Decimal
+    # the cash the fill moved when it is not qty x price (a fill by the firm: a fraction
+    # valued to the cent, a notional order at its notional; domain.fractional)
+    value: Decimal | None = None
+
+    @property
+    def cost(self) -> Fraction:
+        return Fraction(self.value) if self.value is not None else Fraction(self.qty) * Fraction(self.price)
 
 
 @dataclass(frozen=True)
@@ -92,12 +99,12 @@ def average_cost(fills: Iterable[Fill | Split]) -> CostBasis:
         last = f.price
         if f.side == "buy":
             qty += f.qty
-            cost += Fraction(f.qty) * Fraction(f.price)
+            cost += f.cost
         elif f.side == "sell":
             sold = min(f.qty, qty)
             if sold:
                 avg = cost / Fraction(qty)
-                realized += Fraction(sold) * (Fraction(f.price) - avg)
+                realized += f.cost * Fraction(sold) / Fraction(f.qty) - Fraction(sold) * avg
                 cost -= avg * Fraction(sold)
                 qty -= sold
             if qty == 0:

@@ -13,7 +13,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from domain import calendar
+from domain import calendar, fractional
 from domain.account import share_positions
 from domain.errors import DomainError
 from domain.hours import MarketClosed, route_at
@@ -46,6 +46,7 @@ class RiskLimits:
     instant_allowance: Decimal = Decimal(1000)
     concentration: Decimal = Decimal("0.25")
     enforce_market_hours: bool = True
+    fractional_max_inventory: Decimal = Decimal(100)  # shares, either way (domain.fractional)
 
 
 # --- buying power ------------------------------------------------------------------------
@@ -286,6 +287,7 @@ class Quotes:
 class AssetStatus:
     tradable: bool
     status: str  # active | inactive
+    fractionable: bool = True  # fractional and notional orders are taken
 
 
 @dataclass(frozen=True)
@@ -379,6 +381,22 @@ def replace_refusal(ctx: PreTradeContext, req: OrderRequest) -> Rejection | None
     return None
 
 
+def sell_hold(req: OrderRequest, bid: Decimal | None, collar: Decimal,
+              balances: Mapping[str, Decimal]) -> Decimal:
+    """Shares a sell holds: its qty; for a notional sell, the notional at the bid less the
+    collar (``domain.fractional.notional_sell_hold``), or the whole position when that is less
+    but still covers the notional at the bid (selling "all of it" in dollars)."""
+    if req.notional is None:
+        return req.qty
+    hold = fractional.notional_sell_hold(req.notional, bid, collar)
+    assert bid is not None
+    have = max(ZERO, balances.get(f"shares:{req.symbol}", ZERO)) + \
+        max(ZERO, balances.get(f"shares_unsettled:{req.symbol}", ZERO))
+    if have < hold and have >= fractional.notional_qty(req.notional, bid):
+        return have
+    return hold
+
+
 def hold_refused(req: OrderRequest, pre: PreTrade) -> Rejection:
     """Why the order is rejected when the ledger refuses its hold (the balance moved under it)."""
     if req.side == "buy":
@@ -406,14 +424,18 @@ def _checks(ctx: PreTradeContext, req: OrderRequest) -> tuple[Decimal, tuple[str
     if not ctx.asset.tradable or ctx.asset.status != "active":
         raise RiskRejection(f"{req.symbol} is not tradable", code="not_tradable")
     check_symbol(req, ctx.control)
+    if req.fractional and not ctx.asset.fractionable:
+        raise RiskRejection(f"{req.symbol} is not fractionable: order whole shares",
+                            code="not_fractionable")
     # when it goes to a venue: None for now, else the next open (queued until then); raises
     # market_closed for an extended-hours order outside the extended session
     queued = route_at(req, ctx.now) if ctx.limits.enforce_market_hours else None
     quotes = ctx.quotes
-    amount = buy_hold(req, quotes.ask, ctx.collar) if req.side == "buy" else req.qty
+    amount = buy_hold(req, quotes.ask, ctx.collar) if req.side == "buy" else \
+        sell_hold(req, quotes.bid, ctx.collar, account.balances)
     ref = req.limit_price or quotes.ask or quotes.bid or ZERO
-    check_order_limits(req, amount if req.side == "buy" else req.qty * ref, quotes.bid, quotes.ask,
-                       ctx.limits)
+    check_order_limits(req, amount if req.side == "buy" else req.notional or req.qty * ref, quotes.bid,
+                       quotes.ask, ctx.limits)
     prices = {**quotes.prices}
     if quotes.bid:
         prices.setdefault(req.symbol, quotes.bid)

@@ -107,6 +107,9 @@ def _order_terms(order: VenueOrder) -> tuple[str, str, str]:
     tif = _code(TIMES_IN_FORCE, order.time_in_force, "time in force")
     if not order.symbol or not order.qty:
         raise InvalidOrderMessage("symbol and qty are required")
+    if not order.qty.isdigit() or not int(order.qty):
+        # venues trade whole shares: a fraction is the firm's to fill (domain.fractional)
+        raise InvalidOrderMessage(f"OrderQty {order.qty!r} is not a whole number of shares")
     if ord_type in LIMIT_TYPES and not order.limit_price:
         raise InvalidOrderMessage(f"{order.order_type} order without limit_price")
     if ord_type in STOP_TYPES and not order.stop_price:

@@ -140,6 +140,10 @@ class Settings(BaseSettings):
     # Risk: pre-trade limits, market hours, rate limits.
     max_order_notional: Decimal = Decimal(250000)
     max_order_qty: Decimal = Decimal(100000)
+    # the firm's own position per symbol from filling fractions of shares (domain.fractional):
+    # an order the firm fills alone that would take it beyond this many shares either way is
+    # rejected (fractional_inventory_limit)
+    fractional_max_inventory: Decimal = Field(default=Decimal(100), gt=0)
     limit_price_band: Decimal = Decimal("0.10")
     instant_deposit_allowance: Decimal = Decimal(1000)
     concentration_warning_share: Decimal = Decimal("0.25")
@@ -240,7 +244,8 @@ class Settings(BaseSettings):
                           price_band=self.limit_price_band,
                           instant_allowance=self.instant_deposit_allowance,
                           concentration=self.concentration_warning_share,
-                          enforce_market_hours=self.enforce_market_hours)
+                          enforce_market_hours=self.enforce_market_hours,
+                          fractional_max_inventory=self.fractional_max_inventory)
 
     # back office
     # ACH: a transfer settles after ach_settle_days NYSE business days; ach_business_day_s

@@ -36,6 +36,7 @@ from sherwood.temporal import connect
 from workers.outbox import OutboxPublisher
 from workflows.order import OrderWorkflow
 from workflows.order_group import OrderGroupWorkflow
+from workflows.rebalance import RebalanceWorkflow
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,8 @@ class ShardWorkers:
             acts = OrderActivities(store, quotes, limits=limits, controls=self._controls,
                                    gateway=self._gateway)
             worker = Worker(
-                self.client, task_queue=shard_task_queue(n), workflows=[OrderWorkflow, OrderGroupWorkflow],
+                self.client, task_queue=shard_task_queue(n),
+                workflows=[OrderWorkflow, OrderGroupWorkflow, RebalanceWorkflow],
                 activities=acts.all(), max_concurrent_workflow_tasks=200,
                 max_concurrent_local_activities=200, no_remote_activities=True,
                 # The sandbox re-imports workflows/order.py for every new workflow run and proxies

@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.orders import (
         ApplyReportsInput,
         GiveUpReplaceInput,
+        HouseFillInput,
         LoadOrderInput,
         OrderActivities,
         RejectUnacceptedInput,
@@ -43,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
         VenueEvent,
         VenueOrder,
     )
+    from domain.fractional import house_only, venue_qty
     from domain.order_replace import REPLACEABLE, ReplaceRecorded
     from domain.orders import (
         AT_VENUE,
@@ -66,6 +68,7 @@ with workflow.unsafe.imports_passed_through():
         SYMBOL,
     )
     from sherwood.faults import INTERNAL_ERROR, is_internal, retries_within
+    from workflows.rebalance import start_rebalance
     from workflows.trailing import wait_for_trigger
 
 S = OrderState
@@ -103,6 +106,9 @@ REPLACE_DEADLINE = "replace-deadline"
 # a trailing stop waits, with its hold, for its broker-held trigger (workflows/trailing.py), then
 # routes as a market order; cancelable at once, expiring (nothing sent) at a DAY order's close
 TRAILING_STOP = "trailing-stop"
+# an order with no whole share (qty < 1, or a notional order) is filled by the firm at the quote
+# (domain.fractional) instead of being sent to a venue; only such orders take the patch
+FRACTIONAL = "fractional"
 ORDER_FAILED = "order_failed"  # the workflow fails: even the visible end could not be written
 # What an awaited activity raises when it fails: an ActivityError wrapping the cause for a
 # remote activity, but the activity's own ApplicationError, unwrapped, for a local one
@@ -130,6 +136,7 @@ class OrderWorkflow:
         self._cancel_first: bool | None = None  # CANCEL_RECORDED_FIRST, once asked
         self._replace_req: ReplaceInput | None = None
         self._replace_done: dict[str, OrderSnapshot | ApplicationError] = {}
+        self._rebalance = False  # a fill by the firm left its inventory a share or more off
         # the OrderState search attribute's value (a continued run inherits its predecessor's)
         self._published: str | None = inp.snapshot.state if inp.snapshot else None
 
@@ -286,6 +293,9 @@ class OrderWorkflow:
                 continue
             await self._work()
         assert self._snap is not None
+        if self._rebalance and workflow.patched(FRACTIONAL):
+            await start_rebalance(inp.shard, self._snap.symbol, collar=inp.collar, timeouts=self._t,
+                                  day_ttl_s=inp.day_ttl_s, gateway_queue=inp.gateway_queue)
         return self._snap
 
     async def _late(self) -> None:
@@ -351,11 +361,17 @@ class OrderWorkflow:
             await self._finish(S.CANCELED, "canceled before it was sent to a venue", actor="customer")
             self._cancel_requested = False
             return
+        if house_only(snap.qty) and workflow.patched(FRACTIONAL):
+            # nothing for a venue: the firm fills it (or rejects it) in one shard transaction
+            await self._local(OrderActivities.fill_from_house,
+                              HouseFillInput(order_id=snap.order_id, symbol=snap.symbol))
+            return
         req = self._inp.request
-        # a trailing stop is routed once its trigger fired: the venue gets a market order
+        # a trailing stop is routed once its trigger fired: the venue gets a market order; a venue
+        # trades the whole part, the firm fills the fraction when that part is filled
         otype = "market" if req["type"] == "trailing_stop" else str(req["type"])
         order = VenueOrder(order_id=snap.order_id, account_id=snap.account_id, shard=self._inp.shard,
-                           symbol=snap.symbol, side=snap.side, qty=snap.qty,
+                           symbol=snap.symbol, side=snap.side, qty=venue_qty(snap.qty),
                            order_type=otype, time_in_force=str(req["time_in_force"]),
                            limit_price=_opt(req.get("limit_price")),
                            stop_price=_opt(req.get("stop_price")))
@@ -722,6 +738,7 @@ class OrderWorkflow:
 
     def _set(self, snap: OrderSnapshot) -> None:
         self._snap = snap
+        self._rebalance |= snap.rebalance
         if not self._direct:  # histories written before DIRECT_SEND: at every change
             self._publish_state()
 

@@ -80,7 +80,8 @@ def trade_update(payload: dict[str, Any]) -> dict[str, Any]:
         if k in payload:
             data[k] = payload[k]
     if payload.get("execution_id"):
-        venue = (payload.get("order") or {}).get("venue") or ""
+        # a fill by the firm names its own venue (``house``): the order's may be none or another
+        venue = payload.get("execution_venue") or (payload.get("order") or {}).get("venue") or ""
         data["execution_id"] = str(fill_uuid(venue, str(payload["execution_id"])))
         data["venue_execution_id"] = payload["execution_id"]
     return data

@@ -49,7 +49,7 @@ ACTIVITY_TYPES = frozenset({
 CASH_TYPES = frozenset({"CSD", "CSW", "FEE", "JNLC", "DIV", "SPLIT", "REORG"})
 # Ledger transaction kinds that belong to trading (shown as FILL activities, or not at all).
 TRADE_KINDS = ("hold_cash", "release_cash", "hold_shares", "release_shares", "buy_fill",
-               "sell_fill", "settle", "clearing_close")
+               "sell_fill", "house_fill", "settle", "clearing_close")
 def fill_uuid(venue: str, exec_id: str) -> uuid.UUID:
     """Stable id of one execution (the same as the database computes: md5 as a uuid)."""
     return uuid.UUID(hashlib.md5(f"fill:{venue}:{exec_id}".encode(), usedforsecurity=False).hexdigest())

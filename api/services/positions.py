@@ -97,8 +97,10 @@ async def holdings(
             fills = (await conn.execute(
                 text(
                     # via orders: (account_id, created_at) is indexed there, executions by order_id
-                    "SELECT e.symbol, e.side, e.qty, e.price, coalesce(lt.created_at, e.received_at) AS at "
-                    "FROM orders o "
+                    # a fill by the firm moved its booked value (a fraction to the cent, a
+                    # notional order its notional): that is what the shares cost
+                    "SELECT e.symbol, e.side, e.qty, e.price, e.raw->>'value' AS value, "
+                    "coalesce(lt.created_at, e.received_at) AS at FROM orders o "
                     "JOIN executions e ON e.order_id = o.id "
                     "LEFT JOIN ledger_transactions lt ON lt.id = e.ledger_txn_id "
                     "WHERE o.account_id = :a AND e.qty > 0 AND e.price IS NOT NULL"
@@ -128,7 +130,8 @@ async def holdings(
         sym = f.symbol
         while sym in renamed and f.at <= renamed[sym][1]:  # booked before the symbol changed
             sym = renamed[sym][0]
-        events.setdefault(sym, []).append((f.at, 0, Fill(f.side, Decimal(f.qty), Decimal(f.price))))
+        events.setdefault(sym, []).append((f.at, 0, Fill(
+            f.side, Decimal(f.qty), Decimal(f.price), None if f.value is None else Decimal(f.value))))
     for sp in splits:
         events.setdefault(sp.symbol, []).append((sp.at, 1, Split(
             Decimal(sp.new_rate), Decimal(sp.old_rate), Decimal(sp.qty), Decimal(sp.new_qty),

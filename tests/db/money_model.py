@@ -290,12 +290,14 @@ class AccountModel:
         if released_cash:
             self._cover()
 
-    def fill(self, oid: str, qty: Decimal, px: Decimal, today: date) -> bool:
-        """Book a venue fill (also one after the order ended: it reopens STUCK). False: the books
+    def fill(self, oid: str, qty: Decimal, px: Decimal, today: date, *,
+             value: Decimal | None = None) -> bool:
+        """Book a venue fill (also one after the order ended: it reopens STUCK), or the firm's
+        fill of a fraction (``value``: its cash value, qty x px to the cent). False: the books
         cannot take it (a late sell of shares the account no longer has settled)."""
         order = self.orders[oid]
         late = order.state in ("CANCELED",)
-        value = qty * px
+        value = qty * px if value is None else value
         if order.side == "buy":
             topup = max(ZERO, value - order.hold)
             self.cash -= topup

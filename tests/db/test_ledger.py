@@ -222,7 +222,7 @@ async def test_bad_amounts_are_refused_and_write_nothing(router: ShardRouter, am
 async def test_too_many_share_decimals_refused(router: ShardRouter) -> None:
     acct, ledger = await funded(router, "100")
     with pytest.raises(InvalidAmount):
-        await ledger.hold_shares(f"{acct.account_id}:bs", acct.account_id, "AAPL", "1.0000001")
+        await ledger.hold_shares(f"{acct.account_id}:bs", acct.account_id, "AAPL", "1.0000000001")
 
 
 async def test_unknown_account_and_currency_refused(router: ShardRouter) -> None:

@@ -1,5 +1,6 @@
-"""Property test: random sequences of ledger operations across several accounts keep every
-invariant after every step (sum zero per currency, cached == recomputed, no negative customer
+"""Property test: random sequences of ledger operations across several accounts, fractional
+share quantities and the firm's fills (``house_fill``) included, keep every invariant after every
+step (sum zero per currency, cached == recomputed, no negative customer
 balance, and balances equal a model that applies exactly the posted transactions)."""
 
 from __future__ import annotations
@@ -15,11 +16,15 @@ from db.accounts import open_account
 from db.errors import InsufficientFunds
 from db.router import ShardRouter
 from domain import ledger as rules
+from domain.fractional import fraction_value
 
 SYMBOLS = ["AAPL", "F", "SIRI"]
 money = st.decimals(min_value=Decimal("0.01"), max_value=Decimal("500"), places=2)
 price = st.decimals(min_value=Decimal("0.5"), max_value=Decimal("200"), places=4)
 qty = st.integers(min_value=1, max_value=20)
+# fractional shares: 1e-9 share to 20 shares at 9 decimals (domain.fractional)
+frac_qty = st.decimals(min_value=Decimal("0.000000001"), max_value=Decimal("20"), places=9)
+any_qty = st.one_of(qty, frac_qty)
 who = st.integers(min_value=0, max_value=2)
 sym = st.sampled_from(SYMBOLS)
 
@@ -28,9 +33,10 @@ op = st.one_of(
     st.tuples(st.just("hold_cash"), who, money),
     st.tuples(st.just("release_cash"), who, money),
     st.tuples(st.just("buy_fill"), who, sym, qty, price),
-    st.tuples(st.just("settle_shares"), who, sym, qty),
-    st.tuples(st.just("hold_shares"), who, sym, qty),
-    st.tuples(st.just("release_shares"), who, sym, qty),
+    st.tuples(st.just("settle_shares"), who, sym, any_qty),
+    st.tuples(st.just("hold_shares"), who, sym, any_qty),
+    st.tuples(st.just("release_shares"), who, sym, any_qty),
+    st.tuples(st.just("house_fill"), who, sym, st.sampled_from(["buy", "sell"]), frac_qty, price),
     st.tuples(st.just("sell_fill"), who, sym, qty, price),
     st.tuples(st.just("settle_cash"), who, money),
     st.tuples(st.just("reverse"), st.integers(min_value=0, max_value=50)),
@@ -60,6 +66,9 @@ def build(step: tuple, accounts: list[uuid.UUID], txn_id: str) -> rules.LedgerTx
             return rules.hold_shares(txn_id, a, args[1], args[2])
         case "release_shares":
             return rules.release_shares(txn_id, a, args[1], args[2])
+        case "house_fill":
+            value = max(fraction_value(args[3], args[4]), Decimal("0.01"))
+            return rules.house_fill(txn_id, a, args[1], args[2], args[3], value, args[4])
     raise AssertionError(kind)
 
 

@@ -2,7 +2,8 @@
 
 Two accounts (a cash account and an instant account) on one scratch shard live through random
 days of business: ACH deposits credited provisionally then settled or returned, withdrawals
-held then sent or failed, limit and market buys and limit sells, full and partial fills at
+held then sent or failed, limit and market buys and limit sells, fractions of a share bought and
+sold (filled by the firm: ``domain.fractional``), full and partial fills at
 sub-penny prices (price improvement, market buys above their hold), cancels, reports the books
 refuse (the order goes STUCK) and an operator's resolution, fills after the order ended, days
 passing and the settlement runs of past days in order. Every write goes through the stores the
@@ -64,6 +65,7 @@ from db.settlement import settle_shard
 from domain import calendar
 from domain.account import account_figures
 from domain.execution import VenueEvent, VenueEventKind, VenueStatus
+from domain.fractional import fraction_value
 from domain.funding import TransferInput
 from domain.orders import AcceptOrderInput, OrderState, ResolveInput, parse_order_request
 from domain.risk import RiskLimits, buying_power
@@ -100,6 +102,8 @@ symbols = st.sampled_from(SYMBOLS)
 # after an order is held: 0 it rests at the venue, else the venue fills that percent of it at once
 fill_at_once = st.sampled_from((0, 0, 100, 100, 50))
 ticks = st.integers(0, 10_000)  # how far a fill price is from the limit (see _fill_price)
+# less than a share, to 9 decimals: filled by the firm (domain.fractional)
+fractions = st.integers(1, 999_999_999).map(lambda n: Decimal(n).scaleb(-9).normalize())
 
 
 class World:
@@ -324,6 +328,49 @@ class MoneyFlows(RuleBasedStateMachine):
             return (ask * (Decimal("0.9") + Decimal(ticks % 3000) / 10000)).quantize(Decimal("0.0001"))
         step = Decimal(ticks % 4000) / 10000
         return o.limit - step if o.side == "buy" else o.limit + step
+
+    @rule(acct=who, symbol=symbols, qty=fractions, price=prices)
+    def buy_fraction(self, acct: str, symbol: str, qty: Decimal, price: Decimal) -> None:
+        """A market buy of less than a share: the firm fills it at the ask (domain.fractional),
+        its value qty x ask to the cent, in one transaction, or rejects it (worth no cent)."""
+        req = {"symbol": symbol, "side": "buy", "qty": str(qty), "time_in_force": "day", "type": "market"}
+        oid, snap = self._accept(acct, req, price)
+        expected = self.models[acct].place_buy(oid, symbol, qty, limit=None, ask=price, today=self.day)
+        got = None if snap.state == OrderState.FUNDS_HELD else snap.reject_code
+        assert got == expected, (snap, self.models[acct])
+        event(f"fractional buy {got or 'held'}")
+        if got is None:
+            self._house_fill(acct, oid, qty, price)
+
+    @precondition(lambda self: any(m.position(s) > 0 for m in self.models.values() for s in SYMBOLS))
+    @rule(data=st.data(), price=prices)
+    def sell_fraction(self, data: st.DataObject, price: Decimal) -> None:
+        """Sell less than a share of a position (a limit DAY sell at the bid: marketable)."""
+        acct, symbol = data.draw(st.sampled_from([
+            (k, s) for k, m in self.models.items() for s in SYMBOLS if m.position(s) > 0]))
+        m = self.models[acct]
+        most = min(999_999_999, int(m.position(symbol).scaleb(9)))
+        qty = data.draw(st.integers(1, most).map(lambda n: Decimal(n).scaleb(-9).normalize()), label="qty")
+        req = {"symbol": symbol, "side": "sell", "qty": str(qty), "time_in_force": "day",
+               "type": "limit", "limit_price": str(price)}
+        oid, snap = self._accept(acct, req, price)
+        expected = m.place_sell(oid, symbol, qty, limit=price, today=self.day)
+        got = None if snap.state == OrderState.FUNDS_HELD else snap.reject_code
+        assert got == expected, (snap, m)
+        event(f"fractional sell {got or 'held'}")
+        if got is None:
+            self._house_fill(acct, oid, qty, price)
+
+    def _house_fill(self, acct: str, oid: str, qty: Decimal, price: Decimal) -> None:
+        snap = self.run(self.orders().house_fill(oid, bid=price, ask=price, max_inventory=Decimal(10**6)))
+        value = fraction_value(qty, price)
+        if not value:
+            assert snap.reject_code == "fractional_value_too_small", snap
+            self.models[acct].end(oid, "REJECTED")  # the hold released
+            del self.models[acct].orders[oid]  # rejected orders are not compared (as at accept)
+            return
+        assert snap.state == OrderState.FILLED, snap
+        assert self.models[acct].fill(oid, qty, price, self.day, value=value)
 
     @precondition(lambda self: self.orders_in("OPEN"))
     @rule(data=st.data(), part=st.integers(1, 100), ticks=ticks)

@@ -1,4 +1,5 @@
-"""What closing a position sells: qty, percentage (rounded down to whole shares) or everything;
+"""What closing a position sells: qty, percentage (rounded down to 1e-9 share: fractions are
+sold too) or everything;
 bad input refused with a code before anything is read or placed."""
 
 from __future__ import annotations
@@ -19,8 +20,11 @@ D = Decimal
     ("4.0", None, D(10), D(4)),
     ("10", None, D(10), D(10)),
     (None, "50", D(10), D(5)),
-    (None, "33.3", D(10), D(3)),  # 3.33 rounds down
-    (None, "99.999999999", D(10), D(9)),
+    (None, "33.3", D(10), D("3.33")),  # a fraction of a share is sold too (Alpaca)
+    (None, "33.333333333", D(10), D("3.333333333")),  # rounds down to 1e-9 share
+    (None, "99.999999999", D(10), D("9.999999999")),
+    ("0.5", None, D("2.5"), D("0.5")),
+    (None, None, D("0.053347"), D("0.053347")),
     (None, "100", D(7), D(7)),
     (None, "100.000", D(7), D(7)),
 ])
@@ -32,7 +36,7 @@ def test_what_a_close_sells(qty: str | None, pct: str | None, position: Decimal,
 @pytest.mark.parametrize(("qty", "pct", "code"), [
     ("1", "50", "qty_and_percentage"),
     ("abc", None, "invalid_qty"), ("-1", None, "invalid_qty"), ("0", None, "invalid_qty"),
-    ("1.5", None, "invalid_qty"), ("NaN", None, "invalid_qty"), ("1e26", None, "qty_out_of_range"),
+    ("1.0000000001", None, "invalid_qty"), ("NaN", None, "invalid_qty"), ("1e26", None, "qty_out_of_range"),
     ("9" * 60, None, "qty_too_many_digits"),
     (None, "0", "invalid_percentage"), (None, "-5", "invalid_percentage"),
     (None, "abc", "invalid_percentage"), (None, "100.5", "percentage_out_of_range"),
@@ -50,5 +54,5 @@ def test_a_close_cannot_sell_more_than_the_position_or_nothing() -> None:
         close_qty(D(3), CloseRequest(qty=D(4)))
     assert err.value.code == "qty_exceeds_position"
     with pytest.raises(CloseError) as err:
-        close_qty(D(3), CloseRequest(percentage=D(10)))  # 0.3 shares: nothing whole to sell
+        close_qty(D("0.000000001"), CloseRequest(percentage=D(10)))  # below 1e-9 share
     assert err.value.code == "close_qty_zero"

@@ -17,7 +17,7 @@ from domain.money import AMOUNT_BOUNDS, MAX_INPUT_DIGITS, PRICE_BOUNDS, QTY_BOUN
 @pytest.mark.parametrize(("value", "expected"), [
     (Decimal("3.0"), Decimal(3)), ("3", Decimal(3)), (3, Decimal(3)), (" 7 ", Decimal(7)),
     ("1e3", Decimal(1000)), (Decimal("1E+9"), Decimal(10) ** 9), (10**9, Decimal(10) ** 9),
-    ("3.000000", Decimal(3)),
+    ("3.000000", Decimal(3)), ("3.5", Decimal("3.5")), ("0.000000001", Decimal("1E-9")),
 ])
 def test_accepted_quantities(value: object, expected: Decimal) -> None:
     assert bounded_decimal(value, QTY_BOUNDS, field="qty") == expected
@@ -33,7 +33,7 @@ def test_accepted_quantities(value: object, expected: Decimal) -> None:
     (Decimal("NaN"), "invalid_qty"), ("-0", "invalid_qty"), (Decimal("-0.0"), "invalid_qty"),
     (0, "invalid_qty"),
     ("1_000", "invalid_qty"), ("\u0663", "invalid_qty"), ("0x10", "invalid_qty"), ("", "invalid_qty"),
-    ("3.5", "invalid_qty"), (Decimal("1e-1000000"), "invalid_qty"), (3.0, "invalid_qty"),
+    ("3.0000000005", "invalid_qty"), (Decimal("1e-1000000"), "invalid_qty"), (3.0, "invalid_qty"),
     (True, "invalid_qty"),
     (None, "invalid_qty"), ([3], "invalid_qty"), ("1e99999", "invalid_qty"),
 ])

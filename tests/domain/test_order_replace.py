@@ -70,6 +70,11 @@ def test_terms_refuse_what_cannot_be_replaced() -> None:
     with pytest.raises(OrderError) as exc:  # a stop order has no limit to move
         ask(stop_order("stop"), limit_price="90")
     assert exc.value.code == "replace_not_supported"
+    # a fractional order: the venue has only its whole part
+    fractional = dataclasses.replace(order_in(S.ACKED), qty=D("10.5"))
+    with pytest.raises(OrderError) as exc:
+        ask(fractional, limit_price="99")
+    assert exc.value.code == "fractional_replace_not_supported"
     with pytest.raises(OrderError) as exc:
         ask(order_in(S.ACKED), qty="10", limit_price="100", time_in_force="gtc")
     assert exc.value.code == "nothing_to_replace"

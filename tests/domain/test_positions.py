@@ -131,3 +131,18 @@ def _sold(fills: list[Fill]) -> list[tuple[Fill, Decimal]]:
             out.append((f, qty))
             qty -= min(qty, f.qty)
     return out
+
+
+def test_a_fill_by_the_firm_costs_what_it_moved() -> None:
+    """$10 of a $187.45 stock (0.053347559 shares): the cost basis is the $10 paid, not qty x
+    price; selling it all for $12 realizes $2 exactly."""
+    from fractions import Fraction
+
+    from domain.positions import Fill, average_cost
+
+    q = Decimal("0.053347559")
+    basis = average_cost([Fill("buy", q, Decimal("187.45"), Decimal("10"))])
+    assert basis.cost == Fraction(10) and basis.qty == q
+    sold = average_cost([Fill("buy", q, Decimal("187.45"), Decimal("10")),
+                         Fill("sell", q, Decimal("224.94"), Decimal("12"))])
+    assert sold.realized_pl == Fraction(2) and sold.qty == 0

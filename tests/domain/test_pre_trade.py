@@ -140,3 +140,29 @@ def test_instant_accounts_spend_provisional_deposits_up_to_the_allowance() -> No
 def test_concentration_is_a_warning_not_a_rejection() -> None:
     out = pre_trade(ctx(account=account(balances={"cash": D(2000)})), req(qty="10", limit_price="187.50"))
     assert out.ok and out.warnings and "concentration" in out.warnings[0]
+
+
+def test_fractional_and_notional_holds() -> None:
+    """A notional buy holds its notional; a fractional limit holds qty x limit up to the cent; a
+    notional sell holds the notional at the bid less the collar, or the whole position when that
+    is less but still covers the notional at the bid; a non-fractionable asset refuses them."""
+    def notional(side: str, amount: str) -> Any:
+        return parse_order_request({"symbol": "AAPL", "side": side, "type": "market",
+                                    "time_in_force": "day", "notional": amount})
+
+    assert pre_trade(ctx(), notional("buy", "10")).amount == D(10)
+    frac = pre_trade(ctx(), req(qty="0.333", limit_price="187.51"))
+    assert frac.amount == D("62.45")  # 62.44083 up to the cent
+    shares = {"cash": D(0), "shares:AAPL": D(5)}
+    # 100 / (187.40 x 0.95) = 100 / 178.03 = 0.5617030837..., truncated
+    assert pre_trade(ctx(account=account(balances=shares)), notional("sell", "100")).amount == \
+        D("0.561703083")
+    half = {"cash": D(0), "shares:AAPL": D("0.3"), "shares_unsettled:AAPL": D("0.25")}
+    # 0.55 shares: less than the margin wants, more than $100 at the bid (0.533617...)
+    assert pre_trade(ctx(account=account(balances=half)), notional("sell", "100")).amount == D("0.55")
+    refused = pre_trade(ctx(asset=AssetStatus(True, "active", fractionable=False)), notional("buy", "10"))
+    assert refused.rejection is not None and refused.rejection.code == "not_fractionable"
+    whole = pre_trade(ctx(asset=AssetStatus(True, "active", fractionable=False)), req())
+    assert whole.ok
+    no_quote = pre_trade(ctx(quotes=Quotes()), notional("sell", "10"))
+    assert no_quote.rejection is not None and no_quote.rejection.code == "no_quote"

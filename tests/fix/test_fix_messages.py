@@ -91,6 +91,12 @@ def test_new_order_single_round_trip(order_type: str, code: str, price_tags: lis
     assert got.transact_time and len(got.transact_time) == len("20260102-14:30:00.123")
 
 
+@pytest.mark.parametrize("qty", ["2.5", "0", "0.5", "1E+1", "-1"])
+def test_order_qty_to_a_venue_is_whole(qty: str) -> None:
+    with pytest.raises(InvalidOrderMessage, match="whole number"):
+        new_order_single(order(qty=qty))
+
+
 def test_cancel_and_status_requests_round_trip() -> None:
     req = VenueCancel(order_id=ORDER_ID, venue="MM1", symbol="AAPL", side="sell", qty="10",
                       attempt=2)

@@ -52,7 +52,7 @@ def street_source(router: ShardRouter):  # type: ignore[no-untyped-def]
         for n in range(router.shard_count):
             async with router.engine(n).connect() as conn:
                 rows = (await conn.execute(text(
-                    "SELECT venue, exec_id, qty, price FROM executions WHERE qty > 0 "
+                    "SELECT venue, exec_id, qty, price FROM executions WHERE qty > 0 AND venue <> 'house' "
                     "AND settle_date = :d"), {"d": settle})).all()
             out += [StreetFill(r.venue, r.exec_id, Decimal(r.qty), Decimal(r.price)) for r in rows]
         return out

@@ -395,3 +395,40 @@ async def test_record_oco_stop_loss_fired(stack: TradingStack) -> None:
     await stack.set_quote("MSFT", "399.00", "399.10")
     await save(stack, "oco_stop_loss_fired", f"group-{o['id']}")
     await stack.set_quote("MSFT", "410.00", "410.10")
+
+
+async def test_record_notional_buy_filled_by_the_firm(stack: TradingStack) -> None:
+    await stack.set_quote("AAPL", "187.40", "187.45")
+    acct = await stack.account("5000")
+    o = await place(stack, acct, symbol="AAPL", notional="10", side="buy", type="market",
+                    time_in_force="day")
+    await save(stack, "notional_buy_filled_by_the_firm", o["id"])
+
+
+async def test_record_fractional_buy_whole_part_at_the_venue(stack: TradingStack) -> None:
+    await stack.set_quote("AAPL", "187.40", "187.50")
+    acct = await stack.account("5000")
+    o = await place(stack, acct, symbol="AAPL", qty="2.5", side="buy", type="market",
+                    time_in_force="day")
+    await save(stack, "fractional_buy_whole_part_at_the_venue", o["id"])
+
+
+async def test_record_fractional_limit_rejected_by_the_firm(stack: TradingStack) -> None:
+    await stack.set_quote("AAPL", "187.40", "187.50")
+    acct = await stack.account("5000")
+    o = await place(stack, acct, symbol="AAPL", qty="0.5", side="buy", type="limit",
+                    limit_price="150.00", time_in_force="day")
+    await save(stack, "fractional_limit_rejected_by_the_firm", o["id"])
+
+
+async def test_record_fraction_starts_the_rebalance(stack: TradingStack) -> None:
+    """Two 0.6-share buys of F leave the firm 1.2 short (a fresh session's inventory is 0): the
+    second order's workflow starts the rebalance, which buys 1 share through a child order."""
+    await stack.set_quote("F", "12.30", "12.31")
+    acct = await stack.account("1000")
+    for _ in range(2):
+        o = await place(stack, acct, symbol="F", qty="0.6", side="buy", type="market",
+                        time_in_force="day")
+        await wait_order(stack, acct, o["id"], {"filled"})
+    await save(stack, "fraction_starts_the_rebalance", o["id"])
+    await save(stack, "rebalance_buys_a_whole_share", f"rebalance-{acct.shard}-F")

@@ -76,12 +76,12 @@ async def test_bad_closes_are_refused_with_a_code_and_place_nothing(stack: Tradi
     cases = [
         ({"qty": "1", "percentage": "50"}, 422, "qty_and_percentage"),
         ({"qty": "abc"}, 422, "invalid_qty"), ({"qty": "-1"}, 422, "invalid_qty"),
-        ({"qty": "1.5"}, 422, "invalid_qty"), ({"qty": "1e26"}, 422, "qty_out_of_range"),
+        ({"qty": "1.0000000001"}, 422, "invalid_qty"), ({"qty": "1e26"}, 422, "qty_out_of_range"),
         ({"qty": "9" * 60}, 422, "qty_too_many_digits"),
         ({"percentage": "0"}, 422, "invalid_percentage"),
         ({"percentage": "100.5"}, 422, "percentage_out_of_range"),
         ({"percentage": "nan"}, 422, "invalid_percentage"),
-        ({"percentage": "10"}, 422, "close_qty_zero"),  # 0.5 share
+        ({"percentage": "0.00000001"}, 422, "close_qty_zero"),  # 5e-10 share: below 1e-9
         ({"qty": "6"}, 422, "qty_exceeds_position"),
         ({"qty": "4"}, 403, "insufficient_qty"),
         ({}, 403, "insufficient_qty"),

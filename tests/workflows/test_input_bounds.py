@@ -119,9 +119,9 @@ PROBES = [
     ("3", "-0.0", "invalid_limit_price"),
     ('"1_000"', "12.50", "invalid_qty"),
     ('"\u0663"', "12.50", "invalid_qty"),  # an Arabic-Indic three: Decimal() would read it
-    ("3.5", "12.50", "invalid_qty"),
+    ("3.0000000005", "12.50", "qty_too_many_decimals"),  # fractions: at most 9 decimals
     ("3", "12.505", "invalid_price_increment"),
-    ("1e-1000000", "12.50", "invalid_qty"),
+    ("1e-1000000", "12.50", "qty_too_many_decimals"),
     ("true", "12.50", "invalid_qty"),
 ]
 
@@ -154,7 +154,7 @@ UNSUPPORTED = [
     (', "stop_loss": {"stop_price": "11.00"}', "stop_loss_not_allowed"),
     (', "trail_price": "1.00"', "unexpected_trail"),  # a trail on a limit order
     (', "trail_percent": "5"', "unexpected_trail"),
-    (', "notional": "100"', "notional_not_supported"),
+    (', "notional": "100"', "qty_and_notional"),
     (', "legs": []', "legs_not_supported"),
     (', "position_intent": "sell_to_open"', "position_intent_not_supported"),
     (', "no_such_field": 1', "unknown_field"),

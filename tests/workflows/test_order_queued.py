@@ -70,9 +70,9 @@ def at_venues(stack: TradingStack, order_id: str) -> list[str]:
 
 async def queued_buy(stack: TradingStack, acct, opens: datetime, **body) -> dict:
     async with stack.http() as http:
-        r = await post_order(http, "/v2/orders", headers(acct), {
+        r = await post_order(http, "/v2/orders", headers(acct), {k: v for k, v in {
             "symbol": "AAPL", "qty": "3", "side": "buy", "type": "market", "time_in_force": "day",
-            **body})
+            **body}.items() if v is not None})
     assert r.status_code == 200, r.text
     o = r.json()
     assert o["status"] == "accepted" and o["state"] == "FUNDS_HELD", o
@@ -177,3 +177,20 @@ async def test_a_halt_before_the_open_rejects_the_queued_order_at_the_open(stack
     assert done["reject_code"] == "symbol_halted", done
     assert at_venues(stack, o["id"]) == []
     assert await balances(stack, acct) == {"cash": D(10000)}
+
+
+async def test_a_notional_order_at_20_et_is_queued_then_filled_by_the_firm_at_the_open(
+        stack: TradingStack) -> None:
+    """A fractional order placed after the close is held and queued like any order; at the
+    open the firm fills it at the quote then (no venue ever sees it)."""
+    await stack.set_quote("AAPL", "187.40", "187.50")
+    acct = await stack.account("10000")
+    async with evening(stack, wait_s=3.0) as (_, opens):
+        o = await queued_buy(stack, acct, opens, qty=None, notional="100")
+        assert (await balances(stack, acct))["cash_held"] == D(100)
+        await stack.set_quote("AAPL", "200.00", "200.10")  # the quote at the open
+        done = await wait_order(stack, acct, o["id"], {"filled"}, timeout=20)
+    assert done["filled_avg_price"] == "200.1" and done["qty"] == "0.499750124"  # 100 / 200.10
+    assert at_venues(stack, o["id"]) == []
+    bal = await balances(stack, acct)
+    assert bal == {"cash": D(9900), "shares_unsettled:AAPL": D("0.499750124")}

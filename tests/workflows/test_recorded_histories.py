@@ -15,11 +15,12 @@ from sherwood.temporal import DATA_CONVERTER
 from workflows.deposit import DepositWorkflow
 from workflows.order import OrderWorkflow
 from workflows.order_group import OrderGroupWorkflow
+from workflows.rebalance import RebalanceWorkflow
 from workflows.settlement import LedgerReconciliationWorkflow, SettlementWorkflow
 from workflows.withdrawal import WithdrawalWorkflow
 
 WORKFLOWS = [OrderWorkflow, OrderGroupWorkflow, DepositWorkflow, WithdrawalWorkflow, SettlementWorkflow,
-             LedgerReconciliationWorkflow]
+             LedgerReconciliationWorkflow, RebalanceWorkflow]
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 

@@ -4,7 +4,7 @@ real Temporal dev server and Postgres shards (back-office workers from ``backoff
 from __future__ import annotations
 
 import uuid
-from datetime import date
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 
 from sqlalchemy import text
@@ -213,3 +213,51 @@ async def test_corrupt_balance_halts_only_that_shard_until_cleared(
         again = await http.post("/v2/orders", headers=headers(victim), json=order)
         assert again.status_code == 200, again.text
     assert (await router.ledger(victim.shard).reconcile()).ok
+
+
+async def test_fractions_settle_t_plus_one_and_the_street_sees_only_whole_shares(
+    backoffice: Backoffice, router: ShardRouter,
+) -> None:
+    """2.5 shares bought (2 at the venue, 0.5 from the firm) and 0.5 sold to the firm on one day
+    settle the next: 2 shares and the proceeds settled; the clearinghouse's comparison, which
+    knows only the venue's 2 shares, finds no break."""
+    from zoneinfo import ZoneInfo
+
+    from db.orders import OrderStore, Quotes
+    from domain.orders import AcceptOrderInput, OrderState, parse_order_request
+    from tests.venue_reports import fix_report
+
+    acct = await funded(router)
+    d = date(2026, 9, 16)
+    at = datetime.combine(d, time(15, 0), ZoneInfo("America/New_York")).astimezone(UTC)
+    store = OrderStore(router.engine(acct.shard), clock=lambda: at)
+
+    async def accept(req: dict[str, str], bid: str, ask: str) -> str:
+        oid = str(uuid.uuid4())
+        snap = await store.accept(AcceptOrderInput(oid, str(acct.account_id), req,
+                                                   parse_order_request(req).hash(), "customer", "0.05"),
+                                  Quotes(ask=Decimal(ask), bid=Decimal(bid)))
+        assert snap.state == "FUNDS_HELD", snap
+        return oid
+
+    buy = await accept({"symbol": "AAPL", "side": "buy", "type": "market", "time_in_force": "day",
+                        "qty": "2.5"}, "99.90", "100")
+    await store.transition(buy, OrderState.ROUTED, reason="test", venue="MM1")
+    snap = await store.apply_report(fix_report(
+        "MM1", f"{buy[:8]}F1", "8", buy, buy, "F", "2", last_qty="2", last_px="100", cum_qty="2",
+        leaves_qty="0", avg_px="100", transact_time=f"{at:%Y%m%d-%H:%M:%S}.000"))
+    assert snap.state == "FILLED" and snap.filled_qty == "2.5"
+    sell = await accept({"symbol": "AAPL", "side": "sell", "type": "limit", "time_in_force": "day",
+                         "qty": "0.5", "limit_price": "100"}, "100.10", "100.20")
+    snap = await store.house_fill(sell, bid=Decimal("100.10"), ask=Decimal("100.20"),
+                                  max_inventory=Decimal(100))
+    assert snap.state == "FILLED", snap
+    before = await nonzero(router, acct)
+    assert before["shares_unsettled:AAPL"] == 2 and before["cash"] == Decimal("100000") - Decimal("250.00")
+    result = await settle(backoffice, "2026-09-17", reconcile=True)
+    assert all(r.ok for r in result.reconciliation), result.reconciliation
+    after = await nonzero(router, acct)
+    assert after["shares:AAPL"] == 2 and "shares_unsettled:AAPL" not in after
+    assert after["cash"] == Decimal("100000") - Decimal("250.00") + Decimal("50.05")
+    assert set((await settled_on(router, acct)).values()) == {date(2026, 9, 17)}
+    assert (await router.ledger(acct.shard).reconcile()).ok
