@@ -155,6 +155,9 @@ def parse_group_request(d: Mapping[str, object]) -> GroupRequest:
         raise OrderError(f"{oc} orders are day or gtc", code="invalid_time_in_force")
     if parent.extended_hours:
         raise OrderError(f"{oc} orders do not trade in extended hours", code="invalid_extended_hours")
+    if parent.fractional:  # Alpaca: fractional and notional orders are simple orders only
+        raise OrderError(f"{oc} orders are for whole shares (no notional, no fractional qty)",
+                         code="fractional_order_class")
     want_side = "sell" if oc == "oco" else "buy"
     if parent.side != want_side:
         raise OrderError(f"a {oc} order here is a {want_side} (long positions only: "

@@ -91,6 +91,8 @@ REFUSED: list[tuple[dict[str, Any], str]] = [
     ({"order_class": "oco", "side": "sell", "type": "limit", "limit_price": "201"}, "invalid_take_profit"),
     ({"order_class": "oco", "side": "sell", "type": "limit", "take_profit": None}, "missing_take_profit"),
     ({"legs": []}, "legs_not_supported"),
+    ({"qty": "2.5", "time_in_force": "day"}, "fractional_order_class"),
+    ({"qty": None, "notional": "100", "time_in_force": "day"}, "fractional_order_class"),
 ]
 
 
