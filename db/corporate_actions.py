@@ -13,12 +13,14 @@ anything itself, nor decide when an action is due.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Row, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from db.equity import balances_as_of, closing_prices_before, last_fills
 from db.ledger import post
@@ -39,6 +41,15 @@ async def record(engine: AsyncEngine, ann: ca.Announcement) -> None:
             {"id": ann.id, "t": ann.ca_type, "st": ann.sub_type, "s": ann.symbol, "ex": ann.ex_date,
              "rec": ann.record_date, "pay": ann.payable_date, "cash": ann.cash, "old": ann.old_rate,
              "new": ann.new_rate, "ns": ann.new_symbol})
+
+
+async def _settled_positions(conn: AsyncConnection, symbol: str) -> Sequence[Row[Any]]:
+    """Every customer's settled shares of ``symbol`` (``account_id``, ``qty``)."""
+    return (await conn.execute(text(
+        "SELECT la.owner_id AS account_id, coalesce(sum(b.balance), 0) AS qty "
+        "FROM ledger_accounts la JOIN balances b ON b.ledger_account_id = la.id "
+        "WHERE la.owner_id IS NOT NULL AND la.name = :n GROUP BY la.owner_id"),
+        {"n": f"shares:{symbol}"})).all()
 
 
 async def _applied(engine: AsyncEngine, ann: ca.Announcement) -> set[uuid.UUID]:
@@ -104,11 +115,7 @@ async def apply_split(engine: AsyncEngine, ann: ca.Announcement, house_stripes: 
     async with engine.connect() as conn:
         conn = await conn.execution_options(isolation_level="REPEATABLE READ")
         async with conn.begin():
-            rows = (await conn.execute(text(
-                "SELECT la.owner_id AS account_id, coalesce(sum(b.balance), 0) AS qty "
-                "FROM ledger_accounts la JOIN balances b ON b.ledger_account_id = la.id "
-                "WHERE la.owner_id IS NOT NULL AND la.name = :n GROUP BY la.owner_id"),
-                {"n": f"shares:{ann.symbol}"})).all()
+            rows = await _settled_positions(conn, ann.symbol)
             close = (await closing_prices_before(conn, [ann.symbol], ann.ex_date)).get(ann.symbol)
             if close is None:
                 close = (await last_fills(conn, [ann.symbol], datetime.now().astimezone())).get(ann.symbol)
@@ -152,11 +159,7 @@ async def apply_symbol_change(engine: AsyncEngine, ann: ca.Announcement, house_s
         await conn.execute(text(
             "UPDATE assets SET status = 'inactive', tradable = false WHERE symbol = :old"),
             {"old": ann.symbol})
-        rows = (await conn.execute(text(
-            "SELECT la.owner_id AS account_id, coalesce(sum(b.balance), 0) AS qty "
-            "FROM ledger_accounts la JOIN balances b ON b.ledger_account_id = la.id "
-            "WHERE la.owner_id IS NOT NULL AND la.name = :n GROUP BY la.owner_id"),
-            {"n": f"shares:{ann.symbol}"})).all()
+        rows = await _settled_positions(conn, ann.symbol)
     done = await _applied(engine, ann)
     changed = 0
     for r in sorted(rows, key=lambda r: str(r.account_id)):

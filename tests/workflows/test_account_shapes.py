@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
-import pytest
 from fastapi import FastAPI
 
-from api.app import create_app
 from db.accounts import OpenedAccount, open_account
 from db.router import ShardRouter
 from domain import calendar
@@ -23,20 +20,6 @@ from tests.api.test_positions import trade
 from tests.stack import served
 from tests.workflows.conftest import Backoffice
 from tests.workflows.test_funding import auth, wait_status
-
-
-@pytest.fixture(scope="module")
-async def app(backoffice: Backoffice) -> AsyncIterator[FastAPI]:
-    application = create_app(backoffice.settings)
-    async with application.router.lifespan_context(application):
-        yield application
-
-
-@pytest.fixture
-async def http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://sherwood.test", timeout=30) as c:
-        yield c
 
 
 async def alpaca_py_account(app: FastAPI, acct: OpenedAccount) -> Any:
@@ -53,7 +36,7 @@ async def alpaca_py_account(app: FastAPI, acct: OpenedAccount) -> Any:
 
 
 async def test_pending_transfers_show_in_the_account(
-    http: httpx.AsyncClient, router: ShardRouter, backoffice: Backoffice, app: FastAPI,
+    http: httpx.AsyncClient, router: ShardRouter, backoffice: Backoffice, funding_app: FastAPI,
 ) -> None:
     acct = await open_account(router)
     ledger = router.ledger(acct.shard)
@@ -72,7 +55,7 @@ async def test_pending_transfers_show_in_the_account(
     await wait_status(http, acct, out.json()["id"], {"PENDING"})
     account = (await http.get("/v2/account", headers=auth(acct))).json()
     assert (account["pending_transfer_in"], account["pending_transfer_out"]) == ("500.25", "200.00")
-    seen = await alpaca_py_account(app, acct)  # and as the customer's client reads them
+    seen = await alpaca_py_account(funding_app, acct)  # and as the customer's client reads them
     assert (seen.pending_transfer_in, seen.pending_transfer_out) == ("500.25", "200.00")
 
     await backoffice.bank.instruct(str(acct.account_id), "settle")
@@ -102,7 +85,7 @@ async def snapshot(backoffice: Backoffice, business_date: str | None) -> int:
 
 
 async def test_last_equity_is_the_previous_sessions_closing_snapshot(
-    http: httpx.AsyncClient, router: ShardRouter, backoffice: Backoffice, app: FastAPI,
+    http: httpx.AsyncClient, router: ShardRouter, backoffice: Backoffice, funding_app: FastAPI,
 ) -> None:
     acct = await open_account(router)
     ledger = router.ledger(acct.shard)
@@ -127,5 +110,5 @@ async def test_last_equity_is_the_previous_sessions_closing_snapshot(
     account = (await http.get("/v2/account", headers=auth(acct))).json()
     assert account["last_equity"] == "5000.00"
     assert account["equity"] != account["last_equity"]
-    seen = await alpaca_py_account(app, acct)
+    seen = await alpaca_py_account(funding_app, acct)
     assert (seen.last_equity, seen.equity) == ("5000.00", account["equity"])

@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import httpx
-import pytest
 from fastapi import FastAPI
 
-from api.app import create_app
 from db.accounts import OpenedAccount, open_account
 from db.router import ShardRouter
 from sherwood.contracts import BACKOFFICE_TASK_QUEUE
@@ -28,20 +25,6 @@ from tests.db.audit_books import audit_rows_about
 from tests.stack import served
 from tests.workflows.conftest import Backoffice
 from tests.workflows.test_funding import auth
-
-
-@pytest.fixture(scope="module")
-async def app(backoffice: Backoffice) -> AsyncIterator[FastAPI]:
-    application = create_app(backoffice.settings)
-    async with application.router.lifespan_context(application):
-        yield application
-
-
-@pytest.fixture
-async def http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://sherwood.test", timeout=30) as c:
-        yield c
 
 
 async def run(backoffice: Backoffice, day: date, entitled_at: datetime | None = None) -> object:
@@ -69,7 +52,7 @@ async def cash(http: httpx.AsyncClient, acct: OpenedAccount) -> Decimal:
 
 
 async def test_a_dividend_pays_holders_at_the_entitlement_once(
-    http: httpx.AsyncClient, app: FastAPI, router: ShardRouter, backoffice: Backoffice,
+    http: httpx.AsyncClient, funding_app: FastAPI, router: ShardRouter, backoffice: Backoffice,
 ) -> None:
     pay = date(2031, 3, 14)  # a date no other test runs (the feed file is the session's)
     a = await holder(router, "COST", 10, "100.00")
@@ -107,7 +90,7 @@ async def test_a_dividend_pays_holders_at_the_entitlement_once(
     from alpaca.trading.enums import CorporateActionType
     from alpaca.trading.requests import GetCorporateAnnouncementsRequest
 
-    async with served(app) as url:
+    async with served(funding_app) as url:
         tc = TradingClient(a.credentials.key_id, a.credentials.secret_key, url_override=url)
         anns = await asyncio.to_thread(tc.get_corporate_announcements, GetCorporateAnnouncementsRequest(
             ca_types=[CorporateActionType.DIVIDEND], since=date(2031, 3, 1), until=date(2031, 3, 31),

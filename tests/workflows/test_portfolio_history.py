@@ -20,7 +20,6 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.app import create_app
 from db.accounts import OpenedAccount, open_account
 from db.engines import make_engine
 from db.router import ShardRouter
@@ -33,20 +32,6 @@ from tests.workflows.conftest import Backoffice
 from tests.workflows.test_funding import auth
 
 SYMBOL = "ADBE"  # no other test trades it: its closing prices here are this test's
-
-
-@pytest.fixture(scope="module")
-async def app(backoffice: Backoffice) -> AsyncIterator[FastAPI]:
-    application = create_app(backoffice.settings)
-    async with application.router.lifespan_context(application):
-        yield application
-
-
-@pytest.fixture
-async def http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://sherwood.test", timeout=30) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +86,7 @@ async def reconstructed(router: ShardRouter, acct: OpenedAccount, at: datetime, 
 
 
 async def test_three_sessions_of_history_equal_the_ledger_at_each_close(
-    http: httpx.AsyncClient, app: FastAPI, router: ShardRouter, backoffice: Backoffice,
+    http: httpx.AsyncClient, funding_app: FastAPI, router: ShardRouter, backoffice: Backoffice,
     md: AsyncEngine,
 ) -> None:
     acct = await open_account(router)
@@ -165,7 +150,7 @@ async def test_three_sessions_of_history_equal_the_ledger_at_each_close(
     from alpaca.trading.client import TradingClient
     from alpaca.trading.requests import GetPortfolioHistoryRequest
 
-    async with served(app) as url:
+    async with served(funding_app) as url:
         tc = TradingClient(acct.credentials.key_id, acct.credentials.secret_key, url_override=url)
         got = await asyncio.to_thread(tc.get_portfolio_history, GetPortfolioHistoryRequest(
             period="1W", timeframe="1D", date_end=days[2]))
