@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from db.errors import UnknownAccount
 from domain.money import plain
 from domain.positions import Fill, Split
 from domain.reconstruction import (
@@ -103,10 +104,6 @@ SELECT te.id, te.transfer_id, t.direction, t.transfer_type, t.amount, te.from_st
 """
 
 
-class UnknownAccount(LookupError):
-    pass
-
-
 async def _rows(conn: AsyncConnection, sql: str, params: dict[str, Any]) -> list[Any]:
     return list((await conn.execute(text(sql), params)).all())
 
@@ -125,7 +122,7 @@ async def reconstruct_account(engine: AsyncEngine, account_id: uuid.UUID,
         async with conn.begin():
             await conn.execute(text("SET TRANSACTION READ ONLY"))
             if not await _rows(conn, "SELECT 1 FROM accounts WHERE id = :a", p):
-                raise UnknownAccount(f"no account {account_id} on this shard")
+                raise UnknownAccount(f"unknown account {account_id}")
             entries = await _rows(conn, _ENTRIES, p)
             events = await _rows(conn, _EVENTS, p)
             facts = await _rows(conn, _FACTS, p)

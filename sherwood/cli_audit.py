@@ -123,13 +123,14 @@ def audit_account(
     s = load_settings(data_dir)
 
     async def _rebuild(c: Clients) -> Reconstruction:
+        from db.errors import UnknownAccount
         from db.reconstruction import reconstruct_account
 
         try:
             shard = await c.router.shard_for(acct)
-        except LookupError as exc:
+            return await reconstruct_account(c.engine(s.shard_url(shard)), acct, at)
+        except UnknownAccount as exc:
             raise typer.BadParameter(f"no account {acct}", param_hint="ACCOUNT_ID") from exc
-        return await reconstruct_account(c.engine(s.shard_url(shard)), acct, at)
 
     rec = run(_rebuild, s)
     if as_json:
