@@ -14,8 +14,9 @@ the fills is applied to the ledger quantity.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
 
@@ -112,6 +113,25 @@ def average_cost(fills: Iterable[Fill | Split]) -> CostBasis:
         else:
             raise ValueError(f"side must be buy or sell, got {f.side!r}")
     return CostBasis(qty, cost, realized, last)
+
+
+def cost_bases(fills: Iterable[tuple[datetime, str, Fill]], splits: Iterable[tuple[datetime, str, Split]],
+               renamed: Mapping[str, tuple[str, datetime]]) -> dict[str, CostBasis]:
+    """The cost basis per symbol of an account's fills and splits, each ``(booked at, symbol,
+    fill or split)``, in their timeline (a split after a fill booked at the same instant).
+    ``renamed``: symbol changes applied to the account (old symbol -> (new symbol, applied at)):
+    a fill booked before the change counts for the new symbol. Used by ``GET /v2/positions``
+    and the audit reconstruction (domain.reconstruction), so both fold the same way."""
+    events: dict[str, list[tuple[datetime, int, Fill | Split]]] = {}
+    for at, symbol, f in fills:
+        sym = symbol
+        while sym in renamed and at <= renamed[sym][1]:  # booked before the symbol changed
+            sym = renamed[sym][0]
+        events.setdefault(sym, []).append((at, 0, f))
+    for at, symbol, sp in splits:
+        events.setdefault(symbol, []).append((at, 1, sp))
+    return {sym: average_cost(e for _, _, e in sorted(evs, key=lambda x: (x[0], x[1])))
+            for sym, evs in events.items()}
 
 
 def to_decimal(x: Fraction, places: int) -> Decimal:

@@ -137,6 +137,10 @@ class Settings(BaseSettings):
     close_all_cancel_wait_s: float = Field(default=10.0, ge=0)
     close_all_poll_s: float = Field(default=0.05, gt=0)
 
+    # Audit: the firm's id on every line of ``sherwood audit export`` (the CAT-like order-event
+    # file; its IMID/CRD in a real submission)
+    cat_firm_id: str = Field(default="SHERWOOD", min_length=1, max_length=32)
+
     # Risk: pre-trade limits, market hours, rate limits.
     max_order_notional: Decimal = Decimal(250000)
     max_order_qty: Decimal = Decimal(100000)

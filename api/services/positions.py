@@ -40,6 +40,7 @@ from domain.positions import (
     PositionFigures,
     Split,
     average_cost,
+    cost_bases,
     day_change,
     position_figures,
     valuation_price,
@@ -125,25 +126,18 @@ async def holdings(
     qty: dict[str, dict[str, Decimal]] = {}
     for r in balances:
         qty.setdefault(r.symbol, {})[r.kind] = plain(Decimal(r.balance))
-    events: dict[str, list[tuple[datetime, int, Fill | Split]]] = {}
-    for f in fills:
-        sym = f.symbol
-        while sym in renamed and f.at <= renamed[sym][1]:  # booked before the symbol changed
-            sym = renamed[sym][0]
-        events.setdefault(sym, []).append((f.at, 0, Fill(
-            f.side, Decimal(f.qty), Decimal(f.price), None if f.value is None else Decimal(f.value))))
-    for sp in splits:
-        events.setdefault(sp.symbol, []).append((sp.at, 1, Split(
-            Decimal(sp.new_rate), Decimal(sp.old_rate), Decimal(sp.qty), Decimal(sp.new_qty),
-            Decimal(sp.cash))))
-    by_symbol = {sym: [e for _, _, e in sorted(evs, key=lambda x: (x[0], x[1]))]
-                 for sym, evs in events.items()}
+    bases = cost_bases(
+        ((f.at, f.symbol, Fill(f.side, Decimal(f.qty), Decimal(f.price),
+                               None if f.value is None else Decimal(f.value))) for f in fills),
+        ((sp.at, sp.symbol, Split(Decimal(sp.new_rate), Decimal(sp.old_rate), Decimal(sp.qty),
+                                  Decimal(sp.new_qty), Decimal(sp.cash))) for sp in splits),
+        renamed)
     meta: dict[str, tuple[str | None, str | None]] = {a.symbol: (str(a.id), a.exchange) for a in assets}
     out: dict[str, Holding] = {}
     for sym, parts in sorted(qty.items()):
         asset_id, exchange = meta.get(sym, (None, None))
         h = Holding(sym, parts.get("shares", ZERO), parts.get("shares_held", ZERO),
-                    parts.get("shares_unsettled", ZERO), average_cost(by_symbol.get(sym, [])),
+                    parts.get("shares_unsettled", ZERO), bases.get(sym) or average_cost([]),
                     exchange, asset_id, lastday.get(sym))
         if h.qty != 0:
             out[sym] = h
