@@ -257,3 +257,45 @@ async def test_alpaca_py_places_a_trailing_stop_and_reads_its_hwm(stack: Trading
     await wait_order(stack, acct, str(placed.id), {"filled"})
     got = await asyncio.to_thread(tc.get_order_by_id, placed.id)
     assert got.status == OrderStatus.FILLED and got.filled_qty == "2"
+
+
+# --- versions: the trailing-stop patch -----------------------------------------------------
+
+def _patches(path: Any) -> set[str]:
+    from temporalio.api.enums.v1 import EventType
+    from temporalio.client import WorkflowHistory
+
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    out: set[str] = set()
+    for e in history.events:
+        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
+            data = e.marker_recorded_event_attributes.details.get("patch-data")
+            if data is not None and data.payloads:  # {"id": <patch id>, "deprecated": ...}
+                out.add(json.loads(data.payloads[0].data)["id"])
+    return out
+
+
+async def test_order_histories_recorded_before_the_patch_replay_and_trailing_ones_carry_it() -> None:
+    """Order histories recorded before trailing stops existed replay under this code (they never
+    reach the patched path: no marker), and the recorded trailing stops replay (sandboxed)
+    with the ``trailing-stop`` marker."""
+    from pathlib import Path
+
+    from temporalio.client import WorkflowHistory
+    from temporalio.worker import Replayer
+
+    from sherwood.temporal import DATA_CONVERTER
+    from workflows.order import TRAILING_STOP, OrderWorkflow
+
+    here = Path(__file__).parent / "histories"
+    before = [here / f"{n}.json" for n in ("sell_filled", "limit_resting_then_canceled",
+                                          "queued_then_filled_at_the_open", "day_order_expired",
+                                          "replaced")]
+    trailing = sorted(here.glob("trailing_stop_*.json"))
+    assert len(trailing) >= 2
+    for path in before + trailing:
+        history = WorkflowHistory.from_json(path.stem, path.read_text())
+        result = await Replayer(workflows=[OrderWorkflow], data_converter=DATA_CONVERTER).replay_workflow(
+            history, raise_on_replay_failure=False)
+        assert result.replay_failure is None, (path.stem, result.replay_failure)
+        assert (TRAILING_STOP in _patches(path)) == (path in trailing), path.stem
