@@ -129,6 +129,22 @@ async def test_a_trailing_buy_holds_the_ask_plus_trail_and_a_cancel_releases_it(
     assert not await audit_rows_about(stack.router, acct)
 
 
+async def test_a_day_trailing_stop_expires_at_the_close_with_nothing_sent(stack: TradingStack) -> None:
+    await stack.set_quote("INTC", "30.00", "30.02")
+    acct = await stack.account("5000")
+    svc_settings = stack.app.state.sherwood.settings
+    stack.app.state.sherwood.settings = svc_settings.model_copy(update={"day_order_ttl_s": 1.0})
+    try:
+        order = await place(stack, acct, symbol="INTC", qty="10", side="buy", type="trailing_stop",
+                            time_in_force="day", trail_price="0.50")
+    finally:
+        stack.app.state.sherwood.settings = svc_settings
+    done = await wait_order(stack, acct, order["id"], {"expired"}, timeout=10)
+    assert done["state"] == "EXPIRED" and done["filled_qty"] == "0" and done["venue"] is None
+    assert (await balances(stack, acct)) == {"cash": Decimal("5000")}
+    assert not any(mm.engine.order(order["id"]) for mm in stack.venues.values())
+
+
 async def test_stale_and_missing_quotes_never_fire(stack: TradingStack) -> None:
     acct = await holding(stack, "AMD", 3, "100.00", "100.05")
     order = await place(stack, acct, symbol="AMD", qty="3", side="sell", type="trailing_stop",
