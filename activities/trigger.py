@@ -10,8 +10,10 @@ writes the hwm and stop to the order row when they move (at most once per
 ``trigger_write_interval_s``), and returns when the trigger fires, with the firing recorded on
 the order (``domain.trailing.fired``). It never sends anything: the order workflow routes.
 
-Quotes older than ``quote_max_age_s`` (ingest's ``it`` stamp) and unreadable, crossed or missing
-quotes are ignored: they never move nor fire a trigger. One Redis pub/sub connection per worker
+Quotes older than ``quote_max_age_s`` (ingest's ``it`` stamp), unreadable, crossed or missing
+quotes, and every quote outside the regular session (``in_session``: a GTC trailing stop keeps
+watching overnight but pre-market and after-hours prices neither move nor fire it, as at Alpaca)
+are ignored. One Redis pub/sub connection per worker
 process (:class:`QuoteFollower`) serves every watching activity.
 
 Deliberately not here: cancel and expiry (the workflow cancels the activity), market hours
@@ -163,12 +165,14 @@ class QuoteFollower:
 class TriggerActivities:
     def __init__(self, store: OrderStore, follower: QuoteFollower, quotes: LatestQuotes, *,
                  poll_s: float, write_interval_s: float,
+                 in_session: Callable[[], bool] = lambda: True,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.follower = follower
         self.quotes = quotes
         self.poll_s = poll_s
         self.write_interval_s = write_interval_s
+        self.in_session = in_session
         self.clock = clock
 
     @activity.defn(name="watch_trigger")
@@ -190,6 +194,8 @@ class TriggerActivities:
         async with self.follower.watch(spec.symbol) as live:
             quote: Quote | None = await self.quotes.get(spec.symbol)  # fresh or None
             while True:
+                if quote is not None and not self.in_session():
+                    quote = None  # outside the regular session: neither moves nor fires
                 if quote is not None:
                     before = spec
                     spec, fired = on_quote(spec, quote.bid, quote.ask)

@@ -81,7 +81,8 @@ def parse_replace(d: Mapping[str, object]) -> ReplaceRequest:
     for name in ("stop_price", "trail"):
         if d.get(name) is not None:
             raise OrderError(f"{name} cannot be replaced here: only limit orders are replaced "
-                             "(qty, limit_price, time_in_force, client_order_id)",
+                             "(qty, limit_price, time_in_force, client_order_id); a trailing "
+                             "stop is canceled and placed anew",
                              code="replace_not_supported")
     qty = limit = None
     if d.get("qty") is not None:

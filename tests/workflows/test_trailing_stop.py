@@ -145,6 +145,29 @@ async def test_a_day_trailing_stop_expires_at_the_close_with_nothing_sent(stack:
     assert not any(mm.engine.order(order["id"]) for mm in stack.venues.values())
 
 
+@pytest.mark.parametrize("change", [{"trail": "2"}, {"qty": "2"}, {"time_in_force": "day"}])
+async def test_a_waiting_trailing_stop_is_not_replaced_and_keeps_watching(
+        stack: TradingStack, change: dict[str, str]) -> None:
+    """PATCH of a trailing stop is refused with a code (not implemented yet); nothing changes
+    and the trigger still follows the quotes."""
+    acct = await holding(stack, "MSFT", 3, "150.00", "150.05")
+    order = await place(stack, acct, symbol="MSFT", qty="3", side="sell", type="trailing_stop",
+                        time_in_force="gtc", trail_price="1")
+    oid = order["id"]
+    await wait_for(stack, acct, oid, "hwm 150", lambda o: o["hwm"] == "150")
+    before = await balances(stack, acct)
+    async with stack.http() as http:
+        r = await http.patch(f"/v2/orders/{oid}", headers=headers(acct), json=change)
+    assert r.status_code == 422 and r.json()["reason"] == "replace_not_supported", r.text
+    assert await balances(stack, acct) == before
+    await publish_quote(stack, "MSFT", "151.00", "151.05")
+    body = await wait_for(stack, acct, oid, "hwm 151", lambda o: o["hwm"] == "151")
+    assert body["replaced_by"] is None and body["status"] == "new" and body["trail_price"] == "1"
+    async with stack.http() as http:
+        await http.delete(f"/v2/orders/{oid}", headers=headers(acct))
+    await wait_order(stack, acct, oid, {"canceled"})
+
+
 async def test_stale_and_missing_quotes_never_fire(stack: TradingStack) -> None:
     acct = await holding(stack, "AMD", 3, "100.00", "100.05")
     order = await place(stack, acct, symbol="AMD", qty="3", side="sell", type="trailing_stop",
