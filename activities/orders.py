@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from temporalio import activity
@@ -139,9 +140,11 @@ class OrderActivities:
         """Record a customer's cancel/replace (one transaction: the original PENDING_REPLACE,
         the replacement ROUTED with its extra hold); refusals are non-retryable with their code."""
         try:
+            quote = await self.quotes.get(inp.quote_symbol) if inp.quote_symbol else None
             return await self.store.request_replace(
                 inp.order_id, inp.change, new_id=inp.new_order_id, actor=inp.actor,
-                day_ttl_s=inp.day_ttl_s, shard=inp.shard)
+                day_ttl_s=inp.day_ttl_s, shard=inp.shard, ask=quote.ask if quote else None,
+                collar=Decimal(inp.collar))
         except (DomainError, DbError) as exc:
             raise business_error(exc) from exc
 

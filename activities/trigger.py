@@ -189,7 +189,9 @@ class TriggerActivities:
         spec = _resume(TriggerSpec.from_wire(inp.spec), activity.info().heartbeat_details,
                        row.hwm)
         activity.heartbeat(spec.to_wire())
-        written = spec
+        # what the row shows (a resumed or re-armed watch may know better: written at once)
+        written: TriggerSpec | None = spec if (row.hwm, row.stop_price) == (
+            spec.hwm, spec.stop) else None
         last_write = float("-inf")
         async with self.follower.watch(spec.symbol) as live:
             quote: Quote | None = await self.quotes.get(spec.symbol)  # fresh or None
@@ -215,7 +217,7 @@ class TriggerActivities:
                     # and a write the rate limit held back
                     activity.heartbeat(spec.to_wire())
                     quote = await self.quotes.get(spec.symbol)
-                    if quote is None and spec != written:
+                    if quote is None and spec != written:  # (a rate-limited write, or the row's)
                         await self._follow(inp.order_id, spec)
                         written, last_write = spec, self.clock()
 

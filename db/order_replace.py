@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from db import sql
+from db.risk import load_risk_context
+from domain import calendar
 from domain import order_replace as rp
 from domain.execution import VenueEvent, VenueEventKind
 from domain.order_machine import Finish, decide
@@ -32,7 +35,8 @@ async def lock_row(w: _Writer, order_id: uuid.UUID | str) -> OrderRow:
 
 
 async def request(w: _Writer, order_id: str, change: rp.ReplaceRequest, *, new_id: str, actor: str,
-                  now: datetime, day_ttl_s: float | None = None) -> tuple[OrderRow, OrderRow]:
+                  now: datetime, day_ttl_s: float | None = None, ask: Decimal | None = None,
+                  collar: Decimal = Decimal("0.05")) -> tuple[OrderRow, OrderRow]:
     """Record a replace (the original PENDING_REPLACE, the replacement ROUTED with its extra
     hold) and return the replacement. A retry after the commit returns the same replacement;
     a hold the ledger refuses is ``insufficient_buying_power`` and nothing is written."""
@@ -41,7 +45,12 @@ async def request(w: _Writer, order_id: str, change: rp.ReplaceRequest, *, new_i
     await sql.first(w.conn, "SELECT id FROM accounts WHERE id = :a FOR UPDATE", {"a": old.account_id})
     if old.replaced_by is not None and str(old.replaced_by) == new_id:
         return old, await lock_row(w, new_id)
-    d_old, d_new = rp.request(old, change, new_id=new_id, actor=actor, now=now, day_ttl_s=day_ttl_s)
+    balances = None
+    if old.order_type == "trailing_stop":  # replaced here at once: its extra hold is sourced now
+        state, _ = await load_risk_context(w.conn, old.account_id, today=calendar.trade_date(now))
+        balances = state.balances if state is not None else {}
+    d_old, d_new = rp.request(old, change, new_id=new_id, actor=actor, now=now, day_ttl_s=day_ttl_s,
+                              ask=ask, collar=collar, balances=balances)
     for txn in d_new.postings:
         result = await w.post(txn)
         if not result.ok:

@@ -64,6 +64,7 @@ from domain.orders import (
     parse_order_request,
 )
 from domain.risk import PreTradeContext, Quotes, Rejection, RiskLimits, SymbolControl, pre_trade
+from domain.trailing import request_wire
 
 S = OrderState
 log = logging.getLogger(__name__)
@@ -445,15 +446,20 @@ class OrderStore:
 
     async def request_replace(self, order_id: str, change: Mapping[str, Any], *, new_id: str,
                               actor: str = "customer", day_ttl_s: float | None = None,
-                              shard: int = 0) -> ReplaceRecorded:
+                              shard: int = 0, ask: Decimal | None = None,
+                              collar: Decimal = Decimal("0.05")) -> ReplaceRecorded:
         """Record a cancel/replace of the order (see :func:`db.order_replace.request`): both
-        orders as written and the OrderCancelReplaceRequest to send."""
+        orders as written and the OrderCancelReplaceRequest to send (none for a trailing stop
+        replaced at the broker: its replacement's request instead, for its own workflow)."""
         parsed = parse_replace(change)
 
         async def _do(w: _Writer) -> ReplaceRecorded:
             old, new = await replacing.request(w, order_id, parsed, new_id=new_id, actor=actor,
-                                               now=self.clock(), day_ttl_s=day_ttl_s)
-            return ReplaceRecorded(old.snapshot(), new.snapshot(), venue_replace(old, new, shard))
+                                               now=self.clock(), day_ttl_s=day_ttl_s, ask=ask,
+                                               collar=collar)
+            send = venue_replace(old, new, shard)
+            return ReplaceRecorded(old.snapshot(), new.snapshot(), send,
+                                   None if send is not None else request_wire(new))
 
         return await self._tx(_do)  # type: ignore[no-any-return]
 

@@ -18,9 +18,10 @@ transaction written by ``db.orders`` (it locks the original, then the replacemen
 - an original that ends otherwise (filled, canceled, expired) while a replace is pending takes its
   replacement with it (``db.orders`` finishes it REJECTED, releasing its extra hold).
 
-Limit orders only (quantity, limit price, time in force, client order id): the other types and
-``trail`` are refused with ``replace_not_supported``. Deliberately not here: reading or writing
-anything, sending anything, the clock.
+Limit orders (quantity, limit price, time in force, client order id) and trailing stops waiting
+for their trigger (``trail`` too: replaced at the broker in one decision, nothing sent, see
+``domain.trailing_replace``); the other types are refused with ``replace_not_supported``.
+Deliberately not here: reading or writing anything, sending anything, the clock.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from domain import ledger as templates
 from domain.execution import VenueEvent, VenueOrder, VenueReplace
-from domain.money import QTY_BOUNDS, USD, bounded_decimal, check_scale, plain
+from domain.money import PRICE_BOUNDS, QTY_BOUNDS, USD, bounded_decimal, check_scale, plain
 from domain.order_decision import Decision, Step
 from domain.order_machine import _finish, _move, _source_rank, bounded
 from domain.order_row import OrderRow, column, new_order
@@ -61,10 +63,14 @@ class ReplaceRequest:
     limit_price: Decimal | None = None
     time_in_force: str | None = None
     client_order_id: str | None = None
+    trail: Decimal | None = None  # a trailing stop's new trail (its kind's units: $ or %)
 
     def to_wire(self) -> dict[str, str | None]:
-        return {"qty": _s(self.qty), "limit_price": _s(self.limit_price),
-                "time_in_force": self.time_in_force, "client_order_id": self.client_order_id}
+        out = {"qty": _s(self.qty), "limit_price": _s(self.limit_price),
+               "time_in_force": self.time_in_force, "client_order_id": self.client_order_id}
+        if self.trail is not None:
+            out["trail"] = _s(self.trail)
+        return out
 
 
 def _s(d: Decimal | None) -> str | None:
@@ -73,17 +79,18 @@ def _s(d: Decimal | None) -> str | None:
 
 def parse_replace(d: Mapping[str, object]) -> ReplaceRequest:
     """Validate an Alpaca replace body. Raises :class:`OrderError` (``unknown_field``,
-    ``replace_not_supported`` for ``stop_price``/``trail``, ``invalid_qty``, the price codes,
+    ``replace_not_supported`` for ``stop_price``, ``invalid_qty``, the price codes, ``invalid_trail``,
     ``invalid_time_in_force``, ``invalid_client_order_id``, ``nothing_to_replace``)."""
     unknown = sorted(str(k) for k in d if k not in FIELDS)
     if unknown:
         raise OrderError(f"unknown field(s): {', '.join(unknown)}", code="unknown_field")
-    for name in ("stop_price", "trail"):
-        if d.get(name) is not None:
-            raise OrderError(f"{name} cannot be replaced here: only limit orders are replaced "
-                             "(qty, limit_price, time_in_force, client_order_id); a trailing "
-                             "stop is canceled and placed anew",
-                             code="replace_not_supported")
+    if d.get("stop_price") is not None:
+        raise OrderError("stop_price cannot be replaced here: limit orders (qty, limit_price, "
+                         "time_in_force, client_order_id) and trailing stops (trail, qty, "
+                         "time_in_force, client_order_id) are", code="replace_not_supported")
+    # bounded here; its increment rules are the order's kind's (domain.trailing_replace)
+    trail = None if d.get("trail") is None else bounded_decimal(d.get("trail"), PRICE_BOUNDS,
+                                                               field="trail")
     qty = limit = None
     if d.get("qty") is not None:
         qty = bounded_decimal(d.get("qty"), QTY_BOUNDS, field="qty")
@@ -101,9 +108,9 @@ def parse_replace(d: Mapping[str, object]) -> ReplaceRequest:
                              or len(coid) > MAX_CLIENT_ORDER_ID):
         raise OrderError(f"client_order_id must be 1..{MAX_CLIENT_ORDER_ID} characters",
                          code="invalid_client_order_id")
-    req = ReplaceRequest(qty, limit, None if tif is None else str(tif), coid)
+    req = ReplaceRequest(qty, limit, None if tif is None else str(tif), coid, trail)
     if req == ReplaceRequest():
-        raise OrderError("nothing to replace: give qty, limit_price, time_in_force or "
+        raise OrderError("nothing to replace: give qty, limit_price, trail, time_in_force or "
                          "client_order_id", code="nothing_to_replace")
     return req
 
@@ -119,6 +126,8 @@ def terms(old: OrderRow, req: ReplaceRequest) -> OrderRequest:
     if old.order_type != "limit":
         raise OrderError(f"{old.order_type} orders cannot be replaced here (limit orders only)",
                          code="replace_not_supported")
+    if req.trail is not None:
+        raise OrderError("trail is for trailing stop orders", code="replace_not_supported")
     assert old.limit_price is not None
     new = OrderRequest(
         symbol=old.symbol, side=old.side, type=old.order_type,
@@ -153,10 +162,20 @@ def extra_hold(old: OrderRow, new: OrderRequest) -> Decimal:
 
 
 def request(old: OrderRow, change: ReplaceRequest, *, new_id: str, actor: str, now: datetime,
-            day_ttl_s: float | None = None) -> tuple[Decision, Decision]:
+            day_ttl_s: float | None = None, ask: Decimal | None = None,
+            collar: Decimal = Decimal("0.05"),
+            balances: Mapping[str, Decimal] | None = None) -> tuple[Decision, Decision]:
     """The replace recorded: the replacement (id ``new_id``, ``replaces`` the original) is
     written ROUTED to the original's venue with its extra hold; the original goes
-    PENDING_REPLACE. Raises :class:`OrderError` as :func:`terms` does."""
+    PENDING_REPLACE. Raises :class:`OrderError` as :func:`terms` does. A trailing stop is
+    replaced at the broker at once (``domain.trailing_replace``: ``ask`` and ``collar`` size a
+    buy's hold, ``balances`` source a sell's extra shares)."""
+    if old.order_type == "trailing_stop":
+        from domain import trailing_replace
+
+        return trailing_replace.request(old, change, new_id=new_id, actor=actor, now=now,
+                                        day_ttl_s=day_ttl_s, ask=ask, collar=collar,
+                                        balances=balances)
     req = terms(old, change)
     new = new_order(order_id=new_id, account_id=str(old.account_id), req=req,
                     request_hash=req.hash(), actor=actor, now=now, day_ttl_s=day_ttl_s)
@@ -283,13 +302,17 @@ class ReplaceRecorded:
 
     original: OrderSnapshot
     replacement: OrderSnapshot
-    send: VenueReplace
+    send: VenueReplace | None  # None: replaced at the broker (a waiting trailing stop)
+    # the replacement's request (OrderRequest.to_wire) when its own workflow starts now
+    request: dict[str, Any] | None = None
 
 
-def venue_replace(old: OrderRow, new: OrderRow, shard: int) -> VenueReplace:
+def venue_replace(old: OrderRow, new: OrderRow, shard: int) -> VenueReplace | None:
     """The OrderCancelReplaceRequest of a recorded replace: the replacement's terms, its total
-    as the venue counts it (the fills of the orders before it included)."""
-    assert old.venue is not None
+    as the venue counts it (the fills of the orders before it included). None when no venue has
+    the original (a trailing stop replaced at the broker: nothing to send)."""
+    if old.venue is None:
+        return None
     return VenueReplace(
         order=VenueOrder(order_id=str(new.id), account_id=str(new.account_id), shard=shard,
                          symbol=new.symbol, side=new.side, qty=_s(new.qty + old.prior_filled_qty) or "0",

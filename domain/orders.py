@@ -51,7 +51,9 @@ TRANSITIONS: dict[OrderState, frozenset[OrderState]] = {
     S.VALIDATED: frozenset({S.FUNDS_HELD, S.REJECTED, S.FAILED, S.CANCELED}),
     # REJECTED: the gateway's last check (a halt) refuses an order before any venue has it
     # STUCK from FUNDS_HELD: the send failed in a way that leaves open whether a venue has it
-    S.FUNDS_HELD: frozenset({S.ROUTED, S.CANCELED, S.FAILED, S.EXPIRED, S.REJECTED, S.STUCK}),
+    # REPLACED from FUNDS_HELD: a trailing stop waiting at the broker is replaced there
+    S.FUNDS_HELD: frozenset({S.ROUTED, S.CANCELED, S.FAILED, S.EXPIRED, S.REJECTED, S.STUCK,
+                             S.REPLACED}),
     # STUCK straight from the venue states: a venue report the rules refuse to book (an
     # overfill) needs a human as much as a venue that went silent
     S.ROUTED: frozenset(_VENUE_OUTCOMES | {S.PENDING_CANCEL, S.STUCK}),
@@ -471,6 +473,9 @@ class RequestReplaceInput:
     actor: str
     shard: int
     day_ttl_s: float | None = None
+    # a trailing buy replaced at the broker sizes its hold on this symbol's ask, with this collar
+    quote_symbol: str | None = None
+    collar: str = "0.05"
 
 
 @dataclass

@@ -79,11 +79,14 @@ async def cancel_all(key: TraderDep, service: ServiceDep) -> JSONResponse:
 async def replace_order(key: TraderDep, service: ServiceDep, state: StateDep, order_id: str,
                         body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
     """Replace a working limit order (Alpaca: qty, limit_price, time_in_force,
-    client_order_id): answered with the replacement order (``replaces`` the original, status
-    ``pending_new``) once the request is recorded; the original is ``pending_replace`` until
-    the venue answers, then ``replaced`` (or back to working when the venue refuses, the
-    replacement ``rejected``). 422 with a code for bad input or an order that cannot be replaced
-    now, 403 when a bigger replacement needs more buying power than there is."""
+    client_order_id), or a trailing stop waiting for its trigger (trail, qty, time_in_force,
+    client_order_id: replaced here at once, the replacement ``new`` and watching from the
+    original's hwm, the original ``replaced``): answered with the replacement order
+    (``replaces`` the original; a limit order's is ``pending_new``) once the request is
+    recorded; a limit original is ``pending_replace`` until the venue answers, then
+    ``replaced`` (or back to working when the venue refuses, the replacement ``rejected``).
+    422 with a code for bad input or an order that cannot be replaced now, 403 when a bigger
+    replacement needs more buying power than there is."""
     await state.limiter.hit(f"orders:{key.account_id}", per_second=state.settings.order_rate_per_s,
                             capacity=state.settings.order_rate_per_s, what="orders for this account")
     return await service.replace(_account(key), order_id, body)

@@ -280,10 +280,6 @@ class OrderService:
         if order["status"] not in OPEN_STATUSES:
             raise ApiError(422, "not_replaceable", f"order is {order['status']} and cannot be "
                            "replaced", code=42210000)
-        if order["type"] == "trailing_stop":  # held here, not at a venue: no replace path yet
-            raise ApiError(422, "replace_not_supported", "trailing stop orders cannot be replaced "
-                           "yet: cancel this one and place a new one; nothing was changed",
-                           code=42210000)
         new_id = str(uuid.uuid4())
         try:
             await self._update(account_id, order, OrderWorkflow.replace,

@@ -145,27 +145,76 @@ async def test_a_day_trailing_stop_expires_at_the_close_with_nothing_sent(stack:
     assert not any(mm.engine.order(order["id"]) for mm in stack.venues.values())
 
 
-@pytest.mark.parametrize("change", [{"trail": "2"}, {"qty": "2"}, {"time_in_force": "day"}])
-async def test_a_waiting_trailing_stop_is_not_replaced_and_keeps_watching(
-        stack: TradingStack, change: dict[str, str]) -> None:
-    """PATCH of a trailing stop is refused with a code (not implemented yet); nothing changes
-    and the trigger still follows the quotes."""
-    acct = await holding(stack, "MSFT", 3, "150.00", "150.05")
+async def patch(stack: TradingStack, acct: Any, oid: str, body: dict[str, Any]) -> Any:
+    async with stack.http() as http:
+        return await http.patch(f"/v2/orders/{oid}", headers=headers(acct), json=body)
+
+
+async def test_a_waiting_trailing_stop_is_replaced_at_the_broker_and_rearmed(stack: TradingStack) -> None:
+    """PATCH ``trail`` (and qty) of a waiting trailing sell: a new order replaces it at once
+    (no venue), holding the shares its qty needs, watching from the original's hwm with the new
+    trail; it fires at the new stop and fills; the books hold."""
+    acct = await holding(stack, "MSFT", 5, "150.00", "150.05")
     order = await place(stack, acct, symbol="MSFT", qty="3", side="sell", type="trailing_stop",
                         time_in_force="gtc", trail_price="1")
     oid = order["id"]
-    await wait_for(stack, acct, oid, "hwm 150", lambda o: o["hwm"] == "150")
-    before = await balances(stack, acct)
+    await publish_quote(stack, "MSFT", "152.00", "152.05")
+    await wait_for(stack, acct, oid, "hwm 152", lambda o: o["hwm"] == "152")
+    r = await patch(stack, acct, oid, {"trail": "3", "qty": "4"})
+    assert r.status_code == 200, r.text
+    new = r.json()
+    assert new["replaces"] == oid and new["id"] != oid, new
+    assert (new["status"], new["type"], new["trail_price"], new["qty"]) == ("new", "trailing_stop", "3", "4")
+    assert (new["hwm"] == "152" and new["stop_price"] is None) or new["stop_price"] == "149"
+    old = await wait_order(stack, acct, oid, {"replaced"}, timeout=5)
+    assert old["replaced_by"] == new["id"]
+    assert (await balances(stack, acct))["shares_held:MSFT"] == 4
+    # 150.50 would have crossed the old stop (151): the new one is 152 - 3 = 149
+    await publish_quote(stack, "MSFT", "150.50", "150.55")
+    await wait_for(stack, acct, new["id"], "stop 149", lambda o: o["stop_price"] == "149")
+    await publish_quote(stack, "MSFT", "149.00", "149.05")
+    done = await wait_order(stack, acct, new["id"], {"filled"})
+    assert done["filled_qty"] == "4"
+    assert (await trigger_event(stack, acct.shard, new["id"]))["bid"] == "149.00"
+    assert not any(k.endswith(":MSFT") and k.startswith("shares_held") for k in await balances(stack, acct))
+    assert (await stack.router.ledger(acct.shard).reconcile()).ok
+    assert not await audit_rows_about(stack.router, acct)
+
+
+async def test_replacing_a_trailing_buy_resizes_its_hold_or_is_refused_with_nothing_changed(
+        stack: TradingStack) -> None:
+    await stack.set_quote("GOOGL", "100.00", "100.10")
+    acct = await stack.account("2000")
+    order = await place(stack, acct, symbol="GOOGL", qty="10", side="buy", type="trailing_stop",
+                        time_in_force="day", trail_percent="1")
+    oid = order["id"]
+    await wait_for(stack, acct, oid, "hwm", lambda o: o["hwm"] == "100.1")
+    held = (await balances(stack, acct))["cash_held"]
+    # more than the account can hold: 403, nothing changes, it keeps watching
+    r = await patch(stack, acct, oid, {"qty": "30"})
+    assert r.status_code == 403 and r.json()["reason"] == "insufficient_buying_power", r.text
+    assert (await balances(stack, acct))["cash_held"] == held
+    for body, reason in (({"trail": "100"}, "trail_out_of_range"), ({"trail": "0.001"}, "invalid_trail"),
+                         ({"limit_price": "99"}, "replace_not_supported"),
+                         ({"trail": "1"}, "nothing_to_replace")):
+        r = await patch(stack, acct, oid, body)
+        assert r.status_code == 422 and r.json()["reason"] == reason, (body, r.text)
+    await publish_quote(stack, "GOOGL", "99.00", "99.05")
+    await wait_for(stack, acct, oid, "hwm 99.05", lambda o: o["hwm"] == "99.05")
+    # a smaller order with a tighter trail: the hold shrinks to 5 x (ask + 0.5%) x 1.05
+    r = await patch(stack, acct, oid, {"qty": "5", "trail": "0.5"})
+    assert r.status_code == 200, r.text
+    new = r.json()
+    assert (new["trail_percent"], new["hwm"], new["status"]) == ("0.5", "99.05", "new")
+    expect = (D(5) * D("99.05") * D("1.005") * D("1.05")).quantize(D("0.01"), rounding="ROUND_CEILING")
+    assert (await balances(stack, acct))["cash_held"] == expect
     async with stack.http() as http:
-        r = await http.patch(f"/v2/orders/{oid}", headers=headers(acct), json=change)
-    assert r.status_code == 422 and r.json()["reason"] == "replace_not_supported", r.text
-    assert await balances(stack, acct) == before
-    await publish_quote(stack, "MSFT", "151.00", "151.05")
-    body = await wait_for(stack, acct, oid, "hwm 151", lambda o: o["hwm"] == "151")
-    assert body["replaced_by"] is None and body["status"] == "new" and body["trail_price"] == "1"
-    async with stack.http() as http:
-        await http.delete(f"/v2/orders/{oid}", headers=headers(acct))
-    await wait_order(stack, acct, oid, {"canceled"})
+        assert (await http.delete(f"/v2/orders/{new['id']}", headers=headers(acct))).status_code == 204
+    await wait_order(stack, acct, new["id"], {"canceled"})
+    assert (await wait_order(stack, acct, oid, {"replaced"}))["replaced_by"] == new["id"]
+    assert "cash_held" not in await balances(stack, acct)
+    assert (await stack.router.ledger(acct.shard).reconcile()).ok
+    assert not await audit_rows_about(stack.router, acct)
 
 
 async def test_stale_and_missing_quotes_never_fire(stack: TradingStack) -> None:
