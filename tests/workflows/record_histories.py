@@ -383,3 +383,17 @@ async def test_record_trailing_stop_canceled_while_waiting(stack: TradingStack) 
     async with stack.http() as http:
         assert (await http.delete(f"/v2/orders/{o['id']}", headers=headers(acct))).status_code == 204
     await save(stack, "trailing_stop_canceled_while_waiting", o["id"])
+
+
+async def test_record_trailing_stop_replaced_at_the_broker(stack: TradingStack) -> None:
+    from tests.workflows.test_trailing_stop import holding, wait_for
+
+    acct = await holding(stack, "MSFT", 3, "150.00", "150.05")
+    o = await place(stack, acct, symbol="MSFT", qty="3", side="sell", type="trailing_stop",
+                    time_in_force="gtc", trail_price="1.00")
+    await wait_for(stack, acct, o["id"], "hwm", lambda b: b["hwm"] == "150")
+    async with stack.http() as http:
+        r = await http.patch(f"/v2/orders/{o['id']}", headers=headers(acct), json={"trail": "2"})
+        assert r.status_code == 200, r.text
+        await http.delete(f"/v2/orders/{r.json()['id']}", headers=headers(acct))
+    await save(stack, "trailing_stop_replaced_at_the_broker", o["id"])
