@@ -60,7 +60,8 @@ class WatchTriggerInput:
 
 @dataclass
 class TriggerFired:
-    """The trigger fired at this quote (decimals as strings); the order's row says so."""
+    """The trigger fired at this quote (decimals as strings; empty when a retried attempt
+    found the firing recorded by the one before: its ``triggered`` audit event has them)."""
 
     spec: dict[str, str | None]
     bid: str
@@ -188,6 +189,9 @@ class TriggerActivities:
             return None
         spec = _resume(TriggerSpec.from_wire(inp.spec), activity.info().heartbeat_details,
                        row.hwm)
+        if activity.info().attempt > 1 and await self._fired_before(inp.order_id):
+            # an attempt that recorded the firing died before it could answer: the firing stands
+            return TriggerFired(spec.to_wire(), bid="", ask="")
         activity.heartbeat(spec.to_wire())
         # what the row shows (a resumed or re-armed watch may know better: written at once)
         written: TriggerSpec | None = spec if (row.hwm, row.stop_price) == (
@@ -226,6 +230,16 @@ class TriggerActivities:
             return trailing.follow(order, spec, now)
 
         return await self.store.decide_with(order_id, decide)
+
+    async def _fired_before(self, order_id: str) -> bool:
+        seen: list[frozenset[str]] = []
+
+        def decide(order: OrderRow, events: frozenset[str], now: datetime) -> Decision:
+            seen.append(events)
+            return Decision.nothing(order)
+
+        await self.store.decide_with(order_id, decide)
+        return trailing.TRIGGERED in seen[-1]
 
     async def _fire(self, order_id: str, spec: TriggerSpec, quote: Quote) -> TriggerFired:
         def decide(order: OrderRow, events: frozenset[str], now: datetime) -> Decision:

@@ -217,6 +217,38 @@ async def test_replacing_a_trailing_buy_resizes_its_hold_or_is_refused_with_noth
     assert not await audit_rows_about(stack.router, acct)
 
 
+async def test_a_firing_whose_answer_was_lost_stands_on_the_retry(
+        stack: TradingStack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watch records the firing, then its attempt fails before answering (a worker lost
+    mid-step); by the retry the price is back above the stop. The firing recorded stands: the
+    order routes and fills, once."""
+    from activities.trigger import TriggerActivities
+    from db.errors import ShardUnavailable
+
+    acct = await holding(stack, "AMZN", 2, "180.00", "180.05")
+    real = TriggerActivities._fire
+    lost: list[str] = []
+
+    async def fire_then_fail(self: Any, order_id: str, spec: Any, quote: Any) -> Any:
+        if order_id != oid or lost:
+            return await real(self, order_id, spec, quote)
+        await real(self, order_id, spec, quote)  # recorded ...
+        lost.append(order_id)
+        await publish_quote(stack, "AMZN", "181.00", "181.05")  # back above the stop
+        raise ShardUnavailable("the answer was lost")
+
+    monkeypatch.setattr(TriggerActivities, "_fire", fire_then_fail)
+    order = await place(stack, acct, symbol="AMZN", qty="2", side="sell", type="trailing_stop",
+                        time_in_force="gtc", trail_price="1")
+    oid = order["id"]
+    await wait_for(stack, acct, oid, "hwm 180", lambda o: o["hwm"] == "180")
+    await publish_quote(stack, "AMZN", "179.00", "179.05")
+    done = await wait_order(stack, acct, oid, {"filled"}, timeout=20)
+    assert lost == [oid] and done["stop_price"] == "179"
+    names = [e for e, _, _ in await events(stack, acct.shard, oid)]
+    assert names.count("triggered") == 1, names
+
+
 async def test_stale_and_missing_quotes_never_fire(stack: TradingStack) -> None:
     acct = await holding(stack, "AMD", 3, "100.00", "100.05")
     order = await place(stack, acct, symbol="AMD", qty="3", side="sell", type="trailing_stop",
