@@ -491,24 +491,9 @@ class OrderWorkflow:
         inp, self._replace_req = self._replace_req, None
         assert inp is not None
         workflow.patched(CANCEL_REPLACE)
-        try:
-            rec: ReplaceRecorded = await workflow.execute_local_activity_method(
-                OrderActivities.request_replace, RequestReplaceInput(
-                    order_id=self._inp.order_id, new_order_id=inp.new_order_id, change=inp.change,
-                    actor=inp.actor, shard=self._inp.shard, day_ttl_s=self._inp.day_ttl_s),
-                start_to_close_timeout=timedelta(seconds=15),
-                retry_policy=retries_within(LOCAL_RETRY, self._t.store_retry_s))
-        except ACTIVITY_FAILED as exc:
-            cause = _cause(exc)
-            self._replace_done[inp.new_order_id] = (
-                ApplicationError(cause.message, type=cause.type, non_retryable=True)
-                if isinstance(cause, ApplicationError) and _refused(exc)
-                else ApplicationError(f"the replace could not be recorded: {_describe(exc)}",
-                                      type=INTERNAL_ERROR, non_retryable=True))
-            return
-        self._set(rec.original)
-        self._replace_done[inp.new_order_id] = rec.replacement
-        await self._send_with_deadline("send_replace", rec.send, self._t.cancel_s)
+        rec = await self._record_replace(inp)
+        if rec is not None and rec.send is not None:
+            await self._send_with_deadline("send_replace", rec.send, self._t.cancel_s)
 
     async def _replace_at_broker(self) -> None:
         """Replace a trailing stop waiting for its trigger: recorded in one transaction (the
@@ -516,14 +501,23 @@ class OrderWorkflow:
         the replacement, whose own workflow (a child left running) watches its trigger. A
         refusal changes nothing: the caller watches again."""
         inp, self._replace_req = self._replace_req, None
-        assert inp is not None and self._snap is not None
+        assert inp is not None
+        rec = await self._record_replace(inp)
+        if rec is not None and rec.original.terminal and rec.request is not None:
+            await self._start_replacement(rec.replacement.order_id, request=rec.request,
+                                          snap=rec.replacement)
+
+    async def _record_replace(self, inp: ReplaceInput) -> ReplaceRecorded | None:
+        """The replace recorded and the customer's update answered with the replacement; None
+        (the update answered with the refusal, nothing changed) when it is refused or fails."""
         req = self._inp.request
+        trailing_buy = req.get("type") == "trailing_stop" and req.get("side") == "buy"
         try:
             rec: ReplaceRecorded = await workflow.execute_local_activity_method(
                 OrderActivities.request_replace, RequestReplaceInput(
                     order_id=self._inp.order_id, new_order_id=inp.new_order_id, change=inp.change,
                     actor=inp.actor, shard=self._inp.shard, day_ttl_s=self._inp.day_ttl_s,
-                    quote_symbol=str(req["symbol"]) if req.get("side") == "buy" else None,
+                    quote_symbol=str(req["symbol"]) if trailing_buy else None,
                     collar=self._inp.collar),
                 start_to_close_timeout=timedelta(seconds=15),
                 retry_policy=retries_within(LOCAL_RETRY, self._t.store_retry_s))
@@ -534,12 +528,10 @@ class OrderWorkflow:
                 if isinstance(cause, ApplicationError) and _refused(exc)
                 else ApplicationError(f"the replace could not be recorded: {_describe(exc)}",
                                       type=INTERNAL_ERROR, non_retryable=True))
-            return
+            return None
         self._set(rec.original)
         self._replace_done[inp.new_order_id] = rec.replacement
-        if rec.original.terminal and rec.request is not None:
-            await self._start_replacement(rec.replacement.order_id, request=rec.request,
-                                          snap=rec.replacement)
+        return rec
 
     async def _start_replacement(self, order_id: str, *, request: dict[str, Any] | None = None,
                                  snap: OrderSnapshot | None = None) -> None:

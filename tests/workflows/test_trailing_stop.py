@@ -19,7 +19,7 @@ from sqlalchemy import text
 from fix.codes import OrdType
 from tests.db.audit_books import audit_rows_about
 from tests.stack import TradingStack, headers, served
-from tests.workflows.order_helpers import balances, events, place, wait_order
+from tests.workflows.order_helpers import balances, events, place, post_order, wait_order
 from tests.workflows.test_http_clients import trading_client
 
 D = Decimal
@@ -326,9 +326,12 @@ async def test_a_waiting_trailing_stop_survives_a_sigkilled_shard_worker(stack: 
     await stack.workers.stop()
     proc = await spawn()
     try:
-        order = await place(stack, acct, symbol="NVDA", qty="4", side="sell", type="trailing_stop",
-                            time_in_force="gtc", trail_price="3")
-        oid = order["id"]
+        async with stack.http() as http:  # a 504 while the new process starts: retried
+            r = await post_order(http, "/v2/orders", headers(acct), {
+                "symbol": "NVDA", "qty": "4", "side": "sell", "type": "trailing_stop",
+                "time_in_force": "gtc", "trail_price": "3"})
+        assert r.status_code == 200, r.text
+        oid = r.json()["id"]
         await wait_for(stack, acct, oid, "hwm 100", lambda o: o["hwm"] == "100", timeout=30)
         await publish_quote(stack, "NVDA", "110.00", "110.05")  # hwm 110, stop 107
         await wait_for(stack, acct, oid, "hwm 110", lambda o: o["hwm"] == "110")
