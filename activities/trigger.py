@@ -10,8 +10,10 @@ writes the hwm and stop to the order row when they move (at most once per
 ``trigger_write_interval_s``), and returns when the trigger fires, with the firing recorded on
 the order (``domain.trailing.fired``). It never sends anything: the order workflow routes.
 
-Quotes older than ``quote_max_age_s`` (ingest's ``it`` stamp) and unreadable, crossed or missing
-quotes are ignored: they never move nor fire a trigger. One Redis pub/sub connection per worker
+Quotes older than ``quote_max_age_s`` (ingest's ``it`` stamp), unreadable, crossed or missing
+quotes, and every quote outside the regular session (``in_session``: a GTC trailing stop keeps
+watching overnight but pre-market and after-hours prices neither move nor fire it, as at Alpaca)
+are ignored. One Redis pub/sub connection per worker
 process (:class:`QuoteFollower`) serves every watching activity.
 
 Deliberately not here: cancel and expiry (the workflow cancels the activity), market hours
@@ -58,7 +60,8 @@ class WatchTriggerInput:
 
 @dataclass
 class TriggerFired:
-    """The trigger fired at this quote (decimals as strings); the order's row says so."""
+    """The trigger fired at this quote (decimals as strings; empty when a retried attempt
+    found the firing recorded by the one before: its ``triggered`` audit event has them)."""
 
     spec: dict[str, str | None]
     bid: str
@@ -163,12 +166,14 @@ class QuoteFollower:
 class TriggerActivities:
     def __init__(self, store: OrderStore, follower: QuoteFollower, quotes: LatestQuotes, *,
                  poll_s: float, write_interval_s: float,
+                 in_session: Callable[[], bool] = lambda: True,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.follower = follower
         self.quotes = quotes
         self.poll_s = poll_s
         self.write_interval_s = write_interval_s
+        self.in_session = in_session
         self.clock = clock
 
     @activity.defn(name="watch_trigger")
@@ -184,12 +189,19 @@ class TriggerActivities:
             return None
         spec = _resume(TriggerSpec.from_wire(inp.spec), activity.info().heartbeat_details,
                        row.hwm)
+        if activity.info().attempt > 1 and await self._fired_before(inp.order_id):
+            # an attempt that recorded the firing died before it could answer: the firing stands
+            return TriggerFired(spec.to_wire(), bid="", ask="")
         activity.heartbeat(spec.to_wire())
-        written = spec
+        # what the row shows (a resumed or re-armed watch may know better: written at once)
+        written: TriggerSpec | None = spec if (row.hwm, row.stop_price) == (
+            spec.hwm, spec.stop) else None
         last_write = float("-inf")
         async with self.follower.watch(spec.symbol) as live:
             quote: Quote | None = await self.quotes.get(spec.symbol)  # fresh or None
             while True:
+                if quote is not None and not self.in_session():
+                    quote = None  # outside the regular session: neither moves nor fires
                 if quote is not None:
                     before = spec
                     spec, fired = on_quote(spec, quote.bid, quote.ask)
@@ -209,7 +221,7 @@ class TriggerActivities:
                     # and a write the rate limit held back
                     activity.heartbeat(spec.to_wire())
                     quote = await self.quotes.get(spec.symbol)
-                    if quote is None and spec != written:
+                    if quote is None and spec != written:  # (a rate-limited write, or the row's)
                         await self._follow(inp.order_id, spec)
                         written, last_write = spec, self.clock()
 
@@ -218,6 +230,16 @@ class TriggerActivities:
             return trailing.follow(order, spec, now)
 
         return await self.store.decide_with(order_id, decide)
+
+    async def _fired_before(self, order_id: str) -> bool:
+        seen: list[frozenset[str]] = []
+
+        def decide(order: OrderRow, events: frozenset[str], now: datetime) -> Decision:
+            seen.append(events)
+            return Decision.nothing(order)
+
+        await self.store.decide_with(order_id, decide)
+        return trailing.TRIGGERED in seen[-1]
 
     async def _fire(self, order_id: str, spec: TriggerSpec, quote: Quote) -> TriggerFired:
         def decide(order: OrderRow, events: frozenset[str], now: datetime) -> Decision:

@@ -56,8 +56,11 @@ async def request(w: _Writer, order_id: str, change: rp.ReplaceRequest, *, new_i
         {"a": old.account_id, "c": change.client_order_id}) is not None
     pre = PreTradeContext(account=account, asset=asset, quotes=quotes, now=now, collar=collar,
                           limits=ctx.limits, control=ctx.control, shard_halt=ctx.shard_halt)
+    # a trailing stop is replaced here at once: its extra hold is sourced now
+    balances = account.balances if old.order_type == "trailing_stop" and account is not None else None
     d_old, d_new = rp.request(old, change, new_id=new_id, actor=actor, now=now, day_ttl_s=day_ttl_s,
-                              ctx=pre, client_order_id_taken=taken)
+                              ctx=pre, client_order_id_taken=taken, ask=quotes.ask, collar=collar,
+                              balances=balances)
     for txn in d_new.postings:
         result = await w.post(txn)
         if not result.ok:

@@ -67,6 +67,7 @@ from domain.orders import (
     parse_order_request,
 )
 from domain.risk import PreTradeContext, Quotes, Rejection, RiskLimits, SymbolControl, pre_trade
+from domain.trailing import request_wire
 
 S = OrderState
 log = logging.getLogger(__name__)
@@ -506,8 +507,9 @@ class OrderStore:
                               ctx: RiskContext | None = None,
                               collar: Decimal = Decimal("0.05")) -> ReplaceRecorded:
         """Record a cancel/replace of the order (see :func:`db.order_replace.request`): both
-        orders as written and the OrderCancelReplaceRequest to send. ``quotes``, ``ctx`` and
-        ``collar`` are what a new order's accept checks against."""
+        orders as written and the OrderCancelReplaceRequest to send (none for a trailing stop
+        replaced at the broker: its replacement's request instead, for its own workflow).
+        ``quotes``, ``ctx`` and ``collar`` are what a new order's accept checks against."""
         parsed = parse_replace(change)
 
         async def _do(w: _Writer) -> ReplaceRecorded:
@@ -515,7 +517,9 @@ class OrderStore:
                                                now=self.clock(), day_ttl_s=day_ttl_s,
                                                quotes=quotes or Quotes(), ctx=ctx or RiskContext(),
                                                collar=collar)
-            return ReplaceRecorded(old.snapshot(), new.snapshot(), venue_replace(old, new, shard))
+            send = venue_replace(old, new, shard)
+            return ReplaceRecorded(old.snapshot(), new.snapshot(), send,
+                                   None if send is not None else request_wire(new))
 
         return await self._tx(_do)  # type: ignore[no-any-return]
 

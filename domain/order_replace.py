@@ -24,7 +24,9 @@ transaction written by ``db.orders`` (it locks the original, then the replacemen
   the venue says); the original's own late fills book against it as any STUCK order's.
 
 Limit, stop and stop-limit orders (quantity, limit price, stop price, time in force, client
-order id; each type only the prices it has); market orders and ``trail`` are refused with
+order id; each type only the prices it has), and trailing stops waiting for their trigger
+(``trail`` too: replaced at the broker in one decision, nothing sent, see
+``domain.trailing_replace``); market orders, and ``trail`` on any other type, are refused with
 ``replace_not_supported``. The replacement passes the pre-trade rules a new order passes
 (:func:`domain.risk.replace_refusal`: the account and shard may trade, the symbol's halts and
 restrictions, price bands, order size, pattern day trading; buying power is the ledger's refusal
@@ -42,10 +44,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from domain import ledger as templates
 from domain.execution import VenueEvent, VenueOrder, VenueReplace
-from domain.money import QTY_BOUNDS, USD, bounded_decimal, check_scale, plain
+from domain.money import PRICE_BOUNDS, QTY_BOUNDS, USD, bounded_decimal, check_scale, plain
 from domain.order_decision import Decision, Step
 from domain.order_machine import _finish, _move, _source_rank, bounded
 from domain.order_row import OrderRow, column, new_order
@@ -79,11 +82,15 @@ class ReplaceRequest:
     time_in_force: str | None = None
     client_order_id: str | None = None
     stop_price: Decimal | None = None
+    trail: Decimal | None = None  # a trailing stop's new trail (its kind's units: $ or %)
 
     def to_wire(self) -> dict[str, str | None]:
-        return {"qty": _s(self.qty), "limit_price": _s(self.limit_price),
-                "stop_price": _s(self.stop_price),
-                "time_in_force": self.time_in_force, "client_order_id": self.client_order_id}
+        out = {"qty": _s(self.qty), "limit_price": _s(self.limit_price),
+               "stop_price": _s(self.stop_price),
+               "time_in_force": self.time_in_force, "client_order_id": self.client_order_id}
+        if self.trail is not None:
+            out["trail"] = _s(self.trail)
+        return out
 
 
 def _s(d: Decimal | None) -> str | None:
@@ -92,14 +99,14 @@ def _s(d: Decimal | None) -> str | None:
 
 def parse_replace(d: Mapping[str, object]) -> ReplaceRequest:
     """Validate an Alpaca replace body. Raises :class:`OrderError` (``unknown_field``,
-    ``replace_not_supported`` for ``trail``, ``invalid_qty``, the price codes,
+    ``replace_not_supported`` for a price the type lacks, ``invalid_qty``, the price codes, ``invalid_trail``,
     ``invalid_time_in_force``, ``invalid_client_order_id``, ``nothing_to_replace``)."""
     unknown = sorted(str(k) for k in d if k not in FIELDS)
     if unknown:
         raise OrderError(f"unknown field(s): {', '.join(unknown)}", code="unknown_field")
-    if d.get("trail") is not None:
-        raise OrderError("trail cannot be replaced here (qty, limit_price, stop_price, "
-                         "time_in_force, client_order_id)", code="replace_not_supported")
+    # bounded here; its increment rules are the order's kind's (domain.trailing_replace)
+    trail = None if d.get("trail") is None else bounded_decimal(d.get("trail"), PRICE_BOUNDS,
+                                                               field="trail")
     qty = limit = stop = None
     if d.get("qty") is not None:
         qty = bounded_decimal(d.get("qty"), QTY_BOUNDS, field="qty")
@@ -119,10 +126,10 @@ def parse_replace(d: Mapping[str, object]) -> ReplaceRequest:
                              or len(coid) > MAX_CLIENT_ORDER_ID):
         raise OrderError(f"client_order_id must be 1..{MAX_CLIENT_ORDER_ID} characters",
                          code="invalid_client_order_id")
-    req = ReplaceRequest(qty, limit, None if tif is None else str(tif), coid, stop)
+    req = ReplaceRequest(qty, limit, None if tif is None else str(tif), coid, stop, trail)
     if req == ReplaceRequest():
-        raise OrderError("nothing to replace: give qty, limit_price, stop_price, time_in_force "
-                         "or client_order_id", code="nothing_to_replace")
+        raise OrderError("nothing to replace: give qty, limit_price, stop_price, trail, "
+                         "time_in_force or client_order_id", code="nothing_to_replace")
     return req
 
 
@@ -148,6 +155,8 @@ def terms(old: OrderRow, req: ReplaceRequest) -> OrderRequest:
         if getattr(req, name) is not None and name not in prices:
             raise OrderError(f"a {old.order_type} order has no {name} to replace",
                              code="replace_not_supported")
+    if req.trail is not None:
+        raise OrderError("trail is for trailing stop orders", code="replace_not_supported")
     new = OrderRequest(
         symbol=old.symbol, side=old.side, type=old.order_type,
         time_in_force=req.time_in_force or old.time_in_force, qty=req.qty or old.qty,
@@ -194,14 +203,27 @@ def extra_hold(old: OrderRow, new: OrderRequest, *, ask: Decimal | None = None,
 def request(old: OrderRow, change: ReplaceRequest, *, new_id: str, actor: str, now: datetime,
             day_ttl_s: float | None = None, ctx: PreTradeContext | None = None,
             ask: Decimal | None = None, collar: Decimal = ZERO,
-            client_order_id_taken: bool = False) -> tuple[Decision, Decision]:
+            client_order_id_taken: bool = False,
+            balances: Mapping[str, Decimal] | None = None) -> tuple[Decision, Decision]:
     """The replace recorded: the replacement (id ``new_id``, ``replaces`` the original) is
     written ROUTED to the original's venue with its extra hold; the original goes
     PENDING_REPLACE. Raises :class:`OrderError` as :func:`terms` does, with
     ``duplicate_client_order_id`` when ``client_order_id_taken`` (another order of the account
     has the one asked for), and with the code a new order would get when the replacement's terms
     fail the pre-trade rules of ``ctx`` (whose quote and collar then size a stop buy's hold;
-    ``ask``/``collar`` otherwise)."""
+    ``ask``/``collar`` otherwise). A trailing stop is replaced at the broker at once
+    (``domain.trailing_replace``: ``ask`` and ``collar`` size a buy's hold, ``balances`` source a
+    sell's extra shares)."""
+    if old.order_type == "trailing_stop":
+        from domain import trailing_replace
+
+        if client_order_id_taken:
+            raise OrderError("client_order_id is already used by another order of the account",
+                             code="duplicate_client_order_id")
+
+        return trailing_replace.request(old, change, new_id=new_id, actor=actor, now=now,
+                                        day_ttl_s=day_ttl_s, ask=ask,
+                                        collar=collar or Decimal("0.05"), balances=balances)
     req = terms(old, change)
     if client_order_id_taken:
         raise OrderError(f"client_order_id {req.client_order_id!r} is used by another order of "
@@ -377,13 +399,17 @@ class ReplaceRecorded:
 
     original: OrderSnapshot
     replacement: OrderSnapshot
-    send: VenueReplace
+    send: VenueReplace | None  # None: replaced at the broker (a waiting trailing stop)
+    # the replacement's request (OrderRequest.to_wire) when its own workflow starts now
+    request: dict[str, Any] | None = None
 
 
-def venue_replace(old: OrderRow, new: OrderRow, shard: int) -> VenueReplace:
+def venue_replace(old: OrderRow, new: OrderRow, shard: int) -> VenueReplace | None:
     """The OrderCancelReplaceRequest of a recorded replace: the replacement's terms, its total
-    as the venue counts it (the fills of the orders before it included)."""
-    assert old.venue is not None
+    as the venue counts it (the fills of the orders before it included). None when no venue has
+    the original (a trailing stop replaced at the broker: nothing to send)."""
+    if old.venue is None:
+        return None
     return VenueReplace(
         order=VenueOrder(order_id=str(new.id), account_id=str(new.account_id), shard=shard,
                          symbol=new.symbol, side=new.side, qty=_s(new.qty + old.prior_filled_qty) or "0",

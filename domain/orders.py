@@ -55,9 +55,10 @@ TRANSITIONS: dict[OrderState, frozenset[OrderState]] = {
     S.VALIDATED: frozenset({S.FUNDS_HELD, S.REJECTED, S.FAILED, S.CANCELED}),
     # REJECTED: the gateway's last check (a halt) refuses an order before any venue has it
     # STUCK from FUNDS_HELD: the send failed in a way that leaves open whether a venue has it
-    # FILLED: the firm fills an order with no whole share itself (domain.fractional)
+    # FILLED: the firm fills an order with no whole share itself (domain.fractional);
+    # REPLACED: a trailing stop waiting at the broker is replaced there
     S.FUNDS_HELD: frozenset({S.ROUTED, S.CANCELED, S.FAILED, S.EXPIRED, S.REJECTED, S.STUCK,
-                             S.FILLED}),
+                             S.FILLED, S.REPLACED}),
     # STUCK straight from the venue states: a venue report the rules refuse to book (an
     # overfill) needs a human as much as a venue that went silent
     S.ROUTED: frozenset(_VENUE_OUTCOMES | {S.PENDING_CANCEL, S.STUCK}),

@@ -17,7 +17,7 @@ from decimal import Decimal
 
 from domain.order_decision import Decision, Step
 from domain.order_row import OrderRow, column
-from domain.orders import OrderError, OrderState
+from domain.orders import OrderError, OrderRequest, OrderState
 from domain.trigger import TriggerSpec
 
 TRIGGERED = "triggered"  # the audit event of a fired trigger
@@ -35,6 +35,16 @@ def trigger_spec(order: OrderRow) -> TriggerSpec:
         kind, value = "trail_percent", order.trail_percent
     return TriggerSpec(order.symbol, order.side, kind, value.normalize(),
                        None if order.hwm is None else order.hwm.normalize())
+
+
+def request_wire(order: OrderRow) -> dict[str, str | bool | None]:
+    """The order's request (``OrderRequest.to_wire``) from its row: what a workflow started for
+    an order that already exists (a replacement) runs with."""
+    # a trailing stop's stop_price column is its trigger's current stop, not a request field
+    stop = None if order.order_type == "trailing_stop" else order.stop_price
+    return OrderRequest(order.symbol, order.side, order.order_type, order.time_in_force, order.qty,
+                        order.limit_price, stop, order.client_order_id,
+                        order.extended_hours, order.trail_price, order.trail_percent).to_wire()
 
 
 def waiting(order: OrderRow) -> bool:

@@ -26,6 +26,7 @@ from activities.trigger import QuoteFollower, TriggerActivities
 from db.controls import ControlsCache
 from db.engines import make_engine
 from db.orders import OrderStore
+from domain import calendar
 from marketdata.quotes import LatestQuotes
 from sherwood.contracts import shard_task_queue, trigger_task_queue
 from sherwood.lifecycle import stopped_by_signals
@@ -48,6 +49,15 @@ def business_clock(offset_s: float) -> Callable[[], datetime] | None:
         return None
     offset = timedelta(seconds=offset_s)
     return lambda: datetime.now(UTC) + offset
+
+
+def regular_session(s: Settings) -> Callable[[], bool]:
+    """Whether it is the regular session now, on the business clock (always, when market hours
+    are not enforced: tests and demos)."""
+    if not s.enforce_market_hours:
+        return lambda: True
+    now = business_clock(s.market_clock_offset_s) or (lambda: datetime.now(UTC))
+    return lambda: calendar.is_open(now())
 
 
 @dataclass
@@ -121,7 +131,8 @@ class ShardWorkers:
             if self._follower is not None:
                 triggers = TriggerActivities(store, self._follower, trigger_quotes,
                                              poll_s=s.trigger_poll_s,
-                                             write_interval_s=s.trigger_write_interval_s)
+                                             write_interval_s=s.trigger_write_interval_s,
+                                             in_session=regular_session(s))
                 tworker = Worker(self.client, task_queue=trigger_task_queue(n),
                                  activities=triggers.all(), max_concurrent_activities=10_000)
                 self._workers.append(tworker)

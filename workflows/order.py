@@ -135,6 +135,7 @@ class OrderWorkflow:
         self._routing = False  # the gateway's activity is trying to send the order
         self._cancel_first: bool | None = None  # CANCEL_RECORDED_FIRST, once asked
         self._replace_req: ReplaceInput | None = None
+        self._watching = False  # a trailing stop waits for its trigger (replaceable at the broker)
         self._replace_done: dict[str, OrderSnapshot | ApplicationError] = {}
         self._rebalance = False  # a fill by the firm left its inventory a share or more off
         # the OrderState search attribute's value (a continued run inherits its predecessor's)
@@ -217,8 +218,8 @@ class OrderWorkflow:
     @replace.validator
     def _validate_replace(self, inp: ReplaceInput) -> None:
         snap = self._snap
-        if snap is None or OrderState(snap.state) not in REPLACEABLE or self._cancel_requested \
-                or self._replace_req is not None:
+        if snap is None or (OrderState(snap.state) not in REPLACEABLE and not self._watching) \
+                or self._cancel_requested or self._replace_req is not None:
             state = (snap.state if snap else "PENDING").lower()
             raise ApplicationError(f"order is {state} and cannot be replaced now",
                                    type="not_replaceable", non_retryable=True)
@@ -274,7 +275,10 @@ class OrderWorkflow:
                 assert self._snap is not None
                 return self._snap
             await self._route()
-        elif self._snap.state == S.FUNDS_HELD:  # continued before routing finished
+        elif self._snap.state == S.FUNDS_HELD:  # continued before routing finished, or a replacement
+            if inp.request.get("type") == "trailing_stop" and workflow.patched(TRAILING_STOP) \
+                    and not await self._await_trigger():
+                return self._snap
             await self._route()
         while self._snap is not None and not self._snap.terminal:
             if workflow.info().is_continue_as_new_suggested() and workflow.all_handlers_finished() \
@@ -335,10 +339,21 @@ class OrderWorkflow:
         """A trailing stop waits for its trigger (:func:`workflows.trailing.wait_for_trigger`).
         True: route it (fired, or a cancel :meth:`_route` takes); False: it has ended here
         (expired at the close or failed: CANCELED/EXPIRED/FAILED release the hold)."""
-        assert self._snap is not None
-        self._publish_state()
-        out = await wait_for_trigger(snap=self._snap, shard=self._inp.shard, request=self._inp.request,
-                                     timeouts=self._t, cancel_requested=lambda: self._cancel_requested)
+        while True:
+            assert self._snap is not None
+            self._publish_state()
+            self._watching = True
+            out = await wait_for_trigger(
+                snap=self._snap, shard=self._inp.shard, request=self._inp.request, timeouts=self._t,
+                cancel_requested=lambda: self._cancel_requested,
+                replace_requested=lambda: self._replace_req is not None)
+            self._watching = False
+            if out.how != "replace":
+                break
+            await self._replace_at_broker()
+            if self._snap.terminal:  # replaced: the replacement's own workflow watches now
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                return False
         if out.how in ("fired", "canceled"):
             return True
         if out.how == "expired":
@@ -506,6 +521,28 @@ class OrderWorkflow:
         inp, self._replace_req = self._replace_req, None
         assert inp is not None
         workflow.patched(CANCEL_REPLACE)
+        rec = await self._record_replace(inp)
+        if rec is not None and rec.send is not None:
+            if workflow.patched(REPLACE_DEADLINE):
+                self._phase = "replace_sent"
+                self._deadline = workflow.now() + timedelta(seconds=self._t.replace_s)
+            await self._send_with_deadline("send_replace", rec.send, self._t.cancel_s)
+
+    async def _replace_at_broker(self) -> None:
+        """Replace a trailing stop waiting for its trigger: recorded in one transaction (the
+        original REPLACED, the replacement FUNDS_HELD with its hold), the customer answered with
+        the replacement, whose own workflow (a child left running) watches its trigger. A
+        refusal changes nothing: the caller watches again."""
+        inp, self._replace_req = self._replace_req, None
+        assert inp is not None
+        rec = await self._record_replace(inp)
+        if rec is not None and rec.original.terminal and rec.request is not None:
+            await self._start_replacement(rec.replacement.order_id, request=rec.request,
+                                          snap=rec.replacement)
+
+    async def _record_replace(self, inp: ReplaceInput) -> ReplaceRecorded | None:
+        """The replace recorded and the customer's update answered with the replacement; None
+        (the update answered with the refusal, nothing changed) when it is refused or fails."""
         try:
             rec: ReplaceRecorded = await workflow.execute_local_activity_method(
                 OrderActivities.request_replace, RequestReplaceInput(
@@ -521,23 +558,23 @@ class OrderWorkflow:
                 if isinstance(cause, ApplicationError) and _refused(exc)
                 else ApplicationError(f"the replace could not be recorded: {_describe(exc)}",
                                       type=INTERNAL_ERROR, non_retryable=True))
-            return
+            return None
         self._set(rec.original)
         self._replace_done[inp.new_order_id] = rec.replacement
-        if workflow.patched(REPLACE_DEADLINE):
-            self._phase = "replace_sent"
-            self._deadline = workflow.now() + timedelta(seconds=self._t.replace_s)
-        await self._send_with_deadline("send_replace", rec.send, self._t.cancel_s)
+        return rec
 
-    async def _start_replacement(self, order_id: str) -> None:
+    async def _start_replacement(self, order_id: str, *, request: dict[str, Any] | None = None,
+                                 snap: OrderSnapshot | None = None) -> None:
         """The venue replaced this order: its replacement (ACKED, holding what it needs) gets
-        its own workflow, which books its reports from now on (they carry its ClOrdID)."""
-        snap = await self._store(OrderActivities.load_order, LoadOrderInput(order_id))
+        its own workflow, which books its reports from now on (they carry its ClOrdID). A
+        trailing stop's replacement (``request``, ``snap``: FUNDS_HELD) waits for its trigger."""
+        if snap is None:
+            snap = await self._store(OrderActivities.load_order, LoadOrderInput(order_id))
         info = workflow.info()
         inp = self._inp
         await workflow.start_child_workflow(
             OrderWorkflow.run, PlaceOrderInput(
-                order_id=order_id, account_id=snap.account_id, shard=inp.shard, request={},
+                order_id=order_id, account_id=snap.account_id, shard=inp.shard, request=request or {},
                 request_hash="", actor=inp.actor, collar=inp.collar, timeouts=self._t,
                 day_ttl_s=inp.day_ttl_s, snapshot=snap, gateway_queue=inp.gateway_queue),
             id=order_id, task_queue=info.task_queue, parent_close_policy=ParentClosePolicy.ABANDON,

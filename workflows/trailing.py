@@ -37,7 +37,7 @@ WATCH_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interva
 
 @dataclass
 class TriggerOutcome:
-    how: str  # fired | canceled | expired | failed | ended (the order no longer waits)
+    how: str  # fired | canceled | replace | expired | failed | ended (the order no longer waits)
     fired: TriggerFired | None = None
     reason: str = ""
 
@@ -52,8 +52,11 @@ def start_spec(request: dict[str, object]) -> TriggerSpec:
 
 
 async def wait_for_trigger(*, snap: OrderSnapshot, shard: int, request: dict[str, object],
-                           timeouts: OrderTimeouts, cancel_requested: Callable[[], bool]) -> TriggerOutcome:
-    """Watch until the trigger fires, the customer cancels or the DAY order's close passes."""
+                           timeouts: OrderTimeouts, cancel_requested: Callable[[], bool],
+                           replace_requested: Callable[[], bool] = lambda: False) -> TriggerOutcome:
+    """Watch until the trigger fires, the customer cancels or replaces the order (the watch is
+    canceled: the workflow replaces it at the broker, then watches the order it ends with) or
+    the DAY order's close passes."""
     watch = workflow.start_activity_method(
         TriggerActivities.watch_trigger,
         WatchTriggerInput(order_id=snap.order_id, spec=start_spec(request).to_wire()),
@@ -65,7 +68,8 @@ async def wait_for_trigger(*, snap: OrderSnapshot, shard: int, request: dict[str
         close = datetime.fromisoformat(snap.expires_at) - timedelta(seconds=timeouts.market_clock_offset_s)
         timeout = max(timedelta(0), close - workflow.now())
     try:
-        await workflow.wait_condition(lambda: watch.done() or cancel_requested(), timeout=timeout,
+        await workflow.wait_condition(lambda: watch.done() or cancel_requested() or replace_requested(),
+                                      timeout=timeout,
                                       timeout_summary="trailing stop: the DAY order's close")
     except TimeoutError:
         watch.cancel()
@@ -73,6 +77,9 @@ async def wait_for_trigger(*, snap: OrderSnapshot, shard: int, request: dict[str
     if cancel_requested():  # the customer's cancel wins over a firing not yet routed: nothing was sent
         watch.cancel()
         return TriggerOutcome("canceled")
+    if replace_requested() and not watch.done():
+        watch.cancel()
+        return TriggerOutcome("replace")
     try:
         fired = watch.result()
     except ActivityError as exc:

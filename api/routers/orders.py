@@ -83,7 +83,10 @@ async def replace_order(key: TraderDep, service: ServiceDep, state: StateDep, or
                         body: Annotated[dict[str, Any], Body(json_schema_extra=REPLACE_BODY)],
                         ) -> dict[str, Any]:
     """Replace a working limit, stop or stop-limit order (Alpaca: qty, limit_price,
-    stop_price, time_in_force, client_order_id): answered with the replacement order
+    stop_price, time_in_force, client_order_id), or a trailing stop waiting for its trigger
+    (trail, qty, time_in_force, client_order_id: replaced here at once, the replacement ``new``
+    and watching from the original's hwm, the original ``replaced``): answered with the
+    replacement order
     (``replaces`` the original, status ``pending_new``) once the request is recorded; the
     original is ``pending_replace`` until the venue answers, then ``replaced`` (or back to
     working when the venue refuses, the replacement ``rejected``). The new terms pass the

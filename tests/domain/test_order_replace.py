@@ -46,7 +46,8 @@ def test_parse_refuses_bad_input_with_a_code() -> None:
              ({"qty": "1.5"}, "invalid_qty"), ({"qty": "1e12"}, "qty_out_of_range"),
              ({"limit_price": "-1"}, "invalid_limit_price"),
              ({"limit_price": "10.001"}, "invalid_price_increment"),
-             ({"trail": "1"}, "replace_not_supported"), ({"stop_price": "-5"}, "invalid_stop_price"),
+             ({"trail": "-1"}, "invalid_trail"), ({"trail": "1e7"}, "trail_out_of_range"),
+             ({"stop_price": "-5"}, "invalid_stop_price"),
              ({"time_in_force": "ioc"}, "invalid_time_in_force"),
              ({"client_order_id": ""}, "invalid_client_order_id"), ({"side": "sell"}, "unknown_field")]
     for body, code in cases:

@@ -432,3 +432,50 @@ async def test_record_fraction_starts_the_rebalance(stack: TradingStack) -> None
         await wait_order(stack, acct, o["id"], {"filled"})
     await save(stack, "fraction_starts_the_rebalance", o["id"])
     await save(stack, "rebalance_buys_a_whole_share", f"rebalance-{acct.shard}-F")
+
+
+async def _publish(stack: TradingStack, symbol: str, bid: str, ask: str) -> None:
+    from tests.workflows.test_trailing_stop import publish_quote
+
+    await publish_quote(stack, symbol, bid, ask)
+
+
+async def test_record_trailing_stop_fired_and_filled(stack: TradingStack) -> None:
+    from tests.workflows.test_trailing_stop import holding, wait_for
+
+    acct = await holding(stack, "TSLA", 2, "200.00", "200.05")
+    o = await place(stack, acct, symbol="TSLA", qty="2", side="sell", type="trailing_stop",
+                    time_in_force="gtc", trail_price="1.00")
+    await wait_for(stack, acct, o["id"], "hwm", lambda b: b["hwm"] == "200")
+    await _publish(stack, "TSLA", "202.00", "202.05")
+    await wait_for(stack, acct, o["id"], "hwm", lambda b: b["hwm"] == "202")
+    await _publish(stack, "TSLA", "201.00", "201.05")
+    await wait_order(stack, acct, o["id"], {"filled"})
+    await save(stack, "trailing_stop_fired_and_filled", o["id"])
+
+
+async def test_record_trailing_stop_canceled_while_waiting(stack: TradingStack) -> None:
+    from tests.workflows.test_trailing_stop import wait_for
+
+    await stack.set_quote("NFLX", "400.00", "400.10")
+    acct = await stack.account("5000")
+    o = await place(stack, acct, symbol="NFLX", qty="2", side="buy", type="trailing_stop",
+                    time_in_force="day", trail_percent="2")
+    await wait_for(stack, acct, o["id"], "hwm", lambda b: b["hwm"] == "400.1")
+    async with stack.http() as http:
+        assert (await http.delete(f"/v2/orders/{o['id']}", headers=headers(acct))).status_code == 204
+    await save(stack, "trailing_stop_canceled_while_waiting", o["id"])
+
+
+async def test_record_trailing_stop_replaced_at_the_broker(stack: TradingStack) -> None:
+    from tests.workflows.test_trailing_stop import holding, wait_for
+
+    acct = await holding(stack, "MSFT", 3, "150.00", "150.05")
+    o = await place(stack, acct, symbol="MSFT", qty="3", side="sell", type="trailing_stop",
+                    time_in_force="gtc", trail_price="1.00")
+    await wait_for(stack, acct, o["id"], "hwm", lambda b: b["hwm"] == "150")
+    async with stack.http() as http:
+        r = await http.patch(f"/v2/orders/{o['id']}", headers=headers(acct), json={"trail": "2"})
+        assert r.status_code == 200, r.text
+        await http.delete(f"/v2/orders/{r.json()['id']}", headers=headers(acct))
+    await save(stack, "trailing_stop_replaced_at_the_broker", o["id"])

@@ -19,7 +19,7 @@ from sqlalchemy import text
 from fix.codes import OrdType
 from tests.db.audit_books import audit_rows_about
 from tests.stack import TradingStack, headers, served
-from tests.workflows.order_helpers import balances, events, place, wait_order
+from tests.workflows.order_helpers import balances, events, place, post_order, wait_order
 from tests.workflows.test_http_clients import trading_client
 
 D = Decimal
@@ -129,6 +129,126 @@ async def test_a_trailing_buy_holds_the_ask_plus_trail_and_a_cancel_releases_it(
     assert not await audit_rows_about(stack.router, acct)
 
 
+async def test_a_day_trailing_stop_expires_at_the_close_with_nothing_sent(stack: TradingStack) -> None:
+    await stack.set_quote("INTC", "30.00", "30.02")
+    acct = await stack.account("5000")
+    svc_settings = stack.app.state.sherwood.settings
+    stack.app.state.sherwood.settings = svc_settings.model_copy(update={"day_order_ttl_s": 1.0})
+    try:
+        order = await place(stack, acct, symbol="INTC", qty="10", side="buy", type="trailing_stop",
+                            time_in_force="day", trail_price="0.50")
+    finally:
+        stack.app.state.sherwood.settings = svc_settings
+    done = await wait_order(stack, acct, order["id"], {"expired"}, timeout=10)
+    assert done["state"] == "EXPIRED" and done["filled_qty"] == "0" and done["venue"] is None
+    assert (await balances(stack, acct)) == {"cash": Decimal("5000")}
+    assert not any(mm.engine.order(order["id"]) for mm in stack.venues.values())
+
+
+async def patch(stack: TradingStack, acct: Any, oid: str, body: dict[str, Any]) -> Any:
+    async with stack.http() as http:
+        return await http.patch(f"/v2/orders/{oid}", headers=headers(acct), json=body)
+
+
+async def test_a_waiting_trailing_stop_is_replaced_at_the_broker_and_rearmed(stack: TradingStack) -> None:
+    """PATCH ``trail`` (and qty) of a waiting trailing sell: a new order replaces it at once
+    (no venue), holding the shares its qty needs, watching from the original's hwm with the new
+    trail; it fires at the new stop and fills; the books hold."""
+    acct = await holding(stack, "MSFT", 5, "150.00", "150.05")
+    order = await place(stack, acct, symbol="MSFT", qty="3", side="sell", type="trailing_stop",
+                        time_in_force="gtc", trail_price="1")
+    oid = order["id"]
+    await publish_quote(stack, "MSFT", "152.00", "152.05")
+    await wait_for(stack, acct, oid, "hwm 152", lambda o: o["hwm"] == "152")
+    r = await patch(stack, acct, oid, {"trail": "3", "qty": "4"})
+    assert r.status_code == 200, r.text
+    new = r.json()
+    assert new["replaces"] == oid and new["id"] != oid, new
+    assert (new["status"], new["type"], new["trail_price"], new["qty"]) == ("new", "trailing_stop", "3", "4")
+    assert (new["hwm"] == "152" and new["stop_price"] is None) or new["stop_price"] == "149"
+    old = await wait_order(stack, acct, oid, {"replaced"}, timeout=5)
+    assert old["replaced_by"] == new["id"]
+    assert (await balances(stack, acct))["shares_held:MSFT"] == 4
+    # 150.50 would have crossed the old stop (151): the new one is 152 - 3 = 149
+    await publish_quote(stack, "MSFT", "150.50", "150.55")
+    await wait_for(stack, acct, new["id"], "stop 149", lambda o: o["stop_price"] == "149")
+    await publish_quote(stack, "MSFT", "149.00", "149.05")
+    done = await wait_order(stack, acct, new["id"], {"filled"})
+    assert done["filled_qty"] == "4"
+    assert (await trigger_event(stack, acct.shard, new["id"]))["bid"] == "149.00"
+    assert not any(k.endswith(":MSFT") and k.startswith("shares_held") for k in await balances(stack, acct))
+    assert (await stack.router.ledger(acct.shard).reconcile()).ok
+    assert not await audit_rows_about(stack.router, acct)
+
+
+async def test_replacing_a_trailing_buy_resizes_its_hold_or_is_refused_with_nothing_changed(
+        stack: TradingStack) -> None:
+    await stack.set_quote("GOOGL", "100.00", "100.10")
+    acct = await stack.account("2000")
+    order = await place(stack, acct, symbol="GOOGL", qty="10", side="buy", type="trailing_stop",
+                        time_in_force="day", trail_percent="1")
+    oid = order["id"]
+    await wait_for(stack, acct, oid, "hwm", lambda o: o["hwm"] == "100.1")
+    held = (await balances(stack, acct))["cash_held"]
+    # more than the account can hold: 403, nothing changes, it keeps watching
+    r = await patch(stack, acct, oid, {"qty": "30"})
+    assert r.status_code == 403 and r.json()["reason"] == "insufficient_buying_power", r.text
+    assert (await balances(stack, acct))["cash_held"] == held
+    for body, reason in (({"trail": "100"}, "trail_out_of_range"), ({"trail": "0.001"}, "invalid_trail"),
+                         ({"limit_price": "99"}, "replace_not_supported"),
+                         ({"trail": "1"}, "nothing_to_replace")):
+        r = await patch(stack, acct, oid, body)
+        assert r.status_code == 422 and r.json()["reason"] == reason, (body, r.text)
+    await publish_quote(stack, "GOOGL", "99.00", "99.05")
+    await wait_for(stack, acct, oid, "hwm 99.05", lambda o: o["hwm"] == "99.05")
+    # a smaller order with a tighter trail: the hold shrinks to 5 x (ask + 0.5%) x 1.05
+    r = await patch(stack, acct, oid, {"qty": "5", "trail": "0.5"})
+    assert r.status_code == 200, r.text
+    new = r.json()
+    assert (new["trail_percent"], new["hwm"], new["status"]) == ("0.5", "99.05", "new")
+    expect = (D(5) * D("99.05") * D("1.005") * D("1.05")).quantize(D("0.01"), rounding="ROUND_CEILING")
+    assert (await balances(stack, acct))["cash_held"] == expect
+    async with stack.http() as http:
+        assert (await http.delete(f"/v2/orders/{new['id']}", headers=headers(acct))).status_code == 204
+    await wait_order(stack, acct, new["id"], {"canceled"})
+    assert (await wait_order(stack, acct, oid, {"replaced"}))["replaced_by"] == new["id"]
+    assert "cash_held" not in await balances(stack, acct)
+    assert (await stack.router.ledger(acct.shard).reconcile()).ok
+    assert not await audit_rows_about(stack.router, acct)
+
+
+async def test_a_firing_whose_answer_was_lost_stands_on_the_retry(
+        stack: TradingStack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watch records the firing, then its attempt fails before answering (a worker lost
+    mid-step); by the retry the price is back above the stop. The firing recorded stands: the
+    order routes and fills, once."""
+    from activities.trigger import TriggerActivities
+    from db.errors import ShardUnavailable
+
+    acct = await holding(stack, "AMZN", 2, "180.00", "180.05")
+    real = TriggerActivities._fire
+    lost: list[str] = []
+
+    async def fire_then_fail(self: Any, order_id: str, spec: Any, quote: Any) -> Any:
+        if order_id != oid or lost:
+            return await real(self, order_id, spec, quote)
+        await real(self, order_id, spec, quote)  # recorded ...
+        lost.append(order_id)
+        await publish_quote(stack, "AMZN", "181.00", "181.05")  # back above the stop
+        raise ShardUnavailable("the answer was lost")
+
+    monkeypatch.setattr(TriggerActivities, "_fire", fire_then_fail)
+    order = await place(stack, acct, symbol="AMZN", qty="2", side="sell", type="trailing_stop",
+                        time_in_force="gtc", trail_price="1")
+    oid = order["id"]
+    await wait_for(stack, acct, oid, "hwm 180", lambda o: o["hwm"] == "180")
+    await publish_quote(stack, "AMZN", "179.00", "179.05")
+    done = await wait_order(stack, acct, oid, {"filled"}, timeout=20)
+    assert lost == [oid] and done["stop_price"] == "179"
+    names = [e for e, _, _ in await events(stack, acct.shard, oid)]
+    assert names.count("triggered") == 1, names
+
+
 async def test_stale_and_missing_quotes_never_fire(stack: TradingStack) -> None:
     acct = await holding(stack, "AMD", 3, "100.00", "100.05")
     order = await place(stack, acct, symbol="AMD", qty="3", side="sell", type="trailing_stop",
@@ -206,9 +326,12 @@ async def test_a_waiting_trailing_stop_survives_a_sigkilled_shard_worker(stack: 
     await stack.workers.stop()
     proc = await spawn()
     try:
-        order = await place(stack, acct, symbol="NVDA", qty="4", side="sell", type="trailing_stop",
-                            time_in_force="gtc", trail_price="3")
-        oid = order["id"]
+        async with stack.http() as http:  # a 504 while the new process starts: retried
+            r = await post_order(http, "/v2/orders", headers(acct), {
+                "symbol": "NVDA", "qty": "4", "side": "sell", "type": "trailing_stop",
+                "time_in_force": "gtc", "trail_price": "3"})
+        assert r.status_code == 200, r.text
+        oid = r.json()["id"]
         await wait_for(stack, acct, oid, "hwm 100", lambda o: o["hwm"] == "100", timeout=30)
         await publish_quote(stack, "NVDA", "110.00", "110.05")  # hwm 110, stop 107
         await wait_for(stack, acct, oid, "hwm 110", lambda o: o["hwm"] == "110")
@@ -257,3 +380,45 @@ async def test_alpaca_py_places_a_trailing_stop_and_reads_its_hwm(stack: Trading
     await wait_order(stack, acct, str(placed.id), {"filled"})
     got = await asyncio.to_thread(tc.get_order_by_id, placed.id)
     assert got.status == OrderStatus.FILLED and got.filled_qty == "2"
+
+
+# --- versions: the trailing-stop patch -----------------------------------------------------
+
+def _patches(path: Any) -> set[str]:
+    from temporalio.api.enums.v1 import EventType
+    from temporalio.client import WorkflowHistory
+
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    out: set[str] = set()
+    for e in history.events:
+        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
+            data = e.marker_recorded_event_attributes.details.get("patch-data")
+            if data is not None and data.payloads:  # {"id": <patch id>, "deprecated": ...}
+                out.add(json.loads(data.payloads[0].data)["id"])
+    return out
+
+
+async def test_order_histories_recorded_before_the_patch_replay_and_trailing_ones_carry_it() -> None:
+    """Order histories recorded before trailing stops existed replay under this code (they never
+    reach the patched path: no marker), and the recorded trailing stops replay (sandboxed)
+    with the ``trailing-stop`` marker."""
+    from pathlib import Path
+
+    from temporalio.client import WorkflowHistory
+    from temporalio.worker import Replayer
+
+    from sherwood.temporal import DATA_CONVERTER
+    from workflows.order import TRAILING_STOP, OrderWorkflow
+
+    here = Path(__file__).parent / "histories"
+    before = [here / f"{n}.json" for n in ("sell_filled", "limit_resting_then_canceled",
+                                          "queued_then_filled_at_the_open", "day_order_expired",
+                                          "replaced")]
+    trailing = sorted(here.glob("trailing_stop_*.json"))
+    assert len(trailing) >= 2
+    for path in before + trailing:
+        history = WorkflowHistory.from_json(path.stem, path.read_text())
+        result = await Replayer(workflows=[OrderWorkflow], data_converter=DATA_CONVERTER).replay_workflow(
+            history, raise_on_replay_failure=False)
+        assert result.replay_failure is None, (path.stem, result.replay_failure)
+        assert (TRAILING_STOP in _patches(path)) == (path in trailing), path.stem
