@@ -22,6 +22,7 @@ from api.routers import (
     corporate_actions,
     health,
     ops,
+    ops_admin,
     orders,
     positions,
     stream,
@@ -70,5 +71,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(transfers.router)
     app.include_router(watchlists.router)
     app.include_router(backoffice_ops.router)
+    app.include_router(ops_admin.router)
     app.include_router(corporate_actions.router)
     return app

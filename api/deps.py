@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
 from api.errors import ApiError
+from api.services.ops import OpsService
 from api.state import AppState
 from db.accounts import ApiKey, authenticate, hash_secret
+from db.ops import Actor, authenticate_ops
 from db.router import ShardRouter
+from domain.ops import SCOPES, OpsKey, has_scope
 from marketdata.quotes import LatestQuotes
 
 
@@ -118,10 +122,90 @@ async def get_trader(key: ApiKeyDep) -> ApiKey:
 TraderDep = Annotated[ApiKey, Depends(get_trader)]
 
 
-async def get_ops(key: ApiKeyDep) -> ApiKey:
-    if key.role != "ops":
-        raise ApiError(403, "forbidden", "operations endpoints need an ops key", code=40310000)
+def _credentials(key_id: str | None, secret: str | None,
+                 authorization: str | None) -> tuple[str, str] | None:
+    if (key_id is None or secret is None) and authorization and authorization.startswith("Bearer "):
+        key_id, _, secret = authorization.removeprefix("Bearer ").partition(":")
+    if not key_id and not secret:
+        return None
+    if not key_id or not secret:
+        raise ApiError(401, "unauthorized", "missing APCA-API-KEY-ID / APCA-API-SECRET-KEY headers",
+                       code=40110000)
+    return key_id, secret
+
+
+async def get_optional_ops_key(
+    request: Request,
+    header_key_id: Annotated[str | None, Header(alias="APCA-API-KEY-ID")] = None,
+    header_secret: Annotated[str | None, Header(alias="APCA-API-SECRET-KEY")] = None,
+    authorization: Annotated[str | None, Header()] = None,
+) -> OpsKey | None:
+    """The caller's ops key (``ops_keys``, never a customer key), None without credentials.
+
+    Asked of the directory database on every request, with no cache: a revoked or expired key is
+    refused (401 ``key_revoked`` / ``key_expired``) from the moment it is revoked or expires. A
+    customer key is a 403 ``forbidden``; wrong credentials a 401 and count toward the source's
+    failed-login limit (429 past it), like the customer API's.
+    """
+    creds = _credentials(header_key_id, header_secret, authorization)
+    if creds is None:
+        return None
+    state: AppState = request.app.state.sherwood
+    s = state.settings
+    source = request.client.host if request.client else ""
+    bucket = f"login-failures:{source}"
+    rate = s.login_failures_per_source / s.login_failure_window_s
+    await state.limiter.guard(bucket, per_second=rate, capacity=s.login_failures_per_source,
+                              what="failed logins from this address",
+                              reason="too_many_failed_logins")
+    key, why = await authenticate_ops(state.router.directory, *creds)
+    if key is None and why in ("revoked", "expired"):
+        raise ApiError(401, f"key_{why}", f"this ops key is {why}", code=40110000)
+    if key is None:
+        if await authenticate_from(state, source, *creds) is not None:
+            raise ApiError(403, "forbidden", "operations endpoints need an ops key", code=40310000)
+        raise ApiError(401, "unauthorized", "invalid API key or secret", code=40110000)
+    per_min = s.request_rate_per_min
+    await state.limiter.hit(f"key:{key.key_id}", per_second=per_min / 60, capacity=per_min,
+                            what="requests for this API key")
     return key
 
 
-OpsDep = Annotated[ApiKey, Depends(get_ops)]
+OptionalOpsKeyDep = Annotated[OpsKey | None, Depends(get_optional_ops_key)]
+
+
+def ops_scope(scope: str) -> Callable[[OpsKey | None], Awaitable[OpsKey]]:
+    """A dependency: the caller's ops key, which must hold ``scope`` (403
+    ``insufficient_scope`` otherwise; 401 without credentials)."""
+    assert scope in SCOPES, scope
+
+    async def dep(key: OptionalOpsKeyDep) -> OpsKey:
+        if key is None:
+            raise ApiError(401, "unauthorized",
+                           "missing APCA-API-KEY-ID / APCA-API-SECRET-KEY headers", code=40110000)
+        if not has_scope(key, scope):
+            raise ApiError(403, "insufficient_scope", f"this ops key lacks the {scope!r} scope",
+                           code=40310000)
+        return key
+
+    return dep
+
+
+OpsRead = Annotated[OpsKey, Depends(ops_scope("read"))]
+OpsHalt = Annotated[OpsKey, Depends(ops_scope("halt"))]
+OpsRestrict = Annotated[OpsKey, Depends(ops_scope("restrict"))]
+OpsResolve = Annotated[OpsKey, Depends(ops_scope("resolve"))]
+OpsSettlement = Annotated[OpsKey, Depends(ops_scope("settlement"))]
+OpsKeys = Annotated[OpsKey, Depends(ops_scope("keys"))]
+
+
+async def get_ops_service(state: StateDep) -> OpsService:
+    return OpsService(state.settings, state.router, state.redis, state.temporal)
+
+
+OpsServiceDep = Annotated[OpsService, Depends(get_ops_service)]
+
+
+def actor_of(key: OpsKey) -> Actor:
+    """The audited identity of an API caller: its key's holder and the key id."""
+    return Actor(key.holder, key.key_id)

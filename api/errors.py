@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from db.engines import DB_ERRORS, is_db_timeout
 from db.errors import DbError, InsufficientFunds, ShardUnavailable, UnknownAccount
 from domain.errors import DomainError
+from domain.ops import OpsRefusal
 from sherwood.faults import is_transient
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,8 @@ def from_exception(exc: Exception) -> ApiError:
         return ApiError(404, exc.code, exc.message, code=40410000)
     if isinstance(exc, ShardUnavailable):
         return ApiError(503, exc.code, exc.message)
+    if isinstance(exc, OpsRefusal):
+        return ApiError(exc.status, exc.code, str(exc), code=exc.status * 100000)
     if isinstance(exc, DomainError | DbError):
         return ApiError(422, exc.code, exc.message, code=42210000)
     if is_db_timeout(exc):  # lock_timeout / statement_timeout on the request path
@@ -76,6 +79,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DomainError)
     async def _domain_error(_: Request, exc: DomainError) -> JSONResponse:
+        return _response(from_exception(exc))
+
+    @app.exception_handler(OpsRefusal)
+    async def _ops_refusal(_: Request, exc: OpsRefusal) -> JSONResponse:
         return _response(from_exception(exc))
 
     @app.exception_handler(DbError)

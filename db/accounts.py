@@ -59,8 +59,8 @@ def _new_key_id(prefix: str) -> str:
 async def create_api_key(
     router: ShardRouter, account_id: uuid.UUID | None, *, role: str = "trader"
 ) -> Credentials:
-    if role not in ("trader", "ops"):
-        raise ValueError(f"unknown role {role!r}")
+    if role != "trader":  # operations keys are ops_keys (db/ops.py), never customer keys
+        raise ValueError(f"customer keys have the trader role, not {role!r}")
     creds = Credentials(_new_key_id("PK" if role == "trader" else "OK"),
                         secrets.token_urlsafe(30), role, account_id)
     async with router.directory.begin() as conn:

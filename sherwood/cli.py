@@ -26,6 +26,7 @@ from sherwood.cli_accounts import accounts_app
 from sherwood.cli_audit import audit_app
 from sherwood.cli_backoffice import schedules_app, settlement_app
 from sherwood.cli_common import Clients, DataDir, console, err, load_settings, run
+from sherwood.cli_keys import keys_app
 from sherwood.cli_ops import ops_app
 from sherwood.cli_serve import serve_app
 from sherwood.settings import Settings
@@ -79,6 +80,7 @@ def _exit_with_supervisor() -> None:
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(serve_app, name="serve")
 app.add_typer(ops_app, name="ops")
+app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 
 

@@ -1,9 +1,12 @@
 """``sherwood ops ...``: operations: stuck orders, symbol halts and restrictions, shard halts.
 
 What it does: lists the orders waiting for an operator (Temporal: OrderState="STUCK") and
-resolves one with what the venue reports (the order workflow's ``resolve`` update); halts,
-resumes and restricts symbols (directory DB + Redis mirror, through ``ControlsStore``); issues
-operations API keys; lists and clears the trading halts a failed reconciliation put on shards.
+resolves one with what the venue reports (the order workflow's ``resolve`` update), or, above
+the four-eyes notional, records it for a second operator to ``approve``; halts, resumes and
+restricts symbols; lists and clears the trading halts a failed reconciliation put on shards.
+Every change names its ``--operator`` (one of ``SHERWOOD_OPS_OPERATORS``) and a ``--reason``,
+and goes through api/services/ops.py, which records it in ``ops_audit``. Ops keys are
+``sherwood keys ...`` (sherwood/cli_keys.py).
 
 What it deliberately does not do: decide anything itself (the workflow and the stores check
 and record every change), or mount itself (sherwood/cli.py adds ``ops_app`` to the root app).
@@ -12,16 +15,21 @@ and record every change), or mount itself (sherwood/cli.py adds ``ops_app`` to t
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.table import Table
 
 from sherwood.cli_common import Clients, DataDir, console, err, load_settings, run
+from sherwood.settings import Settings
 
 if TYPE_CHECKING:
-    from domain.orders import OrderSnapshot, ResolveInput
+    from api.services.ops import OpsService, ResolveOutcome
+    from db.ops import Actor
+    from domain.risk import SymbolControl
+
+T = TypeVar("T")
 
 ops_app = typer.Typer(help="Operations: stuck orders, halts, restrictions.", no_args_is_help=True)
 
@@ -52,21 +60,72 @@ async def _stuck_orders(c: Clients) -> list[dict[str, object]]:
     return out
 
 
+Operator = Annotated[str, typer.Option(
+    "--operator", help="Who acts: one of the configured operators (SHERWOOD_OPS_OPERATORS).")]
+Reason = Annotated[str, typer.Option("--reason", help="Why (required; recorded in ops_audit).")]
+
+
+def operator_actor(settings: Settings, operator: str) -> Actor:
+    """The audited identity of a CLI user: ``--operator`` must name a configured operator."""
+    from db.ops import Actor
+    from domain.ops import OpsRefusal, check_operator
+
+    try:
+        return Actor(check_operator(operator, settings.ops_operators))
+    except OpsRefusal as exc:
+        err.print(f"[red]error:[/] {exc} ({exc.code})")
+        raise typer.Exit(2) from None
+
+
+def ops_run(settings: Settings, fn: Callable[[OpsService], Awaitable[T]], *,
+            temporal: bool = False) -> T:
+    """Run ``fn`` with an :class:`OpsService`; a refusal or failure is printed, exit 1 (2 for a
+    refused input)."""
+    from api.services.ops import OpsService
+    from domain.ops import OpsRefusal
+
+    async def go(c: Clients) -> T:
+        return await fn(OpsService(c.settings, c.router, c.redis,
+                                   c.temporal if temporal else None))
+
+    try:
+        return run(go, settings, temporal=temporal)
+    except OpsRefusal as exc:
+        err.print(f"[red]error:[/] {exc} ({exc.code})")
+        raise typer.Exit(2 if exc.status == 422 else 1) from None
+    except Exception as exc:
+        err.print(f"[red]error:[/] {getattr(exc, 'cause', None) or exc}")
+        raise typer.Exit(1) from None
+
+
+def _print_outcome(out: ResolveOutcome) -> None:
+    if out.status == "pending":
+        console.print(f"order {out.order_id}: resolution of notional {out.notional} is pending "
+                      f"a second operator's approval: request {out.request_id}\n"
+                      f"  sherwood ops approve {out.request_id} --operator OTHER --reason ...")
+        return
+    snap = out.order or {}
+    console.print(f"order {out.order_id}: {snap.get('state')}, filled {snap.get('filled_qty')}")
+
+
 @ops_app.command("resolve")
 def ops_resolve(
     order_id: str,
+    operator: Operator,
+    reason: Reason,
     filled_qty: Annotated[str, typer.Option(help="Total quantity the venue filled.")] = "0",
     avg_price: Annotated[str | None, typer.Option(help="Average price of the fills not yet booked.")] = None,
     canceled: Annotated[bool, typer.Option("--canceled", help="The venue canceled the rest.")] = False,
-    note: Annotated[str, typer.Option(help="Why: what the venue said.")] = "",
-    operator: Annotated[str, typer.Option(help="Who resolves it.")] = "operator",
+    note: Annotated[str, typer.Option(help="What the venue said (default: the reason).")] = "",
     fill: Annotated[list[str] | None, typer.Option(
         help="One of the venue's executions not booked yet, EXEC_ID:QTY@PRICE (repeat it); "
              "booked under the venue's ExecID so the clearinghouse matches it. Instead of "
              "--avg-price.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
     data_dir: DataDir = None,
 ) -> None:
-    """Resolve a STUCK order with what the venue reports (fills and/or canceled)."""
+    """Resolve a STUCK order with what the venue reports (fills and/or canceled). Above
+    SHERWOOD_OPS_FOUR_EYES_NOTIONAL it is recorded pending until another operator approves."""
     from domain.orders import ResolveFill, ResolveInput
 
     fills = None
@@ -78,87 +137,97 @@ def ops_resolve(
             err.print("[red]error:[/] --fill takes EXEC_ID:QTY@PRICE")
             raise typer.Exit(2) from None
     s = load_settings(data_dir)
+    actor = operator_actor(s, operator)
     res = ResolveInput(order_id=order_id, outcome="canceled" if canceled else "filled",
-                       filled_qty=filled_qty, avg_price=avg_price, operator=operator, note=note,
-                       fills=fills)
-    try:
-        snap = run(lambda c: _resolve(c, order_id, res), s, temporal=True)
-    except Exception as exc:
-        err.print(f"[red]error:[/] {getattr(exc, 'cause', None) or exc}")
-        raise typer.Exit(1) from None
-    console.print(f"order {snap.order_id}: {snap.state}, filled {snap.filled_qty}")
+                       filled_qty=filled_qty, avg_price=avg_price, note=note, fills=fills)
+    out = ops_run(s, lambda ops: ops.resolve(actor, res, reason), temporal=True)
+    if as_json:
+        print(json.dumps(out.__dict__, default=str))
+    else:
+        _print_outcome(out)
 
 
-async def _resolve(c: Clients, order_id: str, res: ResolveInput) -> OrderSnapshot:
-    from workflows.order import OrderWorkflow
-
-    return await c.temporal.get_workflow_handle(order_id).execute_update(OrderWorkflow.resolve, res)
-
-
-def _controls(data_dir: Path | None, symbol: str, **kwargs: object) -> None:
+@ops_app.command("approve")
+def ops_approve(request_id: str, operator: Operator, reason: Reason,
+                as_json: Annotated[bool, typer.Option("--json")] = False,
+                data_dir: DataDir = None) -> None:
+    """Approve another operator's pending resolution: it is sent to the order workflow."""
     s = load_settings(data_dir)
-    run(lambda c: _set_controls(c, symbol, kwargs), s)
+    actor = operator_actor(s, operator)
+    out = ops_run(s, lambda ops: ops.approve(actor, request_id, reason), temporal=True)
+    if as_json:
+        print(json.dumps(out.__dict__, default=str))
+    else:
+        _print_outcome(out)
 
 
-async def _set_controls(c: Clients, symbol: str, kwargs: dict[str, Any]) -> None:
-    from db.controls import ControlsStore
+@ops_app.command("pending")
+def ops_pending(data_dir: DataDir = None,
+                as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Resolutions waiting for a second operator's approval."""
+    from db.ops import resolutions
 
-    store = ControlsStore(c.router.directory, c.redis, c.settings.redis_prefix)
-    ctl = await store.set(symbol, actor="cli", **kwargs)
-    console.print(f"{symbol.upper()}: halted={ctl.halted} restriction={ctl.restriction} {ctl.reason}")
+    s = load_settings(data_dir)
+    rows = run(lambda c: resolutions(c.router.directory), s)
+    if as_json:
+        print(json.dumps(rows, default=str))
+        return
+    table = Table("request", "order id", "notional", "requested by", "at")
+    for r in rows:
+        table.add_row(str(r["id"]), r["order_id"], str(r["notional"]), r["requested_by"],
+                      str(r["requested_at"]))
+    console.print(table if rows else "no pending resolutions")
 
 
 @ops_app.command("halt")
-def ops_halt(symbol: str, reason: Annotated[str, typer.Option()] = "halted by operations",
-             data_dir: DataDir = None) -> None:
+def ops_halt(symbol: str, operator: Operator, reason: Reason, data_dir: DataDir = None) -> None:
     """Halt trading in a symbol: no new order for it is accepted or routed once this returns."""
-    _controls(data_dir, symbol, halted=True, reason=reason)
+    s = load_settings(data_dir)
+    actor = operator_actor(s, operator)
+    _print_control(symbol, ops_run(s, lambda ops: ops.halt(actor, symbol, reason)))
 
 
 @ops_app.command("resume")
-def ops_resume(symbol: str, data_dir: DataDir = None) -> None:
+def ops_resume(symbol: str, operator: Operator, reason: Reason, data_dir: DataDir = None) -> None:
     """Lift a trading halt."""
-    _controls(data_dir, symbol, halted=False, reason="resumed")
+    s = load_settings(data_dir)
+    actor = operator_actor(s, operator)
+    _print_control(symbol, ops_run(s, lambda ops: ops.resume(actor, symbol, reason)))
 
 
 @ops_app.command("restrict")
 def ops_restrict(
     symbol: str,
+    operator: Operator,
+    reason: Reason,
     mode: Annotated[str, typer.Option(help="close_only, blocked or none")] = "close_only",
-    reason: Annotated[str, typer.Option()] = "",
     data_dir: DataDir = None,
 ) -> None:
     """Restrict a symbol: close_only (sells only), blocked, or none to lift it."""
     if mode not in ("close_only", "blocked", "none"):
         err.print("[red]error:[/] --mode must be close_only, blocked or none")
         raise typer.Exit(2)
-    _controls(data_dir, symbol, restriction=None if mode == "none" else mode, reason=reason)
-
-
-@ops_app.command("create-key")
-def ops_create_key(data_dir: DataDir = None,
-                   as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Issue an operations API key (for /ops endpoints)."""
-    from db.accounts import create_api_key
-
     s = load_settings(data_dir)
-    creds = run(lambda c: create_api_key(c.router, None, role="ops"), s)
-    out = {"key_id": creds.key_id, "secret_key": creds.secret_key}
-    print(json.dumps(out) if as_json else f"key_id: {out['key_id']}\nsecret_key: {out['secret_key']}")
+    actor = operator_actor(s, operator)
+    restriction = None if mode == "none" else mode
+    _print_control(symbol, ops_run(s, lambda ops: ops.restrict(actor, symbol, restriction, reason)))
+
+
+def _print_control(symbol: str, ctl: SymbolControl) -> None:
+    console.print(f"{symbol.upper()}: halted={ctl.halted} restriction={ctl.restriction} {ctl.reason}")
 
 
 @ops_app.command("clear-halt")
 def ops_clear_halt(
     shard: Annotated[int, typer.Option("--shard", help="The halted shard.")],
-    note: Annotated[str, typer.Option(help="Why it is safe to trade again.")] = "",
-    operator: Annotated[str, typer.Option(help="Who clears it.")] = "operator",
+    operator: Operator,
+    reason: Reason,
     data_dir: DataDir = None,
 ) -> None:
     """Clear the trading halt a failed ledger reconciliation put on a shard."""
-    from db.shard_status import clear_halts
-
     s = load_settings(data_dir)
-    cleared = run(lambda c: clear_halts(c.engine(s.shard_url(shard)), operator=operator, note=note), s)
+    actor = operator_actor(s, operator)
+    cleared = ops_run(s, lambda ops: ops.clear_shard_halt(actor, shard, reason))
     console.print(f"shard {shard}: {cleared} halt(s) cleared")
 
 

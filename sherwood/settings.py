@@ -65,6 +65,13 @@ class Settings(BaseSettings):
     # window, the source gets 429 "too_many_failed_logins" before any directory lookup.
     login_failures_per_source: int = Field(default=10, ge=1)
     login_failure_window_s: float = 60.0
+    # Operator identity (domain/ops.py, docs/operations.md "Operator identity"). The names
+    # `sherwood ops|keys ... --operator NAME` accepts (SHERWOOD_OPS_OPERATORS='["alice","bob"]');
+    # a resolution of a STUCK order booking more than ops_four_eyes_notional (USD) waits for a
+    # second, different operator's approval; an ops key lives ops_key_days unless told otherwise.
+    ops_operators: list[str] = Field(default_factory=list)
+    ops_four_eyes_notional: Decimal = Field(default=Decimal(10000), ge=0)
+    ops_key_days: int = Field(default=90, ge=1, le=366)
     # Trade updates WebSockets (GET /stream) one API key may hold open in one API process.
     stream_max_connections_per_key: int = Field(default=5, ge=1)
 

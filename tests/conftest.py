@@ -71,6 +71,8 @@ def settings(pg_server_url: str, redis_url: str, tmp_path_factory: pytest.TempPa
         # trade updates must go out because the order store wakes the publisher, which
         # tests/workers/test_outbox.py checks: the idle poll must not do it for it
         outbox_idle_s=30.0,
+        # the operators `sherwood ops|keys --operator` accepts in tests
+        ops_operators=["alice", "bob"],
     )
 
 

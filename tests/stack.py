@@ -90,6 +90,8 @@ class TradingStack:
             "SHERWOOD_ORDER_RATE_PER_S": str(s.order_rate_per_s),
             "SHERWOOD_VENUES": json.dumps([v.model_dump() for v in s.venues]),
             "SHERWOOD_GATEWAY_LINK_PORT": str(s.gateway_link_port),
+            "SHERWOOD_OPS_OPERATORS": json.dumps(s.ops_operators),
+            "SHERWOOD_OPS_FOUR_EYES_NOTIONAL": str(s.ops_four_eyes_notional),
             "SHERWOOD_GATEWAY_LINK_SECRET": (s.gateway_link_secret.get_secret_value()
                                              if s.gateway_link_secret else ""), **extra})
         return env
@@ -152,6 +154,17 @@ async def served(app: FastAPI) -> AsyncIterator[str]:
 def headers(acct: OpenedAccount) -> dict[str, str]:
     return {"APCA-API-KEY-ID": acct.credentials.key_id,
             "APCA-API-SECRET-KEY": acct.credentials.secret_key}
+
+
+async def ops_headers(router: ShardRouter, *scopes: str, holder: str = "ops-test",
+                      days: int = 1) -> dict[str, str]:
+    """Headers of a new ops key (``ops_keys``) of ``holder`` with ``scopes`` (all by default)."""
+    from db.ops import Actor, create_key
+    from domain.ops import SCOPES
+
+    creds = await create_key(router.directory, holder=holder, scopes=tuple(scopes or SCOPES),
+                             days=days, actor=Actor("test-setup"), reason="test key")
+    return {"APCA-API-KEY-ID": creds.key_id, "APCA-API-SECRET-KEY": creds.secret_key}
 
 
 @contextlib.asynccontextmanager

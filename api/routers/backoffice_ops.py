@@ -1,5 +1,5 @@
-"""Ops endpoints of the back office (ops keys only): settlement reports, shard halts,
-shortfalls (money customers owe: returned ACH deposits, buys filled above their hold)."""
+"""Ops endpoints of the back office (ops keys, each route its scope): settlement reports, shard
+halts, shortfalls (money customers owe: returned ACH deposits, buys filled above their hold)."""
 
 from __future__ import annotations
 
@@ -7,20 +7,29 @@ from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
+from pydantic import BaseModel, Field
 
 from api.body import JsonBodyRoute
-from api.deps import OpsDep, RouterDep
+from api.deps import OpsRead, OpsServiceDep, OpsSettlement, RouterDep, actor_of
 from api.errors import ApiError
 from db.funding import FundingStore
 from db.settlement import load_report
-from db.shard_status import clear_halts, halts
+from db.shard_status import halts
+from domain.ops import MAX_REASON
 
 router = APIRouter(prefix="/ops", tags=["ops"], route_class=JsonBodyRoute)
 
 
+class ClearHaltIn(BaseModel):
+    reason: str = Field(min_length=1, max_length=MAX_REASON,
+                        description="Why it is safe to trade again (recorded in ops_audit).")
+
+
 @router.get("/settlement/{business_date}")
-async def settlement_report(key: OpsDep, router_: RouterDep, business_date: date) -> dict[str, Any]:
-    """The netting report of a business date across all shards, with the clearinghouse breaks."""
+async def settlement_report(key: OpsSettlement, router_: RouterDep,
+                            business_date: date) -> dict[str, Any]:
+    """The netting report of a business date across all shards, with the clearinghouse breaks
+    (scope ``settlement``)."""
     report = await load_report(router_.directory, business_date)
     if report is None:
         raise ApiError(404, "not_found", f"no settlement report for {business_date}", code=40410000)
@@ -28,7 +37,8 @@ async def settlement_report(key: OpsDep, router_: RouterDep, business_date: date
 
 
 @router.get("/shard-halts")
-async def list_shard_halts(key: OpsDep, router_: RouterDep) -> list[dict[str, Any]]:
+async def list_shard_halts(key: OpsRead, router_: RouterDep) -> list[dict[str, Any]]:
+    """Open trading halts on every shard (scope ``read``)."""
     out = []
     for n in range(router_.shard_count):
         out += [{"shard": n, **h} for h in await halts(router_.engine(n))]
@@ -36,20 +46,15 @@ async def list_shard_halts(key: OpsDep, router_: RouterDep) -> list[dict[str, An
 
 
 @router.post("/shards/{shard}/clear-halt")
-async def clear_halt(key: OpsDep, router_: RouterDep, shard: int,
-                     body: Annotated[dict[str, Any] | None, Body()] = None) -> dict[str, Any]:
-    if not 0 <= shard < router_.shard_count:
-        raise ApiError(404, "not_found", f"no shard {shard}", code=40410000)
-    note = str((body or {}).get("note", ""))
-    cleared = await clear_halts(router_.engine(shard), operator=f"ops:{key.key_id}", note=note)
+async def clear_halt(key: OpsSettlement, ops: OpsServiceDep, shard: int,
+                     body: Annotated[ClearHaltIn, Body()]) -> dict[str, Any]:
+    """Clear the trading halt a failed settlement or reconciliation put on a shard (scope
+    ``settlement``)."""
+    cleared = await ops.clear_shard_halt(actor_of(key), shard, body.reason)
     return {"shard": shard, "cleared": cleared}
 
 
-@router.get("/shortfalls")
-async def shortfalls(key: OpsDep, router_: RouterDep, open_only: bool = False) -> list[dict[str, Any]]:
-    """Every shortfall on every shard (``open_only``: those not covered yet): which account owes
-    how much, why (``ach_return``: a returned deposit, ``fill_above_hold``: a buy filled above
-    its hold), and when it was covered."""
+async def _shortfalls(router_: RouterDep, open_only: bool) -> list[dict[str, Any]]:
     out = []
     for n in range(router_.shard_count):
         out += [{"shard": n, **r} for r in await FundingStore(router_.engine(n)).shortfalls()
@@ -57,7 +62,15 @@ async def shortfalls(key: OpsDep, router_: RouterDep, open_only: bool = False) -
     return out
 
 
+@router.get("/shortfalls")
+async def shortfalls(key: OpsRead, router_: RouterDep, open_only: bool = False) -> list[dict[str, Any]]:
+    """Every shortfall on every shard (``open_only``: those not covered yet): which account owes
+    how much, why (``ach_return``: a returned deposit, ``fill_above_hold``: a buy filled above
+    its hold), and when it was covered (scope ``read``)."""
+    return await _shortfalls(router_, open_only)
+
+
 @router.get("/ach-shortfalls")
-async def ach_shortfalls(key: OpsDep, router_: RouterDep) -> list[dict[str, Any]]:
-    """The shortfalls of returned ACH deposits (see ``/ops/shortfalls``)."""
-    return [r for r in await shortfalls(key, router_) if r["cause"] == "ach_return"]
+async def ach_shortfalls(key: OpsRead, router_: RouterDep) -> list[dict[str, Any]]:
+    """The shortfalls of returned ACH deposits (see ``/ops/shortfalls``; scope ``read``)."""
+    return [r for r in await _shortfalls(router_, False) if r["cause"] == "ach_return"]

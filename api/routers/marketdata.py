@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.deps import ApiKeyDep, StateDep
+from api.deps import ApiKeyDep, OpsRead, StateDep
 from api.errors import ApiError
 from api.services import bars as bar_service
 from api.services import marketdata
@@ -163,8 +163,9 @@ async def trades(
 
 
 @router.get("/ops/marketdata/ingest")
-async def ingest_counters(_key: ApiKeyDep, state: StateDep) -> dict[str, Any]:
-    """Ticks accepted and dropped by reason (cumulative, from ingest's Redis counters)."""
+async def ingest_counters(_key: OpsRead, state: StateDep) -> dict[str, Any]:
+    """Ticks accepted and dropped by reason (cumulative, from ingest's Redis counters); ops
+    keys with scope ``read`` only."""
     if state.redis is None:
         raise ApiError(503, "marketdata_unavailable", "market data is unavailable")
     prefix = state.settings.redis_prefix

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from db.accounts import create_api_key, open_account
+from db.accounts import open_account
 from db.router import ShardRouter
 
 
@@ -66,8 +66,10 @@ async def test_healthz_details_need_an_ops_key(client: httpx.AsyncClient, router
 async def test_healthz_reports_every_dependency_and_shard_to_ops(
     client: httpx.AsyncClient, router: ShardRouter,
 ) -> None:
-    ops = await create_api_key(router, None, role="ops")
-    r = await client.get("/healthz", headers=auth(ops))
+    from tests.stack import ops_headers
+
+    ops = await ops_headers(router, "read")
+    r = await client.get("/healthz", headers=ops)
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["status"] == "ok"

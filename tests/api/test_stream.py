@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed
 
 import api.routers.stream as stream_module
 from api.services.activities import fill_uuid
-from db.accounts import OpenedAccount, create_api_key, open_account
+from db.accounts import OpenedAccount, open_account
 from db.router import ShardRouter
 from sherwood.contracts import RedisKeys
 from sherwood.embedded import free_port
@@ -166,11 +166,14 @@ async def test_repeats_and_foreign_payloads_are_not_forwarded(
 
 async def test_bad_credentials_are_refused_and_closed(ws_url: str, router: ShardRouter) -> None:
     a = await open_account(router)
-    ops = await create_api_key(router, None, role="ops")  # a key with no trading account
+    from tests.stack import ops_headers
+
+    ops_hdr = await ops_headers(router)  # an ops key: no trading account, never a customer key
     attempts = [
         {"action": "auth", "key": a.credentials.key_id, "secret": "wrong"},
         {"action": "authenticate", "data": {"key_id": "PKNOSUCHKEY", "secret_key": "x"}},
-        {"action": "auth", "key": ops.key_id, "secret": ops.secret_key},
+        {"action": "auth", "key": ops_hdr["APCA-API-KEY-ID"],
+         "secret": ops_hdr["APCA-API-SECRET-KEY"]},
         {"action": "auth"},
     ]
     for msg in attempts:

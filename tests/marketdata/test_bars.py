@@ -140,7 +140,12 @@ async def test_bars_in_postgres_equal_recomputation_and_rest(
             assert r.status_code == 200 and r.json()["trade"]["p"] == 10.51
             assert (await client.get("/v2/stocks/ZZZZ/quotes/latest")).status_code == 404
             assert (await client.get("/v2/stocks/ZAAA/bars", params={"timeframe": "2Day"})).status_code == 422
-            r = await client.get("/ops/marketdata/ingest")
+            r = await client.get("/ops/marketdata/ingest")  # a customer key: not for ops
+            assert r.status_code == 403 and r.json()["reason"] == "forbidden", r.text
+            from tests.stack import ops_headers
+
+            r = await client.get("/ops/marketdata/ingest",
+                                 headers=await ops_headers(md_app.state.sherwood.router, "read"))
             assert r.status_code == 200 and r.json()["accepted"]["trades"] == len(ing.trades_log)
             assert (await client.get("/v2/stocks/ZAAA/quotes/latest", headers={
                 "APCA-API-SECRET-KEY": "nope"})).status_code == 401

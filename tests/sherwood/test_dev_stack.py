@@ -89,8 +89,11 @@ async def test_dev_stack_starts_stops_and_keeps_data(tmp_path: Path) -> None:
     try:
         assert wait_healthy(proc, api, log) == {"status": "ok"}  # anonymous: up or down only
         ops = json.loads(subprocess.run(
-            [sys.executable, "-m", "sherwood", "ops", "create-key", "--json", "--data-dir", str(data)],
-            env={k: v for k, v in env.items() if k != "SHERWOOD_DATA_DIR"},
+            [sys.executable, "-m", "sherwood", "keys", "create", "--holder", "dev-health",
+             "--scope", "read", "--operator", "alice", "--reason", "health check", "--json",
+             "--data-dir", str(data)],
+            env={**{k: v for k, v in env.items() if k != "SHERWOOD_DATA_DIR"},
+                 "SHERWOOD_OPS_OPERATORS": '["alice"]'},
             capture_output=True, text=True, timeout=60, check=True).stdout)
         health = httpx.get(f"{api}/healthz", params={"workers": "true"}, timeout=5, headers={
             "APCA-API-KEY-ID": ops["key_id"], "APCA-API-SECRET-KEY": ops["secret_key"]}).json()

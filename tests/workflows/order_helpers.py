@@ -149,3 +149,7 @@ async def sherwood_cli(stack: TradingStack, *args: str) -> str:
     import sys
 
     return await run_cli(sys.executable, "-m", "sherwood", *args, env=stack.env())
+
+
+# `sherwood ops resolve` as a configured operator (tests/conftest.py: SHERWOOD_OPS_OPERATORS)
+AS_ALICE = ("--operator", "alice", "--reason", "venue confirmed")

@@ -24,7 +24,7 @@ from temporalio.client import WorkflowExecutionStatus
 from db.orders import OrderStore
 from tests.stack import TradingStack, headers
 from tests.workflows.fault_injection import failing as fail_for
-from tests.workflows.order_helpers import balances, sherwood_cli, wait_order
+from tests.workflows.order_helpers import AS_ALICE, balances, sherwood_cli, wait_order
 
 
 @contextlib.contextmanager
@@ -158,7 +158,7 @@ async def test_a_booking_that_fails_on_a_bug_leaves_the_order_stuck_with_its_hol
     venue_order = next((o for mm in stack.venues.values()
                         if (o := mm.engine.order(str(row["id"]))) is not None), None)
     assert venue_order is not None and venue_order.cum_qty == 2
-    await sherwood_cli(stack, "ops", "resolve", str(row["id"]), "--filled-qty", "2",
+    await sherwood_cli(stack, "ops", "resolve", *AS_ALICE, str(row["id"]), "--filled-qty", "2",
                        "--avg-price", str(venue_order.avg_px), "--note", "venue: filled")
     done = await wait_order(stack, acct, str(row["id"]), {"filled"})
     assert done["filled_qty"] == "2"

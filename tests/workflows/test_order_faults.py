@@ -21,6 +21,7 @@ from temporalio.client import WorkflowExecutionStatus
 
 from tests.stack import TradingStack, headers
 from tests.workflows.order_helpers import (
+    AS_ALICE,
     assert_ten_f_booked_once_in_four_fills,
     balances,
     events,
@@ -95,8 +96,8 @@ async def test_silent_venue_goes_stuck_and_an_operator_resolves_it(stack: Tradin
     assert refused["state"] == "STUCK", refused
     assert (await balances(stack, acct)) == bal
     assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
-    await sherwood_cli(stack, "ops", "resolve", order["id"], "--filled-qty", "6", "--avg-price", "187.45",
-                 "--canceled", "--note", "venue: 6 filled, rest canceled")
+    await sherwood_cli(stack, "ops", "resolve", *AS_ALICE, order["id"], "--filled-qty", "6",
+                       "--avg-price", "187.45", "--canceled", "--note", "venue: 6 filled, rest canceled")
     done = await wait_order(stack, acct, order["id"], {"canceled"})
     assert done["filled_qty"] == "6"
     bal = await balances(stack, acct)
@@ -139,7 +140,7 @@ async def test_overfill_from_the_venue_books_nothing_goes_stuck_and_an_operator_
     assert (await handle.describe()).status.name == "RUNNING"  # waiting for a human, not failed
     stuck_rows = json.loads(await sherwood_cli(stack, "ops", "stuck", "--json"))
     assert order["id"] in {r["order_id"] for r in stuck_rows}
-    await sherwood_cli(stack, "ops", "resolve", order["id"], "--filled-qty", "4", "--canceled",
+    await sherwood_cli(stack, "ops", "resolve", *AS_ALICE, order["id"], "--filled-qty", "4", "--canceled",
                        "--note", "venue: 4 filled, the extra trade was a venue error, rest canceled")
     done = await wait_order(stack, acct, order["id"], {"canceled"})
     assert done["filled_qty"] == "4"

@@ -13,7 +13,7 @@ from decimal import Decimal
 from sqlalchemy import text
 
 from tests.stack import TradingStack, headers
-from tests.workflows.order_helpers import balances, place, sherwood_cli, wait_order
+from tests.workflows.order_helpers import AS_ALICE, balances, place, sherwood_cli, wait_order
 
 
 async def wait_state(stack: TradingStack, acct, order_id: str, state: str, timeout: float = 20) -> dict:  # type: ignore[no-untyped-def]
@@ -62,7 +62,7 @@ async def test_a_fill_after_the_cancel_is_booked_and_reopens_the_order_for_an_op
     assert (late, True) in await delivered(stack, order["id"])
     rows = json.loads(await sherwood_cli(stack, "ops", "stuck", "--json"))
     assert order["id"] in {r["order_id"] for r in rows}
-    await sherwood_cli(stack, "ops", "resolve", order["id"], "--filled-qty", "3", "--canceled",
+    await sherwood_cli(stack, "ops", "resolve", *AS_ALICE, order["id"], "--filled-qty", "3", "--canceled",
                        "--note", "the venue confirms 3 filled after the cancel")
     done = await wait_order(stack, acct, order["id"], {"canceled"})
     assert done["filled_qty"] == "3"
@@ -77,7 +77,7 @@ async def test_an_operator_books_the_venues_own_executions_under_their_exec_ids(
                             limit_price="190", time_in_force="day")
         stuck = await wait_state(stack, acct, order["id"], "STUCK")
     e1, e2 = f"V-{uuid.uuid4().hex[:6]}", f"V-{uuid.uuid4().hex[:6]}"
-    await sherwood_cli(stack, "ops", "resolve", order["id"], "--filled-qty", "6",
+    await sherwood_cli(stack, "ops", "resolve", *AS_ALICE, order["id"], "--filled-qty", "6",
                        "--fill", f"{e1}:4@187.45", "--fill", f"{e2}:2@187.46", "--canceled",
                        "--note", "venue desk: two executions, rest canceled")
     done = await wait_order(stack, acct, order["id"], {"canceled"})

@@ -12,7 +12,7 @@ from sqlalchemy import text
 from temporalio.client import WorkflowExecutionStatus
 
 from tests.stack import TradingStack
-from tests.workflows.order_helpers import balances, events, place, sherwood_cli, wait_order
+from tests.workflows.order_helpers import AS_ALICE, balances, events, place, sherwood_cli, wait_order
 
 
 async def wait_stuck(stack: TradingStack, acct, order_id: str) -> dict:  # type: ignore[no-untyped-def]
@@ -63,7 +63,7 @@ async def test_a_fill_the_books_cannot_take_leaves_the_order_stuck_with_its_hold
     assert ("refused", 0) in rows and all(q == 0 for _, q in rows), rows
     trail = await events(stack, acct.shard, order["id"])
     assert any(e == "report_refused" for e, _, _ in trail), trail
-    await sherwood_cli(stack, "ops", "resolve", order["id"], "--filled-qty", "0", "--canceled",
+    await sherwood_cli(stack, "ops", "resolve", *AS_ALICE, order["id"], "--filled-qty", "0", "--canceled",
                        "--note", "venue: its report was garbled, nothing filled")
     await wait_order(stack, acct, order["id"], {"canceled"})
     assert await balances(stack, acct) == {"cash": Decimal("1000")}

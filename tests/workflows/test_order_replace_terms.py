@@ -121,7 +121,7 @@ async def test_a_replacement_passes_the_pre_trade_rules_of_a_new_order(stack: Tr
     finally:
         async with stack.http() as http:
             r = await http.post("/ops/restrictions", headers=ops,
-                                json={"symbol": "AAPL", "restriction": None})
+                                json={"symbol": "AAPL", "restriction": None, "reason": "test over"})
             assert r.status_code == 200, r.text
     assert await balances(stack, acct) == before
     live = await wait_order(stack, acct, old["id"], {"new"})

@@ -16,9 +16,9 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from db.accounts import create_api_key
 from sherwood.embedded import free_port
 from tests.stack import TradingStack, headers
+from tests.stack import ops_headers as new_ops_headers
 from tests.workflows.order_helpers import balances, events, place, post_order, wait_order
 
 
@@ -52,8 +52,7 @@ async def api_processes(stack: TradingStack, n: int, **extra: str) -> AsyncItera
 
 
 async def ops_headers(stack: TradingStack) -> dict[str, str]:
-    creds = await create_api_key(stack.router, None, role="ops")
-    return {"APCA-API-KEY-ID": creds.key_id, "APCA-API-SECRET-KEY": creds.secret_key}
+    return await new_ops_headers(stack.router)
 
 
 @pytest.mark.slow
@@ -160,7 +159,8 @@ async def test_halt_while_orders_are_in_flight_nothing_routed_after_the_ack(stac
         assert n == 0  # no ledger change for a rejection
     finally:
         async with stack.http() as http:
-            assert (await http.delete("/ops/halts/F", headers=ops)).status_code == 204
+            r = await http.delete("/ops/halts/F", headers=ops, params={"reason": "news out"})
+            assert r.status_code == 204, r.text
     await asyncio.sleep(0.1)
     filled = await place(stack, acct, symbol="F", qty="1", side="buy", type="market", time_in_force="day")
     assert (await wait_order(stack, acct, filled["id"], {"filled"}))["status"] == "filled"
@@ -188,7 +188,8 @@ async def test_close_only_blocks_buying_but_not_selling(stack: TradingStack) -> 
                                time_in_force="day")
             assert (await wait_order(stack, acct, sell["id"], {"filled"}))["filled_qty"] == "4"
         finally:
-            await http.post("/ops/restrictions", headers=ops, json={"symbol": "GME", "restriction": None})
+            await http.post("/ops/restrictions", headers=ops,
+                            json={"symbol": "GME", "restriction": None, "reason": "over"})
 
 
 async def test_pattern_day_trader_4th_day_trade_refused(stack: TradingStack) -> None:

@@ -9,11 +9,11 @@ from decimal import Decimal
 
 from sqlalchemy import text
 
-from db.accounts import create_api_key
 from db.router import ShardRouter
 from domain import calendar
 from sherwood.contracts import BACKOFFICE_TASK_QUEUE
 from simulators.clearinghouse import InjectedBreak
+from tests.stack import ops_headers
 from tests.workflows.conftest import Backoffice
 from tests.workflows.settlement_helpers import (
     funded,
@@ -151,8 +151,7 @@ async def test_netting_equals_fills_and_injected_break_reported(
     from tests.stack import TradingStack
 
     assert isinstance(stack, TradingStack)
-    ops = await create_api_key(router, None, role="ops")
-    hdr = {"APCA-API-KEY-ID": ops.key_id, "APCA-API-SECRET-KEY": ops.secret_key}
+    hdr = await ops_headers(router, "settlement")
     async with stack.http() as http:
         r = await http.get("/ops/settlement/2026-09-15", headers=hdr)
         assert r.status_code == 200, r.text
@@ -199,8 +198,7 @@ async def test_corrupt_balance_halts_only_that_shard_until_cleared(
             assert r.json()["reason"] == "shard_halted"
             ok = await http.post("/v2/orders", headers=headers(other), json=order)
             assert ok.status_code == 200, ok.text
-            ops = await create_api_key(router, None, role="ops")
-            hdr = {"APCA-API-KEY-ID": ops.key_id, "APCA-API-SECRET-KEY": ops.secret_key}
+            hdr = await ops_headers(router, "read", "settlement")
             listed = (await http.get("/ops/shard-halts", headers=hdr)).json()
             assert any(h["shard"] == victim.shard for h in listed)
     finally:
@@ -208,7 +206,8 @@ async def test_corrupt_balance_halts_only_that_shard_until_cleared(
             await conn.execute(text("UPDATE balances SET balance = balance - 1 WHERE ledger_account_id = :l"),
                                {"l": la})
     async with stack.http() as http:  # ... and clears the halt
-        r = await http.post(f"/ops/shards/{victim.shard}/clear-halt", headers=hdr, json={"note": "repaired"})
+        r = await http.post(f"/ops/shards/{victim.shard}/clear-halt", headers=hdr,
+                            json={"reason": "repaired"})
         assert r.status_code == 200 and r.json()["cleared"] == 1
         again = await http.post("/v2/orders", headers=headers(victim), json=order)
         assert again.status_code == 200, again.text
