@@ -169,7 +169,7 @@ class _Writer:
         for e in d.events:
             order_key = str(e.order_id)
             self._per_order[order_key] = n = self._per_order.get(order_key, 0) + 1
-            if e.to_state:
+            if e.to_state and e.to_state != e.from_state:  # a change, not a step within the state
                 ended = OrderState(e.to_state) in TERMINAL
                 why = order.reject_code if e.to_state == S.REJECTED and order.reject_code else e.event
                 self.transitions.append((str(e.to_state), why, order.created_at if ended else None))

@@ -62,13 +62,11 @@ REPORTS_DELIVERED = Counter("sherwood_reports_delivered_total",
                             "Execution reports delivered to their workflow")
 
 # ---------------------------------------------------------------- market data
-FANOUT_CLIENTS = Gauge("sherwood_fanout_clients", "Open market-data WebSocket connections")
-FANOUT_QUEUE_BYTES = Gauge("sherwood_fanout_queue_bytes", "Bytes buffered for all connections, not yet sent")
-FANOUT_LAG = Histogram("sherwood_fanout_lag_seconds", "From a tick's timestamp to its frame being sent",
-                       buckets=FAST_BUCKETS)
-FANOUT_DISCONNECTS = Counter("sherwood_fanout_slow_disconnects_total", "Connections cut for being slow (407)")
-INGEST_MESSAGES = Counter("sherwood_ingest_messages_total", "Feed messages accepted, by kind", ["kind"])
-INGEST_DROPS = Counter("sherwood_ingest_dropped_total", "Feed messages dropped, by reason", ["reason"])
+# (clients, queue depth and the server's own counters: FanoutGauges, read at scrape time)
+FANOUT_LAG = Histogram("sherwood_fanout_lag_seconds",
+                       "A flush round's duration plus the batching window: how late the round's "
+                       "last connection got what the first got", buckets=FAST_BUCKETS)
+# (ingest's accepted/dropped counts: IngestCounters, read at scrape time)
 
 # ---------------------------------------------------------------- API
 RATE_LIMIT_REFUSALS = Counter("sherwood_rate_limit_refusals_total", "Requests refused by a rate limit (429)",
@@ -174,6 +172,62 @@ class ShardGauges(Collector):
             settled.add_metric([shard], -1 if through is None else (today - through).days)
             halts.add_metric([shard], float(row["halts"]))
         return [ok, stuck, outbox, recon, settled, halts]
+
+
+class FanoutGauges(Collector):
+    """The fan-out server's state read at scrape time (nothing added to its hot path): open
+    connections, bytes queued for them (ours and the sockets' write buffers), and its own
+    counters (``FanoutServer.stats``)."""
+
+    COUNTERS = {"delivered": "Messages sent to clients", "frames": "Frames sent to clients",
+                "slow_disconnects": "Connections cut for being slow (407)",
+                "redis_reconnects": "Reconnections to Redis", "received": "Messages read from Redis"}
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+
+    def describe(self) -> Iterable[Any]:
+        return []
+
+    def collect(self) -> Iterable[Any]:
+        from prometheus_client.core import CounterMetricFamily
+
+        conns = list(self.server.conns)  # one C-level copy: the loop may change the set meanwhile
+        queued = 0
+        for c in conns:
+            transport = getattr(c.ws, "transport", None)
+            queued += c.buffered + (transport.get_write_buffer_size() if transport is not None else 0)
+        yield GaugeMetricFamily("sherwood_fanout_clients", "Open market-data WebSocket connections",
+                                value=len(conns))
+        yield GaugeMetricFamily("sherwood_fanout_queue_bytes",
+                                "Bytes waiting to be sent to all connections", value=queued)
+        stats = dict(self.server.stats)
+        for key, doc in self.COUNTERS.items():
+            yield CounterMetricFamily(f"sherwood_fanout_{key}", doc, value=stats.get(key, 0))
+
+
+class IngestCounters(Collector):
+    """Market-data ingest's own counts read at scrape time (its hot path keeps plain dicts):
+    ``sherwood_ingest_accepted_total{kind}`` and ``sherwood_ingest_dropped_total{reason}``."""
+
+    def __init__(self, ingest: Any) -> None:
+        self.ingest = ingest
+
+    def describe(self) -> Iterable[Any]:
+        return []
+
+    def collect(self) -> Iterable[Any]:
+        from prometheus_client.core import CounterMetricFamily
+
+        accepted = CounterMetricFamily("sherwood_ingest_accepted", "Feed messages accepted, by kind",
+                                       labels=["kind"])
+        for kind, n in dict(self.ingest.accepted).items():
+            accepted.add_metric([kind], n)
+        dropped = CounterMetricFamily("sherwood_ingest_dropped", "Feed messages dropped, by reason",
+                                      labels=["reason"])
+        for reason, n in dict(self.ingest.dropped).items():
+            dropped.add_metric([reason], n)
+        return [accepted, dropped]
 
 
 _server_lock = threading.Lock()

@@ -149,6 +149,13 @@ def test_prometheus_scrapes_every_process_of_the_dev_stack(tmp_path: Path, pg_se
         sessions = _wait("both FIX sessions up", lambda: (
             r if len(r := _query(prom, "sherwood_fix_session_up == 1")) == 2 else None), 60, prom_log)
         assert {s["metric"]["venue"] for s in sessions} == {"MM1", "MM2"}
+        # the rest of the shard gauges, the fan-out's state and ingest's counts (the feed runs)
+        for expr in ("sherwood_outbox_oldest_pending_seconds", "sherwood_reconciliation_ok",
+                     "sherwood_settlement_days_behind", "sherwood_fanout_clients",
+                     "sherwood_fanout_queue_bytes"):
+            assert len(_query(prom, expr)) == 1, expr
+        _wait("ingest counting the feed", lambda: _query(prom, "sherwood_ingest_accepted_total > 0"),
+              30, prom_log)
     finally:
         if prom_proc is not None:
             prom_proc.terminate()
