@@ -236,13 +236,19 @@ _served: dict[tuple[str, int], Any] = {}
 
 def start_metrics_server(host: str, port: int | None) -> str | None:
     """Serve ``/metrics`` on ``host:port`` from a daemon thread (once per process); returns the
-    URL, or None when ``port`` is None (metrics off)."""
+    URL, or None when ``port`` is None (metrics off) or cannot be bound. A port in use is logged
+    as an error and the process runs on without metrics (Prometheus sees the target down and
+    ``SherwoodProcessDown`` fires): metrics never stop trading."""
     if port is None:
         return None
+    url = f"http://{host}:{port}/metrics"
     with _server_lock:
         if (host, port) not in _served:
-            _served[(host, port)] = start_http_server(port, addr=host)
-    url = f"http://{host}:{port}/metrics"
+            try:
+                _served[(host, port)] = start_http_server(port, addr=host)
+            except OSError as exc:
+                log.error("metrics: cannot serve %s: %s; running without metrics", url, exc)
+                return None
     log.info("metrics on %s", url)
     return url
 

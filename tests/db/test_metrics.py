@@ -106,3 +106,15 @@ async def test_a_shard_that_does_not_answer_is_reported_not_waited_for(migrated:
     finally:
         server.close()
         await engine.dispose()
+
+
+def test_a_metrics_port_in_use_is_logged_and_the_process_runs_on(caplog) -> None:  # type: ignore[no-untyped-def]
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert metrics.start_metrics_server("127.0.0.1", port) is None
+    assert "cannot serve" in caplog.text
+    assert metrics.start_metrics_server("127.0.0.1", None) is None
