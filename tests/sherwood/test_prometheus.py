@@ -116,7 +116,10 @@ def test_prometheus_scrapes_every_process_of_the_dev_stack(tmp_path: Path, pg_se
         stack = _wait("sherwood dev healthy", healthy, 180, log)
         assert stack["metrics"] == {name: f"http://127.0.0.1:{port}/metrics"
                                     for name, port in metrics_ports.items()}
-        assert Path(stack["prometheus_config"]).exists()
+        # the configuration sherwood dev wrote for its own ports is one Prometheus accepts
+        written = subprocess.run(["promtool", "check", "config", stack["prometheus_config"]],
+                                 capture_output=True, text=True, timeout=60)
+        assert written.returncode == 0, written.stdout + written.stderr
 
         config = tmp_path / "prometheus.yml"
         config.write_text(json.dumps(prometheus_config(
