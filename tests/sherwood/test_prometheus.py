@@ -43,6 +43,16 @@ def test_promtool_accepts_the_alerts_and_the_config() -> None:
     assert config.returncode == 0, config.stdout + config.stderr
 
 
+@needs_prometheus
+def test_the_alerts_fire_when_they_should_and_not_before() -> None:
+    """deploy/alerts_test.yml: STUCK for 3 min does not page, for 5 does; outbox lag, a FIX
+    session down, a failed reconciliation, undeliverable reports, a late settlement, a process
+    down -- each fires on its series and clears (or stays quiet) when it should."""
+    run = subprocess.run(["promtool", "test", "rules", str(DEPLOY / "alerts_test.yml")],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
 def test_deploy_config_scrapes_every_dev_process_on_its_default_port() -> None:
     deployed = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
     jobs = {j["job_name"]: j["static_configs"][0]["targets"] for j in deployed["scrape_configs"]}
