@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from api.errors import ApiError
+from sherwood import metrics
 from sherwood.contracts import RedisKeys
 
 log = logging.getLogger(__name__)
@@ -77,21 +78,23 @@ class RateLimiter:
         """Take one token from ``bucket`` or raise a 429 ApiError."""
         wait_ms = await self._take(bucket, per_second, capacity, 1, 1)
         if wait_ms is not None:
-            _refuse(wait_ms, "rate_limited", f"too many {what}")
+            _refuse(wait_ms, "rate_limited", f"too many {what}", bucket)
 
     async def guard(self, bucket: str, *, per_second: float, capacity: float, what: str,
                     reason: str = "rate_limited") -> None:
         """Raise a 429 ApiError (``reason``) if ``bucket`` is empty; take nothing."""
         wait_ms = await self._take(bucket, per_second, capacity, 0, 1)
         if wait_ms is not None:
-            _refuse(wait_ms, reason, f"too many {what}")
+            _refuse(wait_ms, reason, f"too many {what}", bucket)
 
     async def spend(self, bucket: str, *, per_second: float, capacity: float) -> None:
         """Take one token from ``bucket`` (down to empty); never raises."""
         await self._take(bucket, per_second, capacity, 1, 0)
 
 
-def _refuse(wait_ms: int, reason: str, message: str) -> None:
+def _refuse(wait_ms: int, reason: str, message: str, bucket: str) -> None:
+    # the limit's name is the bucket's kind (before the first ':'), never its key
+    metrics.RATE_LIMIT_REFUSALS.labels(limit=metrics.label(bucket.split(":", 1)[0].replace("-", "_"))).inc()
     retry = max(1, math.ceil(wait_ms / 1000))
     raise ApiError(429, reason, f"{message}; retry in {retry}s", code=42910000,
                    headers={"Retry-After": str(retry)})

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from db.errors import (
 from domain import ledger as rules
 from domain.ledger import AccountRef, Entry, LedgerTxn
 from domain.money import plain
+from sherwood import metrics
 
 _SQLSTATE_ERRORS: dict[str, type[DbError]] = {
     "SW400": UnbalancedAtCommit,
@@ -98,6 +100,7 @@ async def post(conn: AsyncConnection, txn: LedgerTxn, *, house_stripes: int = 32
          "c": e.currency, "a": str(e.amount)}
         for e in txn.entries
     ]
+    started = time.perf_counter()
     try:
         row = await sql.one(conn, _POST, {
             "id": txn.id, "kind": txn.kind, "account": txn.account_id, "hash": txn.payload_hash(),
@@ -108,6 +111,7 @@ async def post(conn: AsyncConnection, txn: LedgerTxn, *, house_stripes: int = 32
         if mapped is not None:
             raise mapped from exc
         raise
+    metrics.LEDGER_POST.observe(time.perf_counter() - started)
     return PostResult(txn.id, row["status"], row["replayed"], row["error_code"], row["error_detail"])
 
 

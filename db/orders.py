@@ -59,6 +59,7 @@ from domain.order_machine import (
 from domain.order_replace import ReplaceRecorded, parse_replace, venue_replace
 from domain.order_row import OrderRow, new_order
 from domain.orders import (
+    TERMINAL,
     AcceptOrderInput,
     OrderError,
     OrderSnapshot,
@@ -68,6 +69,7 @@ from domain.orders import (
 )
 from domain.risk import PreTradeContext, Quotes, Rejection, RiskLimits, SymbolControl, pre_trade
 from domain.trailing import request_wire
+from sherwood import metrics
 
 S = OrderState
 log = logging.getLogger(__name__)
@@ -129,6 +131,8 @@ class _Writer:
         self._sets: dict[str, dict[str, Any]] = {}
         self._booked: list[dict[str, str]] = []
         self.house_filled = False  # the firm filled a fraction in this transaction
+        # (state entered, why, the order's acceptance time if it ended): counted after the commit
+        self.transitions: list[tuple[str, str | None, datetime | None]] = []
 
     async def record(self, row: OrderRow, ex: Execution) -> bool:
         """Insert one execution row; False when (venue, exec_id) was recorded before."""
@@ -166,6 +170,10 @@ class _Writer:
         for e in d.events:
             order_key = str(e.order_id)
             self._per_order[order_key] = n = self._per_order.get(order_key, 0) + 1
+            if e.to_state and e.to_state != e.from_state:  # a change, not a step within the state
+                ended = OrderState(e.to_state) in TERMINAL
+                why = order.reject_code if e.to_state == S.REJECTED and order.reject_code else e.event
+                self.transitions.append((str(e.to_state), why, order.created_at if ended else None))
             self.events.append({
                 "order_id": order_key, "account_id": str(e.account_id), "n": n, "event": e.event,
                 "actor": e.actor, "reason": e.reason, "from_state": e.from_state,
@@ -314,14 +322,18 @@ class OrderStore:
 
     async def _tx(self, fn: Callable[[_Writer], Any]) -> Any:
         written: list[Row] = []
+        last: list[_Writer] = []
 
         async def attempt(conn: AsyncConnection) -> Any:
             writer = _Writer(conn, self.house_stripes, self.instant_allowance)
             result = await fn(writer)
             written[:] = await writer.flush()  # a retried attempt replaces them
+            last[:] = [writer]
             return result
 
         result = await run_in_transaction(self.engine, attempt)
+        if last:  # the committed attempt's state changes
+            metrics.order_transitions(last[0].transitions, datetime.now(UTC))
         if self.on_commit is not None:
             self.on_commit(written)
         return result

@@ -137,6 +137,8 @@ class FixSession(InboundRules):
         self._test_req_counter = 0
         self._logout_sent_at: float | None = None
         self._sent_reset = False
+        # called on each inbound sequence gap (a ResendRequest goes out): the gateway counts them
+        self.on_sequence_gap: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------ public API
 
@@ -373,6 +375,8 @@ class FixSession(InboundRules):
         self._send_admin(b"3", fields)
 
     def _send_resend_request(self, begin: int) -> None:
+        if self.on_sequence_gap is not None:
+            self.on_sequence_gap()
         self._send_admin(b"2", [(b"7", str(begin).encode()), (b"16", b"0")])
 
     def _resend(self, begin: int, end: int) -> None:

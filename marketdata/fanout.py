@@ -75,6 +75,7 @@ from marketdata.stream_session import (
     handle_connection,
 )
 from marketdata.subscriber import RedisSubscriber
+from sherwood import metrics
 from sherwood.contracts import RedisKeys
 
 log = logging.getLogger(__name__)
@@ -216,7 +217,7 @@ class FanoutServer:
                 # in slices, yielding in between: the Redis reader (the one input that must never
                 # fall behind) and the acknowledgements keep flowing through a long round, and
                 # connections later in the round get quotes read meanwhile
-                now = time.monotonic()
+                now = began = time.monotonic()
                 send = self._send
                 n = 0
                 for c in cands:
@@ -226,6 +227,8 @@ class FanoutServer:
                         if n % FLUSH_SLICE == 0:
                             await asyncio.sleep(0)
                             now = time.monotonic()
+                if n:  # how far the round's last connection was behind its first, plus the window
+                    metrics.FANOUT_LAG.observe(time.monotonic() - began + self.flush_interval)
             except Exception:
                 log.exception("fan-out flush failed")
 
@@ -439,6 +442,7 @@ async def run_fanout(settings: Any, stop: asyncio.Event | None = None) -> None:
     router = build_router(settings.model_copy(update={"db_pool_size": 2, "db_max_overflow": 2}),
                           request_path=True)
     server = fanout_from_settings(settings, directory_authenticator(router))
+    metrics.register_once(metrics.FanoutGauges(server))
     await server.start(settings.bind_host, settings.fanout_port)
     log.info("fan-out listening on ws://%s:%s/v2/iex", settings.bind_host, settings.fanout_port)
     try:

@@ -61,6 +61,7 @@ from marketdata.bars import minute_start
 from marketdata.ingest_bars import IngestBars, rfc3339_ns
 from marketdata.resp import RespConnection, RespError, encode, encode_publish
 from marketdata.store import MarketDataStore
+from sherwood import metrics
 from sherwood.contracts import RedisKeys
 
 log = logging.getLogger(__name__)
@@ -506,6 +507,7 @@ async def run_ingest(settings: Any, stop: asyncio.Event | None = None) -> None:
     await asyncio.to_thread(migrate_marketdata, url)
     engine = make_engine(url, pool_size=2, max_overflow=2)
     ingest = ingest_from_settings(settings, engine)
+    metrics.register_once(metrics.IngestCounters(ingest))
     await ingest.start()
     await ingest.serve_tcp(settings.bind_host, settings.marketdata_feed_port)
     log.info("ingest listening for the feed on %s:%s", settings.bind_host, settings.marketdata_feed_port)

@@ -119,11 +119,13 @@ def dev(
             err.print(f"no `sherwood dev` stack runs on {settings.data_dir}")
             raise typer.Exit(1)
         table = Table(title=f"sherwood dev (pid {info['pid']})")
-        for col in ("process", "pid", "state", "restarts", "last exit"):
+        for col in ("process", "pid", "state", "restarts", "last exit", "metrics"):
             table.add_column(col)
+        metrics = info.get("metrics", {})
         for c in info.get("children", []):
             table.add_row(str(c["name"]), str(c["pid"] or "-"), str(c["state"]), str(c["restarts"]),
-                          "-" if c["last_exit"] is None else str(c["last_exit"]))
+                          "-" if c["last_exit"] is None else str(c["last_exit"]),
+                          metrics.get(c["name"], "-"))
         console.print(table)
         return
     logging.basicConfig(level=logging.WARNING)

@@ -6,7 +6,8 @@ configuring logging and running that process's entry point until it is stopped.
 
 What it deliberately does not do: start several processes or the infrastructure they need
 (``sherwood dev`` does, spawning these commands as children), or hold any of the processes'
-logic (it lives in api/, workers/ and marketdata/).
+logic (it lives in api/, workers/ and marketdata/). Each serves Prometheus's ``/metrics`` on
+``SHERWOOD_BIND_HOST:SHERWOOD_METRICS_PORT`` when that port is set (sherwood/metrics.py).
 """
 
 from __future__ import annotations
@@ -19,10 +20,19 @@ import typer
 
 from sherwood.cli_common import DataDir, load_settings
 from sherwood.lifecycle import freeze_startup_objects, run_loop
+from sherwood.metrics import start_metrics_server
+from sherwood.settings import Settings
 
 serve_app = typer.Typer(help="Run one Sherwood process in the foreground.", no_args_is_help=True)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+def _settings(data_dir: DataDir) -> Settings:
+    """The process's settings; its /metrics server started (when a port is set)."""
+    s = load_settings(data_dir)
+    start_metrics_server(s.bind_host, s.metrics_port)
+    return s
 
 
 @serve_app.command("api")
@@ -32,7 +42,7 @@ def serve_api(data_dir: DataDir = None) -> None:
 
     from api.app import create_app
 
-    s = load_settings(data_dir)
+    s = _settings(data_dir)
     logging.basicConfig(level=logging.INFO)
     app = create_app(s)
     freeze_startup_objects()
@@ -47,7 +57,7 @@ def serve_shard_worker(
     """Temporal workers for shard task queues (order workflows + their shard's activities)."""
     from workers.shard import run
 
-    s = load_settings(data_dir)
+    s = _settings(data_dir)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     run_loop(run(s, shard if shard else list(range(s.shard_count))))
 
@@ -57,7 +67,7 @@ def serve_gateway(data_dir: DataDir = None) -> None:
     """The execution gateway: FIX sessions to every configured venue + its Temporal activities."""
     from workers.gateway import run_gateway
 
-    s = load_settings(data_dir)
+    s = _settings(data_dir)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     run_loop(run_gateway(s))
 
@@ -68,7 +78,7 @@ def serve_backoffice(data_dir: DataDir = None) -> None:
     settlement activities (queues backoffice-shard-<n>)."""
     from sherwood.wiring import run_backoffice
 
-    s = load_settings(data_dir)
+    s = _settings(data_dir)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     run_loop(run_backoffice(s))
 
@@ -78,7 +88,7 @@ def serve_ingest(data_dir: DataDir = None) -> None:
     """Market-data ingest: feed lines on SHERWOOD_MARKETDATA_FEED_PORT -> Redis + bars DB."""
     from marketdata.ingest import run_ingest
 
-    s = load_settings(data_dir)
+    s = _settings(data_dir)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     with contextlib.suppress(KeyboardInterrupt):
         run_loop(run_ingest(s))
@@ -89,7 +99,7 @@ def serve_fanout(data_dir: DataDir = None) -> None:
     """Market-data WebSocket fan-out on ws://SHERWOOD_BIND_HOST:SHERWOOD_FANOUT_PORT/v2/iex."""
     from marketdata.fanout import run_fanout
 
-    s = load_settings(data_dir)
+    s = _settings(data_dir)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     with contextlib.suppress(KeyboardInterrupt):
         run_loop(run_fanout(s))

@@ -4,7 +4,10 @@ Uses the URLs configured in Settings and starts embedded servers for whatever is
 (Postgres, Redis, the Temporal dev server), migrates every database, then runs Sherwood's own
 processes as children. It writes ``<data_dir>/stack.json`` so commands in another shell find the
 stack with no configuration; the file also lists every child (name, pid, state, restarts, last
-exit status) and is rewritten whenever one changes.
+exit status) and is rewritten whenever one changes. Each of Sherwood's processes (and each
+simulator) serves Prometheus's ``/metrics`` on its port from ``dev_metrics_ports``; the URLs are
+in ``stack.json`` as ``"metrics": {process: url}`` and in ``<data_dir>/prometheus.yml``, a
+Prometheus configuration scraping them (with ``deploy/alerts.yml``'s rules).
 
 Once the stack is healthy it supervises its children like a process manager
 (:mod:`sherwood.processes`, policy in :mod:`sherwood.supervisor`): a child that dies, an embedded
@@ -44,6 +47,7 @@ from sherwood.embedded import (
     wait_redis_loaded,
 )
 from sherwood.link_secret import ensure_link_secret
+from sherwood.metrics import write_prometheus_config
 from sherwood.processes import Supervisor, spawn
 from sherwood.settings import Settings
 from sherwood.supervisor import RestartPolicy
@@ -115,6 +119,7 @@ class DevStack:
     marketdata: bool = True
     backoffice: bool = True
     supervisor: Supervisor = field(init=False)
+    metrics: dict[str, str] = field(default_factory=dict)  # process -> its /metrics URL
     _published: bool = False
 
     def __post_init__(self) -> None:
@@ -234,6 +239,9 @@ class DevStack:
         self._spawn("api", ["serve", "api"])
         self.info["venues"] = [f"{n}@{host}:{p}" for n, p in zip(("MM1", "MM2"), s.dev_venue_ports,
                                                                    strict=False)]
+        self.info["metrics"] = self.metrics
+        write_prometheus_config(s.data_dir / "prometheus.yml", self.metrics)
+        self.info["prometheus_config"] = str(s.data_dir / "prometheus.yml")
         self._wait_healthy(api_url)
         if self.backoffice:
             self._apply_schedules(s)
@@ -307,14 +315,27 @@ class DevStack:
 
     def _spawn(self, name: str, args: list[str]) -> None:
         path = self.logs / f"{name}.log"
+        port = self.settings.dev_metrics_ports.get(name)
+        metrics, extra = "", {}
+        if port is not None:
+            # `sherwood serve` reads SHERWOOD_METRICS_PORT; the simulators take an option
+            if args[0] == "sim":
+                args = [*args, "--metrics-port", str(port)]
+            extra["SHERWOOD_METRICS_PORT"] = str(port)
+            url = f"http://{self.settings.bind_host}:{port}/metrics"
+            self.metrics[name] = url
+            metrics = f", metrics {url}"
 
         def start() -> subprocess.Popen[bytes]:
+            env = self.child_env()
+            env.pop("SHERWOOD_METRICS_PORT", None)  # never the parent's own port
+            env.update(extra)
             with open(path, "ab") as log:
-                return spawn([sys.executable, "-m", "sherwood", *args], env=self.child_env(),
+                return spawn([sys.executable, "-m", "sherwood", *args], env=env,
                              stdout=log, death_signal=signal.SIGTERM)
 
         proc = self.supervisor.add(name, start, tier=PROCESSES)
-        self.progress(f"{name}: started (pid {proc.pid}, log {path})")
+        self.progress(f"{name}: started (pid {proc.pid}, log {path}{metrics})")
 
     def _wait_healthy(self, api_url: str) -> None:
         deadline = time.monotonic() + self.settings.dev_health_timeout_s

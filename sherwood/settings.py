@@ -20,6 +20,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from domain.risk import RiskLimits
 
 STACK_FILE = "stack.json"
+# `sherwood dev`'s children and their /metrics ports (deploy/prometheus.yml scrapes these)
+DEV_METRICS_PORTS = {"api": 9100, "shard-worker": 9101, "gateway": 9102, "backoffice": 9103,
+                     "ingest": 9104, "fanout": 9105, "mm1": 9106, "mm2": 9107, "exchange-feed": 9108}
 
 
 def default_data_dir() -> Path:
@@ -99,6 +102,13 @@ class Settings(BaseSettings):
     dev_stop_grace_s: float = Field(default=5.0, ge=0)
     dev_parent_check_s: float = Field(default=1.0, gt=0)
     dev_supervisor_pid: int | None = None
+    # Metrics (sherwood/metrics.py): this process serves Prometheus's /metrics on
+    # bind_host:metrics_port (None: no metrics server). `sherwood dev` gives each child its port
+    # from dev_metrics_ports (by process name) and lists the URLs in stack.json ("metrics").
+    # Gauges read from the shards at scrape time wait at most metrics_scrape_timeout_s per shard.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    dev_metrics_ports: dict[str, int] = Field(default_factory=lambda: dict(DEV_METRICS_PORTS))
+    metrics_scrape_timeout_s: float = Field(default=2.0, gt=0)
     # the embedded Redis's RDB snapshot policy ("seconds changes" pairs; no append-only file) and
     # how long a start waits for Redis (embedded or configured) to load its dataset
     embedded_redis_save: str = "3600 1 300 100 60 10000"

@@ -71,5 +71,26 @@ async def run_backoffice(settings: Settings) -> None:
     """``sherwood serve backoffice``: the back-office workers, talking to :func:`outside_world`."""
     from workers import backoffice  # here, not at the top: the API imports this module for build_router
 
-    async with outside_world(settings) as (bank, clearinghouse):
+    async with outside_world(settings) as (bank, clearinghouse), shard_gauges(settings):
         await backoffice.run(settings, bank, clearinghouse)
+
+
+@asynccontextmanager
+async def shard_gauges(settings: Settings) -> AsyncIterator[None]:
+    """The back office's scrape-time shard gauges (sherwood.metrics.ShardGauges) while inside:
+    one small engine per shard, every statement bounded by ``metrics_scrape_timeout_s``."""
+    import asyncio
+
+    from sherwood.metrics import REGISTRY, ShardGauges, register_once
+
+    engines = [make_engine(url, pool_size=1, max_overflow=1,
+                           statement_timeout_s=settings.metrics_scrape_timeout_s)
+               for url in shard_urls(settings)]
+    collector = register_once(ShardGauges(list(enumerate(engines)), asyncio.get_running_loop(),
+                                          settings.metrics_scrape_timeout_s))
+    try:
+        yield
+    finally:
+        REGISTRY.unregister(collector)
+        for engine in engines:
+            await engine.dispose()

@@ -16,6 +16,7 @@ from pathlib import Path
 import typer
 
 from sherwood.lifecycle import stopped_by_signals
+from sherwood.metrics import start_metrics_server
 from simulators.market_maker import MarketMakerConfig, parse_slices, parse_symbols, run_market_maker
 
 sim_app = typer.Typer(help="Simulated venues and feeds for local development and tests.",
@@ -62,6 +63,7 @@ def market_maker(
         "(its opening and closing auctions; as SHERWOOD_MARKET_CLOCK_OFFSET_S)."),
     data_dir: Path | None = typer.Option(None, help="Keep the FIX session store here."),
     log_level: str = typer.Option("INFO", help="Logging level."),
+    metrics_port: int | None = typer.Option(None, help="Serve Prometheus /metrics on host:port."),
 ) -> None:
     """Run a simulated wholesale market maker (FIX 4.4 acceptor) until interrupted."""
     logging.basicConfig(level=log_level.upper(),
@@ -83,6 +85,7 @@ def market_maker(
         duplicate_reports=duplicate_reports, possresend_old=possresend_old, overfill=overfill,
         drop_connection_after_ack=drop_connection, skip_seq=skip_seq, clock_offset_s=clock_offset_s,
     )
+    start_metrics_server(host, metrics_port)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(config))
 
@@ -107,6 +110,7 @@ def exchange_feed(
     seed: int = typer.Option(0, help="Random seed."),
     replay: Path | None = typer.Option(None, help="Replay this CSV instead of the random walk."),
     log_level: str = typer.Option("INFO", help="Logging level."),
+    metrics_port: int | None = typer.Option(None, help="Serve Prometheus /metrics on this loopback port."),
 ) -> None:
     """Run the exchange feed simulator: synthetic quotes/trades/halts to marketdata ingest."""
     from simulators.exchange_feed import FeedConfig, run_exchange_feed
@@ -120,5 +124,6 @@ def exchange_feed(
         with stopped_by_signals() as stop:
             await run_exchange_feed(config, host, port, stop, replay=replay)
 
+    start_metrics_server("127.0.0.1", metrics_port)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_go())

@@ -59,6 +59,7 @@ from domain.execution import VenueEvent
 from fix.messages import Tag, parse_inbound, venue_event
 from fix.session import FixInitiator, FixSession, MessageHandler, SessionConfig
 from fix.store import SqliteSessionStore
+from sherwood import metrics
 from sherwood.contracts import EXECUTION_REPORT_SIGNAL, GATEWAY_TASK_QUEUE
 from sherwood.lifecycle import run_loop, stopped_by_signals
 from sherwood.link_secret import link_secret
@@ -240,9 +241,11 @@ class ReportDelivery:
                     return
                 delivered.append((p.venue, p.exec_id))
                 self.signalled += 1
+                metrics.REPORTS_DELIVERED.inc()
 
     async def _failed(self, order_id: str, p: PendingReport, exc: Exception) -> None:
         attempts = p.attempts + 1
+        metrics.REPORTS_UNDELIVERABLE.inc()
         delay = min(self.max_backoff, self.interval * 2 ** min(p.attempts, 20))
         if isinstance(exc, RPCError) and exc.status == RPCStatusCode.NOT_FOUND:
             what = f"workflow {order_id} not found ({exc.message})"
@@ -372,8 +375,11 @@ class ExecutionGateway:
             )
             fstore = SqliteSessionStore(self.data_dir / f"fix-{v.sender_comp_id}-{v.target}.sqlite")
             self._stores[v.name] = fstore
-            self.initiators[v.name] = FixInitiator(cfg, fstore, v.host, v.port,
-                                                   self.delivery.handler_for(v.name))
+            ini = self.initiators[v.name] = FixInitiator(cfg, fstore, v.host, v.port,
+                                                         self.delivery.handler_for(v.name))
+            # read at scrape time: the session's own state, nothing to keep in step
+            metrics.FIX_SESSION_UP.labels(venue=v.name).set_function(ini.session.logged_on.is_set)
+            ini.session.on_sequence_gap = metrics.FIX_SEQUENCE_GAPS.labels(venue=v.name).inc
         # halts: checked against Redis right before routing, the cache if Redis is down
         self._redis = redis_from_url(redis_url, redis_timeouts) if redis_url else None
         self.controls = ControlsCache(self._redis, redis_prefix)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from redis.asyncio import Redis
@@ -39,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from db import sql
 from db.engines import DB_ERRORS
 from db.sql import Row
+from sherwood import metrics
 from sherwood.contracts import RedisKeys
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,7 @@ class OutboxPublisher:
         self._fresh: list[Row] = []
         self.overflowed = False  # catching up from the table: handed-over rows are not queued
         self.dropped = 0  # rows handed over but left to the table (they are published from it)
+        self._fresh_since = 0.0  # when the oldest queued row was handed over (the lag metric)
 
     @property
     def queued(self) -> int:
@@ -96,6 +99,8 @@ class OutboxPublisher:
             self._catch_up()
             self.dropped += len(rows)
         else:
+            if not self._fresh:
+                self._fresh_since = time.monotonic()
             self._fresh.extend(rows)
         self._wake.set()
 
@@ -117,7 +122,10 @@ class OutboxPublisher:
         rows, self._fresh = self._fresh, []
         if not rows:
             return 0
+        since = self._fresh_since
         await self._pipeline_of(rows).execute()
+        metrics.OUTBOX_LAG.observe(time.monotonic() - since)  # the oldest row's wait
+        metrics.OUTBOX_PUBLISHED.inc(len(rows))
         async with self.mark_engine.begin() as conn:
             await sql.execute(conn, _MARK, {"ids": [r["id"] for r in rows]})
         return len(rows)
@@ -131,6 +139,7 @@ class OutboxPublisher:
             if not rows:
                 return 0
             await self._pipeline_of(sorted(rows, key=lambda r: r["id"])).execute()
+        metrics.OUTBOX_PUBLISHED.inc(len(rows))
         return len(rows)
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -13,6 +13,7 @@ import httpx
 import psycopg
 import pytest
 from fastapi import FastAPI
+from prometheus_client import REGISTRY
 
 from api.app import create_app
 from db.accounts import open_account
@@ -46,6 +47,8 @@ async def test_failed_logins_are_limited_per_source_before_the_directory_lookup(
     attacker, other = source(), source()
     bad = {"APCA-API-KEY-ID": good.key_id, "APCA-API-SECRET-KEY": "wrong-secret"}
     unknown = {"APCA-API-KEY-ID": "PKNOSUCHKEY", "APCA-API-SECRET-KEY": "x"}
+    refused = REGISTRY.get_sample_value("sherwood_rate_limit_refusals_total",
+                                        {"limit": "login_failures"}) or 0.0
     async with client_from(limited_app, attacker) as http:
         for n in range(LIMIT):
             r = await http.get("/v2/account", headers=bad if n % 2 else unknown)
@@ -60,6 +63,9 @@ async def test_failed_logins_are_limited_per_source_before_the_directory_lookup(
                 assert r.json()["reason"] == "too_many_failed_logins"
                 assert isinstance(r.json()["code"], int)
                 assert int(r.headers["Retry-After"]) >= 1
+                # counted for /metrics by the limit's kind, never by the source address
+                assert REGISTRY.get_sample_value("sherwood_rate_limit_refusals_total",
+                                                 {"limit": "login_failures"}) == refused + 1
         finally:
             await locker.close()
     ok = {"APCA-API-KEY-ID": good.key_id, "APCA-API-SECRET-KEY": good.secret_key}

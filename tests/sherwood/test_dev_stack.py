@@ -20,11 +20,14 @@ import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from sherwood.embedded import free_port, port_open
+from sherwood.settings import DEV_METRICS_PORTS
 
 
 def clean_env(data_dir: Path, ports: dict[str, int]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHERWOOD_")}
     env["SHERWOOD_DATA_DIR"] = str(data_dir)
+    # every process's /metrics on a free port too (another stack may run on the defaults)
+    env["SHERWOOD_DEV_METRICS_PORTS"] = json.dumps({name: free_port() for name in DEV_METRICS_PORTS})
     for key, port in ports.items():
         env[f"SHERWOOD_{key}"] = str(port)
     return env

@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 import simplefix
+from prometheus_client import REGISTRY
 from temporalio import workflow
 from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import ApplicationError
@@ -382,6 +383,7 @@ async def test_report_before_workflow_exists(
     client: Client, store: GatewayStore, recorder_queue: str, tmp_path: Path
 ) -> None:
     venue = Venue()
+    undeliverable = REGISTRY.get_sample_value("sherwood_reports_undeliverable_total") or 0
     async with running(venue, client=client, store=store, tmp=tmp_path) as gw:
         gw.activities.early_reports = None  # every answer goes out as a signal
         order = new_order("100")
@@ -392,8 +394,14 @@ async def test_report_before_workflow_exists(
             return len(rows) == 2 and not any(d for _, d in rows)
 
         await eventually(booked_and_failing)
+
+        async def counted_undeliverable() -> bool:  # for /metrics (SherwoodReportsUndeliverable)
+            return (REGISTRY.get_sample_value("sherwood_reports_undeliverable_total") or 0) > undeliverable
+
+        await eventually(counted_undeliverable)
         await asyncio.sleep(0.3)  # a few failed delivery attempts (workflow not found)
         assert not any(d for _, d in await store.reports_for_order(order.order_id))
+        delivered = REGISTRY.get_sample_value("sherwood_reports_delivered_total") or 0
         h = await start_recorder(client, recorder_queue, order.order_id)
         st = await wait_state(h, filled)
         await asyncio.sleep(0.3)
@@ -401,6 +409,7 @@ async def test_report_before_workflow_exists(
     assert_once_each(st)
     assert [(r.kind, r.status) for r in st.reports] == [("ack", "new"), ("fill", "filled")]
     assert all(d for _, d in await store.reports_for_order(order.order_id))
+    assert (REGISTRY.get_sample_value("sherwood_reports_delivered_total") or 0) >= delivered + 2
     await h.signal(ReportRecorder.finish)
 
 

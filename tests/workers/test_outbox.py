@@ -7,6 +7,7 @@ import json
 import time
 
 import pytest
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from db.router import ShardRouter
@@ -19,6 +20,7 @@ async def test_trade_updates_are_published_when_the_transaction_commits(stack: T
     acct = await stack.account("10000")
     pubsub = stack.redis.pubsub()
     await pubsub.subscribe(RedisKeys(stack.settings.redis_prefix).trade_updates(acct.account_id))
+    lagged = REGISTRY.get_sample_value("sherwood_outbox_publish_lag_seconds_count") or 0
     try:
         assert (await pubsub.get_message(timeout=2))["type"] == "subscribe"  # type: ignore[index]
         t0 = time.monotonic()
@@ -36,6 +38,8 @@ async def test_trade_updates_are_published_when_the_transaction_commits(stack: T
     assert [e for _, e in got] == ["accepted", "pending_new", "new", "fill"]
     # the publisher's idle poll is 30 s here: these came with their commits
     assert stack.settings.outbox_idle_s >= 30 and got[-1][0] < 2, got
+    # each committed batch's wait is measured for /metrics
+    assert (REGISTRY.get_sample_value("sherwood_outbox_publish_lag_seconds_count") or 0) > lagged
 
 
 async def test_a_failed_publish_leaves_the_rows_for_the_next_round_in_order(
