@@ -24,6 +24,7 @@ import contextlib
 import fcntl
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -34,8 +35,9 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
+from pydantic import SecretStr
 
-from db.migrate import migrate_all
+from db.roles import Login, login_of, with_login
 from sherwood.embedded import (
     EmbeddedError,
     EmbeddedPostgres,
@@ -47,11 +49,25 @@ from sherwood.link_secret import ensure_link_secret
 from sherwood.processes import Supervisor, spawn
 from sherwood.settings import Settings
 from sherwood.supervisor import RestartPolicy
-from sherwood.wiring import shard_urls
+from sherwood.wiring import migrate_databases, shard_urls
 
 Progress = Callable[[str], None]
 
 SERVICES, PROCESSES = 0, 1  # stop tiers: Sherwood's processes first, then the servers they use
+
+
+def with_service_role(s: Settings) -> Settings:
+    """Least privilege in the dev stack too: when no owner is configured, the Postgres server's
+    URL user (the embedded server's superuser) becomes the owner that migrates, and the processes
+    connect as ``<db_prefix>_service`` with a password made for this start (migrations set it;
+    it lives only in the children's environment and the owner-only ``stack.json``)."""
+    if s.db_owner() is not None or not s.postgres_url:
+        return s
+    owner = login_of(s.postgres_url)
+    service = Login(f"{s.db_prefix}_service", secrets.token_urlsafe(18))
+    return s.model_copy(update={"postgres_url": with_login(s.postgres_url, service),
+                                "db_owner_user": owner.user,
+                                "db_owner_password": SecretStr(owner.password) if owner.password else None})
 
 
 def restart_policy(s: Settings) -> RestartPolicy:
@@ -191,9 +207,11 @@ class DevStack:
                                 tier=SERVICES, running=tmp.proc)
             ui_url = f"http://{host}:{s.temporal_ui_port}"
 
-        s = self.settings = s.model_copy(update=updates)
-        self.progress(f"Databases: migrating directory + {s.shard_count} shards ...")
-        migrate_all(s.directory_db_url(), shard_urls(s), progress=lambda m: None)
+        s = self.settings = with_service_role(s.model_copy(update=updates))
+        self.progress(f"Databases: migrating directory + {s.shard_count} shards, gateway, market data "
+                      f"(as {s.db_owner_user or 'the configured user'}; services connect as "
+                      f"{login_of(s.postgres_url).user if s.postgres_url else 'the configured users'}) ...")
+        migrate_databases(s, progress=lambda m: None)
 
         api_url = f"http://{host}:{s.api_port}"
         self.info = {
@@ -247,7 +265,10 @@ class DevStack:
         self.info["children"] = self.supervisor.public()
         path = self.settings.stack_file()
         tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.info, indent=2))
+        # it holds the service role's password: readable by this user only
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(self.info, indent=2))
         os.replace(tmp, path)
 
     def _apply_schedules(self, s: Settings) -> None:
@@ -274,7 +295,8 @@ class DevStack:
 
     def child_env(self) -> dict[str, str]:
         s = self.settings
-        env = dict(os.environ)
+        # the owner's credentials stay here: the children connect as the service role
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SHERWOOD_DB_OWNER_")}
         env.update({
             "SHERWOOD_DATA_DIR": str(s.data_dir),
             "SHERWOOD_SHARDS": str(s.shard_count),
