@@ -77,6 +77,14 @@ class Settings(BaseSettings):
 
     temporal_address: str | None = None
     temporal_namespace: str = "default"
+    # TLS to Temporal (Temporal Cloud, or a self-hosted cluster with mTLS; sherwood/temporal.py):
+    # temporal_tls alone -> TLS with the system's roots; a client cert + key -> mTLS; server_ca
+    # -> trust that CA instead; server_name -> the name the server's certificate must carry.
+    temporal_tls: bool = False
+    temporal_tls_client_cert: Path | None = None
+    temporal_tls_client_key: Path | None = None
+    temporal_tls_server_ca: Path | None = None
+    temporal_tls_server_name: str | None = None
 
     # Local stack (sherwood dev). Every server binds 127.0.0.1 unless configured otherwise.
     bind_host: str = "127.0.0.1"
