@@ -56,6 +56,29 @@ Progress = Callable[[str], None]
 SERVICES, PROCESSES = 0, 1  # stop tiers: Sherwood's processes first, then the servers they use
 
 
+@dataclass(frozen=True)
+class ProcessKind:
+    """One kind of Sherwood process: ``sherwood <args>`` (``part``: what leaving it out turns off)."""
+
+    name: str
+    args: tuple[str, ...]
+    part: str = "trading"
+
+
+# Sherwood's own processes, in start order (the API last: its health checks the others). The
+# production compose runs the same kinds (tests/test_compose.py checks it), the shard worker once
+# per shard; the simulators sherwood dev also starts (venues, exchange feed) are the outside world.
+PROCESS_KINDS = (
+    ProcessKind("ingest", ("serve", "ingest"), "marketdata"),
+    ProcessKind("fanout", ("serve", "fanout"), "marketdata"),
+    ProcessKind("shard-worker", ("serve", "shard-worker")),
+    ProcessKind("gateway", ("serve", "gateway")),
+    ProcessKind("backoffice", ("serve", "backoffice"), "backoffice"),
+    ProcessKind("api", ("serve", "api")),
+)
+SIMULATORS = ("market-maker", "exchange-feed")  # `sherwood sim <kind>`
+
+
 def with_service_role(s: Settings) -> Settings:
     """Least privilege in the dev stack too: when no owner is configured, the Postgres server's
     URL user (the embedded server's superuser) becomes the owner that migrates, and the processes
@@ -240,16 +263,14 @@ class DevStack:
                 "--clock-offset-s", str(s.market_clock_offset_s),  # auctions on the workers' clock
                 "--data-dir", str(s.data_dir / "venues" / name)])
         if self.marketdata:
-            self._spawn("ingest", ["serve", "ingest"])
-            self._spawn("fanout", ["serve", "fanout"])
             self._spawn("exchange-feed", ["sim", "exchange-feed", "--host", host, "--port",
                                           str(s.marketdata_feed_port), "--rate", str(s.exchange_feed_rate)])
             self.info["marketdata_ws_url"] = f"ws://{host}:{s.fanout_port}/v2/iex"
-        self._spawn("shard-worker", ["serve", "shard-worker"])
-        self._spawn("gateway", ["serve", "gateway"])
-        if self.backoffice:
-            self._spawn("backoffice", ["serve", "backoffice"])
-        self._spawn("api", ["serve", "api"])
+        for kind in PROCESS_KINDS:
+            if (kind.part == "marketdata" and not self.marketdata) or (
+                    kind.part == "backoffice" and not self.backoffice):
+                continue
+            self._spawn(kind.name, list(kind.args))
         self.info["venues"] = [f"{n}@{host}:{p}" for n, p in zip(("MM1", "MM2"), s.dev_venue_ports,
                                                                    strict=False)]
         self._wait_healthy(api_url)
