@@ -209,7 +209,10 @@ class DevStack:
         else:
             rd = EmbeddedRedis(s.data_dir / "redis", port=s.embedded_redis_port, host=host,
                                save=s.embedded_redis_save, load_timeout_s=s.redis_load_timeout_s,
-                               die_with_parent=True)
+                               die_with_parent=True,
+                               # clients authenticate: a password made for this start, in the URL
+                               # the children get (their environment) and stack.json (owner-only)
+                               password=secrets.token_urlsafe(18))
             self.progress(f"Redis: starting embedded server on {host}:{s.embedded_redis_port} ...")
             updates["redis_url"] = rd.start()
             self.supervisor.add("redis", service_start(rd.start, lambda: rd.proc), tier=SERVICES,
