@@ -72,6 +72,9 @@ def upgrade(kind: str, url: str, owner: Login | None = None) -> None:
         ensure_database(url)
         command.upgrade(alembic_config(kind, url), "head")
         return
+    if login_of(url).user == owner.user:  # before anything is created as it
+        raise ValueError(f"services must not connect as the owner ({owner.user}): give them their own "
+                         "user in the database URLs")
     admin = with_login(url, owner)
     ensure_database(admin)
     command.upgrade(alembic_config(kind, admin), "head")
