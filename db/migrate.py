@@ -2,6 +2,11 @@
 
 Shards share one Alembic history (``db/migrations/shard``); the directory has its own. Running
 :func:`migrate_all` again is a no-op. Databases are created when the URL's server allows it.
+
+With ``owner`` (:class:`db.roles.Login`), each database is created and migrated as the owner and
+the URL's own user becomes the service role, granted what :mod:`db.roles` plans. Without it, the
+URL's user does everything (a process checking that its database is at head: the service role
+may read ``alembic_version`` and nothing more is needed when there is nothing to do).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from alembic.config import Config
 from psycopg import sql
 
 from db.engines import sqlalchemy_url
+from db.roles import Login, ensure_service_role, grant_service, login_of, with_login
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -59,14 +65,27 @@ def alembic_config(kind: str, url: str) -> Config:
     return cfg
 
 
-def upgrade(kind: str, url: str) -> None:
-    ensure_database(url)
-    command.upgrade(alembic_config(kind, url), "head")
+def upgrade(kind: str, url: str, owner: Login | None = None) -> None:
+    """Create and migrate the database of ``url``; with ``owner``, as the owner, then grant the
+    URL's user (the service role) its privileges."""
+    if owner is None:
+        ensure_database(url)
+        command.upgrade(alembic_config(kind, url), "head")
+        return
+    if login_of(url).user == owner.user:  # before anything is created as it
+        raise ValueError(f"services must not connect as the owner ({owner.user}): give them their own "
+                         "user in the database URLs")
+    admin = with_login(url, owner)
+    ensure_database(admin)
+    command.upgrade(alembic_config(kind, admin), "head")
+    ensure_service_role(admin, login_of(url))
+    grant_service(kind, admin, login_of(url).user)
 
 
-def ensure_shards(directory_url: str, shards: int) -> None:
+def ensure_shards(directory_url: str, shards: int, owner: Login | None = None) -> None:
     """Register shards 0..N-1 in the directory (never removes one that holds accounts)."""
-    with psycopg.connect(_libpq(directory_url), autocommit=True, connect_timeout=5) as conn:
+    url = with_login(directory_url, owner) if owner else directory_url
+    with psycopg.connect(_libpq(url), autocommit=True, connect_timeout=5) as conn:
         for n in range(shards):
             conn.execute("INSERT INTO shards (id) VALUES (%s) ON CONFLICT DO NOTHING", (n,))
         conn.execute("UPDATE shards SET status = 'closed' WHERE id >= %s AND status = 'active'",
@@ -75,21 +94,27 @@ def ensure_shards(directory_url: str, shards: int) -> None:
 
 
 def migrate_all(
-    directory_url: str, shard_urls: list[str], progress: Callable[[str], None] = log.info
+    directory_url: str, shard_urls: list[str], progress: Callable[[str], None] = log.info,
+    owner: Login | None = None,
 ) -> None:
     progress("migrating directory database")
-    upgrade("directory", directory_url)
-    ensure_shards(directory_url, len(shard_urls))
+    upgrade("directory", directory_url, owner)
+    ensure_shards(directory_url, len(shard_urls), owner)
     for n, url in enumerate(shard_urls):
         progress(f"migrating shard {n}")
-        upgrade("shard", url)
+        upgrade("shard", url, owner)
 
 
-def migrate_gateway(url: str) -> None:
+def migrate_gateway(url: str, owner: Login | None = None) -> None:
     """Create (if needed) and migrate the execution gateway's database (its own history)."""
-    upgrade("gateway", url)
+    upgrade("gateway", url, owner)
 
 
-def migrate_marketdata(url: str) -> None:
+def migrate_marketdata(url: str, owner: Login | None = None) -> None:
     """Create (if needed) and migrate the market-data database (bars; its own history)."""
-    upgrade("marketdata", url)
+    upgrade("marketdata", url, owner)
+
+
+def drop_database_as(url: str, owner: Login | None) -> None:
+    """Drop the database of ``url`` as ``owner`` (or as the URL's user)."""
+    drop_database(with_login(url, owner) if owner else url)

@@ -167,16 +167,15 @@ def dev(
 
 @app.command()
 def migrate(data_dir: DataDir = None) -> None:
-    """Create and migrate every database; register the order search attributes in Temporal."""
-    from db.migrate import migrate_all
-    from sherwood.wiring import shard_urls
+    """Create and migrate every database (as SHERWOOD_DB_OWNER_USER, granting the URLs' users
+    their service privileges); register the order search attributes in Temporal."""
+    from sherwood.wiring import migrate_databases
 
     s = load_settings(data_dir)
-    migrate_all(s.directory_db_url(), shard_urls(s), progress=lambda m: console.print(m))
-    from db.migrate import migrate_marketdata
-
-    console.print("migrating market-data database")
-    migrate_marketdata(s.marketdata_db_url_resolved())
+    if s.db_owner() is None:
+        err.print("[yellow]warning:[/] SHERWOOD_DB_OWNER_USER is not set: migrating as the URLs' user, "
+                  "no service roles (every process could rewrite the books)")
+    migrate_databases(s, progress=lambda m: console.print(m))
     if s.temporal_address:
         from sherwood.temporal import ensure_search_attributes
 

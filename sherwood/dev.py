@@ -27,6 +27,7 @@ import contextlib
 import fcntl
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -37,8 +38,9 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
+from pydantic import SecretStr
 
-from db.migrate import migrate_all
+from db.roles import Login, login_of, with_login
 from sherwood.embedded import (
     EmbeddedError,
     EmbeddedPostgres,
@@ -51,11 +53,48 @@ from sherwood.metrics import write_prometheus_config
 from sherwood.processes import Supervisor, spawn
 from sherwood.settings import Settings
 from sherwood.supervisor import RestartPolicy
-from sherwood.wiring import shard_urls
+from sherwood.wiring import migrate_databases, shard_urls
 
 Progress = Callable[[str], None]
 
 SERVICES, PROCESSES = 0, 1  # stop tiers: Sherwood's processes first, then the servers they use
+
+
+@dataclass(frozen=True)
+class ProcessKind:
+    """One kind of Sherwood process: ``sherwood <args>`` (``part``: what leaving it out turns off)."""
+
+    name: str
+    args: tuple[str, ...]
+    part: str = "trading"
+
+
+# Sherwood's own processes, in start order (the API last: its health checks the others). The
+# production compose runs the same kinds (tests/test_compose.py checks it), the shard worker once
+# per shard; the simulators sherwood dev also starts (venues, exchange feed) are the outside world.
+PROCESS_KINDS = (
+    ProcessKind("ingest", ("serve", "ingest"), "marketdata"),
+    ProcessKind("fanout", ("serve", "fanout"), "marketdata"),
+    ProcessKind("shard-worker", ("serve", "shard-worker")),
+    ProcessKind("gateway", ("serve", "gateway")),
+    ProcessKind("backoffice", ("serve", "backoffice"), "backoffice"),
+    ProcessKind("api", ("serve", "api")),
+)
+SIMULATORS = ("market-maker", "exchange-feed")  # `sherwood sim <kind>`
+
+
+def with_service_role(s: Settings) -> Settings:
+    """Least privilege in the dev stack too: when no owner is configured, the Postgres server's
+    URL user (the embedded server's superuser) becomes the owner that migrates, and the processes
+    connect as ``<db_prefix>_service`` with a password made for this start (migrations set it;
+    it lives only in the children's environment and the owner-only ``stack.json``)."""
+    if s.db_owner() is not None or not s.postgres_url:
+        return s
+    owner = login_of(s.postgres_url)
+    service = Login(f"{s.db_prefix}_service", secrets.token_urlsafe(18))
+    return s.model_copy(update={"postgres_url": with_login(s.postgres_url, service),
+                                "db_owner_user": owner.user,
+                                "db_owner_password": SecretStr(owner.password) if owner.password else None})
 
 
 def restart_policy(s: Settings) -> RestartPolicy:
@@ -175,7 +214,10 @@ class DevStack:
         else:
             rd = EmbeddedRedis(s.data_dir / "redis", port=s.embedded_redis_port, host=host,
                                save=s.embedded_redis_save, load_timeout_s=s.redis_load_timeout_s,
-                               die_with_parent=True)
+                               die_with_parent=True,
+                               # clients authenticate: a password made for this start, in the URL
+                               # the children get (their environment) and stack.json (owner-only)
+                               password=secrets.token_urlsafe(18))
             self.progress(f"Redis: starting embedded server on {host}:{s.embedded_redis_port} ...")
             updates["redis_url"] = rd.start()
             self.supervisor.add("redis", service_start(rd.start, lambda: rd.proc), tier=SERVICES,
@@ -196,9 +238,11 @@ class DevStack:
                                 tier=SERVICES, running=tmp.proc)
             ui_url = f"http://{host}:{s.temporal_ui_port}"
 
-        s = self.settings = s.model_copy(update=updates)
-        self.progress(f"Databases: migrating directory + {s.shard_count} shards ...")
-        migrate_all(s.directory_db_url(), shard_urls(s), progress=lambda m: None)
+        s = self.settings = with_service_role(s.model_copy(update=updates))
+        self.progress(f"Databases: migrating directory + {s.shard_count} shards, gateway, market data "
+                      f"(as {s.db_owner_user or 'the configured user'}; services connect as "
+                      f"{login_of(s.postgres_url).user if s.postgres_url else 'the configured users'}) ...")
+        migrate_databases(s, progress=lambda m: None)
 
         api_url = f"http://{host}:{s.api_port}"
         self.info = {
@@ -227,16 +271,14 @@ class DevStack:
                 "--clock-offset-s", str(s.market_clock_offset_s),  # auctions on the workers' clock
                 "--data-dir", str(s.data_dir / "venues" / name)])
         if self.marketdata:
-            self._spawn("ingest", ["serve", "ingest"])
-            self._spawn("fanout", ["serve", "fanout"])
             self._spawn("exchange-feed", ["sim", "exchange-feed", "--host", host, "--port",
                                           str(s.marketdata_feed_port), "--rate", str(s.exchange_feed_rate)])
             self.info["marketdata_ws_url"] = f"ws://{host}:{s.fanout_port}/v2/iex"
-        self._spawn("shard-worker", ["serve", "shard-worker"])
-        self._spawn("gateway", ["serve", "gateway"])
-        if self.backoffice:
-            self._spawn("backoffice", ["serve", "backoffice"])
-        self._spawn("api", ["serve", "api"])
+        for kind in PROCESS_KINDS:
+            if (kind.part == "marketdata" and not self.marketdata) or (
+                    kind.part == "backoffice" and not self.backoffice):
+                continue
+            self._spawn(kind.name, list(kind.args))
         self.info["venues"] = [f"{n}@{host}:{p}" for n, p in zip(("MM1", "MM2"), s.dev_venue_ports,
                                                                    strict=False)]
         self.info["metrics"] = self.metrics
@@ -255,7 +297,10 @@ class DevStack:
         self.info["children"] = self.supervisor.public()
         path = self.settings.stack_file()
         tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.info, indent=2))
+        # it holds the service role's password: readable by this user only
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(self.info, indent=2))
         os.replace(tmp, path)
 
     def _apply_schedules(self, s: Settings) -> None:
@@ -282,7 +327,8 @@ class DevStack:
 
     def child_env(self) -> dict[str, str]:
         s = self.settings
-        env = dict(os.environ)
+        # the owner's credentials stay here: the children connect as the service role
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SHERWOOD_DB_OWNER_")}
         env.update({
             "SHERWOOD_DATA_DIR": str(s.data_dir),
             "SHERWOOD_SHARDS": str(s.shard_count),

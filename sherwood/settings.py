@@ -17,6 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from db.roles import Login
 from domain.risk import RiskLimits
 
 STACK_FILE = "stack.json"
@@ -45,6 +46,12 @@ class Settings(BaseSettings):
     directory_url: str | None = None
     shard_urls: list[str] | None = None
     db_prefix: str = "sherwood"
+    # Least privilege (db/roles.py): `sherwood migrate` creates and migrates every database as
+    # the owner (this user and password in place of each URL's), then makes each URL's own user
+    # a service role that may read and append but not rewrite the books. Unset: migrations run
+    # as the URLs' user (no roles are managed; `sherwood migrate` warns).
+    db_owner_user: str | None = None
+    db_owner_password: SecretStr | None = None
     db_pool_size: int = 5  # per shard, per process
     db_max_overflow: int = 10
 
@@ -80,6 +87,14 @@ class Settings(BaseSettings):
 
     temporal_address: str | None = None
     temporal_namespace: str = "default"
+    # TLS to Temporal (Temporal Cloud, or a self-hosted cluster with mTLS; sherwood/temporal.py):
+    # temporal_tls alone -> TLS with the system's roots; a client cert + key -> mTLS; server_ca
+    # -> trust that CA instead; server_name -> the name the server's certificate must carry.
+    temporal_tls: bool = False
+    temporal_tls_client_cert: Path | None = None
+    temporal_tls_client_key: Path | None = None
+    temporal_tls_server_ca: Path | None = None
+    temporal_tls_server_name: str | None = None
 
     # Local stack (sherwood dev). Every server binds 127.0.0.1 unless configured otherwise.
     bind_host: str = "127.0.0.1"
@@ -310,6 +325,12 @@ class Settings(BaseSettings):
     reconcile_audit: Literal["halt", "record"] = "halt"
     # Where the clearinghouse simulator reads the venues' fills ("gateway": gateway_reports).
     clearinghouse_source: str = "gateway"
+
+    def db_owner(self) -> Login | None:
+        if not self.db_owner_user:
+            return None
+        pw = self.db_owner_password.get_secret_value() if self.db_owner_password else None
+        return Login(self.db_owner_user, pw)
 
     def shard_url(self, shard: int) -> str:
         if self.shard_urls:

@@ -20,6 +20,7 @@ from temporalio.converter import (
     JSONTypeConverter,
     value_to_type,
 )
+from temporalio.service import TLSConfig
 
 from domain.execution import VenueEvent
 from fix.messages import is_legacy_payload, legacy_venue_event
@@ -95,11 +96,29 @@ class _PayloadConverter(CompositePayloadConverter):
 DATA_CONVERTER = dataclasses.replace(DataConverter.default, payload_converter_class=_PayloadConverter)
 
 
+def tls_config(settings: Settings) -> TLSConfig | bool:
+    """The TLS of the Temporal connection from ``SHERWOOD_TEMPORAL_TLS*``: False (plaintext, the
+    dev server) unless TLS is asked for or any certificate setting is given. The files are read
+    here: a missing file fails the start, not the first call."""
+    s = settings
+    if not (s.temporal_tls or s.temporal_tls_client_cert or s.temporal_tls_client_key
+            or s.temporal_tls_server_ca or s.temporal_tls_server_name):
+        return False
+    if (s.temporal_tls_client_cert is None) != (s.temporal_tls_client_key is None):
+        raise ValueError("SHERWOOD_TEMPORAL_TLS_CLIENT_CERT and _CLIENT_KEY go together (mTLS)")
+    return TLSConfig(
+        server_root_ca_cert=s.temporal_tls_server_ca.read_bytes() if s.temporal_tls_server_ca else None,
+        domain=s.temporal_tls_server_name,
+        client_cert=s.temporal_tls_client_cert.read_bytes() if s.temporal_tls_client_cert else None,
+        client_private_key=s.temporal_tls_client_key.read_bytes() if s.temporal_tls_client_key else None,
+    )
+
+
 async def connect(settings: Settings, *, lazy: bool = False) -> Client:
     if not settings.temporal_address:
         raise RuntimeError("no Temporal configured: set SHERWOOD_TEMPORAL_ADDRESS or run `sherwood dev`")
     return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
-                                lazy=lazy, data_converter=DATA_CONVERTER)
+                                lazy=lazy, data_converter=DATA_CONVERTER, tls=tls_config(settings))
 
 
 async def ensure_search_attributes(client: Client, namespace: str) -> None:

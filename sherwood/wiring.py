@@ -9,7 +9,7 @@ hands them to the back-office worker (:mod:`workers.backoffice`).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from redis.asyncio import Redis
@@ -94,3 +94,17 @@ async def shard_gauges(settings: Settings) -> AsyncIterator[None]:
         REGISTRY.unregister(collector)
         for engine in engines:
             await engine.dispose()
+
+
+def migrate_databases(settings: Settings, progress: Callable[[str], None] = print) -> None:
+    """``sherwood migrate`` (and ``sherwood dev``): create and migrate the directory, every
+    shard, the gateway's and the market-data database; with an owner configured, as the owner,
+    granting each URL's user its service privileges (db/roles.py)."""
+    from db.migrate import migrate_all, migrate_gateway, migrate_marketdata
+
+    owner = settings.db_owner()
+    migrate_all(settings.directory_db_url(), shard_urls(settings), progress=progress, owner=owner)
+    progress("migrating gateway database")
+    migrate_gateway(settings.gateway_db_url_resolved(), owner)
+    progress("migrating market-data database")
+    migrate_marketdata(settings.marketdata_db_url_resolved(), owner)

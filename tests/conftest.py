@@ -8,16 +8,20 @@ creates its own databases (prefix ``swt<pid>``) and drops them at the end. One T
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import hypothesis  # noqa: F401  (see below)
+import psycopg
 import pytest
 from redis.asyncio import Redis
 
-from db.migrate import drop_database, migrate_all, migrate_marketdata
+from db.migrate import drop_database_as, migrate_all, migrate_marketdata
+from db.roles import Login, drop_role, login_of, with_login
 from db.router import ShardRouter
 from sherwood.embedded import EmbeddedPostgres, EmbeddedRedis, TemporalDevServer, free_port
 from sherwood.settings import Settings
@@ -53,12 +57,19 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def settings(pg_server_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """Settings for this test run: its own database prefix and Redis key prefix."""
+    """Settings for this test run: its own database prefix and Redis key prefix. The processes
+    connect as this run's service role (``swt<pid>_service``, made by the migration); the
+    server's URL user is the owner (db/roles.py), for migrations and tests that tamper on purpose
+    (tests/owner.py)."""
     prefix = f"swt{os.getpid()}"
+    owner = login_of(pg_server_url)
+    service = Login(f"{prefix}_service", secrets.token_urlsafe(12))
     return Settings(
         data_dir=tmp_path_factory.mktemp("data"),
         shards=TEST_SHARDS,
-        postgres_url=pg_server_url,
+        postgres_url=with_login(pg_server_url, service),
+        db_owner_user=owner.user,
+        db_owner_password=owner.password,
         redis_url=redis_url,
         db_prefix=prefix,
         redis_prefix=prefix,
@@ -79,12 +90,17 @@ def settings(pg_server_url: str, redis_url: str, tmp_path_factory: pytest.TempPa
 @pytest.fixture(scope="session")
 def migrated(settings: Settings) -> Iterator[Settings]:
     urls = [settings.shard_url(n) for n in range(settings.shard_count)]
-    migrate_all(settings.directory_db_url(), urls, progress=lambda m: None)
+    owner = settings.db_owner()
+    migrate_all(settings.directory_db_url(), urls, progress=lambda m: None, owner=owner)
     # the back office reads closing prices from the market-data database's minute bars
-    migrate_marketdata(settings.marketdata_db_url_resolved())
+    migrate_marketdata(settings.marketdata_db_url_resolved(), owner)
     yield settings
     for url in [settings.directory_db_url(), *urls, settings.marketdata_db_url_resolved()]:
-        drop_database(url)
+        drop_database_as(url, owner)
+    # the role goes with this run's databases (others' may still hold grants: then it stays)
+    with contextlib.suppress(psycopg.Error):
+        assert owner is not None
+        drop_role(with_login(settings.directory_db_url(), owner), login_of(settings.directory_db_url()).user)
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ from temporalio.client import Client
 
 from api.app import create_app
 from db.accounts import OpenedAccount, open_account
-from db.migrate import drop_database, migrate_gateway
+from db.migrate import drop_database_as, migrate_gateway
 from db.router import ShardRouter
 from marketdata.quotes import LatestQuotes
 from sherwood.contracts import RedisKeys
@@ -185,7 +185,7 @@ async def trading_stack(base: Settings, router: ShardRouter, redis: Redis,
         "gateway_link_secret": SecretStr(secrets.token_hex(32)),
     })
     gw_url = settings.gateway_db_url_resolved()
-    migrate_gateway(gw_url)
+    migrate_gateway(gw_url, settings.db_owner())
     assert settings.temporal_address
     client = await connect(settings)
     gateway = ExecutionGateway.from_settings(settings, client)
@@ -206,4 +206,4 @@ async def trading_stack(base: Settings, router: ShardRouter, redis: Redis,
         await (stack.gateway if stack else gateway).stop()
         for mm in venues.values():
             await mm.stop()
-        drop_database(gw_url)
+        drop_database_as(gw_url, settings.db_owner())

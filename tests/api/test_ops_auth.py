@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError
 from db.accounts import open_account
 from db.router import ShardRouter
 from domain.ops import SCOPES
+from sherwood.settings import Settings
 from tests.api.test_body import _api_routes
 from tests.stack import ops_headers
 
@@ -162,10 +163,17 @@ async def test_ops_actions_need_a_reason_and_are_audited_with_the_key(
     "DELETE FROM ops_audit",
     "TRUNCATE ops_audit",
 ])
-async def test_ops_audit_is_append_only(router: ShardRouter, statement: str) -> None:
+async def test_ops_audit_is_append_only(router: ShardRouter, migrated: Settings, statement: str) -> None:
+    """Two walls: the service role has no UPDATE/DELETE/TRUNCATE on it (db/roles.py), and the
+    table's trigger refuses even the owner."""
     from db.ops import Actor, record
+    from tests.owner import owner_engine
 
     await record(router.directory, Actor("erin"), "test", "x", "a row to protect")
-    with pytest.raises(DBAPIError, match="append-only"):
+    with pytest.raises(DBAPIError, match="permission denied"):
         async with router.directory.begin() as conn:
             await conn.execute(text(statement))
+    async with owner_engine(migrated, migrated.directory_db_url()) as owner:
+        with pytest.raises(DBAPIError, match="append-only"):
+            async with owner.begin() as conn:
+                await conn.execute(text(statement))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from decimal import Decimal
 
@@ -23,8 +23,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from db.accounts import OpenedAccount, open_account
+from db.engines import make_engine
 from db.funding import FundingStore
-from db.migrate import drop_database, migrate_all
+from db.migrate import drop_database_as, migrate_all
 from db.orders import OrderStore, Quotes, RiskContext
 from db.router import ShardRouter
 from domain import calendar
@@ -34,6 +35,7 @@ from domain.orders import AcceptOrderInput, OrderSnapshot, OrderState, parse_ord
 from domain.risk import RiskLimits
 from sherwood.settings import Settings
 from sherwood.wiring import build_router
+from tests.owner import owner_url
 
 # the tests run at any hour: market orders are accepted whatever the clock says
 ANY_HOUR = RiskContext(limits=RiskLimits(enforce_market_hours=False))
@@ -45,12 +47,13 @@ def scratch_databases(base: Settings, suffix: str, shards: int) -> Iterator[Sett
     s = base.model_copy(update={"db_prefix": f"{base.db_prefix}{suffix}", "shards": shards,
                                 "shard_urls": None, "directory_url": None})
     urls = [s.shard_url(n) for n in range(shards)]
-    migrate_all(s.directory_db_url(), urls, progress=lambda m: None)
+    owner = s.db_owner()
+    migrate_all(s.directory_db_url(), urls, progress=lambda m: None, owner=owner)
     try:
         yield s
     finally:
         for url in [s.directory_db_url(), *urls]:
-            drop_database(url)
+            drop_database_as(url, owner)
 
 
 def past_sessions() -> tuple[date, date]:
@@ -74,9 +77,19 @@ class Books:
 
     settings: Settings
     router: ShardRouter
+    _admin: dict[int, AsyncEngine] = field(default_factory=dict)
 
     def engine(self, acct: OpenedAccount) -> AsyncEngine:
+        """The account's shard as the services see it (the service role)."""
         return self.router.engine(acct.shard)
+
+    def admin(self, acct: OpenedAccount) -> AsyncEngine:
+        """The account's shard as its owner: for writes behind the books' back (tampering, moving
+        trade dates), which the service role may not do."""
+        if acct.shard not in self._admin:
+            url = owner_url(self.settings, self.settings.shard_url(acct.shard))
+            self._admin[acct.shard] = make_engine(url, pool_size=1, max_overflow=1)
+        return self._admin[acct.shard]
 
     def orders(self, acct: OpenedAccount) -> OrderStore:
         return OrderStore(self.engine(acct), house_stripes=self.router.house_stripes)
@@ -159,8 +172,9 @@ class Books:
         return snap
 
     async def dated(self, acct: OpenedAccount, order_id: str, trade: date) -> None:
-        """Move the order's fills to ``trade`` (and its settle date): the store dates by the clock."""
-        async with self.engine(acct).begin() as conn:
+        """Move the order's fills to ``trade`` (and its settle date): the store dates by the clock
+        (the owner's write: booking columns only are the service's)."""
+        async with self.admin(acct).begin() as conn:
             await conn.execute(text("UPDATE executions SET trade_date = :t, settle_date = :s "
                                     "WHERE order_id = :o"),
                                {"t": trade, "s": calendar.settle_date(trade), "o": uuid.UUID(order_id)})
@@ -173,16 +187,20 @@ class Books:
 @asynccontextmanager
 async def books_on(settings: Settings, redis: Redis) -> AsyncIterator[Books]:
     router = build_router(settings, redis)
+    books = Books(settings, router)
     try:
-        yield Books(settings, router)
+        yield books
     finally:
         await router.dispose()
+        for engine in books._admin.values():
+            await engine.dispose()
 
 
 @asynccontextmanager
 async def tampering(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A transaction that writes behind the books' back: with triggers disabled for it
-    (``session_replication_role = replica``, the postgres superuser only), the append-only
+    (``session_replication_role = replica``, the superuser owner only: pass
+    :meth:`Books.admin`; the service role may not), the append-only
     tables accept UPDATE and DELETE and the commit-time balance check does not run. The tests
     use it to create the damage the database itself refuses, and to remove it again."""
     async with engine.begin() as conn:

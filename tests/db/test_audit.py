@@ -133,7 +133,7 @@ async def test_the_audit_reads_one_repeatable_read_snapshot(books: Books) -> Non
 
 async def test_unbalanced_transaction(books: Books) -> None:
     a = await books.account(deposit="1000")
-    engine = books.engine(a)
+    engine = books.admin(a)  # the owner: the tests below tamper on purpose
     async with engine.connect() as conn:
         txn, la = (await conn.execute(text(
             "SELECT t.id, la.id FROM ledger_transactions t, ledger_accounts la WHERE "
@@ -165,7 +165,7 @@ async def test_cached_balance_differs_from_entries(books: Books) -> None:
     a = await books.account(deposit="1000")
     bump = ("UPDATE balances SET balance = balance + :d WHERE ledger_account_id = "
             "(SELECT id FROM ledger_accounts WHERE owner_id = :a AND name = 'cash')")
-    async with books.engine(a).begin() as conn:
+    async with books.admin(a).begin() as conn:
         await conn.execute(text(bump), {"d": 1, "a": a.account_id})
     try:
         v = await only(books, a.shard, "cached_balances")
@@ -174,7 +174,7 @@ async def test_cached_balance_differs_from_entries(books: Books) -> None:
         assert (row["account_id"], row["name"], row["from_entries"], row["cached"]) == (
             str(a.account_id), "cash", "1000", "1001")
     finally:
-        async with books.engine(a).begin() as conn:
+        async with books.admin(a).begin() as conn:
             await conn.execute(text(bump), {"d": -1, "a": a.account_id})
     await clean(books, a.shard)
 
@@ -188,14 +188,14 @@ async def test_negative_balance_without_a_cause(books: Books) -> None:
     await clean(books, a.shard)  # the open shortfall is the cause
     cover = text("UPDATE shortfalls SET covered_at = CASE WHEN :covered THEN clock_timestamp() END "
                  "WHERE account_id = :a")
-    async with books.engine(a).begin() as conn:  # covered without any money coming in
+    async with books.admin(a).begin() as conn:  # covered without any money coming in
         await conn.execute(cover, {"covered": True, "a": a.account_id})
     try:
         v = await only(books, a.shard, "negative_without_cause")
         assert v.rows == [{"account_id": str(a.account_id), "name": "cash", "balance": "-200",
                            "open_shortfalls": None}]
     finally:
-        async with books.engine(a).begin() as conn:
+        async with books.admin(a).begin() as conn:
             await conn.execute(cover, {"covered": False, "a": a.account_id})
     await clean(books, a.shard)
     # a shortfall explains negative cash only: unsettled cash below zero is wrong regardless
@@ -222,7 +222,7 @@ async def test_fill_booked_by_the_wrong_transaction(books: Books) -> None:
         venue, exec_id, booking = (await conn.execute(text(
             "SELECT venue, exec_id, ledger_txn_id FROM executions WHERE order_id = :o AND qty > 0 "
             "ORDER BY received_at LIMIT 1"), {"o": uuid.UUID(oid)})).one()
-    async with books.engine(a).begin() as conn:  # the fill now points at the order's hold
+    async with books.admin(a).begin() as conn:  # the fill now points at the order's hold
         await conn.execute(repoint, {"t": f"order:{oid}:hold", "was": booking})
     try:
         v = await only(books, a.shard, "fill_bookings")
@@ -231,7 +231,7 @@ async def test_fill_booked_by_the_wrong_transaction(books: Books) -> None:
             (None, booking, "buy_fill", "no fill points at this booking")]
         assert v.rows[0]["venue"] == venue and v.rows[0]["order_id"] == oid
     finally:
-        async with books.engine(a).begin() as conn:
+        async with books.admin(a).begin() as conn:
             await conn.execute(text("UPDATE executions SET ledger_txn_id = :t "
                                     "WHERE venue = :v AND exec_id = :e"),
                                {"t": booking, "v": venue, "e": exec_id})
@@ -242,14 +242,14 @@ async def test_order_filled_quantity_differs_from_its_executions(books: Books) -
     a = await books.account(deposit="10000")
     snap = await books.filled(a, "buy", "KO", 4, "60")
     change = text("UPDATE orders SET filled_qty = filled_qty + :d WHERE id = :o")
-    async with books.engine(a).begin() as conn:
+    async with books.admin(a).begin() as conn:
         await conn.execute(change, {"d": 1, "o": uuid.UUID(snap.order_id)})
     try:
         v = await only(books, a.shard, "order_fills")
         assert [(r["order_id"], r["filled_qty"], r["executions_qty"]) for r in v.rows] == [
             (snap.order_id, "5", "4")]
     finally:
-        async with books.engine(a).begin() as conn:
+        async with books.admin(a).begin() as conn:
             await conn.execute(change, {"d": -1, "o": uuid.UUID(snap.order_id)})
     await clean(books, a.shard)
 
@@ -258,14 +258,14 @@ async def test_hold_on_an_ended_order(books: Books) -> None:
     a = await books.account(deposit="10000")
     snap = await books.filled(a, "buy", "KO", 4, "60")
     hold = text("UPDATE orders SET hold_amount = :h WHERE id = :o")
-    async with books.engine(a).begin() as conn:
+    async with books.admin(a).begin() as conn:
         await conn.execute(hold, {"h": 5, "o": uuid.UUID(snap.order_id)})
     try:
         v = await only(books, a.shard, "terminal_holds")
         assert [(r["order_id"], r["state"], r["hold_amount"]) for r in v.rows] == [
             (snap.order_id, "FILLED", "5")]
     finally:
-        async with books.engine(a).begin() as conn:
+        async with books.admin(a).begin() as conn:
             await conn.execute(hold, {"h": 0, "o": uuid.UUID(snap.order_id)})
     await clean(books, a.shard)
 
@@ -283,7 +283,7 @@ async def test_held_balance_differs_from_open_orders(books: Books, side: str, cu
     assert resting.state == OrderState.ACKED, resting
     await clean(books, a.shard)
     change = text("UPDATE orders SET hold_amount = hold_amount + :d WHERE id = :o")
-    async with books.engine(a).begin() as conn:
+    async with books.admin(a).begin() as conn:
         await conn.execute(change, {"d": -1, "o": uuid.UUID(resting.order_id)})
     try:
         v = await only(books, a.shard, "held_balances")
@@ -292,7 +292,7 @@ async def test_held_balance_differs_from_open_orders(books: Books, side: str, cu
         assert v.rows == [{"account_id": str(a.account_id), "currency": currency, "held": held_total,
                            "open_orders": str(Decimal(held) - 1), "pending_withdrawals": withdrawals}]
     finally:
-        async with books.engine(a).begin() as conn:
+        async with books.admin(a).begin() as conn:
             await conn.execute(change, {"d": 1, "o": uuid.UUID(resting.order_id)})
     await clean(books, a.shard)
 
@@ -335,14 +335,14 @@ async def test_fill_due_but_not_settled(books: Books) -> None:
                                        "WHERE order_id = :o AND qty > 0"), {"o": oid})).scalar_one()
     assert due > settled
     move = text("UPDATE executions SET settle_date = :d WHERE order_id = :o AND qty > 0")
-    async with books.engine(a).begin() as conn:  # due by the last settled date, never settled
+    async with books.admin(a).begin() as conn:  # due by the last settled date, never settled
         await conn.execute(move, {"d": settled, "o": oid})
     try:
         v = await only(books, a.shard, "unsettled_executions")
         assert v.count == 2 and {r["order_id"] for r in v.rows} == {snap.order_id}
         assert {r["last_settled"] for r in v.rows} == {settled.isoformat()}
     finally:
-        async with books.engine(a).begin() as conn:
+        async with books.admin(a).begin() as conn:
             await conn.execute(move, {"d": due, "o": oid})
     await clean(books, a.shard)
 
@@ -372,7 +372,7 @@ async def test_the_command_exits_1_with_the_violations(books: Books, tmp_path: P
     a = await books.account(shard=1, deposit="10000")
     snap = await books.filled(a, "buy", "KO", 4, "60")
     change = text("UPDATE orders SET filled_qty = filled_qty + :d WHERE id = :o")
-    async with books.engine(a).begin() as conn:
+    async with books.admin(a).begin() as conn:
         await conn.execute(change, {"d": 3, "o": uuid.UUID(snap.order_id)})
     try:
         code, out = await sherwood(s, tmp_path, "audit", "invariants", "--json")
@@ -392,7 +392,7 @@ async def test_the_command_exits_1_with_the_violations(books: Books, tmp_path: P
         code, out = await sherwood(s, tmp_path, "reconcile")  # the ledger alone is fine
         assert code == 0 and "shard 1:" in out, out
     finally:
-        async with books.engine(a).begin() as conn:
+        async with books.admin(a).begin() as conn:
             await conn.execute(change, {"d": -3, "o": uuid.UUID(snap.order_id)})
     await clean(books, 1)
 
@@ -401,7 +401,7 @@ async def test_reconciliation_halts_only_the_shard_that_fails_its_audit(books: B
     a = await books.account(shard=0, deposit="10000")
     snap = await books.filled(a, "buy", "KO", 4, "60")
     hold = text("UPDATE orders SET hold_amount = :h WHERE id = :o")
-    async with books.engine(a).begin() as conn:
+    async with books.admin(a).begin() as conn:
         await conn.execute(hold, {"h": 7, "o": uuid.UUID(snap.order_id)})
     activities = [ShardSettlementActivities(books.router.engine(n), n) for n in range(SHARDS)]
     try:
@@ -440,7 +440,7 @@ async def test_reconciliation_halts_only_the_shard_that_fails_its_audit(books: B
         other = await books.account(shard=1, deposit="1000")
         assert (await books.order(other, "buy", "KO", "1", limit="60")).state == OrderState.ACKED
     finally:
-        async with books.engine(a).begin() as conn:
+        async with books.admin(a).begin() as conn:
             await conn.execute(hold, {"h": 0, "o": uuid.UUID(snap.order_id)})
         await clear_halts(books.router.engine(0), operator="test", note="hold repaired")
     again = await activities[0].reconcile_shard_ledger(ReconcileInput(None))

@@ -17,6 +17,8 @@ from db.ledger import Ledger, post
 from db.router import ShardRouter
 from domain import ledger as rules
 from domain.errors import DomainError, InvalidAmount, UnknownLedgerAccount
+from sherwood.settings import Settings
+from tests.owner import owner_url
 
 
 async def funded(router: ShardRouter, cash: str = "0") -> tuple[OpenedAccount, Ledger]:
@@ -153,7 +155,10 @@ async def test_rejected_transaction_stays_rejected_on_replay(router: ShardRouter
     assert (await ledger.balances(a))["cash"] == 200
 
 
-async def test_append_only_entries_transactions_and_order_events(router: ShardRouter) -> None:
+async def test_append_only_entries_transactions_and_order_events(router: ShardRouter,
+                                                                 migrated: Settings) -> None:
+    """Two walls: the service role has no UPDATE/DELETE/TRUNCATE on them (42501, db/roles.py),
+    and behind it the append-only triggers refuse even the owner (SW403)."""
     acct, ledger = await funded(router, "10")
     statements = [
         "UPDATE ledger_entries SET amount = amount * 2",
@@ -166,11 +171,16 @@ async def test_append_only_entries_transactions_and_order_events(router: ShardRo
         "DELETE FROM order_events",
         "TRUNCATE order_events",
     ]
-    for stmt in statements:
-        with pytest.raises(DBAPIError) as info:
-            async with ledger.engine.begin() as conn:
-                await conn.execute(text(stmt))
-        assert sqlstate(info.value) == "SW403", stmt
+    owner = make_engine(owner_url(migrated, migrated.shard_url(acct.shard)), pool_size=1, max_overflow=0)
+    try:
+        for stmt in statements:
+            for engine, code in ((ledger.engine, "42501"), (owner, "SW403")):
+                with pytest.raises(DBAPIError) as info:
+                    async with engine.begin() as conn:
+                        await conn.execute(text(stmt))
+                assert sqlstate(info.value) == code, stmt
+    finally:
+        await owner.dispose()
     assert (await ledger.balances(acct.account_id))["cash"] == 10
 
 

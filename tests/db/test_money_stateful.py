@@ -57,6 +57,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.accounts import open_account
 from db.audit import audit_shard
+from db.engines import make_engine
 from db.funding import FundingStore
 from db.orders import OrderStore, Quotes, RiskContext
 from db.risk import load_account_risk
@@ -73,6 +74,7 @@ from sherwood.settings import Settings
 from sherwood.wiring import build_router
 from tests.db.audit_books import scratch_databases
 from tests.db.money_model import AccountModel, previous_session
+from tests.owner import owner_url
 
 NY = ZoneInfo("America/New_York")
 FIRST_DAY = date(2026, 10, 5)  # a Monday, a week before Columbus Day
@@ -112,6 +114,8 @@ class World:
     def __init__(self, s: Settings) -> None:
         self.router: ShardRouter = build_router(s)
         self.engine: AsyncEngine = self.router.engine(0)
+        # the owner's connection: wiping the append-only tables between examples is no service's
+        self.admin: AsyncEngine = make_engine(owner_url(s, s.shard_url(0)), pool_size=1, max_overflow=0)
         self.wiped: list[str] = []
 
     async def open(self) -> None:
@@ -124,7 +128,7 @@ class World:
         self.wiped = sorted(t for t, n in counts.items() if n == 0)
 
     async def wipe(self) -> None:
-        async with self.engine.begin() as conn:
+        async with self.admin.begin() as conn:
             await conn.execute(text("SET LOCAL session_replication_role = replica"))
             for t in self.wiped:
                 await conn.execute(text(f'DELETE FROM "{t}"'))
@@ -547,4 +551,5 @@ def test_money_across_days(money_settings: Settings) -> None:
                                   report_multiple_bugs=False, phases=PHASES))
         finally:
             runner.run(world.router.dispose())
+            runner.run(world.admin.dispose())
             print(sorted(SEEN.items()))

@@ -13,7 +13,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from db.accounts import OpenedAccount, open_account
-from db.migrate import drop_database, migrate_marketdata
+from db.migrate import drop_database_as, migrate_marketdata
 from db.router import ShardRouter
 from domain.universe import known_symbols
 from marketdata.fanout import FanoutServer, directory_authenticator
@@ -24,9 +24,9 @@ from sherwood.settings import Settings
 @pytest.fixture(scope="session")
 def md_db(migrated: Settings) -> Iterator[str]:
     url = migrated.marketdata_db_url_resolved()
-    migrate_marketdata(url)
+    migrate_marketdata(url, migrated.db_owner())
     yield url
-    drop_database(url)
+    drop_database_as(url, migrated.db_owner())
 
 
 @pytest.fixture

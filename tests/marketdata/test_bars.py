@@ -23,6 +23,7 @@ from marketdata.bars import MINUTE_NS, TIMEFRAMES, BarAcc, recompute, rollup
 from marketdata.ingest import Ingest
 from sherwood.settings import Settings
 from tests.marketdata.helpers import q, tr
+from tests.owner import owner_engine
 
 prices = st.decimals(min_value=Decimal("0.01"), max_value=Decimal("999.99"), places=2)
 trades = st.lists(st.tuples(st.sampled_from(["AAPL", "MSFT"]), st.integers(0, 3 * MINUTE_NS - 1), prices,
@@ -68,7 +69,7 @@ async def test_bars_in_postgres_equal_recomputation_and_rest(
     assert migrated.redis_url
     engine = make_engine(md_db, pool_size=1, max_overflow=1)
     syms = ["ZAAA", "ZAAB"]  # synthetic symbols: nobody else writes their bars
-    async with engine.begin() as conn:
+    async with owner_engine(migrated, md_db) as owner, owner.begin() as conn:  # bars: the owner's
         for table in ("bars_1min", *TIMEFRAMES):
             await conn.execute(text(f"DELETE FROM {table} WHERE symbol = ANY(:s)"), {"s": syms})
     ing = Ingest(migrated.redis_url, prefix, known=known_symbols(), engine=engine, bar_flush_s=3600,

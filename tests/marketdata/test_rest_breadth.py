@@ -22,6 +22,7 @@ from marketdata.bars import MINUTE_NS, minute_start, ny_midnight
 from marketdata.ingest import Ingest
 from sherwood.settings import Settings
 from tests.marketdata.helpers import q, tr
+from tests.owner import owner_engine
 from tests.stack import served
 
 BAR_TABLES = ("bars_1min", "bars_5min", "bars_15min", "bars_1hour", "bars_1day")
@@ -43,7 +44,7 @@ async def md_app(migrated: Settings, md_db: str, prefix: str) -> AsyncIterator[F
 async def bar_ingest(migrated: Settings, md_db: str, prefix: str) -> AsyncIterator[Ingest]:
     assert migrated.redis_url
     engine = make_engine(md_db, pool_size=1, max_overflow=1)
-    async with engine.begin() as conn:
+    async with owner_engine(migrated, md_db) as owner, owner.begin() as conn:  # bars: the owner's
         for table in BAR_TABLES:
             await conn.execute(text(f"DELETE FROM {table} WHERE symbol = :s"), {"s": BARSYM})
     ing = Ingest(migrated.redis_url, prefix, known=known_symbols(), engine=engine, bar_flush_s=3600,
@@ -193,7 +194,7 @@ async def test_historical_trades_paged_and_kept_for_the_retention(
 
     sym = "ZAAE"
     assert bar_ingest.engine is not None
-    async with bar_ingest.engine.begin() as conn:
+    async with bar_ingest.engine.begin() as conn:  # the service's retention may delete trades
         await conn.execute(text("DELETE FROM trades WHERE symbol = :s"), {"s": sym})
     now = time.time_ns()
     old = now - 2 * 86_400 * 10**9  # two days ago

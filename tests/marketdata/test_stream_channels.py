@@ -26,6 +26,7 @@ from marketdata.ingest import Ingest
 from sherwood.settings import Settings
 from tests.marketdata.conftest import FanoutFactory, authed_client
 from tests.marketdata.helpers import q, tr
+from tests.owner import owner_engine
 
 SYM = "ZAAC"  # synthetic: nobody else writes its bars
 
@@ -56,7 +57,7 @@ class Got:
 async def bar_ingest(migrated: Settings, md_db: str, prefix: str) -> AsyncIterator[Ingest]:
     assert migrated.redis_url
     engine = make_engine(md_db, pool_size=1, max_overflow=1)
-    async with engine.begin() as conn:
+    async with owner_engine(migrated, md_db) as owner, owner.begin() as conn:  # bars: the owner's
         for table in ("bars_1min", "bars_5min", "bars_15min", "bars_1hour", "bars_1day"):
             await conn.execute(text(f"DELETE FROM {table} WHERE symbol = :s"), {"s": SYM})
     ing = Ingest(migrated.redis_url, prefix, known=known_symbols(), engine=engine, bar_flush_s=3600,

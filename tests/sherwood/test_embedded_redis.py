@@ -87,3 +87,47 @@ def test_the_disk_stays_bounded_under_a_flood_of_quote_writes(tmp_path: Path) ->
     assert dir_size(data) < 8_000_000, sorted((p.name, p.stat().st_size) for p in data.iterdir())
     rd.start()  # and it starts again
     rd.stop()
+
+
+def test_a_password_is_required_and_the_url_carries_it(tmp_path: Path) -> None:
+    """The embedded Redis of `sherwood dev` runs with requirepass (the machine's Redis in CI has
+    none): a client without the password is refused, the URL's password is accepted, and the
+    password is on no command line."""
+    from sherwood.redis_client import RedisTimeouts, redis_from_url
+
+    rd = EmbeddedRedis(tmp_path / "redis", port=free_port(), password="s3cret-Pass_word")
+    url = rd.start()
+    try:
+        assert url.startswith("redis://:s3cret-Pass_word@")
+        anonymous = redis.Redis(host="127.0.0.1", port=rd.port)
+        with pytest.raises(redis.AuthenticationError):
+            anonymous.ping()
+        anonymous.close()
+        wrong = redis.Redis(host="127.0.0.1", port=rd.port, password="nope")
+        with pytest.raises(redis.AuthenticationError):
+            wrong.ping()
+        wrong.close()
+        client = redis.Redis.from_url(url)
+        assert client.ping()
+        client.close()
+        assert rd.proc is not None
+        assert b"s3cret" not in Path(f"/proc/{rd.proc.pid}/cmdline").read_bytes()
+        assert not any(b"s3cret" in p.read_bytes() for p in (tmp_path / "redis").rglob("*") if p.is_file())
+
+        async def ping() -> bool:
+            r = redis_from_url(url, RedisTimeouts(2, 2, 15))
+            try:
+                return bool(await r.ping())
+            finally:
+                await r.aclose()
+
+        import asyncio
+
+        assert asyncio.run(ping())
+    finally:
+        rd.stop()
+
+
+def test_a_password_redis_cannot_read_from_its_config_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        EmbeddedRedis(tmp_path, port=free_port(), password='a" b')

@@ -11,7 +11,7 @@ from datetime import date
 import pytest
 from redis.asyncio import Redis
 
-from db.migrate import drop_database, migrate_gateway
+from db.migrate import drop_database_as, migrate_gateway
 from sherwood.settings import Settings
 from sherwood.wiring import outside_world
 from simulators.bank import AchBank
@@ -21,9 +21,9 @@ from simulators.clearinghouse import Clearinghouse, GatewayFills
 @pytest.fixture(scope="module")
 def wiring_settings(migrated: Settings) -> Iterator[Settings]:
     url = f"{migrated.gateway_db_url_resolved()}_wiring"  # its own gateway database
-    migrate_gateway(url)
+    migrate_gateway(url, migrated.db_owner())
     yield migrated.model_copy(update={"gateway_db_url": url})
-    drop_database(url)
+    drop_database_as(url, migrated.db_owner())
 
 
 async def test_outside_world_is_the_simulators(wiring_settings: Settings, redis: Redis) -> None:

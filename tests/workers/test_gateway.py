@@ -34,7 +34,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.gateway import GatewayActivities
 from db.gateway import GatewayStore
-from db.migrate import drop_database, migrate_gateway
+from db.migrate import drop_database_as, migrate_gateway
 from domain.execution import (
     VenueAck,
     VenueCancel,
@@ -110,10 +110,10 @@ def gateway_settings(stack_settings: Settings) -> Iterator[Settings]:
     # Its own gateway database: the session's trading stack has a gateway (and a delivery loop)
     # on the default one, which must neither see these reports nor lose its database.
     url = f"{stack_settings.gateway_db_url_resolved()}_gwtest"
-    migrate_gateway(url)
-    migrate_gateway(url)  # idempotent
+    migrate_gateway(url, stack_settings.db_owner())
+    migrate_gateway(url, stack_settings.db_owner())  # idempotent
     yield stack_settings.model_copy(update={"gateway_db_url": url})
-    drop_database(url)
+    drop_database_as(url, stack_settings.db_owner())
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ from domain import calendar
 from domain.account import account_figures, share_positions
 from sherwood.contracts import BACKOFFICE_TASK_QUEUE
 from tests.api.test_positions import trade
+from tests.owner import owner_engine
 from tests.stack import served
 from tests.workflows.conftest import Backoffice
 from tests.workflows.test_funding import auth
@@ -141,7 +142,13 @@ async def test_three_sessions_of_history_equal_the_ledger_at_each_close(
     again = (await http.get("/v2/account/portfolio/history", headers=auth(acct), params={
         "period": "1W", "timeframe": "1D", "date_end": days[2].isoformat()})).json()
     assert again["equity"] == h["equity"]
+    # the services may not (no UPDATE grant), and the trigger refuses even the owner
     async with router.engine(acct.shard).connect() as conn:
+        with pytest.raises(Exception, match="permission denied"):
+            await conn.execute(text("UPDATE equity_snapshots SET equity = 0 WHERE account_id = :a"),
+                               {"a": acct.account_id})
+    async with owner_engine(backoffice.settings, backoffice.settings.shard_url(acct.shard)) as owner, \
+            owner.connect() as conn:
         with pytest.raises(Exception, match="append-only"):
             await conn.execute(text("UPDATE equity_snapshots SET equity = 0 WHERE account_id = :a"),
                                {"a": acct.account_id})
