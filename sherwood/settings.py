@@ -123,7 +123,7 @@ class Settings(BaseSettings):
     # admission control (api/admission.py): order requests in flight per shard in one API
     # process; past it POST /v2/orders answers 429 over_capacity (Retry-After) at once, before
     # any workflow is started or hold taken. 0: no limit.
-    order_admission_per_shard: int = Field(default=8, ge=0)
+    order_admission_per_shard: int = Field(default=4, ge=0)
     order_admission_retry_after_s: int = Field(default=1, ge=1)
     # a shard transaction failing transiently is retried this long, then the order ends visibly
     # (REJECTED before its hold, STUCK with it); the gateway's answer on an unsent order, as long
