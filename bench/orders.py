@@ -70,8 +70,26 @@ def _kind(cmd: str) -> str | None:
     return None
 
 
-def cpu_seconds() -> dict[int, tuple[str, float]]:
-    """CPU seconds (user + system) of every process of the stack, by pid (Linux /proc)."""
+def _ours(pid: str, kind: str, cmd: str, marks: tuple[str, ...]) -> bool:
+    """Whether a process belongs to this bench's stack, not to another stack on the same box:
+    one of ``marks`` (its database prefix, its data dir) is in its command line (Postgres
+    backends name their database, the Temporal dev server its db file) or its environment
+    (Sherwood processes); the bench client is this process."""
+    if kind == "bench_client":
+        return int(pid) == os.getpid()
+    if any(m in cmd for m in marks):
+        return True
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            env = f.read()
+    except OSError:
+        return False
+    return any(m.encode() in env for m in marks)
+
+
+def cpu_seconds(marks: tuple[str, ...] = ()) -> dict[int, tuple[str, float]]:
+    """CPU seconds (user + system) of every process of the stack, by pid (Linux /proc); with
+    ``marks``, only those of the stack they mark (:func:`_ours`)."""
     tick = os.sysconf("SC_CLK_TCK")
     out: dict[int, tuple[str, float]] = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
@@ -83,6 +101,8 @@ def cpu_seconds() -> dict[int, tuple[str, float]]:
         except OSError:
             continue
         kind = _kind(cmd)
+        if kind is not None and marks and not _ours(pid, kind, cmd, marks):
+            continue
         if kind is not None:
             out[int(pid)] = (kind, (int(fields[11]) + int(fields[12])) / tick)
     return out
@@ -284,6 +304,7 @@ async def main() -> None:
         "fanout_port": free_port(), "marketdata_feed_port": free_port(),
         "gateway_link_port": free_port()})
     stack = DevStack(settings, progress=lambda m: None, marketdata=False, backoffice=False)
+    marks = (prefix, str(data))  # CPU of this stack's processes only (others may share the box)
     info = await asyncio.to_thread(stack.start)  # it runs its own event loops
     try:
         api = str(info["api_url"])
@@ -324,9 +345,9 @@ async def main() -> None:
             # (measured: ~25% more CPU per workflow within a few thousand), and this order
             # spreads that over every kind alike instead of charging it to the last one
             for kind in [*kinds, *reversed(kinds)]:
-                before = cpu_seconds()
+                before = cpu_seconds(marks)
                 runs[kind].add(await kinds[kind](args.seconds / 2))
-                for k, v in cpu_spent(before, cpu_seconds()).items():
+                for k, v in cpu_spent(before, cpu_seconds(marks)).items():
                     spent[kind][k] = spent[kind].get(k, 0.0) + v
             figs = {kind: run.figures() for kind, run in runs.items()}
             for kind, r in figs.items():
@@ -343,11 +364,11 @@ async def main() -> None:
         # bracket orders on their own, after the plain ones (which they leave unchanged): POST
         # until all three legs are live
         for c in levels:
-            before = cpu_seconds()
+            before = cpu_seconds(marks)
             fig = (await bench_brackets(api, accounts, c, args.seconds / 2)).figures()
             print(json.dumps({"bench": "orders", "kind": "sherwood_bracket_order_legs_live",
                               "concurrency": c, **{k: round(v, 2) for k, v in fig.items()},
-                              "cpu_ms_per_item": per_item_ms(cpu_spent(before, cpu_seconds()),
+                              "cpu_ms_per_item": per_item_ms(cpu_spent(before, cpu_seconds(marks)),
                                                              int(fig["n"]))}), flush=True)
     finally:
         await asyncio.to_thread(stack.stop)
