@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from api.admission import Admission
 from api.errors import install_error_handlers
 from api.ratelimit import RateLimiter
 from api.routers import (
@@ -47,7 +48,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         temporal = await connect(settings, lazy=True) if settings.temporal_address else None
         app.state.sherwood = AppState(settings=settings, router=router, redis=redis,
                                       temporal=temporal,
-                                      limiter=RateLimiter(redis, settings.redis_prefix))
+                                      limiter=RateLimiter(redis, settings.redis_prefix),
+                                      admission=Admission(settings.order_admission_per_shard,
+                                                          settings.order_admission_retry_after_s))
         try:
             yield
         finally:

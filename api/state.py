@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 from temporalio.client import Client
 
+from api.admission import Admission
 from api.ratelimit import RateLimiter
 from db.router import ShardRouter
 from sherwood.settings import Settings
@@ -19,5 +20,7 @@ class AppState:
     redis: Redis | None
     temporal: Client | None = None
     limiter: RateLimiter = field(default_factory=lambda: RateLimiter(None, ""))
+    # order requests in flight per shard in this process (api/admission.py)
+    admission: Admission = field(default_factory=lambda: Admission(None))
     # open trade streams (GET /stream) per API key id in this process (api/routers/stream.py)
     streams_per_key: dict[str, int] = field(default_factory=dict)

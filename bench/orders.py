@@ -10,7 +10,10 @@ Floor, same server, same run: the order workflow's exact Temporal shape with no-
 concurrency the three run in the order A B C C B A, half the time each, so that the server's
 slowing down as its history grows weighs on all three alike.
 
-Prints one JSON line per (kind, concurrency), with the CPU each process kind spent per completed
+Orders the API sheds (429 ``over_capacity``, api/admission.py) are counted as ``refused``, apart
+from ``errors``; the client then waits its Retry-After, as a well-behaved one does, and latencies
+are those of the accepted orders. Prints one JSON line per (kind, concurrency), with the CPU
+each process kind spent per completed
 order / workflow (``cpu_ms_per_item``; the box has 2 cores, so the total bounds throughput), and
 the ratios; then, on their own, bracket orders (``sherwood_bracket_order_legs_live``: POST until
 the entry is filled, the take-profit ``new`` and the stop-loss ``held``). Run:
@@ -67,8 +70,26 @@ def _kind(cmd: str) -> str | None:
     return None
 
 
-def cpu_seconds() -> dict[int, tuple[str, float]]:
-    """CPU seconds (user + system) of every process of the stack, by pid (Linux /proc)."""
+def _ours(pid: str, kind: str, cmd: str, marks: tuple[str, ...]) -> bool:
+    """Whether a process belongs to this bench's stack, not to another stack on the same box:
+    one of ``marks`` (its database prefix, its data dir) is in its command line (Postgres
+    backends name their database, the Temporal dev server its db file) or its environment
+    (Sherwood processes); the bench client is this process."""
+    if kind == "bench_client":
+        return int(pid) == os.getpid()
+    if any(m in cmd for m in marks):
+        return True
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            env = f.read()
+    except OSError:
+        return False
+    return any(m.encode() in env for m in marks)
+
+
+def cpu_seconds(marks: tuple[str, ...] = ()) -> dict[int, tuple[str, float]]:
+    """CPU seconds (user + system) of every process of the stack, by pid (Linux /proc); with
+    ``marks``, only those of the stack they mark (:func:`_ours`)."""
     tick = os.sysconf("SC_CLK_TCK")
     out: dict[int, tuple[str, float]] = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
@@ -80,6 +101,8 @@ def cpu_seconds() -> dict[int, tuple[str, float]]:
         except OSError:
             continue
         kind = _kind(cmd)
+        if kind is not None and marks and not _ours(pid, kind, cmd, marks):
+            continue
         if kind is not None:
             out[int(pid)] = (kind, (int(fields[11]) + int(fields[12])) / tick)
     return out
@@ -101,23 +124,42 @@ def per_item_ms(spent: dict[str, float], n: int) -> dict[str, float]:
     return per
 
 
+class Refused(Exception):
+    """POST /v2/orders answered 429 over_capacity (api/admission.py)."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(f"refused, retry after {retry_after_s}s")
+        self.retry_after_s = retry_after_s
+
+
+def check_placed(r: httpx.Response) -> None:
+    """Raise :class:`Refused` for an admission refusal, RuntimeError for any other non-200."""
+    if r.status_code == 429 and r.json().get("reason") == "over_capacity":
+        raise Refused(float(r.headers.get("Retry-After", "1")))
+    if r.status_code != 200:
+        raise RuntimeError(f"POST /v2/orders: {r.status_code} {r.text}")
+
+
 @dataclass
 class Run:
     """What one or more timed runs of one kind gave."""
 
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
+    refused: int = 0  # admission refusals (429 over_capacity): shed load, not errors
     elapsed: float = 0.0
 
     def add(self, other: Run) -> None:
         self.latencies += other.latencies
         self.errors += other.errors
+        self.refused += other.refused
         self.elapsed += other.elapsed
 
     def figures(self) -> dict[str, float]:
         lat = self.latencies
         return {"per_s": len(lat) / self.elapsed if self.elapsed else 0.0, "n": len(lat),
-                "errors": self.errors, "p50_ms": pct(lat, 0.5) * 1000, "p99_ms": pct(lat, 0.99) * 1000,
+                "errors": self.errors, "refused": self.refused,
+                "p50_ms": pct(lat, 0.5) * 1000, "p99_ms": pct(lat, 0.99) * 1000,
                 "mean_ms": (statistics.fmean(lat) * 1000) if lat else float("nan")}
 
 
@@ -132,6 +174,11 @@ async def drive(concurrency: int, seconds: float, one) -> Run:  # type: ignore[n
             try:
                 await one(i, n)
                 run.latencies.append(time.perf_counter() - t0)
+            except Refused as refused:
+                # the API shed this order (admission control): a client that honours
+                # Retry-After waits before its next order (cut short at the end of the run)
+                run.refused += 1
+                await asyncio.sleep(max(0.0, min(refused.retry_after_s, stop - time.monotonic())))
             except Exception as exc:
                 if not run.errors:  # the first of a kind says what went wrong
                     print(f"error: {exc!r}", file=sys.stderr, flush=True)
@@ -188,8 +235,7 @@ async def bench_orders(api: str, client: Client, accounts: list[dict[str, str]],
             r = await http.post("/v2/orders", json={
                 "symbol": "F", "qty": "1", "side": "buy", "type": "market", "time_in_force": "day"},
                 headers={"APCA-API-KEY-ID": acct["key_id"], "APCA-API-SECRET-KEY": acct["secret_key"]})
-            if r.status_code != 200:
-                raise RuntimeError(f"POST /v2/orders: {r.status_code} {r.text}")
+            check_placed(r)
             snap = await client.get_workflow_handle(r.json()["id"]).result()
             if snap["state"] != "FILLED":
                 raise RuntimeError(f"order ended {snap['state']}")
@@ -215,8 +261,7 @@ async def bench_brackets(api: str, accounts: list[dict[str, str]], concurrency: 
             acct = accounts[(i + n * concurrency) % len(accounts)]
             hdrs = {"APCA-API-KEY-ID": acct["key_id"], "APCA-API-SECRET-KEY": acct["secret_key"]}
             r = await http.post("/v2/orders", json=BRACKET, headers=hdrs)
-            if r.status_code != 200:
-                raise RuntimeError(f"POST /v2/orders: {r.status_code} {r.text}")
+            check_placed(r)
             oid = r.json()["id"]
             deadline = time.monotonic() + 30
             while True:
@@ -259,6 +304,7 @@ async def main() -> None:
         "fanout_port": free_port(), "marketdata_feed_port": free_port(),
         "gateway_link_port": free_port()})
     stack = DevStack(settings, progress=lambda m: None, marketdata=False, backoffice=False)
+    marks = (prefix, str(data))  # CPU of this stack's processes only (others may share the box)
     info = await asyncio.to_thread(stack.start)  # it runs its own event loops
     try:
         api = str(info["api_url"])
@@ -299,9 +345,9 @@ async def main() -> None:
             # (measured: ~25% more CPU per workflow within a few thousand), and this order
             # spreads that over every kind alike instead of charging it to the last one
             for kind in [*kinds, *reversed(kinds)]:
-                before = cpu_seconds()
+                before = cpu_seconds(marks)
                 runs[kind].add(await kinds[kind](args.seconds / 2))
-                for k, v in cpu_spent(before, cpu_seconds()).items():
+                for k, v in cpu_spent(before, cpu_seconds(marks)).items():
                     spent[kind][k] = spent[kind].get(k, 0.0) + v
             figs = {kind: run.figures() for kind, run in runs.items()}
             for kind, r in figs.items():
@@ -318,11 +364,11 @@ async def main() -> None:
         # bracket orders on their own, after the plain ones (which they leave unchanged): POST
         # until all three legs are live
         for c in levels:
-            before = cpu_seconds()
+            before = cpu_seconds(marks)
             fig = (await bench_brackets(api, accounts, c, args.seconds / 2)).figures()
             print(json.dumps({"bench": "orders", "kind": "sherwood_bracket_order_legs_live",
                               "concurrency": c, **{k: round(v, 2) for k, v in fig.items()},
-                              "cpu_ms_per_item": per_item_ms(cpu_spent(before, cpu_seconds()),
+                              "cpu_ms_per_item": per_item_ms(cpu_spent(before, cpu_seconds(marks)),
                                                              int(fig["n"]))}), flush=True)
     finally:
         await asyncio.to_thread(stack.stop)

@@ -17,7 +17,7 @@ router = APIRouter(prefix="/v2", tags=["orders"], route_class=JsonBodyRoute)
 
 
 async def get_service(state: StateDep, router_: RouterDep) -> OrderService:
-    return OrderService(router_, state.temporal, state.settings)
+    return OrderService(router_, state.temporal, state.settings, state.admission)
 
 
 ServiceDep = Annotated[OrderService, Depends(get_service)]

@@ -14,7 +14,7 @@ router = APIRouter(prefix="/v2", tags=["positions"])
 
 
 async def order_service(state: StateDep, router_: RouterDep) -> OrderService:
-    return OrderService(router_, state.temporal, state.settings)
+    return OrderService(router_, state.temporal, state.settings, state.admission)
 
 
 OrdersDep = Annotated[OrderService, Depends(order_service)]

@@ -30,6 +30,7 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.admission import Admission
 from api.errors import ApiError
 from db import sql
 from db.engines import reading
@@ -42,6 +43,7 @@ from domain.order_row import OrderRow
 from domain.orders import (
     OPEN_STATUSES,
     TERMINAL,
+    OrderRequest,
     OrderSnapshot,
     OrderTimeouts,
     PlaceOrderInput,
@@ -90,10 +92,12 @@ def timeouts(settings: Settings) -> OrderTimeouts:
 
 
 class OrderService:
-    def __init__(self, router: ShardRouter, temporal: Client | None, settings: Settings) -> None:
+    def __init__(self, router: ShardRouter, temporal: Client | None, settings: Settings,
+                 admission: Admission | None = None) -> None:
         self.router = router
         self.temporal = temporal
         self.settings = settings
+        self.admission = admission or Admission(None)
 
     def _client(self) -> Client:
         if self.temporal is None:
@@ -115,6 +119,13 @@ class OrderService:
         wire: dict[str, object] = {**(group or req).to_wire(), "client_order_id": client_order_id}
         request_hash = (group or req).hash()
         shard = await self.router.shard_for(account_id)
+        # admission before anything is started or held; the slot is held until the answer
+        async with self.admission.admit(shard):
+            return await self._place(account_id, shard, order_id, req, group, wire, request_hash)
+
+    async def _place(self, account_id: uuid.UUID, shard: int, order_id: str, req: OrderRequest,
+                     group: GroupRequest | None, wire: dict[str, object],
+                     request_hash: str) -> dict[str, Any]:
         inp = PlaceOrderInput(
             order_id=order_id, account_id=str(account_id), shard=shard, request=wire,
             request_hash=request_hash, collar=str(self.settings.market_order_collar),
