@@ -87,6 +87,15 @@ class Settings(BaseSettings):
     embedded_redis_port: int = 6380
     dev_health_timeout_s: float = 90.0
     dev_venue_ports: list[int] = Field(default_factory=lambda: [9878, 9879])  # MM1, MM2
+    # How the dev venues differ (per venue, in dev_venue_ports order; simulators/matching.py):
+    # fixed price improvement per share in cents, seconds before each report, the share of new
+    # orders declined and of DAY/GTC orders filled in two halves. MM1 improves by 1 cent and MM2
+    # by 0.1 cent, so smart routing (gateway_routing="smart") has something to learn.
+    dev_venue_improvement_cents: list[Decimal] = Field(
+        default_factory=lambda: [Decimal(1), Decimal("0.1")])
+    dev_venue_latency_s: list[float] = Field(default_factory=lambda: [0.0, 0.0])
+    dev_venue_reject_rate: list[float] = Field(default_factory=lambda: [0.0, 0.0])
+    dev_venue_partial_fill_rate: list[float] = Field(default_factory=lambda: [0.0, 0.0])
     # sherwood dev supervises its children (sherwood/supervisor.py): a child that dies is started
     # again after a backoff (initial, doubled per death in a row, at most max; reset once it has
     # stayed up stable_s); a stop gives each tier stop_grace_s before SIGKILL. Its children get
