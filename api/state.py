@@ -8,6 +8,7 @@ from redis.asyncio import Redis
 from temporalio.client import Client
 
 from api.ratelimit import RateLimiter
+from db.gateway import GatewayStore
 from db.router import ShardRouter
 from sherwood.settings import Settings
 
@@ -19,5 +20,7 @@ class AppState:
     redis: Redis | None
     temporal: Client | None = None
     limiter: RateLimiter = field(default_factory=lambda: RateLimiter(None, ""))
+    # the execution gateway's database, read by the execution-quality report (engine is lazy)
+    gateway: GatewayStore | None = None
     # open trade streams (GET /stream) per API key id in this process (api/routers/stream.py)
     streams_per_key: dict[str, int] = field(default_factory=dict)

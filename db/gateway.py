@@ -115,6 +115,10 @@ class GatewayStore:
     async def _rows(self, statement: str, params: dict[str, Any]) -> list[sql.Row]:
         return await self._run(lambda conn: sql.rows(conn, statement, params))
 
+    async def read(self, statement: str, params: dict[str, Any]) -> list[sql.Row]:
+        """Rows of a read-only statement (reports: db/execution_quality.py)."""
+        return await self._rows(statement, params)
+
     async def _execute(self, statement: str, params: dict[str, Any]) -> None:
         await self._run(lambda conn: sql.execute(conn, statement, params))
 

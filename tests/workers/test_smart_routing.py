@@ -82,7 +82,7 @@ async def test_better_venue_gets_the_flow_and_failover_is_immediate(
               for a in acks}
         assert px == {"MM1": D("187.11"), "MM2": D("187.119")}
         # every route recorded with its NBBO and why
-        rows = await store._rows(
+        rows = await store.read(
             "SELECT venue, reason, bid, ask FROM gateway_routes WHERE symbol = :s", {"s": symbol})
         assert len(rows) == len(acks)
         assert all((r["bid"], r["ask"]) == (D("187.10"), D("187.12")) for r in rows)
