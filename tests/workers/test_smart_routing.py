@@ -46,7 +46,8 @@ async def smart_gateway(*venues: Venue, settings: Settings, client: Client, stor
         task_queue=f"gw-smart-{uuid.uuid4().hex[:8]}", routing="smart",
         routing_weights=RoutingWeights(explore_rate=0.05, min_orders=5), routing_seed=7,
         redis_url=settings.redis_url, redis_prefix=settings.redis_prefix,
-        first_report_wait_s=5.0, delivery_interval=0.05)
+        # the fill rides in the ack even on a loaded machine (the wait ends at the final report)
+        first_report_wait_s=5.0, report_linger_s=5.0, delivery_interval=0.05)
     await gw.start()
     try:
         await gw.wait_logged_on(10)
@@ -93,3 +94,22 @@ async def test_better_venue_gets_the_flow_and_failover_is_immediate(
         failover = [await acts.send_new_order(new_order("10", symbol=symbol)) for _ in range(10)]
         assert [a.venue for a in failover] == ["MM2"] * 10
         assert all(any(r.kind == "fill" for r in a.reports) for a in failover)
+
+
+async def test_a_venue_refusal_ends_there_and_lowers_its_score(
+        gateway_settings: Settings, client: Client, store: GatewayStore,  # noqa: F811
+        tmp_path: Path) -> None:
+    symbol = f"Z{random.randint(0, 10**6):06d}"
+    # MM1 would improve more, but declines every order
+    mm1 = Venue("MM1", price_improvement_cents=D(1), reject_rate=1.0)
+    mm2 = Venue("MM2", price_improvement_cents=D("0.1"))
+    async with smart_gateway(mm1, mm2, settings=gateway_settings, client=client, store=store,
+                             tmp=tmp_path, symbol=symbol) as gw:
+        acks = [await gw.activities.send_new_order(new_order("10", symbol=symbol))
+                for _ in range(WARM_UP + 30)]
+    refused = [a for a in acks if a.venue == "MM1"]
+    assert refused and all(any(r.kind == "rejected" for r in a.reports) for a in refused)
+    # a refused order is never sent again elsewhere: it ends where it was refused
+    assert all(mm2.d_count(a.cl_ord_id) == 0 for a in refused)
+    after = [a.venue for a in acks[WARM_UP:]]
+    assert after.count("MM2") >= 0.8 * len(after), after
