@@ -15,6 +15,13 @@ between reserving and sending) sends the same message again with PossResend(97)=
 venue: the venue deduplicates by ClOrdID. Once ``FixSession.send`` returned, the message is in the
 session store and reaches the venue even across reconnects (ResendRequest), so ``sent`` is final.
 
+Venue choice (an order that names no venue): :func:`domain.routing.choose_venue` over the
+logged-on venues and their recent quality (:class:`domain.routing.VenueQuality`, fed with every
+new venue report by the gateway's inbound handler via :meth:`GatewayActivities.observe`). A venue
+whose session is down is never a candidate, so orders fail over at once. The route, with the
+NBBO at routing time (``quotes``: the market-data path's latest quote) and its age, is recorded
+in ``gateway_routes`` before the order is sent: the execution-quality reports start from it.
+
 Errors: ``VenueUnavailable`` (no/that venue not logged on) is retryable; ``UnknownVenue`` and
 ``InvalidOrder`` are not.
 
@@ -29,22 +36,27 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import random
+import time
 from collections.abc import Awaitable, Callable, Mapping
+from decimal import Decimal
 from typing import Protocol
 
 import simplefix
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from db.gateway import ABANDONED, SENT, GatewayStore
+from db.gateway import ABANDONED, SENT, GatewayStore, RouteRecord
 from domain.execution import (
     VenueAck,
     VenueCancel,
     VenueEvent,
+    VenueEventKind,
     VenueOrder,
     VenueReplace,
     status_cl_ord_id,
 )
+from domain.routing import ROUTING_POLICIES, RoutingChoice, RoutingWeights, VenueQuality, choose_venue
 from fix.messages import (
     InvalidOrderMessage,
     MsgType,
@@ -54,11 +66,10 @@ from fix.messages import (
     order_status_request,
 )
 from fix.session import FixSession
+from marketdata.quotes import Quote
 from sherwood.faults import final_unless_transient
 
 log = logging.getLogger(__name__)
-
-ROUTING_POLICIES = ("round_robin", "first")
 
 # error type names (ApplicationError.type) the order workflow can match on
 VENUE_UNAVAILABLE = "VenueUnavailable"
@@ -130,6 +141,12 @@ class ReportSource(Protocol):
     async def recorded(self, order_id: str) -> list[VenueEvent]: ...
 
 
+class QuoteSource(Protocol):
+    """The latest quote of a symbol, or None (``marketdata.quotes.LatestQuotes``)."""
+
+    async def get(self, symbol: str) -> Quote | None: ...
+
+
 # ============================================================================ activities
 
 
@@ -145,6 +162,11 @@ class GatewayActivities:
         reports: ReportSource | None = None,
         first_report_wait_s: float = 0.25,
         report_linger_s: float = 0.05,
+        quotes: QuoteSource | None = None,
+        weights: RoutingWeights = RoutingWeights(),
+        rng: random.Random | None = None,
+        quality_window: int = 100,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if routing not in ROUTING_POLICIES:
             raise ValueError(f"unknown routing policy {routing!r} (one of {ROUTING_POLICIES})")
@@ -160,6 +182,11 @@ class GatewayActivities:
         self.early_reports = reports
         self.first_report_wait_s = first_report_wait_s
         self.report_linger_s = report_linger_s
+        self.quotes = quotes
+        self.weights = weights
+        self._rng = rng if rng is not None else random.Random()
+        self._clock = clock
+        self.quality = VenueQuality(window=quality_window)
 
     # ------------------------------------------------------------------ venue choice
 
@@ -167,15 +194,49 @@ class GatewayActivities:
         return [v for v in self._venues if self.sessions[v].logged_on.is_set()]
 
     def choose_venue(self, requested: str | None) -> str:
+        return self.route(requested).venue
+
+    def route(self, requested: str | None) -> RoutingChoice:
+        """The venue for a new order: the one it names, else the routing policy's choice over
+        the logged-on venues (``VenueUnavailable`` when none is)."""
         if requested is not None:
             self._session(requested)
-            return requested
-        up = self.logged_on_venues()
-        if not up:
+            return RoutingChoice(requested, "requested")
+        up = set(self.logged_on_venues())
+        stats = [self.quality.stats(v, v in up) for v in self._venues]
+        choice = choose_venue(self.routing, stats, draw=self._rng.random(),
+                              turn=next(self._rr) if self.routing == "round_robin" else 0,
+                              weights=self.weights)
+        if choice is None:
             raise ApplicationError("no venue is logged on", type=VENUE_UNAVAILABLE)
-        if self.routing == "first":
-            return up[0]
-        return up[next(self._rr) % len(up)]
+        return choice
+
+    def observe(self, event: VenueEvent) -> None:
+        """A new venue report (the gateway's inbound handler calls this once per report): feeds
+        the venue's recent quality. Only reports of new orders routed here count."""
+        if event.cl_ord_id != event.order_id:
+            return  # a cancel's, replace's or status request's answer
+        if event.kind == VenueEventKind.FILL and event.last_px is not None:
+            try:
+                qty, px = Decimal(event.last_qty), Decimal(event.last_px)
+            except ArithmeticError:
+                return
+            if qty.is_finite() and px.is_finite():
+                self.quality.filled(event.order_id, qty, px, self._clock())
+        elif event.kind == VenueEventKind.REJECTED:
+            self.quality.rejected(event.order_id)
+        elif event.kind in (VenueEventKind.CANCELED, VenueEventKind.EXPIRED):
+            self.quality.ended(event.order_id)
+
+    async def _nbbo(self, symbol: str) -> tuple[Quote | None, int | None]:
+        if self.quotes is None:
+            return None, None
+        try:
+            q = await self.quotes.get(symbol)
+        except Exception:  # advisory: routing never waits on market data
+            log.warning("no NBBO for %s at routing", symbol, exc_info=True)
+            return None, None
+        return q, (q.age_ms(time.time_ns()) if q is not None else None)
 
     def _session(self, venue: str) -> FixSession:
         session = self.sessions.get(venue)
@@ -224,7 +285,8 @@ class GatewayActivities:
             raise ApplicationError(f"trading in {order.symbol} is halted", type="symbol_halted",
                                    non_retryable=True)
         try:
-            venue = self.choose_venue(order.venue)
+            choice = self.route(order.venue)
+            venue = choice.venue
             session = self._logged_on(venue)
         except ApplicationError:
             # no venue to send to; a retry of an order already sent needs none
@@ -242,12 +304,23 @@ class GatewayActivities:
                                    type="abandoned", non_retryable=True)
         if res.venue != venue:  # lost a race with a concurrent attempt that chose another venue
             session = self._logged_on(res.venue)
+            choice = RoutingChoice(res.venue, "retry")
+        await self._record_route(order, choice)
         poss_resend = not res.created
         seq = await session.send(_build(new_order_single, order, poss_resend=poss_resend))
         await self.store.mark_sent(order.cl_ord_id, seq)
         log.info("order %s -> %s NewOrderSingle seq %d%s", order.order_id, res.venue, seq,
                  " PossResend" if poss_resend else "")
         return VenueAck(venue=res.venue, cl_ord_id=order.cl_ord_id)
+
+    async def _record_route(self, order: VenueOrder, choice: RoutingChoice) -> None:
+        quote, age = await self._nbbo(order.symbol)
+        self.quality.routed(order.order_id, choice.venue, order.side, self._clock(),
+                            quote.bid if quote else None, quote.ask if quote else None)
+        await self.store.record_route(RouteRecord(
+            order.order_id, choice.venue, self.routing, choice.reason, order.symbol, order.side,
+            order.order_type, order.time_in_force, order.qty, order.limit_price,
+            quote.bid if quote else None, quote.ask if quote else None, age))
 
     @activity.defn(name="abandon_new_order")
     @final_unless_transient

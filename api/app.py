@@ -26,12 +26,14 @@ from api.routers import (
     ops_admin,
     orders,
     positions,
+    reports,
     stream,
     transfers,
     watchlists,
 )
 from api.routers import marketdata as marketdata_routes
 from api.state import AppState
+from db.gateway import GatewayStore
 from sherwood.redis_client import redis_from_settings
 from sherwood.settings import Settings
 from sherwood.temporal import connect
@@ -46,14 +48,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redis = redis_from_settings(settings)
         router = build_router(settings, redis, request_path=True)
         temporal = await connect(settings, lazy=True) if settings.temporal_address else None
+        gateway = GatewayStore.from_url(settings.gateway_db_url_resolved(), pool_size=1,
+                                        max_overflow=2)
         app.state.sherwood = AppState(settings=settings, router=router, redis=redis,
                                       temporal=temporal,
                                       limiter=RateLimiter(redis, settings.redis_prefix),
                                       admission=Admission(settings.order_admission_per_shard,
-                                                          settings.order_admission_retry_after_s))
+                                                          settings.order_admission_retry_after_s),
+                                      gateway=gateway)
         try:
             yield
         finally:
+            await gateway.dispose()
             await router.dispose()
             if redis is not None:
                 await redis.aclose()
@@ -74,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(transfers.router)
     app.include_router(watchlists.router)
     app.include_router(backoffice_ops.router)
+    app.include_router(reports.router)
     app.include_router(ops_admin.router)
     app.include_router(corporate_actions.router)
     return app

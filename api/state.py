@@ -9,6 +9,7 @@ from temporalio.client import Client
 
 from api.admission import Admission
 from api.ratelimit import RateLimiter
+from db.gateway import GatewayStore
 from db.router import ShardRouter
 from sherwood.settings import Settings
 
@@ -22,5 +23,7 @@ class AppState:
     limiter: RateLimiter = field(default_factory=lambda: RateLimiter(None, ""))
     # order requests in flight per shard in this process (api/admission.py)
     admission: Admission = field(default_factory=lambda: Admission(None))
+    # the execution gateway's database, read by the execution-quality report (engine is lazy)
+    gateway: GatewayStore | None = None
     # open trade streams (GET /stream) per API key id in this process (api/routers/stream.py)
     streams_per_key: dict[str, int] = field(default_factory=dict)

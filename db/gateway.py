@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
+from decimal import Decimal
 from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -49,6 +50,25 @@ class SendReservation:
     status: str  # sending | sent
     created: bool  # True: this call reserved it (nothing was sent before)
     attempts: int = 1
+
+
+@dataclass(frozen=True)
+class RouteRecord:
+    """A new order's route (``gateway_routes``): venue, policy and why, the NBBO at routing."""
+
+    order_id: str
+    venue: str
+    policy: str
+    reason: str
+    symbol: str
+    side: str
+    order_type: str
+    time_in_force: str
+    qty: str
+    limit_price: str | None = None
+    bid: Decimal | None = None
+    ask: Decimal | None = None
+    quote_age_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +114,10 @@ class GatewayStore:
 
     async def _rows(self, statement: str, params: dict[str, Any]) -> list[sql.Row]:
         return await self._run(lambda conn: sql.rows(conn, statement, params))
+
+    async def read(self, statement: str, params: dict[str, Any]) -> list[sql.Row]:
+        """Rows of a read-only statement (reports: db/execution_quality.py)."""
+        return await self._rows(statement, params)
 
     async def _execute(self, statement: str, params: dict[str, Any]) -> None:
         await self._run(lambda conn: sql.execute(conn, statement, params))
@@ -160,6 +184,22 @@ class GatewayStore:
             """SELECT order_id, venue, msg_type, status, attempts FROM gateway_orders
                WHERE cl_ord_id = :c""", {"c": cl_ord_id})
         return None if row is None else _reservation(cl_ord_id, row)
+
+    async def record_route(self, route: RouteRecord) -> None:
+        """The order's route as decided, with the NBBO at routing (once: a retry keeps the
+        first; ``routed_at`` is the database's clock)."""
+        await self._execute(
+            """INSERT INTO gateway_routes
+                   (order_id, venue, policy, reason, symbol, side, order_type, time_in_force, qty,
+                    limit_price, bid, ask, quote_age_ms)
+               VALUES (:o, :v, :p, :r, :s, :side, :t, :tif, CAST(:q AS numeric),
+                       CAST(:lp AS numeric), CAST(:b AS numeric), CAST(:a AS numeric), :age)
+               ON CONFLICT (order_id) DO NOTHING""",
+            {"o": route.order_id, "v": route.venue, "p": route.policy, "r": route.reason,
+             "s": route.symbol, "side": route.side, "t": route.order_type,
+             "tif": route.time_in_force, "q": route.qty, "lp": route.limit_price,
+             "b": None if route.bid is None else str(route.bid),
+             "a": None if route.ask is None else str(route.ask), "age": route.quote_age_ms})
 
     # ------------------------------------------------------------------ inbound reports
 

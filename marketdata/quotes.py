@@ -21,6 +21,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 
 from redis.asyncio import Redis
@@ -39,6 +40,22 @@ class Quote:
     bid: Decimal
     ask: Decimal
     t: str | None = None
+    it: int | None = None  # when ingest wrote it (ns since the epoch), when it says
+
+    def age_ms(self, now_ns: int) -> int | None:
+        """How old the quote is at ``now_ns``: from its ingest time, else its own timestamp
+        (RFC 3339), else None (a reference quote: no age)."""
+        if self.it is not None:
+            return max(0, (now_ns - self.it) // 1_000_000)
+        if self.t:
+            try:
+                t = datetime.fromisoformat(self.t.replace("Z", "+00:00"))
+            except ValueError:
+                return None
+            if t.tzinfo is None:
+                return None
+            return max(0, (now_ns - int(t.timestamp() * 1e9)) // 1_000_000)
+        return None
 
 
 def parse_quote(symbol: str, raw: bytes | str, max_age_s: float | None = None) -> Quote | None:
@@ -48,7 +65,8 @@ def parse_quote(symbol: str, raw: bytes | str, max_age_s: float | None = None) -
         if it is not None and limit is not None and time.time_ns() - int(it) > float(limit) * 1e9:
             log.debug("stale quote for %s ignored", symbol)
             return None
-        return Quote(symbol, parse_decimal(str(d["bp"])), parse_decimal(str(d["ap"])), d.get("t"))
+        return Quote(symbol, parse_decimal(str(d["bp"])), parse_decimal(str(d["ap"])), d.get("t"),
+                     int(it) if it is not None else None)
     except (ValueError, KeyError, TypeError, DomainError):
         log.warning("unreadable quote for %s: %r", symbol, raw)
         return None

@@ -28,6 +28,7 @@ from sherwood.cli_backoffice import schedules_app, settlement_app
 from sherwood.cli_common import Clients, DataDir, console, err, load_settings, run
 from sherwood.cli_keys import keys_app
 from sherwood.cli_ops import ops_app
+from sherwood.cli_reports import reports_app
 from sherwood.cli_serve import serve_app
 from sherwood.settings import Settings
 
@@ -82,6 +83,7 @@ app.add_typer(serve_app, name="serve")
 app.add_typer(ops_app, name="ops")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
+app.add_typer(reports_app, name="reports")
 
 
 def _mount_simulators() -> None:

@@ -264,12 +264,13 @@ class DevStack:
         assert s.redis_url
         wait_redis_loaded(s.redis_url, s.redis_load_timeout_s)
         asyncio.run(seed_reference_quotes(s.redis_url, s.redis_prefix))
-        for name, port in zip(("MM1", "MM2"), s.dev_venue_ports, strict=False):
+        for i, (name, port) in enumerate(zip(("MM1", "MM2"), s.dev_venue_ports, strict=False)):
             self._spawn(name.lower(), [
                 "sim", "market-maker", "--host", host, "--port", str(port), "--sender-comp-id", name,
                 "--target-comp-id", "SHERWOOD", "--redis-url", s.redis_url,
                 "--clock-offset-s", str(s.market_clock_offset_s),  # auctions on the workers' clock
-                "--data-dir", str(s.data_dir / "venues" / name)])
+                "--data-dir", str(s.data_dir / "venues" / name), "--seed", str(i),
+                *_venue_quality_args(s, i)])
         if self.marketdata:
             self._spawn("exchange-feed", ["sim", "exchange-feed", "--host", host, "--port",
                                           str(s.marketdata_feed_port), "--rate", str(s.exchange_feed_rate)])
@@ -426,3 +427,14 @@ class DevStack:
             if self._lock is not None:
                 self._lock.close()
                 self._lock = None
+
+
+def _venue_quality_args(s: Settings, i: int) -> list[str]:
+    """The ``sim market-maker`` options that make dev venue ``i`` differ from the others."""
+    def nth(values: list[Any], default: Any) -> str:
+        return str(values[i] if i < len(values) else default)
+
+    return ["--price-improvement-cents", nth(s.dev_venue_improvement_cents, 0),
+            "--latency", nth(s.dev_venue_latency_s, 0.0),
+            "--reject-rate", nth(s.dev_venue_reject_rate, 0.0),
+            "--partial-fill-rate", nth(s.dev_venue_partial_fill_rate, 0.0)]

@@ -105,6 +105,15 @@ class Settings(BaseSettings):
     embedded_redis_port: int = 6380
     dev_health_timeout_s: float = 90.0
     dev_venue_ports: list[int] = Field(default_factory=lambda: [9878, 9879])  # MM1, MM2
+    # How the dev venues differ (per venue, in dev_venue_ports order; simulators/matching.py):
+    # fixed price improvement per share in cents, seconds before each report, the share of new
+    # orders declined and of DAY/GTC orders filled in two halves. MM1 improves by 1 cent and MM2
+    # by 0.1 cent, so smart routing (gateway_routing="smart") has something to learn.
+    dev_venue_improvement_cents: list[Decimal] = Field(
+        default_factory=lambda: [Decimal(1), Decimal("0.1")])
+    dev_venue_latency_s: list[float] = Field(default_factory=lambda: [0.0, 0.0])
+    dev_venue_reject_rate: list[float] = Field(default_factory=lambda: [0.0, 0.0])
+    dev_venue_partial_fill_rate: list[float] = Field(default_factory=lambda: [0.0, 0.0])
     # sherwood dev supervises its children (sherwood/supervisor.py): a child that dies is started
     # again after a backoff (initial, doubled per death in a row, at most max; reset once it has
     # stayed up stable_s); a stop gives each tier stop_grace_s before SIGKILL. Its children get
@@ -202,11 +211,25 @@ class Settings(BaseSettings):
     # execution gateway
     # Its own database (<db_prefix>_gateway on postgres_url unless set), the venues it connects
     # to (JSON list in SHERWOOD_VENUES, see VenueConfig), venue choice when an order names none
-    # ("round_robin" over logged-on venues, or "first": the first logged-on venue in list order),
+    # ("smart": by recent execution quality, see below; "round_robin" over logged-on venues; or
+    # "first": the first logged-on venue in list order),
     # the FIX session stores (default <data_dir>/gateway) and its Temporal task queue.
     gateway_db_url: str | None = None
     venues: list[VenueConfig] = Field(default_factory=lambda: [VenueConfig(name="MM1", port=9878)])
     gateway_routing: str = "round_robin"
+    # Smart routing (gateway_routing="smart", domain/routing.py): the score adds the average
+    # price improvement per share in cents, the fill rate, minus the reject rate and the seconds
+    # to first fill, each times its weight, over each venue's last routing_window_orders orders;
+    # a venue with fewer than routing_warmup_orders is tried first, and routing_explore_rate of
+    # orders go to the least-observed venue (seeded by routing_seed; None: a random seed).
+    routing_weight_improvement_per_cent: float = Field(default=1.0, ge=0)
+    routing_weight_fill_rate: float = Field(default=1.0, ge=0)
+    routing_weight_reject_rate: float = Field(default=2.0, ge=0)
+    routing_weight_latency_per_s: float = Field(default=1.0, ge=0)
+    routing_explore_rate: float = Field(default=0.05, ge=0, le=1)
+    routing_warmup_orders: int = Field(default=5, ge=0)
+    routing_window_orders: int = Field(default=100, ge=1)
+    routing_seed: int | None = None
     gateway_data_dir: Path | None = None
     gateway_task_queue: str = "execution-gateway"
     gateway_delivery_interval_s: float = 0.2

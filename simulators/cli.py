@@ -38,6 +38,14 @@ def market_maker(
     redis_url: str | None = typer.Option(None, help="Read quotes/halts from this Redis."),
     price_improvement_bps: Decimal = typer.Option(Decimal(0), parser=Decimal,
                                                   help="Price improvement in basis points."),
+    price_improvement_cents: Decimal = typer.Option(
+        Decimal(0), parser=Decimal, help="Fixed price improvement per share in cents, e.g. 0.1."),
+    improvement_jitter_cents: Decimal = typer.Option(
+        Decimal(0), parser=Decimal, help="Plus a uniform draw in [0, this] cents (seeded)."),
+    reject_rate: float = typer.Option(0.0, min=0.0, max=1.0,
+                                      help="Share of new orders the venue declines (seeded)."),
+    partial_fill_rate: float = typer.Option(
+        0.0, min=0.0, max=1.0, help="Share of DAY/GTC orders filled in two halves (seeded)."),
     fill_slices: str = typer.Option("", help="Partial-fill slice sizes, e.g. 400,300,300."),
     fill_delay: float = typer.Option(0.0, help="Seconds between partial-fill slices."),
     max_liquidity: int | None = typer.Option(None, help="Shares available to IOC/FOK orders."),
@@ -80,6 +88,9 @@ def market_maker(
         sender_comp_id=sender_comp_id, target_comp_id=target_comp_id, host=host, port=port,
         heartbeat_interval=heartbeat, data_dir=data_dir, redis_url=redis_url, seed=seed,
         tick_interval=tick_interval, price_improvement_bps=price_improvement_bps,
+        price_improvement_cents=price_improvement_cents,
+        improvement_jitter_cents=improvement_jitter_cents, reject_rate=reject_rate,
+        partial_fill_rate=partial_fill_rate,
         fill_slices=slices, fill_delay=fill_delay, max_liquidity=max_liquidity,
         halted=parse_symbols(halted), day_close=close, latency=latency, never_ack=never_ack,
         duplicate_reports=duplicate_reports, possresend_old=possresend_old, overfill=overfill,

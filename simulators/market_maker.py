@@ -113,6 +113,11 @@ class MarketMakerConfig:
     seed: int | None = 0
     tick_interval: float = 1.0
     price_improvement_bps: Decimal = Decimal(0)
+    # how this venue differs from the others (simulators/matching.py; draws seeded by ``seed``)
+    price_improvement_cents: Decimal = Decimal(0)
+    improvement_jitter_cents: Decimal = Decimal(0)
+    reject_rate: float = 0.0
+    partial_fill_rate: float = 0.0
     fill_slices: tuple[int, ...] = ()
     fill_delay: float = 0.0
     max_liquidity: int | None = None
@@ -167,6 +172,11 @@ class MarketMaker:
         self.engine = MatchingEngine(
             cfg.sender_comp_id,
             price_improvement_bps=cfg.price_improvement_bps,
+            price_improvement_cents=cfg.price_improvement_cents,
+            improvement_jitter_cents=cfg.improvement_jitter_cents,
+            reject_rate=cfg.reject_rate,
+            partial_fill_rate=cfg.partial_fill_rate,
+            seed=cfg.seed,
             fill_slices=list(cfg.fill_slices) or None,
             fill_delay=cfg.fill_delay,
             max_liquidity=cfg.max_liquidity,

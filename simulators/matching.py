@@ -45,6 +45,14 @@ Fill model (a wholesaler internalising retail flow, not an exchange book):
   expires (ExecType C);
 * a halted symbol rejects new orders and its resting orders do not fill while it is halted.
 
+How venues differ (so a smart router has something to learn; every draw comes from the engine's
+own ``random.Random(seed)``, so a run is reproducible): ``price_improvement_cents`` takes a fixed
+amount off the price per share on top of the bps (never past the quote's other side: a buy never
+pays less than the bid), ``improvement_jitter_cents`` adds a uniform draw in ``[0, jitter]``;
+``reject_rate`` refuses that share of new orders (OrdRejReason 0, "venue declined");
+``partial_fill_rate`` fills that share of DAY/GTC orders in two halves (the second after
+``fill_delay``).
+
 ClOrdID is the idempotency key: a NewOrderSingle whose ClOrdID the venue has already seen (live,
 done or rejected order) never creates a second order; it is answered with an order-status report
 (ExecType I) of the existing order carrying Text "duplicate ClOrdID".
@@ -54,6 +62,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import random
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -203,6 +212,7 @@ class Order:
     fills: list[tuple[Decimal, Decimal]] = field(default_factory=list)
     triggered: bool = True
     next_fill_at: float = 0.0
+    halves: bool = False  # partial_fill_rate drew this order: it fills in two halves
 
     @property
     def working(self) -> bool:
@@ -254,9 +264,23 @@ class MatchingEngine:
         max_liquidity: Decimal | int | None = None,
         halted: Iterable[str] = (),
         id_prefix: str | None = None,
+        price_improvement_cents: Decimal | int | str = 0,
+        improvement_jitter_cents: Decimal | int | str = 0,
+        reject_rate: float = 0.0,
+        partial_fill_rate: float = 0.0,
+        seed: int | None = 0,
     ) -> None:
         self.venue = venue
         self.price_improvement_bps = Decimal(price_improvement_bps)
+        self.price_improvement_cents = Decimal(price_improvement_cents)
+        self.improvement_jitter_cents = Decimal(improvement_jitter_cents)
+        if self.price_improvement_cents < ZERO or self.improvement_jitter_cents < ZERO:
+            raise ValueError("price improvement must not be negative")
+        if not (0.0 <= reject_rate <= 1.0 and 0.0 <= partial_fill_rate <= 1.0):
+            raise ValueError("reject_rate and partial_fill_rate are shares in [0, 1]")
+        self.reject_rate = float(reject_rate)
+        self.partial_fill_rate = float(partial_fill_rate)
+        self.rng = random.Random(seed)
         slices = [Decimal(s) for s in (fill_slices or [])]
         if any(s <= ZERO or s != s.to_integral_value() for s in slices):
             raise ValueError(f"fill slices must be positive integers: {fill_slices}")
@@ -331,8 +355,12 @@ class MatchingEngine:
             return [self._report(existing, ExecType.ORDER_STATUS, text="duplicate ClOrdID")]
         try:
             order = self._validate(req, halted=halted)
+            if self.reject_rate and self.rng.random() < self.reject_rate:
+                raise _Rejected(OrdRejReason.BROKER_OPTION, "venue declined")
         except _Rejected as rej:
             return [self._reject(req, rej.reason, rej.text)]
+        if self.partial_fill_rate and self.rng.random() < self.partial_fill_rate:
+            order.halves = True
         self._orders[order.order_id] = order
         self._by_cl_ord_id[order.cl_ord_id] = order
         reports: list[Report] = [self._report(order, ExecType.NEW)]
@@ -561,13 +589,27 @@ class MatchingEngine:
         if order.side == Side.BUY:
             if order.price is not None and quote.ask > order.price:
                 return None
-            return improve(quote.ask, Side.BUY, self.price_improvement_bps)
+            return self._improve_more(improve(quote.ask, Side.BUY, self.price_improvement_bps),
+                                      Side.BUY, quote)
         if order.price is not None and quote.bid < order.price:
             return None
-        return improve(quote.bid, Side.SELL, self.price_improvement_bps)
+        return self._improve_more(improve(quote.bid, Side.SELL, self.price_improvement_bps),
+                                  Side.SELL, quote)
+
+    def _improve_more(self, px: Decimal, side: str, quote: Quote) -> Decimal:
+        """``px`` improved by the fixed cents (+ jitter), never past the quote's other side."""
+        cents = self.price_improvement_cents
+        if self.improvement_jitter_cents:
+            cents += self.improvement_jitter_cents * Decimal(str(round(self.rng.random(), 4)))
+        if cents <= ZERO:
+            return px
+        step = (cents / 100).quantize(PRICE_QUANTUM, rounding=ROUND_FLOOR)
+        return max(px - step, quote.bid) if side == Side.BUY else min(px + step, quote.ask)
 
     def _slice_qty(self, order: Order) -> Decimal:
         leaves = order.order_qty - order.cum_qty
+        if order.halves and not order.fills and leaves > 1:
+            return (leaves / 2).to_integral_value(rounding=ROUND_CEILING)
         if not self.fill_slices:
             return leaves
         return min(leaves, self.fill_slices[len(order.fills) % len(self.fill_slices)])

@@ -38,9 +38,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -56,9 +57,11 @@ from activities.gateway_link import GatewayLinkServer
 from db.controls import ControlsCache, is_halted_now
 from db.gateway import GatewayStore, PendingReport
 from domain.execution import VenueEvent
+from domain.routing import RoutingWeights
 from fix.messages import Tag, parse_inbound, venue_event
 from fix.session import FixInitiator, FixSession, MessageHandler, SessionConfig
 from fix.store import SqliteSessionStore
+from marketdata.quotes import LatestQuotes
 from sherwood import metrics
 from sherwood.contracts import EXECUTION_REPORT_SIGNAL, GATEWAY_TASK_QUEUE
 from sherwood.lifecycle import run_loop, stopped_by_signals
@@ -105,6 +108,8 @@ class ReportDelivery:
         # delivered must not signal it (the activity result carries it).
         self._handed: dict[tuple[str, str], float] = {}
         self.signalled = 0  # signals sent by this process (for metrics/tests)
+        # told every new report once, after its commit (the router's venue quality)
+        self.observe: Callable[[VenueEvent], None] | None = None
 
     # ------------------------------------------------------------------ inbound
 
@@ -140,9 +145,15 @@ class ReportDelivery:
         if new:
             log.debug("%s: booked %s for order %s (150=%s 39=%s cum=%s)", venue, report.exec_id,
                       report.order_id, report.exec_type, report.ord_status, report.cum_qty)
+            event = venue_event(report)
+            if self.observe is not None:
+                try:
+                    self.observe(event)
+                except Exception:  # the quality record is advisory: booking goes on
+                    log.exception("%s: observing report %s failed", venue, report.exec_id)
             if (watch := self._watches.get(report.order_id)) is not None:
                 # its send_new_order takes it; the watch's end wakes us if not
-                watch.add(venue_event(report))
+                watch.add(event)
             else:
                 self._wake.set()
         else:
@@ -332,6 +343,9 @@ class ExecutionGateway:
         data_dir: Path,
         task_queue: str = GATEWAY_TASK_QUEUE,
         routing: str = "round_robin",
+        routing_weights: RoutingWeights = RoutingWeights(),
+        routing_seed: int | None = None,
+        routing_window: int = 100,
         delivery_interval: float = 0.2,
         delivery_max_backoff: float = 5.0,
         signal_timeout: float = 5.0,
@@ -391,7 +405,14 @@ class ExecutionGateway:
                                             halted=halted if self._redis is not None else None,
                                             reports=self.delivery,
                                             first_report_wait_s=first_report_wait_s,
-                                            report_linger_s=report_linger_s)
+                                            report_linger_s=report_linger_s,
+                                            quotes=LatestQuotes(self._redis, redis_prefix,
+                                                                max_age_s=float("inf"))
+                                            if self._redis is not None else None,
+                                            weights=routing_weights,
+                                            rng=random.Random(routing_seed),
+                                            quality_window=routing_window)
+        self.delivery.observe = self.activities.observe
         # the order's fast path to send_new_order (activities/gateway_link.py): never served
         # without a secret (no secret: no link)
         self.link = (GatewayLinkServer(self.activities.send_new_order, link_host, link_port,
@@ -417,6 +438,15 @@ class ExecutionGateway:
             data_dir=settings.gateway_data_dir_resolved(),
             task_queue=settings.gateway_task_queue,
             routing=settings.gateway_routing,
+            routing_weights=RoutingWeights(
+                improvement_per_cent=settings.routing_weight_improvement_per_cent,
+                fill_rate=settings.routing_weight_fill_rate,
+                reject_rate=settings.routing_weight_reject_rate,
+                latency_per_s=settings.routing_weight_latency_per_s,
+                explore_rate=settings.routing_explore_rate,
+                min_orders=settings.routing_warmup_orders),
+            routing_seed=settings.routing_seed,
+            routing_window=settings.routing_window_orders,
             delivery_interval=settings.gateway_delivery_interval_s,
             delivery_max_backoff=settings.gateway_delivery_max_backoff_s,
             signal_timeout=settings.gateway_signal_timeout_s,

@@ -43,6 +43,7 @@ EXPECTED = {
     ("POST", "/ops/keys/{key_id}/rotate"): "keys",
     ("POST", "/ops/keys/{key_id}/revoke"): "keys",
     ("GET", "/ops/marketdata/ingest"): "read",
+    ("GET", "/ops/reports/execution-quality"): "read",
 }
 
 
