@@ -23,7 +23,7 @@ from domain.orders import OrderError, OrderSnapshot, OrderState
 from domain.risk import share_sources
 
 if TYPE_CHECKING:
-    from db.orders import _Writer
+    from db.order_writer import _Writer
 
 S = OrderState
 

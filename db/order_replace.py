@@ -21,7 +21,8 @@ from domain.orders import OrderError, OrderState
 from domain.risk import PreTradeContext
 
 if TYPE_CHECKING:
-    from db.orders import RiskContext, _Writer
+    from db.order_writer import _Writer
+    from db.orders import RiskContext
     from domain.risk import Quotes
 
 S = OrderState

@@ -18,6 +18,11 @@ Deliberately not here: reading or writing anything, the clock (``now`` is given)
 message says (the gateway translates it into a :class:`VenueEvent` first), and the pre-trade
 rules (``domain.risk.pre_trade``; :func:`accept` only turns their outcome into the order's
 first steps).
+
+Its parts: :func:`decide`, the commands and the venue's answers here; a new order's first steps
+in ``domain.order_accept``; fills (the venue's and the firm's) in ``domain.order_fills``; the
+shared building blocks (state moves, releases of a hold, bounded venue numbers) in
+``domain.order_steps``. Their public names are importable from here as well.
 """
 
 from __future__ import annotations
@@ -25,43 +30,48 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from domain import calendar, fractional
-from domain import ledger as templates
+from domain import fractional
 from domain.errors import DomainError
 from domain.execution import WORKING_VENUE_STATUSES, VenueEvent, VenueEventKind, VenueStatus
-from domain.money import plain
-from domain.order_decision import Booking, Decision, Execution, SellBooked, Step, TopUp
-from domain.order_row import ROW_SCALE, OrderRow, column
+from domain.order_accept import accept, accept_failed
+from domain.order_decision import Decision, Execution, Step
+from domain.order_fills import CLOCK_SKEW, HouseFill, _fill, _fill_math, _house_fill, executed_at
+from domain.order_row import OrderRow
+from domain.order_steps import (
+    MAX_FILL_PRICE,
+    STATUS_OUTCOMES,
+    TIMESTAMP_FOR,
+    UPDATE_FOR,
+    ZERO,
+    S,
+    _finish,
+    _move,
+    _source_rank,
+    _when,
+    bounded,
+    consume,
+)
 from domain.orders import (
     AT_VENUE,
     TERMINAL,
-    FillMath,
     InvalidTransition,
     OrderError,
-    OrderRequest,
     OrderState,
     ResolveInput,
-    apply_fill,
-    can_transition,
 )
-from domain.risk import PreTrade, Rejection, hold_refused
 
-S = OrderState
-ZERO = Decimal(0)
-TIMESTAMP_FOR = {S.FILLED: "filled_at", S.CANCELED: "canceled_at", S.EXPIRED: "expired_at",
-                 S.FAILED: "failed_at", S.REJECTED: "failed_at"}
-# the trade update (Alpaca event) of a state entered without a fill; Alpaca has no ``failed``
-# event: an order we could not process is ``rejected`` to the customer (its status too)
-UPDATE_FOR = {S.ROUTED: "pending_new", S.PENDING_CANCEL: "pending_cancel", S.STUCK: "pending_cancel",
-              S.FAILED: "rejected"}
-# the venue's answers that end the order when a status request finds it so
-STATUS_OUTCOMES = {VenueStatus.CANCELED: S.CANCELED, VenueStatus.EXPIRED: S.EXPIRED,
-                   VenueStatus.REJECTED: S.REJECTED}
-
+# what other modules import from here, including the building blocks that live in
+# domain.order_steps and domain.order_fills (re-exported: imported from here before the split)
+__all__ = [
+    "CLOCK_SKEW", "MAX_FILL_PRICE", "OPERATOR", "STATUS_OUTCOMES", "TIMESTAMP_FOR", "UPDATE_FOR",
+    "ZERO", "Command", "Event", "Finish", "HouseFill", "MarkStuck", "RequestCancel", "Route", "S",
+    "_finish", "_move", "_source_rank", "accept", "accept_failed", "bounded", "consume", "decide",
+    "executed_at", "execution", "refusal", "refuse", "venue_filled",
+]
 
 # ============================================================================ commands
 
@@ -102,17 +112,6 @@ class Finish:
     reason: str
     actor: str = "system"
     code: str | None = None
-
-
-@dataclass(frozen=True)
-class HouseFill:
-    """The firm fills an order with no whole share itself, at the quote (``domain.fractional``):
-    ``inventory``: the firm's position in the symbol now; ``max_inventory``: its bound."""
-
-    bid: Decimal | None
-    ask: Decimal | None
-    inventory: Decimal
-    max_inventory: Decimal
 
 
 Command = Route | RequestCancel | MarkStuck | Finish | ResolveInput | HouseFill
@@ -174,144 +173,6 @@ def _enter(order: OrderRow, to: OrderState, now: datetime, *, actor: str, reason
     return step.decision()
 
 
-def _move(step: Step, to: OrderState, *, actor: str, reason: str, venue: str | None = None,
-          data: Mapping[str, Any] | None = None) -> None:
-    values: dict[str, Any] = {"state": to}
-    if venue is not None:
-        values["venue"] = venue
-    step.event(to.value.lower(), actor=actor, reason=reason, to=to,
-               data={"venue": venue} if venue else data)
-    step.set(**values)
-    step.update(UPDATE_FOR.get(to, to.value.lower()))
-
-
-def _transition_ok(current: OrderState, to: OrderState) -> None:
-    if not can_transition(current, to):
-        raise InvalidTransition(f"order cannot go from {current} to {to}")
-
-
-def _release(step: Step, label: str) -> str | None:
-    """Post the release of whatever is still held (cash for a buy, shares for a sell), each part
-    back to the source it was held from."""
-    order = step.order
-    if order.hold_amount <= 0:
-        return None
-    txn_id = f"order:{order.id}:release:{label}"
-    parts = order.hold_sources
-    if order.side == "buy":
-        step.postings.append(templates.release_cash(txn_id, order.account_id, order.hold_amount,
-                                                    to=parts))
-    else:
-        step.postings.append(templates.release_shares(txn_id, order.account_id, order.symbol,
-                                                      order.hold_amount, to=parts))
-    return txn_id
-
-
-def _source_rank(source: str) -> tuple[int, date, str]:
-    """The order a hold is taken and used in: settled first, then proceeds lots by settlement
-    date (the undated pool first), provisional credit last; settled shares, then unsettled."""
-    if source in (templates.SETTLED_CASH, templates.SETTLED_SHARES):
-        return (0, date.min, source)
-    if source == templates.PROVISIONAL:
-        return (2, date.max, source)
-    if source == templates.UNSETTLED_SHARES:
-        return (1, date.min, source)
-    return (1, templates.lot_date(source) or date.min, source)
-
-
-def consume(sources: Mapping[str, Decimal] | None, amount: Decimal) -> dict[str, Decimal] | None:
-    """What stays held per source after ``amount`` of the hold is used (by a fill), taken from
-    the sources in the order they were held (:func:`_source_rank`)."""
-    if sources is None:
-        return None
-    left: dict[str, Decimal] = {}
-    for source in sorted(sources, key=_source_rank):
-        used = min(amount, sources[source])
-        amount -= used
-        if sources[source] - used:
-            left[source] = sources[source] - used
-    return left
-
-
-def _finish(step: Step, to: OrderState, *, actor: str, event: str, reason: str | None,
-            code: str | None = None, data: Mapping[str, Any] | None = None) -> None:
-    """Move to a terminal state, releasing any remaining hold."""
-    _transition_ok(step.order.state, to)
-    released = _release(step, to.value.lower())
-    values: dict[str, Any] = {"state": to, "hold_amount": ZERO,
-                              "hold_sources": {} if step.order.hold_sources is not None else None}
-    if to in TIMESTAMP_FOR:
-        values[TIMESTAMP_FOR[to]] = step.now
-    if code is not None:
-        values["reject_code"] = code
-        values["reject_reason"] = reason
-    step.event(event, actor=actor, reason=reason, to=to, ledger_txn=released, data=data)
-    step.set(**values)
-    step.update(UPDATE_FOR.get(to, event))
-
-
-# ============================================================================ accept
-
-
-def accept(order: OrderRow, req: OrderRequest, pre: PreTrade, *,
-           hold_refused_detail: str | None = None) -> Decision:
-    """The first steps of a new order (``order`` is PENDING, not yet written): created, then
-    REJECTED by the checks, or VALIDATED and FUNDS_HELD with the hold to post, or REJECTED for
-    funds. ``hold_refused_detail``: the ledger refused the hold this function asked for (a
-    concurrent change of the balance); decide again with it."""
-    step = Step(order, order.created_at)
-    step.event("created", actor=order.actor or "customer", reason="order received", to=S.PENDING,
-               from_state="", data={"request": req.to_wire()})
-    if not pre.validated:
-        assert pre.rejection is not None
-        return _reject(step, pre.rejection)
-    # VALIDATED lasts only inside the accept: it is an audit event, the row is written once
-    step.event("validated", actor="risk", reason="pre-trade checks passed", to=S.VALIDATED,
-               data={"warnings": list(pre.warnings)} if pre.warnings else None)
-    step.order = dataclasses.replace(step.order, state=S.VALIDATED)
-    if pre.rejection is not None:
-        return _reject(step, pre.rejection)
-    if hold_refused_detail is not None:
-        return _reject(step, hold_refused(req, pre), data={"detail": hold_refused_detail})
-    txn_id = f"order:{order.id}:hold"
-    sources = {k: v for k, v in pre.sources.items() if v} or {
-        templates.SETTLED_CASH if req.side == "buy" else templates.SETTLED_SHARES: pre.amount}
-    if req.side == "buy":
-        step.postings.append(templates.hold_cash(txn_id, order.account_id, pre.amount, sources=sources))
-    else:
-        step.postings.append(templates.hold_shares(
-            txn_id, order.account_id, req.symbol, pre.amount,
-            from_unsettled=sources.get(templates.UNSETTLED_SHARES, ZERO)))
-    step.set(state=S.FUNDS_HELD, hold_amount=pre.amount, hold_sources=sources)
-    held = f"held {pre.amount} {'USD' if req.side == 'buy' else req.symbol}"
-    if pre.route_at is not None:  # outside the session: it waits for the open (domain.hours)
-        step.event("funds_held", actor="ledger", to=S.FUNDS_HELD, ledger_txn=txn_id,
-                   reason=f"{held}; queued for the open at {pre.route_at.isoformat()}",
-                   from_state=S.VALIDATED.value, data={"queued_until": pre.route_at.isoformat()})
-    else:
-        step.event("funds_held", actor="ledger", to=S.FUNDS_HELD, ledger_txn=txn_id, reason=held,
-                   from_state=S.VALIDATED.value)
-    step.update("accepted")
-    return dataclasses.replace(step.decision(), insert=True)
-
-
-def accept_failed(order: OrderRow, req: OrderRequest, why: Rejection) -> Decision:
-    """A new order whose accept could not be carried out (an unexpected error of ours, or the
-    shard out of reach past the retry maximum): written REJECTED with ``why``, nothing held, so
-    that the customer sees an answer instead of an order that never ends."""
-    step = Step(order, order.created_at)
-    step.event("created", actor=order.actor or "customer", reason="order received", to=S.PENDING,
-               from_state="", data={"request": req.to_wire()})
-    _finish(step, S.REJECTED, actor="system", event="rejected", reason=why.reason, code=why.code)
-    return dataclasses.replace(step.decision(), insert=True)
-
-
-def _reject(step: Step, why: Rejection, data: Mapping[str, Any] | None = None) -> Decision:
-    _finish(step, S.REJECTED, actor="risk", event="rejected", reason=why.reason, code=why.code,
-            data=data)
-    return dataclasses.replace(step.decision(), insert=True)
-
-
 # ============================================================================ venue events
 
 
@@ -331,29 +192,6 @@ def execution(order: OrderRow, e: VenueEvent, refused: OrderError | None = None,
         cum_qty=bounded(e.cum_qty), leaves_qty=bounded(e.leaves_qty), avg_px=bounded(e.avg_px),
         transact_time=_when(e.transact_time),
         raw={k: getattr(e, k) for k in _EVENT_FIELDS}), refused
-
-
-# what a numeric(38, 10) column holds: fewer than 28 digits before the point
-_COLUMN_LIMIT = Decimal(10) ** 27
-MAX_FILL_PRICE = Decimal(1_000_000)
-
-
-def bounded(text: str | None) -> Decimal | None:
-    """A number the venue sent, if it is a finite number a column can hold, else None."""
-    try:
-        d = Decimal(text) if text else None
-    except (ArithmeticError, ValueError):
-        return None
-    if d is None or not d.is_finite() or abs(d) >= _COLUMN_LIMIT:
-        return None
-    return d.quantize(ROW_SCALE) if d.as_tuple().exponent < -10 else d  # type: ignore[operator]
-
-
-def _when(text: str | None) -> datetime | None:
-    try:
-        return datetime.fromisoformat(text) if text else None
-    except ValueError:
-        return None
 
 
 _EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(VenueEvent))
@@ -397,13 +235,6 @@ def refuse(order: OrderRow, e: VenueEvent, why: OrderError, now: datetime) -> De
     """The decision for a venue report that cannot be booked (the rules refuse it, or the
     ledger refused its booking): audited, and a working order goes STUCK with its funds held."""
     return _refuse(Step(order, now), e, why)
-
-
-def _fill_math(order: OrderRow, last_qty: Decimal, last_px: Decimal) -> FillMath:
-    """A venue fill's arithmetic: a venue fills at most the order's whole part."""
-    return apply_fill(order.side, qty=fractional.whole_part(order.qty), filled_qty=order.filled_qty,
-                      filled_value=order.filled_value, hold_remaining=order.hold_amount,
-                      last_qty=last_qty, last_px=last_px)
 
 
 def _venue(order: OrderRow, e: VenueEvent, now: datetime) -> Decision:
@@ -540,168 +371,6 @@ def _reopen(step: Step, reason: str) -> None:
     step.event("reopened", actor="system", reason=reason, to=S.STUCK)
     step.set(state=S.STUCK)
     step.update(UPDATE_FOR[S.STUCK])
-
-
-def _fill(step: Step, e: VenueEvent, actor: str, info: Mapping[str, Any]) -> None:
-    """Book one (partial) fill: the ledger transaction, the execution's booking, the new
-    filled quantity and average, the release of what is left when it completes the order."""
-    order = step.order
-    last_qty, last_px = Decimal(e.last_qty), Decimal(e.last_px or "0")
-    math = _fill_math(order, last_qty, last_px)
-    txn_id = f"order:{order.id}:fill:{e.venue}:{e.exec_id}"
-    if order.side == "buy":
-        step.postings.append(templates.buy_fill(txn_id, order.account_id, order.symbol, last_qty,
-                                                last_px, topup=math.topup))
-        if math.topup > 0:
-            step.topups.append(TopUp(e.venue, e.exec_id, math.topup))
-    trade = calendar.trade_date(executed_at(order, e, step.now))
-    if order.side == "sell" and math.topup > 0:  # nothing (or too little) held any more: hold it
-        step.postings.append(templates.hold_shares(f"{txn_id}:hold", order.account_id, order.symbol,
-                                                   math.topup))
-    if order.side == "sell":  # the proceeds settle in the lot of the sale's settlement date
-        step.postings.append(templates.sell_fill(txn_id, order.account_id, order.symbol, last_qty,
-                                                 last_px, settles=calendar.settle_date(trade)))
-    step.bookings.append(Booking(e.venue, e.exec_id, txn_id, trade))
-    if order.side == "sell":  # a good-faith violation is decided by the sell's booking
-        step.sells.append(SellBooked(order.symbol, last_qty, trade))
-    used = math.value if order.side == "buy" else last_qty
-    frac = plain(fractional.fraction_of(order.qty))
-    reported = last_qty
-    if frac and math.filled_qty == fractional.whole_part(order.qty) and order.state not in TERMINAL:
-        # the venue filled the whole part: the firm fills the fraction at this fill's price
-        math, used_too = _house_fraction(step, math, frac, last_px, trade)
-        used += used_too
-        reported += frac
-    full = math.filled_qty == order.qty
-    state = order.state
-    if state in TERMINAL:  # a late fill after we ended the order: the money still moves
-        to = state
-    elif full:
-        to = S.FILLED
-    else:
-        to = state if state in (S.PENDING_CANCEL, S.STUCK, S.PENDING_REPLACE) else S.PARTIALLY_FILLED
-    _transition_ok(state, to)
-    left = consume(order.hold_sources, used)
-    values: dict[str, Any] = {"filled_qty": math.filled_qty, "filled_avg_price": math.avg_price,
-                              "filled_value": math.filled_value, "hold_amount": math.hold_remaining,
-                              "hold_sources": left, "state": to}
-    released = None
-    if full:
-        values["filled_at"] = step.now
-        step.order = dataclasses.replace(order, hold_amount=column(math.hold_remaining),
-                                         hold_sources=left)
-        released = _release(step, "filled")
-        step.order = order
-        values["hold_amount"] = ZERO
-        values["hold_sources"] = {} if left is not None else None
-    step.event("fill" if full else "partial_fill", actor=actor, reason=f"{last_qty} @ {last_px}",
-               to=to, ledger_txn=txn_id, data={**info, "qty": str(last_qty), "price": str(last_px)})
-    step.set(**values)
-    step.update("fill" if full else "partial_fill", position_of=order.symbol, price=str(last_px),
-                qty=str(reported), execution_id=e.exec_id)
-    if released:
-        step.event("released", actor="ledger", reason="unused hold released", to=to,
-                   ledger_txn=released)
-
-
-def _house_fraction(step: Step, venue: FillMath, frac: Decimal, price: Decimal,
-                    trade: date) -> tuple[FillMath, Decimal]:
-    """The firm fills the fraction of an order whose whole part the venue has just completed,
-    at the price of that venue fill (``domain.fractional``), in the same decision. Returns the
-    order's fill arithmetic after it and the hold it used (cash for a buy, shares for a sell)."""
-    order = step.order
-    value = fractional.fraction_value(frac, price)
-    math = apply_fill(order.side, qty=order.qty, filled_qty=venue.filled_qty,
-                      filled_value=venue.filled_value, hold_remaining=venue.hold_remaining,
-                      last_qty=frac, last_px=price, value=value)
-    _book_house(step, frac, price, value, math.topup, trade)
-    return math, value if order.side == "buy" else frac
-
-
-def _book_house(step: Step, qty: Decimal, price: Decimal, value: Decimal, topup: Decimal,
-                trade: date) -> str:
-    """The ledger transaction, execution row and booking of a fill by the firm."""
-    order = step.order
-    exec_id = f"{order.id}:fraction"
-    txn_id = f"order:{order.id}:fill:{fractional.HOUSE_VENUE}:{exec_id}"
-    if order.side == "sell" and topup > 0:
-        step.postings.append(templates.hold_shares(f"{txn_id}:hold", order.account_id, order.symbol,
-                                                   topup))
-    step.postings.append(templates.house_fill(
-        txn_id, order.account_id, order.symbol, order.side, qty, value, price,
-        topup=topup if order.side == "buy" else 0,
-        settles=calendar.settle_date(trade) if order.side == "sell" else None))
-    step.executions.append(Execution(
-        venue=fractional.HOUSE_VENUE, exec_id=exec_id, kind=VenueEventKind.FILL.value, qty=qty,
-        price=price, cum_qty=qty, leaves_qty=ZERO, avg_px=price, transact_time=step.now,
-        raw={"value": str(value)}))
-    step.bookings.append(Booking(fractional.HOUSE_VENUE, exec_id, txn_id, trade))
-    if order.side == "sell":
-        step.sells.append(SellBooked(order.symbol, qty, trade))
-    elif topup > 0:
-        step.topups.append(TopUp(fractional.HOUSE_VENUE, exec_id, topup))
-    step.event("house_fill", actor="house", reason=f"{qty} @ {price} filled by the firm ({value} USD)",
-               to=step.order.state, ledger_txn=txn_id,
-               data={"qty": str(qty), "price": str(price), "value": str(value)})
-    return txn_id
-
-
-def _house_fill(order: OrderRow, cmd: HouseFill, now: datetime) -> Decision:
-    """The firm fills an order with no whole share (``domain.fractional``) at the quote's far
-    side: FILLED with what is left of the hold released, or REJECTED (hold released) when it
-    cannot: no quote, a limit not reached, the price moved past what is held, the firm's
-    inventory bound."""
-    if order.terminal:
-        return Decision.nothing(order)
-    if order.state != S.FUNDS_HELD or fractional.whole_part(order.qty) > 0:
-        raise InvalidTransition(f"order is {order.state} with qty {order.qty}: the firm fills only "
-                                "orders with no whole share, before they route")
-    step = Step(order, now)
-    try:
-        terms = fractional.house_terms(side=order.side, qty=order.qty, notional=order.notional,
-                                       limit_price=order.limit_price, bid=cmd.bid, ask=cmd.ask)
-        fractional.check_inventory(order.side, cmd.inventory, terms.qty, cmd.max_inventory)
-        if (terms.value if order.side == "buy" else terms.qty) > order.hold_amount:
-            raise OrderError(f"the price moved to {terms.price}: {terms.qty} shares for {terms.value} "
-                             f"is more than the {order.hold_amount} held", code="price_moved")
-    except OrderError as exc:
-        _finish(step, S.REJECTED, actor="house", event="rejected", reason=exc.message, code=exc.code)
-        return step.decision()
-    trade = calendar.trade_date(now)
-    txn_id = _book_house(step, terms.qty, terms.price, terms.value, ZERO, trade)
-    math = apply_fill(order.side, qty=terms.qty, filled_qty=ZERO, filled_value=ZERO,
-                      hold_remaining=order.hold_amount, last_qty=terms.qty, last_px=terms.price,
-                      value=terms.value)
-    left = consume(order.hold_sources, terms.value if order.side == "buy" else terms.qty)
-    step.order = dataclasses.replace(order, hold_amount=column(math.hold_remaining), hold_sources=left)
-    released = _release(step, "filled")
-    step.order = order
-    step.event("fill", actor="house", reason=f"{terms.qty} @ {terms.price}", to=S.FILLED,
-               ledger_txn=txn_id, data={"qty": str(terms.qty), "price": str(terms.price)})
-    step.set(qty=terms.qty, filled_qty=terms.qty, filled_avg_price=terms.price,
-             filled_value=terms.value, hold_amount=ZERO, state=S.FILLED, filled_at=now,
-             hold_sources={} if left is not None else None)
-    step.update("fill", position_of=order.symbol, price=str(terms.price), qty=str(terms.qty),
-                execution_id=f"{order.id}:fraction", execution_venue=fractional.HOUSE_VENUE)
-    if released:
-        step.event("released", actor="ledger", reason="unused hold released", to=S.FILLED,
-                   ledger_txn=released)
-    return step.decision()
-
-
-# how far a venue's clock may be off ours before its TransactTime is not believed
-CLOCK_SKEW = timedelta(minutes=5)
-
-
-def executed_at(order: OrderRow, e: VenueEvent, now: datetime) -> datetime:
-    """When a fill happened: the venue's TransactTime, which makes its trade date (New York) and
-    so its settlement date, when it is believable -- not before the order existed nor after now
-    (a few minutes of clock skew allowed). Otherwise (absent, unreadable, impossible) the time we
-    book it."""
-    at = _when(e.transact_time)
-    if at is None or at.tzinfo is None or not order.created_at - CLOCK_SKEW <= at <= now + CLOCK_SKEW:
-        return now
-    return at
 
 
 def _refuse(step: Step, e: VenueEvent, why: OrderError) -> Decision:

@@ -21,103 +21,70 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime, timedelta
-from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
-from temporalio.exceptions import ActivityError, ApplicationError
-from temporalio.exceptions import TimeoutError as ActivityTimedOut
-from temporalio.workflow import ParentClosePolicy
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.orders import (
-        ApplyReportsInput,
-        GiveUpReplaceInput,
-        HouseFillInput,
-        LoadOrderInput,
-        OrderActivities,
-        RejectUnacceptedInput,
-    )
-    from domain.execution import (
-        VenueAck,
-        VenueCancel,
-        VenueEvent,
-        VenueOrder,
-    )
-    from domain.fractional import house_only, venue_qty
-    from domain.order_replace import REPLACEABLE, ReplaceRecorded
+    from activities.orders import ApplyReportsInput, LoadOrderInput, OrderActivities
+    from domain.execution import VenueEvent
+    from domain.order_replace import REPLACEABLE
     from domain.orders import (
-        AT_VENUE,
         AcceptOrderInput,
         OrderSnapshot,
         OrderState,
         OrderTimeouts,
         PlaceOrderInput,
         ReplaceInput,
-        RequestReplaceInput,
         ResolveInput,
-        TransitionInput,
     )
     from sherwood.contracts import (
         ACCOUNT_ID,
         EXECUTION_REPORT_SIGNAL,
-        GATEWAY_TASK_QUEUE,
         GROUP_CANCEL_SIGNAL,
-        ORDER_STATE,
         SHARD_ID,
         SYMBOL,
     )
-    from sherwood.faults import INTERNAL_ERROR, is_internal, retries_within
+    from sherwood.faults import INTERNAL_ERROR
+    from workflows.order_base import (  # re-exported: the patch ids and helpers live there
+        ACTIVITY_FAILED,
+        BOUNDED_FAILURES,
+        CANCEL_RECORDED_FIRST,
+        CANCEL_REPLACE,
+        DIRECT_SEND,
+        FRACTIONAL,
+        GATEWAY_RETRY,
+        LOCAL_RETRY,
+        MAX_CANCEL_ROUNDS,
+        ORDER_FAILED,
+        QUEUED_FOR_OPEN,
+        REPLACE_DEADLINE,
+        ROUTED_WITH_FIRST_ANSWERS,
+        ROUTING_DEADLINE,
+        TRAILING_STOP,
+        S,
+        _cause,
+        _describe,
+        _opt,
+        _refused,
+    )
+    from workflows.order_replace import OrderReplaces
     from workflows.rebalance import start_rebalance
     from workflows.trailing import wait_for_trigger
 
-S = OrderState
-LOCAL_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=100),
-                          maximum_interval=timedelta(seconds=5))
-# The gateway keeps retrying while no venue is connected; the order waits (it is accepted).
-GATEWAY_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200),
-                            maximum_interval=timedelta(seconds=5))
-MAX_CANCEL_ROUNDS = 3
-# workflow.patched ids: a change of the steps an order takes, so that orders already running
-# when it is deployed replay the steps they were written with
-ROUTED_WITH_FIRST_ANSWERS = "routed-with-first-answers"
-# implies ROUTED_WITH_FIRST_ANSWERS: one patch per order, not two (each costs the server a marker
-# and a TemporalChangeVersion search-attribute update: measured ~10% of the floor's throughput)
-DIRECT_SEND = "send-over-the-gateway-link"
-# the gateway's activity sends within a routing deadline, a customer cancel is taken while it
-# tries, and the order is abandoned (never sent later) when no venue took it
-ROUTING_DEADLINE = "routing-deadline"
-# a cancel is recorded (PENDING_CANCEL, the customer answered) before it is sent; a second one
-# while it is on its way is the same request; sends to the gateway have deadlines
-CANCEL_RECORDED_FIRST = "cancel-recorded-first"
-# a step that fails for good (an internal error, or transient failures past the retry maximum)
-# ends the order visibly: REJECTED before its hold, STUCK with it -- never retried forever
-BOUNDED_FAILURES = "bounded-failures"
-# an order accepted outside the regular session (its snapshot names the open) waits on a
-# durable timer until the open, cancelable at once, then routes
-QUEUED_FOR_OPEN = "queued-for-the-open"
-# a customer's cancel/replace: recorded (PENDING_REPLACE, the replacement ROUTED) before the
-# OrderCancelReplaceRequest is sent; once the venue replaced the order, its replacement's own
-# workflow is started here (a child left running when this one ends)
-CANCEL_REPLACE = "cancel-replace"
-# a replace unanswered for replace_s -> OrderStatusRequest; still none within status_s -> the
-# original STUCK (its hold kept), the replacement REJECTED (its extra hold released)
-REPLACE_DEADLINE = "replace-deadline"
-# a trailing stop waits, with its hold, for its broker-held trigger (workflows/trailing.py), then
-# routes as a market order; cancelable at once, expiring (nothing sent) at a DAY order's close
-TRAILING_STOP = "trailing-stop"
-# an order with no whole share (qty < 1, or a notional order) is filled by the firm at the quote
-# (domain.fractional) instead of being sent to a venue; only such orders take the patch
-FRACTIONAL = "fractional"
-ORDER_FAILED = "order_failed"  # the workflow fails: even the visible end could not be written
-# What an awaited activity raises when it fails: an ActivityError wrapping the cause for a
-# remote activity, but the activity's own ApplicationError, unwrapped, for a local one
-# (temporalio 1.35; tests/workflows/test_order_faults.py sends a refused resolution through this).
-ACTIVITY_FAILED = (ActivityError, ApplicationError, ActivityTimedOut)
+__all__ = [
+    "ACTIVITY_FAILED", "BOUNDED_FAILURES", "CANCEL_RECORDED_FIRST", "CANCEL_REPLACE", "DIRECT_SEND",
+    "FRACTIONAL", "GATEWAY_RETRY", "LOCAL_RETRY", "MAX_CANCEL_ROUNDS", "ORDER_FAILED",
+    "QUEUED_FOR_OPEN", "REPLACE_DEADLINE", "ROUTED_WITH_FIRST_ANSWERS", "ROUTING_DEADLINE",
+    "TRAILING_STOP", "OrderWorkflow", "S", "_cause", "_describe", "_opt", "_refused",
+]
 
 
 @workflow.defn(name="Order")
-class OrderWorkflow:
+class OrderWorkflow(OrderReplaces):
+    """The order's workflow: its Temporal handlers and its life from acceptance to its end; the
+    steps along each seam are its mixins (see ``workflows.order_base``)."""
+
     @workflow.init
     def __init__(self, inp: PlaceOrderInput) -> None:
         self._inp = inp
@@ -145,15 +112,7 @@ class OrderWorkflow:
 
     @workflow.signal(name=EXECUTION_REPORT_SIGNAL)
     def execution_report(self, report: VenueEvent) -> None:
-        if self._first_time(report):
-            self._reports.append(report)
-
-    def _first_time(self, report: VenueEvent) -> bool:
-        key = f"{report.venue}:{report.exec_id}"
-        if key in self._seen:
-            return False  # a duplicate (PossDup / PossResend / redelivery): booked once, ever
-        self._seen.add(key)
-        return True
+        self._take_report(report)
 
     @workflow.signal(name=GROUP_CANCEL_SIGNAL)
     def group_cancel(self) -> None:
@@ -369,132 +328,6 @@ class OrderWorkflow:
         return (bool(self._reports) or self._cancel_requested or self._resolution is not None
                 or self._replace_req is not None)
 
-    async def _route(self) -> None:
-        snap = self._snap
-        assert snap is not None
-        if self._cancel_requested:
-            await self._finish(S.CANCELED, "canceled before it was sent to a venue", actor="customer")
-            self._cancel_requested = False
-            return
-        if house_only(snap.qty) and workflow.patched(FRACTIONAL):
-            # nothing for a venue: the firm fills it (or rejects it) in one shard transaction
-            await self._local(OrderActivities.fill_from_house,
-                              HouseFillInput(order_id=snap.order_id, symbol=snap.symbol))
-            return
-        req = self._inp.request
-        # a trailing stop is routed once its trigger fired: the venue gets a market order; a venue
-        # trades the whole part, the firm fills the fraction when that part is filled
-        otype = "market" if req["type"] == "trailing_stop" else str(req["type"])
-        order = VenueOrder(order_id=snap.order_id, account_id=snap.account_id, shard=self._inp.shard,
-                           symbol=snap.symbol, side=snap.side, qty=venue_qty(snap.qty),
-                           order_type=otype, time_in_force=str(req["time_in_force"]),
-                           limit_price=_opt(req.get("limit_price")),
-                           stop_price=_opt(req.get("stop_price")))
-        try:
-            ack: VenueAck | None = None
-            if self._direct:
-                # In this workflow task, over the gateway's direct link: no activity round trips
-                # through the server. None (no link, down, slow) or a failure of our own: the
-                # gateway's activity sends it, safe because a ClOrdID goes to a venue once, ever.
-                try:
-                    ack = await workflow.execute_local_activity_method(
-                        OrderActivities.send_new_order_direct, order,
-                        start_to_close_timeout=timedelta(seconds=10),
-                        retry_policy=RetryPolicy(maximum_attempts=1))
-                except ACTIVITY_FAILED as exc:
-                    if _refused(exc):
-                        raise
-                    workflow.logger.warning("direct send failed (%s): the activity sends it",
-                                            _cause(exc))
-            if ack is None and workflow.patched(ROUTING_DEADLINE):
-                ack = await self._send_within_deadline(order)
-                if ack is None:
-                    return  # abandoned: the order has ended, nothing was sent
-            elif ack is None:
-                ack = await self._gateway("send_new_order", order, VenueAck)
-        except ACTIVITY_FAILED as exc:  # non-retryable: the gateway guarantees nothing was sent
-            if isinstance(exc, ApplicationError) and exc.type == ORDER_FAILED:
-                raise  # the workflow's own end (see _give_up), not the gateway's answer
-            cause = _cause(exc)
-            if isinstance(cause, ApplicationError) and cause.type == "symbol_halted":
-                await self._finish(S.REJECTED, cause.message, actor="gateway", code="symbol_halted")
-            else:
-                await self._finish(S.FAILED, f"could not route: {cause or exc}", actor="gateway")
-            return
-        if self._direct or workflow.patched(ROUTED_WITH_FIRST_ANSWERS):
-            # The move to ROUTED and the venue's first answers (which the gateway returns with
-            # the ack when they come at once, e.g. a market order's New + Fill) are booked in one
-            # shard transaction, in this workflow task: no separate signals, no extra workflow
-            # task. Answers the ack carries come before any signalled while it was on its way.
-            early = [r for r in ack.reports if self._first_time(r)]
-            batch, self._reports = early + self._reports, []
-            await self._local(OrderActivities.apply_reports, ApplyReportsInput(
-                order_id=snap.order_id, reports=batch, routed_venue=ack.venue))
-        else:
-            # orders routed by the previous version replay its steps: ROUTED on its own; any
-            # answers in the ack are booked by the main loop like signalled ones
-            for r in ack.reports:
-                self.execution_report(r)
-            await self._local(OrderActivities.transition_order, TransitionInput(
-                order_id=snap.order_id, to_state=S.ROUTED, reason=f"sent to {ack.venue}",
-                actor="gateway", venue=ack.venue))
-        if self._snap is not None and self._snap.state == S.ROUTED:
-            self._phase = "await_ack"
-            self._deadline = workflow.now() + timedelta(seconds=self._t.ack_s)
-        else:
-            self._on_venue_answer()
-
-    async def _send_within_deadline(self, order: VenueOrder) -> VenueAck | None:
-        """The gateway's activity sends the order, within its type's routing deadline; a customer
-        cancel while it tries is taken at once. Past the deadline, or on the cancel, the gateway
-        abandons the order (never sent, ever): it ends REJECTED (``venue_unavailable``) or
-        CANCELED with its funds released -- unless a send got it to a venue first, which the
-        gateway says: then it is routed as usual (and a cancel goes to the venue)."""
-        market = order.order_type in ("market", "stop")
-        limit_s = self._t.route_market_s if market else self._t.route_limit_s
-        self._routing = True
-        send = workflow.start_activity(
-            "send_new_order", order, result_type=VenueAck, task_queue=self._gateway_queue(),
-            schedule_to_close_timeout=timedelta(seconds=limit_s),
-            start_to_close_timeout=timedelta(seconds=10), retry_policy=GATEWAY_RETRY)
-        self._publish_state()
-        await workflow.wait_condition(lambda: send.done() or self._cancel_requested)
-        if send.done():
-            try:
-                ack: VenueAck = send.result()
-                self._routing = False
-                return ack
-            except ActivityError as exc:
-                if not isinstance(exc.cause, ActivityTimedOut) and not (
-                        workflow.patched(BOUNDED_FAILURES) and not _refused(exc)):
-                    self._routing = False
-                    # a refusal: nothing was sent. Anything else (our bug, or a retryable error
-                    # Temporal gave up on because the next try would pass the deadline) abandons.
-                    raise
-        else:
-            send.cancel()
-        if workflow.patched(BOUNDED_FAILURES):
-            try:
-                ack = await self._gateway("abandon_new_order", order, VenueAck,
-                                          within_s=self._t.gateway_retry_s)
-            except ACTIVITY_FAILED as exc:  # the gateway cannot say whether a venue has it
-                self._routing = False
-                await self._mark_stuck(f"the gateway could not say whether the order was sent: "
-                                       f"{_describe(exc)}")
-                return None
-        else:
-            ack = await self._gateway("abandon_new_order", order, VenueAck)
-        self._routing = False
-        if ack is not None:  # it reached a venue first: it lives on there
-            return ack
-        if self._cancel_requested:
-            await self._finish(S.CANCELED, "canceled while no venue could take it", actor="customer")
-            self._cancel_requested = False
-        else:
-            await self._finish(S.REJECTED, f"no venue took the order within {limit_s:g}s",
-                               actor="gateway", code="venue_unavailable")
-        return None
-
     async def _work(self) -> None:
         if self._reports:
             batch, self._reports = self._reports, []
@@ -514,298 +347,3 @@ class OrderWorkflow:
         if self._cancel_requested:
             await self._request_cancel("canceled by the customer")
             self._cancel_requested = False
-
-    async def _replace(self) -> None:
-        """Record the replace (one shard transaction), answer the customer, then send the
-        OrderCancelReplaceRequest; the venue's answer comes as a report of this order."""
-        inp, self._replace_req = self._replace_req, None
-        assert inp is not None
-        workflow.patched(CANCEL_REPLACE)
-        rec = await self._record_replace(inp)
-        if rec is not None and rec.send is not None:
-            if workflow.patched(REPLACE_DEADLINE):
-                self._phase = "replace_sent"
-                self._deadline = workflow.now() + timedelta(seconds=self._t.replace_s)
-            await self._send_with_deadline("send_replace", rec.send, self._t.cancel_s)
-
-    async def _replace_at_broker(self) -> None:
-        """Replace a trailing stop waiting for its trigger: recorded in one transaction (the
-        original REPLACED, the replacement FUNDS_HELD with its hold), the customer answered with
-        the replacement, whose own workflow (a child left running) watches its trigger. A
-        refusal changes nothing: the caller watches again."""
-        inp, self._replace_req = self._replace_req, None
-        assert inp is not None
-        rec = await self._record_replace(inp)
-        if rec is not None and rec.original.terminal and rec.request is not None:
-            await self._start_replacement(rec.replacement.order_id, request=rec.request,
-                                          snap=rec.replacement)
-
-    async def _record_replace(self, inp: ReplaceInput) -> ReplaceRecorded | None:
-        """The replace recorded and the customer's update answered with the replacement; None
-        (the update answered with the refusal, nothing changed) when it is refused or fails."""
-        try:
-            rec: ReplaceRecorded = await workflow.execute_local_activity_method(
-                OrderActivities.request_replace, RequestReplaceInput(
-                    order_id=self._inp.order_id, new_order_id=inp.new_order_id, change=inp.change,
-                    actor=inp.actor, shard=self._inp.shard, day_ttl_s=self._inp.day_ttl_s,
-                    collar=self._inp.collar),
-                start_to_close_timeout=timedelta(seconds=15),
-                retry_policy=retries_within(LOCAL_RETRY, self._t.store_retry_s))
-        except ACTIVITY_FAILED as exc:
-            cause = _cause(exc)
-            self._replace_done[inp.new_order_id] = (
-                ApplicationError(cause.message, type=cause.type, non_retryable=True)
-                if isinstance(cause, ApplicationError) and _refused(exc)
-                else ApplicationError(f"the replace could not be recorded: {_describe(exc)}",
-                                      type=INTERNAL_ERROR, non_retryable=True))
-            return None
-        self._set(rec.original)
-        self._replace_done[inp.new_order_id] = rec.replacement
-        return rec
-
-    async def _start_replacement(self, order_id: str, *, request: dict[str, Any] | None = None,
-                                 snap: OrderSnapshot | None = None) -> None:
-        """The venue replaced this order: its replacement (ACKED, holding what it needs) gets
-        its own workflow, which books its reports from now on (they carry its ClOrdID). A
-        trailing stop's replacement (``request``, ``snap``: FUNDS_HELD) waits for its trigger."""
-        if snap is None:
-            snap = await self._store(OrderActivities.load_order, LoadOrderInput(order_id))
-        info = workflow.info()
-        inp = self._inp
-        await workflow.start_child_workflow(
-            OrderWorkflow.run, PlaceOrderInput(
-                order_id=order_id, account_id=snap.account_id, shard=inp.shard, request=request or {},
-                request_hash="", actor=inp.actor, collar=inp.collar, timeouts=self._t,
-                day_ttl_s=inp.day_ttl_s, snapshot=snap, gateway_queue=inp.gateway_queue),
-            id=order_id, task_queue=info.task_queue, parent_close_policy=ParentClosePolicy.ABANDON,
-            search_attributes=TypedSearchAttributes([
-                SearchAttributePair(ORDER_STATE, snap.state), SearchAttributePair(SYMBOL, snap.symbol),
-                SearchAttributePair(ACCOUNT_ID, snap.account_id),
-                SearchAttributePair(SHARD_ID, inp.shard)]))
-
-    def _on_venue_answer(self) -> None:
-        snap = self._snap
-        if snap is None or snap.terminal:
-            return
-        if snap.state == S.PENDING_CANCEL:  # still waiting for the cancel's answer: venue alive
-            self._deadline = workflow.now() + timedelta(seconds=self._t.cancel_s)
-            self._phase = "cancel_sent"
-        elif snap.state == S.PENDING_REPLACE and self._phase in ("replace_sent", "replace_status_sent"):
-            pass  # a fill of the original is no answer to the replace: its deadline stands
-        else:
-            self._phase, self._deadline = "working", None
-
-    def _timeout(self) -> timedelta | None:
-        deadlines = [d for d in (self._deadline, self._expiry()) if d is not None]
-        if not deadlines:
-            return None
-        return max(timedelta(0), min(deadlines) - workflow.now())
-
-    def _expiry(self) -> datetime | None:
-        snap = self._snap
-        if (snap is None or not snap.expires_at or self._expiring
-                or OrderState(snap.state) not in AT_VENUE):
-            return None
-        # expires_at is on the business clock (it runs market_clock_offset_s ahead: tests)
-        return datetime.fromisoformat(snap.expires_at) + timedelta(
-            seconds=self._t.expire_grace_s - self._t.market_clock_offset_s)
-
-    async def _on_timeout(self) -> None:
-        now = workflow.now()
-        expiry = self._expiry()
-        if expiry is not None and now >= expiry:
-            self._expiring = True
-            await self._request_cancel("DAY order expired at the close", expiry=True)
-            return
-        if self._deadline is None or now < self._deadline:
-            return
-        if self._phase == "await_ack":
-            await self._request_cancel(f"no answer from the venue within {self._t.ack_s:g}s")
-        elif self._phase == "cancel_sent":
-            self._phase = "status_sent"
-            self._deadline = now + timedelta(seconds=self._t.status_s)
-            if self._cancel_first:
-                await self._send_with_deadline("send_status", self._venue_cancel(), self._t.status_s)
-            else:
-                await self._gateway("send_status", self._venue_cancel(), str)
-        elif self._phase == "status_sent":
-            self._phase, self._deadline = "stuck", None
-            await self._local(OrderActivities.transition_order, TransitionInput(
-                order_id=self._inp.order_id, to_state=S.STUCK, actor="system",
-                reason="no answer from the venue to cancel or status requests: needs an operator"))
-        elif self._phase == "replace_sent":  # REPLACE_DEADLINE
-            self._phase = "replace_status_sent"
-            self._deadline = now + timedelta(seconds=self._t.status_s)
-            await self._send_with_deadline("send_status", self._venue_cancel(), self._t.status_s)
-        elif self._phase == "replace_status_sent":
-            self._phase, self._deadline = "stuck", None
-            await self._local(OrderActivities.give_up_replace, GiveUpReplaceInput(
-                order_id=self._inp.order_id,
-                reason="no answer from the venue to the replace or the status request after it"))
-
-    async def _request_cancel(self, reason: str, *, expiry: bool = False) -> None:
-        snap = self._snap
-        assert snap is not None
-        if snap.terminal:
-            return
-        if snap.state == S.FUNDS_HELD or snap.venue is None:
-            await self._finish(S.CANCELED, reason, actor="customer")
-            return
-        if self._cancel_first is None:
-            self._cancel_first = workflow.patched(CANCEL_RECORDED_FIRST)
-        if (self._cancel_first and not expiry and snap.state == S.PENDING_CANCEL
-                and self._phase in ("cancel_sent", "status_sent")):
-            self._cancel_requested = False  # a cancel is on its way: this is the same request
-            return
-        self._cancel_rounds += 1
-        if self._cancel_rounds > MAX_CANCEL_ROUNDS:
-            self._phase, self._deadline = "stuck", None
-            await self._local(OrderActivities.transition_order, TransitionInput(
-                order_id=snap.order_id, to_state=S.STUCK, actor="system",
-                reason=f"venue never confirmed {MAX_CANCEL_ROUNDS} cancel requests"))
-            return
-        if not self._cancel_first:  # histories written before CANCEL_RECORDED_FIRST
-            await self._gateway("send_cancel", self._venue_cancel(expiry=expiry), str)
-        await self._local(OrderActivities.transition_order, TransitionInput(
-            order_id=snap.order_id, to_state=S.PENDING_CANCEL, reason=reason, actor="system"))
-        self._phase = "cancel_sent"
-        self._deadline = workflow.now() + timedelta(seconds=self._t.cancel_s)
-        if self._cancel_first:
-            self._cancel_requested = False  # recorded: the customer has their answer
-            await self._send_with_deadline("send_cancel", self._venue_cancel(expiry=expiry),
-                                           self._t.cancel_s)
-
-    async def _send_with_deadline(self, name: str, arg: object, seconds: float) -> None:
-        """A cancel or status request through the gateway, given up after ``seconds``: a venue
-        that cannot be reached gets no answer either, and the order moves on (status request,
-        then STUCK) instead of waiting for the gateway forever."""
-        self._publish_state()
-        try:
-            await workflow.execute_activity(
-                name, arg, result_type=str, task_queue=self._gateway_queue(),
-                schedule_to_close_timeout=timedelta(seconds=max(seconds, 1.0)),
-                start_to_close_timeout=timedelta(seconds=10), retry_policy=GATEWAY_RETRY)
-        except ActivityError as exc:
-            workflow.logger.warning("%s for %s not sent: %s", name, self._inp.order_id, _cause(exc))
-
-    def _venue_cancel(self, *, expiry: bool = False) -> VenueCancel:
-        snap = self._snap
-        assert snap is not None and snap.venue is not None
-        return VenueCancel(order_id=snap.order_id, venue=snap.venue, symbol=snap.symbol,
-                           side=snap.side, qty=snap.qty, attempt=self._cancel_rounds or 1,
-                           expiry=expiry)
-
-    async def _finish(self, to: OrderState, reason: str, *, actor: str, code: str | None = None) -> None:
-        await self._local(OrderActivities.finish_order, TransitionInput(
-            order_id=self._inp.order_id, to_state=to, reason=reason, actor=actor, code=code))
-
-    def _gateway_queue(self) -> str:
-        return self._inp.gateway_queue or GATEWAY_TASK_QUEUE
-
-    async def _gateway(self, name: str, arg: object, result_type: type, *,
-                       within_s: float | None = None) -> Any:
-        self._publish_state()
-        return await workflow.execute_activity(
-            name, arg, result_type=result_type,
-            task_queue=self._gateway_queue(),
-            schedule_to_close_timeout=timedelta(seconds=within_s) if within_s else None,
-            start_to_close_timeout=timedelta(seconds=10), retry_policy=GATEWAY_RETRY)
-
-    async def _local(self, fn: Any, arg: object, *, give_up: bool = True) -> OrderSnapshot:
-        """One shard transaction. One that fails for good -- an internal error, or transient
-        failures for longer than ``store_retry_s`` -- ends the order where an operator sees it
-        (:meth:`_give_up`); a business refusal is raised to the caller."""
-        try:
-            snap: OrderSnapshot = await self._store(fn, arg)
-        except ACTIVITY_FAILED as exc:
-            if not give_up or _refused(exc) or not workflow.patched(BOUNDED_FAILURES):
-                raise
-            snap = await self._give_up(fn, arg, exc)
-        self._set(snap)
-        return snap
-
-    async def _store(self, fn: Any, arg: object) -> OrderSnapshot:
-        # bounded by attempts: with a schedule_to_close instead, the local activity stopped
-        # being retried but never resolved (temporalio 1.35, measured here). Each attempt is
-        # capped too, so that a hanging one (no answer at all) also ends in about that long.
-        within = self._t.store_retry_s
-        snap: OrderSnapshot = await workflow.execute_local_activity_method(
-            fn, arg, start_to_close_timeout=timedelta(seconds=min(15.0, max(1.0, within / 8))),
-            retry_policy=retries_within(LOCAL_RETRY, within))
-        return snap
-
-    async def _give_up(self, fn: Any, arg: object, exc: BaseException) -> OrderSnapshot:
-        """The visible end of a step that failed for good (logged at ERROR: the alert). Before
-        the order was accepted: REJECTED with nothing held (``internal_error``, or
-        ``shard_unavailable`` after transient failures). After: STUCK with its hold, for an
-        operator (reports that could not be booked stay in the gateway's record; the operator
-        resolves with the venue's executions). When even that cannot be written the workflow
-        fails -- listed by Temporal as failed, its OrderState STUCK -- and a late venue report
-        starts a new run of it."""
-        reason = f"{getattr(fn, '__name__', fn)} failed: {_describe(exc)}"[:400]
-        workflow.logger.error("order %s: %s", self._inp.order_id, reason)
-        if self._snap is None:
-            if not isinstance(arg, AcceptOrderInput):
-                raise exc
-            code = INTERNAL_ERROR if is_internal(_cause(exc)) else "shard_unavailable"
-            try:
-                return await self._store(OrderActivities.reject_unaccepted,
-                                         RejectUnacceptedInput(arg, code, reason))
-            except ACTIVITY_FAILED as again:
-                raise ApplicationError(f"order could not be accepted or rejected: {reason}",
-                                       type=ORDER_FAILED, non_retryable=True) from again
-        return await self._mark_stuck(reason, venue=getattr(arg, "routed_venue", None))
-
-    async def _mark_stuck(self, reason: str, venue: str | None = None) -> OrderSnapshot:
-        snap = self._snap
-        assert snap is not None
-        if snap.terminal or snap.state == S.STUCK:
-            return snap  # already where an operator looks (or ended): the failure is logged
-        self._phase, self._deadline = "stuck", None
-        try:
-            stuck = await self._store(OrderActivities.transition_order, TransitionInput(
-                order_id=snap.order_id, to_state=S.STUCK, actor="system",
-                reason=f"{reason}: needs an operator", venue=venue))
-        except ACTIVITY_FAILED as exc:
-            self._snap = dataclasses.replace(snap, state=S.STUCK.value)
-            raise ApplicationError(f"order could not be marked STUCK after: {reason}",
-                                   type=ORDER_FAILED, non_retryable=True) from exc
-        self._set(stuck)
-        return stuck
-
-    def _set(self, snap: OrderSnapshot) -> None:
-        self._snap = snap
-        self._rebalance |= snap.rebalance
-        if not self._direct:  # histories written before DIRECT_SEND: at every change
-            self._publish_state()
-
-    def _publish_state(self) -> None:
-        """Upsert ``OrderState`` if it changed since the last upsert."""
-        if self._snap is not None and self._snap.state != self._published:
-            self._published = self._snap.state
-            workflow.upsert_search_attributes([ORDER_STATE.value_set(self._published)])
-
-
-def _opt(v: object) -> str | None:
-    return None if v is None else str(v)
-
-
-def _cause(exc: BaseException) -> BaseException:
-    """What an activity failed with (see :data:`ACTIVITY_FAILED`)."""
-    return (exc.cause or exc) if isinstance(exc, ActivityError) else exc
-
-
-def _refused(exc: BaseException) -> bool:
-    """A business refusal (non-retryable, e.g. the gateway's: nothing was sent), not an internal
-    error (which says nothing about what was done) or a timeout."""
-    cause = _cause(exc)
-    return isinstance(cause, ApplicationError) and cause.non_retryable and not is_internal(cause)
-
-
-def _describe(exc: BaseException) -> str:
-    cause = _cause(exc)
-    if isinstance(cause, ApplicationError):
-        return f"{cause.type}: {cause.message}"
-    return f"{type(cause).__name__}: {cause}"
-
-
