@@ -53,6 +53,25 @@ OUTBOX_PUBLISHED = Counter("sherwood_outbox_published_total", "Outbox rows publi
 # ---------------------------------------------------------------- execution gateway
 FIX_SESSION_UP = Gauge("sherwood_fix_session_up", "1 while the FIX session to the venue is logged on",
                        ["venue"])
+# the live FIX sessions of this process per venue (a gateway registers its own, and takes them
+# back when it stops): the gauge reads 1 while any of them is logged on
+_FIX_SESSIONS: dict[str, list[Callable[[], bool]]] = {}
+
+
+def fix_session(venue: str, logged_on: Callable[[], bool]) -> Callable[[], None]:
+    """Report ``venue``'s session state at scrape time; returns the call that takes it back."""
+    sessions = _FIX_SESSIONS.setdefault(venue, [])
+    sessions.append(logged_on)
+    FIX_SESSION_UP.labels(venue=venue).set_function(
+        lambda: float(any(up() for up in _FIX_SESSIONS.get(venue, []))))
+
+    def forget() -> None:
+        if logged_on in sessions:
+            sessions.remove(logged_on)
+
+    return forget
+
+
 FIX_SEQUENCE_GAPS = Counter("sherwood_fix_sequence_gaps_total",
                             "Inbound sequence gaps detected (a resend was requested)", ["venue"])
 REPORTS_UNDELIVERABLE = Counter("sherwood_reports_undeliverable_total",

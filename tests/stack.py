@@ -36,8 +36,10 @@ from simulators.market_maker import MarketMaker
 from workers.gateway import ExecutionGateway
 from workers.shard import ShardWorkers
 
+# venue_replace_timeout_s: tests make venues answer slowly on purpose (1 s per report while a
+# fill races a replace); 3 s left such a Replaced behind the deadline on a busy CI machine
 FAST_TIMEOUTS = {"venue_ack_timeout_s": 2.0, "venue_cancel_timeout_s": 1.0,
-                 "venue_status_timeout_s": 1.0, "venue_replace_timeout_s": 3.0,
+                 "venue_status_timeout_s": 1.0, "venue_replace_timeout_s": 8.0,
                  "trigger_heartbeat_timeout_s": 2.0, "trigger_poll_s": 0.2,
                  "trigger_write_interval_s": 0.1}
 

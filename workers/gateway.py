@@ -380,6 +380,7 @@ class ExecutionGateway:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._stores: dict[str, SqliteSessionStore] = {}
         self.initiators: dict[str, FixInitiator] = {}
+        self._forget_metrics: list[Callable[[], None]] = []
         for v in self.venues:
             cfg = SessionConfig(
                 sender_comp_id=v.sender_comp_id, target_comp_id=v.target,
@@ -392,7 +393,7 @@ class ExecutionGateway:
             ini = self.initiators[v.name] = FixInitiator(cfg, fstore, v.host, v.port,
                                                          self.delivery.handler_for(v.name))
             # read at scrape time: the session's own state, nothing to keep in step
-            metrics.FIX_SESSION_UP.labels(venue=v.name).set_function(ini.session.logged_on.is_set)
+            self._forget_metrics.append(metrics.fix_session(v.name, ini.session.logged_on.is_set))
             ini.session.on_sequence_gap = metrics.FIX_SEQUENCE_GAPS.labels(venue=v.name).inc
         # halts: checked against Redis right before routing, the cache if Redis is down
         self._redis = redis_from_url(redis_url, redis_timeouts) if redis_url else None
@@ -504,6 +505,9 @@ class ExecutionGateway:
         """Stop taking activities, log out of every venue, stop the delivery loop, close the
         session stores (and the gateway store when it was built here). Safe to call twice."""
         self._started = False
+        for forget in self._forget_metrics:  # its sessions no longer speak for their venues
+            forget()
+        self._forget_metrics.clear()
         if self.link is not None:  # no new direct sends; in-flight ones finish first
             await self.link.stop()
         if self._worker is not None:  # no new activities; in-flight ones finish first
