@@ -43,6 +43,7 @@ from temporalio.worker import PollerBehaviorSimpleMaximum, UnsandboxedWorkflowRu
 from bench.bare_workflow import BareWorkflow, noop
 from bench.shape_workflow import ShapeWorkflow, shape_local
 from db.migrate import drop_database
+from db.roles import with_login
 from sherwood.embedded import TemporalDevServer, free_port
 from sherwood.settings import Settings
 
@@ -374,9 +375,11 @@ async def main() -> None:
         await asyncio.to_thread(stack.stop)
         if settings.postgres_url:
             s = stack.settings
-            for url in [s.directory_db_url(), s.gateway_db_url_resolved(),
+            owner = s.db_owner()  # the stack's processes connect as the service role: the
+            for url in [s.directory_db_url(), s.gateway_db_url_resolved(),  # owner drops
+                        s.marketdata_db_url_resolved(),
                         *[s.shard_url(n) for n in range(s.shard_count)]]:
-                drop_database(url)
+                drop_database(with_login(url, owner) if owner is not None else url)
 
 
 if __name__ == "__main__":
