@@ -58,20 +58,51 @@ async def authenticate_from(state: AppState, source: str, key_id: str, secret: s
     hit = _auth_cache.get(cache_key)
     if hit is not None and hit[0] > now:
         return hit[1]
+    bucket, rate = await _guard_logins(state, source)
+    key = await authenticate(state.router, key_id, secret)
+    if key is None:
+        await state.limiter.spend(bucket, per_second=rate,
+                                  capacity=state.settings.login_failures_per_source)
+        return None
+    if len(_auth_cache) > 10000:
+        _auth_cache.clear()
+    _auth_cache[cache_key] = (now + _AUTH_TTL_S, key)
+    return key
+
+
+def _credentials(key_id: str | None, secret: str | None,
+                 authorization: str | None) -> tuple[str, str] | None:
+    if (key_id is None or secret is None) and authorization and authorization.startswith("Bearer "):
+        key_id, _, secret = authorization.removeprefix("Bearer ").partition(":")
+    if not key_id and not secret:
+        return None
+    if not key_id or not secret:
+        raise ApiError(401, "unauthorized", "missing APCA-API-KEY-ID / APCA-API-SECRET-KEY headers",
+                       code=40110000)
+    return key_id, secret
+
+
+def _source(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+async def _guard_logins(state: AppState, source: str) -> tuple[str, float]:
+    """429 ``too_many_failed_logins`` when ``source`` is past its failed-login limit; returns the
+    limit's bucket and rate, for counting a failure."""
     s = state.settings
     bucket = f"login-failures:{source}"
     rate = s.login_failures_per_source / s.login_failure_window_s
     await state.limiter.guard(bucket, per_second=rate, capacity=s.login_failures_per_source,
                               what="failed logins from this address",
                               reason="too_many_failed_logins")
-    key = await authenticate(state.router, key_id, secret)
-    if key is None:
-        await state.limiter.spend(bucket, per_second=rate, capacity=s.login_failures_per_source)
-        return None
-    if len(_auth_cache) > 10000:
-        _auth_cache.clear()
-    _auth_cache[cache_key] = (now + _AUTH_TTL_S, key)
-    return key
+    return bucket, rate
+
+
+async def _count_request(state: AppState, key_id: str) -> None:
+    """The per-key request limit (customer and ops keys alike; 429 past it)."""
+    per_min = state.settings.request_rate_per_min
+    await state.limiter.hit(f"key:{key_id}", per_second=per_min / 60, capacity=per_min,
+                            what="requests for this API key")
 
 
 async def get_optional_api_key(
@@ -82,21 +113,14 @@ async def get_optional_api_key(
 ) -> ApiKey | None:
     """The caller's key, None when the request carries no credentials at all; wrong ones are a
     401 (a 429 past the failed-login limit)."""
-    if (key_id is None or secret is None) and authorization and authorization.startswith("Bearer "):
-        key_id, _, secret = authorization.removeprefix("Bearer ").partition(":")
-    if not key_id and not secret:
+    creds = _credentials(key_id, secret, authorization)
+    if creds is None:
         return None
-    if not key_id or not secret:
-        raise ApiError(401, "unauthorized", "missing APCA-API-KEY-ID / APCA-API-SECRET-KEY headers",
-                       code=40110000)
     state: AppState = request.app.state.sherwood
-    key = await authenticate_from(state, request.client.host if request.client else "", key_id,
-                                  secret)
+    key = await authenticate_from(state, _source(request), *creds)
     if key is None:
         raise ApiError(401, "unauthorized", "invalid API key or secret", code=40110000)
-    per_min = state.settings.request_rate_per_min
-    await state.limiter.hit(f"key:{key.key_id}", per_second=per_min / 60, capacity=per_min,
-                            what="requests for this API key")
+    await _count_request(state, key.key_id)
     return key
 
 
@@ -122,18 +146,6 @@ async def get_trader(key: ApiKeyDep) -> ApiKey:
 TraderDep = Annotated[ApiKey, Depends(get_trader)]
 
 
-def _credentials(key_id: str | None, secret: str | None,
-                 authorization: str | None) -> tuple[str, str] | None:
-    if (key_id is None or secret is None) and authorization and authorization.startswith("Bearer "):
-        key_id, _, secret = authorization.removeprefix("Bearer ").partition(":")
-    if not key_id and not secret:
-        return None
-    if not key_id or not secret:
-        raise ApiError(401, "unauthorized", "missing APCA-API-KEY-ID / APCA-API-SECRET-KEY headers",
-                       code=40110000)
-    return key_id, secret
-
-
 async def get_optional_ops_key(
     request: Request,
     header_key_id: Annotated[str | None, Header(alias="APCA-API-KEY-ID")] = None,
@@ -151,13 +163,8 @@ async def get_optional_ops_key(
     if creds is None:
         return None
     state: AppState = request.app.state.sherwood
-    s = state.settings
-    source = request.client.host if request.client else ""
-    bucket = f"login-failures:{source}"
-    rate = s.login_failures_per_source / s.login_failure_window_s
-    await state.limiter.guard(bucket, per_second=rate, capacity=s.login_failures_per_source,
-                              what="failed logins from this address",
-                              reason="too_many_failed_logins")
+    source = _source(request)
+    await _guard_logins(state, source)
     key, why = await authenticate_ops(state.router.directory, *creds)
     if key is None and why in ("revoked", "expired"):
         raise ApiError(401, f"key_{why}", f"this ops key is {why}", code=40110000)
@@ -165,9 +172,7 @@ async def get_optional_ops_key(
         if await authenticate_from(state, source, *creds) is not None:
             raise ApiError(403, "forbidden", "operations endpoints need an ops key", code=40310000)
         raise ApiError(401, "unauthorized", "invalid API key or secret", code=40110000)
-    per_min = s.request_rate_per_min
-    await state.limiter.hit(f"key:{key.key_id}", per_second=per_min / 60, capacity=per_min,
-                            what="requests for this API key")
+    await _count_request(state, key.key_id)
     return key
 
 
