@@ -7,7 +7,10 @@ import pytest
 from fastapi import FastAPI
 
 from api.app import create_app
+from db.accounts import OpenedAccount, open_account
+from db.router import ShardRouter
 from sherwood.settings import Settings
+from tests.stack import served
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +25,15 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://sherwood.test") as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+async def base_url(app: FastAPI) -> AsyncIterator[str]:
+    """The app served on a real socket (for alpaca-py's TradingClient)."""
+    async with served(app) as url:
+        yield url
+
+
+@pytest.fixture
+async def acct(router: ShardRouter) -> OpenedAccount:
+    return await open_account(router)

@@ -4,28 +4,13 @@ through alpaca-py's TradingClient over a real socket; bad dates are 422 with a c
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import date, datetime
 
 import httpx
-import pytest
-from fastapi import FastAPI
 
-from db.accounts import OpenedAccount, open_account
-from db.router import ShardRouter
+from db.accounts import OpenedAccount
 from domain.calendar import calendar_bounds
-from tests.stack import headers, served
-
-
-@pytest.fixture(scope="module")
-async def base_url(app: FastAPI) -> AsyncIterator[str]:
-    async with served(app) as url:
-        yield url
-
-
-@pytest.fixture
-async def acct(router: ShardRouter) -> OpenedAccount:
-    return await open_account(router)
+from tests.stack import headers
 
 
 async def test_alpaca_py_get_calendar_with_a_half_day(base_url: str, acct: OpenedAccount) -> None:

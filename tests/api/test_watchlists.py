@@ -6,26 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import httpx
-import pytest
 from fastapi import FastAPI
 
 from db.accounts import OpenedAccount, open_account
 from db.router import ShardRouter
-from tests.stack import headers, served
-
-
-@pytest.fixture(scope="module")
-async def base_url(app: FastAPI) -> AsyncIterator[str]:
-    async with served(app) as url:
-        yield url
-
-
-@pytest.fixture
-async def acct(router: ShardRouter) -> OpenedAccount:
-    return await open_account(router)
+from tests.stack import headers
 
 
 async def test_alpaca_py_watchlist_calls(base_url: str, acct: OpenedAccount) -> None:
