@@ -19,6 +19,7 @@ import asyncio
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -80,25 +81,19 @@ def _page(limit: int, sort: str) -> int:
     return min(limit, MAX_LIMIT)  # clamped, as Alpaca does
 
 
-async def bars(engine: AsyncEngine, symbols: list[str], *, timeframe: str, start: datetime | None,
-               end: datetime | None, limit: int, sort: str, page_token: str | None
-               ) -> tuple[dict[str, list[dict[str, Any]]], str | None]:
-    """The bars of ``symbols`` by symbol, and the next page's token (None: no more)."""
-    table = TIMEFRAMES.get(timeframe)
-    if table is None:
-        raise ApiError(422, "invalid_timeframe", "timeframe: 1Min, 5Min, 15Min, 1Hour or 1Day",
-                       code=42210000)
-    limit = _page(limit, sort)
+def _window(symbols: list[str], start: datetime | None, end: datetime | None,
+            limit: int) -> dict[str, Any]:
+    """The query's symbols, time window (the last day by default) and row bound (one more than a
+    page, to know whether another page follows)."""
     now = datetime.now(UTC)
-    params: dict[str, Any] = {"s": symbols, "a": start or now - timedelta(days=1), "b": end or now,
-                              "n": limit + 1}
-    after = ""
-    if page_token:
-        ps, pt = _untoken(page_token)
-        params["ps"], params["pt"] = ps, _time(pt)
-        after = f" AND (symbol > :ps OR (symbol = :ps AND t {'>' if sort == 'asc' else '<'} :pt))"
-    sql = (f"SELECT symbol, {_COLS} FROM {table} WHERE symbol = ANY(:s) AND t >= :a AND t <= :b"
-           f"{after} ORDER BY symbol, t {sort.upper()} LIMIT :n")
+    return {"s": symbols, "a": start or now - timedelta(days=1), "b": end or now, "n": limit + 1}
+
+
+async def _read_page(engine: AsyncEngine, sql: str, params: dict[str, Any], limit: int,
+                     obj: Callable[[Any], dict[str, Any]], token_of: Callable[[Any], str]
+                     ) -> tuple[dict[str, list[dict[str, Any]]], str | None]:
+    """Runs a page query (``limit + 1`` rows at most): the page's objects by symbol, and the next
+    page's token from its last row when there was one more row. 503 when the database fails."""
     try:
         async with engine.connect() as conn:
             rows = (await conn.execute(text(sql), params)).mappings().all()
@@ -108,8 +103,29 @@ async def bars(engine: AsyncEngine, symbols: list[str], *, timeframe: str, start
     rows = rows[:limit]
     out: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
-        out.setdefault(r["symbol"], []).append(bar_obj(r))
-    return out, (_token(rows[-1]["symbol"], rows[-1]["t"].isoformat()) if more else None)
+        out.setdefault(r["symbol"], []).append(obj(r))
+    return out, (token_of(rows[-1]) if more and rows else None)
+
+
+async def bars(engine: AsyncEngine, symbols: list[str], *, timeframe: str, start: datetime | None,
+               end: datetime | None, limit: int, sort: str, page_token: str | None
+               ) -> tuple[dict[str, list[dict[str, Any]]], str | None]:
+    """The bars of ``symbols`` by symbol, and the next page's token (None: no more)."""
+    table = TIMEFRAMES.get(timeframe)
+    if table is None:
+        raise ApiError(422, "invalid_timeframe", "timeframe: 1Min, 5Min, 15Min, 1Hour or 1Day",
+                       code=42210000)
+    limit = _page(limit, sort)
+    params = _window(symbols, start, end, limit)
+    after = ""
+    if page_token:
+        ps, pt = _untoken(page_token)
+        params["ps"], params["pt"] = ps, _time(pt)
+        after = f" AND (symbol > :ps OR (symbol = :ps AND t {'>' if sort == 'asc' else '<'} :pt))"
+    sql = (f"SELECT symbol, {_COLS} FROM {table} WHERE symbol = ANY(:s) AND t >= :a AND t <= :b"
+           f"{after} ORDER BY symbol, t {sort.upper()} LIMIT :n")
+    return await _read_page(engine, sql, params, limit, bar_obj,
+                            lambda r: _token(r["symbol"], r["t"].isoformat()))
 
 
 def _time(s: str) -> datetime:
@@ -129,9 +145,7 @@ async def trades(engine: AsyncEngine, symbols: list[str], *, start: datetime | N
                  ) -> tuple[dict[str, list[dict[str, Any]]], str | None]:
     """The stored trades of ``symbols`` by symbol then time (then id), and the next page's token."""
     limit = _page(limit, sort)
-    now = datetime.now(UTC)
-    params: dict[str, Any] = {"s": symbols, "a": start or now - timedelta(days=1), "b": end or now,
-                              "n": limit + 1}
+    params = _window(symbols, start, end, limit)
     after = ""
     if page_token:
         ps, pt, pi = _untoken(page_token, 3)
@@ -145,18 +159,8 @@ async def trades(engine: AsyncEngine, symbols: list[str], *, start: datetime | N
     order = sort.upper()
     sql = (f"SELECT symbol, t, i, x, p, s, z FROM trades WHERE symbol = ANY(:s) AND t >= :a AND t <= :b"
            f"{after} ORDER BY symbol, t {order}, i {order} LIMIT :n")
-    try:
-        async with engine.connect() as conn:
-            rows = (await conn.execute(text(sql), params)).mappings().all()
-    except (OperationalError, DBAPIError) as exc:
-        raise _unavailable(exc) from exc
-    more = len(rows) > limit
-    rows = rows[:limit]
-    out: dict[str, list[dict[str, Any]]] = {}
-    for r in rows:
-        out.setdefault(r["symbol"], []).append(trade_obj(r))
-    last = rows[-1] if rows else None
-    return out, (_token(last["symbol"], last["t"].isoformat(), last["i"]) if more and last else None)
+    return await _read_page(engine, sql, params, limit, trade_obj,
+                            lambda r: _token(r["symbol"], r["t"].isoformat(), r["i"]))
 
 
 _LAST = """
