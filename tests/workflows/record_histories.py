@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,32 @@ async def stuck(stack: TradingStack, acct: Any, order_id: str) -> None:
         await asyncio.sleep(0.1)
 
 
+async def resting_limit(stack: TradingStack) -> tuple[Any, dict[str, Any]]:
+    """A fresh account's GTC limit buy of 3 AAPL at 150, resting at a venue (``new``)."""
+    await stack.set_quote("AAPL", "187.40", "187.50")
+    acct = await stack.account("5000")
+    o = await place(stack, acct, symbol="AAPL", qty="3", side="buy", type="limit",
+                    limit_price="150.00", time_in_force="gtc")
+    await wait_order(stack, acct, o["id"], {"new"})
+    return acct, o
+
+
+async def cancel(stack: TradingStack, acct: Any, order_id: str) -> None:
+    async with stack.http() as http:
+        assert (await http.delete(f"/v2/orders/{order_id}", headers=headers(acct))).status_code == 204
+
+
+@contextmanager
+def halted_at_the_venues(stack: TradingStack, symbol: str) -> Iterator[None]:
+    for mm in stack.venues.values():
+        mm.halt(symbol)
+    try:
+        yield
+    finally:
+        for mm in stack.venues.values():
+            mm.resume(symbol)
+
+
 async def test_record_market_buy_filled_over_the_link(stack: TradingStack) -> None:
     await stack.set_quote("AAPL", "187.40", "187.50")
     acct = await stack.account("5000")
@@ -51,13 +79,8 @@ async def test_record_market_buy_filled_over_the_link(stack: TradingStack) -> No
 
 
 async def test_record_limit_resting_then_canceled(stack: TradingStack) -> None:
-    await stack.set_quote("AAPL", "187.40", "187.50")
-    acct = await stack.account("5000")
-    o = await place(stack, acct, symbol="AAPL", qty="3", side="buy", type="limit",
-                    limit_price="150.00", time_in_force="gtc")
-    await wait_order(stack, acct, o["id"], {"new"})
-    async with stack.http() as http:
-        assert (await http.delete(f"/v2/orders/{o['id']}", headers=headers(acct))).status_code == 204
+    acct, o = await resting_limit(stack)
+    await cancel(stack, acct, o["id"])
     await save(stack, "limit_resting_then_canceled", o["id"])
 
 
@@ -80,8 +103,7 @@ async def test_record_cancel_racing_partial_fills(stack: TradingStack) -> None:
         o = await place(stack, acct, symbol="F", qty="1000", side="buy", type="limit",
                         limit_price="12.50", time_in_force="day")
         await wait_order(stack, acct, o["id"], {"partially_filled"})
-        async with stack.http() as http:
-            assert (await http.delete(f"/v2/orders/{o['id']}", headers=headers(acct))).status_code == 204
+        await cancel(stack, acct, o["id"])
         await wait_order(stack, acct, o["id"], {"canceled", "filled"})
     await save(stack, "cancel_racing_partial_fills", o["id"])
 
@@ -132,15 +154,10 @@ async def test_record_rejected_for_buying_power(stack: TradingStack) -> None:
 async def test_record_venue_rejects_halted_symbol(stack: TradingStack) -> None:
     await stack.set_quote("GME", "22.60", "22.70")
     acct = await stack.account("1000")
-    for mm in stack.venues.values():
-        mm.halt("GME")
-    try:
+    with halted_at_the_venues(stack, "GME"):
         o = await place(stack, acct, symbol="GME", qty="5", side="buy", type="limit",
                         limit_price="23", time_in_force="day")
         await wait_order(stack, acct, o["id"], {"rejected"})
-    finally:
-        for mm in stack.venues.values():
-            mm.resume("GME")
     await save(stack, "venue_rejects_halted_symbol", o["id"])
 
 
@@ -227,8 +244,7 @@ async def test_record_late_fill_reopens_then_resolved(stack: TradingStack) -> No
     o = await place(stack, acct, symbol="AAPL", qty="3", side="buy", type="limit",
                     limit_price="150.00", time_in_force="gtc")
     body = await wait_order(stack, acct, o["id"], {"new"})
-    async with stack.http() as http:
-        assert (await http.delete(f"/v2/orders/{o['id']}", headers=headers(acct))).status_code == 204
+    await cancel(stack, acct, o["id"])
     handle = stack.temporal.get_workflow_handle(o["id"])
     await handle.result()
     first_run = (await handle.describe()).run_id
@@ -274,11 +290,7 @@ async def test_record_abandoned_when_no_venue(stack: TradingStack, monkeypatch: 
 
 
 async def test_record_repeated_cancels_then_canceled(stack: TradingStack) -> None:
-    await stack.set_quote("AAPL", "187.40", "187.50")
-    acct = await stack.account("5000")
-    o = await place(stack, acct, symbol="AAPL", qty="3", side="buy", type="limit",
-                    limit_price="150.00", time_in_force="gtc")
-    await wait_order(stack, acct, o["id"], {"new"})
+    acct, o = await resting_limit(stack)
     with stack.venues_behave(never_ack=True):  # the cancels get no answer
         async with stack.http() as http:
             for _ in range(3):
@@ -308,19 +320,14 @@ async def test_record_queued_then_canceled(stack: TradingStack) -> None:
     acct = await stack.account("5000")
     async with evening(stack, wait_s=600.0) as (_, opens):
         o = await queued_buy(stack, acct, opens)
-        async with stack.http() as http:
-            assert (await http.delete(f"/v2/orders/{o['id']}", headers=headers(acct))).status_code == 204
+        await cancel(stack, acct, o["id"])
         await save(stack, "queued_then_canceled", o["id"])
 
 
 async def test_record_replaced_then_replacement_filled(stack: TradingStack) -> None:
     """The original's history (replace recorded, sent, Replaced, the replacement's workflow
     started) and the replacement's (started with its snapshot, filled)."""
-    await stack.set_quote("AAPL", "187.40", "187.50")
-    acct = await stack.account("5000")
-    o = await place(stack, acct, symbol="AAPL", qty="3", side="buy", type="limit",
-                    limit_price="150.00", time_in_force="gtc")
-    await wait_order(stack, acct, o["id"], {"new"})
+    acct, o = await resting_limit(stack)
     async with stack.http() as http:
         r = await http.patch(f"/v2/orders/{o['id']}", headers=headers(acct),
                              json={"qty": "4", "limit_price": "187.50"})
@@ -331,35 +338,21 @@ async def test_record_replaced_then_replacement_filled(stack: TradingStack) -> N
 
 
 async def test_record_replace_refused_then_canceled(stack: TradingStack) -> None:
-    await stack.set_quote("AAPL", "187.40", "187.50")
-    acct = await stack.account("5000")
-    o = await place(stack, acct, symbol="AAPL", qty="3", side="buy", type="limit",
-                    limit_price="150.00", time_in_force="gtc")
-    await wait_order(stack, acct, o["id"], {"new"})
-    for mm in stack.venues.values():
-        mm.halt("AAPL")
-    try:
+    acct, o = await resting_limit(stack)
+    with halted_at_the_venues(stack, "AAPL"):
         async with stack.http() as http:
             r = await http.patch(f"/v2/orders/{o['id']}", headers=headers(acct), json={"qty": "5"})
             assert r.status_code == 200, r.text
         await wait_order(stack, acct, r.json()["id"], {"rejected"})
-    finally:
-        for mm in stack.venues.values():
-            mm.resume("AAPL")
     await wait_order(stack, acct, o["id"], {"new"})
-    async with stack.http() as http:
-        assert (await http.delete(f"/v2/orders/{o['id']}", headers=headers(acct))).status_code == 204
+    await cancel(stack, acct, o["id"])
     await save(stack, "replace_refused_then_canceled", o["id"])
 
 
 async def test_record_replace_unanswered_stuck_then_resolved(stack: TradingStack) -> None:
     """The venue answers neither the replace nor the status request: the original STUCK, its
     replacement REJECTED; an operator resolves the original."""
-    await stack.set_quote("AAPL", "187.40", "187.50")
-    acct = await stack.account("5000")
-    o = await place(stack, acct, symbol="AAPL", qty="3", side="buy", type="limit",
-                    limit_price="150.00", time_in_force="gtc")
-    await wait_order(stack, acct, o["id"], {"new"})
+    acct, o = await resting_limit(stack)
     with stack.venues_behave(never_ack=True):
         async with stack.http() as http:
             r = await http.patch(f"/v2/orders/{o['id']}", headers=headers(acct), json={"qty": "4"})
@@ -462,8 +455,7 @@ async def test_record_trailing_stop_canceled_while_waiting(stack: TradingStack) 
     o = await place(stack, acct, symbol="NFLX", qty="2", side="buy", type="trailing_stop",
                     time_in_force="day", trail_percent="2")
     await wait_for(stack, acct, o["id"], "hwm", lambda b: b["hwm"] == "400.1")
-    async with stack.http() as http:
-        assert (await http.delete(f"/v2/orders/{o['id']}", headers=headers(acct))).status_code == 204
+    await cancel(stack, acct, o["id"])
     await save(stack, "trailing_stop_canceled_while_waiting", o["id"])
 
 
