@@ -15,6 +15,8 @@ from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from sherwood.faults import sqlstate  # one reading of SQLSTATEs for the stores and the retries
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -115,13 +117,6 @@ def reading(engine: AsyncEngine) -> AsyncContextManager[AsyncConnection]:
     only: anything written on it would be committed.
     """
     return engine.begin()
-
-
-def sqlstate(exc: BaseException) -> str | None:
-    if isinstance(exc, psycopg.Error):
-        return exc.sqlstate
-    orig = getattr(exc, "orig", None)
-    return getattr(orig, "sqlstate", None) if orig is not None else None
 
 
 def is_db_timeout(exc: BaseException) -> bool:

@@ -39,7 +39,9 @@ _TRANSIENT_SQLSTATE_PREFIXES = ("08", "40", "53", "57P", "58", "55P03", "57014")
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
-def _sqlstate(exc: BaseException) -> str | None:
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a database error: psycopg's own, one SQLAlchemy wraps (``orig``), or one
+    raised from it (``__cause__``); None when there is none (not a statement's error)."""
     for candidate in (exc, getattr(exc, "orig", None), getattr(exc, "__cause__", None)):
         code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
         if isinstance(code, str):
@@ -64,14 +66,14 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, sa.DBAPIError):
         if exc.connection_invalidated:
             return True
-        code = _sqlstate(exc)
+        code = sqlstate(exc)
         if code is not None:
             return code.startswith(_TRANSIENT_SQLSTATE_PREFIXES)
         # no SQLSTATE: the driver's own failure (connection closed, protocol), not the statement's
         return isinstance(exc, (sa.OperationalError, sa.InterfaceError))
     if isinstance(exc, (sa.TimeoutError, sa.DisconnectionError)):  # pool exhausted, dead conn
         return True
-    code = _sqlstate(exc)
+    code = sqlstate(exc)
     if code is not None:  # a driver error raised as it is
         return code.startswith(_TRANSIENT_SQLSTATE_PREFIXES)
     if isinstance(exc, (OSError, asyncio.TimeoutError, EOFError)):  # incl. ConnectionError
