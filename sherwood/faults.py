@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 log = logging.getLogger(__name__)
 
@@ -138,3 +138,16 @@ def retries_within(policy: RetryPolicy, seconds: float) -> RetryPolicy:
 
 def is_internal(exc: BaseException | None) -> bool:
     return isinstance(exc, ApplicationError) and exc.type == INTERNAL_ERROR
+
+
+def activity_cause(exc: BaseException) -> BaseException:
+    """What an activity failed with: the cause an ``ActivityError`` wraps, else ``exc`` itself."""
+    return (exc.cause or exc) if isinstance(exc, ActivityError) else exc
+
+
+def describe_failure(exc: BaseException) -> str:
+    """``type: message`` of what an activity failed with, for a STUCK reason or a log line."""
+    cause = activity_cause(exc)
+    if isinstance(cause, ApplicationError):
+        return f"{cause.type}: {cause.message}"
+    return f"{type(cause).__name__}: {cause}"

@@ -39,6 +39,8 @@ with workflow.unsafe.imports_passed_through():
         unstarted_reason,
     )
     from domain.ports import HOLD, RETURN
+    from sherwood.faults import activity_cause as _cause
+    from sherwood.faults import describe_failure as _describe
     from sherwood.faults import is_internal, retries_within
 
 LOCAL_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200),
@@ -226,17 +228,6 @@ class TransferFlow:
                                   _describe(again))
         raise ApplicationError(f"transfer {inp.transfer_id}: {reason}", type=TRANSFER_STUCK,
                                non_retryable=True)
-
-
-def _cause(exc: BaseException) -> BaseException:
-    return (exc.cause or exc) if isinstance(exc, ActivityError) else exc
-
-
-def _describe(exc: BaseException) -> str:
-    cause = _cause(exc)
-    if isinstance(cause, ApplicationError):
-        return f"{cause.type}: {cause.message}"
-    return f"{type(cause).__name__}: {cause}"
 
 
 @workflow.defn(name="Deposit")

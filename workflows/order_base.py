@@ -33,6 +33,8 @@ with workflow.unsafe.imports_passed_through():
         ResolveInput,
     )
     from sherwood.contracts import GATEWAY_TASK_QUEUE, ORDER_STATE
+    from sherwood.faults import activity_cause as _cause
+    from sherwood.faults import describe_failure as _describe  # noqa: F401  (the mixins use it)
     from sherwood.faults import is_internal
 
 S = OrderState
@@ -165,11 +167,6 @@ def _opt(v: object) -> str | None:
     return None if v is None else str(v)
 
 
-def _cause(exc: BaseException) -> BaseException:
-    """What an activity failed with (see :data:`ACTIVITY_FAILED`)."""
-    return (exc.cause or exc) if isinstance(exc, ActivityError) else exc
-
-
 def _refused(exc: BaseException) -> bool:
     """A business refusal (non-retryable, e.g. the gateway's: nothing was sent), not an internal
     error (which says nothing about what was done) or a timeout."""
@@ -177,8 +174,3 @@ def _refused(exc: BaseException) -> bool:
     return isinstance(cause, ApplicationError) and cause.non_retryable and not is_internal(cause)
 
 
-def _describe(exc: BaseException) -> str:
-    cause = _cause(exc)
-    if isinstance(cause, ApplicationError):
-        return f"{cause.type}: {cause.message}"
-    return f"{type(cause).__name__}: {cause}"
