@@ -207,3 +207,30 @@ def test_the_acl_lines() -> None:
     with pytest.raises(ValueError):
         EmbeddedRedis(Path("/tmp"), port=1, acl=["requirepass x"])
     assert url_for("redis://:p@h:1/0", "u", "p/w") == "redis://u:p%2Fw@h:1/0"
+
+
+def test_the_lines_sherwood_redis_acl_prints_apply_to_a_configured_redis(server: EmbeddedRedis) -> None:
+    """What an operator does on a Redis of their own: apply the ACL SETUSER commands
+    `sherwood redis-acl --commands` prints; the users then work as planned."""
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHERWOOD_")}
+    env.update(SHERWOOD_REDIS_PREFIX="opstack", SHERWOOD_REDIS_QUOTES_PASSWORD="q-pw",
+               SHERWOOD_REDIS_INGEST_PASSWORD="i-pw")
+    out = subprocess.run([sys.executable, "-m", "sherwood", "redis-acl", "--commands"], env=env,
+                         capture_output=True, text=True, timeout=60, check=True)
+    lines = out.stdout.splitlines()
+    assert len(lines) == len(USERS) and all(line.startswith("ACL SETUSER opstack-") for line in lines)
+    assert "redis://opstack-service:" in out.stderr  # the URL each process kind gets
+    admin = redis.Redis.from_url(server.url)
+    for line in lines:
+        assert admin.execute_command(*shlex.split(line)) in (b"OK", "OK", True)
+    r = redis.Redis.from_url(url_for(server.url, "opstack-quotes", "q-pw"))
+    assert r.hget("opstack:quotes:latest", "AAPL") is None
+    with pytest.raises(NoPermissionError):
+        r.hset("opstack:quotes:latest", "AAPL", "x")
+    r.close()
+    admin.close()
