@@ -263,7 +263,8 @@ class DevStack:
         s = self.settings = with_service_role(s.model_copy(update=updates))
         self.progress(f"Databases: migrating directory + {s.shard_count} shards, gateway, market data "
                       f"(as {s.db_owner_user or 'the configured user'}; services connect as "
-                      f"{login_of(s.postgres_url).user if s.postgres_url else 'the configured users'}) ...")
+                      f"{login_of(s.postgres_url).user if s.postgres_url else 'the configured users'}, "
+                      f"the API as {s.api_db_user or 'they do'}) ...")
         migrate_databases(s, progress=lambda m: None)
 
         api_url = f"http://{host}:{s.api_port}"
