@@ -37,7 +37,7 @@ def test_the_api_child_gets_its_own_login_and_no_service_password(stack: DevStac
     assert api.password != service.password
     env = stack.child_env("api")
     assert login_of(env["SHERWOOD_POSTGRES_URL"]) == api
-    assert service.password not in "\0".join(env.values())
+    assert service.password and service.password not in "\0".join(env.values())
     assert "owner-pw" not in "\0".join(env.values())
     for name in ("shard-worker", "gateway", "backoffice", "ingest", "fanout", None):
         other = stack.child_env(name)
