@@ -41,7 +41,9 @@ from sherwood.wiring import build_router
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = (settings or Settings()).resolved()
+    """The app on ``settings``; its databases are reached with the API's login when one is set
+    (``SHERWOOD_API_DB_USER``: db/roles.py), whatever user the URLs name."""
+    settings = (settings or Settings()).resolved().for_api()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -4,7 +4,8 @@ Shards share one Alembic history (``db/migrations/shard``); the directory has it
 :func:`migrate_all` again is a no-op. Databases are created when the URL's server allows it.
 
 With ``owner`` (:class:`db.roles.Login`), each database is created and migrated as the owner and
-the URL's own user becomes the service role, granted what :mod:`db.roles` plans. Without it, the
+the URL's own user becomes the service role, granted what :mod:`db.roles` plans; with ``api``
+too, that login becomes the API's role on the database (its own, narrower plan). Without it, the
 URL's user does everything (a process checking that its database is at head: the service role
 may read ``alembic_version`` and nothing more is needed when there is nothing to do).
 """
@@ -65,9 +66,9 @@ def alembic_config(kind: str, url: str) -> Config:
     return cfg
 
 
-def upgrade(kind: str, url: str, owner: Login | None = None) -> None:
+def upgrade(kind: str, url: str, owner: Login | None = None, api: Login | None = None) -> None:
     """Create and migrate the database of ``url``; with ``owner``, as the owner, then grant the
-    URL's user (the service role) its privileges."""
+    URL's user (the service role) its privileges, and ``api`` (the API's login) the API's."""
     if owner is None:
         ensure_database(url)
         command.upgrade(alembic_config(kind, url), "head")
@@ -75,11 +76,17 @@ def upgrade(kind: str, url: str, owner: Login | None = None) -> None:
     if login_of(url).user == owner.user:  # before anything is created as it
         raise ValueError(f"services must not connect as the owner ({owner.user}): give them their own "
                          "user in the database URLs")
+    if api is not None and api.user in (owner.user, login_of(url).user):
+        raise ValueError(f"the API's database user ({api.user}) must be neither the owner nor the "
+                         "services' user: SHERWOOD_API_DB_USER names a login of its own")
     admin = with_login(url, owner)
     ensure_database(admin)
     command.upgrade(alembic_config(kind, admin), "head")
     ensure_service_role(admin, login_of(url))
     grant_service(kind, admin, login_of(url).user)
+    if api is not None:
+        ensure_service_role(admin, api)
+        grant_service(kind, admin, api.user, process="api")
 
 
 def ensure_shards(directory_url: str, shards: int, owner: Login | None = None) -> None:
@@ -95,24 +102,24 @@ def ensure_shards(directory_url: str, shards: int, owner: Login | None = None) -
 
 def migrate_all(
     directory_url: str, shard_urls: list[str], progress: Callable[[str], None] = log.info,
-    owner: Login | None = None,
+    owner: Login | None = None, api: Login | None = None,
 ) -> None:
     progress("migrating directory database")
-    upgrade("directory", directory_url, owner)
+    upgrade("directory", directory_url, owner, api)
     ensure_shards(directory_url, len(shard_urls), owner)
     for n, url in enumerate(shard_urls):
         progress(f"migrating shard {n}")
-        upgrade("shard", url, owner)
+        upgrade("shard", url, owner, api)
 
 
-def migrate_gateway(url: str, owner: Login | None = None) -> None:
+def migrate_gateway(url: str, owner: Login | None = None, api: Login | None = None) -> None:
     """Create (if needed) and migrate the execution gateway's database (its own history)."""
-    upgrade("gateway", url, owner)
+    upgrade("gateway", url, owner, api)
 
 
-def migrate_marketdata(url: str, owner: Login | None = None) -> None:
+def migrate_marketdata(url: str, owner: Login | None = None, api: Login | None = None) -> None:
     """Create (if needed) and migrate the market-data database (bars; its own history)."""
-    upgrade("marketdata", url, owner)
+    upgrade("marketdata", url, owner, api)
 
 
 def drop_database_as(url: str, owner: Login | None) -> None:

@@ -1,4 +1,5 @@
-"""Database roles: migrations run as the owner, services as a role that cannot rewrite the books.
+"""Database roles: migrations run as the owner, services as a role that cannot rewrite the books,
+the API as a role that cannot write them at all.
 
 Every Sherwood database (directory, shards, gateway, market data) is created and migrated by the
 *owner* (the credentials in ``SHERWOOD_DB_OWNER_USER`` / ``SHERWOOD_DB_OWNER_PASSWORD``, put in
@@ -16,13 +17,22 @@ attributes) and :func:`grant_service` grants:
   ``DISABLE TRIGGER``), no writes to ``alembic_version``; the role is ``NOSUPERUSER NOCREATEDB
   NOCREATEROLE NOBYPASSRLS``.
 
-Grants are recomputed on every migration (revoke everything, grant the plan, in one
-transaction), so a table added by a later migration starts with ``SELECT, INSERT`` only and a
-privilege removed here is removed from running databases too.
+The REST API has a role of its own when one is configured (``SHERWOOD_API_DB_USER`` /
+``SHERWOOD_API_DB_PASSWORD``; the API process connects with it in place of each URL's user,
+``Settings.for_api``). It gets ``SELECT`` on every table and writes only where :data:`API_WRITES`
+says (watchlists, the operations tables): orders, transfers and resolutions reach the books
+through workflows the workers run, so the API holds no ``INSERT``/``UPDATE`` on the ledger, order
+events, executions, orders, balances or transfers. ``USAGE`` on a sequence only where it inserts
+into the sequence's table. Same attributes as the service role.
 
-What it does not do: separate roles per process kind on one database (the API and the shard
-workers share the shard's service role), or manage the owner role itself (the server's
-administrator creates it; in ``sherwood dev`` and the tests it is the server's superuser).
+Grants are recomputed on every migration (revoke everything, grant the plan, in one
+transaction), so a table added by a later migration starts with ``SELECT, INSERT`` (the API:
+``SELECT``) only and a privilege removed here is removed from running databases too.
+
+What it does not do: separate roles among the workers (the shard workers, the gateway, the back
+office and market data share the service role of a database), or manage the owner role itself
+(the server's administrator creates it; in ``sherwood dev`` and the tests it is the server's
+superuser).
 """
 
 from __future__ import annotations
@@ -69,8 +79,31 @@ MUTABLE: dict[str, dict[str, str]] = {
     },
 }
 
+# The API's writes, per database kind: table (fnmatch pattern) -> its privileges beyond SELECT.
+# Only what an API route writes itself (each entry names the code); everything else it changes
+# goes through a workflow. The gateway and market-data databases it only reads (the execution
+# quality report, bars).
+API_WRITES: dict[str, dict[str, str]] = {
+    "shard": {
+        "watchlists": "INSERT, UPDATE, DELETE",  # /v2/watchlists (db/watchlists.py)
+        "shard_halts": "UPDATE",  # POST /ops/shards/{n}/clear-halt (db/shard_status.clear_halts)
+    },
+    "directory": {
+        "ops_audit": "INSERT",  # every /ops action is recorded first (db/ops.record)
+        "ops_keys": "INSERT, UPDATE",  # /ops/keys: issue, rotate, revoke (db/ops.py)
+        "ops_resolutions": "INSERT, UPDATE",  # a resolution awaiting, then given, a 2nd approval
+        "symbol_controls": "INSERT, UPDATE",  # /ops/halts, /ops/restrictions (db/controls.py)
+        "symbol_control_events": "INSERT",  # their history (db/controls.py)
+    },
+    "gateway": {},
+    "marketdata": {},
+}
+
 # tables services only read
 READ_ONLY = {"alembic_version"}
+
+# the kinds of process a database grants to: every worker, or the REST API
+PROCESSES = ("service", "api")
 
 
 @dataclass(frozen=True)
@@ -97,19 +130,27 @@ def with_login(url: str, login: Login) -> str:
     return parts._replace(netloc=f"{auth}@{host}").geturl()
 
 
-def table_privileges(kind: str, tables: list[str]) -> dict[str, list[str]]:
-    """The plan: for each table, the privilege clauses the service role gets (pure)."""
+def table_privileges(kind: str, tables: list[str], process: str = "service") -> dict[str, list[str]]:
+    """The plan: for each table, the privilege clauses the role of ``process`` (a name in
+    :data:`PROCESSES`) gets on a database of ``kind`` (pure)."""
+    if process not in PROCESSES:
+        raise ValueError(f"no process kind {process!r}")
     plan: dict[str, list[str]] = {}
     for table in tables:
         if table in READ_ONLY:
             plan[table] = ["SELECT"]
             continue
-        privs = ["SELECT", "INSERT"]
-        for pattern, extra in MUTABLE.get(kind, {}).items():
+        privs = ["SELECT", "INSERT"] if process == "service" else ["SELECT"]
+        extras = MUTABLE if process == "service" else API_WRITES
+        for pattern, extra in extras.get(kind, {}).items():
             if fnmatch.fnmatchcase(table, pattern):
                 privs.append(extra)
         plan[table] = privs
     return plan
+
+
+def may_insert(privs: list[str]) -> bool:
+    return any("INSERT" in clause.split(", ") for clause in privs)
 
 
 def _libpq(url: str) -> str:
@@ -139,14 +180,24 @@ def ensure_service_role(owner_url: str, service: Login) -> None:
             conn.execute(sql.SQL(verb).format(role, attrs))
 
 
-def grant_service(kind: str, owner_url: str, service: str) -> dict[str, list[str]]:
+# sequences owned by a column (serial, identity) -> the table
+_OWNED_SEQUENCES = """
+    SELECT s.relname, t.relname FROM pg_class s
+      JOIN pg_namespace n ON n.oid = s.relnamespace AND n.nspname = 'public'
+      JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = s.oid
+                      AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+      JOIN pg_class t ON t.oid = d.refobjid
+     WHERE s.relkind = 'S' ORDER BY 1"""
+
+
+def grant_service(kind: str, owner_url: str, service: str, process: str = "service") -> dict[str, list[str]]:
     """Revoke everything ``service`` holds in the database of ``owner_url``, then grant the plan
-    (one transaction). Returns the plan."""
+    of ``process`` (one transaction). Returns the plan."""
     role = sql.Identifier(service)
     with psycopg.connect(_libpq(owner_url), connect_timeout=5) as conn:
         tables = [r[0] for r in conn.execute(
             "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1").fetchall()]
-        plan = table_privileges(kind, tables)
+        plan = table_privileges(kind, tables, process)
         dbname = conn.info.dbname
         conn.execute(sql.SQL("REVOKE CREATE ON SCHEMA public FROM PUBLIC"))
         conn.execute(sql.SQL("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {}").format(role))
@@ -154,7 +205,13 @@ def grant_service(kind: str, owner_url: str, service: str) -> dict[str, list[str
         conn.execute(sql.SQL("REVOKE ALL ON SCHEMA public FROM {}").format(role))
         conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(dbname), role))
         conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(role))
-        conn.execute(sql.SQL("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {}").format(role))
+        if process == "service":
+            conn.execute(sql.SQL("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {}").format(role))
+        else:  # the sequences of the tables it inserts into
+            for seq, table in conn.execute(_OWNED_SEQUENCES).fetchall():
+                if may_insert(plan.get(table, [])):
+                    conn.execute(sql.SQL("GRANT USAGE ON SEQUENCE {} TO {}").format(
+                        sql.Identifier(seq), role))
         for table, privs in plan.items():
             conn.execute(sql.SQL("GRANT {} ON TABLE {} TO {}").format(
                 sql.SQL(", ".join(privs)), sql.Identifier(table), role))

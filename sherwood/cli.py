@@ -177,6 +177,9 @@ def migrate(data_dir: DataDir = None) -> None:
     if s.db_owner() is None:
         err.print("[yellow]warning:[/] SHERWOOD_DB_OWNER_USER is not set: migrating as the URLs' user, "
                   "no service roles (every process could rewrite the books)")
+    elif s.api_login() is None:
+        err.print("[yellow]warning:[/] SHERWOOD_API_DB_USER is not set: no API role (the API "
+                  "connects as the service role and could write the books)")
     migrate_databases(s, progress=lambda m: console.print(m))
     if s.temporal_address:
         from sherwood.temporal import ensure_search_attributes
@@ -184,6 +187,29 @@ def migrate(data_dir: DataDir = None) -> None:
         run(lambda c: ensure_search_attributes(c.temporal, s.temporal_namespace), s, temporal=True)
         console.print("search attributes registered")
     console.print("[green]migrated[/]")
+
+
+@app.command("redis-acl")
+def redis_acl(
+    commands: Annotated[bool, typer.Option("--commands", help="ACL SETUSER commands (for "
+                                           "redis-cli) instead of ACL file lines.")] = False,
+) -> None:
+    """Print the Redis users of every process kind (sherwood/redis_acl.py) for SHERWOOD_REDIS_PREFIX:
+    ACL file lines, or ACL SETUSER commands. Passwords from SHERWOOD_REDIS_<KIND>_PASSWORD
+    (QUOTES, INGEST, SERVICE), else made now; each process's URL goes to stderr."""
+    import secrets
+
+    from sherwood.redis_acl import USERS, acl_lines, user_name
+
+    prefix = Settings().redis_prefix
+    passwords = {kind: os.environ.get(f"SHERWOOD_REDIS_{kind.upper()}_PASSWORD") or secrets.token_urlsafe(18)
+                 for kind in USERS}
+    for line in acl_lines(prefix, passwords):
+        print(f"ACL SETUSER {line.removeprefix('user ')}" if commands else line)
+    for kind, who in (("service", "api, shard workers, gateway, back office"), ("ingest", "ingest"),
+                      ("quotes", "fan-out, simulated venues")):
+        err.print(f"# {who}: SHERWOOD_REDIS_URL=redis://{user_name(prefix, kind)}:"
+                  f"{passwords[kind]}@<host>:<port>/0", highlight=False, soft_wrap=True)
 
 
 @app.command()

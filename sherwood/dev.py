@@ -9,6 +9,11 @@ simulator) serves Prometheus's ``/metrics`` on its port from ``dev_metrics_ports
 in ``stack.json`` as ``"metrics": {process: url}`` and in ``<data_dir>/prometheus.yml``, a
 Prometheus configuration scraping them (with ``deploy/alerts.yml``'s rules).
 
+Least privilege holds in it as in production: the processes connect to Postgres as the service
+role, the API as its own role (db/roles.py, :func:`with_service_role`), and to the embedded
+Redis each kind as its own ACL user (sherwood/redis_acl.py; the ``default`` user's password
+stays in this process). The children's environments carry only their own credentials.
+
 Once the stack is healthy it supervises its children like a process manager
 (:mod:`sherwood.processes`, policy in :mod:`sherwood.supervisor`): a child that dies, an embedded
 server included, is logged, counted and started again after a backoff while the rest keep
@@ -51,6 +56,7 @@ from sherwood.embedded import (
 from sherwood.link_secret import ensure_link_secret
 from sherwood.metrics import write_prometheus_config
 from sherwood.processes import Supervisor, spawn
+from sherwood.redis_acl import PROCESS_USERS, USERS, acl_lines, url_for, user_name
 from sherwood.settings import Settings
 from sherwood.supervisor import RestartPolicy
 from sherwood.wiring import migrate_databases, shard_urls
@@ -87,14 +93,20 @@ def with_service_role(s: Settings) -> Settings:
     """Least privilege in the dev stack too: when no owner is configured, the Postgres server's
     URL user (the embedded server's superuser) becomes the owner that migrates, and the processes
     connect as ``<db_prefix>_service`` with a password made for this start (migrations set it;
-    it lives only in the children's environment and the owner-only ``stack.json``)."""
-    if s.db_owner() is not None or not s.postgres_url:
-        return s
-    owner = login_of(s.postgres_url)
-    service = Login(f"{s.db_prefix}_service", secrets.token_urlsafe(18))
-    return s.model_copy(update={"postgres_url": with_login(s.postgres_url, service),
-                                "db_owner_user": owner.user,
-                                "db_owner_password": SecretStr(owner.password) if owner.password else None})
+    it lives only in the children's environment and the owner-only ``stack.json``). The API
+    connects as ``<service user>_api`` (db/roles.py) unless ``SHERWOOD_API_DB_USER`` names
+    another, with a password made for this start too."""
+    if s.db_owner() is None and s.postgres_url:
+        owner = login_of(s.postgres_url)
+        service = Login(f"{s.db_prefix}_service", secrets.token_urlsafe(18))
+        s = s.model_copy(update={"postgres_url": with_login(s.postgres_url, service),
+                                 "db_owner_user": owner.user,
+                                 "db_owner_password": SecretStr(owner.password) if owner.password else None})
+    if s.db_owner() is not None and s.api_login() is None:
+        service_user = login_of(s.postgres_url or s.directory_db_url()).user
+        s = s.model_copy(update={"api_db_user": f"{service_user}_api",
+                                 "api_db_password": SecretStr(secrets.token_urlsafe(18))})
+    return s
 
 
 def restart_policy(s: Settings) -> RestartPolicy:
@@ -159,6 +171,9 @@ class DevStack:
     backoffice: bool = True
     supervisor: Supervisor = field(init=False)
     metrics: dict[str, str] = field(default_factory=dict)  # process -> its /metrics URL
+    # the embedded Redis's URL per kind of user (sherwood/redis_acl.py), and its default user's
+    redis_urls: dict[str, str] = field(default_factory=dict)
+    redis_admin_url: str = ""
     _published: bool = False
 
     def __post_init__(self) -> None:
@@ -211,15 +226,22 @@ class DevStack:
 
         if s.redis_url:
             self.progress(f"Redis: configured ({s.redis_url})")
+            self.redis_admin_url = s.redis_url
         else:
+            # clients authenticate, each kind of process as its own user (sherwood/redis_acl.py)
+            # with a password made for this start, in the URL each child gets (its environment);
+            # the services' URL is in stack.json (owner-only), the default user's only here
+            passwords = {kind: secrets.token_urlsafe(18) for kind in USERS}
             rd = EmbeddedRedis(s.data_dir / "redis", port=s.embedded_redis_port, host=host,
                                save=s.embedded_redis_save, load_timeout_s=s.redis_load_timeout_s,
-                               die_with_parent=True,
-                               # clients authenticate: a password made for this start, in the URL
-                               # the children get (their environment) and stack.json (owner-only)
-                               password=secrets.token_urlsafe(18))
-            self.progress(f"Redis: starting embedded server on {host}:{s.embedded_redis_port} ...")
-            updates["redis_url"] = rd.start()
+                               die_with_parent=True, password=secrets.token_urlsafe(18),
+                               acl=acl_lines(s.redis_prefix, passwords))
+            self.progress(f"Redis: starting embedded server on {host}:{s.embedded_redis_port} "
+                          f"(users {', '.join(user_name(s.redis_prefix, k) for k in USERS)}) ...")
+            self.redis_admin_url = rd.start()
+            self.redis_urls = {kind: url_for(rd.url, user_name(s.redis_prefix, kind), pw)
+                               for kind, pw in passwords.items()}
+            updates["redis_url"] = self.redis_urls["service"]
             self.supervisor.add("redis", service_start(rd.start, lambda: rd.proc), tier=SERVICES,
                                 running=rd.proc)
 
@@ -241,7 +263,8 @@ class DevStack:
         s = self.settings = with_service_role(s.model_copy(update=updates))
         self.progress(f"Databases: migrating directory + {s.shard_count} shards, gateway, market data "
                       f"(as {s.db_owner_user or 'the configured user'}; services connect as "
-                      f"{login_of(s.postgres_url).user if s.postgres_url else 'the configured users'}) ...")
+                      f"{login_of(s.postgres_url).user if s.postgres_url else 'the configured users'}, "
+                      f"the API as {s.api_db_user or 'they do'}) ...")
         migrate_databases(s, progress=lambda m: None)
 
         api_url = f"http://{host}:{s.api_port}"
@@ -262,12 +285,12 @@ class DevStack:
         from simulators.reference_quotes import seed_reference_quotes
 
         assert s.redis_url
-        wait_redis_loaded(s.redis_url, s.redis_load_timeout_s)
-        asyncio.run(seed_reference_quotes(s.redis_url, s.redis_prefix))
+        wait_redis_loaded(self.redis_admin_url, s.redis_load_timeout_s)
+        asyncio.run(seed_reference_quotes(self.redis_admin_url, s.redis_prefix))
         for i, (name, port) in enumerate(zip(("MM1", "MM2"), s.dev_venue_ports, strict=False)):
             self._spawn(name.lower(), [
                 "sim", "market-maker", "--host", host, "--port", str(port), "--sender-comp-id", name,
-                "--target-comp-id", "SHERWOOD", "--redis-url", s.redis_url,
+                "--target-comp-id", "SHERWOOD", "--redis-url", self.redis_url(name.lower()),
                 "--clock-offset-s", str(s.market_clock_offset_s),  # auctions on the workers' clock
                 "--data-dir", str(s.data_dir / "venues" / name), "--seed", str(i),
                 *_venue_quality_args(s, i)])
@@ -326,10 +349,24 @@ class DevStack:
 
         asyncio.run(_go())
 
-    def child_env(self) -> dict[str, str]:
-        s = self.settings
-        # the owner's credentials stay here: the children connect as the service role
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SHERWOOD_DB_OWNER_")}
+    def redis_url(self, child: str | None) -> str:
+        """The Redis URL of ``child``: its kind's user on the embedded Redis, else the configured."""
+        kind = PROCESS_USERS.get(child or "", "service")
+        return self.redis_urls.get(kind) or self.settings.redis_url or ""
+
+    def child_env(self, name: str | None = None) -> dict[str, str]:
+        """The environment of child ``name`` (None: a Sherwood command as the services)."""
+        s = self.settings.for_api() if name == "api" else self.settings
+        # the owner's credentials stay here: the children connect as the service role, the API
+        # as its own (its environment holds no service password, the others none of the API's)
+        drop = ("SHERWOOD_DB_OWNER_",) if name == "api" else ("SHERWOOD_DB_OWNER_", "SHERWOOD_API_DB_")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+        if name == "api":
+            env.update({k: v for k, v in (("SHERWOOD_API_DB_USER", s.api_db_user),
+                                          ("SHERWOOD_GATEWAY_DB_URL", s.gateway_db_url),
+                                          ("SHERWOOD_MARKETDATA_DB_URL", s.marketdata_db_url)) if v})
+            if s.api_db_password:
+                env["SHERWOOD_API_DB_PASSWORD"] = s.api_db_password.get_secret_value()
         env.update({
             "SHERWOOD_DATA_DIR": str(s.data_dir),
             "SHERWOOD_SHARDS": str(s.shard_count),
@@ -347,7 +384,7 @@ class DevStack:
         # the gateway link's secret: the configured one, else <data_dir>/link.secret (made once)
         env["SHERWOOD_GATEWAY_LINK_SECRET"] = (s.gateway_link_secret.get_secret_value()
                                                if s.gateway_link_secret else ensure_link_secret(s.data_dir))
-        for key, value in (("POSTGRES_URL", s.postgres_url), ("REDIS_URL", s.redis_url),
+        for key, value in (("POSTGRES_URL", s.postgres_url), ("REDIS_URL", self.redis_url(name)),
                            ("TEMPORAL_ADDRESS", s.temporal_address),
                            ("DIRECTORY_URL", s.directory_url)):
             if value:
@@ -374,7 +411,7 @@ class DevStack:
             metrics = f", metrics {url}"
 
         def start() -> subprocess.Popen[bytes]:
-            env = self.child_env()
+            env = self.child_env(name)
             env.pop("SHERWOOD_METRICS_PORT", None)  # never the parent's own port
             env.update(extra)
             with open(path, "ab") as log:

@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
@@ -194,7 +195,8 @@ class EmbeddedRedis:
 
     ``password``: clients must authenticate (``requirepass``; :attr:`url` carries it). It is
     handed to the server on its standard input, so it is neither on its command line (``ps``)
-    nor in a file.
+    nor in a file. ``acl``: ACL ``user ...`` lines handed over the same way, at every start
+    (:mod:`sherwood.redis_acl`); :attr:`url` stays the ``default`` user's.
     """
 
     LEGACY_AOF = ("appendonly.aof", "appendonlydir")
@@ -202,11 +204,14 @@ class EmbeddedRedis:
     def __init__(self, data_dir: Path, *, port: int, host: str = "127.0.0.1",
                  options: dict[str, str] | None = None, save: str = "3600 1 300 100 60 10000",
                  load_timeout_s: float = 120.0, die_with_parent: bool = False,
-                 password: str | None = None) -> None:
+                 password: str | None = None, acl: Sequence[str] = ()) -> None:
         self.data_dir = Path(data_dir).resolve()
         if password is not None and (not password or any(c in password for c in '"\\\n\r ')):
             raise ValueError("the Redis password must be non-empty, without quotes, backslashes or spaces")
         self.password = password
+        if any(not line.startswith("user ") or "\n" in line or "\r" in line for line in acl):
+            raise ValueError("ACL lines are single `user ...` lines")
+        self.acl = tuple(acl)
         self.port = port
         self.host = host
         self.options = dict(options or {})
@@ -245,6 +250,8 @@ class EmbeddedRedis:
         assert self.proc.stdin is not None
         if self.password:
             self.proc.stdin.write(f'requirepass "{self.password}"\n'.encode())
+        for line in self.acl:
+            self.proc.stdin.write(f"{line}\n".encode())
         self.proc.stdin.close()
         try:
             wait_port(self.host, self.port, 20, self.proc)

@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from db.roles import Login
+from db.roles import Login, with_login
 from domain.risk import RiskLimits
 
 STACK_FILE = "stack.json"
@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     # as the URLs' user (no roles are managed; `sherwood migrate` warns).
     db_owner_user: str | None = None
     db_owner_password: SecretStr | None = None
+    # The API's own login (db/roles.py): `sherwood migrate` makes it a role that reads and writes
+    # only what the API writes itself (watchlists, ops tables; no ledger, orders or transfers),
+    # and the API process connects with it in place of each URL's user (Settings.for_api).
+    # Unset: the API connects as the service role. `sherwood dev` and the tests set one.
+    api_db_user: str | None = None
+    api_db_password: SecretStr | None = None
     db_pool_size: int = 5  # per shard, per process
     db_max_overflow: int = 10
 
@@ -359,6 +365,26 @@ class Settings(BaseSettings):
             return None
         pw = self.db_owner_password.get_secret_value() if self.db_owner_password else None
         return Login(self.db_owner_user, pw)
+
+    def api_login(self) -> Login | None:
+        if not self.api_db_user:
+            return None
+        pw = self.api_db_password.get_secret_value() if self.api_db_password else None
+        return Login(self.api_db_user, pw)
+
+    def for_api(self) -> Settings:
+        """These settings with the API's login in place of the user of every database URL (the
+        same settings when no API login is set). Idempotent."""
+        api = self.api_login()
+        if api is None:
+            return self
+        updates: dict[str, object] = {
+            key: with_login(url, api) for key in ("postgres_url", "directory_url", "gateway_db_url",
+                                                  "marketdata_db_url")
+            if (url := getattr(self, key))}
+        if self.shard_urls:
+            updates["shard_urls"] = [with_login(u, api) for u in self.shard_urls]
+        return self.model_copy(update=updates)
 
     def shard_url(self, shard: int) -> str:
         if self.shard_urls:

@@ -99,12 +99,14 @@ async def shard_gauges(settings: Settings) -> AsyncIterator[None]:
 def migrate_databases(settings: Settings, progress: Callable[[str], None] = print) -> None:
     """``sherwood migrate`` (and ``sherwood dev``): create and migrate the directory, every
     shard, the gateway's and the market-data database; with an owner configured, as the owner,
-    granting each URL's user its service privileges (db/roles.py)."""
+    granting each URL's user its service privileges and the API's login (when configured) the
+    API's (db/roles.py)."""
     from db.migrate import migrate_all, migrate_gateway, migrate_marketdata
 
-    owner = settings.db_owner()
-    migrate_all(settings.directory_db_url(), shard_urls(settings), progress=progress, owner=owner)
+    owner, api = settings.db_owner(), settings.api_login()
+    migrate_all(settings.directory_db_url(), shard_urls(settings), progress=progress, owner=owner,
+                api=api)
     progress("migrating gateway database")
-    migrate_gateway(settings.gateway_db_url_resolved(), owner)
+    migrate_gateway(settings.gateway_db_url_resolved(), owner, api)
     progress("migrating market-data database")
-    migrate_marketdata(settings.marketdata_db_url_resolved(), owner)
+    migrate_marketdata(settings.marketdata_db_url_resolved(), owner, api)

@@ -60,16 +60,20 @@ def settings(pg_server_url: str, redis_url: str, tmp_path_factory: pytest.TempPa
     """Settings for this test run: its own database prefix and Redis key prefix. The processes
     connect as this run's service role (``swt<pid>_service``, made by the migration); the
     server's URL user is the owner (db/roles.py), for migrations and tests that tamper on purpose
-    (tests/owner.py)."""
+    (tests/owner.py). The API connects as its own login, ``swt<pid>_api`` (``create_app`` puts
+    it in place of each URL's user)."""
     prefix = f"swt{os.getpid()}"
     owner = login_of(pg_server_url)
     service = Login(f"{prefix}_service", secrets.token_urlsafe(12))
+    api = Login(f"{prefix}_api", secrets.token_urlsafe(12))
     return Settings(
         data_dir=tmp_path_factory.mktemp("data"),
         shards=TEST_SHARDS,
         postgres_url=with_login(pg_server_url, service),
         db_owner_user=owner.user,
         db_owner_password=owner.password,
+        api_db_user=api.user,
+        api_db_password=api.password,
         redis_url=redis_url,
         db_prefix=prefix,
         redis_prefix=prefix,
@@ -90,17 +94,18 @@ def settings(pg_server_url: str, redis_url: str, tmp_path_factory: pytest.TempPa
 @pytest.fixture(scope="session")
 def migrated(settings: Settings) -> Iterator[Settings]:
     urls = [settings.shard_url(n) for n in range(settings.shard_count)]
-    owner = settings.db_owner()
-    migrate_all(settings.directory_db_url(), urls, progress=lambda m: None, owner=owner)
+    owner, api = settings.db_owner(), settings.api_login()
+    migrate_all(settings.directory_db_url(), urls, progress=lambda m: None, owner=owner, api=api)
     # the back office reads closing prices from the market-data database's minute bars
-    migrate_marketdata(settings.marketdata_db_url_resolved(), owner)
+    migrate_marketdata(settings.marketdata_db_url_resolved(), owner, api)
     yield settings
     for url in [settings.directory_db_url(), *urls, settings.marketdata_db_url_resolved()]:
         drop_database_as(url, owner)
-    # the role goes with this run's databases (others' may still hold grants: then it stays)
-    with contextlib.suppress(psycopg.Error):
-        assert owner is not None
-        drop_role(with_login(settings.directory_db_url(), owner), login_of(settings.directory_db_url()).user)
+    # the roles go with this run's databases (others' may still hold grants: then they stay)
+    assert owner is not None and api is not None
+    for role in (login_of(settings.directory_db_url()).user, api.user):
+        with contextlib.suppress(psycopg.Error):
+            drop_role(with_login(settings.directory_db_url(), owner), role)
 
 
 @pytest.fixture(scope="session")

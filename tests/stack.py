@@ -191,7 +191,7 @@ async def trading_stack(base: Settings, router: ShardRouter, redis: Redis,
         "gateway_link_secret": SecretStr(secrets.token_hex(32)),
     })
     gw_url = settings.gateway_db_url_resolved()
-    migrate_gateway(gw_url, settings.db_owner())
+    migrate_gateway(gw_url, settings.db_owner(), settings.api_login())  # the API reads it
     assert settings.temporal_address
     client = await connect(settings)
     gateway = ExecutionGateway.from_settings(settings, client)

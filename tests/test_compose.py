@@ -97,3 +97,24 @@ def test_no_secret_in_the_compose_file(tmp_path: Path) -> None:
     (tmp_path / "empty.env").write_text("")
     out = compose_config(env_file=tmp_path / "empty.env")
     assert out.returncode != 0 and "set in the env file" in out.stderr
+
+
+def test_the_api_connects_as_its_own_role_and_never_sees_the_service_password() -> None:
+    """db/roles.py: the api service's database URLs name the API role, whose password only it and
+    `migrate` (which creates the role) get; the workers never get the API's."""
+    from db.roles import login_of
+
+    services = compose_services()
+    env = services["api"]["environment"]
+    urls = [env["SHERWOOD_DIRECTORY_URL"], env["SHERWOOD_GATEWAY_DB_URL"], env["SHERWOOD_MARKETDATA_DB_URL"],
+            *yaml.safe_load(env["SHERWOOD_SHARD_URLS"])]
+    assert len(urls) == 7 and {login_of(u).user for u in urls} == {"sherwood_api"}
+    api_password = login_of(urls[0]).password
+    assert api_password == "change-me-api"
+    assert "change-me-service" not in str(env) and "change-me-owner" not in str(env)
+    migrate = services["migrate"]["environment"]
+    assert migrate["SHERWOOD_API_DB_USER"] == "sherwood_api"
+    assert migrate["SHERWOOD_API_DB_PASSWORD"] == api_password
+    for name in ("shard-worker-0", "gateway", "backoffice", "ingest", "fanout"):
+        assert api_password not in str(services[name].get("environment", {})), name
+        assert login_of(services[name]["environment"]["SHERWOOD_DIRECTORY_URL"]).user == "sherwood_service"

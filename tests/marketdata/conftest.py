@@ -24,7 +24,7 @@ from sherwood.settings import Settings
 @pytest.fixture(scope="session")
 def md_db(migrated: Settings) -> Iterator[str]:
     url = migrated.marketdata_db_url_resolved()
-    migrate_marketdata(url, migrated.db_owner())
+    migrate_marketdata(url, migrated.db_owner(), migrated.api_login())
     yield url
     drop_database_as(url, migrated.db_owner())
 

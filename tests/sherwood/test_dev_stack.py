@@ -1,10 +1,13 @@
 """`sherwood dev` with embedded defaults in a temp dir: healthy, usable from another shell with no
 configuration, stops on Ctrl-C within 15 s even with a hung child, and a second start finds the
 data (ledger and Temporal). It supervises its children: one that dies is restarted (embedded
-servers too) while the rest keep running, and a SIGKILLed `sherwood dev` takes them all down."""
+servers too) while the rest keep running, and a SIGKILLed `sherwood dev` takes them all down.
+Least privilege holds in it: the API connects to Postgres as its own login, each kind of process
+to Redis as its own user, and quotes still flow from the feed to a WebSocket client."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -13,12 +16,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import psutil
+import psycopg
 import pytest
+import redis
 from temporalio.client import Client, WorkflowExecutionStatus
+from websockets.asyncio.client import connect
 
+from db.roles import login_of, with_login
 from sherwood.embedded import free_port, port_open
 from sherwood.settings import DEV_METRICS_PORTS
 
@@ -74,11 +82,57 @@ def children(data: Path) -> dict[str, dict]:
     return {c["name"]: c for c in json.loads((data / "stack.json").read_text())["children"]}
 
 
+def proc_env(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().decode()
+    return dict(kv.split("=", 1) for kv in raw.split("\0") if "=" in kv)
+
+
+async def check_least_privilege(data: Path, stack: dict, acct: dict) -> None:
+    """The API child holds its own database login and no service password, and every session it
+    has open on the server is that login (matched by client port); each kind of process has its
+    own Redis user; the feed's quotes reach a WebSocket client through ingest's and the fan-out's."""
+    kids = children(data)
+    service = login_of(stack["postgres_url"])
+    api_env = proc_env(kids["api"]["pid"])
+    api = login_of(api_env["SHERWOOD_POSTGRES_URL"])
+    assert api.user == f"{service.user}_api" and api.password
+    assert service.password and service.password not in "\0".join(api_env.values())
+    for name in ("shard-worker", "gateway", "backoffice", "ingest"):
+        assert api.password not in "\0".join(proc_env(kids[name]["pid"]).values()), name
+    pg_port = urlsplit(stack["postgres_url"]).port
+    ports = [c.laddr.port for c in psutil.Process(kids["api"]["pid"]).net_connections("tcp")
+             if c.raddr and c.raddr.port == pg_port]
+    assert ports, "the API holds no database session"
+    with psycopg.connect(with_login(stack["directory_url"], api)) as conn:
+        users = {r[0] for r in conn.execute(
+            "SELECT usename FROM pg_stat_activity WHERE client_port = ANY(%s)", (ports,)).fetchall()}
+    assert users == {api.user}
+
+    redis_urls = {n: proc_env(kids[n]["pid"])["SHERWOOD_REDIS_URL"]
+                  for n in ("api", "shard-worker", "gateway", "ingest", "fanout")}
+    assert {n: urlsplit(u).username for n, u in redis_urls.items()} == {
+        "api": "sherwood-service", "shard-worker": "sherwood-service", "gateway": "sherwood-service",
+        "ingest": "sherwood-ingest", "fanout": "sherwood-quotes"}
+    fan = redis.Redis.from_url(redis_urls["fanout"])
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        fan.set("sherwood:ratelimit:x", 1)
+    fan.close()
+    async with connect(stack["marketdata_ws_url"]) as ws:
+        assert json.loads(await ws.recv()) == [{"T": "success", "msg": "connected"}]
+        await ws.send(json.dumps({"action": "auth", "key": acct["key_id"], "secret": acct["secret_key"]}))
+        assert json.loads(await ws.recv()) == [{"T": "success", "msg": "authenticated"}]
+        await ws.send(json.dumps({"action": "subscribe", "quotes": ["*"]}))
+        deadline = time.monotonic() + 30
+        while not any(m.get("T") == "q" for m in json.loads(await asyncio.wait_for(ws.recv(), 30))):
+            assert time.monotonic() < deadline, "no quote from the feed"
+
+
 @pytest.mark.slow
 async def test_dev_stack_starts_stops_and_keeps_data(tmp_path: Path) -> None:
     ports = {"API_PORT": free_port(), "TEMPORAL_PORT": free_port(),
              "TEMPORAL_UI_PORT": free_port(), "EMBEDDED_PG_PORT": free_port(),
-             "EMBEDDED_REDIS_PORT": free_port(), "GATEWAY_LINK_PORT": free_port()}
+             "EMBEDDED_REDIS_PORT": free_port(), "GATEWAY_LINK_PORT": free_port(),
+             "FANOUT_PORT": free_port(), "MARKETDATA_FEED_PORT": free_port()}
     venue_ports = [free_port(), free_port()]
     data = tmp_path / "stack"
     env = clean_env(data, ports)
@@ -124,6 +178,7 @@ async def test_dev_stack_starts_stops_and_keeps_data(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, o
             time.sleep(0.2)
         cash_after = httpx.get(f"{api}/v2/account", headers=headers).json()["cash"]
+        await check_least_privilege(data, stack, acct)
         temporal = await Client.connect(stack["temporal_address"])
         # the children share the gateway link's secret dev made (0600): nobody was refused
         assert stat.S_IMODE((data / "link.secret").stat().st_mode) == 0o600

@@ -21,6 +21,7 @@ from db.roles import Login, drop_role, login_of, with_login
 def compose_like_env(pg_server_url: str) -> Iterator[dict[str, str]]:
     prefix = f"swm{os.getpid()}{secrets.token_hex(2)}"
     service = Login(f"{prefix}_svc", secrets.token_urlsafe(12))
+    api = Login(f"{prefix}_api", secrets.token_urlsafe(12))
     owner = login_of(pg_server_url)
     base = with_login(pg_server_url, service)
     urls = {
@@ -31,13 +32,15 @@ def compose_like_env(pg_server_url: str) -> Iterator[dict[str, str]]:
     shards = [f"{base}/{prefix}_shard_{n}" for n in range(2)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHERWOOD_")}
     env.update(urls, SHERWOOD_SHARD_URLS=json.dumps(shards), SHERWOOD_DB_OWNER_USER=owner.user,
-               SHERWOOD_DATA_DIR=f"/tmp/{prefix}")
+               SHERWOOD_DATA_DIR=f"/tmp/{prefix}", SHERWOOD_API_DB_USER=api.user,
+               SHERWOOD_API_DB_PASSWORD=api.password or "")
     if owner.password:
         env["SHERWOOD_DB_OWNER_PASSWORD"] = owner.password
     yield env
     for url in [*urls.values(), *shards]:
         drop_database(with_login(url, owner))
     drop_role(with_login(pg_server_url, owner), service.user)
+    drop_role(with_login(pg_server_url, owner), api.user)
 
 
 def test_migrate_with_explicit_urls_creates_the_role_and_grants(compose_like_env: dict[str, str]) -> None:
@@ -61,6 +64,19 @@ def test_migrate_with_explicit_urls_creates_the_role_and_grants(compose_like_env
                 conn.execute("CREATE TABLE sneaky (x int)")
     with psycopg.connect(env["SHERWOOD_GATEWAY_DB_URL"]) as conn:
         conn.execute("UPDATE gateway_reports SET delivered_at = delivered_at WHERE false")
+    # the API's role, on every database: reads, writes its own tables, not the books
+    api = Login(env["SHERWOOD_API_DB_USER"], env["SHERWOOD_API_DB_PASSWORD"])
+    with psycopg.connect(with_login(shard, api)) as conn:
+        conn.execute("SELECT count(*) FROM ledger_entries").fetchone()
+        conn.execute("UPDATE watchlists SET name = name WHERE false")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("INSERT INTO ledger_entries SELECT * FROM ledger_entries WHERE false")
+    for key, table in (("SHERWOOD_GATEWAY_DB_URL", "gateway_reports"),
+                       ("SHERWOOD_MARKETDATA_DB_URL", "trades")):
+        with psycopg.connect(with_login(env[key], api)) as conn:  # it only reads these
+            assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(f"INSERT INTO {table} SELECT * FROM {table} WHERE false")
 
 
 def test_services_never_connect_as_the_owner(compose_like_env: dict[str, str]) -> None:
