@@ -194,7 +194,8 @@ def execution(order: OrderRow, e: VenueEvent, refused: OrderError | None = None,
         raw={k: getattr(e, k) for k in _EVENT_FIELDS}), refused
 
 
-_EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(VenueEvent))
+# the raw report as the venue sent it (a fill's route is stored in columns of its own)
+_EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(VenueEvent) if f.name != "route")
 
 
 OPERATOR = "operator"  # the venue name of an operator's resolution without the venue's ExecIDs
