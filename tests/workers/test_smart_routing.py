@@ -219,3 +219,17 @@ async def test_venue_scores_survive_a_gateway_restart(
     rows = await store.read("SELECT reason FROM gateway_routes WHERE order_id = ANY(:ids)",
                             {"ids": [a.cl_ord_id for a in first]})
     assert [r["reason"] for r in rows] == ["best"] * 5
+
+
+async def test_routing_settings_reach_the_router(gateway_settings: Settings, client: Client,  # noqa: F811
+                                                 tmp_path: Path) -> None:
+    s = gateway_settings.model_copy(update={
+        "gateway_routing": "smart", "routing_scope_min_orders": 7, "routing_window_orders": 33,
+        "routing_explore_rate": 0.0, "gateway_data_dir": tmp_path, "gateway_link_port": None})
+    gw = ExecutionGateway.from_settings(s, client)
+    try:
+        acts = gw.activities
+        assert (acts.routing, acts.weights.scope_min_orders, acts.quality.window) == ("smart", 7, 33)
+        assert acts.weights.explore_rate == 0.0
+    finally:
+        await gw.stop()
