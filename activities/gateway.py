@@ -17,8 +17,10 @@ session store and reaches the venue even across reconnects (ResendRequest), so `
 
 Venue choice (an order that names no venue): :func:`domain.routing.choose_venue` over the
 logged-on venues and their recent quality (:class:`domain.routing.VenueQuality`, fed with every
-new venue report by the gateway's inbound handler via :meth:`GatewayActivities.observe`). A venue
-whose session is down is never a candidate, so orders fail over at once. The route, with the
+new venue report by the gateway's inbound handler via :meth:`GatewayActivities.observe`, warmed
+from the gateway database at start by :meth:`GatewayActivities.warm_start`; a replacement's
+reports count for the route it belongs to). A venue whose session is down is never a candidate,
+so orders fail over at once. The route, with the
 NBBO at routing time (``quotes``: the market-data path's latest quote) and its age, is recorded
 in ``gateway_routes`` before the order is sent: the execution-quality reports start from it.
 
@@ -56,7 +58,14 @@ from domain.execution import (
     VenueReplace,
     status_cl_ord_id,
 )
-from domain.routing import ROUTING_POLICIES, RoutingChoice, RoutingWeights, VenueQuality, choose_venue
+from domain.routing import (
+    ROUTING_POLICIES,
+    RoutingChoice,
+    RoutingWeights,
+    VenueQuality,
+    choose_venue,
+    scoped,
+)
 from fix.messages import (
     InvalidOrderMessage,
     MsgType,
@@ -196,14 +205,21 @@ class GatewayActivities:
     def choose_venue(self, requested: str | None) -> str:
         return self.route(requested).venue
 
-    def route(self, requested: str | None) -> RoutingChoice:
+    def route(self, requested: str | None, order: VenueOrder | None = None) -> RoutingChoice:
         """The venue for a new order: the one it names, else the routing policy's choice over
-        the logged-on venues (``VenueUnavailable`` when none is)."""
+        the logged-on venues (``VenueUnavailable`` when none is). Smart routing scores by the
+        order's symbol or size bucket where every venue has the data (``domain.routing.scoped``),
+        else venue-wide."""
         if requested is not None:
             self._session(requested)
             return RoutingChoice(requested, "requested")
         up = set(self.logged_on_venues())
-        stats = [self.quality.stats(v, v in up) for v in self._venues]
+        venues = [(v, v in up) for v in self._venues]
+        if self.routing == "smart" and order is not None:
+            _, stats = scoped(self.quality.by_scope(venues, order.symbol, _qty(order.qty)),
+                              self.weights.scope_min_orders)
+        else:
+            stats = [self.quality.stats(v, connected) for v, connected in venues]
         choice = choose_venue(self.routing, stats, draw=self._rng.random(),
                               turn=next(self._rr) if self.routing == "round_robin" else 0,
                               weights=self.weights)
@@ -211,22 +227,50 @@ class GatewayActivities:
             raise ApplicationError("no venue is logged on", type=VENUE_UNAVAILABLE)
         return choice
 
-    def observe(self, event: VenueEvent) -> None:
-        """A new venue report (the gateway's inbound handler calls this once per report): feeds
-        the venue's recent quality. Only reports of new orders routed here count."""
-        if event.cl_ord_id != event.order_id:
-            return  # a cancel's, replace's or status request's answer
-        if event.kind == VenueEventKind.FILL and event.last_px is not None:
+    def observe(self, event: VenueEvent, at: float | None = None) -> None:
+        """A new venue report (the gateway's inbound handler calls this once per report; a
+        warm start replays the recorded ones with their arrival time ``at``): feeds the recent
+        quality of the venue the order was routed to. A replacement's reports count for the
+        order it replaced (the venue's Replaced links them)."""
+        when = self._clock() if at is None else at
+        q = self.quality
+        if event.kind == VenueEventKind.REPLACED:
+            if event.cl_ord_id and event.cl_ord_id != event.order_id:
+                q.replaced(event.cl_ord_id, event.order_id)
+        elif event.kind == VenueEventKind.FILL and event.last_px is not None:
             try:
                 qty, px = Decimal(event.last_qty), Decimal(event.last_px)
             except ArithmeticError:
                 return
             if qty.is_finite() and px.is_finite():
-                self.quality.filled(event.order_id, qty, px, self._clock())
+                q.filled(event.order_id, qty, px, when)
+        elif event.at_close:
+            return  # our own expiry of a DAY order at the close: nothing the venue decided
+        elif event.cl_ord_id != event.order_id:
+            # a cancel's, replace's or status request's answer: only a cancel counts
+            if event.kind == VenueEventKind.CANCELED:
+                q.canceled(event.order_id, by_venue=False)
         elif event.kind == VenueEventKind.REJECTED:
-            self.quality.rejected(event.order_id)
-        elif event.kind in (VenueEventKind.CANCELED, VenueEventKind.EXPIRED):
-            self.quality.ended(event.order_id)
+            q.rejected(event.order_id)
+        elif event.kind == VenueEventKind.CANCELED:
+            q.canceled(event.order_id, by_venue=True)
+        elif event.kind == VenueEventKind.EXPIRED:
+            q.ended(event.order_id)
+
+    async def warm_start(self) -> int:
+        """Warm the venues' recent quality from the gateway database (the last
+        ``quality.window`` routes per venue and their reports, replayed through
+        :meth:`observe`), so a restarted gateway routes by what it knew. Returns how many routes
+        it loaded."""
+        recent = await self.store.recent_routes(self._venues, self.quality.window)
+        for r in recent.routes:
+            self.quality.routed(r.order_id, r.venue, r.side, r.at, r.bid, r.ask, symbol=r.symbol,
+                                qty=_qty(r.qty))
+        for new, root in recent.replacements:
+            self.quality.replaced(new, root)
+        for event, at in recent.reports:
+            self.observe(event, at)
+        return len(recent.routes)
 
     async def _nbbo(self, symbol: str) -> tuple[Quote | None, int | None]:
         if self.quotes is None:
@@ -285,7 +329,7 @@ class GatewayActivities:
             raise ApplicationError(f"trading in {order.symbol} is halted", type="symbol_halted",
                                    non_retryable=True)
         try:
-            choice = self.route(order.venue)
+            choice = self.route(order.venue, order)
             venue = choice.venue
             session = self._logged_on(venue)
         except ApplicationError:
@@ -316,7 +360,8 @@ class GatewayActivities:
     async def _record_route(self, order: VenueOrder, choice: RoutingChoice) -> None:
         quote, age = await self._nbbo(order.symbol)
         self.quality.routed(order.order_id, choice.venue, order.side, self._clock(),
-                            quote.bid if quote else None, quote.ask if quote else None)
+                            quote.bid if quote else None, quote.ask if quote else None,
+                            symbol=order.symbol, qty=_qty(order.qty))
         await self.store.record_route(RouteRecord(
             order.order_id, choice.venue, self.routing, choice.reason, order.symbol, order.side,
             order.order_type, order.time_in_force, order.qty, order.limit_price,
@@ -359,8 +404,11 @@ class GatewayActivities:
 
         _build(build, req)  # validate
         session = self._logged_on(req.venue)
+        # the replacement's route is the original's: its fills count for that route
         res = await self.store.reserve_send(key, key, req.venue, MsgType.ORDER_CANCEL_REPLACE_REQUEST,
-                                            account_id=order.account_id, shard=order.shard)
+                                            account_id=order.account_id, shard=order.shard,
+                                            route_of=req.orig_order_id)
+        self.quality.replaced(key, req.orig_order_id)
         if res.status == SENT:
             log.info("replace %s already sent (retry): not sending again", key)
             return key
@@ -390,6 +438,15 @@ class GatewayActivities:
         seq = await session.send(_build(build, req, poss_resend=not res.created))
         await self.store.mark_sent(key, seq)
         log.info("order %s -> %s %s %s seq %d", req.order_id, req.venue, msg_type, key, seq)
+
+
+def _qty(text: str) -> Decimal | None:
+    """An order quantity for the size bucket; None when unreadable."""
+    try:
+        q = Decimal(text)
+    except ArithmeticError:
+        return None
+    return q if q.is_finite() else None
 
 
 class _Builder(Protocol):

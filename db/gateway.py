@@ -1,13 +1,20 @@
 """The execution gateway's own store (database ``<prefix>_gateway``, history ``db/migrations/gateway``).
 
-Two tables:
+Tables:
 
 ``gateway_orders``
     One row per ClOrdID the gateway ever handed to a FIX session (NewOrderSingle, cancel and
     status requests). The row is reserved (status ``sending``) BEFORE the message is sent and
     marked ``sent`` after the session persisted it. An activity retry that finds ``sent`` sends
     nothing; one that finds ``sending`` (a crash in between) sends again with PossResend=Y, and
-    the venue deduplicates by ClOrdID.
+    the venue deduplicates by ClOrdID. A replacement's row (OrderCancelReplaceRequest) names the
+    route it belongs to (``route_order_id``: the first order of its chain).
+
+``gateway_routes``
+    Each new order's route with the NBBO at routing (:meth:`GatewayStore.record_route`). Every
+    fill read from ``gateway_reports`` comes with its order's route (:class:`RouteFacts`, a
+    replacement's through ``route_order_id``), which the shard stores with the execution; a
+    starting gateway warms its venue scores from the last routes (:meth:`recent_routes`).
 
 ``gateway_reports``
     Every inbound venue event, keyed by ``(venue, exec_id)``: an ExecutionReport or an
@@ -22,7 +29,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -30,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from db import sql
 from db.engines import make_engine, run_in_transaction
-from domain.execution import VenueEvent
+from domain.execution import RouteFacts, VenueEvent, VenueEventKind
 from fix.messages import ExecReport, report_from_payload, venue_event
 
 T = TypeVar("T")
@@ -69,6 +76,37 @@ class RouteRecord:
     bid: Decimal | None = None
     ask: Decimal | None = None
     quote_age_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What :meth:`GatewayStore.record_report` did: ``new`` (see there) and the route of the
+    order the report is about (None: no route recorded, e.g. an order this gateway never sent)."""
+
+    new: bool | None
+    route: RouteFacts | None = None
+
+
+@dataclass(frozen=True)
+class RecentRoute:
+    order_id: str
+    venue: str
+    side: str
+    symbol: str
+    qty: str
+    bid: Decimal | None
+    ask: Decimal | None
+    at: float  # routed_at, epoch seconds
+
+
+@dataclass(frozen=True)
+class RecentRoutes:
+    """What :meth:`GatewayStore.recent_routes` read: the routes, ``(replacement, route)`` pairs,
+    and ``(event, received_at epoch seconds)`` for every report about them."""
+
+    routes: list[RecentRoute]
+    replacements: list[tuple[str, str]]
+    reports: list[tuple[VenueEvent, float]]
 
 
 @dataclass(frozen=True)
@@ -126,19 +164,27 @@ class GatewayStore:
 
     async def reserve_send(
         self, cl_ord_id: str, order_id: str, venue: str, msg_type: str, *,
-        account_id: str | None = None, shard: int | None = None,
+        account_id: str | None = None, shard: int | None = None, route_of: str | None = None,
     ) -> SendReservation:
         """Reserve ``cl_ord_id`` for ``venue``, or return the existing reservation. A new
-        order's reservation records where the order lives (``account_id``, ``shard``).
+        order's reservation records where the order lives (``account_id``, ``shard``); a
+        replacement's (``route_of``: the order it replaces) the route it belongs to, the first
+        order of the chain.
 
         When the ClOrdID is already known, its recorded venue wins over ``venue`` (the message
         may already be at that venue) and its attempt counter is incremented.
         """
         row = await self._first(
-            """INSERT INTO gateway_orders (cl_ord_id, order_id, venue, msg_type, account_id, shard)
-               VALUES (:c, :o, :v, :t, :a, :s) ON CONFLICT (cl_ord_id) DO NOTHING
+            """INSERT INTO gateway_orders (cl_ord_id, order_id, venue, msg_type, account_id, shard,
+                                           route_order_id)
+               VALUES (:c, :o, :v, :t, :a, :s,
+                       CASE WHEN CAST(:r AS text) IS NOT NULL THEN coalesce(
+                           (SELECT x.route_order_id FROM gateway_orders x WHERE x.cl_ord_id = :r),
+                           :r) END)
+               ON CONFLICT (cl_ord_id) DO NOTHING
                RETURNING venue, status, attempts""",
-            {"c": cl_ord_id, "o": order_id, "v": venue, "t": msg_type, "a": account_id, "s": shard})
+            {"c": cl_ord_id, "o": order_id, "v": venue, "t": msg_type, "a": account_id, "s": shard,
+             "r": route_of})
         if row is not None:
             return SendReservation(cl_ord_id, order_id, row["venue"], msg_type, row["status"], True,
                                    row["attempts"])
@@ -203,13 +249,16 @@ class GatewayStore:
 
     # ------------------------------------------------------------------ inbound reports
 
-    async def record_report(self, signal: ExecReport, *, deliverable: bool = True) -> bool | None:
-        """Insert the report once. None: recorded before (a duplicate); True: new, to deliver;
-        False: new and kept for the audit only, booked as delivered -- ``deliverable=False`` (it
-        names no order) or an order this gateway never sent (a ClOrdID it does not know: never
-        delivered to a workflow, so nothing books it)."""
+    async def record_report(self, signal: ExecReport, *, deliverable: bool = True) -> Recorded:
+        """Insert the report once. ``new`` None: recorded before (a duplicate); True: new, to
+        deliver; False: new and kept for the audit only, booked as delivered --
+        ``deliverable=False`` (it names no order) or an order this gateway never sent (a
+        ClOrdID it does not know: never delivered to a workflow, so nothing books it).
+        ``route``: the route of the order the report is about (see :func:`route_facts`), read in
+        the same statement."""
         row = await self._first(
-            """INSERT INTO gateway_reports
+            """WITH g AS (
+               INSERT INTO gateway_reports
                    (venue, exec_id, order_id, cl_ord_id, msg_type, payload, delivered_at,
                     last_error)
                SELECT :v, :e, :o, :c, :t, CAST(:p AS jsonb),
@@ -218,20 +267,26 @@ class GatewayStore:
                            WHEN NOT k.ok THEN 'refused: an order this gateway never sent' END
                  FROM (SELECT :d AND EXISTS (SELECT 1 FROM gateway_orders WHERE order_id = :o) AS ok) k
                ON CONFLICT (venue, exec_id) DO NOTHING
-               RETURNING delivered_at IS NULL AS deliverable""",
+               RETURNING order_id, received_at, delivered_at IS NULL AS deliverable)
+               SELECT g.deliverable, """ + _ROUTE_COLS + " FROM g " + _ROUTE_JOIN,
             {"v": signal.venue, "e": signal.exec_id, "o": signal.order_id,
              "c": signal.cl_ord_id, "t": signal.msg_type, "p": json.dumps(asdict(signal)),
              "d": deliverable})
-        return None if row is None else bool(row["deliverable"])
+        if row is None:
+            return Recorded(None)
+        return Recorded(bool(row["deliverable"]), route_facts(row))
 
     async def list_undelivered(self, limit: int = 500) -> list[PendingReport]:
         """Undelivered reports that are due, oldest first."""
         rows = await self._rows(
-            """SELECT id, venue, exec_id, order_id, attempts, payload FROM gateway_reports
-               WHERE delivered_at IS NULL AND next_attempt_at <= now()
-               ORDER BY id LIMIT :n""", {"n": limit})
+            """SELECT g.id, g.venue, g.exec_id, g.order_id, g.attempts, g.payload, """
+            + _ROUTE_COLS + """
+                 FROM (SELECT * FROM gateway_reports
+                        WHERE delivered_at IS NULL AND next_attempt_at <= now()
+                        ORDER BY id LIMIT :n) g """ + _ROUTE_JOIN + " ORDER BY g.id", {"n": limit})
         return [PendingReport(r["id"], r["venue"], r["exec_id"], r["order_id"], r["attempts"],
-                              event_from_payload(r["payload"])) for r in rows]
+                              with_route(event_from_payload(r["payload"]), route_facts(r)))
+                for r in rows]
 
     async def mark_delivered(self, keys: list[tuple[str, str]]) -> None:
         """Set ``delivered_at`` on the ``(venue, exec_id)`` rows (idempotent)."""
@@ -256,9 +311,86 @@ class GatewayStore:
     async def reports_for_order(self, order_id: str) -> list[tuple[VenueEvent, bool]]:
         """Every report booked for ``order_id`` in arrival order, with its delivered flag."""
         rows = await self._rows(
-            """SELECT payload, delivered_at IS NOT NULL AS delivered FROM gateway_reports
-               WHERE order_id = :o ORDER BY id""", {"o": order_id})
-        return [(event_from_payload(r["payload"]), bool(r["delivered"])) for r in rows]
+            """SELECT g.payload, g.delivered_at IS NOT NULL AS delivered, """ + _ROUTE_COLS + """
+                 FROM gateway_reports g """ + _ROUTE_JOIN + """
+                WHERE g.order_id = :o ORDER BY g.id""", {"o": order_id})
+        return [(with_route(event_from_payload(r["payload"]), route_facts(r)), bool(r["delivered"]))
+                for r in rows]
+
+    # ------------------------------------------------------------------ venue quality
+
+    async def recent_routes(self, venues: list[str], per_venue: int) -> RecentRoutes:
+        """The last ``per_venue`` routes of each venue (oldest first), the replacements of those
+        orders, and every report about them in arrival order: what a starting gateway warms its
+        venue scores from. Times are the database clock's, in seconds."""
+        routes = await self._rows(
+            """SELECT r.order_id, r.venue, r.side, r.symbol, r.qty::text AS qty, r.bid, r.ask,
+                      extract(epoch FROM r.routed_at)::float8 AS at
+                 FROM unnest(CAST(:vs AS text[])) AS v(venue),
+                      LATERAL (SELECT * FROM gateway_routes x WHERE x.venue = v.venue
+                                ORDER BY x.routed_at DESC LIMIT :n) r
+                ORDER BY r.routed_at, r.order_id""", {"vs": venues, "n": per_venue})
+        ids = [r["order_id"] for r in routes]
+        if not ids:
+            return RecentRoutes([], [], [])
+        chains = await self._rows(
+            """SELECT cl_ord_id, route_order_id FROM gateway_orders
+                WHERE route_order_id = ANY(CAST(:ids AS text[])) ORDER BY created_at, cl_ord_id""",
+            {"ids": ids})
+        every = ids + [c["cl_ord_id"] for c in chains]
+        reports = await self._rows(
+            """SELECT payload, extract(epoch FROM received_at)::float8 AS at FROM gateway_reports
+                WHERE order_id = ANY(CAST(:ids AS text[])) ORDER BY id LIMIT :n""",
+            {"ids": every, "n": 20 * len(every)})
+        return RecentRoutes(
+            [RecentRoute(r["order_id"], r["venue"], r["side"], r["symbol"], r["qty"],
+                         _dec(r["bid"]), _dec(r["ask"]), r["at"]) for r in routes],
+            [(c["cl_ord_id"], c["route_order_id"]) for c in chains],
+            [(event_from_payload(r["payload"]), r["at"]) for r in reports])
+
+
+# The route of the order a report (``g``: order_id, received_at) is about: its own, or for a
+# replacement the route of the first order of its chain (gateway_orders.route_order_id).
+_ROUTE_JOIN = """
+LEFT JOIN LATERAL (
+    SELECT r.venue AS route_venue, r.order_id AS route_order_id, r.order_type AS route_type,
+           r.side AS route_side, r.limit_price AS route_limit, r.bid AS route_bid,
+           r.ask AS route_ask, r.quote_age_ms AS route_age_ms, r.routed_at AS route_at
+      FROM gateway_routes r
+     WHERE r.order_id = coalesce((SELECT o.route_order_id FROM gateway_orders o
+                                   WHERE o.cl_ord_id = g.order_id), g.order_id)) rt ON true
+"""
+_ROUTE_COLS = """rt.route_venue, rt.route_order_id, rt.route_type, rt.route_side, rt.route_limit,
+    rt.route_bid, rt.route_ask, rt.route_age_ms, rt.route_at,
+    (extract(epoch FROM g.received_at - rt.route_at) * 1000)::bigint AS route_since_ms"""
+
+
+def route_facts(row: sql.Row) -> RouteFacts | None:
+    """The :class:`RouteFacts` of a row selected with ``_ROUTE_COLS``; None without a route."""
+    if row["route_venue"] is None:
+        return None
+
+    def s(v: Any) -> str | None:
+        return None if v is None else str(v)
+
+    return RouteFacts(
+        venue=row["route_venue"], route_order_id=row["route_order_id"],
+        order_type=row["route_type"], side=row["route_side"],
+        routed_at=row["route_at"].isoformat(), limit_price=s(row["route_limit"]),
+        bid=s(row["route_bid"]), ask=s(row["route_ask"]), quote_age_ms=row["route_age_ms"],
+        since_routed_ms=row["route_since_ms"])
+
+
+def with_route(event: VenueEvent, route: RouteFacts | None) -> VenueEvent:
+    """``event`` carrying its order's route when it is a fill (the shard stores it with the
+    execution); any other event as it is."""
+    if route is None or event.kind != VenueEventKind.FILL:
+        return event
+    return replace(event, route=route)
+
+
+def _dec(v: Any) -> Decimal | None:
+    return None if v is None else Decimal(v)
 
 
 def _reservation(cl_ord_id: str, row: sql.Row) -> SendReservation:

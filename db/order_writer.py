@@ -25,6 +25,7 @@ from db.shortfalls import cover_if_settled, record_fill_shortfall
 from db.sql import Row
 from domain import calendar, fractional
 from domain.alpaca import trade_update
+from domain.execution_quality import FillRecord
 from domain.ledger import LedgerTxn
 from domain.money import plain
 from domain.order_decision import Decision, Execution
@@ -65,7 +66,7 @@ class _Writer:
             "v": ex.venue, "e": ex.exec_id, "o": row.id, "a": row.account_id, "sym": row.symbol,
             "side": row.side, "et": ex.kind, "q": ex.qty, "p": ex.price, "cq": ex.cum_qty,
             "lq": ex.leaves_qty, "ap": ex.avg_px, "tt": ex.transact_time,
-            "raw": json.dumps(dict(ex.raw))})
+            "raw": json.dumps(dict(ex.raw)), **_quality(ex.quality)})
         return fresh is not None
 
     async def write(self, d: Decision, *, posted: bool = False) -> OrderRow:
@@ -161,6 +162,15 @@ class _Writer:
                               params)
 
 
+def _quality(q: FillRecord | None) -> dict[str, Any]:
+    """The execution row's route and quality columns (shard migration 0016); NULLs without."""
+    if q is None:
+        return dict.fromkeys(("rv", "ro", "rt", "nb", "na", "age", "ra", "sr", "pi", "es"))
+    return {"rv": q.route_venue, "ro": q.route_order_id, "rt": q.route_order_type,
+            "nb": q.nbbo_bid, "na": q.nbbo_ask, "age": q.nbbo_age_ms, "ra": q.routed_at,
+            "sr": q.since_routed_ms, "pi": q.improvement_per_share, "es": q.effective_spread}
+
+
 def _value(v: Any) -> Any:
     if isinstance(v, OrderState):
         return v.value
@@ -171,8 +181,12 @@ def _value(v: Any) -> Any:
 
 _INSERT_EXECUTION = """
 INSERT INTO executions (venue, exec_id, order_id, account_id, symbol, side, exec_type, qty, price,
-                        cum_qty, leaves_qty, avg_px, transact_time, raw)
-VALUES (:v, :e, :o, :a, :sym, :side, :et, :q, :p, :cq, :lq, :ap, :tt, CAST(:raw AS jsonb))
+                        cum_qty, leaves_qty, avg_px, transact_time, raw,
+                        route_venue, route_order_id, route_order_type, nbbo_bid, nbbo_ask,
+                        nbbo_age_ms, routed_at, since_routed_ms, improvement_per_share,
+                        effective_spread)
+VALUES (:v, :e, :o, :a, :sym, :side, :et, :q, :p, :cq, :lq, :ap, :tt, CAST(:raw AS jsonb),
+        :rv, :ro, :rt, :nb, :na, :age, :ra, :sr, :pi, :es)
 ON CONFLICT (venue, exec_id) DO NOTHING RETURNING exec_id
 """
 

@@ -153,6 +153,30 @@ WORKING_VENUE_STATUSES = frozenset({VenueStatus.NEW, VenueStatus.PARTIALLY_FILLE
 
 
 @dataclass
+class RouteFacts:
+    """The route of the order a fill belongs to, as the gateway recorded it when it sent the
+    order (``gateway_routes``), attached by the gateway to each fill it delivers so the shard
+    stores it with the execution (``domain.execution_quality.fill_record``).
+
+    ``route_order_id`` is the order that was routed: the order itself, or for a replacement
+    (a new ClOrdID after the venue's Replaced) the first order of its chain. ``routed_at`` is
+    ISO 8601 (the gateway database's clock); ``since_routed_ms`` the time from routing to this
+    report's arrival at the gateway (same clock). Decimals as strings, None when unknown: the
+    gateway had no quote at routing."""
+
+    venue: str
+    route_order_id: str
+    order_type: str
+    side: str
+    routed_at: str
+    limit_price: str | None = None
+    bid: str | None = None
+    ask: str | None = None
+    quote_age_ms: int | None = None
+    since_routed_ms: int | None = None
+
+
+@dataclass
 class VenueEvent:
     """One venue event delivered to an order (the ``execution_report`` signal's payload, and
     the early answers a send returns): ``(venue, exec_id)`` is its identity, booked once, ever.
@@ -179,6 +203,8 @@ class VenueEvent:
     reject_reason: str | None = None  # the venue's reason code for a rejected order or cancel
     transact_time: str | None = None  # ISO 8601, UTC, when the venue says it happened
     redelivered: bool = False  # the venue marked it as possibly sent before (PossDup/PossResend)
+    # a fill's route (the gateway attaches it; None: not known, or a payload from before)
+    route: RouteFacts | None = None
 
     @property
     def final(self) -> bool:

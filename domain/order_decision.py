@@ -13,6 +13,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from domain.execution_quality import FillRecord
 from domain.ledger import LedgerTxn
 from domain.order_row import OrderRow, column
 from domain.orders import OrderState
@@ -71,6 +72,7 @@ class Execution:
     avg_px: Decimal | None
     transact_time: datetime | None
     raw: Mapping[str, Any]
+    quality: FillRecord | None = None  # a venue fill's route and quality, stored with it
 
 
 @dataclass(frozen=True)

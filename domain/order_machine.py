@@ -37,6 +37,7 @@ from typing import Any
 from domain import fractional
 from domain.errors import DomainError
 from domain.execution import WORKING_VENUE_STATUSES, VenueEvent, VenueEventKind, VenueStatus
+from domain.execution_quality import fill_record
 from domain.order_accept import accept, accept_failed
 from domain.order_decision import Decision, Execution, Step
 from domain.order_fills import CLOCK_SKEW, HouseFill, _fill, _fill_math, _house_fill, executed_at
@@ -182,19 +183,24 @@ def execution(order: OrderRow, e: VenueEvent, refused: OrderError | None = None,
     :func:`refusal`), if they do; ``refused``: refused already (the ledger would not take it). A
     refused fill is recorded with quantity 0: its ExecID stays deduplicated and nothing counts
     it. Every number the venue sent is bounded before it is written: one that is unreadable or
-    beyond what a column holds is recorded as unknown (the raw report keeps it)."""
+    beyond what a column holds is recorded as unknown (the raw report keeps it). A booked fill
+    that carries its route (the gateway attaches it) is recorded with its execution quality
+    (:func:`domain.execution_quality.fill_record`)."""
     refused = refused or refusal(order, e)
     fill = e.kind == VenueEventKind.FILL and refused is None
+    price = Decimal(e.last_px) if fill and e.last_px else None
     return Execution(
         venue=e.venue, exec_id=e.exec_id, kind="refused" if refused else e.kind.value,
-        qty=Decimal(e.last_qty) if fill else ZERO,
-        price=Decimal(e.last_px) if fill and e.last_px else None,
+        qty=Decimal(e.last_qty) if fill else ZERO, price=price,
         cum_qty=bounded(e.cum_qty), leaves_qty=bounded(e.leaves_qty), avg_px=bounded(e.avg_px),
         transact_time=_when(e.transact_time),
-        raw={k: getattr(e, k) for k in _EVENT_FIELDS}), refused
+        raw={k: getattr(e, k) for k in _EVENT_FIELDS},
+        quality=fill_record(e.route, price) if e.route is not None and price is not None
+        else None), refused
 
 
-_EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(VenueEvent))
+# the raw report as the venue sent it (a fill's route is stored in columns of its own)
+_EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(VenueEvent) if f.name != "route")
 
 
 OPERATOR = "operator"  # the venue name of an operator's resolution without the venue's ExecIDs

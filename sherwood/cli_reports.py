@@ -2,8 +2,9 @@
 
 ``reports execution-quality --from D --to D [--symbol S] [--json]``: per venue and order type the
 orders, shares, average and total price improvement, % improved, effective/quoted spread, time
-to execution and fill rate, plus the monthly routing disclosure (db/execution_quality.py). New
-York business dates, both included. Changes nothing.
+to execution, fill, reject and cancel rates, plus the monthly routing disclosure and the fills
+per day and venue (db/execution_quality.py: the back office's aggregation of the quality stored
+per shard with each fill). New York business dates, both included. Changes nothing.
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ def _print(rep: dict[str, Any]) -> None:
     t = Table(title=f"Execution quality {rep['from']} .. {rep['to']}")
     cols = ["venue", "order_type", "orders", "shares", "executed_shares",
             "avg_price_improvement_per_share", "total_price_improvement", "pct_orders_improved",
-            "avg_effective_spread", "avg_quoted_spread", "avg_time_to_execution_s", "fill_rate"]
+            "avg_effective_spread", "avg_quoted_spread", "avg_time_to_execution_s", "fill_rate",
+            "reject_rate", "cancel_rate"]
     for col in cols:
         t.add_column(col.replace("_", " "))
     for r in [*rep["rows"], {"venue": "TOTAL", "order_type": "", **rep["totals"]}]:
@@ -81,3 +83,12 @@ def _print(rep: dict[str, Any]) -> None:
     for m in rep["routing_disclosure"]:
         d.add_row(m["month"], m["order_type"], str(m["orders"]), *(v["pct"] for v in m["venues"]))
     console.print(d)
+    if rep["daily"]:
+        day = Table(title="Fills per day and venue (by the day routed)")
+        cols = ["day", "venue", "fills", "executed_shares", "notional", "total_price_improvement",
+                "avg_price_improvement_per_share"]
+        for col in cols:
+            day.add_column(col.replace("_", " "))
+        for r in rep["daily"]:
+            day.add_row(*(str(r[c]) for c in cols))
+        console.print(day)

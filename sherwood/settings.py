@@ -228,13 +228,17 @@ class Settings(BaseSettings):
     # to first fill, each times its weight, over each venue's last routing_window_orders orders;
     # a venue with fewer than routing_warmup_orders is tried first, and routing_explore_rate of
     # orders go to the least-observed venue (seeded by routing_seed; None: a random seed).
+    # Scores are per symbol, else per order-size bucket, where every connected venue has
+    # routing_scope_min_orders decided orders in it (0: venue-wide only). A starting gateway
+    # warms the window from its database (the last routing_window_orders routes per venue).
     routing_weight_improvement_per_cent: float = Field(default=1.0, ge=0)
     routing_weight_fill_rate: float = Field(default=1.0, ge=0)
     routing_weight_reject_rate: float = Field(default=2.0, ge=0)
     routing_weight_latency_per_s: float = Field(default=1.0, ge=0)
     routing_explore_rate: float = Field(default=0.05, ge=0, le=1)
     routing_warmup_orders: int = Field(default=5, ge=0)
-    routing_window_orders: int = Field(default=100, ge=1)
+    routing_window_orders: int = Field(default=100, ge=1, le=10_000)
+    routing_scope_min_orders: int = Field(default=20, ge=0, le=10_000)
     routing_seed: int | None = None
     gateway_data_dir: Path | None = None
     gateway_task_queue: str = "execution-gateway"

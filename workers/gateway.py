@@ -55,7 +55,7 @@ from temporalio.worker import Worker
 from activities.gateway import GatewayActivities, ReportWatch
 from activities.gateway_link import GatewayLinkServer
 from db.controls import ControlsCache, is_halted_now
-from db.gateway import GatewayStore, PendingReport
+from db.gateway import GatewayStore, PendingReport, with_route
 from domain.execution import VenueEvent
 from domain.routing import RoutingWeights
 from fix.messages import Tag, parse_inbound, venue_event
@@ -135,7 +135,8 @@ class ReportDelivery:
         if not deliverable:
             log.error("%s: report %s names no order (ClOrdID %r): booked, not deliverable",
                       venue, report.exec_id, report.cl_ord_id)
-        new = await self.store.record_report(report, deliverable=deliverable)
+        recorded = await self.store.record_report(report, deliverable=deliverable)
+        new = recorded.new
         if new is False:
             if deliverable:
                 log.error("%s: report %s for ClOrdID %r, an order this gateway never sent: refused "
@@ -145,7 +146,8 @@ class ReportDelivery:
         if new:
             log.debug("%s: booked %s for order %s (150=%s 39=%s cum=%s)", venue, report.exec_id,
                       report.order_id, report.exec_type, report.ord_status, report.cum_qty)
-            event = venue_event(report)
+            # a fill carries its route: the shard stores it with the execution
+            event = with_route(venue_event(report), recorded.route)
             if self.observe is not None:
                 try:
                     self.observe(event)
@@ -445,7 +447,8 @@ class ExecutionGateway:
                 reject_rate=settings.routing_weight_reject_rate,
                 latency_per_s=settings.routing_weight_latency_per_s,
                 explore_rate=settings.routing_explore_rate,
-                min_orders=settings.routing_warmup_orders),
+                min_orders=settings.routing_warmup_orders,
+                scope_min_orders=settings.routing_scope_min_orders),
             routing_seed=settings.routing_seed,
             routing_window=settings.routing_window_orders,
             delivery_interval=settings.gateway_delivery_interval_s,
@@ -480,6 +483,7 @@ class ExecutionGateway:
         if self._started:
             return
         self._started = True
+        await self._warm_start()
         await self.delivery.start()
         await self.controls.start()
         for name, ini in self.initiators.items():
@@ -500,6 +504,18 @@ class ExecutionGateway:
             await self.link.start()
         log.info("execution gateway started: task queue %s, venues %s", self.task_queue,
                  ", ".join(self.initiators))
+
+    async def _warm_start(self) -> None:
+        """The venue scores from the recorded routes (before any order is routed); a failure
+        leaves them cold (logged): routing works without them."""
+        if self.activities.routing != "smart":
+            return
+        try:
+            n = await self.activities.warm_start()
+        except Exception:
+            log.exception("warming the venue scores from the gateway database failed: cold start")
+            return
+        log.info("venue scores warmed from %d recorded routes", n)
 
     async def stop(self) -> None:
         """Stop taking activities, log out of every venue, stop the delivery loop, close the

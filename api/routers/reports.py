@@ -1,6 +1,6 @@
 """Ops reports (ops key with scope ``read``): ``GET /ops/reports/execution-quality`` -- execution
-quality per venue and order type and the monthly routing disclosure (db/execution_quality.py).
-Read only."""
+quality per venue and order type, the monthly routing disclosure and the fills per day and venue
+(db/execution_quality.py: the quality stored per shard with each fill). Read only."""
 
 from __future__ import annotations
 
@@ -30,6 +30,9 @@ class QualityRow(BaseModel):
     avg_quoted_spread: str
     avg_time_to_execution_s: float
     fill_rate: str = Field(description="executed shares / ordered shares, in %")
+    reject_rate: str = Field(description="orders the venue rejected / orders routed, in %")
+    cancel_rate: str = Field(description="orders canceled at the venue (at the customer's "
+                             "request or its own) / orders routed, in %")
 
 
 class VenueQualityRow(QualityRow):
@@ -50,6 +53,16 @@ class Disclosure(BaseModel):
     venues: list[DisclosureVenue]
 
 
+class DailyFills(BaseModel):
+    day: str = Field(description="NY date the orders were routed")
+    venue: str
+    fills: int
+    executed_shares: str
+    notional: str
+    total_price_improvement: str
+    avg_price_improvement_per_share: str
+
+
 class ExecutionQualityReport(BaseModel):
     from_: str = Field(alias="from")
     to: str
@@ -58,6 +71,7 @@ class ExecutionQualityReport(BaseModel):
     rows: list[VenueQualityRow]
     totals: QualityRow
     routing_disclosure: list[Disclosure]
+    daily: list[DailyFills]
 
 
 @router.get("/execution-quality", response_model=ExecutionQualityReport, response_model_by_alias=True)
@@ -68,8 +82,9 @@ async def execution_quality(
     symbol: Annotated[str | None, Query(min_length=1, max_length=16)] = None,
 ) -> ExecutionQualityReport:
     """Per venue and order type (every configured venue has rows): orders, shares, average and
-    total price improvement, % improved, effective/quoted spread, time to execution, fill rate;
-    the totals (the fills booked in the ledger); and the routing disclosure per month."""
+    total price improvement, % improved, effective/quoted spread, time to execution, fill,
+    reject and cancel rates; the totals (the fills booked in the ledger); the routing disclosure
+    per month; the fills per day and venue."""
     if end < start or (end - start).days > MAX_DAYS:
         raise ApiError(422, "invalid_period",
                        f"'to' must be on or after 'from', at most {MAX_DAYS} days", code=42210000)

@@ -13,7 +13,9 @@ from domain.routing import (
     VenueStats,
     choose_venue,
     improvement_per_share,
+    scoped,
     score,
+    size_bucket,
 )
 
 D = Decimal
@@ -104,3 +106,101 @@ def test_venue_quality_window_and_outcomes() -> None:
     q.filled("n1", D(10), D("5"), at=0.2)
     s2 = q.stats("MM2", connected=True)
     assert (s2.filled, s2.improved_shares, s2.improvement_per_share) == (1, D(0), D(0))
+
+
+def test_replacements_share_their_routes_outcome() -> None:
+    q = VenueQuality(window=2)
+    q.routed("o1", "MM1", "buy", at=0.0, bid=D("10.00"), ask=D("10.02"))
+    q.replaced("r1", "o1")
+    q.replaced("r2", "r1")  # a replacement of the replacement: still o1's route
+    q.filled("r2", D(10), D("10.01"), at=0.4)
+    s = q.stats("MM1", connected=True)
+    assert (s.orders, s.filled, s.improvement_per_share, s.latency_s) == (1, 1, D("0.01"), 0.4)
+    q.replaced("x", "unknown")  # not routed here: nothing to link
+    q.filled("x", D(1), D("10"), at=1.0)
+    assert q.stats("MM1", connected=True).filled == 1
+    # the route falls out of the window: its replacements are forgotten with it
+    q.routed("o2", "MM1", "buy", at=1.0)
+    q.routed("o3", "MM1", "buy", at=2.0)
+    q.filled("r2", D(10), D("10.01"), at=3.0)
+    assert q.stats("MM1", connected=True).filled == 0
+    q.routed("r2", "MM2", "buy", at=3.0)  # an id no longer linked can be routed on its own
+    assert q.stats("MM2", connected=True).orders == 1
+
+
+def test_cancel_rate_counts_every_cancel_but_only_the_venues_decide() -> None:
+    q = VenueQuality()
+    for i in range(4):
+        q.routed(f"o{i}", "MM1", "buy", at=0.0)
+    q.canceled("o0", by_venue=False)  # the customer's cancel: not the venue's decision
+    q.canceled("o1", by_venue=True)  # the venue's own
+    q.filled("o2", D(1), D("10"), at=0.1)
+    s = q.stats("MM1", connected=True)
+    assert (s.orders, s.decided, s.filled, s.canceled) == (4, 2, 1, 2)
+    assert s.cancel_rate == 0.5 and s.fill_rate == 0.5
+    assert VenueStats("MM9", True).cancel_rate == 0.0
+
+
+@pytest.mark.parametrize(("qty", "bucket"), [
+    ("1", "<100"), ("99", "<100"), ("100", "100-499"), ("499", "100-499"), ("500", "500-1999"),
+    ("1999", "500-1999"), ("2000", "2000-4999"), ("4999", "2000-4999"), ("5000", "5000+"),
+    ("1000000", "5000+"), ("0.5", "<100"),
+])
+def test_size_bucket(qty: str, bucket: str) -> None:
+    assert size_bucket(D(qty)) == bucket
+
+
+def sv(name: str, decided: int, pi: str = "0", up: bool = True) -> VenueStats:
+    return VenueStats(name, up, orders=decided, decided=decided, filled=decided,
+                      improvement_per_share=D(pi), improved_shares=D(decided))
+
+
+WIDE = [sv("MM1", 50, "0.01"), sv("MM2", 50, "0.001")]
+
+
+@pytest.mark.parametrize(("by_scope", "k", "expected"), [
+    # no finer data: venue-wide
+    ({"venue": WIDE}, 5, "venue"),
+    # every venue has K in the symbol: by symbol
+    ({"venue": WIDE, "symbol": [sv("MM1", 5), sv("MM2", 7)]}, 5, "symbol"),
+    # one venue below K in the symbol: the size bucket, if every venue has K there
+    ({"venue": WIDE, "symbol": [sv("MM1", 5), sv("MM2", 4)],
+      "size": [sv("MM1", 9), sv("MM2", 5)]}, 5, "size"),
+    # below K in both: back to venue-wide
+    ({"venue": WIDE, "symbol": [sv("MM1", 4), sv("MM2", 40)],
+      "size": [sv("MM1", 40), sv("MM2", 4)]}, 5, "venue"),
+    # a venue that is down does not hold the scope back
+    ({"venue": WIDE, "symbol": [sv("MM1", 5), sv("MM2", 0, up=False)]}, 5, "symbol"),
+    # nothing connected in the scope: venue-wide (choose_venue then finds no venue)
+    ({"venue": WIDE, "symbol": [sv("MM1", 9, up=False)]}, 5, "venue"),
+    # K <= 0: scopes off
+    ({"venue": WIDE, "symbol": [sv("MM1", 50), sv("MM2", 50)]}, 0, "venue"),
+])
+def test_scoped_falls_back_below_k(by_scope: dict[str, list[VenueStats]], k: int,
+                                   expected: str) -> None:
+    name, stats = scoped(by_scope, k)
+    assert name == expected and list(stats) == list(by_scope[expected])
+
+
+def test_per_symbol_score_can_differ_from_the_venue_wide_one() -> None:
+    """MM1 is better overall, MM2 in AAPL: with enough AAPL orders at both, an AAPL order goes
+    to MM2; an order in another symbol (no data) to MM1."""
+    q = VenueQuality()
+    w = RoutingWeights(explore_rate=0.0, min_orders=1, scope_min_orders=3)
+    for i in range(10):
+        for venue, sym, px in (("MM1", "MSFT", "10.00"), ("MM1", "AAPL", "10.019"),
+                               ("MM2", "MSFT", "10.019"), ("MM2", "AAPL", "10.01")):
+            oid = f"{venue}-{sym}-{i}"
+            q.routed(oid, venue, "buy", at=0.0, bid=D("10.00"), ask=D("10.02"), symbol=sym,
+                     qty=D(100))
+            q.filled(oid, D(100), D(px), at=0.0)
+    venues = [("MM1", True), ("MM2", True)]
+
+    def pick(symbol: str) -> str | None:
+        _, stats = scoped(q.by_scope(venues, symbol, D(100)), w.scope_min_orders)
+        got = choose_venue("smart", stats, draw=0.5, weights=w)
+        return got.venue if got else None
+
+    assert pick("AAPL") == "MM2" and pick("TSLA") == "MM1"
+    assert q.stats("MM1", True, bucket="100-499").orders == 20
+    assert q.stats("MM1", True, bucket="<100").orders == 0

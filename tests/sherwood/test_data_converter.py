@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import pytest
 from temporalio.converter import DataConverter
 
 from activities.orders import ApplyReportsInput
-from domain.execution import VenueAck, VenueEvent, VenueEventKind, VenueStatus
+from domain.execution import RouteFacts, VenueAck, VenueEvent, VenueEventKind, VenueStatus
 from domain.orders import OrderSnapshot, OrderTimeouts, PlaceOrderInput
 from fix.messages import ExecReport
 from sherwood.temporal import DATA_CONVERTER
@@ -26,6 +27,10 @@ def _report(exec_id: str) -> VenueEvent:
                       status=VenueStatus.FILLED, cl_ord_id="c", last_qty="1", last_px="12.31")
 
 
+ROUTE = RouteFacts(venue="v", route_order_id="o", order_type="limit", side="buy",
+                   routed_at="2026-03-02T15:00:00+00:00", limit_price="12.40", bid="12.30",
+                   ask="12.32", quote_age_ms=12, since_routed_ms=3)
+
 SNAP = OrderSnapshot(order_id="o", account_id="a", client_order_id="c", state="FILLED",
                      symbol="F", side="buy", qty="10", filled_qty="10", filled_avg_price="12.31")
 LATE = _WithLateField(a="1", nested=[SNAP])
@@ -36,6 +41,9 @@ CASES = [
     (ApplyReportsInput(order_id="o", reports=[_report("1"), _report("2")], routed_venue="v"),
      ApplyReportsInput),
     (VenueAck(venue="v", cl_ord_id="o", reports=[_report("3")]), VenueAck),
+    # a fill carrying its route (the gateway attaches it; the shard stores it)
+    (VenueAck(venue="v", cl_ord_id="o", reports=[dataclasses.replace(_report("4"), route=ROUTE)]),
+     VenueAck),
     (PlaceOrderInput(order_id="o", account_id="a", shard=1, request={"qty": "1"},
                      request_hash="h", timeouts=OrderTimeouts(ack_s=1.5), snapshot=SNAP), PlaceOrderInput),
     (LATE, _WithLateField),
@@ -83,3 +91,10 @@ def test_venue_events_recorded_before_they_existed_decode_to_what_they_mean() ->
     ack = conv.from_payloads(conv.to_payloads([{"venue": "MM1", "cl_ord_id": "o",
                                                  "reports": [legacy.__dict__]}]), [VenueAck])[0]
     assert ack.reports == [event]
+
+
+def test_an_event_from_before_routes_decodes_without_one() -> None:
+    conv = DATA_CONVERTER.payload_converter
+    old = {k: v for k, v in _report("5").__dict__.items() if k != "route"}
+    got = conv.from_payloads(conv.to_payloads([old]), [VenueEvent])[0]
+    assert got == _report("5") and got.route is None
