@@ -8,7 +8,7 @@ that imports (e.g. an asyncio future logging "exception was never retrieved"), t
 ``KeyError(<this thread's id>)`` and the replayer reports "Failed validating workflow ..."
 (temporalio/sdk-python#585; reproduced with plain threads on 3.11.7, not on 3.12.1, whose
 import keeps a list of locks per thread). :func:`replay_past_the_import_race` replays
-with the collector paused (after a collection), and tries again, a bounded number of times, only
+with the collector paused, and tries again, a bounded number of times, only
 on exactly that error; a replay failure, or any other validation error, fails at once.
 """
 
@@ -36,8 +36,7 @@ async def replay_past_the_import_race(replay: Callable[[], Awaitable[T]]) -> T:
     :data:`IMPORT_RACE_ATTEMPTS` in all) only when the sandbox's validation hit the import-lock
     race."""
     for attempt in range(1, IMPORT_RACE_ATTEMPTS + 1):
-        gc.collect()  # no finalizer left to run in the middle of the sandbox's imports
-        gc.disable()
+        gc.disable()  # no finalizer runs in the middle of the sandbox's imports
         try:
             return await replay()
         except RuntimeError as exc:
