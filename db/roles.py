@@ -32,7 +32,9 @@ transaction), so a table added by a later migration starts with ``SELECT, INSERT
 What it does not do: separate roles among the workers (the shard workers, the gateway, the back
 office and market data share the service role of a database), or manage the owner role itself
 (the server's administrator creates it; in ``sherwood dev`` and the tests it is the server's
-superuser).
+superuser), or
+import psycopg before a function here connects (the settings import :class:`Login`, and every
+``sherwood`` command imports the settings).
 """
 
 from __future__ import annotations
@@ -40,9 +42,6 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
-
-import psycopg
-from psycopg import sql
 
 # Per database kind: table (fnmatch pattern) -> the privileges services hold beyond SELECT, INSERT.
 # Each entry names the code that needs it.
@@ -161,6 +160,9 @@ def _libpq(url: str) -> str:
 def ensure_service_role(owner_url: str, service: Login) -> None:
     """Create the service role, or bring an existing one to the attributes (and password) here.
     Refuses when the service would connect as the owner."""
+    import psycopg
+    from psycopg import sql
+
     owner = login_of(owner_url)
     if service.user == owner.user:
         raise ValueError(f"services must not connect as the owner ({owner.user}): give them their own "
@@ -193,6 +195,9 @@ _OWNED_SEQUENCES = """
 def grant_service(kind: str, owner_url: str, service: str, process: str = "service") -> dict[str, list[str]]:
     """Revoke everything ``service`` holds in the database of ``owner_url``, then grant the plan
     of ``process`` (one transaction). Returns the plan."""
+    import psycopg
+    from psycopg import sql
+
     role = sql.Identifier(service)
     with psycopg.connect(_libpq(owner_url), connect_timeout=5) as conn:
         tables = [r[0] for r in conn.execute(
@@ -221,6 +226,9 @@ def grant_service(kind: str, owner_url: str, service: str, process: str = "servi
 def drop_role(owner_url: str, role: str) -> None:
     """Drop ``role`` (tests: after their databases are dropped; what it still holds elsewhere is
     revoked first)."""
+    import psycopg
+    from psycopg import sql
+
     conninfo = psycopg.conninfo.conninfo_to_dict(_libpq(owner_url))
     admin = {**conninfo, "dbname": "postgres"}
     with psycopg.connect(**admin, autocommit=True, connect_timeout=5) as conn:  # type: ignore[arg-type]

@@ -2,10 +2,17 @@
 settlement, the sessions Alpaca's ``/v2/calendar`` lists (:func:`sessions_between`), and the
 Federal Reserve's bank days for ACH (:func:`next_bank_day`). Pure functions of a time.
 
-Never a hand-written holiday list. Loading the calendar takes ~0.2 s, so it is built once per
-process (lazily) and shared. Its answers are cached per minute (sessions open and close on whole
-minutes, so every time in a minute has the same answer) and per date: a pandas lookup costs
-~0.1 ms of CPU and the order path asks several times per order.
+Never a hand-written holiday list. ``exchange-calendars`` and pandas take ~1.5 s to import
+(more than the rest of a ``sherwood`` command's start-up), so they are imported on first use
+(:func:`_pandas`, :func:`nyse`), not with this module: a command or process that never asks
+the calendar never pays for them. Loading the calendar takes ~0.2 s more, so it is built once
+per process (lazily) and shared. Its answers are cached per minute (sessions open and close on
+whole minutes, so every time in a minute has the same answer) and per date: a pandas lookup
+costs ~0.1 ms of CPU and the order path asks several times per order.
+
+Workflow code asks these functions inside Temporal's sandbox, where a first-time import would
+load pandas into the sandbox: ``workflows/__init__.py`` calls :func:`load` with the sandbox's
+imports passed through, so the libraries are the host's.
 """
 
 from __future__ import annotations
@@ -13,32 +20,50 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from types import ModuleType
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-import exchange_calendars as xcals
-import pandas as pd
-from pandas.tseries.holiday import (
-    AbstractHolidayCalendar,
-    Holiday,
-    USColumbusDay,
-    USLaborDay,
-    USMartinLutherKingJr,
-    USMemorialDay,
-    USPresidentsDay,
-    USThanksgivingDay,
-    sunday_to_monday,
-)
-
 from domain.errors import DomainError
+
+if TYPE_CHECKING:
+    import exchange_calendars as xcals
+    import pandas as pd
+    from pandas.tseries.holiday import AbstractHolidayCalendar
 
 NY = "America/New_York"
 _NY = ZoneInfo(NY)
 
 
+@functools.cache
+def _pandas() -> ModuleType:
+    """pandas, imported on its first use (see the module's docstring)."""
+    import pandas
+
+    return pandas
+
+
+def _ts(at: datetime | date) -> pd.Timestamp:
+    """``pandas.Timestamp(at)``."""
+    return _pandas().Timestamp(at)
+
+
+def load() -> None:
+    """Import the calendar's libraries now (what :func:`nyse` and :func:`_pandas` would on
+    first use). Called by ``workflows/__init__.py`` with the sandbox's imports passed through."""
+    import exchange_calendars  # noqa: F401
+    import pandas.tseries.holiday  # noqa: F401
+
+    _pandas()
+
+
 @functools.lru_cache(maxsize=1)
 def nyse() -> xcals.ExchangeCalendar:
+    import exchange_calendars
+
+    pd = _pandas()
     start = (pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=365 * 2)).strftime("%Y-%m-%d")
-    return xcals.get_calendar("XNYS", start=start)
+    return exchange_calendars.get_calendar("XNYS", start=start)
 
 
 def _minute(at: datetime) -> datetime:
@@ -54,17 +79,17 @@ def is_open(at: datetime) -> bool:
 
 @functools.lru_cache(maxsize=1024)
 def _is_open(minute: datetime) -> bool:
-    return bool(nyse().is_open_at_time(pd.Timestamp(minute), side="left"))
+    return bool(nyse().is_open_at_time(_ts(minute), side="left"))
 
 
 @functools.lru_cache(maxsize=1024)
 def _next_open(minute: datetime) -> datetime:
-    return nyse().next_open(pd.Timestamp(minute)).to_pydatetime()
+    return nyse().next_open(_ts(minute)).to_pydatetime()
 
 
 @functools.lru_cache(maxsize=1024)
 def _next_close(minute: datetime) -> datetime:
-    return nyse().next_close(pd.Timestamp(minute)).to_pydatetime()
+    return nyse().next_close(_ts(minute)).to_pydatetime()
 
 
 def next_open(at: datetime) -> datetime:
@@ -89,7 +114,7 @@ def day_order_expiry(at: datetime) -> datetime:
 
 @functools.lru_cache(maxsize=1024)
 def is_session(d: date) -> bool:
-    return bool(nyse().is_session(pd.Timestamp(d)))
+    return bool(nyse().is_session(_ts(d)))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -98,7 +123,7 @@ def session_hours(d: date) -> tuple[datetime, datetime] | None:
     York time), or None when ``d`` is no session."""
     if not is_session(d):
         return None
-    cal, ts = nyse(), pd.Timestamp(d)
+    cal, ts = nyse(), _ts(d)
     return (cal.session_open(ts).to_pydatetime().astimezone(UTC),
             cal.session_close(ts).to_pydatetime().astimezone(UTC))
 
@@ -107,7 +132,7 @@ def session_hours(d: date) -> tuple[datetime, datetime] | None:
 def next_session(d: date, n: int = 1) -> date:
     """The n-th NYSE business day after ``d``."""
     cal = nyse()
-    ts = pd.Timestamp(d)
+    ts = _ts(d)
     session = cal.date_to_session(ts, direction="next") if not cal.is_session(ts) else ts
     if session != ts:
         n -= 1
@@ -173,7 +198,7 @@ def _sessions(a: date, b: date) -> tuple[SessionDay, ...]:
     cal = nyse()
     sched = cal.schedule
     days = sched.index
-    lo, hi = days.searchsorted(pd.Timestamp(a)), days.searchsorted(pd.Timestamp(b), side="right")
+    lo, hi = days.searchsorted(_ts(a)), days.searchsorted(_ts(b), side="right")
     out = []
     for i in range(lo, hi):
         row = sched.iloc[i]
@@ -184,32 +209,47 @@ def _sessions(a: date, b: date) -> tuple[SessionDay, ...]:
     return tuple(out)
 
 
-
 # --- bank days (ACH): the Federal Reserve's holidays, not the NYSE's ---------------------------
 
-class FedReserveHolidays(AbstractHolidayCalendar):
+def fed_reserve_holidays() -> AbstractHolidayCalendar:
     """The Federal Reserve System's holidays (when ACH does not settle): the federal holidays,
     Columbus Day and Veterans Day included (NYSE sessions both). A holiday on a Sunday is
-    observed the Monday after; one on a Saturday is not observed (the Fed is open that Friday)."""
-
-    rules = [
-        Holiday("New Year's Day", month=1, day=1, observance=sunday_to_monday),
-        USMartinLutherKingJr,
-        USPresidentsDay,
-        USMemorialDay,
-        Holiday("Juneteenth", month=6, day=19, start_date="2022-01-01", observance=sunday_to_monday),
-        Holiday("Independence Day", month=7, day=4, observance=sunday_to_monday),
-        USLaborDay,
+    observed the Monday after; one on a Saturday is not observed (the Fed is open that Friday).
+    (A pandas holiday calendar, made here so that pandas is imported on first use.)"""
+    from pandas.tseries.holiday import (
+        AbstractHolidayCalendar,
+        Holiday,
         USColumbusDay,
-        Holiday("Veterans Day", month=11, day=11, observance=sunday_to_monday),
+        USLaborDay,
+        USMartinLutherKingJr,
+        USMemorialDay,
+        USPresidentsDay,
         USThanksgivingDay,
-        Holiday("Christmas Day", month=12, day=25, observance=sunday_to_monday),
-    ]
+        sunday_to_monday,
+    )
+
+    class FedReserveHolidays(AbstractHolidayCalendar):
+        rules = [
+            Holiday("New Year's Day", month=1, day=1, observance=sunday_to_monday),
+            USMartinLutherKingJr,
+            USPresidentsDay,
+            USMemorialDay,
+            Holiday("Juneteenth", month=6, day=19, start_date="2022-01-01",
+                    observance=sunday_to_monday),
+            Holiday("Independence Day", month=7, day=4, observance=sunday_to_monday),
+            USLaborDay,
+            USColumbusDay,
+            Holiday("Veterans Day", month=11, day=11, observance=sunday_to_monday),
+            USThanksgivingDay,
+            Holiday("Christmas Day", month=12, day=25, observance=sunday_to_monday),
+        ]
+
+    return FedReserveHolidays()
 
 
 @functools.lru_cache(maxsize=1)
 def _fed_holidays() -> frozenset[date]:
-    days = FedReserveHolidays().holidays(start="2000-01-01", end="2100-12-31")
+    days = fed_reserve_holidays().holidays(start="2000-01-01", end="2100-12-31")
     return frozenset(ts.date() for ts in days)
 
 

@@ -20,7 +20,6 @@ import typer
 
 from sherwood.cli_common import DataDir, load_settings
 from sherwood.lifecycle import freeze_startup_objects, run_loop
-from sherwood.metrics import start_metrics_server
 from sherwood.settings import Settings
 
 serve_app = typer.Typer(help="Run one Sherwood process in the foreground.", no_args_is_help=True)
@@ -30,6 +29,8 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 def _settings(data_dir: DataDir) -> Settings:
     """The process's settings; its /metrics server started (when a port is set)."""
+    from sherwood.metrics import start_metrics_server
+
     s = load_settings(data_dir)
     start_metrics_server(s.bind_host, s.metrics_port)
     return s

@@ -2,6 +2,8 @@
 
 ``sim_app`` is a typer sub-app; the main CLI mounts it as ``sherwood sim``. Each command only
 parses options and runs the simulator's async entry point; no simulation logic lives here.
+Each command imports its simulator (and the metrics server) when it runs, so mounting the
+sub-app costs every other ``sherwood`` command nothing.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ import logging
 from datetime import time
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from sherwood.lifecycle import stopped_by_signals
-from sherwood.metrics import start_metrics_server
-from simulators.market_maker import MarketMakerConfig, parse_slices, parse_symbols, run_market_maker
+
+if TYPE_CHECKING:
+    from simulators.market_maker import MarketMakerConfig
 
 sim_app = typer.Typer(help="Simulated venues and feeds for local development and tests.",
                       no_args_is_help=True)
@@ -74,6 +78,9 @@ def market_maker(
     metrics_port: int | None = typer.Option(None, help="Serve Prometheus /metrics on host:port."),
 ) -> None:
     """Run a simulated wholesale market maker (FIX 4.4 acceptor) until interrupted."""
+    from sherwood.metrics import start_metrics_server
+    from simulators.market_maker import MarketMakerConfig, parse_slices, parse_symbols
+
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -103,6 +110,8 @@ def market_maker(
 
 async def _serve(config: MarketMakerConfig) -> None:
     """Run the venue until SIGINT/SIGTERM, then log out cleanly."""
+    from simulators.market_maker import run_market_maker
+
     with stopped_by_signals() as stop:
         await run_market_maker(config, stop=stop)
 
@@ -124,6 +133,7 @@ def exchange_feed(
     metrics_port: int | None = typer.Option(None, help="Serve Prometheus /metrics on this loopback port."),
 ) -> None:
     """Run the exchange feed simulator: synthetic quotes/trades/halts to marketdata ingest."""
+    from sherwood.metrics import start_metrics_server
     from simulators.exchange_feed import FeedConfig, run_exchange_feed
 
     logging.basicConfig(level=log_level.upper(),

@@ -34,6 +34,7 @@ from domain.execution import VenueEventKind, VenueStatus
 from domain.ledger import Entry, LedgerTxn, customer
 from domain.orders import OrderState
 from sherwood.settings import Settings
+from tests.cli import sherwood_in_process
 from tests.db.audit_books import Books, books_on, past_sessions, scratch_databases, tampering
 
 SHARDS = 2
@@ -347,23 +348,36 @@ async def test_fill_due_but_not_settled(books: Books) -> None:
     await clean(books, a.shard)
 
 
-async def sherwood(settings: Settings, home: Path, *args: str) -> tuple[int, str]:
-    """``python -m sherwood ARGS`` on the scratch databases (exit code, stdout)."""
+def audit_env(settings: Settings, home: Path) -> dict[str, str]:
+    """The environment of a ``sherwood`` command on the scratch databases."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHERWOOD_")}
     assert settings.postgres_url
     env.update(SHERWOOD_POSTGRES_URL=settings.postgres_url, SHERWOOD_DB_PREFIX=settings.db_prefix,
                SHERWOOD_SHARDS=str(settings.shard_count), SHERWOOD_DATA_DIR=str(home))
+    return env
+
+
+async def sherwood(settings: Settings, home: Path, *args: str) -> tuple[int, str]:
+    """``sherwood ARGS`` on the scratch databases, in this process (tests/cli.py): (exit code,
+    stdout + stderr)."""
+    code, out, err = await sherwood_in_process(audit_env(settings, home), *args)
+    return code, out + err
+
+
+async def sherwood_process(settings: Settings, home: Path, *args: str) -> tuple[int, str, str]:
+    """``python -m sherwood ARGS`` on the scratch databases, a real process (the entry point):
+    (exit code, stdout, stderr)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sherwood", *args, env=env, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
+        sys.executable, "-m", "sherwood", *args, env=audit_env(settings, home),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, errs = await proc.communicate()
     assert proc.returncode is not None
-    return proc.returncode, out.decode() + errs.decode()
+    return proc.returncode, out.decode(), errs.decode()
 
 
 async def test_the_command_exits_1_with_the_violations(books: Books, tmp_path: Path) -> None:
     s = books.settings
-    code, out = await sherwood(s, tmp_path, "audit", "invariants", "--json")
+    code, out, _ = await sherwood_in_process(audit_env(s, tmp_path), "audit", "invariants", "--json")
     assert code == 0, out
     doc = json.loads(out)
     assert doc["ok"] and sorted(doc["shards"]) == ["0", "1"]
@@ -375,8 +389,9 @@ async def test_the_command_exits_1_with_the_violations(books: Books, tmp_path: P
     async with books.admin(a).begin() as conn:
         await conn.execute(change, {"d": 3, "o": uuid.UUID(snap.order_id)})
     try:
-        code, out = await sherwood(s, tmp_path, "audit", "invariants", "--json")
-        assert code == 1, out
+        # a real `python -m sherwood` process: the entry point exits 1 (the rest in-process)
+        code, out, errs = await sherwood_process(s, tmp_path, "audit", "invariants", "--json")
+        assert code == 1, out + errs
         doc = json.loads(out)
         assert not doc["ok"] and doc["shards"]["0"]["ok"] and not doc["shards"]["1"]["ok"]
         bad = {n: i for n, i in doc["shards"]["1"]["invariants"].items() if not i["ok"]}

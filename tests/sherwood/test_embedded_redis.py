@@ -93,17 +93,22 @@ def test_a_password_is_required_and_the_url_carries_it(tmp_path: Path) -> None:
     """The embedded Redis of `sherwood dev` runs with requirepass (the machine's Redis in CI has
     none): a client without the password is refused, the URL's password is accepted, and the
     password is on no command line."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
     from sherwood.redis_client import RedisTimeouts, redis_from_url
 
     rd = EmbeddedRedis(tmp_path / "redis", port=free_port(), password="s3cret-Pass_word")
     url = rd.start()
     try:
         assert url.startswith("redis://:s3cret-Pass_word@")
-        anonymous = redis.Redis(host="127.0.0.1", port=rd.port)
+        # asked once: redis-py retries a refused login 3 times with backoff by default (~2.4 s)
+        once = Retry(NoBackoff(), 0)
+        anonymous = redis.Redis(host="127.0.0.1", port=rd.port, retry=once)
         with pytest.raises(redis.AuthenticationError):
             anonymous.ping()
         anonymous.close()
-        wrong = redis.Redis(host="127.0.0.1", port=rd.port, password="nope")
+        wrong = redis.Redis(host="127.0.0.1", port=rd.port, password="nope", retry=once)
         with pytest.raises(redis.AuthenticationError):
             wrong.ping()
         wrong.close()

@@ -1,5 +1,7 @@
 """`sherwood migrate` with the production compose's environment: explicit URLs per database (no
-SHERWOOD_POSTGRES_URL), the market-data database among them, the owner's credentials apart."""
+SHERWOOD_POSTGRES_URL), the market-data database among them, the owner's credentials apart. The
+first migration is a real ``python -m sherwood`` process, the others run in the test process
+(tests/cli.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import pytest
 
 from db.migrate import drop_database
 from db.roles import Login, drop_role, login_of, with_login
+from tests.cli import invoke
 
 
 @pytest.fixture
@@ -45,11 +48,13 @@ def compose_like_env(pg_server_url: str) -> Iterator[dict[str, str]]:
 
 def test_migrate_with_explicit_urls_creates_the_role_and_grants(compose_like_env: dict[str, str]) -> None:
     env = compose_like_env
-    for _ in range(2):  # idempotent
-        out = subprocess.run([sys.executable, "-m", "sherwood", "migrate"], env=env,
-                             capture_output=True, text=True, timeout=300)
-        assert out.returncode == 0, out.stdout + out.stderr
+    out = subprocess.run([sys.executable, "-m", "sherwood", "migrate"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
     assert "market-data" in out.stdout
+    code, stdout, stderr = invoke(env, "migrate")  # idempotent (again, in this process)
+    assert code == 0, stdout + stderr
+    assert "market-data" in stdout
     shard = json.loads(env["SHERWOOD_SHARD_URLS"])[1]
     with psycopg.connect(shard) as conn:  # as the service role
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
@@ -83,7 +88,6 @@ def test_services_never_connect_as_the_owner(compose_like_env: dict[str, str]) -
     env = dict(compose_like_env)
     owner = env["SHERWOOD_DB_OWNER_USER"]
     env["SHERWOOD_DB_OWNER_USER"] = login_of(env["SHERWOOD_DIRECTORY_URL"]).user
-    out = subprocess.run([sys.executable, "-m", "sherwood", "migrate"], env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode != 0
-    assert "must not connect as the owner" in out.stdout + out.stderr, owner
+    code, stdout, stderr = invoke(env, "migrate")
+    assert code != 0
+    assert "must not connect as the owner" in stdout + stderr, owner

@@ -146,9 +146,26 @@ async def temporal_cli(stack: TradingStack, *args: str) -> str:
 
 
 async def sherwood_cli(stack: TradingStack, *args: str) -> str:
+    """``sherwood ARGS`` against the stack, in this process (tests/cli.py), its exit status 0;
+    its stdout."""
+    from tests.cli import sherwood_in_process
+
+    code, out, err = await sherwood_in_process(stack.env(), *args)
+    assert code == 0, err + out
+    return out
+
+
+async def sherwood_subprocess(stack: TradingStack, *args: str) -> tuple[int, str]:
+    """``python -m sherwood ARGS`` against the stack, a real process (the entry point):
+    (exit status, stdout + stderr)."""
     import sys
 
-    return await run_cli(sys.executable, "-m", "sherwood", *args, env=stack.env())
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sherwood", *args, env=stack.env(),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, (out + err).decode()
 
 
 # `sherwood ops resolve` as a configured operator (tests/conftest.py: SHERWOOD_OPS_OPERATORS)

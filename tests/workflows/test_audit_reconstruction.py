@@ -2,7 +2,8 @@
 session through the real stack (market buys and sells, resting limit orders, cancels, ACH
 deposits through POST /v2/transfers): at a past instant T (the API's view recorded at T, then
 more activity) and at ``now``. ``sherwood audit export --date`` writes every order event of the
-account, in the documented shape. The CLI runs as a subprocess against the test stack."""
+account, in the documented shape. The CLI runs against the test stack in the test process
+(tests/cli.py), once as a real ``python -m sherwood`` process."""
 
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ import httpx
 from sqlalchemy import text
 
 from domain.calendar import trade_date
+from tests.cli import sherwood_in_process
 from tests.stack import TradingStack, headers
 from tests.workflows.conftest import Backoffice
-from tests.workflows.order_helpers import place, sherwood_cli, wait_order
+from tests.workflows.order_helpers import place, sherwood_cli, sherwood_subprocess, wait_order
 from tests.workflows.test_funding import wait_status
 
 D = Decimal
@@ -163,9 +165,6 @@ async def test_audit_as_of_matches_what_the_api_showed(
 
 
 async def test_audit_cli_refuses_bad_input(stack: TradingStack) -> None:
-    import asyncio
-    import sys
-
     acct = await stack.account("0")
     cases = [
         ("not-a-uuid", "now", "not an account id"),
@@ -175,10 +174,12 @@ async def test_audit_cli_refuses_bad_input(stack: TradingStack) -> None:
         (str(acct.account_id), "2999-01-01T00:00:00Z", "future"),
         (str(acct.account_id), "2025-03-04T10:00:00Z" + "0" * 50, "too long"),
     ]
-    for account, as_of, why in cases:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "sherwood", "audit", "account", account, "--as-of", as_of,
-            env=stack.env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        out, err = await asyncio.wait_for(proc.communicate(), 60)
-        assert proc.returncode == 2, (account, as_of, out, err)
-        assert why in " ".join((out + err).decode().split()), (why, err.decode())
+    for i, (account, as_of, why) in enumerate(cases):
+        if i == 0:  # a real `python -m sherwood` process: the entry point's exit status
+            code, out = await sherwood_subprocess(stack, "audit", "account", account, "--as-of", as_of)
+        else:
+            code, stdout, err = await sherwood_in_process(
+                stack.env(), "audit", "account", account, "--as-of", as_of)
+            out = stdout + err
+        assert code == 2, (account, as_of, out)
+        assert why in " ".join(out.split()), (why, out)

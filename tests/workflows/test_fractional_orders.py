@@ -18,6 +18,7 @@ from api.routers.stream import trade_update as stream_message
 from tests.db.audit_books import audit_rows_about
 from tests.stack import TradingStack, headers, served
 from tests.workflows.order_helpers import balances, wait_order
+from tests.workflows.replay import replay_past_the_import_race
 from tests.workflows.test_http_clients import trading_client
 
 D = Decimal
@@ -234,7 +235,8 @@ async def test_the_firms_fill_is_behind_the_fractional_patch_and_replays(stack: 
         assert (await handle.result())["state"] == "FILLED"
         history = await handle.fetch_history()
         assert (FRACTIONAL in _patches(history)) == (name in ("notional", "tiny")), name
-        result = await Replayer(workflows=[OrderWorkflow]).replay_workflow(history)
+        result = await replay_past_the_import_race(
+            lambda h=history: Replayer(workflows=[OrderWorkflow]).replay_workflow(h))
         assert result.replay_failure is None, result.replay_failure
     await no_audit_findings(stack, acct, *ids.values())
 

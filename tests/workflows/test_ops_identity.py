@@ -1,6 +1,7 @@
 """Operator identity end to end: a resolution of a STUCK order above the four-eyes notional
 waits for a second, different operator (API and CLI), and the ``sherwood keys`` / ``ops`` CLI
-accepts only configured operators and audits what they do.
+accepts only configured operators and audits what they do. The commands run in the test
+process (tests/cli.py) but for one real ``python -m sherwood`` per command family.
 
 Not here: scopes and revocation on every /ops route (tests/api/test_ops_auth.py).
 """
@@ -9,14 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 from decimal import Decimal
 
 from sqlalchemy import text
 
+from tests.cli import sherwood_in_process
 from tests.stack import TradingStack, ops_headers
-from tests.workflows.order_helpers import balances, place, sherwood_cli, wait_order
+from tests.workflows.order_helpers import (
+    balances,
+    place,
+    sherwood_cli,
+    sherwood_subprocess,
+    wait_order,
+)
 
 
 async def stuck_order(stack: TradingStack, cash: str, qty: str) -> tuple[object, dict]:
@@ -35,11 +42,9 @@ async def stuck_order(stack: TradingStack, cash: str, qty: str) -> tuple[object,
 
 
 async def cli(stack: TradingStack, *args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sherwood", *args, env=stack.env(),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    return proc.returncode or 0, (out + err).decode()
+    """``sherwood ARGS`` in this process (tests/cli.py): (exit status, stdout + stderr)."""
+    code, out, err = await sherwood_in_process(stack.env(), *args)
+    return code, out + err
 
 
 async def test_a_resolve_above_the_threshold_waits_for_a_second_operator(
@@ -93,7 +98,9 @@ async def test_cli_operators_must_be_configured_and_resolve_with_four_eyes(
     stack: TradingStack,
 ) -> None:
     assert stack.settings.ops_operators == ["alice", "bob"]
-    code, out = await cli(stack, "ops", "halt", "ZCLI", "--operator", "mallory", "--reason", "x")
+    # a real `python -m sherwood` process: the entry point's exit status (the rest in-process)
+    code, out = await sherwood_subprocess(stack, "ops", "halt", "ZCLI", "--operator", "mallory",
+                                          "--reason", "x")
     assert code == 2 and "unknown_operator" in out, out
     code, out = await cli(stack, "ops", "halt", "ZCLI", "--operator", "alice")
     assert code == 2 and "--reason" in out, out  # a reason is required
@@ -132,8 +139,9 @@ async def test_sherwood_keys_create_rotate_revoke_list_are_audited(stack: Tradin
                            "--reason", "left")
         r = await http.get("/ops/halts", headers=hdr)
         assert (r.status_code, r.json()["reason"]) == (401, "key_revoked")
-    code, out = await cli(stack, "keys", "create", "--holder", "x", "--scope", "root",
-                          "--operator", "alice", "--reason", "r")
+    # a real `python -m sherwood` process: the entry point's exit status (the rest in-process)
+    code, out = await sherwood_subprocess(stack, "keys", "create", "--holder", "x", "--scope",
+                                          "root", "--operator", "alice", "--reason", "r")
     assert code == 2 and "invalid_scope" in out, out
     listed = {k["key_id"]: k for k in json.loads(await sherwood_cli(stack, "keys", "list", "--json"))}
     assert listed[new["key_id"]]["rotated_from"] == made["key_id"]

@@ -19,6 +19,7 @@ from tests.workflows.order_helpers import (
     place,
     wait_order,
 )
+from tests.workflows.replay import replay_past_the_import_race
 
 
 async def test_histories_replay_deterministically_in_the_sandbox(stack: TradingStack) -> None:
@@ -45,7 +46,8 @@ async def test_histories_replay_deterministically_in_the_sandbox(stack: TradingS
         markers = [e.marker_recorded_event_attributes.marker_name for e in history.events
                    if e.HasField("marker_recorded_event_attributes")]
         assert "core_patch" in markers, markers  # the current steps (see the next test)
-        result = await Replayer(workflows=[OrderWorkflow]).replay_workflow(history)
+        result = await replay_past_the_import_race(
+            lambda h=history: Replayer(workflows=[OrderWorkflow]).replay_workflow(h))
         assert result.replay_failure is None, result.replay_failure
 
 
@@ -76,7 +78,8 @@ async def test_orders_of_the_previous_version_finish_and_replay(stack: TradingSt
     history = await handle.fetch_history()
     steps = local_steps(history)
     assert steps[:3] == ["accept_order", "transition_order", "apply_reports"], steps  # the old way
-    result = await Replayer(workflows=[OrderWorkflow]).replay_workflow(history)
+    result = await replay_past_the_import_race(
+        lambda: Replayer(workflows=[OrderWorkflow]).replay_workflow(history))
     assert result.replay_failure is None, result.replay_failure
 
 
@@ -102,5 +105,6 @@ async def test_orders_routed_through_the_activity_before_the_link_finish_and_rep
     assert "ACTIVITY_TASK_COMPLETED" in event_types(history)
     steps = local_steps(history)
     assert steps == ["accept_order", "apply_reports"], steps
-    result = await Replayer(workflows=[OrderWorkflow]).replay_workflow(history)
+    result = await replay_past_the_import_race(
+        lambda: Replayer(workflows=[OrderWorkflow]).replay_workflow(history))
     assert result.replay_failure is None, result.replay_failure

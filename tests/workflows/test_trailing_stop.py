@@ -20,6 +20,7 @@ from fix.codes import OrdType
 from tests.db.audit_books import audit_rows_about
 from tests.stack import TradingStack, headers, served
 from tests.workflows.order_helpers import balances, events, place, post_order, wait_order
+from tests.workflows.replay import replay_past_the_import_race
 from tests.workflows.test_http_clients import trading_client
 
 D = Decimal
@@ -418,7 +419,8 @@ async def test_order_histories_recorded_before_the_patch_replay_and_trailing_one
     assert len(trailing) >= 2
     for path in before + trailing:
         history = WorkflowHistory.from_json(path.stem, path.read_text())
-        result = await Replayer(workflows=[OrderWorkflow], data_converter=DATA_CONVERTER).replay_workflow(
-            history, raise_on_replay_failure=False)
+        result = await replay_past_the_import_race(
+            lambda h=history: Replayer(workflows=[OrderWorkflow], data_converter=DATA_CONVERTER)
+            .replay_workflow(h, raise_on_replay_failure=False))
         assert result.replay_failure is None, (path.stem, result.replay_failure)
         assert (TRAILING_STOP in _patches(path)) == (path in trailing), path.stem
