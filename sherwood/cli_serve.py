@@ -36,6 +36,14 @@ def _settings(data_dir: DataDir) -> Settings:
     return s
 
 
+def _warm_calendar() -> None:
+    """Build the NYSE calendar now (pandas, exchange_calendars: 1-1.5 s), at start, rather than
+    inside the first order's request or workflow task (commands load it lazily)."""
+    from domain.calendar import nyse
+
+    nyse()
+
+
 @serve_app.command("api")
 def serve_api(data_dir: DataDir = None) -> None:
     """The REST API (uvicorn) on SHERWOOD_BIND_HOST:SHERWOOD_API_PORT."""
@@ -45,6 +53,7 @@ def serve_api(data_dir: DataDir = None) -> None:
 
     s = _settings(data_dir)
     logging.basicConfig(level=logging.INFO)
+    _warm_calendar()
     app = create_app(s)
     freeze_startup_objects()
     uvicorn.run(app, host=s.bind_host, port=s.api_port, log_level="info")
@@ -60,6 +69,7 @@ def serve_shard_worker(
 
     s = _settings(data_dir)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    _warm_calendar()
     run_loop(run(s, shard if shard else list(range(s.shard_count))))
 
 
