@@ -35,15 +35,7 @@ _TYPES = {
 
 @functools.lru_cache(maxsize=256)
 def _dataclass_shape(cls: type) -> tuple[dict[str, Any], tuple[dataclasses.Field[Any], ...]]:
-    try:
-        hints = typing.get_type_hints(cls)
-    except NameError:
-        # A class of a module the workflow sandbox imported only indirectly (a module passed
-        # through imports it): decoding runs with the sandbox's sys.modules, which lacks that
-        # module, so typing finds no globals for the annotations. The dataclass's generated
-        # __init__ was compiled in the module's globals: evaluate them there.
-        hints = typing.get_type_hints(cls, globalns=getattr(vars(cls).get("__init__"), "__globals__", None))
-    return hints, dataclasses.fields(cls)
+    return typing.get_type_hints(cls), dataclasses.fields(cls)
 
 
 class CachedHintsDataclasses(JSONTypeConverter):
