@@ -147,7 +147,16 @@ class ShardWorkers:
 
     async def stop(self) -> None:
         self._stop.set()
-        await asyncio.gather(*(w.shutdown() for w in self._workers), return_exceptions=True)
+        # Worker.shutdown waits for every running activity to end once canceled: one that never
+        # does (a call stuck on an unreachable server) must not keep the process from stopping
+        # (or, in the tests, a stack from being rebuilt). What it did not finish is retried by
+        # Temporal on the next worker, as after a crash.
+        shutdown = asyncio.gather(*(w.shutdown() for w in self._workers), return_exceptions=True)
+        try:
+            await asyncio.wait_for(shutdown, self.settings.worker_shutdown_timeout_s)
+        except TimeoutError:
+            log.warning("shard workers did not shut down within %.0f s: stopping anyway",
+                        self.settings.worker_shutdown_timeout_s)
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

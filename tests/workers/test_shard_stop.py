@@ -1,0 +1,30 @@
+"""A shard worker's stop is bounded: a Temporal worker whose shutdown never ends (an activity
+that ignores its cancellation) does not keep the process, or a test stack, from stopping."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, cast
+
+from sherwood.settings import Settings
+from workers.shard import ShardWorkers
+
+
+class NeverShutsDown:
+    def __init__(self) -> None:
+        self.asked = asyncio.Event()
+
+    async def shutdown(self) -> None:
+        self.asked.set()
+        await asyncio.Event().wait()  # never
+
+
+async def test_stop_gives_up_on_a_worker_that_never_shuts_down() -> None:
+    workers = ShardWorkers(Settings(worker_shutdown_timeout_s=0.3), [0])
+    hung = NeverShutsDown()
+    workers._workers = [cast(Any, hung)]
+    t0 = time.monotonic()
+    await asyncio.wait_for(workers.stop(), 10)
+    assert hung.asked.is_set()
+    assert time.monotonic() - t0 < 5
