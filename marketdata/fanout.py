@@ -141,7 +141,9 @@ class FanoutServer:
                                           backoff_max_s=redis_backoff_max_s, ping_s=redis_ping_s)
 
     # -- lifecycle --------------------------------------------------------------------------
-    async def start(self, host: str, port: int) -> Server:
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> Server:
+        """Listen (``reuse_port``: SO_REUSEPORT, several fan-out processes on one port) and run
+        the Redis reader, the flusher and the watchdog."""
         self._tasks.append(asyncio.create_task(self.subscriber.run(), name="fanout-redis"))
         self._tasks.append(asyncio.create_task(self._flusher(), name="fanout-flusher"))
         self._tasks.append(asyncio.create_task(self._watchdog(), name="fanout-watchdog"))
@@ -150,7 +152,7 @@ class FanoutServer:
             create_connection=FanoutConnection,
             # thousands of clients (re)connect at once after a restart: asyncio's default accept
             # backlog (100) overflows and drops SYNs, which clients retry only after 1, 3, 7 s...
-            backlog=LISTEN_BACKLOG,
+            backlog=LISTEN_BACKLOG, reuse_port=reuse_port or None,
             ping_interval=self.ping_interval, ping_timeout=self.ping_interval,
             close_timeout=5, max_size=1 << 16, max_queue=16, compression=None)
         return self._server
