@@ -4,15 +4,18 @@
   them: quotes/s validated, normalized, sequenced and published (pipelined) to Redis.
 * ``baseline``: a bare redis-py publisher (pipelined PUBLISH, same payloads, same 1,000 channels,
   same rate) and one redis-py subscriber on all channels: delivered msgs/s, publish->receive lag.
-* ``fanout``: ingest (fed at 10,000 and 100,000 updates/s) -> Redis -> ``--fanout-processes``
-  fan-out processes on one port (SO_REUSEPORT; 1 by default) -> 1,000 / 10,000 WebSocket clients
-  in 4 client processes, each client subscribed to the quotes of 10 random symbols of the 1,000:
-  delivered msgs/s and lag (receive time - ingest time ``it``), and the CPU each part used over
+* ``fanout``: ingest (fed at 10,000 and 100,000 updates/s; ``--ingest-workers`` processes, 2 by
+  default, :mod:`marketdata.ingest_workers`, the router in this process) -> Redis ->
+  ``--fanout-processes`` fan-out processes on one port (SO_REUSEPORT; 1 by default; flush round
+  every ``--flush-interval`` s, 0.05) -> 1,000 / 10,000 WebSocket clients in 4 client processes,
+  each subscribed to the quotes of 10 random symbols of the 1,000: delivered msgs/s, frames per
+  client per second, lag (receive time - ingest time ``it``), and the CPU each part used over
   the window (``cpu_pct``: 100 = one core; feed+ingest, the fan-out processes, the clients, the
-  embedded Redis) -- on a shared machine the rates move with the load, the CPU per unit of work
-  much less. The fan-out authenticates with a static key here (the directory DB lookup is per
-  connection and cached; it is not what is measured) and runs on the event loop ``sherwood serve
-  fanout`` uses (:func:`sherwood.lifecycle.run_loop`), as does the ingest here. The clients are
+  embedded Redis; ``cpu_us``: per quote ingested, per frame delivered) -- on a shared machine the
+  rates move with the load, the CPU per unit of work much less. The fan-out authenticates with a
+  static key here (the directory DB lookup is per connection and cached; it is not what is
+  measured) and runs on the event loop ``sherwood serve fanout`` uses
+  (:func:`sherwood.lifecycle.run_loop`), as does the ingest here. The clients are
   :mod:`bench.ws_load`'s minimal RFC 6455 clients (websockets' client cost more CPU per frame
   than the fan-out spent sending it: the bench measured its clients). Quotes are conflated per
   connection, so fewer than ``ideal_deliveries_per_s`` arrive by design; every one that arrives
@@ -49,6 +52,7 @@ from bench.ws_load import IT_RE, run_clients
 from domain.universe import known_symbols, universe
 from marketdata.fanout import FanoutServer
 from marketdata.ingest import Ingest
+from marketdata.ingest_workers import IngestRouter, WorkerSpec
 from sherwood.contracts import RedisKeys
 from sherwood.embedded import EmbeddedRedis, free_port
 from sherwood.lifecycle import run_loop
@@ -127,7 +131,7 @@ async def paced(rate: float, seconds: float) -> AsyncIterator[int]:
         await asyncio.sleep(0.01)
 
 
-async def feed_at(ing: Ingest, rate: float, seconds: float, tmpl: list[bytes]) -> int:
+async def feed_at(ing: Ingest | IngestRouter, rate: float, seconds: float, tmpl: list[bytes]) -> int:
     sent = 0
     i = 0
     async for k in paced(rate, seconds):
@@ -198,14 +202,15 @@ async def bench_baseline(redis_url: str, rate: float, seconds: float) -> dict[st
 
 
 # -- fan-out server and clients (child processes) ----------------------------------------------
-async def role_server(redis_url: str, prefix: str, port: int, reuse_port: bool) -> None:
+async def role_server(redis_url: str, prefix: str, port: int, reuse_port: bool,
+                      flush_interval_s: float) -> None:
     raise_fd_limit()
 
     async def auth(key: str, secret: str) -> str | None:
         return key if secret == "bench" else None
 
     srv = FanoutServer(redis_url, prefix, auth, max_connections=50_000, max_symbols=100,
-                       flush_interval_s=0.05, ping_interval_s=None, slow_timeout_s=30)
+                       flush_interval_s=flush_interval_s, ping_interval_s=None, slow_timeout_s=30)
     if reuse_port:  # several fan-out processes on one port (SO_REUSEPORT)
         await srv.start("127.0.0.1", port, reuse_port=True)
     else:
@@ -240,12 +245,14 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 async def bench_fanout(redis_url: str, clients: int, rates: list[float], seconds: float,
-                       results: list[dict[str, Any]], servers: int, redis_pid: int | None) -> None:
+                       results: list[dict[str, Any]], servers: int, redis_pid: int | None,
+                       flush_interval_s: float, ingest_workers: int) -> None:
     prefix = f"bench:{uuid.uuid4().hex[:6]}"
     port = free_port()
     procs_srv = []
     for _ in range(servers):
         srv = await spawn("--role", "server", "--redis", redis_url, "--prefix", prefix, "--port", str(port),
+                          "--flush-interval", str(flush_interval_s),
                           *(["--reuse-port"] if servers > 1 else []))
         assert srv.stdout and srv.stdin
         await srv.stdout.readline()
@@ -263,10 +270,16 @@ async def bench_fanout(redis_url: str, clients: int, rates: list[float], seconds
         connected += int(line.split()[1])
     emit(bench="marketdata", kind="fanout_connect", clients=clients, connected=connected,
          fanout_processes=servers, seconds=round(time.monotonic() - t_conn, 1))
-    ing = Ingest(redis_url, prefix, known=known_symbols(N_SYMBOLS), max_jump=10)
+    ing: Ingest | IngestRouter
+    if ingest_workers > 1:  # a router here and the workers in their own processes
+        ing = IngestRouter(WorkerSpec(redis_url, prefix, tuple(sorted(known_symbols(N_SYMBOLS))),
+                                      {"max_jump": 10}), ingest_workers)
+    else:
+        ing = Ingest(redis_url, prefix, known=known_symbols(N_SYMBOLS), max_jump=10)
     await ing.start()
     tmpl = template_lines(200_000)
-    roles = {"feed_ingest": [os.getpid()], "fanout": [p.pid for p in procs_srv],
+    workers = [p.pid for p in ing.procs] if isinstance(ing, IngestRouter) else []
+    roles = {"feed_ingest": [os.getpid(), *workers], "fanout": [p.pid for p in procs_srv],
              "clients": [p.pid for p in procs], "redis": [redis_pid] if redis_pid else []}
     windows = []
     for rate in rates:
@@ -289,10 +302,11 @@ async def bench_fanout(redis_url: str, clients: int, rates: list[float], seconds
         assert p.stdin and p.stdout
         p.stdin.write(b"STOP\n")
         data = json.loads(await asyncio.wait_for(p.stdout.readline(), 60))
-        for k, (cnt, lags) in data.items():
-            b = merged.setdefault(int(k), [0, []])
+        for k, (cnt, lags, frames) in data.items():
+            b = merged.setdefault(int(k), [0, [], 0])
             b[0] += cnt
             b[1].extend(lags)
+            b[2] += frames
     for p in [*procs, *procs_srv]:
         with contextlib.suppress(ProcessLookupError):
             p.terminate()
@@ -302,20 +316,30 @@ async def bench_fanout(redis_url: str, clients: int, rates: list[float], seconds
         # whole seconds inside the window (+1 s drain for lag)
         secs = [s for s in merged if t0 + 1 <= s and s + 1 <= t1]
         cnt = sum(merged[s][0] for s in secs)
+        frames = sum(merged[s][2] for s in secs)
         lags = [x for s in secs for x in merged[s][1]]
         res = {"bench": "marketdata", "kind": "fanout", "clients": clients, "connected": connected,
-               "fanout_processes": servers, "symbols": N_SYMBOLS, "subs_per_client": SUBS_PER_CLIENT,
+               "ingest_workers": ingest_workers, "fanout_processes": servers,
+               "flush_interval_s": flush_interval_s, "symbols": N_SYMBOLS,
+               "subs_per_client": SUBS_PER_CLIENT,
                "offered_per_s": rate, "ingested_per_s": round(sent / (t1 - t0)),
                "delivered_per_s": round(cnt / max(1, len(secs))),
+               "frames_per_client_s": round(frames / max(1, len(secs)) / max(1, connected), 2),
                "lag_p50_ms": pct(lags, 0.5), "lag_p99_ms": pct(lags, 0.99),
                "ideal_deliveries_per_s": round(sent / (t1 - t0) * clients * SUBS_PER_CLIENT / N_SYMBOLS),
                "cpu_pct": cpu}
+        fps = frames / max(1, len(secs))
+        res["cpu_us"] = {  # per unit of work: moves less with the machine's load than the rates
+            "feed_ingest_per_quote": round(cpu["feed_ingest"] * 1e4 / max(1.0, sent / (t1 - t0)), 2),
+            "fanout_per_frame": round(cpu["fanout"] * 1e4 / max(1.0, fps), 2),
+            "clients_per_frame": round(cpu["clients"] * 1e4 / max(1.0, fps), 2)}
         results.append(res)
         emit(**res)
     emit(bench="marketdata", kind="fanout_server_stats", clients=clients, **stats)
 
 
-async def main(seconds: float, client_counts: list[int], rates: list[float], servers: int) -> None:
+async def main(seconds: float, client_counts: list[int], rates: list[float], servers: int,
+               flush_interval_s: float, ingest_workers: int) -> None:
     raise_fd_limit()
     redis_url = os.environ.get("SHERWOOD_REDIS_URL")
     rd = None
@@ -328,7 +352,8 @@ async def main(seconds: float, client_counts: list[int], rates: list[float], ser
         ours: list[dict[str, Any]] = []
         for n in client_counts:
             await bench_fanout(redis_url, n, rates, seconds, ours, servers,
-                               rd.proc.pid if rd is not None and rd.proc is not None else None)
+                               rd.proc.pid if rd is not None and rd.proc is not None else None,
+                               flush_interval_s, ingest_workers)
         for r in ours:
             b = base[r["offered_per_s"]]
             emit(bench="marketdata", kind="ratio", clients=r["clients"], offered_per_s=r["offered_per_s"],
@@ -357,14 +382,18 @@ def cli() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fanout-processes", type=int, default=1)
     ap.add_argument("--reuse-port", action="store_true")
+    ap.add_argument("--ingest-workers", type=int, default=2)  # >1: marketdata.ingest_workers
+    ap.add_argument("--flush-interval", type=float, default=0.05)  # the fan-out's batching window
     a = ap.parse_args()
     if a.role == "server":
-        run_loop(role_server(a.redis, a.prefix, a.port, a.reuse_port))  # as `sherwood serve fanout` runs it
+        # as `sherwood serve fanout` runs it
+        run_loop(role_server(a.redis, a.prefix, a.port, a.reuse_port, a.flush_interval))
     elif a.role == "clients":
         run_loop(run_clients(a.port, a.n, a.seed, [x.symbol for x in universe(N_SYMBOLS)], SUBS_PER_CLIENT))
     else:  # ingest on the loop `sherwood serve ingest` runs (uvloop when installed)
         run_loop(main(a.seconds, [int(x) for x in a.clients.split(",")],
-                      [float(x) for x in a.rates.split(",")], a.fanout_processes))
+                      [float(x) for x in a.rates.split(",")], a.fanout_processes, a.flush_interval,
+                      a.ingest_workers))
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ def client_frame(opcode: int, payload: bytes, mask: bytes) -> bytes:
 
 
 class Buckets:
-    """Per second of the wall clock: quotes received and a sample of their lags (seconds)."""
+    """Per second of the wall clock: quotes received, a sample of their lags (seconds), frames."""
 
     def __init__(self) -> None:
         self.by_s: dict[int, list[Any]] = {}
@@ -58,8 +58,9 @@ class Buckets:
             return
         b = self.by_s.get(now_ns // 10**9)
         if b is None:
-            b = self.by_s[now_ns // 10**9] = [0, []]
+            b = self.by_s[now_ns // 10**9] = [0, [], 0]
         b[0] += len(its)
+        b[2] += 1
         lags = b[1]
         if len(lags) < MAX_LAGS_PER_S:
             lags.extend((now_ns - int(x)) / 1e9 for x in its[:3])

@@ -43,7 +43,8 @@ Per line:
   updates that bar: merged into Postgres and published as ``T:"u"`` (then ``T:"d"``) at the next
   flush.
 
-One ingest process per symbol set (sequence numbers are per process). If Redis is down the ticks
+One ingest process per symbol set (sequence numbers are per process): several run side by side
+as :mod:`marketdata.ingest_workers`, each over its share of the symbols. If Redis is down the ticks
 of that moment are dropped (``redis_unavailable``) and ingest reconnects with backoff: the read
 path is approximate; bars keep accumulating and go to Postgres regardless.
 
@@ -59,7 +60,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -70,7 +71,6 @@ from marketdata.ingest_bars import IngestBars, rfc3339_ns
 from marketdata.ingest_writer import PipelinedWriter
 from marketdata.resp import encode, encode_publish
 from marketdata.store import MarketDataStore
-from sherwood import metrics
 from sherwood.contracts import RedisKeys
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,8 @@ class Ingest(IngestBars):
             self.halted |= {h.decode() for h in halts if isinstance(h, bytes)}
 
     async def serve_tcp(self, host: str, port: int) -> asyncio.Server:
-        self._server = await asyncio.start_server(self._handle_feed, host, port, limit=1 << 20)
+        self._server = await asyncio.start_server(lambda r, w: read_feed(r, w, self.process), host, port,
+                                                  limit=1 << 20)
         return self._server
 
     async def close(self) -> None:
@@ -196,25 +197,6 @@ class Ingest(IngestBars):
         with contextlib.suppress(Exception):
             await self.flush_bars(final_all=False)
         await self.writer.close()
-
-    async def _handle_feed(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        rest = b""
-        try:
-            while True:
-                chunk = await reader.read(1 << 18)
-                if not chunk:
-                    break
-                data = rest + chunk
-                cut = data.rfind(b"\n")
-                if cut < 0:
-                    rest = data
-                    continue
-                rest = data[cut + 1:]
-                await self.process(data[:cut].split(b"\n"))
-        except (ConnectionError, OSError) as exc:
-            log.info("feed connection lost: %s", exc)
-        finally:
-            writer.close()
 
     # -- Redis ------------------------------------------------------------------------------
     async def _send(self, parts: list[bytes], n_messages: int, n_commands: int | None = None) -> bool:
@@ -471,35 +453,44 @@ class Ingest(IngestBars):
         return out
 
 
+def ingest_options(settings: Any) -> dict[str, float]:
+    """Ingest's keyword options from the settings (also what each ingest worker gets)."""
+    return {"max_price": settings.marketdata_max_price, "max_jump": settings.marketdata_max_jump,
+            "max_tick_age_s": settings.marketdata_max_tick_age_s,
+            "max_future_s": settings.marketdata_max_future_s, "quote_max_age_s": settings.quote_max_age_s,
+            "bar_flush_s": settings.marketdata_bar_flush_s, "bar_grace_s": settings.marketdata_bar_grace_s,
+            "trade_retention_s": settings.marketdata_trade_retention_s}
+
+
 def ingest_from_settings(settings: Any, engine: AsyncEngine | None) -> Ingest:
     from domain.universe import known_symbols
 
     assert settings.redis_url, "market-data ingest needs SHERWOOD_REDIS_URL"
-    return Ingest(
-        settings.redis_url, settings.redis_prefix,
-        known=known_symbols(settings.marketdata_universe_size), engine=engine,
-        max_price=settings.marketdata_max_price, max_jump=settings.marketdata_max_jump,
-        max_tick_age_s=settings.marketdata_max_tick_age_s,
-        max_future_s=settings.marketdata_max_future_s, quote_max_age_s=settings.quote_max_age_s,
-        bar_flush_s=settings.marketdata_bar_flush_s, bar_grace_s=settings.marketdata_bar_grace_s,
-        trade_retention_s=settings.marketdata_trade_retention_s)
+    return Ingest(settings.redis_url, settings.redis_prefix,
+                  known=known_symbols(settings.marketdata_universe_size), engine=engine,
+                  **ingest_options(settings))  # type: ignore[arg-type]
 
 
-async def run_ingest(settings: Any, stop: asyncio.Event | None = None) -> None:
-    """``sherwood serve ingest``: migrate the market-data DB, listen for the feed, run until stopped."""
-    from db.engines import make_engine
-    from db.migrate import migrate_marketdata
-
-    url = settings.marketdata_db_url_resolved()
-    await asyncio.to_thread(migrate_marketdata, url)
-    engine = make_engine(url, pool_size=2, max_overflow=2)
-    ingest = ingest_from_settings(settings, engine)
-    metrics.register_once(metrics.IngestCounters(ingest))
-    await ingest.start()
-    await ingest.serve_tcp(settings.bind_host, settings.marketdata_feed_port)
-    log.info("ingest listening for the feed on %s:%s", settings.bind_host, settings.marketdata_feed_port)
+async def read_feed(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    process: Callable[[list[bytes]], Awaitable[int]]) -> None:
+    """One feed connection: its complete lines, a read's worth at a time, to ``process``."""
+    rest = b""
     try:
-        await (stop.wait() if stop is not None else asyncio.Event().wait())
+        while True:
+            chunk = await reader.read(1 << 18)
+            if not chunk:
+                break
+            data = rest + chunk
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                if len(data) > 1 << 20:  # no line is that long: not the feed protocol
+                    log.warning("feed connection sent 1 MiB without a newline: closed")
+                    break
+                rest = data
+                continue
+            rest = data[cut + 1:]
+            await process(data[:cut].split(b"\n"))
+    except (ConnectionError, OSError) as exc:
+        log.info("feed connection lost: %s", exc)
     finally:
-        await ingest.close()
-        await engine.dispose()
+        writer.close()
