@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 
@@ -93,3 +95,18 @@ async def test_codes_that_would_break_the_json_are_malformed(
     got = await published(redis, prefix, fixed_ingest, [f'H,MSFT,{T},T1","x":"y'.encode()])
     assert [(s, json.loads(p)["sc"], json.loads(p)["rc"]) for s, p in got] == [("MSFT", "H", "T1")]
     assert await redis.smembers(RedisKeys(prefix).halts) == {b"MSFT"}
+
+
+async def test_a_feed_connection_without_newlines_is_closed_not_buffered(fixed_ingest: Ingest) -> None:
+    server = await fixed_ingest.serve_tcp("127.0.0.1", 0)
+    reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
+    with contextlib.suppress(ConnectionError):
+        for _ in range(24):  # 1.5 MiB, no line end
+            writer.write(b"Q" * 65536)
+            await writer.drain()
+    try:
+        rest = await asyncio.wait_for(reader.read(), 10)
+    except ConnectionError:  # closed with our bytes unread: a reset
+        rest = b""
+    assert rest == b""  # closed by ingest, not waiting for a line end forever
+    writer.close()
