@@ -13,8 +13,10 @@ publishing (about 5 microseconds a quote in Python) spread over N processes, N c
 Between router and worker: one socketpair each. Router -> worker: frames ``kind (1 byte) +
 length (4 bytes) + payload``: ``L`` feed lines (joined by newlines), ``S`` a sync request (its
 id). Worker -> router: JSON lines with its accepted and dropped counts, every second and in answer
-to a sync (``{"sync": id, ...}``, sent once everything before it is written to Redis). The
-router's ``accepted`` / ``dropped`` are the workers' sums as last reported (the metrics read them).
+to a sync (``{"sync": id, ...}``, sent once everything before it is written to Redis); the first
+one says the worker's Ingest has started, and :meth:`IngestRouter.start` waits for every
+worker's. The router's ``accepted`` / ``dropped`` are the workers' sums as last reported (the
+metrics read them).
 
 Failure: a worker that dies ends the router (``failed`` is set, ``process`` raises, and
 ``run_ingest`` returns an error), so the process supervisor restarts ingest as a whole; a worker
@@ -109,15 +111,22 @@ class IngestRouter:
             self.procs.append(p)
             self._writers.append(writer)
             self._readers.append(asyncio.create_task(self._read_reports(i, reader)))
+        # each worker reports once its Ingest has started (imports, Redis state): until then what
+        # the feed sends would only pile up in the socket buffers
+        async with asyncio.timeout(60):
+            while not all(self._reports) and not self.failed.is_set():
+                self._reported.clear()
+                await self._reported.wait()
+        if self.failed.is_set():
+            raise RuntimeError("an ingest worker ended while starting")
 
     async def _read_reports(self, i: int, reader: asyncio.StreamReader) -> None:
         try:
             while line := await reader.readline():
                 report = json.loads(line)
                 self._reports[i] = report
-                if "sync" in report:
-                    self._synced[i] = report["sync"]
-                    self._reported.set()
+                self._synced[i] = report.get("sync", self._synced[i])
+                self._reported.set()
         except (OSError, ValueError) as exc:
             log.error("ingest worker %d: broken link (%s)", i, exc)
         if not self.failed.is_set():
@@ -202,6 +211,7 @@ async def _worker(spec: WorkerSpec, shard: int, n: int, sock: socket.socket) -> 
             await asyncio.sleep(1.0)
             report()
 
+    report()  # started
     ticker = asyncio.create_task(every_second())
     try:
         while True:
