@@ -81,6 +81,7 @@ class IngestRouter:
         self._reported = asyncio.Event()  # set at every report
         self._sync_id = 0
         self.failed = asyncio.Event()
+        self._closing = False
         self._server: asyncio.Server | None = None
 
     @property
@@ -129,7 +130,7 @@ class IngestRouter:
                 self._reported.set()
         except (OSError, ValueError) as exc:
             log.error("ingest worker %d: broken link (%s)", i, exc)
-        if not self.failed.is_set():
+        if not self.failed.is_set() and not self._closing:
             log.error("ingest worker %d ended (exit code %s): ingest stops", i, self.procs[i].exitcode)
             self.failed.set()
             self._reported.set()
@@ -173,6 +174,7 @@ class IngestRouter:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        self._closing = True
         for w in self._writers:
             w.close()  # EOF: each worker flushes its bars and exits
         for p in self.procs:

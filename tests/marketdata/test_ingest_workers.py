@@ -70,3 +70,11 @@ async def test_a_worker_that_dies_ends_the_router(router: IngestRouter) -> None:
     await asyncio.wait_for(router.failed.wait(), 10)
     with pytest.raises(RuntimeError, match="ingest worker"):
         await router.process([q("AAPL")])
+
+
+async def test_a_clean_stop_is_no_failure(migrated: Settings, prefix: str) -> None:
+    assert migrated.redis_url
+    r = IngestRouter(WorkerSpec(migrated.redis_url, prefix, tuple(sorted(known_symbols())), {}), 2)
+    await r.start()
+    await r.close()
+    assert not r.failed.is_set() and not any(p.is_alive() for p in r.procs)
