@@ -4,14 +4,22 @@
   them: quotes/s validated, normalized, sequenced and published (pipelined) to Redis.
 * ``baseline``: a bare redis-py publisher (pipelined PUBLISH, same payloads, same 1,000 channels,
   same rate) and one redis-py subscriber on all channels: delivered msgs/s, publish->receive lag.
-* ``fanout``: ingest (fed at 10,000 and 100,000 updates/s) -> Redis -> one fan-out process ->
-  1,000 / 10,000 WebSocket clients in 4 client processes, each client subscribed to the quotes of
-  10 random symbols of the 1,000: delivered msgs/s and lag (receive time - ingest time ``it``).
-  The fan-out authenticates with a static key here (the directory DB lookup is per connection
-  and cached; it is not what is measured) and runs on the event loop ``sherwood serve fanout``
-  uses (:func:`sherwood.lifecycle.run_loop`); the clients are plain websockets on asyncio. Quotes
-  are conflated per connection, so fewer than ``ideal_deliveries_per_s`` arrive by design; every
-  one that arrives is timed.
+* ``fanout``: ingest (fed at 10,000 and 100,000 updates/s; ``--ingest-workers`` processes, 2 by
+  default, :mod:`marketdata.ingest_workers`, the router in this process) -> Redis ->
+  ``--fanout-processes`` fan-out processes on one port (SO_REUSEPORT; 1 by default; flush round
+  every ``--flush-interval`` s, 0.05) -> 1,000 / 10,000 WebSocket clients in 4 client processes,
+  each subscribed to the quotes of 10 random symbols of the 1,000: delivered msgs/s, frames per
+  client per second, lag (receive time - ingest time ``it``), and the CPU each part used over
+  the window (``cpu_pct``: 100 = one core; feed+ingest, the fan-out processes, the clients, the
+  embedded Redis; ``cpu_us``: per quote ingested, per frame delivered) -- on a shared machine the
+  rates move with the load, the CPU per unit of work much less. The fan-out authenticates with a
+  static key here (the directory DB lookup is per connection and cached; it is not what is
+  measured) and runs on the event loop ``sherwood serve fanout`` uses
+  (:func:`sherwood.lifecycle.run_loop`), as does the ingest here. The clients are
+  :mod:`bench.ws_load`'s minimal RFC 6455 clients (websockets' client cost more CPU per frame
+  than the fan-out spent sending it: the bench measured its clients). Quotes are conflated per
+  connection, so fewer than ``ideal_deliveries_per_s`` arrive by design; every one that arrives
+  is counted, the first three of each frame timed.
 
 * with SHERWOOD_POSTGRES_URL and SHERWOOD_REDIS_URL set, then :mod:`bench.marketdata_rest`: the
   1-minute bar's lag under the highest rate, 100-symbol latest quotes/s against a bare ``HMGET``,
@@ -31,7 +39,6 @@ import contextlib
 import json
 import os
 import random
-import re
 import resource
 import sys
 import tempfile
@@ -41,16 +48,20 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from bench.ws_load import IT_RE, run_clients
 from domain.universe import known_symbols, universe
 from marketdata.fanout import FanoutServer
 from marketdata.ingest import Ingest
+from marketdata.ingest_workers import IngestRouter, WorkerSpec
 from sherwood.contracts import RedisKeys
 from sherwood.embedded import EmbeddedRedis, free_port
 from sherwood.lifecycle import run_loop
 from simulators.exchange_feed import ExchangeFeed, FeedConfig
 
 N_SYMBOLS = 1000
-IT_RE = re.compile(rb'"it":(\d+)')
+SUBS_PER_CLIENT = 10
+CLIENT_PROCS = 4
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def emit(**kw: Any) -> None:
@@ -88,6 +99,7 @@ async def bench_ingest(redis_url: str, seconds: float) -> float:
     tmpl = template_lines(200_000)
     n = 0
     t0 = time.perf_counter()
+    c0 = time.process_time()
     i = 0
     while time.perf_counter() - t0 < seconds:
         batch = tmpl[i:i + 2000]
@@ -95,10 +107,12 @@ async def bench_ingest(redis_url: str, seconds: float) -> float:
         n += await ing.process(stamp(batch, time.time_ns()))
     await ing.sync()
     dt = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     await ing.close()
     rate = n / dt
     emit(bench="marketdata", kind="ingest", quotes=n, seconds=round(dt, 2), quotes_per_s=round(rate),
-         dropped=sum(ing.dropped.values()), target_per_s=100_000)
+         cpu_us_per_quote=round(cpu / max(1, n) * 1e6, 2), dropped=sum(ing.dropped.values()),
+         target_per_s=100_000)
     return rate
 
 
@@ -117,7 +131,7 @@ async def paced(rate: float, seconds: float) -> AsyncIterator[int]:
         await asyncio.sleep(0.01)
 
 
-async def feed_at(ing: Ingest, rate: float, seconds: float, tmpl: list[bytes]) -> int:
+async def feed_at(ing: Ingest | IngestRouter, rate: float, seconds: float, tmpl: list[bytes]) -> int:
     sent = 0
     i = 0
     async for k in paced(rate, seconds):
@@ -188,15 +202,19 @@ async def bench_baseline(redis_url: str, rate: float, seconds: float) -> dict[st
 
 
 # -- fan-out server and clients (child processes) ----------------------------------------------
-async def role_server(redis_url: str, prefix: str, port: int) -> None:
+async def role_server(redis_url: str, prefix: str, port: int, reuse_port: bool,
+                      flush_interval_s: float) -> None:
     raise_fd_limit()
 
     async def auth(key: str, secret: str) -> str | None:
         return key if secret == "bench" else None
 
     srv = FanoutServer(redis_url, prefix, auth, max_connections=50_000, max_symbols=100,
-                       flush_interval_s=0.05, ping_interval_s=None, slow_timeout_s=30)
-    await srv.start("127.0.0.1", port)
+                       flush_interval_s=flush_interval_s, ping_interval_s=None, slow_timeout_s=30)
+    if reuse_port:  # several fan-out processes on one port (SO_REUSEPORT)
+        await srv.start("127.0.0.1", port, reuse_port=True)
+    else:
+        await srv.start("127.0.0.1", port)
     print("READY", flush=True)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -207,76 +225,42 @@ async def role_server(redis_url: str, prefix: str, port: int) -> None:
     await srv.close()
 
 
-async def role_clients(port: int, n: int, seed: int) -> None:
-    from websockets.asyncio.client import connect
-
-    raise_fd_limit()
-    rng = random.Random(seed)
-    syms = [x.symbol for x in universe(N_SYMBOLS)]
-    buckets: dict[int, list[Any]] = {}  # second -> [count, lags]
-
-    async def one(i: int) -> None:
-        try:
-            ws = await connect(f"ws://127.0.0.1:{port}/v2/iex", open_timeout=120, ping_interval=None,
-                               max_queue=64, compression=None)
-        except Exception:
-            return
-        await ws.recv()
-        await ws.send(json.dumps({"action": "auth", "key": f"k{seed}-{i}", "secret": "bench"}))
-        await ws.recv()
-        await ws.send(json.dumps({"action": "subscribe", "quotes": rng.sample(syms, 10)}))
-        await ws.recv()
-        ready.append(1)
-        try:
-            async for raw in ws:
-                data = raw.encode() if isinstance(raw, str) else raw
-                now = time.time_ns()
-                b = buckets.setdefault(now // 10**9, [0, []])
-                its = IT_RE.findall(data)
-                b[0] += len(its)
-                lags = b[1]
-                if len(lags) < 20_000:
-                    lags.extend((now - int(x)) / 1e9 for x in its[:3])
-        except Exception:
-            return
-
-    ready: list[int] = []
-    tasks = []
-    for i in range(n):
-        tasks.append(asyncio.create_task(one(i)))
-        if i % 200 == 199:
-            await asyncio.sleep(0.05)
-    while len(ready) < n and all(not t.done() for t in tasks[:1]):
-        await asyncio.sleep(0.2)
-        if sum(t.done() for t in tasks) + len(ready) >= n:
-            break
-    print(f"READY {len(ready)}", flush=True)
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    await reader.readline()
-    print(json.dumps({str(k): [v[0], v[1]] for k, v in buckets.items()}), flush=True)
-    for t in tasks:
-        t.cancel()
-
-
 async def spawn(*args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.marketdata", *args, stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE, limit=1 << 28)
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user + system) the processes have used so far, from /proc (Linux)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total / CLK_TCK
+
+
 async def bench_fanout(redis_url: str, clients: int, rates: list[float], seconds: float,
-                       results: list[dict[str, Any]]) -> None:
+                       results: list[dict[str, Any]], servers: int, redis_pid: int | None,
+                       flush_interval_s: float, ingest_workers: int) -> None:
     prefix = f"bench:{uuid.uuid4().hex[:6]}"
     port = free_port()
-    server = await spawn("--role", "server", "--redis", redis_url, "--prefix", prefix, "--port", str(port))
-    assert server.stdout and server.stdin
-    await server.stdout.readline()
+    procs_srv = []
+    for _ in range(servers):
+        srv = await spawn("--role", "server", "--redis", redis_url, "--prefix", prefix, "--port", str(port),
+                          "--flush-interval", str(flush_interval_s),
+                          *(["--reuse-port"] if servers > 1 else []))
+        assert srv.stdout and srv.stdin
+        await srv.stdout.readline()
+        procs_srv.append(srv)
     procs = []
-    per = clients // 4
+    per = clients // CLIENT_PROCS
     t_conn = time.monotonic()
-    for k in range(4):
+    for k in range(CLIENT_PROCS):
         procs.append(await spawn("--role", "clients", "--port", str(port), "--n", str(per),
                                  "--seed", str(k)))
     connected = 0
@@ -285,51 +269,77 @@ async def bench_fanout(redis_url: str, clients: int, rates: list[float], seconds
         line = await asyncio.wait_for(p.stdout.readline(), 300)
         connected += int(line.split()[1])
     emit(bench="marketdata", kind="fanout_connect", clients=clients, connected=connected,
-         seconds=round(time.monotonic() - t_conn, 1))
-    ing = Ingest(redis_url, prefix, known=known_symbols(N_SYMBOLS), max_jump=10)
+         fanout_processes=servers, seconds=round(time.monotonic() - t_conn, 1))
+    ing: Ingest | IngestRouter
+    if ingest_workers > 1:  # a router here and the workers in their own processes
+        ing = IngestRouter(WorkerSpec(redis_url, prefix, tuple(sorted(known_symbols(N_SYMBOLS))),
+                                      {"max_jump": 10}), ingest_workers)
+    else:
+        ing = Ingest(redis_url, prefix, known=known_symbols(N_SYMBOLS), max_jump=10)
     await ing.start()
     tmpl = template_lines(200_000)
+    workers = [p.pid for p in ing.procs] if isinstance(ing, IngestRouter) else []
+    roles = {"feed_ingest": [os.getpid(), *workers], "fanout": [p.pid for p in procs_srv],
+             "clients": [p.pid for p in procs], "redis": [redis_pid] if redis_pid else []}
     windows = []
     for rate in rates:
         await asyncio.sleep(1.0)
+        c0 = {r: cpu_seconds(pids) for r, pids in roles.items()}
         t0 = time.time()
         sent = await feed_at(ing, rate, seconds, tmpl)
         t1 = time.time()
-        windows.append((rate, t0, t1, sent))
+        cpu = {r: round((cpu_seconds(pids) - c0[r]) / (t1 - t0) * 100) for r, pids in roles.items() if pids}
+        windows.append((rate, t0, t1, sent, cpu))
     await asyncio.sleep(1.5)
-    server.stdin.write(b"STATS\n")
-    stats = json.loads(await server.stdout.readline())
+    stats: dict[str, int] = {}
+    for srv in procs_srv:
+        assert srv.stdin and srv.stdout
+        srv.stdin.write(b"STATS\n")
+        for k, v in json.loads(await srv.stdout.readline()).items():
+            stats[k] = max(stats.get(k, 0), v) if k == "max_buffered" else stats.get(k, 0) + v
     merged: dict[int, list[Any]] = {}
     for p in procs:
         assert p.stdin and p.stdout
         p.stdin.write(b"STOP\n")
         data = json.loads(await asyncio.wait_for(p.stdout.readline(), 60))
-        for k, (cnt, lags) in data.items():
-            b = merged.setdefault(int(k), [0, []])
+        for k, (cnt, lags, frames) in data.items():
+            b = merged.setdefault(int(k), [0, [], 0])
             b[0] += cnt
             b[1].extend(lags)
-    for p in [*procs, server]:
+            b[2] += frames
+    for p in [*procs, *procs_srv]:
         with contextlib.suppress(ProcessLookupError):
             p.terminate()
         await p.wait()
     await ing.close()
-    for rate, t0, t1, sent in windows:
+    for rate, t0, t1, sent, cpu in windows:
         # whole seconds inside the window (+1 s drain for lag)
         secs = [s for s in merged if t0 + 1 <= s and s + 1 <= t1]
         cnt = sum(merged[s][0] for s in secs)
+        frames = sum(merged[s][2] for s in secs)
         lags = [x for s in secs for x in merged[s][1]]
         res = {"bench": "marketdata", "kind": "fanout", "clients": clients, "connected": connected,
-               "symbols": N_SYMBOLS, "subs_per_client": 10, "offered_per_s": rate,
-               "ingested_per_s": round(sent / (t1 - t0)),
+               "ingest_workers": ingest_workers, "fanout_processes": servers,
+               "flush_interval_s": flush_interval_s, "symbols": N_SYMBOLS,
+               "subs_per_client": SUBS_PER_CLIENT,
+               "offered_per_s": rate, "ingested_per_s": round(sent / (t1 - t0)),
                "delivered_per_s": round(cnt / max(1, len(secs))),
+               "frames_per_client_s": round(frames / max(1, len(secs)) / max(1, connected), 2),
                "lag_p50_ms": pct(lags, 0.5), "lag_p99_ms": pct(lags, 0.99),
-               "ideal_deliveries_per_s": round(sent / (t1 - t0) * clients * 10 / N_SYMBOLS)}
+               "ideal_deliveries_per_s": round(sent / (t1 - t0) * clients * SUBS_PER_CLIENT / N_SYMBOLS),
+               "cpu_pct": cpu}
+        fps = frames / max(1, len(secs))
+        res["cpu_us"] = {  # per unit of work: moves less with the machine's load than the rates
+            "feed_ingest_per_quote": round(cpu["feed_ingest"] * 1e4 / max(1.0, sent / (t1 - t0)), 2),
+            "fanout_per_frame": round(cpu["fanout"] * 1e4 / max(1.0, fps), 2),
+            "clients_per_frame": round(cpu["clients"] * 1e4 / max(1.0, fps), 2)}
         results.append(res)
         emit(**res)
     emit(bench="marketdata", kind="fanout_server_stats", clients=clients, **stats)
 
 
-async def main(seconds: float, client_counts: list[int], rates: list[float]) -> None:
+async def main(seconds: float, client_counts: list[int], rates: list[float], servers: int,
+               flush_interval_s: float, ingest_workers: int) -> None:
     raise_fd_limit()
     redis_url = os.environ.get("SHERWOOD_REDIS_URL")
     rd = None
@@ -341,7 +351,9 @@ async def main(seconds: float, client_counts: list[int], rates: list[float]) -> 
         base = {r: await bench_baseline(redis_url, r, seconds) for r in rates}
         ours: list[dict[str, Any]] = []
         for n in client_counts:
-            await bench_fanout(redis_url, n, rates, seconds, ours)
+            await bench_fanout(redis_url, n, rates, seconds, ours, servers,
+                               rd.proc.pid if rd is not None and rd.proc is not None else None,
+                               flush_interval_s, ingest_workers)
         for r in ours:
             b = base[r["offered_per_s"]]
             emit(bench="marketdata", kind="ratio", clients=r["clients"], offered_per_s=r["offered_per_s"],
@@ -368,14 +380,20 @@ def cli() -> None:
     ap.add_argument("--port", type=int)
     ap.add_argument("--n", type=int)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fanout-processes", type=int, default=1)
+    ap.add_argument("--reuse-port", action="store_true")
+    ap.add_argument("--ingest-workers", type=int, default=2)  # >1: marketdata.ingest_workers
+    ap.add_argument("--flush-interval", type=float, default=0.05)  # the fan-out's batching window
     a = ap.parse_args()
     if a.role == "server":
-        run_loop(role_server(a.redis, a.prefix, a.port))  # as `sherwood serve fanout` runs it
+        # as `sherwood serve fanout` runs it
+        run_loop(role_server(a.redis, a.prefix, a.port, a.reuse_port, a.flush_interval))
     elif a.role == "clients":
-        asyncio.run(role_clients(a.port, a.n, a.seed))
-    else:
-        asyncio.run(main(a.seconds, [int(x) for x in a.clients.split(",")],
-                         [float(x) for x in a.rates.split(",")]))
+        run_loop(run_clients(a.port, a.n, a.seed, [x.symbol for x in universe(N_SYMBOLS)], SUBS_PER_CLIENT))
+    else:  # ingest on the loop `sherwood serve ingest` runs (uvloop when installed)
+        run_loop(main(a.seconds, [int(x) for x in a.clients.split(",")],
+                      [float(x) for x in a.rates.split(",")], a.fanout_processes, a.flush_interval,
+                      a.ingest_workers))
 
 
 if __name__ == "__main__":

@@ -16,10 +16,14 @@ Per line:
   symbol's last accepted tick), ``halted`` (a trade while halted), ``redis_unavailable``.
   Accepted counts are in ``<prefix>:md:accepted`` (``quotes``, ``trades``, ``statuses``, ``bars``).
 * **normalize** to Alpaca's v2 stream shapes (``T`` first; prices as JSON numbers in their
-  shortest form; ``t`` RFC 3339 with nanoseconds) plus two fields of ours: ``sq`` the per-symbol
-  sequence number (one counter per symbol over q/t/s/b, +1 per message, persisted in the hash
-  ``<prefix>:md:seq`` so a restart continues it) and ``it`` the ingest time (ns since the epoch).
-* **publish** on the channel ``<prefix>:md:<SYMBOL>`` (one pipelined write per batch), update the
+  shortest form, whatever form the feed wrote them in; ``t`` RFC 3339 with nanoseconds;
+  exchange and tape codes 1-4 ASCII letters or digits, else the tick is ``malformed``; a halt's
+  or resumption's reason code up to 8, else the default ``T1`` / ``T2``) plus two fields of
+  ours: ``sq`` the per-symbol sequence number (one counter per symbol over q/t/s/b, +1 per
+  message, persisted in the hash ``<prefix>:md:seq`` so a restart continues it) and ``it`` the
+  ingest time (ns since the epoch).
+* **publish** on the channel ``<prefix>:md:<SYMBOL>`` (one pipelined write per batch, its replies
+  counted by :class:`marketdata.ingest_writer.PipelinedWriter`, not awaited), update the
   hashes ``<prefix>:quotes:latest`` (the format :mod:`marketdata.quotes` reads, plus ``mx``: the
   ``quote_max_age_s`` after which readers treat it as no quote) and ``<prefix>:trades:latest``.
   Halts go to the set ``<prefix>:halts`` (what the simulated market makers read) and out as
@@ -39,9 +43,14 @@ Per line:
   updates that bar: merged into Postgres and published as ``T:"u"`` (then ``T:"d"``) at the next
   flush.
 
-One ingest process per symbol set (sequence numbers are per process). If Redis is down the ticks
+One ingest process per symbol set (sequence numbers are per process): several run side by side
+as :mod:`marketdata.ingest_workers`, each over its share of the symbols. If Redis is down the ticks
 of that moment are dropped (``redis_unavailable``) and ingest reconnects with backoff: the read
 path is approximate; bars keep accumulating and go to Postgres regardless.
+
+The hot path (:meth:`Ingest.process`) works on the feed's bytes: no decoding but the symbol's
+lookup, each message formatted once as bytes and wrapped in its RESP command there; the per-batch
+writes (latest quote and trade, sequence numbers) are one ``HSET`` each.
 """
 
 from __future__ import annotations
@@ -51,7 +60,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -59,12 +68,38 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketdata.bars import minute_start
 from marketdata.ingest_bars import IngestBars, rfc3339_ns
-from marketdata.resp import RespConnection, RespError, encode, encode_publish
+from marketdata.ingest_writer import PipelinedWriter
+from marketdata.resp import encode, encode_publish
 from marketdata.store import MarketDataStore
-from sherwood import metrics
 from sherwood.contracts import RedisKeys
 
 log = logging.getLogger(__name__)
+
+_sec_b: dict[int, bytes] = {}
+
+_TRADE = b'{"T":"t","S":"%s","i":%d,"x":"%s","p":%r,"s":%d,"t":"%s","c":["@"],"z":"%s","sq":%d,"it":%s}'
+_HALT = (b'{"T":"s","S":"%s","sc":"H","sm":"Trading Halt","rc":"%s","rm":"Halt","t":"%s","z":"C",'
+         b'"sq":%d,"it":%s}')
+_RESUME = (b'{"T":"s","S":"%s","sc":"T","sm":"Trading Resumption","rc":"%s","rm":"Resume","t":"%s",'
+           b'"z":"C","sq":%d,"it":%s}')
+CODE_MAX = 4  # exchange and tape codes: 1-4 ASCII letters or digits
+REASON_MAX = 8  # a halt's reason code
+
+
+def rfc3339_ns_b(t_ns: int) -> bytes:
+    """:func:`marketdata.ingest_bars.rfc3339_ns` as bytes (the second's part cached)."""
+    sec, ns = divmod(t_ns, 1_000_000_000)
+    head = _sec_b.get(sec)
+    if head is None:
+        if len(_sec_b) > 4096:
+            _sec_b.clear()
+        head = _sec_b[sec] = rfc3339_ns(sec * 1_000_000_000)[:19].encode()
+    return b"%s.%09dZ" % (head, ns)
+
+
+def _bulk(x: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(x), x)
+
 
 REASONS = ("malformed", "unknown_symbol", "non_positive_price", "absurd_price", "bad_size", "crossed",
            "locked", "stale", "future", "out_of_order", "halted", "redis_unavailable")
@@ -118,28 +153,26 @@ class Ingest(IngestBars):
         self.recent_final = {}
         self.updated = set()
         self.trades_log: list[tuple[str, int, Decimal, int]] | None = None  # tests: accepted trades
-        self._conn: RespConnection | None = None
-        self._down_until = 0.0
-        self._backoff = 0.05
-        self._lock = asyncio.Lock()
-        self._reader_task: asyncio.Task[None] | None = None
-        self._outstanding = 0
+        self.writer = PipelinedWriter(redis_url)
         self._tasks: list[asyncio.Task[None]] = []
         self._server: asyncio.Server | None = None
-        self._prefix_b = prefix.encode()
         self._chan_cache: dict[str, bytes] = {}
+        self._known = {s.encode(): s for s in known}  # the feed's symbol bytes -> the symbol
+        self._codes: set[bytes] = set()  # exchange/tape code combinations seen valid
+        self._resp: dict[str, tuple[bytes, bytes]] = {}  # symbol -> (its RESP bulk, PUBLISH head)
+        self._mx_tail = b',"mx":%s}' % str(quote_max_age_s).encode()
+        self._hset_heads = {k: _bulk(b"HSET") + _bulk(k.encode())
+                            for k in (self.keys.quotes_latest, self.keys.trades_latest, self.keys.md_seq)}
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
-        await self._ensure_conn()
-        if self._conn is not None:
+        if await self.writer.connect() is not None:
             await self._load_state()
         self._tasks.append(asyncio.create_task(self._bar_loop(), name="ingest-bars"))
 
     async def _load_state(self) -> None:
-        assert self._conn is not None
-        seq, halts = await self._conn.pipeline([encode("HGETALL", self.keys.md_seq),
-                                                encode("SMEMBERS", self.keys.halts)])
+        seq, halts = await self.writer.query([encode("HGETALL", self.keys.md_seq),
+                                              encode("SMEMBERS", self.keys.halts)])
         if isinstance(seq, list):
             for k, v in zip(seq[::2], seq[1::2], strict=True):
                 if isinstance(k, bytes) and isinstance(v, bytes):
@@ -148,7 +181,8 @@ class Ingest(IngestBars):
             self.halted |= {h.decode() for h in halts if isinstance(h, bytes)}
 
     async def serve_tcp(self, host: str, port: int) -> asyncio.Server:
-        self._server = await asyncio.start_server(self._handle_feed, host, port, limit=1 << 20)
+        self._server = await asyncio.start_server(lambda r, w: read_feed(r, w, self.process), host, port,
+                                                  limit=1 << 20)
         return self._server
 
     async def close(self) -> None:
@@ -162,121 +196,44 @@ class Ingest(IngestBars):
                 await t
         with contextlib.suppress(Exception):
             await self.flush_bars(final_all=False)
-        if self._conn is not None:
-            conn = self._conn
-            with contextlib.suppress(OSError, RespError, asyncio.TimeoutError):
-                await asyncio.wait_for(conn.pipeline([encode("PING")]) if self._reader_task is None
-                                       else self._wait_replies(), 2.0)
-            self._drop_conn(conn)
-            await conn.aclose()
-
-    async def _handle_feed(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        rest = b""
-        try:
-            while True:
-                chunk = await reader.read(1 << 18)
-                if not chunk:
-                    break
-                data = rest + chunk
-                cut = data.rfind(b"\n")
-                if cut < 0:
-                    rest = data
-                    continue
-                rest = data[cut + 1:]
-                await self.process(data[:cut].split(b"\n"))
-        except (ConnectionError, OSError) as exc:
-            log.info("feed connection lost: %s", exc)
-        finally:
-            writer.close()
+        await self.writer.close()
 
     # -- Redis ------------------------------------------------------------------------------
-    async def _ensure_conn(self) -> RespConnection | None:
-        if self._conn is not None:
-            return self._conn
-        if time.monotonic() < self._down_until:
-            return None
-        try:
-            self._conn = await RespConnection.connect(self.redis_url, connect_timeout=1.0)
-            self._backoff = 0.05
-            log.info("ingest connected to Redis")
-            return self._conn
-        except (TimeoutError, OSError, RespError) as exc:
-            self._down_until = time.monotonic() + self._backoff
-            log.warning("Redis unavailable (%s); retrying in %.2fs", exc, self._backoff)
-            self._backoff = min(self._backoff * 2, 2.0)
-            return None
-
-    async def _send(self, commands: list[bytes], n_messages: int) -> bool:
-        """Write a batch; replies are consumed by a reader task (no round trip per batch)."""
-        async with self._lock:
-            conn = await self._ensure_conn()
-            if conn is None:
-                self.dropped["redis_unavailable"] += n_messages
-                return False
-            try:
-                if self._reader_task is not None and self._reader_task.done():
-                    # the reply reader ended (EOF or a reset): this connection is dead
-                    raise RespError("the Redis connection was closed")
-                if self._reader_task is None:
-                    self._reader_task = asyncio.create_task(self._consume_replies(conn))
-                conn.write(b"".join(commands))
-                self._outstanding += len(commands)
-                await asyncio.wait_for(conn.writer.drain(), 5.0)
-                while self._outstanding > 100_000 and not self._reader_task.done():  # noqa: ASYNC110
-                    await asyncio.sleep(0.001)
-                if self._reader_task.done():
-                    raise RespError("reply reader stopped")
-            # RuntimeError: uvloop's write on a transport it closed after a reset
-            except (TimeoutError, OSError, RespError, RuntimeError) as exc:
-                log.warning("Redis write failed (%s); reconnecting", exc)
-                self._drop_conn(conn)
-                self.dropped["redis_unavailable"] += n_messages
-                return False
+    async def _send(self, parts: list[bytes], n_messages: int, n_commands: int | None = None) -> bool:
+        """Write a batch of commands (``parts`` joined: ``n_commands`` of them, by default one per
+        part), pipelined; its messages count as dropped if Redis is unavailable."""
+        if await self.writer.send(parts, len(parts) if n_commands is None else n_commands):
             return True
-
-    def _drop_conn(self, conn: RespConnection) -> None:
-        conn.close()
-        if self._conn is conn:
-            self._conn = None
-            self._outstanding = 0
-            self._down_until = time.monotonic() + self._backoff
-        if self._reader_task is not None:
-            self._reader_task.cancel()
-            self._reader_task = None
-
-    async def _consume_replies(self, conn: RespConnection) -> None:
-        """Every ingest command answers one integer line (or one error line): count lines."""
-        reader = conn.reader
-        tail = b""
-        while True:
-            try:
-                chunk = await reader.read(1 << 20)
-            except OSError as exc:  # a reset: the next write drops the connection
-                log.warning("the ingest connection to Redis failed: %s", exc)
-                return
-            if not chunk:
-                log.warning("Redis closed the ingest connection")
-                return
-            data = tail + chunk
-            self._outstanding -= data.count(b"\r\n")
-            cut = data.rfind(b"\r\n")
-            tail = data[cut + 2:]
-            if data.startswith(b"-") or b"\r\n-" in data:
-                log.warning("Redis error reply in ingest pipeline: %r", data[data.find(b"-"):][:200])
-
-    async def _wait_replies(self) -> None:
-        while self._outstanding > 0 and self._reader_task is not None and not self._reader_task.done():  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
+        self.dropped["redis_unavailable"] += n_messages
+        return False
 
     async def sync(self) -> None:
         """Wait until Redis has answered every command written so far (tests, benches)."""
-        await self._wait_replies()
+        await self.writer.sync()
 
     def _chan(self, sym: str) -> bytes:
         c = self._chan_cache.get(sym)
         if c is None:
             c = self._chan_cache[sym] = self.keys.md_channel(sym).encode()
         return c
+
+    def _sym_resp(self, sym: str) -> tuple[bytes, bytes]:
+        """The symbol as a RESP bulk string and the head of a PUBLISH on its channel (cached)."""
+        r = self._resp.get(sym)  # (bounded: only known symbols come here)
+        if r is None:
+            r = self._resp[sym] = (_bulk(sym.encode()),
+                                   b"*3\r\n" + _bulk(b"PUBLISH") + _bulk(self._chan(sym)))
+        return r
+
+    def _hset(self, key: str, fields: dict[str, bytes], tail: bytes = b"") -> bytes:
+        """``HSET key sym value+tail ...`` for every symbol in ``fields``, as one RESP command."""
+        resp = self._resp
+        parts = [b"*%d\r\n" % (2 + 2 * len(fields)), self._hset_heads[key]]
+        n = len(tail)
+        for sym, v in fields.items():
+            parts.append(resp[sym][0])
+            parts.append(b"$%d\r\n%s%s\r\n" % (len(v) + n, v, tail))
+        return b"".join(parts)
 
     def _next_seq(self, sym: str) -> int:
         s = self.seq.get(sym, 0) + 1
@@ -287,21 +244,27 @@ class Ingest(IngestBars):
     async def process(self, lines: list[bytes]) -> int:
         """Validate, normalize and publish a batch of feed lines. Returns how many were accepted."""
         now = self.clock()
+        now_b = b"%d" % now
+        now_s = now_b.decode()
+        good_codes = self._codes
+        ncmd = 0  # commands in cmds (a command may be several parts)
         oldest = now - self.max_age_ns
         newest = now + self.max_future_ns
-        known = self.known
+        known = self._known
         dropped = self.dropped
         last_px = self.last_px
         last_t = self.last_t
+        seqs = self.seq
+        resp = self._resp
+        sym_resp = self._sym_resp
         max_price = self.max_price
         max_jump = self.max_jump
         cmds: list[bytes] = []
-        latest_q: dict[str, str] = {}
-        latest_t: dict[str, str] = {}
+        latest_q: dict[str, bytes] = {}  # symbol -> its last quote in the batch (no closing brace)
+        latest_t: dict[str, bytes] = {}
         halts_add: list[str] = []
         halts_del: list[str] = []
         nq = nt = ns = 0
-        mx = self.quote_max_age_s
         cached_t, cached_ts = -1, ""
         for line in lines:
             if not line:
@@ -309,32 +272,38 @@ class Ingest(IngestBars):
             p = line.split(b",")
             kind = p[0]
             try:
-                sym = p[1].decode()
-                if sym not in known:
+                sym = known.get(p[1])
+                if sym is None:
                     dropped["unknown_symbol"] += 1
                     continue
                 if kind == b"Q":
-                    bps = p[2].decode()
-                    aps = p[4].decode()
-                    bp = float(bps)
+                    bp = float(p[2])
                     bs = int(p[3])
-                    ap = float(aps)
+                    ap = float(p[4])
                     asz = int(p[5])
                     t = int(p[6])
-                    bx = p[7].decode()
-                    ax = p[8].decode()
-                    z = p[9].decode()
+                    codes = p[7] + b"," + p[8] + b"," + p[9]  # (one check for the three)
+                    if not (codes in good_codes or self._good_codes(codes)):
+                        dropped["malformed"] += 1
+                        continue
                 elif kind == b"T":
                     px = float(p[2])
                     size = int(p[3])
                     t = int(p[4])
                     tid = int(p[5])
-                    x = p[6].decode()
-                    z = p[7].decode()
+                    x = p[6]
+                    z = p[7]
+                    if not (x + b"," + z in good_codes or self._good_codes(x + b"," + z)):
+                        dropped["malformed"] += 1
+                        continue
                     dpx = Decimal(p[2].decode())
                 elif kind == b"H" or kind == b"R":
                     t = int(p[2])
-                    code = p[3].decode() if len(p) > 3 else ""
+                    code = p[3] if len(p) > 3 else b""
+                    if code and (len(code) > REASON_MAX or not code.isalnum()):
+                        log.warning("%s of %s with an unreadable reason code %r: sent with the default",
+                                    "halt" if kind == b"H" else "resumption", sym, code[:32])
+                        code = b""
                 else:
                     dropped["malformed"] += 1
                     continue
@@ -373,18 +342,17 @@ class Ingest(IngestBars):
                     continue
                 last_px[sym] = mid
                 last_t[sym] = t
-                seq = self._next_seq(sym)
-                if not bps.replace(".", "", 1).isdigit():  # normalize: a plain JSON number
-                    bps = repr(bp)
-                if not aps.replace(".", "", 1).isdigit():
-                    aps = repr(ap)
+                seq = seqs.get(sym, 0) + 1
+                seqs[sym] = seq
                 if t != cached_t:
                     cached_t, cached_ts = t, rfc3339_ns(t)
-                body = (f'{{"T":"q","S":"{sym}","bx":"{bx}","bp":{bps},"bs":{bs},"ax":"{ax}",'
-                        f'"ap":{aps},"as":{asz},"t":"{cached_ts}","c":["R"],"z":"{z}",'
-                        f'"sq":{seq},"it":{now}')
-                cmds.append(encode_publish(self._chan(sym), (body + "}").encode()))
-                latest_q[sym] = f'{body},"mx":{mx}}}'
+                # prices: repr, the shortest form (the feed's "187.", ".5" or "0187.10" are no JSON)
+                body = (f'{{"T":"q","S":"{sym}","bx":"{p[7].decode()}","bp":{bp!r},"bs":{bs},'
+                        f'"ax":"{p[8].decode()}","ap":{ap!r},"as":{asz},"t":"{cached_ts}","c":["R"],'
+                        f'"z":"{p[9].decode()}","sq":{seq},"it":{now_s}').encode()
+                cmds += ((resp.get(sym) or sym_resp(sym))[1], b"$%d\r\n" % (len(body) + 1), body, b"}\r\n")
+                ncmd += 1
+                latest_q[sym] = body
                 nq += 1
             elif kind == b"T":
                 if not px > 0:
@@ -415,11 +383,12 @@ class Ingest(IngestBars):
                 if self.trades_log is not None:
                     self.trades_log.append((sym, t, dpx, size))
                 if self.store is not None:
-                    self.trade_rows.append((sym, t, tid, x, dpx, size, z))
+                    self.trade_rows.append((sym, t, tid, x.decode(), dpx, size, z.decode()))
                 seq = self._next_seq(sym)
-                msg = (f'{{"T":"t","S":"{sym}","i":{tid},"x":"{x}","p":{px!r},"s":{size},'
-                       f'"t":"{rfc3339_ns(t)}","c":["@"],"z":"{z}","sq":{seq},"it":{now}}}')
-                cmds.append(encode_publish(self._chan(sym), msg.encode()))
+                msg = _TRADE % (p[1], tid, x, px, size, rfc3339_ns_b(t), z, seq, now_b)
+                head = (resp.get(sym) or sym_resp(sym))[1]
+                cmds.append(b"%s$%d\r\n%s\r\n" % (head, len(msg), msg))
+                ncmd += 1
                 latest_t[sym] = msg
                 nt += 1
             else:
@@ -428,48 +397,48 @@ class Ingest(IngestBars):
                 if kind == b"H":
                     self.halted.add(sym)
                     halts_add.append(sym)
-                    msg = (f'{{"T":"s","S":"{sym}","sc":"H","sm":"Trading Halt","rc":"{code or "T1"}",'
-                           f'"rm":"Halt","t":"{rfc3339_ns(t)}","z":"C","sq":{seq},"it":{now}}}')
+                    msg = _HALT % (p[1], code or b"T1", rfc3339_ns_b(t), seq, now_b)
                 else:
                     self.halted.discard(sym)
                     halts_del.append(sym)
-                    msg = (f'{{"T":"s","S":"{sym}","sc":"T","sm":"Trading Resumption",'
-                           f'"rc":"{code or "T2"}","rm":"Resume","t":"{rfc3339_ns(t)}","z":"C",'
-                           f'"sq":{seq},"it":{now}}}')
-                cmds.append(encode_publish(self._chan(sym), msg.encode()))
+                    msg = _RESUME % (p[1], code or b"T2", rfc3339_ns_b(t), seq, now_b)
+                head = (resp.get(sym) or sym_resp(sym))[1]
+                cmds.append(b"%s$%d\r\n%s\r\n" % (head, len(msg), msg))
+                ncmd += 1
                 ns += 1
         n = nq + nt + ns
+        tail = [] if not n else [self._hset(self.keys.md_seq, {
+            # the sequence numbers, persisted with the messages so that a restart continues them
+            s: b"%d" % seqs[s] for s in latest_q.keys() | latest_t.keys() | set(halts_add) | set(halts_del)})]
         if latest_q:
-            args: list[bytes | str] = ["HSET", self.keys.quotes_latest]
-            for k, v in latest_q.items():
-                args += [k, v]
-            cmds.append(encode(*args))
+            tail.append(self._hset(self.keys.quotes_latest, latest_q, self._mx_tail))
         if latest_t:
-            args = ["HSET", self.keys.trades_latest]
-            for k, v in latest_t.items():
-                args += [k, v]
-            cmds.append(encode(*args))
+            tail.append(self._hset(self.keys.trades_latest, latest_t))
         if halts_add:
-            cmds.append(encode("SADD", self.keys.halts, *halts_add))
+            tail.append(encode("SADD", self.keys.halts, *halts_add))
         if halts_del:
-            cmds.append(encode("SREM", self.keys.halts, *halts_del))
+            tail.append(encode("SREM", self.keys.halts, *halts_del))
         # tell every trading process at once (db.controls.ControlsCache), not at its next resync
         for sym, halted in [(s, True) for s in halts_add] + [(s, False) for s in halts_del]:
-            cmds.append(encode_publish(self.keys.controls_events.encode(), json.dumps(
+            tail.append(encode_publish(self.keys.controls_events.encode(), json.dumps(
                 {"symbol": sym, "halted": halted, "reason": "market-data halt" if halted else ""}).encode()))
-        touched = set(latest_q) | set(latest_t) | set(halts_add) | set(halts_del)
-        if touched:
-            args = ["HSET", self.keys.md_seq]
-            for sym in touched:
-                args += [sym, str(self.seq[sym])]
-            cmds.append(encode(*args))
         self.accepted["quotes"] += nq
         self.accepted["trades"] += nt
         self.accepted["statuses"] += ns
-        cmds.extend(self._counter_commands())
-        if cmds:
-            await self._send(cmds, n)
+        tail.extend(self._counter_commands())
+        if ncmd or tail:
+            await self._send([*cmds, *tail], n, ncmd + len(tail))
         return n
+
+    def _good_codes(self, codes: bytes) -> bool:
+        """Exchange and tape codes (``bx,ax,z`` or ``x,z``): 1-``CODE_MAX`` ASCII letters or
+        digits each. Good ones are remembered (a few distinct ones in any feed; bounded)."""
+        if not all(0 < len(c) <= CODE_MAX and c.isalnum() for c in codes.split(b",")):
+            return False
+        if len(self._codes) > 10_000:
+            self._codes.clear()
+        self._codes.add(codes)
+        return True
 
     def _counter_commands(self) -> list[bytes]:
         out = []
@@ -484,35 +453,44 @@ class Ingest(IngestBars):
         return out
 
 
+def ingest_options(settings: Any) -> dict[str, float]:
+    """Ingest's keyword options from the settings (also what each ingest worker gets)."""
+    return {"max_price": settings.marketdata_max_price, "max_jump": settings.marketdata_max_jump,
+            "max_tick_age_s": settings.marketdata_max_tick_age_s,
+            "max_future_s": settings.marketdata_max_future_s, "quote_max_age_s": settings.quote_max_age_s,
+            "bar_flush_s": settings.marketdata_bar_flush_s, "bar_grace_s": settings.marketdata_bar_grace_s,
+            "trade_retention_s": settings.marketdata_trade_retention_s}
+
+
 def ingest_from_settings(settings: Any, engine: AsyncEngine | None) -> Ingest:
     from domain.universe import known_symbols
 
     assert settings.redis_url, "market-data ingest needs SHERWOOD_REDIS_URL"
-    return Ingest(
-        settings.redis_url, settings.redis_prefix,
-        known=known_symbols(settings.marketdata_universe_size), engine=engine,
-        max_price=settings.marketdata_max_price, max_jump=settings.marketdata_max_jump,
-        max_tick_age_s=settings.marketdata_max_tick_age_s,
-        max_future_s=settings.marketdata_max_future_s, quote_max_age_s=settings.quote_max_age_s,
-        bar_flush_s=settings.marketdata_bar_flush_s, bar_grace_s=settings.marketdata_bar_grace_s,
-        trade_retention_s=settings.marketdata_trade_retention_s)
+    return Ingest(settings.redis_url, settings.redis_prefix,
+                  known=known_symbols(settings.marketdata_universe_size), engine=engine,
+                  **ingest_options(settings))  # type: ignore[arg-type]
 
 
-async def run_ingest(settings: Any, stop: asyncio.Event | None = None) -> None:
-    """``sherwood serve ingest``: migrate the market-data DB, listen for the feed, run until stopped."""
-    from db.engines import make_engine
-    from db.migrate import migrate_marketdata
-
-    url = settings.marketdata_db_url_resolved()
-    await asyncio.to_thread(migrate_marketdata, url)
-    engine = make_engine(url, pool_size=2, max_overflow=2)
-    ingest = ingest_from_settings(settings, engine)
-    metrics.register_once(metrics.IngestCounters(ingest))
-    await ingest.start()
-    await ingest.serve_tcp(settings.bind_host, settings.marketdata_feed_port)
-    log.info("ingest listening for the feed on %s:%s", settings.bind_host, settings.marketdata_feed_port)
+async def read_feed(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    process: Callable[[list[bytes]], Awaitable[int]]) -> None:
+    """One feed connection: its complete lines, a read's worth at a time, to ``process``."""
+    rest = b""
     try:
-        await (stop.wait() if stop is not None else asyncio.Event().wait())
+        while True:
+            chunk = await reader.read(1 << 18)
+            if not chunk:
+                break
+            data = rest + chunk
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                if len(data) > 1 << 20:  # no line is that long: not the feed protocol
+                    log.warning("feed connection sent 1 MiB without a newline: closed")
+                    break
+                rest = data
+                continue
+            rest = data[cut + 1:]
+            await process(data[:cut].split(b"\n"))
+    except (ConnectionError, OSError) as exc:
+        log.info("feed connection lost: %s", exc)
     finally:
-        await ingest.close()
-        await engine.dispose()
+        writer.close()

@@ -113,7 +113,8 @@ class Conn:
         self.identity: str | None = None
         self.subs: dict[str, set[str]] = {k: set() for k in KINDS}
         self.qchans: tuple[bytes, ...] = ()  # quote channels watched one by one (pull, conflated)
-        self.sent: dict[bytes, bytes] = {}  # channel -> the quote payload last sent (or seen at subscribe)
+        # per channel of qchans, the quote payload last sent (or the newest at subscribe time)
+        self.sent: list[bytes | None] = []
         self.wild_q: dict[bytes, bytes] = {}  # quotes via the "*" subscription (conflated per channel)
         self.queue: list[bytes] = []  # trades, bars, statuses: in order, never dropped
         self.buffered = 0  # bytes in queue + wild_q

@@ -97,7 +97,7 @@ def serve_backoffice(data_dir: DataDir = None) -> None:
 @serve_app.command("ingest")
 def serve_ingest(data_dir: DataDir = None) -> None:
     """Market-data ingest: feed lines on SHERWOOD_MARKETDATA_FEED_PORT -> Redis + bars DB."""
-    from marketdata.ingest import run_ingest
+    from marketdata.ingest_workers import run_ingest
 
     s = _settings(data_dir)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)

@@ -301,6 +301,8 @@ class Settings(BaseSettings):
     marketdata_bar_flush_s: float = 1.0
     marketdata_bar_grace_s: float = 2.0  # a minute bar is final (T:"b" published) this long after its end
     marketdata_trade_retention_s: float = Field(default=7 * 86_400.0, gt=0)  # historical trades kept
+    # processes that ingest the feed, symbols split among them (>1: a router and that many workers)
+    marketdata_ingest_workers: int = Field(default=1, ge=1, le=16)
     quote_max_age_s: float = 30.0  # LatestQuotes: an ingested quote older than this is no quote
     fanout_port: int = 8001
     fanout_max_connections: int = 20_000  # per process -> 406
