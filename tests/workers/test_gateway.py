@@ -188,6 +188,8 @@ async def running(*venues: Venue, client: Client, store: GatewayStore, tmp: Path
         venues=[v.venue_config() for v in venues], store=store, client=client, data_dir=tmp,
         task_queue=f"gw-test-{uuid.uuid4().hex[:8]}", routing=routing,
         delivery_interval=0.05, delivery_max_backoff=0.5,
+        # no safety poll within a test: every report goes out on a wake-up or a retry's schedule
+        delivery_idle_poll=600.0,
         first_report_wait_s=5.0,  # the venue's New rides in the ack even on a loaded machine
     )
     await gw.start()
