@@ -84,13 +84,19 @@ class ShallowDataclassEncoder(AdvancedJSONEncoder):
         return super().default(o)
 
 
+# built once: they hold no state, and the SDK builds a payload converter for every workflow
+# activation (twice: ``DataConverter.with_context`` clones the data converter, whose
+# ``__post_init__`` makes a new one it then replaces)
+_CONVERTERS = tuple(
+    JSONPlainPayloadConverter(encoder=ShallowDataclassEncoder,
+                              custom_type_converters=[CachedHintsDataclasses()])
+    if isinstance(c, JSONPlainPayloadConverter) else c
+    for c in DefaultPayloadConverter.default_encoding_payload_converters)
+
+
 class _PayloadConverter(CompositePayloadConverter):
     def __init__(self) -> None:
-        super().__init__(*(
-            JSONPlainPayloadConverter(encoder=ShallowDataclassEncoder,
-                                      custom_type_converters=[CachedHintsDataclasses()])
-            if isinstance(c, JSONPlainPayloadConverter) else c
-            for c in DefaultPayloadConverter.default_encoding_payload_converters))
+        super().__init__(*_CONVERTERS)
 
 
 DATA_CONVERTER = dataclasses.replace(DataConverter.default, payload_converter_class=_PayloadConverter)
