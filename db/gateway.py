@@ -5,7 +5,8 @@ Two tables:
 ``gateway_orders``
     One row per ClOrdID the gateway ever handed to a FIX session (NewOrderSingle, cancel and
     status requests). The row is reserved (status ``sending``) BEFORE the message is sent and
-    marked ``sent`` after the session persisted it. An activity retry that finds ``sent`` sends
+    marked ``sent`` after the session persisted it (a new order sent by ``send_new_order``: once
+    its first answers are in, by the statement that marks them delivered). An activity retry that finds ``sent`` sends
     nothing; one that finds ``sending`` (a crash in between) sends again with PossResend=Y, and
     the venue deduplicates by ClOrdID.
 
@@ -154,12 +155,7 @@ class GatewayStore:
         return _reservation(cl_ord_id, row)
 
     async def mark_sent(self, cl_ord_id: str, msg_seq_num: int | None = None) -> None:
-        await self._execute(
-            """UPDATE gateway_orders
-               SET status = 'sent', sent_at = COALESCE(sent_at, now()),
-                   msg_seq_num = COALESCE(CAST(:n AS integer), msg_seq_num)
-               WHERE cl_ord_id = :c""",
-            {"c": cl_ord_id, "n": msg_seq_num})
+        await self._execute(_MARK_SENT, {"c": cl_ord_id, "n": msg_seq_num})
 
     async def abandon(self, cl_ord_id: str, order_id: str) -> SendReservation:
         """Reserve a new order's ClOrdID as abandoned unless a send reserved it first; returns
@@ -237,16 +233,22 @@ class GatewayStore:
         return [PendingReport(r["id"], r["venue"], r["exec_id"], r["order_id"], r["attempts"],
                               event_from_payload(r["payload"])) for r in rows]
 
-    async def mark_delivered(self, keys: list[tuple[str, str]]) -> None:
-        """Set ``delivered_at`` on the ``(venue, exec_id)`` rows (idempotent)."""
-        if not keys:
+    async def mark_delivered(self, keys: list[tuple[str, str]], *,
+                             sent: tuple[str, int] | None = None) -> None:
+        """Set ``delivered_at`` on the ``(venue, exec_id)`` rows (idempotent); with ``sent``
+        (ClOrdID, MsgSeqNum), mark that send as :meth:`mark_sent` does, in the same statement."""
+        if not keys and sent is None:
             return
+        params: dict[str, Any] = {"v": [k[0] for k in keys], "e": [k[1] for k in keys]}
+        mark = ""
+        if sent is not None:
+            mark = f"WITH s AS ({_MARK_SENT})\n"
+            params.update({"c": sent[0], "n": sent[1]})
         await self._execute(
-            """UPDATE gateway_reports r SET delivered_at = now(), last_error = NULL
+            mark + """UPDATE gateway_reports r SET delivered_at = now(), last_error = NULL
                FROM unnest(CAST(:v AS text[]), CAST(:e AS text[])) AS k(venue, exec_id)
                WHERE r.venue = k.venue AND r.exec_id = k.exec_id
-                 AND r.delivered_at IS NULL""",
-            {"v": [k[0] for k in keys], "e": [k[1] for k in keys]})
+                 AND r.delivered_at IS NULL""", params)
 
     async def defer_order(self, order_id: str, delay_s: float, error: str) -> None:
         """Postpone every undelivered report of ``order_id`` (keeps their relative order)."""
@@ -263,6 +265,12 @@ class GatewayStore:
             """SELECT payload, delivered_at IS NOT NULL AS delivered FROM gateway_reports
                WHERE order_id = :o ORDER BY id""", {"o": order_id})
         return [(event_from_payload(r["payload"]), bool(r["delivered"])) for r in rows]
+
+
+_MARK_SENT = """UPDATE gateway_orders
+   SET status = 'sent', sent_at = COALESCE(sent_at, now()),
+       msg_seq_num = COALESCE(CAST(:n AS integer), msg_seq_num)
+ WHERE cl_ord_id = :c"""
 
 
 def _reservation(cl_ord_id: str, row: sql.Row) -> SendReservation:

@@ -182,11 +182,14 @@ class ReportDelivery:
             if any((r.venue, r.exec_id) not in self._handed for r in watch.reports):
                 self._wake.set()  # whatever was not handed over goes out as signals
 
-    async def handed_over(self, reports: list[VenueEvent]) -> None:
+    async def handed_over(self, reports: list[VenueEvent],
+                          sent: tuple[str, int] | None = None) -> None:
+        """Mark ``reports`` delivered (the activity returns them) and ``sent`` (ClOrdID,
+        MsgSeqNum) ``sent``, in one statement."""
         keys = [(r.venue, r.exec_id) for r in reports]
         now = time.monotonic()
         self._handed.update((k, now) for k in keys)  # before the commit: see deliver_once
-        await self.store.mark_delivered(keys)
+        await self.store.mark_delivered(keys, sent=sent)
 
     async def recorded(self, order_id: str) -> list[VenueEvent]:
         return [event for event, _ in await self.store.reports_for_order(order_id)]

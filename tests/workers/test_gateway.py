@@ -298,6 +298,13 @@ async def test_activity_retry_sends_one_order(client: Client, store: GatewayStor
         acts = gw.activities
         order = new_order("100")
         first = await acts.send_new_order(order)
+        # returned: marked sent with its MsgSeqNum, the reports it carries marked delivered
+        row = await store.statements.first(
+            "SELECT status, msg_seq_num FROM gateway_orders WHERE cl_ord_id = :c",
+            {"c": order.cl_ord_id})
+        assert row is not None and row["status"] == "sent" and row["msg_seq_num"] is not None
+        assert first.reports and all(
+            d for _, d in await store.reports_for_order(order.order_id))
         second = await acts.send_new_order(order)
         assert ack_of(first) == ("MM1", order.order_id, False)
         assert ack_of(second) == ("MM1", order.order_id, True)
