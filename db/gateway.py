@@ -6,9 +6,9 @@ Two tables:
     One row per ClOrdID the gateway ever handed to a FIX session (NewOrderSingle, cancel and
     status requests). The row is reserved (status ``sending``) BEFORE the message is sent and
     marked ``sent`` after the session persisted it (a new order sent by ``send_new_order``: once
-    its first answers are in, by the statement that marks them delivered). An activity retry that finds ``sent`` sends
-    nothing; one that finds ``sending`` (a crash in between) sends again with PossResend=Y, and
-    the venue deduplicates by ClOrdID.
+    its first answers are in, by the statement that marks them delivered). An activity retry
+    that finds ``sent`` sends nothing; one that finds ``sending`` (a crash in between) sends
+    again with PossResend=Y, and the venue deduplicates by ClOrdID.
 
 ``gateway_reports``
     Every inbound venue event, keyed by ``(venue, exec_id)``: an ExecutionReport or an
