@@ -140,12 +140,14 @@ class ReportSource(Protocol):
 
     ``watch`` registers the order before the message is sent (so no answer is missed); while it
     is registered the report is not signalled. ``handed_over`` is called with the reports the
-    activity returns (mark them delivered); leaving the context unregisters the order, and
+    activity returns (mark them delivered) and the send to mark ``sent`` with them (ClOrdID,
+    MsgSeqNum: one statement for both); leaving the context unregisters the order, and
     whatever was not handed over is signalled as usual."""
 
     def watch(self, order_id: str) -> contextlib.AbstractAsyncContextManager[ReportWatch]: ...
 
-    async def handed_over(self, reports: list[VenueEvent]) -> None: ...
+    async def handed_over(self, reports: list[VenueEvent],
+                          sent: tuple[str, int] | None = None) -> None: ...
 
     async def recorded(self, order_id: str) -> list[VenueEvent]: ...
 
@@ -303,13 +305,17 @@ class GatewayActivities:
         venue's first answers when they come within a short wait (see :class:`VenueAck`)."""
         _build(new_order_single, order)  # validate before reserving anything
         if self.early_reports is None:
-            return await self._send_new_order(order)
+            return (await self._send_new_order(order))[0]
         async with self.early_reports.watch(order.order_id) as watch:
-            ack = await self._send_new_order(order)
+            # the ClOrdID is marked ``sent`` with the reports handed over, by one statement;
+            # until then it reads ``sending``, which a retry treats as sent maybe: it sends again
+            # with PossResend=Y and the venue deduplicates by ClOrdID (the module docstring)
+            ack, seq = await self._send_new_order(order, mark=False)
             if not ack.resent:
                 await watch.wait(self.first_report_wait_s, self.report_linger_s)
                 ack.reports = list(watch.reports)
-                await self.early_reports.handed_over(ack.reports)
+                await self.early_reports.handed_over(
+                    ack.reports, sent=(order.cl_ord_id, seq) if seq is not None else None)
             return ack
 
     async def _already_sent(self, order: VenueOrder, venue: str) -> VenueAck:
@@ -319,7 +325,10 @@ class GatewayActivities:
         reports = await self.early_reports.recorded(order.order_id) if self.early_reports else []
         return VenueAck(venue=venue, cl_ord_id=order.cl_ord_id, resent=True, reports=reports)
 
-    async def _send_new_order(self, order: VenueOrder) -> VenueAck:
+    async def _send_new_order(self, order: VenueOrder, *,
+                              mark: bool = True) -> tuple[VenueAck, int | None]:
+        """The send; returns the ack and the MsgSeqNum it went out with (None: not sent now).
+        ``mark=False``: the caller marks the ClOrdID ``sent`` (``handed_over``)."""
         # The reservation is the first statement (it says whether this is a retry): one round
         # trip per order. Only under a halt is the ClOrdID looked up first, because a halt stops
         # an order not yet handed over, never one a previous attempt may have sent.
@@ -336,13 +345,13 @@ class GatewayActivities:
             # no venue to send to; a retry of an order already sent needs none
             existing = await self.store.get_send(order.cl_ord_id)
             if existing is not None and existing.status == SENT:
-                return await self._already_sent(order, existing.venue)
+                return await self._already_sent(order, existing.venue), None
             raise
         res = await self.store.reserve_send(order.cl_ord_id, order.order_id, venue,
                                              MsgType.NEW_ORDER_SINGLE, account_id=order.account_id,
                                              shard=order.shard)
         if res.status == SENT:
-            return await self._already_sent(order, res.venue)
+            return await self._already_sent(order, res.venue), None
         if res.status == ABANDONED:  # its workflow gave up routing it: never sent, never will be
             raise ApplicationError(f"order {order.order_id} was abandoned before it was sent",
                                    type="abandoned", non_retryable=True)
@@ -352,10 +361,11 @@ class GatewayActivities:
         await self._record_route(order, choice)
         poss_resend = not res.created
         seq = await session.send(_build(new_order_single, order, poss_resend=poss_resend))
-        await self.store.mark_sent(order.cl_ord_id, seq)
+        if mark:
+            await self.store.mark_sent(order.cl_ord_id, seq)
         log.info("order %s -> %s NewOrderSingle seq %d%s", order.order_id, res.venue, seq,
                  " PossResend" if poss_resend else "")
-        return VenueAck(venue=res.venue, cl_ord_id=order.cl_ord_id)
+        return VenueAck(venue=res.venue, cl_ord_id=order.cl_ord_id), seq
 
     async def _record_route(self, order: VenueOrder, choice: RoutingChoice) -> None:
         quote, age = await self._nbbo(order.symbol)

@@ -105,6 +105,12 @@ async def _count_request(state: AppState, key_id: str) -> None:
                             what="requests for this API key")
 
 
+def key_rate(state: AppState, key: ApiKey) -> tuple[str, float, float, str]:
+    """The request-rate bucket of ``key`` (for :meth:`api.ratelimit.RateLimiter.hit_all`)."""
+    per_min = state.settings.request_rate_per_min
+    return f"key:{key.key_id}", per_min / 60, per_min, "requests for this API key"
+
+
 async def get_optional_api_key(
     request: Request,
     key_id: Annotated[str | None, Header(alias="APCA-API-KEY-ID")] = None,
@@ -112,7 +118,28 @@ async def get_optional_api_key(
     authorization: Annotated[str | None, Header()] = None,
 ) -> ApiKey | None:
     """The caller's key, None when the request carries no credentials at all; wrong ones are a
-    401 (a 429 past the failed-login limit)."""
+    401 (a 429 past the failed-login limit, or past the key's request rate)."""
+    key = await _authenticated(request, key_id, secret, authorization)
+    if key is not None:
+        state: AppState = request.app.state.sherwood
+        await state.limiter.hit_all([key_rate(state, key)])
+    return key
+
+
+async def get_unmetered_trader(
+    request: Request,
+    key_id: Annotated[str | None, Header(alias="APCA-API-KEY-ID")] = None,
+    secret: Annotated[str | None, Header(alias="APCA-API-SECRET-KEY")] = None,
+    authorization: Annotated[str | None, Header()] = None,
+) -> ApiKey:
+    """As :data:`TraderDep`, except that the key's request rate is NOT taken: the route takes
+    it itself, with its own limits, in one round trip (``hit_all([key_rate(...), ...])``)."""
+    return await get_trader(await get_api_key(
+        await _authenticated(request, key_id, secret, authorization)))
+
+
+async def _authenticated(request: Request, key_id: str | None, secret: str | None,
+                         authorization: str | None) -> ApiKey | None:
     creds = _credentials(key_id, secret, authorization)
     if creds is None:
         return None
@@ -120,7 +147,6 @@ async def get_optional_api_key(
     key = await authenticate_from(state, _source(request), *creds)
     if key is None:
         raise ApiError(401, "unauthorized", "invalid API key or secret", code=40110000)
-    await _count_request(state, key.key_id)
     return key
 
 
@@ -144,6 +170,8 @@ async def get_trader(key: ApiKeyDep) -> ApiKey:
 
 
 TraderDep = Annotated[ApiKey, Depends(get_trader)]
+# the route takes the key's request rate itself (see get_unmetered_trader)
+UnmeteredTraderDep = Annotated[ApiKey, Depends(get_unmetered_trader)]
 
 
 async def get_optional_ops_key(

@@ -7,6 +7,9 @@ Two ways to use a bucket: :meth:`RateLimiter.hit` takes a token per request (req
 :meth:`RateLimiter.guard` only looks (refuses when the bucket is empty) and
 :meth:`RateLimiter.spend` takes a token without refusing, for limits on outcomes known only
 afterwards (failed logins: guard before the directory lookup, spend when it fails).
+:meth:`RateLimiter.hit_all` takes a token from several buckets in one round trip, in order, as
+that many :meth:`RateLimiter.hit` calls would (an order: its API key's request rate and its
+account's order rate); the buckets must live on one Redis node (no Redis Cluster slots).
 """
 
 from __future__ import annotations
@@ -23,34 +26,34 @@ from sherwood.contracts import RedisKeys
 
 log = logging.getLogger(__name__)
 
-# KEYS[1] bucket; ARGV: rate per second, capacity, cost, need (default: cost). Allowed when the
-# bucket holds ``need`` tokens; then ``cost`` are taken (never below 0). Returns {allowed, wait_ms}.
-# The clock is Redis's own, so API processes (and requests queued in them) never disagree about
-# "now".
+# KEYS[i] bucket i; ARGV[4i-3..4i]: its rate per second, capacity, cost, need. A bucket allows
+# when it holds ``need`` tokens; then ``cost`` are taken (never below 0). The buckets are taken
+# in order up to the first that refuses (those before it keep their token, as separate calls
+# would). Returns {allowed, wait_ms, index of the refusing bucket (0: none)}. The clock is
+# Redis's own, so API processes (and requests queued in them) never disagree about "now".
 _LUA = """
 if redis.replicate_commands then pcall(redis.replicate_commands) end
-local rate = tonumber(ARGV[1])
-local cap = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
-local need = tonumber(ARGV[4] or ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(b[1])
-local ts = tonumber(b[2])
-if tokens == nil then tokens = cap; ts = now end
-tokens = math.min(cap, tokens + math.max(0, now - ts) * rate)
-local allowed = 0
-local wait = 0
-if tokens >= need then
-  tokens = math.max(0, tokens - cost)
-  allowed = 1
-else
-  wait = math.ceil((need - tokens) / rate * 1000)
+for i = 1, #KEYS do
+  local rate = tonumber(ARGV[4 * i - 3])
+  local cap = tonumber(ARGV[4 * i - 2])
+  local cost = tonumber(ARGV[4 * i - 1])
+  local need = tonumber(ARGV[4 * i])
+  local b = redis.call('HMGET', KEYS[i], 'tokens', 'ts')
+  local tokens = tonumber(b[1])
+  local ts = tonumber(b[2])
+  if tokens == nil then tokens = cap; ts = now end
+  tokens = math.min(cap, tokens + math.max(0, now - ts) * rate)
+  local allowed = tokens >= need
+  if allowed then tokens = math.max(0, tokens - cost) end
+  redis.call('HSET', KEYS[i], 'tokens', tokens, 'ts', now)
+  redis.call('PEXPIRE', KEYS[i], math.ceil(cap / rate * 1000) + 1000)
+  if not allowed then
+    return {0, math.ceil((need - tokens) / rate * 1000), i}
+  end
 end
-redis.call('HSET', KEYS[1], 'tokens', tokens, 'ts', now)
-redis.call('PEXPIRE', KEYS[1], math.ceil(cap / rate * 1000) + 1000)
-return {allowed, wait}
+return {1, 0, 0}
 """
 
 
@@ -60,19 +63,35 @@ class RateLimiter:
         self.prefix = prefix
         self._script = redis.register_script(_LUA) if redis is not None else None
 
-    async def _take(self, bucket: str, per_second: float, capacity: float, cost: int,
-                    need: int) -> int | None:
-        """Run the script; the wait in ms when refused, None when allowed (or Redis is down)."""
-        if self._script is None:
+    async def _take_all(self, buckets: list[tuple[str, float, float, int, int]],
+                        ) -> tuple[int, int] | None:
+        """Run the script over ``(bucket, per_second, capacity, cost, need)``s; (index of the
+        bucket that refused, its wait in ms), None when all allowed (or Redis is down)."""
+        if self._script is None or not buckets:
             return None
+        keys = RedisKeys(self.prefix)
         try:
-            allowed, wait_ms = await self._script(
-                keys=[RedisKeys(self.prefix).ratelimit(bucket)],
-                args=[per_second, capacity, cost, need])
+            allowed, wait_ms, index = await self._script(
+                keys=[keys.ratelimit(b[0]) for b in buckets],
+                args=[x for b in buckets for x in b[1:]])
         except (RedisError, OSError) as exc:
             log.warning("rate limiter unavailable, letting the request through: %s", exc)
             return None
-        return None if int(allowed) else int(wait_ms)
+        return None if int(allowed) else (int(index) - 1, int(wait_ms))
+
+    async def _take(self, bucket: str, per_second: float, capacity: float, cost: int,
+                    need: int) -> int | None:
+        """The wait in ms when ``bucket`` refuses, None when it allows (or Redis is down)."""
+        refused = await self._take_all([(bucket, per_second, capacity, cost, need)])
+        return None if refused is None else refused[1]
+
+    async def hit_all(self, hits: list[tuple[str, float, float, str]]) -> None:
+        """Take one token from each ``(bucket, per_second, capacity, what)`` in order, in one
+        round trip, or raise the 429 ApiError of the first bucket that is empty."""
+        refused = await self._take_all([(b, rate, cap, 1, 1) for b, rate, cap, _ in hits])
+        if refused is not None:
+            i, wait_ms = refused
+            _refuse(wait_ms, "rate_limited", f"too many {hits[i][3]}", hits[i][0])
 
     async def hit(self, bucket: str, *, per_second: float, capacity: float, what: str) -> None:
         """Take one token from ``bucket`` or raise a 429 ApiError."""

@@ -78,6 +78,7 @@ class InboundRules:
                          ref_tag: int | None) -> None: ...
         def _send_resend_request(self, begin: int) -> None: ...
         def _resend(self, begin: int, end: int) -> None: ...
+        def _reset_store(self) -> None: ...
 
     async def _logout_and_disconnect(self, text: str) -> None:
         log.warning("%s: logout: %s", self._name, text)
@@ -156,9 +157,9 @@ class InboundRules:
                 if seq != 1:
                     await self._logout_and_disconnect("ResetSeqNumFlag=Y with MsgSeqNum != 1")
                     return
-                self.store.reset()
+                self._reset_store()
             elif self.config.reset_seq_on_logon:
-                self.store.reset()
+                self._reset_store()
                 self.store.set_next_target_seq(seq)
             if hb > 0:
                 own = self.config.heartbeat_interval

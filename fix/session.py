@@ -64,8 +64,9 @@ import simplefix
 from fix.errors import FixError, SessionDisconnect
 from fix.framing import FrameBuffer, encode
 from fix.inbound import InboundRules
+from fix.outbound import GroupCommit
 from fix.resend import resend_frames
-from fix.store import SessionStore
+from fix.store import SessionStore, StagingStore
 from fix.transport import Connection, FixAcceptor, FixInitiator
 from fix.validation import ADMIN_MSG_TYPES, parse_utc_timestamp, utc_timestamp
 
@@ -139,6 +140,10 @@ class FixSession(InboundRules):
         self._sent_reset = False
         # called on each inbound sequence gap (a ResendRequest goes out): the gateway counts them
         self.on_sequence_gap: Callable[[], None] | None = None
+        # a store that commits in groups: application messages are committed off the loop
+        # (fix/outbound.py); any other store keeps one synchronous write per message
+        self._group = (GroupCommit(store, self._write_to, lambda: self._conn)
+                       if isinstance(store, StagingStore) else None)
 
     # ------------------------------------------------------------------ public API
 
@@ -153,7 +158,9 @@ class FixSession(InboundRules):
         The caller sets MsgType(35) and the body; the session fills BeginString, BodyLength,
         MsgSeqNum, Sender/TargetCompID, SendingTime and CheckSum, and persists the message before
         writing it. When not logged on, the message is only stored: the sequence number is
-        consumed and the peer gets it through its ResendRequest after the next logon.
+        consumed and the peer gets it through its ResendRequest after the next logon. Returns
+        once the message is durable (and written); with a staging store, messages sent together
+        share one commit, run off the event loop (fix/outbound.py).
         """
         msg_type = msg.message_type
         if not msg_type:
@@ -165,8 +172,13 @@ class FixSession(InboundRules):
         writable = (
             conn is not None and self.logged_on.is_set() and self._logout_sent_at is None
         )
-        seq = self._send_fields(msg_type, fields, write=writable)
-        if writable and conn is not None:
+        if self._group is not None:
+            seq = self.store.next_sender_seq()
+            raw = encode(self._header(msg_type, seq) + fields)
+            await self._group.send(self._group.stage(seq, raw, conn if writable else None, wait=True))
+        else:
+            seq = self._send_fields(msg_type, fields, write=writable)
+        if writable and conn is not None and not conn.closing:
             await conn.drain()
         return seq
 
@@ -337,15 +349,31 @@ class FixSession(InboundRules):
         self, msg_type: bytes, fields: list[tuple[bytes, bytes]], *, write: bool = True
     ) -> int:
         # No await between allocating, persisting and writing: this is atomic on the loop, so
-        # sequence numbers hit the wire in order and the store is always ahead of the socket.
+        # sequence numbers hit the wire in order and the store is always ahead of the socket
+        # (with a staging store: this commit takes every message staged before it, and they are
+        # all written in order).
         seq = self.store.next_sender_seq()
         raw = encode(self._header(msg_type, seq) + fields)
-        self.store.store_sent(seq, raw)
         conn = self._conn
+        if self._group is not None:
+            self._group.stage(seq, raw, conn if write else None, wait=False)
+            self._group.commit_now()
+            return seq
+        self.store.store_sent(seq, raw)
         if write and conn is not None and not conn.closing:
-            conn.write(raw)
-            self._last_sent = time.monotonic()
+            self._write_to(conn, raw)
         return seq
+
+    def _write_to(self, conn: Connection, raw: bytes) -> None:
+        conn.write(raw)
+        self._last_sent = time.monotonic()
+
+    def _reset_store(self) -> None:
+        """Both sequence numbers back to 1 (a ResetSeqNumFlag logon): what is staged is
+        committed and released first."""
+        if self._group is not None:
+            self._group.reset()
+        self.store.reset()
 
     def _send_admin(self, msg_type: bytes, fields: list[tuple[bytes, bytes]]) -> int:
         return self._send_fields(msg_type, fields, write=True)
@@ -353,7 +381,7 @@ class FixSession(InboundRules):
     def _send_logon(self) -> None:
         fields = [(b"98", b"0"), (b"108", str(math.ceil(self._hb)).encode())]
         if self.config.reset_seq_on_logon:
-            self.store.reset()
+            self._reset_store()
             self._sent_reset = True
             fields.append((b"141", b"Y"))
         self._send_admin(b"A", fields)
@@ -380,7 +408,16 @@ class FixSession(InboundRules):
         self._send_admin(b"2", [(b"7", str(begin).encode()), (b"16", b"0")])
 
     def _resend(self, begin: int, end: int) -> None:
-        """Answer a ResendRequest: each frame fix/resend.py builds is written as it comes."""
+        """Answer a ResendRequest: each frame fix/resend.py builds is written as it comes.
+        With a staging store, only what was released is resent: a message staged but not
+        released yet was never written, and goes out as an original once released (after the
+        resent frames, which is its place in the numbering)."""
+        if self._group is not None:
+            last = self._group.released
+            if last < max(begin, 1):
+                log.info("%s: ResendRequest for nothing released yet (begin=%d)", self._name, begin)
+                return
+            end = last if end == 0 or end > last else end
         for raw in resend_frames(self.store, begin, end, self._header, self._name):
             self._write_raw(raw)
 

@@ -52,6 +52,26 @@ class SessionStore(Protocol):
         ...
 
 
+@runtime_checkable
+class StagingStore(SessionStore, Protocol):
+    """A store that commits sent messages in groups (one fsync for all of them): the session
+    stages each message as it is numbered, and a commit makes everything staged so far durable.
+    The session writes a message to the wire only once a commit covering it returned
+    (``fix.outbound.GroupCommit``)."""
+
+    def stage_sent(self, seq: int, raw: bytes) -> None:
+        """Keep ``raw`` under ``seq`` for the next commit and advance next_sender_seq to
+        ``seq + 1`` (in memory: nothing is durable yet). Never blocks on a commit in progress."""
+        ...
+
+    def commit_staged(self) -> int:
+        """Durably store every message staged so far, in one transaction; returns the highest
+        MsgSeqNum durable (every staged one up to it). Callable from another thread. Raises
+        StoreError when the commit fails: then every staged message is dropped and
+        next_sender_seq goes back to the first of them."""
+        ...
+
+
 class MemorySessionStore:
     """In-process store for tests and benchmarks; loses everything with the process."""
 
@@ -101,8 +121,10 @@ class SqliteSessionStore:
 
     Every mutating call is its own committed transaction, so a process kill at any point leaves
     either the old or the new state. Sent messages are committed with ``synchronous=FULL`` (an
-    fsync each: a sequence number once on the wire is never handed out again, even after an OS
-    crash). The inbound number is committed with ``synchronous=NORMAL`` on a second connection:
+    fsync per commit: a sequence number once on the wire is never handed out again, even after
+    an OS crash); a commit takes every message staged before it (:class:`StagingStore`: the
+    session's application messages are committed off the event loop, several per fsync when
+    they come together). The inbound number is committed with ``synchronous=NORMAL`` on a second connection:
     it survives a process kill, and what an OS crash could lose is only that some messages
     already processed are expected again, which the peer resends as PossDup and the application
     drops by ExecID; it never skips a message. That saves an fsync per inbound message, which
@@ -114,7 +136,9 @@ class SqliteSessionStore:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the database: one transaction at a time
+        self._stage_lock = threading.Lock()  # the staged list and the sender number, held briefly
+        self._staged: list[tuple[int, bytes]] = []
         try:
             # autocommit mode: we issue BEGIN/COMMIT ourselves so each call is one transaction.
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -129,6 +153,7 @@ class SqliteSessionStore:
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open FIX session store {self.path}: {exc}") from exc
         self._next_sender, self._next_target = int(row[0]), int(row[1])
+        self._durable = self._next_sender - 1
 
     def next_sender_seq(self) -> int:
         return self._next_sender
@@ -142,20 +167,42 @@ class SqliteSessionStore:
             self._next_target = n
 
     def store_sent(self, seq: int, raw: bytes) -> None:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute(
-                    "INSERT OR REPLACE INTO fix_sent (seq, raw) VALUES (?, ?)", (seq, raw)
-                )
-                self._db.execute(
-                    "UPDATE fix_session SET next_sender_seq = ? WHERE id = 1", (seq + 1,)
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        self.stage_sent(seq, raw)
+        self.commit_staged()
+
+    def stage_sent(self, seq: int, raw: bytes) -> None:
+        with self._stage_lock:
+            self._staged.append((seq, raw))
             self._next_sender = seq + 1
+
+    def commit_staged(self) -> int:
+        # The database lock first, then the batch: whoever commits takes everything staged
+        # before it, so that commits are in MsgSeqNum order (a commit that returns N means
+        # every message up to N is durable).
+        with self._lock:
+            with self._stage_lock:
+                batch, self._staged = self._staged, []
+            if not batch:
+                return self._durable
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._db.executemany(
+                        "INSERT OR REPLACE INTO fix_sent (seq, raw) VALUES (?, ?)", batch)
+                    self._db.execute(
+                        "UPDATE fix_session SET next_sender_seq = ? WHERE id = 1",
+                        (batch[-1][0] + 1,))
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                with self._stage_lock:  # nothing staged after them may go out either
+                    self._staged.clear()
+                    self._next_sender = batch[0][0]
+                raise StoreError(f"cannot store sent messages in {self.path}: {exc}") from exc
+            self._durable = batch[-1][0]
+            return self._durable
 
     def get_sent(self, begin: int, end: int) -> list[tuple[int, bytes]]:
         with self._lock:
@@ -167,6 +214,8 @@ class SqliteSessionStore:
 
     def reset(self) -> None:
         with self._lock:
+            with self._stage_lock:
+                self._staged.clear()
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.execute("DELETE FROM fix_sent")
@@ -179,6 +228,7 @@ class SqliteSessionStore:
                 raise
             self._next_sender = 1
             self._next_target = 1
+            self._durable = 0
 
     def close(self) -> None:
         """Close the database file (addition to the protocol; safe to call twice)."""

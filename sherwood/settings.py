@@ -245,6 +245,9 @@ class Settings(BaseSettings):
     gateway_data_dir: Path | None = None
     gateway_task_queue: str = "execution-gateway"
     gateway_delivery_interval_s: float = 0.2
+    # the report delivery loop is woken by every new report; with nothing to retry it looks at
+    # its table this often anyway (a safety net)
+    gateway_delivery_idle_poll_s: float = 2.0
     gateway_delivery_max_backoff_s: float = 5.0
     gateway_signal_timeout_s: float = 5.0
     # The shard outbox publisher is woken by each order commit; it also looks this often anyway

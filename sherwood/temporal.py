@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import types
 import typing
 from typing import Any
 
@@ -38,6 +39,31 @@ def _dataclass_shape(cls: type) -> tuple[dict[str, Any], tuple[dataclasses.Field
     return typing.get_type_hints(cls), dataclasses.fields(cls)
 
 
+_PLAIN = (str, int, bool)  # JSON gives these as the values themselves
+
+
+def _plain_types(hint: Any) -> frozenset[type]:
+    """The value types a field of ``hint`` takes as they come from JSON, unconverted: ``str``
+    for ``str``, ``str`` and ``None`` for ``str | None`` (likewise int, bool). Anything else
+    (Decimal, float, dates, containers, dataclasses, enums, ...) goes through the SDK's
+    ``value_to_type``."""
+    if hint in _PLAIN:
+        return frozenset({hint})
+    args = typing.get_args(hint)
+    if args and type(None) in args and typing.get_origin(hint) in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1 and rest[0] in _PLAIN:
+            return frozenset({rest[0], type(None)})
+    return frozenset()
+
+
+@functools.lru_cache(maxsize=256)
+def _decoders(cls: type) -> tuple[tuple[str, bool, Any, frozenset[type]], ...]:
+    """Per field of ``cls``: name, init, type hint, the value types taken as they are."""
+    hints, fields = _dataclass_shape(cls)
+    return tuple((f.name, f.init, hints[f.name], _plain_types(hints[f.name])) for f in fields)
+
+
 class CachedHintsDataclasses(JSONTypeConverter):
     """Decodes dataclass payloads with each class's type hints resolved once.
 
@@ -57,12 +83,15 @@ class CachedHintsDataclasses(JSONTypeConverter):
             return JSONTypeConverter.Unhandled
         if hint is VenueEvent and is_legacy_payload(value):
             return legacy_venue_event(value)
-        hints, fields = _dataclass_shape(hint)
         init: dict[str, Any] = {}
         later: dict[str, Any] = {}
-        for f in fields:
-            if f.name in value:
-                (init if f.init else later)[f.name] = value_to_type(hints[f.name], value[f.name], [self])
+        for name, in_init, field_hint, plain in _decoders(hint):
+            if name in value:
+                v = value[name]
+                # a str (int, bool, None) where the field takes one as it is: no conversion
+                # (the SDK's generic walk costs several isinstance checks per field)
+                (init if in_init else later)[name] = (
+                    v if type(v) in plain else value_to_type(field_hint, v, [self]))
         obj = hint(**init)
         for name, v in later.items():
             object.__setattr__(obj, name, v)
@@ -84,13 +113,19 @@ class ShallowDataclassEncoder(AdvancedJSONEncoder):
         return super().default(o)
 
 
+# built once: they hold no state, and the SDK builds a payload converter for every workflow
+# activation (twice: ``DataConverter.with_context`` clones the data converter, whose
+# ``__post_init__`` makes a new one it then replaces)
+_CONVERTERS = tuple(
+    JSONPlainPayloadConverter(encoder=ShallowDataclassEncoder,
+                              custom_type_converters=[CachedHintsDataclasses()])
+    if isinstance(c, JSONPlainPayloadConverter) else c
+    for c in DefaultPayloadConverter.default_encoding_payload_converters)
+
+
 class _PayloadConverter(CompositePayloadConverter):
     def __init__(self) -> None:
-        super().__init__(*(
-            JSONPlainPayloadConverter(encoder=ShallowDataclassEncoder,
-                                      custom_type_converters=[CachedHintsDataclasses()])
-            if isinstance(c, JSONPlainPayloadConverter) else c
-            for c in DefaultPayloadConverter.default_encoding_payload_converters))
+        super().__init__(*_CONVERTERS)
 
 
 DATA_CONVERTER = dataclasses.replace(DataConverter.default, payload_converter_class=_PayloadConverter)

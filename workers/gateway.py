@@ -17,12 +17,13 @@ Inbound path, and why a crash anywhere is safe:
    no-op). The handler returns only after that commit, and the session persists the inbound
    MsgSeqNum only after the handler returned: a kill before the commit means the venue resends
    the message after the next logon; a kill after it finds the row in the table.
-2. the delivery loop (woken by every new row, and every ``interval`` seconds anyway) signals the
-   order workflow (id = order id) for each undelivered row in arrival order, then sets
-   ``delivered_at``. Failures — Temporal down, "workflow not found" because the workflow has not
-   started yet — postpone that order's rows with exponential backoff (capped); a row is never
-   dropped. Each signal carries the request id ``uuid5(venue, exec_id)``, which Temporal uses to
-   deduplicate signals of a running workflow, so a kill between the signal and ``delivered_at``
+2. the delivery loop (woken by every new row; while rows wait for a retry, every ``interval``
+   seconds; otherwise every ``idle_poll`` seconds, a safety net) signals the order workflow
+   (id = order id) for each undelivered row in arrival order, then sets ``delivered_at``.
+   Failures — Temporal down, "workflow not found" because the workflow has not started yet —
+   postpone that order's rows with exponential backoff (capped); a row is never dropped. Each
+   signal carries the request id ``uuid5(venue, exec_id)``, which Temporal uses to deduplicate
+   signals of a running workflow, so a kill between the signal and ``delivered_at``
    does not deliver the report twice either.
 3. the exception: while ``send_new_order`` waits for an order's first answers
    (:class:`activities.gateway.ReportWatch`), the loop leaves that order's rows alone; the
@@ -92,10 +93,16 @@ class ReportDelivery:
         signal_timeout: float = 5.0,
         batch: int = 500,
         concurrency: int = 32,
+        idle_poll: float = 2.0,
     ) -> None:
         self.store = store
         self.client = client
         self.interval = interval
+        # the table is looked at this often when nothing waits for a retry: every new row wakes
+        # the loop, so this only catches what no wake-up announced (at least ``interval``)
+        self.idle_poll = max(idle_poll, interval)
+        self._retry_until = 0.0  # monotonic: until then rows of this process wait for a retry
+        self._last_found = 0  # rows the last pass tried to deliver (or left to an activity)
         self.max_backoff = max_backoff
         self.signal_timeout = signal_timeout
         self.batch = batch
@@ -177,11 +184,14 @@ class ReportDelivery:
             if any((r.venue, r.exec_id) not in self._handed for r in watch.reports):
                 self._wake.set()  # whatever was not handed over goes out as signals
 
-    async def handed_over(self, reports: list[VenueEvent]) -> None:
+    async def handed_over(self, reports: list[VenueEvent],
+                          sent: tuple[str, int] | None = None) -> None:
+        """Mark ``reports`` delivered (the activity returns them) and ``sent`` (ClOrdID,
+        MsgSeqNum) ``sent``, in one statement."""
         keys = [(r.venue, r.exec_id) for r in reports]
         now = time.monotonic()
         self._handed.update((k, now) for k in keys)  # before the commit: see deliver_once
-        await self.store.mark_delivered(keys)
+        await self.store.mark_delivered(keys, sent=sent)
 
     async def recorded(self, order_id: str) -> list[VenueEvent]:
         return [event for event, _ in await self.store.reports_for_order(order_id)]
@@ -207,10 +217,18 @@ class ReportDelivery:
     def wake(self) -> None:
         self._wake.set()
 
+    def next_wait(self) -> float:
+        """How long the loop waits for a wake-up before it looks at the table anyway: the short
+        ``interval`` while the last pass found rows or a deferred row is not due yet (retries
+        keep their schedule), else ``idle_poll``."""
+        if self._last_found or time.monotonic() < self._retry_until:
+            return self.interval
+        return self.idle_poll
+
     async def _run(self) -> None:
         while not self._stopping:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
+                await asyncio.wait_for(self._wake.wait(), self.next_wait())
             self._wake.clear()
             if self._stopping:
                 break
@@ -226,6 +244,7 @@ class ReportDelivery:
     async def deliver_once(self) -> int:
         """One pass over the due undelivered reports; returns how many rows it tried to deliver."""
         pending = await self.store.list_undelivered(self.batch)
+        self._last_found = len(pending)
         old = time.monotonic() - 60  # far longer than one pass
         self._handed = {k: t for k, t in self._handed.items() if t > old}
         if not pending:
@@ -260,6 +279,8 @@ class ReportDelivery:
         attempts = p.attempts + 1
         metrics.REPORTS_UNDELIVERABLE.inc()
         delay = min(self.max_backoff, self.interval * 2 ** min(p.attempts, 20))
+        # look again soon after it is due (the database's clock and ours may differ a little)
+        self._retry_until = max(self._retry_until, time.monotonic() + delay + self.interval)
         if isinstance(exc, RPCError) and exc.status == RPCStatusCode.NOT_FOUND:
             what = f"workflow {order_id} not found ({exc.message})"
             level = logging.INFO if attempts < 5 else logging.WARNING
@@ -349,6 +370,7 @@ class ExecutionGateway:
         routing_seed: int | None = None,
         routing_window: int = 100,
         delivery_interval: float = 0.2,
+        delivery_idle_poll: float = 2.0,
         delivery_max_backoff: float = 5.0,
         signal_timeout: float = 5.0,
         first_report_wait_s: float = 0.25,
@@ -377,6 +399,7 @@ class ExecutionGateway:
         self.task_queue = task_queue
         self._owns_store = owns_store
         self.delivery = ReportDelivery(store, client, interval=delivery_interval,
+                                       idle_poll=delivery_idle_poll,
                                        max_backoff=delivery_max_backoff,
                                        signal_timeout=signal_timeout)
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -452,6 +475,7 @@ class ExecutionGateway:
             routing_seed=settings.routing_seed,
             routing_window=settings.routing_window_orders,
             delivery_interval=settings.gateway_delivery_interval_s,
+            delivery_idle_poll=settings.gateway_delivery_idle_poll_s,
             delivery_max_backoff=settings.gateway_delivery_max_backoff_s,
             signal_timeout=settings.gateway_signal_timeout_s,
             first_report_wait_s=settings.gateway_first_report_wait_s,

@@ -4,8 +4,12 @@ Two paths, one table:
 
 * **As they commit** (:meth:`OutboxPublisher.committed`): the shard worker's order store hands
   over the rows its transaction just wrote (id, key, payload as stored); they are published at
-  once, in commit order, then marked published by one autocommit statement. No claim
-  transaction per commit: that was three round trips per order step.
+  once, in commit order. Their marks are batched: one autocommit statement marks every row
+  published in the last ``mark_delay_s`` (well inside the sweep's grace), or ``batch`` of them,
+  whichever comes first, and whatever is left when the publisher stops. No claim transaction
+  per commit (that was three round trips per order step), and no mark statement per commit
+  either (two per order). A crash before the mark leaves rows published but unmarked: the sweep
+  publishes them again, which consumers tolerate.
 * **The sweep**, every ``idle_s``: rows still unmarked after ``grace_s`` (a crash between publish
   and mark, a Redis failure, rows written by another process) are claimed (locked with SKIP
   LOCKED and marked) by one statement and published in the same transaction, in id order: a
@@ -65,7 +69,7 @@ class OutboxPublisher:
     def __init__(self, engine: AsyncEngine, redis: Redis, *, prefix: str = "sherwood",
                  idle_s: float = 1.0, batch: int = 200, grace_s: float = 5.0,
                  mark_engine: AsyncEngine | None = None, max_queue: int = 10_000,
-                 retry_s: float = 1.0) -> None:
+                 retry_s: float = 1.0, mark_delay_s: float = 0.5) -> None:
         self.engine = engine
         self.mark_engine = mark_engine or engine
         self.redis = redis
@@ -80,6 +84,11 @@ class OutboxPublisher:
         self.overflowed = False  # catching up from the table: handed-over rows are not queued
         self.dropped = 0  # rows handed over but left to the table (they are published from it)
         self._fresh_since = 0.0  # when the oldest queued row was handed over (the lag metric)
+        # published at commit, not marked yet; marked at the latest this long after the first
+        # (kept well inside the sweep's grace, so that the sweep leaves them alone)
+        self.mark_delay_s = max(0.0, min(mark_delay_s, grace_s / 4))
+        self._unmarked: list[int] = []
+        self._unmarked_since = 0.0
 
     @property
     def queued(self) -> int:
@@ -116,19 +125,36 @@ class OutboxPublisher:
             pipe.publish(RedisKeys(self.prefix).trade_updates(r["key"]), r["payload"])
         return pipe
 
-    async def publish_committed(self) -> int:
-        """Publish and mark the rows handed over by :meth:`committed`. On a failure they stay
-        unmarked in the table, for the sweep."""
+    async def publish_committed(self, *, mark: bool = True) -> int:
+        """Publish the rows handed over by :meth:`committed`; then mark every row published so
+        far (``mark=False``: only once :meth:`mark_due`). On a failure they stay unmarked in the
+        table, for the sweep."""
         rows, self._fresh = self._fresh, []
-        if not rows:
-            return 0
-        since = self._fresh_since
-        await self._pipeline_of(rows).execute()
-        metrics.OUTBOX_LAG.observe(time.monotonic() - since)  # the oldest row's wait
-        metrics.OUTBOX_PUBLISHED.inc(len(rows))
-        async with self.mark_engine.begin() as conn:
-            await sql.execute(conn, _MARK, {"ids": [r["id"] for r in rows]})
+        if rows:
+            since = self._fresh_since
+            await self._pipeline_of(rows).execute()
+            metrics.OUTBOX_LAG.observe(time.monotonic() - since)  # the oldest row's wait
+            metrics.OUTBOX_PUBLISHED.inc(len(rows))
+            if not self._unmarked:
+                self._unmarked_since = time.monotonic()
+            self._unmarked.extend(r["id"] for r in rows)
+        if mark or self.mark_due():
+            await self.mark_published()
         return len(rows)
+
+    def mark_due(self) -> bool:
+        """Whether the rows published at commit are to be marked now (the oldest has waited
+        ``mark_delay_s``, or there are ``batch`` of them)."""
+        return bool(self._unmarked) and (
+            len(self._unmarked) >= self.batch
+            or time.monotonic() - self._unmarked_since >= self.mark_delay_s)
+
+    async def mark_published(self) -> None:
+        """Mark every row published at commit so far, in one statement."""
+        ids, self._unmarked = self._unmarked, []
+        if ids:
+            async with self.mark_engine.begin() as conn:
+                await sql.execute(conn, _MARK, {"ids": ids})
 
     async def publish_once(self, min_age_s: float = 0.0) -> int:
         """Claim, publish and mark up to ``batch`` unmarked rows at least ``min_age_s`` old."""
@@ -150,6 +176,7 @@ class OutboxPublisher:
             backlog = False
             try:
                 if self.overflowed:
+                    await self.mark_published()  # published already: not claimed again
                     # Handed-over rows are queued again from now: the claim below sees every row
                     # committed before it (a row both claimed and queued goes out twice).
                     self.overflowed = False
@@ -158,7 +185,7 @@ class OutboxPublisher:
                         self._catch_up()
                     sweep_at = loop.time() + (0 if backlog else self.idle_s)
                 else:
-                    await self.publish_committed()
+                    await self.publish_committed(mark=False)
                     if loop.time() >= sweep_at:
                         backlog = await self.publish_once(self.grace_s) >= self.batch
                         sweep_at = loop.time() + (0 if backlog else self.idle_s)
@@ -168,10 +195,19 @@ class OutboxPublisher:
                 sweep_at = loop.time() + min(self.idle_s, self.retry_s)
             if backlog:
                 continue
+            wake_at = sweep_at
+            if self._unmarked:  # the marks' deadline
+                wake_at = min(wake_at, loop.time() + self.mark_delay_s
+                              - (time.monotonic() - self._unmarked_since))
             waits = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
             try:
-                await asyncio.wait(waits, timeout=max(0.0, sweep_at - loop.time()),
+                await asyncio.wait(waits, timeout=max(0.0, wake_at - loop.time()),
                                    return_when=asyncio.FIRST_COMPLETED)
             finally:
                 for w in waits:
                     w.cancel()
+        try:  # what was published at commit is marked before the publisher goes
+            await self.mark_published()
+        except _RETRIED as exc:
+            log.warning("outbox: marking published rows at stop failed (the sweep publishes "
+                        "them again): %s", exc)

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Body, Depends, Query, Response
 from fastapi.responses import JSONResponse
 
 from api.body import JsonBodyRoute
-from api.deps import RouterDep, StateDep, TraderDep
+from api.deps import RouterDep, StateDep, TraderDep, UnmeteredTraderDep, key_rate
 from api.schemas import OrderIn, ReplaceIn, body_schema
 from api.services.orders import MAX_LIST_LIMIT, OrderService
 
@@ -29,13 +29,15 @@ def _account(key: Any) -> Any:
 
 
 @router.post("/orders")
-async def place_order(key: TraderDep, service: ServiceDep, state: StateDep,
+async def place_order(key: UnmeteredTraderDep, service: ServiceDep, state: StateDep,
                       body: Annotated[dict[str, Any], Body(json_schema_extra=ORDER_BODY)]) -> dict[str, Any]:
     """Place an order (Alpaca shape). Numbers may be JSON numbers or strings; they are parsed
     exactly from their text. 403 when buying power or shares are insufficient, 422 when the
     request is invalid or its client_order_id was used for a different order."""
-    await state.limiter.hit(f"orders:{key.account_id}", per_second=state.settings.order_rate_per_s,
-                            capacity=state.settings.order_rate_per_s, what="orders for this account")
+    # the key's request rate and the account's order rate: one round trip to Redis
+    rate = state.settings.order_rate_per_s
+    await state.limiter.hit_all([key_rate(state, key),
+                                 (f"orders:{key.account_id}", rate, rate, "orders for this account")])
     return await service.place(_account(key), body)
 
 

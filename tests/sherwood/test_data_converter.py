@@ -33,6 +33,20 @@ ROUTE = RouteFacts(venue="v", route_order_id="o", order_type="limit", side="buy"
 
 SNAP = OrderSnapshot(order_id="o", account_id="a", client_order_id="c", state="FILLED",
                      symbol="F", side="buy", qty="10", filled_qty="10", filled_avg_price="12.31")
+@dataclass
+class _Plain:
+    """Fields taken as JSON gives them (str, int, bool, optional ones) beside converted ones."""
+
+    n: int
+    flag: bool
+    s: str | None
+    f: float
+    opt_n: int | None = None
+    opt_flag: bool | None = None
+    kind: VenueEventKind | None = None
+    tags: list[str] = field(default_factory=list)
+
+
 LATE = _WithLateField(a="1", nested=[SNAP])
 LATE.late = "set"
 
@@ -47,6 +61,9 @@ CASES = [
     (PlaceOrderInput(order_id="o", account_id="a", shard=1, request={"qty": "1"},
                      request_hash="h", timeouts=OrderTimeouts(ack_s=1.5), snapshot=SNAP), PlaceOrderInput),
     (LATE, _WithLateField),
+    (_Plain(n=3, flag=True, s=None, f=1.0, opt_n=0, opt_flag=False, kind=VenueEventKind.FILL,
+            tags=["a"]), _Plain),
+    (_Plain(n=0, flag=False, s="x", f=2.5), _Plain),
 ]
 
 

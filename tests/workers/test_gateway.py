@@ -188,6 +188,8 @@ async def running(*venues: Venue, client: Client, store: GatewayStore, tmp: Path
         venues=[v.venue_config() for v in venues], store=store, client=client, data_dir=tmp,
         task_queue=f"gw-test-{uuid.uuid4().hex[:8]}", routing=routing,
         delivery_interval=0.05, delivery_max_backoff=0.5,
+        # no safety poll within a test: every report goes out on a wake-up or a retry's schedule
+        delivery_idle_poll=600.0,
         first_report_wait_s=5.0,  # the venue's New rides in the ack even on a loaded machine
     )
     await gw.start()
@@ -296,6 +298,13 @@ async def test_activity_retry_sends_one_order(client: Client, store: GatewayStor
         acts = gw.activities
         order = new_order("100")
         first = await acts.send_new_order(order)
+        # returned: marked sent with its MsgSeqNum, the reports it carries marked delivered
+        row = await store.statements.first(
+            "SELECT status, msg_seq_num FROM gateway_orders WHERE cl_ord_id = :c",
+            {"c": order.cl_ord_id})
+        assert row is not None and row["status"] == "sent" and row["msg_seq_num"] is not None
+        assert first.reports and all(
+            d for _, d in await store.reports_for_order(order.order_id))
         second = await acts.send_new_order(order)
         assert ack_of(first) == ("MM1", order.order_id, False)
         assert ack_of(second) == ("MM1", order.order_id, True)

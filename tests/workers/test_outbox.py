@@ -224,3 +224,53 @@ async def test_the_in_memory_queue_is_bounded_and_what_overflows_is_published_fr
         stop.set()
         await pubsub.aclose()
         await marks.dispose()
+
+
+async def test_marks_of_rows_published_at_commit_are_batched_and_flushed_at_stop(
+    router: ShardRouter, redis: Redis,
+) -> None:
+    """Rows handed over at commit go out at once, but are marked together later (one statement
+    for many commits, not one per commit), and whatever is unmarked when the publisher stops is
+    marked then."""
+    import asyncio
+    import uuid
+
+    from db import sql
+    from db.engines import make_engine, run_in_transaction
+    from workers.outbox import OutboxPublisher
+
+    engine = router.engine(0)
+    marks = make_engine(router.shard_urls[0], pool_size=1, autocommit=True)
+    prefix = router.redis_prefix
+    key = f"outbox-marks-{uuid.uuid4()}"
+
+    async def write(n: int) -> list[sql.Row]:
+        return await run_in_transaction(engine, lambda c: sql.rows(
+            c, "INSERT INTO outbox (topic, key, payload) VALUES ('trade_updates', :k, "
+            "jsonb_build_object('n', CAST(:n AS int))) RETURNING id, key, payload::text AS payload",
+            {"k": key, "n": n}))
+
+    async def unmarked() -> int:
+        return int(await run_in_transaction(engine, lambda c: sql.scalar(
+            c, "SELECT count(*) FROM outbox WHERE key = :k AND published_at IS NULL", {"k": key})))
+
+    pub = OutboxPublisher(engine, redis, prefix=prefix, mark_engine=marks, idle_s=30.0,
+                          grace_s=600.0, mark_delay_s=120.0)
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(RedisKeys(prefix).trade_updates(key))
+    stop = asyncio.Event()
+    task = asyncio.create_task(pub.run(stop))
+    try:
+        await pubsub.get_message(timeout=2)
+        for n in range(3):  # three commits, each published as it commits
+            pub.committed(await write(n))
+            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
+            assert msg is not None and json.loads(msg["data"])["n"] == n
+        assert await unmarked() == 3  # published, their marks not written yet
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        assert await unmarked() == 0  # marked when the publisher stopped
+    finally:
+        stop.set()
+        await pubsub.aclose()
+        await marks.dispose()
