@@ -158,7 +158,7 @@ async def test_the_service_user_does_what_the_services_do(server: EmbeddedRedis)
     try:
         await r.set(KEYS.account_shard(ACCOUNT), 2, ex=60)  # db/router.py
         assert await r.get(KEYS.account_shard(ACCOUNT)) == b"2"
-        allowed, _ = await r.register_script(_LUA)(  # api/ratelimit.py
+        allowed, _, _ = await r.register_script(_LUA)(  # api/ratelimit.py
             keys=[KEYS.ratelimit("acct")], args=[10, 10, 1, 1])
         assert allowed == 1
         pipe = r.pipeline(transaction=True)  # db/controls.py: the mirror of a halt
