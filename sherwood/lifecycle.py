@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterable, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -77,3 +78,18 @@ def exit_with_parent(parent_pid: int, *, interval_s: float, grace_s: float) -> t
     t = threading.Thread(target=watch, name="exit-with-parent", daemon=True)
     t.start()
     return t
+
+
+async def shutdown_workers(workers: Iterable[Any], timeout_s: float, what: str) -> None:
+    """``shutdown()`` every Temporal worker of ``workers``, waiting at most ``timeout_s``.
+
+    Worker.shutdown waits for every running activity to end once canceled: one that never does
+    (a call stuck on an unreachable server, a retry sleeping) must not keep the process -- or a
+    test stack -- from stopping. What it did not finish is retried by Temporal on the next
+    worker, as after a crash."""
+    shutdown = asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
+    try:
+        await asyncio.wait_for(shutdown, timeout_s)
+    except TimeoutError:
+        logging.getLogger(__name__).warning(
+            "%s did not shut down within %.0f s: stopping anyway", what, timeout_s)

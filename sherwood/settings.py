@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     redis_socket_timeout_s: float = 2.0
     redis_connect_timeout_s: float = 2.0
     redis_health_check_interval_s: float = 15.0  # an idle pooled connection is PINGed first
-    # a shard worker's stop waits this long for its Temporal workers' activities to end
+    # a worker process's stop (shard, back office) waits this long for its activities to end
     worker_shutdown_timeout_s: float = 15.0
     # Postgres sessions on the request path (the API, the shard workers, the fan-out's key
     # lookups; not the back office, migrations or the CLI): a statement running longer, or

@@ -50,7 +50,7 @@ from db.engines import make_engine
 from db.funding import FundingStore
 from domain.ports import Announcements, Bank, Clearinghouse
 from sherwood.contracts import BACKOFFICE_TASK_QUEUE, backoffice_shard_queue
-from sherwood.lifecycle import stopped_by_signals
+from sherwood.lifecycle import shutdown_workers, stopped_by_signals
 from sherwood.settings import Settings
 from sherwood.temporal import connect
 from workflows.corporate_actions import CorporateActionsInput, CorporateActionsWorkflow
@@ -142,7 +142,8 @@ class BackofficeWorkers:
         self._tasks.append(asyncio.create_task(worker.run(), name=f"worker-{worker.task_queue}"))
 
     async def stop(self) -> None:
-        await asyncio.gather(*(w.shutdown() for w in self._workers), return_exceptions=True)
+        await shutdown_workers(self._workers, self.settings.worker_shutdown_timeout_s,
+                               "back-office workers")
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

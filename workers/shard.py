@@ -29,7 +29,7 @@ from db.orders import OrderStore
 from domain import calendar
 from marketdata.quotes import LatestQuotes
 from sherwood.contracts import shard_task_queue, trigger_task_queue
-from sherwood.lifecycle import stopped_by_signals
+from sherwood.lifecycle import shutdown_workers, stopped_by_signals
 from sherwood.link_secret import link_secret
 from sherwood.redis_client import redis_from_settings
 from sherwood.settings import Settings
@@ -147,16 +147,7 @@ class ShardWorkers:
 
     async def stop(self) -> None:
         self._stop.set()
-        # Worker.shutdown waits for every running activity to end once canceled: one that never
-        # does (a call stuck on an unreachable server) must not keep the process from stopping
-        # (or, in the tests, a stack from being rebuilt). What it did not finish is retried by
-        # Temporal on the next worker, as after a crash.
-        shutdown = asyncio.gather(*(w.shutdown() for w in self._workers), return_exceptions=True)
-        try:
-            await asyncio.wait_for(shutdown, self.settings.worker_shutdown_timeout_s)
-        except TimeoutError:
-            log.warning("shard workers did not shut down within %.0f s: stopping anyway",
-                        self.settings.worker_shutdown_timeout_s)
+        await shutdown_workers(self._workers, self.settings.worker_shutdown_timeout_s, "shard workers")
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,5 +1,6 @@
-"""A shard worker's stop is bounded: a Temporal worker whose shutdown never ends (an activity
-that ignores its cancellation) does not keep the process, or a test stack, from stopping."""
+"""A shard or back-office worker process's stop is bounded: a Temporal worker whose shutdown
+never ends (an activity that ignores its cancellation) does not keep the process, or a test
+stack, from stopping."""
 
 from __future__ import annotations
 
@@ -22,6 +23,19 @@ class NeverShutsDown:
 
 async def test_stop_gives_up_on_a_worker_that_never_shuts_down() -> None:
     workers = ShardWorkers(Settings(worker_shutdown_timeout_s=0.3), [0])
+    hung = NeverShutsDown()
+    workers._workers = [cast(Any, hung)]
+    t0 = time.monotonic()
+    await asyncio.wait_for(workers.stop(), 10)
+    assert hung.asked.is_set()
+    assert time.monotonic() - t0 < 5
+
+
+async def test_the_back_office_stop_gives_up_too() -> None:
+    from workers.backoffice import BackofficeWorkers
+
+    workers = BackofficeWorkers(Settings(worker_shutdown_timeout_s=0.3), bank=cast(Any, None),
+                                clearinghouse=cast(Any, None))
     hung = NeverShutsDown()
     workers._workers = [cast(Any, hung)]
     t0 = time.monotonic()
