@@ -38,6 +38,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from domain.execution import RouteFacts
+from domain.money import column_number
 from domain.routing import improvement_per_share
 
 ZERO = Decimal(0)
@@ -45,8 +46,6 @@ ORDER_TYPES = ("market", "limit", "stop", "stop_limit")
 _PER_SHARE = Decimal("0.000001")
 _MONEY = Decimal("0.0001")
 _PCT = Decimal("0.01")
-_COLUMN_LIMIT = Decimal(10) ** 28  # numeric(38, 10)
-_ROW_SCALE = Decimal("1E-10")
 _MAX_TEXT = 64
 _MAX_MS = 10 ** 12  # about 31 years: beyond, the number is not a duration we trust
 
@@ -79,17 +78,6 @@ def marketable(order_type: str, side: str, limit: Decimal | None, bid: Decimal |
     return limit >= ask if side == "buy" else limit <= bid
 
 
-def _num(text: str | None) -> Decimal | None:
-    """A number from the route, if it is finite and a column can hold it."""
-    try:
-        d = Decimal(text) if text else None
-    except (ArithmeticError, ValueError):
-        return None
-    if d is None or not d.is_finite() or abs(d) >= _COLUMN_LIMIT:
-        return None
-    return d.quantize(_ROW_SCALE) if d.as_tuple().exponent < -10 else d  # type: ignore[operator]
-
-
 def _ms(v: object) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < _MAX_MS else None
 
@@ -112,12 +100,12 @@ def fill_record(route: RouteFacts, price: Decimal) -> FillRecord | None:
     if venue is None or order_id is None or order_type is None or routed_at is None \
             or routed_at.tzinfo is None or side not in ("buy", "sell"):
         return None
-    bid, ask = _num(route.bid), _num(route.ask)
+    bid, ask = column_number(route.bid), column_number(route.ask)
     if bid is None or ask is None or bid <= ZERO or ask < bid:
         return FillRecord(venue, order_id, order_type, routed_at,
                           since_routed_ms=_ms(route.since_routed_ms))
     pi = (improvement_per_share(side, price, bid, ask)
-          if marketable(order_type, side, _num(route.limit_price), bid, ask) else None)
+          if marketable(order_type, side, column_number(route.limit_price), bid, ask) else None)
     return FillRecord(venue, order_id, order_type, routed_at, bid, ask, _ms(route.quote_age_ms),
                       _ms(route.since_routed_ms), pi, 2 * abs(price - (bid + ask) / 2))
 

@@ -129,6 +129,27 @@ def positive_amount(value: object, currency: str, *, field: str = "amount") -> D
     return check_scale(d, currency, field=field)
 
 
+# what a numeric(38, 10) column holds: fewer than 28 digits before the point, 10 after
+COLUMN_LIMIT = Decimal(10) ** 27
+COLUMN_SCALE = Decimal("1E-10")
+
+
+def column_number(text: str | None) -> Decimal | None:
+    """A number an outsider sent as text (a venue's quantity or price, a route's quote), if it
+    is a finite number a numeric(38, 10) column can hold (more than 10 decimals rounded off),
+    else None. Never raises: what to do with an unreadable number is the caller's decision."""
+    if not text or len(text) > 64:  # a 38-digit number with sign, point and exponent fits
+        return None
+    try:
+        d = Decimal(text)
+    except (ArithmeticError, ValueError):
+        return None
+    # by the exponent first: abs() of a huge finite number (1E+999999999) overflows the context
+    if not d.is_finite() or (d and d.adjusted() >= 27):
+        return None
+    return d.quantize(COLUMN_SCALE) if d.as_tuple().exponent < -10 else d  # type: ignore[operator]
+
+
 def plain(d: Decimal) -> Decimal:
     """``d`` without trailing zeros and never in exponent form (``400`` not ``4E+2``)."""
     n = d.normalize()

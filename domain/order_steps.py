@@ -16,8 +16,8 @@ from typing import Any
 
 from domain import ledger as templates
 from domain.execution import VenueStatus
+from domain.money import column_number
 from domain.order_decision import Step
-from domain.order_row import ROW_SCALE
 from domain.orders import InvalidTransition, OrderState, can_transition
 
 S = OrderState
@@ -109,20 +109,9 @@ def _finish(step: Step, to: OrderState, *, actor: str, event: str, reason: str |
     step.update(UPDATE_FOR.get(to, event))
 
 
-# what a numeric(38, 10) column holds: fewer than 28 digits before the point
-_COLUMN_LIMIT = Decimal(10) ** 27
 MAX_FILL_PRICE = Decimal(1_000_000)
-
-
-def bounded(text: str | None) -> Decimal | None:
-    """A number the venue sent, if it is a finite number a column can hold, else None."""
-    try:
-        d = Decimal(text) if text else None
-    except (ArithmeticError, ValueError):
-        return None
-    if d is None or not d.is_finite() or abs(d) >= _COLUMN_LIMIT:
-        return None
-    return d.quantize(ROW_SCALE) if d.as_tuple().exponent < -10 else d  # type: ignore[operator]
+# a number the venue sent, if it is finite and a column can hold it, else None
+bounded = column_number
 
 
 def _when(text: str | None) -> datetime | None:

@@ -11,7 +11,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from domain.errors import InvalidAmount
-from domain.money import AMOUNT_BOUNDS, MAX_INPUT_DIGITS, PRICE_BOUNDS, QTY_BOUNDS, bounded_decimal
+from domain.money import (
+    AMOUNT_BOUNDS,
+    COLUMN_LIMIT,
+    MAX_INPUT_DIGITS,
+    PRICE_BOUNDS,
+    QTY_BOUNDS,
+    bounded_decimal,
+    column_number,
+)
 
 
 @pytest.mark.parametrize(("value", "expected"), [
@@ -73,3 +81,21 @@ def test_any_decimal_is_either_within_bounds_or_refused_with_a_code(d: Decimal) 
         assert exc.code in ("invalid_amount", "amount_out_of_range", "amount_too_many_digits")
     else:
         assert 0 < got <= AMOUNT_BOUNDS.max_value and got == got.quantize(Decimal("0.01"))
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    ("12.5", Decimal("12.5")), ("-3", Decimal(-3)), (None, None), ("", None), ("abc", None),
+    ("NaN", None), ("Infinity", None), ("1E+27", None),
+    ("999999999999999999999999999", Decimal(10) ** 27 - 1),
+    ("0.123456789012", Decimal("0.1234567890")), ("1E+999999999", None), ("-1E+999999999", None),
+    ("1" * 500, None), ("0", Decimal(0)),
+])
+def test_a_number_an_outsider_sent_is_kept_only_if_a_column_can_hold_it(text: str | None,
+                                                                         want: Decimal | None) -> None:
+    assert column_number(text) == want
+
+
+@given(st.text(max_size=40))
+def test_column_number_never_raises(text: str) -> None:
+    got = column_number(text)
+    assert got is None or (got.is_finite() and abs(got) < COLUMN_LIMIT)
