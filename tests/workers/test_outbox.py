@@ -3,16 +3,86 @@ transaction commits (the store wakes the publisher), not at the next idle poll."
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from db import sql
+from db.engines import run_in_transaction, sqlalchemy_url
 from db.router import ShardRouter
 from sherwood.contracts import RedisKeys
+from sherwood.embedded import free_port
+from sherwood.settings import Settings
+from tests.owner import owner_url
 from tests.stack import TradingStack, headers
+from workers.outbox import OutboxPublisher
+
+
+class OutboxRows:
+    """An outbox table of this test's own (a copy of shard 0's in a schema of its own, found by
+    ``search_path``, so the running stack's publisher never claims these rows), rows written to
+    it by a transaction like the order store's, counted while unmarked. ``marks`` is the
+    publisher's own engine for its marks."""
+
+    def __init__(self, router: ShardRouter, settings: Settings) -> None:
+        self.schema = f"outbox_test_{uuid.uuid4().hex[:12]}"
+        # the owner's: the service role may not create a schema (its rows are the same either way)
+        url = sqlalchemy_url(owner_url(settings, router.shard_urls[0]))
+        self.admin = create_async_engine(url, pool_size=1)
+        options = f"-c timezone=UTC -c search_path={self.schema}"
+        self.engine = create_async_engine(url, pool_size=2, connect_args={"options": options})
+        self.marks = create_async_engine(url, pool_size=1, isolation_level="AUTOCOMMIT",
+                                         connect_args={"options": options})
+        self.prefix = router.redis_prefix
+        self.fresh()
+
+    async def create(self) -> None:
+        async with self.admin.begin() as conn:
+            await conn.execute(text(f"CREATE SCHEMA {self.schema}"))
+            await conn.execute(text(f"CREATE TABLE {self.schema}.outbox (LIKE public.outbox INCLUDING ALL)"))
+
+    async def drop(self) -> None:
+        await self.engine.dispose()
+        await self.marks.dispose()
+        async with self.admin.begin() as conn:
+            await conn.execute(text(f"DROP SCHEMA {self.schema} CASCADE"))
+        await self.admin.dispose()
+
+    def fresh(self) -> str:
+        """Another key, with no rows yet."""
+        self.key = f"outbox-{uuid.uuid4()}"
+        return self.key
+
+    async def write(self, *ns: int) -> list[sql.Row]:
+        """One commit of a row per ``n`` (payload ``{"n": n}``), as the order store hands them over."""
+        return await run_in_transaction(self.engine, lambda c: sql.rows(
+            c, "INSERT INTO outbox (topic, key, payload) SELECT 'trade_updates', :k, "
+            "jsonb_build_object('n', n) FROM unnest(CAST(:ns AS int[])) n "
+            "RETURNING id, key, payload::text AS payload", {"k": self.key, "ns": list(ns)}))
+
+    async def unmarked(self) -> int:
+        return int(await run_in_transaction(self.engine, lambda c: sql.scalar(
+            c, "SELECT count(*) FROM outbox WHERE key = :k AND published_at IS NULL",
+            {"k": self.key})))
+
+
+@pytest.fixture
+async def rows(router: ShardRouter, settings: Settings) -> AsyncIterator[OutboxRows]:
+    r = OutboxRows(router, settings)
+    await r.create()
+    try:
+        yield r
+    finally:
+        await r.drop()
 
 
 async def test_trade_updates_are_published_when_the_transaction_commits(stack: TradingStack) -> None:
@@ -42,235 +112,127 @@ async def test_trade_updates_are_published_when_the_transaction_commits(stack: T
     assert (REGISTRY.get_sample_value("sherwood_outbox_publish_lag_seconds_count") or 0) > lagged
 
 
-async def test_a_failed_publish_leaves_the_rows_for_the_next_round_in_order(
-    router: ShardRouter, redis: Redis,
-) -> None:
-    """Claim and mark are one statement; a Redis that refuses rolls the mark back."""
-    import uuid
-
-    from redis.asyncio import Redis as AsyncRedis
-
-    from db import sql
-    from db.engines import run_in_transaction
-    from sherwood.embedded import free_port
-    from workers.outbox import OutboxPublisher
-
-    engine = router.engine(0)
-    key = f"outbox-test-{uuid.uuid4()}"
-    # the shard's real prefix: rows of other tests this claims still go where they belong
-    prefix = router.redis_prefix
-
-    async def pending() -> list[int]:
-        rows = await run_in_transaction(engine, lambda c: sql.rows(
-            c, "SELECT id FROM outbox WHERE key = :k AND published_at IS NULL ORDER BY id",
-            {"k": key}))
-        return [r["id"] for r in rows]
-
-    async def add(conn):  # type: ignore[no-untyped-def]
-        for n in range(3):
-            await sql.execute(conn, "INSERT INTO outbox (topic, key, payload) "
-                              "VALUES ('trade_updates', :k, CAST(:p AS jsonb))",
-                              {"k": key, "p": json.dumps({"n": n})})
-
-    await run_in_transaction(engine, add)
-    ids = await pending()
-    assert len(ids) == 3
-    down = AsyncRedis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5)
-    try:
-        failing = OutboxPublisher(engine, down, prefix=prefix, batch=10_000)
-        with pytest.raises(Exception):  # noqa: B017 -- whatever the client raises
-            await failing.publish_once()
-    finally:
-        await down.aclose()
-    assert await pending() == ids  # nothing marked
+async def received(redis: Redis, rows: OutboxRows, count: int,
+                   act: Callable[[], Awaitable[object]]) -> list[int]:
+    """The ``n`` of the first ``count`` trade updates published under ``rows.key`` once ``act``
+    has run (subscribed before it runs, so none is missed)."""
     pubsub = redis.pubsub()
-    await pubsub.subscribe(RedisKeys(prefix).trade_updates(key))
+    await pubsub.subscribe(RedisKeys(rows.prefix).trade_updates(rows.key))
     try:
         await pubsub.get_message(timeout=2)
-        await OutboxPublisher(engine, redis, prefix=prefix, batch=10_000).publish_once()
-        got = []
-        while len(got) < 3:
+        await act()
+        got: list[int] = []
+        while len(got) < count:
             msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
             assert msg is not None, got
             got.append(json.loads(msg["data"])["n"])
+        return got
     finally:
         await pubsub.aclose()
-    assert got == [0, 1, 2]
-    assert await pending() == []
+
+
+@contextlib.asynccontextmanager
+async def redis_down() -> AsyncIterator[Redis]:
+    """A client of a Redis that is not there (a free port): every command fails fast."""
+    down = Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5)
+    try:
+        yield down
+    finally:
+        await down.aclose()
+
+
+async def test_a_failed_publish_leaves_the_rows_for_the_next_round_in_order(
+    rows: OutboxRows, redis: Redis,
+) -> None:
+    """Claim and mark are one statement; a Redis that refuses rolls the mark back."""
+    await rows.write(0, 1, 2)
+    assert await rows.unmarked() == 3
+    async with redis_down() as down:
+        failing = OutboxPublisher(rows.engine, down, prefix=rows.prefix, batch=10_000)
+        with pytest.raises(Exception):  # noqa: B017 -- whatever the client raises
+            await failing.publish_once()
+    assert await rows.unmarked() == 3  # nothing marked
+    ok = OutboxPublisher(rows.engine, redis, prefix=rows.prefix, batch=10_000)
+    assert await received(redis, rows, 3, ok.publish_once) == [0, 1, 2]
+    assert await rows.unmarked() == 0
 
 
 async def test_rows_handed_over_at_commit_are_marked_or_left_for_the_sweep(
-    router: ShardRouter, redis: Redis,
+    rows: OutboxRows, redis: Redis,
 ) -> None:
     """The at-commit path publishes and marks; if Redis refuses, the rows stay unmarked and the
     sweep (which leaves rows younger than its grace alone) publishes them."""
-    import uuid
+    ok = OutboxPublisher(rows.engine, redis, prefix=rows.prefix, mark_engine=rows.marks, batch=10_000)
+    ok.committed(await rows.write(0, 1, 2))
+    assert await received(redis, rows, 3, ok.publish_committed) == [0, 1, 2]
+    assert await rows.unmarked() == 0
 
-    from redis.asyncio import Redis as AsyncRedis
-
-    from db import sql
-    from db.engines import make_engine, run_in_transaction
-    from sherwood.embedded import free_port
-    from workers.outbox import OutboxPublisher
-
-    engine = router.engine(0)
-    marks = make_engine(router.shard_urls[0], pool_size=1, autocommit=True)
-    prefix = router.redis_prefix
-
-    async def write(key: str) -> list[sql.Row]:
-        return await run_in_transaction(engine, lambda c: sql.rows(
-            c, "INSERT INTO outbox (topic, key, payload) SELECT 'trade_updates', :k, "
-            "jsonb_build_object('n', n) FROM generate_series(0, 2) n "
-            "RETURNING id, key, payload::text AS payload", {"k": key}))
-
-    async def unmarked(key: str) -> int:
-        return int(await run_in_transaction(engine, lambda c: sql.scalar(
-            c, "SELECT count(*) FROM outbox WHERE key = :k AND published_at IS NULL", {"k": key})))
-
-    async def received(key: str, act) -> list[int]:  # type: ignore[no-untyped-def]
-        pubsub = redis.pubsub()
-        await pubsub.subscribe(RedisKeys(prefix).trade_updates(key))
-        try:
-            await pubsub.get_message(timeout=2)
-            await act()
-            got = []
-            while len(got) < 3:
-                msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
-                assert msg is not None, got
-                got.append(json.loads(msg["data"])["n"])
-            return got
-        finally:
-            await pubsub.aclose()
-
-    try:
-        ok = OutboxPublisher(engine, redis, prefix=prefix, mark_engine=marks, batch=10_000)
-        key = f"outbox-commit-{uuid.uuid4()}"
-        ok.committed(await write(key))
-        assert await received(key, ok.publish_committed) == [0, 1, 2]
-        assert await unmarked(key) == 0
-
-        key = f"outbox-commit-{uuid.uuid4()}"
-        down = AsyncRedis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5)
-        try:
-            failing = OutboxPublisher(engine, down, prefix=prefix, mark_engine=marks)
-            failing.committed(await write(key))
-            with pytest.raises(Exception):  # noqa: B017 -- whatever the client raises
-                await failing.publish_committed()
-        finally:
-            await down.aclose()
-        assert await unmarked(key) == 3
-        await ok.publish_once(min_age_s=60)  # too young for the sweep: left alone
-        assert await unmarked(key) == 3
-        assert await received(key, ok.publish_once) == [0, 1, 2]
-        assert await unmarked(key) == 0
-    finally:
-        await marks.dispose()
+    rows.fresh()
+    async with redis_down() as down:
+        failing = OutboxPublisher(rows.engine, down, prefix=rows.prefix, mark_engine=rows.marks)
+        failing.committed(await rows.write(0, 1, 2))
+        with pytest.raises(Exception):  # noqa: B017 -- whatever the client raises
+            await failing.publish_committed()
+    assert await rows.unmarked() == 3
+    await ok.publish_once(min_age_s=60)  # too young for the sweep: left alone
+    assert await rows.unmarked() == 3
+    assert await received(redis, rows, 3, ok.publish_once) == [0, 1, 2]
+    assert await rows.unmarked() == 0
 
 
 async def test_the_in_memory_queue_is_bounded_and_what_overflows_is_published_from_the_table(
-    router: ShardRouter, redis: Redis,
+    rows: OutboxRows, redis: Redis,
 ) -> None:
     """Commits handed over faster than the publisher runs (Redis slow or down) fill the in-memory
     queue up to its bound, never past it; past it, the rows are left to the table (the truth),
     and the next round publishes every one of them, in commit order, and marks them."""
-    import asyncio
-    import uuid
-
-    from db import sql
-    from db.engines import make_engine, run_in_transaction
-    from workers.outbox import OutboxPublisher
-
-    engine = router.engine(0)
-    marks = make_engine(router.shard_urls[0], pool_size=1, autocommit=True)
-    prefix = router.redis_prefix
-    key = f"outbox-bounded-{uuid.uuid4()}"
-
-    async def write(n: int) -> list[sql.Row]:
-        return await run_in_transaction(engine, lambda c: sql.rows(
-            c, "INSERT INTO outbox (topic, key, payload) VALUES ('trade_updates', :k, "
-            "jsonb_build_object('n', CAST(:n AS int))) RETURNING id, key, payload::text AS payload",
-            {"k": key, "n": n}))
-
-    async def unmarked() -> int:
-        return int(await run_in_transaction(engine, lambda c: sql.scalar(
-            c, "SELECT count(*) FROM outbox WHERE key = :k AND published_at IS NULL", {"k": key})))
-
-    pub = OutboxPublisher(engine, redis, prefix=prefix, mark_engine=marks, max_queue=3,
-                          idle_s=30.0)
-    pubsub = redis.pubsub()
-    await pubsub.subscribe(RedisKeys(prefix).trade_updates(key))
+    pub = OutboxPublisher(rows.engine, redis, prefix=rows.prefix, mark_engine=rows.marks,
+                          max_queue=3, idle_s=30.0)
+    for n in range(10):  # ten commits while the publisher does not run
+        pub.committed(await rows.write(n))
+        assert pub.queued <= 3
+    assert pub.overflowed and await rows.unmarked() == 10
     stop = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
+
+    async def start() -> None:
+        tasks.append(asyncio.create_task(pub.run(stop)))
+
     try:
-        await pubsub.get_message(timeout=2)
-        for n in range(10):  # ten commits while the publisher does not run
-            pub.committed(await write(n))
-            assert pub.queued <= 3
-        assert pub.overflowed and await unmarked() == 10
-        task = asyncio.create_task(pub.run(stop))
-        got: list[int] = []
-        while len(got) < 10:
-            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
-            assert msg is not None, got
-            got.append(json.loads(msg["data"])["n"])
-        assert got == list(range(10))
+        assert await received(redis, rows, 10, start) == list(range(10))
         # back to the at-commit path: the next commit goes out with it, not at the idle poll
-        pub.committed(await write(10))
-        msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
-        assert msg is not None and json.loads(msg["data"])["n"] == 10
+
+        async def commit() -> None:
+            pub.committed(await rows.write(10))
+
+        assert await received(redis, rows, 1, commit) == [10]
         stop.set()
-        await asyncio.wait_for(task, 10)
-        assert await unmarked() == 0 and not pub.overflowed
+        await asyncio.wait_for(tasks[0], 10)
+        assert await rows.unmarked() == 0 and not pub.overflowed
     finally:
         stop.set()
-        await pubsub.aclose()
-        await marks.dispose()
 
 
 async def test_marks_of_rows_published_at_commit_are_batched_and_flushed_at_stop(
-    router: ShardRouter, redis: Redis,
+    rows: OutboxRows, redis: Redis,
 ) -> None:
     """Rows handed over at commit go out at once, but are marked together later (one statement
     for many commits, not one per commit), and whatever is unmarked when the publisher stops is
     marked then."""
-    import asyncio
-    import uuid
-
-    from db import sql
-    from db.engines import make_engine, run_in_transaction
-    from workers.outbox import OutboxPublisher
-
-    engine = router.engine(0)
-    marks = make_engine(router.shard_urls[0], pool_size=1, autocommit=True)
-    prefix = router.redis_prefix
-    key = f"outbox-marks-{uuid.uuid4()}"
-
-    async def write(n: int) -> list[sql.Row]:
-        return await run_in_transaction(engine, lambda c: sql.rows(
-            c, "INSERT INTO outbox (topic, key, payload) VALUES ('trade_updates', :k, "
-            "jsonb_build_object('n', CAST(:n AS int))) RETURNING id, key, payload::text AS payload",
-            {"k": key, "n": n}))
-
-    async def unmarked() -> int:
-        return int(await run_in_transaction(engine, lambda c: sql.scalar(
-            c, "SELECT count(*) FROM outbox WHERE key = :k AND published_at IS NULL", {"k": key})))
-
-    pub = OutboxPublisher(engine, redis, prefix=prefix, mark_engine=marks, idle_s=30.0,
-                          grace_s=600.0, mark_delay_s=120.0)
-    pubsub = redis.pubsub()
-    await pubsub.subscribe(RedisKeys(prefix).trade_updates(key))
+    pub = OutboxPublisher(rows.engine, redis, prefix=rows.prefix, mark_engine=rows.marks,
+                          idle_s=30.0, grace_s=600.0, mark_delay_s=120.0)
     stop = asyncio.Event()
     task = asyncio.create_task(pub.run(stop))
     try:
-        await pubsub.get_message(timeout=2)
         for n in range(3):  # three commits, each published as it commits
-            pub.committed(await write(n))
-            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
-            assert msg is not None and json.loads(msg["data"])["n"] == n
-        assert await unmarked() == 3  # published, their marks not written yet
+
+            async def commit(n: int = n) -> None:
+                pub.committed(await rows.write(n))
+
+            assert await received(redis, rows, 1, commit) == [n]
+        assert await rows.unmarked() == 3  # published, their marks not written yet
         stop.set()
         await asyncio.wait_for(task, 10)
-        assert await unmarked() == 0  # marked when the publisher stopped
+        assert await rows.unmarked() == 0  # marked when the publisher stopped
     finally:
         stop.set()
-        await pubsub.aclose()
-        await marks.dispose()
