@@ -31,6 +31,8 @@ from sherwood.settings import Settings
 # 3.11.7's AST validator fails intermittently at that depth ("AST constructor recursion depth
 # mismatch"), failing a run whose tests all passed
 TEST_SHARDS = 4
+# a run whose session ended never hangs at exit (tests/exit_watchdog.py)
+pytest_plugins = ["tests.exit_watchdog"]
 
 
 @pytest.fixture(scope="session")
