@@ -8,11 +8,13 @@ makers read their config on every order), always restored afterwards.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import secrets
+import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -170,6 +172,19 @@ async def ops_headers(router: ShardRouter, *scopes: str, holder: str = "ops-test
     return {"APCA-API-KEY-ID": creds.key_id, "APCA-API-SECRET-KEY": creds.secret_key}
 
 
+async def stopped(what: str, stop: Awaitable[None], limit_s: float = 60.0) -> None:
+    """Await ``stop``; past ``limit_s`` fail naming ``what`` did not stop, after printing every
+    task still pending with its stack (a teardown that hangs says where, instead of waiting for
+    the test timeout with nothing but the event loop's select on the stack)."""
+    try:
+        await asyncio.wait_for(stop, limit_s)
+    except TimeoutError:
+        for task in asyncio.all_tasks():
+            print(f"--- pending: {task.get_name()}", file=sys.stderr)
+            task.print_stack(file=sys.stderr)
+        raise AssertionError(f"{what} did not stop within {limit_s:.0f} s") from None
+
+
 @contextlib.asynccontextmanager
 async def trading_stack(base: Settings, router: ShardRouter, redis: Redis,
                         data_dir: Path) -> AsyncIterator[TradingStack]:
@@ -208,8 +223,8 @@ async def trading_stack(base: Settings, router: ShardRouter, redis: Redis,
             yield stack
     finally:
         # tests may have replaced the gateway or the workers: stop the current ones
-        await (stack.workers if stack else workers).stop()
-        await (stack.gateway if stack else gateway).stop()
-        for mm in venues.values():
-            await mm.stop()
+        await stopped("the shard workers", (stack.workers if stack else workers).stop())
+        await stopped("the gateway", (stack.gateway if stack else gateway).stop())
+        for name, mm in venues.items():
+            await stopped(f"venue {name}", mm.stop())
         drop_database_as(gw_url, settings.db_owner())
