@@ -29,12 +29,12 @@ from temporalio.worker import Worker
 
 from activities.gateway import GatewayActivities
 from activities.gateway_link import GatewayLinkServer
-from db.controls import ControlsCache, is_halted_now
+from activities.gateway_market import RoutingMarket
+from db.controls import ControlsCache
 from db.gateway import GatewayStore
 from domain.routing import RoutingWeights
 from fix.session import FixInitiator, FixSession, SessionConfig
 from fix.store import SqliteSessionStore
-from marketdata.quotes import LatestQuotes
 from sherwood import metrics
 from sherwood.contracts import GATEWAY_TASK_QUEUE
 from sherwood.lifecycle import stopped_by_signals
@@ -117,20 +117,16 @@ class ExecutionGateway:
             # read at scrape time: the session's own state, nothing to keep in step
             self._forget_metrics.append(metrics.fix_session(v.name, ini.session.logged_on.is_set))
             ini.session.on_sequence_gap = metrics.FIX_SEQUENCE_GAPS.labels(venue=v.name).inc
-        # halts: checked against Redis right before routing, the cache if Redis is down
+        # halts: checked against Redis right before routing (the cache if Redis is down), read
+        # with the NBBO the route records in one round trip (activities/gateway_market.py)
         self._redis = redis_from_url(redis_url, redis_timeouts) if redis_url else None
         self.controls = ControlsCache(self._redis, redis_prefix)
-
-        async def halted(symbol: str) -> bool:
-            return await is_halted_now(self._redis, redis_prefix, symbol, self.controls)
-
         self.activities = GatewayActivities(store, self.sessions, routing=routing,
-                                            halted=halted if self._redis is not None else None,
                                             reports=self.delivery,
                                             first_report_wait_s=first_report_wait_s,
                                             report_linger_s=report_linger_s,
-                                            quotes=LatestQuotes(self._redis, redis_prefix,
-                                                                max_age_s=float("inf"))
+                                            market=RoutingMarket(self._redis, redis_prefix,
+                                                                 fallback=self.controls)
                                             if self._redis is not None else None,
                                             weights=routing_weights,
                                             rng=random.Random(routing_seed),
