@@ -48,6 +48,7 @@ import simplefix
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.gateway_market import MarketAtRouting
 from db.gateway import ABANDONED, SENT, GatewayStore, RouteRecord
 from domain.execution import (
     VenueAck,
@@ -158,6 +159,13 @@ class QuoteSource(Protocol):
     async def get(self, symbol: str) -> Quote | None: ...
 
 
+class MarketSource(QuoteSource, Protocol):
+    """The halt and the latest quote of a symbol in one read
+    (:class:`activities.gateway_market.RoutingMarket`)."""
+
+    async def at_routing(self, symbol: str) -> MarketAtRouting: ...
+
+
 # ============================================================================ activities
 
 
@@ -174,6 +182,7 @@ class GatewayActivities:
         first_report_wait_s: float = 0.25,
         report_linger_s: float = 0.05,
         quotes: QuoteSource | None = None,
+        market: MarketSource | None = None,
         weights: RoutingWeights = RoutingWeights(),
         rng: random.Random | None = None,
         quality_window: int = 100,
@@ -194,6 +203,9 @@ class GatewayActivities:
         self.first_report_wait_s = first_report_wait_s
         self.report_linger_s = report_linger_s
         self.quotes = quotes
+        # the halt check and the NBBO in one round trip; ``halted``, when given, decides the halt
+        # instead (tests override it), and the quote is then read on its own
+        self.market = market
         self.weights = weights
         self._rng = rng if rng is not None else random.Random()
         self._clock = clock
@@ -274,15 +286,26 @@ class GatewayActivities:
             self.observe(event, at)
         return len(recent.routes)
 
+    async def _at_routing(self, symbol: str) -> tuple[bool, Quote | None, int | None]:
+        """Is ``symbol`` halted, and its NBBO with its age (None, None: none usable): one read
+        of both through ``market``, else the ``halted`` check and the quote one after the other
+        (no halt check: not halted)."""
+        if self._halted is None and self.market is not None:
+            seen = await self.market.at_routing(symbol)
+            return seen.halted, *_aged(seen.quote)
+        halted = self._halted is not None and await self._halted(symbol)
+        return halted, *await self._nbbo(symbol)
+
     async def _nbbo(self, symbol: str) -> tuple[Quote | None, int | None]:
-        if self.quotes is None:
+        source = self.quotes if self.quotes is not None else self.market
+        if source is None:
             return None, None
         try:
-            q = await self.quotes.get(symbol)
+            q = await source.get(symbol)
         except Exception:  # advisory: routing never waits on market data
             log.warning("no NBBO for %s at routing", symbol, exc_info=True)
             return None, None
-        return q, (q.age_ms(time.time_ns()) if q is not None else None)
+        return _aged(q)
 
     def _session(self, venue: str) -> FixSession:
         session = self.sessions.get(venue)
@@ -331,9 +354,10 @@ class GatewayActivities:
         ``mark=False``: the caller marks the ClOrdID ``sent`` (``handed_over``)."""
         # The reservation is the first statement (it says whether this is a retry): one round
         # trip per order. Only under a halt is the ClOrdID looked up first, because a halt stops
-        # an order not yet handed over, never one a previous attempt may have sent.
-        if self._halted is not None and await self._halted(order.symbol) \
-                and await self.store.get_send(order.cl_ord_id) is None:
+        # an order not yet handed over, never one a previous attempt may have sent. The NBBO the
+        # route records comes with the halt check (one Redis round trip for both).
+        halted, quote, age = await self._at_routing(order.symbol)
+        if halted and await self.store.get_send(order.cl_ord_id) is None:
             # the last gate before a venue: a halt acknowledged before this point stops the order
             raise ApplicationError(f"trading in {order.symbol} is halted", type="symbol_halted",
                                    non_retryable=True)
@@ -358,7 +382,7 @@ class GatewayActivities:
         if res.venue != venue:  # lost a race with a concurrent attempt that chose another venue
             session = self._logged_on(res.venue)
             choice = RoutingChoice(res.venue, "retry")
-        await self._record_route(order, choice)
+        await self._record_route(order, choice, quote, age)
         poss_resend = not res.created
         seq = await session.send(_build(new_order_single, order, poss_resend=poss_resend))
         if mark:
@@ -367,8 +391,8 @@ class GatewayActivities:
                  " PossResend" if poss_resend else "")
         return VenueAck(venue=res.venue, cl_ord_id=order.cl_ord_id), seq
 
-    async def _record_route(self, order: VenueOrder, choice: RoutingChoice) -> None:
-        quote, age = await self._nbbo(order.symbol)
+    async def _record_route(self, order: VenueOrder, choice: RoutingChoice, quote: Quote | None,
+                            age: int | None) -> None:
         self.quality.routed(order.order_id, choice.venue, order.side, self._clock(),
                             quote.bid if quote else None, quote.ask if quote else None,
                             symbol=order.symbol, qty=_qty(order.qty))
@@ -448,6 +472,11 @@ class GatewayActivities:
         seq = await session.send(_build(build, req, poss_resend=not res.created))
         await self.store.mark_sent(key, seq)
         log.info("order %s -> %s %s %s seq %d", req.order_id, req.venue, msg_type, key, seq)
+
+
+def _aged(quote: Quote | None) -> tuple[Quote | None, int | None]:
+    """The quote and its age now (ms; None without a quote or a time of its own)."""
+    return quote, (quote.age_ms(time.time_ns()) if quote is not None else None)
 
 
 def _qty(text: str) -> Decimal | None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psycopg
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import PollerBehaviorSimpleMaximum, UnsandboxedWorkflowRunner, Worker
@@ -43,7 +45,7 @@ from temporalio.worker import PollerBehaviorSimpleMaximum, UnsandboxedWorkflowRu
 from bench.bare_workflow import BareWorkflow, noop
 from bench.shape_workflow import ShapeWorkflow, shape_local
 from db.migrate import drop_database
-from db.roles import with_login
+from db.roles import drop_role, login_of, with_login
 from sherwood.embedded import TemporalDevServer, free_port
 from sherwood.settings import Settings
 
@@ -282,6 +284,22 @@ async def bench_brackets(api: str, accounts: list[dict[str, str]], concurrency: 
         return run
 
 
+def drop_stack_databases(s: Settings) -> None:
+    """Drop the databases of the bench's dev stack (settings as the stack resolved them), then
+    the roles made for them, the service role and the API's, as tests/conftest.py does (a role
+    that still holds grants elsewhere stays). Never the owner's."""
+    owner = s.db_owner()  # the stack's processes connect as the service role: the owner drops
+    for url in [s.directory_db_url(), s.gateway_db_url_resolved(), s.marketdata_db_url_resolved(),
+                *[s.shard_url(n) for n in range(s.shard_count)]]:
+        drop_database(with_login(url, owner) if owner is not None else url)
+    if owner is None:
+        return  # no roles were made (db/roles.py: migrations ran as the URLs' user)
+    api = s.api_login()
+    for role in {login_of(s.directory_db_url()).user, *([api.user] if api else [])} - {owner.user}:
+        with contextlib.suppress(psycopg.Error):
+            drop_role(with_login(s.directory_db_url(), owner), role)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -374,12 +392,7 @@ async def main() -> None:
     finally:
         await asyncio.to_thread(stack.stop)
         if settings.postgres_url:
-            s = stack.settings
-            owner = s.db_owner()  # the stack's processes connect as the service role: the
-            for url in [s.directory_db_url(), s.gateway_db_url_resolved(),  # owner drops
-                        s.marketdata_db_url_resolved(),
-                        *[s.shard_url(n) for n in range(s.shard_count)]]:
-                drop_database(with_login(url, owner) if owner is not None else url)
+            drop_stack_databases(stack.settings)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,15 @@
 """A simulated wholesale market maker (Citadel/Virtu role): a FIX 4.4 acceptor around the engine.
 
 :class:`MarketMaker` accepts one FIX session from the broker (``target_comp_id``, e.g.
-SHERWOOD), turns NewOrderSingle(D) / OrderCancelRequest(F) / OrderStatusRequest(H) into calls on
-:class:`simulators.matching.MatchingEngine`, and sends the resulting ExecutionReport(8) and
-OrderCancelReject(9) messages back; any other application message gets a
-BusinessMessageReject(j). Every message is parsed and built by :mod:`fix.messages`. A periodic
-tick advances the quote source and lets resting orders, stops and delayed partial-fill slices
-execute. Several instances (venues MM1, MM2 ...) can run side by side in one process, each on
-its own port.
+SHERWOOD), turns NewOrderSingle(D) / OrderCancelRequest(F) / OrderCancelReplaceRequest(G) /
+OrderStatusRequest(H) into calls on :class:`simulators.matching.MatchingEngine`, and sends the
+resulting ExecutionReport(8) and OrderCancelReject(9) messages back (built by
+:mod:`simulators.venue_messages`); any other application message gets a
+BusinessMessageReject(j). Its configuration, :class:`MarketMakerConfig`, lives in
+:mod:`simulators.venue_config` (importable from here too). Every message is parsed and built by
+:mod:`fix.messages`. A periodic tick advances the quote source and lets resting orders, stops
+and delayed partial-fill slices execute. Several instances (venues MM1, MM2 ...) can run side by
+side in one process, each on its own port.
 
 Quotes come from a :class:`simulators.quote_sources.QuoteSource` (a random walk, or the
 marketdata Redis hash falling back to one). Tests pin prices with :meth:`MarketMaker.set_quote`.
@@ -25,8 +27,7 @@ that auction (:meth:`simulators.matching.MatchingEngine.auction`).
 
 Deliberately NOT done: order state is kept in memory only (a restart forgets orders, never FIX
 sequence numbers, which live in the session store); no order book between customers, no
-cancel/replace (an OrderCancelReplaceRequest(G) is business-rejected), no market-data messages,
-no session-level work (all of that is ``fix/``).
+market-data messages, no session-level work (all of that is ``fix/``).
 """
 
 from __future__ import annotations
@@ -35,11 +36,10 @@ import asyncio
 import contextlib
 import logging
 import time as _time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, time, timedelta
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -54,8 +54,6 @@ from fix.messages import (
     OrdStatus,
     Tag,
     business_message_reject,
-    execution_report,
-    order_cancel_reject,
     parse_new_order_single,
     parse_order_cancel_replace_request,
     parse_order_cancel_request,
@@ -68,18 +66,16 @@ from simulators.matching import (
     MatchingEngine,
     Quote,
     Report,
-    VenueCancelReject,
     VenueReport,
-    fmt_decimal,
 )
 from simulators.quote_sources import (
-    DEFAULT_HALTS_KEY,
-    DEFAULT_QUOTES_KEY,
     QuoteSource,
     RandomWalkQuoteSource,
     RedisQuoteSource,
 )
+from simulators.venue_config import MarketMakerConfig, parse_slices, parse_symbols
 from simulators.venue_faults import FaultFile
+from simulators.venue_messages import build_message, unsent_heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -87,60 +83,6 @@ NEW_YORK = ZoneInfo("America/New_York")
 # The venue's own order messages; anything else gets a BusinessMessageReject.
 _ORDER_MSG_TYPES = frozenset({MsgType.NEW_ORDER_SINGLE, MsgType.ORDER_CANCEL_REQUEST,
                               MsgType.ORDER_CANCEL_REPLACE_REQUEST, MsgType.ORDER_STATUS_REQUEST})
-
-
-# =============================================================================== configuration
-
-
-@dataclass(frozen=True)
-class MarketMakerConfig:
-    """Everything a simulated venue can be told. Durations in seconds, prices/qty as Decimal.
-
-    ``skip_seq_every``: with ``skip_seq``, one outbound sequence number is skipped before every
-    N-th application message. ``day_close``: New York wall-clock time at which DAY orders expire
-    (None = only when :meth:`MarketMaker.expire_day_orders` is called).
-    """
-
-    sender_comp_id: str = "MM1"
-    target_comp_id: str = "SHERWOOD"
-    host: str = "127.0.0.1"
-    port: int = 9878
-    heartbeat_interval: float = 30.0
-    data_dir: Path | None = None
-    redis_url: str | None = None
-    quotes_key: str = DEFAULT_QUOTES_KEY
-    halts_key: str = DEFAULT_HALTS_KEY
-    seed: int | None = 0
-    tick_interval: float = 1.0
-    price_improvement_bps: Decimal = Decimal(0)
-    # how this venue differs from the others (simulators/matching.py; draws seeded by ``seed``)
-    price_improvement_cents: Decimal = Decimal(0)
-    improvement_jitter_cents: Decimal = Decimal(0)
-    reject_rate: float = 0.0
-    partial_fill_rate: float = 0.0
-    fill_slices: tuple[int, ...] = ()
-    fill_delay: float = 0.0
-    max_liquidity: int | None = None
-    halted: frozenset[str] = frozenset()
-    day_close: time | None = None
-    # the venue's business clock runs this far ahead of the wall clock (like the order workers'
-    # market_clock_offset_s): it decides when the opening and closing auctions run
-    clock_offset_s: float = 0.0
-    latency: float = 0.0
-    never_ack: bool = False
-    duplicate_reports: bool = False
-    possresend_old: bool = False
-    overfill: bool = False
-    # a venue bug: trade reports carry these field texts instead (keys last_px, last_qty), e.g.
-    # {"last_px": "187.12345"}; the venue's own order state is not affected
-    garble_trades: dict[str, str] | None = None
-    # the same for cancel confirmations (keys cum_qty, leaves_qty): a venue that ends an order with
-    # another cumulative quantity than it reported in its trades
-    garble_cancels: dict[str, str] | None = None
-    drop_connection_after_ack: bool = False
-    skip_seq: bool = False
-    skip_seq_every: int = 3
-    session_overrides: dict[str, Any] = field(default_factory=dict)
 
 
 # =============================================================================== the venue
@@ -449,12 +391,7 @@ class MarketMaker:
         """
         cfg = self.config
         seq = self.store.next_sender_seq()
-        heartbeat = simplefix.FixMessage()
-        heartbeat.append_pair(Tag.MSG_TYPE, MsgType.HEARTBEAT.value)
-        heartbeat.append_pair(Tag.SENDER_COMP_ID, cfg.sender_comp_id)
-        heartbeat.append_pair(Tag.TARGET_COMP_ID, cfg.target_comp_id)
-        heartbeat.append_pair(Tag.MSG_SEQ_NUM, seq)
-        heartbeat.append_utc_timestamp(Tag.SENDING_TIME, precision=3)
+        heartbeat = unsent_heartbeat(cfg.sender_comp_id, cfg.target_comp_id, seq)
         self.store.store_sent(seq, encode(heartbeat.pairs))
         self.seqs_skipped.append(seq)
         log.info("%s skip_seq: skipped outbound MsgSeqNum %d", self.venue, seq)
@@ -538,42 +475,6 @@ class MarketMaker:
             self.expire_day_orders()
 
 
-# =============================================================================== FIX encoding
-
-
-def build_message(report: Report, *, poss_resend: bool = False,
-                  garble: Mapping[str, str] | None = None) -> simplefix.FixMessage:
-    """The FIX body of ``report`` (MsgType and application fields; the session adds the header).
-
-    With ``poss_resend`` the header carries PossResend(97)=Y. ``garble``: field texts sent
-    instead of the report's (``last_px``, ``last_qty``, ``cum_qty``, ``leaves_qty``): the fault
-    injection of a buggy venue.
-    """
-    garble = garble or {}
-    if isinstance(report, VenueCancelReject):
-        return order_cancel_reject(
-            order_id=report.order_id, cl_ord_id=report.cl_ord_id,
-            orig_cl_ord_id=report.orig_cl_ord_id, ord_status=report.ord_status,
-            cxl_rej_reason=report.cxl_rej_reason, text=report.text, response_to=report.response_to,
-            poss_resend=poss_resend)
-    return execution_report(
-        order_id=report.order_id, cl_ord_id=report.cl_ord_id, exec_id=report.exec_id,
-        exec_type=report.exec_type, ord_status=report.ord_status, symbol=report.symbol,
-        side=report.side, order_qty=fmt_decimal(report.order_qty),
-        leaves_qty=garble.get("leaves_qty", fmt_decimal(report.leaves_qty)),
-        cum_qty=garble.get("cum_qty", fmt_decimal(report.cum_qty)),
-        avg_px=fmt_decimal(report.avg_px), orig_cl_ord_id=report.orig_cl_ord_id,
-        ord_type=report.ord_type, price=_fmt(report.price), stop_px=_fmt(report.stop_px),
-        time_in_force=report.time_in_force,
-        last_qty=garble.get("last_qty", fmt_decimal(report.last_qty)),
-        last_px=garble.get("last_px", fmt_decimal(report.last_px)), ord_rej_reason=report.ord_rej_reason,
-        text=report.text, poss_resend=poss_resend)
-
-
-def _fmt(value: Decimal | None) -> str | None:
-    return None if value is None else fmt_decimal(value)
-
-
 # =============================================================================== entry point
 
 
@@ -600,25 +501,6 @@ async def run_market_maker(
         await mm.stop()
 
 
-def parse_slices(text: str | None) -> tuple[int, ...]:
-    """``"400,300,300"`` → (400, 300, 300); ``"250"`` is a max slice size; empty → ()."""
-    if not text:
-        return ()
-    slices = tuple(int(part) for part in text.split(",") if part.strip())
-    if any(s <= 0 for s in slices):
-        raise ValueError(f"fill slices must be positive: {text}")
-    return slices
-
-
-def parse_symbols(text: str | None) -> frozenset[str]:
-    return frozenset(s.strip().upper() for s in (text or "").split(",") if s.strip())
-
-
-__all__ = [
-    "MarketMaker",
-    "MarketMakerConfig",
-    "build_message",
-    "parse_slices",
-    "parse_symbols",
-    "run_market_maker",
-]
+# MarketMakerConfig, build_message and the parsers live beside this module; still importable here
+__all__ = ["MarketMaker", "MarketMakerConfig", "build_message", "parse_slices", "parse_symbols",
+           "run_market_maker"]

@@ -65,13 +65,9 @@ import logging
 import random
 import secrets
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from fix.messages import (
-    LIMIT_TYPES,
-    STOP_TYPES,
-    WORKING_ORD_STATUSES,
     CxlRejReason,
     CxlRejResponseTo,
     ExecType,
@@ -79,173 +75,31 @@ from fix.messages import (
     OrderCancelReplaceRequest,
     OrdRejReason,
     OrdStatus,
-    OrdType,
     Side,
     Tag,
     TimeInForce,
     field_label,
 )
+from simulators.venue_orders import (
+    AUCTIONS,
+    PRICE_QUANTUM,
+    STATUS_NAMES,
+    ZERO,
+    Order,
+    Quote,
+    Rejected,
+    Report,
+    VenueCancelReject,
+    VenueReport,
+    fmt_decimal,
+    improve,
+    on_tick,
+    rejected,
+    tick_size,
+    validate_order,
+)
 
 log = logging.getLogger(__name__)
-
-ZERO = Decimal(0)
-PRICE_QUANTUM = Decimal("0.0001")
-AVG_PX_QUANTUM = Decimal("1e-8")
-PENNY = Decimal("0.01")
-ONE = Decimal(1)
-BPS = Decimal(10_000)
-MAX_ORDER_QTY = Decimal(10_000_000)
-MAX_PRICE = Decimal(1_000_000)
-
-
-# What this venue accepts (FIX knows more codes than the simulator trades).
-SIDES = frozenset({Side.BUY, Side.SELL})
-ORD_TYPES = frozenset({OrdType.MARKET, OrdType.LIMIT, OrdType.STOP, OrdType.STOP_LIMIT})
-TIMES_IN_FORCE = frozenset({TimeInForce.DAY, TimeInForce.GTC, TimeInForce.IOC, TimeInForce.FOK,
-                            TimeInForce.AT_THE_OPENING, TimeInForce.AT_THE_CLOSE})
-# auction orders: executed (or expired) only at their auction (MatchingEngine.auction)
-AUCTIONS = {"open": TimeInForce.AT_THE_OPENING, "close": TimeInForce.AT_THE_CLOSE}
-
-
-def tick_size(price: Decimal) -> Decimal:
-    """The minimum price increment: $0.01 at or above $1, $0.0001 below (Reg NMS rule 612)."""
-    return PENNY if price >= ONE else PRICE_QUANTUM
-
-
-def on_tick(price: Decimal) -> bool:
-    """True when ``price`` is a multiple of its tick size."""
-    return price % tick_size(price) == ZERO
-
-
-def improve(quote_px: Decimal, side: str, bps: Decimal) -> Decimal:
-    """The quote price improved by ``bps`` for ``side``, rounded to $0.0001 towards the quote.
-
-    Buys pay less than the ask, sells receive more than the bid; rounding towards the quote means
-    the improvement never exceeds ``bps`` and the price is never worse than the quote.
-    """
-    if bps <= ZERO:
-        return quote_px
-    if side == Side.BUY:
-        return (quote_px * (ONE - bps / BPS)).quantize(PRICE_QUANTUM, rounding=ROUND_CEILING)
-    return (quote_px * (ONE + bps / BPS)).quantize(PRICE_QUANTUM, rounding=ROUND_FLOOR)
-
-
-def fmt_decimal(value: Decimal) -> str:
-    """A Decimal as a FIX/JSON string: plain notation, no exponent, no trailing zeros."""
-    text = format(value, "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return "0" if text in ("", "-0") else text
-
-
-@dataclass(frozen=True)
-class Quote:
-    """A top-of-book quote. Prices are Decimals; sizes are informational only."""
-
-    symbol: str
-    bid: Decimal
-    ask: Decimal
-    bid_size: int = 0
-    ask_size: int = 0
-
-
-@dataclass(frozen=True)
-class VenueReport:
-    """One ExecutionReport(8). ``exec_id`` is unique per venue; a fill keeps it forever."""
-
-    order_id: str
-    exec_id: str
-    exec_type: str
-    ord_status: str
-    cl_ord_id: str
-    symbol: str
-    side: str
-    order_qty: Decimal
-    leaves_qty: Decimal
-    cum_qty: Decimal
-    avg_px: Decimal
-    last_qty: Decimal = ZERO
-    last_px: Decimal = ZERO
-    orig_cl_ord_id: str | None = None
-    ord_type: str | None = None
-    price: Decimal | None = None
-    stop_px: Decimal | None = None
-    time_in_force: str | None = None
-    ord_rej_reason: int | None = None
-    text: str | None = None
-
-
-@dataclass(frozen=True)
-class VenueCancelReject:
-    """One OrderCancelReject(9): a reply to an OrderCancelRequest (CxlRejResponseTo 1) or to an
-    OrderCancelReplaceRequest (``response_to`` 2)."""
-
-    order_id: str
-    cl_ord_id: str
-    orig_cl_ord_id: str
-    ord_status: str
-    cxl_rej_reason: int
-    text: str
-    response_to: str = CxlRejResponseTo.ORDER_CANCEL_REQUEST
-
-
-Report = VenueReport | VenueCancelReject
-
-
-@dataclass
-class Order:
-    """A live or finished order at the venue. Mutated only by :class:`MatchingEngine`."""
-
-    order_id: str
-    cl_ord_id: str
-    symbol: str
-    side: str
-    order_qty: Decimal
-    ord_type: str
-    price: Decimal | None
-    stop_px: Decimal | None
-    time_in_force: str
-    seq: int
-    ord_status: str = OrdStatus.NEW
-    cum_qty: Decimal = ZERO
-    notional: Decimal = ZERO
-    fills: list[tuple[Decimal, Decimal]] = field(default_factory=list)
-    triggered: bool = True
-    next_fill_at: float = 0.0
-    halves: bool = False  # partial_fill_rate drew this order: it fills in two halves
-
-    @property
-    def working(self) -> bool:
-        return self.ord_status in WORKING_ORD_STATUSES
-
-    @property
-    def leaves_qty(self) -> Decimal:
-        return self.order_qty - self.cum_qty if self.working else ZERO
-
-    @property
-    def avg_px(self) -> Decimal:
-        if self.cum_qty == ZERO:
-            return ZERO
-        with localcontext() as ctx:
-            ctx.prec = 60
-            return (self.notional / self.cum_qty).quantize(AVG_PX_QUANTUM, ROUND_HALF_EVEN)
-
-
-class _Rejected(Exception):
-    def __init__(self, reason: int, text: str) -> None:
-        super().__init__(text)
-        self.reason = reason
-        self.text = text
-
-
-def _parse_decimal(raw: str) -> Decimal:
-    try:
-        value = Decimal(raw.strip())
-    except (InvalidOperation, ValueError) as exc:
-        raise ValueError(raw) from exc
-    if not value.is_finite():
-        raise ValueError(raw)
-    return value
 
 
 class MatchingEngine:
@@ -356,8 +210,8 @@ class MatchingEngine:
         try:
             order = self._validate(req, halted=halted)
             if self.reject_rate and self.rng.random() < self.reject_rate:
-                raise _Rejected(OrdRejReason.BROKER_OPTION, "venue declined")
-        except _Rejected as rej:
+                raise Rejected(OrdRejReason.BROKER_OPTION, "venue declined")
+        except Rejected as rej:
             return [self._reject(req, rej.reason, rej.text)]
         if self.partial_fill_rate and self.rng.random() < self.partial_fill_rate:
             order.halves = True
@@ -391,7 +245,7 @@ class MatchingEngine:
         if not order.working:
             return [VenueCancelReject(
                 order.order_id, cxl_id, orig_cl_ord_id, order.ord_status, CxlRejReason.TOO_LATE,
-                f"too late to cancel: order is {_STATUS_NAMES[order.ord_status]}")]
+                f"too late to cancel: order is {STATUS_NAMES[order.ord_status]}")]
         if cl_ord_id is None or not cl_ord_id:
             return [VenueCancelReject(
                 order.order_id, cxl_id, orig_cl_ord_id, order.ord_status,
@@ -422,7 +276,7 @@ class MatchingEngine:
             return refuse(CxlRejReason.UNKNOWN_ORDER, "unknown order")
         if not order.working or order.cl_ord_id != orig:
             return refuse(CxlRejReason.TOO_LATE,
-                          f"too late to replace: order is {_STATUS_NAMES.get(order.ord_status, 'replaced')}")
+                          f"too late to replace: order is {STATUS_NAMES.get(order.ord_status, 'replaced')}")
         if not cl or cl in self._by_cl_ord_id:
             return refuse(CxlRejReason.DUPLICATE_CLORDID if cl else CxlRejReason.UNKNOWN_ORDER,
                           "duplicate ClOrdID" if cl else "missing required field ClOrdID(11)")
@@ -430,7 +284,7 @@ class MatchingEngine:
             terms = self._validate(NewOrderSingle(
                 cl, req.symbol, req.side, req.order_qty, req.ord_type, req.price, req.stop_px,
                 req.time_in_force), halted=halted)
-        except _Rejected as rej:
+        except Rejected as rej:
             return refuse(CxlRejReason.BROKER_OPTION, rej.text)
         if (terms.symbol, terms.side) != (order.symbol, order.side):
             return refuse(CxlRejReason.BROKER_OPTION, "symbol and side cannot be replaced")
@@ -504,70 +358,9 @@ class MatchingEngine:
         return f"{self.id_prefix}-E{next(self._exec_ids)}"
 
     def _validate(self, req: NewOrderSingle, *, halted: bool) -> Order:
-        def required(value: str | None, tag: Tag) -> str:
-            if value is None or value.strip() == "":
-                raise _Rejected(OrdRejReason.BROKER_OPTION,
-                                f"missing required field {field_label(tag)}")
-            return value.strip()
-
-        def unsupported(value: str, tag: Tag) -> _Rejected:
-            return _Rejected(OrdRejReason.UNSUPPORTED, f"unsupported {field_label(tag)}={value}")
-
-        cl_ord_id = required(req.cl_ord_id, Tag.CL_ORD_ID)
-        symbol = required(req.symbol, Tag.SYMBOL)
-        side = required(req.side, Tag.SIDE)
-        raw_qty = required(req.order_qty, Tag.ORDER_QTY)
-        ord_type = required(req.ord_type, Tag.ORD_TYPE)
-        if side not in SIDES:
-            raise unsupported(side, Tag.SIDE)
-        if ord_type not in ORD_TYPES:
-            raise unsupported(ord_type, Tag.ORD_TYPE)
-        tif = (req.time_in_force or TimeInForce.DAY).strip() or TimeInForce.DAY
-        if tif not in TIMES_IN_FORCE:
-            raise unsupported(tif, Tag.TIME_IN_FORCE)
-        bad_qty = f"invalid quantity {field_label(Tag.ORDER_QTY)}={raw_qty}"
-        try:
-            qty = _parse_decimal(raw_qty)
-        except ValueError:
-            raise _Rejected(OrdRejReason.INCORRECT_QUANTITY, bad_qty) from None
-        if qty <= ZERO or qty > MAX_ORDER_QTY or qty != qty.to_integral_value():
-            raise _Rejected(OrdRejReason.INCORRECT_QUANTITY,
-                            f"{bad_qty}: must be a whole number of shares from 1 to "
-                            f"{fmt_decimal(MAX_ORDER_QTY)}")
-        price = self._parse_price(req.price, Tag.PRICE) if ord_type in LIMIT_TYPES else None
-        stop_px = self._parse_price(req.stop_px, Tag.STOP_PX) if ord_type in STOP_TYPES else None
-        if stop_px is not None and tif in (TimeInForce.IOC, TimeInForce.FOK):
-            raise _Rejected(OrdRejReason.UNSUPPORTED, "stop orders cannot be IOC or FOK")
-        if tif in AUCTIONS.values() and ord_type not in (OrdType.MARKET, OrdType.LIMIT):
-            raise _Rejected(OrdRejReason.UNSUPPORTED, "auction orders are market or limit orders")
-        if symbol not in self._quotes:
-            raise _Rejected(OrdRejReason.UNKNOWN_SYMBOL, f"unknown symbol {symbol}")
-        if halted or symbol.upper() in self.halted:
-            raise _Rejected(OrdRejReason.EXCHANGE_CLOSED, f"halted: {symbol}")
-        return Order(
-            order_id=f"{self.id_prefix}-O{next(self._order_ids)}",
-            cl_ord_id=cl_ord_id, symbol=symbol, side=side, order_qty=qty.quantize(ONE),
-            ord_type=ord_type, price=price, stop_px=stop_px, time_in_force=tif,
-            seq=len(self._orders), triggered=stop_px is None,
-        )
-
-    @staticmethod
-    def _parse_price(raw: str | None, tag: Tag) -> Decimal:
-        if raw is None or raw.strip() == "":
-            raise _Rejected(OrdRejReason.BROKER_OPTION,
-                            f"missing required field {field_label(tag)}")
-        invalid = f"invalid price {field_label(tag)}={raw}"
-        try:
-            value = _parse_decimal(raw)
-        except ValueError:
-            raise _Rejected(OrdRejReason.BROKER_OPTION, invalid) from None
-        if value <= ZERO or value > MAX_PRICE:
-            raise _Rejected(OrdRejReason.BROKER_OPTION,
-                            f"{invalid}: must be above 0 and at most {fmt_decimal(MAX_PRICE)}")
-        if not on_tick(value):
-            raise _Rejected(OrdRejReason.BROKER_OPTION,
-                            f"{invalid}: not on a {fmt_decimal(tick_size(value))} tick")
-        return value
+        return validate_order(req, quoted=self._quotes, halted=halted,
+                              halted_symbols=self.halted, seq=len(self._orders),
+                              new_order_id=lambda: f"{self.id_prefix}-O{next(self._order_ids)}")
 
     def _is_halted(self, symbol: str) -> bool:
         return symbol.upper() in self.halted
@@ -686,41 +479,14 @@ class MatchingEngine:
 
     def _reject(self, req: NewOrderSingle, reason: int, text: str) -> VenueReport:
         log.info("%s: reject %s: %s", self.venue, req.cl_ord_id, text)
-        qty = ZERO
-        try:
-            if req.order_qty is not None:
-                qty = _parse_decimal(req.order_qty)
-        except ValueError:
-            qty = ZERO
-        if not ZERO <= qty <= MAX_ORDER_QTY:
-            qty = ZERO
-        report = VenueReport(
-            order_id="NONE", exec_id=self._next_exec_id(), exec_type=ExecType.REJECTED,
-            ord_status=OrdStatus.REJECTED, cl_ord_id=(req.cl_ord_id or "NONE").strip() or "NONE",
-            symbol=(req.symbol or "NONE").strip() or "NONE",
-            side=req.side if req.side in SIDES else Side.BUY,
-            order_qty=qty, leaves_qty=ZERO, cum_qty=ZERO, avg_px=ZERO,
-            ord_rej_reason=reason, text=text,
-        )
+        report, ghost = rejected(req, self._next_exec_id(), reason, text)
         # Remember rejected ClOrdIDs too: a retry of a rejected order gets its status, never a
         # fresh order (ClOrdID is the idempotency key).
-        if req.cl_ord_id and req.cl_ord_id.strip():
-            ghost = Order(
-                order_id="NONE", cl_ord_id=req.cl_ord_id.strip(), symbol=report.symbol,
-                side=report.side, order_qty=qty,
-                ord_type=req.ord_type or OrdType.MARKET, price=None, stop_px=None,
-                time_in_force=req.time_in_force or TimeInForce.DAY, seq=-1,
-                ord_status=OrdStatus.REJECTED,
-            )
+        if ghost is not None:
             self._by_cl_ord_id[ghost.cl_ord_id] = ghost
         return report
 
 
-_STATUS_NAMES: dict[str, str] = {
-    OrdStatus.NEW: "new",
-    OrdStatus.PARTIALLY_FILLED: "partially filled",
-    OrdStatus.FILLED: "filled",
-    OrdStatus.CANCELED: "canceled",
-    OrdStatus.REJECTED: "rejected",
-    OrdStatus.EXPIRED: "expired",
-}
+# the vocabulary (simulators/venue_orders.py) stays importable from here, as before the split
+__all__ = ["ZERO", "MatchingEngine", "Order", "Quote", "Report", "VenueCancelReject", "VenueReport",
+           "fmt_decimal", "improve", "on_tick", "tick_size"]
