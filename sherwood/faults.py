@@ -151,3 +151,21 @@ def describe_failure(exc: BaseException) -> str:
     if isinstance(cause, ApplicationError):
         return f"{cause.type}: {cause.message}"
     return f"{type(cause).__name__}: {cause}"
+
+
+def update_dropped(exc: BaseException) -> bool:
+    """Whether the server dropped a workflow update before the workflow accepted it: the
+    workflow task carrying it failed on completion (``WorkflowNotReadyFailure``, e.g. new events
+    arrived while the task was completing; Temporal aborts every update of that task). Nothing
+    the task did was recorded in the history, so the caller may send the same update again,
+    provided the update is idempotent in what it writes outside Temporal (a replace is, by its
+    replacement id). Does not decide how often: the caller bounds it by its own deadline."""
+    from temporalio.service import RPCError, RPCStatusCode
+
+    if not isinstance(exc, RPCError) or exc.status != RPCStatusCode.FAILED_PRECONDITION:
+        return False
+    try:
+        details = exc.grpc_status.details
+    except Exception:  # an unreadable status is not this case
+        return False
+    return any(d.type_url.endswith("WorkflowNotReadyFailure") for d in details)

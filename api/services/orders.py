@@ -58,7 +58,7 @@ from sherwood.contracts import (
     SYMBOL,
     shard_task_queue,
 )
-from sherwood.faults import INTERNAL_ERROR
+from sherwood.faults import INTERNAL_ERROR, update_dropped
 from sherwood.settings import Settings
 from workflows.order import OrderWorkflow
 from workflows.order_group import OrderGroupWorkflow
@@ -303,8 +303,16 @@ class OrderService:
                 # a group's order: the group cancels its open orders (Alpaca: canceling the
                 # parent or a leg cancels the group)
                 group = order_id if order["legs"] is not None else _parent_of(order)
-                await self._client().get_workflow_handle(GROUP_WORKFLOW_PREFIX + group).execute_update(
-                    OrderGroupWorkflow.cancel)
+                handle = self._client().get_workflow_handle(GROUP_WORKFLOW_PREFIX + group)
+                deadline = asyncio.get_running_loop().time() + self.settings.order_accept_timeout_s
+                while True:
+                    try:
+                        await handle.execute_update(OrderGroupWorkflow.cancel)
+                        break
+                    except RPCError as exc:  # dropped with its task: the same cancel again
+                        if not update_dropped(exc) or asyncio.get_running_loop().time() > deadline:
+                            raise
+                    await asyncio.sleep(0.05)
             else:
                 await self._update(account_id, order, OrderWorkflow.cancel)
         except WorkflowUpdateFailedError as exc:
@@ -320,13 +328,20 @@ class OrderService:
         """Run a workflow update of the order. A replacement the venue has just made working
         gets its workflow from the original's right after that commit: until then (at most
         ``order_accept_timeout_s``) the update is retried; a replacement the venue has not
-        answered yet has none to update (422 ``pending_replace``)."""
+        answered yet has none to update (422 ``pending_replace``). An update the server
+        dropped because the workflow task carrying it failed (:func:`update_dropped`) is sent
+        again, the same one, until the same deadline."""
         deadline = asyncio.get_running_loop().time() + self.settings.order_accept_timeout_s
         while True:
             try:
                 return await self._client().get_workflow_handle(order["id"]).execute_update(
                     update, *args)
             except RPCError as exc:
+                if update_dropped(exc):
+                    if asyncio.get_running_loop().time() > deadline:
+                        raise
+                    await asyncio.sleep(0.05)
+                    continue
                 if exc.status != RPCStatusCode.NOT_FOUND or not order.get("replaces") \
                         or order["status"] not in OPEN_STATUSES:
                     raise

@@ -10,7 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from google.protobuf.any_pb2 import Any as Any_
+from temporalio.api.common.v1 import GrpcStatus
+from temporalio.api.errordetails.v1 import WorkflowNotReadyFailure
+from temporalio.client import WorkflowHandle
+from temporalio.service import RPCError, RPCStatusCode
 
+from sherwood.faults import update_dropped
 from tests.db.audit_books import audit_rows_about
 from tests.stack import TradingStack, headers
 from tests.workflows.order_helpers import balances, place, wait_order
@@ -44,6 +50,65 @@ async def test_a_replace_whose_workflow_task_failed_is_sent_again_and_answered(
         assert (await http.delete(f"/v2/orders/{new['id']}", headers=headers(acct))).status_code == 204
     await wait_order(stack, acct, new["id"], {"canceled"})
     assert (await wait_order(stack, acct, oid, {"replaced"}))["replaced_by"] == new["id"]
+    assert "cash_held" not in await balances(stack, acct)
+    assert (await stack.router.ledger(acct.shard).reconcile()).ok
+    assert not await audit_rows_about(stack.router, acct)
+
+
+
+def not_ready() -> RPCError:
+    """What the server answers when it dropped an update with its failed workflow task."""
+    detail = Any_(type_url="type.googleapis.com/temporal.api.errordetails.v1.WorkflowNotReadyFailure",
+                  value=WorkflowNotReadyFailure().SerializeToString())
+    status = GrpcStatus(code=9, message="Unable to perform workflow execution update due to "
+                        "unexpected workflow task failure.", details=[detail])
+    return RPCError(status.message, RPCStatusCode.FAILED_PRECONDITION, status.SerializeToString())
+
+
+def test_only_a_dropped_update_is_sent_again() -> None:
+    assert update_dropped(not_ready())
+    assert not update_dropped(RPCError("gone", RPCStatusCode.NOT_FOUND, b""))
+    assert not update_dropped(RPCError("other precondition", RPCStatusCode.FAILED_PRECONDITION,
+                                       GrpcStatus(code=9).SerializeToString()))
+    assert not update_dropped(RuntimeError("not an RPC error"))
+
+
+@pytest.mark.parametrize("what", ["replace", "cancel"])
+async def test_an_update_the_server_dropped_is_sent_again_and_answered(
+        stack: TradingStack, monkeypatch: pytest.MonkeyPatch, what: str) -> None:
+    """The server drops the update the first time (the answer it gives when the workflow task
+    carrying it failed on completion: in the wild, new events arrived while it completed). The
+    API sends the same update again and answers the customer; before, it answered 500."""
+    await stack.set_quote("GOOGL", "100.00", "100.10")
+    acct = await stack.account("2000")
+    order = await place(stack, acct, symbol="GOOGL", qty="10", side="buy", type="trailing_stop",
+                        time_in_force="day", trail_percent="1")
+    oid = order["id"]
+    await wait_for(stack, acct, oid, "hwm", lambda o: o["hwm"] == "100.1")
+    real = WorkflowHandle.execute_update
+    dropped: list[str] = []
+
+    async def dropped_once(self: WorkflowHandle[Any, Any], update: Any, *args: Any, **kw: Any) -> Any:
+        if self.id == oid and not dropped:
+            dropped.append(self.id)
+            raise not_ready()
+        return await real(self, update, *args, **kw)
+
+    monkeypatch.setattr(WorkflowHandle, "execute_update", dropped_once)
+    if what == "cancel":
+        async with stack.http() as http:
+            r = await http.delete(f"/v2/orders/{oid}", headers=headers(acct))
+        assert r.status_code == 204 and dropped, r.text
+        await wait_order(stack, acct, oid, {"canceled"})
+    else:
+        r = await patch(stack, acct, oid, {"qty": "5"})
+        assert r.status_code == 200 and dropped, r.text
+        new = r.json()
+        assert new["qty"] == "5" and new["replaces"] == oid
+        async with stack.http() as http:
+            assert (await http.delete(f"/v2/orders/{new['id']}", headers=headers(acct))).status_code == 204
+        await wait_order(stack, acct, new["id"], {"canceled"})
+        assert (await wait_order(stack, acct, oid, {"replaced"}))["replaced_by"] == new["id"]
     assert "cash_held" not in await balances(stack, acct)
     assert (await stack.router.ledger(acct.shard).reconcile()).ok
     assert not await audit_rows_about(stack.router, acct)
