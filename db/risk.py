@@ -8,8 +8,6 @@ import uuid
 from datetime import date
 from decimal import Decimal
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from db import sql
 from db.gfv import SETTLED_CASH_ONLY_UNTIL
 from domain.risk import AccountState, AssetStatus, Fill, pdt_window_start
@@ -42,12 +40,12 @@ SELECT
 """
 
 
-async def load_account_risk(conn: AsyncConnection, account_id: uuid.UUID, *, today: date,
+async def load_account_risk(conn: sql.Conn, account_id: uuid.UUID, *, today: date,
                             lock: bool = False) -> AccountState | None:
     return (await load_risk_context(conn, account_id, today=today, lock=lock))[0]
 
 
-async def load_risk_context(conn: AsyncConnection, account_id: uuid.UUID, *, today: date,
+async def load_risk_context(conn: sql.Conn, account_id: uuid.UUID, *, today: date,
                             symbol: str = "", lock: bool = False,
                             ) -> tuple[AccountState | None, AssetStatus | None]:
     """The account as the rules see it (None: no such account), and the trading status of
