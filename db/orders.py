@@ -31,7 +31,7 @@ from db import order_replace as replacing
 from db import sql
 from db.errors import IdempotencyConflict, LedgerRejected
 from db.order_writer import _HOUSE_BALANCE, _lock, _Writer
-from db.risk import load_risk_context
+from db.risk import load_accept_context
 from db.shard_status import HALT_REASON
 from db.sql import Row
 from domain import calendar
@@ -184,11 +184,13 @@ class OrderStore:
             # Every hold of an account is taken under its row lock, taken first (before the order
             # row's foreign key touches it): no two orders spend the same dollar, whatever the
             # number of API processes and workers.
-            state, asset = await load_risk_context(w.conn, account, today=calendar.trade_date(now),
-                                                   symbol=req.symbol, lock=True)
-            existing = await sql.first(
+            coid = req.client_order_id or inp.order_id
+            state, asset, known = await load_accept_context(
+                w.conn, account, today=calendar.trade_date(now), symbol=req.symbol, lock=True,
+                order_id=oid, client_order_id=coid)
+            existing = await sql.first(  # a replay (rare): the order as it stands
                 w.conn, "SELECT * FROM orders WHERE id = :id OR (account_id = :a AND client_order_id = :c)",
-                {"id": oid, "a": account, "c": req.client_order_id or inp.order_id})
+                {"id": oid, "a": account, "c": coid}) if known else None
             if existing is not None:
                 if existing["request_hash"] != inp.request_hash:
                     raise IdempotencyConflict(
