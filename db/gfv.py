@@ -19,9 +19,7 @@ import uuid
 from datetime import date, timedelta
 from decimal import Decimal
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
-
+from db import sql
 from domain.gfv import BuyLot, restriction_until, violating_lots
 
 log = logging.getLogger(__name__)
@@ -43,44 +41,45 @@ SELECT o.id, min(e.trade_date) AS trade_date, sum(e.qty) AS qty, sum(e.qty * e.p
 """
 
 
-async def _lots(conn: AsyncConnection, account: uuid.UUID, symbol: str, td: date) -> list[BuyLot]:
-    rows = (await conn.execute(text(_BUYS), {"a": account, "s": symbol, "since": td - LOOKBACK,
-                                             "td": td, "hold_suffix": ":hold"})).all()
+async def _lots(conn: sql.Conn, account: uuid.UUID, symbol: str, td: date) -> list[BuyLot]:
+    rows = await sql.rows(conn, _BUYS, {"a": account, "s": symbol, "since": td - LOOKBACK,
+                                        "td": td, "hold_suffix": ":hold"})
     lots: list[BuyLot] = []
     for r in rows:
-        if r.held_at is None or r.trade_date is None:
+        if r["held_at"] is None or r["trade_date"] is None:
             continue
-        cash_before = Decimal((await conn.execute(text(
-            "SELECT coalesce(sum(e.amount), 0) FROM ledger_entries e JOIN ledger_accounts la "
+        cash_before = Decimal(await sql.scalar(
+            conn, "SELECT coalesce(sum(e.amount), 0) FROM ledger_entries e JOIN ledger_accounts la "
             "ON la.id = e.ledger_account_id WHERE la.owner_id = :a AND la.name = 'cash' "
-            "AND e.created_at < :t"), {"a": account, "t": r.held_at})).scalar_one())
-        pending = (await conn.execute(text(
-            "SELECT coalesce(sum(amount), 0) AS amount, max(expected_settle_date) AS settles "
+            "AND e.created_at < :t", {"a": account, "t": r["held_at"]}))
+        pending = await sql.one(
+            conn, "SELECT coalesce(sum(amount), 0) AS amount, max(expected_settle_date) AS settles "
             "FROM transfers WHERE account_id = :a AND direction = 'INCOMING' "
             "AND provisional_at < :t AND (settled_at IS NULL OR settled_at > :t) "
             # a returned deposit's credit was reversed (RETURNED is final: updated_at is when)
-            "AND NOT (status = 'RETURNED' AND updated_at <= :t)"),
-            {"a": account, "t": r.held_at})).one()
-        settled_cash = max(Decimal(0), cash_before - Decimal(pending.amount))
-        unsettled = max(Decimal(0), Decimal(r.value) - settled_cash) if pending.amount else Decimal(0)
-        settles = pending.settles if unsettled else None
-        proceeds, proceeds_settle = r.from_proceeds or (None, None)
+            "AND NOT (status = 'RETURNED' AND updated_at <= :t)",
+            {"a": account, "t": r["held_at"]})
+        settled_cash = max(Decimal(0), cash_before - Decimal(pending["amount"]))
+        unsettled = (max(Decimal(0), Decimal(r["value"]) - settled_cash) if pending["amount"]
+                     else Decimal(0))
+        settles = pending["settles"] if unsettled else None
+        proceeds, proceeds_settle = r["from_proceeds"] or (None, None)
         if proceeds and proceeds_settle and Decimal(proceeds) > 0:  # paid with unsettled proceeds
-            unsettled = min(Decimal(r.value), unsettled + Decimal(proceeds))
+            unsettled = min(Decimal(r["value"]), unsettled + Decimal(proceeds))
             lot_day = date.fromisoformat(proceeds_settle)
             settles = max(settles, lot_day) if settles else lot_day
-        lots.append(BuyLot(str(r.id), r.trade_date, Decimal(r.qty), unsettled, settles))
+        lots.append(BuyLot(str(r["id"]), r["trade_date"], Decimal(r["qty"]), unsettled, settles))
     return lots
 
 
 async def record_gfv_if_any(
-    conn: AsyncConnection, account_id: uuid.UUID, symbol: str, qty: Decimal, trade_date: date
+    conn: sql.Conn, account_id: uuid.UUID, symbol: str, qty: Decimal, trade_date: date
 ) -> None:
     """Record a good-faith violation if this sale (cash account) sells a position bought with
     funds not settled by ``trade_date``; restrict the account at the third in 12 months.
     Runs in the caller's transaction; idempotent."""
-    kind = (await conn.execute(text("SELECT account_type FROM accounts WHERE id = :a"),
-                               {"a": account_id})).scalar_one_or_none()
+    found = await sql.first(conn, "SELECT account_type FROM accounts WHERE id = :a", {"a": account_id})
+    kind = found["account_type"] if found is not None else None
     if kind != "cash":
         return
     bad = violating_lots(trade_date, await _lots(conn, account_id, symbol, trade_date))
@@ -88,30 +87,29 @@ async def record_gfv_if_any(
         return
     for lot in bad:
         assert lot.funds_settle_date is not None
-        await conn.execute(text(
-            "INSERT INTO gfv_violations (account_id, symbol, sale_trade_date, buy_order_id, qty, "
-            "funds_settle_date) VALUES (:a, :s, :td, :o, :q, :fd) ON CONFLICT DO NOTHING"),
+        await sql.execute(
+            conn, "INSERT INTO gfv_violations (account_id, symbol, sale_trade_date, buy_order_id, qty, "
+            "funds_settle_date) VALUES (:a, :s, :td, :o, :q, :fd) ON CONFLICT DO NOTHING",
             {"a": account_id, "s": symbol, "td": trade_date, "o": uuid.UUID(lot.order_id), "q": qty,
              "fd": lot.funds_settle_date})
     log.warning("good-faith violation: account %s sold %s %s on %s before its funds settled",
                 account_id, qty, symbol, trade_date)
-    dates = (await conn.execute(text(
-        "SELECT DISTINCT sale_trade_date FROM gfv_violations WHERE account_id = :a "
-        "AND sale_trade_date > :since"), {"a": account_id, "since": trade_date - timedelta(days=366)})
-    ).scalars().all()
+    dates = [r["sale_trade_date"] for r in await sql.rows(
+        conn, "SELECT DISTINCT sale_trade_date FROM gfv_violations WHERE account_id = :a "
+        "AND sale_trade_date > :since", {"a": account_id, "since": trade_date - timedelta(days=366)})]
     until = restriction_until(dates, trade_date)
     if until is not None:
-        await conn.execute(text(
-            "INSERT INTO account_restrictions (account_id, kind, reason, starts_on, until) "
-            "VALUES (:a, 'settled_cash_only', :r, :s, :u) ON CONFLICT DO NOTHING"),
+        await sql.execute(
+            conn, "INSERT INTO account_restrictions (account_id, kind, reason, starts_on, until) "
+            "VALUES (:a, 'settled_cash_only', :r, :s, :u) ON CONFLICT DO NOTHING",
             {"a": account_id, "r": f"{len(dates)} good-faith violations in 12 months", "s": trade_date,
              "u": until})
 
 
-async def violations(conn: AsyncConnection, account_id: uuid.UUID) -> list[date]:
-    return list((await conn.execute(text(
-        "SELECT sale_trade_date FROM gfv_violations WHERE account_id = :a ORDER BY sale_trade_date"),
-        {"a": account_id})).scalars().all())
+async def violations(conn: sql.Conn, account_id: uuid.UUID) -> list[date]:
+    return [r["sale_trade_date"] for r in await sql.rows(
+        conn, "SELECT sale_trade_date FROM gfv_violations WHERE account_id = :a "
+        "ORDER BY sale_trade_date", {"a": account_id})]
 
 
 # the end of the settled-cash-only restriction in force on :d for account :a, or NULL

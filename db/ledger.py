@@ -23,7 +23,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db import sql
 from db.engines import DB_ERRORS, RETRYABLE_SQLSTATES, sqlstate
@@ -88,7 +88,7 @@ _POST = (
 )
 
 
-async def post(conn: AsyncConnection, txn: LedgerTxn, *, house_stripes: int = 32) -> PostResult:
+async def post(conn: sql.Conn, txn: LedgerTxn, *, house_stripes: int = 32) -> PostResult:
     """Post ``txn`` inside the caller's open transaction.
 
     Returns the outcome (a balance-limit rejection is an outcome, recorded so a replay returns it

@@ -15,8 +15,6 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from db import sql
 from db.errors import LedgerRejected
 from db.gfv import record_gfv_if_any
@@ -45,7 +43,7 @@ class _Writer:
     end of the transaction: nothing in a transaction reads back an order row or a booking it
     wrote; decisions are made against the row in memory, which equals the row written."""
 
-    def __init__(self, conn: AsyncConnection, house_stripes: int,
+    def __init__(self, conn: sql.Conn, house_stripes: int,
                  instant_allowance: Decimal) -> None:
         self.conn = conn
         self.house_stripes = house_stripes
@@ -223,7 +221,7 @@ SELECT coalesce(sum(b.balance), 0) FROM ledger_accounts la JOIN balances b ON b.
 """
 
 
-async def _lock(conn: AsyncConnection, order_id: str) -> OrderRow:
+async def _lock(conn: sql.Conn, order_id: str) -> OrderRow:
     row = await sql.first(conn, "SELECT * FROM orders WHERE id = :id FOR UPDATE",
                           {"id": uuid.UUID(order_id)})
     if row is None:

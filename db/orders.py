@@ -24,15 +24,14 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db import order_groups as grouping
 from db import order_replace as replacing
 from db import sql
-from db.engines import reading, run_in_transaction
 from db.errors import IdempotencyConflict, LedgerRejected
 from db.order_writer import _HOUSE_BALANCE, _lock, _Writer
-from db.risk import load_risk_context
+from db.risk import load_accept_context
 from db.shard_status import HALT_REASON
 from db.sql import Row
 from domain import calendar
@@ -136,14 +135,16 @@ class OrderStore:
         written: list[Row] = []
         last: list[_Writer] = []
 
-        async def attempt(conn: AsyncConnection) -> Any:
+        async def attempt(conn: sql.Conn) -> Any:
             writer = _Writer(conn, self.house_stripes, self.instant_allowance)
             result = await fn(writer)
             written[:] = await writer.flush()  # a retried attempt replaces them
             last[:] = [writer]
             return result
 
-        result = await run_in_transaction(self.engine, attempt)
+        # on the psycopg connection itself: the order path's transactions skip SQLAlchemy's
+        # Connection and Transaction objects (db.sql.transaction)
+        result = await sql.transaction(self.engine, attempt)
         if last:  # the committed attempt's state changes
             metrics.order_transitions(last[0].transitions, datetime.now(UTC))
         if self.on_commit is not None:
@@ -159,8 +160,8 @@ class OrderStore:
         (their quotes value its equity) and why this shard takes no new orders (a failed
         reconciliation), or None. Read before the accept transaction, so that the quotes are
         read from Redis without the account's lock held."""
-        async with reading(self.reads) as conn:
-            row = await sql.one(conn, _ACCOUNT_CONTEXT, {"a": uuid.UUID(account_id)})
+        row = await sql.read(self.reads, lambda conn: sql.one(
+            conn, _ACCOUNT_CONTEXT, {"a": uuid.UUID(account_id)}))
         return sorted(row["held"]), row["halt"]
 
     # --- PENDING -> VALIDATED -> FUNDS_HELD (or REJECTED) ------------------------------
@@ -183,11 +184,13 @@ class OrderStore:
             # Every hold of an account is taken under its row lock, taken first (before the order
             # row's foreign key touches it): no two orders spend the same dollar, whatever the
             # number of API processes and workers.
-            state, asset = await load_risk_context(w.conn, account, today=calendar.trade_date(now),
-                                                   symbol=req.symbol, lock=True)
-            existing = await sql.first(
+            coid = req.client_order_id or inp.order_id
+            state, asset, known = await load_accept_context(
+                w.conn, account, today=calendar.trade_date(now), symbol=req.symbol, lock=True,
+                order_id=oid, client_order_id=coid)
+            existing = await sql.first(  # a replay (rare): the order as it stands
                 w.conn, "SELECT * FROM orders WHERE id = :id OR (account_id = :a AND client_order_id = :c)",
-                {"id": oid, "a": account, "c": req.client_order_id or inp.order_id})
+                {"id": oid, "a": account, "c": coid}) if known else None
             if existing is not None:
                 if existing["request_hash"] != inp.request_hash:
                     raise IdempotencyConflict(
@@ -302,8 +305,8 @@ class OrderStore:
 
     async def row(self, order_id: str) -> OrderRow:
         """The order's row as it stands (raises ``unknown_order``)."""
-        async with reading(self.reads) as conn:
-            row = await sql.first(conn, "SELECT * FROM orders WHERE id = :id", {"id": uuid.UUID(order_id)})
+        row = await sql.read(self.reads, lambda conn: sql.first(
+            conn, "SELECT * FROM orders WHERE id = :id", {"id": uuid.UUID(order_id)}))
         if row is None:
             raise OrderError(f"no order {order_id} on this shard", code="unknown_order")
         return OrderRow.from_mapping(row)

@@ -8,8 +8,6 @@ import uuid
 from datetime import date
 from decimal import Decimal
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from db import sql
 from db.gfv import SETTLED_CASH_ONLY_UNTIL
 from domain.risk import AccountState, AssetStatus, Fill, pdt_window_start
@@ -38,26 +36,41 @@ SELECT
      FROM executions f WHERE f.account_id = :a AND f.qty > 0 AND f.trade_date >= :since) AS fills,
   ({SETTLED_CASH_ONLY_UNTIL}) AS gfv_until,
   (SELECT json_build_array(tradable, status, fractionable) FROM assets WHERE symbol = :sym) AS asset,
-  (SELECT sum(amount)::text FROM shortfalls WHERE account_id = :a AND covered_at IS NULL) AS owed
+  (SELECT sum(amount)::text FROM shortfalls WHERE account_id = :a AND covered_at IS NULL) AS owed,
+  -- the accept path's replay check (an order of that id or client order id), in this round trip
+  EXISTS (SELECT 1 FROM orders WHERE id = CAST(:oid AS uuid)
+                                  OR (account_id = :a AND client_order_id = CAST(:coid AS text))) AS known
 """
 
 
-async def load_account_risk(conn: AsyncConnection, account_id: uuid.UUID, *, today: date,
+async def load_account_risk(conn: sql.Conn, account_id: uuid.UUID, *, today: date,
                             lock: bool = False) -> AccountState | None:
     return (await load_risk_context(conn, account_id, today=today, lock=lock))[0]
 
 
-async def load_risk_context(conn: AsyncConnection, account_id: uuid.UUID, *, today: date,
+async def load_risk_context(conn: sql.Conn, account_id: uuid.UUID, *, today: date,
                             symbol: str = "", lock: bool = False,
                             ) -> tuple[AccountState | None, AssetStatus | None]:
     """The account as the rules see it (None: no such account), and the trading status of
     ``symbol`` (None: unknown), in two statements. ``lock``: take the account row's lock first
     (every hold of the account is taken under it)."""
+    account, asset, _ = await load_accept_context(conn, account_id, today=today, symbol=symbol,
+                                                  lock=lock)
+    return account, asset
+
+
+async def load_accept_context(conn: sql.Conn, account_id: uuid.UUID, *, today: date,
+                              symbol: str = "", lock: bool = False, order_id: uuid.UUID | None = None,
+                              client_order_id: str | None = None,
+                              ) -> tuple[AccountState | None, AssetStatus | None, bool]:
+    """:func:`load_risk_context`, and whether the shard has an order of id ``order_id`` or of
+    client order id ``client_order_id`` for the account (read after the lock, as the rest; False
+    when there is no such account)."""
     row = await sql.first(conn, _ACCOUNT + (" FOR NO KEY UPDATE" if lock else ""), {"a": account_id})
     if row is None:
-        return None, None
+        return None, None, False
     state = await sql.one(conn, _STATE, {"a": account_id, "d": today, "since": pdt_window_start(today),
-                                         "sym": symbol})
+                                         "sym": symbol, "oid": order_id, "coid": client_order_id})
     balances = {name: Decimal(balance) for name, balance in state["balances"]}
     fills = [Fill(symbol, side, date.fromisoformat(day), i)
              for i, (symbol, side, day) in enumerate(state["fills"])]
@@ -67,4 +80,4 @@ async def load_risk_context(conn: AsyncConnection, account_id: uuid.UUID, *, tod
                            settled_cash_only=state["gfv_until"] is not None,
                            shortfall=Decimal(state["owed"] or 0))
     asset = AssetStatus(*state["asset"]) if state["asset"] is not None else None
-    return account, asset
+    return account, asset, state["known"]

@@ -17,8 +17,6 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from db import sql
 from db.risk import PROVISIONAL_CREDIT
 
@@ -46,7 +44,7 @@ UPDATE shortfalls SET covered_at = clock_timestamp()
 """
 
 
-async def record_fill_shortfall(conn: AsyncConnection, account: uuid.UUID, order: uuid.UUID, venue: str,
+async def record_fill_shortfall(conn: sql.Conn, account: uuid.UUID, order: uuid.UUID, venue: str,
                                 exec_id: str, topup: Decimal, instant_allowance: Decimal) -> None:
     """After a buy fill topped its hold up from ``cash``: if that took the account below what it
     may spend (settled cash, plus provisional credit up to ``instant_allowance`` for an instant
@@ -55,11 +53,11 @@ async def record_fill_shortfall(conn: AsyncConnection, account: uuid.UUID, order
                                            "topup": topup, "allowance": instant_allowance})
 
 
-async def cover_if_settled(conn: AsyncConnection, account: uuid.UUID) -> int:
+async def cover_if_settled(conn: sql.Conn, account: uuid.UUID) -> int:
     """Mark the account's open shortfalls covered if its settled cash is no longer negative;
     returns how many were."""
     return await sql.execute(conn, _COVER, {"a": account})
 
 
-async def open_shortfalls(conn: AsyncConnection) -> list[dict[str, Any]]:
+async def open_shortfalls(conn: sql.Conn) -> list[dict[str, Any]]:
     return await sql.rows(conn, "SELECT * FROM shortfalls WHERE covered_at IS NULL ORDER BY id")
