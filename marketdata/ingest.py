@@ -105,7 +105,29 @@ REASONS = ("malformed", "unknown_symbol", "non_positive_price", "absurd_price", 
            "locked", "stale", "future", "out_of_order", "halted", "redis_unavailable")
 
 
-class Ingest(IngestBars):
+class FeedListener:
+    """The feed's TCP listener (one home for :class:`Ingest` and
+    :class:`marketdata.ingest_workers.IngestRouter`): each connection's lines go to ``process``.
+    It does not process lines itself nor close anything but the listener."""
+
+    _server: asyncio.Server | None = None
+
+    async def process(self, lines: list[bytes]) -> int:
+        raise NotImplementedError
+
+    async def serve_tcp(self, host: str, port: int) -> asyncio.Server:
+        self._server = await asyncio.start_server(lambda r, w: read_feed(r, w, self.process), host, port,
+                                                  limit=1 << 20)
+        return self._server
+
+    async def stop_listening(self) -> None:
+        """Stop accepting the feed (connections already open end with the process's loop)."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+class Ingest(FeedListener, IngestBars):
     def __init__(
         self,
         redis_url: str,
@@ -155,7 +177,6 @@ class Ingest(IngestBars):
         self.trades_log: list[tuple[str, int, Decimal, int]] | None = None  # tests: accepted trades
         self.writer = PipelinedWriter(redis_url)
         self._tasks: list[asyncio.Task[None]] = []
-        self._server: asyncio.Server | None = None
         self._chan_cache: dict[str, bytes] = {}
         self._known = {s.encode(): s for s in known}  # the feed's symbol bytes -> the symbol
         self._codes: set[bytes] = set()  # exchange/tape code combinations seen valid
@@ -180,15 +201,8 @@ class Ingest(IngestBars):
         if isinstance(halts, list):
             self.halted |= {h.decode() for h in halts if isinstance(h, bytes)}
 
-    async def serve_tcp(self, host: str, port: int) -> asyncio.Server:
-        self._server = await asyncio.start_server(lambda r, w: read_feed(r, w, self.process), host, port,
-                                                  limit=1 << 20)
-        return self._server
-
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        await self.stop_listening()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:

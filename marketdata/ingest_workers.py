@@ -39,7 +39,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from marketdata.ingest import REASONS, Ingest, ingest_from_settings, read_feed
+from marketdata.ingest import REASONS, FeedListener, Ingest, ingest_from_settings
 from sherwood import metrics
 
 log = logging.getLogger("marketdata.ingest")
@@ -64,7 +64,7 @@ class WorkerSpec:
     db_url: str | None = None  # the market-data database (bars, trades); None: no bars stored
 
 
-class IngestRouter:
+class IngestRouter(FeedListener):
     """The feed's lines to N ingest worker processes by symbol (see the module docstring)."""
 
     def __init__(self, spec: WorkerSpec, workers: int) -> None:
@@ -82,7 +82,6 @@ class IngestRouter:
         self._sync_id = 0
         self.failed = asyncio.Event()
         self._closing = False
-        self._server: asyncio.Server | None = None
 
     @property
     def accepted(self) -> dict[str, int]:
@@ -165,15 +164,8 @@ class IngestRouter:
                 self._reported.clear()
                 await self._reported.wait()
 
-    async def serve_tcp(self, host: str, port: int) -> asyncio.Server:
-        self._server = await asyncio.start_server(lambda r, w: read_feed(r, w, self.process), host, port,
-                                                  limit=1 << 20)
-        return self._server
-
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        await self.stop_listening()
         self._closing = True
         for w in self._writers:
             w.close()  # EOF: each worker flushes its bars and exits
