@@ -437,17 +437,12 @@ def directory_authenticator(router: Any) -> Authenticator:
 
 
 async def run_fanout(settings: Any, stop: asyncio.Event | None = None) -> None:
-    """``sherwood serve fanout``: run the WebSocket server until stopped."""
-    from sherwood.wiring import build_router
+    """``sherwood serve fanout``: run the WebSocket server until stopped (``fanout_processes`` > 1:
+    that many processes on the port, :mod:`marketdata.fanout_processes`)."""
+    from marketdata.fanout_processes import run_processes, serve_one
 
-    router = build_router(settings.model_copy(update={"db_pool_size": 2, "db_max_overflow": 2}),
-                          request_path=True)
-    server = fanout_from_settings(settings, directory_authenticator(router))
-    metrics.register_once(metrics.FanoutGauges(server))
-    await server.start(settings.bind_host, settings.fanout_port)
-    log.info("fan-out listening on ws://%s:%s/v2/iex", settings.bind_host, settings.fanout_port)
-    try:
-        await (stop.wait() if stop is not None else asyncio.Event().wait())
-    finally:
-        await server.close()
-        await router.dispose()
+    stop = stop if stop is not None else asyncio.Event()
+    if settings.fanout_processes > 1:
+        await run_processes(settings, stop)
+        return
+    await serve_one(settings, stop, reuse_port=False)
