@@ -22,7 +22,8 @@ Per line:
   ours: ``sq`` the per-symbol sequence number (one counter per symbol over q/t/s/b, +1 per
   message, persisted in the hash ``<prefix>:md:seq`` so a restart continues it) and ``it`` the
   ingest time (ns since the epoch).
-* **publish** on the channel ``<prefix>:md:<SYMBOL>`` (one pipelined write per batch, its replies
+* **publish** on the channel ``<prefix>:md:<SYMBOL>`` and, several messages a publish, on its
+  batch channel for the fan-out (:mod:`marketdata.batches`) (one pipelined write per batch, its replies
   counted by :class:`marketdata.ingest_writer.PipelinedWriter`, not awaited), update the
   hashes ``<prefix>:quotes:latest`` (the format :mod:`marketdata.quotes` reads, plus ``mx``: the
   ``quote_max_age_s`` after which readers treat it as no quote) and ``<prefix>:trades:latest``.
@@ -60,13 +61,15 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from marketdata import batches
 from marketdata.bars import minute_start
+from marketdata.feed_listener import FeedListener
 from marketdata.ingest_bars import IngestBars, rfc3339_ns
 from marketdata.ingest_writer import PipelinedWriter
 from marketdata.resp import encode, encode_publish
@@ -103,28 +106,6 @@ def _bulk(x: bytes) -> bytes:
 
 REASONS = ("malformed", "unknown_symbol", "non_positive_price", "absurd_price", "bad_size", "crossed",
            "locked", "stale", "future", "out_of_order", "halted", "redis_unavailable")
-
-
-class FeedListener:
-    """The feed's TCP listener (one home for :class:`Ingest` and
-    :class:`marketdata.ingest_workers.IngestRouter`): each connection's lines go to ``process``.
-    It does not process lines itself nor close anything but the listener."""
-
-    _server: asyncio.Server | None = None
-
-    async def process(self, lines: list[bytes]) -> int:
-        raise NotImplementedError
-
-    async def serve_tcp(self, host: str, port: int) -> asyncio.Server:
-        self._server = await asyncio.start_server(lambda r, w: read_feed(r, w, self.process), host, port,
-                                                  limit=1 << 20)
-        return self._server
-
-    async def stop_listening(self) -> None:
-        """Stop accepting the feed (connections already open end with the process's loop)."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
 
 
 class Ingest(FeedListener, IngestBars):
@@ -180,7 +161,8 @@ class Ingest(FeedListener, IngestBars):
         self._chan_cache: dict[str, bytes] = {}
         self._known = {s.encode(): s for s in known}  # the feed's symbol bytes -> the symbol
         self._codes: set[bytes] = set()  # exchange/tape code combinations seen valid
-        self._resp: dict[str, tuple[bytes, bytes]] = {}  # symbol -> (its RESP bulk, PUBLISH head)
+        self._resp: dict[str, tuple[bytes, bytes, int]] = {}  # symbol -> (RESP bulk, PUBLISH head, shard)
+        self._batch_chans = [batches.channel(prefix, k) for k in range(batches.BATCH_SHARDS)]
         self._mx_tail = b',"mx":%s}' % str(quote_max_age_s).encode()
         self._hset_heads = {k: _bulk(b"HSET") + _bulk(k.encode())
                             for k in (self.keys.quotes_latest, self.keys.trades_latest, self.keys.md_seq)}
@@ -231,13 +213,34 @@ class Ingest(FeedListener, IngestBars):
             c = self._chan_cache[sym] = self.keys.md_channel(sym).encode()
         return c
 
-    def _sym_resp(self, sym: str) -> tuple[bytes, bytes]:
-        """The symbol as a RESP bulk string and the head of a PUBLISH on its channel (cached)."""
+    def _sym_resp(self, sym: str) -> tuple[bytes, bytes, int]:
+        """The symbol as a RESP bulk string, the head of a PUBLISH on its channel and its batch
+        channel (:mod:`marketdata.batches`), cached."""
         r = self._resp.get(sym)  # (bounded: only known symbols come here)
         if r is None:
             r = self._resp[sym] = (_bulk(sym.encode()),
-                                   b"*3\r\n" + _bulk(b"PUBLISH") + _bulk(self._chan(sym)))
+                                   b"*3\r\n" + _bulk(b"PUBLISH") + _bulk(self._chan(sym)),
+                                   batches.shard_of(sym.encode()))
         return r
+
+    def _batch_commands(self, groups: list[list[bytes]]) -> list[bytes]:
+        """One PUBLISH per batch channel with messages (several if over MAX_BATCH_BYTES)."""
+        out = []
+        for k, msgs in enumerate(groups):
+            if msgs:
+                chan = self._batch_chans[k]
+                out += [encode_publish(chan, p) for p in batches.payloads(msgs)]
+        return out
+
+    def _publish_commands(self, msgs: list[tuple[str, bytes]]) -> list[bytes]:
+        """The messages on their symbols' channels, then in batches on the batch channels."""
+        groups: list[list[bytes]] = [[] for _ in range(batches.BATCH_SHARDS)]
+        out = []
+        for sym, msg in msgs:
+            r = self._resp.get(sym) or self._sym_resp(sym)
+            out.append(b"%s$%d\r\n%s\r\n" % (r[1], len(msg), msg))
+            groups[r[2]].append(msg)
+        return out + self._batch_commands(groups)
 
     def _hset(self, key: str, fields: dict[str, bytes], tail: bytes = b"") -> bytes:
         """``HSET key sym value+tail ...`` for every symbol in ``fields``, as one RESP command."""
@@ -274,6 +277,7 @@ class Ingest(FeedListener, IngestBars):
         max_price = self.max_price
         max_jump = self.max_jump
         cmds: list[bytes] = []
+        groups: list[list[bytes]] = [[] for _ in range(batches.BATCH_SHARDS)]  # batch channel -> msgs
         latest_q: dict[str, bytes] = {}  # symbol -> its last quote in the batch (no closing brace)
         latest_t: dict[str, bytes] = {}
         halts_add: list[str] = []
@@ -364,7 +368,9 @@ class Ingest(FeedListener, IngestBars):
                 body = (f'{{"T":"q","S":"{sym}","bx":"{p[7].decode()}","bp":{bp!r},"bs":{bs},'
                         f'"ax":"{p[8].decode()}","ap":{ap!r},"as":{asz},"t":"{cached_ts}","c":["R"],'
                         f'"z":"{p[9].decode()}","sq":{seq},"it":{now_s}').encode()
-                cmds += ((resp.get(sym) or sym_resp(sym))[1], b"$%d\r\n" % (len(body) + 1), body, b"}\r\n")
+                r = resp.get(sym) or sym_resp(sym)
+                cmds += (r[1], b"$%d\r\n" % (len(body) + 1), body, b"}\r\n")
+                groups[r[2]].append(body + b"}")
                 ncmd += 1
                 latest_q[sym] = body
                 nq += 1
@@ -400,8 +406,9 @@ class Ingest(FeedListener, IngestBars):
                     self.trade_rows.append((sym, t, tid, x.decode(), dpx, size, z.decode()))
                 seq = self._next_seq(sym)
                 msg = _TRADE % (p[1], tid, x, px, size, rfc3339_ns_b(t), z, seq, now_b)
-                head = (resp.get(sym) or sym_resp(sym))[1]
-                cmds.append(b"%s$%d\r\n%s\r\n" % (head, len(msg), msg))
+                r = resp.get(sym) or sym_resp(sym)
+                cmds.append(b"%s$%d\r\n%s\r\n" % (r[1], len(msg), msg))
+                groups[r[2]].append(msg)
                 ncmd += 1
                 latest_t[sym] = msg
                 nt += 1
@@ -416,11 +423,16 @@ class Ingest(FeedListener, IngestBars):
                     self.halted.discard(sym)
                     halts_del.append(sym)
                     msg = _RESUME % (p[1], code or b"T2", rfc3339_ns_b(t), seq, now_b)
-                head = (resp.get(sym) or sym_resp(sym))[1]
-                cmds.append(b"%s$%d\r\n%s\r\n" % (head, len(msg), msg))
+                r = resp.get(sym) or sym_resp(sym)
+                cmds.append(b"%s$%d\r\n%s\r\n" % (r[1], len(msg), msg))
+                groups[r[2]].append(msg)
                 ncmd += 1
                 ns += 1
         n = nq + nt + ns
+        if n:
+            bcmds = self._batch_commands(groups)
+            cmds += bcmds
+            ncmd += len(bcmds)
         tail = [] if not n else [self._hset(self.keys.md_seq, {
             # the sequence numbers, persisted with the messages so that a restart continues them
             s: b"%d" % seqs[s] for s in latest_q.keys() | latest_t.keys() | set(halts_add) | set(halts_del)})]
@@ -483,28 +495,3 @@ def ingest_from_settings(settings: Any, engine: AsyncEngine | None) -> Ingest:
     return Ingest(settings.redis_url, settings.redis_prefix,
                   known=known_symbols(settings.marketdata_universe_size), engine=engine,
                   **ingest_options(settings))  # type: ignore[arg-type]
-
-
-async def read_feed(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    process: Callable[[list[bytes]], Awaitable[int]]) -> None:
-    """One feed connection: its complete lines, a read's worth at a time, to ``process``."""
-    rest = b""
-    try:
-        while True:
-            chunk = await reader.read(1 << 18)
-            if not chunk:
-                break
-            data = rest + chunk
-            cut = data.rfind(b"\n")
-            if cut < 0:
-                if len(data) > 1 << 20:  # no line is that long: not the feed protocol
-                    log.warning("feed connection sent 1 MiB without a newline: closed")
-                    break
-                rest = data
-                continue
-            rest = data[cut + 1:]
-            await process(data[:cut].split(b"\n"))
-    except (ConnectionError, OSError) as exc:
-        log.info("feed connection lost: %s", exc)
-    finally:
-        writer.close()

@@ -39,7 +39,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from marketdata.ingest import REASONS, FeedListener, Ingest, ingest_from_settings
+from marketdata.feed_listener import FeedListener
+from marketdata.ingest import REASONS, Ingest, ingest_from_settings
 from sherwood import metrics
 
 log = logging.getLogger("marketdata.ingest")

@@ -9,9 +9,9 @@ from redis.asyncio import Redis
 from websockets.asyncio.client import connect
 
 from db.accounts import OpenedAccount
+from marketdata import batches
 from marketdata.fanout import run_fanout
 from marketdata.ingest import Ingest
-from sherwood.contracts import RedisKeys
 from sherwood.embedded import free_port
 from sherwood.settings import Settings
 from tests.marketdata.conftest import Client
@@ -36,7 +36,7 @@ async def test_clients_of_the_second_process_get_quotes(
                                            "fanout_ping_interval_s": None, "fanout_flush_interval_s": 0.005})
     stop = asyncio.Event()
     task = asyncio.create_task(run_fanout(settings, stop))
-    chan = RedisKeys(prefix).md_channel("AAPL")
+    chan = batches.channel(prefix, batches.shard_of(b"AAPL")).decode()
     clients: list[Client] = []
     try:
         loop = asyncio.get_running_loop()
