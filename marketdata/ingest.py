@@ -63,7 +63,6 @@ import logging
 import time
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -80,11 +79,14 @@ log = logging.getLogger(__name__)
 
 _sec_b: dict[int, bytes] = {}
 
+_QUOTE = (b'{"T":"q","S":"%s","bx":"%s","bp":%s,"bs":%d,"ax":"%s","ap":%s,"as":%d,"t":"%s","c":["R"],'
+          b'"z":"%s","sq":%d,"it":%s')  # (no closing brace: the latest-quote hash adds "mx")
 _TRADE = b'{"T":"t","S":"%s","i":%d,"x":"%s","p":%r,"s":%d,"t":"%s","c":["@"],"z":"%s","sq":%d,"it":%s}'
 _HALT = (b'{"T":"s","S":"%s","sc":"H","sm":"Trading Halt","rc":"%s","rm":"Halt","t":"%s","z":"C",'
          b'"sq":%d,"it":%s}')
 _RESUME = (b'{"T":"s","S":"%s","sc":"T","sm":"Trading Resumption","rc":"%s","rm":"Resume","t":"%s",'
            b'"z":"C","sq":%d,"it":%s}')
+PRICE_CACHE_MAX = 200_000
 CODE_MAX = 4  # exchange and tape codes: 1-4 ASCII letters or digits
 REASON_MAX = 8  # a halt's reason code
 
@@ -161,6 +163,7 @@ class Ingest(FeedListener, IngestBars):
         self._chan_cache: dict[str, bytes] = {}
         self._known = {s.encode(): s for s in known}  # the feed's symbol bytes -> the symbol
         self._codes: set[bytes] = set()  # exchange/tape code combinations seen valid
+        self._prices: dict[bytes, tuple[float, bytes]] = {}  # feed price text -> (value, JSON form)
         self._resp: dict[str, tuple[bytes, bytes, int]] = {}  # symbol -> (RESP bulk, PUBLISH head, shard)
         self._batch_chans = [batches.channel(prefix, k) for k in range(batches.BATCH_SHARDS)]
         self._mx_tail = b',"mx":%s}' % str(quote_max_age_s).encode()
@@ -262,7 +265,9 @@ class Ingest(FeedListener, IngestBars):
         """Validate, normalize and publish a batch of feed lines. Returns how many were accepted."""
         now = self.clock()
         now_b = b"%d" % now
-        now_s = now_b.decode()
+        prices = self._prices
+        if len(prices) > PRICE_CACHE_MAX:
+            prices.clear()
         good_codes = self._codes
         ncmd = 0  # commands in cmds (a command may be several parts)
         oldest = now - self.max_age_ns
@@ -283,7 +288,7 @@ class Ingest(FeedListener, IngestBars):
         halts_add: list[str] = []
         halts_del: list[str] = []
         nq = nt = ns = 0
-        cached_t, cached_ts = -1, ""
+        cached_t, cached_ts = -1, b""
         for line in lines:
             if not line:
                 continue
@@ -295,9 +300,11 @@ class Ingest(FeedListener, IngestBars):
                     dropped["unknown_symbol"] += 1
                     continue
                 if kind == b"Q":
-                    bp = float(p[2])
+                    bpx = prices.get(p[2]) or self._price(p[2])
+                    bp = bpx[0]
                     bs = int(p[3])
-                    ap = float(p[4])
+                    apx = prices.get(p[4]) or self._price(p[4])
+                    ap = apx[0]
                     asz = int(p[5])
                     t = int(p[6])
                     codes = p[7] + b"," + p[8] + b"," + p[9]  # (one check for the three)
@@ -363,11 +370,8 @@ class Ingest(FeedListener, IngestBars):
                 seq = seqs.get(sym, 0) + 1
                 seqs[sym] = seq
                 if t != cached_t:
-                    cached_t, cached_ts = t, rfc3339_ns(t)
-                # prices: repr, the shortest form (the feed's "187.", ".5" or "0187.10" are no JSON)
-                body = (f'{{"T":"q","S":"{sym}","bx":"{p[7].decode()}","bp":{bp!r},"bs":{bs},'
-                        f'"ax":"{p[8].decode()}","ap":{ap!r},"as":{asz},"t":"{cached_ts}","c":["R"],'
-                        f'"z":"{p[9].decode()}","sq":{seq},"it":{now_s}').encode()
+                    cached_t, cached_ts = t, rfc3339_ns_b(t)
+                body = _QUOTE % (p[1], p[7], bpx[1], bs, p[8], apx[1], asz, cached_ts, p[9], seq, now_b)
                 r = resp.get(sym) or sym_resp(sym)
                 cmds += (r[1], b"$%d\r\n" % (len(body) + 1), body, b"}\r\n")
                 groups[r[2]].append(body + b"}")
@@ -456,6 +460,13 @@ class Ingest(FeedListener, IngestBars):
             await self._send([*cmds, *tail], n, ncmd + len(tail))
         return n
 
+    def _price(self, text: bytes) -> tuple[float, bytes]:
+        """A feed price and its JSON form: repr, the shortest (the feed's "187.", ".5" or
+        "0187.10" are no JSON), remembered (prices repeat; bounded: PRICE_CACHE_MAX)."""
+        v = float(text)
+        r = self._prices[text] = (v, repr(v).encode())
+        return r
+
     def _good_codes(self, codes: bytes) -> bool:
         """Exchange and tape codes (``bx,ax,z`` or ``x,z``): 1-``CODE_MAX`` ASCII letters or
         digits each. Good ones are remembered (a few distinct ones in any feed; bounded)."""
@@ -477,21 +488,3 @@ class Ingest(FeedListener, IngestBars):
                     out.append(encode("HINCRBY", key, reason, delta))
                     seen[reason] = total
         return out
-
-
-def ingest_options(settings: Any) -> dict[str, float]:
-    """Ingest's keyword options from the settings (also what each ingest worker gets)."""
-    return {"max_price": settings.marketdata_max_price, "max_jump": settings.marketdata_max_jump,
-            "max_tick_age_s": settings.marketdata_max_tick_age_s,
-            "max_future_s": settings.marketdata_max_future_s, "quote_max_age_s": settings.quote_max_age_s,
-            "bar_flush_s": settings.marketdata_bar_flush_s, "bar_grace_s": settings.marketdata_bar_grace_s,
-            "trade_retention_s": settings.marketdata_trade_retention_s}
-
-
-def ingest_from_settings(settings: Any, engine: AsyncEngine | None) -> Ingest:
-    from domain.universe import known_symbols
-
-    assert settings.redis_url, "market-data ingest needs SHERWOOD_REDIS_URL"
-    return Ingest(settings.redis_url, settings.redis_prefix,
-                  known=known_symbols(settings.marketdata_universe_size), engine=engine,
-                  **ingest_options(settings))  # type: ignore[arg-type]

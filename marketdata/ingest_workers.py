@@ -39,8 +39,10 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from marketdata.feed_listener import FeedListener
-from marketdata.ingest import REASONS, Ingest, ingest_from_settings
+from marketdata.ingest import REASONS, Ingest
 from sherwood import metrics
 
 log = logging.getLogger("marketdata.ingest")
@@ -227,9 +229,26 @@ async def _worker(spec: WorkerSpec, shard: int, n: int, sock: socket.socket) -> 
             await engine.dispose()
 
 
+def ingest_options(settings: Any) -> dict[str, float]:
+    """Ingest's keyword options from the settings (also what each ingest worker gets)."""
+    return {"max_price": settings.marketdata_max_price, "max_jump": settings.marketdata_max_jump,
+            "max_tick_age_s": settings.marketdata_max_tick_age_s,
+            "max_future_s": settings.marketdata_max_future_s, "quote_max_age_s": settings.quote_max_age_s,
+            "bar_flush_s": settings.marketdata_bar_flush_s, "bar_grace_s": settings.marketdata_bar_grace_s,
+            "trade_retention_s": settings.marketdata_trade_retention_s}
+
+
+def ingest_from_settings(settings: Any, engine: AsyncEngine | None) -> Ingest:
+    from domain.universe import known_symbols
+
+    assert settings.redis_url, "market-data ingest needs SHERWOOD_REDIS_URL"
+    return Ingest(settings.redis_url, settings.redis_prefix,
+                  known=known_symbols(settings.marketdata_universe_size), engine=engine,
+                  **ingest_options(settings))  # type: ignore[arg-type]
+
+
 def router_from_settings(settings: Any, db_url: str | None) -> IngestRouter:
     from domain.universe import known_symbols
-    from marketdata.ingest import ingest_options
 
     assert settings.redis_url, "market-data ingest needs SHERWOOD_REDIS_URL"
     spec = WorkerSpec(settings.redis_url, settings.redis_prefix,
