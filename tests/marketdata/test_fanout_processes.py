@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
+import os
+import signal
 
+import pytest
 from redis.asyncio import Redis
 from websockets.asyncio.client import connect
 
@@ -63,4 +67,22 @@ async def test_clients_of_the_second_process_get_quotes(
             with contextlib.suppress(Exception):
                 await c.ws.close()
         stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+async def test_a_child_that_dies_ends_the_fanout(migrated: Settings, prefix: str) -> None:
+    """The supervisor restarts the fan-out as one: a dead child is not left unnoticed."""
+    settings = migrated.model_copy(update={"fanout_processes": 2, "fanout_port": free_port(),
+                                           "redis_prefix": prefix})
+    before = set(multiprocessing.active_children())
+    task = asyncio.create_task(run_fanout(settings, asyncio.Event()))
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 60
+    while not (children := set(multiprocessing.active_children()) - before):
+        assert loop.time() < end and not task.done()
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(3)  # let it finish starting (or not: either way the death must show)
+    for child in children:
+        os.kill(child.pid, signal.SIGKILL)
+    with pytest.raises(RuntimeError, match="fan-out process"):
         await asyncio.wait_for(task, 30)
