@@ -58,10 +58,10 @@ async def serve_one(settings: Any, stop: asyncio.Event, *, reuse_port: bool,
 
 
 def _child_entry(settings: Any, index: int, sock: socket.socket) -> None:
+    from sherwood.cli_serve import LOG_FORMAT
     from sherwood.lifecycle import run_loop
 
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s fanout-{index} %(levelname)s %(name)s: "
-                                                   "%(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT.replace("%(name)s", f"%(name)s[{index}]"))
     with contextlib.suppress(KeyboardInterrupt):
         run_loop(_child(settings, sock))
 
