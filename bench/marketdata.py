@@ -6,7 +6,8 @@
   same rate) and one redis-py subscriber on all channels: delivered msgs/s, publish->receive lag.
 * ``fanout``: ingest (fed at 10,000 and 100,000 updates/s; ``--ingest-workers`` processes, 2 by
   default, :mod:`marketdata.ingest_workers`, the router in this process) -> Redis ->
-  ``--fanout-processes`` fan-out processes on one port (SO_REUSEPORT; 1 by default; flush round
+  ``--fanout-processes`` fan-out processes on one port (SO_REUSEPORT, as
+  ``SHERWOOD_FANOUT_PROCESSES`` runs them; 1 by default; flush round
   every ``--flush-interval`` s, 0.05) -> 1,000 / 10,000 WebSocket clients in 4 client processes,
   each subscribed to the quotes of 10 random symbols of the 1,000: delivered msgs/s, frames per
   client per second, lag (receive time - ingest time ``it``), and the CPU each part used over

@@ -16,10 +16,13 @@ symbol -> connections, dispatch of what Redis delivers, delivery to each connect
 each connection, :mod:`marketdata.frames` encodes frames. What the server deliberately does not
 do: parse client commands, talk RESP, or encode frames itself.
 
-Inside: a local map symbol -> connections. The process SUBSCRIBEs ``<prefix>:md:<SYMBOL>`` while
-it has at least one local subscriber for that symbol (PSUBSCRIBE ``<prefix>:md:*`` while anyone
-wants ``"*"``) and UNSUBSCRIBEs when the last leaves, so several fan-out processes can run side by
-side behind a load balancer, each reading only what its clients want. If Redis goes away it
+Inside: a local map symbol -> connections. The process SUBSCRIBEs ingest's batch channels
+``<prefix>:mdb:<k>`` (:mod:`marketdata.batches`: several messages a publish, per-symbol order
+kept) of the symbols it has at least one local subscriber for (all of them while anyone wants
+``"*"``), and ``<prefix>:md:<SYMBOL>`` only for symbols someone wants ``statuses`` of, for the
+operations statuses published there (PSUBSCRIBE ``<prefix>:md:*`` for ``"*"``); it UNSUBSCRIBEs
+when the last leaves, so several fan-out processes can run side by side (on one port:
+:mod:`marketdata.fanout_processes`), each reading only what its clients want. If Redis goes away it
 reconnects with backoff and resubscribes; clients see the gap through ``sq``. The subscriber link
 is PINGed every ``fanout_redis_ping_s``: silent for three of them (a hung Redis, a host gone or a
 partition that never sends a reset) counts as gone too.
@@ -65,6 +68,8 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
+from marketdata import batches
+from marketdata.batches import BATCH_SHARDS
 from marketdata.frames import FrameEncoder, ack_ping
 from marketdata.stream_session import (
     Authenticator,
@@ -140,7 +145,11 @@ class FanoutServer:
                                       "received": 0, "max_buffered": 0}
         self.auth = CachedAuthenticator(authenticate)
         self.frames = FrameEncoder()
-        self.subscriber = RedisSubscriber(redis_url, self.chan_prefix, self, self.stats,
+        self.status_local: dict[str, set[Conn]] = {}  # symbol ("*" too) -> connections wanting statuses
+        self.batch_chans = [batches.channel(prefix, k) for k in range(BATCH_SHARDS)]
+        self.shard_refs = [0] * BATCH_SHARDS  # batch channel -> local symbols in it ("*" counts in all)
+        self.subscriber = RedisSubscriber(redis_url, self.chan_prefix, batches.channel_prefix(prefix), self,
+                                          self.stats,
                                           backoff_max_s=redis_backoff_max_s, ping_s=redis_ping_s)
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -184,7 +193,7 @@ class FanoutServer:
 
     # -- dispatch (everything but quotes of explicitly watched symbols) ----------------------
     def dispatch(self, chan: bytes, payload: bytes, wildcard: bool) -> None:
-        sym = chan[len(self.chan_prefix):].decode()
+        sym = chan[len(self.chan_prefix):].decode(errors="replace")
         conns = self.local.get("*" if wildcard else sym)
         if not conns:
             return
@@ -356,15 +365,49 @@ class FanoutServer:
                     new_syms.append(s)
                 conns.add(c)
         self._requote(c)
-        chans = [self.chan_prefix + s.encode() for s in new_syms if s != "*"]
+        new_status = []
+        for s in adds.get("statuses", ()):
+            conns = self.status_local.get(s)
+            if conns is None:
+                conns = self.status_local[s] = set()
+                new_status.append(s)
+            conns.add(c)
+        chans = self._shards_take(new_syms, +1)
+        chans += [self.chan_prefix + s.encode() for s in new_status if s != "*"]
         await self.subscriber.subscribe(chans)
-        if "*" in new_syms:
+        if "*" in new_status:
             await self.subscriber.subscribe([self.pattern], pattern=True)
+
+    def _shards_take(self, syms: list[str], delta: int) -> list[bytes]:
+        """Count symbols coming (+1) or going (-1) per batch channel ("*": every one); the batch
+        channels that became wanted (+1) or unwanted (-1)."""
+        refs = self.shard_refs
+        changed = []
+        for s in syms:
+            for k in range(BATCH_SHARDS) if s == "*" else (batches.shard_of(s.encode()),):
+                n = refs[k] = refs[k] + delta
+                if n == (1 if delta > 0 else 0):
+                    changed.append(self.batch_chans[k])
+        return changed
+
+    def wanted(self) -> tuple[list[bytes], list[bytes]]:
+        """What to (re)subscribe in Redis: batch channels and symbol channels, patterns."""
+        chans = [ch for ch, n in zip(self.batch_chans, self.shard_refs, strict=True) if n > 0]
+        chans += [self.chan_prefix + s.encode() for s in self.status_local if s != "*"]
+        return chans, [self.pattern] if "*" in self.status_local else []
 
     def remove_subscriptions(self, c: Conn, removes: dict[str, list[str]]) -> None:
         for kind, syms in removes.items():
             c.subs[kind].difference_update(syms)
         self._requote(c)
+        gone_status = []
+        for s in removes.get("statuses", ()):
+            conns = self.status_local.get(s)
+            if conns is not None and c in conns:
+                conns.discard(c)
+                if not conns:
+                    del self.status_local[s]
+                    gone_status.append(s)
         still = c.symbols()
         gone = []
         for s in {s for syms in removes.values() for s in syms} - still:
@@ -375,8 +418,9 @@ class FanoutServer:
             if not conns:
                 del self.local[s]
                 gone.append(s)
-        self.subscriber.unsubscribe([self.chan_prefix + s.encode() for s in gone if s != "*"])
-        if "*" in gone:
+        self.subscriber.unsubscribe([*self._shards_take(gone, -1),
+                                     *(self.chan_prefix + s.encode() for s in gone_status if s != "*")])
+        if "*" in gone_status:
             self.subscriber.unsubscribe([self.pattern], pattern=True)
 
     def _requote(self, c: Conn) -> None:
@@ -437,17 +481,12 @@ def directory_authenticator(router: Any) -> Authenticator:
 
 
 async def run_fanout(settings: Any, stop: asyncio.Event | None = None) -> None:
-    """``sherwood serve fanout``: run the WebSocket server until stopped."""
-    from sherwood.wiring import build_router
+    """``sherwood serve fanout``: run the WebSocket server until stopped (``fanout_processes`` > 1:
+    that many processes on the port, :mod:`marketdata.fanout_processes`)."""
+    from marketdata.fanout_processes import run_processes, serve_one
 
-    router = build_router(settings.model_copy(update={"db_pool_size": 2, "db_max_overflow": 2}),
-                          request_path=True)
-    server = fanout_from_settings(settings, directory_authenticator(router))
-    metrics.register_once(metrics.FanoutGauges(server))
-    await server.start(settings.bind_host, settings.fanout_port)
-    log.info("fan-out listening on ws://%s:%s/v2/iex", settings.bind_host, settings.fanout_port)
-    try:
-        await (stop.wait() if stop is not None else asyncio.Event().wait())
-    finally:
-        await server.close()
-        await router.dispose()
+    stop = stop if stop is not None else asyncio.Event()
+    if settings.fanout_processes > 1:
+        await run_processes(settings, stop)
+        return
+    await serve_one(settings, stop, reuse_port=False)

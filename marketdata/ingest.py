@@ -22,7 +22,8 @@ Per line:
   ours: ``sq`` the per-symbol sequence number (one counter per symbol over q/t/s/b, +1 per
   message, persisted in the hash ``<prefix>:md:seq`` so a restart continues it) and ``it`` the
   ingest time (ns since the epoch).
-* **publish** on the channel ``<prefix>:md:<SYMBOL>`` (one pipelined write per batch, its replies
+* **publish** on the channel ``<prefix>:md:<SYMBOL>`` and, several messages a publish, on its
+  batch channel for the fan-out (:mod:`marketdata.batches`) (one pipelined write per batch, its replies
   counted by :class:`marketdata.ingest_writer.PipelinedWriter`, not awaited), update the
   hashes ``<prefix>:quotes:latest`` (the format :mod:`marketdata.quotes` reads, plus ``mx``: the
   ``quote_max_age_s`` after which readers treat it as no quote) and ``<prefix>:trades:latest``.
@@ -60,13 +61,14 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from marketdata import batches
 from marketdata.bars import minute_start
+from marketdata.feed_listener import FeedListener
 from marketdata.ingest_bars import IngestBars, rfc3339_ns
 from marketdata.ingest_writer import PipelinedWriter
 from marketdata.resp import encode, encode_publish
@@ -77,11 +79,14 @@ log = logging.getLogger(__name__)
 
 _sec_b: dict[int, bytes] = {}
 
+_QUOTE = (b'{"T":"q","S":"%s","bx":"%s","bp":%s,"bs":%d,"ax":"%s","ap":%s,"as":%d,"t":"%s","c":["R"],'
+          b'"z":"%s","sq":%d,"it":%s')  # (no closing brace: the latest-quote hash adds "mx")
 _TRADE = b'{"T":"t","S":"%s","i":%d,"x":"%s","p":%r,"s":%d,"t":"%s","c":["@"],"z":"%s","sq":%d,"it":%s}'
 _HALT = (b'{"T":"s","S":"%s","sc":"H","sm":"Trading Halt","rc":"%s","rm":"Halt","t":"%s","z":"C",'
          b'"sq":%d,"it":%s}')
 _RESUME = (b'{"T":"s","S":"%s","sc":"T","sm":"Trading Resumption","rc":"%s","rm":"Resume","t":"%s",'
            b'"z":"C","sq":%d,"it":%s}')
+PRICE_CACHE_MAX = 200_000
 CODE_MAX = 4  # exchange and tape codes: 1-4 ASCII letters or digits
 REASON_MAX = 8  # a halt's reason code
 
@@ -105,7 +110,7 @@ REASONS = ("malformed", "unknown_symbol", "non_positive_price", "absurd_price", 
            "locked", "stale", "future", "out_of_order", "halted", "redis_unavailable")
 
 
-class Ingest(IngestBars):
+class Ingest(FeedListener, IngestBars):
     def __init__(
         self,
         redis_url: str,
@@ -155,11 +160,12 @@ class Ingest(IngestBars):
         self.trades_log: list[tuple[str, int, Decimal, int]] | None = None  # tests: accepted trades
         self.writer = PipelinedWriter(redis_url)
         self._tasks: list[asyncio.Task[None]] = []
-        self._server: asyncio.Server | None = None
         self._chan_cache: dict[str, bytes] = {}
         self._known = {s.encode(): s for s in known}  # the feed's symbol bytes -> the symbol
         self._codes: set[bytes] = set()  # exchange/tape code combinations seen valid
-        self._resp: dict[str, tuple[bytes, bytes]] = {}  # symbol -> (its RESP bulk, PUBLISH head)
+        self._prices: dict[bytes, tuple[float, bytes]] = {}  # feed price text -> (value, JSON form)
+        self._resp: dict[str, tuple[bytes, bytes, int]] = {}  # symbol -> (RESP bulk, PUBLISH head, shard)
+        self._batch_chans = [batches.channel(prefix, k) for k in range(batches.BATCH_SHARDS)]
         self._mx_tail = b',"mx":%s}' % str(quote_max_age_s).encode()
         self._hset_heads = {k: _bulk(b"HSET") + _bulk(k.encode())
                             for k in (self.keys.quotes_latest, self.keys.trades_latest, self.keys.md_seq)}
@@ -180,15 +186,8 @@ class Ingest(IngestBars):
         if isinstance(halts, list):
             self.halted |= {h.decode() for h in halts if isinstance(h, bytes)}
 
-    async def serve_tcp(self, host: str, port: int) -> asyncio.Server:
-        self._server = await asyncio.start_server(lambda r, w: read_feed(r, w, self.process), host, port,
-                                                  limit=1 << 20)
-        return self._server
-
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        await self.stop_listening()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -217,13 +216,34 @@ class Ingest(IngestBars):
             c = self._chan_cache[sym] = self.keys.md_channel(sym).encode()
         return c
 
-    def _sym_resp(self, sym: str) -> tuple[bytes, bytes]:
-        """The symbol as a RESP bulk string and the head of a PUBLISH on its channel (cached)."""
+    def _sym_resp(self, sym: str) -> tuple[bytes, bytes, int]:
+        """The symbol as a RESP bulk string, the head of a PUBLISH on its channel and its batch
+        channel (:mod:`marketdata.batches`), cached."""
         r = self._resp.get(sym)  # (bounded: only known symbols come here)
         if r is None:
             r = self._resp[sym] = (_bulk(sym.encode()),
-                                   b"*3\r\n" + _bulk(b"PUBLISH") + _bulk(self._chan(sym)))
+                                   b"*3\r\n" + _bulk(b"PUBLISH") + _bulk(self._chan(sym)),
+                                   batches.shard_of(sym.encode()))
         return r
+
+    def _batch_commands(self, groups: list[list[bytes]]) -> list[bytes]:
+        """One PUBLISH per batch channel with messages (several if over MAX_BATCH_BYTES)."""
+        out = []
+        for k, msgs in enumerate(groups):
+            if msgs:
+                chan = self._batch_chans[k]
+                out += [encode_publish(chan, p) for p in batches.payloads(msgs)]
+        return out
+
+    def _publish_commands(self, msgs: list[tuple[str, bytes]]) -> list[bytes]:
+        """The messages on their symbols' channels, then in batches on the batch channels."""
+        groups: list[list[bytes]] = [[] for _ in range(batches.BATCH_SHARDS)]
+        out = []
+        for sym, msg in msgs:
+            r = self._resp.get(sym) or self._sym_resp(sym)
+            out.append(b"%s$%d\r\n%s\r\n" % (r[1], len(msg), msg))
+            groups[r[2]].append(msg)
+        return out + self._batch_commands(groups)
 
     def _hset(self, key: str, fields: dict[str, bytes], tail: bytes = b"") -> bytes:
         """``HSET key sym value+tail ...`` for every symbol in ``fields``, as one RESP command."""
@@ -245,7 +265,9 @@ class Ingest(IngestBars):
         """Validate, normalize and publish a batch of feed lines. Returns how many were accepted."""
         now = self.clock()
         now_b = b"%d" % now
-        now_s = now_b.decode()
+        prices = self._prices
+        if len(prices) > PRICE_CACHE_MAX:
+            prices.clear()
         good_codes = self._codes
         ncmd = 0  # commands in cmds (a command may be several parts)
         oldest = now - self.max_age_ns
@@ -260,12 +282,13 @@ class Ingest(IngestBars):
         max_price = self.max_price
         max_jump = self.max_jump
         cmds: list[bytes] = []
+        groups: list[list[bytes]] = [[] for _ in range(batches.BATCH_SHARDS)]  # batch channel -> msgs
         latest_q: dict[str, bytes] = {}  # symbol -> its last quote in the batch (no closing brace)
         latest_t: dict[str, bytes] = {}
         halts_add: list[str] = []
         halts_del: list[str] = []
         nq = nt = ns = 0
-        cached_t, cached_ts = -1, ""
+        cached_t, cached_ts = -1, b""
         for line in lines:
             if not line:
                 continue
@@ -277,9 +300,11 @@ class Ingest(IngestBars):
                     dropped["unknown_symbol"] += 1
                     continue
                 if kind == b"Q":
-                    bp = float(p[2])
+                    bpx = prices.get(p[2]) or self._price(p[2])
+                    bp = bpx[0]
                     bs = int(p[3])
-                    ap = float(p[4])
+                    apx = prices.get(p[4]) or self._price(p[4])
+                    ap = apx[0]
                     asz = int(p[5])
                     t = int(p[6])
                     codes = p[7] + b"," + p[8] + b"," + p[9]  # (one check for the three)
@@ -345,12 +370,11 @@ class Ingest(IngestBars):
                 seq = seqs.get(sym, 0) + 1
                 seqs[sym] = seq
                 if t != cached_t:
-                    cached_t, cached_ts = t, rfc3339_ns(t)
-                # prices: repr, the shortest form (the feed's "187.", ".5" or "0187.10" are no JSON)
-                body = (f'{{"T":"q","S":"{sym}","bx":"{p[7].decode()}","bp":{bp!r},"bs":{bs},'
-                        f'"ax":"{p[8].decode()}","ap":{ap!r},"as":{asz},"t":"{cached_ts}","c":["R"],'
-                        f'"z":"{p[9].decode()}","sq":{seq},"it":{now_s}').encode()
-                cmds += ((resp.get(sym) or sym_resp(sym))[1], b"$%d\r\n" % (len(body) + 1), body, b"}\r\n")
+                    cached_t, cached_ts = t, rfc3339_ns_b(t)
+                body = _QUOTE % (p[1], p[7], bpx[1], bs, p[8], apx[1], asz, cached_ts, p[9], seq, now_b)
+                r = resp.get(sym) or sym_resp(sym)
+                cmds += (r[1], b"$%d\r\n" % (len(body) + 1), body, b"}\r\n")
+                groups[r[2]].append(body + b"}")
                 ncmd += 1
                 latest_q[sym] = body
                 nq += 1
@@ -386,8 +410,9 @@ class Ingest(IngestBars):
                     self.trade_rows.append((sym, t, tid, x.decode(), dpx, size, z.decode()))
                 seq = self._next_seq(sym)
                 msg = _TRADE % (p[1], tid, x, px, size, rfc3339_ns_b(t), z, seq, now_b)
-                head = (resp.get(sym) or sym_resp(sym))[1]
-                cmds.append(b"%s$%d\r\n%s\r\n" % (head, len(msg), msg))
+                r = resp.get(sym) or sym_resp(sym)
+                cmds.append(b"%s$%d\r\n%s\r\n" % (r[1], len(msg), msg))
+                groups[r[2]].append(msg)
                 ncmd += 1
                 latest_t[sym] = msg
                 nt += 1
@@ -402,11 +427,16 @@ class Ingest(IngestBars):
                     self.halted.discard(sym)
                     halts_del.append(sym)
                     msg = _RESUME % (p[1], code or b"T2", rfc3339_ns_b(t), seq, now_b)
-                head = (resp.get(sym) or sym_resp(sym))[1]
-                cmds.append(b"%s$%d\r\n%s\r\n" % (head, len(msg), msg))
+                r = resp.get(sym) or sym_resp(sym)
+                cmds.append(b"%s$%d\r\n%s\r\n" % (r[1], len(msg), msg))
+                groups[r[2]].append(msg)
                 ncmd += 1
                 ns += 1
         n = nq + nt + ns
+        if n:
+            bcmds = self._batch_commands(groups)
+            cmds += bcmds
+            ncmd += len(bcmds)
         tail = [] if not n else [self._hset(self.keys.md_seq, {
             # the sequence numbers, persisted with the messages so that a restart continues them
             s: b"%d" % seqs[s] for s in latest_q.keys() | latest_t.keys() | set(halts_add) | set(halts_del)})]
@@ -430,6 +460,13 @@ class Ingest(IngestBars):
             await self._send([*cmds, *tail], n, ncmd + len(tail))
         return n
 
+    def _price(self, text: bytes) -> tuple[float, bytes]:
+        """A feed price and its JSON form: repr, the shortest (the feed's "187.", ".5" or
+        "0187.10" are no JSON), remembered (prices repeat; bounded: PRICE_CACHE_MAX)."""
+        v = float(text)
+        r = self._prices[text] = (v, repr(v).encode())
+        return r
+
     def _good_codes(self, codes: bytes) -> bool:
         """Exchange and tape codes (``bx,ax,z`` or ``x,z``): 1-``CODE_MAX`` ASCII letters or
         digits each. Good ones are remembered (a few distinct ones in any feed; bounded)."""
@@ -451,46 +488,3 @@ class Ingest(IngestBars):
                     out.append(encode("HINCRBY", key, reason, delta))
                     seen[reason] = total
         return out
-
-
-def ingest_options(settings: Any) -> dict[str, float]:
-    """Ingest's keyword options from the settings (also what each ingest worker gets)."""
-    return {"max_price": settings.marketdata_max_price, "max_jump": settings.marketdata_max_jump,
-            "max_tick_age_s": settings.marketdata_max_tick_age_s,
-            "max_future_s": settings.marketdata_max_future_s, "quote_max_age_s": settings.quote_max_age_s,
-            "bar_flush_s": settings.marketdata_bar_flush_s, "bar_grace_s": settings.marketdata_bar_grace_s,
-            "trade_retention_s": settings.marketdata_trade_retention_s}
-
-
-def ingest_from_settings(settings: Any, engine: AsyncEngine | None) -> Ingest:
-    from domain.universe import known_symbols
-
-    assert settings.redis_url, "market-data ingest needs SHERWOOD_REDIS_URL"
-    return Ingest(settings.redis_url, settings.redis_prefix,
-                  known=known_symbols(settings.marketdata_universe_size), engine=engine,
-                  **ingest_options(settings))  # type: ignore[arg-type]
-
-
-async def read_feed(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    process: Callable[[list[bytes]], Awaitable[int]]) -> None:
-    """One feed connection: its complete lines, a read's worth at a time, to ``process``."""
-    rest = b""
-    try:
-        while True:
-            chunk = await reader.read(1 << 18)
-            if not chunk:
-                break
-            data = rest + chunk
-            cut = data.rfind(b"\n")
-            if cut < 0:
-                if len(data) > 1 << 20:  # no line is that long: not the feed protocol
-                    log.warning("feed connection sent 1 MiB without a newline: closed")
-                    break
-                rest = data
-                continue
-            rest = data[cut + 1:]
-            await process(data[:cut].split(b"\n"))
-    except (ConnectionError, OSError) as exc:
-        log.info("feed connection lost: %s", exc)
-    finally:
-        writer.close()

@@ -24,7 +24,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from marketdata.bars import MINUTE_NS, BarAcc, ny_midnight
-from marketdata.resp import encode_publish
 from marketdata.store import MarketDataStore, TradeRow
 
 log = logging.getLogger("marketdata.ingest")  # ingest's logger, as before the split
@@ -70,7 +69,7 @@ class IngestBars:
     def _next_seq(self, sym: str) -> int:
         raise NotImplementedError
 
-    def _chan(self, sym: str) -> bytes:
+    def _publish_commands(self, msgs: list[tuple[str, bytes]]) -> list[bytes]:
         raise NotImplementedError
 
     def _counter_commands(self) -> list[bytes]:
@@ -137,7 +136,7 @@ class IngestBars:
         done = [k for k in self.bars if final_all or k[1] + MINUTE_NS + self.bar_grace_ns <= now]
         if not done and not self.updated:
             return
-        cmds = []
+        msgs: list[tuple[str, bytes]] = []
         days: dict[int, set[str]] = {}  # New York day (its midnight, ns) -> symbols whose bar changed
         for key in done:
             sym, minute = key
@@ -146,26 +145,26 @@ class IngestBars:
             b = self.bars.pop(key)
             self.final_minute[sym] = max(self.final_minute.get(sym, -1), minute)
             self.recent_final[key] = b
-            cmds.append(self._bar_message("b", sym, minute, b, now))
+            msgs.append(self._bar_message("b", sym, minute, b, now))
             days.setdefault(ny_midnight(minute), set()).add(sym)
         for key in [k for k in self.updated if k not in self.bar_delta]:
             self.updated.discard(key)
             sym, minute = key
-            cmds.append(self._bar_message("u", sym, minute, self.recent_final[key], now))
+            msgs.append(self._bar_message("u", sym, minute, self.recent_final[key], now))
             days.setdefault(ny_midnight(minute), set()).add(sym)
         if self.store is not None:
             for day, syms in days.items():
                 for sym, bar in sorted((await self.store.day_bars(day, sorted(syms))).items()):
-                    cmds.append(self._bar_message("d", sym, day, bar, now))
-        if cmds:
-            cmds.extend(self._counter_commands())
+                    msgs.append(self._bar_message("d", sym, day, bar, now))
+        if msgs:
+            cmds = [*self._publish_commands(msgs), *self._counter_commands()]
             await self._send(cmds, len(cmds))
 
-    def _bar_message(self, kind: str, sym: str, t: int, b: BarAcc, now: int) -> bytes:
+    def _bar_message(self, kind: str, sym: str, t: int, b: BarAcc, now: int) -> tuple[str, bytes]:
         """A published bar: ``b`` (final minute), ``u`` (a published minute updated), ``d`` (day)."""
         seq = self._next_seq(sym)
         msg = (f'{{"T":"{kind}","S":"{sym}","o":{_num(b.o)},"h":{_num(b.h)},"l":{_num(b.l)},'
                f'"c":{_num(b.c)},"v":{b.v},"t":"{rfc3339_ns(t)}","n":{b.n},'
                f'"vw":{_num(round(b.vw, 6))},"sq":{seq},"it":{now}}}')
         self.accepted["bars"] += 1
-        return encode_publish(self._chan(sym), msg.encode())
+        return sym, msg.encode()

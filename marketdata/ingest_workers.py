@@ -39,7 +39,10 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from marketdata.ingest import REASONS, Ingest, ingest_from_settings, read_feed
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from marketdata.feed_listener import FeedListener
+from marketdata.ingest import REASONS, Ingest
 from sherwood import metrics
 
 log = logging.getLogger("marketdata.ingest")
@@ -64,7 +67,7 @@ class WorkerSpec:
     db_url: str | None = None  # the market-data database (bars, trades); None: no bars stored
 
 
-class IngestRouter:
+class IngestRouter(FeedListener):
     """The feed's lines to N ingest worker processes by symbol (see the module docstring)."""
 
     def __init__(self, spec: WorkerSpec, workers: int) -> None:
@@ -82,7 +85,6 @@ class IngestRouter:
         self._sync_id = 0
         self.failed = asyncio.Event()
         self._closing = False
-        self._server: asyncio.Server | None = None
 
     @property
     def accepted(self) -> dict[str, int]:
@@ -165,15 +167,8 @@ class IngestRouter:
                 self._reported.clear()
                 await self._reported.wait()
 
-    async def serve_tcp(self, host: str, port: int) -> asyncio.Server:
-        self._server = await asyncio.start_server(lambda r, w: read_feed(r, w, self.process), host, port,
-                                                  limit=1 << 20)
-        return self._server
-
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        await self.stop_listening()
         self._closing = True
         for w in self._writers:
             w.close()  # EOF: each worker flushes its bars and exits
@@ -234,9 +229,26 @@ async def _worker(spec: WorkerSpec, shard: int, n: int, sock: socket.socket) -> 
             await engine.dispose()
 
 
+def ingest_options(settings: Any) -> dict[str, float]:
+    """Ingest's keyword options from the settings (also what each ingest worker gets)."""
+    return {"max_price": settings.marketdata_max_price, "max_jump": settings.marketdata_max_jump,
+            "max_tick_age_s": settings.marketdata_max_tick_age_s,
+            "max_future_s": settings.marketdata_max_future_s, "quote_max_age_s": settings.quote_max_age_s,
+            "bar_flush_s": settings.marketdata_bar_flush_s, "bar_grace_s": settings.marketdata_bar_grace_s,
+            "trade_retention_s": settings.marketdata_trade_retention_s}
+
+
+def ingest_from_settings(settings: Any, engine: AsyncEngine | None) -> Ingest:
+    from domain.universe import known_symbols
+
+    assert settings.redis_url, "market-data ingest needs SHERWOOD_REDIS_URL"
+    return Ingest(settings.redis_url, settings.redis_prefix,
+                  known=known_symbols(settings.marketdata_universe_size), engine=engine,
+                  **ingest_options(settings))  # type: ignore[arg-type]
+
+
 def router_from_settings(settings: Any, db_url: str | None) -> IngestRouter:
     from domain.universe import known_symbols
-    from marketdata.ingest import ingest_options
 
     assert settings.redis_url, "market-data ingest needs SHERWOOD_REDIS_URL"
     spec = WorkerSpec(settings.redis_url, settings.redis_prefix,

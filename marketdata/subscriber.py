@@ -1,15 +1,19 @@
 """The fan-out's Redis subscriber: one pub/sub connection per fan-out process.
 
-What it does: :class:`RedisSubscriber` keeps one RESP connection SUBSCRIBEd to
-``<prefix>:md:<SYMBOL>`` for every symbol some local client wants (PSUBSCRIBEd to
-``<prefix>:md:*`` while anyone wants ``"*"``), subscribing as the server asks and waiting briefly
-for Redis to confirm (so the echo to the client means "live"). It reads the pushes inline (no
-per-message task or await): a quote on a channel some connection pulls only replaces that
-channel's newest payload in the server's ``latest`` and marks it ``dirty``; everything else
-(trades, bars, statuses, quotes via ``"*"``) goes to the server's ``dispatch``. If Redis goes
-away it reconnects with backoff and resubscribes everything wanted; the link is PINGed every
-``ping_s`` and a link silent for three of them (a hung Redis, a host gone, a partition that
-never sends a reset) counts as gone too.
+What it does: :class:`RedisSubscriber` keeps one RESP connection SUBSCRIBEd to what the server
+wants (:meth:`Sink.wanted`): ingest's batch channels ``<prefix>:mdb:<k>``
+(:mod:`marketdata.batches`) of the symbols some local client wants (all of them while anyone
+wants ``"*"``), and ``<prefix>:md:<SYMBOL>`` of the symbols someone wants ``statuses`` of
+(PSUBSCRIBEd to ``<prefix>:md:*`` for ``"*"``), where only the operations statuses are taken
+(:func:`own_status`: ingest's own messages come in its batches). It subscribes as the server
+asks, waiting briefly for Redis to confirm (so the echo to the client means "live"), and reads
+the pushes inline (no per-message task or await): a batch is split into its messages, in order;
+a quote of a symbol some connection pulls only replaces that channel's newest payload in the
+server's ``latest`` and marks it ``dirty``; everything else (trades, bars, statuses, quotes via
+``"*"``) goes to the server's ``dispatch``, under the symbol's channel name as before. If Redis
+goes away it reconnects with backoff and resubscribes everything wanted; the link is PINGed
+every ``ping_s`` and a link silent for three of them (a hung Redis, a host gone, a partition
+that never sends a reset) counts as gone too.
 
 What it deliberately does not do: know connections or decide who gets what (the server's
 maps: ``local``, ``qsubs``, ``dispatch``), replay what was published while it was away (clients
@@ -25,12 +29,21 @@ import time
 from collections.abc import Collection, Container
 from typing import Protocol
 
+from marketdata.batches import SYM_AT as _SYM_AT
 from marketdata.resp import RespConnection, RespError, encode, parse_reply
 
 log = logging.getLogger("marketdata.fanout")  # the fan-out's logger, as before the split
 
 _MSG = b"*3\r\n$7\r\nmessage\r\n$"
 _Q = ord("q")
+_S = ord("s")
+
+
+def own_status(payload: bytes) -> bool:
+    """A trading status published on a symbol's own channel by someone else than ingest (an
+    operations halt, ``db/controls.py``: no ``sq``). The fan-out takes only these from there:
+    ingest's messages, statuses included, reach it in ingest's batches."""
+    return len(payload) > 7 and payload[6] == _S and b'"sq":' not in payload
 
 
 class Sink(Protocol):
@@ -39,6 +52,9 @@ class Sink(Protocol):
     @property
     def local(self) -> Collection[str]:
         """Symbols some local connection wants ("*" too)."""
+
+    def wanted(self) -> tuple[list[bytes], list[bytes]]:
+        """The channels and the patterns to (re)subscribe."""
 
     @property
     def qsubs(self) -> Container[bytes]:
@@ -57,6 +73,7 @@ class RedisSubscriber:
         self,
         redis_url: str,
         chan_prefix: bytes,
+        batch_prefix: bytes,
         sink: Sink,
         stats: dict[str, int],
         *,
@@ -66,6 +83,7 @@ class RedisSubscriber:
         self.redis_url = redis_url
         self.chan_prefix = chan_prefix
         self.pattern = chan_prefix + b"*"
+        self.batch_prefix = batch_prefix
         self.sink = sink
         self.stats = stats  # the server's: redis_reconnects, redis_silent, received
         self.backoff_max = backoff_max_s
@@ -78,9 +96,6 @@ class RedisSubscriber:
     async def aclose(self) -> None:
         if self._redis is not None:
             await self._redis.aclose()
-
-    def _wanted_channels(self) -> list[bytes]:
-        return [self.chan_prefix + s.encode() for s in self.sink.local if s != "*"]
 
     async def run(self) -> None:
         """Connect, subscribe what is wanted, read; reconnect with backoff, forever."""
@@ -97,14 +112,14 @@ class RedisSubscriber:
             backoff = 0.05
             if not first:
                 self.stats["redis_reconnects"] += 1
-                log.info("fan-out: Redis reconnected; resubscribing %d channels", len(self.sink.local))
+                log.info("fan-out: Redis reconnected; resubscribing %d symbols", len(self.sink.local))
             first = False
             self._redis = conn
-            chans = self._wanted_channels()
+            chans, patterns = self.sink.wanted()
             for i in range(0, len(chans), 1000):
                 conn.write(encode("SUBSCRIBE", *chans[i:i + 1000]))
-            if "*" in self.sink.local:
-                conn.write(encode("PSUBSCRIBE", self.pattern))
+            if patterns:
+                conn.write(encode("PSUBSCRIBE", *patterns))
             self._redis_ready.set()
             self._rx_at = time.monotonic()
             heartbeat = asyncio.create_task(self._heartbeat(conn), name="fanout-redis-ping")
@@ -161,6 +176,10 @@ class RedisSubscriber:
         latest = sink.latest
         dirty = sink.dirty
         qsubs = sink.qsubs
+        local = sink.local
+        dispatch = sink.dispatch
+        bprefix = self.batch_prefix
+        cprefix = self.chan_prefix
         mlen = len(_MSG)
         got = 0
         while pos < n:
@@ -181,13 +200,23 @@ class RedisSubscriber:
                 chan = data[cs:ce]
                 payload = data[ps:pe]
                 pos = pe + 2
-                got += 1
-                if pe - ps > 7 and data[ps + 6] == _Q:
-                    if chan in qsubs:
-                        latest[chan] = payload
-                        dirty.add(chan)
-                else:
-                    sink.dispatch(chan, payload, False)
+                if chan.startswith(bprefix):  # ingest's batch: its messages, in order
+                    msgs = payload.split(b"\n")
+                    got += len(msgs)
+                    wild = "*" in local
+                    for m in msgs:
+                        ch = cprefix + m[_SYM_AT:m.find(b'"', _SYM_AT)]
+                        if len(m) > 7 and m[6] == _Q:
+                            if ch in qsubs:
+                                latest[ch] = m
+                                dirty.add(ch)
+                        else:
+                            dispatch(ch, m, False)
+                        if wild:
+                            dispatch(ch, m, True)
+                elif own_status(payload):  # a symbol's own channel: operations statuses only
+                    got += 1
+                    dispatch(chan, payload, False)
                 continue
             r = parse_reply(data, pos)
             if r is None:
@@ -196,15 +225,16 @@ class RedisSubscriber:
             if not isinstance(item, list) or not item:
                 continue
             kind = item[0]
-            if kind == b"pmessage" or kind == b"message":
+            if kind == b"pmessage" or kind == b"message":  # (a batch always comes as a message)
                 pch, pay = item[-2], item[-1]
                 assert isinstance(pch, bytes) and isinstance(pay, bytes)
-                got += 1
-                sink.dispatch(pch, pay, kind == b"pmessage")
+                if own_status(pay):
+                    got += 1
+                    sink.dispatch(pch, pay, kind == b"pmessage")
             elif kind in (b"subscribe", b"psubscribe"):
-                ch = item[1]
-                assert isinstance(ch, bytes)
-                for f in self._acks.pop(ch, []):
+                sub = item[1]
+                assert isinstance(sub, bytes)
+                for f in self._acks.pop(sub, []):
                     if not f.done():
                         f.set_result(None)
         self.stats["received"] += got

@@ -44,15 +44,16 @@ USERS: dict[str, RedisUser] = {
     "quotes": RedisUser(
         # marketdata/subscriber.py (the fan-out), simulators/quote_sources.py (the venues)
         keys=("quotes:latest", "trades:latest", "halts"),
-        channels=("md:*",),
+        channels=("md:*", "mdb:*"),
         commands=("+ping", "+select", "+hget", "+hmget", "+hgetall", "+smembers", "+sismember",
                   "+subscribe", "+psubscribe", "+unsubscribe", "+punsubscribe"),
     ),
     "ingest": RedisUser(
         # marketdata/ingest.py: HSET latest quotes/trades and md:seq, HINCRBY md:dropped and
-        # md:accepted, SADD/SREM halts, PUBLISH md:<symbol> and controls:events
+        # md:accepted, SADD/SREM halts, PUBLISH md:<symbol>, mdb:<k> (marketdata/batches.py) and
+        # controls:events
         keys=("quotes:latest", "trades:latest", "md:*", "halts"),
-        channels=("md:*", "controls:events"),
+        channels=("md:*", "mdb:*", "controls:events"),
         commands=("+ping", "+select", "+hset", "+hget", "+hmget", "+hgetall", "+hincrby",
                   "+sadd", "+srem", "+smembers", "+publish"),
     ),

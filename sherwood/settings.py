@@ -308,6 +308,9 @@ class Settings(BaseSettings):
     marketdata_ingest_workers: int = Field(default=1, ge=1, le=16)
     quote_max_age_s: float = 30.0  # LatestQuotes: an ingested quote older than this is no quote
     fanout_port: int = 8001
+    # fan-out processes on fanout_port (>1: SO_REUSEPORT, the kernel spreads the connections;
+    # marketdata/fanout_processes.py); limits below are per process
+    fanout_processes: int = Field(default=1, ge=1, le=16)
     fanout_max_connections: int = 20_000  # per process -> 406
     fanout_max_connections_per_key: int = 5  # 0 = unlimited (Alpaca allows 1) -> 406
     fanout_max_symbols: int = 2_000  # per connection, all channels together -> 405

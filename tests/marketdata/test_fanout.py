@@ -15,6 +15,7 @@ from websockets.exceptions import ConnectionClosed
 
 from db.accounts import OpenedAccount
 from db.router import ShardRouter
+from marketdata import batches
 from marketdata.ingest import Ingest
 from marketdata.quotes import LatestQuotes
 from sherwood.contracts import RedisKeys
@@ -48,18 +49,27 @@ async def test_handshake_subscribe_only_that_symbol_and_unsubscribe(
 
 async def test_redis_channel_subscribed_only_while_a_local_subscriber(
         make_fanout: FanoutFactory, account: OpenedAccount, redis: Redis, prefix: str) -> None:
+    """The batch channel of a symbol's quotes; its own channel only for statuses (operations')."""
     srv = await make_fanout()
-    chan = RedisKeys(prefix).md_channel("NVDA")
-    assert (await redis.pubsub_numsub(chan))[0][1] == 0
+    batch = batches.channel(prefix, batches.shard_of(b"NVDA")).decode()
+    own = RedisKeys(prefix).md_channel("NVDA")
+
+    async def subscribers() -> tuple[int, int]:
+        got = dict(await redis.pubsub_numsub(batch, own))
+        return got[batch.encode()], got[own.encode()]
+
+    assert await subscribers() == (0, 0)
     c = await authed_client(srv, account)
     await c.request({"action": "subscribe", "quotes": ["NVDA"]})
-    assert (await redis.pubsub_numsub(chan))[0][1] == 1
-    await c.request({"action": "unsubscribe", "quotes": ["NVDA"]})
+    assert await subscribers() == (1, 0)
+    await c.request({"action": "subscribe", "statuses": ["NVDA"]})
+    assert await subscribers() == (1, 1)
+    await c.request({"action": "unsubscribe", "quotes": ["NVDA"], "statuses": ["NVDA"]})
     for _ in range(50):
-        if (await redis.pubsub_numsub(chan))[0][1] == 0:
+        if await subscribers() == (0, 0):
             break
         await asyncio.sleep(0.02)
-    assert (await redis.pubsub_numsub(chan))[0][1] == 0
+    assert await subscribers() == (0, 0)
     await c.ws.close()
 
 
@@ -224,7 +234,7 @@ async def test_slow_client_is_cut_with_407_and_does_not_delay_a_fast_one(
     await slow_ws.send(json.dumps({"action": "subscribe", "trades": ["SPY"], "quotes": ["SPY"]}))
     await slow_ws.recv()
     await fast.request({"action": "subscribe", "trades": ["SPY"]})
-    chan = RedisKeys(prefix).md_channel("SPY")
+    chan = batches.channel(prefix, batches.shard_of(b"SPY"))  # as ingest batches them
     pad = "x" * 400
     lags: list[float] = []
     seen = 0
@@ -304,7 +314,7 @@ async def test_slow_reader_gets_the_newest_quotes_never_a_backlog(
             for _ in range(20):
                 sq += 1
                 s = syms[sq % len(syms)]
-                pipe.publish(RedisKeys(prefix).md_channel(s), json.dumps(
+                pipe.publish(batches.channel(prefix, batches.shard_of(s.encode())), json.dumps(
                     {"T": "q", "S": s, "bp": 1, "ap": 2, "sq": sq, "it": time.time_ns(), "pad": pad},
                     separators=(",", ":")))
             await pipe.execute()
