@@ -30,7 +30,8 @@ SELECT o.id, min(e.trade_date) AS trade_date, sum(e.qty) AS qty, sum(e.qty * e.p
        (SELECT t.created_at FROM ledger_transactions t
          WHERE t.id = 'order:' || o.id || :hold_suffix) AS held_at,
        -- what the hold took from unsettled sale proceeds, and when the latest of them settles
-       (SELECT json_build_array(-sum(le.amount), max(substr(la.name, 16)))
+       -- the sum as text: a JSON number would come back a float
+       (SELECT json_build_array((-sum(le.amount))::text, max(substr(la.name, 16)))
           FROM ledger_entries le JOIN ledger_accounts la ON la.id = le.ledger_account_id
          WHERE le.txn_id = 'order:' || o.id || :hold_suffix AND la.owner_id = o.account_id
            AND la.name LIKE 'cash_unsettled@%') AS from_proceeds

@@ -72,3 +72,19 @@ async def test_a_returned_deposit_is_not_counted_as_pending_later(router: ShardR
     await trade(router, acct, "KO", "buy", 10, "100.00", D)
     await trade(router, acct, "KO", "sell", 10, "100.00", D)
     assert await violations(router, acct) == []
+
+
+async def test_what_a_buy_took_from_unsettled_proceeds_is_read_exactly(router: ShardRouter) -> None:
+    """The hold's share of unsettled proceeds is read as an exact decimal (it came back through
+    JSON as a float: 30.29 read as 30.28999999999999914735...)."""
+    from decimal import Decimal
+
+    from db import gfv
+
+    acct = await open_account(router)
+    await give_shares(router, acct, "F", 1)
+    await trade(router, acct, "F", "sell", 1, "30.29", D)  # 30.29 of proceeds, settle 11-17
+    await trade(router, acct, "KO", "buy", 1, "30.29", D)  # paid with those proceeds
+    async with router.engine(acct.shard).connect() as conn:
+        [lot] = await gfv._lots(conn, acct.account_id, "KO", D)
+    assert lot.unsettled_funded == Decimal("30.29") and lot.funds_settle_date == date(2026, 11, 17)
