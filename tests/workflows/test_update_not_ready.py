@@ -24,14 +24,38 @@ from tests.workflows.test_trailing_stop import patch, wait_for
 from workflows.order_replace import OrderReplaces
 
 
-async def test_a_replace_whose_workflow_task_failed_is_sent_again_and_answered(
-        stack: TradingStack, monkeypatch: pytest.MonkeyPatch) -> None:
+async def waiting_trailing_buy(stack: TradingStack) -> tuple[Any, str]:
+    """An account's trailing buy of 10 GOOGL, watching (its hwm set)."""
     await stack.set_quote("GOOGL", "100.00", "100.10")
     acct = await stack.account("2000")
     order = await place(stack, acct, symbol="GOOGL", qty="10", side="buy", type="trailing_stop",
                         time_in_force="day", trail_percent="1")
-    oid = order["id"]
-    await wait_for(stack, acct, oid, "hwm", lambda o: o["hwm"] == "100.1")
+    await wait_for(stack, acct, order["id"], "hwm", lambda o: o["hwm"] == "100.1")
+    return acct, order["id"]
+
+
+async def replaced_then_canceled(stack: TradingStack, acct: Any, oid: str, r: Any) -> None:
+    """``r`` answered the replace of ``oid`` by a 5-share order; canceling it leaves the books
+    as they were: nothing held, reconciled, no audit finding."""
+    assert r.status_code == 200, r.text
+    new = r.json()
+    assert new["qty"] == "5" and new["replaces"] == oid
+    async with stack.http() as http:
+        assert (await http.delete(f"/v2/orders/{new['id']}", headers=headers(acct))).status_code == 204
+    await wait_order(stack, acct, new["id"], {"canceled"})
+    assert (await wait_order(stack, acct, oid, {"replaced"}))["replaced_by"] == new["id"]
+    await books_untouched(stack, acct)
+
+
+async def books_untouched(stack: TradingStack, acct: Any) -> None:
+    assert "cash_held" not in await balances(stack, acct)
+    assert (await stack.router.ledger(acct.shard).reconcile()).ok
+    assert not await audit_rows_about(stack.router, acct)
+
+
+async def test_a_replace_whose_workflow_task_failed_is_sent_again_and_answered(
+        stack: TradingStack, monkeypatch: pytest.MonkeyPatch) -> None:
+    acct, oid = await waiting_trailing_buy(stack)
     real = OrderReplaces._record_replace
     failed: list[str] = []
 
@@ -42,18 +66,8 @@ async def test_a_replace_whose_workflow_task_failed_is_sent_again_and_answered(
         return await real(self, inp)
 
     monkeypatch.setattr(OrderReplaces, "_record_replace", fails_once)
-    r = await patch(stack, acct, oid, {"qty": "5"})
-    assert r.status_code == 200, r.text
-    new = r.json()
-    assert failed and new["qty"] == "5" and new["replaces"] == oid
-    async with stack.http() as http:
-        assert (await http.delete(f"/v2/orders/{new['id']}", headers=headers(acct))).status_code == 204
-    await wait_order(stack, acct, new["id"], {"canceled"})
-    assert (await wait_order(stack, acct, oid, {"replaced"}))["replaced_by"] == new["id"]
-    assert "cash_held" not in await balances(stack, acct)
-    assert (await stack.router.ledger(acct.shard).reconcile()).ok
-    assert not await audit_rows_about(stack.router, acct)
-
+    await replaced_then_canceled(stack, acct, oid, await patch(stack, acct, oid, {"qty": "5"}))
+    assert failed
 
 
 def not_ready() -> RPCError:
@@ -79,12 +93,7 @@ async def test_an_update_the_server_dropped_is_sent_again_and_answered(
     """The server drops the update the first time (the answer it gives when the workflow task
     carrying it failed on completion: in the wild, new events arrived while it completed). The
     API sends the same update again and answers the customer; before, it answered 500."""
-    await stack.set_quote("GOOGL", "100.00", "100.10")
-    acct = await stack.account("2000")
-    order = await place(stack, acct, symbol="GOOGL", qty="10", side="buy", type="trailing_stop",
-                        time_in_force="day", trail_percent="1")
-    oid = order["id"]
-    await wait_for(stack, acct, oid, "hwm", lambda o: o["hwm"] == "100.1")
+    acct, oid = await waiting_trailing_buy(stack)
     real = WorkflowHandle.execute_update
     dropped: list[str] = []
 
@@ -100,15 +109,7 @@ async def test_an_update_the_server_dropped_is_sent_again_and_answered(
             r = await http.delete(f"/v2/orders/{oid}", headers=headers(acct))
         assert r.status_code == 204 and dropped, r.text
         await wait_order(stack, acct, oid, {"canceled"})
+        await books_untouched(stack, acct)
     else:
-        r = await patch(stack, acct, oid, {"qty": "5"})
-        assert r.status_code == 200 and dropped, r.text
-        new = r.json()
-        assert new["qty"] == "5" and new["replaces"] == oid
-        async with stack.http() as http:
-            assert (await http.delete(f"/v2/orders/{new['id']}", headers=headers(acct))).status_code == 204
-        await wait_order(stack, acct, new["id"], {"canceled"})
-        assert (await wait_order(stack, acct, oid, {"replaced"}))["replaced_by"] == new["id"]
-    assert "cash_held" not in await balances(stack, acct)
-    assert (await stack.router.ledger(acct.shard).reconcile()).ok
-    assert not await audit_rows_about(stack.router, acct)
+        await replaced_then_canceled(stack, acct, oid, await patch(stack, acct, oid, {"qty": "5"}))
+    assert dropped
