@@ -37,7 +37,7 @@ from fix.session import FixInitiator, FixSession, SessionConfig
 from fix.store import SqliteSessionStore
 from sherwood import metrics
 from sherwood.contracts import GATEWAY_TASK_QUEUE
-from sherwood.lifecycle import stopped_by_signals
+from sherwood.lifecycle import shutdown_workers, stopped_by_signals
 from sherwood.link_secret import link_secret
 from sherwood.redis_client import RedisTimeouts, redis_from_url
 from sherwood.settings import Settings, VenueConfig
@@ -80,6 +80,7 @@ class ExecutionGateway:
         link_hello_timeout_s: float = 5.0,
         link_max_in_flight: int = 256,
         link_max_unauthenticated: int = 16,
+        shutdown_timeout_s: float = 15.0,
     ) -> None:
         if not venues:
             raise ValueError("no venues configured (SHERWOOD_VENUES)")
@@ -142,6 +143,7 @@ class ExecutionGateway:
                      if link_port is not None and link_secret else None)
         self._worker: Worker | None = None
         self._worker_task: asyncio.Task[None] | None = None
+        self.shutdown_timeout_s = shutdown_timeout_s
         self._started = False
 
     @classmethod
@@ -184,6 +186,7 @@ class ExecutionGateway:
             link_hello_timeout_s=settings.gateway_link_hello_timeout_s,
             link_max_in_flight=settings.gateway_link_max_in_flight,
             link_max_unauthenticated=settings.gateway_link_max_unauthenticated,
+            shutdown_timeout_s=settings.worker_shutdown_timeout_s,
         )
 
     @property
@@ -243,12 +246,18 @@ class ExecutionGateway:
         self._forget_metrics.clear()
         if self.link is not None:  # no new direct sends; in-flight ones finish first
             await self.link.stop()
-        if self._worker is not None:  # no new activities; in-flight ones finish first
-            with contextlib.suppress(Exception):
-                await self._worker.shutdown()
+        if self._worker is not None:  # no new activities; in-flight ones finish first, for a while
+            await shutdown_workers([self._worker], self.shutdown_timeout_s, "gateway worker")
         if self._worker_task is not None:
+            # its run() ends with the shutdown; one that did not finish is cut off here (what it
+            # was sending is retried by Temporal on the next gateway, as after a crash)
+            done, _ = await asyncio.wait({self._worker_task}, timeout=1.0)
+            if not done:
+                self._worker_task.cancel()
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(self._worker_task, 1.0)
             with contextlib.suppress(BaseException):
-                await self._worker_task
+                self._worker_task.result()
         self._worker = self._worker_task = None
         for ini in self.initiators.values():
             try:

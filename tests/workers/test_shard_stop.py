@@ -42,3 +42,21 @@ async def test_the_back_office_stop_gives_up_too() -> None:
     await asyncio.wait_for(workers.stop(), 10)
     assert hung.asked.is_set()
     assert time.monotonic() - t0 < 5
+
+
+async def test_the_gateway_stop_gives_up_too(tmp_path: Any) -> None:
+    """The gateway's Temporal worker: an order activity that ignores its cancellation (a send
+    waiting on a venue that never answers) does not keep the gateway from logging out and
+    stopping."""
+    from sherwood.settings import VenueConfig
+    from workers.execution_gateway import ExecutionGateway
+
+    gw = ExecutionGateway(venues=[VenueConfig(name="MM1", port=1)], store=cast(Any, None),
+                          client=cast(Any, None), data_dir=tmp_path, shutdown_timeout_s=0.3)
+    hung = NeverShutsDown()
+    gw._worker = cast(Any, hung)
+    gw._worker_task = asyncio.create_task(asyncio.Event().wait())  # its run() never returns
+    t0 = time.monotonic()
+    await asyncio.wait_for(gw.stop(), 10)
+    assert hung.asked.is_set()
+    assert time.monotonic() - t0 < 5
