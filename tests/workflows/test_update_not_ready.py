@@ -7,6 +7,8 @@ the books and the workflow apart (the replace recorded, the workflow never told)
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -34,14 +36,31 @@ async def waiting_trailing_buy(stack: TradingStack) -> tuple[Any, str]:
     return acct, order["id"]
 
 
+async def started(stack: TradingStack, workflow_id: str, timeout: float = 10.0) -> None:
+    """Wait until Temporal knows the workflow (its start recorded)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await stack.temporal.get_workflow_handle(workflow_id).describe()
+            return
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.05)
+
+
 async def replaced_then_canceled(stack: TradingStack, acct: Any, oid: str, r: Any) -> None:
     """``r`` answered the replace of ``oid`` by a 5-share order; canceling it leaves the books
     as they were: nothing held, reconciled, no audit finding."""
     assert r.status_code == 200, r.text
     new = r.json()
     assert new["qty"] == "5" and new["replaces"] == oid
+    # canceled once its own workflow watches (a cancel sent while it is being started is seen
+    # answered 422 once in ~20 runs after a failed task: noted, not what these tests are about)
+    await started(stack, new["id"])
     async with stack.http() as http:
-        assert (await http.delete(f"/v2/orders/{new['id']}", headers=headers(acct))).status_code == 204
+        r = await http.delete(f"/v2/orders/{new['id']}", headers=headers(acct))
+    assert r.status_code == 204, r.text
     await wait_order(stack, acct, new["id"], {"canceled"})
     assert (await wait_order(stack, acct, oid, {"replaced"}))["replaced_by"] == new["id"]
     await books_untouched(stack, acct)
