@@ -24,15 +24,14 @@ import uuid
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 
+from bench.scratch import scratch_shard
 from db.accounts import open_account
 from db.engines import make_engine
-from db.migrate import drop_database, migrate_all
 from db.orders import OrderStore, Quotes, RiskContext
 from db.router import ShardRouter
 from domain.orders import AcceptOrderInput, parse_order_request
 from domain.risk import RiskLimits
 from fix.reports import ExecReport, venue_event
-from sherwood.settings import Settings
 
 
 def pct(values: list[float], p: float) -> float:
@@ -141,18 +140,8 @@ async def main() -> None:
     parser.add_argument("--orders", type=int, default=600)
     parser.add_argument("--concurrency", default="1,10")
     args = parser.parse_args()
-    prefix = f"swstore{uuid.uuid4().hex[:6]}"
-    settings = Settings().resolved().model_copy(update={"db_prefix": prefix, "redis_prefix": prefix,
-                                                        "shards": 1, "shard_urls": None})
-    urls = [settings.shard_url(0)]
-    migrate_all(settings.directory_db_url(), urls, progress=lambda m: None)
-    router = ShardRouter(settings.directory_db_url(), urls)
-    try:
-        await run(router, urls[0], args.orders, [int(c) for c in args.concurrency.split(",")])
-    finally:
-        await router.dispose()
-        for url in [settings.directory_db_url(), *urls]:
-            drop_database(url)
+    async with scratch_shard("store") as (_, router):
+        await run(router, router.shard_urls[0], args.orders, [int(c) for c in args.concurrency.split(",")])
 
 
 if __name__ == "__main__":

@@ -23,9 +23,9 @@ from decimal import Decimal
 
 from redis.asyncio import Redis
 
+from bench.scratch import scratch_shard
 from db.accounts import open_account
 from db.controls import ControlsStore
-from db.migrate import drop_database, migrate_all
 from db.orders import OrderStore, Quotes, RiskContext
 from db.router import ShardRouter
 from domain.orders import AcceptOrderInput, parse_order_request
@@ -129,19 +129,9 @@ async def main() -> None:
     parser.add_argument("--processes", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args()
-    prefix = f"swrisk{uuid.uuid4().hex[:6]}"
-    settings = Settings().resolved().model_copy(update={"db_prefix": prefix, "redis_prefix": prefix,
-                                                        "shards": 1, "shard_urls": None})
-    urls = [settings.shard_url(0)]
-    migrate_all(settings.directory_db_url(), urls, progress=lambda m: None)
-    router = ShardRouter(settings.directory_db_url(), urls)
-    try:
+    async with scratch_shard("risk") as (settings, router):
         await pretrade(router, args.orders)
         await propagation(settings, router, args.processes, args.rounds)
-    finally:
-        await router.dispose()
-        for url in [settings.directory_db_url(), *urls]:
-            drop_database(url)
 
 
 if __name__ == "__main__":
