@@ -112,14 +112,18 @@ async def test_bad_replaces_are_422_with_a_code_and_change_nothing(stack: Tradin
 async def test_a_fill_racing_the_replace_books_against_the_original(stack: TradingStack) -> None:
     """The venue fills 4 of the original before the replace reaches it, and its reports are slow:
     the customer replaces not knowing about the fill. The fill books against the original, the
-    replacement trades what is left of the new total, and the holds come out to the cent."""
-    await stack.set_quote("AAPL", "187.40", "187.50")
+    replacement trades what is left of the new total, and the holds come out to the cent.
+
+    A symbol no other test trades: the venue sends its reports one at a time, each 1 s late in
+    this block, so the quote move must fill this order alone (other tests' resting AAPL buys
+    filled by it queued ahead of the replace's answer, past ``replace_s``: STUCK, in the suite)."""
+    await stack.set_quote("QCOM", "187.40", "187.50")
     acct = await stack.account("5000")
-    old = await place(stack, acct, symbol="AAPL", qty=10, side="buy", type="limit",
+    old = await place(stack, acct, symbol="QCOM", qty=10, side="buy", type="limit",
                       limit_price="150", time_in_force="gtc")
     await wait_order(stack, acct, old["id"], {"new"})
     with stack.venues_behave(latency=1.0, engine={"fill_slices": [Decimal(4)], "fill_delay": 600}):
-        await stack.set_quote("AAPL", "149.80", "149.90")  # the venue fills a first slice of 4
+        await stack.set_quote("QCOM", "149.80", "149.90")  # the venue fills a first slice of 4
         venue = next(mm for mm in stack.venues.values() if mm.engine.order(old["id"]))
         order = venue.engine.order(old["id"])
         while order is not None and order.cum_qty < 4:
@@ -140,7 +144,7 @@ async def test_a_fill_racing_the_replace_books_against_the_original(stack: Tradi
     await wait_order(stack, acct, new["id"], {"canceled"})
     bal = await balances(stack, acct)
     assert bal["cash"] == Decimal("4400.40") and "cash_held" not in bal
-    assert bal["shares_unsettled:AAPL"] == 4
+    assert bal["shares_unsettled:QCOM"] == 4
     assert (await stack.router.ledger(acct.shard).reconcile()).ok
     # holds, fills and executions agree, order by order (about this account: the shared
     # shards carry other tests' raw seeds)
