@@ -24,8 +24,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 
-from bench.scratch import scratch_shard
-from db.accounts import open_account
+from bench.scratch import funded_accounts, scratch_shard
 from db.engines import make_engine
 from db.orders import OrderStore, Quotes, RiskContext
 from db.router import ShardRouter
@@ -109,13 +108,7 @@ async def run(router: ShardRouter, url: str, orders: int, levels: list[int]) -> 
     reads = make_engine(url, pool_size=2, max_overflow=2, autocommit=True)
     store = OrderStore(engine, reads=reads)
     ledger = router.ledger(0)
-    accounts: list[uuid.UUID] = []
-    while len(accounts) < max(*levels, 10):
-        a = await open_account(router)
-        if a.shard == 0:
-            await ledger.deposit(f"b:{a.account_id}", a.account_id, "100000000")
-            await ledger.settle_deposit(f"b:{a.account_id}:s", a.account_id, "100000000")
-            accounts.append(a.account_id)
+    accounts = await funded_accounts(router, max(*levels, 10))
     ctx = RiskContext(limits=RiskLimits(enforce_market_hours=False))
 
     async def ours(i: int) -> None:

@@ -23,8 +23,7 @@ from decimal import Decimal
 
 from redis.asyncio import Redis
 
-from bench.scratch import scratch_shard
-from db.accounts import open_account
+from bench.scratch import funded_accounts, scratch_shard
 from db.controls import ControlsStore
 from db.orders import OrderStore, Quotes, RiskContext
 from db.router import ShardRouter
@@ -41,13 +40,7 @@ def pct(values: list[float], p: float) -> float:
 async def pretrade(router: ShardRouter, n: int) -> None:
     store = OrderStore(router.engine(0))
     ledger = router.ledger(0)
-    accounts: list[uuid.UUID] = []
-    while len(accounts) < 10:
-        a = await open_account(router)
-        if a.shard == 0:
-            await ledger.deposit(f"b:{a.account_id}", a.account_id, "100000000")
-            await ledger.settle_deposit(f"b:{a.account_id}:s", a.account_id, "100000000")
-            accounts.append(a.account_id)
+    accounts = await funded_accounts(router, 10)
     ctx = RiskContext(limits=RiskLimits(enforce_market_hours=False))
     ours: list[float] = []
     base: list[float] = []

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from db.accounts import open_account
 from db.migrate import drop_database, migrate_all
 from db.router import ShardRouter
 from sherwood.settings import Settings
@@ -28,3 +29,16 @@ async def scratch_shard(name: str) -> AsyncIterator[tuple[Settings, ShardRouter]
         await router.dispose()
         for url in [settings.directory_db_url(), *urls]:
             drop_database(url)
+
+
+async def funded_accounts(router: ShardRouter, n: int, cash: str = "100000000") -> list[uuid.UUID]:
+    """``n`` accounts opened on shard 0, each with ``cash`` deposited and settled."""
+    ledger = router.ledger(0)
+    accounts: list[uuid.UUID] = []
+    while len(accounts) < n:
+        a = await open_account(router)
+        if a.shard == 0:
+            await ledger.deposit(f"b:{a.account_id}", a.account_id, cash)
+            await ledger.settle_deposit(f"b:{a.account_id}:s", a.account_id, cash)
+            accounts.append(a.account_id)
+    return accounts
