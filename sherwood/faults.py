@@ -37,6 +37,7 @@ INTERNAL_ERROR = "internal_error"
 _TRANSIENT_SQLSTATE_PREFIXES = ("08", "40", "53", "57P", "58", "55P03", "57014")
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+T = TypeVar("T")
 
 
 def sqlstate(exc: BaseException) -> str | None:
@@ -169,3 +170,17 @@ def update_dropped(exc: BaseException) -> bool:
     except Exception:  # an unreadable status is not this case
         return False
     return any(d.type_url.endswith("WorkflowNotReadyFailure") for d in details)
+
+
+async def sent_until_taken(send: Callable[[], Awaitable[T]], deadline: float) -> T:
+    """``send()`` (one workflow update), sent again while the server drops it with its failed
+    workflow task (:func:`update_dropped`) and the running loop's time is before ``deadline``;
+    any other error, or a drop past the deadline, is raised as it came."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            return await send()
+        except Exception as exc:
+            if not update_dropped(exc) or loop.time() > deadline:
+                raise
+        await asyncio.sleep(0.05)

@@ -9,6 +9,7 @@ the same order; the same client_order_id with a different body is refused (422).
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -58,7 +59,7 @@ from sherwood.contracts import (
     SYMBOL,
     shard_task_queue,
 )
-from sherwood.faults import INTERNAL_ERROR, update_dropped
+from sherwood.faults import INTERNAL_ERROR, sent_until_taken
 from sherwood.settings import Settings
 from workflows.order import OrderWorkflow
 from workflows.order_group import OrderGroupWorkflow
@@ -304,15 +305,9 @@ class OrderService:
                 # parent or a leg cancels the group)
                 group = order_id if order["legs"] is not None else _parent_of(order)
                 handle = self._client().get_workflow_handle(GROUP_WORKFLOW_PREFIX + group)
-                deadline = asyncio.get_running_loop().time() + self.settings.order_accept_timeout_s
-                while True:
-                    try:
-                        await handle.execute_update(OrderGroupWorkflow.cancel)
-                        break
-                    except RPCError as exc:  # dropped with its task: the same cancel again
-                        if not update_dropped(exc) or asyncio.get_running_loop().time() > deadline:
-                            raise
-                    await asyncio.sleep(0.05)
+                await sent_until_taken(
+                    lambda: handle.execute_update(OrderGroupWorkflow.cancel),
+                    asyncio.get_running_loop().time() + self.settings.order_accept_timeout_s)
             else:
                 await self._update(account_id, order, OrderWorkflow.cancel)
         except WorkflowUpdateFailedError as exc:
@@ -333,15 +328,11 @@ class OrderService:
         again, the same one, until the same deadline."""
         deadline = asyncio.get_running_loop().time() + self.settings.order_accept_timeout_s
         while True:
+            handle = self._client().get_workflow_handle(order["id"])
             try:
-                return await self._client().get_workflow_handle(order["id"]).execute_update(
-                    update, *args)
+                return await sent_until_taken(functools.partial(handle.execute_update, update, *args),
+                                              deadline)
             except RPCError as exc:
-                if update_dropped(exc):
-                    if asyncio.get_running_loop().time() > deadline:
-                        raise
-                    await asyncio.sleep(0.05)
-                    continue
                 if exc.status != RPCStatusCode.NOT_FOUND or not order.get("replaces") \
                         or order["status"] not in OPEN_STATUSES:
                     raise
