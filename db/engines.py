@@ -143,15 +143,24 @@ async def run_in_transaction(
     ``fn`` must be safe to re-run from the start (it is: everything it did was rolled back).
     Other errors propagate unchanged.
     """
-    attempt = 0
+    async def once() -> T:
+        async with engine.begin() as conn:
+            return await fn(conn)
+
+    return await retrying_conflicts(once, retries=retries)
+
+
+async def retrying_conflicts(attempt: Callable[[], Awaitable[T]], *, retries: int = 8) -> T:
+    """``attempt()`` (one whole transaction), run again with a short random backoff while it
+    fails on a serialization failure or deadlock, at most ``retries`` more times; other errors
+    propagate unchanged."""
+    n = 0
     while True:
         try:
-            async with engine.begin() as conn:
-                return await fn(conn)
+            return await attempt()
         except DB_ERRORS as exc:
-            if sqlstate(exc) not in RETRYABLE_SQLSTATES or attempt >= retries:
+            if sqlstate(exc) not in RETRYABLE_SQLSTATES or n >= retries:
                 raise
-            attempt += 1
-            delay = min(0.2, 0.002 * 2**attempt) * random.random()
-            log.info("retrying transaction after %s (attempt %d)", sqlstate(exc), attempt)
-            await asyncio.sleep(delay)
+            n += 1
+            log.info("retrying transaction after %s (attempt %d)", sqlstate(exc), n)
+            await asyncio.sleep(min(0.2, 0.002 * 2**n) * random.random())

@@ -18,9 +18,6 @@ order path runs three per order).
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import random
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from functools import lru_cache
@@ -31,9 +28,8 @@ from psycopg.rows import dict_row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.util import greenlet_spawn
 
-from db.engines import RETRYABLE_SQLSTATES
+from db.engines import retrying_conflicts
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 Row = dict[str, Any]
 # a SQLAlchemy connection, or the psycopg connection of one (:func:`transaction`, :func:`read`)
@@ -96,16 +92,7 @@ async def transaction(engine: AsyncEngine, fn: Callable[[psycopg.AsyncConnection
     """:func:`db.engines.run_in_transaction` on the psycopg connection itself: ``fn`` in one
     transaction, all of it retried on serialization failure or deadlock (``fn`` must be safe to
     re-run: everything it did was rolled back). Other errors propagate unchanged."""
-    attempt = 0
-    while True:
-        try:
-            return await _checked_out(engine, fn, begin=True)
-        except psycopg.Error as exc:
-            if exc.sqlstate not in RETRYABLE_SQLSTATES or attempt >= retries:
-                raise
-            attempt += 1
-            log.info("retrying transaction after %s (attempt %d)", exc.sqlstate, attempt)
-            await asyncio.sleep(min(0.2, 0.002 * 2**attempt) * random.random())
+    return await retrying_conflicts(lambda: _checked_out(engine, fn, begin=True), retries=retries)
 
 
 async def read(engine: AsyncEngine, fn: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
