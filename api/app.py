@@ -55,8 +55,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sherwood = AppState(settings=settings, router=router, redis=redis,
                                       temporal=temporal,
                                       limiter=RateLimiter(redis, settings.redis_prefix),
-                                      admission=Admission(settings.order_admission_per_shard,
-                                                          settings.order_admission_retry_after_s),
+                                      admission=Admission(
+                                          settings.order_admission_per_shard,
+                                          settings.order_admission_retry_after_s, redis=redis,
+                                          prefix=settings.redis_prefix,
+                                          hold_max_s=settings.order_admission_hold_max_s),
                                       gateway=gateway)
         try:
             yield

@@ -21,7 +21,7 @@ class AppState:
     redis: Redis | None
     temporal: Client | None = None
     limiter: RateLimiter = field(default_factory=lambda: RateLimiter(None, ""))
-    # order requests in flight per shard in this process (api/admission.py)
+    # orders in transit per shard, counted in Redis (api/admission.py)
     admission: Admission = field(default_factory=lambda: Admission(None))
     # the execution gateway's database, read by the execution-quality report (engine is lazy)
     gateway: GatewayStore | None = None

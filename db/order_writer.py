@@ -22,6 +22,7 @@ from db.ledger import PostResult, post
 from db.shortfalls import cover_if_settled, record_fill_shortfall
 from db.sql import Row
 from domain import calendar, fractional
+from domain.admission import leaves_transit
 from domain.alpaca import trade_update
 from domain.execution_quality import FillRecord
 from domain.ledger import LedgerTxn
@@ -57,6 +58,8 @@ class _Writer:
         self.house_filled = False  # the firm filled a fraction in this transaction
         # (state entered, why, the order's acceptance time if it ended): counted after the commit
         self.transitions: list[tuple[str, str | None, datetime | None]] = []
+        # orders out of transit (domain.admission): their admission slots go back after the commit
+        self.released: list[str] = []
 
     async def record(self, row: OrderRow, ex: Execution) -> bool:
         """Insert one execution row; False when (venue, exec_id) was recorded before."""
@@ -99,6 +102,8 @@ class _Writer:
                 rejected = e.to_state == OrderState.REJECTED and order.reject_code
                 why = order.reject_code if rejected else e.event
                 self.transitions.append((str(e.to_state), why, order.created_at if ended else None))
+                if leaves_transit(e.from_state, e.to_state):
+                    self.released.append(order_key)
             self.events.append({
                 "order_id": order_key, "account_id": str(e.account_id), "n": n, "event": e.event,
                 "actor": e.actor, "reason": e.reason, "from_state": e.from_state,

@@ -130,6 +130,9 @@ class OrderStore:
         # called after each commit with the outbox rows it wrote (e.g. the outbox publisher's
         # ``committed``: trade updates go out at once)
         self.on_commit = on_commit
+        # called after each commit with the orders it took out of transit (their admission
+        # slots go back: the outbox publisher's ``release``, api/admission.py)
+        self.on_release: Callable[[list[str]], None] | None = None
 
     async def _tx(self, fn: Callable[[_Writer], Any]) -> Any:
         written: list[Row] = []
@@ -147,6 +150,8 @@ class OrderStore:
         result = await sql.transaction(self.engine, attempt)
         if last:  # the committed attempt's state changes
             metrics.order_transitions(last[0].transitions, datetime.now(UTC))
+            if last[0].released and self.on_release is not None:
+                self.on_release(last[0].released)
         if self.on_commit is not None:
             self.on_commit(written)
         return result

@@ -126,6 +126,12 @@ class RedisKeys:
         """Channel: the account's order updates (Alpaca ``trade_updates``)."""
         return f"{self.prefix}:trade_updates:{account_id}"
 
+    def admission(self, shard: int) -> str:
+        """Sorted set: the orders of one shard in transit (order id -> when its slot lapses, ms
+        of Redis's clock), counted by every API process and released by the shard's worker
+        (api/admission.py)."""
+        return f"{self.prefix}:admission:{shard}"
+
     def ratelimit(self, bucket: str) -> str:
         """A token bucket shared by every API process."""
         return f"{self.prefix}:ratelimit:{bucket}"

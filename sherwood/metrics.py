@@ -90,6 +90,9 @@ FANOUT_LAG = Histogram("sherwood_fanout_lag_seconds",
 # ---------------------------------------------------------------- API
 RATE_LIMIT_REFUSALS = Counter("sherwood_rate_limit_refusals_total", "Requests refused by a rate limit (429)",
                               ["limit"])
+ADMISSION_REFUSALS = Counter("sherwood_order_admission_refusals_total",
+                             "Orders refused because their shard had its limit of orders in "
+                             "transit (429 over_capacity, api/admission.py)", ["shard"])
 
 _LABEL = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 

@@ -162,11 +162,13 @@ class Settings(BaseSettings):
     # POST /v2/orders answers within this long: the order as accepted, or 504 order_pending (the
     # client retries with the same client_order_id) while a worker restarts
     order_accept_timeout_s: float = 5.0
-    # admission control (api/admission.py): order requests in flight per shard in one API
-    # process; past it POST /v2/orders answers 429 over_capacity (Retry-After) at once, before
-    # any workflow is started or hold taken. 0: no limit.
-    order_admission_per_shard: int = Field(default=4, ge=0)
+    # admission control (api/admission.py): orders of one shard in transit (admitted, not yet
+    # resting at a venue, held or ended) across every API process; past it POST /v2/orders
+    # answers 429 over_capacity (Retry-After) at once, before any workflow is started or hold
+    # taken. 0: no limit. A slot lapses after hold_max_s whatever happens (a lost release).
+    order_admission_per_shard: int = Field(default=8, ge=0)
     order_admission_retry_after_s: int = Field(default=1, ge=1)
+    order_admission_hold_max_s: float = Field(default=5.0, gt=0, le=300)
     # a shard transaction failing transiently is retried this long, then the order ends visibly
     # (REJECTED before its hold, STUCK with it); the gateway's answer on an unsent order, as long
     order_store_retry_s: float = 120.0

@@ -25,6 +25,11 @@ until none is left; then the at-commit path resumes. Nothing is lost (the row is
 rows keep their commit order; a row both queued and claimed goes out twice, which consumers
 already tolerate.
 
+**Admission slots** (api/admission.py): the order ids a commit took out of transit
+(:meth:`OutboxPublisher.release`) go back to their shard's admission set in the same pipeline
+as the next at-commit round (one ZREM, no round trip of its own). Best effort: ids queued when a
+round fails, or while catching up, are dropped; their slots lapse on Redis's clock.
+
 Channel: ``<prefix>:trade_updates:<account_id>``. Consumers must tolerate a repeat (a crash
 after publishing, before marking). It does not poll the table in a tight loop: idle shards cost
 one statement per ``idle_s``.
@@ -69,7 +74,8 @@ class OutboxPublisher:
     def __init__(self, engine: AsyncEngine, redis: Redis, *, prefix: str = "sherwood",
                  idle_s: float = 1.0, batch: int = 200, grace_s: float = 5.0,
                  mark_engine: AsyncEngine | None = None, max_queue: int = 10_000,
-                 retry_s: float = 1.0, mark_delay_s: float = 0.5) -> None:
+                 retry_s: float = 1.0, mark_delay_s: float = 0.5,
+                 admission_key: str | None = None) -> None:
         self.engine = engine
         self.mark_engine = mark_engine or engine
         self.redis = redis
@@ -89,6 +95,9 @@ class OutboxPublisher:
         self.mark_delay_s = max(0.0, min(mark_delay_s, grace_s / 4))
         self._unmarked: list[int] = []
         self._unmarked_since = 0.0
+        # the shard's admission set (RedisKeys.admission) and the order ids to take out of it
+        self.admission_key = admission_key
+        self._releases: list[str] = []
 
     @property
     def queued(self) -> int:
@@ -113,10 +122,20 @@ class OutboxPublisher:
             self._fresh.extend(rows)
         self._wake.set()
 
+    def release(self, order_ids: list[str]) -> None:
+        """Orders a transaction of this process took out of transit: their admission slots go
+        back with the next round (never blocks; dropped while catching up, bounded by
+        ``max_queue``)."""
+        if self.admission_key is None or self.overflowed or len(self._releases) >= self.max_queue:
+            return
+        self._releases.extend(order_ids)
+        self._wake.set()
+
     def _catch_up(self) -> None:
         """Drop what is queued; the next round publishes every unmarked row from the table."""
         self.dropped += len(self._fresh)
         self._fresh = []
+        self._releases = []  # their slots lapse on Redis's clock
         self.overflowed = True
 
     def _pipeline_of(self, rows: list[Row]) -> Any:
@@ -130,9 +149,16 @@ class OutboxPublisher:
         far (``mark=False``: only once :meth:`mark_due`). On a failure they stay unmarked in the
         table, for the sweep."""
         rows, self._fresh = self._fresh, []
+        releases, self._releases = self._releases, []
+        if releases and not rows:
+            assert self.admission_key is not None
+            await self.redis.zrem(self.admission_key, *releases)
         if rows:
             since = self._fresh_since
-            await self._pipeline_of(rows).execute()
+            pipe = self._pipeline_of(rows)
+            if releases:
+                pipe.zrem(self.admission_key, *releases)
+            await pipe.execute()
             metrics.OUTBOX_LAG.observe(time.monotonic() - since)  # the oldest row's wait
             metrics.OUTBOX_PUBLISHED.inc(len(rows))
             if not self._unmarked:

@@ -31,11 +31,12 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.admission import Admission
+from api.admission import Admission, Slot
 from api.errors import ApiError
 from db import sql
 from db.engines import reading
 from db.router import ShardRouter
+from domain.admission import keeps_slot
 from domain.alpaca import order_at_accept, order_object
 from domain.errors import DomainError
 from domain.order_groups import GroupRequest, is_group, parse_group_request
@@ -120,13 +121,15 @@ class OrderService:
         wire: dict[str, object] = {**(group or req).to_wire(), "client_order_id": client_order_id}
         request_hash = (group or req).hash()
         shard = await self.router.shard_for(account_id)
-        # admission before anything is started or held; the slot is held until the answer
-        async with self.admission.admit(shard):
-            return await self._place(account_id, shard, order_id, req, group, wire, request_hash)
+        # admission before anything is started or held; the slot stays taken while the order
+        # is in transit (to the answer, and on until it rests or ends if it goes to a venue now)
+        async with self.admission.admit(shard, order_id) as slot:
+            return await self._place(account_id, shard, order_id, req, group, wire, request_hash,
+                                     slot)
 
     async def _place(self, account_id: uuid.UUID, shard: int, order_id: str, req: OrderRequest,
                      group: GroupRequest | None, wire: dict[str, object],
-                     request_hash: str) -> dict[str, Any]:
+                     request_hash: str, slot: Slot) -> dict[str, Any]:
         inp = PlaceOrderInput(
             order_id=order_id, account_id=str(account_id), shard=shard, request=wire,
             request_hash=request_hash, collar=str(self.settings.market_order_collar),
@@ -181,6 +184,8 @@ class OrderService:
                 delay = min(delay * 2, 2.0)
         if snap.reject_code and S_REJECTED(snap):
             raise _rejected(snap.order_id, snap.reject_code, snap.reject_reason)
+        if not snap.duplicate and keeps_slot(snap.state, req.type, queued_until=snap.queued_until):
+            slot.keep()  # on its way to a venue: its shard gives the slot back (domain.admission)
         # the order as accepted (no read: the accept returned it); a duplicate is read (and its
         # request checked) as it is now, and so is a group (its legs were written with it)
         order = (None if group is not None else order_at_accept(snap, req)) or \

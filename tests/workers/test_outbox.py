@@ -236,3 +236,41 @@ async def test_marks_of_rows_published_at_commit_are_batched_and_flushed_at_stop
         assert await rows.unmarked() == 0  # marked when the publisher stopped
     finally:
         stop.set()
+
+
+async def test_admission_slots_go_back_with_the_next_round_and_are_dropped_while_catching_up(
+    rows: OutboxRows, redis: Redis,
+) -> None:
+    """Orders a commit took out of transit leave the shard's admission set (api/admission.py)
+    with the round that publishes the commit's rows, or on their own when it wrote none; while
+    the publisher catches up from the table they are dropped (their slots lapse)."""
+    key = RedisKeys(rows.prefix).admission(0)
+    await redis.zadd(key, {"o1": 1e15, "o2": 1e15, "o3": 1e15})
+    pub = OutboxPublisher(rows.engine, redis, prefix=rows.prefix, mark_engine=rows.marks,
+                          idle_s=30.0, admission_key=key)
+    stop = asyncio.Event()
+    task = asyncio.create_task(pub.run(stop))
+
+    async def members() -> set[bytes]:
+        return set(await redis.zrange(key, 0, -1))
+
+    async def until(want: set[bytes]) -> None:
+        deadline = time.monotonic() + 5
+        while await members() != want:
+            assert time.monotonic() < deadline, await members()
+            await asyncio.sleep(0.01)
+
+    try:
+        written = await rows.write(1)
+        pub.release(["o1"])  # as the order store calls them after a commit
+        pub.committed(written)
+        await until({b"o2", b"o3"})
+        pub.release(["o2"])  # a commit with no trade update
+        await until({b"o3"})
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    pub._catch_up()
+    pub.release(["o3"])
+    assert await pub.publish_committed() == 0 and await members() == {b"o3"}
+    await redis.delete(key)

@@ -1,12 +1,15 @@
-"""Admission control (api/admission.py): past ``order_admission_per_shard`` order requests in
-flight on a shard, POST /v2/orders is refused at once (429 ``over_capacity``, Retry-After) with
-nothing written and no workflow started; under the limit orders are unaffected; the slot is
-given back however the request is answered (an order, a refusal, an error, a client gone)."""
+"""Admission control (api/admission.py) on the real stack: past ``order_admission_per_shard``
+orders of a shard in transit, POST /v2/orders is refused at once (429 ``over_capacity``,
+Retry-After) with nothing written and no workflow started; under the limit orders are
+unaffected; an order keeps its slot while it is on its way to a venue and the shard gives it back
+when the order rests or ends; a refused, rejected or waiting order gives it back at once. The
+Redis script itself: tests/api/test_admission.py."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -18,17 +21,21 @@ from sqlalchemy import text
 
 from api.admission import Admission
 from api.app import create_app
-from api.errors import ApiError
 from api.services.orders import order_id_for
+from sherwood.contracts import RedisKeys
 from tests.stack import TradingStack, headers
 from tests.workflows.order_helpers import balances, wait_order
 from tests.workflows.test_input_bounds import no_workflow
 
 
 @contextlib.asynccontextmanager
-async def limited_app(stack: TradingStack, per_shard: int) -> AsyncIterator[tuple[FastAPI, Admission]]:
-    """A second API process on the same stack, with its own admission limit."""
-    app = create_app(stack.settings.model_copy(update={"order_admission_per_shard": per_shard}))
+async def limited_app(stack: TradingStack, per_shard: int,
+                      hold_max_s: float = 60) -> AsyncIterator[tuple[FastAPI, Admission]]:
+    """A second API process on the same stack, with an admission limit (the stack's own API has
+    none; both count in the same Redis set). Slots lapse only after ``hold_max_s``: what gives
+    them back sooner is the API or the shard."""
+    app = create_app(stack.settings.model_copy(update={"order_admission_per_shard": per_shard,
+                                                       "order_admission_hold_max_s": hold_max_s}))
     async with app.router.lifespan_context(app):
         yield app, app.state.sherwood.admission
 
@@ -45,38 +52,116 @@ def buy(coid: str, qty: str = "1") -> dict[str, str]:
             "time_in_force": "day", "client_order_id": coid}
 
 
-async def nothing_written(stack: TradingStack, acct, coid: str, cash: str) -> None:  # type: ignore[no-untyped-def]
+async def no_order(stack: TradingStack, acct, coid: str) -> None:  # type: ignore[no-untyped-def]
+    """No row and no workflow of the order ``coid`` names."""
     oid = order_id_for(acct.account_id, coid)
     async with stack.router.engine(acct.shard).connect() as conn:
-        n = (await conn.execute(text("SELECT count(*) FROM orders WHERE id = :o OR account_id = :a"),
-                                {"o": oid, "a": acct.account_id})).scalar_one()
+        n = (await conn.execute(text("SELECT count(*) FROM orders WHERE id = :o"), {"o": oid})).scalar_one()
     assert n == 0
     await no_workflow(stack, str(oid))
+
+
+async def nothing_written(stack: TradingStack, acct, coid: str, cash: str) -> None:  # type: ignore[no-untyped-def]
+    """No order of the account at all, and its cash untouched (no hold)."""
+    await no_order(stack, acct, coid)
+    async with stack.router.engine(acct.shard).connect() as conn:
+        n = (await conn.execute(text("SELECT count(*) FROM orders WHERE account_id = :a"),
+                                {"a": acct.account_id})).scalar_one()
+    assert n == 0
     assert await balances(stack, acct) == {"cash": Decimal(cash)}  # no hold
+
+
+def resting(coid: str) -> dict[str, str]:
+    """A buy below the market: it rests at a venue."""
+    return {**buy(coid), "limit_price": "12.00"}
+
+
+@pytest.fixture(autouse=True)
+async def empty_sets(stack: TradingStack) -> None:
+    """Every shard's admission set starts empty (a slot kept by an earlier test lapses only
+    after its hold)."""
+    keys = RedisKeys(stack.settings.redis_prefix)
+    await stack.redis.delete(*(keys.admission(n) for n in range(stack.settings.shard_count)))
+
+
+async def counted(stack: TradingStack, shard: int) -> set[str]:
+    """The order ids the shard's admission set holds."""
+    key = RedisKeys(stack.settings.redis_prefix).admission(shard)
+    return {m.decode() if isinstance(m, bytes) else m for m in await stack.redis.zrange(key, 0, -1)}
+
+
+async def until_released(stack: TradingStack, shard: int, order_id: str, within: float = 10) -> float:
+    """Wait until ``order_id`` is out of the shard's set; how long it took."""
+    t0 = time.monotonic()
+    while order_id in await counted(stack, shard):
+        assert time.monotonic() - t0 < within, f"{order_id} still counted after {within}s"
+        await asyncio.sleep(0.02)
+    return time.monotonic() - t0
+
+
+async def other_shard_account(stack: TradingStack, shard: int):  # type: ignore[no-untyped-def]
+    other = await stack.account("1000")
+    while other.shard == shard:
+        other = await stack.account("1000")
+    return other
 
 
 async def test_an_over_limit_post_is_refused_with_nothing_written(stack: TradingStack) -> None:
     await stack.set_quote("F", "12.30", "12.31")
     acct = await stack.account("1000")
     async with limited_app(stack, 1) as (app, admission), http_to(app) as http:
-        async with admission.admit(acct.shard):  # another order of the shard is in flight
-            coid = f"adm-{uuid.uuid4().hex[:8]}"
-            r = await http.post("/v2/orders", headers=headers(acct), json=buy(coid))
-            assert r.status_code == 429, r.text
-            assert r.json()["reason"] == "over_capacity" and r.json()["code"] == 42910000
-            assert int(r.headers["Retry-After"]) >= 1
-            await nothing_written(stack, acct, coid, "1000")
-            # another shard's orders are not held back by this one
-            other = await stack.account("1000")
-            while other.shard == acct.shard:
-                other = await stack.account("1000")
-            r2 = await http.post("/v2/orders", headers=headers(other), json=buy(f"o-{coid}"))
-            assert r2.status_code == 200, r2.text
-        assert admission.in_flight(acct.shard) == 0 and admission.refused == 1
+        # another order of the shard is in transit (counted by another API process, say)
+        async with admission.admit(acct.shard, "another-order") as slot:
+            slot.keep()
+        coid = f"adm-{uuid.uuid4().hex[:8]}"
+        r = await http.post("/v2/orders", headers=headers(acct), json=buy(coid))
+        assert r.status_code == 429, r.text
+        assert r.json()["reason"] == "over_capacity" and r.json()["code"] == 42910000
+        assert int(r.headers["Retry-After"]) >= 1
+        await nothing_written(stack, acct, coid, "1000")
+        assert await counted(stack, acct.shard) == {"another-order"}
+        # another shard's orders are not held back by this one
+        other = await other_shard_account(stack, acct.shard)
+        r2 = await http.post("/v2/orders", headers=headers(other), json=buy(f"o-{coid}"))
+        assert r2.status_code == 200, r2.text
         # once the slot is free, the same request is an order like any other
+        await stack.redis.zrem(RedisKeys(stack.settings.redis_prefix).admission(acct.shard),
+                               "another-order")
         r = await http.post("/v2/orders", headers=headers(acct), json=buy(coid))
         assert r.status_code == 200, r.text
         await wait_order(stack, acct, r.json()["id"], {"filled"})
+        await until_released(stack, acct.shard, r.json()["id"])
+        assert admission.refused == 1
+
+
+async def test_an_order_keeps_its_slot_on_its_way_to_the_venue_and_the_shard_gives_it_back(
+        stack: TradingStack) -> None:
+    """The venue answers 1 s late: the order is routed and not yet resting, and a second order of
+    the shard is refused; once the venue acknowledges it (it rests), the shard's worker gives
+    the slot back, long before it would lapse (60 s)."""
+    await stack.set_quote("F", "12.30", "12.31")
+    acct = await stack.account("1000")
+    async with limited_app(stack, 1) as (app, _), http_to(app) as http:
+        with stack.venues_behave(latency=1.0):
+            r = await http.post("/v2/orders", headers=headers(acct),
+                                json=resting(f"k-{uuid.uuid4().hex[:6]}"))
+            assert r.status_code == 200, r.text
+            first = r.json()["id"]
+            assert await counted(stack, acct.shard) == {first}  # answered, still in transit
+            coid = f"k2-{uuid.uuid4().hex[:6]}"
+            r2 = await http.post("/v2/orders", headers=headers(acct), json=resting(coid))
+            assert r2.status_code == 429 and r2.json()["reason"] == "over_capacity", r2.text
+            held = await balances(stack, acct)
+            await no_order(stack, acct, coid)
+            assert await balances(stack, acct) == held  # the first order's hold only
+            took = await until_released(stack, acct.shard, first)
+            assert took < 30
+            assert (await wait_order(stack, acct, first, {"new"}))["status"] == "new"  # it rests
+        r3 = await http.post("/v2/orders", headers=headers(acct), json=resting(coid))
+        assert r3.status_code == 200, r3.text
+        for oid in (first, r3.json()["id"]):
+            assert (await http.delete(f"/v2/orders/{oid}", headers=headers(acct))).status_code == 204
+            await wait_order(stack, acct, oid, {"canceled"})
 
 
 async def test_orders_under_the_limit_are_unaffected(stack: TradingStack) -> None:
@@ -87,7 +172,8 @@ async def test_orders_under_the_limit_are_unaffected(stack: TradingStack) -> Non
             r = await http.post("/v2/orders", headers=headers(acct), json=buy(f"u{i}-{uuid.uuid4().hex[:6]}"))
             assert r.status_code == 200, r.text
             await wait_order(stack, acct, r.json()["id"], {"filled"})
-        assert admission.refused == 0 and admission.in_flight(acct.shard) == 0
+            await until_released(stack, acct.shard, r.json()["id"])  # the fill gave it back
+        assert admission.refused == 0
 
 
 async def test_a_burst_over_the_limit_sheds_the_excess_and_books_the_rest(stack: TradingStack) -> None:
@@ -103,7 +189,6 @@ async def test_a_burst_over_the_limit_sheds_the_excess_and_books_the_rest(stack:
     async with limited_app(stack, 2) as (app, admission), http_to(app) as http:
         answers = await asyncio.gather(*(http.post("/v2/orders", headers=headers(a), json=buy(c))
                                          for a, c in zip(accts, coids, strict=True)))
-        assert admission.in_flight(accts[0].shard) == 0
     codes = [r.status_code for r in answers]
     assert set(codes) <= {200, 429} and 200 in codes and 429 in codes, codes
     assert admission.refused == codes.count(429)
@@ -113,52 +198,59 @@ async def test_a_burst_over_the_limit_sheds_the_excess_and_books_the_rest(stack:
             await nothing_written(stack, a, c, "1000")
         else:
             await wait_order(stack, a, r.json()["id"], {"filled"})
+            await until_released(stack, a.shard, r.json()["id"])
+    assert await counted(stack, accts[0].shard) == set()
 
 
-async def test_the_slot_is_given_back_however_the_order_is_answered(stack: TradingStack) -> None:
+async def test_the_slot_is_given_back_at_once_when_nothing_is_in_transit(stack: TradingStack) -> None:
+    """A refusal by the workflow, a client_order_id conflict and an order that waits at the
+    broker (a trailing stop) leave nothing on its way to a venue: the API gives the slot back
+    with its answer, and the next order of the shard goes through at once."""
     await stack.set_quote("F", "12.30", "12.31")
-    acct = await stack.account("100")
+    await stack.set_quote("NFLX", "400.00", "400.10")
+    acct = await stack.account("10000")
     async with limited_app(stack, 1) as (app, admission), http_to(app) as http:
         coid = f"s-{uuid.uuid4().hex[:6]}"
         r = await http.post("/v2/orders", headers=headers(acct), json=buy(coid))
         assert r.status_code == 200, r.text
-        assert admission.in_flight(acct.shard) == 0
+        await wait_order(stack, acct, r.json()["id"], {"filled"})
+        await until_released(stack, acct.shard, r.json()["id"])
         # refused by the workflow after admission: buying power (403)
-        r = await http.post("/v2/orders", headers=headers(acct), json=buy(f"x-{coid}", qty="100"))
+        r = await http.post("/v2/orders", headers=headers(acct), json=buy(f"x-{coid}", qty="10000"))
         assert r.status_code == 403, r.text
-        assert admission.in_flight(acct.shard) == 0
+        assert await counted(stack, acct.shard) == set()
         # refused after admission: the client_order_id of another order (422)
         r = await http.post("/v2/orders", headers=headers(acct), json=buy(coid, qty="2"))
         assert r.status_code == 422, r.text
-        assert admission.in_flight(acct.shard) == 0
-        # the client gives up while the order is being accepted (its request is cancelled)
-        task = asyncio.create_task(http.post("/v2/orders", headers=headers(acct), json=buy(f"c-{coid}")))
-        while admission.in_flight(acct.shard) == 0 and not task.done():
+        assert await counted(stack, acct.shard) == set()
+        # a trailing stop waits for its trigger at the broker: nothing in transit
+        r = await http.post("/v2/orders", headers=headers(acct), json={
+            "symbol": "NFLX", "qty": "1", "side": "buy", "type": "trailing_stop",
+            "time_in_force": "day", "trail_percent": "1"})
+        assert r.status_code == 200 and r.json()["status"] == "new", r.text
+        assert await counted(stack, acct.shard) == set()
+        assert (await http.delete(f"/v2/orders/{r.json()['id']}", headers=headers(acct))).status_code == 204
+        await wait_order(stack, acct, r.json()["id"], {"canceled"})
+        assert admission.refused == 0
+
+
+async def test_a_client_gone_mid_accept_leaves_the_slot_to_the_shard(stack: TradingStack) -> None:
+    """The client gives up while its order is being accepted: the order may go on, so its slot
+    stays counted until the order rests or ends (here: it fills), never leaked."""
+    await stack.set_quote("F", "12.30", "12.31")
+    acct = await stack.account("1000")
+    async with limited_app(stack, 1) as (app, admission), http_to(app) as http:
+        coid = f"c-{uuid.uuid4().hex[:6]}"
+        oid = str(order_id_for(acct.account_id, coid))
+        task = asyncio.create_task(http.post("/v2/orders", headers=headers(acct), json=buy(coid)))
+        while oid not in await counted(stack, acct.shard) and not task.done():
             await asyncio.sleep(0)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        assert admission.in_flight(acct.shard) == 0
-        # and the next order goes through
-        r = await http.post("/v2/orders", headers=headers(acct), json=buy(f"n-{coid}"))
-        assert r.status_code == 200, r.text
+        # the same order posted again is counted once and answered as the order it is
+        r = await http.post("/v2/orders", headers=headers(acct), json=buy(coid))
+        assert r.status_code == 200 and r.json()["id"] == oid, r.text
+        await wait_order(stack, acct, oid, {"filled"})
+        await until_released(stack, acct.shard, oid)
         assert admission.refused == 0
-
-
-@pytest.mark.parametrize("error", [TimeoutError, asyncio.CancelledError, ApiError(504, "order_pending", "x")],
-                         ids=["timeout", "cancelled", "api-error"])
-async def test_admission_releases_on_any_exit(error: BaseException | type[BaseException]) -> None:
-    adm = Admission(1)
-    with pytest.raises(BaseException):  # noqa: B017 -- the error itself, whatever it is
-        async with adm.admit(3):
-            assert adm.in_flight(3) == 1
-            raise error
-    assert adm.in_flight(3) == 0
-    async with adm.admit(3):
-        with pytest.raises(ApiError) as refused:
-            async with adm.admit(3):
-                pass
-        assert refused.value.status == 429 and refused.value.headers == {"Retry-After": "1"}
-        async with adm.admit(4):  # another shard
-            pass
-    assert Admission(0).per_shard is None  # 0: no limit

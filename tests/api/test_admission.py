@@ -1,0 +1,128 @@
+"""Admission control's count in Redis (api/admission.py), on the machine's Redis: a shard's
+orders in transit up to the limit, every API process counting in one set; the same order counted
+once; slots given back on answers that leave nothing in transit, kept on those that may not; and
+lapsing on Redis's clock. The stack's view (orders, the shard's release): tests/workflows/
+test_order_admission.py."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import pytest
+from redis.asyncio import Redis
+
+from api.admission import Admission
+from api.errors import ApiError
+from domain.admission import keeps_slot, leaves_transit
+from sherwood.contracts import RedisKeys
+
+
+def two(redis: Redis, limit: int = 2, hold_max_s: float = 60) -> tuple[Admission, Admission]:
+    """Two API processes' admissions on one fresh prefix."""
+    prefix = f"adm-{uuid.uuid4().hex[:8]}"
+    return (Admission(limit, redis=redis, prefix=prefix, hold_max_s=hold_max_s),
+            Admission(limit, redis=redis, prefix=prefix, hold_max_s=hold_max_s))
+
+
+async def take(adm: Admission, shard: int, order_id: str) -> None:
+    """Admit ``order_id`` and keep its slot (an order gone on in transit)."""
+    async with adm.admit(shard, order_id) as slot:
+        slot.keep()
+
+
+async def test_the_limit_is_shared_by_every_api_process_and_per_shard(redis: Redis) -> None:
+    a, b = two(redis)
+    await take(a, 0, "o1")
+    await take(b, 0, "o2")
+    with pytest.raises(ApiError) as refused:
+        await take(a, 0, "o3")
+    assert refused.value.status == 429 and refused.value.reason == "over_capacity"
+    assert refused.value.code == 42910000 and refused.value.headers == {"Retry-After": "1"}
+    assert a.refused == 1
+    await take(b, 1, "o4")  # another shard has its own limit
+    # the same order again is counted once (a client's retry), and admitted
+    await take(b, 0, "o1")
+    assert await a.in_transit(0) == 2
+    # the shard gives one back (the outbox publisher's ZREM): the next order is admitted
+    await redis.zrem(RedisKeys(a.keys.prefix).admission(0), "o2")
+    await take(a, 0, "o3")
+
+
+@pytest.mark.parametrize(("error", "kept"), [
+    (ApiError(403, "insufficient_buying_power", "x"), False),
+    (ApiError(422, "idempotency_conflict", "x"), False),
+    (ApiError(504, "order_pending", "x"), True),
+    (TimeoutError(), True),
+    (asyncio.CancelledError(), True),
+    (RuntimeError("unexpected"), True),
+], ids=["403", "422", "504", "timeout", "cancelled", "unexpected"])
+async def test_a_refusal_gives_the_slot_back_and_an_answer_that_may_leave_the_order_on_keeps_it(
+        redis: Redis, error: BaseException, kept: bool) -> None:
+    adm, _ = two(redis, limit=1)
+    with pytest.raises(type(error)):
+        async with adm.admit(0, "o1"):
+            raise error
+    assert await adm.in_transit(0) == (1 if kept else 0)
+
+
+async def test_an_answer_that_leaves_nothing_in_transit_gives_the_slot_back(redis: Redis) -> None:
+    adm, _ = two(redis, limit=1)
+    async with adm.admit(0, "o1"):
+        assert await adm.in_transit(0) == 1
+    assert await adm.in_transit(0) == 0
+    # a repeat of an order counted already does not give back that order's slot
+    await take(adm, 0, "o2")
+    async with adm.admit(0, "o2"):
+        pass
+    assert await adm.in_transit(0) == 1
+
+
+async def test_a_slot_lapses_on_redis_clock(redis: Redis) -> None:
+    adm, _ = two(redis, limit=1, hold_max_s=0.3)
+    await take(adm, 0, "lost")  # its release never comes (a crashed worker, say)
+    t0 = time.monotonic()
+    while True:
+        try:
+            await take(adm, 0, "next")
+            break
+        except ApiError:
+            assert time.monotonic() - t0 < 5
+            await asyncio.sleep(0.02)
+    assert time.monotonic() - t0 >= 0.2  # not before its hold
+
+
+async def test_no_limit_and_redis_down_admit_everything() -> None:
+    down = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
+    adm = Admission(1, redis=down)
+    for i in range(3):  # logged, admitted: it protects capacity, not money
+        await take(adm, 0, f"o{i}")
+    await down.aclose()
+    assert Admission(0).per_shard is None and not Admission(0).on  # 0: no limit
+    for i in range(3):
+        await take(Admission(1), 0, f"o{i}")  # no Redis: no limit
+
+
+@pytest.mark.parametrize(("state", "otype", "queued", "keeps"), [
+    ("FUNDS_HELD", "market", None, True),  # on its way to a venue
+    ("FUNDS_HELD", "limit", None, True),
+    ("FUNDS_HELD", "stop", None, True),  # the venue holds a stop
+    ("FUNDS_HELD", "limit", "2026-12-07T14:30:00+00:00", False),  # waits for the open
+    ("FUNDS_HELD", "trailing_stop", None, False),  # waits for its trigger at the broker
+    ("REJECTED", "market", None, False),
+    ("FILLED", "market", None, False),
+    ("ACKED", "limit", None, False),
+])
+def test_keeps_slot(state: str, otype: str, queued: str | None, keeps: bool) -> None:
+    assert keeps_slot(state, otype, queued_until=queued) is keeps
+
+
+@pytest.mark.parametrize(("frm", "to", "leaves"), [
+    ("FUNDS_HELD", "ROUTED", False), ("", "PENDING", False), ("PENDING", "FUNDS_HELD", False),
+    ("ROUTED", "ACKED", True), ("ROUTED", "FILLED", True), ("ROUTED", "PARTIALLY_FILLED", True),
+    ("ROUTED", "PENDING_CANCEL", True), ("ROUTED", "STUCK", True), ("PENDING", "REJECTED", True),
+    ("FUNDS_HELD", "CANCELED", True), ("ACKED", "ACKED", False), ("ROUTED", None, False),
+])
+def test_leaves_transit(frm: str, to: str | None, leaves: bool) -> None:
+    assert leaves_transit(frm, to) is leaves
