@@ -80,7 +80,7 @@ class Admission:
 
     def __init__(self, per_shard: int | None, retry_after_s: int = 1, *,
                  redis: Redis | None = None, prefix: str = "sherwood",
-                 hold_max_s: float = 5.0) -> None:
+                 hold_max_s: float = 30.0) -> None:
         self.per_shard = per_shard or None
         self.retry_after_s = max(1, retry_after_s)
         self.redis = redis

@@ -168,7 +168,7 @@ class Settings(BaseSettings):
     # taken. 0: no limit. A slot lapses after hold_max_s whatever happens (a lost release).
     order_admission_per_shard: int = Field(default=8, ge=0)
     order_admission_retry_after_s: int = Field(default=1, ge=1)
-    order_admission_hold_max_s: float = Field(default=5.0, gt=0, le=300)
+    order_admission_hold_max_s: float = Field(default=30.0, gt=0, le=300)
     # a shard transaction failing transiently is retried this long, then the order ends visibly
     # (REJECTED before its hold, STUCK with it); the gateway's answer on an unsent order, as long
     order_store_retry_s: float = 120.0
