@@ -4,7 +4,7 @@ makes them once the tables hold some history (EXPLAIN of the statement the store
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 import psycopg
@@ -53,9 +53,9 @@ async def store(gateway_url: str) -> AsyncIterator[GatewayStore]:
 
 async def plan_of(store: GatewayStore, call: Any) -> list[str]:
     """The nodes (type, relation) of the plan of the statement ``call(store)`` sends."""
-    sent: list[tuple[str, dict[str, Any]]] = []
+    sent: list[tuple[str, Mapping[str, Any] | None]] = []
 
-    async def capture(statement: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    async def capture(statement: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         sent.append((statement, params))
         return []
 
