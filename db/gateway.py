@@ -358,6 +358,10 @@ class GatewayStore:
 
 # The route of the order a report (``g``: order_id, received_at) is about: its own, or for a
 # replacement the route of the first order of its chain (gateway_orders.route_order_id).
+# LIMIT 1 (order_id is the key: at most one row anyway) keeps the lookup a lateral subquery, one
+# probe of the key per report: flattened into a join, the planner hashed the whole of
+# gateway_routes for the delivery loop's every pass (one per order, the table growing with every
+# order routed: measured 1.8M rows read for 1,500 orders).
 _ROUTE_JOIN = """
 LEFT JOIN LATERAL (
     SELECT r.venue AS route_venue, r.order_id AS route_order_id, r.order_type AS route_type,
@@ -365,7 +369,8 @@ LEFT JOIN LATERAL (
            r.ask AS route_ask, r.quote_age_ms AS route_age_ms, r.routed_at AS route_at
       FROM gateway_routes r
      WHERE r.order_id = coalesce((SELECT o.route_order_id FROM gateway_orders o
-                                   WHERE o.cl_ord_id = g.order_id), g.order_id)) rt ON true
+                                   WHERE o.cl_ord_id = g.order_id), g.order_id)
+     LIMIT 1) rt ON true
 """
 _ROUTE_COLS = """rt.route_venue, rt.route_order_id, rt.route_type, rt.route_side, rt.route_limit,
     rt.route_bid, rt.route_ask, rt.route_age_ms, rt.route_at,

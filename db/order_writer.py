@@ -155,11 +155,9 @@ class _Writer:
             params.update({f"u{j}_{k}": _value(v) for k, v in changed.items()})
             params[f"u{j}__id"] = uuid.UUID(order)
         if self._booked:
-            rows.append("b AS (UPDATE executions x SET ledger_txn_id = b.l, trade_date = b.td, "
-                        "settle_date = b.sd FROM jsonb_to_recordset(CAST(:booked AS jsonb)) "
-                        "AS b(v text, e text, l text, td date, sd date) "
-                        "WHERE x.venue = b.v AND x.exec_id = b.e)")
-            params["booked"] = json.dumps(self._booked)
+            rows.append(f"b AS ({BOOK_EXECUTIONS})")
+            params.update(booked=json.dumps(self._booked), bv=[b["v"] for b in self._booked],
+                          be=[b["e"] for b in self._booked])
         # the rows first: the events' foreign key is checked at the end of the statement
         return await sql.rows(self.conn, "WITH " + "".join(f"{r},\n" for r in rows) + _WRITE_TRAIL,
                               params)
@@ -180,6 +178,15 @@ def _value(v: Any) -> Any:
     if isinstance(v, dict):  # hold_sources (jsonb): decimals as strings
         return json.dumps({k: str(x) for k, x in v.items()})
     return v
+
+
+# The bookings of this transaction's executions. The key lists repeat the join's keys (they
+# filter nothing more): without them the planner, expecting 100 rows of jsonb_to_recordset,
+# hashed them against a scan of the whole executions table, once per fill booked.
+BOOK_EXECUTIONS = """UPDATE executions x SET ledger_txn_id = b.l, trade_date = b.td, settle_date = b.sd
+  FROM jsonb_to_recordset(CAST(:booked AS jsonb)) AS b(v text, e text, l text, td date, sd date)
+ WHERE x.venue = b.v AND x.exec_id = b.e
+   AND x.venue = ANY(CAST(:bv AS text[])) AND x.exec_id = ANY(CAST(:be AS text[]))"""
 
 
 _INSERT_EXECUTION = """

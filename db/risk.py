@@ -22,6 +22,20 @@ PROVISIONAL_CREDIT = """(SELECT -coalesce(sum(e.amount), 0) FROM ledger_transact
      WHERE t.account_id = :a AND t.kind IN ('deposit', 'deposit_settle', 'deposit_bounce')
        AND la.owner_id IS NULL AND la.name = 'ach_provisional')"""
 
+# The fills the day-trade rules need (domain.risk.day_trades, AccountState.bought_today), not
+# every fill of the window: of each symbol and trade date, the first buy and the last sell. A day
+# is a day trade when a buy came before a sell, i.e. when its first buy came before its last sell;
+# a symbol was bought today when today has a first buy. An active account's week of fills would
+# otherwise be read, sent and decoded on every order it places.
+_PDT_FILLS = """
+(SELECT DISTINCT ON (symbol, trade_date) symbol, side, trade_date, received_at, exec_id
+   FROM executions WHERE account_id = :a AND qty > 0 AND trade_date >= :since AND side = 'buy'
+  ORDER BY symbol, trade_date, received_at, exec_id)
+UNION ALL
+(SELECT DISTINCT ON (symbol, trade_date) symbol, side, trade_date, received_at, exec_id
+   FROM executions WHERE account_id = :a AND qty > 0 AND trade_date >= :since AND side <> 'buy'
+  ORDER BY symbol, trade_date, received_at DESC, exec_id DESC)"""
+
 # Everything else in one statement (one round trip on the hot accept path). Taken after the
 # account row lock, so in READ COMMITTED it sees every hold committed before the lock was ours.
 _STATE = f"""
@@ -33,13 +47,15 @@ SELECT
   {PROVISIONAL_CREDIT} AS provisional,
   (SELECT coalesce(json_agg(json_build_array(f.symbol, f.side, f.trade_date)
                             ORDER BY f.received_at, f.exec_id), '[]'::json)
-     FROM executions f WHERE f.account_id = :a AND f.qty > 0 AND f.trade_date >= :since) AS fills,
+     FROM ({_PDT_FILLS}) f) AS fills,
   ({SETTLED_CASH_ONLY_UNTIL}) AS gfv_until,
   (SELECT json_build_array(tradable, status, fractionable) FROM assets WHERE symbol = :sym) AS asset,
   (SELECT sum(amount)::text FROM shortfalls WHERE account_id = :a AND covered_at IS NULL) AS owed,
   -- the accept path's replay check (an order of that id or client order id), in this round trip
-  EXISTS (SELECT 1 FROM orders WHERE id = CAST(:oid AS uuid)
-                                  OR (account_id = :a AND client_order_id = CAST(:coid AS text))) AS known
+  -- (two probes of their keys: one EXISTS of the OR was planned as a scan of all orders)
+  (EXISTS (SELECT 1 FROM orders WHERE id = CAST(:oid AS uuid))
+   OR EXISTS (SELECT 1 FROM orders WHERE account_id = :a
+                                      AND client_order_id = CAST(:coid AS text))) AS known
 """
 
 
