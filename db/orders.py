@@ -114,6 +114,7 @@ class OrderStore:
 
     def __init__(self, engine: AsyncEngine, *, house_stripes: int = 32,
                  on_commit: Callable[[list[Row]], None] | None = None,
+                 on_release: Callable[[list[str]], None] | None = None,
                  reads: AsyncEngine | None = None,
                  clock: Callable[[], datetime] | None = None,
                  instant_allowance: Decimal = RiskLimits().instant_allowance) -> None:
@@ -132,7 +133,7 @@ class OrderStore:
         self.on_commit = on_commit
         # called after each commit with the orders it took out of transit (their admission
         # slots go back: the outbox publisher's ``release``, api/admission.py)
-        self.on_release: Callable[[list[str]], None] | None = None
+        self.on_release = on_release
 
     async def _tx(self, fn: Callable[[_Writer], Any]) -> Any:
         written: list[Row] = []

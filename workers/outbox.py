@@ -150,15 +150,13 @@ class OutboxPublisher:
         table, for the sweep."""
         rows, self._fresh = self._fresh, []
         releases, self._releases = self._releases, []
-        if releases and not rows:
-            assert self.admission_key is not None
-            await self.redis.zrem(self.admission_key, *releases)
-        if rows:
-            since = self._fresh_since
+        if rows or releases:  # one pipeline: the trade updates, then the slots they free
             pipe = self._pipeline_of(rows)
             if releases:
                 pipe.zrem(self.admission_key, *releases)
             await pipe.execute()
+        if rows:
+            since = self._fresh_since
             metrics.OUTBOX_LAG.observe(time.monotonic() - since)  # the oldest row's wait
             metrics.OUTBOX_PUBLISHED.inc(len(rows))
             if not self._unmarked:
