@@ -3,7 +3,6 @@ makes them once the tables hold some history (EXPLAIN of the statement the store
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
@@ -13,6 +12,7 @@ import pytest
 from db.gateway import GatewayStore
 from db.migrate import drop_database_as, migrate_gateway
 from sherwood.settings import Settings
+from tests.db.plans import plan_nodes
 
 
 @pytest.fixture(scope="module")
@@ -67,17 +67,7 @@ async def plan_of(store: GatewayStore, call: Any) -> list[str]:
         store.statements.rows = real  # type: ignore[method-assign]
     (statement, params), = sent
     (row,) = await real("EXPLAIN (FORMAT JSON) " + statement, params)
-    plan = row["QUERY PLAN"]
-    plan = json.loads(plan) if isinstance(plan, str) else plan
-    nodes: list[str] = []
-
-    def walk(node: dict[str, Any]) -> None:
-        nodes.append(f"{node['Node Type']} {node.get('Relation Name', '')}".strip())
-        for child in node.get("Plans", []):
-            walk(child)
-
-    walk(plan[0]["Plan"])
-    return nodes
+    return plan_nodes(row["QUERY PLAN"])
 
 
 async def test_delivery_pass_probes_routes_by_key(store: GatewayStore) -> None:

@@ -4,16 +4,11 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from db import sql
 from db.order_writer import BOOK_EXECUTIONS
 from db.router import ShardRouter
-
-
-def _nodes(node: dict[str, Any]) -> list[str]:
-    here = [f"{node['Node Type']} {node.get('Relation Name', '')}".strip()]
-    return here + [n for child in node.get("Plans", []) for n in _nodes(child)]
+from tests.db.plans import plan_nodes
 
 
 async def test_booking_a_fill_probes_the_executions_key(router: ShardRouter) -> None:
@@ -35,8 +30,7 @@ async def test_booking_a_fill_probes_the_executions_key(router: ShardRouter) -> 
             booked = [{"v": "v1", "e": "e7", "l": None, "td": "2026-03-13", "sd": "2026-03-16"}]
             row = await sql.one(conn, "EXPLAIN (FORMAT JSON) " + BOOK_EXECUTIONS, {
                 "booked": json.dumps(booked), "bv": ["v1"], "be": ["e7"]})
-            plan = row["QUERY PLAN"]
-            nodes = _nodes((json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"])
+            nodes = plan_nodes(row["QUERY PLAN"])
             assert "Seq Scan executions" not in nodes, nodes
     finally:
         fairy.close()
