@@ -6,6 +6,8 @@ slice on, Temporal). The app owns its ShardRouter and Redis client for its lifet
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -59,11 +61,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                           settings.order_admission_per_shard,
                                           settings.order_admission_retry_after_s, redis=redis,
                                           prefix=settings.redis_prefix,
-                                          hold_max_s=settings.order_admission_hold_max_s),
+                                          hold_max_s=settings.order_admission_hold_max_s,
+                                          wait_s=settings.order_admission_wait_s),
                                       gateway=gateway)
+        # wakes the requests waiting for an admission slot when their shard frees one
+        wakeups = asyncio.create_task(app.state.sherwood.admission.run(), name="admission-wakeups")
         try:
             yield
         finally:
+            wakeups.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await wakeups
             await gateway.dispose()
             await router.dispose()
             if redis is not None:

@@ -17,7 +17,9 @@ each process kind spent per completed
 order / workflow (``cpu_ms_per_item``; the box has 2 cores, so the total bounds throughput), and
 the ratios; then, on their own, bracket orders (``sherwood_bracket_order_legs_live``: POST until
 the entry is filled, the take-profit ``new`` and the stop-loss ``held``). Run:
-``python -m bench.orders [--seconds 10] [--concurrency 1,10,50]``. Uses SHERWOOD_POSTGRES_URL /
+``python -m bench.orders [--seconds 10] [--concurrency 1,10,50]``; ``--overload 10,50`` instead
+measures admission control alone: our orders at 10 and 50 interleaved, and 50's throughput and
+p99 over 10's. Uses SHERWOOD_POSTGRES_URL /
 SHERWOOD_REDIS_URL when set (else embedded servers) and a scratch data dir and database prefix.
 """
 
@@ -148,22 +150,30 @@ class Run:
     """What one or more timed runs of one kind gave."""
 
     latencies: list[float] = field(default_factory=list)
+    # of plain orders: POST sent -> answered (the rest of the latency is the order's
+    # workflow finishing after its answer, and the bench reading its result)
+    answered: list[float] = field(default_factory=list)
     errors: int = 0
     refused: int = 0  # admission refusals (429 over_capacity): shed load, not errors
     elapsed: float = 0.0
 
     def add(self, other: Run) -> None:
         self.latencies += other.latencies
+        self.answered += other.answered
         self.errors += other.errors
         self.refused += other.refused
         self.elapsed += other.elapsed
 
     def figures(self) -> dict[str, float]:
         lat = self.latencies
-        return {"per_s": len(lat) / self.elapsed if self.elapsed else 0.0, "n": len(lat),
+        figs = {"per_s": len(lat) / self.elapsed if self.elapsed else 0.0, "n": len(lat),
                 "errors": self.errors, "refused": self.refused,
                 "p50_ms": pct(lat, 0.5) * 1000, "p99_ms": pct(lat, 0.99) * 1000,
                 "mean_ms": (statistics.fmean(lat) * 1000) if lat else float("nan")}
+        if self.answered:
+            figs |= {"answered_p50_ms": pct(self.answered, 0.5) * 1000,
+                     "answered_p99_ms": pct(self.answered, 0.99) * 1000}
+        return figs
 
 
 async def drive(concurrency: int, seconds: float, one) -> Run:  # type: ignore[no-untyped-def]
@@ -229,21 +239,26 @@ async def bench_shape(client: Client, s: Settings, concurrency: int, seconds: fl
 
 async def bench_orders(api: str, client: Client, accounts: list[dict[str, str]], concurrency: int,
                        seconds: float) -> Run:
+    answered: list[float] = []
     async with httpx.AsyncClient(base_url=api, timeout=30,
                                  limits=httpx.Limits(max_connections=concurrency + 5)) as http:
         async def one(i: int, n: int) -> None:
             # each loop cycles through every account: one customer's own rate limit
             # (SHERWOOD_ORDER_RATE_PER_S) is not what this measures
             acct = accounts[(i + n * concurrency) % len(accounts)]
+            t0 = time.perf_counter()
             r = await http.post("/v2/orders", json={
                 "symbol": "F", "qty": "1", "side": "buy", "type": "market", "time_in_force": "day"},
                 headers={"APCA-API-KEY-ID": acct["key_id"], "APCA-API-SECRET-KEY": acct["secret_key"]})
             check_placed(r)
+            answered.append(time.perf_counter() - t0)
             snap = await client.get_workflow_handle(r.json()["id"]).result()
             if snap["state"] != "FILLED":
                 raise RuntimeError(f"order ended {snap['state']}")
 
-        return await drive(concurrency, seconds, one)
+        run = await drive(concurrency, seconds, one)
+        run.answered = answered
+        return run
 
 
 BRACKET = {"symbol": "F", "qty": "1", "side": "buy", "type": "market", "time_in_force": "day",
@@ -284,6 +299,29 @@ async def bench_brackets(api: str, accounts: list[dict[str, str]], concurrency: 
         return run
 
 
+async def bench_overload(api: str, client: Client, accounts: list[dict[str, str]],
+                         levels: list[int], seconds: float, marks: tuple[str, ...]) -> None:
+    """Admission control's figures: our orders at a load the stack carries and at one past it,
+    interleaved (LOW HIGH HIGH LOW, half the time each)."""
+    low, high = levels
+    runs = {c: Run() for c in (low, high)}
+    spent: dict[int, dict[str, float]] = {c: {} for c in (low, high)}
+    for c in (low, high, high, low):
+        before = cpu_seconds(marks)
+        runs[c].add(await bench_orders(api, client, accounts, c, seconds / 2))
+        for k, v in cpu_spent(before, cpu_seconds(marks)).items():
+            spent[c][k] = spent[c].get(k, 0.0) + v
+    figs = {c: run.figures() for c, run in runs.items()}
+    for c, r in figs.items():
+        print(json.dumps({"bench": "orders", "kind": "sherwood_market_order_overload",
+                          "concurrency": c, **{k: round(v, 2) for k, v in r.items()},
+                          "cpu_ms_per_item": per_item_ms(spent[c], int(r["n"]))}), flush=True)
+    print(json.dumps({"bench": "orders", "kind": "overload_ratio", "low": low, "high": high,
+                      "throughput_high_over_low": round(figs[high]["per_s"] / figs[low]["per_s"], 3),
+                      "p99_high_over_low": round(figs[high]["p99_ms"] / figs[low]["p99_ms"], 3)}),
+          flush=True)
+
+
 def drop_stack_databases(s: Settings) -> None:
     """Drop the databases of the bench's dev stack (settings as the stack resolved them), then
     the roles made for them, the service role and the API's, as tests/conftest.py does (a role
@@ -304,6 +342,10 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", default="1,10,50")
+    parser.add_argument("--overload", default=None, metavar="LOW,HIGH",
+                        help="instead: our market orders only, at LOW and HIGH concurrency in the "
+                             "order LOW HIGH HIGH LOW (the server's slowing weighs on both alike), "
+                             "and HIGH's throughput and p99 over LOW's")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
 
@@ -338,6 +380,10 @@ async def main() -> None:
             accounts.append(json.loads(out))
         # warm up both paths once
         await bench_orders(api, client, accounts, 1, 1.0)
+        if args.overload:
+            await bench_overload(api, client, accounts, [int(c) for c in args.overload.split(",")],
+                                 args.seconds, marks)
+            return
         await bench_baseline(client, 1, 1.0)
         await bench_shape(client, base, 1, 1.0)
         # where the 40 ms go: the same bare workflow on a dev server with its default limits

@@ -132,6 +132,15 @@ class RedisKeys:
         (api/admission.py)."""
         return f"{self.prefix}:admission:{shard}"
 
+    def admission_freed(self, shard: int) -> str:
+        """Channel: a shard's admission slots were given back (payload: how many), for the API
+        processes' requests waiting for one (api/admission.py)."""
+        return f"{self.prefix}:admission_freed:{shard}"
+
+    def admission_freed_pattern(self) -> str:
+        """Channel pattern: every shard's :meth:`admission_freed`."""
+        return f"{self.prefix}:admission_freed:*"
+
     def ratelimit(self, bucket: str) -> str:
         """A token bucket shared by every API process."""
         return f"{self.prefix}:ratelimit:{bucket}"

@@ -164,9 +164,11 @@ class Settings(BaseSettings):
     order_accept_timeout_s: float = 5.0
     # admission control (api/admission.py): orders of one shard in transit (admitted, not yet
     # resting at a venue, held or ended) across every API process; past it POST /v2/orders
-    # answers 429 over_capacity (Retry-After) at once, before any workflow is started or hold
-    # taken. 0: no limit. A slot lapses after hold_max_s whatever happens (a lost release).
+    # waits up to wait_s for a slot, then answers 429 over_capacity (Retry-After), before any
+    # workflow is started or hold taken. 0: no limit. A slot lapses after hold_max_s whatever
+    # happens (a lost release).
     order_admission_per_shard: int = Field(default=8, ge=0)
+    order_admission_wait_s: float = Field(default=0.25, ge=0, le=5)
     order_admission_retry_after_s: int = Field(default=1, ge=1)
     order_admission_hold_max_s: float = Field(default=30.0, gt=0, le=300)
     # a shard transaction failing transiently is retried this long, then the order ends visibly

@@ -27,8 +27,10 @@ already tolerate.
 
 **Admission slots** (api/admission.py): the order ids a commit took out of transit
 (:meth:`OutboxPublisher.release`) go back to their shard's admission set in the same pipeline
-as the next at-commit round (one ZREM, no round trip of its own). Best effort: ids queued when a
-round fails, or while catching up, are dropped; their slots lapse on Redis's clock.
+as the next at-commit round (one ZREM, no round trip of its own), with a PUBLISH of how many on
+the shard's ``admission_freed`` channel for the API's requests waiting for a slot. Best effort:
+ids queued when a round fails, or while catching up, are dropped; their slots lapse on Redis's
+clock.
 
 Channel: ``<prefix>:trade_updates:<account_id>``. Consumers must tolerate a repeat (a crash
 after publishing, before marking). It does not poll the table in a tight loop: idle shards cost
@@ -75,7 +77,7 @@ class OutboxPublisher:
                  idle_s: float = 1.0, batch: int = 200, grace_s: float = 5.0,
                  mark_engine: AsyncEngine | None = None, max_queue: int = 10_000,
                  retry_s: float = 1.0, mark_delay_s: float = 0.5,
-                 admission_key: str | None = None) -> None:
+                 admission_key: str | None = None, admission_channel: str | None = None) -> None:
         self.engine = engine
         self.mark_engine = mark_engine or engine
         self.redis = redis
@@ -97,6 +99,7 @@ class OutboxPublisher:
         self._unmarked_since = 0.0
         # the shard's admission set (RedisKeys.admission) and the order ids to take out of it
         self.admission_key = admission_key
+        self.admission_channel = admission_channel  # told how many were freed (API waiters)
         self._releases: list[str] = []
 
     @property
@@ -154,6 +157,8 @@ class OutboxPublisher:
             pipe = self._pipeline_of(rows)
             if releases:
                 pipe.zrem(self.admission_key, *releases)
+                if self.admission_channel is not None:
+                    pipe.publish(self.admission_channel, str(len(releases)))
             await pipe.execute()
         if rows:
             since = self._fresh_since

@@ -141,7 +141,8 @@ class ShardWorkers:
                 pub = OutboxPublisher(engine, self._redis, prefix=s.redis_prefix,
                                       idle_s=s.outbox_idle_s, mark_engine=autocommit,
                                       max_queue=s.outbox_queue_max, retry_s=s.outbox_retry_s,
-                                      admission_key=RedisKeys(s.redis_prefix).admission(n))
+                                      admission_key=RedisKeys(s.redis_prefix).admission(n),
+                                      admission_channel=RedisKeys(s.redis_prefix).admission_freed(n))
                 store.on_commit = pub.committed
                 store.on_release = pub.release
                 self._tasks.append(asyncio.create_task(pub.run(self._stop), name=f"outbox-{n}"))

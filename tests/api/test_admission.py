@@ -7,8 +7,10 @@ test_order_admission.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
+from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
@@ -77,6 +79,96 @@ async def test_an_answer_that_leaves_nothing_in_transit_gives_the_slot_back(redi
     async with adm.admit(0, "o2"):
         pass
     assert await adm.in_transit(0) == 1
+
+
+@contextlib.asynccontextmanager
+async def waiting(redis: Redis, limit: int = 1, wait_s: float = 5, poll_s: float = 30,
+                  hold_max_s: float = 60) -> AsyncIterator[tuple[Admission, Admission]]:
+    """Two API processes whose requests wait up to ``wait_s`` for a slot, each with its wake-up
+    subscription running; ``poll_s`` long, so that only a wake-up admits a waiter in time."""
+    prefix = f"adm-{uuid.uuid4().hex[:8]}"
+    adms = tuple(Admission(limit, redis=redis, prefix=prefix, hold_max_s=hold_max_s,
+                           wait_s=wait_s, poll_s=poll_s) for _ in range(2))
+    tasks = [asyncio.create_task(a.run()) for a in adms]
+    try:
+        for a in adms:  # subscribed: a PUBLISH now reaches both
+            await asyncio.wait_for(a.listening.wait(), 5)
+        yield adms[0], adms[1]
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def queued(adm: Admission, shard: int, n: int) -> None:
+    """Wait until ``n`` requests of ``adm`` wait for a slot of ``shard``."""
+    t0 = time.monotonic()
+    while len([f for f in adm._waiters.get(shard, ()) if not f.done()]) < n:
+        assert time.monotonic() - t0 < 5, "never queued"
+        await asyncio.sleep(0.005)
+
+
+async def test_a_request_finding_its_shard_full_waits_and_the_shards_release_admits_it(
+        redis: Redis) -> None:
+    async with waiting(redis) as (a, b):
+        await take(a, 0, "o1")
+        second = asyncio.create_task(take(b, 0, "o2"))
+        await queued(b, 0, 1)
+        assert not second.done() and await a.in_transit(0) == 1  # waiting, nothing written
+        # the shard's worker takes o1 out of transit: the outbox publisher's ZREM + PUBLISH
+        t0 = time.monotonic()
+        pipe = redis.pipeline(transaction=False)
+        pipe.zrem(a.keys.admission(0), "o1")
+        pipe.publish(a.keys.admission_freed(0), "1")
+        await pipe.execute()
+        await asyncio.wait_for(second, 5)
+        assert time.monotonic() - t0 < 2  # woken, not polled (poll_s is 30)
+        assert b.waited == 1 and b.refused == 0
+        assert await a.in_transit(0) == 1
+
+
+async def test_a_waiter_is_refused_once_the_wait_is_over_with_nothing_written(redis: Redis) -> None:
+    async with waiting(redis, wait_s=0.3) as (a, b):
+        await take(a, 0, "o1")
+        t0 = time.monotonic()
+        with pytest.raises(ApiError) as refused:
+            await take(b, 0, "o2")
+        took = time.monotonic() - t0
+        assert 0.3 <= took < 2, took
+        assert refused.value.status == 429 and refused.value.headers == {"Retry-After": "1"}
+        assert b.refused == 1 and await a.in_transit(0) == 1
+        assert not [f for f in b._waiters.get(0, ()) if not f.done()]  # it left the queue
+
+
+async def test_waiters_are_woken_first_come_first_served_and_only_as_many_as_were_freed(
+        redis: Redis) -> None:
+    async with waiting(redis) as (a, b):
+        await take(a, 0, "o1")
+        first = asyncio.create_task(take(b, 0, "w1"))
+        await queued(b, 0, 1)
+        second = asyncio.create_task(take(b, 0, "w2"))
+        await queued(b, 0, 2)
+        # another API process gives a slot back (an answer that leaves nothing in transit): it
+        # tells every process's waiters, as the shard does
+        t0 = time.monotonic()
+        await a._give_back(0, "o1")
+        await asyncio.wait_for(first, 5)
+        assert time.monotonic() - t0 < 2  # woken, not polled (poll_s is 30)
+        assert not second.done()
+        await queued(b, 0, 1)  # the second still waits, first in line now
+        t0 = time.monotonic()
+        await b._give_back(0, "w1")  # w1 is answered with nothing in transit: the second is next
+        await asyncio.wait_for(second, 5)
+        assert time.monotonic() - t0 < 2
+
+
+async def test_a_waiter_finds_a_lapsed_slot_by_polling_without_a_wake_up(redis: Redis) -> None:
+    prefix = f"adm-{uuid.uuid4().hex[:8]}"
+    adm = Admission(1, redis=redis, prefix=prefix, hold_max_s=0.3, wait_s=5, poll_s=0.05)
+    await take(adm, 0, "lost")  # its release never comes; no subscription runs either
+    t0 = time.monotonic()
+    await take(adm, 0, "next")
+    assert 0.2 <= time.monotonic() - t0 < 2
 
 
 async def test_a_slot_lapses_on_redis_clock(redis: Redis) -> None:

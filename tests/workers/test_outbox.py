@@ -274,3 +274,30 @@ async def test_admission_slots_go_back_with_the_next_round_and_are_dropped_while
     pub.release(["o3"])
     assert await pub.publish_committed() == 0 and await members() == {b"o3"}
     await redis.delete(key)
+
+
+async def test_freed_admission_slots_are_announced_to_the_api_waiters(
+    rows: OutboxRows, redis: Redis,
+) -> None:
+    """With the shard's ``admission_freed`` channel, a round that frees slots PUBLISHes how many
+    on it, in the same pipeline (the API's waiting requests are woken by it)."""
+    keys = RedisKeys(rows.prefix)
+    await redis.zadd(keys.admission(0), {"o1": 1e15, "o2": 1e15})
+    pub = OutboxPublisher(rows.engine, redis, prefix=rows.prefix, mark_engine=rows.marks,
+                          idle_s=30.0, admission_key=keys.admission(0),
+                          admission_channel=keys.admission_freed(0))
+    sub = redis.pubsub(ignore_subscribe_messages=True)
+    await sub.subscribe(keys.admission_freed(0))
+    try:
+        pub.release(["o1", "o2"])
+        assert await pub.publish_committed(mark=False) == 0
+        m = None
+        deadline = time.monotonic() + 5
+        while m is None:
+            assert time.monotonic() < deadline, "nothing announced"
+            m = await sub.get_message(timeout=1.0)
+        assert m["data"] in (b"2", "2")
+        assert await redis.zcard(keys.admission(0)) == 0
+    finally:
+        await sub.aclose()
+        await redis.delete(keys.admission(0))

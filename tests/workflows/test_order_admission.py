@@ -1,6 +1,7 @@
 """Admission control (api/admission.py) on the real stack: past ``order_admission_per_shard``
-orders of a shard in transit, POST /v2/orders is refused at once (429 ``over_capacity``,
-Retry-After) with nothing written and no workflow started; under the limit orders are
+orders of a shard in transit, POST /v2/orders is refused (429 ``over_capacity``, Retry-After)
+with nothing written and no workflow started, at once or after waiting for a slot that the shard
+gives back and announces (then it is admitted); under the limit orders are
 unaffected; an order keeps its slot while it is on its way to a venue and the shard gives it back
 when the order rests or ends; a refused, rejected or waiting order gives it back at once. The
 Redis script itself: tests/api/test_admission.py."""
@@ -29,15 +30,20 @@ from tests.workflows.test_input_bounds import no_workflow
 
 
 @contextlib.asynccontextmanager
-async def limited_app(stack: TradingStack, per_shard: int,
-                      hold_max_s: float = 60) -> AsyncIterator[tuple[FastAPI, Admission]]:
+async def limited_app(stack: TradingStack, per_shard: int, hold_max_s: float = 60,
+                      wait_s: float = 0.0) -> AsyncIterator[tuple[FastAPI, Admission]]:
     """A second API process on the same stack, with an admission limit (the stack's own API has
     none; both count in the same Redis set). Slots lapse only after ``hold_max_s``: what gives
-    them back sooner is the API or the shard."""
+    them back sooner is the API or the shard. A request finding its shard full waits
+    ``wait_s`` (none: refused at once)."""
     app = create_app(stack.settings.model_copy(update={"order_admission_per_shard": per_shard,
-                                                       "order_admission_hold_max_s": hold_max_s}))
+                                                       "order_admission_hold_max_s": hold_max_s,
+                                                       "order_admission_wait_s": wait_s}))
     async with app.router.lifespan_context(app):
-        yield app, app.state.sherwood.admission
+        admission = app.state.sherwood.admission
+        if wait_s:
+            await asyncio.wait_for(admission.listening.wait(), 10)
+        yield app, admission
 
 
 @contextlib.asynccontextmanager
@@ -160,6 +166,39 @@ async def test_an_order_keeps_its_slot_on_its_way_to_the_venue_and_the_shard_giv
         r3 = await http.post("/v2/orders", headers=headers(acct), json=resting(coid))
         assert r3.status_code == 200, r3.text
         for oid in (first, r3.json()["id"]):
+            assert (await http.delete(f"/v2/orders/{oid}", headers=headers(acct))).status_code == 204
+            await wait_order(stack, acct, oid, {"canceled"})
+
+
+async def test_an_order_waiting_for_a_slot_is_admitted_when_the_shard_gives_one_back(
+        stack: TradingStack) -> None:
+    """The venue answers 1 s late and the limit is one: a second order of the shard waits in the
+    API (nothing written) and is admitted as soon as the first rests at the venue: the shard's
+    worker announces the freed slot (the API's own polling is set to 30 s, past the wait)."""
+    await stack.set_quote("F", "12.30", "12.31")
+    acct = await stack.account("1000")
+    async with limited_app(stack, 1, wait_s=8) as (app, admission), http_to(app) as http:
+        admission.poll_s = 30
+        with stack.venues_behave(latency=1.0):
+            r = await http.post("/v2/orders", headers=headers(acct),
+                                json=resting(f"w-{uuid.uuid4().hex[:6]}"))
+            assert r.status_code == 200, r.text
+            first = r.json()["id"]
+            coid = f"w2-{uuid.uuid4().hex[:6]}"
+            second = asyncio.create_task(
+                http.post("/v2/orders", headers=headers(acct), json=resting(coid)))
+            t0 = time.monotonic()
+            while not admission._waiters.get(acct.shard):
+                assert time.monotonic() - t0 < 5
+                await asyncio.sleep(0.01)
+            await no_order(stack, acct, coid)  # waiting: nothing written
+            await until_released(stack, acct.shard, first)
+            freed = time.monotonic()
+            r2 = await asyncio.wait_for(second, 15)
+            assert r2.status_code == 200, r2.text
+            assert admission.waited == 1 and admission.refused == 0
+            assert time.monotonic() - freed < 4  # woken by the shard, not by the wait's end
+        for oid in (first, r2.json()["id"]):
             assert (await http.delete(f"/v2/orders/{oid}", headers=headers(acct))).status_code == 204
             await wait_order(stack, acct, oid, {"canceled"})
 
