@@ -182,7 +182,8 @@ class Admission:
         if self.per_shard is None or self._script is None:
             return Slot(owned=False)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.wait_s
+        started = loop.time()
+        deadline = started + self.wait_s
         waited = False
         while True:
             try:
@@ -213,6 +214,7 @@ class Admission:
                            headers={"Retry-After": str(self.retry_after_s)})
         if waited:
             self.waited += 1
+        metrics.ADMISSION_WAIT.observe(loop.time() - started)
         return Slot(owned=got == 1)
 
     async def _give_back(self, shard: int, order_id: str) -> None:

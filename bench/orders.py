@@ -299,22 +299,49 @@ async def bench_brackets(api: str, accounts: list[dict[str, str]], concurrency: 
         return run
 
 
+PHASES = {"api_admission_wait": "sherwood_order_admission_wait_seconds",
+          "api_accept": "sherwood_order_accept_seconds"}
+
+
+async def phase_totals(metrics_url: str | None) -> dict[str, tuple[float, float]]:
+    """The API's (sum, count) of each of :data:`PHASES` (histograms on its /metrics)."""
+    if metrics_url is None:
+        return {}
+    async with httpx.AsyncClient(timeout=10) as http:
+        body = (await http.get(metrics_url)).text
+    out: dict[str, tuple[float, float]] = {}
+    for name, metric in PHASES.items():
+        got = {line.split()[0].removeprefix(metric): float(line.split()[1])
+               for line in body.splitlines() if line.startswith(f"{metric}_sum")
+               or line.startswith(f"{metric}_count")}
+        out[name] = (got.get("_sum", 0.0), got.get("_count", 0.0))
+    return out
+
+
 async def bench_overload(api: str, client: Client, accounts: list[dict[str, str]],
-                         levels: list[int], seconds: float, marks: tuple[str, ...]) -> None:
+                         levels: list[int], seconds: float, marks: tuple[str, ...],
+                         api_metrics: str | None = None) -> None:
     """Admission control's figures: our orders at a load the stack carries and at one past it,
-    interleaved (LOW HIGH HIGH LOW, half the time each)."""
+    interleaved (LOW HIGH HIGH LOW, half the time each). With the API's /metrics URL, the mean
+    time an accepted POST spent waiting for a slot and in its accept (the update), per level."""
     low, high = levels
     runs = {c: Run() for c in (low, high)}
     spent: dict[int, dict[str, float]] = {c: {} for c in (low, high)}
+    phases: dict[int, dict[str, list[float]]] = {c: {k: [0.0, 0.0] for k in PHASES} for c in levels}
     for c in (low, high, high, low):
-        before = cpu_seconds(marks)
+        before, seen = cpu_seconds(marks), await phase_totals(api_metrics)
         runs[c].add(await bench_orders(api, client, accounts, c, seconds / 2))
         for k, v in cpu_spent(before, cpu_seconds(marks)).items():
             spent[c][k] = spent[c].get(k, 0.0) + v
+        for k, (total, n) in (await phase_totals(api_metrics)).items():
+            phases[c][k][0] += total - seen[k][0]
+            phases[c][k][1] += n - seen[k][1]
     figs = {c: run.figures() for c, run in runs.items()}
     for c, r in figs.items():
+        means = {f"{k}_mean_ms": round(1000 * total / n, 1)
+                 for k, (total, n) in phases[c].items() if n}
         print(json.dumps({"bench": "orders", "kind": "sherwood_market_order_overload",
-                          "concurrency": c, **{k: round(v, 2) for k, v in r.items()},
+                          "concurrency": c, **{k: round(v, 2) for k, v in r.items()}, **means,
                           "cpu_ms_per_item": per_item_ms(spent[c], int(r["n"]))}), flush=True)
     print(json.dumps({"bench": "orders", "kind": "overload_ratio", "low": low, "high": high,
                       "throughput_high_over_low": round(figs[high]["per_s"] / figs[low]["per_s"], 3),
@@ -382,7 +409,7 @@ async def main() -> None:
         await bench_orders(api, client, accounts, 1, 1.0)
         if args.overload:
             await bench_overload(api, client, accounts, [int(c) for c in args.overload.split(",")],
-                                 args.seconds, marks)
+                                 args.seconds, marks, stack.metrics.get("api"))
             return
         await bench_baseline(client, 1, 1.0)
         await bench_shape(client, base, 1, 1.0)

@@ -93,6 +93,12 @@ RATE_LIMIT_REFUSALS = Counter("sherwood_rate_limit_refusals_total", "Requests re
 ADMISSION_REFUSALS = Counter("sherwood_order_admission_refusals_total",
                              "Orders refused because their shard had its limit of orders in "
                              "transit (429 over_capacity, api/admission.py)", ["shard"])
+ADMISSION_WAIT = Histogram("sherwood_order_admission_wait_seconds",
+                           "POST /v2/orders admitted: how long it waited for its shard's slot "
+                           "(0 when one was free; api/admission.py)", buckets=FAST_BUCKETS)
+ORDER_ACCEPT = Histogram("sherwood_order_accept_seconds",
+                         "POST /v2/orders: the order's accept in its workflow, from the update's "
+                         "send to its answer (after admission)", buckets=FAST_BUCKETS)
 
 _LABEL = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 

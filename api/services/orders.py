@@ -52,6 +52,7 @@ from domain.orders import (
     ReplaceInput,
     parse_order_request,
 )
+from sherwood import metrics
 from sherwood.contracts import (
     ACCOUNT_ID,
     GROUP_WORKFLOW_PREFIX,
@@ -138,7 +139,8 @@ class OrderService:
         attrs = TypedSearchAttributes([
             SearchAttributePair(ORDER_STATE, "PENDING"), SearchAttributePair(SYMBOL, req.symbol),
             SearchAttributePair(ACCOUNT_ID, str(account_id)), SearchAttributePair(SHARD_ID, shard)])
-        deadline = asyncio.get_running_loop().time() + self.settings.order_accept_timeout_s
+        sent = asyncio.get_running_loop().time()
+        deadline = sent + self.settings.order_accept_timeout_s
         delay = 0.1
         while True:
             try:
@@ -182,6 +184,7 @@ class OrderService:
                     raise _pending() from exc
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+        metrics.ORDER_ACCEPT.observe(asyncio.get_running_loop().time() - sent)
         if snap.reject_code and S_REJECTED(snap):
             raise _rejected(snap.order_id, snap.reject_code, snap.reject_reason)
         if not snap.duplicate and keeps_slot(snap.state, req.type, queued_until=snap.queued_until):
