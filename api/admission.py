@@ -3,28 +3,32 @@ in transit at once, across every API process; past it POST /v2/orders waits at m
 ``order_admission_wait_s`` for a slot, then is refused (429 ``over_capacity`` with Retry-After)
 instead of queueing in Temporal.
 
-**In transit** (``domain.admission``): from admission, before the order's workflow is started (so
-before any hold is taken), until the order rests at a venue, is held at the broker, waits for the
-open or its trigger, or ends. A market order's work is nearly all there: the accept, the route,
-the gateway, the fill. Counting only until the API's answer (as this did first) let the accepted
-orders pile up behind the answered ones: under overload throughput fell and latency grew.
+**Counted** from admission, before the order's workflow is started (so before any hold is
+taken), until both the API has answered and the order is out of transit (``domain.admission``:
+it rests at a venue, is held at the broker, waits for the open or its trigger, or ends). A market
+order's work is nearly all there: the accept, the route, the gateway, the fill, the answer.
+Counting only until the answer (as this did first) let accepted orders pile up behind the
+answered ones; counting only while in transit (as it did next) let a market order filled in its
+accept free its slot before its accept had finished and been answered.
 
 The count is a sorted set per shard in Redis (``RedisKeys.admission``): order id -> when the slot
-lapses. One Lua script (one round trip, atomic, Redis's clock) drops lapsed slots, refuses at the
-limit, else adds the order. The slot is given back:
+lapses, with two holds per slot (sherwood/admission_slots.py: the API's and the shard's). One
+Lua script (one round trip, atomic, Redis's clock) drops lapsed slots, refuses at the limit,
+else adds the order. The slot is freed:
 
-- by the API at once when the answer leaves nothing in transit (a refusal, a rejection, an order
-  that rests, waits or ended: ``domain.admission.keeps_slot``);
-- by the shard's worker when a committed transition takes the order out of transit
-  (``domain.admission.leaves_transit``; the outbox publisher sends the ZREM with the trade
-  updates: no round trip of its own);
+- by the API's answer when it leaves nothing in transit (a refusal, a rejection, an order that
+  rests, waits or ended: ``domain.admission.keeps_slot``): the whole slot;
+- else by the API's answer letting its hold go, and the shard's worker letting its own go when a
+  committed transition takes the order out of transit (``domain.admission.leaves_transit``; the
+  outbox publisher runs the script in its pipeline of trade updates: no round trip of its own):
+  whichever comes last frees the slot;
 - by Redis's clock after ``order_admission_hold_max_s`` whatever happens: a crashed API or
   worker, a lost release or a slow venue cannot leak slots for longer.
 
 **The short wait.** Refusing at once left slots idle: a refused client sleeps its Retry-After (a
 whole second) while the shard frees several slots, so under overload throughput fell below what
 the shard does at its limit. A request finding its shard full waits in its API process (FIFO per
-shard) for a slot, at most ``order_admission_wait_s``, nothing written meanwhile. Every give-back
+shard) for a slot, at most ``order_admission_wait_s``, nothing written meanwhile. Every freeing
 PUBLISHes how many slots it freed on the shard's ``admission_freed`` channel; one subscription per
 API process (:meth:`Admission.run`) wakes that many waiters, which try the script again. A waiter
 also tries again every ``poll_s`` (0.1 s) by itself: a slot that lapsed, a message lost while the
@@ -50,6 +54,7 @@ from redis.exceptions import RedisError
 
 from api.errors import ApiError
 from sherwood import metrics
+from sherwood.admission_slots import LET_GO, TAKE, let_go_keys
 from sherwood.contracts import RedisKeys
 
 log = logging.getLogger(__name__)
@@ -58,25 +63,6 @@ OVER_CAPACITY = "over_capacity"
 
 # a waiting request tries again at least this often, woken or not (a lapsed slot, a lost message)
 _POLL_S = 0.1
-
-# KEYS[1] the shard's set; ARGV: limit, hold (ms), order id. Returns 1 admitted (added), 2
-# admitted (already counted: the same order again; its slot is renewed), 0 refused.
-_LUA = """
-if redis.replicate_commands then pcall(redis.replicate_commands) end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local hold = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local again = redis.call('ZSCORE', KEYS[1], ARGV[3])
-if not again and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
-  return 0
-end
-redis.call('ZADD', KEYS[1], now + hold, ARGV[3])
-redis.call('PEXPIRE', KEYS[1], hold + 1000)
-if again then return 2 end
-return 1
-"""
-
 
 class Slot:
     """One admitted order's slot: given back when the block ends unless :meth:`keep` was called
@@ -103,7 +89,8 @@ class Admission:
         self.redis = redis
         self.keys = RedisKeys(prefix)
         self.hold_ms = max(1, round(hold_max_s * 1000))
-        self._script = redis.register_script(_LUA) if redis is not None else None
+        self._script = redis.register_script(TAKE) if redis is not None else None
+        self._let_go = redis.register_script(LET_GO) if redis is not None else None
         self.refused = 0  # since start (also sherwood_order_admission_refusals_total)
         self.waited = 0  # requests admitted after waiting for a slot, since start
         self._waiters: dict[int, deque[asyncio.Future[None]]] = {}
@@ -175,8 +162,8 @@ class Admission:
             slot.kept = True
             raise
         finally:
-            if slot.owned and not slot.kept:
-                await self._give_back(shard, order_id)
+            if slot.owned:  # the API's hold goes; a slot not kept goes whole
+                await self._let_go_of(shard, order_id, "hold" if slot.kept else "drop")
 
     async def _take(self, shard: int, order_id: str) -> Slot:
         if self.per_shard is None or self._script is None:
@@ -187,7 +174,8 @@ class Admission:
         waited = False
         while True:
             try:
-                got = int(await self._script(keys=[self.keys.admission(shard)],
+                got = int(await self._script(keys=[self.keys.admission(shard),
+                                                   self.keys.admission_holds(shard)],
                                              args=[self.per_shard, self.hold_ms, order_id]))
             except (RedisError, OSError) as exc:
                 log.warning("admission control unavailable (Redis): admitting: %s", exc)
@@ -218,13 +206,13 @@ class Admission:
         return Slot(owned=got == 1)
 
     async def _give_back(self, shard: int, order_id: str) -> None:
-        assert self.redis is not None
+        """Free ``order_id``'s slot whatever its holds (its answer left nothing in transit)."""
+        await self._let_go_of(shard, order_id, "drop")
+
+    async def _let_go_of(self, shard: int, order_id: str, mode: str) -> None:
+        assert self._let_go is not None
         try:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.zrem(self.keys.admission(shard), order_id)
-            if self.wait_s > 0:  # this process's waiters and every other's
-                pipe.publish(self.keys.admission_freed(shard), "1")
-            await pipe.execute()
+            await self._let_go(keys=let_go_keys(self.keys, shard), args=[mode, order_id])
         except (RedisError, OSError) as exc:  # the slot lapses on its own
             log.warning("admission slot of %s not given back (Redis): %s", order_id, exc)
 

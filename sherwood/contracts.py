@@ -132,6 +132,12 @@ class RedisKeys:
         (api/admission.py)."""
         return f"{self.prefix}:admission:{shard}"
 
+    def admission_holds(self, shard: int) -> str:
+        """Hash: of each order in :meth:`admission`, the holds on its slot still to be let go
+        (the API's until its answer, the shard's until the order is out of transit;
+        sherwood/admission_slots.py)."""
+        return f"{self.prefix}:admission_holds:{shard}"
+
     def admission_freed(self, shard: int) -> str:
         """Channel: a shard's admission slots were given back (payload: how many), for the API
         processes' requests waiting for one (api/admission.py)."""

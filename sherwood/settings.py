@@ -166,10 +166,10 @@ class Settings(BaseSettings):
     # resting at a venue, held or ended) across every API process; past it POST /v2/orders
     # waits up to wait_s for a slot, then answers 429 over_capacity (Retry-After), before any
     # workflow is started or hold taken. 0: no limit. A slot lapses after hold_max_s whatever
-    # happens (a lost release). 3: measured with `python -m bench.orders --overload 10,50` on the
-    # 2-core dev box with 4 shards (8 per shard let accepted orders' p99 at 50 clients grow to
-    # 6x that at 10; 2 and 3 gave the same throughput)
-    order_admission_per_shard: int = Field(default=3, ge=0)
+    # happens (a lost release). 2: measured with `python -m bench.orders --overload 10,50` on the
+    # 2-core dev box with 4 shards: at 50 clients the throughput of 10 and a p99 under 2x that at
+    # 10 (3 per shard: 2.8x; 8: 6x)
+    order_admission_per_shard: int = Field(default=2, ge=0)
     order_admission_wait_s: float = Field(default=0.25, ge=0, le=5)
     order_admission_retry_after_s: int = Field(default=1, ge=1)
     order_admission_hold_max_s: float = Field(default=30.0, gt=0, le=300)

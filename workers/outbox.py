@@ -25,10 +25,11 @@ until none is left; then the at-commit path resumes. Nothing is lost (the row is
 rows keep their commit order; a row both queued and claimed goes out twice, which consumers
 already tolerate.
 
-**Admission slots** (api/admission.py): the order ids a commit took out of transit
-(:meth:`OutboxPublisher.release`) go back to their shard's admission set in the same pipeline
-as the next at-commit round (one ZREM, no round trip of its own), with a PUBLISH of how many on
-the shard's ``admission_freed`` channel for the API's requests waiting for a slot. Best effort:
+**Admission slots** (api/admission.py): for the order ids a commit took out of transit
+(:meth:`OutboxPublisher.release`), the shard lets go of its hold on their admission slots in the
+same pipeline as the next at-commit round (one script, sherwood/admission_slots.py, no round trip
+of its own); slots freed are announced on the shard's ``admission_freed`` channel for the API's
+requests waiting for one. Best effort:
 ids queued when a round fails, or while catching up, are dropped; their slots lapse on Redis's
 clock.
 
@@ -52,6 +53,7 @@ from db import sql
 from db.engines import DB_ERRORS
 from db.sql import Row
 from sherwood import metrics
+from sherwood.admission_slots import LET_GO
 from sherwood.contracts import RedisKeys
 
 log = logging.getLogger(__name__)
@@ -77,7 +79,7 @@ class OutboxPublisher:
                  idle_s: float = 1.0, batch: int = 200, grace_s: float = 5.0,
                  mark_engine: AsyncEngine | None = None, max_queue: int = 10_000,
                  retry_s: float = 1.0, mark_delay_s: float = 0.5,
-                 admission_key: str | None = None, admission_channel: str | None = None) -> None:
+                 admission_keys: list[str] | None = None) -> None:
         self.engine = engine
         self.mark_engine = mark_engine or engine
         self.redis = redis
@@ -97,9 +99,10 @@ class OutboxPublisher:
         self.mark_delay_s = max(0.0, min(mark_delay_s, grace_s / 4))
         self._unmarked: list[int] = []
         self._unmarked_since = 0.0
-        # the shard's admission set (RedisKeys.admission) and the order ids to take out of it
-        self.admission_key = admission_key
-        self.admission_channel = admission_channel  # told how many were freed (API waiters)
+        # the shard's admission keys (sherwood.admission_slots.let_go_keys) and the order ids
+        # whose hold on their slot to let go
+        self.admission_keys = admission_keys
+        self._let_go = redis.register_script(LET_GO)
         self._releases: list[str] = []
 
     @property
@@ -129,7 +132,7 @@ class OutboxPublisher:
         """Orders a transaction of this process took out of transit: their admission slots go
         back with the next round (never blocks; dropped while catching up, bounded by
         ``max_queue``)."""
-        if self.admission_key is None or self.overflowed or len(self._releases) >= self.max_queue:
+        if self.admission_keys is None or self.overflowed or len(self._releases) >= self.max_queue:
             return
         self._releases.extend(order_ids)
         self._wake.set()
@@ -155,10 +158,8 @@ class OutboxPublisher:
         releases, self._releases = self._releases, []
         if rows or releases:  # one pipeline: the trade updates, then the slots they free
             pipe = self._pipeline_of(rows)
-            if releases:
-                pipe.zrem(self.admission_key, *releases)
-                if self.admission_channel is not None:
-                    pipe.publish(self.admission_channel, str(len(releases)))
+            if releases:  # the shard's holds on their slots go (and freed ones are announced)
+                await self._let_go(keys=self.admission_keys, args=["hold", *releases], client=pipe)
             await pipe.execute()
         if rows:
             since = self._fresh_since

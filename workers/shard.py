@@ -28,6 +28,7 @@ from db.engines import make_engine
 from db.orders import OrderStore
 from domain import calendar
 from marketdata.quotes import LatestQuotes
+from sherwood.admission_slots import let_go_keys
 from sherwood.contracts import RedisKeys, shard_task_queue, trigger_task_queue
 from sherwood.lifecycle import shutdown_workers, stopped_by_signals
 from sherwood.link_secret import link_secret
@@ -141,8 +142,7 @@ class ShardWorkers:
                 pub = OutboxPublisher(engine, self._redis, prefix=s.redis_prefix,
                                       idle_s=s.outbox_idle_s, mark_engine=autocommit,
                                       max_queue=s.outbox_queue_max, retry_s=s.outbox_retry_s,
-                                      admission_key=RedisKeys(s.redis_prefix).admission(n),
-                                      admission_channel=RedisKeys(s.redis_prefix).admission_freed(n))
+                                      admission_keys=let_go_keys(RedisKeys(s.redis_prefix), n))
                 store.on_commit = pub.committed
                 store.on_release = pub.release
                 self._tasks.append(asyncio.create_task(pub.run(self._stop), name=f"outbox-{n}"))

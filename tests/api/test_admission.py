@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from api.admission import Admission
 from api.errors import ApiError
 from domain.admission import keeps_slot, leaves_transit
+from sherwood.admission_slots import LET_GO, let_go_keys
 from sherwood.contracts import RedisKeys
 
 
@@ -115,12 +116,9 @@ async def test_a_request_finding_its_shard_full_waits_and_the_shards_release_adm
         second = asyncio.create_task(take(b, 0, "o2"))
         await queued(b, 0, 1)
         assert not second.done() and await a.in_transit(0) == 1  # waiting, nothing written
-        # the shard's worker takes o1 out of transit: the outbox publisher's ZREM + PUBLISH
+        # the shard's worker takes o1 out of transit (o1 was answered: the last hold goes)
         t0 = time.monotonic()
-        pipe = redis.pipeline(transaction=False)
-        pipe.zrem(a.keys.admission(0), "o1")
-        pipe.publish(a.keys.admission_freed(0), "1")
-        await pipe.execute()
+        assert await shard_lets_go(redis, a, 0, "o1") == 1
         await asyncio.wait_for(second, 5)
         assert time.monotonic() - t0 < 2  # woken, not polled (poll_s is 30)
         assert b.waited == 1 and b.refused == 0
@@ -169,6 +167,36 @@ async def test_a_waiter_finds_a_lapsed_slot_by_polling_without_a_wake_up(redis: 
     t0 = time.monotonic()
     await take(adm, 0, "next")
     assert 0.2 <= time.monotonic() - t0 < 2
+
+
+async def shard_lets_go(redis: Redis, adm: Admission, shard: int, *ids: str) -> int:
+    """The shard's worker lets go of its hold on ``ids`` (as the outbox publisher does); how
+    many slots that freed."""
+    return int(await redis.register_script(LET_GO)(keys=let_go_keys(adm.keys, shard),
+                                                   args=["hold", *ids]))
+
+
+async def test_a_slot_is_freed_once_both_the_answer_and_the_shard_let_go(redis: Redis) -> None:
+    adm, _ = two(redis, limit=3)
+    # the order leaves transit before its answer (a market order filled in its accept): the
+    # slot stays counted until the API has answered
+    async with adm.admit(0, "filled") as slot:
+        assert await shard_lets_go(redis, adm, 0, "filled") == 0
+        assert await adm.in_transit(0) == 1
+        slot.keep()
+    assert await adm.in_transit(0) == 0
+    # answered in transit (it goes on to a venue): counted until the shard lets go
+    await take(adm, 0, "routed")
+    assert await adm.in_transit(0) == 1
+    assert await shard_lets_go(redis, adm, 0, "routed") == 1
+    assert await adm.in_transit(0) == 0
+    # an answer that leaves nothing in transit frees the whole slot; the shard's later letting
+    # go (or a repeat of it) changes nothing
+    async with adm.admit(0, "rejected"):
+        pass
+    assert await adm.in_transit(0) == 0
+    assert await shard_lets_go(redis, adm, 0, "rejected", "routed") == 0
+    assert await redis.hlen(adm.keys.admission_holds(0)) == 0  # nothing left behind
 
 
 async def test_a_slot_lapses_on_redis_clock(redis: Redis) -> None:

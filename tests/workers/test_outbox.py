@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from db import sql
 from db.engines import run_in_transaction, sqlalchemy_url
 from db.router import ShardRouter
+from sherwood.admission_slots import let_go_keys
 from sherwood.contracts import RedisKeys
 from sherwood.embedded import free_port
 from sherwood.settings import Settings
@@ -247,7 +248,7 @@ async def test_admission_slots_go_back_with_the_next_round_and_are_dropped_while
     key = RedisKeys(rows.prefix).admission(0)
     await redis.zadd(key, {"o1": 1e15, "o2": 1e15, "o3": 1e15})
     pub = OutboxPublisher(rows.engine, redis, prefix=rows.prefix, mark_engine=rows.marks,
-                          idle_s=30.0, admission_key=key)
+                          idle_s=30.0, admission_keys=let_go_keys(RedisKeys(rows.prefix), 0))
     stop = asyncio.Event()
     task = asyncio.create_task(pub.run(stop))
 
@@ -279,13 +280,12 @@ async def test_admission_slots_go_back_with_the_next_round_and_are_dropped_while
 async def test_freed_admission_slots_are_announced_to_the_api_waiters(
     rows: OutboxRows, redis: Redis,
 ) -> None:
-    """With the shard's ``admission_freed`` channel, a round that frees slots PUBLISHes how many
-    on it, in the same pipeline (the API's waiting requests are woken by it)."""
+    """A round that frees slots PUBLISHes how many on the shard's ``admission_freed`` channel, in
+    the same pipeline (the API's waiting requests are woken by it)."""
     keys = RedisKeys(rows.prefix)
     await redis.zadd(keys.admission(0), {"o1": 1e15, "o2": 1e15})
     pub = OutboxPublisher(rows.engine, redis, prefix=rows.prefix, mark_engine=rows.marks,
-                          idle_s=30.0, admission_key=keys.admission(0),
-                          admission_channel=keys.admission_freed(0))
+                          idle_s=30.0, admission_keys=let_go_keys(keys, 0))
     sub = redis.pubsub(ignore_subscribe_messages=True)
     await sub.subscribe(keys.admission_freed(0))
     try:

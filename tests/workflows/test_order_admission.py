@@ -87,7 +87,8 @@ async def empty_sets(stack: TradingStack) -> None:
     """Every shard's admission set starts empty (a slot kept by an earlier test lapses only
     after its hold)."""
     keys = RedisKeys(stack.settings.redis_prefix)
-    await stack.redis.delete(*(keys.admission(n) for n in range(stack.settings.shard_count)))
+    await stack.redis.delete(*(k for n in range(stack.settings.shard_count)
+                               for k in (keys.admission(n), keys.admission_holds(n))))
 
 
 async def counted(stack: TradingStack, shard: int) -> set[str]:
