@@ -104,11 +104,13 @@ class Admission:
         if not self.on or self.wait_s <= 0 or self.redis is None:
             return
         prefix = self.keys.admission_freed_pattern()[:-1]  # '<prefix>:admission_freed:'
+        backoff = 1.0
         while stop is None or not stop.is_set():
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.psubscribe(self.keys.admission_freed_pattern())
                 self.listening.set()
+                backoff = 1.0
                 while stop is None or not stop.is_set():
                     m = await pubsub.get_message(timeout=1.0)
                     if m is None or m.get("type") != "pmessage":
@@ -120,8 +122,10 @@ class Admission:
                         continue
                     self._wake(shard, freed)
             except (RedisError, OSError) as exc:
-                log.warning("admission wake-ups unavailable (Redis), waiters poll: %s", exc)
-                await asyncio.sleep(1.0)
+                log.warning("admission wake-ups unavailable (Redis), waiters poll; again in "
+                            "%.0fs: %s", backoff, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
             finally:
                 self.listening.clear()
                 await pubsub.aclose()

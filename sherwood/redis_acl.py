@@ -59,9 +59,11 @@ USERS: dict[str, RedisUser] = {
     ),
     "service": RedisUser(
         # the API (rate limits, account shard cache, trade streams), the shard workers (outbox,
-        # triggers), the gateway, the back office (the simulated bank), controls (db/controls.py)
+        # triggers), the gateway, the back office (the simulated bank), controls (db/controls.py).
+        # A PSUBSCRIBE pattern must be allowed literally (``*`` does not cover it): the API's
+        # wake-ups for requests waiting for an admission slot (api/admission.py)
         keys=("*",),
-        channels=("*",),
+        channels=("*", "admission_freed:*"),
         commands=("+@all", "-@dangerous"),
     ),
 }

@@ -172,6 +172,19 @@ async def test_the_service_user_does_what_the_services_do(server: EmbeddedRedis)
         await ps.subscribe(KEYS.trade_updates(ACCOUNT))
         assert (await ps.get_message(timeout=2))["type"] == "subscribe"  # type: ignore[index]
         await ps.aclose()
+        # api/admission.py: take a slot, wait for freed ones (a pattern subscription), and
+        # the shard's letting go (workers/outbox.py) announces the freed slot
+        from sherwood.admission_slots import LET_GO, TAKE, let_go_keys
+        assert await r.register_script(TAKE)(
+            keys=[KEYS.admission(0), KEYS.admission_holds(0)], args=[2, 60000, "o1"]) == 1
+        freed = r.pubsub(ignore_subscribe_messages=True)
+        await freed.psubscribe(KEYS.admission_freed_pattern())
+        assert await r.register_script(LET_GO)(keys=let_go_keys(KEYS, 0), args=["drop", "o1"]) == 1
+        m = None
+        while m is None:
+            m = await freed.get_message(timeout=2)
+        assert m["data"] == b"1"
+        await freed.aclose()
         for refused in (r.flushall(), r.keys("*"), r.config_get("*"), r.set("elsewhere", 1)):
             with pytest.raises(NoPermissionError):
                 await refused
