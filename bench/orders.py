@@ -168,7 +168,8 @@ class Run:
         lat = self.latencies
         figs = {"per_s": len(lat) / self.elapsed if self.elapsed else 0.0, "n": len(lat),
                 "errors": self.errors, "refused": self.refused,
-                "p50_ms": pct(lat, 0.5) * 1000, "p99_ms": pct(lat, 0.99) * 1000,
+                "p50_ms": pct(lat, 0.5) * 1000, "p95_ms": pct(lat, 0.95) * 1000,
+                "p99_ms": pct(lat, 0.99) * 1000,
                 "mean_ms": (statistics.fmean(lat) * 1000) if lat else float("nan")}
         if self.answered:
             figs |= {"answered_p50_ms": pct(self.answered, 0.5) * 1000,
