@@ -49,7 +49,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.gateway_market import MarketAtRouting
-from db.gateway import ABANDONED, SENT, GatewayStore, RouteRecord
+from db.gateway import ABANDONED, SENDING, SENT, GatewayStore, RouteRecord, SendReservation
 from domain.execution import (
     VenueAck,
     VenueCancel,
@@ -187,6 +187,7 @@ class GatewayActivities:
         rng: random.Random | None = None,
         quality_window: int = 100,
         clock: Callable[[], float] = time.monotonic,
+        sending_wait_s: float = 5.0,
     ) -> None:
         if routing not in ROUTING_POLICIES:
             raise ValueError(f"unknown routing policy {routing!r} (one of {ROUTING_POLICIES})")
@@ -202,6 +203,9 @@ class GatewayActivities:
         self.early_reports = reports
         self.first_report_wait_s = first_report_wait_s
         self.report_linger_s = report_linger_s
+        # how long an abandon waits for a send in flight to be marked sent (abandon_new_order);
+        # well above a live attempt's send + first_report_wait_s + report_linger_s
+        self.sending_wait_s = sending_wait_s
         self.quotes = quotes
         # the halt check and the NBBO in one round trip; ``halted``, when given, decides the halt
         # instead (tests override it), and the quote is then read on its own
@@ -412,7 +416,23 @@ class GatewayActivities:
         if res.status == ABANDONED:
             log.info("order %s abandoned before it was sent", order.order_id)
             return None
+        if res.status == SENDING:
+            res = await self._after_send_in_flight(res)
         return await self._already_sent(order, res.venue)
+
+    async def _after_send_in_flight(self, res: SendReservation) -> SendReservation:
+        """A send attempt holds the ClOrdID (``sending``): it may hand the venue's first answers
+        over in its own result, which the workflow, abandoning, never reads (found by the chaos
+        run: a fill lost that way left its order open). Wait, at most ``sending_wait_s``, for
+        the attempt to mark it sent with those answers recorded, so that the abandon's answer
+        carries them. An attempt that died leaves it ``sending``: then what is recorded is all
+        there is, and what the venue sends later goes out as signals."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.sending_wait_s
+        while res.status == SENDING and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+            res = await self.store.get_send(res.cl_ord_id) or res
+        return res
 
     @activity.defn(name="send_cancel")
     @final_unless_transient

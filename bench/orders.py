@@ -339,8 +339,9 @@ async def bench_overload(api: str, client: Client, accounts: list[dict[str, str]
             phases[c][k][1] += n - seen[k][1]
     figs = {c: run.figures() for c, run in runs.items()}
     for c, r in figs.items():
-        means = {f"{k}_mean_ms": round(1000 * total / n, 1)
-                 for k, (total, n) in phases[c].items() if n}
+        means: dict[str, float] = {f"{k}_mean_ms": round(1000 * total / n, 1)
+                                   for k, (total, n) in phases[c].items() if n}
+        means["api_accepts"] = phases[c]["api_accept"][1]  # beside n: accepts the bench saw end
         print(json.dumps({"bench": "orders", "kind": "sherwood_market_order_overload",
                           "concurrency": c, **{k: round(v, 2) for k, v in r.items()}, **means,
                           "cpu_ms_per_item": per_item_ms(spent[c], int(r["n"]))}), flush=True)

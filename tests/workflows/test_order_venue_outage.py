@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 from sqlalchemy import text
 from temporalio.exceptions import ApplicationError
 
+from api.services.orders import order_id_for
 from tests.stack import TradingStack, headers
 from tests.workflows.order_helpers import balances, place, wait_order
 
@@ -120,3 +122,53 @@ async def test_repeated_cancels_of_a_pending_cancel_are_one_request(stack: Tradi
                 "SELECT cl_ord_id FROM gateway_orders WHERE order_id = :o AND msg_type = 'F'"),
                 {"o": order["id"]})).scalars().all()
         assert cancels == [f"{order['id']}:C1"]
+
+
+async def test_a_fill_that_comes_while_a_cancel_abandons_the_send_is_booked(
+    stack: TradingStack, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by the chaos run (1 in 4): the customer cancels while the gateway's activity is
+    sending the order (its ClOrdID reserved, not yet marked sent). The workflow gives up the
+    send and asks the gateway to abandon; the gateway answers that the order reached a venue, with
+    the reports recorded so far (none). The send then goes out, the venue fills at once, and the
+    fill is handed over in the result of the send the workflow no longer reads: never booked, the
+    order left open at the venue. The abandon must wait for the send in flight and return its
+    answers."""
+    await stack.set_quote("AAPL", "187.40", "187.50")
+    acct = await stack.account("5000")
+    acts = stack.gateway.activities
+    reserved, looked, oid = asyncio.Event(), asyncio.Event(), {"id": ""}
+    record_route, abandon = acts._record_route, acts.store.abandon
+
+    async def held_send(order: Any, *args: Any) -> None:  # reserved 'sending', not yet sent
+        if order.order_id == oid["id"]:
+            reserved.set()
+            await asyncio.wait_for(looked.wait(), 20)
+        await record_route(order, *args)
+
+    async def abandon_seen(cl_ord_id: str, order_id: str) -> Any:
+        res = await abandon(cl_ord_id, order_id)
+        if order_id == oid["id"]:
+            looked.set()  # the gateway has looked at the reservation: the send may go now
+        return res
+
+    async def no_link(order: Any) -> Any:  # the direct link fails: the activity sends
+        raise RuntimeError("no direct link in this test")
+
+    monkeypatch.setattr(acts, "_record_route", held_send)
+    monkeypatch.setattr(acts.store, "abandon", abandon_seen)
+    assert stack.gateway.link is not None
+    monkeypatch.setattr(stack.gateway.link, "send", no_link)
+    coid = f"race-{uuid.uuid4().hex[:8]}"
+    oid["id"] = str(order_id_for(acct.account_id, coid))
+    order = await place(stack, acct, symbol="AAPL", qty="2", side="buy", type="market",
+                        time_in_force="day", client_order_id=coid)
+    assert order["id"] == oid["id"]
+    await asyncio.wait_for(reserved.wait(), 10)
+    async with stack.http() as http:
+        r = await http.delete(f"/v2/orders/{order['id']}", headers=headers(acct))
+    assert r.status_code == 204, r.text
+    done = await wait_order(stack, acct, order["id"], {"filled", "canceled"}, timeout=20)
+    assert done["status"] == "filled" and done["filled_qty"] == "2", done
+    # booked once, no hold left: 2 shares bought at the ask
+    assert await balances(stack, acct) == {"cash": Decimal("4625"), "shares_unsettled:AAPL": 2}
