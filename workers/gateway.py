@@ -27,7 +27,7 @@ Inbound path, and why a crash anywhere is safe:
    signals of a running workflow, so a kill between the signal and ``delivered_at``
    does not deliver the report twice either.
 3. the exception: while ``send_new_order`` waits for an order's first answers
-   (:class:`activities.gateway.ReportWatch`), the loop leaves that order's rows alone; the
+   (:class:`activities.gateway_ports.ReportWatch`), the loop leaves that order's rows alone; the
    activity returns the ones that came in its result and marks them delivered, and the loop
    signals whatever came later. A crash in between leaves them undelivered (signalled after
    all), and an activity retry returns every recorded report, so none is lost. The same holds
@@ -51,7 +51,7 @@ from temporalio.api.workflowservice.v1 import SignalWorkflowExecutionRequest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.gateway import ReportWatch
+from activities.gateway_ports import ReportWatch
 from db.gateway import GatewayStore, PendingReport, with_route
 from domain.execution import VenueEvent
 from fix.messages import Tag, parse_inbound, venue_event
