@@ -77,6 +77,13 @@ def is_transient(exc: BaseException) -> bool:
     code = sqlstate(exc)
     if code is not None:  # a driver error raised as it is
         return code.startswith(_TRANSIENT_SQLSTATE_PREFIXES)
+    import psycopg
+
+    if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+        # no SQLSTATE: the driver's own failure, as above; SQLAlchemy's pool lets a connection
+        # that cannot be opened (refused, "the database system is shutting down") through as
+        # psycopg raised it
+        return True
     if isinstance(exc, (OSError, asyncio.TimeoutError, EOFError)):  # incl. ConnectionError
         return True
     try:
