@@ -209,10 +209,6 @@ class Admission:
         metrics.ADMISSION_WAIT.observe(loop.time() - started)
         return Slot(owned=got == 1)
 
-    async def _give_back(self, shard: int, order_id: str) -> None:
-        """Free ``order_id``'s slot whatever its holds (its answer left nothing in transit)."""
-        await self._let_go_of(shard, order_id, "drop")
-
     async def _let_go_of(self, shard: int, order_id: str, mode: str) -> None:
         assert self._let_go is not None
         try:

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
+from prometheus_client.parser import text_string_to_metric_families
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import PollerBehaviorSimpleMaximum, UnsandboxedWorkflowRunner, Worker
@@ -310,13 +311,10 @@ async def phase_totals(metrics_url: str | None) -> dict[str, tuple[float, float]
         return {}
     async with httpx.AsyncClient(timeout=10) as http:
         body = (await http.get(metrics_url)).text
-    out: dict[str, tuple[float, float]] = {}
-    for name, metric in PHASES.items():
-        got = {line.split()[0].removeprefix(metric): float(line.split()[1])
-               for line in body.splitlines() if line.startswith(f"{metric}_sum")
-               or line.startswith(f"{metric}_count")}
-        out[name] = (got.get("_sum", 0.0), got.get("_count", 0.0))
-    return out
+    samples = {s.name: s.value for family in text_string_to_metric_families(body)
+               for s in family.samples}
+    return {name: (samples.get(f"{metric}_sum", 0.0), samples.get(f"{metric}_count", 0.0))
+            for name, metric in PHASES.items()}
 
 
 async def bench_overload(api: str, client: Client, accounts: list[dict[str, str]],

@@ -109,16 +109,23 @@ async def queued(adm: Admission, shard: int, n: int) -> None:
         await asyncio.sleep(0.005)
 
 
+async def waits(adm: Admission, shard: int, order_id: str, ahead: int = 0) -> asyncio.Task[None]:
+    """``order_id`` posted to ``adm`` while its shard is full: once it waits, ``ahead`` others
+    waiting before it."""
+    task = asyncio.create_task(take(adm, shard, order_id))
+    await queued(adm, shard, ahead + 1)
+    return task
+
+
 async def test_a_request_finding_its_shard_full_waits_and_the_shards_release_admits_it(
         redis: Redis) -> None:
     async with waiting(redis) as (a, b):
         await take(a, 0, "o1")
-        second = asyncio.create_task(take(b, 0, "o2"))
-        await queued(b, 0, 1)
+        second = await waits(b, 0, "o2")
         assert not second.done() and await a.in_transit(0) == 1  # waiting, nothing written
         # the shard's worker takes o1 out of transit (o1 was answered: the last hold goes)
         t0 = time.monotonic()
-        assert await shard_lets_go(redis, a, 0, "o1") == 1
+        assert await let_go(redis, a, 0, "o1") == 1
         await asyncio.wait_for(second, 5)
         assert time.monotonic() - t0 < 2  # woken, not polled (poll_s is 30)
         assert b.waited == 1 and b.refused == 0
@@ -142,20 +149,19 @@ async def test_waiters_are_woken_first_come_first_served_and_only_as_many_as_wer
         redis: Redis) -> None:
     async with waiting(redis) as (a, b):
         await take(a, 0, "o1")
-        first = asyncio.create_task(take(b, 0, "w1"))
-        await queued(b, 0, 1)
-        second = asyncio.create_task(take(b, 0, "w2"))
-        await queued(b, 0, 2)
+        first = await waits(b, 0, "w1")
+        second = await waits(b, 0, "w2", ahead=1)
         # another API process gives a slot back (an answer that leaves nothing in transit): it
         # tells every process's waiters, as the shard does
         t0 = time.monotonic()
-        await a._give_back(0, "o1")
+        assert await let_go(redis, a, 0, "o1", mode="drop") == 1
         await asyncio.wait_for(first, 5)
         assert time.monotonic() - t0 < 2  # woken, not polled (poll_s is 30)
         assert not second.done()
         await queued(b, 0, 1)  # the second still waits, first in line now
         t0 = time.monotonic()
-        await b._give_back(0, "w1")  # w1 is answered with nothing in transit: the second is next
+        # w1 is answered with nothing in transit: the second is next
+        assert await let_go(redis, b, 0, "w1", mode="drop") == 1
         await asyncio.wait_for(second, 5)
         assert time.monotonic() - t0 < 2
 
@@ -169,11 +175,12 @@ async def test_a_waiter_finds_a_lapsed_slot_by_polling_without_a_wake_up(redis: 
     assert 0.2 <= time.monotonic() - t0 < 2
 
 
-async def shard_lets_go(redis: Redis, adm: Admission, shard: int, *ids: str) -> int:
-    """The shard's worker lets go of its hold on ``ids`` (as the outbox publisher does); how
-    many slots that freed."""
+async def let_go(redis: Redis, adm: Admission, shard: int, *ids: str, mode: str = "hold") -> int:
+    """Let go of a hold on ``ids`` (the shard's, as the outbox publisher does, or the API's), or
+    ``mode="drop"`` the whole slot (an API answer that leaves nothing in transit); how many
+    slots that freed."""
     return int(await redis.register_script(LET_GO)(keys=let_go_keys(adm.keys, shard),
-                                                   args=["hold", *ids]))
+                                                   args=[mode, *ids]))
 
 
 async def test_a_slot_is_freed_once_both_the_answer_and_the_shard_let_go(redis: Redis) -> None:
@@ -181,21 +188,21 @@ async def test_a_slot_is_freed_once_both_the_answer_and_the_shard_let_go(redis: 
     # the order leaves transit before its answer (a market order filled in its accept): the
     # slot stays counted until the API has answered
     async with adm.admit(0, "filled") as slot:
-        assert await shard_lets_go(redis, adm, 0, "filled") == 0
+        assert await let_go(redis, adm, 0, "filled") == 0
         assert await adm.in_transit(0) == 1
         slot.keep()
     assert await adm.in_transit(0) == 0
     # answered in transit (it goes on to a venue): counted until the shard lets go
     await take(adm, 0, "routed")
     assert await adm.in_transit(0) == 1
-    assert await shard_lets_go(redis, adm, 0, "routed") == 1
+    assert await let_go(redis, adm, 0, "routed") == 1
     assert await adm.in_transit(0) == 0
     # an answer that leaves nothing in transit frees the whole slot; the shard's later letting
     # go (or a repeat of it) changes nothing
     async with adm.admit(0, "rejected"):
         pass
     assert await adm.in_transit(0) == 0
-    assert await shard_lets_go(redis, adm, 0, "rejected", "routed") == 0
+    assert await let_go(redis, adm, 0, "rejected", "routed") == 0
     assert await redis.hlen(adm.keys.admission_holds(0)) == 0  # nothing left behind
 
 
