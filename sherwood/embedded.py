@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -59,7 +60,41 @@ def wait_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes
     raise EmbeddedError(f"{host}:{port} did not open within {timeout}s")
 
 
+def ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for ports it picks itself (outgoing connections, ``bind`` to port 0)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+_FIRST_PICKED_PORT = 15000  # below it: the well-known services' ports (3306, 5432, 6379, 8000 ...)
+_handed_out: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing has bound on ``host``, for a server about to be started on it.
+
+    Picked at random below the kernel's ephemeral range, never from it: the kernel gives ports in
+    that range to every outgoing connection and every ``bind`` to port 0, so one handed out from
+    it could be taken by a connection before its server binds it (EADDRINUSE; seen in CI). Below
+    it only another server asking for that very port can take it. Not handed out twice by one
+    process. Falls back to the kernel's pick when the range leaves too little room below it.
+    """
+    low, _ = ephemeral_range()
+    if low - _FIRST_PICKED_PORT >= 1000:
+        for _ in range(200):
+            port = random.randrange(_FIRST_PICKED_PORT, low)
+            if port in _handed_out:
+                continue
+            with socket.socket() as s:
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    continue
+            _handed_out.add(port)
+            return port
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])

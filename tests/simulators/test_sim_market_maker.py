@@ -7,7 +7,6 @@ import contextlib
 import itertools
 import os
 import signal
-import socket
 import sys
 import time
 import uuid
@@ -21,6 +20,7 @@ import simplefix
 
 from fix.session import FixInitiator, FixSession, SessionConfig
 from fix.store import MemorySessionStore
+from sherwood.embedded import free_port
 from simulators.market_maker import MarketMaker, MarketMakerConfig, parse_slices, parse_symbols
 from simulators.quote_sources import RandomWalkQuoteSource, RedisQuoteSource
 
@@ -436,9 +436,7 @@ def test_cli_parsers() -> None:
 
 
 async def test_cli_market_maker_process_trades() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     code = "import sys; from simulators.cli import sim_app; sys.exit(sim_app())"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", code, "market-maker", "--port", str(port),
