@@ -273,10 +273,20 @@ class GatewayActivities:
             # the ClOrdID is marked ``sent`` with the reports handed over, by one statement;
             # until then it reads ``sending``, which a retry treats as sent maybe: it sends again
             # with PossResend=Y and the venue deduplicates by ClOrdID (the module docstring)
-            ack, seq = await self._send_new_order(order, mark=False)
+            ack, seq, again = await self._send_new_order(order, mark=False)
             if not ack.resent:
                 await watch.wait(self.first_report_wait_s, self.report_linger_s)
                 ack.reports = list(watch.reports)
+                if again:
+                    # An earlier attempt reserved the ClOrdID and may still hold the venue's
+                    # first answers (it hangs past its timeout, then hands them over in a result
+                    # nobody reads, marked delivered, so never signalled): this result carries
+                    # everything recorded for the order. Each report is booked once whatever
+                    # repeats (the workflow goes by ExecID).
+                    recorded = await self.early_reports.recorded(order.order_id)
+                    known = {(r.venue, r.exec_id) for r in recorded}
+                    ack.reports = recorded + [r for r in ack.reports
+                                              if (r.venue, r.exec_id) not in known]
                 await self.early_reports.handed_over(
                     ack.reports, sent=(order.cl_ord_id, seq) if seq is not None else None)
             return ack
@@ -289,8 +299,9 @@ class GatewayActivities:
         return VenueAck(venue=venue, cl_ord_id=order.cl_ord_id, resent=True, reports=reports)
 
     async def _send_new_order(self, order: VenueOrder, *,
-                              mark: bool = True) -> tuple[VenueAck, int | None]:
-        """The send; returns the ack and the MsgSeqNum it went out with (None: not sent now).
+                              mark: bool = True) -> tuple[VenueAck, int | None, bool]:
+        """The send; returns the ack, the MsgSeqNum it went out with (None: not sent now) and
+        whether an earlier attempt had reserved the ClOrdID (this one sent it again).
         ``mark=False``: the caller marks the ClOrdID ``sent`` (``handed_over``)."""
         # The reservation is the first statement (it says whether this is a retry): one round
         # trip per order. Only under a halt is the ClOrdID looked up first, because a halt stops
@@ -309,13 +320,13 @@ class GatewayActivities:
             # no venue to send to; a retry of an order already sent needs none
             existing = await self.store.get_send(order.cl_ord_id)
             if existing is not None and existing.status == SENT:
-                return await self._already_sent(order, existing.venue), None
+                return await self._already_sent(order, existing.venue), None, True
             raise
         res = await self.store.reserve_send(order.cl_ord_id, order.order_id, venue,
                                              MsgType.NEW_ORDER_SINGLE, account_id=order.account_id,
                                              shard=order.shard)
         if res.status == SENT:
-            return await self._already_sent(order, res.venue), None
+            return await self._already_sent(order, res.venue), None, True
         if res.status == ABANDONED:  # its workflow gave up routing it: never sent, never will be
             raise ApplicationError(f"order {order.order_id} was abandoned before it was sent",
                                    type="abandoned", non_retryable=True)
@@ -329,7 +340,7 @@ class GatewayActivities:
             await self.store.mark_sent(order.cl_ord_id, seq)
         log.info("order %s -> %s NewOrderSingle seq %d%s", order.order_id, res.venue, seq,
                  " PossResend" if poss_resend else "")
-        return VenueAck(venue=res.venue, cl_ord_id=order.cl_ord_id), seq
+        return VenueAck(venue=res.venue, cl_ord_id=order.cl_ord_id), seq, poss_resend
 
     async def _record_route(self, order: VenueOrder, choice: RoutingChoice, quote: Quote | None,
                             age: int | None) -> None:

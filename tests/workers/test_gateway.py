@@ -589,3 +589,44 @@ async def test_sigkill_and_restart_delivers_every_fill_once(
     booked = await store.reports_for_order(order.order_id)
     assert len(booked) == len(venue_exec_ids) and all(d for _, d in booked)
     await h.signal(ReportRecorder.finish)
+
+
+async def test_a_retry_while_the_first_attempt_hangs_returns_the_first_attempts_answers(
+    client: Client, store: GatewayStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first attempt sends, the venue fills at once, and the attempt hangs while handing the
+    answers over (a database that stalls past the activity's start-to-close timeout). Temporal
+    starts a second attempt, whose result is the only one the workflow reads: the first's is
+    discarded when it finally comes. The second finds the ClOrdID ``sending``, sends again
+    flagged PossResend, and the venue, deduplicating by ClOrdID, answers nothing new. Its answer
+    must carry the first attempt's reports, which that attempt is about to mark delivered (so
+    they are never signalled either): else the fill is lost and the order stays open."""
+    venue = Venue()
+    async with running(venue, client=client, store=store, tmp=tmp_path) as gw:
+        acts = gw.activities
+        assert acts.early_reports is not None
+        order = new_order("100")
+        handing, second_done = asyncio.Event(), asyncio.Event()
+        hand_over = acts.early_reports.handed_over
+        calls = 0
+
+        async def stalled(reports: list[VenueEvent], sent: Any = None) -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 1:  # the first attempt: it holds the venue's answers
+                assert [r.kind for r in reports] == ["ack", "fill"], reports
+                handing.set()
+                await asyncio.wait_for(second_done.wait(), 30)
+            await hand_over(reports, sent)
+
+        monkeypatch.setattr(acts.early_reports, "handed_over", stalled)
+        first = asyncio.create_task(acts.send_new_order(order))
+        await asyncio.wait_for(handing.wait(), 10)
+        second = await acts.send_new_order(order)
+        second_done.set()
+        await first
+        assert not second.resent
+        # (the venue answers the PossResend copy with the order's status; it books nothing)
+        assert [(r.kind, r.status) for r in second.reports if r.kind != "status"] == [
+            ("ack", "new"), ("fill", "filled")]
+    assert venue.engine_orders(order.order_id) == 1
