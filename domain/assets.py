@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import lru_cache
 
 _NS = uuid.UUID("6f1d4b1e-8c1e-4c50-9f0e-5e1f0a1b2c3d")
 
@@ -24,7 +25,13 @@ class Asset:
     @property
     def id(self) -> uuid.UUID:
         """Stable asset id, the same on every shard and every run."""
-        return uuid.uuid5(_NS, self.symbol)
+        return _asset_id(self.symbol)
+
+
+@lru_cache(maxsize=4096)
+def _asset_id(symbol: str) -> uuid.UUID:
+    # every order object (each trade update, each order read) names its asset: a SHA-1 each
+    return uuid.uuid5(_NS, symbol)
 
 
 _RAW = """

@@ -130,18 +130,25 @@ def final_unless_transient(fn: F) -> F:
 def retries_within(policy: RetryPolicy, seconds: float) -> RetryPolicy:
     """``policy`` with as many attempts as its backoff fits in ``seconds`` (at least 2): a
     bound on retries that needs no timer, so it holds for local activities too."""
-    attempts, waited = 1, 0.0
-    interval = policy.initial_interval.total_seconds()
     cap = policy.maximum_interval.total_seconds() if policy.maximum_interval else float("inf")
-    while waited + min(interval, cap) <= seconds:
-        waited += min(interval, cap)
-        interval *= policy.backoff_coefficient
-        attempts += 1
+    attempts = _attempts_within(policy.initial_interval.total_seconds(),
+                                policy.backoff_coefficient, cap, seconds)
     return RetryPolicy(initial_interval=policy.initial_interval,
                        backoff_coefficient=policy.backoff_coefficient,
                        maximum_interval=policy.maximum_interval,
                        maximum_attempts=max(2, attempts),
                        non_retryable_error_types=policy.non_retryable_error_types)
+
+
+@functools.lru_cache(maxsize=256)
+def _attempts_within(interval: float, coefficient: float, cap: float, seconds: float) -> int:
+    # (every shard transaction of every order asks: a few dozen steps each time otherwise)
+    attempts, waited = 1, 0.0
+    while waited + min(interval, cap) <= seconds:
+        waited += min(interval, cap)
+        interval *= coefficient
+        attempts += 1
+    return attempts
 
 
 def is_internal(exc: BaseException | None) -> bool:
