@@ -39,7 +39,7 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Protocol
 
@@ -63,6 +63,7 @@ from domain.routing import (
     RoutingChoice,
     RoutingWeights,
     VenueQuality,
+    VenueStats,
     choose_venue,
     scoped,
 )
@@ -169,11 +170,14 @@ class GatewayActivities:
             return RoutingChoice(requested, "requested")
         up = set(self.logged_on_venues())
         venues = [(v, v in up) for v in self._venues]
+        stats: Sequence[VenueStats]
         if self.routing == "smart" and order is not None:
             _, stats = scoped(self.quality.by_scope(venues, order.symbol, _qty(order.qty)),
                               self.weights.scope_min_orders)
-        else:
+        elif self.routing == "smart":
             stats = [self.quality.stats(v, connected) for v, connected in venues]
+        else:  # first, round_robin: who is logged on is all they look at (no pass over the window)
+            stats = [VenueStats(v, connected) for v, connected in venues]
         choice = choose_venue(self.routing, stats, draw=self._rng.random(),
                               turn=next(self._rr) if self.routing == "round_robin" else 0,
                               weights=self.weights)

@@ -53,3 +53,28 @@ def test_a_replacements_events_count_for_its_route() -> None:
     # a warm start replays with the recorded arrival time
     a.observe(ev("b", K.FILL, last_qty="1", last_px="10.02"), at=3.0)
     assert a.quality.stats("MM1", True).latency_s == 2.0  # (1 + 3) / 2
+
+
+class _Up:
+    """A FIX session that is logged on, as far as routing looks."""
+
+    def __init__(self) -> None:
+        import asyncio
+
+        self.logged_on = asyncio.Event()
+        self.logged_on.set()
+
+
+def test_round_robin_and_first_route_without_a_pass_over_the_window() -> None:
+    """Only smart routing reads the venue scores: the others look at who is logged on, so an
+    order's route does not walk each venue's last orders (it did, in the gateway's profile)."""
+    for policy, expected in (("round_robin", ["MM1", "MM2", "MM1"]), ("first", ["MM1"] * 3)):
+        a = GatewayActivities(cast(GatewayStore, None),
+                              {"MM1": cast(FixSession, _Up()), "MM2": cast(FixSession, _Up())},
+                              routing=policy, clock=lambda: 1.0)
+
+        def no_scores(*args: Any, **kw: Any) -> Any:
+            raise AssertionError(f"{policy} read the venue scores")
+
+        a.quality.stats = no_scores  # type: ignore[method-assign]
+        assert [a.route(None).venue for _ in range(3)] == expected
