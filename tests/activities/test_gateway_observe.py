@@ -73,7 +73,7 @@ def test_round_robin_and_first_route_without_a_pass_over_the_window() -> None:
                               {"MM1": cast(FixSession, _Up()), "MM2": cast(FixSession, _Up())},
                               routing=policy, clock=lambda: 1.0)
 
-        def no_scores(*args: Any, **kw: Any) -> Any:
+        def no_scores(*args: Any, policy: str = policy, **kw: Any) -> Any:
             raise AssertionError(f"{policy} read the venue scores")
 
         a.quality.stats = no_scores  # type: ignore[method-assign]
