@@ -19,7 +19,8 @@ the ratios; then, on their own, bracket orders (``sherwood_bracket_order_legs_li
 the entry is filled, the take-profit ``new`` and the stop-loss ``held``). Run:
 ``python -m bench.orders [--seconds 10] [--concurrency 1,10,50]``; ``--overload 10,50`` instead
 measures admission control alone: our orders at 10 and 50 interleaved, and 50's throughput and
-p99 over 10's. Uses SHERWOOD_POSTGRES_URL /
+p99 over 10's, with where each level's latency went (``order_phases_ms``, bench.order_phases).
+Uses SHERWOOD_POSTGRES_URL /
 SHERWOOD_REDIS_URL when set (else embedded servers) and a scratch data dir and database prefix.
 """
 
@@ -46,6 +47,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import PollerBehaviorSimpleMaximum, UnsandboxedWorkflowRunner, Worker
 
 from bench.bare_workflow import BareWorkflow, noop
+from bench.order_phases import Timed, phase_percentiles
 from bench.shape_workflow import ShapeWorkflow, shape_local
 from db.migrate import drop_database
 from db.roles import drop_role, login_of, with_login
@@ -154,6 +156,7 @@ class Run:
     # of plain orders: POST sent -> answered (the rest of the latency is the order's
     # workflow finishing after its answer, and the bench reading its result)
     answered: list[float] = field(default_factory=list)
+    timed: list[Timed] = field(default_factory=list)  # of plain orders: for their phases
     errors: int = 0
     refused: int = 0  # admission refusals (429 over_capacity): shed load, not errors
     elapsed: float = 0.0
@@ -161,6 +164,7 @@ class Run:
     def add(self, other: Run) -> None:
         self.latencies += other.latencies
         self.answered += other.answered
+        self.timed += other.timed
         self.errors += other.errors
         self.refused += other.refused
         self.elapsed += other.elapsed
@@ -242,24 +246,28 @@ async def bench_shape(client: Client, s: Settings, concurrency: int, seconds: fl
 async def bench_orders(api: str, client: Client, accounts: list[dict[str, str]], concurrency: int,
                        seconds: float) -> Run:
     answered: list[float] = []
+    timed: list[Timed] = []
     async with httpx.AsyncClient(base_url=api, timeout=30,
                                  limits=httpx.Limits(max_connections=concurrency + 5)) as http:
         async def one(i: int, n: int) -> None:
             # each loop cycles through every account: one customer's own rate limit
             # (SHERWOOD_ORDER_RATE_PER_S) is not what this measures
             acct = accounts[(i + n * concurrency) % len(accounts)]
-            t0 = time.perf_counter()
+            t0, sent = time.perf_counter(), time.time()
             r = await http.post("/v2/orders", json={
                 "symbol": "F", "qty": "1", "side": "buy", "type": "market", "time_in_force": "day"},
                 headers={"APCA-API-KEY-ID": acct["key_id"], "APCA-API-SECRET-KEY": acct["secret_key"]})
             check_placed(r)
             answered.append(time.perf_counter() - t0)
+            at_answer = time.time()
             snap = await client.get_workflow_handle(r.json()["id"]).result()
             if snap["state"] != "FILLED":
                 raise RuntimeError(f"order ended {snap['state']}")
+            timed.append(Timed(r.json()["id"], sent, at_answer, time.time()))
 
         run = await drive(concurrency, seconds, one)
         run.answered = answered
+        run.timed = timed
         return run
 
 
@@ -343,6 +351,9 @@ async def bench_overload(api: str, client: Client, accounts: list[dict[str, str]
         print(json.dumps({"bench": "orders", "kind": "sherwood_market_order_overload",
                           "concurrency": c, **{k: round(v, 2) for k, v in r.items()}, **means,
                           "cpu_ms_per_item": per_item_ms(spent[c], int(r["n"]))}), flush=True)
+    for c in (low, high):  # where each level's latency went (histories read after the runs)
+        print(json.dumps({"bench": "orders", "kind": "order_phases_ms", "concurrency": c,
+                          **await phase_percentiles(client, runs[c].timed)}), flush=True)
     print(json.dumps({"bench": "orders", "kind": "overload_ratio", "low": low, "high": high,
                       "throughput_high_over_low": round(figs[high]["per_s"] / figs[low]["per_s"], 3),
                       "p99_high_over_low": round(figs[high]["p99_ms"] / figs[low]["p99_ms"], 3)}),
