@@ -105,13 +105,20 @@ class Admission:
             return
         prefix = self.keys.admission_freed_pattern()[:-1]  # '<prefix>:admission_freed:'
         backoff = 1.0
-        while stop is None or not stop.is_set():
+        me = asyncio.current_task()
+
+        def going_on() -> bool:
+            # a cancel must end the loop even when redis-py's get_message swallows it (seen
+            # here: the API's shutdown then waited on this loop for ever, and was killed)
+            return (stop is None or not stop.is_set()) and not (me is not None and me.cancelling())
+
+        while going_on():
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.psubscribe(self.keys.admission_freed_pattern())
                 self.listening.set()
                 backoff = 1.0
-                while stop is None or not stop.is_set():
+                while going_on():
                     m = await pubsub.get_message(timeout=1.0)
                     if m is None or m.get("type") != "pmessage":
                         continue

@@ -7,7 +7,6 @@ slice on, Temporal). The app owns its ShardRouter and Redis client for its lifet
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -70,8 +69,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             wakeups.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await wakeups
+            # bounded: the shutdown never waits on the wake-ups for long, whatever redis-py does
+            await asyncio.wait((wakeups,), timeout=3)
             await gateway.dispose()
             await router.dispose()
             if redis is not None:
