@@ -285,12 +285,10 @@ class GatewayActivities:
                     # An earlier attempt reserved the ClOrdID and may still hold the venue's
                     # first answers (it hangs past its timeout, then hands them over in a result
                     # nobody reads, marked delivered, so never signalled): this result carries
-                    # everything recorded for the order. Each report is booked once whatever
-                    # repeats (the workflow goes by ExecID).
-                    recorded = await self.early_reports.recorded(order.order_id)
-                    known = {(r.venue, r.exec_id) for r in recorded}
-                    ack.reports = recorded + [r for r in ack.reports
-                                              if (r.venue, r.exec_id) not in known]
+                    # everything recorded for the order, which holds what the watch saw (the
+                    # inbound handler records a report before it hands it to a watch). Each
+                    # report is booked once whatever repeats (the workflow goes by ExecID).
+                    ack.reports = await self.early_reports.recorded(order.order_id)
                 await self.early_reports.handed_over(
                     ack.reports, sent=(order.cl_ord_id, seq) if seq is not None else None)
             return ack
