@@ -58,22 +58,14 @@ async def phases_of(client: Client, order: Timed) -> dict[str, float]:
             "total": order.read - order.sent}
 
 
-async def phase_percentiles(client: Client, orders: list[Timed], *, sample: int = 200,
-                            concurrency: int = 8) -> dict[str, dict[str, float]]:
-    """p50 / p95 / p99 (ms) of each phase over up to ``sample`` of ``orders``."""
-    step = max(1, len(orders) // sample)
-    picked = orders[::step][:sample]
+async def sampled_phases(client: Client, orders: list[Timed], *, sample: int = 200,
+                         concurrency: int = 8) -> list[dict[str, float]]:
+    """The phases of up to ``sample`` of ``orders``, spread over the run."""
+    picked = orders[::max(1, len(orders) // sample)][:sample]
     sem = asyncio.Semaphore(concurrency)
 
     async def one(o: Timed) -> dict[str, float]:
         async with sem:
             return await phases_of(client, o)
 
-    rows = await asyncio.gather(*(one(o) for o in picked))
-    out: dict[str, dict[str, float]] = {}
-    for phase in PHASES:
-        values = sorted(r[phase] for r in rows)
-        if values:
-            out[phase] = {f"p{int(q * 100)}": round(values[min(len(values) - 1, int(q * len(values)))]
-                                                    * 1000, 1) for q in (0.5, 0.95, 0.99)}
-    return out
+    return list(await asyncio.gather(*(one(o) for o in picked)))

@@ -48,7 +48,8 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import PollerBehaviorSimpleMaximum, UnsandboxedWorkflowRunner, Worker
 
 from bench.bare_workflow import BareWorkflow, noop
-from bench.order_phases import Timed, phase_percentiles
+from bench.order_phases import PHASES as ORDER_PHASES
+from bench.order_phases import Timed, sampled_phases
 from bench.shape_workflow import ShapeWorkflow, shape_local
 from db.migrate import drop_database
 from db.roles import drop_role, login_of, with_login
@@ -365,8 +366,10 @@ async def bench_overload(api: str, client: Client, accounts: list[dict[str, str]
                           "concurrency": c, **{k: round(v, 2) for k, v in r.items()}, **means,
                           "cpu_ms_per_item": per_item_ms(spent[c], int(r["n"]))}), flush=True)
     for c in (low, high):  # where each level's latency went (histories read after the runs)
-        print(json.dumps({"bench": "orders", "kind": "order_phases_ms", "concurrency": c,
-                          **await phase_percentiles(client, runs[c].timed)}), flush=True)
+        rows = await sampled_phases(client, runs[c].timed)
+        print(json.dumps({"bench": "orders", "kind": "order_phases_ms", "concurrency": c, **{
+            phase: {f"p{round(q * 100)}": round(pct([r[phase] for r in rows], q) * 1000, 1)
+                    for q in (0.5, 0.95, 0.99)} for phase in ORDER_PHASES}}), flush=True)
     print(json.dumps({"bench": "orders", "kind": "overload_ratio", "low": low, "high": high,
                       "throughput_high_over_low": round(figs[high]["per_s"] / figs[low]["per_s"], 3),
                       "p99_high_over_low": round(figs[high]["p99_ms"] / figs[low]["p99_ms"], 3)}),
