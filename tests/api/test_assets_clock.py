@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -63,7 +62,7 @@ async def test_one_asset_by_symbol_or_id(client: httpx.AsyncClient, headers) -> 
         assert body["class"] == "us_equity"
 
 
-@pytest.mark.parametrize("key", ["NOPE", str(uuid.uuid4())])
+@pytest.mark.parametrize("key", ["NOPE", "0bf99c4f-e3ab-4f85-8848-5aa6805d2998"])
 async def test_unknown_asset_is_404(client: httpx.AsyncClient, headers, key: str) -> None:
     r = await client.get(f"/v2/assets/{key}", headers=headers)
     assert r.status_code == 404

@@ -59,6 +59,10 @@ def test_encode_matches_independent_builder() -> None:
         b"8=FIX.4.4\x019=",
         wrap(fields_bytes([(35, "0"), (34, 1)]), body_length=999_999_999),
     ],
+    # ids that do not hold the clock (the first case's SendingTime): every collection the same
+    ids=["bad_checksum", "short_body_length", "msg_type_not_third", "garbage_field",
+         "body_length_not_a_number", "binary", "torn_begin_string", "torn_body_length",
+         "huge_body_length"],
 )
 def test_garbage_then_valid_frame(bad: bytes) -> None:
     fb = FrameBuffer()
