@@ -5,6 +5,11 @@ clearing accounts. Baseline, in the same run and database server: a bare double-
 (one transaction row, two entry rows) plus two balance updates per transaction, with no checks,
 where one of the two balances is a single shared house row.
 
+Then the same buy cycle in a shard that holds more and more other ledger accounts (``--population``,
+20,000 and 200,000 by default: house-like accounts bulk-inserted, statistics refreshed), against
+the same cycle in the shard as it was (``at_scale``): a posting looks up every account it names,
+and that must cost the same however many customers the shard holds.
+
 Prints one JSON line per (kind, writers). Run: ``python -m bench.ledger [--seconds 5]``.
 Uses SHERWOOD_POSTGRES_URL (or a running ``sherwood dev``) and a scratch database it drops.
 """
@@ -106,10 +111,43 @@ async def baseline(engine: AsyncEngine, writers: int, seconds: float) -> dict[st
     return {"txn_per_s": count / (time.monotonic() - start), "txns": count}
 
 
+async def populate(engine: AsyncEngine, total: int) -> int:
+    """Bring ``ledger_accounts`` up to ``total`` rows or more (other accounts, no balance rows:
+    only their number matters to a lookup); ANALYZE; returns the count."""
+    async with engine.begin() as conn:
+        have = (await conn.execute(text("SELECT count(*) FROM ledger_accounts"))).scalar_one()
+        await conn.execute(text(
+            "INSERT INTO ledger_accounts (owner_id, name, currency, non_negative) "
+            "SELECT NULL, 'bench:population:' || n, 'USD', false "
+            "FROM generate_series(CAST(:a AS int), CAST(:b AS int)) n"),
+            {"a": have + 1, "b": total})
+    async with engine.connect() as conn:
+        await conn.execute(text("ANALYZE ledger_accounts"))
+        await conn.commit()
+        return int((await conn.execute(text("SELECT count(*) FROM ledger_accounts"))).scalar_one())
+
+
+async def at_scale(url: str, populations: list[int], seconds: float, writers: int = 8) -> None:
+    engine = make_engine(url, pool_size=writers, max_overflow=0)
+    try:
+        first: float | None = None
+        for total in [0, *populations]:
+            count = await populate(engine, total)
+            r = await ours(engine, writers, seconds)
+            first = first or r["txn_per_s"]
+            print(json.dumps({"bench": "ledger_buy_cycle", "kind": "at_scale", "writers": writers,
+                              "ledger_accounts": count, "txn_per_s": round(r["txn_per_s"], 1),
+                              "txns": r["txns"], "over_first": round(r["txn_per_s"] / first, 3)}))
+    finally:
+        await engine.dispose()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--writers", default="1,8,32")
+    parser.add_argument("--population", default="20000,200000",
+                        help="ledger accounts in the shard for the at-scale runs ('' for none)")
     args = parser.parse_args()
     settings = Settings().resolved()
     url = settings.shard_url(0).rsplit("/", 1)[0] + f"/{settings.db_prefix}_bench_ledger"
@@ -131,6 +169,8 @@ async def main() -> None:
             print(json.dumps({"bench": "ledger_buy_cycle", "kind": "ratio", "writers": writers,
                               "ours_over_baseline": round(float(
                                   Decimal(mine["txn_per_s"]) / Decimal(base["txn_per_s"])), 3)}))
+        if args.population:
+            await at_scale(url, [int(p) for p in args.population.split(",")], args.seconds)
     finally:
         drop_database(url)
 
