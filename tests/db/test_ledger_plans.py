@@ -13,14 +13,13 @@ import uuid
 from typing import Any
 
 import psycopg
-from sqlalchemy.util import greenlet_spawn
 
 from db import sql
 from db.accounts import open_account
 from db.ledger import balance_at_sql, balance_sql, post
 from db.router import ShardRouter
 from domain import ledger as rules
-from tests.db.plans import plan_nodes
+from tests.db.plans import plan_nodes, rolled_back
 
 
 async def _with_many_accounts(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -46,35 +45,23 @@ async def _scans(conn: psycopg.AsyncConnection[Any]) -> int:
 async def test_posting_never_scans_the_ledger_accounts(router: ShardRouter) -> None:
     acct = await open_account(router)
     a = acct.account_id
-    fairy = await router.engine(acct.shard).raw_connection()
-    conn = fairy.driver_connection
-    assert conn is not None
-    try:
-        async with conn.transaction(force_rollback=True):
-            await _with_many_accounts(conn)
-            before = await _scans(conn)
-            # a customer's account and the house's, each looked up by (owner, name)
-            deposit = await post(conn, rules.deposit_provisional(f"scan:{uuid.uuid4()}", a, "100"))
-            hold = await post(conn, rules.hold_cash(f"scan:{uuid.uuid4()}", a, "40"))
-            assert (deposit.status, hold.status) == ("posted", "posted")
-            assert await _scans(conn) == before
-    finally:
-        await greenlet_spawn(fairy.close)
+    async with rolled_back(router, acct.shard) as conn:
+        await _with_many_accounts(conn)
+        before = await _scans(conn)
+        # a customer's account and the house's, each looked up by (owner, name)
+        deposit = await post(conn, rules.deposit_provisional(f"scan:{uuid.uuid4()}", a, "100"))
+        hold = await post(conn, rules.hold_cash(f"scan:{uuid.uuid4()}", a, "40"))
+        assert (deposit.status, hold.status) == ("posted", "posted")
+        assert await _scans(conn) == before
 
 
 async def test_reading_a_balance_probes_the_ledger_accounts_key(router: ShardRouter) -> None:
     acct = await open_account(router)
-    fairy = await router.engine(acct.shard).raw_connection()
-    conn = fairy.driver_connection
-    assert conn is not None
-    try:
-        async with conn.transaction(force_rollback=True):
-            await _with_many_accounts(conn)
-            for owner in (None, acct.account_id):
-                for statement, params in ((balance_sql, {}), (balance_at_sql, {"at": "2026-01-01"})):
-                    row = await sql.one(conn, "EXPLAIN (FORMAT JSON) " + statement(owner),
-                                        {"owner": owner, "name": "cash", **params})
-                    nodes = plan_nodes(json.dumps(row["QUERY PLAN"]))
-                    assert "Seq Scan ledger_accounts" not in nodes, (owner, nodes)
-    finally:
-        await greenlet_spawn(fairy.close)
+    async with rolled_back(router, acct.shard) as conn:
+        await _with_many_accounts(conn)
+        for owner in (None, acct.account_id):
+            for statement, params in ((balance_sql, {}), (balance_at_sql, {"at": "2026-01-01"})):
+                row = await sql.one(conn, "EXPLAIN (FORMAT JSON) " + statement(owner),
+                                    {"owner": owner, "name": "cash", **params})
+                nodes = plan_nodes(json.dumps(row["QUERY PLAN"]))
+                assert "Seq Scan ledger_accounts" not in nodes, (owner, nodes)
