@@ -270,6 +270,13 @@ class Settings(BaseSettings):
     # queue, where every order's first workflow task comes (workers/shard.py).
     shard_workflow_task_polls: int = Field(default=10, ge=2)
     shard_nonsticky_poll_ratio: float = Field(default=0.8, gt=0, le=1)
+    # How long a workflow task waits on the sticky queue of the shard worker that has its order
+    # cached before any worker of the shard may take it. A worker that died (SIGKILL, OOM) never
+    # takes it: every order in flight on it stalls this long (the SDK's default is 10 s; the
+    # trailing stop's SIGKILL test took 20.6 s with it, 13.2 s with 3). A live worker takes its
+    # tasks in well under a second even at c=50 (bench.orders' task_wait p99 130 ms), so 3 s
+    # costs no replays.
+    shard_sticky_timeout_s: float = Field(default=3.0, gt=0, le=60)
     # After a NewOrderSingle, how long send_new_order waits for the venue's first answer, and
     # for the next one once answers come (a market order's New then Fill): answers within the
     # wait travel in the activity result instead of as separate signals (see VenueAck).

@@ -126,6 +126,8 @@ class ShardWorkers:
                 # waited 2-3.5 s between scheduled and started (p99 4.3 s -> 2.6 s with this).
                 workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(s.shard_workflow_task_polls),
                 nonsticky_to_sticky_poll_ratio=s.shard_nonsticky_poll_ratio,
+                # a dead worker's orders go to another worker this soon (see the setting)
+                sticky_queue_schedule_to_start_timeout=timedelta(seconds=s.shard_sticky_timeout_s),
             )
             self._workers.append(worker)
             self._tasks.append(asyncio.create_task(worker.run(), name=f"worker-shard-{n}"))
