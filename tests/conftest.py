@@ -35,6 +35,14 @@ TEST_SHARDS = 4
 pytest_plugins = ["tests.exit_watchdog"]
 
 
+def _pool_sizes() -> dict[str, int]:
+    """Each engine's pool for this process: 2 kept and 4 more at a peak when the run is one
+    process; 1 and 2 when pytest-xdist runs it in workers (each with its own stack)."""
+    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+        return {"db_pool_size": 1, "db_max_overflow": 2}
+    return {"db_pool_size": 2, "db_max_overflow": 4}
+
+
 @pytest.fixture(scope="session")
 def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = os.environ.get("SHERWOOD_POSTGRES_URL")
@@ -79,9 +87,11 @@ def settings(pg_server_url: str, redis_url: str, tmp_path_factory: pytest.TempPa
         redis_url=redis_url,
         db_prefix=prefix,
         redis_prefix=prefix,
-        # several pools share one test server (machine Postgres allows 100 connections)
-        db_pool_size=2,
-        db_max_overflow=4,
+        # several pools share one test server (machine Postgres allows 100 connections), and
+        # each pytest-xdist worker runs a stack of its own: two stacks with these doubled
+        # reached 102 connections and failed orders with "remaining connection slots are
+        # reserved"
+        **_pool_sizes(),
         # tests run at any hour; market-hours rules have their own tests
         enforce_market_hours=False,
         order_rate_per_s=1000.0,
