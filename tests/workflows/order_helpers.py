@@ -18,8 +18,24 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import text
+from temporalio.service import RPCError, RPCStatusCode
 
 from tests.stack import TradingStack, headers
+
+
+async def started(stack: TradingStack, workflow_id: str, timeout: float = 10.0) -> None:
+    """Wait until Temporal knows the workflow (its start recorded): a workflow another one
+    starts once its own step has committed (a rebalance, a replacement) is not there yet when
+    that commit is read."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await stack.temporal.get_workflow_handle(workflow_id).describe()
+            return
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.05)
 
 
 async def wait_order(stack: TradingStack, acct, order_id: str, statuses: set[str],

@@ -17,7 +17,7 @@ from sqlalchemy import text
 from api.routers.stream import trade_update as stream_message
 from tests.db.audit_books import audit_rows_about
 from tests.stack import TradingStack, headers, served
-from tests.workflows.order_helpers import balances, wait_order
+from tests.workflows.order_helpers import balances, started, wait_order
 from tests.workflows.replay import replay_past_the_import_race
 from tests.workflows.test_http_clients import trading_client
 
@@ -270,6 +270,9 @@ async def test_the_firms_inventory_is_rebalanced_by_a_whole_share_order(stack: T
         assert r.status_code == 200, r.text
         await wait_order(stack, acct, r.json()["id"], {"filled"})
         ids.append(r.json()["id"])
+    # the second order's workflow starts the rebalance after its FILLED commit, which the
+    # wait above may read first (seen once in a CI run: "workflow not found")
+    await started(stack, rebalance_workflow_id(acct.shard, "F"))
     handle = stack.temporal.get_workflow_handle(rebalance_workflow_id(acct.shard, "F"))
     assert (await handle.result()).startswith("buy 1 F: FILLED")
     assert await house_balance(stack, acct.shard, "inventory:F") == inv0 - D("1.2") + 1

@@ -7,8 +7,6 @@ the books and the workflow apart (the replace recorded, the workflow never told)
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 import pytest
@@ -21,7 +19,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from sherwood.faults import update_dropped
 from tests.db.audit_books import audit_rows_about
 from tests.stack import TradingStack, headers
-from tests.workflows.order_helpers import balances, place, wait_order
+from tests.workflows.order_helpers import balances, place, started, wait_order
 from tests.workflows.test_trailing_stop import patch, wait_for
 from workflows.order_replace import OrderReplaces
 
@@ -34,19 +32,6 @@ async def waiting_trailing_buy(stack: TradingStack) -> tuple[Any, str]:
                         time_in_force="day", trail_percent="1")
     await wait_for(stack, acct, order["id"], "hwm", lambda o: o["hwm"] == "100.1")
     return acct, order["id"]
-
-
-async def started(stack: TradingStack, workflow_id: str, timeout: float = 10.0) -> None:
-    """Wait until Temporal knows the workflow (its start recorded)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            await stack.temporal.get_workflow_handle(workflow_id).describe()
-            return
-        except RPCError as exc:
-            if exc.status != RPCStatusCode.NOT_FOUND or time.monotonic() > deadline:
-                raise
-        await asyncio.sleep(0.05)
 
 
 async def replaced_then_canceled(stack: TradingStack, acct: Any, oid: str, r: Any) -> None:
