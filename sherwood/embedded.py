@@ -60,6 +60,53 @@ def wait_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes
     raise EmbeddedError(f"{host}:{port} did not open within {timeout}s")
 
 
+def wait_temporal_frontend(address: str, timeout: float,
+                           proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Wait until the Temporal frontend at ``address`` answers a client's connect (its
+    GetSystemInfo). The dev server opens its port before its frontend is healthy: a client
+    connecting in between is refused with "Frontend is not healthy yet" (seen in a test run,
+    the session's first connect 0.15 s after the port opened). Raises :class:`EmbeddedError`
+    when the process exits or ``timeout`` passes. Runs its probe on an event loop of its own,
+    in a thread, so that callers with a running loop can call it too."""
+    import asyncio
+    import threading
+
+    from temporalio.client import Client  # here: only a dev server's start needs it
+
+    deadline = time.monotonic() + timeout
+    outcome: list[BaseException | None] = []
+
+    async def probe() -> None:
+        last: BaseException | None = None
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                raise EmbeddedError(f"Temporal exited with {proc.returncode} before {address} "
+                                    "answered")
+            try:
+                await asyncio.wait_for(Client.connect(address),
+                                       max(0.1, min(5.0, deadline - time.monotonic())))
+                return
+            except (RuntimeError, TimeoutError) as exc:  # the SDK's "Failed client connect"
+                last = exc
+            await asyncio.sleep(0.1)
+        raise EmbeddedError(f"Temporal at {address} did not answer within {timeout}s: {last}")
+
+    def run() -> None:
+        try:
+            asyncio.run(probe())
+            outcome.append(None)
+        except BaseException as exc:  # handed to the caller's thread
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, name="temporal-frontend-probe", daemon=True)
+    thread.start()
+    thread.join(timeout + 10)
+    if not outcome:
+        raise EmbeddedError(f"Temporal at {address} did not answer within {timeout}s")
+    if outcome[0] is not None:
+        raise outcome[0]
+
+
 def ephemeral_range() -> tuple[int, int]:
     """The kernel's range for ports it picks itself (outgoing connections, ``bind`` to port 0)."""
     try:
@@ -398,7 +445,10 @@ class TemporalDevServer:
             if not isinstance(out, int):
                 out.close()
         try:
+            started = time.monotonic()
             wait_port(self.host, self.port, timeout, self.proc)
+            wait_temporal_frontend(self.address, max(1.0, timeout - (time.monotonic() - started)),
+                                   self.proc)
         except BaseException:
             _stop_process(self.proc, signal.SIGKILL, timeout=5)
             raise
