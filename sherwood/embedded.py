@@ -62,49 +62,35 @@ def wait_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes
 
 def wait_temporal_frontend(address: str, timeout: float,
                            proc: subprocess.Popen[bytes] | None = None) -> None:
-    """Wait until the Temporal frontend at ``address`` answers a client's connect (its
-    GetSystemInfo). The dev server opens its port before its frontend is healthy: a client
-    connecting in between is refused with "Frontend is not healthy yet" (seen in a test run,
-    the session's first connect 0.15 s after the port opened). Raises :class:`EmbeddedError`
-    when the process exits or ``timeout`` passes. Runs its probe on an event loop of its own,
-    in a thread, so that callers with a running loop can call it too."""
-    import asyncio
-    import threading
+    """Wait until the Temporal frontend at ``address`` answers GetSystemInfo, the first call of
+    every client's connect. The dev server opens its port before its frontend is healthy: a
+    client connecting in between is refused with "Frontend is not healthy yet" (seen in a test
+    run, the first connect 0.15 s after the port opened). Raises :class:`EmbeddedError` when the
+    process exits or ``timeout`` passes.
 
-    from temporalio.client import Client  # here: only a dev server's start needs it
-
+    It asks with the Temporal CLI (``temporal operator cluster system``, about 0.1 s a call), a
+    child process: no Temporal client lives in the caller, which may be ``sherwood dev``'s
+    supervisor, whose main thread must stay free to take Ctrl-C."""
     deadline = time.monotonic() + timeout
-    outcome: list[BaseException | None] = []
-
-    async def probe() -> None:
-        last: BaseException | None = None
-        while time.monotonic() < deadline:
-            if proc is not None and proc.poll() is not None:
-                raise EmbeddedError(f"Temporal exited with {proc.returncode} before {address} "
-                                    "answered")
-            try:
-                await asyncio.wait_for(Client.connect(address),
-                                       max(0.1, min(5.0, deadline - time.monotonic())))
-                return
-            except (RuntimeError, TimeoutError) as exc:  # the SDK's "Failed client connect"
-                last = exc
-            await asyncio.sleep(0.1)
-        raise EmbeddedError(f"Temporal at {address} did not answer within {timeout}s: {last}")
-
-    def run() -> None:
+    last = "no answer"
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise EmbeddedError(f"Temporal exited with {proc.returncode} before {address} answered")
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise EmbeddedError(f"Temporal at {address} did not answer within {timeout}s: {last}")
         try:
-            asyncio.run(probe())
-            outcome.append(None)
-        except BaseException as exc:  # handed to the caller's thread
-            outcome.append(exc)
-
-    thread = threading.Thread(target=run, name="temporal-frontend-probe", daemon=True)
-    thread.start()
-    thread.join(timeout + 10)
-    if not outcome:
-        raise EmbeddedError(f"Temporal at {address} did not answer within {timeout}s")
-    if outcome[0] is not None:
-        raise outcome[0]
+            done = subprocess.run(
+                [temporal_binary(), "operator", "cluster", "system", "--address", address],
+                stdin=subprocess.DEVNULL, capture_output=True, timeout=max(0.5, min(5.0, left)))
+        except subprocess.TimeoutExpired:
+            last = "no answer"
+            continue
+        if done.returncode == 0:
+            return
+        said = (done.stderr or done.stdout).decode(errors="replace").strip().splitlines()
+        last = said[0] if said else f"exit {done.returncode}"
+        time.sleep(0.1)
 
 
 def ephemeral_range() -> tuple[int, int]:
