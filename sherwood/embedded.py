@@ -72,6 +72,7 @@ def wait_temporal_frontend(address: str, timeout: float,
     child process: no Temporal client lives in the caller, which may be ``sherwood dev``'s
     supervisor, whose main thread must stay free to take Ctrl-C."""
     deadline = time.monotonic() + timeout
+    ask = [temporal_binary(), "operator", "cluster", "system", "--address", address]
     last = "no answer"
     while True:
         if proc is not None and proc.poll() is not None:
@@ -80,9 +81,8 @@ def wait_temporal_frontend(address: str, timeout: float,
         if left <= 0:
             raise EmbeddedError(f"Temporal at {address} did not answer within {timeout}s: {last}")
         try:
-            done = subprocess.run(
-                [temporal_binary(), "operator", "cluster", "system", "--address", address],
-                stdin=subprocess.DEVNULL, capture_output=True, timeout=max(0.5, min(5.0, left)))
+            done = subprocess.run(ask, stdin=subprocess.DEVNULL, capture_output=True,
+                                  timeout=max(0.5, min(5.0, left)))
         except subprocess.TimeoutExpired:
             last = "no answer"
             continue
@@ -431,10 +431,9 @@ class TemporalDevServer:
             if not isinstance(out, int):
                 out.close()
         try:
-            started = time.monotonic()
+            deadline = time.monotonic() + timeout
             wait_port(self.host, self.port, timeout, self.proc)
-            wait_temporal_frontend(self.address, max(1.0, timeout - (time.monotonic() - started)),
-                                   self.proc)
+            wait_temporal_frontend(self.address, max(1.0, deadline - time.monotonic()), self.proc)
         except BaseException:
             _stop_process(self.proc, signal.SIGKILL, timeout=5)
             raise

@@ -15,7 +15,7 @@ from sherwood.embedded import EmbeddedError, TemporalDevServer, free_port
 # a server that opens the port and never speaks Temporal's protocol (what the dev server is
 # between its port opening and its frontend being healthy)
 SILENT = """
-import socket, sys, time
+import socket, sys
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(16)
 conns = []
