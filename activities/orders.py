@@ -12,7 +12,7 @@ before the hold (:meth:`OrderActivities.reject_unaccepted`), STUCK with it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -52,6 +52,28 @@ class ApplyReportsInput:
     order_id: str
     reports: list[VenueEvent]
     routed_venue: str | None = None  # also record the move to ROUTED (the gateway sent it there)
+
+
+@dataclass
+class DirectSendInput:
+    """A new order for the gateway's direct link, and what to book with the venue's first
+    answers if it is sent: the reports signalled before the send (``pending``, booked after the
+    ack's) and the (venue, ExecID) keys the workflow has seen (an ack's report among them is not
+    booked again)."""
+
+    order: VenueOrder
+    pending: list[VenueEvent] = field(default_factory=list)
+    seen: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DirectAck(VenueAck):
+    """``send_new_order_direct``'s answer: the gateway's ack and, when the same local activity
+    booked the move to ROUTED with the venue's first answers, the order after that booking.
+    ``booked`` is None when the booking did not happen here (it failed, or a history written
+    before it did returns a bare ack): the workflow then books with ``apply_reports``."""
+
+    booked: OrderSnapshot | None = None
 
 
 @dataclass
@@ -221,14 +243,32 @@ class OrderActivities:
 
     @activity.defn(name="send_new_order_direct")
     @final_unless_transient
-    async def send_new_order_direct(self, order: VenueOrder) -> VenueAck | None:
+    async def send_new_order_direct(self, inp: DirectSendInput) -> DirectAck | None:
         """The gateway's ``send_new_order`` over the direct link (``activities.gateway_link``),
-        run as a local activity in the order's first workflow task. ``None``: no link, or it
-        could not carry the call; the workflow then uses the gateway's activity (safe: sending
-        is idempotent per ClOrdID). The gateway's non-retryable refusals are raised as they are."""
+        run as a local activity in the order's first workflow task, then, once sent, the move to
+        ROUTED booked with the venue's first answers (:meth:`apply_reports`'s transaction) in
+        the same activity: one local activity, not two, for an order that fills at once.
+
+        ``None``: no link, or it could not carry the call; the workflow then uses the gateway's
+        activity (safe: sending is idempotent per ClOrdID). The gateway's non-retryable refusals
+        are raised as they are. A booking that fails here is not retried here and never hides
+        the send: the ack comes back with ``booked=None`` and the workflow books it with
+        ``apply_reports`` and that step's retries and visible end."""
         if self.gateway is None:
             return None
-        return await self.gateway.send_new_order(order)
+        ack = await self.gateway.send_new_order(inp.order)
+        if ack is None:
+            return None
+        seen = set(inp.seen)
+        batch = [r for r in ack.reports if f"{r.venue}:{r.exec_id}" not in seen] + inp.pending
+        booked: OrderSnapshot | None = None
+        try:
+            booked = await self.store.apply_reports(inp.order.order_id, batch, routed_venue=ack.venue)
+        except Exception as exc:  # the workflow's apply_reports books it (and ends it visibly)
+            activity.logger.warning("order %s sent to %s; its booking is left to apply_reports: %r",
+                                    inp.order.order_id, ack.venue, exc)
+        return DirectAck(venue=ack.venue, cl_ord_id=ack.cl_ord_id, resent=ack.resent,
+                         reports=ack.reports, booked=booked)
 
     @activity.defn(name="fill_from_house")
     @final_unless_transient

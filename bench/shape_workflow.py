@@ -1,9 +1,9 @@
 """The floor of bench.orders: a workflow with exactly the Temporal shape of a filled market order
-(update-with-start answered when its first workflow task completes; in that task three local
-activities: accept, the send over the gateway link, the booking; one patch marker; OrderState
-upserted once), with no-op bodies. What it costs is what the order's Temporal steps alone cost;
-ours minus it is the price of the business work (HTTP, risk, ledger, FIX). Its own module so the
-workflow sandbox imports nothing but temporalio."""
+(update-with-start answered when its first workflow task completes; in that task two local
+activities: accept, and the send over the gateway link with the booking of its answers; one
+patch marker; OrderState upserted once), with no-op bodies. What it costs is what the order's
+Temporal steps alone cost; ours minus it is the price of the business work (HTTP, risk, ledger,
+FIX). Its own module so the workflow sandbox imports nothing but temporalio."""
 
 from __future__ import annotations
 
@@ -35,8 +35,7 @@ class ShapeWorkflow:
     async def run(self, _: str) -> str:
         workflow.patched("bench-shape")
         self.state = await self._local("FUNDS_HELD")
-        await self._local("send")
-        state = await self._local("FILLED")
+        state = await self._local("FILLED")  # sent and booked
         workflow.upsert_search_attributes([ORDER_STATE.value_set(state)])
         return state
 

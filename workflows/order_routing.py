@@ -19,7 +19,13 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.exceptions import TimeoutError as ActivityTimedOut
 
 with workflow.unsafe.imports_passed_through():
-    from activities.orders import ApplyReportsInput, HouseFillInput, OrderActivities
+    from activities.orders import (
+        ApplyReportsInput,
+        DirectAck,
+        DirectSendInput,
+        HouseFillInput,
+        OrderActivities,
+    )
     from domain.execution import VenueAck, VenueOrder
     from domain.fractional import house_only, venue_qty
     from domain.orders import TransitionInput
@@ -66,13 +72,15 @@ class OrderRouting(VenueTimeouts):
                            stop_price=_opt(req.get("stop_price")))
         try:
             ack: VenueAck | None = None
+            pending = list(self._reports)  # what the direct send books with the ack, if it does
             if self._direct:
                 # In this workflow task, over the gateway's direct link: no activity round trips
                 # through the server. None (no link, down, slow) or a failure of our own: the
                 # gateway's activity sends it, safe because a ClOrdID goes to a venue once, ever.
                 try:
                     ack = await workflow.execute_local_activity_method(
-                        OrderActivities.send_new_order_direct, order,
+                        OrderActivities.send_new_order_direct,
+                        DirectSendInput(order=order, pending=pending, seen=sorted(self._seen)),
                         start_to_close_timeout=timedelta(seconds=10),
                         retry_policy=RetryPolicy(maximum_attempts=1))
                 except ACTIVITY_FAILED as exc:
@@ -95,7 +103,18 @@ class OrderRouting(VenueTimeouts):
             else:
                 await self._finish(S.FAILED, f"could not route: {cause or exc}", actor="gateway")
             return
-        if self._direct or workflow.patched(ROUTED_WITH_FIRST_ANSWERS):
+        if isinstance(ack, DirectAck) and ack.booked is not None:
+            # The direct send booked the move to ROUTED with the venue's first answers and the
+            # reports pending when it was scheduled, in its own local activity. No patch: a
+            # history written before it recorded a bare ack here (booked None), and replays the
+            # apply_reports step below, as written.
+            # Signals taken while it ran stay for the main loop, but for copies of its reports.
+            done = {f"{r.venue}:{r.exec_id}" for r in ack.reports + pending}
+            for r in ack.reports:
+                self._first_time(r)
+            self._reports = [r for r in self._reports if f"{r.venue}:{r.exec_id}" not in done]
+            self._set(ack.booked)
+        elif self._direct or workflow.patched(ROUTED_WITH_FIRST_ANSWERS):
             # The move to ROUTED and the venue's first answers (which the gateway returns with
             # the ack when they come at once, e.g. a market order's New + Fill) are booked in one
             # shard transaction, in this workflow task: no separate signals, no extra workflow

@@ -78,6 +78,20 @@ async def test_record_market_buy_filled_over_the_link(stack: TradingStack) -> No
     await save(stack, "market_buy_filled_over_the_link", o["id"])
 
 
+async def test_record_market_buy_sent_and_booked_in_one_step(stack: TradingStack) -> None:
+    """The direct send books its answers in the same local activity (no apply_reports step)."""
+    await stack.set_quote("AAPL", "187.40", "187.50")
+    acct = await stack.account("5000")
+    o = await place(stack, acct, symbol="AAPL", qty="2", side="buy", type="market", time_in_force="day")
+    await save(stack, "market_buy_sent_and_booked_in_one_step", o["id"])
+
+
+async def test_record_limit_sent_and_booked_in_one_step_then_canceled(stack: TradingStack) -> None:
+    acct, o = await resting_limit(stack)
+    await cancel(stack, acct, o["id"])
+    await save(stack, "limit_sent_and_booked_in_one_step_then_canceled", o["id"])
+
+
 async def test_record_limit_resting_then_canceled(stack: TradingStack) -> None:
     acct, o = await resting_limit(stack)
     await cancel(stack, acct, o["id"])

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from db.orders import OrderStore
 from sherwood.contracts import ORDER_STATE
 from tests.stack import TradingStack, headers
 from tests.workflows.order_helpers import (
@@ -34,7 +35,8 @@ async def test_market_order_goes_over_the_gateway_link_in_one_workflow_task(
     stack: TradingStack,
 ) -> None:
     """Accepted, sent over the gateway's direct link, filled and booked in the workflow's first
-    (and only) workflow task: no activity, no signal, no second task."""
+    (and only) workflow task: no activity, no signal, no second task; the send and the booking
+    of its answers are one local activity."""
     await stack.set_quote("AAPL", "187.40", "187.50")
     acct = await stack.account("5000")
     handle = await buy_two_aapl_filled(stack, acct)
@@ -43,7 +45,7 @@ async def test_market_order_goes_over_the_gateway_link_in_one_workflow_task(
     assert types.count("WORKFLOW_TASK_COMPLETED") == 1, types
     assert not [t for t in types if t.startswith("ACTIVITY_TASK") or t.endswith("SIGNALED")], types
     steps = local_steps(history)
-    assert steps == ["accept_order", "send_new_order_direct", "apply_reports"], steps
+    assert steps == ["accept_order", "send_new_order_direct"], steps
     assert types.count("UPSERT_WORKFLOW_SEARCH_ATTRIBUTES") <= 2, types  # one OrderState, one patch
     assert (await handle.describe()).typed_search_attributes.get(ORDER_STATE) == "FILLED"
     # a resting order: its OrderState is current once its workflow waits
@@ -59,6 +61,33 @@ async def test_market_order_goes_over_the_gateway_link_in_one_workflow_task(
     async with stack.http() as http:
         assert (await http.delete(f"/v2/orders/{limit['id']}", headers=headers(acct))).status_code == 204
     await wait_order(stack, acct, limit["id"], {"canceled"})
+    await assert_two_aapl_bought(stack, acct, handle, "5000")
+
+
+async def test_a_booking_that_fails_after_the_direct_send_is_booked_by_the_next_step(
+    stack: TradingStack, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The order goes over the link, but booking its answers in the same local activity fails
+    (our own error): the send is not hidden or repeated; the workflow books the ack's reports
+    with its apply_reports step, once."""
+    await stack.set_quote("AAPL", "187.40", "187.50")
+    acct = await stack.account("5000")
+    real = OrderStore.apply_reports
+    failed: list[str] = []
+
+    async def fails_once(self: OrderStore, order_id: str, reports: Any, **kw: Any) -> Any:
+        if not failed and (await self.snapshot(order_id)).account_id == str(acct.account_id):
+            failed.append(order_id)
+            raise RuntimeError("injected: the booking after the send fails once")
+        return await real(self, order_id, reports, **kw)
+
+    monkeypatch.setattr(OrderStore, "apply_reports", fails_once)
+    handle = await buy_two_aapl_filled(stack, acct)
+    monkeypatch.undo()
+    assert failed == [handle.id]
+    history = await handle.fetch_history()
+    assert local_steps(history) == ["accept_order", "send_new_order_direct", "apply_reports"]
+    assert await gateway_sends(stack, handle.id) == 1
     await assert_two_aapl_bought(stack, acct, handle, "5000")
 
 
