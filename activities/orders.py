@@ -260,7 +260,7 @@ class OrderActivities:
         if ack is None:
             return None
         seen = set(inp.seen)
-        batch = [r for r in ack.reports if f"{r.venue}:{r.exec_id}" not in seen] + inp.pending
+        batch = [r for r in ack.reports if r.key not in seen] + inp.pending
         booked: OrderSnapshot | None = None
         try:
             booked = await self.store.apply_reports(inp.order.order_id, batch, routed_venue=ack.venue)

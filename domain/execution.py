@@ -207,6 +207,11 @@ class VenueEvent:
     route: RouteFacts | None = None
 
     @property
+    def key(self) -> str:
+        """``venue:exec_id``: the event's identity, as the order workflow keeps the ones it saw."""
+        return f"{self.venue}:{self.exec_id}"
+
+    @property
     def final(self) -> bool:
         """The venue says the order is done (filled, canceled, rejected or expired)."""
         return (self.kind not in (VenueEventKind.CANCEL_REJECTED, VenueEventKind.REPLACE_REJECTED)

@@ -112,7 +112,7 @@ class OrderCore:
             self._reports.append(report)
 
     def _first_time(self, report: VenueEvent) -> bool:
-        key = f"{report.venue}:{report.exec_id}"
+        key = report.key
         if key in self._seen:
             return False  # a duplicate (PossDup / PossResend / redelivery): booked once, ever
         self._seen.add(key)

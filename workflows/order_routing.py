@@ -109,10 +109,10 @@ class OrderRouting(VenueTimeouts):
             # history written before it recorded a bare ack here (booked None), and replays the
             # apply_reports step below, as written.
             # Signals taken while it ran stay for the main loop, but for copies of its reports.
-            done = {f"{r.venue}:{r.exec_id}" for r in ack.reports + pending}
+            done = {r.key for r in ack.reports + pending}
             for r in ack.reports:
                 self._first_time(r)
-            self._reports = [r for r in self._reports if f"{r.venue}:{r.exec_id}" not in done]
+            self._reports = [r for r in self._reports if r.key not in done]
             self._set(ack.booked)
         elif self._direct or workflow.patched(ROUTED_WITH_FIRST_ANSWERS):
             # The move to ROUTED and the venue's first answers (which the gateway returns with
