@@ -321,9 +321,19 @@ class OrderService:
         except WorkflowUpdateFailedError as exc:
             raise _update_error(exc) from exc
         except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                raise ApiError(422, "not_cancelable", "order is no longer open", code=42210000) from exc
-            raise
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+            # The workflow ended since the read above. It may have ended by this very cancel: a
+            # workflow task that ran it (committed CANCELED) but whose completion the server
+            # refused drops the update, and the update sent again finds the workflow gone.
+            # Canceled is what was asked: answered as done; any other end is the refusal.
+            now = await self.get(account_id, order_id)
+            if now["status"] == "canceled":
+                return now
+            why = ("the order cannot take a cancel right now: retry"
+                   if now["status"] in OPEN_STATUSES else
+                   f"order is {now['status']} and cannot be canceled")
+            raise ApiError(422, "not_cancelable", why, code=42210000) from exc
         return await self.get(account_id, order_id)
 
     async def _update(self, account_id: uuid.UUID, order: dict[str, Any], update: Any,
