@@ -109,8 +109,16 @@ class ShallowDataclassEncoder(AdvancedJSONEncoder):
 
     def default(self, o: Any) -> Any:
         if dataclasses.is_dataclass(o) and not isinstance(o, type):
-            return {f.name: getattr(o, f.name) for f in _dataclass_shape(type(o))[1]}
+            return {name: getattr(o, name) for name in _field_names(type(o))}
         return super().default(o)
+
+
+@functools.lru_cache(maxsize=256)
+def _field_names(cls: type) -> tuple[str, ...]:
+    # The fields only, not their type hints: encoding needs none, and resolving them failed
+    # once in CI ("name 'TransferInput' is not defined", encoding a sandboxed workflow's
+    # activity input; likely the sandbox's copy of the module, half imported at that moment)
+    return tuple(f.name for f in dataclasses.fields(cls))
 
 
 # built once: they hold no state, and the SDK builds a payload converter for every workflow

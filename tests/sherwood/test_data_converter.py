@@ -115,3 +115,20 @@ def test_an_event_from_before_routes_decodes_without_one() -> None:
     old = {k: v for k, v in _report("5").__dict__.items() if k != "route"}
     got = conv.from_payloads(conv.to_payloads([old]), [VenueEvent])[0]
     assert got == _report("5") and got.route is None
+
+
+@dataclass
+class _HintNotResolvable:
+    """A field whose annotation names a type its module does not hold. Seen once in CI: a
+    withdrawal's fail_unstarted_transfer input failed to encode with "name 'TransferInput' is
+    not defined" (likely a workflow sandbox's half-imported copy of its module), and the
+    transfer answered 504 instead of ending FAILED."""
+
+    transfer: NotDefinedHere  # type: ignore[name-defined]  # noqa: F821
+    reason: str = "r"
+
+
+def test_encoding_needs_only_the_fields_not_their_type_hints() -> None:
+    value = _HintNotResolvable(transfer={"id": "t"}, reason="a bug")
+    sdk = DataConverter.default.payload_converter.to_payloads([value])
+    assert DATA_CONVERTER.payload_converter.to_payloads([value]) == sdk
