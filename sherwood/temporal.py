@@ -34,11 +34,6 @@ _TYPES = {
 }
 
 
-@functools.lru_cache(maxsize=256)
-def _dataclass_shape(cls: type) -> tuple[dict[str, Any], tuple[dataclasses.Field[Any], ...]]:
-    return typing.get_type_hints(cls), dataclasses.fields(cls)
-
-
 _PLAIN = (str, int, bool)  # JSON gives these as the values themselves
 
 
@@ -60,8 +55,9 @@ def _plain_types(hint: Any) -> frozenset[type]:
 @functools.lru_cache(maxsize=256)
 def _decoders(cls: type) -> tuple[tuple[str, bool, Any, frozenset[type]], ...]:
     """Per field of ``cls``: name, init, type hint, the value types taken as they are."""
-    hints, fields = _dataclass_shape(cls)
-    return tuple((f.name, f.init, hints[f.name], _plain_types(hints[f.name])) for f in fields)
+    hints = typing.get_type_hints(cls)
+    return tuple((f.name, f.init, hints[f.name], _plain_types(hints[f.name]))
+                 for f in dataclasses.fields(cls))
 
 
 class CachedHintsDataclasses(JSONTypeConverter):
